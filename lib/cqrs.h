@@ -1,0 +1,245 @@
+/*
+ * libcqrs: everything the cqrs-* tools share.
+ *
+ * The tools in src/ include only this header.  Objects with invariants
+ * (the store, a cursor, an input stream) are opaque; plain records (an
+ * event, an error, a read filter) are structs the caller may fill.
+ */
+#ifndef CQRS_H
+#define CQRS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/*
+ * Exit status, one table for the whole toolkit (also in cqrs(7)).
+ * sysexits(3) values where their meaning fits, small numbers of our own.
+ */
+enum cqrs_exit {
+	CQRS_EXIT_OK = 0,
+	CQRS_EXIT_NOT_FOUND = 1,  /* query-like tools: nothing matched */
+	CQRS_EXIT_CONFLICT = 3,   /* optimistic concurrency: version mismatch */
+	CQRS_EXIT_REJECTED = 4,   /* a command broke a business rule */
+	CQRS_EXIT_USAGE = 64,     /* EX_USAGE */
+	CQRS_EXIT_DATAERR = 65,   /* EX_DATAERR: bad input, not a cqrs store */
+	CQRS_EXIT_NOINPUT = 66,   /* EX_NOINPUT: input file or store missing */
+	CQRS_EXIT_SOFTWARE = 70,  /* EX_SOFTWARE: internal error */
+	CQRS_EXIT_OSERR = 71,     /* EX_OSERR: out of memory, fork failed */
+	CQRS_EXIT_CANTCREAT = 73, /* EX_CANTCREAT: cannot create the store */
+	CQRS_EXIT_IOERR = 74,     /* EX_IOERR: read, write or fsync failed */
+	CQRS_EXIT_TEMPFAIL = 75,  /* EX_TEMPFAIL: store busy or locked */
+	CQRS_EXIT_NOPERM = 77,    /* EX_NOPERM */
+	CQRS_EXIT_CONFIG = 78,    /* EX_CONFIG: bad configuration, newer schema */
+};
+
+/* Limits on one input line, documented in cqrs(7). */
+#define CQRS_MAX_LINE (1024 * 1024)
+#define CQRS_MAX_DEPTH 64
+#define CQRS_MAX_TYPE_NAME 128
+
+/* An error travels up to the tool, which prints it once and exits with code. */
+typedef struct cqrs_error {
+	int code;
+	char msg[1024];
+} cqrs_error;
+
+#if defined(__GNUC__)
+#define CQRS_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#define CQRS_NORETURN __attribute__((noreturn))
+#else
+#define CQRS_PRINTF(a, b)
+#define CQRS_NORETURN
+#endif
+
+/* Sets *err (when err is not NULL) and returns -1, so callers can write
+ * `return cqrs_fail(err, CQRS_EXIT_DATAERR, "...")`. */
+int cqrs_fail(cqrs_error *err, int code, const char *fmt, ...) CQRS_PRINTF(3, 4);
+
+/* --- tool plumbing (tool.c) --------------------------------------------- */
+
+/* Records the tool's name for messages, pins the C locale, and makes a
+ * closed stdout a quiet exit rather than death by SIGPIPE. */
+void cqrs_tool_init(const char *name);
+const char *cqrs_tool_name(void);
+/* "name: message" on stderr. */
+void cqrs_warn(const char *fmt, ...) CQRS_PRINTF(1, 2);
+CQRS_NORETURN void cqrs_die(int code, const char *fmt, ...) CQRS_PRINTF(2, 3);
+CQRS_NORETURN void cqrs_die_error(const cqrs_error *err);
+/* Flushes and closes stdout; a failed write there is exit 74, a reader that
+ * went away (EPIPE) a quiet exit 0.  Call as the last thing before exit. */
+int cqrs_finish_stdout(int code);
+/* True when out is a closed pipe: the reader went away. */
+bool cqrs_stdout_gone(void);
+/* Parses a whole non-negative decimal int64 or returns -1 */
+int cqrs_parse_int64(const char *s, int64_t *out);
+void cqrs_print_version(void);
+/* true when stderr is a terminal: progress may be shown there */
+bool cqrs_progress_wanted(void);
+
+/* --- NDJSON input (ndjson.c) --------------------------------------------- */
+
+/* Lines from the file operands in order ("-" is stdin), or stdin when
+ * there are none.  Memory is bounded by CQRS_MAX_LINE. */
+typedef struct cqrs_input cqrs_input;
+
+cqrs_input *cqrs_input_open(char *const *paths, int npaths);
+/* Next non-empty line, without its "\n" or "\r\n", NUL-terminated and
+ * writable in place.  Returns 1, 0 at the end of all input, or -1 with
+ * *err set (an unreadable file, a line over CQRS_MAX_LINE). */
+int cqrs_input_next(cqrs_input *in, char **line, size_t *len, cqrs_error *err);
+/* Where the last line came from: "stdin" or the path, and its number. */
+const char *cqrs_input_name(const cqrs_input *in);
+long cqrs_input_lineno(const cqrs_input *in);
+void cqrs_input_close(cqrs_input *in);
+
+/* --- strict JSON (json.c) ------------------------------------------------- */
+
+/* A strict RFC 8259 check of one JSON text: valid UTF-8, no duplicate keys,
+ * nesting at most CQRS_MAX_DEPTH.  Compacts the text in place (drops
+ * insignificant white space, keeps every value's bytes as written) and
+ * stores the new length in *len.  On failure returns -1 with *err set to
+ * a message that names the byte column. */
+int cqrs_json_compact(char *text, size_t *len, cqrs_error *err);
+
+/* One member of a compact JSON object: the key's bytes (without quotes,
+ * escapes left as written) and the value's bytes. */
+typedef struct cqrs_json_member {
+	const char *key;
+	size_t key_len;
+	const char *value;
+	size_t value_len;
+} cqrs_json_member;
+
+/* Iterates the members of a compact, valid JSON object.  *pos starts at 0.
+ * Returns 1 per member, 0 at the end. */
+int cqrs_json_next_member(const char *obj, size_t len, size_t *pos, cqrs_json_member *m);
+/* Finds a top-level member by key (plain keys only). */
+bool cqrs_json_get(const char *obj, size_t len, const char *key, const char **value,
+		   size_t *value_len);
+/* Decodes a JSON string value (with its quotes) into buf; returns the
+ * decoded length or -1 if it does not fit or is not a string. */
+long cqrs_json_string(const char *value, size_t len, char *buf, size_t cap);
+/* Writes s as a JSON string (with quotes) to f. */
+void cqrs_json_write_string(FILE *f, const char *s, size_t len);
+
+/* --- the event envelope (envelope.c) -------------------------------------- */
+
+#define CQRS_UUID_LEN 16
+#define CQRS_HASH_LEN 32
+#define CQRS_TIMESTAMP_LEN 27 /* 2026-01-16T14:00:00.123456Z */
+
+typedef struct cqrs_event {
+	int64_t sequence;          /* 0 when absent */
+	uint8_t event_id[CQRS_UUID_LEN];
+	bool has_event_id;
+	uint8_t aggregate_id[CQRS_UUID_LEN];
+	char aggregate_type[CQRS_MAX_TYPE_NAME + 1];
+	int64_t aggregate_version; /* 0 when absent */
+	int64_t expected_version;  /* -1 when absent */
+	char event_type[CQRS_MAX_TYPE_NAME + 1];
+	int64_t event_version;     /* 1 when absent */
+	const char *data;          /* compact JSON object, not NUL-terminated */
+	size_t data_len;
+	const char *metadata;      /* compact JSON object; "{}" when absent */
+	size_t metadata_len;
+	char timestamp[CQRS_TIMESTAMP_LEN + 1]; /* "" when absent */
+	uint8_t hash[CQRS_HASH_LEN];
+	bool has_hash;
+} cqrs_event;
+
+/* Parses and validates one NDJSON line into ev.  The line is compacted in
+ * place and ev points into it.  On failure returns -1, *err says what. */
+int cqrs_event_parse(cqrs_event *ev, char *line, size_t len, cqrs_error *err);
+/* Writes the complete envelope as one line, keys in the documented order. */
+void cqrs_event_write(FILE *f, const cqrs_event *ev);
+/* The tamper-evidence chain: hash = SHA-256(prev hash, the event's fields). */
+void cqrs_event_hash(const cqrs_event *ev, const uint8_t prev[CQRS_HASH_LEN],
+		     uint8_t out[CQRS_HASH_LEN]);
+/* The correlation_id in metadata, decoded into buf; false when absent. */
+bool cqrs_event_correlation(const cqrs_event *ev, char *buf, size_t cap);
+
+/* UUIDs: canonical text form to 16 bytes and back (lowercase, 36 chars + NUL). */
+int cqrs_uuid_parse(const char *text, size_t len, uint8_t out[CQRS_UUID_LEN]);
+void cqrs_uuid_format(const uint8_t id[CQRS_UUID_LEN], char out[37]);
+/* A new time-ordered UUID (version 7): new ids land at the end of the index. */
+void cqrs_uuid_generate(uint8_t out[CQRS_UUID_LEN]);
+bool cqrs_type_name_valid(const char *s, size_t len);
+
+/* Timestamps: normalises RFC 3339 (any offset, any fraction) to UTC with
+ * microseconds; cqrs_timestamp_now gives the current time in that form. */
+int cqrs_timestamp_normalize(const char *in, size_t len, char out[CQRS_TIMESTAMP_LEN + 1]);
+void cqrs_timestamp_now(char out[CQRS_TIMESTAMP_LEN + 1]);
+
+/* --- the event store (store.c, store_sqlite.c) ---------------------------- */
+
+typedef struct cqrs_store cqrs_store;
+
+enum cqrs_open_mode {
+	CQRS_OPEN_READ,   /* the store must exist */
+	CQRS_OPEN_WRITE,  /* created on first use */
+};
+
+enum cqrs_durability {
+	CQRS_DURABLE_FULL,   /* default: fsync at every commit */
+	CQRS_DURABLE_NORMAL, /* --no-sync: a power cut may lose the last commits */
+};
+
+/* --store, else $CQRS_STORE, else $XDG_DATA_HOME/cqrs/events.db. */
+const char *cqrs_store_path(const char *option);
+/* --views, else $CQRS_VIEWS, else $XDG_DATA_HOME/cqrs/views.db. */
+const char *cqrs_views_path(const char *option);
+
+cqrs_store *cqrs_store_open(const char *path, enum cqrs_open_mode mode, cqrs_error *err);
+void cqrs_store_close(cqrs_store *st);
+void cqrs_store_set_durability(cqrs_store *st, enum cqrs_durability d);
+
+/* Appending: begin takes the write lock (waiting up to the busy timeout),
+ * append assigns sequence, aggregate_version, timestamp, event_id and hash,
+ * commit makes the batch durable.  Any failure leaves nothing behind once
+ * the caller rolls back. */
+int cqrs_store_begin(cqrs_store *st, cqrs_error *err);
+enum cqrs_append_result {
+	CQRS_APPENDED,  /* stored; ev now carries every store-assigned field */
+	CQRS_DUPLICATE, /* the same event was already stored; ev is the stored one */
+};
+/* Returns CQRS_APPENDED or CQRS_DUPLICATE, or -1 with *err set. */
+int cqrs_store_append(cqrs_store *st, cqrs_event *ev, cqrs_error *err);
+int cqrs_store_commit(cqrs_store *st, cqrs_error *err);
+void cqrs_store_rollback(cqrs_store *st);
+/* Current version of an aggregate (0: no events), seen from inside or
+ * outside a write transaction. */
+int64_t cqrs_store_aggregate_version(cqrs_store *st, const uint8_t id[CQRS_UUID_LEN],
+				     cqrs_error *err);
+int64_t cqrs_store_last_sequence(cqrs_store *st, cqrs_error *err);
+
+/* Reading. */
+typedef struct cqrs_filter {
+	const uint8_t *aggregate_id; /* NULL: any */
+	const char *aggregate_type;
+	const char *event_type;
+	const char *correlation_id;
+	int64_t after;        /* sequence > after */
+	int64_t to;           /* sequence <= to; 0: no bound */
+	const char *until;    /* timestamp <= until (normalised); NULL: none */
+	int64_t limit;        /* 0: no limit */
+	bool reverse;
+} cqrs_filter;
+
+typedef struct cqrs_cursor cqrs_cursor;
+cqrs_cursor *cqrs_store_read(cqrs_store *st, const cqrs_filter *f, cqrs_error *err);
+/* 1 with *ev filled (valid until the next call), 0 at the end, -1 on error. */
+int cqrs_cursor_next(cqrs_cursor *c, cqrs_event *ev, cqrs_error *err);
+void cqrs_cursor_close(cqrs_cursor *c);
+
+/* Waits until another process may have appended, up to timeout_ms, or
+ * until one of fds is readable or has hung up.  Returns 1 on a possible
+ * change, 0 on timeout, 2 when one of fds woke it, -1 on error. */
+int cqrs_store_wait(cqrs_store *st, int timeout_ms, const int *fds, int nfds, cqrs_error *err);
+
+/* Verifies the hash chain from the first event to the last; on a break,
+ * *bad_sequence is the first event that does not verify. */
+int cqrs_store_verify(cqrs_store *st, int64_t *checked, int64_t *bad_sequence, cqrs_error *err);
+
+#endif

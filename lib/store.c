@@ -1,0 +1,145 @@
+/* The store facade: which backend a path means, and the calls every tool
+ * makes, forwarded to that backend. */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "cqrs.h"
+#include "store_impl.h"
+#include "banned.h"
+
+static const char *default_path(const char *file)
+{
+	static char buf[2][4096];
+	static int which;
+	char *out = buf[which++ & 1];
+	const char *xdg = getenv("XDG_DATA_HOME");
+	const char *home = getenv("HOME");
+	if (xdg != NULL && *xdg == '/')
+		snprintf(out, sizeof buf[0], "%s/cqrs/%s", xdg, file);
+	else if (home != NULL && *home != '\0')
+		snprintf(out, sizeof buf[0], "%s/.local/share/cqrs/%s", home, file);
+	else
+		snprintf(out, sizeof buf[0], "%s", file);
+	return out;
+}
+
+static const char *resolve(const char *option, const char *env, const char *file)
+{
+	if (option != NULL && *option != '\0')
+		return option;
+	const char *e = getenv(env);
+	if (e != NULL && *e != '\0')
+		return e;
+	return default_path(file);
+}
+
+const char *cqrs_store_path(const char *option)
+{
+	return resolve(option, "CQRS_STORE", "events.db");
+}
+
+const char *cqrs_views_path(const char *option)
+{
+	return resolve(option, "CQRS_VIEWS", "views.db");
+}
+
+cqrs_store *cqrs_store_open(const char *path, enum cqrs_open_mode mode, cqrs_error *err)
+{
+	if (strncmp(path, "postgres://", 11) == 0 || strncmp(path, "postgresql://", 13) == 0) {
+		cqrs_fail(err, CQRS_EXIT_CONFIG, "%s: the PostgreSQL backend is not built in", path);
+		return NULL;
+	}
+	return cqrs_sqlite_open(path, mode, err);
+}
+
+void cqrs_store_close(cqrs_store *st)
+{
+	if (st != NULL)
+		st->ops->close(st);
+}
+
+void cqrs_store_set_durability(cqrs_store *st, enum cqrs_durability d)
+{
+	st->ops->set_durability(st, d);
+}
+
+int cqrs_store_begin(cqrs_store *st, cqrs_error *err)
+{
+	return st->ops->begin(st, err);
+}
+
+int cqrs_store_append(cqrs_store *st, cqrs_event *ev, cqrs_error *err)
+{
+	return st->ops->append(st, ev, err);
+}
+
+int cqrs_store_commit(cqrs_store *st, cqrs_error *err)
+{
+	return st->ops->commit(st, err);
+}
+
+void cqrs_store_rollback(cqrs_store *st)
+{
+	st->ops->rollback(st);
+}
+
+int64_t cqrs_store_aggregate_version(cqrs_store *st, const uint8_t id[CQRS_UUID_LEN],
+				     cqrs_error *err)
+{
+	return st->ops->aggregate_version(st, id, err);
+}
+
+int64_t cqrs_store_last_sequence(cqrs_store *st, cqrs_error *err)
+{
+	return st->ops->last_sequence(st, err);
+}
+
+cqrs_cursor *cqrs_store_read(cqrs_store *st, const cqrs_filter *f, cqrs_error *err)
+{
+	return st->ops->read(st, f, err);
+}
+
+int cqrs_cursor_next(cqrs_cursor *c, cqrs_event *ev, cqrs_error *err)
+{
+	return c->store->ops->cursor_next(c, ev, err);
+}
+
+void cqrs_cursor_close(cqrs_cursor *c)
+{
+	if (c != NULL)
+		c->store->ops->cursor_close(c);
+}
+
+int cqrs_store_wait(cqrs_store *st, int timeout_ms, const int *fds, int nfds, cqrs_error *err)
+{
+	return st->ops->wait(st, timeout_ms, fds, nfds, err);
+}
+
+/* The chain is checked through the public read path, so that it holds for
+ * every backend alike. */
+int cqrs_store_verify(cqrs_store *st, int64_t *checked, int64_t *bad_sequence, cqrs_error *err)
+{
+	cqrs_filter all = {0};
+	cqrs_cursor *c = cqrs_store_read(st, &all, err);
+	if (c == NULL)
+		return -1;
+	uint8_t prev[CQRS_HASH_LEN] = {0};
+	cqrs_event ev;
+	int r;
+	*checked = 0;
+	*bad_sequence = 0;
+	while ((r = cqrs_cursor_next(c, &ev, err)) == 1) {
+		uint8_t h[CQRS_HASH_LEN];
+		cqrs_event_hash(&ev, prev, h);
+		if (ev.sequence != *checked + 1 || memcmp(h, ev.hash, CQRS_HASH_LEN) != 0) {
+			*bad_sequence = ev.sequence;
+			break;
+		}
+		memcpy(prev, ev.hash, CQRS_HASH_LEN);
+		(*checked)++;
+	}
+	cqrs_cursor_close(c);
+	return r < 0 ? -1 : 0;
+}

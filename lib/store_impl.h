@@ -1,0 +1,38 @@
+/*
+ * The narrow interface between the store facade (store.c) and a backend.
+ * A second backend (PostgreSQL) is a new file that fills in these
+ * operations; the tools do not change.
+ */
+#ifndef CQRS_STORE_IMPL_H
+#define CQRS_STORE_IMPL_H
+
+#include "cqrs.h"
+
+struct cqrs_store_ops {
+	void (*close)(cqrs_store *st);
+	void (*set_durability)(cqrs_store *st, enum cqrs_durability d);
+	int (*begin)(cqrs_store *st, cqrs_error *err);
+	int (*append)(cqrs_store *st, cqrs_event *ev, cqrs_error *err);
+	int (*commit)(cqrs_store *st, cqrs_error *err);
+	void (*rollback)(cqrs_store *st);
+	int64_t (*aggregate_version)(cqrs_store *st, const uint8_t id[CQRS_UUID_LEN],
+				     cqrs_error *err);
+	int64_t (*last_sequence)(cqrs_store *st, cqrs_error *err);
+	cqrs_cursor *(*read)(cqrs_store *st, const cqrs_filter *f, cqrs_error *err);
+	int (*cursor_next)(cqrs_cursor *c, cqrs_event *ev, cqrs_error *err);
+	void (*cursor_close)(cqrs_cursor *c);
+	int (*wait)(cqrs_store *st, int timeout_ms, const int *fds, int nfds, cqrs_error *err);
+};
+
+/* Every backend's store and cursor start with these. */
+struct cqrs_store {
+	const struct cqrs_store_ops *ops;
+};
+
+struct cqrs_cursor {
+	cqrs_store *store;
+};
+
+cqrs_store *cqrs_sqlite_open(const char *path, enum cqrs_open_mode mode, cqrs_error *err);
+
+#endif

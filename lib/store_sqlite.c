@@ -1,0 +1,831 @@
+/*
+ * The embedded backend: one SQLite file in WAL mode.
+ *
+ * Appends run inside BEGIN IMMEDIATE, so the write lock is held from the
+ * first read of the stream's version to the commit: two writers can never
+ * pick the same aggregate_version or sequence.  Sequences are assigned here
+ * (last + 1), not by SQLite, so a rolled-back batch leaves no gap.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <poll.h>
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cqrs.h"
+#include "store_impl.h"
+#include "banned.h"
+
+#define APPLICATION_ID 0x43515253 /* "CQRS" */
+#define SCHEMA_VERSION 1
+#define DEFAULT_BUSY_TIMEOUT_MS 5000
+#define PAGE_CACHE_KIB 32768
+
+/* uuid text from a 16-byte blob, for people querying with sqlite3 */
+#define UUID_SQL(col)                                                                     \
+	"substr(lower(hex(" col ")),1,8)||'-'||substr(lower(hex(" col                       \
+	")),9,4)||'-'||substr(lower(hex(" col ")),13,4)||'-'||substr(lower(hex(" col        \
+	")),17,4)||'-'||substr(lower(hex(" col ")),21)"
+
+static const char schema_v1[] =
+	"CREATE TABLE events ("
+	" sequence INTEGER PRIMARY KEY,"
+	" event_id BLOB NOT NULL,"
+	" aggregate_id BLOB NOT NULL,"
+	" aggregate_type TEXT NOT NULL,"
+	" aggregate_version INTEGER NOT NULL CHECK (aggregate_version >= 1),"
+	" event_type TEXT NOT NULL,"
+	" event_version INTEGER NOT NULL DEFAULT 1,"
+	" data TEXT NOT NULL,"
+	" metadata TEXT NOT NULL DEFAULT '{}',"
+	" timestamp TEXT NOT NULL,"
+	" hash BLOB NOT NULL,"
+	" correlation_id TEXT"
+	");"
+	"CREATE UNIQUE INDEX events_event_id ON events(event_id);"
+	"CREATE UNIQUE INDEX events_aggregate ON events(aggregate_id, aggregate_version);"
+	"CREATE INDEX events_aggregate_type ON events(aggregate_type);"
+	"CREATE INDEX events_event_type ON events(event_type);"
+	"CREATE INDEX events_timestamp ON events(timestamp);"
+	"CREATE INDEX events_correlation ON events(correlation_id)"
+	" WHERE correlation_id IS NOT NULL;"
+	"CREATE TRIGGER events_no_update BEFORE UPDATE ON events"
+	" BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;"
+	"CREATE TRIGGER events_no_delete BEFORE DELETE ON events"
+	" BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;"
+	"CREATE TABLE snapshots ("
+	" aggregate_id BLOB NOT NULL,"
+	" aggregate_type TEXT NOT NULL,"
+	" aggregate_version INTEGER NOT NULL,"
+	" state TEXT NOT NULL,"
+	" created_at TEXT NOT NULL,"
+	" PRIMARY KEY (aggregate_id, aggregate_version)"
+	") WITHOUT ROWID;"
+	"CREATE TABLE saga_instances ("
+	" saga_id TEXT PRIMARY KEY,"
+	" saga_type TEXT NOT NULL,"
+	" correlation_id TEXT,"
+	" current_step INTEGER NOT NULL DEFAULT 0,"
+	" state TEXT NOT NULL DEFAULT '{}',"
+	" status TEXT NOT NULL CHECK (status IN"
+	"  ('RUNNING', 'COMPLETED', 'COMPENSATING', 'FAILED')),"
+	" created_at TEXT NOT NULL,"
+	" updated_at TEXT NOT NULL"
+	");"
+	"CREATE INDEX saga_instances_status ON saga_instances(status);"
+	"CREATE TABLE processed_messages ("
+	" message_id TEXT PRIMARY KEY,"
+	" handler TEXT NOT NULL,"
+	" result TEXT,"
+	" processed_at TEXT NOT NULL"
+	");"
+	"CREATE TABLE checkpoints ("
+	" name TEXT PRIMARY KEY,"
+	" sequence INTEGER NOT NULL,"
+	" updated_at TEXT NOT NULL"
+	");"
+	"CREATE VIEW event_log AS SELECT sequence, " UUID_SQL("event_id") " AS event_id, "
+	UUID_SQL("aggregate_id") " AS aggregate_id, aggregate_type, aggregate_version,"
+	" event_type, event_version, data, metadata, timestamp, lower(hex(hash)) AS hash,"
+	" correlation_id FROM events;";
+
+/* The last applied migration is SCHEMA_VERSION; migrations[i] takes a store
+ * from version i to i + 1. */
+static const char *const migrations[SCHEMA_VERSION] = {schema_v1};
+
+struct version_slot {
+	uint8_t id[CQRS_UUID_LEN];
+	int64_t version; /* 0: empty slot */
+};
+
+struct sqlite_store {
+	struct cqrs_store base;
+	sqlite3 *db;
+	char *path;
+	bool writable;
+	bool in_txn;
+	int64_t last_sequence;
+	uint8_t last_hash[CQRS_HASH_LEN];
+	/* aggregate versions touched in this transaction */
+	struct version_slot *versions;
+	size_t nversions, versions_cap;
+	sqlite3_stmt *insert, *version, *by_event_id, *last;
+	int inotify_fd;
+	int settle_rounds;
+};
+
+struct sqlite_cursor {
+	struct cqrs_cursor base;
+	sqlite3_stmt *stmt;
+};
+
+static int db_error(struct sqlite_store *s, int rc, const char *what, cqrs_error *err)
+{
+	int code;
+	switch (rc & 0xff) {
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+		return cqrs_fail(err, CQRS_EXIT_TEMPFAIL,
+				 "%s: store is busy (another process holds the lock); try again",
+				 s->path);
+	case SQLITE_IOERR:
+	case SQLITE_FULL:
+		code = CQRS_EXIT_IOERR;
+		break;
+	case SQLITE_NOMEM:
+		code = CQRS_EXIT_OSERR;
+		break;
+	case SQLITE_CORRUPT:
+	case SQLITE_NOTADB:
+		code = CQRS_EXIT_DATAERR;
+		break;
+	case SQLITE_READONLY:
+	case SQLITE_PERM:
+	case SQLITE_AUTH:
+		code = CQRS_EXIT_NOPERM;
+		break;
+	case SQLITE_CANTOPEN:
+		code = CQRS_EXIT_CANTCREAT;
+		break;
+	default:
+		code = CQRS_EXIT_SOFTWARE;
+	}
+	return cqrs_fail(err, code, "%s: %s: %s", s->path, what, sqlite3_errmsg(s->db));
+}
+
+static int exec(struct sqlite_store *s, const char *sql, cqrs_error *err)
+{
+	int rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
+	return rc == SQLITE_OK ? 0 : db_error(s, rc, "query failed", err);
+}
+
+static int prepare(struct sqlite_store *s, sqlite3_stmt **stmt, const char *sql, cqrs_error *err)
+{
+	int rc = sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, stmt, NULL);
+	return rc == SQLITE_OK ? 0 : db_error(s, rc, "prepare failed", err);
+}
+
+static int64_t pragma_int(struct sqlite_store *s, const char *sql, cqrs_error *err)
+{
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
+		db_error(s, sqlite3_errcode(s->db), "cannot read the store", err);
+		return -1;
+	}
+	int rc = sqlite3_step(st);
+	int64_t v = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+	sqlite3_finalize(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		db_error(s, rc, "cannot read the store", err);
+		return -1;
+	}
+	return v;
+}
+
+/* Creates the schema or migrates it, under the write lock, so that two
+ * processes opening a new store at once do it only once. */
+static int ensure_schema(struct sqlite_store *s, cqrs_error *err)
+{
+	int64_t app = pragma_int(s, "PRAGMA application_id", err);
+	int64_t ver = pragma_int(s, "PRAGMA user_version", err);
+	if (app < 0 || ver < 0)
+		return -1;
+	if (app == APPLICATION_ID && ver == SCHEMA_VERSION)
+		return 0;
+	if (app != APPLICATION_ID && app != 0)
+		return cqrs_fail(err, CQRS_EXIT_DATAERR, "%s: not a cqrs event store", s->path);
+	if (ver > SCHEMA_VERSION)
+		return cqrs_fail(err, CQRS_EXIT_CONFIG,
+				 "%s: store schema version %lld is newer than this tool's (%d); "
+				 "upgrade cqrs-tools",
+				 s->path, (long long)ver, SCHEMA_VERSION);
+	if (!s->writable)
+		return cqrs_fail(err, CQRS_EXIT_NOINPUT, "%s: store is empty or needs an upgrade",
+				 s->path);
+	if (app == 0) {
+		int64_t tables = pragma_int(s, "SELECT count(*) FROM sqlite_schema", err);
+		if (tables < 0)
+			return -1;
+		if (tables > 0)
+			return cqrs_fail(err, CQRS_EXIT_DATAERR, "%s: not a cqrs event store",
+					 s->path);
+	}
+	if (exec(s, "BEGIN IMMEDIATE", err) < 0)
+		return -1;
+	ver = pragma_int(s, "PRAGMA user_version", err);
+	if (ver < 0)
+		goto fail;
+	for (int64_t v = ver; v < SCHEMA_VERSION; v++)
+		if (exec(s, migrations[v], err) < 0)
+			goto fail;
+	char sql[128];
+	snprintf(sql, sizeof sql, "PRAGMA application_id = %d; PRAGMA user_version = %d",
+		 APPLICATION_ID, SCHEMA_VERSION);
+	if (exec(s, sql, err) < 0 || exec(s, "COMMIT", err) < 0)
+		goto fail;
+	return 0;
+fail:
+	sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+	return -1;
+}
+
+static long busy_timeout_ms(void)
+{
+	const char *e = getenv("CQRS_BUSY_TIMEOUT");
+	int64_t v;
+	if (e != NULL && cqrs_parse_int64(e, &v) == 0 && v <= INT_MAX)
+		return (long)v;
+	return DEFAULT_BUSY_TIMEOUT_MS;
+}
+
+/* The store and its -wal and -shm files are readable by the owner only:
+ * SQLite gives the side files the main file's mode, so create it 0600. */
+static int create_file(const char *path, cqrs_error *err)
+{
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return cqrs_fail(err, errno == EACCES ? CQRS_EXIT_NOPERM : CQRS_EXIT_CANTCREAT,
+				 "%s: cannot create store: %s", path, strerror(errno));
+	close(fd);
+	return 0;
+}
+
+static const struct cqrs_store_ops sqlite_ops;
+
+cqrs_store *cqrs_sqlite_open(const char *path, enum cqrs_open_mode mode, cqrs_error *err)
+{
+	struct stat sb;
+	bool exists = stat(path, &sb) == 0;
+	if (!exists && mode == CQRS_OPEN_READ) {
+		cqrs_fail(err, CQRS_EXIT_NOINPUT, "%s: no such store", path);
+		return NULL;
+	}
+	if (exists && S_ISDIR(sb.st_mode)) {
+		cqrs_fail(err, CQRS_EXIT_NOINPUT, "%s: is a directory, not a store", path);
+		return NULL;
+	}
+	if (!exists && create_file(path, err) < 0)
+		return NULL;
+
+	struct sqlite_store *s = calloc(1, sizeof *s);
+	if (s == NULL || (s->path = strdup(path)) == NULL) {
+		free(s);
+		cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+		return NULL;
+	}
+	s->base.ops = &sqlite_ops;
+	s->inotify_fd = -1;
+	s->writable = mode == CQRS_OPEN_WRITE;
+	int flags = SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_READWRITE;
+	int rc = sqlite3_open_v2(path, &s->db, flags, NULL);
+	if (rc != SQLITE_OK && !s->writable) {
+		sqlite3_close(s->db);
+		rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_READONLY, NULL);
+	}
+	if (rc != SQLITE_OK) {
+		db_error(s, rc, "cannot open store", err);
+		goto fail;
+	}
+	sqlite3_extended_result_codes(s->db, 1);
+	sqlite3_busy_timeout(s->db, (int)busy_timeout_ms());
+	char pragmas[256];
+	snprintf(pragmas, sizeof pragmas,
+		 "PRAGMA synchronous = FULL; PRAGMA cache_size = -%d; PRAGMA temp_store = MEMORY;"
+		 " PRAGMA trusted_schema = OFF;",
+		 PAGE_CACHE_KIB);
+	if (exec(s, pragmas, err) < 0)
+		goto fail;
+	if (s->writable) {
+		/* WAL is a property of the file, kept once set. */
+		if (exec(s, "PRAGMA journal_mode = WAL", err) < 0)
+			goto fail;
+	}
+	if (ensure_schema(s, err) < 0)
+		goto fail;
+	if (!s->writable && exec(s, "PRAGMA query_only = ON", err) < 0)
+		goto fail;
+	return &s->base;
+fail:
+	sqlite3_close(s->db);
+	free(s->path);
+	free(s);
+	return NULL;
+}
+
+static void sqlite_close(cqrs_store *st)
+{
+	struct sqlite_store *s = (struct sqlite_store *)st;
+	if (s->in_txn)
+		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+	sqlite3_finalize(s->insert);
+	sqlite3_finalize(s->version);
+	sqlite3_finalize(s->by_event_id);
+	sqlite3_finalize(s->last);
+	sqlite3_close(s->db);
+	if (s->inotify_fd >= 0)
+		close(s->inotify_fd);
+	free(s->versions);
+	free(s->path);
+	free(s);
+}
+
+static void sqlite_set_durability(cqrs_store *st, enum cqrs_durability d)
+{
+	struct sqlite_store *s = (struct sqlite_store *)st;
+	sqlite3_exec(s->db,
+		     d == CQRS_DURABLE_FULL ? "PRAGMA synchronous = FULL"
+					    : "PRAGMA synchronous = NORMAL",
+		     NULL, NULL, NULL);
+}
+
+/* --- versions touched in this transaction: open addressing on the id --- */
+
+static size_t slot_of(const uint8_t id[CQRS_UUID_LEN], size_t cap)
+{
+	uint64_t h;
+	memcpy(&h, id + 8, sizeof h); /* random bits in v4 and v7 ids alike */
+	h ^= h >> 29;
+	h *= 0xbf58476d1ce4e5b9ULL;
+	return (size_t)(h ^ (h >> 32)) & (cap - 1);
+}
+
+static struct version_slot *version_slot(struct sqlite_store *s, const uint8_t id[CQRS_UUID_LEN],
+					 bool *found)
+{
+	if ((s->nversions + 1) * 2 > s->versions_cap) {
+		size_t ncap = s->versions_cap ? s->versions_cap * 2 : 1024;
+		struct version_slot *n = calloc(ncap, sizeof *n);
+		if (n == NULL)
+			return NULL;
+		for (size_t i = 0; i < s->versions_cap; i++) {
+			if (s->versions[i].version == 0)
+				continue;
+			size_t j = slot_of(s->versions[i].id, ncap);
+			while (n[j].version != 0)
+				j = (j + 1) & (ncap - 1);
+			n[j] = s->versions[i];
+		}
+		free(s->versions);
+		s->versions = n;
+		s->versions_cap = ncap;
+	}
+	size_t j = slot_of(id, s->versions_cap);
+	while (s->versions[j].version != 0) {
+		if (memcmp(s->versions[j].id, id, CQRS_UUID_LEN) == 0) {
+			*found = true;
+			return &s->versions[j];
+		}
+		j = (j + 1) & (s->versions_cap - 1);
+	}
+	*found = false;
+	return &s->versions[j];
+}
+
+static void forget_versions(struct sqlite_store *s)
+{
+	if (s->nversions > 0)
+		memset(s->versions, 0, s->versions_cap * sizeof *s->versions);
+	s->nversions = 0;
+}
+
+/* --- appending ----------------------------------------------------------- */
+
+static int sqlite_begin(cqrs_store *st, cqrs_error *err)
+{
+	struct sqlite_store *s = (struct sqlite_store *)st;
+	if (s->insert == NULL) {
+		if (prepare(s, &s->insert,
+			    "INSERT INTO events (sequence, event_id, aggregate_id, aggregate_type,"
+			    " aggregate_version, event_type, event_version, data, metadata,"
+			    " timestamp, hash, correlation_id)"
+			    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+			    " ON CONFLICT (event_id) DO NOTHING",
+			    err) < 0 ||
+		    prepare(s, &s->version,
+			    "SELECT max(aggregate_version) FROM events WHERE aggregate_id = ?1",
+			    err) < 0 ||
+		    prepare(s, &s->by_event_id,
+			    "SELECT sequence, event_id, aggregate_id, aggregate_type,"
+			    " aggregate_version, event_type, event_version, data, metadata,"
+			    " timestamp, hash FROM events WHERE event_id = ?1",
+			    err) < 0 ||
+		    prepare(s, &s->last,
+			    "SELECT sequence, hash FROM events ORDER BY sequence DESC LIMIT 1",
+			    err) < 0)
+			return -1;
+	}
+	int rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+	if (rc != SQLITE_OK)
+		return db_error(s, rc, "cannot start a write transaction", err);
+	s->in_txn = true;
+	forget_versions(s);
+	rc = sqlite3_step(s->last);
+	if (rc == SQLITE_ROW) {
+		s->last_sequence = sqlite3_column_int64(s->last, 0);
+		const void *h = sqlite3_column_blob(s->last, 1);
+		if (h == NULL || sqlite3_column_bytes(s->last, 1) != CQRS_HASH_LEN) {
+			sqlite3_reset(s->last);
+			return cqrs_fail(err, CQRS_EXIT_DATAERR,
+					 "%s: event %lld has no valid hash: the store is damaged",
+					 s->path, (long long)s->last_sequence);
+		}
+		memcpy(s->last_hash, h, CQRS_HASH_LEN);
+	} else if (rc == SQLITE_DONE) {
+		s->last_sequence = 0;
+		memset(s->last_hash, 0, CQRS_HASH_LEN);
+	} else {
+		sqlite3_reset(s->last);
+		return db_error(s, rc, "cannot read the store", err);
+	}
+	sqlite3_reset(s->last);
+	return 0;
+}
+
+static int64_t stored_version(struct sqlite_store *s, const uint8_t id[CQRS_UUID_LEN],
+			      cqrs_error *err)
+{
+	sqlite3_bind_blob(s->version, 1, id, CQRS_UUID_LEN, SQLITE_STATIC);
+	int rc = sqlite3_step(s->version);
+	int64_t v = rc == SQLITE_ROW ? sqlite3_column_int64(s->version, 0) : 0;
+	sqlite3_reset(s->version);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		db_error(s, rc, "cannot read the store", err);
+		return -1;
+	}
+	return v;
+}
+
+static void row_to_event(sqlite3_stmt *q, cqrs_event *ev)
+{
+	ev->sequence = sqlite3_column_int64(q, 0);
+	const void *b = sqlite3_column_blob(q, 1);
+	if (b != NULL && sqlite3_column_bytes(q, 1) == CQRS_UUID_LEN)
+		memcpy(ev->event_id, b, CQRS_UUID_LEN);
+	ev->has_event_id = true;
+	b = sqlite3_column_blob(q, 2);
+	if (b != NULL && sqlite3_column_bytes(q, 2) == CQRS_UUID_LEN)
+		memcpy(ev->aggregate_id, b, CQRS_UUID_LEN);
+	const unsigned char *t = sqlite3_column_text(q, 3);
+	snprintf(ev->aggregate_type, sizeof ev->aggregate_type, "%s", t ? (const char *)t : "");
+	ev->aggregate_version = sqlite3_column_int64(q, 4);
+	t = sqlite3_column_text(q, 5);
+	snprintf(ev->event_type, sizeof ev->event_type, "%s", t ? (const char *)t : "");
+	ev->event_version = sqlite3_column_int64(q, 6);
+	ev->data = (const char *)sqlite3_column_text(q, 7);
+	ev->data_len = (size_t)sqlite3_column_bytes(q, 7);
+	ev->metadata = (const char *)sqlite3_column_text(q, 8);
+	ev->metadata_len = (size_t)sqlite3_column_bytes(q, 8);
+	t = sqlite3_column_text(q, 9);
+	snprintf(ev->timestamp, sizeof ev->timestamp, "%s", t ? (const char *)t : "");
+	b = sqlite3_column_blob(q, 10);
+	if (b != NULL && sqlite3_column_bytes(q, 10) == CQRS_HASH_LEN)
+		memcpy(ev->hash, b, CQRS_HASH_LEN);
+	ev->has_hash = true;
+	ev->expected_version = -1;
+}
+
+static bool same_bytes(const char *a, size_t an, const char *b, size_t bn)
+{
+	return an == bn && (an == 0 || memcmp(a, b, an) == 0);
+}
+
+/* An event_id that is already stored: the same event again is a no-op
+ * (ev becomes the stored one), other content under that id an error.
+ * Returns 1 when it is a duplicate, 0 when the id is not stored. */
+static int check_duplicate(struct sqlite_store *s, cqrs_event *ev, cqrs_error *err)
+{
+	sqlite3_stmt *q = s->by_event_id;
+	sqlite3_bind_blob(q, 1, ev->event_id, CQRS_UUID_LEN, SQLITE_STATIC);
+	int rc = sqlite3_step(q);
+	if (rc == SQLITE_DONE) {
+		sqlite3_reset(q);
+		return 0;
+	}
+	if (rc != SQLITE_ROW) {
+		sqlite3_reset(q);
+		return db_error(s, rc, "cannot read the store", err);
+	}
+	cqrs_event stored;
+	memset(&stored, 0, sizeof stored);
+	row_to_event(q, &stored);
+	bool same = memcmp(stored.aggregate_id, ev->aggregate_id, CQRS_UUID_LEN) == 0 &&
+		    strcmp(stored.aggregate_type, ev->aggregate_type) == 0 &&
+		    strcmp(stored.event_type, ev->event_type) == 0 &&
+		    stored.event_version == ev->event_version &&
+		    same_bytes(stored.data, stored.data_len, ev->data, ev->data_len) &&
+		    same_bytes(stored.metadata, stored.metadata_len, ev->metadata,
+			       ev->metadata_len) &&
+		    (ev->timestamp[0] == '\0' || strcmp(stored.timestamp, ev->timestamp) == 0) &&
+		    (ev->aggregate_version == 0 || stored.aggregate_version == ev->aggregate_version);
+	if (!same) {
+		char id[37];
+		cqrs_uuid_format(ev->event_id, id);
+		int64_t seq = stored.sequence;
+		sqlite3_reset(q);
+		return cqrs_fail(err, CQRS_EXIT_DATAERR,
+				 "event_id %s is already stored (sequence %lld) with different "
+				 "content",
+				 id, (long long)seq);
+	}
+	/* The caller prints ev after the statement is reset: keep copies of the
+	 * payload in the caller's line buffer by pointing at the input, which
+	 * holds the same bytes. */
+	const char *data = ev->data, *metadata = ev->metadata;
+	size_t dl = ev->data_len, ml = ev->metadata_len;
+	*ev = stored;
+	ev->data = data;
+	ev->data_len = dl;
+	ev->metadata = metadata;
+	ev->metadata_len = ml;
+	sqlite3_reset(q);
+	return 1;
+}
+
+static int conflict(cqrs_event *ev, int64_t expected, int64_t actual, cqrs_error *err)
+{
+	char id[37];
+	cqrs_uuid_format(ev->aggregate_id, id);
+	return cqrs_fail(err, CQRS_EXIT_CONFLICT,
+			 "version conflict on aggregate %s: expected version %lld, actual %lld", id,
+			 (long long)expected, (long long)actual);
+}
+
+static int sqlite_append(cqrs_store *st, cqrs_event *ev, cqrs_error *err)
+{
+	struct sqlite_store *s = (struct sqlite_store *)st;
+	if (!s->in_txn)
+		return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "append outside a transaction");
+
+	bool found;
+	struct version_slot *slot = version_slot(s, ev->aggregate_id, &found);
+	if (slot == NULL)
+		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+	int64_t current = found ? slot->version : stored_version(s, ev->aggregate_id, err);
+	if (current < 0)
+		return -1;
+	int64_t expected = ev->expected_version;
+	if (expected < 0 && ev->aggregate_version > 0)
+		expected = ev->aggregate_version - 1;
+	if (expected >= 0 && expected != current) {
+		/* A retry of an event that was stored is not a conflict. */
+		int dup = ev->has_event_id ? check_duplicate(s, ev, err) : 0;
+		if (dup != 0)
+			return dup < 0 ? -1 : CQRS_DUPLICATE;
+		return conflict(ev, expected, current, err);
+	}
+
+	if (!ev->has_event_id) {
+		cqrs_uuid_generate(ev->event_id);
+		ev->has_event_id = true;
+	}
+	if (ev->timestamp[0] == '\0')
+		cqrs_timestamp_now(ev->timestamp);
+	ev->sequence = s->last_sequence + 1;
+	ev->aggregate_version = current + 1;
+	cqrs_event_hash(ev, s->last_hash, ev->hash);
+	ev->has_hash = true;
+
+	char corr[256];
+	bool has_corr = cqrs_event_correlation(ev, corr, sizeof corr);
+	sqlite3_stmt *q = s->insert;
+	sqlite3_bind_int64(q, 1, ev->sequence);
+	sqlite3_bind_blob(q, 2, ev->event_id, CQRS_UUID_LEN, SQLITE_STATIC);
+	sqlite3_bind_blob(q, 3, ev->aggregate_id, CQRS_UUID_LEN, SQLITE_STATIC);
+	sqlite3_bind_text(q, 4, ev->aggregate_type, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(q, 5, ev->aggregate_version);
+	sqlite3_bind_text(q, 6, ev->event_type, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(q, 7, ev->event_version);
+	sqlite3_bind_text(q, 8, ev->data, (int)ev->data_len, SQLITE_STATIC);
+	sqlite3_bind_text(q, 9, ev->metadata, (int)ev->metadata_len, SQLITE_STATIC);
+	sqlite3_bind_text(q, 10, ev->timestamp, CQRS_TIMESTAMP_LEN, SQLITE_STATIC);
+	sqlite3_bind_blob(q, 11, ev->hash, CQRS_HASH_LEN, SQLITE_STATIC);
+	if (has_corr)
+		sqlite3_bind_text(q, 12, corr, -1, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(q, 12);
+	int rc = sqlite3_step(q);
+	sqlite3_reset(q);
+	if (rc != SQLITE_DONE)
+		return db_error(s, rc, "cannot append", err);
+	if (sqlite3_changes(s->db) == 0) {
+		int dup = check_duplicate(s, ev, err);
+		if (dup < 0)
+			return -1;
+		if (dup == 0)
+			return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "insert ignored for no reason");
+		return CQRS_DUPLICATE;
+	}
+	s->last_sequence = ev->sequence;
+	memcpy(s->last_hash, ev->hash, CQRS_HASH_LEN);
+	if (!found) {
+		memcpy(slot->id, ev->aggregate_id, CQRS_UUID_LEN);
+		s->nversions++;
+	}
+	slot->version = ev->aggregate_version;
+	return CQRS_APPENDED;
+}
+
+static int sqlite_commit(cqrs_store *st, cqrs_error *err)
+{
+	struct sqlite_store *s = (struct sqlite_store *)st;
+	int rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
+	if (rc != SQLITE_OK) {
+		/* Never retried: after a failed fsync the state of the file is
+		 * unknown, and retrying could report a batch durable that is not. */
+		db_error(s, rc, "commit failed", err);
+		if (err != NULL && err->code == CQRS_EXIT_TEMPFAIL)
+			err->code = CQRS_EXIT_IOERR;
+		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+		s->in_txn = false;
+		forget_versions(s);
+		return -1;
+	}
+	s->in_txn = false;
+	forget_versions(s);
+	return 0;
+}
+
+static void sqlite_rollback(cqrs_store *st)
+{
+	struct sqlite_store *s = (struct sqlite_store *)st;
+	if (s->in_txn)
+		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+	s->in_txn = false;
+	forget_versions(s);
+}
+
+static int64_t sqlite_aggregate_version(cqrs_store *st, const uint8_t id[CQRS_UUID_LEN],
+					cqrs_error *err)
+{
+	struct sqlite_store *s = (struct sqlite_store *)st;
+	if (s->in_txn) {
+		bool found;
+		struct version_slot *slot = version_slot(s, id, &found);
+		if (slot != NULL && found)
+			return slot->version;
+	}
+	if (s->version == NULL &&
+	    prepare(s, &s->version,
+		    "SELECT max(aggregate_version) FROM events WHERE aggregate_id = ?1", err) < 0)
+		return -1;
+	return stored_version(s, id, err);
+}
+
+static int64_t sqlite_last_sequence(cqrs_store *st, cqrs_error *err)
+{
+	struct sqlite_store *s = (struct sqlite_store *)st;
+	return pragma_int(s, "SELECT coalesce(max(sequence), 0) FROM events", err);
+}
+
+/* --- reading ------------------------------------------------------------- */
+
+static cqrs_cursor *sqlite_read(cqrs_store *st, const cqrs_filter *f, cqrs_error *err)
+{
+	struct sqlite_store *s = (struct sqlite_store *)st;
+	char sql[1024];
+	size_t n = (size_t)snprintf(sql, sizeof sql,
+				    "SELECT sequence, event_id, aggregate_id, aggregate_type,"
+				    " aggregate_version, event_type, event_version, data, metadata,"
+				    " timestamp, hash FROM events WHERE sequence > ?1");
+#define ADD(clause) n += (size_t)snprintf(sql + n, sizeof sql - n, "%s", clause)
+	if (f->to > 0)
+		ADD(" AND sequence <= ?2");
+	if (f->aggregate_id != NULL)
+		ADD(" AND aggregate_id = ?3");
+	if (f->aggregate_type != NULL)
+		ADD(" AND aggregate_type = ?4");
+	if (f->event_type != NULL)
+		ADD(" AND event_type = ?5");
+	if (f->correlation_id != NULL)
+		ADD(" AND correlation_id = ?6");
+	if (f->until != NULL)
+		ADD(" AND timestamp <= ?7");
+	ADD(f->reverse ? " ORDER BY sequence DESC" : " ORDER BY sequence");
+	if (f->limit > 0)
+		ADD(" LIMIT ?8");
+#undef ADD
+	struct sqlite_cursor *c = calloc(1, sizeof *c);
+	if (c == NULL) {
+		cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+		return NULL;
+	}
+	c->base.store = st;
+	int rc = sqlite3_prepare_v2(s->db, sql, -1, &c->stmt, NULL);
+	if (rc != SQLITE_OK) {
+		db_error(s, rc, "cannot read the store", err);
+		free(c);
+		return NULL;
+	}
+	sqlite3_bind_int64(c->stmt, 1, f->after);
+	if (f->to > 0)
+		sqlite3_bind_int64(c->stmt, 2, f->to);
+	if (f->aggregate_id != NULL)
+		sqlite3_bind_blob(c->stmt, 3, f->aggregate_id, CQRS_UUID_LEN, SQLITE_TRANSIENT);
+	if (f->aggregate_type != NULL)
+		sqlite3_bind_text(c->stmt, 4, f->aggregate_type, -1, SQLITE_TRANSIENT);
+	if (f->event_type != NULL)
+		sqlite3_bind_text(c->stmt, 5, f->event_type, -1, SQLITE_TRANSIENT);
+	if (f->correlation_id != NULL)
+		sqlite3_bind_text(c->stmt, 6, f->correlation_id, -1, SQLITE_TRANSIENT);
+	if (f->until != NULL)
+		sqlite3_bind_text(c->stmt, 7, f->until, -1, SQLITE_TRANSIENT);
+	if (f->limit > 0)
+		sqlite3_bind_int64(c->stmt, 8, f->limit);
+	return &c->base;
+}
+
+static int sqlite_cursor_next(cqrs_cursor *cur, cqrs_event *ev, cqrs_error *err)
+{
+	struct sqlite_cursor *c = (struct sqlite_cursor *)cur;
+	int rc = sqlite3_step(c->stmt);
+	if (rc == SQLITE_DONE)
+		return 0;
+	if (rc != SQLITE_ROW)
+		return db_error((struct sqlite_store *)cur->store, rc, "cannot read the store", err);
+	row_to_event(c->stmt, ev);
+	return 1;
+}
+
+static void sqlite_cursor_close(cqrs_cursor *cur)
+{
+	struct sqlite_cursor *c = (struct sqlite_cursor *)cur;
+	sqlite3_finalize(c->stmt);
+	free(c);
+}
+
+/* --- following ----------------------------------------------------------- */
+
+/* A commit writes to the -wal file, which inotify reports; but the
+ * wal-index that makes the commit visible is updated through shared memory
+ * a moment later, which it does not.  So after a wake-up the caller
+ * re-queries a few times at short intervals before it sleeps long again. */
+#define SETTLE_MS 20
+#define SETTLE_ROUNDS 5
+
+static int sqlite_wait(cqrs_store *st, int timeout_ms, const int *fds, int nfds, cqrs_error *err)
+{
+	struct sqlite_store *s = (struct sqlite_store *)st;
+	if (s->inotify_fd < 0) {
+		s->inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+		if (s->inotify_fd < 0)
+			return cqrs_fail(err, CQRS_EXIT_OSERR, "inotify: %s", strerror(errno));
+		char *copy = strdup(s->path);
+		if (copy == NULL)
+			return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+		if (inotify_add_watch(s->inotify_fd, dirname(copy),
+				      IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE) < 0) {
+			free(copy);
+			return cqrs_fail(err, CQRS_EXIT_OSERR, "inotify: %s", strerror(errno));
+		}
+		free(copy);
+	}
+	struct pollfd p[9];
+	int n = 0;
+	p[n++] = (struct pollfd){.fd = s->inotify_fd, .events = POLLIN};
+	for (int i = 0; i < nfds && n < 9; i++)
+		p[n++] = (struct pollfd){.fd = fds[i], .events = POLLIN};
+	if (s->settle_rounds > 0) {
+		s->settle_rounds--;
+		if (timeout_ms < 0 || timeout_ms > SETTLE_MS)
+			timeout_ms = SETTLE_MS;
+	}
+	int r = poll(p, (nfds_t)n, timeout_ms);
+	if (r < 0 && errno == EINTR)
+		return 2;
+	if (r < 0)
+		return cqrs_fail(err, CQRS_EXIT_OSERR, "poll: %s", strerror(errno));
+	for (int i = 1; i < n; i++)
+		if (p[i].revents != 0)
+			return 2;
+	if (r == 0)
+		return s->settle_rounds > 0 ? 1 : 0;
+	/* Drain: one wake-up per burst of writes is enough. */
+	char buf[4096];
+	while (read(s->inotify_fd, buf, sizeof buf) > 0)
+		;
+	s->settle_rounds = SETTLE_ROUNDS;
+	return 1;
+}
+
+static const struct cqrs_store_ops sqlite_ops = {
+	.close = sqlite_close,
+	.set_durability = sqlite_set_durability,
+	.begin = sqlite_begin,
+	.append = sqlite_append,
+	.commit = sqlite_commit,
+	.rollback = sqlite_rollback,
+	.aggregate_version = sqlite_aggregate_version,
+	.last_sequence = sqlite_last_sequence,
+	.read = sqlite_read,
+	.cursor_next = sqlite_cursor_next,
+	.cursor_close = sqlite_cursor_close,
+	.wait = sqlite_wait,
+};

@@ -1,0 +1,118 @@
+/* What every tool does at start and at exit: its name in messages, the C
+ * locale, and a stdout whose failure is noticed. */
+#include "config.h"
+
+#include <errno.h>
+#include <locale.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cqrs.h"
+#include "banned.h"
+
+static const char *tool_name = "cqrs";
+static bool stdout_gone;
+
+int cqrs_fail(cqrs_error *err, int code, const char *fmt, ...)
+{
+	if (err != NULL) {
+		va_list ap;
+		va_start(ap, fmt);
+		err->code = code;
+		vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+		va_end(ap);
+	}
+	return -1;
+}
+
+void cqrs_tool_init(const char *name)
+{
+	tool_name = name;
+	setlocale(LC_ALL, "C");
+	/* A reader that goes away is noticed as EPIPE on write, so that the
+	 * tool can end quietly instead of dying by signal in the middle of a
+	 * transaction. */
+	signal(SIGPIPE, SIG_IGN);
+	static char outbuf[1 << 16];
+	setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
+}
+
+const char *cqrs_tool_name(void)
+{
+	return tool_name;
+}
+
+static void vwarn(const char *fmt, va_list ap)
+{
+	fprintf(stderr, "%s: ", tool_name);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+}
+
+void cqrs_warn(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vwarn(fmt, ap);
+	va_end(ap);
+}
+
+void cqrs_die(int code, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vwarn(fmt, ap);
+	va_end(ap);
+	exit(cqrs_finish_stdout(code));
+}
+
+void cqrs_die_error(const cqrs_error *err)
+{
+	cqrs_die(err->code, "%s", err->msg);
+}
+
+bool cqrs_stdout_gone(void)
+{
+	if (!stdout_gone && ferror(stdout) && errno == EPIPE)
+		stdout_gone = true;
+	return stdout_gone;
+}
+
+int cqrs_finish_stdout(int code)
+{
+	errno = 0;
+	if (fflush(stdout) != 0 || ferror(stdout)) {
+		if (errno == EPIPE || stdout_gone)
+			return code;
+		fprintf(stderr, "%s: write error on standard output: %s\n", tool_name,
+			strerror(errno ? errno : EIO));
+		return code ? code : CQRS_EXIT_IOERR;
+	}
+	return code;
+}
+
+int cqrs_parse_int64(const char *s, int64_t *out)
+{
+	if (s == NULL || *s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	char *end;
+	long long v = strtoll(s, &end, 10);
+	if (errno != 0 || *end != '\0' || v < 0)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+void cqrs_print_version(void)
+{
+	printf("%s (%s) %s\n", tool_name, PACKAGE_NAME, PACKAGE_VERSION);
+}
+
+bool cqrs_progress_wanted(void)
+{
+	return isatty(STDERR_FILENO) == 1;
+}

@@ -1,0 +1,239 @@
+/* cqrs-read: stream events from the store as NDJSON, in sequence order. */
+#include "config.h"
+
+#include <getopt.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cqrs.h"
+#include "banned.h"
+
+static const char usage_text[] =
+	"usage: cqrs-read [-fr] [-a id] [-c correlation-id] [-e event-type] [-n limit]\n"
+	"                 [-s store] [-t aggregate-type] [--from seq | --after seq]\n"
+	"                 [--to seq] [--until time] [--verify]\n";
+
+static void usage(int code)
+{
+	fputs(usage_text, code ? stderr : stdout);
+	if (code == 0)
+		fputs("\n"
+		      "  -a, --aggregate ID         events of one aggregate\n"
+		      "  -t, --aggregate-type TYPE  events of aggregates of one type\n"
+		      "  -e, --event-type TYPE      events of one type\n"
+		      "  -c, --correlation ID       events whose metadata.correlation_id is ID\n"
+		      "      --from SEQ             from sequence SEQ on\n"
+		      "      --after SEQ            after sequence SEQ\n"
+		      "      --to SEQ               up to sequence SEQ\n"
+		      "      --until TIME           up to an RFC 3339 time (the state as of then)\n"
+		      "  -n, --limit N              at most N events\n"
+		      "  -r, --reverse              newest first\n"
+		      "  -f, --follow               keep printing events as they are appended\n"
+		      "      --verify               check the hash chain of the whole store\n"
+		      "  -s, --store PATH           event store (default: $CQRS_STORE)\n"
+		      "  -h, --help                 show this help\n"
+		      "  -V, --version              show the version\n",
+		      stdout);
+	exit(code);
+}
+
+static int64_t parse_seq(const char *opt, const char *arg)
+{
+	int64_t v;
+	if (cqrs_parse_int64(arg, &v) < 0)
+		cqrs_die(CQRS_EXIT_USAGE, "%s needs a non-negative integer: '%s'", opt, arg);
+	return v;
+}
+
+static const char *parse_type(const char *opt, const char *arg)
+{
+	if (!cqrs_type_name_valid(arg, strlen(arg)))
+		cqrs_die(CQRS_EXIT_USAGE, "%s: not a type name: '%s'", opt, arg);
+	return arg;
+}
+
+static int verify(cqrs_store *st)
+{
+	cqrs_error err = {0};
+	int64_t checked, bad;
+	if (cqrs_store_verify(st, &checked, &bad, &err) < 0)
+		cqrs_die_error(&err);
+	if (bad != 0) {
+		cqrs_warn("sequence %lld: hash chain broken after %lld good events: an event was "
+			  "edited, removed or reordered",
+			  (long long)bad, (long long)checked);
+		return CQRS_EXIT_DATAERR;
+	}
+	cqrs_filter last = {.limit = 1, .reverse = true};
+	cqrs_cursor *c = cqrs_store_read(st, &last, &err);
+	cqrs_event ev;
+	if (c == NULL || cqrs_cursor_next(c, &ev, &err) < 0)
+		cqrs_die_error(&err);
+	char head[CQRS_HASH_LEN * 2 + 1] = "";
+	if (checked > 0)
+		for (int i = 0; i < CQRS_HASH_LEN; i++)
+			snprintf(head + 2 * i, 3, "%02x", ev.hash[i]);
+	cqrs_cursor_close(c);
+	printf("verified %lld events%s%s\n", (long long)checked, checked ? ", head " : "", head);
+	return CQRS_EXIT_OK;
+}
+
+/* Signals and a vanished reader end a --follow; both arrive as fds. */
+static int follow_fds(int fds[2])
+{
+	int n = 0;
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	int sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (sfd < 0)
+		cqrs_die(CQRS_EXIT_OSERR, "signalfd failed");
+	fds[n++] = sfd;
+	/* Only a pipe or socket reports its reader going away; a terminal
+	 * would report typing as readable. */
+	struct stat sb;
+	if (fstat(STDOUT_FILENO, &sb) == 0 && (S_ISFIFO(sb.st_mode) || S_ISSOCK(sb.st_mode)))
+		fds[n++] = STDOUT_FILENO;
+	return n;
+}
+
+int main(int argc, char **argv)
+{
+	enum { OPT_FROM = 256, OPT_AFTER, OPT_TO, OPT_UNTIL, OPT_VERIFY };
+	static const struct option longopts[] = {
+		{"aggregate", required_argument, NULL, 'a'},
+		{"aggregate-type", required_argument, NULL, 't'},
+		{"event-type", required_argument, NULL, 'e'},
+		{"correlation", required_argument, NULL, 'c'},
+		{"from", required_argument, NULL, OPT_FROM},
+		{"after", required_argument, NULL, OPT_AFTER},
+		{"to", required_argument, NULL, OPT_TO},
+		{"until", required_argument, NULL, OPT_UNTIL},
+		{"limit", required_argument, NULL, 'n'},
+		{"reverse", no_argument, NULL, 'r'},
+		{"follow", no_argument, NULL, 'f'},
+		{"verify", no_argument, NULL, OPT_VERIFY},
+		{"store", required_argument, NULL, 's'},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{NULL, 0, NULL, 0},
+	};
+	cqrs_filter f = {0};
+	uint8_t aggregate[CQRS_UUID_LEN];
+	char until[CQRS_TIMESTAMP_LEN + 1];
+	const char *store_opt = NULL;
+	bool follow = false, do_verify = false, have_from = false;
+	int ch;
+
+	cqrs_tool_init("cqrs-read");
+	while ((ch = getopt_long(argc, argv, "a:t:e:c:n:rfs:hV", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'a':
+			if (cqrs_uuid_parse(optarg, strlen(optarg), aggregate) < 0)
+				cqrs_die(CQRS_EXIT_USAGE, "--aggregate: not a UUID: '%s'", optarg);
+			f.aggregate_id = aggregate;
+			break;
+		case 't': f.aggregate_type = parse_type("--aggregate-type", optarg); break;
+		case 'e': f.event_type = parse_type("--event-type", optarg); break;
+		case 'c': f.correlation_id = optarg; break;
+		case OPT_FROM:
+		case OPT_AFTER:
+			if (have_from)
+				cqrs_die(CQRS_EXIT_USAGE, "--from and --after go alone");
+			have_from = true;
+			f.after = parse_seq(ch == OPT_FROM ? "--from" : "--after", optarg);
+			if (ch == OPT_FROM && f.after > 0)
+				f.after--;
+			break;
+		case OPT_TO:
+			f.to = parse_seq("--to", optarg);
+			if (f.to == 0)
+				cqrs_die(CQRS_EXIT_USAGE, "--to needs a sequence of at least 1");
+			break;
+		case OPT_UNTIL:
+			if (cqrs_timestamp_normalize(optarg, strlen(optarg), until) < 0)
+				cqrs_die(CQRS_EXIT_USAGE, "--until: not an RFC 3339 time: '%s'", optarg);
+			f.until = until;
+			break;
+		case 'n':
+			f.limit = parse_seq("--limit", optarg);
+			if (f.limit == 0)
+				cqrs_die(CQRS_EXIT_USAGE, "--limit needs a positive count");
+			break;
+		case 'r': f.reverse = true; break;
+		case 'f': follow = true; break;
+		case OPT_VERIFY: do_verify = true; break;
+		case 's': store_opt = optarg; break;
+		case 'h': usage(0); break;
+		case 'V': cqrs_print_version(); return cqrs_finish_stdout(0);
+		default: usage(CQRS_EXIT_USAGE);
+		}
+	}
+	if (optind < argc)
+		cqrs_die(CQRS_EXIT_USAGE, "unexpected operand '%s'\n%s", argv[optind], usage_text);
+	if (follow && f.reverse)
+		cqrs_die(CQRS_EXIT_USAGE, "--follow and --reverse go alone");
+	if (follow && f.until != NULL)
+		cqrs_die(CQRS_EXIT_USAGE, "--follow and --until go alone");
+
+	cqrs_error err = {0};
+	cqrs_store *st = cqrs_store_open(cqrs_store_path(store_opt), CQRS_OPEN_READ, &err);
+	if (st == NULL)
+		cqrs_die_error(&err);
+	if (do_verify) {
+		int code = verify(st);
+		cqrs_store_close(st);
+		return cqrs_finish_stdout(code);
+	}
+
+	int fds[2], nfds = follow ? follow_fds(fds) : 0;
+	int64_t printed = 0;
+	int code = CQRS_EXIT_OK;
+	for (;;) {
+		cqrs_filter now = f;
+		if (f.limit > 0)
+			now.limit = f.limit - printed;
+		cqrs_cursor *c = cqrs_store_read(st, &now, &err);
+		if (c == NULL)
+			cqrs_die_error(&err);
+		cqrs_event ev;
+		int r;
+		while ((r = cqrs_cursor_next(c, &ev, &err)) == 1) {
+			cqrs_event_write(stdout, &ev);
+			f.after = ev.sequence;
+			printed++;
+			if (cqrs_stdout_gone())
+				break;
+		}
+		cqrs_cursor_close(c);
+		if (r < 0) {
+			cqrs_warn("%s", err.msg);
+			code = err.code;
+			break;
+		}
+		if (!follow || cqrs_stdout_gone() || (f.limit > 0 && printed >= f.limit) ||
+		    (f.to > 0 && f.after >= f.to))
+			break;
+		if (fflush(stdout) != 0)
+			break;
+		/* A timeout re-queries too: a safety net for file systems
+		 * that do not report changes. */
+		int w = cqrs_store_wait(st, 1000, fds, nfds, &err);
+		if (w < 0) {
+			cqrs_warn("%s", err.msg);
+			code = err.code;
+			break;
+		}
+		if (w == 2)
+			break; /* a signal, or the reader went away */
+	}
+	cqrs_store_close(st);
+	return cqrs_finish_stdout(code);
+}
