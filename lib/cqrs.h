@@ -217,6 +217,7 @@ int64_t cqrs_store_last_sequence(cqrs_store *st, cqrs_error *err);
 /* Reading. */
 typedef struct cqrs_filter {
 	const uint8_t *aggregate_id; /* NULL: any */
+	int64_t after_version;       /* with aggregate_id: aggregate_version > this */
 	const char *aggregate_type;
 	const char *event_type;
 	const char *correlation_id;
@@ -237,6 +238,25 @@ void cqrs_cursor_close(cqrs_cursor *c);
  * until one of fds is readable or has hung up.  Returns 1 on a possible
  * change, 0 on timeout, 2 when one of fds woke it, -1 on error. */
 int cqrs_store_wait(cqrs_store *st, int timeout_ms, const int *fds, int nfds, cqrs_error *err);
+
+/* Snapshots: the latest one of an aggregate.  Returns 1 with *version and
+ * *state (malloc'd, NUL-terminated) set, 0 when there is none, -1 on error. */
+int cqrs_store_snapshot_load(cqrs_store *st, const uint8_t id[CQRS_UUID_LEN], int64_t *version,
+			     char **state, cqrs_error *err);
+int cqrs_store_snapshot_save(cqrs_store *st, const uint8_t id[CQRS_UUID_LEN], const char *type,
+			     int64_t version, const char *state, cqrs_error *err);
+
+/* Processed messages, for idempotent handlers: 1 with *result (malloc'd)
+ * when message_id was handled, 0 when not, -1 on error.  Put it inside
+ * the write transaction that appends the message's events, so that both
+ * commit or neither does. */
+int cqrs_store_processed_get(cqrs_store *st, const char *message_id, char **result,
+			     cqrs_error *err);
+int cqrs_store_processed_put(cqrs_store *st, const char *message_id, const char *handler,
+			     const char *result, cqrs_error *err);
+
+/* Inside a write transaction: the next value (1, 2, ...) of a named counter. */
+int64_t cqrs_store_counter_next(cqrs_store *st, const char *name, cqrs_error *err);
 
 /* Verifies the hash chain from the first event to the last; on a break,
  * *bad_sequence is the first event that does not verify. */

@@ -112,6 +112,35 @@ void cqrs_cursor_close(cqrs_cursor *c)
 		c->store->ops->cursor_close(c);
 }
 
+int cqrs_store_snapshot_load(cqrs_store *st, const uint8_t id[CQRS_UUID_LEN], int64_t *version,
+			     char **state, cqrs_error *err)
+{
+	return st->ops->snapshot_load(st, id, version, state, err);
+}
+
+int cqrs_store_snapshot_save(cqrs_store *st, const uint8_t id[CQRS_UUID_LEN], const char *type,
+			     int64_t version, const char *state, cqrs_error *err)
+{
+	return st->ops->snapshot_save(st, id, type, version, state, err);
+}
+
+int cqrs_store_processed_get(cqrs_store *st, const char *message_id, char **result,
+			     cqrs_error *err)
+{
+	return st->ops->processed_get(st, message_id, result, err);
+}
+
+int cqrs_store_processed_put(cqrs_store *st, const char *message_id, const char *handler,
+			     const char *result, cqrs_error *err)
+{
+	return st->ops->processed_put(st, message_id, handler, result, err);
+}
+
+int64_t cqrs_store_counter_next(cqrs_store *st, const char *name, cqrs_error *err)
+{
+	return st->ops->counter_next(st, name, err);
+}
+
 int cqrs_store_wait(cqrs_store *st, int timeout_ms, const int *fds, int nfds, cqrs_error *err)
 {
 	return st->ops->wait(st, timeout_ms, fds, nfds, err);

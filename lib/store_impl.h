@@ -21,6 +21,15 @@ struct cqrs_store_ops {
 	cqrs_cursor *(*read)(cqrs_store *st, const cqrs_filter *f, cqrs_error *err);
 	int (*cursor_next)(cqrs_cursor *c, cqrs_event *ev, cqrs_error *err);
 	void (*cursor_close)(cqrs_cursor *c);
+	int (*snapshot_load)(cqrs_store *st, const uint8_t id[CQRS_UUID_LEN], int64_t *version,
+			     char **state, cqrs_error *err);
+	int (*snapshot_save)(cqrs_store *st, const uint8_t id[CQRS_UUID_LEN], const char *type,
+			     int64_t version, const char *state, cqrs_error *err);
+	int (*processed_get)(cqrs_store *st, const char *message_id, char **result,
+			     cqrs_error *err);
+	int (*processed_put)(cqrs_store *st, const char *message_id, const char *handler,
+			     const char *result, cqrs_error *err);
+	int64_t (*counter_next)(cqrs_store *st, const char *name, cqrs_error *err);
 	int (*wait)(cqrs_store *st, int timeout_ms, const int *fds, int nfds, cqrs_error *err);
 };
 

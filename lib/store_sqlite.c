@@ -87,6 +87,10 @@ static const char schema_v1[] =
 	" result TEXT,"
 	" processed_at TEXT NOT NULL"
 	");"
+	"CREATE TABLE counters ("
+	" name TEXT PRIMARY KEY,"
+	" value INTEGER NOT NULL"
+	");"
 	"CREATE TABLE checkpoints ("
 	" name TEXT PRIMARY KEY,"
 	" sequence INTEGER NOT NULL,"
@@ -118,6 +122,7 @@ struct sqlite_store {
 	struct version_slot *versions;
 	size_t nversions, versions_cap;
 	sqlite3_stmt *insert, *version, *by_event_id, *last;
+	sqlite3_stmt *snap_load, *snap_save, *proc_get, *proc_put, *counter;
 	int inotify_fd;
 	int settle_rounds;
 };
@@ -329,6 +334,11 @@ static void sqlite_close(cqrs_store *st)
 	sqlite3_finalize(s->version);
 	sqlite3_finalize(s->by_event_id);
 	sqlite3_finalize(s->last);
+	sqlite3_finalize(s->snap_load);
+	sqlite3_finalize(s->snap_save);
+	sqlite3_finalize(s->proc_get);
+	sqlite3_finalize(s->proc_put);
+	sqlite3_finalize(s->counter);
 	sqlite3_close(s->db);
 	if (s->inotify_fd >= 0)
 		close(s->inotify_fd);
@@ -699,7 +709,7 @@ static cqrs_cursor *sqlite_read(cqrs_store *st, const cqrs_filter *f, cqrs_error
 	if (f->to > 0)
 		ADD(" AND sequence <= ?2");
 	if (f->aggregate_id != NULL)
-		ADD(" AND aggregate_id = ?3");
+		ADD(" AND aggregate_id = ?3 AND aggregate_version > ?9");
 	if (f->aggregate_type != NULL)
 		ADD(" AND aggregate_type = ?4");
 	if (f->event_type != NULL)
@@ -727,8 +737,10 @@ static cqrs_cursor *sqlite_read(cqrs_store *st, const cqrs_filter *f, cqrs_error
 	sqlite3_bind_int64(c->stmt, 1, f->after);
 	if (f->to > 0)
 		sqlite3_bind_int64(c->stmt, 2, f->to);
-	if (f->aggregate_id != NULL)
+	if (f->aggregate_id != NULL) {
 		sqlite3_bind_blob(c->stmt, 3, f->aggregate_id, CQRS_UUID_LEN, SQLITE_TRANSIENT);
+		sqlite3_bind_int64(c->stmt, 9, f->after_version);
+	}
 	if (f->aggregate_type != NULL)
 		sqlite3_bind_text(c->stmt, 4, f->aggregate_type, -1, SQLITE_TRANSIENT);
 	if (f->event_type != NULL)
@@ -759,6 +771,142 @@ static void sqlite_cursor_close(cqrs_cursor *cur)
 	struct sqlite_cursor *c = (struct sqlite_cursor *)cur;
 	sqlite3_finalize(c->stmt);
 	free(c);
+}
+
+/* --- snapshots, processed messages, counters ----------------------------- */
+
+/* Steps a cached single-row statement; returns SQLITE_ROW or SQLITE_DONE,
+ * or -1 with *err set.  The caller resets it. */
+static int step_cached(struct sqlite_store *s, sqlite3_stmt **stmt, const char *sql,
+		       int (*bind)(sqlite3_stmt *, const void *), const void *arg,
+		       cqrs_error *err)
+{
+	if (*stmt == NULL && prepare(s, stmt, sql, err) < 0)
+		return -1;
+	bind(*stmt, arg);
+	int rc = sqlite3_step(*stmt);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		sqlite3_reset(*stmt);
+		return db_error(s, rc, "store query failed", err);
+	}
+	return rc;
+}
+
+static int bind_id(sqlite3_stmt *q, const void *id)
+{
+	return sqlite3_bind_blob(q, 1, id, CQRS_UUID_LEN, SQLITE_STATIC);
+}
+
+static int bind_text(sqlite3_stmt *q, const void *text)
+{
+	return sqlite3_bind_text(q, 1, text, -1, SQLITE_STATIC);
+}
+
+static char *column_dup(sqlite3_stmt *q, int col)
+{
+	const unsigned char *t = sqlite3_column_text(q, col);
+	return strdup(t != NULL ? (const char *)t : "");
+}
+
+static int sqlite_snapshot_load(cqrs_store *st, const uint8_t id[CQRS_UUID_LEN], int64_t *version,
+				char **state, cqrs_error *err)
+{
+	struct sqlite_store *s = (struct sqlite_store *)st;
+	int rc = step_cached(s, &s->snap_load,
+			     "SELECT aggregate_version, state FROM snapshots WHERE aggregate_id = ?1"
+			     " ORDER BY aggregate_version DESC LIMIT 1",
+			     bind_id, id, err);
+	if (rc < 0)
+		return -1;
+	int found = 0;
+	if (rc == SQLITE_ROW) {
+		*version = sqlite3_column_int64(s->snap_load, 0);
+		*state = column_dup(s->snap_load, 1);
+		found = *state != NULL ? 1 : cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+	}
+	sqlite3_reset(s->snap_load);
+	return found;
+}
+
+static int sqlite_snapshot_save(cqrs_store *st, const uint8_t id[CQRS_UUID_LEN], const char *type,
+				int64_t version, const char *state, cqrs_error *err)
+{
+	struct sqlite_store *s = (struct sqlite_store *)st;
+	if (s->snap_save == NULL &&
+	    prepare(s, &s->snap_save,
+		    "INSERT OR REPLACE INTO snapshots (aggregate_id, aggregate_type,"
+		    " aggregate_version, state, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+		    err) < 0)
+		return -1;
+	char now[CQRS_TIMESTAMP_LEN + 1];
+	cqrs_timestamp_now(now);
+	sqlite3_stmt *q = s->snap_save;
+	sqlite3_bind_blob(q, 1, id, CQRS_UUID_LEN, SQLITE_STATIC);
+	sqlite3_bind_text(q, 2, type, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(q, 3, version);
+	sqlite3_bind_text(q, 4, state, -1, SQLITE_STATIC);
+	sqlite3_bind_text(q, 5, now, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(q);
+	sqlite3_reset(q);
+	return rc == SQLITE_DONE ? 0 : db_error(s, rc, "cannot save snapshot", err);
+}
+
+static int sqlite_processed_get(cqrs_store *st, const char *message_id, char **result,
+				cqrs_error *err)
+{
+	struct sqlite_store *s = (struct sqlite_store *)st;
+	int rc = step_cached(s, &s->proc_get,
+			     "SELECT result FROM processed_messages WHERE message_id = ?1",
+			     bind_text, message_id, err);
+	if (rc < 0)
+		return -1;
+	int found = 0;
+	if (rc == SQLITE_ROW) {
+		*result = column_dup(s->proc_get, 0);
+		found = *result != NULL ? 1 : cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+	}
+	sqlite3_reset(s->proc_get);
+	return found;
+}
+
+static int sqlite_processed_put(cqrs_store *st, const char *message_id, const char *handler,
+				const char *result, cqrs_error *err)
+{
+	struct sqlite_store *s = (struct sqlite_store *)st;
+	if (!s->in_txn)
+		return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "processed_put outside a transaction");
+	if (s->proc_put == NULL &&
+	    prepare(s, &s->proc_put,
+		    "INSERT INTO processed_messages (message_id, handler, result, processed_at)"
+		    " VALUES (?1, ?2, ?3, ?4)",
+		    err) < 0)
+		return -1;
+	char now[CQRS_TIMESTAMP_LEN + 1];
+	cqrs_timestamp_now(now);
+	sqlite3_stmt *q = s->proc_put;
+	sqlite3_bind_text(q, 1, message_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(q, 2, handler, -1, SQLITE_STATIC);
+	sqlite3_bind_text(q, 3, result, -1, SQLITE_STATIC);
+	sqlite3_bind_text(q, 4, now, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(q);
+	sqlite3_reset(q);
+	return rc == SQLITE_DONE ? 0 : db_error(s, rc, "cannot record processed message", err);
+}
+
+static int64_t sqlite_counter_next(cqrs_store *st, const char *name, cqrs_error *err)
+{
+	struct sqlite_store *s = (struct sqlite_store *)st;
+	if (!s->in_txn)
+		return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "counter_next outside a transaction");
+	int rc = step_cached(s, &s->counter,
+			     "INSERT INTO counters (name, value) VALUES (?1, 1)"
+			     " ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value",
+			     bind_text, name, err);
+	if (rc < 0)
+		return -1;
+	int64_t v = rc == SQLITE_ROW ? sqlite3_column_int64(s->counter, 0) : -1;
+	sqlite3_reset(s->counter);
+	return v > 0 ? v : cqrs_fail(err, CQRS_EXIT_SOFTWARE, "counter '%s' did not advance", name);
 }
 
 /* --- following ----------------------------------------------------------- */
@@ -827,5 +975,10 @@ static const struct cqrs_store_ops sqlite_ops = {
 	.read = sqlite_read,
 	.cursor_next = sqlite_cursor_next,
 	.cursor_close = sqlite_cursor_close,
+	.snapshot_load = sqlite_snapshot_load,
+	.snapshot_save = sqlite_snapshot_save,
+	.processed_get = sqlite_processed_get,
+	.processed_put = sqlite_processed_put,
+	.counter_next = sqlite_counter_next,
 	.wait = sqlite_wait,
 };

@@ -143,7 +143,7 @@ int main(int argc, char **argv)
 	bool in_txn = false, first = true;
 	uint8_t single_aggregate[CQRS_UUID_LEN];
 	int64_t in_batch = 0, committed = 0, total = 0, last_committed_seq = 0;
-	char committed_at[512] = "";
+	char committed_at[512] = "", where[512] = "";
 	char *line;
 	size_t len;
 	int r, code = CQRS_EXIT_OK;
@@ -224,16 +224,11 @@ int main(int argc, char **argv)
 
 bad_line:
 	/* Say where: the message comes from a layer that does not know. */
-	{
-		char msg[sizeof err.msg];
-		snprintf(msg, sizeof msg, "%s:%ld: %s", cqrs_input_name(in), cqrs_input_lineno(in),
-			 err.msg);
-		snprintf(err.msg, sizeof err.msg, "%s", msg);
-	}
+	snprintf(where, sizeof where, "%s:%ld: ", cqrs_input_name(in), cqrs_input_lineno(in));
 fail:
 	if (in_txn)
 		cqrs_store_rollback(st);
-	cqrs_warn("%s", err.msg);
+	cqrs_warn("%s%s", where, err.msg);
 	if (batch > 0 && committed > 0 && !dry_run)
 		cqrs_warn("%lld events were committed before the error, through %s (sequence %lld); "
 			  "the rest of the input was not stored",
