@@ -20,23 +20,23 @@
 enum cqrs_exit {
 	CQRS_EXIT_OK = 0,
 	CQRS_EXIT_NOT_FOUND = 1,  /* query-like tools: nothing matched */
-	CQRS_EXIT_CONFLICT = 3,   /* optimistic concurrency: version mismatch */
-	CQRS_EXIT_REJECTED = 4,   /* a command broke a business rule */
-	CQRS_EXIT_USAGE = 64,     /* EX_USAGE */
-	CQRS_EXIT_DATAERR = 65,   /* EX_DATAERR: bad input, not a cqrs store */
-	CQRS_EXIT_NOINPUT = 66,   /* EX_NOINPUT: input file or store missing */
+	CQRS_EXIT_CONFLICT = 3,	  /* optimistic concurrency: version mismatch */
+	CQRS_EXIT_REJECTED = 4,	  /* a command broke a business rule */
+	CQRS_EXIT_USAGE = 64,	  /* EX_USAGE */
+	CQRS_EXIT_DATAERR = 65,	  /* EX_DATAERR: bad input, not a cqrs store */
+	CQRS_EXIT_NOINPUT = 66,	  /* EX_NOINPUT: input file or store missing */
 	CQRS_EXIT_SOFTWARE = 70,  /* EX_SOFTWARE: internal error */
-	CQRS_EXIT_OSERR = 71,     /* EX_OSERR: out of memory, fork failed */
+	CQRS_EXIT_OSERR = 71,	  /* EX_OSERR: out of memory, fork failed */
 	CQRS_EXIT_CANTCREAT = 73, /* EX_CANTCREAT: cannot create the store */
-	CQRS_EXIT_IOERR = 74,     /* EX_IOERR: read, write or fsync failed */
+	CQRS_EXIT_IOERR = 74,	  /* EX_IOERR: read, write or fsync failed */
 	CQRS_EXIT_TEMPFAIL = 75,  /* EX_TEMPFAIL: store busy or locked */
-	CQRS_EXIT_NOPERM = 77,    /* EX_NOPERM */
-	CQRS_EXIT_CONFIG = 78,    /* EX_CONFIG: bad configuration, newer schema */
+	CQRS_EXIT_NOPERM = 77,	  /* EX_NOPERM */
+	CQRS_EXIT_CONFIG = 78,	  /* EX_CONFIG: bad configuration, newer schema */
 };
 
 /* Limits on one input line, documented in cqrs(7). */
-#define CQRS_MAX_LINE (1024 * 1024)
-#define CQRS_MAX_DEPTH 64
+#define CQRS_MAX_LINE	   (1024 * 1024)
+#define CQRS_MAX_DEPTH	   64
 #define CQRS_MAX_TYPE_NAME 128
 
 /* An error travels up to the tool, which prints it once and exits with code. */
@@ -47,7 +47,7 @@ typedef struct cqrs_error {
 
 #if defined(__GNUC__)
 #define CQRS_PRINTF(a, b) __attribute__((format(printf, a, b)))
-#define CQRS_NORETURN __attribute__((noreturn))
+#define CQRS_NORETURN	  __attribute__((noreturn))
 #else
 #define CQRS_PRINTF(a, b)
 #define CQRS_NORETURN
@@ -126,12 +126,12 @@ void cqrs_json_write_string(FILE *f, const char *s, size_t len);
 
 /* --- the event envelope (envelope.c) -------------------------------------- */
 
-#define CQRS_UUID_LEN 16
-#define CQRS_HASH_LEN 32
+#define CQRS_UUID_LEN	   16
+#define CQRS_HASH_LEN	   32
 #define CQRS_TIMESTAMP_LEN 27 /* 2026-01-16T14:00:00.123456Z */
 
 typedef struct cqrs_event {
-	int64_t sequence;          /* 0 when absent */
+	int64_t sequence; /* 0 when absent */
 	uint8_t event_id[CQRS_UUID_LEN];
 	bool has_event_id;
 	uint8_t aggregate_id[CQRS_UUID_LEN];
@@ -139,10 +139,10 @@ typedef struct cqrs_event {
 	int64_t aggregate_version; /* 0 when absent */
 	int64_t expected_version;  /* -1 when absent */
 	char event_type[CQRS_MAX_TYPE_NAME + 1];
-	int64_t event_version;     /* 1 when absent */
-	const char *data;          /* compact JSON object, not NUL-terminated */
+	int64_t event_version; /* 1 when absent */
+	const char *data;      /* compact JSON object, not NUL-terminated */
 	size_t data_len;
-	const char *metadata;      /* compact JSON object; "{}" when absent */
+	const char *metadata; /* compact JSON object; "{}" when absent */
 	size_t metadata_len;
 	char timestamp[CQRS_TIMESTAMP_LEN + 1]; /* "" when absent */
 	uint8_t hash[CQRS_HASH_LEN];
@@ -177,8 +177,8 @@ void cqrs_timestamp_now(char out[CQRS_TIMESTAMP_LEN + 1]);
 typedef struct cqrs_store cqrs_store;
 
 enum cqrs_open_mode {
-	CQRS_OPEN_READ,   /* the store must exist */
-	CQRS_OPEN_WRITE,  /* created on first use */
+	CQRS_OPEN_READ,	 /* the store must exist */
+	CQRS_OPEN_WRITE, /* created on first use */
 };
 
 enum cqrs_durability {
@@ -201,7 +201,7 @@ void cqrs_store_set_durability(cqrs_store *st, enum cqrs_durability d);
  * the caller rolls back. */
 int cqrs_store_begin(cqrs_store *st, cqrs_error *err);
 enum cqrs_append_result {
-	CQRS_APPENDED,  /* stored; ev now carries every store-assigned field */
+	CQRS_APPENDED,	/* stored; ev now carries every store-assigned field */
 	CQRS_DUPLICATE, /* the same event was already stored; ev is the stored one */
 };
 /* Returns CQRS_APPENDED or CQRS_DUPLICATE, or -1 with *err set. */
@@ -217,14 +217,14 @@ int64_t cqrs_store_last_sequence(cqrs_store *st, cqrs_error *err);
 /* Reading. */
 typedef struct cqrs_filter {
 	const uint8_t *aggregate_id; /* NULL: any */
-	int64_t after_version;       /* with aggregate_id: aggregate_version > this */
+	int64_t after_version;	     /* with aggregate_id: aggregate_version > this */
 	const char *aggregate_type;
 	const char *event_type;
 	const char *correlation_id;
-	int64_t after;        /* sequence > after */
-	int64_t to;           /* sequence <= to; 0: no bound */
-	const char *until;    /* timestamp <= until (normalised); NULL: none */
-	int64_t limit;        /* 0: no limit */
+	int64_t after;	   /* sequence > after */
+	int64_t to;	   /* sequence <= to; 0: no bound */
+	const char *until; /* timestamp <= until (normalised); NULL: none */
+	int64_t limit;	   /* 0: no limit */
 	bool reverse;
 } cqrs_filter;
 

@@ -29,12 +29,18 @@ int cqrs_uuid_parse(const char *t, size_t len, uint8_t out[CQRS_UUID_LEN])
 		}
 		int hi = -1, lo = -1;
 		char a = t[i], b = t[i + 1];
-		if (a >= '0' && a <= '9') hi = a - '0';
-		else if (a >= 'a' && a <= 'f') hi = a - 'a' + 10;
-		else if (a >= 'A' && a <= 'F') hi = a - 'A' + 10;
-		if (b >= '0' && b <= '9') lo = b - '0';
-		else if (b >= 'a' && b <= 'f') lo = b - 'a' + 10;
-		else if (b >= 'A' && b <= 'F') lo = b - 'A' + 10;
+		if (a >= '0' && a <= '9')
+			hi = a - '0';
+		else if (a >= 'a' && a <= 'f')
+			hi = a - 'a' + 10;
+		else if (a >= 'A' && a <= 'F')
+			hi = a - 'A' + 10;
+		if (b >= '0' && b <= '9')
+			lo = b - '0';
+		else if (b >= 'a' && b <= 'f')
+			lo = b - 'a' + 10;
+		else if (b >= 'A' && b <= 'F')
+			lo = b - 'A' + 10;
 		if (hi < 0 || lo < 0)
 			return -1;
 		out[o++] = (uint8_t)(hi << 4 | lo);
@@ -122,9 +128,14 @@ static void format_utc(int64_t secs, long usec, char out[CQRS_TIMESTAMP_LEN + 1]
 	unsigned m, d;
 	civil_from_days(days, &y, &m, &d);
 	/* fixed width: lexical order of stored timestamps is time order */
-	unsigned fields[] = {(unsigned)y, m, d, (unsigned)(rem / 3600), (unsigned)(rem / 60 % 60),
-			     (unsigned)(rem % 60), (unsigned)usec};
-	static const int width[] = {4, 2, 2, 2, 2, 2, 6};
+	unsigned fields[] = { (unsigned)y,
+			      m,
+			      d,
+			      (unsigned)(rem / 3600),
+			      (unsigned)(rem / 60 % 60),
+			      (unsigned)(rem % 60),
+			      (unsigned)usec };
+	static const int width[] = { 4, 2, 2, 2, 2, 2, 6 };
 	static const char sep[] = "--T::.Z";
 	char *p = out;
 	for (int i = 0; i < 7; i++) {
@@ -166,7 +177,7 @@ int cqrs_timestamp_normalize(const char *s, size_t len, char out[CQRS_TIMESTAMP_
 	if (digits(s, 4, &y) || digits(s + 5, 2, &mo) || digits(s + 8, 2, &d) ||
 	    digits(s + 11, 2, &h) || digits(s + 14, 2, &mi) || digits(s + 17, 2, &sec))
 		return -1;
-	static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+	static const int mdays[] = { 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
 	bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
 	if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || (mo == 2 && d == 29 && !leap) ||
 	    h > 23 || mi > 59 || sec > 59)
@@ -203,8 +214,8 @@ int cqrs_timestamp_normalize(const char *s, size_t len, char out[CQRS_TIMESTAMP_
 	}
 	if (i != len)
 		return -1;
-	int64_t secs = days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400 + h * 3600 +
-		       mi * 60 + sec - offset;
+	int64_t secs = days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400 + h * 3600 + mi * 60 +
+		       sec - offset;
 	if (secs < days_from_civil(0, 1, 1) * 86400 || secs >= days_from_civil(10000, 1, 1) * 86400)
 		return -1;
 	format_utc(secs, usec, out);
@@ -243,15 +254,25 @@ static int hex_decode(const char *v, size_t n, uint8_t *out, size_t outlen)
 }
 
 enum field {
-	F_SEQUENCE, F_EVENT_ID, F_AGGREGATE_ID, F_AGGREGATE_TYPE, F_AGGREGATE_VERSION,
-	F_EXPECTED_VERSION, F_EVENT_TYPE, F_EVENT_VERSION, F_DATA, F_METADATA, F_TIMESTAMP,
-	F_HASH, F_COUNT
+	F_SEQUENCE,
+	F_EVENT_ID,
+	F_AGGREGATE_ID,
+	F_AGGREGATE_TYPE,
+	F_AGGREGATE_VERSION,
+	F_EXPECTED_VERSION,
+	F_EVENT_TYPE,
+	F_EVENT_VERSION,
+	F_DATA,
+	F_METADATA,
+	F_TIMESTAMP,
+	F_HASH,
+	F_COUNT
 };
 
 static const char *const field_names[F_COUNT] = {
-	"sequence", "event_id", "aggregate_id", "aggregate_type", "aggregate_version",
-	"expected_version", "event_type", "event_version", "data", "metadata", "timestamp",
-	"hash",
+	"sequence",	    "event_id",	  "aggregate_id",  "aggregate_type", "aggregate_version",
+	"expected_version", "event_type", "event_version", "data",	     "metadata",
+	"timestamp",	    "hash",
 };
 
 static int field_error(cqrs_error *err, const char *name, const char *what)
@@ -291,9 +312,10 @@ static int parse_member(cqrs_event *ev, enum field f, const char *v, size_t n, c
 	case F_AGGREGATE_ID:
 		if (!is_string(v, n))
 			return field_error(err, name, "must be a string");
-		if (cqrs_uuid_parse(v + 1, n - 2, f == F_EVENT_ID ? ev->event_id : ev->aggregate_id) < 0)
-			return cqrs_fail(err, CQRS_EXIT_DATAERR, "field '%s' is not a UUID: %.*s", name,
-					 (int)(n > 64 ? 64 : n), v);
+		if (cqrs_uuid_parse(v + 1, n - 2,
+				    f == F_EVENT_ID ? ev->event_id : ev->aggregate_id) < 0)
+			return cqrs_fail(err, CQRS_EXIT_DATAERR, "field '%s' is not a UUID: %.*s",
+					 name, (int)(n > 64 ? 64 : n), v);
 		if (f == F_EVENT_ID)
 			ev->has_event_id = true;
 		return 0;
@@ -303,10 +325,11 @@ static int parse_member(cqrs_event *ev, enum field f, const char *v, size_t n, c
 		if (!is_string(v, n))
 			return field_error(err, name, "must be a string");
 		if (!cqrs_type_name_valid(v + 1, n - 2))
-			return cqrs_fail(err, CQRS_EXIT_DATAERR,
-					 "field '%s' is not a type name (a letter or '_', then up to %d "
-					 "letters, digits, '_', '.', ':' or '-'): %.*s",
-					 name, CQRS_MAX_TYPE_NAME - 1, (int)(n > 64 ? 64 : n), v);
+			return cqrs_fail(
+				err, CQRS_EXIT_DATAERR,
+				"field '%s' is not a type name (a letter or '_', then up to %d "
+				"letters, digits, '_', '.', ':' or '-'): %.*s",
+				name, CQRS_MAX_TYPE_NAME - 1, (int)(n > 64 ? 64 : n), v);
 		memcpy(dst, v + 1, n - 2);
 		dst[n - 2] = '\0';
 		return 0;
@@ -325,16 +348,16 @@ static int parse_member(cqrs_event *ev, enum field f, const char *v, size_t n, c
 		return 0;
 	case F_TIMESTAMP:
 		if (!is_string(v, n) || cqrs_timestamp_normalize(v + 1, n - 2, ev->timestamp) < 0)
-			return field_error(err, name,
-					   "must be an RFC 3339 time such as \"2026-01-16T14:00:00.123456Z\"");
+			return field_error(
+				err, name,
+				"must be an RFC 3339 time such as \"2026-01-16T14:00:00.123456Z\"");
 		return 0;
 	case F_HASH:
 		if (!is_string(v, n) || hex_decode(v + 1, n - 2, ev->hash, CQRS_HASH_LEN) < 0)
 			return field_error(err, name, "must be 64 lowercase hex digits");
 		ev->has_hash = true;
 		return 0;
-	case F_COUNT:
-		break;
+	case F_COUNT: break;
 	}
 	return 0;
 }
@@ -369,8 +392,8 @@ int cqrs_event_parse(cqrs_event *ev, char *line, size_t len, cqrs_error *err)
 			return -1;
 		seen |= 1u << f;
 	}
-	static const enum field required[] = {F_AGGREGATE_ID, F_AGGREGATE_TYPE, F_EVENT_TYPE,
-					      F_DATA};
+	static const enum field required[] = { F_AGGREGATE_ID, F_AGGREGATE_TYPE, F_EVENT_TYPE,
+					       F_DATA };
 	for (size_t i = 0; i < sizeof required / sizeof *required; i++)
 		if (!(seen & (1u << required[i])))
 			return cqrs_fail(err, CQRS_EXIT_DATAERR, "missing field '%s'",

@@ -207,7 +207,7 @@ static int scan_number(struct scan *s)
 
 static int scan_literal(struct scan *s)
 {
-	static const char *const words[] = {"true", "false", "null"};
+	static const char *const words[] = { "true", "false", "null" };
 	for (size_t i = 0; i < 3; i++) {
 		size_t wl = strlen(words[i]);
 		if (s->len - s->r >= wl && memcmp(s->text + s->r, words[i], wl) == 0) {
@@ -303,7 +303,7 @@ dup:
 
 int cqrs_json_compact(char *text, size_t *len, cqrs_error *err)
 {
-	struct scan s = {text, *len, 0, 0, err};
+	struct scan s = { text, *len, 0, 0, err };
 	/* stack[d] is '{' or '['; key_base[d] where that object's keys start */
 	char stack[CQRS_MAX_DEPTH];
 	size_t key_base[CQRS_MAX_DEPTH];
@@ -354,7 +354,8 @@ int cqrs_json_compact(char *text, size_t *len, cqrs_error *err)
 			skip_ws(&s);
 			if (depth == 0) {
 				if (s.r != s.len)
-					return fail_at(&s, "trailing characters after the JSON value");
+					return fail_at(&s,
+						       "trailing characters after the JSON value");
 				*len = s.w;
 				if (s.w < s.len)
 					text[s.w] = '\0';
@@ -381,7 +382,7 @@ int cqrs_json_compact(char *text, size_t *len, cqrs_error *err)
 				continue;
 			}
 			return fail_at(&s, open == '{' ? "expected ',' or '}' in object"
-						     : "expected ',' or ']' in array");
+						       : "expected ',' or ']' in array");
 		}
 		continue;
 
@@ -421,13 +422,9 @@ static size_t value_end(const char *v, size_t len, size_t i)
 			continue;
 		}
 		switch (c) {
-		case '"':
-			in_string = true;
-			break;
+		case '"': in_string = true; break;
 		case '{':
-		case '[':
-			depth++;
-			break;
+		case '[': depth++; break;
 		case '}':
 		case ']':
 			if (depth == 0)
@@ -440,8 +437,7 @@ static size_t value_end(const char *v, size_t len, size_t i)
 			if (depth == 0)
 				return i;
 			break;
-		default:
-			break;
+		default: break;
 		}
 	}
 	return len;
@@ -531,11 +527,12 @@ long cqrs_json_string(const char *v, size_t len, char *buf, size_t cap)
 				if (cp < 0)
 					return -1;
 				i += 4;
-				if (cp >= 0xD800 && cp <= 0xDBFF && i + 7 <= len && v[i + 1] == '\\' &&
-				    v[i + 2] == 'u') {
+				if (cp >= 0xD800 && cp <= 0xDBFF && i + 7 <= len &&
+				    v[i + 1] == '\\' && v[i + 2] == 'u') {
 					long lo = hex4(v + i + 3);
 					if (lo >= 0xDC00 && lo <= 0xDFFF) {
-						cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+						cp = 0x10000 + ((cp - 0xD800) << 10) +
+						     (lo - 0xDC00);
 						i += 6;
 					}
 				}

@@ -92,8 +92,9 @@ static int next_file(cqrs_input *in, cqrs_error *err)
 	in->name = path;
 	in->fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (in->fd < 0)
-		return cqrs_fail(err, errno == ENOENT || errno == EACCES ? CQRS_EXIT_NOINPUT
-									 : CQRS_EXIT_IOERR,
+		return cqrs_fail(err,
+				 errno == ENOENT || errno == EACCES ? CQRS_EXIT_NOINPUT
+								    : CQRS_EXIT_IOERR,
 				 "%s: %s", path, strerror(errno));
 	return 1;
 }
@@ -158,8 +159,9 @@ int cqrs_input_next(cqrs_input *in, char **line, size_t *len, cqrs_error *err)
 					break;
 				}
 			}
-			return cqrs_fail(err, CQRS_EXIT_DATAERR, "%s:%ld: line longer than %d bytes",
-					 in->name, in->lineno, CQRS_MAX_LINE);
+			return cqrs_fail(err, CQRS_EXIT_DATAERR,
+					 "%s:%ld: line longer than %d bytes", in->name, in->lineno,
+					 CQRS_MAX_LINE);
 		} else if (!in->eof) {
 			if (fill(in, err) < 0)
 				return -1;
@@ -177,8 +179,9 @@ int cqrs_input_next(cqrs_input *in, char **line, size_t *len, cqrs_error *err)
 		if (n > 0 && p[n - 1] == '\r')
 			n--;
 		if (n > CQRS_MAX_LINE)
-			return cqrs_fail(err, CQRS_EXIT_DATAERR, "%s:%ld: line longer than %d bytes",
-					 in->name, in->lineno, CQRS_MAX_LINE);
+			return cqrs_fail(err, CQRS_EXIT_DATAERR,
+					 "%s:%ld: line longer than %d bytes", in->name, in->lineno,
+					 CQRS_MAX_LINE);
 		if (blank(p, n))
 			continue;
 		p[n] = '\0';

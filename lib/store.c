@@ -48,7 +48,8 @@ const char *cqrs_views_path(const char *option)
 cqrs_store *cqrs_store_open(const char *path, enum cqrs_open_mode mode, cqrs_error *err)
 {
 	if (strncmp(path, "postgres://", 11) == 0 || strncmp(path, "postgresql://", 13) == 0) {
-		cqrs_fail(err, CQRS_EXIT_CONFIG, "%s: the PostgreSQL backend is not built in", path);
+		cqrs_fail(err, CQRS_EXIT_CONFIG, "%s: the PostgreSQL backend is not built in",
+			  path);
 		return NULL;
 	}
 	return cqrs_sqlite_open(path, mode, err);
@@ -124,8 +125,7 @@ int cqrs_store_snapshot_save(cqrs_store *st, const uint8_t id[CQRS_UUID_LEN], co
 	return st->ops->snapshot_save(st, id, type, version, state, err);
 }
 
-int cqrs_store_processed_get(cqrs_store *st, const char *message_id, char **result,
-			     cqrs_error *err)
+int cqrs_store_processed_get(cqrs_store *st, const char *message_id, char **result, cqrs_error *err)
 {
 	return st->ops->processed_get(st, message_id, result, err);
 }
@@ -150,11 +150,11 @@ int cqrs_store_wait(cqrs_store *st, int timeout_ms, const int *fds, int nfds, cq
  * every backend alike. */
 int cqrs_store_verify(cqrs_store *st, int64_t *checked, int64_t *bad_sequence, cqrs_error *err)
 {
-	cqrs_filter all = {0};
+	cqrs_filter all = { 0 };
 	cqrs_cursor *c = cqrs_store_read(st, &all, err);
 	if (c == NULL)
 		return -1;
-	uint8_t prev[CQRS_HASH_LEN] = {0};
+	uint8_t prev[CQRS_HASH_LEN] = { 0 };
 	cqrs_event ev;
 	int r;
 	*checked = 0;

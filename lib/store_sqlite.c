@@ -24,17 +24,18 @@
 #include "store_impl.h"
 #include "banned.h"
 
-#define APPLICATION_ID 0x43515253 /* "CQRS" */
-#define SCHEMA_VERSION 1
+#define APPLICATION_ID		0x43515253 /* "CQRS" */
+#define SCHEMA_VERSION		1
 #define DEFAULT_BUSY_TIMEOUT_MS 5000
-#define PAGE_CACHE_KIB 32768
+#define PAGE_CACHE_KIB		32768
 
 /* uuid text from a 16-byte blob, for people querying with sqlite3 */
-#define UUID_SQL(col)                                                                     \
-	"substr(lower(hex(" col ")),1,8)||'-'||substr(lower(hex(" col                       \
-	")),9,4)||'-'||substr(lower(hex(" col ")),13,4)||'-'||substr(lower(hex(" col        \
+#define UUID_SQL(col)                                                                              \
+	"substr(lower(hex(" col ")),1,8)||'-'||substr(lower(hex(" col                              \
+	")),9,4)||'-'||substr(lower(hex(" col ")),13,4)||'-'||substr(lower(hex(" col               \
 	")),17,4)||'-'||substr(lower(hex(" col ")),21)"
 
+/* clang-format off */
 static const char schema_v1[] =
 	"CREATE TABLE events ("
 	" sequence INTEGER PRIMARY KEY,"
@@ -96,14 +97,16 @@ static const char schema_v1[] =
 	" sequence INTEGER NOT NULL,"
 	" updated_at TEXT NOT NULL"
 	");"
-	"CREATE VIEW event_log AS SELECT sequence, " UUID_SQL("event_id") " AS event_id, "
-	UUID_SQL("aggregate_id") " AS aggregate_id, aggregate_type, aggregate_version,"
-	" event_type, event_version, data, metadata, timestamp, lower(hex(hash)) AS hash,"
-	" correlation_id FROM events;";
+	"CREATE VIEW event_log AS SELECT sequence, "
+	UUID_SQL("event_id") " AS event_id, "
+	UUID_SQL("aggregate_id") " AS aggregate_id,"
+	" aggregate_type, aggregate_version, event_type, event_version, data, metadata,"
+	" timestamp, lower(hex(hash)) AS hash, correlation_id FROM events;";
+/* clang-format on */
 
 /* The last applied migration is SCHEMA_VERSION; migrations[i] takes a store
  * from version i to i + 1. */
-static const char *const migrations[SCHEMA_VERSION] = {schema_v1};
+static const char *const migrations[SCHEMA_VERSION] = { schema_v1 };
 
 struct version_slot {
 	uint8_t id[CQRS_UUID_LEN];
@@ -142,26 +145,15 @@ static int db_error(struct sqlite_store *s, int rc, const char *what, cqrs_error
 				 "%s: store is busy (another process holds the lock); try again",
 				 s->path);
 	case SQLITE_IOERR:
-	case SQLITE_FULL:
-		code = CQRS_EXIT_IOERR;
-		break;
-	case SQLITE_NOMEM:
-		code = CQRS_EXIT_OSERR;
-		break;
+	case SQLITE_FULL: code = CQRS_EXIT_IOERR; break;
+	case SQLITE_NOMEM: code = CQRS_EXIT_OSERR; break;
 	case SQLITE_CORRUPT:
-	case SQLITE_NOTADB:
-		code = CQRS_EXIT_DATAERR;
-		break;
+	case SQLITE_NOTADB: code = CQRS_EXIT_DATAERR; break;
 	case SQLITE_READONLY:
 	case SQLITE_PERM:
-	case SQLITE_AUTH:
-		code = CQRS_EXIT_NOPERM;
-		break;
-	case SQLITE_CANTOPEN:
-		code = CQRS_EXIT_CANTCREAT;
-		break;
-	default:
-		code = CQRS_EXIT_SOFTWARE;
+	case SQLITE_AUTH: code = CQRS_EXIT_NOPERM; break;
+	case SQLITE_CANTOPEN: code = CQRS_EXIT_CANTCREAT; break;
+	default: code = CQRS_EXIT_SOFTWARE;
 	}
 	return cqrs_fail(err, code, "%s: %s: %s", s->path, what, sqlite3_errmsg(s->db));
 }
@@ -293,7 +285,8 @@ cqrs_store *cqrs_sqlite_open(const char *path, enum cqrs_open_mode mode, cqrs_er
 	int rc = sqlite3_open_v2(path, &s->db, flags, NULL);
 	if (rc != SQLITE_OK && !s->writable) {
 		sqlite3_close(s->db);
-		rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_READONLY, NULL);
+		rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_READONLY,
+				     NULL);
 	}
 	if (rc != SQLITE_OK) {
 		db_error(s, rc, "cannot open store", err);
@@ -526,15 +519,15 @@ static int check_duplicate(struct sqlite_store *s, cqrs_event *ev, cqrs_error *e
 	cqrs_event stored;
 	memset(&stored, 0, sizeof stored);
 	row_to_event(q, &stored);
-	bool same = memcmp(stored.aggregate_id, ev->aggregate_id, CQRS_UUID_LEN) == 0 &&
-		    strcmp(stored.aggregate_type, ev->aggregate_type) == 0 &&
-		    strcmp(stored.event_type, ev->event_type) == 0 &&
-		    stored.event_version == ev->event_version &&
-		    same_bytes(stored.data, stored.data_len, ev->data, ev->data_len) &&
-		    same_bytes(stored.metadata, stored.metadata_len, ev->metadata,
-			       ev->metadata_len) &&
-		    (ev->timestamp[0] == '\0' || strcmp(stored.timestamp, ev->timestamp) == 0) &&
-		    (ev->aggregate_version == 0 || stored.aggregate_version == ev->aggregate_version);
+	bool same =
+		memcmp(stored.aggregate_id, ev->aggregate_id, CQRS_UUID_LEN) == 0 &&
+		strcmp(stored.aggregate_type, ev->aggregate_type) == 0 &&
+		strcmp(stored.event_type, ev->event_type) == 0 &&
+		stored.event_version == ev->event_version &&
+		same_bytes(stored.data, stored.data_len, ev->data, ev->data_len) &&
+		same_bytes(stored.metadata, stored.metadata_len, ev->metadata, ev->metadata_len) &&
+		(ev->timestamp[0] == '\0' || strcmp(stored.timestamp, ev->timestamp) == 0) &&
+		(ev->aggregate_version == 0 || stored.aggregate_version == ev->aggregate_version);
 	if (!same) {
 		char id[37];
 		cqrs_uuid_format(ev->event_id, id);
@@ -761,7 +754,8 @@ static int sqlite_cursor_next(cqrs_cursor *cur, cqrs_event *ev, cqrs_error *err)
 	if (rc == SQLITE_DONE)
 		return 0;
 	if (rc != SQLITE_ROW)
-		return db_error((struct sqlite_store *)cur->store, rc, "cannot read the store", err);
+		return db_error((struct sqlite_store *)cur->store, rc, "cannot read the store",
+				err);
 	row_to_event(c->stmt, ev);
 	return 1;
 }
@@ -778,8 +772,7 @@ static void sqlite_cursor_close(cqrs_cursor *cur)
 /* Steps a cached single-row statement; returns SQLITE_ROW or SQLITE_DONE,
  * or -1 with *err set.  The caller resets it. */
 static int step_cached(struct sqlite_store *s, sqlite3_stmt **stmt, const char *sql,
-		       int (*bind)(sqlite3_stmt *, const void *), const void *arg,
-		       cqrs_error *err)
+		       int (*bind)(sqlite3_stmt *, const void *), const void *arg, cqrs_error *err)
 {
 	if (*stmt == NULL && prepare(s, stmt, sql, err) < 0)
 		return -1;
@@ -812,10 +805,11 @@ static int sqlite_snapshot_load(cqrs_store *st, const uint8_t id[CQRS_UUID_LEN],
 				char **state, cqrs_error *err)
 {
 	struct sqlite_store *s = (struct sqlite_store *)st;
-	int rc = step_cached(s, &s->snap_load,
-			     "SELECT aggregate_version, state FROM snapshots WHERE aggregate_id = ?1"
-			     " ORDER BY aggregate_version DESC LIMIT 1",
-			     bind_id, id, err);
+	int rc =
+		step_cached(s, &s->snap_load,
+			    "SELECT aggregate_version, state FROM snapshots WHERE aggregate_id = ?1"
+			    " ORDER BY aggregate_version DESC LIMIT 1",
+			    bind_id, id, err);
 	if (rc < 0)
 		return -1;
 	int found = 0;
@@ -915,7 +909,7 @@ static int64_t sqlite_counter_next(cqrs_store *st, const char *name, cqrs_error 
  * wal-index that makes the commit visible is updated through shared memory
  * a moment later, which it does not.  So after a wake-up the caller
  * re-queries a few times at short intervals before it sleeps long again. */
-#define SETTLE_MS 20
+#define SETTLE_MS     20
 #define SETTLE_ROUNDS 5
 
 static int sqlite_wait(cqrs_store *st, int timeout_ms, const int *fds, int nfds, cqrs_error *err)
@@ -937,9 +931,9 @@ static int sqlite_wait(cqrs_store *st, int timeout_ms, const int *fds, int nfds,
 	}
 	struct pollfd p[9];
 	int n = 0;
-	p[n++] = (struct pollfd){.fd = s->inotify_fd, .events = POLLIN};
+	p[n++] = (struct pollfd){ .fd = s->inotify_fd, .events = POLLIN };
 	for (int i = 0; i < nfds && n < 9; i++)
-		p[n++] = (struct pollfd){.fd = fds[i], .events = POLLIN};
+		p[n++] = (struct pollfd){ .fd = fds[i], .events = POLLIN };
 	if (s->settle_rounds > 0) {
 		s->settle_rounds--;
 		if (timeout_ms < 0 || timeout_ms > SETTLE_MS)

@@ -49,13 +49,14 @@ static void remember(int64_t seq)
 		if (runs == NULL)
 			cqrs_die(CQRS_EXIT_OSERR, "out of memory");
 	}
-	runs[nruns++] = (struct run){seq, 1};
+	runs[nruns++] = (struct run){ seq, 1 };
 }
 
 static int print_runs(cqrs_store *st, cqrs_error *err)
 {
 	for (size_t i = 0; i < nruns; i++) {
-		cqrs_filter f = {.after = runs[i].first - 1, .to = runs[i].first + runs[i].count - 1};
+		cqrs_filter f = { .after = runs[i].first - 1,
+				  .to = runs[i].first + runs[i].count - 1 };
 		cqrs_cursor *c = cqrs_store_read(st, &f, err);
 		if (c == NULL)
 			return -1;
@@ -92,15 +93,15 @@ static void show_progress(struct progress *p, int64_t n, bool done)
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"batch", required_argument, NULL, 'b'},
-		{"expected-version", required_argument, NULL, 'e'},
-		{"dry-run", no_argument, NULL, 'n'},
-		{"quiet", no_argument, NULL, 'q'},
-		{"store", required_argument, NULL, 's'},
-		{"no-sync", no_argument, NULL, 'S'},
-		{"help", no_argument, NULL, 'h'},
-		{"version", no_argument, NULL, 'V'},
-		{NULL, 0, NULL, 0},
+		{ "batch", required_argument, NULL, 'b' },
+		{ "expected-version", required_argument, NULL, 'e' },
+		{ "dry-run", no_argument, NULL, 'n' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "store", required_argument, NULL, 's' },
+		{ "no-sync", no_argument, NULL, 'S' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
 	};
 	const char *store_opt = NULL;
 	int64_t batch = 0, expected = -1;
@@ -112,12 +113,14 @@ int main(int argc, char **argv)
 		switch (ch) {
 		case 'b':
 			if (cqrs_parse_int64(optarg, &batch) < 0 || batch == 0)
-				cqrs_die(CQRS_EXIT_USAGE, "--batch needs a positive count: '%s'", optarg);
+				cqrs_die(CQRS_EXIT_USAGE, "--batch needs a positive count: '%s'",
+					 optarg);
 			break;
 		case 'e':
 			if (cqrs_parse_int64(optarg, &expected) < 0)
 				cqrs_die(CQRS_EXIT_USAGE,
-					 "--expected-version needs a non-negative integer: '%s'", optarg);
+					 "--expected-version needs a non-negative integer: '%s'",
+					 optarg);
 			break;
 		case 'n': dry_run = true; break;
 		case 'q': quiet = true; break;
@@ -129,7 +132,7 @@ int main(int argc, char **argv)
 		}
 	}
 
-	cqrs_error err = {0};
+	cqrs_error err = { 0 };
 	cqrs_store *st = cqrs_store_open(cqrs_store_path(store_opt), CQRS_OPEN_WRITE, &err);
 	if (st == NULL)
 		cqrs_die_error(&err);
@@ -139,7 +142,7 @@ int main(int argc, char **argv)
 	if (in == NULL)
 		cqrs_die(CQRS_EXIT_OSERR, "out of memory");
 
-	struct progress progress = {cqrs_progress_wanted(), 0};
+	struct progress progress = { cqrs_progress_wanted(), 0 };
 	bool in_txn = false, first = true;
 	uint8_t single_aggregate[CQRS_UUID_LEN];
 	int64_t in_batch = 0, committed = 0, total = 0, last_committed_seq = 0;
@@ -159,7 +162,8 @@ int main(int argc, char **argv)
 					cqrs_fail(&err, CQRS_EXIT_DATAERR,
 						  "field 'expected_version' (%lld) disagrees with "
 						  "--expected-version %lld",
-						  (long long)ev.expected_version, (long long)expected);
+						  (long long)ev.expected_version,
+						  (long long)expected);
 					goto bad_line;
 				}
 				ev.expected_version = expected;
@@ -230,9 +234,10 @@ fail:
 		cqrs_store_rollback(st);
 	cqrs_warn("%s%s", where, err.msg);
 	if (batch > 0 && committed > 0 && !dry_run)
-		cqrs_warn("%lld events were committed before the error, through %s (sequence %lld); "
-			  "the rest of the input was not stored",
-			  (long long)committed, committed_at, (long long)last_committed_seq);
+		cqrs_warn(
+			"%lld events were committed before the error, through %s (sequence %lld); "
+			"the rest of the input was not stored",
+			(long long)committed, committed_at, (long long)last_committed_seq);
 	else if (!dry_run)
 		cqrs_warn("nothing was stored");
 	code = err.code;

@@ -58,7 +58,7 @@ static const char *parse_type(const char *opt, const char *arg)
 
 static int verify(cqrs_store *st)
 {
-	cqrs_error err = {0};
+	cqrs_error err = { 0 };
 	int64_t checked, bad;
 	if (cqrs_store_verify(st, &checked, &bad, &err) < 0)
 		cqrs_die_error(&err);
@@ -68,7 +68,7 @@ static int verify(cqrs_store *st)
 			  (long long)bad, (long long)checked);
 		return CQRS_EXIT_DATAERR;
 	}
-	cqrs_filter last = {.limit = 1, .reverse = true};
+	cqrs_filter last = { .limit = 1, .reverse = true };
 	cqrs_cursor *c = cqrs_store_read(st, &last, &err);
 	cqrs_event ev;
 	if (c == NULL || cqrs_cursor_next(c, &ev, &err) < 0)
@@ -108,24 +108,24 @@ int main(int argc, char **argv)
 {
 	enum { OPT_FROM = 256, OPT_AFTER, OPT_TO, OPT_UNTIL, OPT_VERIFY };
 	static const struct option longopts[] = {
-		{"aggregate", required_argument, NULL, 'a'},
-		{"aggregate-type", required_argument, NULL, 't'},
-		{"event-type", required_argument, NULL, 'e'},
-		{"correlation", required_argument, NULL, 'c'},
-		{"from", required_argument, NULL, OPT_FROM},
-		{"after", required_argument, NULL, OPT_AFTER},
-		{"to", required_argument, NULL, OPT_TO},
-		{"until", required_argument, NULL, OPT_UNTIL},
-		{"limit", required_argument, NULL, 'n'},
-		{"reverse", no_argument, NULL, 'r'},
-		{"follow", no_argument, NULL, 'f'},
-		{"verify", no_argument, NULL, OPT_VERIFY},
-		{"store", required_argument, NULL, 's'},
-		{"help", no_argument, NULL, 'h'},
-		{"version", no_argument, NULL, 'V'},
-		{NULL, 0, NULL, 0},
+		{ "aggregate", required_argument, NULL, 'a' },
+		{ "aggregate-type", required_argument, NULL, 't' },
+		{ "event-type", required_argument, NULL, 'e' },
+		{ "correlation", required_argument, NULL, 'c' },
+		{ "from", required_argument, NULL, OPT_FROM },
+		{ "after", required_argument, NULL, OPT_AFTER },
+		{ "to", required_argument, NULL, OPT_TO },
+		{ "until", required_argument, NULL, OPT_UNTIL },
+		{ "limit", required_argument, NULL, 'n' },
+		{ "reverse", no_argument, NULL, 'r' },
+		{ "follow", no_argument, NULL, 'f' },
+		{ "verify", no_argument, NULL, OPT_VERIFY },
+		{ "store", required_argument, NULL, 's' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
 	};
-	cqrs_filter f = {0};
+	cqrs_filter f = { 0 };
 	uint8_t aggregate[CQRS_UUID_LEN];
 	char until[CQRS_TIMESTAMP_LEN + 1];
 	const char *store_opt = NULL;
@@ -159,7 +159,8 @@ int main(int argc, char **argv)
 			break;
 		case OPT_UNTIL:
 			if (cqrs_timestamp_normalize(optarg, strlen(optarg), until) < 0)
-				cqrs_die(CQRS_EXIT_USAGE, "--until: not an RFC 3339 time: '%s'", optarg);
+				cqrs_die(CQRS_EXIT_USAGE, "--until: not an RFC 3339 time: '%s'",
+					 optarg);
 			f.until = until;
 			break;
 		case 'n':
@@ -183,7 +184,7 @@ int main(int argc, char **argv)
 	if (follow && f.until != NULL)
 		cqrs_die(CQRS_EXIT_USAGE, "--follow and --until go alone");
 
-	cqrs_error err = {0};
+	cqrs_error err = { 0 };
 	cqrs_store *st = cqrs_store_open(cqrs_store_path(store_opt), CQRS_OPEN_READ, &err);
 	if (st == NULL)
 		cqrs_die_error(&err);
