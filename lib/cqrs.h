@@ -172,6 +172,17 @@ bool cqrs_type_name_valid(const char *s, size_t len);
 int cqrs_timestamp_normalize(const char *in, size_t len, char out[CQRS_TIMESTAMP_LEN + 1]);
 void cqrs_timestamp_now(char out[CQRS_TIMESTAMP_LEN + 1]);
 
+/* --- money (money.c) ---------------------------------------------------------- */
+
+/* Amounts are decimal text with at most the currency's minor-unit digits
+ * (2 for USD, 0 for JPY, 3 for KWD), computed in integer minor units. */
+bool cqrs_currency_valid(const char *currency); /* three uppercase letters */
+int cqrs_currency_digits(const char *currency);
+int cqrs_money_parse(const char *text, size_t len, const char *currency, int64_t *minor,
+		     cqrs_error *err);
+/* Minor units back to text with exactly the currency's digits: 5998 -> "59.98". */
+void cqrs_money_format(int64_t minor, const char *currency, char *buf, size_t cap);
+
 /* --- the event store (store.c, store_sqlite.c) ---------------------------- */
 
 typedef struct cqrs_store cqrs_store;
