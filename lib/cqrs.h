@@ -75,6 +75,9 @@ bool cqrs_stdout_gone(void);
 /* Parses a whole non-negative decimal int64 or returns -1 */
 int cqrs_parse_int64(const char *s, int64_t *out);
 void cqrs_print_version(void);
+/* A file shipped in share/: $CQRS_SHAREDIR/name when set (tests, an
+ * uninstalled build), else the installed $(pkgdatadir)/name. */
+const char *cqrs_share_path(const char *name, char *buf, size_t cap);
 /* true when stderr is a terminal: progress may be shown there */
 bool cqrs_progress_wanted(void);
 

@@ -116,3 +116,12 @@ bool cqrs_progress_wanted(void)
 {
 	return isatty(STDERR_FILENO) == 1;
 }
+
+const char *cqrs_share_path(const char *name, char *buf, size_t cap)
+{
+	const char *dir = getenv("CQRS_SHAREDIR");
+	if (dir == NULL || *dir == '\0')
+		dir = PKGDATADIR;
+	snprintf(buf, cap, "%s/%s", dir, name);
+	return buf;
+}
