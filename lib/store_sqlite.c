@@ -191,9 +191,15 @@ static int64_t pragma_int(struct sqlite_store *s, const char *sql, cqrs_error *e
  * processes opening a new store at once do it only once. */
 static int ensure_schema(struct sqlite_store *s, cqrs_error *err)
 {
+	/* One read transaction: the three reads see one state of the file,
+	 * not a store that another process is creating meanwhile. */
+	if (exec(s, "BEGIN", err) < 0)
+		return -1;
 	int64_t app = pragma_int(s, "PRAGMA application_id", err);
-	int64_t ver = pragma_int(s, "PRAGMA user_version", err);
-	if (app < 0 || ver < 0)
+	int64_t ver = app < 0 ? -1 : pragma_int(s, "PRAGMA user_version", err);
+	int64_t tables = ver < 0 ? -1 : pragma_int(s, "SELECT count(*) FROM sqlite_schema", err);
+	sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
+	if (tables < 0)
 		return -1;
 	if (app == APPLICATION_ID && ver == SCHEMA_VERSION)
 		return 0;
@@ -204,17 +210,11 @@ static int ensure_schema(struct sqlite_store *s, cqrs_error *err)
 				 "%s: store schema version %lld is newer than this tool's (%d); "
 				 "upgrade cqrs-tools",
 				 s->path, (long long)ver, SCHEMA_VERSION);
+	if (app == 0 && tables > 0)
+		return cqrs_fail(err, CQRS_EXIT_DATAERR, "%s: not a cqrs event store", s->path);
 	if (!s->writable)
 		return cqrs_fail(err, CQRS_EXIT_NOINPUT, "%s: store is empty or needs an upgrade",
 				 s->path);
-	if (app == 0) {
-		int64_t tables = pragma_int(s, "SELECT count(*) FROM sqlite_schema", err);
-		if (tables < 0)
-			return -1;
-		if (tables > 0)
-			return cqrs_fail(err, CQRS_EXIT_DATAERR, "%s: not a cqrs event store",
-					 s->path);
-	}
 	if (exec(s, "BEGIN IMMEDIATE", err) < 0)
 		return -1;
 	ver = pragma_int(s, "PRAGMA user_version", err);
@@ -302,9 +302,19 @@ cqrs_store *cqrs_sqlite_open(const char *path, enum cqrs_open_mode mode, cqrs_er
 	if (exec(s, pragmas, err) < 0)
 		goto fail;
 	if (s->writable) {
-		/* WAL is a property of the file, kept once set. */
-		if (exec(s, "PRAGMA journal_mode = WAL", err) < 0)
+		/* WAL is a property of the file, kept once set.  Switching a new
+		 * file to it can fail busy without SQLite calling the busy
+		 * handler, when several processes use a new store at once. */
+		for (long waited = 0;; waited += 10) {
+			rc = sqlite3_exec(s->db, "PRAGMA journal_mode = WAL", NULL, NULL, NULL);
+			if ((rc & 0xff) != SQLITE_BUSY || waited >= busy_timeout_ms())
+				break;
+			sqlite3_sleep(10);
+		}
+		if (rc != SQLITE_OK) {
+			db_error(s, rc, "cannot open store", err);
 			goto fail;
+		}
 	}
 	if (ensure_schema(s, err) < 0)
 		goto fail;
@@ -585,11 +595,15 @@ static int sqlite_append(cqrs_store *st, cqrs_event *ev, cqrs_error *err)
 		return conflict(ev, expected, current, err);
 	}
 
+	/* A retry without timestamp or aggregate_version must compare equal
+	 * to the stored event, not to the defaults filled in below. */
+	bool given_timestamp = ev->timestamp[0] != '\0';
+	int64_t given_version = ev->aggregate_version;
 	if (!ev->has_event_id) {
 		cqrs_uuid_generate(ev->event_id);
 		ev->has_event_id = true;
 	}
-	if (ev->timestamp[0] == '\0')
+	if (!given_timestamp)
 		cqrs_timestamp_now(ev->timestamp);
 	ev->sequence = s->last_sequence + 1;
 	ev->aggregate_version = current + 1;
@@ -619,6 +633,9 @@ static int sqlite_append(cqrs_store *st, cqrs_event *ev, cqrs_error *err)
 	if (rc != SQLITE_DONE)
 		return db_error(s, rc, "cannot append", err);
 	if (sqlite3_changes(s->db) == 0) {
+		if (!given_timestamp)
+			ev->timestamp[0] = '\0';
+		ev->aggregate_version = given_version;
 		int dup = check_duplicate(s, ev, err);
 		if (dup < 0)
 			return -1;
