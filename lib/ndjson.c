@@ -143,7 +143,9 @@ int cqrs_input_next(cqrs_input *in, char **line, size_t *len, cqrs_error *err)
 		if (nl != NULL) {
 			n = (size_t)(nl - p);
 			in->start += n + 1;
-		} else if (avail > CQRS_MAX_LINE) {
+		} else if (avail > CQRS_MAX_LINE + 1) {
+			/* + 1: a line of the maximum length may still end in
+			 * "\r\n" whose "\n" has not been read yet. */
 			in->lineno++;
 			/* Skip the rest of the line so that a caller that keeps
 			 * going resumes at the next one. */
