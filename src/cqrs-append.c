@@ -136,10 +136,6 @@ int main(int argc, char **argv)
 	 * sequences and versions of the earlier ones: keep it one transaction. */
 	if (dry_run)
 		batch = 0;
-	/* A dry run stores no chunk, so a later chunk would not see the
-	 * sequences and versions of the earlier ones: keep it one transaction. */
-	if (dry_run)
-		batch = 0;
 	cqrs_error err = { 0 };
 	cqrs_store *st = cqrs_store_open(cqrs_store_path(store_opt), CQRS_OPEN_WRITE, &err);
 	if (st == NULL)
