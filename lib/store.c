@@ -2,8 +2,10 @@
  * makes, forwarded to that backend. */
 #include "config.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cqrs.h"
 #include "store_impl.h"
@@ -45,8 +47,37 @@ const char *cqrs_views_path(const char *option)
 	return resolve(option, "CQRS_VIEWS", "views.db");
 }
 
+/* The default location is ours to create (like git creating .git); a path
+ * the user named must have its directory already. */
+static int make_default_dir(const char *path, cqrs_error *err)
+{
+	char dir[4096];
+	snprintf(dir, sizeof dir, "%s", path);
+	char *slash = strrchr(dir, '/');
+	if (slash == NULL || slash == dir)
+		return 0;
+	*slash = '\0';
+	for (char *p = dir + 1; *p != '\0'; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+			goto fail;
+		*p = '/';
+	}
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+		goto fail;
+	return 0;
+fail:
+	return cqrs_fail(err, CQRS_EXIT_CANTCREAT, "%s: cannot create directory: %s", dir,
+			 strerror(errno));
+}
+
 cqrs_store *cqrs_store_open(const char *path, enum cqrs_open_mode mode, cqrs_error *err)
 {
+	if (mode == CQRS_OPEN_WRITE && strcmp(path, default_path("events.db")) == 0 &&
+	    make_default_dir(path, err) < 0)
+		return NULL;
 	if (strncmp(path, "postgres://", 11) == 0 || strncmp(path, "postgresql://", 13) == 0) {
 		cqrs_fail(err, CQRS_EXIT_CONFIG, "%s: the PostgreSQL backend is not built in",
 			  path);

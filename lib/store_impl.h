@@ -42,6 +42,9 @@ struct cqrs_cursor {
 	cqrs_store *store;
 };
 
+/* The name of the fsync-guard VFS (vfs_guard.c), registered on first use. */
+const char *cqrs_sqlite_guard_vfs(bool enabled);
+
 cqrs_store *cqrs_sqlite_open(const char *path, enum cqrs_open_mode mode, cqrs_error *err);
 
 #endif

@@ -27,7 +27,10 @@
 #define APPLICATION_ID		0x43515253 /* "CQRS" */
 #define SCHEMA_VERSION		1
 #define DEFAULT_BUSY_TIMEOUT_MS 5000
-#define PAGE_CACHE_KIB		32768
+/* Writers keep the random-key indexes hot; a reader streams, so a small
+ * cache is enough and memory stays flat however large the store. */
+#define WRITER_CACHE_KIB	32768
+#define READER_CACHE_KIB	2048
 
 /* uuid text from a 16-byte blob, for people querying with sqlite3 */
 #define UUID_SQL(col)                                                                              \
@@ -282,11 +285,11 @@ cqrs_store *cqrs_sqlite_open(const char *path, enum cqrs_open_mode mode, cqrs_er
 	s->inotify_fd = -1;
 	s->writable = mode == CQRS_OPEN_WRITE;
 	int flags = SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_READWRITE;
-	int rc = sqlite3_open_v2(path, &s->db, flags, NULL);
+	const char *vfs = cqrs_sqlite_guard_vfs(true);
+	int rc = sqlite3_open_v2(path, &s->db, flags, vfs);
 	if (rc != SQLITE_OK && !s->writable) {
 		sqlite3_close(s->db);
-		rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_READONLY,
-				     NULL);
+		rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_READONLY, vfs);
 	}
 	if (rc != SQLITE_OK) {
 		db_error(s, rc, "cannot open store", err);
@@ -298,7 +301,7 @@ cqrs_store *cqrs_sqlite_open(const char *path, enum cqrs_open_mode mode, cqrs_er
 	snprintf(pragmas, sizeof pragmas,
 		 "PRAGMA synchronous = FULL; PRAGMA cache_size = -%d; PRAGMA temp_store = MEMORY;"
 		 " PRAGMA trusted_schema = OFF;",
-		 PAGE_CACHE_KIB);
+		 s->writable ? WRITER_CACHE_KIB : READER_CACHE_KIB);
 	if (exec(s, pragmas, err) < 0)
 		goto fail;
 	if (s->writable) {
@@ -353,6 +356,7 @@ static void sqlite_close(cqrs_store *st)
 static void sqlite_set_durability(cqrs_store *st, enum cqrs_durability d)
 {
 	struct sqlite_store *s = (struct sqlite_store *)st;
+	cqrs_sqlite_guard_vfs(d == CQRS_DURABLE_FULL);
 	sqlite3_exec(s->db,
 		     d == CQRS_DURABLE_FULL ? "PRAGMA synchronous = FULL"
 					    : "PRAGMA synchronous = NORMAL",

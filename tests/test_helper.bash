@@ -1,6 +1,7 @@
 # Shared setup for every bats suite: a private temp dir, a private store,
 # shellcheck disable=SC2034,SC2154 # FIXTURES and status are used by the suites
 # a pinned locale and time zone, and a HOME that tests cannot escape.
+bats_require_minimum_version 1.5.0
 bats_load_library bats-support
 bats_load_library bats-assert
 
