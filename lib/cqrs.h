@@ -38,6 +38,7 @@ enum cqrs_exit {
 #define CQRS_MAX_LINE	   (1024 * 1024)
 #define CQRS_MAX_DEPTH	   64
 #define CQRS_MAX_TYPE_NAME 128
+#define CQRS_MAX_CORRELATION 255 /* bytes of metadata.correlation_id */
 
 /* An error travels up to the tool, which prints it once and exits with code. */
 typedef struct cqrs_error {

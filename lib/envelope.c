@@ -398,6 +398,14 @@ int cqrs_event_parse(cqrs_event *ev, char *line, size_t len, cqrs_error *err)
 		if (!(seen & (1u << required[i])))
 			return cqrs_fail(err, CQRS_EXIT_DATAERR, "missing field '%s'",
 					 field_names[required[i]]);
+	const char *corr;
+	size_t corr_len;
+	char corr_buf[CQRS_MAX_CORRELATION + 1];
+	if (cqrs_json_get(ev->metadata, ev->metadata_len, "correlation_id", &corr, &corr_len) &&
+	    cqrs_json_string(corr, corr_len, corr_buf, sizeof corr_buf) < 0)
+		return cqrs_fail(err, CQRS_EXIT_DATAERR,
+				 "field 'metadata.correlation_id' must be a string of at most %d bytes",
+				 CQRS_MAX_CORRELATION);
 	if (ev->aggregate_version > 0 && ev->expected_version >= 0 &&
 	    ev->expected_version != ev->aggregate_version - 1)
 		return cqrs_fail(err, CQRS_EXIT_DATAERR,

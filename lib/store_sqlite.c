@@ -52,15 +52,17 @@ static const char schema_v1[] =
 	" metadata TEXT NOT NULL DEFAULT '{}',"
 	" timestamp TEXT NOT NULL,"
 	" hash BLOB NOT NULL,"
-	" correlation_id TEXT"
+	" correlation_id TEXT,"
+	" correlation_key INTEGER"
 	");"
 	"CREATE UNIQUE INDEX events_event_id ON events(event_id);"
 	"CREATE UNIQUE INDEX events_aggregate ON events(aggregate_id, aggregate_version);"
 	"CREATE INDEX events_aggregate_type ON events(aggregate_type);"
 	"CREATE INDEX events_event_type ON events(event_type);"
 	"CREATE INDEX events_timestamp ON events(timestamp);"
-	"CREATE INDEX events_correlation ON events(correlation_id)"
-	" WHERE correlation_id IS NOT NULL;"
+	/* a 64-bit hash of correlation_id: a third the size of the text key */
+	"CREATE INDEX events_correlation ON events(correlation_key)"
+	" WHERE correlation_key IS NOT NULL;"
 	"CREATE TRIGGER events_no_update BEFORE UPDATE ON events"
 	" BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;"
 	"CREATE TRIGGER events_no_delete BEFORE DELETE ON events"
@@ -422,8 +424,8 @@ static int sqlite_begin(cqrs_store *st, cqrs_error *err)
 		if (prepare(s, &s->insert,
 			    "INSERT INTO events (sequence, event_id, aggregate_id, aggregate_type,"
 			    " aggregate_version, event_type, event_version, data, metadata,"
-			    " timestamp, hash, correlation_id)"
-			    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+			    " timestamp, hash, correlation_id, correlation_key)"
+			    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
 			    " ON CONFLICT (event_id) DO NOTHING",
 			    err) < 0 ||
 		    prepare(s, &s->version,
@@ -566,6 +568,18 @@ static int check_duplicate(struct sqlite_store *s, cqrs_event *ev, cqrs_error *e
 	return 1;
 }
 
+/* FNV-1a, folded to 63 bits: an index key, not a security property (the
+ * query compares the text too). */
+static int64_t correlation_key(const char *s)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+	for (; *s != '\0'; s++) {
+		h ^= (unsigned char)*s;
+		h *= 0x100000001b3ULL;
+	}
+	return (int64_t)(h >> 1);
+}
+
 static int conflict(cqrs_event *ev, int64_t expected, int64_t actual, cqrs_error *err)
 {
 	char id[37];
@@ -614,7 +628,7 @@ static int sqlite_append(cqrs_store *st, cqrs_event *ev, cqrs_error *err)
 	cqrs_event_hash(ev, s->last_hash, ev->hash);
 	ev->has_hash = true;
 
-	char corr[256];
+	char corr[CQRS_MAX_CORRELATION + 1];
 	bool has_corr = cqrs_event_correlation(ev, corr, sizeof corr);
 	sqlite3_stmt *q = s->insert;
 	sqlite3_bind_int64(q, 1, ev->sequence);
@@ -628,10 +642,13 @@ static int sqlite_append(cqrs_store *st, cqrs_event *ev, cqrs_error *err)
 	sqlite3_bind_text(q, 9, ev->metadata, (int)ev->metadata_len, SQLITE_STATIC);
 	sqlite3_bind_text(q, 10, ev->timestamp, CQRS_TIMESTAMP_LEN, SQLITE_STATIC);
 	sqlite3_bind_blob(q, 11, ev->hash, CQRS_HASH_LEN, SQLITE_STATIC);
-	if (has_corr)
+	if (has_corr) {
 		sqlite3_bind_text(q, 12, corr, -1, SQLITE_STATIC);
-	else
+		sqlite3_bind_int64(q, 13, correlation_key(corr));
+	} else {
 		sqlite3_bind_null(q, 12);
+		sqlite3_bind_null(q, 13);
+	}
 	int rc = sqlite3_step(q);
 	sqlite3_reset(q);
 	if (rc != SQLITE_DONE)
@@ -729,7 +746,7 @@ static cqrs_cursor *sqlite_read(cqrs_store *st, const cqrs_filter *f, cqrs_error
 	if (f->event_type != NULL)
 		ADD(" AND event_type = ?5");
 	if (f->correlation_id != NULL)
-		ADD(" AND correlation_id = ?6");
+		ADD(" AND correlation_key = ?10 AND correlation_id = ?6");
 	if (f->until != NULL)
 		ADD(" AND timestamp <= ?7");
 	ADD(f->reverse ? " ORDER BY sequence DESC" : " ORDER BY sequence");
@@ -759,8 +776,10 @@ static cqrs_cursor *sqlite_read(cqrs_store *st, const cqrs_filter *f, cqrs_error
 		sqlite3_bind_text(c->stmt, 4, f->aggregate_type, -1, SQLITE_TRANSIENT);
 	if (f->event_type != NULL)
 		sqlite3_bind_text(c->stmt, 5, f->event_type, -1, SQLITE_TRANSIENT);
-	if (f->correlation_id != NULL)
+	if (f->correlation_id != NULL) {
 		sqlite3_bind_text(c->stmt, 6, f->correlation_id, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_int64(c->stmt, 10, correlation_key(f->correlation_id));
+	}
 	if (f->until != NULL)
 		sqlite3_bind_text(c->stmt, 7, f->until, -1, SQLITE_TRANSIENT);
 	if (f->limit > 0)

@@ -1,0 +1,320 @@
+/*
+ * Loading an aggregate: its state is the fold of its events.  Three ways
+ * to get there, all giving the same state:
+ *
+ *  - a cached state whose version is still the stream's version (checked
+ *    against the store on every load, so another process's appends are
+ *    seen), brought forward by the events after it;
+ *  - the latest snapshot plus the events after it.  A snapshot is trusted
+ *    only when its digest matches its content and the event at its version
+ *    is still the one it was taken after (same hash), so a corrupt, edited,
+ *    copied or stale snapshot is ignored;
+ *  - all the events.
+ */
+#include "config.h"
+
+#include <openssl/evp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "domain.h"
+#include "banned.h"
+
+#define SNAPSHOT_FORMAT 1
+
+int agg_kind_of(const char *type)
+{
+	for (int k = 0; k < AGG_KINDS; k++)
+		if (strcmp(domain_of((enum agg_kind)k)->type, type) == 0)
+			return k;
+	return -1;
+}
+
+int agg_loader_init(struct agg_loader *l, cqrs_store *st, int64_t snapshot_every,
+		    bool ignore_snapshots, cqrs_error *err)
+{
+	*l = (struct agg_loader){ .st = st,
+				  .snapshot_every = snapshot_every,
+				  .ignore_snapshots = ignore_snapshots };
+	l->cache = calloc(AGG_CACHE_SLOTS, sizeof *l->cache);
+	if (l->cache == NULL)
+		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+	return 0;
+}
+
+void agg_loader_free(struct agg_loader *l)
+{
+	free(l->cache);
+	jb_free(&l->scratch);
+	l->cache = NULL;
+}
+
+static struct aggregate *slot(struct agg_loader *l, const uint8_t id[CQRS_UUID_LEN])
+{
+	uint64_t h;
+	memcpy(&h, id + 8, sizeof h);
+	uint64_t h2;
+	memcpy(&h2, id, sizeof h2);
+	h ^= h2 * 0x9e3779b97f4a7c15ULL;
+	h ^= h >> 29;
+	h *= 0xbf58476d1ce4e5b9ULL;
+	h ^= h >> 32;
+	return &l->cache[h & (AGG_CACHE_SLOTS - 1)];
+}
+
+void agg_loader_forget(struct agg_loader *l)
+{
+	memset(l->cache, 0, AGG_CACHE_SLOTS * sizeof *l->cache);
+}
+
+void agg_loader_forget_one(struct agg_loader *l, const uint8_t id[CQRS_UUID_LEN])
+{
+	struct aggregate *c = slot(l, id);
+	if (memcmp(c->id, id, CQRS_UUID_LEN) == 0)
+		c->version = 0;
+}
+
+int agg_fold(struct aggregate *a, const cqrs_event *ev, cqrs_error *err)
+{
+	const struct domain *dom = domain_of(a->kind);
+	if (ev->aggregate_version != a->version + 1) {
+		char id[37];
+		cqrs_uuid_format(a->id, id);
+		return cqrs_fail(err, CQRS_EXIT_SOFTWARE,
+				 "aggregate %s: event version %lld follows version %lld", id,
+				 (long long)ev->aggregate_version, (long long)a->version);
+	}
+	if (a->version == 0 && !cqrs_event_correlation(ev, a->correlation, sizeof a->correlation))
+		a->correlation[0] = '\0';
+	if (a->foreign_type[0] == '\0' && strcmp(ev->aggregate_type, dom->type) != 0)
+		snprintf(a->foreign_type, sizeof a->foreign_type, "%s", ev->aggregate_type);
+	if (a->foreign_type[0] == '\0' && dom->apply(a, ev, err) < 0)
+		return -1;
+	a->version = ev->aggregate_version;
+	memcpy(a->last_hash, ev->hash, CQRS_HASH_LEN);
+	return 0;
+}
+
+void agg_state_json(const struct aggregate *a, struct jbuf *out)
+{
+	jb_putc(out, '{');
+	jb_key(out, "correlation_id");
+	jb_str(out, a->correlation);
+	domain_of(a->kind)->save(a, out);
+	jb_putc(out, '}');
+}
+
+/* --- snapshots ------------------------------------------------------------- */
+
+static void digest(const struct aggregate *a, int64_t version, const char *event_hash,
+		   const char *state, size_t state_len, uint8_t out[32])
+{
+	char head[256];
+	char id[37];
+	cqrs_uuid_format(a->id, id);
+	int n = snprintf(head, sizeof head, "cqrs-snapshot %d\n%s\n%s\n%lld\n%.64s\n",
+			 SNAPSHOT_FORMAT, id, domain_of(a->kind)->type, (long long)version,
+			 event_hash);
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	unsigned int len = 0;
+	if (ctx == NULL || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1 ||
+	    EVP_DigestUpdate(ctx, head, (size_t)n) != 1 ||
+	    EVP_DigestUpdate(ctx, state, state_len) != 1 || EVP_DigestFinal_ex(ctx, out, &len) != 1)
+		abort();
+	EVP_MD_CTX_free(ctx);
+}
+
+static int hex_to_bytes(const char *v, size_t n, uint8_t *out, size_t outlen)
+{
+	if (n != outlen * 2 + 2 || v[0] != '"')
+		return -1;
+	for (size_t i = 0; i < outlen; i++) {
+		int b = 0;
+		for (int k = 0; k < 2; k++) {
+			char c = v[1 + 2 * i + (size_t)k];
+			int x = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+			if (x < 0)
+				return -1;
+			b = b * 16 + x;
+		}
+		out[i] = (uint8_t)b;
+	}
+	return 0;
+}
+
+/* Restores *a from the latest snapshot when it can be trusted: returns 1
+ * when it was used, 0 when there is none or it was ignored. */
+static int from_snapshot(struct agg_loader *l, struct aggregate *a, int64_t current,
+			 cqrs_error *err)
+{
+	int64_t version;
+	char *text = NULL;
+	int r = cqrs_store_snapshot_load(l->st, a->id, &version, &text, err);
+	if (r <= 0)
+		return r;
+	const struct domain *dom = domain_of(a->kind);
+	size_t len = strlen(text);
+	const char *v, *state, *type;
+	size_t vn, state_len, type_len;
+	uint8_t event_hash[CQRS_HASH_LEN], sum[32], want[32];
+	int ok = version > 0 && version <= current && cqrs_json_compact(text, &len, NULL) == 0 &&
+		 text[0] == '{' && cqrs_json_get(text, len, "format", &v, &vn) && vn == 1 &&
+		 v[0] == '0' + SNAPSHOT_FORMAT &&
+		 cqrs_json_get(text, len, "aggregate_type", &type, &type_len) &&
+		 type_len == strlen(dom->type) + 2 && memcmp(type + 1, dom->type, type_len - 2) == 0 &&
+		 cqrs_json_get(text, len, "event_hash", &v, &vn) &&
+		 hex_to_bytes(v, vn, event_hash, CQRS_HASH_LEN) == 0 &&
+		 cqrs_json_get(text, len, "sha256", &v, &vn) && hex_to_bytes(v, vn, sum, 32) == 0 &&
+		 cqrs_json_get(text, len, "state", &state, &state_len) && state[0] == '{';
+	if (ok) {
+		const char *hash_text;
+		size_t hn;
+		cqrs_json_get(text, len, "event_hash", &hash_text, &hn);
+		digest(a, version, hash_text + 1, state, state_len, want);
+		ok = memcmp(sum, want, 32) == 0 &&
+		     jv_string(state, state_len, "correlation_id", a->correlation,
+			       sizeof a->correlation) == 0 &&
+		     dom->restore(a, state, state_len) == 0;
+	}
+	free(text);
+	if (!ok) {
+		l->snapshots_ignored++;
+		struct aggregate fresh = { .kind = a->kind };
+		memcpy(fresh.id, a->id, CQRS_UUID_LEN);
+		*a = fresh;
+		return 0;
+	}
+	a->version = version;
+	memcpy(a->last_hash, event_hash, CQRS_HASH_LEN);
+	return 1;
+}
+
+static int save_snapshot(struct agg_loader *l, const struct aggregate *a, cqrs_error *err)
+{
+	struct jbuf state = { 0 };
+	agg_state_json(a, &state);
+	struct jbuf *b = &l->scratch;
+	jb_reset(b);
+	char hash[2 * CQRS_HASH_LEN + 1];
+	static const char hex[] = "0123456789abcdef";
+	for (size_t i = 0; i < CQRS_HASH_LEN; i++) {
+		hash[2 * i] = hex[a->last_hash[i] >> 4];
+		hash[2 * i + 1] = hex[a->last_hash[i] & 15];
+	}
+	hash[2 * CQRS_HASH_LEN] = '\0';
+	uint8_t sum[32];
+	if (!state.oom)
+		digest(a, a->version, hash, state.p, state.len, sum);
+	jb_putc(b, '{');
+	jb_key(b, "format");
+	jb_int(b, SNAPSHOT_FORMAT);
+	jb_key(b, "aggregate_type");
+	jb_str(b, domain_of(a->kind)->type);
+	jb_key(b, "event_hash");
+	jb_str(b, hash);
+	jb_key(b, "sha256");
+	jb_hex(b, sum, sizeof sum);
+	jb_key(b, "state");
+	jb_put(b, state.p, state.len);
+	jb_putc(b, '}');
+	bool oom = state.oom || b->oom;
+	jb_free(&state);
+	if (oom)
+		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+	return cqrs_store_snapshot_save(l->st, a->id, domain_of(a->kind)->type, a->version, b->p,
+					err);
+}
+
+/* --- loading ----------------------------------------------------------------- */
+
+/* Folds the events after a->version; with check_first, the event at
+ * a->version itself is read first and must carry a->last_hash.  Returns 1
+ * when that check failed (the caller starts over from nothing). */
+static int fold_rest(struct agg_loader *l, struct aggregate *a, bool check_first, cqrs_error *err)
+{
+	cqrs_filter f = { .aggregate_id = a->id,
+			  .after_version = check_first ? a->version - 1 : a->version };
+	cqrs_cursor *c = cqrs_store_read(l->st, &f, err);
+	if (c == NULL)
+		return -1;
+	cqrs_event ev;
+	int r;
+	bool first = check_first;
+	while ((r = cqrs_cursor_next(c, &ev, err)) == 1) {
+		if (first) {
+			first = false;
+			if (ev.aggregate_version != a->version ||
+			    memcmp(ev.hash, a->last_hash, CQRS_HASH_LEN) != 0) {
+				cqrs_cursor_close(c);
+				return 1;
+			}
+			continue;
+		}
+		if (agg_fold(a, &ev, err) < 0) {
+			r = -1;
+			break;
+		}
+		l->events_folded++;
+	}
+	cqrs_cursor_close(c);
+	if (r < 0)
+		return -1;
+	return first ? 1 : 0; /* the event at the snapshot's version is gone */
+}
+
+int agg_load(struct agg_loader *l, enum agg_kind kind, const uint8_t id[CQRS_UUID_LEN],
+	     struct aggregate *out, cqrs_error *err)
+{
+	memset(out, 0, sizeof *out);
+	out->kind = kind;
+	memcpy(out->id, id, CQRS_UUID_LEN);
+	int64_t current = cqrs_store_aggregate_version(l->st, id, err);
+	if (current < 0)
+		return -1;
+	if (current == 0)
+		return 0;
+	struct aggregate *c = slot(l, id);
+	if (c->version > 0 && c->version <= current && c->kind == kind &&
+	    memcmp(c->id, id, CQRS_UUID_LEN) == 0) {
+		*out = *c;
+		if (out->version == current)
+			return 0;
+		if (fold_rest(l, out, false, err) < 0)
+			return -1;
+		*c = *out;
+		return 0;
+	}
+	if (!l->ignore_snapshots) {
+		int r = from_snapshot(l, out, current, err);
+		if (r < 0)
+			return -1;
+		if (r == 1) {
+			r = fold_rest(l, out, true, err);
+			if (r < 0)
+				return -1;
+			if (r == 0) {
+				l->snapshots_used++;
+				*c = *out;
+				return 0;
+			}
+			l->snapshots_ignored++;
+			memset(out, 0, sizeof *out);
+			out->kind = kind;
+			memcpy(out->id, id, CQRS_UUID_LEN);
+		}
+	}
+	if (fold_rest(l, out, false, err) < 0)
+		return -1;
+	*c = *out;
+	return 0;
+}
+
+int agg_committed(struct agg_loader *l, const struct aggregate *a, int64_t old_version,
+		  cqrs_error *err)
+{
+	*slot(l, a->id) = *a;
+	int64_t n = l->snapshot_every;
+	if (n > 0 && old_version / n != a->version / n)
+		return save_snapshot(l, a, err);
+	return 0;
+}

@@ -1,0 +1,128 @@
+/*
+ * What every decide function shares: how a rejection is worded, how the
+ * events of a decision are started, and the checks on values that several
+ * commands take (amounts, quantities, the aggregate's existence).
+ */
+#include "config.h"
+
+#include <stdarg.h>
+#include <string.h>
+
+#include "domain.h"
+#include "banned.h"
+
+int reject(struct decision *d, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(d->reason, sizeof d->reason, fmt, ap);
+	va_end(ap);
+	d->rejected = true;
+	d->nevents = 0;
+	return 0;
+}
+
+struct jbuf *emit(struct decision *d, const char *event_type)
+{
+	struct jbuf *b = &d->data[d->nevents];
+	d->event_type[d->nevents++] = event_type;
+	jb_reset(b);
+	return b;
+}
+
+const struct domain *domain_of(enum agg_kind kind)
+{
+	switch (kind) {
+	case AGG_ORDER: return &domain_order;
+	case AGG_INVENTORY: return &domain_inventory;
+	case AGG_PAYMENT: return &domain_payment;
+	case AGG_KINDS: break;
+	}
+	return NULL;
+}
+
+bool reject_foreign(struct decision *d, const struct aggregate *a, const struct domain *dom)
+{
+	if (a->foreign_type[0] == '\0')
+		return false;
+	char id[37];
+	cqrs_uuid_format(a->id, id);
+	reject(d, "aggregate %s is of type %s, not %s", id, a->foreign_type, dom->type);
+	return true;
+}
+
+static bool exists(const struct aggregate *a)
+{
+	switch (a->kind) {
+	case AGG_ORDER: return a->u.order.exists;
+	case AGG_INVENTORY: return a->u.inv.exists;
+	case AGG_PAYMENT: return a->u.pay.exists;
+	case AGG_KINDS: break;
+	}
+	return false;
+}
+
+bool reject_missing(struct decision *d, const struct aggregate *a, const struct domain *dom,
+		    bool must_exist)
+{
+	if (reject_foreign(d, a, dom))
+		return true;
+	if (!must_exist || exists(a))
+		return false;
+	char id[37];
+	cqrs_uuid_format(a->id, id);
+	reject(d, "%s %s does not exist", dom->noun, id);
+	return true;
+}
+
+bool reject_existing(struct decision *d, const struct aggregate *a, const struct domain *dom)
+{
+	if (reject_foreign(d, a, dom))
+		return true;
+	if (a->version == 0)
+		return false;
+	char id[37];
+	cqrs_uuid_format(a->id, id);
+	reject(d, "%s %s already exists", dom->noun, id);
+	return true;
+}
+
+bool reject_amount(struct decision *d, const char *what, const char *text, size_t len,
+		   const char *currency, int64_t *minor)
+{
+	cqrs_error e;
+	if (cqrs_money_parse(text, len, currency, minor, &e) < 0) {
+		/* money.c words it for any amount; say which one */
+		if (strstr(e.msg, "decimals") != NULL)
+			reject(d, "%s %.*s has more decimals than %s allows (%d)", what, (int)len,
+			       text, currency, cqrs_currency_digits(currency));
+		else
+			reject(d, "%s %.*s is not a plain decimal amount", what, (int)len, text);
+		return true;
+	}
+	if (*minor < 0) {
+		reject(d, "%s must not be negative: %.*s", what, (int)len, text);
+		return true;
+	}
+	if (*minor > DOM_MAX_AMOUNT) {
+		reject(d, "%s %.*s is too large", what, (int)len, text);
+		return true;
+	}
+	return false;
+}
+
+bool reject_quantity(struct decision *d, const char *what, const char *text, size_t len,
+		     int64_t *q)
+{
+	if (parse_count(text, len, q) == 0)
+		return false;
+	if (len > 0 && (text[0] == '-' || (len == 1 && text[0] == '0')))
+		reject(d, "%s must be positive, not %.*s", what, (int)len, text);
+	else if (memchr(text, '.', len) != NULL || memchr(text, 'e', len) != NULL ||
+		 memchr(text, 'E', len) != NULL)
+		reject(d, "%s must be a whole number, not %.*s", what, (int)len, text);
+	else
+		reject(d, "%s %.*s is too large (at most %lld)", what, (int)len, text,
+		       (long long)DOM_MAX_COUNT);
+	return true;
+}

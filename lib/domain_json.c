@@ -1,0 +1,239 @@
+/*
+ * JSON for the command side: event data, snapshots and result lines are
+ * written by hand so that an amount is the decimal text of its minor units
+ * (59.98 stays 59.98), and read back from compact JSON with the raw-value
+ * accessors of json.c, never through a double.
+ */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "domain.h"
+#include "banned.h"
+
+void jb_reset(struct jbuf *b)
+{
+	b->len = 0;
+	b->oom = false;
+}
+
+void jb_free(struct jbuf *b)
+{
+	free(b->p);
+	*b = (struct jbuf){ 0 };
+}
+
+static bool grow(struct jbuf *b, size_t n)
+{
+	if (b->oom)
+		return false;
+	if (b->len + n + 1 <= b->cap)
+		return true;
+	size_t cap = b->cap ? b->cap : 256;
+	while (cap < b->len + n + 1)
+		cap *= 2;
+	char *p = realloc(b->p, cap);
+	if (p == NULL) {
+		b->oom = true;
+		return false;
+	}
+	b->p = p;
+	b->cap = cap;
+	return true;
+}
+
+void jb_put(struct jbuf *b, const char *s, size_t n)
+{
+	if (!grow(b, n))
+		return;
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+}
+
+void jb_puts(struct jbuf *b, const char *s)
+{
+	jb_put(b, s, strlen(s));
+}
+
+void jb_putc(struct jbuf *b, char c)
+{
+	jb_put(b, &c, 1);
+}
+
+void jb_key(struct jbuf *b, const char *key)
+{
+	if (b->len > 0 && b->p[b->len - 1] != '{' && b->p[b->len - 1] != '[')
+		jb_putc(b, ',');
+	jb_putc(b, '"');
+	jb_puts(b, key);
+	jb_put(b, "\":", 2);
+}
+
+void jb_string(struct jbuf *b, const char *s, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	if (!grow(b, n * 6 + 2))
+		return;
+	char *o = b->p + b->len;
+	*o++ = '"';
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c == '"' || c == '\\') {
+			*o++ = '\\';
+			*o++ = (char)c;
+		} else if (c < 0x20) {
+			*o++ = '\\';
+			switch (c) {
+			case '\n': *o++ = 'n'; break;
+			case '\r': *o++ = 'r'; break;
+			case '\t': *o++ = 't'; break;
+			default:
+				*o++ = 'u';
+				*o++ = '0';
+				*o++ = '0';
+				*o++ = hex[c >> 4];
+				*o++ = hex[c & 15];
+			}
+		} else {
+			*o++ = (char)c;
+		}
+	}
+	*o++ = '"';
+	b->len = (size_t)(o - b->p);
+	b->p[b->len] = '\0';
+}
+
+void jb_str(struct jbuf *b, const char *s)
+{
+	jb_string(b, s, strlen(s));
+}
+
+void jb_int(struct jbuf *b, int64_t v)
+{
+	char t[24];
+	int n = snprintf(t, sizeof t, "%lld", (long long)v);
+	jb_put(b, t, (size_t)n);
+}
+
+void jb_uuid(struct jbuf *b, const uint8_t id[CQRS_UUID_LEN])
+{
+	char t[37];
+	cqrs_uuid_format(id, t);
+	jb_putc(b, '"');
+	jb_put(b, t, 36);
+	jb_putc(b, '"');
+}
+
+void jb_money(struct jbuf *b, int64_t minor, const char *currency)
+{
+	char t[40];
+	cqrs_money_format(minor, currency, t, sizeof t);
+	jb_puts(b, t);
+}
+
+void jb_bool(struct jbuf *b, bool v)
+{
+	jb_puts(b, v ? "true" : "false");
+}
+
+void jb_hex(struct jbuf *b, const uint8_t *bytes, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	jb_putc(b, '"');
+	for (size_t i = 0; i < n; i++) {
+		jb_putc(b, hex[bytes[i] >> 4]);
+		jb_putc(b, hex[bytes[i] & 15]);
+	}
+	jb_putc(b, '"');
+}
+
+/* --- reading ------------------------------------------------------------- */
+
+int jv_string(const char *obj, size_t len, const char *key, char *buf, size_t cap)
+{
+	const char *v;
+	size_t n;
+	if (!cqrs_json_get(obj, len, key, &v, &n))
+		return -1;
+	long r = cqrs_json_string(v, n, buf, cap);
+	return r < 0 || strlen(buf) != (size_t)r ? -1 : 0;
+}
+
+int parse_count(const char *t, size_t n, int64_t *out)
+{
+	if (n == 0 || n > 18 || (n > 1 && t[0] == '0'))
+		return -1;
+	int64_t v = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (t[i] < '0' || t[i] > '9')
+			return -1;
+		v = v * 10 + (t[i] - '0');
+	}
+	if (v <= 0 || v > DOM_MAX_COUNT)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+/* A non-negative JSON integer of any size we keep (stock levels). */
+static int parse_level(const char *t, size_t n, int64_t *out)
+{
+	if (n == 0 || n > 18 || (n > 1 && t[0] == '0'))
+		return -1;
+	int64_t v = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (t[i] < '0' || t[i] > '9')
+			return -1;
+		v = v * 10 + (t[i] - '0');
+	}
+	*out = v;
+	return 0;
+}
+
+int jv_count(const char *obj, size_t len, const char *key, int64_t *out)
+{
+	const char *v;
+	size_t n;
+	if (!cqrs_json_get(obj, len, key, &v, &n))
+		return -1;
+	return parse_level(v, n, out);
+}
+
+int jv_money(const char *obj, size_t len, const char *key, const char *currency, int64_t *out)
+{
+	const char *v;
+	size_t n;
+	if (!cqrs_json_get(obj, len, key, &v, &n))
+		return -1;
+	if (cqrs_money_parse(v, n, currency, out, NULL) < 0 || *out < 0 || *out > DOM_MAX_AMOUNT)
+		return -1;
+	return 0;
+}
+
+int jv_bool(const char *obj, size_t len, const char *key, bool *out)
+{
+	const char *v;
+	size_t n;
+	if (!cqrs_json_get(obj, len, key, &v, &n))
+		return -1;
+	if (n == 4 && memcmp(v, "true", 4) == 0)
+		*out = true;
+	else if (n == 5 && memcmp(v, "false", 5) == 0)
+		*out = false;
+	else
+		return -1;
+	return 0;
+}
+
+int jv_uuid(const char *obj, size_t len, const char *key, uint8_t out[CQRS_UUID_LEN])
+{
+	const char *v;
+	size_t n;
+	if (!cqrs_json_get(obj, len, key, &v, &n))
+		return -1;
+	if (n != 38 || v[0] != '"')
+		return -1;
+	return cqrs_uuid_parse(v + 1, 36, out);
+}

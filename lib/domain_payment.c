@@ -1,0 +1,213 @@
+/*
+ * The payment aggregate: an authorization for an order, captured in one or
+ * more parts up to the authorized amount, refunded up to what was
+ * captured; a voided authorization can no longer be captured.
+ */
+#include "config.h"
+
+#include <string.h>
+
+#include "domain.h"
+#include "banned.h"
+
+static int bad_event(const struct aggregate *a, const cqrs_event *ev, const char *what,
+		     cqrs_error *err)
+{
+	char id[37];
+	cqrs_uuid_format(a->id, id);
+	return cqrs_fail(err, CQRS_EXIT_DATAERR,
+			 "payment %s: event %s at version %lld has unreadable data: %s", id,
+			 ev->event_type, (long long)ev->aggregate_version, what);
+}
+
+static int apply(struct aggregate *a, const cqrs_event *ev, cqrs_error *err)
+{
+	struct payment_state *p = &a->u.pay;
+	const char *d = ev->data;
+	size_t n = ev->data_len;
+	const char *t = ev->event_type;
+	int64_t amount;
+	if (strcmp(t, "PaymentAuthorized") == 0) {
+		if (jv_uuid(d, n, "order_id", p->order_id) < 0)
+			return bad_event(a, ev, "no order_id", err);
+		if (jv_string(d, n, "currency", p->currency, sizeof p->currency) < 0 ||
+		    !cqrs_currency_valid(p->currency))
+			return bad_event(a, ev, "no valid currency", err);
+		if (jv_money(d, n, "amount", p->currency, &p->authorized) < 0)
+			return bad_event(a, ev, "no valid amount", err);
+		p->exists = true;
+	} else if (strcmp(t, "PaymentCaptured") == 0 || strcmp(t, "PaymentRefunded") == 0) {
+		if (!p->exists)
+			return bad_event(a, ev, "the payment was never authorized", err);
+		if (jv_money(d, n, "amount", p->currency, &amount) < 0)
+			return bad_event(a, ev, "no valid amount", err);
+		int64_t *sum = t[7] == 'C' ? &p->captured : &p->refunded;
+		if (__builtin_add_overflow(*sum, amount, sum) || *sum > DOM_MAX_AMOUNT)
+			return bad_event(a, ev, "the amounts add up out of range", err);
+	} else if (strcmp(t, "AuthorizationVoided") == 0) {
+		p->voided = true;
+	}
+	return 0;
+}
+
+static void save(const struct aggregate *a, struct jbuf *b)
+{
+	const struct payment_state *p = &a->u.pay;
+	jb_key(b, "exists");
+	jb_bool(b, p->exists);
+	if (p->exists) {
+		jb_key(b, "order_id");
+		jb_uuid(b, p->order_id);
+		jb_key(b, "currency");
+		jb_str(b, p->currency);
+		jb_key(b, "authorized");
+		jb_money(b, p->authorized, p->currency);
+		jb_key(b, "captured");
+		jb_money(b, p->captured, p->currency);
+		jb_key(b, "refunded");
+		jb_money(b, p->refunded, p->currency);
+	}
+	jb_key(b, "voided");
+	jb_bool(b, p->voided);
+}
+
+static int restore(struct aggregate *a, const char *j, size_t n)
+{
+	struct payment_state *p = &a->u.pay;
+	if (jv_bool(j, n, "exists", &p->exists) < 0 || jv_bool(j, n, "voided", &p->voided) < 0)
+		return -1;
+	if (!p->exists)
+		return 0;
+	if (jv_uuid(j, n, "order_id", p->order_id) < 0 ||
+	    jv_string(j, n, "currency", p->currency, sizeof p->currency) < 0 ||
+	    !cqrs_currency_valid(p->currency) ||
+	    jv_money(j, n, "authorized", p->currency, &p->authorized) < 0 ||
+	    jv_money(j, n, "captured", p->currency, &p->captured) < 0 ||
+	    jv_money(j, n, "refunded", p->currency, &p->refunded) < 0)
+		return -1;
+	return 0;
+}
+
+const struct domain domain_payment = { "Payment", "payment", apply, save, restore };
+
+static void amount_event(struct decision *d, const char *type, const struct payment_state *p,
+			 int64_t amount)
+{
+	struct jbuf *b = emit(d, type);
+	jb_putc(b, '{');
+	jb_key(b, "order_id");
+	jb_uuid(b, p->order_id);
+	jb_key(b, "amount");
+	jb_money(b, amount, p->currency);
+	jb_key(b, "currency");
+	jb_str(b, p->currency);
+	jb_putc(b, '}');
+}
+
+int payment_authorize(const struct command *c, const struct aggregate *a,
+		      const struct decide_ctx *ctx, struct decision *d, cqrs_error *err)
+{
+	(void)ctx;
+	(void)err;
+	if (reject_existing(d, a, &domain_payment))
+		return 0;
+	if (!cqrs_currency_valid(c->currency))
+		return reject(d, "currency '%s' is not a three-letter code such as USD",
+			      c->currency);
+	struct payment_state p = { .exists = true };
+	memcpy(p.order_id, c->order_id, CQRS_UUID_LEN);
+	memcpy(p.currency, c->currency, 4);
+	int64_t amount;
+	if (reject_amount(d, "amount", c->amount, c->amount_len, p.currency, &amount))
+		return 0;
+	amount_event(d, "PaymentAuthorized", &p, amount);
+	return 0;
+}
+
+static const char *money(int64_t minor, const char *currency, char *buf, size_t cap)
+{
+	size_t n;
+	cqrs_money_format(minor, currency, buf, cap);
+	n = strlen(buf);
+	snprintf(buf + n, cap - n, " %s", currency);
+	return buf;
+}
+
+int payment_capture(const struct command *c, const struct aggregate *a,
+		    const struct decide_ctx *ctx, struct decision *d, cqrs_error *err)
+{
+	(void)ctx;
+	(void)err;
+	if (reject_missing(d, a, &domain_payment, true))
+		return 0;
+	const struct payment_state *p = &a->u.pay;
+	char id[37], m1[48], m2[48];
+	cqrs_uuid_format(a->id, id);
+	if (p->voided)
+		return reject(d, "cannot capture payment %s: its authorization was voided", id);
+	int64_t left = p->authorized - p->captured;
+	int64_t amount = left;
+	if (HAS(c, F_AMOUNT) &&
+	    reject_amount(d, "amount", c->amount, c->amount_len, p->currency, &amount))
+		return 0;
+	if (left == 0)
+		return reject(d, "cannot capture payment %s: the %s authorized have been captured",
+			      id, money(p->authorized, p->currency, m1, sizeof m1));
+	if (amount == 0)
+		return reject(d, "amount must be positive");
+	if (amount > left)
+		return reject(d, "cannot capture %s from payment %s: only %s of the authorization "
+				 "is left",
+			      money(amount, p->currency, m1, sizeof m1), id,
+			      money(left, p->currency, m2, sizeof m2));
+	amount_event(d, "PaymentCaptured", p, amount);
+	return 0;
+}
+
+int payment_refund(const struct command *c, const struct aggregate *a,
+		   const struct decide_ctx *ctx, struct decision *d, cqrs_error *err)
+{
+	(void)ctx;
+	(void)err;
+	if (reject_missing(d, a, &domain_payment, true))
+		return 0;
+	const struct payment_state *p = &a->u.pay;
+	char id[37], m1[48], m2[48];
+	cqrs_uuid_format(a->id, id);
+	int64_t amount;
+	if (reject_amount(d, "amount", c->amount, c->amount_len, p->currency, &amount))
+		return 0;
+	if (amount == 0)
+		return reject(d, "amount must be positive");
+	int64_t left = p->captured - p->refunded;
+	if (amount > left)
+		return reject(d, "cannot refund %s from payment %s: only %s of what was captured "
+				 "is left to refund",
+			      money(amount, p->currency, m1, sizeof m1), id,
+			      money(left, p->currency, m2, sizeof m2));
+	amount_event(d, "PaymentRefunded", p, amount);
+	return 0;
+}
+
+int payment_void(const struct command *c, const struct aggregate *a, const struct decide_ctx *ctx,
+		 struct decision *d, cqrs_error *err)
+{
+	(void)c;
+	(void)ctx;
+	(void)err;
+	if (reject_missing(d, a, &domain_payment, true))
+		return 0;
+	const struct payment_state *p = &a->u.pay;
+	char id[37];
+	cqrs_uuid_format(a->id, id);
+	if (p->voided)
+		return reject(d, "the authorization of payment %s was already voided", id);
+	if (p->authorized > 0 && p->captured == p->authorized)
+		return reject(d, "cannot void payment %s: it has been captured in full", id);
+	struct jbuf *b = emit(d, "AuthorizationVoided");
+	jb_putc(b, '{');
+	jb_key(b, "order_id");
+	jb_uuid(b, p->order_id);
+	jb_putc(b, '}');
+	return 0;
+}

@@ -1,0 +1,96 @@
+/*
+ * What the read-side files of libcqrs share (projection.c, projector.c,
+ * views.c, query.c, rows.c, sqlfunc.c) and the tools do not see.
+ */
+#ifndef CQRS_VIEWS_IMPL_H
+#define CQRS_VIEWS_IMPL_H
+
+#include <sqlite3.h>
+
+#include "cqrs.h"
+
+#define VIEWS_APPLICATION_ID 0x43515256 /* "CQRV": not the store's "CQRS" */
+#define VIEWS_SCHEMA_VERSION 1
+
+/* What a parameter such as :data.items or :sequence is bound from. */
+enum cqrs_param_root {
+	PARAM_SEQUENCE,
+	PARAM_EVENT_ID,
+	PARAM_AGGREGATE_ID,
+	PARAM_AGGREGATE_TYPE,
+	PARAM_AGGREGATE_VERSION,
+	PARAM_EVENT_TYPE,
+	PARAM_EVENT_VERSION,
+	PARAM_TIMESTAMP,
+	PARAM_DATA,
+	PARAM_METADATA,
+	PARAM_ROOT_COUNT
+};
+
+struct cqrs_param {
+	char *name; /* as written, without the ':' */
+	enum cqrs_param_root root;
+	char **path; /* data.a.b -> {"a", "b"} */
+	size_t npath;
+};
+
+/* One SQL statement of a projection file. */
+struct cqrs_sql {
+	char *sql;	  /* as rewritten: ?N for the N-th distinct parameter */
+	const char *file; /* owned by the projection set */
+	int line;	  /* where the statement's text starts */
+	bool literal;	  /* a block scalar: newlines in sql count lines */
+	size_t *params;	  /* global parameter index of ?1, ?2, ... */
+	size_t nparams;
+};
+
+struct cqrs_handler {
+	char *event_type; /* "*": every event */
+	int line;
+	struct cqrs_sql *sql;
+	size_t nsql;
+};
+
+struct cqrs_projection {
+	char *name;
+	const char *file;
+	int line;
+	struct cqrs_sql *tables;
+	size_t ntables;
+	struct cqrs_handler *on;
+	size_t non;
+	char **owned; /* the tables its DDL creates, found by cqrs_projections_check */
+	size_t nowned;
+	char hash[65]; /* of its definition: a changed one needs a rebuild */
+};
+
+struct cqrs_projections {
+	char **files;
+	size_t nfiles;
+	struct cqrs_projection *p;
+	size_t n;
+	struct cqrs_param *params; /* distinct parameters of all statements */
+	size_t nparams;
+	bool checked;
+};
+
+/* Line of a byte offset in a statement (for SQLite's error offsets). */
+int cqrs_sql_line(const struct cqrs_sql *s, int offset);
+/* Creates the projection's tables and indexes on db. */
+int cqrs_projection_create(sqlite3 *db, const struct cqrs_projection *p, cqrs_error *err);
+/* Prepares one event statement, refusing anything but data changes and
+ * reads; *err names the file and line. */
+int cqrs_projection_prepare(sqlite3 *db, const struct cqrs_projection *p,
+			    const struct cqrs_handler *h, const struct cqrs_sql *s,
+			    sqlite3_stmt **out, cqrs_error *err);
+
+/* minor_units(), money(), mean_minor() (sqlfunc.c) */
+int cqrs_sql_register_functions(sqlite3 *db);
+
+/* The views file (views.c). */
+int cqrs_views_db_open(const char *path, bool writable, bool create, sqlite3 **out,
+		       cqrs_error *err);
+int cqrs_views_db_error(sqlite3 *db, const char *path, int rc, const char *what,
+			cqrs_error *err);
+
+#endif
