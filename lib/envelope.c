@@ -5,7 +5,7 @@
  */
 #include "config.h"
 
-#include <openssl/evp.h>
+#include <nettle/sha2.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
@@ -499,14 +499,7 @@ void cqrs_event_hash(const cqrs_event *ev, const uint8_t prev[CQRS_HASH_LEN],
 {
 	/* The hashed text is documented in cqrs(7) so that an auditor can
 	 * recompute it with sha256sum: one field per line. */
-	static _Thread_local EVP_MD_CTX *ctx;
-	static _Thread_local EVP_MD *md;
-	if (ctx == NULL) {
-		ctx = EVP_MD_CTX_new();
-		md = EVP_MD_fetch(NULL, "SHA256", NULL);
-		if (ctx == NULL || md == NULL)
-			abort();
-	}
+	struct sha256_ctx ctx;
 	char buf[640];
 	char *p = buf;
 	for (size_t i = 0; i < CQRS_HASH_LEN; i++) {
@@ -528,12 +521,11 @@ void cqrs_event_hash(const cqrs_event *ev, const uint8_t prev[CQRS_HASH_LEN],
 	*p++ = '\n';
 	p = put(p, ev->timestamp, CQRS_TIMESTAMP_LEN);
 	*p++ = '\n';
-	unsigned int outlen = 0;
-	if (EVP_DigestInit_ex(ctx, md, NULL) != 1 ||
-	    EVP_DigestUpdate(ctx, buf, (size_t)(p - buf)) != 1 ||
-	    EVP_DigestUpdate(ctx, ev->data, ev->data_len) != 1 ||
-	    EVP_DigestUpdate(ctx, "\n", 1) != 1 ||
-	    EVP_DigestUpdate(ctx, ev->metadata, ev->metadata_len) != 1 ||
-	    EVP_DigestUpdate(ctx, "\n", 1) != 1 || EVP_DigestFinal_ex(ctx, out, &outlen) != 1)
-		abort();
+	sha256_init(&ctx);
+	sha256_update(&ctx, (size_t)(p - buf), (const uint8_t *)buf);
+	sha256_update(&ctx, ev->data_len, (const uint8_t *)ev->data);
+	sha256_update(&ctx, 1, (const uint8_t *)"\n");
+	sha256_update(&ctx, ev->metadata_len, (const uint8_t *)ev->metadata);
+	sha256_update(&ctx, 1, (const uint8_t *)"\n");
+	sha256_digest(&ctx, CQRS_HASH_LEN, out);
 }

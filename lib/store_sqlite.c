@@ -298,6 +298,15 @@ cqrs_store *cqrs_sqlite_open(const char *path, enum cqrs_open_mode mode, cqrs_er
 		goto fail;
 	}
 	sqlite3_extended_result_codes(s->db, 1);
+	if (s->writable) {
+		/* One process per append is the common case: checkpointing and
+		 * deleting the WAL at every exit would cost three more fsyncs
+		 * per process.  Commits checkpoint when the WAL grows (SQLite's
+		 * autocheckpoint), and the WAL file is kept for the next one. */
+		int persist = 1;
+		sqlite3_db_config(s->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
+		sqlite3_file_control(s->db, "main", SQLITE_FCNTL_PERSIST_WAL, &persist);
+	}
 	sqlite3_busy_timeout(s->db, (int)busy_timeout_ms());
 	char pragmas[256];
 	snprintf(pragmas, sizeof pragmas,

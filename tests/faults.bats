@@ -50,9 +50,9 @@ id2=22222222-2222-4222-8222-222222222222
 @test "in batch mode a failed fsync keeps the earlier chunks and says how far it got" {
 	event "$id2" | cqrs-append --quiet
 	for i in 1 2 3 4; do event "$id1" OrderNoted '{"n":'"$i"'}'; done >four.ndjson
-	# syncs of this run: WAL header, directory, first chunk's commit, then
-	# the second chunk's commit, which fails
-	CQRS_FAULT_FSYNC=4 run --separate-stderr faulty cqrs-append --quiet --batch 2 four.ndjson
+	# the first sync of the WAL is the first chunk's commit, the second
+	# the second chunk's
+	CQRS_FAULT_WAL_FSYNC=2 run --separate-stderr faulty cqrs-append --quiet --batch 2 four.ndjson
 	assert_failure 74
 	assert_equal "${stderr_lines[0]}" "cqrs-append: $CQRS_STORE: commit failed: disk I/O error"
 	assert_equal "${stderr_lines[1]}" "cqrs-append: 2 events were committed before the error, through four.ndjson:2 (sequence 3); the rest of the input was not stored"

@@ -1,13 +1,16 @@
 /*
  * An I/O fault injector, preloaded into a tool by the tests:
  *   CQRS_FAULT_FSYNC=N   the Nth fsync/fdatasync and all later ones fail with EIO
+ *   CQRS_FAULT_WAL_FSYNC=N  the same, counting only syncs of a "*-wal" file
  *   CQRS_FAULT_WRITE=N   the Nth write/pwrite and all later ones fail with ENOSPC
  * Counting starts at 1; unset means never.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 static long threshold(const char *name)
@@ -22,12 +25,30 @@ static int fail_now(const char *name, long *count)
 	return n > 0 && ++*count >= n;
 }
 
-static long syncs, writes;
+static long syncs, wal_syncs, writes;
+
+static int is_wal(int fd)
+{
+	char link[64], path[4096];
+	snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+	ssize_t n = readlink(link, path, sizeof path - 1);
+	if (n < 4)
+		return 0;
+	path[n] = '\0';
+	return strcmp(path + n - 4, "-wal") == 0;
+}
+
+static int sync_fails(int fd)
+{
+	if (fail_now("CQRS_FAULT_FSYNC", &syncs))
+		return 1;
+	return is_wal(fd) && fail_now("CQRS_FAULT_WAL_FSYNC", &wal_syncs);
+}
 
 int fsync(int fd)
 {
 	static int (*real)(int);
-	if (fail_now("CQRS_FAULT_FSYNC", &syncs)) {
+	if (sync_fails(fd)) {
 		errno = EIO;
 		return -1;
 	}
@@ -39,7 +60,7 @@ int fsync(int fd)
 int fdatasync(int fd)
 {
 	static int (*real)(int);
-	if (fail_now("CQRS_FAULT_FSYNC", &syncs)) {
+	if (sync_fails(fd)) {
 		errno = EIO;
 		return -1;
 	}
