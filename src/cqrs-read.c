@@ -178,7 +178,9 @@ int main(int argc, char **argv)
 		}
 	}
 	if (optind < argc)
-		cqrs_die(CQRS_EXIT_USAGE, "unexpected operand '%s'\n%s", argv[optind], usage_text);
+		/* the usage without its final newline: cqrs_die adds one */
+		cqrs_die(CQRS_EXIT_USAGE, "unexpected operand '%s'\n%.*s", argv[optind],
+			 (int)sizeof usage_text - 2, usage_text);
 	if (follow && f.reverse)
 		cqrs_die(CQRS_EXIT_USAGE, "--follow and --reverse go alone");
 	if (follow && f.until != NULL)
