@@ -1,0 +1,397 @@
+#!/usr/bin/env bats
+# cqrs-read: filters, bad options, the hash chain, copies, --follow, pipes.
+
+bats_require_minimum_version 1.5.0
+load test_helper
+
+A=7d0c2a9e-5b7f-4e0c-8f7e-1b2a3c4d5e6f
+B=0b9c3c7e-2f57-4d6a-9e3b-5a1d2c3e4f50
+P=5a1d2c3e-4f50-4b9c-9c7e-2f574d6a9e3b
+
+# The fixture store: 7 events of orders A and B and product P.
+#   seq 1 A OrderCreated c-A 2026-01-16T10:00:00     seq 5 A OrderShipped c-A 2026-01-17T14:00:00.123456
+#   seq 2 P StockReplenished 2026-01-16T10:00:01.5   seq 6 P InventoryReserved c-B 2026-01-18T00:00:00
+#   seq 3 A PaymentProcessed c-A 2026-01-16T11:00:00 seq 7 B OrderCancelled c-B 2026-01-18T13:30:00
+#   seq 4 B OrderCreated c-B 2026-01-17T09:00:00
+load_orders() {
+	cqrs-append -q "$FIXTURES/orders.ndjson"
+}
+
+# The fixture's envelopes with these sequence numbers, in this order.
+envelopes() {
+	local s
+	for s in "$@"; do
+		sed -n "${s}p" "$FIXTURES/orders.envelopes"
+	done
+}
+
+# cqrs-read with these options prints exactly the envelopes of sequences $2.
+reads() {
+	local opts=$1
+	# shellcheck disable=SC2086 # options are split on purpose
+	run --separate-stderr cqrs-read $opts
+	assert_success
+	assert_equal "$stderr" ''
+	assert_output "$(envelopes $2)"
+}
+
+# cqrs-read with these options is a usage error with this message.
+usage_error() {
+	local msg=$1
+	shift
+	run --separate-stderr cqrs-read "$@"
+	assert_not_signalled
+	assert_failure 64
+	assert_output ''
+	assert_equal "$stderr" "cqrs-read: $msg"
+}
+
+# Waits (bounded) until file $1 has at least $2 lines.
+wait_lines() {
+	local i
+	for ((i = 0; i < 200; i++)); do
+		[ "$(wc -l <"$1")" -ge "$2" ] && return 0
+		sleep 0.05
+	done
+	fail "$1 has fewer than $2 lines after 10 s"
+}
+
+ev() {
+	printf '{"aggregate_id":"%s","aggregate_type":"Order","event_type":"OrderCreated","data":{}}\n' "$1"
+}
+
+# --- filters --------------------------------------------------------------
+
+@test "all events in sequence order" {
+	load_orders
+	reads '' '1 2 3 4 5 6 7'
+}
+
+@test "--aggregate / -a" {
+	load_orders
+	reads "--aggregate $A" '1 3 5'
+	reads "-a $B" '4 7'
+	reads "-a ${P^^}" '2 6'
+	reads "-a 11111111-1111-4111-8111-111111111111" ''
+}
+
+@test "--aggregate-type / -t" {
+	load_orders
+	reads '--aggregate-type Inventory' '2 6'
+	reads '-t Order' '1 3 4 5 7'
+	reads '-t Payment' ''
+}
+
+@test "--event-type / -e" {
+	load_orders
+	reads '--event-type OrderCreated' '1 4'
+	reads '-e OrderCancelled' '7'
+	reads '-e orderCreated' ''
+}
+
+@test "--correlation / -c" {
+	load_orders
+	reads '--correlation c-A' '1 3 5'
+	reads '-c c-B' '4 6 7'
+	reads '-c c' ''
+}
+
+@test "--from and --after" {
+	load_orders
+	reads '--from 3' '3 4 5 6 7'
+	reads '--after 3' '4 5 6 7'
+	reads '--from 0' '1 2 3 4 5 6 7'
+	reads '--from 1' '1 2 3 4 5 6 7'
+	reads '--after 0' '1 2 3 4 5 6 7'
+	reads '--after 7' ''
+	reads '--from 99' ''
+}
+
+@test "--to" {
+	load_orders
+	reads '--to 2' '1 2'
+	reads '--from 3 --to 4' '3 4'
+	reads '--to 99' '1 2 3 4 5 6 7'
+}
+
+@test "--until a time, in any offset" {
+	load_orders
+	reads '--until 2026-01-17T00:00:00Z' '1 2 3'
+	reads '--until 2026-01-16T11:00:00Z' '1 2 3'
+	reads '--until 2026-01-16T10:59:59.999999Z' '1 2'
+	reads '--until 2026-01-17T15:00:00.123456+01:00' '1 2 3 4 5'
+	reads '--until 2026-01-17T15:00:00.123455+01:00' '1 2 3 4'
+	reads '--until 2025-12-31T23:59:59Z' ''
+}
+
+@test "--limit / -n and --reverse / -r" {
+	load_orders
+	reads '--limit 2' '1 2'
+	reads '-n 1' '1'
+	reads '--limit 99' '1 2 3 4 5 6 7'
+	reads '--reverse' '7 6 5 4 3 2 1'
+	reads '-r -n 2' '7 6'
+	reads '-r --to 3' '3 2 1'
+}
+
+@test "filters combine" {
+	load_orders
+	reads "-a $A --from 2 --to 4" '3'
+	reads '-t Order -e OrderCreated -c c-B' '4'
+	reads '-t Order --after 1 --until 2026-01-17T12:00:00Z --limit 2' '3 4'
+	reads '-c c-B --reverse --limit 2' '7 6'
+	reads "-a $B -e OrderCreated --after 4" ''
+}
+
+@test "an empty store prints nothing" {
+	cqrs-append </dev/null
+	reads '' ''
+	run --separate-stderr cqrs-read --verify
+	assert_success
+	assert_output 'verified 0 events'
+}
+
+# --- usage errors ------------------------------------------------------------
+
+@test "--from and --after together are 64" {
+	usage_error '--from and --after go alone' --from 1 --after 2
+	usage_error '--from and --after go alone' --after 2 --from 1
+}
+
+@test "bad option values are 64" {
+	usage_error "--from needs a non-negative integer: '-1'" --from -1
+	usage_error "--after needs a non-negative integer: 'x'" --after x
+	usage_error "--to needs a non-negative integer: '1.5'" --to 1.5
+	usage_error '--to needs a sequence of at least 1' --to 0
+	usage_error '--limit needs a positive count' --limit 0
+	usage_error "--limit needs a non-negative integer: ''" --limit ''
+	usage_error "--until: not an RFC 3339 time: 'yesterday'" --until yesterday
+	usage_error "--until: not an RFC 3339 time: '2026-02-29T00:00:00Z'" --until 2026-02-29T00:00:00Z
+	usage_error "--aggregate: not a UUID: 'nope'" --aggregate nope
+	usage_error "--aggregate-type: not a type name: '1x'" --aggregate-type 1x
+	usage_error "--event-type: not a type name: 'a b'" --event-type 'a b'
+	usage_error '--follow and --reverse go alone' --follow --reverse
+	usage_error '--follow and --until go alone' --follow --until 2026-01-01T00:00:00Z
+	[ ! -e "$CQRS_STORE" ]
+}
+
+@test "a bad option or an operand is 64 with the usage" {
+	usage="usage: cqrs-read [-fr] [-a id] [-c correlation-id] [-e event-type] [-n limit]
+                 [-s store] [-t aggregate-type] [--from seq | --after seq]
+                 [--to seq] [--until time] [--verify]"
+	usage_error "unrecognized option '--bogus'
+$usage" --bogus
+	usage_error "unexpected operand 'extra'
+$usage" extra
+}
+
+@test "--help is exit 0 on stdout, --version names the package" {
+	run --separate-stderr cqrs-read --help
+	assert_success
+	assert_equal "$stderr" ''
+	assert_line --index 0 'usage: cqrs-read [-fr] [-a id] [-c correlation-id] [-e event-type] [-n limit]'
+	for opt in --aggregate --aggregate-type --event-type --correlation --from --after --to \
+		--until --limit --reverse --follow --verify --store --help --version; do
+		assert_output --partial -- "$opt "
+	done
+	run --separate-stderr cqrs-read -V
+	assert_success
+	assert_output --regexp '^cqrs-read \(cqrs-tools\) [0-9]+\.[0-9]+'
+}
+
+@test "a missing store is 66 and is not created" {
+	run --separate-stderr cqrs-read
+	assert_failure 66
+	assert_output ''
+	assert_equal "$stderr" "cqrs-read: $CQRS_STORE: no such store"
+	[ ! -e "$CQRS_STORE" ]
+	run --separate-stderr cqrs-read --store nowhere/events.db --verify
+	assert_failure 66
+	assert_equal "$stderr" "cqrs-read: nowhere/events.db: no such store"
+	[ ! -e nowhere ]
+	run --separate-stderr cqrs-read --follow -s missing.db
+	assert_failure 66
+	[ ! -e missing.db ]
+}
+
+@test "an empty file or a directory is not a store" {
+	: >empty.db
+	run --separate-stderr cqrs-read -s empty.db
+	assert_failure 66
+	assert_equal "$stderr" 'cqrs-read: empty.db: store is empty or needs an upgrade'
+	mkdir dir.db
+	run --separate-stderr cqrs-read -s dir.db
+	assert_failure 66
+	assert_equal "$stderr" 'cqrs-read: dir.db: is a directory, not a store'
+}
+
+# --- pipes ---------------------------------------------------------------------
+
+@test "cqrs-read | head -1 ends quietly with status 0" {
+	for i in $(seq 5000); do ev "$A"; done | cqrs-append -q
+	run bash -c 'set -o pipefail; cqrs-read 2>err | head -1'
+	assert_success
+	assert_output --partial '{"sequence":1,'
+	assert_equal "$(cat err)" ''
+	run bash -c 'cqrs-read --reverse 2>err | head -c 10 >/dev/null; echo "${PIPESTATUS[0]}"'
+	assert_output 0
+	assert_equal "$(cat err)" ''
+}
+
+# --- the hash chain --------------------------------------------------------------
+
+@test "--verify passes on a good store" {
+	load_orders
+	run --separate-stderr cqrs-read --verify
+	assert_success
+	assert_equal "$stderr" ''
+	assert_output 'verified 7 events, head adc939d629f86304d7d96852d2a9e266a36b8cce679e94df097028223f7bc673'
+}
+
+@test "the chain is SHA-256 over the documented text, recomputable with sha256sum" {
+	load_orders
+	prev=0000000000000000000000000000000000000000000000000000000000000000
+	while IFS= read -r line; do
+		# data and metadata as stored bytes, not re-serialised
+		data=$(sed 's/.*,"data":\(.*\),"metadata":.*/\1/' <<<"$line")
+		meta=$(sed 's/.*,"metadata":\(.*\),"timestamp":.*/\1/' <<<"$line")
+		want=$(
+			{
+				echo "$prev"
+				jq -r '.event_id, .aggregate_id, .aggregate_type, .aggregate_version,
+					.event_type, .event_version, .timestamp' <<<"$line"
+				echo "$data"
+				echo "$meta"
+			} | sha256sum | cut -c1-64
+		)
+		assert_equal "$(jq -r .hash <<<"$line")" "$want"
+		prev=$want
+	done < <(cqrs-read)
+	assert_equal "$prev" adc939d629f86304d7d96852d2a9e266a36b8cce679e94df097028223f7bc673
+}
+
+@test "--verify finds an edited event" {
+	load_orders
+	sqlite3 "$CQRS_STORE" "DROP TRIGGER events_no_update;
+		UPDATE events SET data = '{\"payment_id\":\"x\",\"amount\":5.98,\"currency\":\"USD\"}' WHERE sequence = 3"
+	run --separate-stderr cqrs-read --verify
+	assert_failure 65
+	assert_output ''
+	assert_equal "$stderr" 'cqrs-read: sequence 3: hash chain broken after 2 good events: an event was edited, removed or reordered'
+}
+
+@test "--verify finds an edited timestamp, type or version" {
+	load_orders
+	sqlite3 "$CQRS_STORE" 'DROP TRIGGER events_no_update'
+	cp "$CQRS_STORE" pristine.db
+	for change in "timestamp = '2026-01-17T09:00:01.000000Z'" "event_type = 'OrderConfirmed'" \
+		"event_version = 2" "metadata = '{}'"; do
+		cp pristine.db "$CQRS_STORE"
+		rm -f "$CQRS_STORE-wal" "$CQRS_STORE-shm"
+		sqlite3 "$CQRS_STORE" "UPDATE events SET $change WHERE sequence = 4"
+		run --separate-stderr cqrs-read --verify
+		assert_failure 65
+		assert_equal "$stderr" 'cqrs-read: sequence 4: hash chain broken after 3 good events: an event was edited, removed or reordered'
+	done
+}
+
+@test "--verify finds a deleted event" {
+	load_orders
+	sqlite3 "$CQRS_STORE" 'DROP TRIGGER events_no_delete; DELETE FROM events WHERE sequence = 4'
+	run --separate-stderr cqrs-read --verify
+	assert_failure 65
+	assert_equal "$stderr" 'cqrs-read: sequence 5: hash chain broken after 3 good events: an event was edited, removed or reordered'
+	sqlite3 "$CQRS_STORE" 'DELETE FROM events WHERE sequence = 1'
+	run --separate-stderr cqrs-read --verify
+	assert_failure 65
+	assert_equal "$stderr" 'cqrs-read: sequence 2: hash chain broken after 0 good events: an event was edited, removed or reordered'
+}
+
+@test "a copy made by cqrs-read | cqrs-append is identical" {
+	load_orders
+	# and a few events with generated ids and timestamps
+	for i in 1 2 3; do ev "$B"; done | cqrs-append -q
+	cqrs-read >original.ndjson
+	run --separate-stderr bash -c 'set -o pipefail; cqrs-read | cqrs-append --store copy.db'
+	assert_success
+	assert_output "$(cat original.ndjson)"
+	run --separate-stderr cqrs-read --store copy.db
+	assert_output "$(cat original.ndjson)"
+	assert_equal "$(cqrs-read --store copy.db --verify)" "$(cqrs-read --verify)"
+	# copying again is a no-op: every event is already there
+	run --separate-stderr cqrs-append --store copy.db original.ndjson
+	assert_success
+	assert_output "$(cat original.ndjson)"
+	assert_equal "$(sqlite3 copy.db 'SELECT count(*) FROM events')" 10
+}
+
+# --- --follow ----------------------------------------------------------------
+
+@test "--follow sees events another process appends" {
+	cqrs-append -q < <(ev "$A")
+	timeout 10 cqrs-read --follow --limit 3 >out 2>err &
+	pid=$!
+	wait_lines out 1
+	cqrs-append -q < <(ev "$B")
+	cqrs-append -q < <(ev "$P")
+	status=0
+	wait "$pid" || status=$?
+	assert_equal "$status" 0
+	assert_equal "$(cat err)" ''
+	assert_equal "$(cat out)" "$(cqrs-read)"
+	assert_equal "$(jq -r .aggregate_id out | tr '\n' ' ')" "$A $B $P "
+}
+
+@test "--follow with filters and --after prints only what matches" {
+	load_orders
+	timeout 10 cqrs-read --follow --aggregate "$B" --after 4 --limit 2 >out 2>err &
+	pid=$!
+	wait_lines out 1
+	cqrs-append -q < <(ev "$A"; ev "$B")
+	status=0
+	wait "$pid" || status=$?
+	assert_equal "$status" 0
+	assert_equal "$(jq -r '"\(.sequence) \(.aggregate_version)"' out | tr '\n' ' ')" '7 2 9 3 '
+}
+
+@test "--follow stops at --to" {
+	cqrs-append -q < <(ev "$A")
+	timeout 10 cqrs-read --follow --to 2 >out 2>err &
+	pid=$!
+	wait_lines out 1
+	cqrs-append -q < <(ev "$A"; ev "$A")
+	status=0
+	wait "$pid" || status=$?
+	assert_equal "$status" 0
+	assert_equal "$(jq -r .sequence out | tr '\n' ' ')" '1 2 '
+}
+
+@test "--follow ends cleanly on SIGTERM" {
+	cqrs-append -q < <(ev "$A")
+	cqrs-read --follow >out 2>err &
+	pid=$!
+	wait_lines out 1
+	kill -TERM "$pid"
+	status=0
+	timeout 10 tail --pid="$pid" -f /dev/null
+	wait "$pid" || status=$?
+	assert_equal "$status" 0
+	assert_equal "$(cat err)" ''
+	assert_equal "$(wc -l <out)" 1
+}
+
+@test "--follow ends when its reader goes away" {
+	cqrs-append -q < <(ev "$A")
+	run --separate-stderr timeout 10 bash -c 'set -o pipefail; cqrs-read --follow | head -1'
+	assert_success
+	assert_equal "$stderr" ''
+	assert_output --partial '{"sequence":1,'
+	# and when it goes away while the follower waits for new events
+	run --separate-stderr timeout 10 bash -c '
+		set -o pipefail
+		cqrs-read --follow | { read -r first; cqrs-append -q <<<"$1"; read -r second; echo "$second"; }' \
+		_ "$(ev "$B")"
+	assert_success
+	assert_output --partial "{\"sequence\":2,"
+	assert_equal "$stderr" ''
+}
