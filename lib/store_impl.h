@@ -46,5 +46,8 @@ struct cqrs_cursor {
 const char *cqrs_sqlite_guard_vfs(bool enabled);
 
 cqrs_store *cqrs_sqlite_open(const char *path, enum cqrs_open_mode mode, cqrs_error *err);
+/* The SQLite connection of an embedded store, NULL for another backend:
+ * for saga_store.c, whose tables share the store's transactions. */
+struct sqlite3 *cqrs_sqlite_handle(cqrs_store *st);
 
 #endif

@@ -25,7 +25,7 @@
 #include "banned.h"
 
 #define APPLICATION_ID		0x43515253 /* "CQRS" */
-#define SCHEMA_VERSION		1
+#define SCHEMA_VERSION		2
 #define DEFAULT_BUSY_TIMEOUT_MS 5000
 /* Writers keep the random-key indexes hot; a reader streams, so a small
  * cache is enough and memory stays flat however large the store. */
@@ -107,11 +107,32 @@ static const char schema_v1[] =
 	UUID_SQL("aggregate_id") " AS aggregate_id,"
 	" aggregate_type, aggregate_version, event_type, event_version, data, metadata,"
 	" timestamp, lower(hex(hash)) AS hash, correlation_id FROM events;";
+/* Version 2: what the saga runner (saga_store.c) keeps between runs:
+ * scheduling of retries and deadlines, an optimistic revision per instance,
+ * the event that started it, and circuit breakers. */
+static const char schema_v2[] =
+	"ALTER TABLE saga_instances ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE saga_instances ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE saga_instances ADD COLUMN next_attempt_at TEXT;"
+	"ALTER TABLE saga_instances ADD COLUMN deadline_at TEXT;"
+	"ALTER TABLE saga_instances ADD COLUMN start_sequence INTEGER;"
+	"ALTER TABLE saga_instances ADD COLUMN outcome TEXT;"
+	"ALTER TABLE saga_instances ADD COLUMN last_error TEXT;"
+	"CREATE UNIQUE INDEX saga_instances_start ON saga_instances(saga_type, start_sequence);"
+	"CREATE INDEX saga_instances_due ON saga_instances(next_attempt_at)"
+	" WHERE status IN ('RUNNING', 'COMPENSATING');"
+	"CREATE TABLE saga_breakers ("
+	" name TEXT PRIMARY KEY,"
+	" state TEXT NOT NULL CHECK (state IN ('closed', 'open', 'half_open')),"
+	" failures INTEGER NOT NULL DEFAULT 0,"
+	" opened_at TEXT,"
+	" updated_at TEXT NOT NULL"
+	");";
 /* clang-format on */
 
 /* The last applied migration is SCHEMA_VERSION; migrations[i] takes a store
  * from version i to i + 1. */
-static const char *const migrations[SCHEMA_VERSION] = { schema_v1 };
+static const char *const migrations[SCHEMA_VERSION] = { schema_v1, schema_v2 };
 
 struct version_slot {
 	uint8_t id[CQRS_UUID_LEN];
@@ -1004,6 +1025,15 @@ static int sqlite_wait(cqrs_store *st, int timeout_ms, const int *fds, int nfds,
 		;
 	s->settle_rounds = SETTLE_ROUNDS;
 	return 1;
+}
+
+/* The saga runner's tables live in the same file and must change in the
+ * same transactions as the events; saga_store.c reaches them here. */
+struct sqlite3 *cqrs_sqlite_handle(cqrs_store *st)
+{
+	if (st == NULL || st->ops != &sqlite_ops)
+		return NULL;
+	return ((struct sqlite_store *)st)->db;
 }
 
 static const struct cqrs_store_ops sqlite_ops = {
