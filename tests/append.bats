@@ -663,12 +663,13 @@ usage: cqrs-append [-nq] [-b count] [-e version] [-s store] [--no-sync] [file ..
 wal'
 	# the -wal and -shm files, seen while another connection holds them
 	coproc HOLD { sqlite3 "$CQRS_STORE"; }
+	holder=$HOLD_PID
 	echo "BEGIN; SELECT count(*) FROM events;" >&"${HOLD[1]}"
 	read -r -t 10 n <&"${HOLD[0]}"
 	assert_equal "$n" 1
 	assert_equal "$(stat -c %a "$CQRS_STORE-wal" "$CQRS_STORE-shm" | tr '\n' ' ')" '600 600 '
 	exec {HOLD[1]}>&-
-	wait "$HOLD_PID"
+	wait "$holder"
 }
 
 @test "the event_log view shows text UUIDs" {
@@ -728,6 +729,7 @@ wal'
 @test "a busy store is exit 75 and nothing is stored" {
 	cqrs-append -q < <(ev "$A")
 	coproc LOCK { sqlite3 "$CQRS_STORE"; }
+	holder=$LOCK_PID
 	echo "BEGIN IMMEDIATE; SELECT 'locked';" >&"${LOCK[1]}"
 	read -r -t 10 got <&"${LOCK[0]}"
 	assert_equal "$got" locked
@@ -741,7 +743,7 @@ cqrs-append: nothing was stored"
 	assert_success
 	assert_equal "${#lines[@]}" 1
 	exec {LOCK[1]}>&-
-	wait "$LOCK_PID"
+	wait "$holder"
 	assert_equal "$(stored_count)" 1
 	run --separate-stderr cqrs-append -q < <(ev "$A")
 	assert_success
