@@ -63,3 +63,31 @@ id2=22222222-2222-4222-8222-222222222222
 	assert_success
 	assert_output --partial "verified 3 events"
 }
+
+@test "kill -9 in the middle of a large append leaves the batch whole or absent" {
+	event "$id1" | cqrs-append --quiet
+	for i in $(seq 1 20000); do
+		printf '{"aggregate_id":"%s","aggregate_type":"Order","event_type":"OrderNoted","data":{"n":%d,"pad":"%s"}}\n' \
+			"$id2" "$i" "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+	done >big.ndjson
+	killed=0
+	for round in 1 2 3; do
+		cqrs-append --quiet big.ndjson &
+		pid=$!
+		# wait (bounded) until the writer has put pages into the WAL, then kill it
+		for _ in $(seq 1 2000); do
+			size=$(stat -c %s "$CQRS_STORE-wal" 2>/dev/null || echo 0)
+			[ "$size" -gt 4000000 ] && break
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.005
+		done
+		kill -9 "$pid" 2>/dev/null && killed=$((killed + 1))
+		wait "$pid" || true
+		count=$(stored_count)
+		[ $(((count - 1) % 20000)) -eq 0 ] ||
+			fail "round $round: $count events: neither whole nor absent"
+		run cqrs-read --verify
+		assert_success
+	done
+	[ "$killed" -gt 0 ] || skip "the writer always finished before the kill"
+}
