@@ -13,7 +13,7 @@
  */
 #include "config.h"
 
-#include <openssl/evp.h>
+#include <nettle/sha2.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -115,13 +115,11 @@ static void digest(const struct aggregate *a, int64_t version, const char *event
 	int n = snprintf(head, sizeof head, "cqrs-snapshot %d\n%s\n%s\n%lld\n%.64s\n",
 			 SNAPSHOT_FORMAT, id, domain_of(a->kind)->type, (long long)version,
 			 event_hash);
-	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-	unsigned int len = 0;
-	if (ctx == NULL || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1 ||
-	    EVP_DigestUpdate(ctx, head, (size_t)n) != 1 ||
-	    EVP_DigestUpdate(ctx, state, state_len) != 1 || EVP_DigestFinal_ex(ctx, out, &len) != 1)
-		abort();
-	EVP_MD_CTX_free(ctx);
+	struct sha256_ctx ctx;
+	sha256_init(&ctx);
+	sha256_update(&ctx, (size_t)n, (const uint8_t *)head);
+	sha256_update(&ctx, state_len, (const uint8_t *)state);
+	sha256_digest(&ctx, 32, out);
 }
 
 static int hex_to_bytes(const char *v, size_t n, uint8_t *out, size_t outlen)
@@ -132,7 +130,9 @@ static int hex_to_bytes(const char *v, size_t n, uint8_t *out, size_t outlen)
 		int b = 0;
 		for (int k = 0; k < 2; k++) {
 			char c = v[1 + 2 * i + (size_t)k];
-			int x = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+			int x = c >= '0' && c <= '9'   ? c - '0'
+				: c >= 'a' && c <= 'f' ? c - 'a' + 10
+						       : -1;
 			if (x < 0)
 				return -1;
 			b = b * 16 + x;
@@ -161,7 +161,8 @@ static int from_snapshot(struct agg_loader *l, struct aggregate *a, int64_t curr
 		 text[0] == '{' && cqrs_json_get(text, len, "format", &v, &vn) && vn == 1 &&
 		 v[0] == '0' + SNAPSHOT_FORMAT &&
 		 cqrs_json_get(text, len, "aggregate_type", &type, &type_len) &&
-		 type_len == strlen(dom->type) + 2 && memcmp(type + 1, dom->type, type_len - 2) == 0 &&
+		 type_len == strlen(dom->type) + 2 &&
+		 memcmp(type + 1, dom->type, type_len - 2) == 0 &&
 		 cqrs_json_get(text, len, "event_hash", &v, &vn) &&
 		 hex_to_bytes(v, vn, event_hash, CQRS_HASH_LEN) == 0 &&
 		 cqrs_json_get(text, len, "sha256", &v, &vn) && hex_to_bytes(v, vn, sum, 32) == 0 &&
@@ -268,6 +269,7 @@ int agg_load(struct agg_loader *l, enum agg_kind kind, const uint8_t id[CQRS_UUI
 	memset(out, 0, sizeof *out);
 	out->kind = kind;
 	memcpy(out->id, id, CQRS_UUID_LEN);
+	l->last_snapshot = 0;
 	int64_t current = cqrs_store_aggregate_version(l->st, id, err);
 	if (current < 0)
 		return -1;
@@ -289,11 +291,13 @@ int agg_load(struct agg_loader *l, enum agg_kind kind, const uint8_t id[CQRS_UUI
 		if (r < 0)
 			return -1;
 		if (r == 1) {
+			int64_t at = out->version;
 			r = fold_rest(l, out, true, err);
 			if (r < 0)
 				return -1;
 			if (r == 0) {
 				l->snapshots_used++;
+				l->last_snapshot = at;
 				*c = *out;
 				return 0;
 			}

@@ -97,6 +97,11 @@ int cqrs_input_next(cqrs_input *in, char **line, size_t *len, cqrs_error *err);
 const char *cqrs_input_name(const cqrs_input *in);
 long cqrs_input_lineno(const cqrs_input *in);
 void cqrs_input_close(cqrs_input *in);
+/* True when cqrs_input_next would return without waiting for a writer: a
+ * whole line is buffered, the input ended, or a file (not a pipe) is next.
+ * May read what is ready; the last line returned is then no longer valid.
+ * Lets a tool commit a batch while its writer pauses. */
+bool cqrs_input_ready(cqrs_input *in);
 
 /* --- strict JSON (json.c) ------------------------------------------------- */
 
@@ -276,5 +281,136 @@ int64_t cqrs_store_counter_next(cqrs_store *st, const char *name, cqrs_error *er
 /* Verifies the hash chain from the first event to the last; on a break,
  * *bad_sequence is the first event that does not verify. */
 int cqrs_store_verify(cqrs_store *st, int64_t *checked, int64_t *bad_sequence, cqrs_error *err);
+
+/* --- the command side (command.c, aggregate.c, domain_*.c) ------------------
+ * Commands are JSON objects (cqrs-command(1)); a commander checks each
+ * against the current state of its aggregate and turns it into events or
+ * a rejection.  The saga runs commands in-process through the same calls. */
+
+#define CQRS_SNAPSHOT_EVERY_DEFAULT 100
+
+struct cqrs_command_options {
+	int64_t snapshot_every;	    /* snapshot an aggregate every N events; 0: never */
+	const char *user_id;	    /* metadata.user_id of commands that carry none */
+	const char *correlation_id; /* of commands that carry none; NULL: the order's or new */
+	int max_attempts;	    /* load-decide-append rounds on a version conflict; 0: 5 */
+	bool ignore_snapshots;	    /* load aggregates from their events alone */
+};
+
+enum cqrs_command_status {
+	CQRS_COMMAND_ACCEPTED,
+	CQRS_COMMAND_REJECTED,
+};
+
+typedef struct cqrs_command_result {
+	int status;	       /* enum cqrs_command_status */
+	bool replayed;	       /* command_id was handled before: its original result */
+	char aggregate_id[37]; /* "" when a rejected command named none */
+	char reason[512];      /* rejected: why, for people */
+	int64_t first_sequence, last_sequence; /* accepted: its events' sequences */
+	char *line;	       /* the result line (cqrs-command(1)), no newline; malloc'd */
+	size_t len;
+} cqrs_command_result;
+
+typedef struct cqrs_commander cqrs_commander;
+
+/* opt NULL: snapshots every CQRS_SNAPSHOT_EVERY_DEFAULT events, no user. */
+cqrs_commander *cqrs_commander_new(cqrs_store *st, const struct cqrs_command_options *opt,
+				   cqrs_error *err);
+void cqrs_commander_free(cqrs_commander *cmd);
+/* Handles one command line (compacted in place).  Outside a batch it runs
+ * in its own transaction, committed before it returns.  Returns 0 with
+ * *res filled (free it with cqrs_command_result_free), or -1 with *err:
+ * CQRS_EXIT_DATAERR (bad command) and CQRS_EXIT_CONFLICT (gave up after
+ * retries) changed nothing and leave a batch usable; any other code means
+ * the batch must be rolled back. */
+int cqrs_commander_handle(cqrs_commander *cmd, char *line, size_t len, cqrs_command_result *res,
+			  cqrs_error *err);
+void cqrs_command_result_free(cqrs_command_result *res);
+/* Group commit: commands handled between begin and commit share one
+ * transaction; their results are durable only once commit returns 0. */
+int cqrs_commander_begin(cqrs_commander *cmd, cqrs_error *err);
+int cqrs_commander_commit(cqrs_commander *cmd, cqrs_error *err);
+void cqrs_commander_rollback(cqrs_commander *cmd);
+/* The state a command on aggregate id would be decided against, as one
+ * JSON object (malloc'd); CQRS_EXIT_NOT_FOUND when it has no events. */
+int cqrs_commander_state(cqrs_commander *cmd, const uint8_t id[CQRS_UUID_LEN], char **json,
+			 cqrs_error *err);
+
+/* --- read models: projections, views, queries ---------------------------
+ * (projection.c, projector.c, views.c, rebuild.c, query.c, rows.c; the
+ * formats are in cqrs-projection(5), cqrs-project(1), cqrs-query(1)) */
+
+/* Projection files, loaded and checked.  Errors name FILE:LINE, code 78. */
+typedef struct cqrs_projections cqrs_projections;
+cqrs_projections *cqrs_projections_new(void);
+int cqrs_projections_load(cqrs_projections *ps, const char *path, cqrs_error *err);
+/* Compiles every statement against an empty database; the first use of
+ * the set does it too. */
+int cqrs_projections_check(cqrs_projections *ps, cqrs_error *err);
+size_t cqrs_projections_count(const cqrs_projections *ps);
+const char *cqrs_projections_name(const cqrs_projections *ps, size_t i);
+void cqrs_projections_free(cqrs_projections *ps);
+
+/* Serialises cqrs-project runs on one views file (flock on VIEWS.lock).
+ * Returns the lock's descriptor, or -1: code 75 when another run holds it
+ * and wait is false. */
+int cqrs_views_lock(const char *views_path, bool wait, cqrs_error *err);
+void cqrs_views_unlock(int fd);
+
+/* Applying events to the views exactly once: a batch of events and the
+ * projections' checkpoints commit in one transaction. */
+typedef struct cqrs_projector cqrs_projector;
+#define CQRS_PROJECT_SCRATCH 1u /* a new file for one process: no journal, no fsync */
+cqrs_projector *cqrs_projector_open(const char *views_path, cqrs_projections *ps, unsigned flags,
+				    cqrs_error *err);
+void cqrs_projector_close(cqrs_projector *p); /* rolls back what is not committed */
+void cqrs_projector_set_batch(cqrs_projector *p, int64_t events_per_commit);
+/* Check the hash chain at every event (input that is not the store). */
+void cqrs_projector_set_verify(cqrs_projector *p, bool every_event);
+void cqrs_projector_set_progress(cqrs_projector *p, bool on, const char *what);
+/* Apply nothing after sequence stop to one projection (NULL: all). */
+int cqrs_projector_set_stop(cqrs_projector *p, const char *projection, int64_t stop);
+/* Under the lock, before applying: registers new projections, refuses
+ * changed ones (code 78), loads the checkpoints. */
+int cqrs_projector_sync(cqrs_projector *p, cqrs_error *err);
+/* The lowest checkpoint: where reading the store resumes. */
+int64_t cqrs_projector_position(const cqrs_projector *p);
+int64_t cqrs_projector_applied(const cqrs_projector *p);
+int cqrs_projector_apply(cqrs_projector *p, const cqrs_event *ev, cqrs_error *err);
+/* One input event: skipped when already applied; a gap before it is read
+ * from the store (opened on first need into *st). */
+int cqrs_projector_feed(cqrs_projector *p, const cqrs_event *ev, const char *store_path,
+			cqrs_store **st, cqrs_error *err);
+int cqrs_projector_commit(cqrs_projector *p, cqrs_error *err);
+void cqrs_projector_rollback(cqrs_projector *p);
+/* Everything after the checkpoints, up to sequence to and time until
+ * (0 and NULL: all). */
+int cqrs_projector_catch_up(cqrs_projector *p, cqrs_store *st, int64_t to, const char *until,
+			    cqrs_error *err);
+
+/* Whole views files built from the history (rebuild.c). */
+typedef struct cqrs_build_opts {
+	int64_t batch;	   /* events per commit; 0: the default */
+	bool progress;	   /* on stderr */
+	bool force;	   /* rebuild: drop projections that are not loaded */
+	int64_t to;	   /* history: up to this sequence; 0: all */
+	const char *until; /* history: up to this normalised time; NULL: all */
+} cqrs_build_opts;
+/* Replays every event into a scratch file, then replaces the views'
+ * content in one transaction: readers see the old views until then. */
+int cqrs_views_rebuild(const char *views_path, cqrs_store *st, cqrs_projections *ps,
+		       const cqrs_build_opts *o, cqrs_error *err);
+/* A separate views file as of o->to / o->until; output must not exist. */
+int cqrs_views_build(const char *output, cqrs_store *st, cqrs_projections *ps,
+		     const cqrs_build_opts *o, cqrs_error *err);
+/* Rebuilds into a scratch file up to the live checkpoints and prints per
+ * table the rows added, removed and changed.  Returns 0 when the same,
+ * 1 when different, -1 on error. */
+int cqrs_views_diff(const char *views_path, cqrs_store *st, cqrs_projections *ps,
+		    const cqrs_build_opts *o, FILE *out, cqrs_error *err);
+/* One NDJSON line per projection: its checkpoint and how far behind. */
+int cqrs_views_lag(const char *views_path, cqrs_store *st, cqrs_projections *ps, FILE *out,
+		   cqrs_error *err);
 
 #endif

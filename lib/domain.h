@@ -122,7 +122,7 @@ enum cmd_type {
 
 struct cmd_item {
 	uint8_t product_id[CQRS_UUID_LEN];
-	char sku[DOM_ID]; /* "" when absent: taken from the product */
+	char sku[DOM_ID];		   /* "" when absent: taken from the product */
 	const char *quantity, *unit_price; /* raw JSON number text */
 	size_t quantity_len, unit_price_len;
 };
@@ -220,8 +220,8 @@ const struct domain *domain_of(enum agg_kind kind);
 
 int order_create(const struct command *c, const struct aggregate *a, const struct decide_ctx *ctx,
 		 struct decision *d, cqrs_error *err);
-int order_confirm(const struct command *c, const struct aggregate *a,
-		  const struct decide_ctx *ctx, struct decision *d, cqrs_error *err);
+int order_confirm(const struct command *c, const struct aggregate *a, const struct decide_ctx *ctx,
+		  struct decision *d, cqrs_error *err);
 int order_pay(const struct command *c, const struct aggregate *a, const struct decide_ctx *ctx,
 	      struct decision *d, cqrs_error *err);
 int order_ship(const struct command *c, const struct aggregate *a, const struct decide_ctx *ctx,
@@ -240,8 +240,8 @@ int payment_authorize(const struct command *c, const struct aggregate *a,
 		      const struct decide_ctx *ctx, struct decision *d, cqrs_error *err);
 int payment_capture(const struct command *c, const struct aggregate *a,
 		    const struct decide_ctx *ctx, struct decision *d, cqrs_error *err);
-int payment_refund(const struct command *c, const struct aggregate *a,
-		   const struct decide_ctx *ctx, struct decision *d, cqrs_error *err);
+int payment_refund(const struct command *c, const struct aggregate *a, const struct decide_ctx *ctx,
+		   struct decision *d, cqrs_error *err);
 int payment_void(const struct command *c, const struct aggregate *a, const struct decide_ctx *ctx,
 		 struct decision *d, cqrs_error *err);
 
@@ -272,6 +272,7 @@ struct agg_loader {
 	struct jbuf scratch;
 	/* counters for tests and benchmarks */
 	int64_t snapshots_used, snapshots_ignored, events_folded;
+	int64_t last_snapshot; /* version of the snapshot the last load began at */
 };
 
 int agg_loader_init(struct agg_loader *l, cqrs_store *st, int64_t snapshot_every,

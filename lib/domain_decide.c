@@ -111,8 +111,7 @@ bool reject_amount(struct decision *d, const char *what, const char *text, size_
 	return false;
 }
 
-bool reject_quantity(struct decision *d, const char *what, const char *text, size_t len,
-		     int64_t *q)
+bool reject_quantity(struct decision *d, const char *what, const char *text, size_t len, int64_t *q)
 {
 	if (parse_count(text, len, q) == 0)
 		return false;

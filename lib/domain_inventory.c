@@ -77,7 +77,8 @@ static void save(const struct aggregate *a, struct jbuf *b)
 static int restore(struct aggregate *a, const char *j, size_t n)
 {
 	struct inventory_state *s = &a->u.inv;
-	if (jv_bool(j, n, "exists", &s->exists) < 0 || jv_count(j, n, "available", &s->available) < 0 ||
+	if (jv_bool(j, n, "exists", &s->exists) < 0 ||
+	    jv_count(j, n, "available", &s->available) < 0 ||
 	    jv_count(j, n, "reserved", &s->reserved) < 0 || s->available > DOM_MAX_STOCK ||
 	    s->reserved > DOM_MAX_STOCK)
 		return -1;

@@ -86,15 +86,17 @@ static void save(const struct aggregate *a, struct jbuf *b)
 static int restore(struct aggregate *a, const char *s, size_t n)
 {
 	struct order_state *o = &a->u.order;
-	if (jv_bool(s, n, "exists", &o->exists) < 0 || jv_bool(s, n, "confirmed", &o->confirmed) < 0 ||
-	    jv_bool(s, n, "paid", &o->paid) < 0 || jv_bool(s, n, "shipped", &o->shipped) < 0 ||
+	if (jv_bool(s, n, "exists", &o->exists) < 0 ||
+	    jv_bool(s, n, "confirmed", &o->confirmed) < 0 || jv_bool(s, n, "paid", &o->paid) < 0 ||
+	    jv_bool(s, n, "shipped", &o->shipped) < 0 ||
 	    jv_bool(s, n, "cancelled", &o->cancelled) < 0)
 		return -1;
 	if (!o->exists)
 		return 0;
 	if (jv_string(s, n, "order_number", o->number, sizeof o->number) < 0 ||
 	    jv_string(s, n, "currency", o->currency, sizeof o->currency) < 0 ||
-	    !cqrs_currency_valid(o->currency) || jv_money(s, n, "total", o->currency, &o->total) < 0)
+	    !cqrs_currency_valid(o->currency) ||
+	    jv_money(s, n, "total", o->currency, &o->total) < 0)
 		return -1;
 	return 0;
 }
@@ -174,8 +176,8 @@ int order_create(const struct command *c, const struct aggregate *a, const struc
 	return 0;
 }
 
-int order_confirm(const struct command *c, const struct aggregate *a,
-		  const struct decide_ctx *ctx, struct decision *d, cqrs_error *err)
+int order_confirm(const struct command *c, const struct aggregate *a, const struct decide_ctx *ctx,
+		  struct decision *d, cqrs_error *err)
 {
 	(void)ctx;
 	(void)err;
@@ -215,7 +217,8 @@ int order_pay(const struct command *c, const struct aggregate *a, const struct d
 	if (o->paid)
 		return reject(d, "order %s has already been paid", name);
 	if (HAS(c, F_CURRENCY) && strcmp(c->currency, o->currency) != 0)
-		return reject(d, "payment currency '%s' does not match the currency of order %s (%s)",
+		return reject(d,
+			      "payment currency '%s' does not match the currency of order %s (%s)",
 			      c->currency, name, o->currency);
 	int64_t amount;
 	if (reject_amount(d, "amount", c->amount, c->amount_len, o->currency, &amount))

@@ -156,16 +156,17 @@ int payment_capture(const struct command *c, const struct aggregate *a,
 	if (amount == 0)
 		return reject(d, "amount must be positive");
 	if (amount > left)
-		return reject(d, "cannot capture %s from payment %s: only %s of the authorization "
-				 "is left",
+		return reject(d,
+			      "cannot capture %s from payment %s: only %s of the authorization "
+			      "is left",
 			      money(amount, p->currency, m1, sizeof m1), id,
 			      money(left, p->currency, m2, sizeof m2));
 	amount_event(d, "PaymentCaptured", p, amount);
 	return 0;
 }
 
-int payment_refund(const struct command *c, const struct aggregate *a,
-		   const struct decide_ctx *ctx, struct decision *d, cqrs_error *err)
+int payment_refund(const struct command *c, const struct aggregate *a, const struct decide_ctx *ctx,
+		   struct decision *d, cqrs_error *err)
 {
 	(void)ctx;
 	(void)err;
@@ -181,8 +182,9 @@ int payment_refund(const struct command *c, const struct aggregate *a,
 		return reject(d, "amount must be positive");
 	int64_t left = p->captured - p->refunded;
 	if (amount > left)
-		return reject(d, "cannot refund %s from payment %s: only %s of what was captured "
-				 "is left to refund",
+		return reject(d,
+			      "cannot refund %s from payment %s: only %s of what was captured "
+			      "is left to refund",
 			      money(amount, p->currency, m1, sizeof m1), id,
 			      money(left, p->currency, m2, sizeof m2));
 	amount_event(d, "PaymentRefunded", p, amount);

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -191,4 +192,35 @@ int cqrs_input_next(cqrs_input *in, char **line, size_t *len, cqrs_error *err)
 		*len = n;
 		return 1;
 	}
+}
+
+static bool line_buffered(const cqrs_input *in)
+{
+	return in->eof || memchr(in->buf + in->start, '\n', in->end - in->start) != NULL;
+}
+
+bool cqrs_input_ready(cqrs_input *in)
+{
+	int fd = in->fd;
+	if (fd < 0) {
+		/* between operands: only stdin can keep us waiting */
+		bool stdin_next = in->npaths == 0 ? in->next_path == 0
+						  : in->next_path < in->npaths &&
+							    strcmp(in->paths[in->next_path], "-") == 0;
+		if (!stdin_next)
+			return true;
+		fd = STDIN_FILENO;
+	} else if (line_buffered(in)) {
+		return true;
+	}
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	if (poll(&p, 1, 0) != 1)
+		return false;
+	if (in->fd < 0 || in->end - in->start > CQRS_MAX_LINE)
+		return true;
+	/* Readable: take what is there (this read does not block) and see
+	 * whether it completes a line. */
+	if (fill(in, NULL) < 0)
+		return true;
+	return line_buffered(in);
 }

@@ -1,0 +1,566 @@
+/* cqrs-command: turn commands into events, or reject them, one result line each. */
+#include "config.h"
+
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cqrs.h"
+#include "banned.h"
+
+static const char usage_text[] =
+	"usage: cqrs-command [-q] [-b count] [-c correlation-id] [-s store] [-u user]\n"
+	"                    [--snapshot-every count] [--ignore-snapshots] [file ...]\n"
+	"       cqrs-command [options] verb [--flag value ...]\n"
+	"       cqrs-command [-s store] [--ignore-snapshots] show aggregate-id\n";
+
+static void usage(int code)
+{
+	fputs(usage_text, code ? stderr : stdout);
+	if (code == 0)
+		fputs("\n"
+		      "  -b, --batch COUNT          commands per transaction (default 256)\n"
+		      "  -c, --correlation-id ID    correlation id of commands that carry none\n"
+		      "  -q, --quiet                print no result lines\n"
+		      "  -s, --store PATH           event store (default: $CQRS_STORE)\n"
+		      "  -u, --user USER            user_id of commands that carry none\n"
+		      "      --snapshot-every N     snapshot an aggregate every N events (default\n"
+		      "                             100; 0: never)\n"
+		      "      --ignore-snapshots     load aggregates from their events alone\n"
+		      "  -h, --help                 show this help\n"
+		      "  -V, --version              show the version\n"
+		      "\n"
+		      "verbs and their flags ([] optional; every verb takes [--command-id ID]):\n"
+		      "  create-order --customer ID --item PRODUCT:QTY:PRICE[:SKU] ... --currency "
+		      "CUR\n"
+		      "               --ship-to NAME,STREET,CITY,POSTAL-CODE,COUNTRY [--order "
+		      "UUID]\n"
+		      "  confirm-order --order UUID [--note TEXT]\n"
+		      "  confirm-payment --order UUID --payment UUID --amount AMOUNT [--currency "
+		      "CUR]\n"
+		      "  ship-order --order UUID --carrier NAME --tracking NUMBER [--shipped-at "
+		      "TIME]\n"
+		      "  cancel-order --order UUID --reason TEXT\n"
+		      "  register-product --sku SKU --name NAME [--product UUID] [--quantity N]\n"
+		      "  replenish-stock --product UUID --quantity N\n"
+		      "  reserve-inventory --product UUID --order UUID --quantity N\n"
+		      "  release-inventory --product UUID --order UUID --quantity N\n"
+		      "  authorize-payment --order UUID --amount AMOUNT --currency CUR [--payment "
+		      "UUID]\n"
+		      "  capture-payment --payment UUID [--amount AMOUNT]\n"
+		      "  refund-payment --payment UUID --amount AMOUNT\n"
+		      "  void-authorization --payment UUID\n",
+		      stdout);
+	exit(code);
+}
+
+/* The friendly form's flags; each becomes one field of the command. */
+enum flag {
+	FL_COMMAND_ID,
+	FL_CUSTOMER,
+	FL_ITEM,
+	FL_CURRENCY,
+	FL_SHIP_TO,
+	FL_ORDER,
+	FL_NOTE,
+	FL_PAYMENT,
+	FL_AMOUNT,
+	FL_CARRIER,
+	FL_TRACKING,
+	FL_SHIPPED_AT,
+	FL_REASON,
+	FL_SKU,
+	FL_NAME,
+	FL_PRODUCT,
+	FL_QUANTITY,
+	FL_COUNT
+};
+
+static const struct {
+	const char *option, *field;
+	enum { TEXT, NUMBER, SPECIAL } kind;
+} flags[FL_COUNT] = {
+	[FL_COMMAND_ID] = { "command-id", "command_id", TEXT },
+	[FL_CUSTOMER] = { "customer", "customer_id", TEXT },
+	[FL_ITEM] = { "item", "items", SPECIAL },
+	[FL_CURRENCY] = { "currency", "currency", TEXT },
+	[FL_SHIP_TO] = { "ship-to", "shipping_address", SPECIAL },
+	[FL_ORDER] = { "order", "order_id", TEXT },
+	[FL_NOTE] = { "note", "note", TEXT },
+	[FL_PAYMENT] = { "payment", "payment_id", TEXT },
+	[FL_AMOUNT] = { "amount", "amount", NUMBER },
+	[FL_CARRIER] = { "carrier", "carrier", TEXT },
+	[FL_TRACKING] = { "tracking", "tracking_number", TEXT },
+	[FL_SHIPPED_AT] = { "shipped-at", "shipped_at", TEXT },
+	[FL_REASON] = { "reason", "reason", TEXT },
+	[FL_SKU] = { "sku", "sku", TEXT },
+	[FL_NAME] = { "name", "name", TEXT },
+	[FL_PRODUCT] = { "product", "product_id", TEXT },
+	[FL_QUANTITY] = { "quantity", "quantity", NUMBER },
+};
+
+#define F(x) (1u << (x))
+
+static const struct verb {
+	const char *name, *type;
+	unsigned required, optional;
+} verbs[] = {
+	{ "create-order", "CreateOrder",
+	  F(FL_CUSTOMER) | F(FL_ITEM) | F(FL_CURRENCY) | F(FL_SHIP_TO), F(FL_ORDER) },
+	{ "confirm-order", "ConfirmOrder", F(FL_ORDER), F(FL_NOTE) },
+	{ "confirm-payment", "ConfirmPayment", F(FL_ORDER) | F(FL_PAYMENT) | F(FL_AMOUNT),
+	  F(FL_CURRENCY) },
+	{ "ship-order", "ShipOrder", F(FL_ORDER) | F(FL_CARRIER) | F(FL_TRACKING),
+	  F(FL_SHIPPED_AT) },
+	{ "cancel-order", "CancelOrder", F(FL_ORDER) | F(FL_REASON), 0 },
+	{ "register-product", "RegisterProduct", F(FL_SKU) | F(FL_NAME),
+	  F(FL_PRODUCT) | F(FL_QUANTITY) },
+	{ "replenish-stock", "ReplenishStock", F(FL_PRODUCT) | F(FL_QUANTITY), 0 },
+	{ "reserve-inventory", "ReserveInventory", F(FL_PRODUCT) | F(FL_ORDER) | F(FL_QUANTITY),
+	  0 },
+	{ "release-inventory", "ReleaseInventory", F(FL_PRODUCT) | F(FL_ORDER) | F(FL_QUANTITY),
+	  0 },
+	{ "authorize-payment", "AuthorizePayment", F(FL_ORDER) | F(FL_AMOUNT) | F(FL_CURRENCY),
+	  F(FL_PAYMENT) },
+	{ "capture-payment", "CapturePayment", F(FL_PAYMENT), F(FL_AMOUNT) },
+	{ "refund-payment", "RefundPayment", F(FL_PAYMENT) | F(FL_AMOUNT), 0 },
+	{ "void-authorization", "VoidAuthorization", F(FL_PAYMENT), 0 },
+};
+
+static const struct verb *find_verb(const char *name)
+{
+	for (size_t i = 0; i < sizeof verbs / sizeof *verbs; i++)
+		if (strcmp(verbs[i].name, name) == 0)
+			return &verbs[i];
+	return NULL;
+}
+
+/* A JSON number as RFC 8259 writes it, so that it can go in raw. */
+static bool json_number(const char *s, size_t n)
+{
+	size_t i = 0;
+	if (i < n && s[i] == '-')
+		i++;
+	if (i >= n || s[i] < '0' || s[i] > '9')
+		return false;
+	if (s[i] == '0')
+		i++;
+	else
+		while (i < n && s[i] >= '0' && s[i] <= '9')
+			i++;
+	if (i < n && s[i] == '.') {
+		size_t d = ++i;
+		while (i < n && s[i] >= '0' && s[i] <= '9')
+			i++;
+		if (i == d)
+			return false;
+	}
+	if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+		i++;
+		if (i < n && (s[i] == '+' || s[i] == '-'))
+			i++;
+		size_t d = i;
+		while (i < n && s[i] >= '0' && s[i] <= '9')
+			i++;
+		if (i == d)
+			return false;
+	}
+	return i == n;
+}
+
+static void put_string(FILE *f, const char *s)
+{
+	cqrs_json_write_string(f, s, strlen(s));
+}
+
+static void put_number(FILE *f, const char *option, const char *s)
+{
+	if (!json_number(s, strlen(s)))
+		cqrs_die(CQRS_EXIT_USAGE, "--%s needs a number: '%s'", option, s);
+	fputs(s, f);
+}
+
+/* PRODUCT:QTY:PRICE[:SKU] */
+static void put_item(FILE *f, const char *arg)
+{
+	const char *p[4] = { arg, NULL, NULL, NULL };
+	size_t n[4] = { 0 };
+	int k = 0;
+	for (const char *s = arg;; s++) {
+		if (*s == '\0' || (*s == ':' && k < 3)) {
+			n[k] = (size_t)(s - p[k]);
+			if (*s == '\0')
+				break;
+			p[++k] = s + 1;
+		}
+	}
+	if (k < 2)
+		cqrs_die(CQRS_EXIT_USAGE, "--item needs PRODUCT:QUANTITY:PRICE[:SKU]: '%s'", arg);
+	if (!json_number(p[1], n[1]) || !json_number(p[2], n[2]))
+		cqrs_die(CQRS_EXIT_USAGE, "--item: quantity and price must be numbers: '%s'", arg);
+	fputs("{\"product_id\":", f);
+	cqrs_json_write_string(f, p[0], n[0]);
+	fputs(",\"quantity\":", f);
+	fwrite(p[1], 1, n[1], f);
+	fputs(",\"unit_price\":", f);
+	fwrite(p[2], 1, n[2], f);
+	if (k == 3) {
+		fputs(",\"sku\":", f);
+		cqrs_json_write_string(f, p[3], n[3]);
+	}
+	fputc('}', f);
+}
+
+/* NAME,STREET,CITY,POSTAL-CODE,COUNTRY */
+static void put_address(FILE *f, const char *arg)
+{
+	static const char *const parts[] = { "name", "street", "city", "postal_code", "country" };
+	const char *s = arg;
+	fputc('{', f);
+	for (int i = 0; i < 5; i++) {
+		const char *e = i < 4 ? strchr(s, ',') : s + strlen(s);
+		if (e == NULL || (i == 4 && strchr(s, ',') != NULL))
+			cqrs_die(CQRS_EXIT_USAGE,
+				 "--ship-to needs NAME,STREET,CITY,POSTAL-CODE,COUNTRY: '%s'", arg);
+		fprintf(f, "%s\"%s\":", i ? "," : "", parts[i]);
+		cqrs_json_write_string(f, s, (size_t)(e - s));
+		s = e + 1;
+	}
+	fputc('}', f);
+}
+
+struct friendly {
+	const char *value[FL_COUNT];
+	const char **items;
+	size_t nitems;
+	unsigned given;
+};
+
+/* The friendly form becomes the same command object NDJSON input holds. */
+static char *build_command(const struct verb *v, const struct friendly *fr, size_t *len)
+{
+	unsigned missing = v->required & ~fr->given;
+	unsigned extra = fr->given & ~(v->required | v->optional | F(FL_COMMAND_ID));
+	for (int i = 0; i < FL_COUNT; i++) {
+		if (missing & F(i))
+			cqrs_die(CQRS_EXIT_USAGE, "%s needs --%s", v->name, flags[i].option);
+		if (extra & F(i))
+			cqrs_die(CQRS_EXIT_USAGE, "%s takes no --%s", v->name, flags[i].option);
+	}
+	char *buf = NULL;
+	size_t size = 0;
+	FILE *f = open_memstream(&buf, &size);
+	if (f == NULL)
+		cqrs_die(CQRS_EXIT_OSERR, "out of memory");
+	fputs("{\"command_id\":", f);
+	if (fr->given & F(FL_COMMAND_ID)) {
+		put_string(f, fr->value[FL_COMMAND_ID]);
+	} else {
+		uint8_t id[CQRS_UUID_LEN];
+		char text[37];
+		cqrs_uuid_generate(id);
+		cqrs_uuid_format(id, text);
+		put_string(f, text);
+	}
+	fprintf(f, ",\"type\":\"%s\"", v->type);
+	for (int i = 0; i < FL_COUNT; i++) {
+		if (i == FL_COMMAND_ID || !(fr->given & F(i)))
+			continue;
+		fprintf(f, ",\"%s\":", flags[i].field);
+		if (i == FL_ITEM) {
+			fputc('[', f);
+			for (size_t k = 0; k < fr->nitems; k++) {
+				if (k > 0)
+					fputc(',', f);
+				put_item(f, fr->items[k]);
+			}
+			fputc(']', f);
+		} else if (i == FL_SHIP_TO) {
+			put_address(f, fr->value[i]);
+		} else if (flags[i].kind == NUMBER) {
+			put_number(f, flags[i].option, fr->value[i]);
+		} else {
+			put_string(f, fr->value[i]);
+		}
+	}
+	fputc('}', f);
+	if (fclose(f) != 0)
+		cqrs_die(CQRS_EXIT_OSERR, "out of memory");
+	*len = size;
+	return buf;
+}
+
+static void print_result(const cqrs_command_result *res, bool quiet)
+{
+	if (quiet || cqrs_stdout_gone())
+		return;
+	fwrite(res->line, 1, res->len, stdout);
+	putchar('\n');
+}
+
+/* The exit status says the worst that happened: bad input, then a conflict
+ * given up on, then a rejection. */
+static int worse(int a, int b)
+{
+	static const int order[] = { CQRS_EXIT_OK, CQRS_EXIT_REJECTED, CQRS_EXIT_CONFLICT,
+				     CQRS_EXIT_DATAERR };
+	int ra = 0, rb = 0;
+	for (int i = 0; i < 4; i++) {
+		if (order[i] == a)
+			ra = i;
+		if (order[i] == b)
+			rb = i;
+	}
+	return rb > ra ? b : a;
+}
+
+static int run_friendly(cqrs_commander *cmd, const struct verb *v, const struct friendly *fr,
+			bool quiet)
+{
+	size_t len;
+	char *line = build_command(v, fr, &len);
+	cqrs_command_result res;
+	cqrs_error err = { 0 };
+	if (cqrs_commander_handle(cmd, line, len, &res, &err) < 0) {
+		free(line);
+		cqrs_warn("%s: %s", v->name, err.msg);
+		return err.code;
+	}
+	free(line);
+	print_result(&res, quiet);
+	int code = res.status == CQRS_COMMAND_ACCEPTED ? CQRS_EXIT_OK : CQRS_EXIT_REJECTED;
+	cqrs_command_result_free(&res);
+	return code;
+}
+
+struct batch {
+	cqrs_command_result *res;
+	size_t n, cap;
+};
+
+static void flush_results(struct batch *b, bool quiet)
+{
+	for (size_t i = 0; i < b->n; i++) {
+		print_result(&b->res[i], quiet);
+		cqrs_command_result_free(&b->res[i]);
+	}
+	b->n = 0;
+}
+
+static void drop_results(struct batch *b)
+{
+	for (size_t i = 0; i < b->n; i++)
+		cqrs_command_result_free(&b->res[i]);
+	b->n = 0;
+}
+
+static int run_stream(cqrs_commander *cmd, cqrs_input *in, int64_t batch_size, bool quiet)
+{
+	struct batch b = { 0 };
+	b.cap = (size_t)batch_size;
+	b.res = calloc(b.cap, sizeof *b.res);
+	if (b.res == NULL)
+		cqrs_die(CQRS_EXIT_OSERR, "out of memory");
+	cqrs_error err = { 0 };
+	int code = CQRS_EXIT_OK, r;
+	int64_t committed = 0;
+	bool in_batch = false;
+	char *line;
+	size_t len;
+	char where[512] = "";
+
+	while ((r = cqrs_input_next(in, &line, &len, &err)) != 0) {
+		if (r < 0) {
+			/* A line too long is bad input like any other, and reading
+			 * resumes after it; an unreadable file ends the run. */
+			if (err.code != CQRS_EXIT_DATAERR)
+				goto fail;
+			cqrs_warn("%s", err.msg);
+			code = worse(code, err.code);
+		} else {
+			if (!in_batch) {
+				if (cqrs_commander_begin(cmd, &err) < 0)
+					goto fail;
+				in_batch = true;
+			}
+			cqrs_command_result *res = &b.res[b.n];
+			if (cqrs_commander_handle(cmd, line, len, res, &err) == 0) {
+				if (res->status == CQRS_COMMAND_REJECTED)
+					code = worse(code, CQRS_EXIT_REJECTED);
+				b.n++;
+			} else if (err.code == CQRS_EXIT_DATAERR ||
+				   err.code == CQRS_EXIT_CONFLICT) {
+				/* this command changed nothing; the others go on */
+				cqrs_warn("%s:%ld: %s", cqrs_input_name(in), cqrs_input_lineno(in),
+					  err.msg);
+				code = worse(code, err.code);
+			} else {
+				snprintf(where, sizeof where, "%s:%ld: ", cqrs_input_name(in),
+					 cqrs_input_lineno(in));
+				goto fail;
+			}
+		}
+		/* Commit when the batch is full or the writer pauses: no result
+		 * is printed before its events are durable, and none waits long. */
+		if (in_batch && (b.n == b.cap || !cqrs_input_ready(in))) {
+			in_batch = false;
+			if (cqrs_commander_commit(cmd, &err) < 0)
+				goto fail;
+			committed += (int64_t)b.n;
+			flush_results(&b, quiet);
+			if (cqrs_stdout_gone())
+				break;
+		}
+	}
+	if (in_batch) {
+		if (cqrs_commander_commit(cmd, &err) < 0)
+			goto fail;
+		committed += (int64_t)b.n;
+		flush_results(&b, quiet);
+	}
+	free(b.res);
+	return code;
+fail:
+	cqrs_commander_rollback(cmd);
+	drop_results(&b);
+	free(b.res);
+	cqrs_warn("%s%s", where, err.msg);
+	if (committed > 0)
+		cqrs_warn("the %lld commands before it were handled and their results printed; "
+			  "the others in its batch were not stored",
+			  (long long)committed);
+	return err.code;
+}
+
+int main(int argc, char **argv)
+{
+	enum { OPT_SNAPSHOT_EVERY = 256, OPT_IGNORE_SNAPSHOTS, OPT_FLAG_BASE = 512 };
+	struct option longopts[] = {
+		{ "batch", required_argument, NULL, 'b' },
+		{ "correlation-id", required_argument, NULL, 'c' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "store", required_argument, NULL, 's' },
+		{ "user", required_argument, NULL, 'u' },
+		{ "snapshot-every", required_argument, NULL, OPT_SNAPSHOT_EVERY },
+		{ "ignore-snapshots", no_argument, NULL, OPT_IGNORE_SNAPSHOTS },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		[9 + FL_COUNT] = { NULL, 0, NULL, 0 },
+	};
+	for (int i = 0; i < FL_COUNT; i++)
+		longopts[9 + i] = (struct option){ flags[i].option, required_argument, NULL,
+						   OPT_FLAG_BASE + i };
+	const char *store_opt = NULL;
+	struct cqrs_command_options opt = { .snapshot_every = CQRS_SNAPSHOT_EVERY_DEFAULT };
+	int64_t batch = 256;
+	bool quiet = false;
+	struct friendly fr = { 0 };
+	int ch;
+
+	cqrs_tool_init("cqrs-command");
+	fr.items = calloc((size_t)argc, sizeof *fr.items);
+	if (fr.items == NULL)
+		cqrs_die(CQRS_EXIT_OSERR, "out of memory");
+	while ((ch = getopt_long(argc, argv, "b:c:qs:u:hV", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'b':
+			if (cqrs_parse_int64(optarg, &batch) < 0 || batch == 0 || batch > 100000)
+				cqrs_die(CQRS_EXIT_USAGE,
+					 "--batch needs a count from 1 to 100000: '%s'", optarg);
+			break;
+		case 'c':
+			if (*optarg == '\0' || strlen(optarg) > 128)
+				cqrs_die(CQRS_EXIT_USAGE,
+					 "--correlation-id needs 1 to 128 bytes: '%s'", optarg);
+			opt.correlation_id = optarg;
+			break;
+		case 'q': quiet = true; break;
+		case 's': store_opt = optarg; break;
+		case 'u':
+			if (*optarg == '\0' || strlen(optarg) > 128)
+				cqrs_die(CQRS_EXIT_USAGE, "--user needs 1 to 128 bytes: '%s'",
+					 optarg);
+			opt.user_id = optarg;
+			break;
+		case OPT_SNAPSHOT_EVERY:
+			if (cqrs_parse_int64(optarg, &opt.snapshot_every) < 0)
+				cqrs_die(CQRS_EXIT_USAGE,
+					 "--snapshot-every needs a non-negative count: '%s'",
+					 optarg);
+			break;
+		case OPT_IGNORE_SNAPSHOTS: opt.ignore_snapshots = true; break;
+		case 'h': usage(0); break;
+		case 'V': cqrs_print_version(); return cqrs_finish_stdout(0);
+		default:
+			if (ch >= OPT_FLAG_BASE && ch < OPT_FLAG_BASE + FL_COUNT) {
+				int f = ch - OPT_FLAG_BASE;
+				if (f == FL_ITEM)
+					fr.items[fr.nitems++] = optarg;
+				else if (fr.given & F(f))
+					cqrs_die(CQRS_EXIT_USAGE, "--%s given twice",
+						 flags[f].option);
+				fr.value[f] = optarg;
+				fr.given |= F(f);
+				break;
+			}
+			usage(CQRS_EXIT_USAGE);
+		}
+	}
+
+	const struct verb *verb = NULL;
+	bool show = false;
+	if (optind < argc) {
+		verb = find_verb(argv[optind]);
+		show = strcmp(argv[optind], "show") == 0;
+	}
+	if (verb == NULL && fr.given != 0) {
+		for (int i = 0; i < FL_COUNT; i++)
+			if (fr.given & F(i))
+				cqrs_die(CQRS_EXIT_USAGE, "--%s needs a verb such as create-order",
+					 flags[i].option);
+	}
+	if ((verb != NULL || show) && optind + 1 + show != argc) {
+		cqrs_warn("unexpected operand '%s'", argv[optind + 1 + show]);
+		usage(CQRS_EXIT_USAGE);
+	}
+	if (show && optind + 1 >= argc)
+		usage(CQRS_EXIT_USAGE);
+	uint8_t show_id[CQRS_UUID_LEN];
+	if (show && cqrs_uuid_parse(argv[optind + 1], strlen(argv[optind + 1]), show_id) < 0)
+		cqrs_die(CQRS_EXIT_USAGE, "show needs an aggregate id (a UUID): '%s'",
+			 argv[optind + 1]);
+
+	cqrs_error err = { 0 };
+	cqrs_store *st = cqrs_store_open(cqrs_store_path(store_opt),
+					 show ? CQRS_OPEN_READ : CQRS_OPEN_WRITE, &err);
+	if (st == NULL)
+		cqrs_die_error(&err);
+	cqrs_commander *cmd = cqrs_commander_new(st, &opt, &err);
+	if (cmd == NULL)
+		cqrs_die_error(&err);
+
+	int code;
+	if (show) {
+		char *json = NULL;
+		code = CQRS_EXIT_OK;
+		if (cqrs_commander_state(cmd, show_id, &json, &err) < 0) {
+			cqrs_warn("%s", err.msg);
+			code = err.code;
+		} else {
+			puts(json);
+			free(json);
+		}
+	} else if (verb != NULL) {
+		code = run_friendly(cmd, verb, &fr, quiet);
+	} else {
+		cqrs_input *in = cqrs_input_open(argv + optind, argc - optind);
+		if (in == NULL)
+			cqrs_die(CQRS_EXIT_OSERR, "out of memory");
+		code = run_stream(cmd, in, batch, quiet);
+		cqrs_input_close(in);
+	}
+	cqrs_commander_free(cmd);
+	cqrs_store_close(st);
+	free(fr.items);
+	return cqrs_finish_stdout(code);
+}
