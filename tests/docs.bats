@@ -8,7 +8,10 @@
 load test_helper
 
 TOP=${CQRS_TOP_SRCDIR:?}
-EXAMPLES="$TOP/tests/man-examples.sh"
+# Through bash, so that a lost execute bit (an unpacked tarball) matters not.
+examples() {
+	bash "$TOP/tests/man-examples.sh" "$@"
+}
 
 # The tools: bin_PROGRAMS (its "=" and "+=" lines, with continuations), then
 # every file in bin/ (a name.in is the template of a built script "name").
@@ -27,6 +30,18 @@ tools() {
 # A page as plain text, a paragraph per line.
 render() {
 	mandoc -Tascii -O width=1000 "$1" | sed 's/.\x08//g'
+}
+
+# The tags of the list items (.It lines) of a page, rendered one per line,
+# outside SYNOPSIS and EXAMPLES, which show options but do not explain them.
+item_tags() {
+	{
+		printf '.Dd January 1, 2026\n.Dt X 1\n.Os\n.Sh NAME\n.Nm x\n.Nd x\n.Sh DESCRIPTION\n'
+		awk '
+			/^\.Sh[ \t]/ { skip = ($0 ~ /^\.Sh[ \t]+"?(SYNOPSIS|EXAMPLES)"?[ \t]*$/); next }
+			!skip && /^\.It[ \t]+[^ \t]/ { sub(/^\.It[ \t]+/, ""); print ".Pp"; print ".No " $0 }
+		' "$1"
+	} | mandoc -Tascii -O width=1000 2>/dev/null | sed 's/.\x08//g'
 }
 
 # The body of section $1 of rendered text on stdin.
@@ -123,17 +138,17 @@ report() {
 	report
 }
 
-@test "every option that --help lists is in the DESCRIPTION of the man page" {
+@test "every option that --help lists has an item of its own in the man page" {
 	problems=()
 	local t o text help
 	for t in $(tools); do
 		[ -f "$TOP/man/$t.1" ] || continue
-		text=$(render "$TOP/man/$t.1" | section DESCRIPTION)$'\n'$(render "$TOP/man/$t.1" | section OPTIONS)
+		text=$(item_tags "$TOP/man/$t.1")
 		help=$("$t" --help)
 		for o in $(grep -oE -- '--[[:alnum:]][[:alnum:]-]*' <<<"$help" | sort -u) \
 			$(sed -nE 's/^[[:space:]]+(-[[:alnum:]]),.*/\1/p' <<<"$help"); do
 			grep -qE -- "(^|[^[:alnum:]-])$o([^[:alnum:]-]|\$)" <<<"$text" ||
-				problems+=("$t: $o is in --help but not in the DESCRIPTION of man/$t.1")
+				problems+=("$t: $o is in --help but no .It item of man/$t.1 names it")
 		done
 	done
 	report
@@ -194,6 +209,31 @@ report() {
 	report
 }
 
+@test "cqrs(7) names every table, column, index, trigger and view of the store, and its schema version" {
+	local version text name
+	version=$(sed -nE 's/^#define[[:space:]]+SCHEMA_VERSION[[:space:]]+([0-9]+).*/\1/p' "$TOP"/lib/store*.c)
+	[ -n "$version" ]
+	text=$(render "$TOP/man/cqrs.7" | section DESCRIPTION)
+	problems=()
+	grep -qF "is the schema version, $version in this release" <<<"$text" ||
+		problems+=("cqrs(7) does not say that the schema version is $version")
+	# Names from the SQL in lib/store*.c: CREATE ... name, ADD COLUMN name,
+	# and the column lines of CREATE TABLE (" name TYPE ...").
+	local names
+	mapfile -t names < <({
+		grep -ohE 'CREATE (UNIQUE )?(TABLE|INDEX|VIEW|TRIGGER) (IF NOT EXISTS )?[a-z_]+|ADD COLUMN [a-z_]+' \
+			"$TOP"/lib/store*.c | awk '{ print $NF }'
+		grep -ohE '^[[:space:]]*"[[:space:]]*[a-z_]+ (INTEGER|TEXT|BLOB|REAL)' "$TOP"/lib/store*.c |
+			sed -E 's/^[[:space:]]*"[[:space:]]*//; s/ .*//'
+	} | sort -u)
+	[ "${#names[@]}" -ge 20 ]
+	for name in "${names[@]}"; do
+		grep -qE "(^|[^[:alnum:]_])$name([^[:alnum:]_]|\$)" <<<"$text" ||
+			problems+=("cqrs(7) does not name '$name' of the store's schema (lib/store*.c)")
+	done
+	report
+}
+
 @test "every tool's page has the sections users look for, and leads to cqrs(7)" {
 	problems=()
 	local t s text
@@ -225,14 +265,14 @@ report() {
 	local t
 	for t in $(tools); do
 		[ -f "$TOP/man/$t.1" ] || continue
-		"$EXAMPLES" -l "$TOP/man/$t.1" | tr '\0' '\n' | grep -qv '^skip	' ||
+		examples -l "$TOP/man/$t.1" | tr '\0' '\n' | grep -qv '^skip	' ||
 			problems+=("man/$t.1: no command to run in EXAMPLES (see tests/man-examples.sh)")
 	done
 	report
 }
 
 @test "the EXAMPLES of every man page work when pasted" {
-	run "$EXAMPLES" "$TOP"/man/*.[1-9]
+	run examples "$TOP"/man/*.[1-9]
 	assert_success
 }
 
@@ -265,7 +305,7 @@ $ cqrs-read --follow  # runs until interrupted
 EOF
 	run mandoc -Tlint -W warning t.1
 	assert_output ""
-	run bash -c '"$0" -l t.1 | tr "\0" @' "$EXAMPLES"
+	run bash -c 'bash "$0" -l t.1 | tr "\0" @' "$TOP/tests/man-examples.sh"
 	assert_success
 	assert_output - <<'EOF'
 0	echo one \
@@ -290,7 +330,7 @@ $ sleep 1000 &
 $ sleep 1000  # runs until interrupted
 .Ed
 EOF
-	run --separate-stderr "$EXAMPLES" t.1
+	run --separate-stderr examples t.1
 	assert_success
 	assert_equal "$stderr" ""
 }
@@ -302,7 +342,7 @@ $ true
 $ cqrs-read --bogus
 .Ed
 EOF
-	run --separate-stderr "$EXAMPLES" t.1
+	run --separate-stderr examples t.1
 	assert_failure 1
 	[[ $stderr == *"t.1: example 2 exited 64, expected 0:"* ]]
 	[[ $stderr == *'$ cqrs-read --bogus'* ]]
@@ -315,7 +355,7 @@ EOF
 $ cqrs-read --limit 1  # exits 64
 .Ed
 EOF
-	run --separate-stderr "$EXAMPLES" t.1
+	run --separate-stderr examples t.1
 	assert_failure 1
 	[[ $stderr == *"t.1: example 1 exited 0, expected 64:"* ]]
 }
@@ -328,15 +368,15 @@ $ cqrs-read --follow
 $ true
 .Ed
 EOF
-	MAN_EXAMPLES_TIMEOUT=1 run --separate-stderr "$EXAMPLES" t.1
+	MAN_EXAMPLES_TIMEOUT=1 run --separate-stderr examples t.1
 	assert_failure 1
 	[[ $stderr == *"t.1: example 2 exited none: still running after 1s, expected 0:"* ]]
 	[[ $stderr != *"example 3"* ]]
 }
 
 @test "man-examples.sh fails on a page it cannot read, and on a usage error" {
-	run --separate-stderr "$EXAMPLES" missing.1
+	run --separate-stderr examples missing.1
 	assert_failure 1
-	run --separate-stderr "$EXAMPLES"
+	run --separate-stderr examples
 	assert_failure 64
 }

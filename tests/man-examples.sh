@@ -195,6 +195,11 @@ if [ $# -eq 0 ]; then
 	exit 64
 fi
 
+if ! command -v mandoc >/dev/null; then
+	echo "man-examples.sh: mandoc is needed to read the pages (apt-get install mandoc)" >&2
+	exit 1
+fi
+
 work=$(mktemp -d "${TMPDIR:-/tmp}/man-examples.XXXXXX") || exit 1
 trap 'rm -rf "$work"' EXIT
 
