@@ -314,11 +314,9 @@ static int worse(int a, int b)
 	return rb > ra ? b : a;
 }
 
-static int run_friendly(cqrs_commander *cmd, const struct verb *v, const struct friendly *fr,
+static int run_friendly(cqrs_commander *cmd, const struct verb *v, char *line, size_t len,
 			bool quiet)
 {
-	size_t len;
-	char *line = build_command(v, fr, &len);
 	cqrs_command_result res;
 	cqrs_error err = { 0 };
 	if (cqrs_commander_handle(cmd, line, len, &res, &err) < 0) {
@@ -338,6 +336,8 @@ struct batch {
 	size_t n, cap;
 };
 
+/* After a commit: the results go out at once, so that whoever waits on
+ * them (a person, a pipeline) sees each batch as soon as it is durable. */
 static void flush_results(struct batch *b, bool quiet)
 {
 	for (size_t i = 0; i < b->n; i++) {
@@ -345,6 +345,8 @@ static void flush_results(struct batch *b, bool quiet)
 		cqrs_command_result_free(&b->res[i]);
 	}
 	b->n = 0;
+	if (!quiet)
+		fflush(stdout);
 }
 
 static void drop_results(struct batch *b)
@@ -530,6 +532,12 @@ int main(int argc, char **argv)
 		cqrs_die(CQRS_EXIT_USAGE, "show needs an aggregate id (a UUID): '%s'",
 			 argv[optind + 1]);
 
+	/* Usage errors come before the store is touched. */
+	char *friendly_line = NULL;
+	size_t friendly_len = 0;
+	if (verb != NULL)
+		friendly_line = build_command(verb, &fr, &friendly_len);
+
 	cqrs_error err = { 0 };
 	cqrs_store *st = cqrs_store_open(cqrs_store_path(store_opt),
 					 show ? CQRS_OPEN_READ : CQRS_OPEN_WRITE, &err);
@@ -551,7 +559,7 @@ int main(int argc, char **argv)
 			free(json);
 		}
 	} else if (verb != NULL) {
-		code = run_friendly(cmd, verb, &fr, quiet);
+		code = run_friendly(cmd, verb, friendly_line, friendly_len, quiet);
 	} else {
 		cqrs_input *in = cqrs_input_open(argv + optind, argc - optind);
 		if (in == NULL)
