@@ -68,7 +68,14 @@ static const char naive_insert[] =
 	" event_type, event_version, data, metadata, timestamp)"
 	" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 
-/* the statement lib/store_sqlite.c prepares */
+/* the statement lib/store_sqlite.c prepares, for stores with and without
+ * the indexed 64-bit correlation_key */
+static const char cqrs_insert_key[] =
+	"INSERT INTO events (sequence, event_id, aggregate_id, aggregate_type,"
+	" aggregate_version, event_type, event_version, data, metadata,"
+	" timestamp, hash, correlation_id, correlation_key)"
+	" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+	" ON CONFLICT (event_id) DO NOTHING";
 static const char cqrs_insert[] =
 	"INSERT INTO events (sequence, event_id, aggregate_id, aggregate_type,"
 	" aggregate_version, event_type, event_version, data, metadata,"
@@ -104,9 +111,9 @@ static size_t nslots, cap;
 
 static uint64_t hash_text(const char *s, size_t n)
 {
-	uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+	uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a, as the store keys correlation ids */
 	for (size_t i = 0; i < n; i++)
-		h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
+		h = (h ^ (unsigned char)s[i]) * 0x100000001b3ULL;
 	return h;
 }
 
@@ -350,9 +357,12 @@ int main(int argc, char **argv)
 		exec("PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY");
 	else
 		exec(naive_schema);
-	sqlite3_stmt *ins;
-	if (sqlite3_prepare_v2(db, cqrs_schema ? cqrs_insert : naive_insert, -1, &ins, NULL) !=
-	    SQLITE_OK)
+	sqlite3_stmt *ins = NULL;
+	bool corr_key = false;
+	if (cqrs_schema)
+		corr_key = sqlite3_prepare_v2(db, cqrs_insert_key, -1, &ins, NULL) == SQLITE_OK;
+	if (!corr_key && sqlite3_prepare_v2(db, cqrs_schema ? cqrs_insert : naive_insert, -1, &ins,
+					    NULL) != SQLITE_OK)
 		die(store_path, sqlite3_errmsg(db));
 
 	static const uint8_t zero_hash[32];
@@ -411,6 +421,13 @@ int main(int argc, char **argv)
 				sqlite3_bind_text(ins, c++, r.correlation, r.corr_len,
 						  SQLITE_STATIC);
 			else
+				sqlite3_bind_null(ins, c++);
+			if (corr_key && r.correlation != NULL)
+				sqlite3_bind_int64(
+					ins, c++,
+					(int64_t)(hash_text(r.correlation, (size_t)r.corr_len) >>
+						  1));
+			else if (corr_key)
 				sqlite3_bind_null(ins, c++);
 		}
 		if (sqlite3_step(ins) != SQLITE_DONE)

@@ -16,8 +16,8 @@
 #   read    raw-dump (every column of every row to /dev/null) against
 #           cqrs-read > /dev/null, on the store cqrs-append made.
 #   latency one process appending one event to that store: the sqlite3 CLI
-#           inserting one row into a scratch table in the same file (same
-#           shape and indexes as events, but empty), against cqrs-append
+#           inserting one row into a scratch table in the same file (the
+#           events table's schema, but empty), against cqrs-append
 #           with one event (no event_id, so every run appends; stdout
 #           discarded).  Mean over BENCH_RUNS processes.
 # Targets (issue 2): cqrs-append at least the naive baseline's rate (aim:
@@ -52,37 +52,26 @@ FROM raw ORDER BY rowid;
 EOF
 }
 
-# A table in the store shaped like events, for the sqlite3 CLI to insert into
-# (events itself needs the hash chain).
+# A table in the store with the events table's columns, indexes and
+# triggers, for the sqlite3 CLI to insert into (events itself needs the hash
+# chain); copied from the store's schema, so it follows schema changes.
 store_scratch_table() {
-	cat <<'EOF'
-CREATE TABLE bench_scratch (
-  sequence INTEGER PRIMARY KEY,
-  event_id BLOB NOT NULL,
-  aggregate_id BLOB NOT NULL,
-  aggregate_type TEXT NOT NULL,
-  aggregate_version INTEGER NOT NULL CHECK (aggregate_version >= 1),
-  event_type TEXT NOT NULL,
-  event_version INTEGER NOT NULL DEFAULT 1,
-  data TEXT NOT NULL,
-  metadata TEXT NOT NULL DEFAULT '{}',
-  timestamp TEXT NOT NULL,
-  hash BLOB NOT NULL,
-  correlation_id TEXT);
-CREATE UNIQUE INDEX bench_scratch_event_id ON bench_scratch(event_id);
-CREATE UNIQUE INDEX bench_scratch_aggregate ON bench_scratch(aggregate_id, aggregate_version);
-CREATE INDEX bench_scratch_aggregate_type ON bench_scratch(aggregate_type);
-CREATE INDEX bench_scratch_event_type ON bench_scratch(event_type);
-CREATE INDEX bench_scratch_timestamp ON bench_scratch(timestamp);
-CREATE INDEX bench_scratch_correlation ON bench_scratch(correlation_id)
-  WHERE correlation_id IS NOT NULL;
-EOF
+	sqlite3 "$1" "SELECT sql || ';' FROM sqlite_schema WHERE tbl_name = 'events' AND sql NOT NULL" |
+		sed 's/events/bench_scratch/g' | sqlite3 "$1"
 }
 
-store_scratch_insert="INSERT INTO bench_scratch (event_id, aggregate_id, aggregate_type,\
- aggregate_version, event_type, data, metadata, timestamp, hash, correlation_id)\
- VALUES (randomblob(16), randomblob(16), 'Order', 1, 'OrderConfirmed', '{}',\
- '{\"correlation_id\":\"bench\"}', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), randomblob(32), 'bench')"
+# One row like an appended event, random keys; correlation_key when the
+# schema has it.
+store_scratch_insert() {
+	local cols="event_id, aggregate_id, aggregate_type, aggregate_version, event_type, data,\
+ metadata, timestamp, hash, correlation_id"
+	local vals="randomblob(16), randomblob(16), 'Order', 1, 'OrderConfirmed', '{}',\
+ '{\"correlation_id\":\"bench\"}', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), randomblob(32), 'bench'"
+	if [ "$(sqlite3 "$1" "SELECT count(*) FROM pragma_table_info('events') WHERE name = 'correlation_key'")" = 1 ]; then
+		cols="$cols, correlation_key" vals="$vals, random()"
+	fi
+	printf 'INSERT INTO bench_scratch (%s) VALUES (%s)' "$cols" "$vals"
+}
 
 # store_count DB: rows in its events table, which must be BENCH_EVENTS.
 store_check_count() {
@@ -153,23 +142,24 @@ bench_store() {
 		"NDJSON > /dev/null"
 
 	# One event per process, into the store that holds everything above.
-	local agg one="$dir/one.ndjson" runs=$BENCH_RUNS
+	local agg insert one="$dir/one.ndjson" runs=$BENCH_RUNS
 	agg=$(sed -n '1s/.*"aggregate_id":"\([0-9a-f-]*\)".*/\1/p' "$input")
 	printf '{"aggregate_id":"%s","aggregate_type":"Order","event_type":"OrderConfirmed","data":{},"metadata":{"correlation_id":"bench"}}\n' \
 		"$agg" >"$one"
-	store_scratch_table | sqlite3 "$dir/events.db"
+	store_scratch_table "$dir/events.db"
+	insert=$(store_scratch_insert "$dir/events.db")
 
-	bench_latency "$runs" sqlite3 "$dir/events.db" "$store_scratch_insert"
+	bench_latency "$runs" sqlite3 "$dir/events.db" "$insert"
 	sqlite_ms=$MEAN_MS
-	bench_measure sqlite3 "$dir/events.db" "$store_scratch_insert"
+	bench_measure sqlite3 "$dir/events.db" "$insert"
 	bench_row "one event: sqlite3 CLI INSERT" "$runs" "$TOTAL_SECS" "$RSS_MB" 1.00x \
-		"$sqlite_ms ms/process (time)"
+		"$sqlite_ms ms/process, sd $SD_MS"
 
 	bench_latency "$runs" cqrs-append -s "$dir/events.db" "$one"
 	append_ms=$MEAN_MS
 	bench_measure cqrs-append -s "$dir/events.db" "$one" >/dev/null
 	bench_row "one event: cqrs-append" "$runs" "$TOTAL_SECS" "$RSS_MB" \
-		"$(ratio "$append_ms" "$sqlite_ms")" "$append_ms ms/process (time ratio)"
+		"$(ratio "$append_ms" "$sqlite_ms")" "$append_ms ms/process, sd $SD_MS; ratio of times"
 	local added
 	added=$(sqlite3 "$dir/events.db" 'SELECT count(*) FROM events')
 	[ "$added" -gt "$n" ] || { echo "run-bench: the one-event appends stored nothing" >&2; exit 70; }
