@@ -542,6 +542,38 @@ static int replay(struct cqrs_commander *c, char *stored, cqrs_command_result *r
 
 /* --- deciding ------------------------------------------------------------------- */
 
+/* The highest ORD-<year>-N among the orders in the store: orders that came
+ * in as events (a copy of a store made with cqrs-append) took numbers the
+ * counter never gave out. */
+static int64_t highest_order_number(struct cqrs_commander *c, const char *year, cqrs_error *err)
+{
+	cqrs_filter f = { .aggregate_type = "Order", .event_type = "OrderCreated" };
+	cqrs_cursor *cur = cqrs_store_read(c->st, &f, err);
+	if (cur == NULL)
+		return -1;
+	char prefix[16], number[DOM_NUMBER];
+	int plen = snprintf(prefix, sizeof prefix, "ORD-%.4s-", year);
+	int64_t max = 0;
+	cqrs_event ev;
+	int r;
+	while ((r = cqrs_cursor_next(cur, &ev, err)) == 1) {
+		if (jv_string(ev.data, ev.data_len, "order_number", number, sizeof number) < 0 ||
+		    strncmp(number, prefix, (size_t)plen) != 0)
+			continue;
+		const char *d = number + plen;
+		int64_t v = 0;
+		size_t n = strlen(d);
+		if (n == 0 || n > 15 || strspn(d, "0123456789") != n)
+			continue;
+		for (size_t i = 0; i < n; i++)
+			v = v * 10 + (d[i] - '0');
+		if (v > max)
+			max = v;
+	}
+	cqrs_cursor_close(cur);
+	return r < 0 ? -1 : max;
+}
+
 static int next_order_number(void *arg, char out[DOM_NUMBER], cqrs_error *err)
 {
 	struct cqrs_commander *c = arg;
@@ -549,6 +581,14 @@ static int next_order_number(void *arg, char out[DOM_NUMBER], cqrs_error *err)
 	cqrs_timestamp_now(now);
 	snprintf(counter, sizeof counter, "order:%.4s", now);
 	int64_t n = cqrs_store_counter_next(c->st, counter, err);
+	if (n == 1) {
+		/* a new counter: start it after the orders already there */
+		int64_t max = highest_order_number(c, now, err);
+		if (max < 0)
+			return -1;
+		if (max >= 1)
+			n = cqrs_store_counter_raise(c->st, counter, max + 1, err);
+	}
 	if (n < 0)
 		return -1;
 	snprintf(out, DOM_NUMBER, "ORD-%.4s-%06lld", now, (long long)n);

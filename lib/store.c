@@ -172,6 +172,11 @@ int64_t cqrs_store_counter_next(cqrs_store *st, const char *name, cqrs_error *er
 	return st->ops->counter_next(st, name, err);
 }
 
+int64_t cqrs_store_counter_raise(cqrs_store *st, const char *name, int64_t floor, cqrs_error *err)
+{
+	return st->ops->counter_raise(st, name, floor, err);
+}
+
 int cqrs_store_wait(cqrs_store *st, int timeout_ms, const int *fds, int nfds, cqrs_error *err)
 {
 	return st->ops->wait(st, timeout_ms, fds, nfds, err);

@@ -487,6 +487,15 @@ ORD-$y-000005
 ORD-$y-000006"
 }
 
+@test "order numbers continue after orders that came into the store as events" {
+	printf '{"aggregate_id":"%s","aggregate_type":"Order","event_type":"OrderCreated","data":{"order_number":"ORD-%s-000041","customer_id":"c","items":[],"currency":"USD","total":1.00,"shipping_address":{}}}\n' \
+		"$O2" "$(year)" | cqrs-append -q
+	order "$O1"
+	order "$P2"
+	assert_equal "$(state "$O1" | jq -r .order_number)" "ORD-$(year)-000042"
+	assert_equal "$(state "$P2" | jq -r .order_number)" "ORD-$(year)-000043"
+}
+
 # --- idempotency ------------------------------------------------------------------------------
 
 @test "a command_id handled before returns the original result and appends nothing" {
