@@ -329,7 +329,7 @@ $usage" extra
 
 @test "--follow sees events another process appends" {
 	cqrs-append -q < <(ev "$A")
-	timeout 10 cqrs-read --follow --limit 3 >out 2>err &
+	timeout 10 cqrs-read --follow --limit 3 >out 2>err 3>&- &
 	pid=$!
 	wait_lines out 1
 	cqrs-append -q < <(ev "$B")
@@ -344,7 +344,7 @@ $usage" extra
 
 @test "--follow with filters and --after prints only what matches" {
 	load_orders
-	timeout 10 cqrs-read --follow --aggregate "$B" --after 4 --limit 2 >out 2>err &
+	timeout 10 cqrs-read --follow --aggregate "$B" --after 4 --limit 2 >out 2>err 3>&- &
 	pid=$!
 	wait_lines out 1
 	cqrs-append -q < <(ev "$A"; ev "$B")
@@ -356,7 +356,7 @@ $usage" extra
 
 @test "--follow stops at --to" {
 	cqrs-append -q < <(ev "$A")
-	timeout 10 cqrs-read --follow --to 2 >out 2>err &
+	timeout 10 cqrs-read --follow --to 2 >out 2>err 3>&- &
 	pid=$!
 	wait_lines out 1
 	cqrs-append -q < <(ev "$A"; ev "$A")
@@ -368,12 +368,12 @@ $usage" extra
 
 @test "--follow ends cleanly on SIGTERM" {
 	cqrs-append -q < <(ev "$A")
-	cqrs-read --follow >out 2>err &
+	# timeout passes the TERM on, and returns the follower's status
+	timeout 10 cqrs-read --follow >out 2>err 3>&- &
 	pid=$!
 	wait_lines out 1
 	kill -TERM "$pid"
 	status=0
-	timeout 10 tail --pid="$pid" -f /dev/null
 	wait "$pid" || status=$?
 	assert_equal "$status" 0
 	assert_equal "$(cat err)" ''
