@@ -353,6 +353,8 @@ int cqrs_projections_load(cqrs_projections *ps, const char *path, cqrs_error *er
 int cqrs_projections_check(cqrs_projections *ps, cqrs_error *err);
 size_t cqrs_projections_count(const cqrs_projections *ps);
 const char *cqrs_projections_name(const cqrs_projections *ps, size_t i);
+/* One NDJSON line per projection: name, file, line, tables, event types. */
+void cqrs_projections_describe(const cqrs_projections *ps, FILE *out);
 void cqrs_projections_free(cqrs_projections *ps);
 
 /* Serialises cqrs-project runs on one views file (flock on VIEWS.lock).
@@ -372,7 +374,8 @@ void cqrs_projector_set_batch(cqrs_projector *p, int64_t events_per_commit);
 /* Check the hash chain at every event (input that is not the store). */
 void cqrs_projector_set_verify(cqrs_projector *p, bool every_event);
 void cqrs_projector_set_progress(cqrs_projector *p, bool on, const char *what);
-/* Apply nothing after sequence stop to one projection (NULL: all). */
+/* Apply nothing after sequence stop (0: nothing at all, -1: no limit) to
+ * one projection (NULL: all). */
 int cqrs_projector_set_stop(cqrs_projector *p, const char *projection, int64_t stop);
 /* Under the lock, before applying: registers new projections, refuses
  * changed ones (code 78), loads the checkpoints. */
@@ -413,7 +416,6 @@ int cqrs_views_build(const char *output, cqrs_store *st, cqrs_projections *ps,
 int cqrs_views_diff(const char *views_path, cqrs_store *st, cqrs_projections *ps,
 		    const cqrs_build_opts *o, FILE *out, cqrs_error *err);
 /* One NDJSON line per projection: its checkpoint and how far behind. */
-int cqrs_views_lag(const char *views_path, cqrs_store *st, cqrs_projections *ps, FILE *out,
-		   cqrs_error *err);
+int cqrs_views_lag(const char *views_path, cqrs_store *st, FILE *out, cqrs_error *err);
 
 #endif

@@ -5,7 +5,6 @@
  */
 #include "config.h"
 
-#include <math.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,14 +68,16 @@ static void fn_minor_units(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 	case SQLITE_FLOAT: {
 		double d = sqlite3_value_double(argv[0]);
 		double m = d * (double)scale;
-		if (!isfinite(m) || fabs(m) >= 9007199254740992.0) {
+		/* also false for NaN */
+		if (!(m > -9007199254740992.0 && m < 9007199254740992.0)) {
 			sqlite3_result_error(ctx, "amount too large to be exact", -1);
 			return;
 		}
-		minor = llround(m);
+		minor = (int64_t)(m < 0 ? m - 0.5 : m + 0.5);
 		if ((double)minor / (double)scale != d) {
-			snprintf(msg, sizeof msg, "amount %.17g has more decimals than %s allows (%d)",
-				 d, cur, digits);
+			snprintf(msg, sizeof msg,
+				 "amount %.17g has more decimals than %s allows (%d)", d, cur,
+				 digits);
 			sqlite3_result_error(ctx, msg, -1);
 			return;
 		}

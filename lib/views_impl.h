@@ -88,9 +88,14 @@ int cqrs_projection_prepare(sqlite3 *db, const struct cqrs_projection *p,
 int cqrs_sql_register_functions(sqlite3 *db);
 
 /* The views file (views.c). */
-int cqrs_views_db_open(const char *path, bool writable, bool create, sqlite3 **out,
-		       cqrs_error *err);
-int cqrs_views_db_error(sqlite3 *db, const char *path, int rc, const char *what,
-			cqrs_error *err);
+enum views_open {
+	VIEWS_OPEN_READ,    /* must exist; read-only connection, query_only */
+	VIEWS_OPEN_WRITE,   /* created on first use; WAL */
+	VIEWS_OPEN_SCRATCH, /* must not exist: built by one process, no journal */
+};
+int cqrs_views_db_open(const char *path, enum views_open how, sqlite3 **out, cqrs_error *err);
+/* cqrs-project's own tables (cqrs_checkpoints) */
+const char *cqrs_views_meta_schema(void);
+int cqrs_views_db_error(sqlite3 *db, const char *path, int rc, const char *what, cqrs_error *err);
 
 #endif

@@ -1,0 +1,1018 @@
+/*
+ * Projection files (cqrs-projection(5)): YAML that names each read model,
+ * the tables it owns, and the SQL to run for each event type.
+ *
+ * The file is read with libyaml's event parser into a small tree that
+ * keeps every node's line, so that each problem, from a YAML syntax error
+ * to an unknown column in the third statement of a handler, is reported
+ * as FILE:LINE.  Parameters such as :data.customer_id are rewritten to
+ * numbered ones (?N) here, because SQLite's own named parameters stop at
+ * the '.'.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <nettle/sha2.h>
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yaml.h>
+
+#include "cqrs.h"
+#include "views_impl.h"
+#include "banned.h"
+
+#define MAX_YAML_DEPTH 32
+#define MAX_NAME       64
+
+/* --- a YAML tree with line numbers --------------------------------------- */
+
+enum ykind { Y_SCALAR, Y_SEQ, Y_MAP };
+
+struct ynode {
+	enum ykind kind;
+	int line;	     /* 1-based, of the node's first character */
+	bool literal;	     /* a '|' block scalar: the text starts on the next line */
+	char *text;	     /* scalars */
+	struct ynode **kids; /* a sequence's items; a mapping's keys and values, alternating */
+	size_t nkids;
+};
+
+static void ynode_free(struct ynode *n)
+{
+	if (n == NULL)
+		return;
+	for (size_t i = 0; i < n->nkids; i++)
+		ynode_free(n->kids[i]);
+	free(n->kids);
+	free(n->text);
+	free(n);
+}
+
+static int oom(cqrs_error *err)
+{
+	return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+}
+
+static int yaml_syntax_error(yaml_parser_t *y, const char *file, cqrs_error *err)
+{
+	if (y->error == YAML_MEMORY_ERROR)
+		return oom(err);
+	if (y->error == YAML_READER_ERROR)
+		return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%zu: %s", file,
+				 y->problem_mark.line + 1,
+				 y->problem != NULL ? y->problem : "cannot read the file");
+	if (y->context != NULL)
+		return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%zu: %s (%s on line %zu)", file,
+				 y->problem_mark.line + 1, y->problem, y->context,
+				 y->context_mark.line + 1);
+	return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%zu: %s", file, y->problem_mark.line + 1,
+			 y->problem != NULL ? y->problem : "YAML syntax error");
+}
+
+static int next_event(yaml_parser_t *y, yaml_event_t *ev, const char *file, cqrs_error *err)
+{
+	if (!yaml_parser_parse(y, ev))
+		return yaml_syntax_error(y, file, err);
+	return 0;
+}
+
+static int add_kid(struct ynode *n, struct ynode *kid, cqrs_error *err)
+{
+	struct ynode **k = realloc(n->kids, (n->nkids + 1) * sizeof *k);
+	if (k == NULL) {
+		ynode_free(kid);
+		return oom(err);
+	}
+	n->kids = k;
+	n->kids[n->nkids++] = kid;
+	return 0;
+}
+
+/* Builds the node that starts with ev (which this call deletes). */
+static struct ynode *parse_node(yaml_parser_t *y, yaml_event_t *ev, const char *file, int depth,
+				cqrs_error *err)
+{
+	int line = (int)ev->start_mark.line + 1;
+	if (ev->type == YAML_ALIAS_EVENT) {
+		yaml_event_delete(ev);
+		cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: aliases (*name) are not supported", file,
+			  line);
+		return NULL;
+	}
+	if (depth > MAX_YAML_DEPTH) {
+		yaml_event_delete(ev);
+		cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: nested too deeply", file, line);
+		return NULL;
+	}
+	struct ynode *n = calloc(1, sizeof *n);
+	if (n == NULL) {
+		yaml_event_delete(ev);
+		oom(err);
+		return NULL;
+	}
+	n->line = line;
+	if (ev->type == YAML_SCALAR_EVENT) {
+		n->kind = Y_SCALAR;
+		n->literal = ev->data.scalar.style == YAML_LITERAL_SCALAR_STYLE;
+		if (n->literal)
+			n->line++;
+		n->text = malloc(ev->data.scalar.length + 1);
+		if (n->text == NULL) {
+			yaml_event_delete(ev);
+			free(n);
+			oom(err);
+			return NULL;
+		}
+		memcpy(n->text, ev->data.scalar.value, ev->data.scalar.length);
+		n->text[ev->data.scalar.length] = '\0';
+		if (strlen(n->text) != ev->data.scalar.length) {
+			yaml_event_delete(ev);
+			ynode_free(n);
+			cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: NUL character in text", file,
+				  line);
+			return NULL;
+		}
+		yaml_event_delete(ev);
+		return n;
+	}
+	yaml_event_type_t end;
+	if (ev->type == YAML_SEQUENCE_START_EVENT) {
+		n->kind = Y_SEQ;
+		end = YAML_SEQUENCE_END_EVENT;
+	} else if (ev->type == YAML_MAPPING_START_EVENT) {
+		n->kind = Y_MAP;
+		end = YAML_MAPPING_END_EVENT;
+	} else {
+		yaml_event_delete(ev);
+		free(n);
+		cqrs_fail(err, CQRS_EXIT_SOFTWARE, "%s:%d: unexpected YAML event", file, line);
+		return NULL;
+	}
+	yaml_event_delete(ev);
+	for (;;) {
+		yaml_event_t kid;
+		if (next_event(y, &kid, file, err) < 0)
+			goto fail;
+		if (kid.type == end) {
+			yaml_event_delete(&kid);
+			return n;
+		}
+		bool is_key = n->kind == Y_MAP && n->nkids % 2 == 0;
+		struct ynode *k = parse_node(y, &kid, file, depth + 1, err);
+		if (k == NULL)
+			goto fail;
+		if (is_key && k->kind != Y_SCALAR) {
+			cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: a key must be plain text", file,
+				  k->line);
+			ynode_free(k);
+			goto fail;
+		}
+		if (is_key) {
+			for (size_t i = 0; i < n->nkids; i += 2) {
+				if (strcmp(n->kids[i]->text, k->text) == 0) {
+					cqrs_fail(err, CQRS_EXIT_CONFIG,
+						  "%s:%d: duplicate key '%s' (first on line %d)",
+						  file, k->line, k->text, n->kids[i]->line);
+					ynode_free(k);
+					goto fail;
+				}
+			}
+		}
+		if (add_kid(n, k, err) < 0)
+			goto fail;
+	}
+fail:
+	ynode_free(n);
+	return NULL;
+}
+
+static struct ynode *parse_file(FILE *f, const char *file, cqrs_error *err)
+{
+	yaml_parser_t y;
+	yaml_event_t ev;
+	struct ynode *root = NULL;
+	if (!yaml_parser_initialize(&y)) {
+		oom(err);
+		return NULL;
+	}
+	yaml_parser_set_input_file(&y, f);
+	if (next_event(&y, &ev, file, err) < 0) /* stream start */
+		goto out;
+	yaml_event_delete(&ev);
+	if (next_event(&y, &ev, file, err) < 0)
+		goto out;
+	if (ev.type == YAML_STREAM_END_EVENT) {
+		yaml_event_delete(&ev);
+		cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:1: empty file: expected 'projections:'", file);
+		goto out;
+	}
+	yaml_event_delete(&ev); /* document start */
+	if (next_event(&y, &ev, file, err) < 0)
+		goto out;
+	root = parse_node(&y, &ev, file, 0, err);
+	if (root == NULL)
+		goto out;
+	if (next_event(&y, &ev, file, err) < 0) /* document end */
+		goto fail;
+	yaml_event_delete(&ev);
+	if (next_event(&y, &ev, file, err) < 0)
+		goto fail;
+	if (ev.type != YAML_STREAM_END_EVENT) {
+		cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%zu: one YAML document per file", file,
+			  ev.start_mark.line + 1);
+		yaml_event_delete(&ev);
+		goto fail;
+	}
+	yaml_event_delete(&ev);
+	goto out;
+fail:
+	ynode_free(root);
+	root = NULL;
+out:
+	yaml_parser_delete(&y);
+	return root;
+}
+
+static const char *kind_name(enum ykind k)
+{
+	return k == Y_SCALAR ? "text" : k == Y_SEQ ? "a list" : "a mapping";
+}
+
+static int want(const struct ynode *n, enum ykind k, const char *file, const char *what,
+		cqrs_error *err)
+{
+	if (n->kind == k)
+		return 0;
+	return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: %s must be %s, not %s", file, n->line, what,
+			 kind_name(k), kind_name(n->kind));
+}
+
+/* --- SQL statements and their parameters ---------------------------------- */
+
+static const char *const root_names[PARAM_ROOT_COUNT] = {
+	"sequence",   "event_id",      "aggregate_id", "aggregate_type", "aggregate_version",
+	"event_type", "event_version", "timestamp",    "data",		 "metadata",
+};
+
+static bool ident_start(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+}
+
+static bool ident_char(char c)
+{
+	return ident_start(c) || (c >= '0' && c <= '9');
+}
+
+struct buf {
+	char *p;
+	size_t n, cap;
+};
+
+static int buf_add(struct buf *b, const char *s, size_t n)
+{
+	if (b->n + n + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap * 2 : 256;
+		while (cap < b->n + n + 1)
+			cap *= 2;
+		char *p = realloc(b->p, cap);
+		if (p == NULL)
+			return -1;
+		b->p = p;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->n, s, n);
+	b->n += n;
+	b->p[b->n] = '\0';
+	return 0;
+}
+
+static void param_free(struct cqrs_param *p)
+{
+	for (size_t i = 0; i < p->npath; i++)
+		free(p->path[i]);
+	free(p->path);
+	free(p->name);
+}
+
+/* The global index of parameter name (interned), or -1 with *err set. */
+static long intern_param(cqrs_projections *ps, const char *name, size_t len, const char *where,
+			 cqrs_error *err)
+{
+	for (size_t i = 0; i < ps->nparams; i++)
+		if (strlen(ps->params[i].name) == len && memcmp(ps->params[i].name, name, len) == 0)
+			return (long)i;
+	const char *dot = memchr(name, '.', len);
+	size_t rlen = dot != NULL ? (size_t)(dot - name) : len;
+	int root = -1;
+	for (int r = 0; r < PARAM_ROOT_COUNT; r++)
+		if (strlen(root_names[r]) == rlen && memcmp(root_names[r], name, rlen) == 0)
+			root = r;
+	if (root < 0 || (dot != NULL && root != PARAM_DATA && root != PARAM_METADATA))
+		return cqrs_fail(err, CQRS_EXIT_CONFIG,
+				 "%s: unknown parameter ':%.*s' (known: :sequence, :event_id, "
+				 ":aggregate_id, :aggregate_type, :aggregate_version, :event_type, "
+				 ":event_version, :timestamp, :data, :data.FIELD, :metadata, "
+				 ":metadata.FIELD)",
+				 where, (int)len, name);
+	struct cqrs_param p = { 0 };
+	p.root = (enum cqrs_param_root)root;
+	p.name = strndup(name, len);
+	if (p.name == NULL)
+		return oom(err);
+	for (const char *s = dot; s != NULL && s < name + len;) {
+		const char *seg = s + 1;
+		const char *e = memchr(seg, '.', (size_t)(name + len - seg));
+		if (e == NULL)
+			e = name + len;
+		char **np = realloc(p.path, (p.npath + 1) * sizeof *np);
+		if (np == NULL || (np[p.npath] = strndup(seg, (size_t)(e - seg))) == NULL) {
+			if (np != NULL)
+				p.path = np;
+			param_free(&p);
+			return oom(err);
+		}
+		p.path = np;
+		p.npath++;
+		s = e < name + len ? e : NULL;
+	}
+	struct cqrs_param *np = realloc(ps->params, (ps->nparams + 1) * sizeof *np);
+	if (np == NULL) {
+		param_free(&p);
+		return oom(err);
+	}
+	ps->params = np;
+	ps->params[ps->nparams] = p;
+	return (long)ps->nparams++;
+}
+
+/* Copies a quoted string, identifier or comment that starts at text[i]. */
+static size_t skip_quoted(const char *t, size_t n, size_t i)
+{
+	char c = t[i];
+	if (c == '-') { /* -- comment */
+		while (i < n && t[i] != '\n')
+			i++;
+		return i;
+	}
+	if (c == '/') { /* block comment */
+		i += 2;
+		while (i + 1 < n && !(t[i] == '*' && t[i + 1] == '/'))
+			i++;
+		return i + 1 < n ? i + 2 : n;
+	}
+	char close = c == '[' ? ']' : c;
+	for (i++; i < n; i++)
+		if (t[i] == close)
+			return i + 1; /* a doubled quote reads as two strings: same bytes */
+	return n;
+}
+
+/* "FILE:LINE: what" for a position in a statement's original text */
+static void where_at(char *buf, size_t cap, const struct cqrs_sql *s, const char *text, size_t i,
+		     const char *what)
+{
+	struct cqrs_sql tmp = *s;
+	tmp.sql = (char *)text;
+	snprintf(buf, cap, "%s:%d: %s", s->file, cqrs_sql_line(&tmp, (int)i), what);
+}
+
+static int sql_init(cqrs_projections *ps, struct cqrs_sql *s, const struct ynode *n,
+		    const char *file, const char *what, struct sha256_ctx *md, cqrs_error *err)
+{
+	char where[512];
+	memset(s, 0, sizeof *s);
+	s->file = file;
+	s->line = n->line;
+	s->literal = n->literal;
+	if (want(n, Y_SCALAR, file, what, err) < 0)
+		return -1;
+	const char *t = n->text;
+	size_t len = strlen(t), i = 0;
+	bool blank = true;
+	for (size_t k = 0; k < len; k++)
+		if (t[k] != ' ' && t[k] != '\t' && t[k] != '\n' && t[k] != '\r' && t[k] != ';')
+			blank = false;
+	if (blank)
+		return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: %s: empty SQL statement", file,
+				 n->line, what);
+	sha256_update(md, len + 1, (const uint8_t *)t);
+	struct buf out = { 0 };
+	while (i < len) {
+		char c = t[i];
+		size_t from = i;
+		if (c == '\'' || c == '"' || c == '`' || c == '[' ||
+		    (c == '-' && t[i + 1] == '-') || (c == '/' && t[i + 1] == '*')) {
+			i = skip_quoted(t, len, i);
+			if (buf_add(&out, t + from, i - from) < 0)
+				goto nomem;
+			continue;
+		}
+		bool after_ident = i > 0 && ident_char(t[i - 1]);
+		if ((c == '?' || c == '@' || c == '$') && !after_ident) {
+			where_at(where, sizeof where, s, t, i, what);
+			cqrs_fail(err, CQRS_EXIT_CONFIG,
+				  "%s: use named parameters such as :data.customer_id, not '%c'",
+				  where, c);
+			goto fail;
+		}
+		if (c != ':' || !ident_start(t[i + 1])) {
+			if (buf_add(&out, &c, 1) < 0)
+				goto nomem;
+			i++;
+			continue;
+		}
+		size_t start = ++i;
+		while (i < len && ident_char(t[i]))
+			i++;
+		while (i + 1 < len && t[i] == '.' && ident_char(t[i + 1])) {
+			i++;
+			while (i < len && ident_char(t[i]))
+				i++;
+		}
+		where_at(where, sizeof where, s, t, start - 1, what);
+		long g = intern_param(ps, t + start, i - start, where, err);
+		if (g < 0)
+			goto fail;
+		size_t k = 0;
+		while (k < s->nparams && s->params[k] != (size_t)g)
+			k++;
+		if (k == s->nparams) {
+			size_t *np = realloc(s->params, (s->nparams + 1) * sizeof *np);
+			if (np == NULL)
+				goto nomem;
+			s->params = np;
+			s->params[s->nparams++] = (size_t)g;
+		}
+		char num[16];
+		int m = snprintf(num, sizeof num, "?%zu", k + 1);
+		if (buf_add(&out, num, (size_t)m) < 0)
+			goto nomem;
+	}
+	s->sql = out.p;
+	return 0;
+nomem:
+	oom(err);
+fail:
+	free(out.p);
+	free(s->params);
+	s->params = NULL;
+	s->nparams = 0;
+	return -1;
+}
+
+static void sql_free(struct cqrs_sql *s)
+{
+	free(s->sql);
+	free(s->params);
+}
+
+int cqrs_sql_line(const struct cqrs_sql *s, int offset)
+{
+	int line = s->line;
+	if (!s->literal || offset < 0)
+		return line;
+	for (int i = 0; i < offset && s->sql[i] != '\0'; i++)
+		if (s->sql[i] == '\n')
+			line++;
+	return line;
+}
+
+/* --- the projection file -------------------------------------------------- */
+
+static bool valid_name(const char *s)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n > MAX_NAME || !ident_start(s[0]))
+		return false;
+	for (size_t i = 1; i < n; i++)
+		if (!ident_char(s[i]))
+			return false;
+	return strncmp(s, "cqrs_", 5) != 0 && strncmp(s, "sqlite_", 7) != 0;
+}
+
+static void projection_free(struct cqrs_projection *p)
+{
+	for (size_t i = 0; i < p->ntables; i++)
+		sql_free(&p->tables[i]);
+	free(p->tables);
+	for (size_t i = 0; i < p->non; i++) {
+		for (size_t k = 0; k < p->on[i].nsql; k++)
+			sql_free(&p->on[i].sql[k]);
+		free(p->on[i].sql);
+		free(p->on[i].event_type);
+	}
+	free(p->on);
+	for (size_t i = 0; i < p->nowned; i++)
+		free(p->owned[i]);
+	free(p->owned);
+	free(p->name);
+}
+
+/* A list of statements, or one statement on its own. */
+static int sql_list(cqrs_projections *ps, const struct ynode *n, const char *file, const char *what,
+		    struct sha256_ctx *md, struct cqrs_sql **out, size_t *nout, cqrs_error *err)
+{
+	const struct ynode *const *items = (const struct ynode *const *)&n;
+	size_t count = 1;
+	if (n->kind == Y_SEQ) {
+		items = (const struct ynode *const *)n->kids;
+		count = n->nkids;
+		if (count == 0)
+			return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: %s: empty list", file,
+					 n->line, what);
+	}
+	*out = calloc(count, sizeof **out);
+	if (*out == NULL)
+		return oom(err);
+	for (size_t i = 0; i < count; i++) {
+		if (sql_init(ps, &(*out)[i], items[i], file, what, md, err) < 0)
+			return -1;
+		(*nout)++;
+	}
+	return 0;
+}
+
+static int load_projection(cqrs_projections *ps, const struct ynode *n, const char *file,
+			   cqrs_error *err)
+{
+	if (want(n, Y_MAP, file, "a projection", err) < 0)
+		return -1;
+	const struct ynode *name = NULL, *tables = NULL, *on = NULL;
+	for (size_t i = 0; i < n->nkids; i += 2) {
+		const struct ynode *k = n->kids[i], *v = n->kids[i + 1];
+		if (strcmp(k->text, "name") == 0)
+			name = v;
+		else if (strcmp(k->text, "tables") == 0)
+			tables = v;
+		else if (strcmp(k->text, "on") == 0)
+			on = v;
+		else if (strcmp(k->text, "description") == 0) {
+			if (want(v, Y_SCALAR, file, "'description'", err) < 0)
+				return -1;
+		} else
+			return cqrs_fail(err, CQRS_EXIT_CONFIG,
+					 "%s:%d: unknown key '%s' in a projection (expected name, "
+					 "description, tables, on)",
+					 file, k->line, k->text);
+	}
+	if (name == NULL)
+		return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: projection without a 'name'", file,
+				 n->line);
+	if (want(name, Y_SCALAR, file, "'name'", err) < 0)
+		return -1;
+	if (!valid_name(name->text))
+		return cqrs_fail(err, CQRS_EXIT_CONFIG,
+				 "%s:%d: not a projection name: '%s' (a letter or '_', then "
+				 "letters, digits or '_', at most %d, not starting cqrs_ or "
+				 "sqlite_)",
+				 file, name->line, name->text, MAX_NAME);
+	for (size_t i = 0; i < ps->n; i++)
+		if (strcmp(ps->p[i].name, name->text) == 0)
+			return cqrs_fail(err, CQRS_EXIT_CONFIG,
+					 "%s:%d: projection '%s' is already defined at %s:%d", file,
+					 name->line, name->text, ps->p[i].file, ps->p[i].line);
+	if (tables == NULL)
+		return cqrs_fail(err, CQRS_EXIT_CONFIG,
+				 "%s:%d: projection '%s' has no 'tables' (the CREATE statements "
+				 "of its read model)",
+				 file, n->line, name->text);
+	if (on == NULL)
+		return cqrs_fail(err, CQRS_EXIT_CONFIG,
+				 "%s:%d: projection '%s' has no 'on' (what to do for each event "
+				 "type)",
+				 file, n->line, name->text);
+	if (want(on, Y_MAP, file, "'on'", err) < 0)
+		return -1;
+	if (on->nkids == 0)
+		return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: 'on' names no event type", file,
+				 on->line);
+
+	struct cqrs_projection *np = realloc(ps->p, (ps->n + 1) * sizeof *np);
+	if (np == NULL)
+		return oom(err);
+	ps->p = np;
+	struct cqrs_projection *p = &ps->p[ps->n++];
+	memset(p, 0, sizeof *p);
+	p->file = file;
+	p->line = n->line;
+	if ((p->name = strdup(name->text)) == NULL)
+		return oom(err);
+
+	struct sha256_ctx ctx, *md = &ctx;
+	sha256_init(md);
+	sha256_update(md, strlen(p->name) + 1, (const uint8_t *)p->name);
+	char what[256];
+	snprintf(what, sizeof what, "projection '%s', tables", p->name);
+	int rc = sql_list(ps, tables, file, what, md, &p->tables, &p->ntables, err);
+	if (rc == 0) {
+		p->on = calloc(on->nkids / 2, sizeof *p->on);
+		if (p->on == NULL)
+			rc = oom(err);
+	}
+	for (size_t i = 0; rc == 0 && i < on->nkids; i += 2) {
+		const struct ynode *k = on->kids[i], *v = on->kids[i + 1];
+		if (strcmp(k->text, "*") != 0 && !cqrs_type_name_valid(k->text, strlen(k->text))) {
+			rc = cqrs_fail(err, CQRS_EXIT_CONFIG,
+				       "%s:%d: not an event type: '%s' (or '*' for every event)",
+				       file, k->line, k->text);
+			break;
+		}
+		struct cqrs_handler *h = &p->on[p->non++];
+		h->line = k->line;
+		if ((h->event_type = strdup(k->text)) == NULL) {
+			rc = oom(err);
+			break;
+		}
+		sha256_update(md, strlen(h->event_type) + 1, (const uint8_t *)h->event_type);
+		snprintf(what, sizeof what, "projection '%s', on %s", p->name, h->event_type);
+		rc = sql_list(ps, v, file, what, md, &h->sql, &h->nsql, err);
+	}
+	uint8_t digest[SHA256_DIGEST_SIZE];
+	sha256_digest(md, sizeof digest, digest);
+	for (unsigned i = 0; i < SHA256_DIGEST_SIZE; i++)
+		snprintf(p->hash + 2 * i, 3, "%02x", digest[i]);
+	return rc;
+}
+
+cqrs_projections *cqrs_projections_new(void)
+{
+	return calloc(1, sizeof(cqrs_projections));
+}
+
+int cqrs_projections_load(cqrs_projections *ps, const char *path, cqrs_error *err)
+{
+	char **nf = realloc(ps->files, (ps->nfiles + 1) * sizeof *nf);
+	if (nf == NULL)
+		return oom(err);
+	ps->files = nf;
+	if ((ps->files[ps->nfiles] = strdup(path)) == NULL)
+		return oom(err);
+	const char *file = ps->files[ps->nfiles++];
+	ps->checked = false;
+
+	FILE *f = fopen(file, "re");
+	if (f == NULL)
+		return cqrs_fail(err, errno == ENOENT ? CQRS_EXIT_NOINPUT : CQRS_EXIT_CONFIG,
+				 "%s: cannot read projection file: %s", file, strerror(errno));
+	struct ynode *root = parse_file(f, file, err);
+	fclose(f);
+	if (root == NULL)
+		return -1;
+	int rc = 0;
+	const struct ynode *list = NULL;
+	if (root->kind != Y_MAP) {
+		rc = cqrs_fail(err, CQRS_EXIT_CONFIG,
+			       "%s:%d: expected a mapping with the key 'projections'", file,
+			       root->line);
+		goto out;
+	}
+	for (size_t i = 0; i < root->nkids; i += 2) {
+		if (strcmp(root->kids[i]->text, "projections") != 0) {
+			rc = cqrs_fail(err, CQRS_EXIT_CONFIG,
+				       "%s:%d: unknown key '%s' (expected 'projections')", file,
+				       root->kids[i]->line, root->kids[i]->text);
+			goto out;
+		}
+		list = root->kids[i + 1];
+	}
+	if (list == NULL) {
+		rc = cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: no 'projections' list", file,
+			       root->line);
+		goto out;
+	}
+	if ((rc = want(list, Y_SEQ, file, "'projections'", err)) < 0)
+		goto out;
+	if (list->nkids == 0) {
+		rc = cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: 'projections' is empty", file,
+			       list->line);
+		goto out;
+	}
+	for (size_t i = 0; i < list->nkids && rc == 0; i++)
+		rc = load_projection(ps, list->kids[i], file, err);
+out:
+	ynode_free(root);
+	return rc;
+}
+
+size_t cqrs_projections_count(const cqrs_projections *ps)
+{
+	return ps->n;
+}
+
+const char *cqrs_projections_name(const cqrs_projections *ps, size_t i)
+{
+	return i < ps->n ? ps->p[i].name : NULL;
+}
+
+void cqrs_projections_free(cqrs_projections *ps)
+{
+	if (ps == NULL)
+		return;
+	for (size_t i = 0; i < ps->n; i++)
+		projection_free(&ps->p[i]);
+	free(ps->p);
+	for (size_t i = 0; i < ps->nparams; i++)
+		param_free(&ps->params[i]);
+	free(ps->params);
+	for (size_t i = 0; i < ps->nfiles; i++)
+		free(ps->files[i]);
+	free(ps->files);
+	free(ps);
+}
+
+/* --- compiling the SQL ------------------------------------------------------ */
+
+struct auth {
+	const cqrs_projections *ps;
+	const struct cqrs_projection *p;
+	bool ddl;
+	char reason[256];
+};
+
+static const struct cqrs_projection *owner_of(const cqrs_projections *ps, const char *table)
+{
+	for (size_t i = 0; i < ps->n; i++)
+		for (size_t k = 0; k < ps->p[i].nowned; k++)
+			if (strcmp(ps->p[i].owned[k], table) == 0)
+				return &ps->p[i];
+	return NULL;
+}
+
+static int authorize(void *arg, int action, const char *a1, const char *a2, const char *db,
+		     const char *trigger)
+{
+	struct auth *au = arg;
+	(void)a2;
+	(void)db;
+	(void)trigger;
+	switch (action) {
+	case SQLITE_READ:
+	case SQLITE_SELECT:
+	case SQLITE_FUNCTION:
+	case SQLITE_RECURSIVE: return SQLITE_OK;
+	case SQLITE_INSERT:
+	case SQLITE_UPDATE:
+	case SQLITE_DELETE:
+		if (a1 == NULL || strncmp(a1, "sqlite_", 7) == 0 || au->ddl)
+			return SQLITE_OK;
+		if (strncmp(a1, "cqrs_", 5) == 0) {
+			snprintf(au->reason, sizeof au->reason,
+				 "table '%s' belongs to cqrs-project", a1);
+			return SQLITE_DENY;
+		}
+		if (au->ps->checked) {
+			const struct cqrs_projection *o = owner_of(au->ps, a1);
+			if (o != au->p) {
+				if (o != NULL)
+					snprintf(au->reason, sizeof au->reason,
+						 "writes table '%s', which projection '%s' owns "
+						 "(a projection writes only the tables it creates)",
+						 a1, o->name);
+				else
+					snprintf(au->reason, sizeof au->reason,
+						 "writes table '%s', which no projection creates",
+						 a1);
+				return SQLITE_DENY;
+			}
+		}
+		return SQLITE_OK;
+	case SQLITE_REINDEX: /* what CREATE UNIQUE INDEX asks for */
+	case SQLITE_CREATE_TABLE:
+	case SQLITE_CREATE_INDEX:
+	case SQLITE_CREATE_VIEW:
+	case SQLITE_CREATE_TRIGGER:
+		if (au->ddl)
+			return SQLITE_OK;
+		snprintf(au->reason, sizeof au->reason, "CREATE belongs in 'tables', not in 'on'");
+		return SQLITE_DENY;
+	case SQLITE_CREATE_TEMP_TABLE:
+	case SQLITE_CREATE_TEMP_INDEX:
+	case SQLITE_CREATE_TEMP_VIEW:
+	case SQLITE_CREATE_TEMP_TRIGGER:
+		snprintf(au->reason, sizeof au->reason,
+			 "TEMP objects are not kept: create ordinary tables");
+		return SQLITE_DENY;
+	case SQLITE_TRANSACTION:
+	case SQLITE_SAVEPOINT:
+		snprintf(au->reason, sizeof au->reason,
+			 "transactions belong to cqrs-project, which commits each batch with "
+			 "its checkpoint");
+		return SQLITE_DENY;
+	default:
+		snprintf(au->reason, sizeof au->reason,
+			 au->ddl ? "only CREATE TABLE, INDEX, VIEW and TRIGGER (and INSERT of "
+				   "fixed rows) belong in 'tables'"
+				 : "only INSERT, UPDATE, DELETE and SELECT may run on an event");
+		return SQLITE_DENY;
+	}
+}
+
+static bool only_blank(const char *s)
+{
+	for (;;) {
+		while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r' || *s == ';')
+			s++;
+		if (s[0] == '-' && s[1] == '-') {
+			while (*s != '\0' && *s != '\n')
+				s++;
+		} else if (s[0] == '/' && s[1] == '*') {
+			const char *e = strstr(s + 2, "*/");
+			if (e == NULL)
+				return true;
+			s = e + 2;
+		} else {
+			return *s == '\0';
+		}
+	}
+}
+
+static int prepare_one(sqlite3 *db, const cqrs_projections *ps, const struct cqrs_projection *p,
+		       const char *what, const struct cqrs_sql *s, bool ddl, sqlite3_stmt **out,
+		       cqrs_error *err)
+{
+	struct auth au = { .ps = ps, .p = p, .ddl = ddl };
+	sqlite3_set_authorizer(db, authorize, &au);
+	const char *tail = NULL;
+	int rc =
+		sqlite3_prepare_v3(db, s->sql, -1, ddl ? 0 : SQLITE_PREPARE_PERSISTENT, out, &tail);
+	sqlite3_set_authorizer(db, NULL, NULL);
+	if (rc != SQLITE_OK) {
+		int line = cqrs_sql_line(s, sqlite3_error_offset(db));
+		if (au.reason[0] != '\0')
+			return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: %s: %s", s->file, line,
+					 what, au.reason);
+		return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: %s: %s", s->file, line, what,
+				 sqlite3_errmsg(db));
+	}
+	if (*out == NULL)
+		return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: %s: empty SQL statement", s->file,
+				 s->line, what);
+	if (tail != NULL && !only_blank(tail)) {
+		sqlite3_finalize(*out);
+		*out = NULL;
+		return cqrs_fail(err, CQRS_EXIT_CONFIG,
+				 "%s:%d: %s: one SQL statement per list item (start another "
+				 "item with '- ')",
+				 s->file, cqrs_sql_line(s, (int)(tail - s->sql)), what);
+	}
+	return 0;
+}
+
+int cqrs_projection_prepare(sqlite3 *db, const struct cqrs_projection *p,
+			    const struct cqrs_handler *h, const struct cqrs_sql *s,
+			    sqlite3_stmt **out, cqrs_error *err)
+{
+	(void)p;
+	char what[256];
+	snprintf(what, sizeof what, "projection '%s', on %s", p->name, h->event_type);
+	/* Ownership was checked by cqrs_projections_check; here the same
+	 * authorizer keeps anything but data changes out. */
+	static const cqrs_projections none = { 0 };
+	return prepare_one(db, &none, p, what, s, false, out, err);
+}
+
+int cqrs_projection_create(sqlite3 *db, const struct cqrs_projection *p, cqrs_error *err)
+{
+	char what[256];
+	snprintf(what, sizeof what, "projection '%s', tables", p->name);
+	static const cqrs_projections none = { 0 };
+	for (size_t i = 0; i < p->ntables; i++) {
+		sqlite3_stmt *st;
+		if (prepare_one(db, &none, p, what, &p->tables[i], true, &st, err) < 0)
+			return -1;
+		int rc = sqlite3_step(st);
+		if (rc != SQLITE_DONE) {
+			cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: %s: %s", p->tables[i].file,
+				  p->tables[i].line, what, sqlite3_errmsg(db));
+			sqlite3_finalize(st);
+			return -1;
+		}
+		sqlite3_finalize(st);
+	}
+	return 0;
+}
+
+static int table_names(sqlite3 *db, char ***names, size_t *n)
+{
+	sqlite3_stmt *st;
+	*names = NULL;
+	*n = 0;
+	if (sqlite3_prepare_v2(db, "SELECT name FROM sqlite_schema WHERE type = 'table'", -1, &st,
+			       NULL) != SQLITE_OK)
+		return -1;
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		char **nn = realloc(*names, (*n + 1) * sizeof *nn);
+		if (nn == NULL)
+			break;
+		*names = nn;
+		if ((nn[*n] = strdup((const char *)sqlite3_column_text(st, 0))) == NULL)
+			break;
+		(*n)++;
+	}
+	sqlite3_finalize(st);
+	return 0;
+}
+
+static void names_free(char **names, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+}
+
+/* Compiles every statement against an empty in-memory database: a bad
+ * column or a write to another projection's table is reported before
+ * anything is changed. */
+int cqrs_projections_check(cqrs_projections *ps, cqrs_error *err)
+{
+	sqlite3 *db;
+	if (sqlite3_open_v2(":memory:", &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+		    SQLITE_OK ||
+	    cqrs_sql_register_functions(db) < 0) {
+		sqlite3_close(db);
+		return oom(err);
+	}
+	sqlite3_exec(db, "PRAGMA trusted_schema = OFF", NULL, NULL, NULL);
+	sqlite3_exec(db, cqrs_views_meta_schema(), NULL, NULL, NULL);
+	int rc = 0;
+	ps->checked = false;
+	for (size_t i = 0; i < ps->n && rc == 0; i++) {
+		struct cqrs_projection *p = &ps->p[i];
+		char **before, **after;
+		size_t nbefore, nafter;
+		table_names(db, &before, &nbefore);
+		rc = cqrs_projection_create(db, p, err);
+		table_names(db, &after, &nafter);
+		for (size_t k = 0; k < p->nowned; k++)
+			free(p->owned[k]);
+		free(p->owned);
+		p->owned = NULL;
+		p->nowned = 0;
+		for (size_t a = 0; a < nafter; a++) {
+			bool old = false;
+			for (size_t b = 0; b < nbefore; b++)
+				old = old || strcmp(after[a], before[b]) == 0;
+			if (old)
+				continue;
+			char **no = realloc(p->owned, (p->nowned + 1) * sizeof *no);
+			if (no == NULL) {
+				rc = oom(err);
+				break;
+			}
+			p->owned = no;
+			p->owned[p->nowned++] = after[a];
+			after[a] = NULL;
+		}
+		names_free(before, nbefore);
+		names_free(after, nafter);
+		if (rc == 0 && p->nowned == 0)
+			rc = cqrs_fail(err, CQRS_EXIT_CONFIG,
+				       "%s:%d: projection '%s': 'tables' creates no table", p->file,
+				       p->tables[0].line, p->name);
+	}
+	ps->checked = rc == 0;
+	for (size_t i = 0; i < ps->n && rc == 0; i++) {
+		const struct cqrs_projection *p = &ps->p[i];
+		for (size_t h = 0; h < p->non && rc == 0; h++) {
+			char what[256];
+			snprintf(what, sizeof what, "projection '%s', on %s", p->name,
+				 p->on[h].event_type);
+			for (size_t k = 0; k < p->on[h].nsql && rc == 0; k++) {
+				sqlite3_stmt *st = NULL;
+				rc = prepare_one(db, ps, p, what, &p->on[h].sql[k], false, &st,
+						 err);
+				sqlite3_finalize(st);
+			}
+		}
+	}
+	ps->checked = rc == 0;
+	sqlite3_close(db);
+	return rc;
+}
+
+void cqrs_projections_describe(const cqrs_projections *ps, FILE *out)
+{
+	for (size_t i = 0; i < ps->n; i++) {
+		const struct cqrs_projection *p = &ps->p[i];
+		fputs("{\"projection\":", out);
+		cqrs_json_write_string(out, p->name, strlen(p->name));
+		fputs(",\"file\":", out);
+		cqrs_json_write_string(out, p->file, strlen(p->file));
+		fprintf(out, ",\"line\":%d,\"tables\":[", p->line);
+		for (size_t k = 0; k < p->nowned; k++) {
+			if (k > 0)
+				fputc(',', out);
+			cqrs_json_write_string(out, p->owned[k], strlen(p->owned[k]));
+		}
+		fputs("],\"events\":[", out);
+		for (size_t k = 0; k < p->non; k++) {
+			if (k > 0)
+				fputc(',', out);
+			cqrs_json_write_string(out, p->on[k].event_type,
+					       strlen(p->on[k].event_type));
+		}
+		fprintf(out, "],\"definition\":\"%s\"}\n", p->hash);
+	}
+}

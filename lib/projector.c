@@ -1,0 +1,882 @@
+/*
+ * Applying events to the read models, exactly once.
+ *
+ * Each projection has a checkpoint: the last sequence it applied.  Events
+ * are applied in batches inside one views transaction, and the batch's
+ * checkpoints are written in that same transaction, so a crash at any
+ * moment leaves either the whole batch with its checkpoints or neither: an
+ * event is never applied twice nor skipped.  A projection applies only the
+ * sequence that follows its checkpoint; anything else is an error, never a
+ * silent gap.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cqrs.h"
+#include "views_impl.h"
+#include "banned.h"
+
+#define DEFAULT_BATCH 10000
+
+struct rt_stmt {
+	sqlite3_stmt *st;
+	const struct cqrs_sql *sql;
+};
+
+struct rt_handler {
+	const struct cqrs_handler *h;
+	struct rt_stmt *stmts;
+};
+
+struct rt_proj {
+	const struct cqrs_projection *def;
+	struct rt_handler *handlers;
+	size_t nhandlers;
+	int64_t checkpoint; /* committed */
+	uint8_t ckpt_hash[CQRS_HASH_LEN];
+	bool ckpt_has_hash;
+	char ckpt_ts[CQRS_TIMESTAMP_LEN + 1];
+	int64_t applied; /* in the open transaction */
+	uint8_t hash[CQRS_HASH_LEN];
+	bool has_hash;
+	char ts[CQRS_TIMESTAMP_LEN + 1];
+	int64_t stop; /* apply nothing after this sequence; INT64_MAX: no limit */
+	bool verified;
+};
+
+/* A parameter's value for the current event. */
+struct pval {
+	unsigned gen;
+	int type; /* SQLITE_NULL, SQLITE_INTEGER, SQLITE_TEXT */
+	int64_t i;
+	const char *text;
+	size_t len;
+	char *buf; /* decoded strings, uuids */
+	size_t cap;
+};
+
+struct cqrs_projector {
+	sqlite3 *db;
+	char *path;
+	const cqrs_projections *ps;
+	struct rt_proj *p;
+	size_t np;
+	struct pval *vals;
+	unsigned gen;
+	int64_t batch, in_batch, applied_total;
+	bool in_txn, prepared, verify_chain, scratch;
+	sqlite3_stmt *ckpt_save;
+	/* progress on a terminal */
+	bool progress;
+	int64_t progress_total, progress_done;
+	time_t progress_last;
+	const char *progress_what;
+};
+
+static int oom(cqrs_error *err)
+{
+	return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+}
+
+static int db_error(cqrs_projector *p, int rc, const char *what, cqrs_error *err)
+{
+	return cqrs_views_db_error(p->db, p->path, rc, what, err);
+}
+
+cqrs_projector *cqrs_projector_open(const char *views_path, cqrs_projections *ps, unsigned flags,
+				    cqrs_error *err)
+{
+	if (!ps->checked && cqrs_projections_check(ps, err) < 0)
+		return NULL;
+	cqrs_projector *p = calloc(1, sizeof *p);
+	if (p == NULL || (p->path = strdup(views_path)) == NULL ||
+	    (p->p = calloc(ps->n ? ps->n : 1, sizeof *p->p)) == NULL ||
+	    (p->vals = calloc(ps->nparams ? ps->nparams : 1, sizeof *p->vals)) == NULL) {
+		oom(err);
+		goto fail;
+	}
+	p->ps = ps;
+	p->np = ps->n;
+	p->batch = DEFAULT_BATCH;
+	p->scratch = flags & CQRS_PROJECT_SCRATCH;
+	for (size_t i = 0; i < ps->n; i++) {
+		struct rt_proj *rp = &p->p[i];
+		rp->def = &ps->p[i];
+		rp->stop = INT64_MAX;
+		rp->nhandlers = rp->def->non;
+		rp->handlers = calloc(rp->nhandlers ? rp->nhandlers : 1, sizeof *rp->handlers);
+		if (rp->handlers == NULL) {
+			oom(err);
+			goto fail;
+		}
+		for (size_t h = 0; h < rp->nhandlers; h++) {
+			rp->handlers[h].h = &rp->def->on[h];
+			rp->handlers[h].stmts =
+				calloc(rp->def->on[h].nsql, sizeof *rp->handlers[h].stmts);
+			if (rp->handlers[h].stmts == NULL) {
+				oom(err);
+				goto fail;
+			}
+		}
+	}
+	if (cqrs_views_db_open(views_path, p->scratch ? VIEWS_OPEN_SCRATCH : VIEWS_OPEN_WRITE,
+			       &p->db, err) < 0)
+		goto fail;
+	return p;
+fail:
+	cqrs_projector_close(p);
+	return NULL;
+}
+
+void cqrs_projector_close(cqrs_projector *p)
+{
+	if (p == NULL)
+		return;
+	if (p->in_txn && p->db != NULL)
+		sqlite3_exec(p->db, "ROLLBACK", NULL, NULL, NULL);
+	for (size_t i = 0; p->p != NULL && i < p->np; i++) {
+		struct rt_proj *rp = &p->p[i];
+		for (size_t h = 0; rp->handlers != NULL && h < rp->nhandlers; h++) {
+			for (size_t k = 0; rp->handlers[h].stmts && k < rp->def->on[h].nsql; k++)
+				sqlite3_finalize(rp->handlers[h].stmts[k].st);
+			free(rp->handlers[h].stmts);
+		}
+		free(rp->handlers);
+	}
+	free(p->p);
+	for (size_t i = 0; p->vals != NULL && i < p->ps->nparams; i++)
+		free(p->vals[i].buf);
+	free(p->vals);
+	sqlite3_finalize(p->ckpt_save);
+	sqlite3_close(p->db);
+	free(p->path);
+	free(p);
+}
+
+void cqrs_projector_set_batch(cqrs_projector *p, int64_t batch)
+{
+	p->batch = batch > 0 ? batch : DEFAULT_BATCH;
+}
+
+void cqrs_projector_set_verify(cqrs_projector *p, bool every_event)
+{
+	p->verify_chain = every_event;
+}
+
+void cqrs_projector_set_progress(cqrs_projector *p, bool on, const char *what)
+{
+	p->progress = on;
+	p->progress_what = what;
+}
+
+int cqrs_projector_set_stop(cqrs_projector *p, const char *projection, int64_t stop)
+{
+	for (size_t i = 0; i < p->np; i++)
+		if (projection == NULL || strcmp(p->p[i].def->name, projection) == 0)
+			p->p[i].stop = stop < 0 ? INT64_MAX : stop;
+	return 0;
+}
+
+int64_t cqrs_projector_applied(const cqrs_projector *p)
+{
+	return p->applied_total;
+}
+
+static int hex_to_hash(const char *hex, uint8_t out[CQRS_HASH_LEN])
+{
+	if (hex == NULL || strlen(hex) != 2 * CQRS_HASH_LEN)
+		return -1;
+	for (int i = 0; i < CQRS_HASH_LEN; i++) {
+		unsigned v = 0;
+		for (int k = 0; k < 2; k++) {
+			char c = hex[2 * i + k];
+			v <<= 4;
+			if (c >= '0' && c <= '9')
+				v |= (unsigned)(c - '0');
+			else if (c >= 'a' && c <= 'f')
+				v |= (unsigned)(c - 'a' + 10);
+			else
+				return -1;
+		}
+		out[i] = (uint8_t)v;
+	}
+	return 0;
+}
+
+static void hash_to_hex(const uint8_t h[CQRS_HASH_LEN], char out[2 * CQRS_HASH_LEN + 1])
+{
+	static const char hexd[] = "0123456789abcdef";
+	for (int i = 0; i < CQRS_HASH_LEN; i++) {
+		out[2 * i] = hexd[h[i] >> 4];
+		out[2 * i + 1] = hexd[h[i] & 15];
+	}
+	out[2 * CQRS_HASH_LEN] = '\0';
+}
+
+static void owned_tables(const struct cqrs_projection *d, char *buf, size_t cap)
+{
+	size_t n = 0;
+	buf[0] = '\0';
+	for (size_t i = 0; i < d->nowned && n < cap; i++)
+		n += (size_t)snprintf(buf + n, cap - n, "%s%s", i ? " " : "", d->owned[i]);
+}
+
+/* Under the write lock: registers new projections (creating their
+ * tables), refuses changed ones, and loads every checkpoint. */
+int cqrs_projector_sync(cqrs_projector *p, cqrs_error *err)
+{
+	if (p->in_txn)
+		return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "sync inside a transaction");
+	int rc = sqlite3_exec(p->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+	if (rc != SQLITE_OK)
+		return db_error(p, rc, "cannot start a transaction", err);
+	sqlite3_stmt *get = NULL, *put = NULL;
+	rc = sqlite3_prepare_v2(p->db,
+				"SELECT sequence, event_hash, event_timestamp, definition, source"
+				" FROM cqrs_checkpoints WHERE projection = ?1",
+				-1, &get, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_prepare_v2(
+			p->db,
+			"INSERT INTO cqrs_checkpoints (projection, sequence, definition, source,"
+			" tables, updated_at) VALUES (?1, 0, ?2, ?3, ?4, ?5)",
+			-1, &put, NULL);
+	if (rc != SQLITE_OK) {
+		db_error(p, rc, "cannot read checkpoints", err);
+		goto fail;
+	}
+	char now[CQRS_TIMESTAMP_LEN + 1];
+	cqrs_timestamp_now(now);
+	for (size_t i = 0; i < p->np; i++) {
+		struct rt_proj *rp = &p->p[i];
+		const struct cqrs_projection *d = rp->def;
+		sqlite3_bind_text(get, 1, d->name, -1, SQLITE_STATIC);
+		rc = sqlite3_step(get);
+		if (rc == SQLITE_ROW) {
+			const char *def = (const char *)sqlite3_column_text(get, 3);
+			if (def == NULL || strcmp(def, d->hash) != 0) {
+				cqrs_fail(err, CQRS_EXIT_CONFIG,
+					  "%s: projection '%s' (%s:%d) differs from the one these "
+					  "views were built with (%s): rebuild them with "
+					  "cqrs-project --rebuild (--diff shows the effect first)",
+					  p->path, d->name, d->file, d->line,
+					  (const char *)sqlite3_column_text(get, 4));
+				goto fail;
+			}
+			rp->checkpoint = sqlite3_column_int64(get, 0);
+			rp->ckpt_has_hash = hex_to_hash((const char *)sqlite3_column_text(get, 1),
+							rp->ckpt_hash) == 0;
+			const char *ts = (const char *)sqlite3_column_text(get, 2);
+			snprintf(rp->ckpt_ts, sizeof rp->ckpt_ts, "%s", ts ? ts : "");
+		} else if (rc == SQLITE_DONE) {
+			if (cqrs_projection_create(p->db, d, err) < 0)
+				goto fail;
+			char source[4200], tables[4096];
+			snprintf(source, sizeof source, "%s:%d", d->file, d->line);
+			owned_tables(d, tables, sizeof tables);
+			sqlite3_bind_text(put, 1, d->name, -1, SQLITE_STATIC);
+			sqlite3_bind_text(put, 2, d->hash, -1, SQLITE_STATIC);
+			sqlite3_bind_text(put, 3, source, -1, SQLITE_STATIC);
+			sqlite3_bind_text(put, 4, tables, -1, SQLITE_STATIC);
+			sqlite3_bind_text(put, 5, now, -1, SQLITE_STATIC);
+			rc = sqlite3_step(put);
+			sqlite3_reset(put);
+			if (rc != SQLITE_DONE) {
+				db_error(p, rc, "cannot register projection", err);
+				goto fail;
+			}
+			rp->checkpoint = 0;
+			rp->ckpt_has_hash = false;
+			rp->ckpt_ts[0] = '\0';
+		} else {
+			db_error(p, rc, "cannot read checkpoints", err);
+			goto fail;
+		}
+		sqlite3_reset(get);
+		rp->applied = rp->checkpoint;
+		memcpy(rp->hash, rp->ckpt_hash, CQRS_HASH_LEN);
+		rp->has_hash = rp->ckpt_has_hash;
+		memcpy(rp->ts, rp->ckpt_ts, sizeof rp->ts);
+		rp->verified = false;
+	}
+	sqlite3_finalize(get);
+	sqlite3_finalize(put);
+	get = put = NULL;
+	rc = sqlite3_exec(p->db, "COMMIT", NULL, NULL, NULL);
+	if (rc != SQLITE_OK) {
+		db_error(p, rc, "cannot register projections", err);
+		goto fail;
+	}
+	if (!p->prepared) {
+		for (size_t i = 0; i < p->np; i++) {
+			struct rt_proj *rp = &p->p[i];
+			for (size_t h = 0; h < rp->nhandlers; h++)
+				for (size_t k = 0; k < rp->handlers[h].h->nsql; k++) {
+					rp->handlers[h].stmts[k].sql = &rp->handlers[h].h->sql[k];
+					if (cqrs_projection_prepare(
+						    p->db, rp->def, rp->handlers[h].h,
+						    &rp->handlers[h].h->sql[k],
+						    &rp->handlers[h].stmts[k].st, err) < 0)
+						return -1;
+				}
+		}
+		rc = sqlite3_prepare_v3(
+			p->db,
+			"UPDATE cqrs_checkpoints SET sequence = ?2, event_hash = ?3,"
+			" event_timestamp = ?4, updated_at = ?5 WHERE projection = ?1",
+			-1, SQLITE_PREPARE_PERSISTENT, &p->ckpt_save, NULL);
+		if (rc != SQLITE_OK)
+			return db_error(p, rc, "cannot prepare", err);
+		p->prepared = true;
+	}
+	return 0;
+fail:
+	sqlite3_finalize(get);
+	sqlite3_finalize(put);
+	sqlite3_exec(p->db, "ROLLBACK", NULL, NULL, NULL);
+	return -1;
+}
+
+/* The lowest checkpoint of the projections that still want events. */
+int64_t cqrs_projector_position(const cqrs_projector *p)
+{
+	int64_t pos = -1;
+	for (size_t i = 0; i < p->np; i++) {
+		const struct rt_proj *rp = &p->p[i];
+		if (rp->applied >= rp->stop)
+			continue;
+		if (pos < 0 || rp->applied < pos)
+			pos = rp->applied;
+	}
+	return pos;
+}
+
+/* The highest sequence any projection still wants; 0 when unbounded. */
+static int64_t projector_stop(const cqrs_projector *p)
+{
+	int64_t stop = 0;
+	for (size_t i = 0; i < p->np; i++) {
+		if (p->p[i].stop == INT64_MAX)
+			return 0;
+		if (p->p[i].stop > stop)
+			stop = p->p[i].stop;
+	}
+	return stop;
+}
+
+static void rollback_memory(cqrs_projector *p)
+{
+	for (size_t i = 0; i < p->np; i++) {
+		struct rt_proj *rp = &p->p[i];
+		rp->applied = rp->checkpoint;
+		memcpy(rp->hash, rp->ckpt_hash, CQRS_HASH_LEN);
+		rp->has_hash = rp->ckpt_has_hash;
+		memcpy(rp->ts, rp->ckpt_ts, sizeof rp->ts);
+	}
+	p->in_batch = 0;
+}
+
+void cqrs_projector_rollback(cqrs_projector *p)
+{
+	if (p->in_txn)
+		sqlite3_exec(p->db, "ROLLBACK", NULL, NULL, NULL);
+	p->in_txn = false;
+	rollback_memory(p);
+}
+
+int cqrs_projector_commit(cqrs_projector *p, cqrs_error *err)
+{
+	if (!p->in_txn)
+		return 0;
+	char now[CQRS_TIMESTAMP_LEN + 1];
+	cqrs_timestamp_now(now);
+	for (size_t i = 0; i < p->np; i++) {
+		struct rt_proj *rp = &p->p[i];
+		if (rp->applied == rp->checkpoint)
+			continue;
+		char hex[2 * CQRS_HASH_LEN + 1];
+		sqlite3_stmt *q = p->ckpt_save;
+		sqlite3_bind_text(q, 1, rp->def->name, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(q, 2, rp->applied);
+		if (rp->has_hash) {
+			hash_to_hex(rp->hash, hex);
+			sqlite3_bind_text(q, 3, hex, -1, SQLITE_TRANSIENT);
+		} else {
+			sqlite3_bind_null(q, 3);
+		}
+		sqlite3_bind_text(q, 4, rp->ts, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(q, 5, now, -1, SQLITE_TRANSIENT);
+		int rc = sqlite3_step(q);
+		sqlite3_reset(q);
+		if (rc != SQLITE_DONE || sqlite3_changes(p->db) != 1) {
+			db_error(p, rc == SQLITE_DONE ? SQLITE_ERROR : rc, "cannot save checkpoint",
+				 err);
+			cqrs_projector_rollback(p);
+			return -1;
+		}
+	}
+	int rc = sqlite3_exec(p->db, "COMMIT", NULL, NULL, NULL);
+	if (rc != SQLITE_OK) {
+		db_error(p, rc, "commit failed", err);
+		if (err != NULL && err->code == CQRS_EXIT_TEMPFAIL)
+			err->code = CQRS_EXIT_IOERR;
+		cqrs_projector_rollback(p);
+		return -1;
+	}
+	p->in_txn = false;
+	for (size_t i = 0; i < p->np; i++) {
+		struct rt_proj *rp = &p->p[i];
+		rp->checkpoint = rp->applied;
+		memcpy(rp->ckpt_hash, rp->hash, CQRS_HASH_LEN);
+		rp->ckpt_has_hash = rp->has_hash;
+		memcpy(rp->ckpt_ts, rp->ts, sizeof rp->ts);
+	}
+	p->in_batch = 0;
+	return 0;
+}
+
+/* --- parameters ----------------------------------------------------------- */
+
+/* In compact valid JSON, the end of the value that starts at v[i]. */
+static size_t json_value_end(const char *v, size_t len, size_t i)
+{
+	if (i >= len)
+		return len;
+	if (v[i] == '"') {
+		for (i++; i < len; i++) {
+			if (v[i] == '\\')
+				i++;
+			else if (v[i] == '"')
+				return i + 1;
+		}
+		return len;
+	}
+	if (v[i] != '{' && v[i] != '[') {
+		while (i < len && v[i] != ',' && v[i] != '}' && v[i] != ']')
+			i++;
+		return i;
+	}
+	int depth = 0;
+	bool in_string = false;
+	for (; i < len; i++) {
+		char c = v[i];
+		if (in_string) {
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_string = false;
+			continue;
+		}
+		if (c == '"')
+			in_string = true;
+		else if (c == '{' || c == '[')
+			depth++;
+		else if ((c == '}' || c == ']') && --depth == 0)
+			return i + 1;
+	}
+	return len;
+}
+
+static bool json_index(const char *arr, size_t len, const char *seg, const char **v, size_t *vl)
+{
+	int64_t want;
+	if (cqrs_parse_int64(seg, &want) < 0 || len < 2 || arr[1] == ']')
+		return false;
+	size_t i = 1;
+	for (int64_t k = 0; i < len; k++) {
+		size_t e = json_value_end(arr, len, i);
+		if (k == want) {
+			*v = arr + i;
+			*vl = e - i;
+			return true;
+		}
+		if (e >= len || arr[e] != ',')
+			return false;
+		i = e + 1;
+	}
+	return false;
+}
+
+static int set_text(struct pval *pv, const char *s, size_t n, bool copy)
+{
+	pv->type = SQLITE_TEXT;
+	if (!copy) {
+		pv->text = s;
+		pv->len = n;
+		return 0;
+	}
+	if (pv->cap < n + 1) {
+		char *b = realloc(pv->buf, n + 1);
+		if (b == NULL)
+			return -1;
+		pv->buf = b;
+		pv->cap = n + 1;
+	}
+	memcpy(pv->buf, s, n);
+	pv->buf[n] = '\0';
+	pv->text = pv->buf;
+	pv->len = n;
+	return 0;
+}
+
+/* A JSON value as SQL: strings decoded, integers as INTEGER, any other
+ * number as the TEXT of its exact digits (money stays exact), true and
+ * false as 1 and 0, objects and arrays as their JSON text. */
+static int json_to_pval(struct pval *pv, const char *v, size_t n)
+{
+	if (n == 0 || (n == 4 && memcmp(v, "null", 4) == 0)) {
+		pv->type = SQLITE_NULL;
+		return 0;
+	}
+	if (v[0] == '"') {
+		if (memchr(v, '\\', n) == NULL)
+			return set_text(pv, v + 1, n - 2, false);
+		if (pv->cap < n) {
+			char *b = realloc(pv->buf, n);
+			if (b == NULL)
+				return -1;
+			pv->buf = b;
+			pv->cap = n;
+		}
+		long dl = cqrs_json_string(v, n, pv->buf, pv->cap);
+		if (dl < 0)
+			return set_text(pv, v + 1, n - 2, false);
+		pv->type = SQLITE_TEXT;
+		pv->text = pv->buf;
+		pv->len = (size_t)dl;
+		return 0;
+	}
+	if (v[0] == 't' || v[0] == 'f') {
+		pv->type = SQLITE_INTEGER;
+		pv->i = v[0] == 't';
+		return 0;
+	}
+	if (v[0] == '-' || (v[0] >= '0' && v[0] <= '9')) {
+		size_t digits = 0;
+		bool integral = true;
+		for (size_t k = 0; k < n; k++) {
+			if (v[k] >= '0' && v[k] <= '9')
+				digits++;
+			else if (!(k == 0 && v[k] == '-'))
+				integral = false;
+		}
+		if (integral && digits <= 18) {
+			int64_t x = 0;
+			for (size_t k = v[0] == '-'; k < n; k++)
+				x = x * 10 + (v[k] - '0');
+			pv->type = SQLITE_INTEGER;
+			pv->i = v[0] == '-' ? -x : x;
+			return 0;
+		}
+	}
+	return set_text(pv, v, n, false);
+}
+
+static struct pval *resolve(cqrs_projector *p, size_t gi, const cqrs_event *ev, cqrs_error *err)
+{
+	struct pval *pv = &p->vals[gi];
+	if (pv->gen == p->gen)
+		return pv;
+	const struct cqrs_param *prm = &p->ps->params[gi];
+	int rc = 0;
+	char uuid[37];
+	switch (prm->root) {
+	case PARAM_SEQUENCE:
+		pv->type = SQLITE_INTEGER;
+		pv->i = ev->sequence;
+		break;
+	case PARAM_AGGREGATE_VERSION:
+		pv->type = SQLITE_INTEGER;
+		pv->i = ev->aggregate_version;
+		break;
+	case PARAM_EVENT_VERSION:
+		pv->type = SQLITE_INTEGER;
+		pv->i = ev->event_version;
+		break;
+	case PARAM_EVENT_ID:
+	case PARAM_AGGREGATE_ID:
+		if (prm->root == PARAM_EVENT_ID && !ev->has_event_id) {
+			pv->type = SQLITE_NULL;
+			break;
+		}
+		cqrs_uuid_format(prm->root == PARAM_EVENT_ID ? ev->event_id : ev->aggregate_id,
+				 uuid);
+		rc = set_text(pv, uuid, 36, true);
+		break;
+	case PARAM_AGGREGATE_TYPE:
+		rc = set_text(pv, ev->aggregate_type, strlen(ev->aggregate_type), false);
+		break;
+	case PARAM_EVENT_TYPE:
+		rc = set_text(pv, ev->event_type, strlen(ev->event_type), false);
+		break;
+	case PARAM_TIMESTAMP:
+		if (ev->timestamp[0] == '\0')
+			pv->type = SQLITE_NULL;
+		else
+			rc = set_text(pv, ev->timestamp, strlen(ev->timestamp), false);
+		break;
+	case PARAM_DATA:
+	case PARAM_METADATA: {
+		const char *v = prm->root == PARAM_DATA ? ev->data : ev->metadata;
+		size_t n = prm->root == PARAM_DATA ? ev->data_len : ev->metadata_len;
+		bool found = true;
+		for (size_t k = 0; k < prm->npath && found; k++) {
+			if (n > 0 && v[0] == '{')
+				found = cqrs_json_get(v, n, prm->path[k], &v, &n);
+			else if (n > 0 && v[0] == '[')
+				found = json_index(v, n, prm->path[k], &v, &n);
+			else
+				found = false;
+		}
+		if (!found)
+			pv->type = SQLITE_NULL;
+		else
+			rc = json_to_pval(pv, v, n);
+		break;
+	}
+	case PARAM_ROOT_COUNT: break;
+	}
+	if (rc < 0) {
+		oom(err);
+		return NULL;
+	}
+	pv->gen = p->gen;
+	return pv;
+}
+
+static int run_statement(cqrs_projector *p, struct rt_proj *rp, const struct rt_handler *h,
+			 const struct rt_stmt *s, const cqrs_event *ev, cqrs_error *err)
+{
+	sqlite3_stmt *st = s->st;
+	for (size_t k = 0; k < s->sql->nparams; k++) {
+		struct pval *pv = resolve(p, s->sql->params[k], ev, err);
+		if (pv == NULL)
+			return -1;
+		int idx = (int)k + 1;
+		if (pv->type == SQLITE_INTEGER)
+			sqlite3_bind_int64(st, idx, pv->i);
+		else if (pv->type == SQLITE_TEXT)
+			sqlite3_bind_text(st, idx, pv->text, (int)pv->len, SQLITE_STATIC);
+		else
+			sqlite3_bind_null(st, idx);
+	}
+	int rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		;
+	if (rc == SQLITE_DONE) {
+		sqlite3_reset(st);
+		return 0;
+	}
+	rc = sqlite3_reset(st);
+	int code;
+	switch (rc & 0xff) {
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED: code = CQRS_EXIT_TEMPFAIL; break;
+	case SQLITE_IOERR:
+	case SQLITE_FULL: code = CQRS_EXIT_IOERR; break;
+	case SQLITE_NOMEM: code = CQRS_EXIT_OSERR; break;
+	case SQLITE_READONLY:
+	case SQLITE_PERM: code = CQRS_EXIT_NOPERM; break;
+	default: code = CQRS_EXIT_DATAERR;
+	}
+	return cqrs_fail(err, code, "event %lld (%s): %s:%d: projection '%s', on %s: %s",
+			 (long long)ev->sequence, ev->event_type, s->sql->file,
+			 cqrs_sql_line(s->sql, -1), rp->def->name, h->h->event_type,
+			 sqlite3_errmsg(p->db));
+}
+
+static void show_progress(cqrs_projector *p, bool done)
+{
+	if (!p->progress)
+		return;
+	time_t now = time(NULL);
+	if (!done && now == p->progress_last)
+		return;
+	p->progress_last = now;
+	if (p->progress_total > 0)
+		fprintf(stderr, "\r%s: %s%s%lld/%lld events (%lld%%)%s", cqrs_tool_name(),
+			p->progress_what ? p->progress_what : "", p->progress_what ? ": " : "",
+			(long long)p->progress_done, (long long)p->progress_total,
+			(long long)(p->progress_done * 100 / p->progress_total), done ? "\n" : "");
+	else
+		fprintf(stderr, "\r%s: %s%s%lld events%s", cqrs_tool_name(),
+			p->progress_what ? p->progress_what : "", p->progress_what ? ": " : "",
+			(long long)p->progress_done, done ? "\n" : "");
+}
+
+int cqrs_projector_apply(cqrs_projector *p, const cqrs_event *ev, cqrs_error *err)
+{
+	if (!p->prepared)
+		return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "apply before sync");
+	if (ev->sequence <= 0)
+		return cqrs_fail(err, CQRS_EXIT_DATAERR,
+				 "event has no 'sequence': cqrs-project applies stored events "
+				 "(the output of cqrs-read or cqrs-append)");
+	if (!p->in_txn) {
+		int rc = sqlite3_exec(p->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+		if (rc != SQLITE_OK)
+			return db_error(p, rc, "cannot start a transaction", err);
+		p->in_txn = true;
+	}
+	p->gen++;
+	if (p->gen == 0) { /* wrapped: forget every cached value */
+		for (size_t i = 0; i < p->ps->nparams; i++)
+			p->vals[i].gen = 0;
+		p->gen = 1;
+	}
+	bool any = false;
+	for (size_t i = 0; i < p->np; i++) {
+		struct rt_proj *rp = &p->p[i];
+		if (ev->sequence <= rp->applied || ev->sequence > rp->stop)
+			continue;
+		if (ev->sequence != rp->applied + 1) {
+			cqrs_fail(err, CQRS_EXIT_DATAERR,
+				  "event %lld follows sequence %lld, where projection '%s' stands: "
+				  "events %lld to %lld are missing",
+				  (long long)ev->sequence, (long long)rp->applied, rp->def->name,
+				  (long long)rp->applied + 1, (long long)ev->sequence - 1);
+			goto fail;
+		}
+		if ((!rp->verified || p->verify_chain) && rp->has_hash && ev->has_hash) {
+			uint8_t h[CQRS_HASH_LEN];
+			cqrs_event_hash(ev, rp->hash, h);
+			if (memcmp(h, ev->hash, CQRS_HASH_LEN) != 0) {
+				cqrs_fail(err, CQRS_EXIT_DATAERR,
+					  "event %lld does not follow event %lld that projection "
+					  "'%s' applied last (the hash chain differs): were these "
+					  "views built from another store?  Rebuild them with "
+					  "cqrs-project --rebuild",
+					  (long long)ev->sequence, (long long)rp->applied,
+					  rp->def->name);
+				goto fail;
+			}
+		}
+		rp->verified = true;
+		for (size_t h = 0; h < rp->nhandlers; h++) {
+			const struct rt_handler *hd = &rp->handlers[h];
+			const char *t = hd->h->event_type;
+			if (!(t[0] == '*' && t[1] == '\0') && strcmp(t, ev->event_type) != 0)
+				continue;
+			for (size_t k = 0; k < hd->h->nsql; k++)
+				if (run_statement(p, rp, hd, &hd->stmts[k], ev, err) < 0)
+					goto fail;
+		}
+		rp->applied = ev->sequence;
+		if (ev->has_hash)
+			memcpy(rp->hash, ev->hash, CQRS_HASH_LEN);
+		rp->has_hash = ev->has_hash;
+		memcpy(rp->ts, ev->timestamp, sizeof rp->ts);
+		any = true;
+	}
+	if (any) {
+		p->applied_total++;
+		p->progress_done++;
+		show_progress(p, false);
+	}
+	if (++p->in_batch >= p->batch)
+		return cqrs_projector_commit(p, err);
+	return 0;
+fail:
+	cqrs_projector_rollback(p);
+	return -1;
+}
+
+/* Reads from the store what follows the lowest checkpoint, up to to and
+ * until (0 and NULL: the end), until nothing new is left. */
+int cqrs_projector_catch_up(cqrs_projector *p, cqrs_store *st, int64_t to, const char *until,
+			    cqrs_error *err)
+{
+	int64_t stop = projector_stop(p);
+	if (stop > 0 && (to == 0 || stop < to))
+		to = stop;
+	if (p->progress) {
+		int64_t last = cqrs_store_last_sequence(st, err);
+		if (last < 0)
+			return -1;
+		int64_t pos = cqrs_projector_position(p);
+		if (to > 0 && to < last)
+			last = to;
+		p->progress_total = pos >= 0 && last > pos ? last - pos : 0;
+		p->progress_done = 0;
+	}
+	for (;;) {
+		int64_t pos = cqrs_projector_position(p);
+		if (pos < 0 || (to > 0 && pos >= to))
+			break;
+		cqrs_filter f = { .after = pos, .to = to, .until = until };
+		cqrs_cursor *c = cqrs_store_read(st, &f, err);
+		if (c == NULL)
+			return -1;
+		cqrs_event ev;
+		int r;
+		int64_t n = 0;
+		while ((r = cqrs_cursor_next(c, &ev, err)) == 1) {
+			if (cqrs_projector_apply(p, &ev, err) < 0) {
+				cqrs_cursor_close(c);
+				return -1;
+			}
+			n++;
+		}
+		cqrs_cursor_close(c);
+		if (r < 0) {
+			cqrs_projector_rollback(p);
+			return -1;
+		}
+		if (cqrs_projector_commit(p, err) < 0)
+			return -1;
+		if (n == 0)
+			break;
+	}
+	if (p->progress && p->progress_done > 0)
+		show_progress(p, true);
+	return 0;
+}
+
+/* One event from the input: what a projection already has is skipped,
+ * what is missing before it is read from the store first. */
+int cqrs_projector_feed(cqrs_projector *p, const cqrs_event *ev, const char *store_path,
+			cqrs_store **st, cqrs_error *err)
+{
+	if (ev->sequence <= 0)
+		return cqrs_fail(err, CQRS_EXIT_DATAERR,
+				 "event has no 'sequence': cqrs-project applies stored events "
+				 "(the output of cqrs-read or cqrs-append)");
+	int64_t pos = cqrs_projector_position(p);
+	if (pos >= 0 && ev->sequence > pos + 1) {
+		if (*st == NULL) {
+			*st = cqrs_store_open(store_path, CQRS_OPEN_READ, err);
+			if (*st == NULL) {
+				cqrs_error e2 = *err;
+				return cqrs_fail(err, e2.code,
+						 "events %lld to %lld are missing from the input "
+						 "and cannot be read from the store: %s",
+						 (long long)pos + 1, (long long)ev->sequence - 1,
+						 e2.msg);
+			}
+		}
+		cqrs_filter f = { .after = pos, .to = ev->sequence - 1 };
+		cqrs_cursor *c = cqrs_store_read(*st, &f, err);
+		if (c == NULL)
+			return -1;
+		cqrs_event gap;
+		int r;
+		bool saved = p->verify_chain;
+		p->verify_chain = false;
+		while ((r = cqrs_cursor_next(c, &gap, err)) == 1)
+			if (cqrs_projector_apply(p, &gap, err) < 0) {
+				r = -1;
+				break;
+			}
+		p->verify_chain = saved;
+		cqrs_cursor_close(c);
+		if (r < 0)
+			return -1;
+	}
+	return cqrs_projector_apply(p, ev, err);
+}

@@ -1,0 +1,437 @@
+/*
+ * Whole views files built from the history: a rebuild of the live views,
+ * a history file as of a past moment, a scratch rebuild compared with the
+ * live views.
+ *
+ * A rebuild does not rename a new file over the live one: readers that
+ * have the old file open would keep using its -wal and -shm files by name,
+ * and a reader opening the new file could apply the old file's WAL frames
+ * to it.  The new views are built in a scratch file without a journal and
+ * then copied into the live file with SQLite's backup API, in one write
+ * transaction: readers see the old views until it commits, the new ones
+ * after, and the live file keeps its identity.
+ */
+#include "config.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cqrs.h"
+#include "views_impl.h"
+#include "banned.h"
+
+static int scratch_name(char *buf, size_t cap, const char *path, const char *what)
+{
+	if ((size_t)snprintf(buf, cap, "%s.%s-%ld", path, what, (long)getpid()) >= cap)
+		return -1;
+	return 0;
+}
+
+static void remove_db_files(const char *path)
+{
+	char side[PATH_MAX];
+	unlink(path);
+	static const char *const sfx[] = { "-journal", "-wal", "-shm" };
+	for (size_t i = 0; i < 3; i++)
+		if ((size_t)snprintf(side, sizeof side, "%s%s", path, sfx[i]) < sizeof side)
+			unlink(side);
+}
+
+/* Scratch files of runs that were killed: the caller holds the lock, so
+ * no other rebuild of these views is running. */
+static void remove_stale_scratch(const char *views_path, const char *what)
+{
+	char dcopy[PATH_MAX], bcopy[PATH_MAX], prefix[PATH_MAX + 32];
+	snprintf(dcopy, sizeof dcopy, "%s", views_path);
+	snprintf(bcopy, sizeof bcopy, "%s", views_path);
+	const char *dir = dirname(dcopy), *base = basename(bcopy);
+	int n = snprintf(prefix, sizeof prefix, "%s.%s-", base, what);
+	DIR *d = opendir(dir);
+	if (d == NULL)
+		return;
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		if (strncmp(e->d_name, prefix, (size_t)n) != 0)
+			continue;
+		const char *rest = e->d_name + n;
+		size_t digits = strspn(rest, "0123456789");
+		if (digits == 0 || rest[digits] != '\0')
+			continue;
+		char full[PATH_MAX];
+		if ((size_t)snprintf(full, sizeof full, "%s/%s", dir, e->d_name) < sizeof full)
+			remove_db_files(full);
+	}
+	closedir(d);
+}
+
+static int build_scratch(const char *path, cqrs_store *st, cqrs_projections *ps,
+			 const cqrs_build_opts *o, const char *what, const int64_t *stops,
+			 cqrs_error *err)
+{
+	cqrs_projector *p = cqrs_projector_open(path, ps, CQRS_PROJECT_SCRATCH, err);
+	if (p == NULL)
+		return -1;
+	cqrs_projector_set_batch(p, o->batch);
+	cqrs_projector_set_progress(p, o->progress, what);
+	if (stops != NULL)
+		for (size_t i = 0; i < cqrs_projections_count(ps); i++)
+			cqrs_projector_set_stop(p, cqrs_projections_name(ps, i), stops[i]);
+	int rc = cqrs_projector_sync(p, err);
+	if (rc == 0)
+		rc = cqrs_projector_catch_up(p, st, o->to, o->until, err);
+	cqrs_projector_close(p);
+	return rc;
+}
+
+/* Projections in the live views that this run does not load. */
+static int check_unloaded(sqlite3 *db, const char *views_path, cqrs_projections *ps, bool force,
+			  cqrs_error *err)
+{
+	sqlite3_stmt *q;
+	int rc = sqlite3_prepare_v2(db, "SELECT projection, source FROM cqrs_checkpoints", -1, &q,
+				    NULL);
+	if (rc != SQLITE_OK)
+		return cqrs_views_db_error(db, views_path, rc, "cannot read checkpoints", err);
+	int result = 0;
+	while (result == 0 && (rc = sqlite3_step(q)) == SQLITE_ROW) {
+		const char *name = (const char *)sqlite3_column_text(q, 0);
+		bool loaded = false;
+		for (size_t i = 0; i < cqrs_projections_count(ps) && !loaded; i++)
+			loaded = strcmp(cqrs_projections_name(ps, i), name) == 0;
+		if (loaded)
+			continue;
+		if (force) {
+			cqrs_warn("dropping projection '%s' (from %s): it is not loaded", name,
+				  (const char *)sqlite3_column_text(q, 1));
+			continue;
+		}
+		result = cqrs_fail(err, CQRS_EXIT_CONFIG,
+				   "%s: projection '%s' (from %s) is not loaded and a rebuild "
+				   "would drop it: load its file with --projections, or add "
+				   "--force to drop it",
+				   views_path, name, (const char *)sqlite3_column_text(q, 1));
+	}
+	if (result == 0 && rc != SQLITE_DONE)
+		result = cqrs_views_db_error(db, views_path, rc, "cannot read checkpoints", err);
+	sqlite3_finalize(q);
+	return result;
+}
+
+int cqrs_views_rebuild(const char *views_path, cqrs_store *st, cqrs_projections *ps,
+		       const cqrs_build_opts *o, cqrs_error *err)
+{
+	char scratch[PATH_MAX];
+	if (scratch_name(scratch, sizeof scratch, views_path, "rebuild") < 0)
+		return cqrs_fail(err, CQRS_EXIT_USAGE, "%s: path too long", views_path);
+	if (!ps->checked && cqrs_projections_check(ps, err) < 0)
+		return -1;
+	remove_stale_scratch(views_path, "rebuild");
+
+	sqlite3 *live = NULL, *src = NULL;
+	if (cqrs_views_db_open(views_path, VIEWS_OPEN_WRITE, &live, err) < 0)
+		return -1;
+	int rc = check_unloaded(live, views_path, ps, o->force, err);
+	if (rc == 0)
+		rc = build_scratch(scratch, st, ps, o, "rebuild", NULL, err);
+	if (rc < 0)
+		goto out;
+	int src_rc =
+		sqlite3_open_v2(scratch, &src, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+	if (src_rc != SQLITE_OK) {
+		rc = cqrs_views_db_error(src, scratch, src_rc, "cannot open", err);
+		goto out;
+	}
+	if (o->progress)
+		fprintf(stderr, "%s: rebuild: replacing the views\n", cqrs_tool_name());
+	sqlite3_backup *b = sqlite3_backup_init(live, "main", src, "main");
+	if (b == NULL) {
+		rc = cqrs_views_db_error(live, views_path, sqlite3_errcode(live),
+					 "cannot replace the views", err);
+		goto out;
+	}
+	int step = sqlite3_backup_step(b, -1);
+	int fin = sqlite3_backup_finish(b);
+	if (step != SQLITE_DONE || fin != SQLITE_OK) {
+		rc = cqrs_views_db_error(live, views_path, step != SQLITE_DONE ? step : fin,
+					 "cannot replace the views", err);
+		goto out;
+	}
+	/* Gives the disk space of the copy's WAL frames back when no reader
+	 * still needs them; a busy reader only delays that. */
+	sqlite3_wal_checkpoint_v2(live, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+out:
+	sqlite3_close(src);
+	sqlite3_close(live);
+	remove_db_files(scratch);
+	return rc;
+}
+
+int cqrs_views_build(const char *output, cqrs_store *st, cqrs_projections *ps,
+		     const cqrs_build_opts *o, cqrs_error *err)
+{
+	char tmp[PATH_MAX];
+	if (scratch_name(tmp, sizeof tmp, output, "tmp") < 0)
+		return cqrs_fail(err, CQRS_EXIT_USAGE, "%s: path too long", output);
+	if (access(output, F_OK) == 0)
+		return cqrs_fail(err, CQRS_EXIT_CANTCREAT,
+				 "%s: already exists (a history file is never overwritten)",
+				 output);
+	int rc = build_scratch(tmp, st, ps, o, "history", NULL, err);
+	if (rc == 0) {
+		/* built without fsync: make it durable before it gets its name */
+		int fd = open(tmp, O_RDONLY | O_CLOEXEC);
+		if (fd < 0 || fsync(fd) < 0)
+			rc = cqrs_fail(err, CQRS_EXIT_IOERR, "%s: %s", tmp, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+	}
+	if (rc == 0 && link(tmp, output) < 0)
+		rc = cqrs_fail(err, errno == EEXIST ? CQRS_EXIT_CANTCREAT : CQRS_EXIT_IOERR,
+			       "%s: cannot create: %s", output, strerror(errno));
+	remove_db_files(tmp);
+	return rc;
+}
+
+/* --- diff ----------------------------------------------------------------- */
+
+static void quote_ident(char *buf, size_t cap, const char *prefix, const char *name)
+{
+	size_t n = (size_t)snprintf(buf, cap, "%s\"", prefix);
+	for (const char *s = name; *s != '\0' && n + 3 < cap; s++) {
+		if (*s == '"')
+			buf[n++] = '"';
+		buf[n++] = *s;
+	}
+	if (n + 2 <= cap) {
+		buf[n++] = '"';
+		buf[n] = '\0';
+	}
+}
+
+static int64_t count_sql(sqlite3 *db, const char *sql, cqrs_error *err)
+{
+	sqlite3_stmt *q;
+	int rc = sqlite3_prepare_v2(db, sql, -1, &q, NULL);
+	if (rc != SQLITE_OK) {
+		cqrs_fail(err, CQRS_EXIT_SOFTWARE, "diff: %s: %s", sqlite3_errmsg(db), sql);
+		return -1;
+	}
+	rc = sqlite3_step(q);
+	int64_t v = rc == SQLITE_ROW ? sqlite3_column_int64(q, 0) : -1;
+	if (rc != SQLITE_ROW)
+		cqrs_fail(err, CQRS_EXIT_SOFTWARE, "diff: %s", sqlite3_errmsg(db));
+	sqlite3_finalize(q);
+	return v;
+}
+
+struct columns {
+	char names[64][128];
+	int pk[64]; /* position in the primary key, 0: not in it */
+	int n;
+};
+
+static int table_columns(sqlite3 *db, const char *schema, const char *table, struct columns *c)
+{
+	sqlite3_stmt *q;
+	c->n = 0;
+	if (sqlite3_prepare_v2(db, "SELECT name, pk FROM pragma_table_info(?1, ?2) ORDER BY cid",
+			       -1, &q, NULL) != SQLITE_OK)
+		return -1;
+	sqlite3_bind_text(q, 1, table, -1, SQLITE_STATIC);
+	sqlite3_bind_text(q, 2, schema, -1, SQLITE_STATIC);
+	while (sqlite3_step(q) == SQLITE_ROW && c->n < 64) {
+		snprintf(c->names[c->n], sizeof c->names[0], "%s", sqlite3_column_text(q, 0));
+		c->pk[c->n] = sqlite3_column_int(q, 1);
+		c->n++;
+	}
+	sqlite3_finalize(q);
+	return 0;
+}
+
+static bool same_columns(const struct columns *a, const struct columns *b)
+{
+	if (a->n != b->n)
+		return false;
+	for (int i = 0; i < a->n; i++)
+		if (strcmp(a->names[i], b->names[i]) != 0 || a->pk[i] != b->pk[i])
+			return false;
+	return true;
+}
+
+/* "a.k1 = b.k1 AND ..." over the key columns, or over all when all */
+static void join_cond(char *buf, size_t cap, const struct columns *c, bool key, const char *op)
+{
+	size_t n = 0;
+	buf[0] = '\0';
+	for (int i = 0; i < c->n && n < cap; i++) {
+		if (key != (c->pk[i] > 0))
+			continue;
+		char qa[300], qb[300];
+		quote_ident(qa, sizeof qa, "a.", c->names[i]);
+		quote_ident(qb, sizeof qb, "b.", c->names[i]);
+		n += (size_t)snprintf(buf + n, cap - n, "%s%s %s %s", n ? " AND " : "", qa, op, qb);
+	}
+	if (n == 0)
+		snprintf(buf, cap, "1");
+}
+
+static int diff_table(sqlite3 *db, const char *projection, const char *table, FILE *out,
+		      bool *differs, cqrs_error *err)
+{
+	char qt[300], sql[40000], cond[16000], vals[16000];
+	quote_ident(qt, sizeof qt, "", table);
+	struct columns nc, lc;
+	table_columns(db, "rebuilt", table, &nc);
+	table_columns(db, "main", table, &lc);
+	int64_t rebuilt, live = 0, added, removed, changed = 0;
+	snprintf(sql, sizeof sql, "SELECT count(*) FROM rebuilt.%s", qt);
+	if ((rebuilt = count_sql(db, sql, err)) < 0)
+		return -1;
+	bool has_live = lc.n > 0, comparable = has_live && same_columns(&nc, &lc);
+	if (has_live) {
+		snprintf(sql, sizeof sql, "SELECT count(*) FROM main.%s", qt);
+		if ((live = count_sql(db, sql, err)) < 0)
+			return -1;
+	}
+	if (!comparable) {
+		added = rebuilt;
+		removed = live;
+	} else {
+		bool keyed = false;
+		for (int i = 0; i < nc.n; i++)
+			keyed = keyed || nc.pk[i] > 0;
+		if (keyed) {
+			join_cond(cond, sizeof cond, &nc, true, "=");
+			snprintf(sql, sizeof sql,
+				 "SELECT count(*) FROM rebuilt.%s a WHERE NOT EXISTS"
+				 " (SELECT 1 FROM main.%s b WHERE %s)",
+				 qt, qt, cond);
+			if ((added = count_sql(db, sql, err)) < 0)
+				return -1;
+			snprintf(sql, sizeof sql,
+				 "SELECT count(*) FROM main.%s a WHERE NOT EXISTS"
+				 " (SELECT 1 FROM rebuilt.%s b WHERE %s)",
+				 qt, qt, cond);
+			if ((removed = count_sql(db, sql, err)) < 0)
+				return -1;
+			join_cond(vals, sizeof vals, &nc, false, "IS");
+			snprintf(sql, sizeof sql,
+				 "SELECT count(*) FROM rebuilt.%s a JOIN main.%s b ON %s"
+				 " WHERE NOT (%s)",
+				 qt, qt, cond, vals);
+			if ((changed = count_sql(db, sql, err)) < 0)
+				return -1;
+		} else {
+			snprintf(sql, sizeof sql,
+				 "SELECT count(*) FROM (SELECT * FROM rebuilt.%s EXCEPT"
+				 " SELECT * FROM main.%s)",
+				 qt, qt);
+			if ((added = count_sql(db, sql, err)) < 0)
+				return -1;
+			snprintf(sql, sizeof sql,
+				 "SELECT count(*) FROM (SELECT * FROM main.%s EXCEPT"
+				 " SELECT * FROM rebuilt.%s)",
+				 qt, qt);
+			if ((removed = count_sql(db, sql, err)) < 0)
+				return -1;
+		}
+	}
+	bool d = added || removed || changed || !comparable;
+	*differs = *differs || d;
+	fputs("{\"projection\":", out);
+	cqrs_json_write_string(out, projection, strlen(projection));
+	fputs(",\"table\":", out);
+	cqrs_json_write_string(out, table, strlen(table));
+	fprintf(out,
+		",\"live_rows\":%lld,\"rebuilt_rows\":%lld,\"added\":%lld,\"removed\":%lld,"
+		"\"changed\":%lld,\"same\":%s",
+		(long long)live, (long long)rebuilt, (long long)added, (long long)removed,
+		(long long)changed, d ? "false" : "true");
+	if (!has_live)
+		fputs(",\"note\":\"not in the live views\"", out);
+	else if (!comparable)
+		fputs(",\"note\":\"columns differ\"", out);
+	fputs("}\n", out);
+	return 0;
+}
+
+int cqrs_views_diff(const char *views_path, cqrs_store *st, cqrs_projections *ps,
+		    const cqrs_build_opts *o, FILE *out, cqrs_error *err)
+{
+	if (!ps->checked && cqrs_projections_check(ps, err) < 0)
+		return -1;
+	char scratch[PATH_MAX];
+	if (scratch_name(scratch, sizeof scratch, views_path, "diff") < 0)
+		return cqrs_fail(err, CQRS_EXIT_USAGE, "%s: path too long", views_path);
+	remove_stale_scratch(views_path, "diff");
+	sqlite3 *live;
+	if (cqrs_views_db_open(views_path, VIEWS_OPEN_READ, &live, err) < 0)
+		return -1;
+	size_t n = cqrs_projections_count(ps);
+	int64_t *stops = calloc(n ? n : 1, sizeof *stops);
+	sqlite3_stmt *q = NULL;
+	int rc = -1;
+	if (stops == NULL) {
+		cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+		goto out;
+	}
+	/* A projection the live views do not have yet is built as far as the
+	 * others are. */
+	int64_t furthest = 0;
+	if (sqlite3_prepare_v2(live, "SELECT coalesce(max(sequence), 0) FROM cqrs_checkpoints", -1,
+			       &q, NULL) == SQLITE_OK &&
+	    sqlite3_step(q) == SQLITE_ROW)
+		furthest = sqlite3_column_int64(q, 0);
+	sqlite3_finalize(q);
+	q = NULL;
+	if (sqlite3_prepare_v2(live, "SELECT sequence FROM cqrs_checkpoints WHERE projection = ?1",
+			       -1, &q, NULL) != SQLITE_OK) {
+		cqrs_views_db_error(live, views_path, sqlite3_errcode(live),
+				    "cannot read checkpoints", err);
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		sqlite3_bind_text(q, 1, cqrs_projections_name(ps, i), -1, SQLITE_STATIC);
+		stops[i] = sqlite3_step(q) == SQLITE_ROW ? sqlite3_column_int64(q, 0) : furthest;
+		sqlite3_reset(q);
+	}
+	sqlite3_finalize(q);
+	q = NULL;
+	cqrs_build_opts bo = *o;
+	bo.to = 0;
+	bo.until = NULL;
+	if (build_scratch(scratch, st, ps, &bo, "diff", stops, err) < 0)
+		goto out;
+	if (sqlite3_prepare_v2(live, "ATTACH ?1 AS rebuilt", -1, &q, NULL) != SQLITE_OK) {
+		cqrs_views_db_error(live, scratch, sqlite3_errcode(live), "cannot attach", err);
+		goto out;
+	}
+	sqlite3_bind_text(q, 1, scratch, -1, SQLITE_STATIC);
+	if (sqlite3_step(q) != SQLITE_DONE) {
+		cqrs_views_db_error(live, scratch, sqlite3_errcode(live), "cannot attach", err);
+		goto out;
+	}
+	sqlite3_finalize(q);
+	q = NULL;
+	bool differs = false;
+	for (size_t i = 0; i < n; i++) {
+		const struct cqrs_projection *p = &ps->p[i];
+		for (size_t t = 0; t < p->nowned; t++)
+			if (diff_table(live, p->name, p->owned[t], out, &differs, err) < 0)
+				goto out;
+	}
+	rc = differs ? 1 : 0;
+out:
+	sqlite3_finalize(q);
+	sqlite3_close(live);
+	free(stops);
+	remove_db_files(scratch);
+	return rc;
+}

@@ -1,0 +1,341 @@
+/*
+ * The views file: the read models in their own SQLite file, separate from
+ * the event store, identified by its own application_id and schema
+ * version, and thrown away and rebuilt from the events at will.
+ *
+ * One table of cqrs-project's own, cqrs_checkpoints, holds one row per
+ * projection: the last sequence applied, committed in the same
+ * transaction as the changes it made.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cqrs.h"
+#include "views_impl.h"
+#include "banned.h"
+
+#define DEFAULT_BUSY_TIMEOUT_MS 5000
+#define STORE_APPLICATION_ID	0x43515253
+
+/* clang-format off */
+static const char schema_v1[] =
+	"CREATE TABLE cqrs_checkpoints ("
+	" projection TEXT PRIMARY KEY,"
+	" sequence INTEGER NOT NULL DEFAULT 0,"
+	" event_hash TEXT,"
+	" event_timestamp TEXT,"
+	" definition TEXT NOT NULL,"
+	" source TEXT NOT NULL,"
+	" tables TEXT NOT NULL,"
+	" updated_at TEXT NOT NULL"
+	");";
+/* clang-format on */
+
+const char *cqrs_views_meta_schema(void)
+{
+	return schema_v1;
+}
+
+int cqrs_views_db_error(sqlite3 *db, const char *path, int rc, const char *what, cqrs_error *err)
+{
+	int code;
+	switch (rc & 0xff) {
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+		return cqrs_fail(err, CQRS_EXIT_TEMPFAIL,
+				 "%s: views are busy (another process holds the lock); try again",
+				 path);
+	case SQLITE_IOERR:
+	case SQLITE_FULL: code = CQRS_EXIT_IOERR; break;
+	case SQLITE_NOMEM: code = CQRS_EXIT_OSERR; break;
+	case SQLITE_CORRUPT:
+	case SQLITE_NOTADB: code = CQRS_EXIT_DATAERR; break;
+	case SQLITE_READONLY:
+	case SQLITE_PERM:
+	case SQLITE_AUTH: code = CQRS_EXIT_NOPERM; break;
+	case SQLITE_CANTOPEN: code = CQRS_EXIT_CANTCREAT; break;
+	default: code = CQRS_EXIT_SOFTWARE;
+	}
+	return cqrs_fail(err, code, "%s: %s: %s", path, what, db ? sqlite3_errmsg(db) : "error");
+}
+
+static int64_t one_int(sqlite3 *db, const char *sql, int *rc)
+{
+	sqlite3_stmt *st;
+	int64_t v = 0;
+	*rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+	if (*rc != SQLITE_OK)
+		return -1;
+	*rc = sqlite3_step(st);
+	if (*rc == SQLITE_ROW) {
+		v = sqlite3_column_int64(st, 0);
+		*rc = SQLITE_OK;
+	} else if (*rc == SQLITE_DONE) {
+		*rc = SQLITE_OK;
+	}
+	sqlite3_finalize(st);
+	return v;
+}
+
+static long busy_timeout_ms(void)
+{
+	const char *e = getenv("CQRS_BUSY_TIMEOUT");
+	int64_t v;
+	if (e != NULL && cqrs_parse_int64(e, &v) == 0 && v <= INT_MAX)
+		return (long)v;
+	return DEFAULT_BUSY_TIMEOUT_MS;
+}
+
+static int ensure_schema(sqlite3 *db, const char *path, bool writable, cqrs_error *err)
+{
+	int rc;
+	int64_t app = one_int(db, "PRAGMA application_id", &rc);
+	if (rc != SQLITE_OK)
+		return cqrs_views_db_error(db, path, rc, "cannot read the views", err);
+	int64_t ver = one_int(db, "PRAGMA user_version", &rc);
+	if (rc != SQLITE_OK)
+		return cqrs_views_db_error(db, path, rc, "cannot read the views", err);
+	if (app == VIEWS_APPLICATION_ID && ver == VIEWS_SCHEMA_VERSION)
+		return 0;
+	if (app == STORE_APPLICATION_ID)
+		return cqrs_fail(err, CQRS_EXIT_DATAERR,
+				 "%s: is an event store, not a views file (--views and --store "
+				 "name different files)",
+				 path);
+	if (app != VIEWS_APPLICATION_ID && app != 0)
+		return cqrs_fail(err, CQRS_EXIT_DATAERR, "%s: not a cqrs views file", path);
+	if (ver > VIEWS_SCHEMA_VERSION)
+		return cqrs_fail(err, CQRS_EXIT_CONFIG,
+				 "%s: views schema version %lld is newer than this tool's (%d); "
+				 "upgrade cqrs-tools or rebuild the views",
+				 path, (long long)ver, VIEWS_SCHEMA_VERSION);
+	if (!writable)
+		return cqrs_fail(err, CQRS_EXIT_NOINPUT,
+				 "%s: views are empty (run cqrs-project to build them)", path);
+	rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+	if (rc != SQLITE_OK)
+		return cqrs_views_db_error(db, path, rc, "cannot create the views", err);
+	app = one_int(db, "PRAGMA application_id", &rc);
+	if (rc == SQLITE_OK && app == 0) {
+		int64_t tables = one_int(db, "SELECT count(*) FROM sqlite_schema", &rc);
+		if (rc == SQLITE_OK && tables > 0) {
+			sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+			return cqrs_fail(err, CQRS_EXIT_DATAERR, "%s: not a cqrs views file", path);
+		}
+		char sql[1024];
+		snprintf(sql, sizeof sql, "%s PRAGMA application_id = %d; PRAGMA user_version = %d",
+			 schema_v1, VIEWS_APPLICATION_ID, VIEWS_SCHEMA_VERSION);
+		if (rc == SQLITE_OK)
+			rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+	}
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+	if (rc != SQLITE_OK) {
+		cqrs_views_db_error(db, path, rc, "cannot create the views", err);
+		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+		return -1;
+	}
+	return 0;
+}
+
+int cqrs_views_db_open(const char *path, enum views_open how, sqlite3 **out, cqrs_error *err)
+{
+	struct stat sb;
+	*out = NULL;
+	bool writable = how != VIEWS_OPEN_READ;
+	bool exists = stat(path, &sb) == 0;
+	if (exists && S_ISDIR(sb.st_mode))
+		return cqrs_fail(err, CQRS_EXIT_NOINPUT, "%s: is a directory, not a views file",
+				 path);
+	if (!exists && how == VIEWS_OPEN_READ)
+		return cqrs_fail(err, CQRS_EXIT_NOINPUT,
+				 "%s: no such views file (cqrs-project builds it)", path);
+	if (!exists || how == VIEWS_OPEN_SCRATCH) {
+		/* SQLite gives -wal and -shm the main file's mode. */
+		int fd = open(path,
+			      O_RDWR | O_CREAT | O_CLOEXEC |
+				      (how == VIEWS_OPEN_SCRATCH ? O_EXCL : 0),
+			      0600);
+		if (fd < 0)
+			return cqrs_fail(err,
+					 errno == EACCES ? CQRS_EXIT_NOPERM : CQRS_EXIT_CANTCREAT,
+					 "%s: cannot create: %s", path, strerror(errno));
+		close(fd);
+	}
+	sqlite3 *db = NULL;
+	int flags = SQLITE_OPEN_NOMUTEX | (writable ? SQLITE_OPEN_READWRITE : SQLITE_OPEN_READONLY);
+	int rc = sqlite3_open_v2(path, &db, flags, NULL);
+	if (rc != SQLITE_OK) {
+		cqrs_views_db_error(db, path, rc, "cannot open views", err);
+		sqlite3_close(db);
+		return -1;
+	}
+	sqlite3_extended_result_codes(db, 1);
+	sqlite3_busy_timeout(db, (int)busy_timeout_ms());
+	if (cqrs_sql_register_functions(db) < 0) {
+		sqlite3_close(db);
+		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+	}
+	static const char *const pragmas[] = {
+		[VIEWS_OPEN_READ] = "PRAGMA trusted_schema = OFF; PRAGMA query_only = ON",
+		/* The views can be rebuilt: a power cut may lose the last
+		 * commits (they are applied again), never mix a batch with
+		 * another checkpoint. */
+		[VIEWS_OPEN_WRITE] = "PRAGMA trusted_schema = OFF; PRAGMA cache_size = -32768;"
+				     " PRAGMA temp_store = MEMORY; PRAGMA journal_mode = WAL;"
+				     " PRAGMA synchronous = NORMAL",
+		/* Discarded on any failure: no journal, no fsync. */
+		[VIEWS_OPEN_SCRATCH] = "PRAGMA trusted_schema = OFF; PRAGMA cache_size = -65536;"
+				       " PRAGMA temp_store = MEMORY; PRAGMA journal_mode = OFF;"
+				       " PRAGMA synchronous = OFF; PRAGMA locking_mode = EXCLUSIVE",
+	};
+	rc = sqlite3_exec(db, pragmas[how], NULL, NULL, NULL);
+	if (rc != SQLITE_OK) {
+		cqrs_views_db_error(db, path, rc, "cannot open views", err);
+		sqlite3_close(db);
+		return -1;
+	}
+	if (ensure_schema(db, path, writable, err) < 0) {
+		sqlite3_close(db);
+		return -1;
+	}
+	*out = db;
+	return 0;
+}
+
+/* --- the lock that serialises cqrs-project runs ---------------------------- */
+
+int cqrs_views_lock(const char *views_path, bool wait, cqrs_error *err)
+{
+	char path[PATH_MAX];
+	if ((size_t)snprintf(path, sizeof path, "%s.lock", views_path) >= sizeof path)
+		return cqrs_fail(err, CQRS_EXIT_USAGE, "%s: path too long", views_path);
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return cqrs_fail(err, errno == EACCES ? CQRS_EXIT_NOPERM : CQRS_EXIT_CANTCREAT,
+				 "%s: cannot create lock file: %s", path, strerror(errno));
+	int r;
+	while ((r = flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB))) < 0 && errno == EINTR)
+		;
+	if (r < 0) {
+		int e = errno;
+		close(fd);
+		if (e == EWOULDBLOCK)
+			return cqrs_fail(err, CQRS_EXIT_TEMPFAIL,
+					 "another cqrs-project is running on %s (--wait waits for "
+					 "it)",
+					 views_path);
+		return cqrs_fail(err, CQRS_EXIT_IOERR, "%s: cannot lock: %s", path, strerror(e));
+	}
+	return fd;
+}
+
+void cqrs_views_unlock(int fd)
+{
+	if (fd >= 0)
+		close(fd); /* releases the flock */
+}
+
+/* --- lag ------------------------------------------------------------------ */
+
+/* Microseconds since the epoch of a normalised timestamp; 0 when empty. */
+static int64_t ts_micros(const char *ts)
+{
+	char norm[CQRS_TIMESTAMP_LEN + 1];
+	if (ts == NULL || cqrs_timestamp_normalize(ts, strlen(ts), norm) < 0)
+		return 0;
+	int64_t y = (norm[0] - '0') * 1000 + (norm[1] - '0') * 100 + (norm[2] - '0') * 10 +
+		    (norm[3] - '0');
+	unsigned m = (unsigned)((norm[5] - '0') * 10 + (norm[6] - '0'));
+	unsigned d = (unsigned)((norm[8] - '0') * 10 + (norm[9] - '0'));
+	/* days from civil (Howard Hinnant) */
+	y -= m <= 2;
+	int64_t era = (y >= 0 ? y : y - 399) / 400;
+	unsigned yoe = (unsigned)(y - era * 400);
+	unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+	unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	int64_t days = era * 146097 + (int64_t)doe - 719468;
+	int64_t secs = days * 86400 + ((norm[11] - '0') * 10 + (norm[12] - '0')) * 3600 +
+		       ((norm[14] - '0') * 10 + (norm[15] - '0')) * 60 +
+		       ((norm[17] - '0') * 10 + (norm[18] - '0'));
+	int64_t us = 0;
+	for (int i = 20; i < 26; i++)
+		us = us * 10 + (norm[i] - '0');
+	return secs * 1000000 + us;
+}
+
+static int event_at(cqrs_store *st, int64_t seq, bool newest, char ts[CQRS_TIMESTAMP_LEN + 1],
+		    cqrs_error *err)
+{
+	cqrs_filter f = { .limit = 1 };
+	if (newest)
+		f.reverse = true;
+	else
+		f.after = seq - 1, f.to = seq;
+	cqrs_cursor *c = cqrs_store_read(st, &f, err);
+	if (c == NULL)
+		return -1;
+	cqrs_event ev;
+	int r = cqrs_cursor_next(c, &ev, err);
+	ts[0] = '\0';
+	if (r == 1)
+		memcpy(ts, ev.timestamp, CQRS_TIMESTAMP_LEN + 1);
+	cqrs_cursor_close(c);
+	return r < 0 ? -1 : 0;
+}
+
+int cqrs_views_lag(const char *views_path, cqrs_store *st, FILE *out, cqrs_error *err)
+{
+	sqlite3 *db;
+	if (cqrs_views_db_open(views_path, VIEWS_OPEN_READ, &db, err) < 0)
+		return -1;
+	int64_t last = cqrs_store_last_sequence(st, err);
+	char newest[CQRS_TIMESTAMP_LEN + 1], first[CQRS_TIMESTAMP_LEN + 1];
+	if (last < 0 || event_at(st, 0, true, newest, err) < 0 ||
+	    event_at(st, 1, false, first, err) < 0) {
+		sqlite3_close(db);
+		return -1;
+	}
+	sqlite3_stmt *q;
+	int rc = sqlite3_prepare_v2(
+		db,
+		"SELECT projection, sequence, event_timestamp FROM cqrs_checkpoints"
+		" ORDER BY projection",
+		-1, &q, NULL);
+	if (rc != SQLITE_OK) {
+		cqrs_views_db_error(db, views_path, rc, "cannot read checkpoints", err);
+		sqlite3_close(db);
+		return -1;
+	}
+	while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+		const char *name = (const char *)sqlite3_column_text(q, 0);
+		int64_t ckpt = sqlite3_column_int64(q, 1);
+		const char *ts = (const char *)sqlite3_column_text(q, 2);
+		int64_t behind = last > ckpt ? last - ckpt : 0, secs = 0;
+		if (behind > 0) {
+			int64_t from = ts_micros(ckpt > 0 ? ts : first), to = ts_micros(newest);
+			secs = to > from ? (to - from) / 1000000 : 0;
+		}
+		fputs("{\"projection\":", out);
+		cqrs_json_write_string(out, name, strlen(name));
+		fprintf(out,
+			",\"checkpoint\":%lld,\"store_sequence\":%lld,\"events_behind\":%lld,"
+			"\"seconds_behind\":%lld}\n",
+			(long long)ckpt, (long long)last, (long long)behind, (long long)secs);
+	}
+	int result = 0;
+	if (rc != SQLITE_DONE)
+		result = cqrs_views_db_error(db, views_path, rc, "cannot read checkpoints", err);
+	sqlite3_finalize(q);
+	sqlite3_close(db);
+	return result;
+}

@@ -1,0 +1,427 @@
+/* cqrs-project: keep the read models (the views) current from the events. */
+#include "config.h"
+
+#include <getopt.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "cqrs.h"
+#include "banned.h"
+
+static const char usage_text[] =
+	"usage: cqrs-project [-fv] [-b count] [-P file] [-s store] [--views path] [--wait]\n"
+	"                    [--no-default-projections]\n"
+	"                    [--rebuild [--force] | --diff | --lag | --check |\n"
+	"                     -o file [--as-of time | --to seq]] [--stdin | file ...]\n";
+
+static void usage(int code)
+{
+	fputs(usage_text, code ? stderr : stdout);
+	if (code == 0)
+		fputs("\n"
+		      "  (no mode)                  apply what is new in the store, then exit\n"
+		      "  -f, --follow               keep applying events as they are appended\n"
+		      "      --stdin, -             apply the NDJSON events on standard input\n"
+		      "      --rebuild              replay all events into new views, swap them "
+		      "in\n"
+		      "      --force                with --rebuild: drop projections not loaded\n"
+		      "      --diff                 rebuild into a scratch file, compare with the "
+		      "views\n"
+		      "      --lag                  how far each projection is behind the store\n"
+		      "      --check                check the projection files and list them\n"
+		      "  -o, --output FILE          build the views into a new FILE (history)\n"
+		      "      --as-of TIME           with --output: as of an RFC 3339 time\n"
+		      "      --to SEQ               with --output: up to sequence SEQ\n"
+		      "  -P, --projections FILE     also load the projections of FILE "
+		      "(repeatable)\n"
+		      "      --no-default-projections  load only the files given with -P\n"
+		      "  -b, --batch COUNT          commit every COUNT events (default 10000)\n"
+		      "      --wait                 wait for another cqrs-project on the views\n"
+		      "  -s, --store PATH           event store (default: $CQRS_STORE)\n"
+		      "      --views PATH           views file (default: $CQRS_VIEWS)\n"
+		      "  -v, --verbose              say what was applied, on standard error\n"
+		      "  -h, --help                 show this help\n"
+		      "  -V, --version              show the version\n",
+		      stdout);
+	exit(code);
+}
+
+enum mode { CATCH_UP, FOLLOW, INPUT, REBUILD, DIFF, LAG, CHECK, HISTORY };
+
+static struct {
+	const char *store, *views;
+	bool wait, verbose;
+	int64_t batch;
+} opt;
+
+static void set_mode(enum mode *m, enum mode want, const char *name)
+{
+	if (*m != CATCH_UP && *m != want)
+		cqrs_die(CQRS_EXIT_USAGE, "%s goes alone: one mode per run\n%s", name, usage_text);
+	*m = want;
+}
+
+static cqrs_store *open_store(void)
+{
+	cqrs_error err = { 0 };
+	cqrs_store *st = cqrs_store_open(cqrs_store_path(opt.store), CQRS_OPEN_READ, &err);
+	if (st == NULL)
+		cqrs_die_error(&err);
+	return st;
+}
+
+static int take_lock(void)
+{
+	cqrs_error err = { 0 };
+	int fd = cqrs_views_lock(cqrs_views_path(opt.views), opt.wait, &err);
+	if (fd < 0)
+		cqrs_die_error(&err);
+	return fd;
+}
+
+static cqrs_projector *open_projector(cqrs_projections *ps)
+{
+	cqrs_error err = { 0 };
+	cqrs_projector *p = cqrs_projector_open(cqrs_views_path(opt.views), ps, 0, &err);
+	if (p == NULL)
+		cqrs_die_error(&err);
+	cqrs_projector_set_batch(p, opt.batch);
+	return p;
+}
+
+static void report(cqrs_projector *p)
+{
+	if (opt.verbose)
+		cqrs_warn("applied %lld events; views at sequence %lld",
+			  (long long)cqrs_projector_applied(p),
+			  (long long)cqrs_projector_position(p));
+}
+
+static int catch_up(cqrs_projections *ps)
+{
+	int lock = take_lock();
+	cqrs_store *st = open_store();
+	cqrs_projector *p = open_projector(ps);
+	cqrs_projector_set_progress(p, cqrs_progress_wanted(), NULL);
+	cqrs_error err = { 0 };
+	int code = CQRS_EXIT_OK;
+	if (cqrs_projector_sync(p, &err) < 0 || cqrs_projector_catch_up(p, st, 0, NULL, &err) < 0) {
+		cqrs_warn("%s", err.msg);
+		code = err.code;
+	}
+	report(p);
+	cqrs_projector_close(p);
+	cqrs_store_close(st);
+	cqrs_views_unlock(lock);
+	return code;
+}
+
+/* SIGINT, SIGTERM and SIGHUP end --follow between batches. */
+static int signal_fd(void)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	int fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (fd < 0)
+		cqrs_die(CQRS_EXIT_OSERR, "signalfd failed");
+	return fd;
+}
+
+static bool signalled(int sfd, int timeout_ms)
+{
+	struct pollfd p = { .fd = sfd, .events = POLLIN };
+	return poll(&p, 1, timeout_ms) > 0;
+}
+
+/* Holds the lock only while applying, so that cron runs, --rebuild and
+ * --diff get their turn between rounds. */
+static int follow(cqrs_projections *ps)
+{
+	int sfd = signal_fd();
+	cqrs_store *st = open_store();
+	cqrs_projector *p = open_projector(ps);
+	cqrs_error err = { 0 };
+	int code = CQRS_EXIT_OK;
+	for (;;) {
+		int lock;
+		cqrs_error lerr = { 0 };
+		while ((lock = cqrs_views_lock(cqrs_views_path(opt.views), false, &lerr)) < 0) {
+			if (lerr.code != CQRS_EXIT_TEMPFAIL) {
+				cqrs_warn("%s", lerr.msg);
+				code = lerr.code;
+				goto out;
+			}
+			if (signalled(sfd, 100))
+				goto out;
+		}
+		int r = cqrs_projector_sync(p, &err);
+		if (r == 0)
+			r = cqrs_projector_catch_up(p, st, 0, NULL, &err);
+		cqrs_views_unlock(lock);
+		if (r < 0) {
+			cqrs_warn("%s", err.msg);
+			code = err.code;
+			break;
+		}
+		report(p);
+		/* a timeout re-reads too: a safety net for file systems that
+		 * do not report changes */
+		int w = cqrs_store_wait(st, 1000, &sfd, 1, &err);
+		if (w < 0) {
+			cqrs_warn("%s", err.msg);
+			code = err.code;
+			break;
+		}
+		if (w == 2)
+			break;
+	}
+out:
+	cqrs_projector_close(p);
+	cqrs_store_close(st);
+	close(sfd);
+	return code;
+}
+
+/* Nothing more is waiting on stdin: commit, so the views are current
+ * while the writer upstream is quiet. */
+static bool stdin_idle(const cqrs_input *in)
+{
+	if (strcmp(cqrs_input_name(in), "stdin") != 0)
+		return false;
+	struct pollfd p = { .fd = STDIN_FILENO, .events = POLLIN };
+	return poll(&p, 1, 0) == 0;
+}
+
+static int from_input(cqrs_projections *ps, char **paths, int npaths)
+{
+	int lock = take_lock();
+	cqrs_projector *p = open_projector(ps);
+	cqrs_projector_set_verify(p, true);
+	cqrs_store *st = NULL;
+	cqrs_error err = { 0 };
+	int code = CQRS_EXIT_OK;
+	cqrs_input *in = NULL;
+	if (cqrs_projector_sync(p, &err) < 0)
+		goto fail;
+	in = cqrs_input_open(paths, npaths);
+	if (in == NULL)
+		cqrs_die(CQRS_EXIT_OSERR, "out of memory");
+	char *line;
+	size_t len;
+	int r;
+	cqrs_event ev;
+	int64_t pending = 0;
+	while ((r = cqrs_input_next(in, &line, &len, &err)) == 1) {
+		if (cqrs_event_parse(&ev, line, len, &err) < 0 ||
+		    cqrs_projector_feed(p, &ev, cqrs_store_path(opt.store), &st, &err) < 0) {
+			char msg[sizeof err.msg];
+			snprintf(msg, sizeof msg, "%s", err.msg);
+			cqrs_fail(&err, err.code, "%s:%ld: %s", cqrs_input_name(in),
+				  cqrs_input_lineno(in), msg);
+			goto fail;
+		}
+		if (++pending > 0 && stdin_idle(in)) {
+			if (cqrs_projector_commit(p, &err) < 0)
+				goto fail;
+			pending = 0;
+		}
+	}
+	if (r < 0 || cqrs_projector_commit(p, &err) < 0)
+		goto fail;
+	goto out;
+fail:
+	cqrs_projector_rollback(p);
+	cqrs_warn("%s", err.msg);
+	code = err.code;
+out:
+	report(p);
+	cqrs_input_close(in);
+	cqrs_projector_close(p);
+	cqrs_store_close(st);
+	cqrs_views_unlock(lock);
+	return code;
+}
+
+int main(int argc, char **argv)
+{
+	enum {
+		OPT_STDIN = 256,
+		OPT_REBUILD,
+		OPT_FORCE,
+		OPT_DIFF,
+		OPT_LAG,
+		OPT_CHECK,
+		OPT_AS_OF,
+		OPT_TO,
+		OPT_NO_DEFAULT,
+		OPT_WAIT,
+		OPT_VIEWS
+	};
+	static const struct option longopts[] = {
+		{ "follow", no_argument, NULL, 'f' },
+		{ "stdin", no_argument, NULL, OPT_STDIN },
+		{ "rebuild", no_argument, NULL, OPT_REBUILD },
+		{ "force", no_argument, NULL, OPT_FORCE },
+		{ "diff", no_argument, NULL, OPT_DIFF },
+		{ "lag", no_argument, NULL, OPT_LAG },
+		{ "check", no_argument, NULL, OPT_CHECK },
+		{ "output", required_argument, NULL, 'o' },
+		{ "as-of", required_argument, NULL, OPT_AS_OF },
+		{ "to", required_argument, NULL, OPT_TO },
+		{ "projections", required_argument, NULL, 'P' },
+		{ "no-default-projections", no_argument, NULL, OPT_NO_DEFAULT },
+		{ "batch", required_argument, NULL, 'b' },
+		{ "wait", no_argument, NULL, OPT_WAIT },
+		{ "store", required_argument, NULL, 's' },
+		{ "views", required_argument, NULL, OPT_VIEWS },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	enum mode mode = CATCH_UP;
+	const char *output = NULL;
+	char until[CQRS_TIMESTAMP_LEN + 1];
+	bool have_until = false, force = false, no_default = false, use_stdin = false;
+	int64_t to = 0;
+	char **files = NULL;
+	int nfiles = 0, ch;
+
+	cqrs_tool_init("cqrs-project");
+	while ((ch = getopt_long(argc, argv, "fo:P:b:s:vhV", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'f': set_mode(&mode, FOLLOW, "--follow"); break;
+		case OPT_STDIN: use_stdin = true; break;
+		case OPT_REBUILD: set_mode(&mode, REBUILD, "--rebuild"); break;
+		case OPT_FORCE: force = true; break;
+		case OPT_DIFF: set_mode(&mode, DIFF, "--diff"); break;
+		case OPT_LAG: set_mode(&mode, LAG, "--lag"); break;
+		case OPT_CHECK: set_mode(&mode, CHECK, "--check"); break;
+		case 'o':
+			set_mode(&mode, HISTORY, "--output");
+			output = optarg;
+			break;
+		case OPT_AS_OF:
+			if (cqrs_timestamp_normalize(optarg, strlen(optarg), until) < 0)
+				cqrs_die(CQRS_EXIT_USAGE, "--as-of: not an RFC 3339 time: '%s'",
+					 optarg);
+			have_until = true;
+			break;
+		case OPT_TO:
+			if (cqrs_parse_int64(optarg, &to) < 0 || to == 0)
+				cqrs_die(CQRS_EXIT_USAGE,
+					 "--to needs a sequence of at least 1: '%s'", optarg);
+			break;
+		case 'P': {
+			char **nf = realloc(files, (size_t)(nfiles + 1) * sizeof *nf);
+			if (nf == NULL)
+				cqrs_die(CQRS_EXIT_OSERR, "out of memory");
+			files = nf;
+			files[nfiles++] = optarg;
+			break;
+		}
+		case OPT_NO_DEFAULT: no_default = true; break;
+		case 'b':
+			if (cqrs_parse_int64(optarg, &opt.batch) < 0 || opt.batch == 0)
+				cqrs_die(CQRS_EXIT_USAGE, "--batch needs a positive count: '%s'",
+					 optarg);
+			break;
+		case OPT_WAIT: opt.wait = true; break;
+		case 's': opt.store = optarg; break;
+		case OPT_VIEWS: opt.views = optarg; break;
+		case 'v': opt.verbose = true; break;
+		case 'h': usage(0); break;
+		case 'V': cqrs_print_version(); return cqrs_finish_stdout(0);
+		default: usage(CQRS_EXIT_USAGE);
+		}
+	}
+	char *dash[] = { "-" };
+	char **inputs = argv + optind;
+	int ninputs = argc - optind;
+	if (use_stdin) {
+		if (ninputs > 0)
+			cqrs_die(CQRS_EXIT_USAGE, "--stdin and file operands go alone");
+		inputs = dash;
+		ninputs = 1;
+	}
+	if (ninputs > 0)
+		set_mode(&mode, INPUT, "reading events from input");
+	if (force && mode != REBUILD)
+		cqrs_die(CQRS_EXIT_USAGE, "--force goes with --rebuild");
+	if ((have_until || to > 0) && mode != HISTORY)
+		cqrs_die(CQRS_EXIT_USAGE, "--as-of and --to go with --output");
+	if (have_until && to > 0)
+		cqrs_die(CQRS_EXIT_USAGE, "--as-of and --to go alone");
+	if (no_default && nfiles == 0)
+		cqrs_die(CQRS_EXIT_USAGE, "--no-default-projections needs --projections FILE");
+
+	cqrs_error err = { 0 };
+	cqrs_projections *ps = cqrs_projections_new();
+	if (ps == NULL)
+		cqrs_die(CQRS_EXIT_OSERR, "out of memory");
+	char shipped[4096];
+	if (!no_default &&
+	    cqrs_projections_load(
+		    ps, cqrs_share_path("projections/orders.yaml", shipped, sizeof shipped), &err) <
+		    0)
+		cqrs_die_error(&err);
+	for (int i = 0; i < nfiles; i++)
+		if (cqrs_projections_load(ps, files[i], &err) < 0)
+			cqrs_die_error(&err);
+	if (cqrs_projections_check(ps, &err) < 0)
+		cqrs_die_error(&err);
+
+	int code = CQRS_EXIT_OK;
+	cqrs_build_opts bo = { .batch = opt.batch,
+			       .progress = cqrs_progress_wanted(),
+			       .force = force,
+			       .to = to,
+			       .until = have_until ? until : NULL };
+	switch (mode) {
+	case CHECK: cqrs_projections_describe(ps, stdout); break;
+	case CATCH_UP: code = catch_up(ps); break;
+	case FOLLOW: code = follow(ps); break;
+	case INPUT: code = from_input(ps, inputs, ninputs); break;
+	case LAG: {
+		cqrs_store *st = open_store();
+		if (cqrs_views_lag(cqrs_views_path(opt.views), st, stdout, &err) < 0)
+			cqrs_die_error(&err);
+		cqrs_store_close(st);
+		break;
+	}
+	case HISTORY: {
+		cqrs_store *st = open_store();
+		if (cqrs_views_build(output, st, ps, &bo, &err) < 0)
+			cqrs_die_error(&err);
+		cqrs_store_close(st);
+		break;
+	}
+	case REBUILD:
+	case DIFF: {
+		int lock = take_lock();
+		cqrs_store *st = open_store();
+		int r = mode == REBUILD
+				? cqrs_views_rebuild(cqrs_views_path(opt.views), st, ps, &bo, &err)
+				: cqrs_views_diff(cqrs_views_path(opt.views), st, ps, &bo, stdout,
+						  &err);
+		if (r < 0)
+			cqrs_die_error(&err);
+		/* --diff: 1 when the views differ, as diff(1) */
+		code = r == 1 ? CQRS_EXIT_NOT_FOUND : CQRS_EXIT_OK;
+		cqrs_store_close(st);
+		cqrs_views_unlock(lock);
+		break;
+	}
+	}
+	cqrs_projections_free(ps);
+	free(files);
+	return cqrs_finish_stdout(code);
+}

@@ -1,0 +1,579 @@
+#!/usr/bin/env bats
+# cqrs-project: the read models against hand-computed expectations, runs
+# from cron, --stdin and --follow, exactly-once under kill -9, two runs at
+# once, user projections, bad projection files, rebuild, diff, history, lag.
+
+bats_require_minimum_version 1.5.0
+load test_helper
+
+eval "common_$(declare -f setup)"
+setup() {
+	common_setup
+	export CQRS_VIEWS="$BATS_TEST_TMPDIR/views.db"
+	HISTORY="$FIXTURES/orders-history.ndjson"
+}
+
+# The scripted order history (tests/fixtures/orders-history.ndjson), 37 events:
+#   products P1 SKU-1 Widget (10 in stock), P2 SKU-2 Gadget (5, then 5 more),
+#   P3 SKU-3 Gizmo (4)
+#   O1 cust-1 USD 2 x P1 @29.99 + 1 x P2 @10.00 = 69.98  2026-01-15  confirmed, paid, shipped
+#   O2 cust-2 USD 3 x P2 @10.00 = 30.00                 2026-01-15  confirmed, cancelled
+#   O3 cust-1 EUR 1 x P1 @25.50 = 25.50                 2026-01-16  paid, then confirmed
+#   O4 cust-3 JPY 2 x P3 @1500 = 3000                   2026-01-16  confirmed
+#   O5 cust-3 USD 1 x P2 @10.01 = 10.01                 2026-01-16  pending
+#   O6 cust-1 USD 1 x P1 @29.99 + 1 x P3 @5.01 = 35.00  2026-01-16T23:59:59.999999Z  pending
+#   O7 cust-2 USD 1 x P1 @29.99 = 29.99                 2026-01-17  paid, cancelled
+# with the inventory reservations and releases, and Payment events that no
+# shipped projection reads.
+O1=00000001-0000-4000-8000-000000000001
+P1=11111111-1111-4111-8111-111111111111
+
+load_history() {
+	cqrs-append -q "$HISTORY"
+}
+
+# Rows of a views table, '|'-separated, in the order given.
+rows() {
+	sqlite3 "${VIEWS:-$CQRS_VIEWS}" "SELECT $2 FROM $1 ORDER BY ${3:-1}"
+}
+
+# Everything in a views file but the time of the last update: the content
+# of every table, sorted, and the checkpoints.
+snapshot() {
+	sqlite3 "$1" .dump | grep -v '^INSERT INTO cqrs_checkpoints' | sort
+	sqlite3 "$1" 'SELECT projection, sequence, event_hash, event_timestamp, definition
+		FROM cqrs_checkpoints ORDER BY projection'
+}
+
+# A projection file of the user's own, in $1.
+user_projection() {
+	cat >"$1" <<-'EOF'
+		# every event, counted per type and applied once per sequence
+		projections:
+		  - name: event_counts
+		    tables:
+		      - CREATE TABLE event_counts (event_type TEXT PRIMARY KEY, n INTEGER NOT NULL)
+		      - CREATE TABLE applied (sequence INTEGER PRIMARY KEY, aggregate_type TEXT)
+		    on:
+		      "*":
+		        - INSERT INTO applied VALUES (:sequence, :aggregate_type)
+		        - |
+		          INSERT INTO event_counts VALUES (:event_type, 1)
+		          ON CONFLICT (event_type) DO UPDATE SET n = n + 1
+	EOF
+}
+
+# --- the read models after the scripted history -------------------------------
+
+@test "order_views: one row per order with its current state" {
+	load_history
+	run --separate-stderr cqrs-project
+	assert_success
+	assert_output ''
+	assert_equal "$stderr" ''
+	run rows order_views "order_number, customer_id, status, currency, total, total_minor,
+		item_count, payment_id, amount_paid, tracking_number, carrier, cancel_reason, version"
+	assert_output - <<-'EOF'
+		ORD-2026-000001|cust-1|SHIPPED|USD|69.98|6998|3|90000001-0000-4000-8000-000000000001|69.98|TRK123456|FedEx||4
+		ORD-2026-000002|cust-2|CANCELLED|USD|30.00|3000|3|||||customer request|3
+		ORD-2026-000003|cust-1|PAID|EUR|25.50|2550|1|90000003-0000-4000-8000-000000000003|25.50||||3
+		ORD-2026-000004|cust-3|CONFIRMED|JPY|3000|3000|2||||||2
+		ORD-2026-000005|cust-3|PENDING|USD|10.01|1001|1||||||1
+		ORD-2026-000006|cust-1|PENDING|USD|35.00|3500|2||||||1
+		ORD-2026-000007|cust-2|CANCELLED|USD|29.99|2999|1|90000007-0000-4000-8000-000000000007|29.99|||changed mind|3
+	EOF
+	run rows order_views "order_number, created_at, confirmed_at, paid_at, shipped_at,
+		cancelled_at, updated_at"
+	assert_output - <<-'EOF'
+		ORD-2026-000001|2026-01-15T09:00:00.000000Z|2026-01-15T09:00:04.000000Z|2026-01-15T09:05:00.000000Z|2026-01-15T14:00:00Z||2026-01-15T14:00:05.000000Z
+		ORD-2026-000002|2026-01-15T10:30:00.000000Z|2026-01-15T10:30:02.000000Z|||2026-01-15T16:00:00.000000Z|2026-01-15T16:00:00.000000Z
+		ORD-2026-000003|2026-01-16T09:00:00.000000Z|2026-01-16T09:20:00.000000Z|2026-01-16T09:10:00.000000Z|||2026-01-16T09:20:00.000000Z
+		ORD-2026-000004|2026-01-16T11:00:00.000000Z|2026-01-16T11:05:00.000000Z||||2026-01-16T11:05:00.000000Z
+		ORD-2026-000005|2026-01-16T15:00:00.000000Z|||||2026-01-16T15:00:00.000000Z
+		ORD-2026-000006|2026-01-16T23:59:59.999999Z|||||2026-01-16T23:59:59.999999Z
+		ORD-2026-000007|2026-01-17T10:00:00.000000Z||2026-01-17T10:10:00.000000Z||2026-01-17T12:00:00.000000Z|2026-01-17T12:00:00.000000Z
+	EOF
+	# items and address are the event's JSON, money as written
+	run sqlite3 "$CQRS_VIEWS" "SELECT items, shipping_address FROM order_views
+		WHERE order_id = '$O1'"
+	assert_output '[{"product_id":"11111111-1111-4111-8111-111111111111","sku":"SKU-1","quantity":2,"unit_price":29.99},{"product_id":"22222222-2222-4222-8222-222222222222","sku":"SKU-2","quantity":1,"unit_price":10.00}]|{"name":"Alice","street":"1 Main St","city":"New York","postal_code":"10001","country":"US"}'
+}
+
+@test "customer_order_summary: orders and exact spending per customer and currency" {
+	load_history
+	cqrs-project
+	run rows customer_order_summary '*' '1, 2'
+	assert_output - <<-'EOF'
+		cust-1|EUR|1|0|25.50|2550|2026-01-16T09:00:00.000000Z|2026-01-16T09:00:00.000000Z
+		cust-1|USD|2|0|104.98|10498|2026-01-15T09:00:00.000000Z|2026-01-16T23:59:59.999999Z
+		cust-2|USD|2|2|0.00|0|2026-01-15T10:30:00.000000Z|2026-01-17T10:00:00.000000Z
+		cust-3|JPY|1|0|3000|3000|2026-01-16T11:00:00.000000Z|2026-01-16T11:00:00.000000Z
+		cust-3|USD|1|0|10.01|1001|2026-01-16T15:00:00.000000Z|2026-01-16T15:00:00.000000Z
+	EOF
+}
+
+@test "inventory_views: on hand, reserved, available and shipped per product" {
+	load_history
+	cqrs-project
+	run rows inventory_views '*'
+	assert_output - <<-'EOF'
+		11111111-1111-4111-8111-111111111111|SKU-1|Widget|8|2|6|2|2026-01-17T12:00:01.000000Z
+		22222222-2222-4222-8222-222222222222|SKU-2|Gadget|9|1|8|1|2026-01-16T15:00:01.000000Z
+		33333333-3333-4333-8333-333333333333|SKU-3|Gizmo|4|3|1|0|2026-01-17T00:00:01.000000Z
+	EOF
+	# what is still held, per order: shipped and released ones are gone
+	run rows inventory_reservations '*' '1, 2'
+	assert_output - <<-'EOF'
+		00000003-0000-4000-8000-000000000003|11111111-1111-4111-8111-111111111111|1
+		00000004-0000-4000-8000-000000000004|33333333-3333-4333-8333-333333333333|2
+		00000005-0000-4000-8000-000000000005|22222222-2222-4222-8222-222222222222|1
+		00000006-0000-4000-8000-000000000006|11111111-1111-4111-8111-111111111111|1
+		00000006-0000-4000-8000-000000000006|33333333-3333-4333-8333-333333333333|1
+	EOF
+}
+
+@test "sales analytics: per day and currency, orders, revenue, average order value" {
+	load_history
+	cqrs-project
+	# 2026-01-16 USD: (10.01 + 35.00) / 2 = 22.505, rounded half away from zero
+	run rows sales_daily '*' '1, 2'
+	assert_output - <<-'EOF'
+		2026-01-15|USD|1|69.98|6998|69.98|1
+		2026-01-16|EUR|1|25.50|2550|25.50|0
+		2026-01-16|JPY|1|3000|3000|3000|0
+		2026-01-16|USD|2|45.01|4501|22.51|0
+		2026-01-17|USD|0|0.00|0||1
+	EOF
+}
+
+@test "sales analytics: products sold per day and currency, cancellations taken back" {
+	load_history
+	cqrs-project
+	run rows sales_products "day, currency, sku, quantity, revenue, revenue_minor" '1, 2, 3'
+	assert_output - <<-'EOF'
+		2026-01-15|USD|SKU-1|2|59.98|5998
+		2026-01-15|USD|SKU-2|1|10.00|1000
+		2026-01-16|EUR|SKU-1|1|25.50|2550
+		2026-01-16|JPY|SKU-3|2|3000|3000
+		2026-01-16|USD|SKU-1|1|29.99|2999
+		2026-01-16|USD|SKU-2|1|10.01|1001
+		2026-01-16|USD|SKU-3|1|5.01|501
+	EOF
+}
+
+@test "each projection's checkpoint is the last sequence, with its hash and time" {
+	load_history
+	cqrs-project
+	last_hash=$(cqrs-read -r -n 1 | jq -r .hash)
+	run rows cqrs_checkpoints 'projection, sequence, event_hash, event_timestamp'
+	assert_output - <<-EOF
+		customer_order_summary|37|$last_hash|2026-01-17T12:00:02.000000Z
+		inventory_views|37|$last_hash|2026-01-17T12:00:02.000000Z
+		order_views|37|$last_hash|2026-01-17T12:00:02.000000Z
+		sales_analytics|37|$last_hash|2026-01-17T12:00:02.000000Z
+	EOF
+}
+
+@test "the views file is its own: mode 0600, its application_id, not the store's" {
+	load_history
+	cqrs-project
+	run stat -c %a "$CQRS_VIEWS"
+	assert_output 600
+	run sqlite3 "$CQRS_VIEWS" 'PRAGMA application_id; PRAGMA user_version; PRAGMA journal_mode'
+	assert_output - <<-'EOF'
+		1129402966
+		1
+		wal
+	EOF
+	run --separate-stderr cqrs-project --views "$CQRS_STORE"
+	assert_failure 65
+	assert_equal "$stderr" "cqrs-project: $CQRS_STORE: is an event store, not a views file (--views and --store name different files)"
+	echo 'not a database, just text' >other.db
+	run --separate-stderr cqrs-project --views other.db
+	assert_not_signalled
+	assert_failure 65
+}
+
+@test "no store: exit 66 and no views file" {
+	run --separate-stderr cqrs-project
+	assert_failure 66
+	assert_equal "$stderr" "cqrs-project: $CQRS_STORE: no such store"
+}
+
+# --- cron, stdin, follow ---------------------------------------------------------
+
+@test "a second run applies nothing and changes nothing" {
+	load_history
+	cqrs-project
+	before=$(snapshot "$CQRS_VIEWS")
+	run --separate-stderr cqrs-project -v
+	assert_success
+	assert_equal "$stderr" 'cqrs-project: applied 0 events; views at sequence 37'
+	assert_equal "$(snapshot "$CQRS_VIEWS")" "$before"
+}
+
+@test "incremental runs from cron give the same views as one run" {
+	split -l 4 "$HISTORY" part.
+	for f in part.*; do
+		cqrs-append -q "$f"
+		cqrs-project -b 3
+	done
+	cqrs-project --views once.db
+	assert_equal "$(snapshot "$CQRS_VIEWS")" "$(snapshot once.db)"
+	run rows cqrs_checkpoints 'DISTINCT sequence'
+	assert_output 37
+}
+
+@test "--stdin: cqrs-read | cqrs-project - gives the same views as reading the store" {
+	load_history
+	cqrs-read | cqrs-project -
+	cqrs-read | cqrs-project --stdin --views store-read.db
+	cqrs-project --views direct.db
+	assert_equal "$(snapshot "$CQRS_VIEWS")" "$(snapshot direct.db)"
+	assert_equal "$(snapshot store-read.db)" "$(snapshot direct.db)"
+}
+
+@test "--stdin: cqrs-append | cqrs-project applies what was just appended" {
+	head -n 20 "$HISTORY" | cqrs-append | cqrs-project --stdin
+	run rows cqrs_checkpoints 'DISTINCT sequence'
+	assert_output 20
+	tail -n +21 "$HISTORY" | cqrs-append | cqrs-project --stdin
+	cqrs-project --views direct.db
+	assert_equal "$(snapshot "$CQRS_VIEWS")" "$(snapshot direct.db)"
+}
+
+@test "--stdin: events at or below the checkpoint are skipped, each applied once" {
+	load_history
+	cqrs-read --to 30 | cqrs-project -
+	cqrs-read | cqrs-project -
+	cqrs-read --from 10 | cqrs-project -
+	cqrs-project --views direct.db
+	assert_equal "$(snapshot "$CQRS_VIEWS")" "$(snapshot direct.db)"
+}
+
+@test "--stdin: a gap in the input is read from the store, never skipped" {
+	load_history
+	cqrs-read --to 5 | cqrs-project -
+	# sequences 6 to 29 are not in the input
+	run --separate-stderr bash -c 'cqrs-read --from 30 | cqrs-project -v -'
+	assert_success
+	assert_equal "$stderr" 'cqrs-project: applied 32 events; views at sequence 37'
+	cqrs-project --views direct.db
+	assert_equal "$(snapshot "$CQRS_VIEWS")" "$(snapshot direct.db)"
+}
+
+@test "--stdin: a gap that the store cannot fill is an error, nothing applied" {
+	load_history
+	cqrs-read >all.ndjson
+	sed -n '3,$p' all.ndjson >later.ndjson
+	run --separate-stderr cqrs-project --store missing.db later.ndjson
+	assert_failure 66
+	assert_equal "$stderr" "cqrs-project: later.ndjson:1: events 1 to 2 are missing from the input and cannot be read from the store: missing.db: no such store"
+	run rows cqrs_checkpoints 'DISTINCT sequence'
+	assert_output 0
+}
+
+@test "--stdin: events of another store are refused (the hash chain differs)" {
+	load_history
+	cqrs-project
+	CQRS_STORE=other.db cqrs-append -q "$HISTORY"
+	event 7d0c2a9e-5b7f-4e0c-8f7e-1b2a3c4d5e6f | CQRS_STORE=other.db cqrs-append -q
+	run --separate-stderr bash -c 'CQRS_STORE=other.db cqrs-read --from 38 | cqrs-project -'
+	assert_failure 65
+	assert_equal "$stderr" "cqrs-project: stdin:1: event 38 does not follow event 37 that projection 'order_views' applied last (the hash chain differs): were these views built from another store?  Rebuild them with cqrs-project --rebuild"
+}
+
+@test "--stdin: an event without a sequence is refused with its line" {
+	event 7d0c2a9e-5b7f-4e0c-8f7e-1b2a3c4d5e6f >raw.ndjson
+	run --separate-stderr cqrs-project raw.ndjson
+	assert_failure 65
+	assert_equal "$stderr" "cqrs-project: raw.ndjson:1: event has no 'sequence': cqrs-project applies stored events (the output of cqrs-read or cqrs-append)"
+}
+
+# --- user projections and bad projection files ----------------------------------
+
+@test "a user projection from YAML: every event once, next to the shipped ones" {
+	load_history
+	user_projection mine.yaml
+	run --separate-stderr cqrs-project -P mine.yaml
+	assert_success
+	run rows event_counts '*'
+	assert_output - <<-'EOF'
+		InventoryReleased|2
+		InventoryReserved|9
+		OrderCancelled|2
+		OrderConfirmed|4
+		OrderCreated|7
+		OrderShipped|1
+		PaymentAuthorized|1
+		PaymentProcessed|3
+		PaymentRefunded|1
+		ProductRegistered|3
+		StockReplenished|4
+	EOF
+	run rows applied 'count(*), min(sequence), max(sequence)'
+	assert_output '37|1|37'
+	run rows cqrs_checkpoints 'projection, sequence'
+	assert_output - <<-'EOF'
+		customer_order_summary|37
+		event_counts|37
+		inventory_views|37
+		order_views|37
+		sales_analytics|37
+	EOF
+}
+
+@test "a projection added later catches up alone, from the first event" {
+	load_history
+	cqrs-project
+	user_projection mine.yaml
+	run --separate-stderr cqrs-project -v -P mine.yaml
+	assert_success
+	assert_equal "$stderr" 'cqrs-project: applied 37 events; views at sequence 37'
+	run rows applied 'count(*)'
+	assert_output 37
+}
+
+@test "--no-default-projections: only the user's projections" {
+	load_history
+	user_projection mine.yaml
+	cqrs-project --no-default-projections -P mine.yaml
+	run rows cqrs_checkpoints 'projection, sequence'
+	assert_output 'event_counts|37'
+	run sqlite3 "$CQRS_VIEWS" "SELECT count(*) FROM sqlite_schema WHERE name = 'order_views'"
+	assert_output 0
+}
+
+@test "--check lists the projections, their tables and events" {
+	user_projection mine.yaml
+	run --separate-stderr cqrs-project --check --no-default-projections -P mine.yaml
+	assert_success
+	assert_output --regexp '^\{"projection":"event_counts","file":"mine.yaml","line":3,"tables":\["event_counts","applied"\],"events":\["\*"\],"definition":"[0-9a-f]{64}"\}$'
+	run --separate-stderr cqrs-project --check
+	assert_success
+	assert_equal "$(jq -r .projection <<<"$output" | tr '\n' ' ')" 'order_views customer_order_summary inventory_views sales_analytics '
+}
+
+# Writes projection file bad.yaml from stdin and checks the exact message.
+bad_yaml() {
+	cat >bad.yaml
+	run --separate-stderr cqrs-project --check --no-default-projections -P bad.yaml
+	assert_not_signalled
+	assert_failure "${2:-78}"
+	assert_output ''
+	assert_equal "$stderr" "cqrs-project: $1"
+}
+
+@test "bad YAML: a syntax error names file, line and problem" {
+	bad_yaml "bad.yaml:3: found character that cannot start any token (while scanning for the next token on line 3)" <<-'EOF'
+		projections:
+		  - name: x
+		    tables: [`CREATE TABLE x (a)`]
+	EOF
+	bad_yaml "bad.yaml:3: did not find expected '-' indicator (while parsing a block collection on line 2)" <<-'EOF'
+		projections:
+		  - name: x
+		   tables: []
+	EOF
+	bad_yaml "bad.yaml:4: found unexpected end of stream (while scanning a quoted scalar on line 3)" <<-'EOF'
+		projections:
+		  - name: x
+		    tables: ["CREATE TABLE x (a)]
+	EOF
+}
+
+@test "bad YAML: unknown keys, missing fields, wrong kinds" {
+	bad_yaml "bad.yaml:3: unknown key 'tabels' in a projection (expected name, description, tables, on)" <<-'EOF'
+		projections:
+		  - name: x
+		    tabels: []
+	EOF
+	bad_yaml "bad.yaml:1: unknown key 'projection' (expected 'projections')" <<-'EOF'
+		projection: []
+	EOF
+	bad_yaml "bad.yaml:2: projection without a 'name'" <<-'EOF'
+		projections:
+		  - tables: [CREATE TABLE x (a)]
+		    on: {OrderCreated: INSERT INTO x VALUES (1)}
+	EOF
+	bad_yaml "bad.yaml:2: projection 'x' has no 'on' (what to do for each event type)" <<-'EOF'
+		projections:
+		  - name: x
+		    tables: [CREATE TABLE x (a)]
+	EOF
+	bad_yaml "bad.yaml:2: projection 'x' has no 'tables' (the CREATE statements of its read model)" <<-'EOF'
+		projections:
+		  - name: x
+		    on: {OrderCreated: INSERT INTO x VALUES (1)}
+	EOF
+	bad_yaml "bad.yaml:4: 'on' must be a mapping, not a list" <<-'EOF'
+		projections:
+		  - name: x
+		    tables: [CREATE TABLE x (a)]
+		    on: [INSERT INTO x VALUES (1)]
+	EOF
+	bad_yaml "bad.yaml:4: duplicate key 'name' (first on line 2)" <<-'EOF'
+		projections:
+		  - name: x
+		    tables: [CREATE TABLE x (a)]
+		    name: y
+	EOF
+	bad_yaml "bad.yaml:1: empty file: expected 'projections:'" </dev/null
+	bad_yaml "bad.yaml:2: not a projection name: 'order-views' (a letter or '_', then letters, digits or '_', at most 64, not starting cqrs_ or sqlite_)" <<-'EOF'
+		projections:
+		  - name: order-views
+	EOF
+	bad_yaml "bad.yaml:5: not an event type: 'Order Created' (or '*' for every event)" <<-'EOF'
+		projections:
+		  - name: x
+		    tables: [CREATE TABLE x (a)]
+		    on:
+		      Order Created: INSERT INTO x VALUES (1)
+	EOF
+}
+
+@test "bad YAML: bad SQL and bad parameters name the statement's line" {
+	bad_yaml "bad.yaml:8: projection 'x', on OrderCreated: unknown parameter ':data_total' (known: :sequence, :event_id, :aggregate_id, :aggregate_type, :aggregate_version, :event_type, :event_version, :timestamp, :data, :data.FIELD, :metadata, :metadata.FIELD)" <<-'EOF'
+		projections:
+		  - name: x
+		    tables: ["CREATE TABLE x (a, b)"]
+		    on:
+		      OrderCreated:
+		        - |
+		          INSERT INTO x
+		          VALUES (:aggregate_id, :data_total)
+	EOF
+	bad_yaml "bad.yaml:7: projection 'x', on OrderCreated: table x has no column named c" <<-'EOF'
+		projections:
+		  - name: x
+		    tables:
+		      - CREATE TABLE x (a, b)
+		    on:
+		      OrderCreated:
+		        - INSERT INTO x (a, c) VALUES (:aggregate_id, :data.total)
+	EOF
+	bad_yaml "bad.yaml:3: projection 'x', tables: near \"TABEL\": syntax error" <<-'EOF'
+		projections:
+		  - name: x
+		    tables: ["CREATE TABEL x (a, b)"]
+		    on: {OrderCreated: "INSERT INTO x VALUES (1, 2)"}
+	EOF
+	bad_yaml "bad.yaml:5: projection 'x', on OrderCreated: use named parameters such as :data.customer_id, not '?'" <<-'EOF'
+		projections:
+		  - name: x
+		    tables: [CREATE TABLE x (a)]
+		    on:
+		      OrderCreated: INSERT INTO x VALUES (?)
+	EOF
+	bad_yaml "bad.yaml:6: projection 'x', on OrderCreated: one SQL statement per list item (start another item with '- ')" <<-'EOF'
+		projections:
+		  - name: x
+		    tables: [CREATE TABLE x (a)]
+		    on:
+		      OrderCreated: |
+		        INSERT INTO x VALUES (1); DELETE FROM x
+	EOF
+}
+
+@test "bad YAML: a projection writes only its own tables, never a transaction" {
+	bad_yaml "bad.yaml:5: projection 'x', on OrderCreated: no such table: order_views" <<-'EOF'
+		projections:
+		  - name: x
+		    tables: [CREATE TABLE x (a)]
+		    on:
+		      OrderCreated: DELETE FROM order_views
+	EOF
+	# with the shipped projections loaded, that table exists: not its own
+	run --separate-stderr cqrs-project --check -P bad.yaml
+	assert_failure 78
+	assert_equal "$stderr" "cqrs-project: bad.yaml:5: projection 'x', on OrderCreated: writes table 'order_views', which projection 'order_views' owns (a projection writes only the tables it creates)"
+	bad_yaml "bad.yaml:5: projection 'x', on OrderCreated: transactions belong to cqrs-project, which commits each batch with its checkpoint" <<-'EOF'
+		projections:
+		  - name: x
+		    tables: [CREATE TABLE x (a)]
+		    on:
+		      OrderCreated: COMMIT
+	EOF
+	bad_yaml "bad.yaml:5: projection 'x', on OrderCreated: table 'cqrs_checkpoints' belongs to cqrs-project" <<-'EOF'
+		projections:
+		  - name: x
+		    tables: [CREATE TABLE x (a)]
+		    on:
+		      OrderCreated: UPDATE cqrs_checkpoints SET sequence = 0
+	EOF
+	bad_yaml "bad.yaml:5: projection 'x', on OrderCreated: CREATE belongs in 'tables', not in 'on'" <<-'EOF'
+		projections:
+		  - name: x
+		    tables: [CREATE TABLE x (a)]
+		    on:
+		      OrderCreated: CREATE TABLE y (a)
+	EOF
+}
+
+@test "bad YAML: two projections of one name, a missing file" {
+	user_projection mine.yaml
+	cp mine.yaml again.yaml
+	run --separate-stderr cqrs-project --check -P mine.yaml -P again.yaml
+	assert_failure 78
+	assert_equal "$stderr" "cqrs-project: again.yaml:3: projection 'event_counts' is already defined at mine.yaml:3"
+	run --separate-stderr cqrs-project --check -P nowhere.yaml
+	assert_failure 66
+	assert_equal "$stderr" "cqrs-project: nowhere.yaml: cannot read projection file: No such file or directory"
+}
+
+@test "an event that a projection cannot apply stops the run; the batch is not applied" {
+	load_history
+	cat >strict.yaml <<-'EOF'
+		projections:
+		  - name: strict
+		    tables:
+		      - CREATE TABLE strict (id TEXT PRIMARY KEY, total INTEGER NOT NULL)
+		    on:
+		      OrderCreated: INSERT INTO strict VALUES (:aggregate_id, minor_units(:data.total, 'KWD') / 0 + minor_units('1.2345', 'KWD'))
+	EOF
+	run --separate-stderr cqrs-project --no-default-projections -P strict.yaml
+	assert_failure 65
+	assert_equal "$stderr" "cqrs-project: event 7 (OrderCreated): strict.yaml:6: projection 'strict', on OrderCreated: amount 1.2345 has more decimals than KWD allows (3)"
+	run rows cqrs_checkpoints 'projection, sequence'
+	assert_output 'strict|0'
+}
+
+@test "a changed projection is refused until the views are rebuilt" {
+	load_history
+	user_projection mine.yaml
+	cqrs-project -P mine.yaml
+	sed -i 's/n + 1/n + 2/' mine.yaml
+	run --separate-stderr cqrs-project -P mine.yaml
+	assert_failure 78
+	assert_equal "$stderr" "cqrs-project: $CQRS_VIEWS: projection 'event_counts' (mine.yaml:3) differs from the one these views were built with (mine.yaml:3): rebuild them with cqrs-project --rebuild (--diff shows the effect first)"
+	run --separate-stderr cqrs-project --rebuild -P mine.yaml
+	assert_success
+	# two releases: 1, then + 2
+	run rows event_counts 'n' 'event_type'
+	assert_line --index 0 3
+}
+
+# --- usage ---------------------------------------------------------------------
+
+@test "usage errors exit 64" {
+	run --separate-stderr cqrs-project --rebuild --diff
+	assert_failure 64
+	[[ $stderr == "cqrs-project: --diff goes alone: one mode per run"* ]]
+	run --separate-stderr cqrs-project --as-of 2026-01-16T00:00:00Z
+	assert_failure 64
+	assert_equal "$stderr" 'cqrs-project: --as-of and --to go with --output'
+	run --separate-stderr cqrs-project --batch 0
+	assert_failure 64
+	assert_equal "$stderr" "cqrs-project: --batch needs a positive count: '0'"
+	run --separate-stderr cqrs-project --force
+	assert_failure 64
+	assert_equal "$stderr" 'cqrs-project: --force goes with --rebuild'
+	run --separate-stderr cqrs-project --no-default-projections
+	assert_failure 64
+	run --separate-stderr cqrs-project --stdin file
+	assert_failure 64
+	assert_equal "$stderr" 'cqrs-project: --stdin and file operands go alone'
+	run --separate-stderr cqrs-project -o out.db --as-of yesterday
+	assert_failure 64
+	assert_equal "$stderr" "cqrs-project: --as-of: not an RFC 3339 time: 'yesterday'"
+}
