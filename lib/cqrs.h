@@ -25,6 +25,7 @@ enum cqrs_exit {
 	CQRS_EXIT_USAGE = 64,	  /* EX_USAGE */
 	CQRS_EXIT_DATAERR = 65,	  /* EX_DATAERR: bad input, not a cqrs store */
 	CQRS_EXIT_NOINPUT = 66,	  /* EX_NOINPUT: input file or store missing */
+	CQRS_EXIT_UNAVAILABLE = 69, /* EX_UNAVAILABLE: a program it needs is missing */
 	CQRS_EXIT_SOFTWARE = 70,  /* EX_SOFTWARE: internal error */
 	CQRS_EXIT_OSERR = 71,	  /* EX_OSERR: out of memory, fork failed */
 	CQRS_EXIT_CANTCREAT = 73, /* EX_CANTCREAT: cannot create the store */
@@ -417,5 +418,59 @@ int cqrs_views_diff(const char *views_path, cqrs_store *st, cqrs_projections *ps
 		    const cqrs_build_opts *o, FILE *out, cqrs_error *err);
 /* One NDJSON line per projection: its checkpoint and how far behind. */
 int cqrs_views_lag(const char *views_path, cqrs_store *st, FILE *out, cqrs_error *err);
+
+/* --- sagas (saga*.c, exec.c) ---------------------------------------------- */
+
+/* A saga definition (cqrs-saga(5)): which event starts it, its steps and
+ * their compensations.  Errors name the file and line (CQRS_EXIT_CONFIG). */
+typedef struct cqrs_saga_def cqrs_saga_def;
+
+cqrs_saga_def *cqrs_saga_load(const char *path, cqrs_error *err);
+void cqrs_saga_free(cqrs_saga_def *d);
+const char *cqrs_saga_name(const cqrs_saga_def *d);
+
+struct cqrs_saga_options {
+	int64_t batch; /* instances per transaction; 0: the default (256) */
+	bool verbose;  /* each transition on stderr */
+};
+
+struct cqrs_saga_stats {
+	int64_t started, steps, retries, completed, compensated, failed;
+};
+
+/* Runs sagas in-process against an open writable store; the caller holds
+ * the runner lock (cqrs-saga(1)). */
+typedef struct cqrs_saga_runner cqrs_saga_runner;
+
+cqrs_saga_runner *cqrs_saga_runner_new(cqrs_store *st, cqrs_saga_def *const *defs, size_t ndefs,
+				       const struct cqrs_saga_options *opt, cqrs_error *err);
+void cqrs_saga_runner_free(cqrs_saga_runner *r);
+/* Starts a saga for every starting event stored since the last run, and
+ * does every step that is due, until nothing is.  *next_due: when the
+ * next retry or deadline falls due (microseconds since the epoch, 0: none). */
+int cqrs_saga_run(cqrs_saga_runner *r, int64_t *next_due, cqrs_error *err);
+void cqrs_saga_runner_stats(const cqrs_saga_runner *r, struct cqrs_saga_stats *s);
+
+/* The runner's clock: now, or $CQRS_SAGA_NOW (a testing aid), in
+ * microseconds since the epoch. */
+int64_t cqrs_saga_now(void);
+/* "500ms", "30s", "5m", "2h", "1d" or plain seconds, in microseconds;
+ * -1 when malformed. */
+int64_t cqrs_saga_duration_parse(const char *text);
+
+enum cqrs_saga_format { CQRS_SAGA_TEXT, CQRS_SAGA_NDJSON };
+/* Instances by status, the stuck ones (waiting longer than stuck_us, or
+ * failed with a failed compensation) and the completion rate. */
+int cqrs_saga_status(cqrs_store *st, FILE *out, enum cqrs_saga_format fmt, int64_t stuck_us,
+		     cqrs_error *err);
+/* One instance (a unique id prefix will do): CQRS_EXIT_NOT_FOUND if none. */
+int cqrs_saga_show(cqrs_store *st, const char *id, FILE *out, enum cqrs_saga_format fmt,
+		   cqrs_error *err);
+/* Graphviz DOT of a definition, with one instance's path when id is set. */
+int cqrs_saga_dot(cqrs_store *st, cqrs_saga_def *const *defs, size_t ndefs, const char *id,
+		  FILE *out, cqrs_error *err);
+/* A FAILED instance whose compensation failed: compensate again from
+ * where it stopped, with fresh attempts. */
+int cqrs_saga_retry(cqrs_store *st, const char *id, cqrs_error *err);
 
 #endif

@@ -1,0 +1,1515 @@
+/*
+ * The saga engine: starts instances from events, moves each through its
+ * steps, retries with backoff, compensates in reverse, and keeps every
+ * change as events on the saga's own stream (aggregate type "Saga").
+ *
+ * Exactly once: an instance's new state, the events of its step and the
+ * commands the step ran commit in one transaction, so a kill -9 leaves
+ * either all of a step or none of it.  A step program runs outside any
+ * transaction (it may take its whole timeout), and a step whose program
+ * ran but whose result was not committed runs again with the same
+ * idempotency key, which the program's service uses to deduplicate.
+ */
+#include "config.h"
+
+#include <nettle/sha2.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "saga_impl.h"
+#include "banned.h"
+
+#define DEFAULT_BATCH 256
+#define MAX_POISON    64
+
+/* A step action's result inside one transaction. */
+enum act_kind {
+	ACT_OK,
+	ACT_RETRY,    /* may succeed later */
+	ACT_FAIL,     /* will not */
+	ACT_EXTERNAL, /* needs its program run first, outside the transaction */
+	ACT_PARTIAL,  /* failed after some of its commands were applied */
+	ACT_DEFER,    /* circuit open: try again later, not an attempt */
+};
+
+struct act_result {
+	enum act_kind kind;
+	enum act_kind underlying; /* of ACT_PARTIAL */
+	char reason[512];
+	int64_t not_before; /* ACT_RETRY / ACT_DEFER: no sooner than this */
+	const char *output;
+	size_t output_len;
+};
+
+/* A failure that rolled back the batch, remembered so that the retried
+ * batch records it instead of running the step again. */
+struct poison {
+	char id[37];
+	enum saga_status status;
+	int64_t step, attempts;
+	enum act_kind kind;
+	char reason[512];
+};
+
+struct cqrs_saga_runner {
+	cqrs_store *st;
+	struct saga_db *db;
+	cqrs_commander *cmd;
+	cqrs_saga_def *const *defs;
+	size_t ndefs;
+	struct cqrs_saga_options opt;
+	bool in_txn;
+	int64_t now;
+	char now_text[CQRS_TIMESTAMP_LEN + 1];
+	int64_t changes; /* saves in this pass */
+	struct poison poison[MAX_POISON];
+	size_t npoison;
+	struct cqrs_saga_stats stats;
+	struct saga_inst inst;
+	struct sbuf buf, data, meta, out, state, output;
+	struct exec_result exec;
+};
+
+/* snprintf for messages that may be cut short on purpose */
+static void msgf(char *buf, size_t cap, const char *fmt, ...) CQRS_PRINTF(3, 4);
+
+static void msgf(char *buf, size_t cap, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(buf, cap, fmt, ap);
+	va_end(ap);
+}
+
+int64_t cqrs_saga_now(void)
+{
+	return saga_now();
+}
+
+static void tick(struct cqrs_saga_runner *r)
+{
+	r->now = saga_now();
+	saga_time_format(r->now, r->now_text);
+}
+
+static const cqrs_saga_def *def_of(struct cqrs_saga_runner *r, const char *type)
+{
+	for (size_t i = 0; i < r->ndefs; i++)
+		if (strcmp(r->defs[i]->name, type) == 0)
+			return r->defs[i];
+	return NULL;
+}
+
+static void say(struct cqrs_saga_runner *r, const struct saga_inst *in, const char *fmt, ...)
+	CQRS_PRINTF(3, 4);
+
+static void say(struct cqrs_saga_runner *r, const struct saga_inst *in, const char *fmt, ...)
+{
+	if (!r->opt.verbose)
+		return;
+	char msg[768];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	cqrs_warn("%s %s: %s", in->type, in->id, msg);
+}
+
+/* --- transactions ---------------------------------------------------------------------- */
+
+static int begin(struct cqrs_saga_runner *r, cqrs_error *err)
+{
+	if (cqrs_commander_begin(r->cmd, err) < 0)
+		return -1;
+	r->in_txn = true;
+	return 0;
+}
+
+static int commit(struct cqrs_saga_runner *r, cqrs_error *err)
+{
+	r->in_txn = false;
+	return cqrs_commander_commit(r->cmd, err);
+}
+
+static void rollback(struct cqrs_saga_runner *r)
+{
+	if (r->in_txn)
+		cqrs_commander_rollback(r->cmd);
+	r->in_txn = false;
+}
+
+/* --- JSON of the state ------------------------------------------------------------------ */
+
+/* obj with member key set to val (added at the end when absent). */
+static void set_member(const char *obj, size_t len, const char *key, const char *val, size_t vlen,
+		       struct sbuf *out)
+{
+	sb_reset(out);
+	sb_putc(out, '{');
+	size_t pos = 0;
+	cqrs_json_member m;
+	bool done = false, first = true;
+	while (cqrs_json_next_member(obj, len, &pos, &m) == 1) {
+		if (!first)
+			sb_putc(out, ',');
+		first = false;
+		sb_putc(out, '"');
+		sb_put(out, m.key, m.key_len);
+		sb_put(out, "\":", 2);
+		if (m.key_len == strlen(key) && memcmp(m.key, key, m.key_len) == 0) {
+			sb_put(out, val, vlen);
+			done = true;
+		} else {
+			sb_put(out, m.value, m.value_len);
+		}
+	}
+	if (!done) {
+		if (!first)
+			sb_putc(out, ',');
+		sb_json_str(out, key, strlen(key));
+		sb_putc(out, ':');
+		sb_put(out, val, vlen);
+	}
+	sb_putc(out, '}');
+}
+
+static void state_set(struct cqrs_saga_runner *r, struct saga_inst *in, const char *key,
+		      const char *val, size_t vlen)
+{
+	set_member(in->state.p, in->state.len, key, val, vlen, &r->state);
+	sb_reset(&in->state);
+	sb_put(&in->state, r->state.p, r->state.len);
+}
+
+static void state_set_step(struct cqrs_saga_runner *r, struct saga_inst *in, const char *name,
+			   const char *output, size_t olen)
+{
+	const char *steps;
+	size_t sl;
+	if (!cqrs_json_get(in->state.p, in->state.len, "steps", &steps, &sl)) {
+		steps = "{}";
+		sl = 2;
+	}
+	struct sbuf tmp = { 0 };
+	set_member(steps, sl, name, output, olen, &tmp);
+	state_set(r, in, "steps", tmp.p, tmp.len);
+	sb_free(&tmp);
+}
+
+/* --- events on the saga's stream ------------------------------------------------------------- */
+
+static void metadata(struct sbuf *m, const char *corr, const char *causation)
+{
+	sb_reset(m);
+	sb_putc(m, '{');
+	if (corr != NULL && *corr != '\0') {
+		sb_puts(m, "\"correlation_id\":");
+		sb_json_str(m, corr, strlen(corr));
+		sb_putc(m, ',');
+	}
+	sb_puts(m, "\"causation_id\":");
+	sb_json_str(m, causation, strlen(causation));
+	sb_puts(m, ",\"user_id\":\"cqrs-saga\"}");
+}
+
+static int append(struct cqrs_saga_runner *r, const uint8_t id[CQRS_UUID_LEN], const char *type,
+		  const char *event_type, const struct sbuf *data, const struct sbuf *meta,
+		  const uint8_t *event_id, cqrs_error *err)
+{
+	if (data->oom || meta->oom)
+		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+	cqrs_event ev;
+	memset(&ev, 0, sizeof ev);
+	memcpy(ev.aggregate_id, id, CQRS_UUID_LEN);
+	snprintf(ev.aggregate_type, sizeof ev.aggregate_type, "%s", type);
+	snprintf(ev.event_type, sizeof ev.event_type, "%s", event_type);
+	ev.event_version = 1;
+	ev.expected_version = -1;
+	ev.data = data->p;
+	ev.data_len = data->len;
+	ev.metadata = meta->p;
+	ev.metadata_len = meta->len;
+	if (event_id != NULL) {
+		memcpy(ev.event_id, event_id, CQRS_UUID_LEN);
+		ev.has_event_id = true;
+	}
+	return cqrs_store_append(r->st, &ev, err) < 0 ? -1 : 0;
+}
+
+/* An event of the instance: data is r->data, which the caller filled
+ * with the members after {"saga_type":..., */
+static int saga_event(struct cqrs_saga_runner *r, struct saga_inst *in, const char *type,
+		      cqrs_error *err)
+{
+	struct sbuf d = { 0 };
+	sb_puts(&d, "{\"saga_type\":");
+	sb_json_str(&d, in->type, strlen(in->type));
+	if (r->data.len > 0) {
+		sb_putc(&d, ',');
+		sb_put(&d, r->data.p, r->data.len);
+	}
+	sb_putc(&d, '}');
+	metadata(&r->meta, in->corr, in->id);
+	uint8_t id[CQRS_UUID_LEN];
+	cqrs_uuid_parse(in->id, 36, id);
+	int rc = append(r, id, "Saga", type, &d, &r->meta, NULL, err);
+	sb_free(&d);
+	sb_reset(&r->data);
+	return rc;
+}
+
+static void data_str(struct cqrs_saga_runner *r, const char *key, const char *val)
+{
+	if (r->data.len > 0)
+		sb_putc(&r->data, ',');
+	sb_json_str(&r->data, key, strlen(key));
+	sb_putc(&r->data, ':');
+	sb_json_str(&r->data, val, strlen(val));
+}
+
+static void data_int(struct cqrs_saga_runner *r, const char *key, int64_t v)
+{
+	if (r->data.len > 0)
+		sb_putc(&r->data, ',');
+	sb_printf(&r->data, "\"%s\":%lld", key, (long long)v);
+}
+
+static void data_time(struct cqrs_saga_runner *r, const char *key, int64_t us)
+{
+	char t[CQRS_TIMESTAMP_LEN + 1];
+	saga_time_format(us, t);
+	data_str(r, key, t);
+}
+
+/* --- saving --------------------------------------------------------------------------------- */
+
+static int save(struct cqrs_saga_runner *r, struct saga_inst *in, cqrs_error *err)
+{
+	if (in->state.oom)
+		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+	in->updated = r->now;
+	int w = saga_db_update(r->db, in, err);
+	if (w < 0)
+		return -1;
+	if (w == 0)
+		return cqrs_fail(err, CQRS_EXIT_TEMPFAIL,
+				 "saga %s was changed by another runner meanwhile", in->id);
+	r->changes++;
+	return 0;
+}
+
+/* --- retries --------------------------------------------------------------------------------- */
+
+/* Exponential backoff with "equal jitter": half the delay fixed, half
+ * spread by a hash of the saga, step and attempt, so that sagas that
+ * failed together do not come back together, yet every run computes the
+ * same time for the same attempt. */
+static int64_t backoff(const struct saga_retry *rt, const char *id, int64_t step, int64_t attempt)
+{
+	int64_t d = rt->backoff_us;
+	for (int64_t i = 1; i < attempt && d < rt->max_backoff_us; i++)
+		d *= 2;
+	if (d > rt->max_backoff_us)
+		d = rt->max_backoff_us;
+	if (d <= 1)
+		return d;
+	struct sha256_ctx ctx;
+	uint8_t h[SHA256_DIGEST_SIZE];
+	char salt[64];
+	snprintf(salt, sizeof salt, "/%lld/%lld", (long long)step, (long long)attempt);
+	sha256_init(&ctx);
+	sha256_update(&ctx, strlen(id), (const uint8_t *)id);
+	sha256_update(&ctx, strlen(salt), (const uint8_t *)salt);
+	sha256_digest(&ctx, sizeof h, h);
+	uint64_t x;
+	memcpy(&x, h, sizeof x);
+	int64_t half = d / 2;
+	return half + (int64_t)(x % (uint64_t)(d - half + 1));
+}
+
+/* --- actions -------------------------------------------------------------------------------- */
+
+static const struct saga_action *action_of(const cqrs_saga_def *d, const struct saga_inst *in,
+					   const char **name, const char **dir)
+{
+	if (in->status == SAGA_RUNNING) {
+		*name = d->steps[in->step].name;
+		*dir = "do";
+		return &d->steps[in->step].act;
+	}
+	if (in->step == 0) {
+		*name = "on_failure";
+		*dir = "compensate";
+		return &d->on_failure;
+	}
+	*name = d->steps[in->step - 1].name;
+	*dir = "compensate";
+	return &d->steps[in->step - 1].comp;
+}
+
+static void idempotency_key(const struct saga_inst *in, const char *name, const char *dir,
+			    char *buf, size_t cap)
+{
+	if (strcmp(dir, "do") == 0)
+		snprintf(buf, cap, "%s/%s", in->id, name);
+	else if (strcmp(name, "on_failure") == 0)
+		snprintf(buf, cap, "%s/on_failure", in->id);
+	else
+		snprintf(buf, cap, "%s/%s/compensate", in->id, name);
+}
+
+static void fill_ctx(struct tpl_ctx *c, struct cqrs_saga_runner *r, const struct saga_inst *in,
+		     const char *step, const char *key)
+{
+	memset(c, 0, sizeof *c);
+	c->state = in->state.p;
+	c->state_len = in->state.len;
+	c->saga_id = in->id;
+	c->saga_type = in->type;
+	c->correlation_id = in->corr;
+	c->step = step;
+	c->idempotency_key = key;
+	c->attempt = in->attempts + 1;
+	c->now = r->now_text;
+}
+
+static struct poison *poisoned(struct cqrs_saga_runner *r, const struct saga_inst *in)
+{
+	for (size_t i = 0; i < r->npoison; i++) {
+		struct poison *p = &r->poison[i];
+		if (strcmp(p->id, in->id) == 0 && p->status == in->status && p->step == in->step &&
+		    p->attempts == in->attempts)
+			return p;
+	}
+	return NULL;
+}
+
+static void set_poison(struct cqrs_saga_runner *r, const struct saga_inst *in,
+		       const struct act_result *res)
+{
+	struct poison *p = poisoned(r, in);
+	if (p == NULL) {
+		if (r->npoison == MAX_POISON)
+			r->npoison = 0; /* the oldest were recorded long since */
+		p = &r->poison[r->npoison++];
+	}
+	snprintf(p->id, sizeof p->id, "%s", in->id);
+	p->status = in->status;
+	p->step = in->step;
+	p->attempts = in->attempts;
+	p->kind = res->underlying;
+	msgf(p->reason, sizeof p->reason, "%s", res->reason);
+}
+
+/* One command of a step, in the open transaction: 1 accepted, 0 refused
+ * (res says why and whether to retry), -1 when the batch must end. */
+static int run_command(struct cqrs_saga_runner *r, const struct saga_action *a,
+		       const struct tpl_ctx *ctx, const char *key, size_t item,
+		       struct act_result *res, cqrs_error *err)
+{
+	sb_reset(&r->buf);
+	cqrs_error terr = { 0 };
+	if (tpl_render(a->command, ctx, &r->buf, &terr) < 0) {
+		res->kind = ACT_FAIL;
+		msgf(res->reason, sizeof res->reason, "command: %s", terr.msg);
+		return 0;
+	}
+	/* command_id and correlation_id unless the template gives them */
+	const char *v;
+	size_t vn;
+	struct sbuf *c = &r->out;
+	sb_reset(c);
+	sb_putc(c, '{');
+	if (!cqrs_json_get(r->buf.p, r->buf.len, "command_id", &v, &vn))
+		sb_printf(c, "\"command_id\":\"saga:%s/%zu/%lld\",", key, item,
+			  (long long)ctx->attempt);
+	if (!cqrs_json_get(r->buf.p, r->buf.len, "correlation_id", &v, &vn) &&
+	    ctx->correlation_id[0]) {
+		sb_puts(c, "\"correlation_id\":");
+		sb_json_str(c, ctx->correlation_id, strlen(ctx->correlation_id));
+		sb_putc(c, ',');
+	}
+	if (!cqrs_json_get(r->buf.p, r->buf.len, "user_id", &v, &vn))
+		sb_puts(c, "\"user_id\":\"cqrs-saga\",");
+	sb_put(c, r->buf.p + 1, r->buf.len - 1);
+	if (c->oom)
+		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+	cqrs_command_result cres;
+	cqrs_error cerr = { 0 };
+	if (cqrs_commander_handle(r->cmd, c->p, c->len, &cres, &cerr) < 0) {
+		if (cerr.code == CQRS_EXIT_DATAERR) {
+			res->kind = ACT_FAIL;
+			msgf(res->reason, sizeof res->reason, "bad command: %s", cerr.msg);
+			return 0;
+		}
+		if (cerr.code == CQRS_EXIT_CONFLICT) {
+			res->kind = ACT_RETRY;
+			msgf(res->reason, sizeof res->reason, "%s", cerr.msg);
+			return 0;
+		}
+		*err = cerr;
+		return -1;
+	}
+	int accepted = cres.status == CQRS_COMMAND_ACCEPTED;
+	if (!accepted) {
+		res->kind = ACT_FAIL;
+		msgf(res->reason, sizeof res->reason, "rejected: %s", cres.reason);
+	}
+	cqrs_command_result_free(&cres);
+	return accepted;
+}
+
+/* An emitted event: {aggregate_type, aggregate_id, event_type, data}. */
+static int run_emit(struct cqrs_saga_runner *r, const struct tpl *t, const struct tpl_ctx *ctx,
+		    const char *key, size_t index, struct act_result *res, cqrs_error *err)
+{
+	sb_reset(&r->buf);
+	cqrs_error terr = { 0 };
+	char type[CQRS_MAX_TYPE_NAME + 1], etype[CQRS_MAX_TYPE_NAME + 1], idtext[64];
+	const char *v;
+	size_t vn;
+	uint8_t id[CQRS_UUID_LEN];
+	res->kind = ACT_FAIL;
+	if (tpl_render(t, ctx, &r->buf, &terr) < 0) {
+		msgf(res->reason, sizeof res->reason, "emit: %s", terr.msg);
+		return 0;
+	}
+	if (!cqrs_json_get(r->buf.p, r->buf.len, "aggregate_type", &v, &vn) ||
+	    cqrs_json_string(v, vn, type, sizeof type) <= 0 ||
+	    !cqrs_type_name_valid(type, strlen(type)) ||
+	    !cqrs_json_get(r->buf.p, r->buf.len, "event_type", &v, &vn) ||
+	    cqrs_json_string(v, vn, etype, sizeof etype) <= 0 ||
+	    !cqrs_type_name_valid(etype, strlen(etype)) ||
+	    !cqrs_json_get(r->buf.p, r->buf.len, "aggregate_id", &v, &vn) ||
+	    cqrs_json_string(v, vn, idtext, sizeof idtext) != 36 ||
+	    cqrs_uuid_parse(idtext, 36, id) < 0) {
+		msgf(res->reason, sizeof res->reason,
+		     "emit: line %d: needs a type name in aggregate_type and event_type and "
+		     "a UUID in aggregate_id",
+		     t->line);
+		return 0;
+	}
+	sb_reset(&r->data);
+	if (cqrs_json_get(r->buf.p, r->buf.len, "data", &v, &vn)) {
+		if (vn == 0 || v[0] != '{') {
+			msgf(res->reason, sizeof res->reason,
+			     "emit: line %d: data must be an object", t->line);
+			return 0;
+		}
+		sb_put(&r->data, v, vn);
+	} else {
+		sb_puts(&r->data, "{}");
+	}
+	metadata(&r->meta, ctx->correlation_id, key);
+	/* the same event on every retry: the store keeps it once */
+	char name[160], eid[37];
+	snprintf(name, sizeof name, "%s/emit/%zu/%lld", key, index, (long long)ctx->attempt);
+	saga_uuid(ctx->saga_id, name, strlen(name), eid);
+	uint8_t event_id[CQRS_UUID_LEN];
+	cqrs_uuid_parse(eid, 36, event_id);
+	cqrs_error aerr = { 0 };
+	int rc = append(r, id, type, etype, &r->data, &r->meta, event_id, &aerr);
+	sb_reset(&r->data);
+	if (rc < 0) {
+		if (aerr.code == CQRS_EXIT_DATAERR || aerr.code == CQRS_EXIT_CONFLICT) {
+			msgf(res->reason, sizeof res->reason, "emit: %s", aerr.msg);
+			res->kind = aerr.code == CQRS_EXIT_CONFLICT ? ACT_RETRY : ACT_FAIL;
+			return 0;
+		}
+		*err = aerr;
+		return -1;
+	}
+	res->kind = ACT_OK;
+	return 1;
+}
+
+/* The in-process part of an action: its commands and events, in the open
+ * transaction, after its program (if any) succeeded. */
+static int run_local(struct cqrs_saga_runner *r, const struct saga_inst *in,
+		     const struct saga_action *a, const char *name, const char *key,
+		     struct act_result *res, cqrs_error *err)
+{
+	struct tpl_ctx ctx;
+	fill_ctx(&ctx, r, in, name, key);
+	ctx.output = res->output;
+	ctx.output_len = res->output_len;
+	int effects = 0;
+	res->kind = ACT_OK;
+	if (a->command != NULL) {
+		struct sbuf list = { 0 };
+		size_t pos = 0, item = 0;
+		const char *e = NULL;
+		size_t en = 0;
+		bool each = a->for_each != NULL;
+		if (each) {
+			cqrs_error terr = { 0 };
+			if (tpl_render(a->for_each, &ctx, &list, &terr) < 0 || list.len == 0 ||
+			    list.p[0] != '[') {
+				res->kind = ACT_FAIL;
+				msgf(res->reason, sizeof res->reason, "for_each: %s",
+				     terr.msg[0] ? terr.msg : "not a list");
+				sb_free(&list);
+				return 0;
+			}
+		}
+		while (!each || json_array_next(list.p, list.len, &pos, &e, &en) == 1) {
+			ctx.item = e;
+			ctx.item_len = en;
+			int c = run_command(r, a, &ctx, key, item++, res, err);
+			if (c <= 0) {
+				sb_free(&list);
+				if (c < 0)
+					return -1;
+				goto refused;
+			}
+			effects++;
+			if (!each)
+				break;
+		}
+		sb_free(&list);
+	}
+	for (size_t i = 0; i < a->nemit; i++) {
+		int c = run_emit(r, a->emit[i], &ctx, key, i, res, err);
+		if (c < 0)
+			return -1;
+		if (c == 0)
+			goto refused;
+		effects++;
+	}
+	return 0;
+refused:
+	if (effects > 0) {
+		res->underlying = res->kind;
+		res->kind = ACT_PARTIAL;
+	}
+	return 0;
+}
+
+/* Does the current action of in as far as it can inside the transaction.
+ * ext: the result of its program, when the caller just ran it. */
+static int run_action(struct cqrs_saga_runner *r, const cqrs_saga_def *d, struct saga_inst *in,
+		      const struct exec_result *ext, struct act_result *res, cqrs_error *err)
+{
+	const char *name, *dir;
+	const struct saga_action *a = action_of(d, in, &name, &dir);
+	memset(res, 0, sizeof *res);
+	struct poison *p = poisoned(r, in);
+	if (p != NULL) {
+		res->kind = p->kind;
+		msgf(res->reason, sizeof res->reason, "%s", p->reason);
+		return 0;
+	}
+	if (!a->present) {
+		res->kind = ACT_OK;
+		return 0;
+	}
+	if (a->argv != NULL && ext == NULL) {
+		res->kind = ACT_EXTERNAL;
+		return 0;
+	}
+	if (ext != NULL) {
+		if (ext->outcome != EXEC_OK) {
+			res->kind = ext->outcome == EXEC_RETRY ? ACT_RETRY : ACT_FAIL;
+			if (ext->not_called && in->status == SAGA_COMPENSATING)
+				res->kind = ACT_DEFER;
+			res->not_before = ext->not_before;
+			msgf(res->reason, sizeof res->reason, "%s", ext->reason);
+			return 0;
+		}
+		/* the program's output: one JSON object, or nothing */
+		struct sbuf *o = &r->output;
+		sb_reset(o);
+		sb_put(o, ext->out.p ? ext->out.p : "", ext->out.len);
+		size_t len = o->len;
+		while (len > 0 && (o->p[len - 1] == '\n' || o->p[len - 1] == ' ' ||
+				   o->p[len - 1] == '\r' || o->p[len - 1] == '\t'))
+			len--;
+		if (len == 0) {
+			sb_reset(o);
+			sb_puts(o, "{}");
+			len = 2;
+		}
+		cqrs_error jerr = { 0 };
+		if (o->oom || cqrs_json_compact(o->p, &len, &jerr) < 0 || o->p[0] != '{') {
+			res->kind = ACT_FAIL;
+			msgf(res->reason, sizeof res->reason,
+			     "exit status 0 but the output is not one JSON object%s%s",
+			     jerr.msg[0] ? ": " : "", jerr.msg);
+			return 0;
+		}
+		o->len = len;
+		o->p[len] = '\0';
+		res->output = o->p;
+		res->output_len = len;
+	}
+	char key[128];
+	idempotency_key(in, name, dir, key, sizeof key);
+	return run_local(r, in, a, name, key, res, err);
+}
+
+/* --- waits ---------------------------------------------------------------------------------- */
+
+/* 1 with the matching event's summary in r->out, 0 when none yet. */
+static int find_match(struct cqrs_saga_runner *r, const struct saga_step *s,
+		      const struct saga_inst *in, struct act_result *res, cqrs_error *err)
+{
+	cqrs_filter f = { .event_type = s->wait_event_type,
+			  .aggregate_type = s->wait_aggregate_type,
+			  .after = in->start_sequence };
+	uint8_t agg[CQRS_UUID_LEN];
+	char corr[256];
+	struct sbuf m = { 0 };
+	if (s->wait_match != NULL) {
+		struct tpl_ctx ctx;
+		fill_ctx(&ctx, r, in, s->name, "");
+		cqrs_error terr = { 0 };
+		if (tpl_render(s->wait_match, &ctx, &m, &terr) < 0) {
+			res->kind = ACT_FAIL;
+			msgf(res->reason, sizeof res->reason, "match: %s", terr.msg);
+			sb_free(&m);
+			return -2;
+		}
+		const char *v;
+		size_t vn;
+		if (cqrs_json_get(m.p, m.len, "aggregate_id", &v, &vn)) {
+			char t[64];
+			if (cqrs_json_string(v, vn, t, sizeof t) != 36 ||
+			    cqrs_uuid_parse(t, 36, agg) < 0) {
+				res->kind = ACT_FAIL;
+				msgf(res->reason, sizeof res->reason,
+				     "match: aggregate_id is not a UUID");
+				sb_free(&m);
+				return -2;
+			}
+			f.aggregate_id = agg;
+		}
+		if (cqrs_json_get(m.p, m.len, "correlation_id", &v, &vn) &&
+		    cqrs_json_string(v, vn, corr, sizeof corr) > 0)
+			f.correlation_id = corr;
+	} else {
+		f.correlation_id = in->corr;
+	}
+	cqrs_cursor *c = cqrs_store_read(r->st, &f, err);
+	if (c == NULL) {
+		sb_free(&m);
+		return -1;
+	}
+	cqrs_event ev;
+	int rc, found = 0;
+	while ((rc = cqrs_cursor_next(c, &ev, err)) == 1) {
+		bool ok = true;
+		size_t pos = 0;
+		cqrs_json_member mem;
+		while (ok && m.len > 0 && cqrs_json_next_member(m.p, m.len, &pos, &mem) == 1) {
+			if (mem.key_len < 5 || memcmp(mem.key, "data.", 5) != 0)
+				continue;
+			char field[128];
+			snprintf(field, sizeof field, "%.*s", (int)(mem.key_len - 5), mem.key + 5);
+			const char *v;
+			size_t vn;
+			ok = cqrs_json_get(ev.data, ev.data_len, field, &v, &vn) &&
+			     vn == mem.value_len && memcmp(v, mem.value, vn) == 0;
+		}
+		if (!ok)
+			continue;
+		char eid[37], aid[37];
+		cqrs_uuid_format(ev.event_id, eid);
+		cqrs_uuid_format(ev.aggregate_id, aid);
+		sb_reset(&r->out);
+		sb_printf(&r->out,
+			  "{\"sequence\":%lld,\"event_id\":\"%s\",\"aggregate_id\":\"%s\",",
+			  (long long)ev.sequence, eid, aid);
+		sb_puts(&r->out, "\"data\":");
+		sb_put(&r->out, ev.data, ev.data_len);
+		sb_putc(&r->out, '}');
+		found = 1;
+		break;
+	}
+	cqrs_cursor_close(c);
+	sb_free(&m);
+	if (rc < 0)
+		return -1;
+	return found;
+}
+
+/* --- the state machine ------------------------------------------------------------------------ */
+
+enum adv { ADV_REST, ADV_EXTERNAL, ADV_PARTIAL };
+
+static int start_compensation(struct cqrs_saga_runner *r, struct saga_inst *in, const char *step,
+			      const char *reason, cqrs_error *err)
+{
+	in->status = SAGA_COMPENSATING;
+	in->attempts = 0;
+	in->next_at = 0;
+	in->deadline = 0;
+	msgf(in->last_error, sizeof in->last_error, "%s: %s", step, reason);
+	struct sbuf t = { 0 };
+	sb_json_str(&t, in->last_error, strlen(in->last_error));
+	state_set(r, in, "reason", t.p, t.len);
+	sb_free(&t);
+	data_str(r, "failed_step", step);
+	data_str(r, "reason", reason);
+	say(r, in, "compensating: %s: %s", step, reason);
+	return saga_event(r, in, "SagaCompensationStarted", err);
+}
+
+static int finish(struct cqrs_saga_runner *r, struct saga_inst *in, enum saga_status status,
+		  const char *outcome, cqrs_error *err)
+{
+	in->status = status;
+	in->next_at = 0;
+	in->deadline = 0;
+	snprintf(in->outcome, sizeof in->outcome, "%s", outcome);
+	if (status == SAGA_COMPLETED) {
+		r->stats.completed++;
+		say(r, in, "completed");
+		return saga_event(r, in, "SagaCompleted", err);
+	}
+	if (strcmp(outcome, "compensated") == 0)
+		r->stats.compensated++;
+	else
+		r->stats.failed++;
+	data_str(r, "outcome", outcome);
+	data_str(r, "reason", in->last_error);
+	say(r, in, "failed (%s)", outcome);
+	return saga_event(r, in, "SagaFailed", err);
+}
+
+/* A failed attempt of a step or compensation: schedule the next one or
+ * give up.  Returns 1 when it gave up. */
+static int failed_attempt(struct cqrs_saga_runner *r, const struct saga_action *a,
+			  struct saga_inst *in, const char *name, bool compensating,
+			  const struct act_result *res, bool retryable, cqrs_error *err)
+{
+	in->attempts++;
+	bool again = retryable && in->attempts < a->retry.max_attempts;
+	data_str(r, "step", name);
+	data_int(r, "attempt", in->attempts);
+	data_str(r, "reason", res->reason);
+	if (again) {
+		int64_t at = r->now + backoff(&a->retry, in->id, in->step, in->attempts);
+		if (res->not_before > at)
+			at = res->not_before;
+		in->next_at = at;
+		data_time(r, "retry_at", at);
+		r->stats.retries++;
+	}
+	say(r, in, "%s of %s failed (attempt %lld): %s%s", compensating ? "compensation" : "step",
+	    name, (long long)in->attempts, res->reason, again ? "; will retry" : "");
+	if (saga_event(r, in, compensating ? "SagaCompensationFailed" : "SagaStepFailed", err) < 0)
+		return -1;
+	return again ? 0 : 1;
+}
+
+/* Moves in forward inside the open transaction until it rests (done,
+ * waiting, retrying later) or needs a program run; then saves it. */
+static int advance(struct cqrs_saga_runner *r, struct saga_inst *in, const struct exec_result *ext,
+		   cqrs_error *err)
+{
+	const cqrs_saga_def *d = def_of(r, in->type);
+	if (d == NULL)
+		return ADV_REST; /* a saga type this runner was not given */
+	if (in->step < 0 || (size_t)in->step > d->nsteps)
+		return cqrs_fail(err, CQRS_EXIT_DATAERR, "saga %s: step %lld is not in '%s'",
+				 in->id, (long long)in->step, d->path);
+	bool changed = false;
+	for (;;) {
+		if (in->status == SAGA_RUNNING && (size_t)in->step == d->nsteps) {
+			if (finish(r, in, SAGA_COMPLETED, "completed", err) < 0)
+				return -1;
+			changed = true;
+			break;
+		}
+		if (in->status != SAGA_RUNNING && in->status != SAGA_COMPENSATING)
+			break;
+		bool comp = in->status == SAGA_COMPENSATING;
+		if (!comp && d->steps[in->step].is_wait) {
+			const struct saga_step *s = &d->steps[in->step];
+			struct act_result res = { 0 };
+			if (in->deadline == 0) {
+				in->deadline = r->now + s->deadline_us;
+				in->next_at = in->deadline;
+				data_str(r, "step", s->name);
+				data_str(r, "event_type", s->wait_event_type);
+				data_time(r, "deadline", in->deadline);
+				if (saga_event(r, in, "SagaStepWaiting", err) < 0)
+					return -1;
+				changed = true;
+			}
+			int m = find_match(r, s, in, &res, err);
+			if (m == -1)
+				return -1;
+			if (m == 1) {
+				state_set_step(r, in, s->name, r->out.p, r->out.len);
+				goto step_done;
+			}
+			if (m == 0 && r->now < in->deadline)
+				break;
+			if (m == 0) {
+				char dl[CQRS_TIMESTAMP_LEN + 1];
+				saga_time_format(in->deadline, dl);
+				msgf(res.reason, sizeof res.reason, "deadline %s passed with no %s",
+				     dl, s->wait_event_type);
+			}
+			in->attempts++;
+			data_str(r, "step", s->name);
+			data_int(r, "attempt", in->attempts);
+			data_str(r, "reason", res.reason);
+			if (saga_event(r, in, "SagaStepFailed", err) < 0 ||
+			    start_compensation(r, in, s->name, res.reason, err) < 0)
+				return -1;
+			changed = true;
+			continue;
+		}
+		const char *name, *dir;
+		const struct saga_action *a = action_of(d, in, &name, &dir);
+		if (comp && !a->present) {
+			/* nothing to undo for this step */
+			if (in->step == 0) {
+				if (finish(r, in, SAGA_FAILED, "compensated", err) < 0)
+					return -1;
+				changed = true;
+				break;
+			}
+			in->step--;
+			changed = true;
+			continue;
+		}
+		struct act_result res;
+		if (run_action(r, d, in, ext, &res, err) < 0)
+			return -1;
+		ext = NULL;
+		if (res.kind == ACT_EXTERNAL) {
+			if (changed && save(r, in, err) < 0)
+				return -1;
+			return ADV_EXTERNAL;
+		}
+		if (res.kind == ACT_PARTIAL) {
+			set_poison(r, in, &res);
+			return ADV_PARTIAL;
+		}
+		changed = true;
+		r->stats.steps++;
+		if (res.kind == ACT_DEFER) {
+			in->next_at = res.not_before;
+			data_str(r, "step", name);
+			data_str(r, "reason", res.reason);
+			data_time(r, "retry_at", in->next_at);
+			if (saga_event(r, in, "SagaCompensationDeferred", err) < 0)
+				return -1;
+			break;
+		}
+		if (res.kind == ACT_OK && !comp) {
+			state_set_step(r, in, name, res.output ? res.output : "{}",
+				       res.output ? res.output_len : 2);
+		step_done:
+			data_str(r, "step", d->steps[in->step].name);
+			data_int(r, "index", in->step + 1);
+			data_int(r, "attempt", in->attempts + 1);
+			say(r, in, "step %s completed", d->steps[in->step].name);
+			if (saga_event(r, in, "SagaStepCompleted", err) < 0)
+				return -1;
+			in->step++;
+			in->attempts = 0;
+			in->next_at = 0;
+			in->deadline = 0;
+			changed = true;
+			continue;
+		}
+		if (res.kind == ACT_OK) {
+			data_str(r, "step", name);
+			data_int(r, "attempt", in->attempts + 1);
+			say(r, in, "compensated %s", name);
+			if (saga_event(r, in,
+				       in->step == 0 ? "SagaFailureHandled" : "SagaStepCompensated",
+				       err) < 0)
+				return -1;
+			in->attempts = 0;
+			in->next_at = 0;
+			if (in->step == 0) {
+				if (finish(r, in, SAGA_FAILED, "compensated", err) < 0)
+					return -1;
+				break;
+			}
+			in->step--;
+			continue;
+		}
+		/* a failed attempt: compensations retry whatever the failure,
+		 * a step only when it may succeed later */
+		int gave_up = failed_attempt(r, a, in, name, comp, &res,
+					     comp || res.kind == ACT_RETRY, err);
+		if (gave_up < 0)
+			return -1;
+		if (!gave_up)
+			break;
+		if (!comp) {
+			char why[512];
+			if (res.kind == ACT_RETRY)
+				msgf(why, sizeof why, "gave up after %lld attempts: %s",
+				     (long long)in->attempts, res.reason);
+			else
+				msgf(why, sizeof why, "%s", res.reason);
+			if (start_compensation(r, in, name, why, err) < 0)
+				return -1;
+			continue;
+		}
+		msgf(in->last_error, sizeof in->last_error,
+		     "compensation of %s failed after %lld attempts: %s", name,
+		     (long long)in->attempts, res.reason);
+		cqrs_warn("saga %s %s: %s; it needs attention (cqrs-saga show %s)", in->type,
+			  in->id, in->last_error, in->id);
+		if (finish(r, in, SAGA_FAILED, "compensation_failed", err) < 0)
+			return -1;
+		break;
+	}
+	if (changed && save(r, in, err) < 0)
+		return -1;
+	return ADV_REST;
+}
+
+/* --- circuit breakers ---------------------------------------------------------------------------
+ */
+
+static int breaker_event(struct cqrs_saga_runner *r, const char *name, const char *type,
+			 const struct breaker_row *b, const struct saga_inst *in, cqrs_error *err)
+{
+	char id[37];
+	saga_uuid("circuit-breaker", name, strlen(name), id);
+	uint8_t uid[CQRS_UUID_LEN];
+	cqrs_uuid_parse(id, 36, uid);
+	sb_reset(&r->data);
+	sb_puts(&r->data, "{\"name\":");
+	sb_json_str(&r->data, name, strlen(name));
+	sb_printf(&r->data, ",\"failures\":%lld}", (long long)b->failures);
+	metadata(&r->meta, in->corr, in->id);
+	int rc = append(r, uid, "CircuitBreaker", type, &r->data, &r->meta, NULL, err);
+	sb_reset(&r->data);
+	return rc;
+}
+
+/* Before a call: may it go out?  0 yes, 1 no (res says until when). */
+static int breaker_check(struct cqrs_saga_runner *r, const struct saga_action *a,
+			 const struct saga_inst *in, bool *probe, struct act_result *res,
+			 cqrs_error *err)
+{
+	*probe = false;
+	if (a->breaker.failures == 0 || a->breaker.name == NULL)
+		return 0;
+	struct breaker_row b;
+	if (saga_db_breaker_get(r->db, a->breaker.name, &b, err) < 0)
+		return -1;
+	if (b.state == BREAKER_CLOSED)
+		return 0;
+	int64_t reopen = b.opened_at + a->breaker.cooldown_us;
+	if (b.state == BREAKER_OPEN && r->now < reopen) {
+		res->not_before = reopen;
+		msgf(res->reason, sizeof res->reason,
+		     "circuit breaker '%s' is open after %lld failures; not called",
+		     a->breaker.name, (long long)b.failures);
+		return 1;
+	}
+	/* cooled down: this call is the one probe */
+	*probe = true;
+	if (b.state == BREAKER_OPEN) {
+		b.state = BREAKER_HALF_OPEN;
+		if (saga_db_breaker_put(r->db, a->breaker.name, &b, r->now, err) < 0 ||
+		    breaker_event(r, a->breaker.name, "CircuitBreakerHalfOpened", &b, in, err) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* After a call: a retryable failure counts against the service, anything
+ * else shows it is up. */
+static int breaker_record(struct cqrs_saga_runner *r, const struct saga_action *a,
+			  const struct saga_inst *in, const struct exec_result *x, cqrs_error *err)
+{
+	if (a->breaker.failures == 0 || a->breaker.name == NULL)
+		return 0;
+	struct breaker_row b;
+	if (saga_db_breaker_get(r->db, a->breaker.name, &b, err) < 0)
+		return -1;
+	enum breaker_state was = b.state;
+	if (x->outcome == EXEC_RETRY) {
+		b.failures++;
+		if (was == BREAKER_HALF_OPEN ||
+		    (was == BREAKER_CLOSED && b.failures >= a->breaker.failures)) {
+			b.state = BREAKER_OPEN;
+			b.opened_at = r->now;
+		}
+	} else {
+		if (was == BREAKER_CLOSED && b.failures == 0)
+			return 0;
+		b.state = BREAKER_CLOSED;
+		b.failures = 0;
+		b.opened_at = 0;
+	}
+	if (saga_db_breaker_put(r->db, a->breaker.name, &b, r->now, err) < 0)
+		return -1;
+	if (b.state == BREAKER_OPEN && was != BREAKER_OPEN) {
+		cqrs_warn("circuit breaker '%s' opened after %lld failures", a->breaker.name,
+			  (long long)b.failures);
+		return breaker_event(r, a->breaker.name, "CircuitBreakerOpened", &b, in, err);
+	}
+	if (b.state == BREAKER_CLOSED && was != BREAKER_CLOSED)
+		return breaker_event(r, a->breaker.name, "CircuitBreakerClosed", &b, in, err);
+	return 0;
+}
+
+/* --- external steps ------------------------------------------------------------------------------
+ */
+
+static int build_input(struct cqrs_saga_runner *r, const struct saga_inst *in,
+		       const struct saga_action *a, const char *name, const char *dir,
+		       const char *key, struct sbuf *out, char *reason, size_t cap)
+{
+	struct tpl_ctx ctx;
+	fill_ctx(&ctx, r, in, name, key);
+	sb_reset(out);
+	sb_puts(out, "{\"idempotency_key\":");
+	sb_json_str(out, key, strlen(key));
+	sb_puts(out, ",\"saga_id\":");
+	sb_json_str(out, in->id, strlen(in->id));
+	sb_puts(out, ",\"saga_type\":");
+	sb_json_str(out, in->type, strlen(in->type));
+	sb_puts(out, ",\"step\":");
+	sb_json_str(out, name, strlen(name));
+	sb_printf(out, ",\"action\":\"%s\",\"attempt\":%lld,\"correlation_id\":", dir,
+		  (long long)(in->attempts + 1));
+	sb_json_str(out, in->corr, strlen(in->corr));
+	sb_puts(out, ",\"input\":");
+	cqrs_error terr = { 0 };
+	if (a->input == NULL)
+		sb_puts(out, "{}");
+	else if (tpl_render(a->input, &ctx, out, &terr) < 0) {
+		msgf(reason, cap, "input: %s", terr.msg);
+		return -1;
+	}
+	sb_puts(out, "}\n");
+	return 0;
+}
+
+/* Runs the program of in's current action and records what came of it,
+ * then carries on in-process.  Returns 1 when the instance needs another
+ * program next, 0 when it rests. */
+static int run_external(struct cqrs_saga_runner *r, struct saga_inst *in, cqrs_error *err)
+{
+	const cqrs_saga_def *d = def_of(r, in->type);
+	const char *name, *dir;
+	const struct saga_action *a = action_of(d, in, &name, &dir);
+	char key[128];
+	idempotency_key(in, name, dir, key, sizeof key);
+	tick(r);
+
+	/* may the call go out? */
+	if (begin(r, err) < 0)
+		return -1;
+	int64_t revision = in->revision;
+	int got = saga_db_reload(r->db, in, err);
+	if (got <= 0 || in->revision != revision) {
+		rollback(r);
+		return got < 0 ? -1 : 0;
+	}
+	struct act_result deny = { 0 };
+	bool probe;
+	int b = breaker_check(r, a, in, &probe, &deny, err);
+	if (b < 0)
+		goto fail;
+	struct exec_result *x = &r->exec;
+	x->not_called = false;
+	x->not_before = 0;
+	if (b == 1) {
+		/* not called: a step fails fast and spends an attempt, a
+		 * compensation only waits (it must happen in the end) */
+		x->outcome = EXEC_RETRY;
+		x->not_called = true;
+		x->not_before = deny.not_before;
+		msgf(x->reason, sizeof x->reason, "%s", deny.reason);
+	} else {
+		if (commit(r, err) < 0)
+			return -1;
+		struct sbuf input = { 0 };
+		char reason[512];
+		if (build_input(r, in, a, name, dir, key, &input, reason, sizeof reason) < 0) {
+			x->outcome = EXEC_PERMANENT;
+			msgf(x->reason, sizeof x->reason, "%s", reason);
+		} else if (input.oom) {
+			sb_free(&input);
+			return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+		} else {
+			char env[6][256];
+			char *envp[7];
+			snprintf(env[0], sizeof env[0], "CQRS_IDEMPOTENCY_KEY=%s", key);
+			snprintf(env[1], sizeof env[1], "CQRS_SAGA_ID=%s", in->id);
+			snprintf(env[2], sizeof env[2], "CQRS_SAGA_STEP=%s", name);
+			snprintf(env[3], sizeof env[3], "CQRS_SAGA_ACTION=%s", dir);
+			snprintf(env[4], sizeof env[4], "CQRS_SAGA_ATTEMPT=%lld",
+				 (long long)(in->attempts + 1));
+			snprintf(env[5], sizeof env[5], "CQRS_CORRELATION_ID=%s", in->corr);
+			for (int i = 0; i < 6; i++)
+				envp[i] = env[i];
+			envp[6] = NULL;
+			struct exec_spec spec = { a->argv,   d->dir,	    input.p,
+						  input.len, a->timeout_us, envp };
+			say(r, in, "running %s for %s %s (attempt %lld)%s", a->argv[0], dir, name,
+			    (long long)(in->attempts + 1), probe ? ", the breaker's probe" : "");
+			int rc = exec_step(&spec, x, err);
+			sb_free(&input);
+			if (rc < 0)
+				return -1;
+		}
+		tick(r);
+		if (begin(r, err) < 0)
+			return -1;
+		got = saga_db_reload(r->db, in, err);
+		if (got <= 0 || in->revision != revision) {
+			/* gone, or another runner took it meanwhile: the
+			 * idempotency key makes our call a repeat of theirs */
+			rollback(r);
+			return got < 0 ? -1 : 0;
+		}
+		if (breaker_record(r, a, in, x, err) < 0)
+			goto fail;
+	}
+	for (;;) {
+		int adv = advance(r, in, x, err);
+		if (adv < 0)
+			goto fail;
+		if (adv == ADV_PARTIAL) {
+			/* undo the half-applied step; the retry records its failure */
+			rollback(r);
+			if (begin(r, err) < 0)
+				return -1;
+			if (saga_db_reload(r->db, in, err) <= 0)
+				goto fail;
+			if (!x->not_called && breaker_record(r, a, in, x, err) < 0)
+				goto fail;
+			continue;
+		}
+		if (commit(r, err) < 0)
+			return -1;
+		return adv == ADV_EXTERNAL ? 1 : 0;
+	}
+fail:
+	rollback(r);
+	return -1;
+}
+
+/* --- starting sagas
+ * ------------------------------------------------------------------------------- */
+
+struct start {
+	struct sbuf state;
+	int64_t sequence;
+	char corr[256];
+};
+
+static void checkpoint_name(const cqrs_saga_def *d, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "saga:%s", d->name);
+}
+
+static void state_of_event(const cqrs_event *ev, struct sbuf *s)
+{
+	char eid[37], aid[37];
+	cqrs_uuid_format(ev->event_id, eid);
+	cqrs_uuid_format(ev->aggregate_id, aid);
+	sb_reset(s);
+	sb_printf(s, "{\"event\":{\"sequence\":%lld,\"event_id\":\"%s\",\"aggregate_id\":\"%s\",",
+		  (long long)ev->sequence, eid, aid);
+	sb_puts(s, "\"aggregate_type\":");
+	sb_json_str(s, ev->aggregate_type, strlen(ev->aggregate_type));
+	sb_puts(s, ",\"event_type\":");
+	sb_json_str(s, ev->event_type, strlen(ev->event_type));
+	sb_puts(s, ",\"data\":");
+	sb_put(s, ev->data, ev->data_len);
+	sb_puts(s, ",\"metadata\":");
+	sb_put(s, ev->metadata, ev->metadata_len);
+	sb_printf(s, ",\"timestamp\":\"%s\"},\"steps\":{}}", ev->timestamp);
+}
+
+static int correlation_of(struct cqrs_saga_runner *r, const cqrs_saga_def *d, struct start *s,
+			  const cqrs_event *ev, cqrs_error *err)
+{
+	if (d->correlation != NULL) {
+		struct saga_inst tmp = { 0 };
+		tmp.state = s->state;
+		struct tpl_ctx ctx;
+		fill_ctx(&ctx, r, &tmp, "", "");
+		ctx.saga_id = "";
+		struct sbuf v = { 0 };
+		cqrs_error terr = { 0 };
+		int rc = tpl_render(d->correlation, &ctx, &v, &terr);
+		if (rc == 0 && cqrs_json_string(v.p, v.len, s->corr, sizeof s->corr) > 0) {
+			sb_free(&v);
+			return 0;
+		}
+		sb_free(&v);
+		return cqrs_fail(err, CQRS_EXIT_DATAERR,
+				 "%s: event %lld: correlation_id does not give a string: %s",
+				 d->path, (long long)ev->sequence, terr.msg);
+	}
+	if (cqrs_event_correlation(ev, s->corr, sizeof s->corr))
+		return 0;
+	cqrs_uuid_format(ev->aggregate_id, s->corr);
+	return 0;
+}
+
+/* New instances for the starting events since the checkpoint, one batch
+ * per transaction with the checkpoint moved in it.  1 when it started
+ * any. */
+static int start_new(struct cqrs_saga_runner *r, const cqrs_saga_def *d, cqrs_error *err)
+{
+	int64_t batch = r->opt.batch;
+	struct start *s = calloc((size_t)batch, sizeof *s);
+	if (s == NULL)
+		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+	char cp[160];
+	checkpoint_name(d, cp, sizeof cp);
+	int any = 0, rc = -1;
+	for (;;) {
+		tick(r);
+		if (begin(r, err) < 0)
+			goto out;
+		int64_t after = saga_db_checkpoint(r->db, cp, err);
+		if (after < 0)
+			goto fail;
+		cqrs_filter f = { .event_type = d->start_event_type,
+				  .aggregate_type = d->start_aggregate_type,
+				  .after = after,
+				  .limit = batch };
+		cqrs_cursor *c = cqrs_store_read(r->st, &f, err);
+		if (c == NULL)
+			goto fail;
+		cqrs_event ev;
+		int64_t n = 0, last = after;
+		int got;
+		while ((got = cqrs_cursor_next(c, &ev, err)) == 1) {
+			state_of_event(&ev, &s[n].state);
+			s[n].sequence = ev.sequence;
+			if (correlation_of(r, d, &s[n], &ev, err) < 0) {
+				cqrs_cursor_close(c);
+				goto fail;
+			}
+			last = ev.sequence;
+			n++;
+		}
+		cqrs_cursor_close(c);
+		if (got < 0)
+			goto fail;
+		for (int64_t i = 0; i < n; i++) {
+			struct saga_inst *in = &r->inst;
+			uint8_t id[CQRS_UUID_LEN];
+			cqrs_uuid_generate(id);
+			cqrs_uuid_format(id, in->id);
+			snprintf(in->type, sizeof in->type, "%s", d->name);
+			snprintf(in->corr, sizeof in->corr, "%s", s[i].corr);
+			in->step = 0;
+			in->status = SAGA_RUNNING;
+			in->attempts = 0;
+			in->next_at = in->deadline = 0;
+			in->start_sequence = s[i].sequence;
+			in->outcome[0] = in->last_error[0] = '\0';
+			sb_reset(&in->state);
+			sb_put(&in->state, s[i].state.p, s[i].state.len);
+			if (in->state.oom || s[i].state.oom) {
+				cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+				goto fail;
+			}
+			in->created = in->updated = r->now;
+			int ins = saga_db_insert(r->db, in, err);
+			if (ins < 0)
+				goto fail;
+			if (ins == 0)
+				continue; /* that event started one already */
+			sb_reset(&r->data);
+			data_int(r, "start_sequence", s[i].sequence);
+			const char *v;
+			size_t vn;
+			if (cqrs_json_get(in->state.p, in->state.len, "event", &v, &vn)) {
+				const char *e;
+				size_t en;
+				if (cqrs_json_get(v, vn, "event_id", &e, &en))
+					sb_printf(&r->data, ",\"start_event_id\":%.*s", (int)en, e);
+				if (cqrs_json_get(v, vn, "aggregate_id", &e, &en))
+					sb_printf(&r->data, ",\"aggregate_id\":%.*s", (int)en, e);
+			}
+			if (saga_event(r, in, "SagaStarted", err) < 0)
+				goto fail;
+			say(r, in, "started by event %lld", (long long)s[i].sequence);
+			r->stats.started++;
+			r->changes++;
+			any = 1;
+		}
+		if (n > 0 && saga_db_set_checkpoint(r->db, cp, last, r->now, err) < 0)
+			goto fail;
+		if (commit(r, err) < 0)
+			goto out;
+		if (n < batch)
+			break;
+	}
+	rc = any;
+	goto out;
+fail:
+	rollback(r);
+out:
+	for (int64_t i = 0; i < batch; i++)
+		sb_free(&s[i].state);
+	free(s);
+	return rc;
+}
+
+/* --- the runner ----------------------------------------------------------------------------------
+ */
+
+cqrs_saga_runner *cqrs_saga_runner_new(cqrs_store *st, cqrs_saga_def *const *defs, size_t ndefs,
+				       const struct cqrs_saga_options *opt, cqrs_error *err)
+{
+	struct cqrs_saga_runner *r = calloc(1, sizeof *r);
+	if (r == NULL) {
+		cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+		return NULL;
+	}
+	r->st = st;
+	r->defs = defs;
+	r->ndefs = ndefs;
+	if (opt != NULL)
+		r->opt = *opt;
+	if (r->opt.batch <= 0)
+		r->opt.batch = DEFAULT_BATCH;
+	for (size_t i = 0; i < ndefs; i++)
+		for (size_t j = 0; j < i; j++)
+			if (strcmp(defs[i]->name, defs[j]->name) == 0) {
+				cqrs_fail(err, CQRS_EXIT_CONFIG,
+					  "%s: saga '%s' is already defined in %s", defs[i]->path,
+					  defs[i]->name, defs[j]->path);
+				free(r);
+				return NULL;
+			}
+	struct cqrs_command_options copt = { .snapshot_every = CQRS_SNAPSHOT_EVERY_DEFAULT,
+					     .user_id = "cqrs-saga" };
+	r->db = saga_db_open(st, err);
+	if (r->db == NULL || (r->cmd = cqrs_commander_new(st, &copt, err)) == NULL) {
+		cqrs_saga_runner_free(r);
+		return NULL;
+	}
+	return r;
+}
+
+void cqrs_saga_runner_free(cqrs_saga_runner *r)
+{
+	if (r == NULL)
+		return;
+	rollback(r);
+	cqrs_commander_free(r->cmd);
+	saga_db_close(r->db);
+	sb_free(&r->inst.state);
+	sb_free(&r->buf);
+	sb_free(&r->data);
+	sb_free(&r->meta);
+	sb_free(&r->out);
+	sb_free(&r->state);
+	sb_free(&r->output);
+	sb_free(&r->exec.out);
+	free(r);
+}
+
+void cqrs_saga_runner_stats(const cqrs_saga_runner *r, struct cqrs_saga_stats *s)
+{
+	*s = r->stats;
+}
+
+/* One pass over the instances with work: in-process steps of a batch in
+ * one transaction; a program step ends the transaction before it runs. */
+static int pass(struct cqrs_saga_runner *r, cqrs_error *err)
+{
+	int64_t batch = r->opt.batch;
+	int64_t *rowids = calloc((size_t)batch, sizeof *rowids);
+	if (rowids == NULL)
+		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+	int64_t after = 0;
+	int rc = -1;
+	for (;;) {
+		tick(r);
+		if (begin(r, err) < 0)
+			goto out;
+		size_t n;
+		if (saga_db_candidates(r->db, after, r->now, batch, rowids, &n, err) < 0)
+			goto fail;
+		if (n == 0) {
+			rollback(r);
+			break;
+		}
+		int64_t batch_start = after;
+		bool restart = false;
+		for (size_t i = 0; i < n; i++) {
+			struct saga_inst *in = &r->inst;
+			int got = saga_db_load_rowid(r->db, rowids[i], in, err);
+			if (got < 0)
+				goto fail;
+			after = rowids[i];
+			if (got == 0)
+				continue;
+			int adv = advance(r, in, NULL, err);
+			if (adv < 0)
+				goto fail;
+			if (adv == ADV_PARTIAL) {
+				rollback(r);
+				after = batch_start;
+				restart = true;
+				break;
+			}
+			if (adv == ADV_EXTERNAL) {
+				if (commit(r, err) < 0)
+					goto out;
+				/* the program's step, and those after it, until the
+				 * next program or rest */
+				int more;
+				while ((more = run_external(r, in, err)) == 1)
+					;
+				if (more < 0)
+					goto out;
+				tick(r);
+				if (begin(r, err) < 0)
+					goto out;
+			}
+		}
+		if (restart)
+			continue;
+		if (commit(r, err) < 0)
+			goto out;
+		if ((int64_t)n < batch)
+			break;
+	}
+	rc = 0;
+	goto out;
+fail:
+	rollback(r);
+out:
+	free(rowids);
+	return rc;
+}
+
+int cqrs_saga_run(cqrs_saga_runner *r, int64_t *next_due, cqrs_error *err)
+{
+	for (int rounds = 0;; rounds++) {
+		r->changes = 0;
+		for (size_t i = 0; i < r->ndefs; i++)
+			if (start_new(r, r->defs[i], err) < 0)
+				return -1;
+		if (pass(r, err) < 0)
+			return -1;
+		if (r->changes == 0 || rounds > 1000)
+			break;
+	}
+	tick(r);
+	if (next_due != NULL) {
+		int64_t t = saga_db_next_due(r->db, r->now, err);
+		if (t < 0)
+			return -1;
+		*next_due = t;
+	}
+	return 0;
+}

@@ -1,0 +1,225 @@
+/*
+ * The saga runner's internals, shared by saga.c (the engine), saga_yaml.c
+ * (definitions), saga_template.c (JSON templates), saga_store.c (its
+ * tables), saga_report.c (status, show, dot) and exec.c (step programs).
+ * The tools see only the cqrs_saga API in cqrs.h.
+ */
+#ifndef CQRS_SAGA_IMPL_H
+#define CQRS_SAGA_IMPL_H
+
+#include "cqrs.h"
+
+/* --- a growing byte buffer (saga_template.c) ------------------------------- */
+
+struct sbuf {
+	char *p;
+	size_t len, cap;
+	bool oom; /* a failed allocation: stops growing, checked once at the end */
+};
+
+void sb_reset(struct sbuf *b);
+void sb_free(struct sbuf *b);
+void sb_put(struct sbuf *b, const char *s, size_t n);
+void sb_puts(struct sbuf *b, const char *s);
+void sb_putc(struct sbuf *b, char c);
+void sb_printf(struct sbuf *b, const char *fmt, ...) CQRS_PRINTF(2, 3);
+/* s as a JSON string, with its quotes */
+void sb_json_str(struct sbuf *b, const char *s, size_t n);
+/* NUL-terminated contents ("" when empty) */
+const char *sb_str(struct sbuf *b);
+
+/* The end of the compact JSON value that starts at v[pos]. */
+size_t json_value_end(const char *v, size_t len, size_t pos);
+/* Elements of a compact JSON array, *pos starting at 0: 1 per element. */
+int json_array_next(const char *a, size_t len, size_t *pos, const char **v, size_t *vn);
+
+/* --- templates ---------------------------------------------------------------- */
+
+enum tpl_kind {
+	TPL_LITERAL, /* JSON text as it stands */
+	TPL_REF,     /* "${path}": the value at path, bytes as stored */
+	TPL_STRING,  /* a string with ${path} inside: interpolated */
+	TPL_OBJECT,
+	TPL_ARRAY,
+};
+
+struct tpl {
+	enum tpl_kind kind;
+	char *text; /* literal JSON, the path, or the raw string */
+	size_t n;   /* members or items */
+	char **keys;
+	struct tpl **items;
+	int line;
+};
+
+void tpl_free(struct tpl *t);
+
+/* What ${...} may name while a template is rendered. */
+struct tpl_ctx {
+	const char *state; /* the instance's state object: event, steps, reason */
+	size_t state_len;
+	const char *output; /* this step's program output, or NULL */
+	size_t output_len;
+	const char *item; /* the for_each element, or NULL */
+	size_t item_len;
+	const char *saga_id, *saga_type, *correlation_id, *step, *idempotency_key;
+	int64_t attempt;
+	const char *now;
+};
+
+/* Renders t as compact JSON into out; -1 with *err (a missing value). */
+int tpl_render(const struct tpl *t, const struct tpl_ctx *ctx, struct sbuf *out, cqrs_error *err);
+/* A name-based UUID (version 8, from SHA-256) of a saga and a name: the
+ * same on every retry, so ${uuid:payment} names one payment for good. */
+void saga_uuid(const char *saga_id, const char *name, size_t name_len, char out[37]);
+
+/* --- definitions (saga_yaml.c) -------------------------------------------------- */
+
+struct saga_retry {
+	int64_t max_attempts;
+	int64_t backoff_us, max_backoff_us;
+};
+
+struct saga_breaker {
+	char *name;	     /* shared by the steps that name it */
+	int64_t failures;    /* consecutive retryable failures that open it; 0: none */
+	int64_t cooldown_us; /* open this long, then one probe call */
+};
+
+/* What a step does (or undoes): an optional program, then in-process
+ * commands and events, all recorded in one transaction. */
+struct saga_action {
+	bool present;
+	int line;
+	struct tpl *for_each; /* commands repeated per element; NULL: once */
+	char **argv;	      /* NULL: no program */
+	size_t argc;
+	struct tpl *input; /* the program's "input"; NULL: {} */
+	int64_t timeout_us;
+	struct tpl *command; /* NULL: none */
+	struct tpl **emit;   /* event templates */
+	size_t nemit;
+	struct saga_retry retry;
+	struct saga_breaker breaker;
+};
+
+struct saga_step {
+	char *name;
+	int line;
+	struct saga_action act, comp;
+	/* a wait step: the step completes when a matching event is stored */
+	bool is_wait;
+	char *wait_event_type, *wait_aggregate_type;
+	struct tpl *wait_match; /* object: aggregate_id / correlation_id / data.X */
+	int64_t deadline_us;
+};
+
+struct cqrs_saga_def {
+	char *path, *dir;
+	char *name, *description;
+	char *start_event_type, *start_aggregate_type;
+	struct tpl *correlation; /* NULL: the start event's, else its aggregate_id */
+	struct saga_step *steps;
+	size_t nsteps;
+	struct saga_action on_failure;
+};
+
+/* --- instances and their table (saga_store.c) ----------------------------------- */
+
+enum saga_status { SAGA_RUNNING, SAGA_COMPLETED, SAGA_COMPENSATING, SAGA_FAILED };
+
+struct saga_inst {
+	int64_t rowid;
+	char id[37];
+	char type[CQRS_MAX_TYPE_NAME + 1];
+	char corr[256];
+	int64_t step; /* RUNNING: the next step; COMPENSATING: steps below it are done */
+	enum saga_status status;
+	int64_t attempts, revision;
+	int64_t next_at, deadline; /* microseconds since the epoch; 0: none */
+	int64_t start_sequence;
+	char outcome[32];
+	char last_error[512];
+	struct sbuf state;
+	int64_t created, updated;
+};
+
+const char *saga_status_name(enum saga_status s);
+
+struct saga_db;
+struct saga_db *saga_db_open(cqrs_store *st, cqrs_error *err);
+void saga_db_close(struct saga_db *db);
+/* Inside the caller's transaction: 1 inserted, 0 that event already
+ * started one, -1 error. */
+int saga_db_insert(struct saga_db *db, struct saga_inst *in, cqrs_error *err);
+/* Writes in back when its revision is still the stored one (then bumps it):
+ * 1 written, 0 another runner changed it, -1 error. */
+int saga_db_update(struct saga_db *db, struct saga_inst *in, cqrs_error *err);
+/* 1 found, 0 not, -1 error.  id may be a unique prefix of 8 or more. */
+int saga_db_load(struct saga_db *db, const char *id, struct saga_inst *in, cqrs_error *err);
+int saga_db_reload(struct saga_db *db, struct saga_inst *in, cqrs_error *err);
+/* Instances with work now or a pending wait, after rowid, in rowid order. */
+int saga_db_candidates(struct saga_db *db, int64_t after_rowid, int64_t now, int64_t limit,
+		       int64_t *rowids, size_t *n, cqrs_error *err);
+int saga_db_load_rowid(struct saga_db *db, int64_t rowid, struct saga_inst *in, cqrs_error *err);
+int64_t saga_db_checkpoint(struct saga_db *db, const char *name, cqrs_error *err);
+int saga_db_set_checkpoint(struct saga_db *db, const char *name, int64_t seq, int64_t now,
+			   cqrs_error *err);
+/* The earliest future next_attempt_at (0: none) */
+int64_t saga_db_next_due(struct saga_db *db, int64_t now, cqrs_error *err);
+
+enum breaker_state { BREAKER_CLOSED, BREAKER_OPEN, BREAKER_HALF_OPEN };
+struct breaker_row {
+	enum breaker_state state;
+	int64_t failures, opened_at;
+};
+int saga_db_breaker_get(struct saga_db *db, const char *name, struct breaker_row *b,
+			cqrs_error *err);
+int saga_db_breaker_put(struct saga_db *db, const char *name, const struct breaker_row *b,
+			int64_t now, cqrs_error *err);
+struct sqlite3 *saga_db_handle(struct saga_db *db);
+
+/* --- time ----------------------------------------------------------------------- */
+
+/* Microseconds since the epoch; $CQRS_SAGA_NOW (RFC 3339) pins it for tests. */
+int64_t saga_now(void);
+void saga_time_format(int64_t us, char out[CQRS_TIMESTAMP_LEN + 1]);
+/* -1 when text is not RFC 3339 */
+int64_t saga_time_parse(const char *text);
+/* "90s", "500ms", "5m", "2h", "1d", or plain seconds; -1 when malformed */
+int64_t saga_duration_parse(const char *text);
+void saga_duration_format(int64_t us, char *buf, size_t cap);
+
+/* --- step programs (exec.c) ----------------------------------------------------- */
+
+enum exec_outcome {
+	EXEC_OK,	/* exit 0 */
+	EXEC_RETRY,	/* exit 75, killed by a signal, timed out */
+	EXEC_PERMANENT, /* any other exit status, or cannot run */
+};
+
+struct exec_result {
+	enum exec_outcome outcome;
+	bool timed_out;
+	int status; /* exit status, or 128 + signal */
+	struct sbuf out;
+	char reason[512];
+	/* set by the engine when a circuit breaker kept the call from going out */
+	bool not_called;
+	int64_t not_before;
+};
+
+struct exec_spec {
+	char *const *argv;
+	const char *dir; /* relative program paths are relative to this */
+	const char *input;
+	size_t input_len;
+	int64_t timeout_us;
+	char *const *env; /* "NAME=value" added to the environment */
+};
+
+/* Runs one step program to its end or its timeout: never -1 for the
+ * program's own failures, only for ours (fork, pipes: *err). */
+int exec_step(const struct exec_spec *spec, struct exec_result *res, cqrs_error *err);
+
+#endif

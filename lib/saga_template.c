@@ -1,0 +1,416 @@
+/*
+ * JSON templates of saga definitions: commands, program input and events
+ * with ${path} in them, rendered against one saga instance.
+ *
+ * Values are copied as the bytes stored, never through a double, so that
+ * an order's total of 59.98 reaches the payment command as 59.98.
+ */
+#include "config.h"
+
+#include <nettle/sha2.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "saga_impl.h"
+#include "banned.h"
+
+/* --- sbuf ---------------------------------------------------------------------- */
+
+static bool sb_grow(struct sbuf *b, size_t more)
+{
+	if (b->oom)
+		return false;
+	if (b->len + more + 1 <= b->cap)
+		return true;
+	size_t cap = b->cap ? b->cap : 256;
+	while (cap < b->len + more + 1)
+		cap *= 2;
+	char *p = realloc(b->p, cap);
+	if (p == NULL) {
+		b->oom = true;
+		return false;
+	}
+	b->p = p;
+	b->cap = cap;
+	return true;
+}
+
+void sb_reset(struct sbuf *b)
+{
+	b->len = 0;
+	b->oom = false;
+	if (b->p != NULL)
+		b->p[0] = '\0';
+}
+
+void sb_free(struct sbuf *b)
+{
+	free(b->p);
+	*b = (struct sbuf){ 0 };
+}
+
+void sb_put(struct sbuf *b, const char *s, size_t n)
+{
+	if (!sb_grow(b, n))
+		return;
+	if (n > 0)
+		memcpy(b->p + b->len, s, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+}
+
+void sb_puts(struct sbuf *b, const char *s)
+{
+	sb_put(b, s, strlen(s));
+}
+
+void sb_putc(struct sbuf *b, char c)
+{
+	sb_put(b, &c, 1);
+}
+
+void sb_printf(struct sbuf *b, const char *fmt, ...)
+{
+	char tmp[512];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	if ((size_t)n < sizeof tmp) {
+		sb_put(b, tmp, (size_t)n);
+		return;
+	}
+	if (!sb_grow(b, (size_t)n))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	b->len += (size_t)n;
+}
+
+void sb_json_str(struct sbuf *b, const char *s, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	sb_putc(b, '"');
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c == '"' || c == '\\') {
+			sb_putc(b, '\\');
+			sb_putc(b, (char)c);
+		} else if (c == '\n') {
+			sb_put(b, "\\n", 2);
+		} else if (c == '\t') {
+			sb_put(b, "\\t", 2);
+		} else if (c == '\r') {
+			sb_put(b, "\\r", 2);
+		} else if (c < 0x20) {
+			char u[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] };
+			sb_put(b, u, 6);
+		} else {
+			sb_putc(b, (char)c);
+		}
+	}
+	sb_putc(b, '"');
+}
+
+const char *sb_str(struct sbuf *b)
+{
+	return b->p != NULL ? b->p : "";
+}
+
+/* --- compact JSON walking ------------------------------------------------------------ */
+
+size_t json_value_end(const char *v, size_t len, size_t pos)
+{
+	if (pos >= len)
+		return len;
+	if (v[pos] == '"') {
+		for (size_t i = pos + 1; i < len; i++) {
+			if (v[i] == '\\')
+				i++;
+			else if (v[i] == '"')
+				return i + 1;
+		}
+		return len;
+	}
+	if (v[pos] == '{' || v[pos] == '[') {
+		int depth = 0;
+		for (size_t i = pos; i < len; i++) {
+			char c = v[i];
+			if (c == '"') {
+				i = json_value_end(v, len, i) - 1;
+			} else if (c == '{' || c == '[') {
+				depth++;
+			} else if (c == '}' || c == ']') {
+				if (--depth == 0)
+					return i + 1;
+			}
+		}
+		return len;
+	}
+	size_t i = pos;
+	while (i < len && v[i] != ',' && v[i] != '}' && v[i] != ']')
+		i++;
+	return i;
+}
+
+int json_array_next(const char *a, size_t len, size_t *pos, const char **v, size_t *vn)
+{
+	if (*pos == 0) {
+		if (len < 2 || a[0] != '[')
+			return 0;
+		*pos = 1;
+	}
+	if (*pos >= len || a[*pos] == ']')
+		return 0;
+	if (a[*pos] == ',')
+		(*pos)++;
+	size_t end = json_value_end(a, len, *pos);
+	*v = a + *pos;
+	*vn = end - *pos;
+	*pos = end;
+	return *vn > 0;
+}
+
+/* --- templates ---------------------------------------------------------------------- */
+
+void tpl_free(struct tpl *t)
+{
+	if (t == NULL)
+		return;
+	for (size_t i = 0; i < t->n; i++) {
+		if (t->keys != NULL)
+			free(t->keys[i]);
+		tpl_free(t->items[i]);
+	}
+	free(t->keys);
+	free(t->items);
+	free(t->text);
+	free(t);
+}
+
+void saga_uuid(const char *saga_id, const char *name, size_t name_len, char out[37])
+{
+	struct sha256_ctx ctx;
+	uint8_t digest[SHA256_DIGEST_SIZE];
+	sha256_init(&ctx);
+	sha256_update(&ctx, strlen(saga_id), (const uint8_t *)saga_id);
+	sha256_update(&ctx, 1, (const uint8_t *)"\n");
+	sha256_update(&ctx, name_len, (const uint8_t *)name);
+	sha256_digest(&ctx, sizeof digest, digest);
+	digest[6] = (uint8_t)((digest[6] & 0x0f) | 0x80); /* version 8 */
+	digest[8] = (uint8_t)((digest[8] & 0x3f) | 0x80); /* RFC 9562 variant */
+	cqrs_uuid_format(digest, out);
+}
+
+/* One segment of a path (up to '.' or the end) looked up in a compact
+ * object (by key) or array (by index). */
+static bool step_into(const char **v, size_t *vn, const char *seg, size_t seglen)
+{
+	if (*vn > 0 && **v == '{') {
+		char key[256];
+		if (seglen >= sizeof key)
+			return false;
+		memcpy(key, seg, seglen);
+		key[seglen] = '\0';
+		const char *nv;
+		size_t nn;
+		if (!cqrs_json_get(*v, *vn, key, &nv, &nn))
+			return false;
+		*v = nv;
+		*vn = nn;
+		return true;
+	}
+	if (*vn > 0 && **v == '[') {
+		size_t want = 0;
+		for (size_t i = 0; i < seglen; i++) {
+			if (seg[i] < '0' || seg[i] > '9' || i > 6)
+				return false;
+			want = want * 10 + (size_t)(seg[i] - '0');
+		}
+		size_t pos = 0, k = 0;
+		const char *e;
+		size_t en;
+		while (json_array_next(*v, *vn, &pos, &e, &en) == 1) {
+			if (k++ == want) {
+				*v = e;
+				*vn = en;
+				return true;
+			}
+		}
+	}
+	return false;
+}
+
+static bool walk(const char *root, size_t rootlen, const char *path, const char **v, size_t *vn)
+{
+	*v = root;
+	*vn = rootlen;
+	while (*path != '\0') {
+		const char *dot = strchr(path, '.');
+		size_t seglen = dot ? (size_t)(dot - path) : strlen(path);
+		if (!step_into(v, vn, path, seglen))
+			return false;
+		path += seglen + (dot ? 1 : 0);
+	}
+	return true;
+}
+
+/* A value the engine makes, as JSON text in scratch. */
+static bool saga_value(const char *name, const struct tpl_ctx *c, struct sbuf *scratch)
+{
+	const char *s = NULL;
+	if (strcmp(name, "id") == 0)
+		s = c->saga_id;
+	else if (strcmp(name, "type") == 0)
+		s = c->saga_type;
+	else if (strcmp(name, "correlation_id") == 0)
+		s = c->correlation_id;
+	else if (strcmp(name, "step") == 0)
+		s = c->step;
+	else if (strcmp(name, "idempotency_key") == 0)
+		s = c->idempotency_key;
+	else if (strcmp(name, "attempt") == 0) {
+		sb_printf(scratch, "%lld", (long long)c->attempt);
+		return true;
+	}
+	if (s == NULL)
+		return false;
+	sb_json_str(scratch, s, strlen(s));
+	return true;
+}
+
+/* The raw JSON bytes a path names.  scratch holds made-up values. */
+static bool resolve(const char *path, const struct tpl_ctx *c, struct sbuf *scratch, const char **v,
+		    size_t *vn)
+{
+	sb_reset(scratch);
+	const char *rest;
+	if (strncmp(path, "uuid:", 5) == 0) {
+		char id[37];
+		saga_uuid(c->saga_id, path + 5, strlen(path + 5), id);
+		sb_json_str(scratch, id, 36);
+		goto made;
+	}
+	if (strcmp(path, "now") == 0) {
+		sb_json_str(scratch, c->now, strlen(c->now));
+		goto made;
+	}
+	if (strncmp(path, "saga.", 5) == 0) {
+		if (!saga_value(path + 5, c, scratch))
+			return false;
+		goto made;
+	}
+	if (strncmp(path, "output", 6) == 0 && (path[6] == '.' || path[6] == '\0')) {
+		if (c->output == NULL)
+			return false;
+		rest = path[6] ? path + 7 : "";
+		return walk(c->output, c->output_len, rest, v, vn);
+	}
+	if (strncmp(path, "item", 4) == 0 && (path[4] == '.' || path[4] == '\0')) {
+		if (c->item == NULL)
+			return false;
+		rest = path[4] ? path + 5 : "";
+		return walk(c->item, c->item_len, rest, v, vn);
+	}
+	/* event.*, steps.*, reason: members of the state */
+	return walk(c->state, c->state_len, path, v, vn);
+made:
+	if (scratch->oom)
+		return false;
+	*v = scratch->p;
+	*vn = scratch->len;
+	return true;
+}
+
+static int missing(const struct tpl *t, const char *path, cqrs_error *err)
+{
+	return cqrs_fail(err, CQRS_EXIT_DATAERR, "line %d: ${%s} names nothing", t->line, path);
+}
+
+/* A string value's text for interpolation: strings decoded, other values
+ * as their JSON text. */
+static int interpolate(const struct tpl *t, const struct tpl_ctx *c, struct sbuf *out,
+		       cqrs_error *err)
+{
+	struct sbuf text = { 0 }, scratch = { 0 };
+	const char *s = t->text;
+	int rc = 0;
+	while (*s != '\0') {
+		const char *open = strstr(s, "${");
+		if (open == NULL) {
+			sb_puts(&text, s);
+			break;
+		}
+		sb_put(&text, s, (size_t)(open - s));
+		const char *close = strchr(open, '}');
+		char path[256];
+		size_t plen = close ? (size_t)(close - open - 2) : 0;
+		if (close == NULL || plen >= sizeof path) {
+			rc = cqrs_fail(err, CQRS_EXIT_DATAERR, "line %d: unterminated ${", t->line);
+			goto out;
+		}
+		memcpy(path, open + 2, plen);
+		path[plen] = '\0';
+		const char *v;
+		size_t vn;
+		if (!resolve(path, c, &scratch, &v, &vn)) {
+			rc = missing(t, path, err);
+			goto out;
+		}
+		if (vn > 0 && v[0] == '"') {
+			char *dec = malloc(vn);
+			long dn = dec ? cqrs_json_string(v, vn, dec, vn) : -1;
+			if (dn >= 0)
+				sb_put(&text, dec, (size_t)dn);
+			free(dec);
+		} else {
+			sb_put(&text, v, vn);
+		}
+		s = close + 1;
+	}
+	sb_json_str(out, text.p ? text.p : "", text.len);
+out:
+	sb_free(&text);
+	sb_free(&scratch);
+	return rc;
+}
+
+int tpl_render(const struct tpl *t, const struct tpl_ctx *c, struct sbuf *out, cqrs_error *err)
+{
+	switch (t->kind) {
+	case TPL_LITERAL: sb_puts(out, t->text); return 0;
+	case TPL_STRING: return interpolate(t, c, out, err);
+	case TPL_REF: {
+		struct sbuf scratch = { 0 };
+		const char *v;
+		size_t vn;
+		int rc = 0;
+		if (resolve(t->text, c, &scratch, &v, &vn))
+			sb_put(out, v, vn);
+		else
+			rc = missing(t, t->text, err);
+		sb_free(&scratch);
+		return rc;
+	}
+	case TPL_OBJECT:
+	case TPL_ARRAY:
+		sb_putc(out, t->kind == TPL_OBJECT ? '{' : '[');
+		for (size_t i = 0; i < t->n; i++) {
+			if (i > 0)
+				sb_putc(out, ',');
+			if (t->kind == TPL_OBJECT) {
+				sb_json_str(out, t->keys[i], strlen(t->keys[i]));
+				sb_putc(out, ':');
+			}
+			if (tpl_render(t->items[i], c, out, err) < 0)
+				return -1;
+		}
+		sb_putc(out, t->kind == TPL_OBJECT ? '}' : ']');
+		return 0;
+	}
+	return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "bad template");
+}

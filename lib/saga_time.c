@@ -1,0 +1,111 @@
+/*
+ * The saga runner's clock and durations.  Schedules are kept as RFC 3339
+ * text (sortable, readable with sqlite3) and computed in microseconds.
+ * $CQRS_SAGA_NOW pins the clock, so that tests move time instead of
+ * sleeping through backoffs, cool-downs and deadlines.
+ */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include "saga_impl.h"
+#include "banned.h"
+
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+	y -= m <= 2;
+	const int64_t era = (y >= 0 ? y : y - 399) / 400;
+	const unsigned yoe = (unsigned)(y - era * 400);
+	const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+	const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + (int64_t)doe - 719468;
+}
+
+static int num(const char *s, int n)
+{
+	int v = 0;
+	for (int i = 0; i < n; i++)
+		v = v * 10 + (s[i] - '0');
+	return v;
+}
+
+int64_t saga_time_parse(const char *text)
+{
+	char t[CQRS_TIMESTAMP_LEN + 1];
+	if (text == NULL || cqrs_timestamp_normalize(text, strlen(text), t) < 0)
+		return -1;
+	/* 2026-01-16T14:00:00.123456Z */
+	int64_t days = days_from_civil(num(t, 4), (unsigned)num(t + 5, 2), (unsigned)num(t + 8, 2));
+	int64_t secs = days * 86400 + num(t + 11, 2) * 3600 + num(t + 14, 2) * 60 + num(t + 17, 2);
+	return secs * 1000000 + num(t + 20, 6);
+}
+
+void saga_time_format(int64_t us, char out[CQRS_TIMESTAMP_LEN + 1])
+{
+	time_t secs = (time_t)(us / 1000000);
+	struct tm tm;
+	gmtime_r(&secs, &tm);
+	size_t n = strftime(out, CQRS_TIMESTAMP_LEN + 1, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(out + n, CQRS_TIMESTAMP_LEN + 1 - n, ".%06dZ", (int)(us % 1000000));
+}
+
+int64_t saga_now(void)
+{
+	const char *pin = getenv("CQRS_SAGA_NOW");
+	if (pin != NULL && *pin != '\0') {
+		int64_t t = saga_time_parse(pin);
+		if (t >= 0)
+			return t;
+	}
+	struct timeval tv;
+	gettimeofday(&tv, NULL);
+	return (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
+}
+
+int64_t saga_duration_parse(const char *text)
+{
+	if (text == NULL || *text < '0' || *text > '9')
+		return -1;
+	char *end;
+	long long v = strtoll(text, &end, 10);
+	if (v < 0 || v > 100LL * 365 * 86400 * 1000)
+		return -1;
+	int64_t unit;
+	if (*end == '\0' || strcmp(end, "s") == 0)
+		unit = 1000000;
+	else if (strcmp(end, "ms") == 0)
+		unit = 1000;
+	else if (strcmp(end, "m") == 0)
+		unit = 60LL * 1000000;
+	else if (strcmp(end, "h") == 0)
+		unit = 3600LL * 1000000;
+	else if (strcmp(end, "d") == 0)
+		unit = 86400LL * 1000000;
+	else
+		return -1;
+	if (unit >= 1000000 && v > 100LL * 365 * 86400)
+		return -1;
+	return (int64_t)v * unit;
+}
+
+void saga_duration_format(int64_t us, char *buf, size_t cap)
+{
+	if (us % 86400000000LL == 0 && us > 0)
+		snprintf(buf, cap, "%lldd", (long long)(us / 86400000000LL));
+	else if (us % 3600000000LL == 0 && us > 0)
+		snprintf(buf, cap, "%lldh", (long long)(us / 3600000000LL));
+	else if (us % 60000000 == 0 && us > 0)
+		snprintf(buf, cap, "%lldm", (long long)(us / 60000000));
+	else if (us % 1000000 == 0)
+		snprintf(buf, cap, "%llds", (long long)(us / 1000000));
+	else
+		snprintf(buf, cap, "%lldms", (long long)(us / 1000));
+}
+
+int64_t cqrs_saga_duration_parse(const char *text)
+{
+	return saga_duration_parse(text);
+}
