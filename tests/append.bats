@@ -2,6 +2,7 @@
 # cqrs-append: validation, defaults, atomicity, versions, idempotency, flags,
 # and the store file it creates.
 
+# shellcheck disable=SC2154 # bats sets stderr, status, output, lines
 bats_require_minimum_version 1.5.0
 load test_helper
 
@@ -549,7 +550,7 @@ cqrs-append: nothing was stored"
 }
 
 @test "--dry-run with --batch sees the earlier chunks" {
-	run --separate-stderr cqrs-append -n -b 2 < <(for i in 1 2 3 4 5; do ev "$A"; done)
+	run --separate-stderr cqrs-append -n -b 2 < <(for _ in 1 2 3 4 5; do ev "$A"; done)
 	assert_success
 	assert_equal "$(jq -r .sequence <<<"$output" | tr '\n' ' ')" '1 2 3 4 5 '
 	assert_equal "$(jq -r .aggregate_version <<<"$output" | tr '\n' ' ')" '1 2 3 4 5 '
@@ -568,7 +569,7 @@ cqrs-append: nothing was stored"
 }
 
 @test "--batch commits every N events" {
-	run --separate-stderr cqrs-append --batch 3 < <(for i in 1 2 3 4 5 6 7; do ev "$A"; done)
+	run --separate-stderr cqrs-append --batch 3 < <(for _ in 1 2 3 4 5 6 7; do ev "$A"; done)
 	assert_success
 	assert_equal "${#lines[@]}" 7
 	assert_equal "$(jq -r .sequence <<<"$output" | tr '\n' ' ')" '1 2 3 4 5 6 7 '
@@ -578,7 +579,7 @@ cqrs-append: nothing was stored"
 }
 
 @test "--batch: an error in chunk 3 leaves chunks 1 and 2 and says how far" {
-	{ for i in 1 2 3 4 5; do ev "$A"; done; echo '{"bad"'; ev "$A"; } >in.ndjson
+	{ for _ in 1 2 3 4 5; do ev "$A"; done; echo '{"bad"'; ev "$A"; } >in.ndjson
 	run --separate-stderr cqrs-append -b 2 in.ndjson
 	assert_failure 65
 	assert_equal "${#lines[@]}" 4
@@ -644,7 +645,7 @@ usage: cqrs-append [-nq] [-b count] [-e version] [-s store] [--no-sync] [file ..
 }
 
 @test "a reader that goes away does not undo or break the append" {
-	for i in $(seq 3000); do ev "$A"; done >many.ndjson
+	for _ in $(seq 3000); do ev "$A"; done >many.ndjson
 	run bash -c 'set -o pipefail; cqrs-append many.ndjson | head -1 >/dev/null'
 	assert_success
 	assert_equal "$(stored_count)" 3000
@@ -668,7 +669,8 @@ wal'
 	read -r -t 10 n <&"${HOLD[0]}"
 	assert_equal "$n" 1
 	assert_equal "$(stat -c %a "$CQRS_STORE-wal" "$CQRS_STORE-shm" | tr '\n' ' ')" '600 600 '
-	exec {HOLD[1]}>&-
+	fd=${HOLD[1]}
+	exec {fd}>&-
 	wait "$holder"
 }
 
@@ -742,7 +744,8 @@ cqrs-append: nothing was stored"
 	CQRS_BUSY_TIMEOUT=100 run --separate-stderr cqrs-read
 	assert_success
 	assert_equal "${#lines[@]}" 1
-	exec {LOCK[1]}>&-
+	fd=${LOCK[1]}
+	exec {fd}>&-
 	wait "$holder"
 	assert_equal "$(stored_count)" 1
 	run --separate-stderr cqrs-append -q < <(ev "$A")

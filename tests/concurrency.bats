@@ -2,6 +2,7 @@
 # Several processes writing one store at once: no duplicate versions, no
 # gaps, no lost events, and exactly one winner of an optimistic race.
 
+# shellcheck disable=SC2154 # bats sets stderr, status, output, lines
 bats_require_minimum_version 1.5.0
 load test_helper
 
@@ -90,9 +91,9 @@ writer() {
 	pids=()
 	for ((w = 1; w <= n; w++)); do
 		(
-			status=0
-			cqrs-append -q <"gate.$w" 2>"err.$w" || status=$?
-			echo "$status" >"status.$w"
+			rc=0
+			cqrs-append -q <"gate.$w" 2>"err.$w" || rc=$?
+			echo "$rc" >"status.$w"
 		) &
 		pids+=($!)
 	done

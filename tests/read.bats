@@ -1,6 +1,7 @@
 #!/usr/bin/env bats
 # cqrs-read: filters, bad options, the hash chain, copies, --follow, pipes.
 
+# shellcheck disable=SC2154 # bats sets stderr, status, output, lines
 bats_require_minimum_version 1.5.0
 load test_helper
 
@@ -32,6 +33,7 @@ reads() {
 	run --separate-stderr cqrs-read $opts
 	assert_success
 	assert_equal "$stderr" ''
+	# shellcheck disable=SC2086 # one sequence number per word
 	assert_output "$(envelopes $2)"
 }
 
@@ -228,7 +230,7 @@ $usage" extra
 # --- pipes ---------------------------------------------------------------------
 
 @test "cqrs-read | head -1 ends quietly with status 0" {
-	for i in $(seq 5000); do ev "$A"; done | cqrs-append -q
+	for _ in $(seq 5000); do ev "$A"; done | cqrs-append -q
 	run bash -c 'set -o pipefail; cqrs-read 2>err | head -1'
 	assert_success
 	assert_output --partial '{"sequence":1,'
@@ -310,7 +312,7 @@ $usage" extra
 @test "a copy made by cqrs-read | cqrs-append is identical" {
 	load_orders
 	# and a few events with generated ids and timestamps
-	for i in 1 2 3; do ev "$B"; done | cqrs-append -q
+	for _ in 1 2 3; do ev "$B"; done | cqrs-append -q
 	cqrs-read >original.ndjson
 	run --separate-stderr bash -c 'set -o pipefail; cqrs-read | cqrs-append --store copy.db'
 	assert_success
