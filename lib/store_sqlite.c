@@ -29,8 +29,8 @@
 #define DEFAULT_BUSY_TIMEOUT_MS 5000
 /* Writers keep the random-key indexes hot; a reader streams, so a small
  * cache is enough and memory stays flat however large the store. */
-#define WRITER_CACHE_KIB	32768
-#define READER_CACHE_KIB	2048
+#define WRITER_CACHE_KIB 32768
+#define READER_CACHE_KIB 2048
 
 /* uuid text from a 16-byte blob, for people querying with sqlite3 */
 #define UUID_SQL(col)                                                                              \
@@ -178,7 +178,7 @@ static int db_error(struct sqlite_store *s, int rc, const char *what, cqrs_error
 	case SQLITE_READONLY:
 	case SQLITE_PERM:
 	case SQLITE_AUTH: code = CQRS_EXIT_NOPERM; break;
-	case SQLITE_CANTOPEN: code = CQRS_EXIT_CANTCREAT; break;
+	case SQLITE_CANTOPEN: code = s->writable ? CQRS_EXIT_CANTCREAT : CQRS_EXIT_NOINPUT; break;
 	default: code = CQRS_EXIT_SOFTWARE;
 	}
 	return cqrs_fail(err, code, "%s: %s: %s", s->path, what, sqlite3_errmsg(s->db));
@@ -653,10 +653,21 @@ static int sqlite_append(cqrs_store *st, cqrs_event *ev, cqrs_error *err)
 	}
 	if (!given_timestamp)
 		cqrs_timestamp_now(ev->timestamp);
+	/* A replayed dump lands at the sequences it came from: then its hash
+	 * must come out the same, or the dump was edited. */
+	bool check_hash = ev->has_hash && ev->sequence == s->last_sequence + 1;
+	uint8_t given_hash[CQRS_HASH_LEN];
+	memcpy(given_hash, ev->hash, CQRS_HASH_LEN);
 	ev->sequence = s->last_sequence + 1;
 	ev->aggregate_version = current + 1;
 	cqrs_event_hash(ev, s->last_hash, ev->hash);
 	ev->has_hash = true;
+	if (check_hash && memcmp(given_hash, ev->hash, CQRS_HASH_LEN) != 0)
+		return cqrs_fail(
+			err, CQRS_EXIT_DATAERR,
+			"field 'hash' does not match the event replayed at sequence %lld: the "
+			"input was edited (remove 'hash' to store it as new)",
+			(long long)ev->sequence);
 
 	char corr[CQRS_MAX_CORRELATION + 1];
 	bool has_corr = cqrs_event_correlation(ev, corr, sizeof corr);

@@ -162,11 +162,19 @@ int main(int argc, char **argv)
 		if (expected >= 0) {
 			if (first) {
 				memcpy(single_aggregate, ev.aggregate_id, CQRS_UUID_LEN);
-				if (ev.expected_version >= 0 && ev.expected_version != expected) {
+				/* the event's own expectation, stated or implied by its version */
+				int64_t own = ev.expected_version >= 0	 ? ev.expected_version
+					      : ev.aggregate_version > 0 ? ev.aggregate_version - 1
+									 : -1;
+				if (own >= 0 && own != expected) {
 					cqrs_fail(&err, CQRS_EXIT_DATAERR,
-						  "field 'expected_version' (%lld) disagrees with "
+						  "field '%s' (%lld) disagrees with "
 						  "--expected-version %lld",
-						  (long long)ev.expected_version,
+						  ev.expected_version >= 0 ? "expected_version"
+									   : "aggregate_version",
+						  (long long)(ev.expected_version >= 0
+								      ? ev.expected_version
+								      : ev.aggregate_version),
 						  (long long)expected);
 					goto bad_line;
 				}

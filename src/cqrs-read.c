@@ -185,6 +185,10 @@ int main(int argc, char **argv)
 		cqrs_die(CQRS_EXIT_USAGE, "--follow and --reverse go alone");
 	if (follow && f.until != NULL)
 		cqrs_die(CQRS_EXIT_USAGE, "--follow and --until go alone");
+	if (do_verify && (follow || f.reverse || f.limit || f.to || f.after || f.until ||
+			  f.aggregate_id || f.aggregate_type || f.event_type || f.correlation_id))
+		cqrs_die(CQRS_EXIT_USAGE,
+			 "--verify checks the whole store and takes no other option");
 
 	cqrs_error err = { 0 };
 	cqrs_store *st = cqrs_store_open(cqrs_store_path(store_opt), CQRS_OPEN_READ, &err);
@@ -200,6 +204,11 @@ int main(int argc, char **argv)
 	int64_t printed = 0;
 	int code = CQRS_EXIT_OK;
 	for (;;) {
+		/* The store's head before the query: every event up to it is in
+		 * the query's view, so --to can end a filtered follow. */
+		int64_t head = follow && f.to > 0 ? cqrs_store_last_sequence(st, &err) : 0;
+		if (head < 0)
+			cqrs_die_error(&err);
 		cqrs_filter now = f;
 		if (f.limit > 0)
 			now.limit = f.limit - printed;
@@ -222,7 +231,7 @@ int main(int argc, char **argv)
 			break;
 		}
 		if (!follow || cqrs_stdout_gone() || (f.limit > 0 && printed >= f.limit) ||
-		    (f.to > 0 && f.after >= f.to))
+		    (f.to > 0 && (f.after >= f.to || head >= f.to)))
 			break;
 		if (fflush(stdout) != 0)
 			break;
