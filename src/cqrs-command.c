@@ -11,7 +11,8 @@
 static const char usage_text[] =
 	"usage: cqrs-command [-q] [-b count] [-c correlation-id] [-s store] [-u user]\n"
 	"                    [--snapshot-every count] [--ignore-snapshots] [file ...]\n"
-	"       cqrs-command [options] verb [--flag value ...]\n"
+	"       cqrs-command [-q] [-c correlation-id] [-s store] [-u user]\n"
+	"                    [--snapshot-every count] [--command-id id] verb flag ...\n"
 	"       cqrs-command [-s store] [--ignore-snapshots] show aggregate-id\n";
 
 static void usage(int code)
@@ -27,10 +28,12 @@ static void usage(int code)
 		      "      --snapshot-every N     snapshot an aggregate every N events (default\n"
 		      "                             100; 0: never)\n"
 		      "      --ignore-snapshots     load aggregates from their events alone\n"
+		      "      --command-id ID        a verb's command_id (default: a new UUID)\n"
 		      "  -h, --help                 show this help\n"
 		      "  -V, --version              show the version\n"
 		      "\n"
-		      "verbs and their flags ([] optional; every verb takes [--command-id ID]):\n"
+		      "\n"
+		      "verbs and their flags ([] optional):\n"
 		      "  create-order --customer ID --item PRODUCT:QTY:PRICE[:SKU] ... --currency "
 		      "CUR\n"
 		      "               --ship-to NAME,STREET,CITY,POSTAL-CODE,COUNTRY [--order "
