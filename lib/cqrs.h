@@ -49,11 +49,10 @@ typedef struct cqrs_error {
 
 #if defined(__GNUC__)
 #define CQRS_PRINTF(a, b) __attribute__((format(printf, a, b)))
-#define CQRS_NORETURN	  __attribute__((noreturn))
 #else
 #define CQRS_PRINTF(a, b)
-#define CQRS_NORETURN
 #endif
+#define CQRS_NORETURN _Noreturn
 
 /* Sets *err (when err is not NULL) and returns -1, so callers can write
  * `return cqrs_fail(err, CQRS_EXIT_DATAERR, "...")`. */
