@@ -577,3 +577,341 @@ bad_yaml() {
 	assert_failure 64
 	assert_equal "$stderr" "cqrs-project: --as-of: not an RFC 3339 time: 'yesterday'"
 }
+
+# --- long histories: kill -9, two runs at once, follow, rebuild --------------------
+
+# A generated order history of $1 orders on stdout: three products with
+# plenty of stock; each order created, reserved, then confirmed, paid and
+# shipped, or cancelled and released, over several days and currencies.
+gen_history() {
+	awk -v n="$1" 'BEGIN {
+		p[0] = "11111111-1111-4111-8111-111111111111"; s[0] = "SKU-1"
+		p[1] = "22222222-2222-4222-8222-222222222222"; s[1] = "SKU-2"
+		p[2] = "33333333-3333-4333-8333-333333333333"; s[2] = "SKU-3"
+		split("USD EUR JPY", cur, " ")
+		for (k = 0; k < 3; k++) {
+			printf "{\"aggregate_id\":\"%s\",\"aggregate_type\":\"Inventory\",\"event_type\":\"ProductRegistered\",\"data\":{\"sku\":\"%s\",\"name\":\"P%d\"}}\n", p[k], s[k], k
+			printf "{\"aggregate_id\":\"%s\",\"aggregate_type\":\"Inventory\",\"event_type\":\"StockReplenished\",\"data\":{\"quantity\":1000000}}\n", p[k]
+		}
+		for (i = 1; i <= n; i++) {
+			o = sprintf("%08x-0000-4000-8000-%012x", i, i)
+			k = i % 3; c = cur[i % 3 + 1]; q = i % 4 + 1
+			price = c == "JPY" ? sprintf("%d", 100 + i % 900) : sprintf("%d.%02d", 1 + i % 90, i % 100)
+			total = c == "JPY" ? price * q : sprintf("%.2f", (price * 100 * q + 0.5) / 100)
+			day = sprintf("2026-02-%02dT%02d:%02d:00Z", 1 + i % 28, i % 24, i % 60)
+			printf "{\"aggregate_id\":\"%s\",\"aggregate_type\":\"Order\",\"event_type\":\"OrderCreated\",\"data\":{\"order_number\":\"ORD-%06d\",\"customer_id\":\"cust-%d\",\"items\":[{\"product_id\":\"%s\",\"sku\":\"%s\",\"quantity\":%d,\"unit_price\":%s}],\"currency\":\"%s\",\"total\":%s,\"shipping_address\":{\"country\":\"US\"}},\"timestamp\":\"%s\"}\n", o, i, i % 50, p[k], s[k], q, price, c, total, day
+			printf "{\"aggregate_id\":\"%s\",\"aggregate_type\":\"Inventory\",\"event_type\":\"InventoryReserved\",\"data\":{\"order_id\":\"%s\",\"quantity\":%d}}\n", p[k], o, q
+			if (i % 5 == 0) {
+				printf "{\"aggregate_id\":\"%s\",\"aggregate_type\":\"Order\",\"event_type\":\"OrderCancelled\",\"data\":{\"reason\":\"r\"}}\n", o
+				printf "{\"aggregate_id\":\"%s\",\"aggregate_type\":\"Inventory\",\"event_type\":\"InventoryReleased\",\"data\":{\"order_id\":\"%s\",\"quantity\":%d}}\n", p[k], o, q
+			} else {
+				printf "{\"aggregate_id\":\"%s\",\"aggregate_type\":\"Order\",\"event_type\":\"OrderConfirmed\",\"data\":{}}\n", o
+				printf "{\"aggregate_id\":\"%s\",\"aggregate_type\":\"Order\",\"event_type\":\"PaymentProcessed\",\"data\":{\"payment_id\":\"%s\",\"amount\":%s,\"currency\":\"%s\"}}\n", o, o, total, c
+				printf "{\"aggregate_id\":\"%s\",\"aggregate_type\":\"Order\",\"event_type\":\"OrderShipped\",\"data\":{\"tracking_number\":\"T%d\",\"carrier\":\"UPS\"}}\n", o, i
+			}
+		}
+	}'
+}
+
+# A projection that takes its time over every event (a recursive count),
+# so that a run lasts long enough to be interrupted; it records each
+# sequence once, so applying one twice fails on the primary key.
+slow_projection() {
+	cat >"$1" <<-EOF
+		projections:
+		  - name: slow
+		    tables:
+		      - CREATE TABLE slow (sequence INTEGER PRIMARY KEY, work INTEGER NOT NULL)
+		    on:
+		      "*":
+		        - |
+		          INSERT INTO slow
+		          WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < ${2:-3000})
+		          SELECT :sequence, count(*) FROM c
+	EOF
+}
+
+# Waits (bounded) until another process holds the views lock; looks in
+# /proc/locks rather than trying the lock, which would race with the run.
+wait_locked() {
+	local i ino
+	for ((i = 0; i < 400; i++)); do
+		if [ -e "$CQRS_VIEWS.lock" ]; then
+			ino=$(stat -c %i "$CQRS_VIEWS.lock")
+			grep -qE "FLOCK +ADVISORY +WRITE +[0-9]+ +[0-9a-f]+:[0-9a-f]+:$ino " /proc/locks &&
+				return 0
+		fi
+		sleep 0.025
+	done
+	fail "nobody took the lock on $CQRS_VIEWS in 10 s"
+}
+
+# The lowest checkpoint in the views, 0 when there are none yet.
+checkpoint() {
+	sqlite3 "$CQRS_VIEWS" 'SELECT coalesce(min(sequence), 0) FROM cqrs_checkpoints' 2>/dev/null || echo 0
+}
+
+@test "kill -9 at random moments of a long run: the result equals a clean rebuild" {
+	gen_history 1500 | cqrs-append -q -b 10000 --no-sync
+	total=$(stored_count)
+	slow_projection slow.yaml 300
+	partial=0
+	for ((i = 0; i < 40; i++)); do
+		cqrs-project -P slow.yaml -b 7 &
+		pid=$!
+		sleep "0.$((RANDOM % 15 + 1))"
+		kill -9 "$pid" 2>/dev/null || true
+		wait "$pid" || true
+		c=$(checkpoint)
+		[ "$c" -gt 0 ] && [ "$c" -lt "$total" ] && partial=$((partial + 1))
+		[ "$c" -eq "$total" ] && break
+	done
+	# the kills landed in the middle of runs, several times
+	[ "$partial" -ge 3 ] || fail "only $partial kills interrupted a run"
+	run --separate-stderr cqrs-project -P slow.yaml
+	assert_success
+	run rows slow 'count(*), min(sequence), max(sequence)'
+	assert_output "$total|1|$total"
+	cqrs-project -P slow.yaml --views clean.db
+	assert_equal "$(snapshot "$CQRS_VIEWS")" "$(snapshot clean.db)"
+}
+
+@test "a second run while one is at work exits 75; with --wait it waits its turn" {
+	gen_history 300 | cqrs-append -q --no-sync
+	slow_projection slow.yaml
+	cqrs-project -P slow.yaml -b 10 &
+	first=$!
+	wait_locked
+	run --separate-stderr cqrs-project -P slow.yaml
+	assert_failure 75
+	assert_equal "$stderr" "cqrs-project: another cqrs-project is running on $CQRS_VIEWS (--wait waits for it)"
+	run --separate-stderr cqrs-project -P slow.yaml --wait -v
+	assert_success
+	assert_equal "$stderr" "cqrs-project: applied 0 events; views at sequence $(stored_count)"
+	wait "$first"
+	cqrs-project -P slow.yaml --views clean.db
+	assert_equal "$(snapshot "$CQRS_VIEWS")" "$(snapshot clean.db)"
+}
+
+@test "overlapping runs while events are appended never corrupt the views" {
+	gen_history 600 >all.ndjson
+	split -l 200 all.ndjson part.
+	pids=()
+	for f in part.*; do
+		cqrs-append -q --no-sync "$f"
+		cqrs-project --wait -b 50 &
+		pids+=($!)
+		cqrs-project -b 50 &
+		pids+=($!)
+	done
+	for p in "${pids[@]}"; do
+		wait "$p" || [ $? -eq 75 ] || fail "a run failed"
+	done
+	cqrs-project
+	cqrs-project --views clean.db
+	assert_equal "$(snapshot "$CQRS_VIEWS")" "$(snapshot clean.db)"
+}
+
+@test "a run killed with -9 leaves no lock behind" {
+	gen_history 300 | cqrs-append -q --no-sync
+	slow_projection slow.yaml
+	cqrs-project -P slow.yaml -b 10 &
+	pid=$!
+	wait_locked
+	kill -9 "$pid"
+	wait "$pid" || true
+	run --separate-stderr cqrs-project -P slow.yaml
+	assert_success
+}
+
+@test "--follow applies new events as they come, yields the lock between rounds, ends on SIGTERM" {
+	head -n 10 "$HISTORY" | cqrs-append -q
+	cqrs-project --follow &
+	follower=$!
+	for ((i = 0; i < 400; i++)); do
+		[ "$(checkpoint)" -eq 10 ] && break
+		sleep 0.025
+	done
+	assert_equal "$(checkpoint)" 10
+	tail -n +11 "$HISTORY" | cqrs-append -q
+	for ((i = 0; i < 400; i++)); do
+		[ "$(checkpoint)" -eq 37 ] && break
+		sleep 0.025
+	done
+	assert_equal "$(checkpoint)" 37
+	# idle, it does not hold the lock: a cron run gets its turn
+	run --separate-stderr cqrs-project --wait -v
+	assert_success
+	assert_equal "$stderr" 'cqrs-project: applied 0 events; views at sequence 37'
+	kill -TERM "$follower"
+	wait "$follower"
+	cqrs-project --views clean.db
+	assert_equal "$(snapshot "$CQRS_VIEWS")" "$(snapshot clean.db)"
+}
+
+@test "--rebuild gives the same views as the runs that built them, progress only on a terminal" {
+	split -l 9 "$HISTORY" part.
+	for f in part.*; do
+		cqrs-append -q "$f"
+		cqrs-project
+	done
+	before=$(snapshot "$CQRS_VIEWS")
+	run --separate-stderr cqrs-project --rebuild
+	assert_success
+	assert_output ''
+	assert_equal "$stderr" ''
+	assert_equal "$(snapshot "$CQRS_VIEWS")" "$before"
+	run ls
+	refute_output --partial rebuild-
+}
+
+@test "--rebuild replaces damaged views and keeps the file a reader has open" {
+	load_history
+	cqrs-project
+	sqlite3 "$CQRS_VIEWS" "DELETE FROM order_views; UPDATE sales_daily SET orders = 99"
+	# a reader in the middle of a read transaction keeps its snapshot
+	mkfifo cmds
+	sqlite3 "$CQRS_VIEWS" <cmds >reader.out &
+	reader=$!
+	exec {out}>cmds
+	printf '%s\n' 'BEGIN;' 'SELECT count(*) FROM order_views;' '.system touch started' >&"$out"
+	for ((i = 0; i < 400; i++)); do
+		[ -e started ] && break
+		sleep 0.025
+	done
+	[ -e started ] || fail "the reader did not start"
+	ino=$(stat -c %i "$CQRS_VIEWS")
+	cqrs-project --rebuild
+	printf '%s\n' 'SELECT count(*) FROM order_views;' 'COMMIT;' \
+		'SELECT count(*) FROM order_views;' >&"$out"
+	exec {out}>&-
+	wait "$reader"
+	run cat reader.out
+	assert_output - <<-'EOF'
+		0
+		0
+		7
+	EOF
+	assert_equal "$(stat -c %i "$CQRS_VIEWS")" "$ino"
+	cqrs-project --views clean.db
+	assert_equal "$(snapshot "$CQRS_VIEWS")" "$(snapshot clean.db)"
+}
+
+@test "--rebuild killed with -9 leaves the views as they were; the next one cleans up" {
+	gen_history 200 | cqrs-append -q --no-sync
+	slow_projection slow.yaml
+	cqrs-project -P slow.yaml
+	before=$(snapshot "$CQRS_VIEWS")
+	cqrs-project -P slow.yaml --rebuild &
+	pid=$!
+	for ((i = 0; i < 400; i++)); do
+		compgen -G "views.db.rebuild-$pid" >/dev/null && break
+		sleep 0.025
+	done
+	sleep 0.1
+	kill -9 "$pid"
+	wait "$pid" || true
+	[ -e "views.db.rebuild-$pid" ] || fail "the rebuild ended before it was killed"
+	assert_equal "$(snapshot "$CQRS_VIEWS")" "$before"
+	run --separate-stderr cqrs-project -P slow.yaml --rebuild
+	assert_success
+	[ ! -e "views.db.rebuild-$pid" ]
+	assert_equal "$(snapshot "$CQRS_VIEWS")" "$before"
+}
+
+@test "--rebuild refuses to drop a projection it does not load, unless --force" {
+	load_history
+	user_projection mine.yaml
+	cqrs-project -P mine.yaml
+	run --separate-stderr cqrs-project --rebuild
+	assert_failure 78
+	assert_equal "$stderr" "cqrs-project: $CQRS_VIEWS: projection 'event_counts' (from mine.yaml:3) is not loaded and a rebuild would drop it: load its file with --projections, or add --force to drop it"
+	run --separate-stderr cqrs-project --rebuild --force
+	assert_success
+	assert_equal "$stderr" "cqrs-project: dropping projection 'event_counts' (from mine.yaml:3): it is not loaded"
+	run sqlite3 "$CQRS_VIEWS" "SELECT count(*) FROM sqlite_schema WHERE name = 'event_counts'"
+	assert_output 0
+}
+
+@test "--diff: 0 when the views are what the events make, 1 with the tables that differ" {
+	load_history
+	cqrs-project
+	run --separate-stderr cqrs-project --diff
+	assert_success
+	assert_equal "$(jq -c '[.table, .same]' <<<"$output" | tr '\n' ' ')" '["order_views",true] ["customer_order_summary",true] ["customer_summary_orders",true] ["inventory_views",true] ["inventory_reservations",true] ["sales_daily",true] ["sales_products",true] ["sales_orders",true] '
+	sqlite3 "$CQRS_VIEWS" "UPDATE sales_daily SET orders = 5 WHERE day = '2026-01-15';
+		DELETE FROM inventory_views WHERE sku = 'SKU-3';
+		INSERT INTO order_views SELECT 'x', 'y', customer_id, status, currency, total,
+		  total_minor, item_count, items, shipping_address, payment_id, amount_paid,
+		  tracking_number, carrier, cancel_reason, created_at, confirmed_at, paid_at,
+		  shipped_at, cancelled_at, updated_at, version FROM order_views LIMIT 1"
+	run --separate-stderr cqrs-project --diff
+	assert_failure 1
+	run jq -c 'select(.same | not)' <<<"$output"
+	assert_output - <<-'EOF'
+		{"projection":"order_views","table":"order_views","live_rows":8,"rebuilt_rows":7,"added":0,"removed":1,"changed":0,"same":false}
+		{"projection":"inventory_views","table":"inventory_views","live_rows":2,"rebuilt_rows":3,"added":1,"removed":0,"changed":0,"same":false}
+		{"projection":"sales_analytics","table":"sales_daily","live_rows":5,"rebuilt_rows":5,"added":0,"removed":0,"changed":1,"same":false}
+	EOF
+}
+
+@test "--diff after a projection change compares with the same events, changes nothing" {
+	load_history
+	user_projection mine.yaml
+	cqrs-project -P mine.yaml
+	head -n 3 "$HISTORY" | sed 's/"ProductRegistered"/"ProductRenamed"/' | cqrs-append -q
+	before=$(snapshot "$CQRS_VIEWS")
+	sed -i 's/n + 1/n + 2/' mine.yaml
+	run --separate-stderr cqrs-project --no-default-projections -P mine.yaml --diff
+	assert_failure 1
+	# the views stand at 37: the 3 events after it are not in the comparison
+	assert_output '{"projection":"event_counts","table":"event_counts","live_rows":11,"rebuilt_rows":11,"added":0,"removed":0,"changed":8,"same":false}
+{"projection":"event_counts","table":"applied","live_rows":37,"rebuilt_rows":37,"added":0,"removed":0,"changed":0,"same":true}'
+	assert_equal "$(snapshot "$CQRS_VIEWS")" "$before"
+}
+
+@test "--output builds the views as of a time or a sequence into a new file" {
+	load_history
+	run --separate-stderr cqrs-project --output noon.db --as-of 2026-01-15T12:00:00Z
+	assert_success
+	VIEWS=noon.db run rows order_views 'order_number, status, total'
+	assert_output - <<-'EOF'
+		ORD-2026-000001|PAID|69.98
+		ORD-2026-000002|CONFIRMED|30.00
+	EOF
+	VIEWS=noon.db run rows cqrs_checkpoints 'DISTINCT sequence'
+	assert_output 15
+	run --separate-stderr cqrs-project -o seq.db --to 7
+	assert_success
+	VIEWS=seq.db run rows order_views 'order_number, status'
+	assert_output 'ORD-2026-000001|PENDING'
+	run sqlite3 seq.db 'PRAGMA journal_mode'
+	assert_output delete
+	run --separate-stderr cqrs-project -o seq.db --to 9
+	assert_failure 73
+	assert_equal "$stderr" 'cqrs-project: seq.db: already exists (a history file is never overwritten)'
+	[ ! -e "$CQRS_VIEWS" ]
+}
+
+@test "--lag: events and seconds behind the store, per projection" {
+	head -n 20 "$HISTORY" | cqrs-append -q
+	cqrs-project
+	tail -n +21 "$HISTORY" | cqrs-append -q
+	user_projection mine.yaml
+	cqrs-project -P mine.yaml --no-default-projections --output /dev/null 2>/dev/null || true
+	run --separate-stderr cqrs-project --lag
+	assert_success
+	# sequence 20 is 2026-01-16T09:00:00, the newest event 2026-01-17T12:00:02
+	assert_output - <<-'EOF'
+		{"projection":"customer_order_summary","checkpoint":20,"store_sequence":37,"events_behind":17,"seconds_behind":97202}
+		{"projection":"inventory_views","checkpoint":20,"store_sequence":37,"events_behind":17,"seconds_behind":97202}
+		{"projection":"order_views","checkpoint":20,"store_sequence":37,"events_behind":17,"seconds_behind":97202}
+		{"projection":"sales_analytics","checkpoint":20,"store_sequence":37,"events_behind":17,"seconds_behind":97202}
+	EOF
+	cqrs-project
+	run --separate-stderr cqrs-project --lag
+	assert_output --partial '"events_behind":0,"seconds_behind":0}'
+	run --separate-stderr cqrs-project --lag --views none.db
+	assert_failure 66
+	assert_equal "$stderr" 'cqrs-project: none.db: no such views file (cqrs-project builds it)'
+}
