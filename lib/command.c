@@ -105,6 +105,14 @@ struct cqrs_commander {
 	struct aggregate agg, aux;
 	struct decision dec;
 	struct jbuf meta, stored;
+	/* The order counter inside the write transaction: read once, counted
+	 * here, written back before commit.  The write lock is held from the
+	 * first read to the commit, so nobody else can move it meanwhile. */
+	struct {
+		char name[16];
+		int64_t value;
+		bool valid, dirty;
+	} counter;
 	FILE *out; /* the result line is built here */
 	char *outbuf;
 	size_t outsize;
@@ -574,23 +582,43 @@ static int64_t highest_order_number(struct cqrs_commander *c, const char *year, 
 	return r < 0 ? -1 : max;
 }
 
+static int flush_counter(struct cqrs_commander *c, cqrs_error *err)
+{
+	bool dirty = c->counter.valid && c->counter.dirty;
+	c->counter.valid = c->counter.dirty = false;
+	if (dirty && cqrs_store_counter_raise(c->st, c->counter.name, c->counter.value, err) < 0)
+		return -1;
+	return 0;
+}
+
 static int next_order_number(void *arg, char out[DOM_NUMBER], cqrs_error *err)
 {
 	struct cqrs_commander *c = arg;
 	char now[CQRS_TIMESTAMP_LEN + 1], counter[16];
 	cqrs_timestamp_now(now);
 	snprintf(counter, sizeof counter, "order:%.4s", now);
-	int64_t n = cqrs_store_counter_next(c->st, counter, err);
-	if (n == 1) {
-		/* a new counter: start it after the orders already there */
-		int64_t max = highest_order_number(c, now, err);
-		if (max < 0)
+	int64_t n;
+	if (c->counter.valid && strcmp(c->counter.name, counter) == 0) {
+		n = ++c->counter.value;
+		c->counter.dirty = true;
+	} else {
+		if (flush_counter(c, err) < 0)
 			return -1;
-		if (max >= 1)
-			n = cqrs_store_counter_raise(c->st, counter, max + 1, err);
+		n = cqrs_store_counter_next(c->st, counter, err);
+		if (n == 1) {
+			/* a new counter: start it after the orders already there */
+			int64_t max = highest_order_number(c, now, err);
+			if (max < 0)
+				return -1;
+			if (max >= 1)
+				n = cqrs_store_counter_raise(c->st, counter, max + 1, err);
+		}
+		if (n < 0)
+			return -1;
+		snprintf(c->counter.name, sizeof c->counter.name, "%s", counter);
+		c->counter.value = n;
+		c->counter.valid = true;
 	}
-	if (n < 0)
-		return -1;
 	snprintf(out, DOM_NUMBER, "ORD-%.4s-%06lld", now, (long long)n);
 	return 0;
 }
@@ -646,8 +674,13 @@ static int correlation(struct cqrs_commander *c, char *out, size_t cap, cqrs_err
 		snprintf(out, cap, "%s", found);
 		return 0;
 	}
+	/* A new story: a new aggregate's id names it, so that
+	 * cqrs-read --correlation ORDER-ID tells an order's whole story. */
 	uint8_t id[CQRS_UUID_LEN];
-	cqrs_uuid_generate(id);
+	if (c->spec->creates)
+		memcpy(id, c->target, CQRS_UUID_LEN);
+	else
+		cqrs_uuid_generate(id);
 	cqrs_uuid_format(id, out);
 	return 0;
 }
@@ -876,6 +909,11 @@ int cqrs_commander_commit(cqrs_commander *c, cqrs_error *err)
 	if (!c->in_batch)
 		return 0;
 	c->in_batch = false;
+	if (flush_counter(c, err) < 0) {
+		cqrs_store_rollback(c->st);
+		agg_loader_forget(&c->loader);
+		return -1;
+	}
 	if (cqrs_store_commit(c->st, err) < 0) {
 		agg_loader_forget(&c->loader);
 		return -1;
@@ -888,6 +926,7 @@ void cqrs_commander_rollback(cqrs_commander *c)
 	if (!c->in_batch)
 		return;
 	c->in_batch = false;
+	c->counter.valid = c->counter.dirty = false;
 	cqrs_store_rollback(c->st);
 	agg_loader_forget(&c->loader);
 }

@@ -587,6 +587,16 @@ $line2"
 	run --separate-stderr cqrs-command replenish-stock --product "$P1" --quantity 1
 	run jq -r '.events[0].metadata.correlation_id' <<<"$output"
 	assert_output --regexp '^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-'
+	# or the id of the aggregate the command creates: an order's story
+	# is then found by its id
+	accepts create-order --order "$O2" --customer c --item "$P1:1:1.00" --currency USD --ship-to "$ADDR"
+	cqrs-command -q reserve-inventory --product "$P1" --order "$O2" --quantity 1
+	cqrs-command -q authorize-payment --order "$O2" --amount 1.00 --currency USD
+	run cqrs-read --correlation "$O2"
+	assert_equal "$(jq -r .event_type <<<"$output" | tr '\n' ' ')" \
+		"OrderCreated InventoryReserved PaymentAuthorized "
+	accepts register-product --product "$P2" --sku S2 --name N2
+	assert_equal "$(jq -r '.events[0].metadata.correlation_id' <<<"$output")" "$P2"
 }
 
 # --- snapshots --------------------------------------------------------------------------------
@@ -750,6 +760,21 @@ long_stream() {
 	run --separate-stderr cqrs-command -q in.ndjson
 	assert_success
 	assert_equal "$(stored_count)" 5
+}
+
+@test "a failed commit takes no order numbers" {
+	product "$P1" SKU-1 10
+	order "$O1"
+	for i in 1 2 3; do
+		echo '{"command_id":"n-'$i'","type":"CreateOrder","customer_id":"c","items":[{"product_id":"'$P1'","quantity":1,"unit_price":1}],"currency":"USD","shipping_address":{"name":"a","street":"b","city":"c","postal_code":"d","country":"US"}}'
+	done >in.ndjson
+	CQRS_FAULT_FSYNC=1 run --separate-stderr env LD_PRELOAD="$FAULT_LIB" \
+		ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0" cqrs-command in.ndjson
+	assert_failure 74
+	run --separate-stderr cqrs-command in.ndjson
+	assert_success
+	assert_equal "$(jq -r '.events[0].data.order_number' <<<"$output" | tr '\n' ' ')" \
+		"ORD-$(year)-000002 ORD-$(year)-000003 ORD-$(year)-000004 "
 }
 
 @test "a busy store exits 75 after the busy timeout and changes nothing" {
