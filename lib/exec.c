@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -136,6 +137,10 @@ int exec_step(const struct exec_spec *spec, struct exec_result *res, cqrs_error 
 		close(in[1]);
 		return cqrs_fail(err, CQRS_EXIT_OSERR, "pipe: %s", strerror(errno));
 	}
+	/* orphans of step programs come to us, to be reaped */
+	static bool subreaper;
+	if (!subreaper)
+		subreaper = prctl(PR_SET_CHILD_SUBREAPER, 1) == 0 || true;
 	fflush(stdout);
 	fflush(stderr);
 	pid_t pid = fork();
@@ -243,8 +248,17 @@ int exec_step(const struct exec_spec *spec, struct exec_result *res, cqrs_error 
 			reap(pid, pidfd, 10 * 1000 * 1000, &status);
 		}
 	}
-	/* whatever it left behind in its group goes with it */
+	/* whatever it left behind in its group goes with it, and is gone
+	 * (reaped: the runner is their subreaper) before the step is over */
 	kill(-pid, SIGKILL);
+	for (int64_t until = mono_us() + 2000000; mono_us() < until;) {
+		while (waitpid(-pid, NULL, WNOHANG) > 0)
+			;
+		if (kill(-pid, 0) < 0 && errno == ESRCH)
+			break;
+		struct timespec ts = { 0, 2 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+	}
 	if (wfd >= 0)
 		close(wfd);
 	if (rfd >= 0)

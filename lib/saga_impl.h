@@ -96,8 +96,9 @@ struct saga_action {
 	size_t argc;
 	struct tpl *input; /* the program's "input"; NULL: {} */
 	int64_t timeout_us;
-	struct tpl *command; /* NULL: none */
-	struct tpl **emit;   /* event templates */
+	struct tpl *command;  /* NULL: none */
+	bool accept_rejected; /* a rejected command counts as done: "already cancelled" */
+	struct tpl **emit;    /* event templates */
 	size_t nemit;
 	struct saga_retry retry;
 	struct saga_breaker breaker;

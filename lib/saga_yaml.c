@@ -335,7 +335,7 @@ static int load_breaker(struct loader *l, yaml_node_t *map, struct saga_breaker 
 	return 0;
 }
 
-#define ACTION_KEYS "|run|input|timeout|for_each|command|emit|retry|breaker|"
+#define ACTION_KEYS "|run|input|timeout|for_each|command|accept_rejected|emit|retry|breaker|"
 
 static int load_action(struct loader *l, yaml_node_t *map, const char *what,
 		       const struct saga_action *defaults, struct saga_action *a)
@@ -371,6 +371,15 @@ static int load_action(struct loader *l, yaml_node_t *map, const char *what,
 	    get_tpl(l, map, "command", &a->command) < 0 || load_retry(l, map, &a->retry) < 0 ||
 	    load_breaker(l, map, &a->breaker) < 0)
 		return -1;
+	yaml_node_t *ar = get(l, map, "accept_rejected");
+	if (ar != NULL) {
+		const char *v = scalar(ar);
+		if (v == NULL || (strcmp(v, "true") != 0 && strcmp(v, "false") != 0))
+			return bad(l, ar, "%s: 'accept_rejected' is true or false", what);
+		a->accept_rejected = strcmp(v, "true") == 0;
+		if (a->command == NULL)
+			return bad(l, ar, "%s: 'accept_rejected' needs 'command'", what);
+	}
 	if (a->input != NULL && a->argv == NULL)
 		return bad(l, get(l, map, "input"), "%s: 'input' needs 'run'", what);
 	if (a->for_each != NULL && a->command == NULL)
