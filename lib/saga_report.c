@@ -193,12 +193,17 @@ static void print_history_line(void *arg, const cqrs_event *ev)
 	char step[128] = "", reason[400] = "";
 	const char *v;
 	size_t vn;
-	if (cqrs_json_get(ev->data, ev->data_len, "step", &v, &vn))
+	if (cqrs_json_get(ev->data, ev->data_len, "step", &v, &vn) ||
+	    cqrs_json_get(ev->data, ev->data_len, "failed_step", &v, &vn))
 		cqrs_json_string(v, vn, step, sizeof step);
 	if (cqrs_json_get(ev->data, ev->data_len, "reason", &v, &vn))
 		cqrs_json_string(v, vn, reason, sizeof reason);
-	fprintf(out, "  %s %-26s%s%s%s%s\n", ev->timestamp, ev->event_type, step,
-		*reason && *step ? ": " : "", *reason && !*step ? " " : "", reason);
+	if (step[0] == '\0' && reason[0] == '\0') {
+		fprintf(out, "  %s %s\n", ev->timestamp, ev->event_type);
+		return;
+	}
+	fprintf(out, "  %s %-25s %s%s%s\n", ev->timestamp, ev->event_type, step,
+		*reason && *step ? ": " : "", reason);
 }
 
 int cqrs_saga_show(cqrs_store *st, const char *id, FILE *out, enum cqrs_saga_format fmt,
