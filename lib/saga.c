@@ -1476,8 +1476,12 @@ static int pass(struct cqrs_saga_runner *r, cqrs_error *err)
 			break;
 		}
 		int64_t batch_start = after;
-		bool restart = false;
+		bool restart = false, stopping = false;
 		for (size_t i = 0; i < n; i++) {
+			if (r->opt.should_stop != NULL && r->opt.should_stop()) {
+				stopping = true;
+				break;
+			}
 			struct saga_inst *in = &r->inst;
 			int got = saga_db_load_rowid(r->db, rowids[i], in, err);
 			if (got < 0)
@@ -1513,7 +1517,7 @@ static int pass(struct cqrs_saga_runner *r, cqrs_error *err)
 			continue;
 		if (commit(r, err) < 0)
 			goto out;
-		if ((int64_t)n < batch)
+		if ((int64_t)n < batch || stopping)
 			break;
 	}
 	rc = 0;
@@ -1534,7 +1538,8 @@ int cqrs_saga_run(cqrs_saga_runner *r, int64_t *next_due, cqrs_error *err)
 				return -1;
 		if (pass(r, err) < 0)
 			return -1;
-		if (r->changes == 0 || rounds > 1000)
+		if (r->changes == 0 || rounds > 1000 ||
+		    (r->opt.should_stop != NULL && r->opt.should_stop()))
 			break;
 	}
 	tick(r);

@@ -53,6 +53,11 @@ static void on_signal(int sig)
 	stop = 1;
 }
 
+static bool stopping(void)
+{
+	return stop != 0;
+}
+
 /* One runner per store at a time: a second one would run steps twice. */
 static int take_lock(const char *store, bool wait)
 {
@@ -104,7 +109,9 @@ static cqrs_store *open_store(const char *opt, enum cqrs_open_mode mode)
 static int run(cqrs_store *st, cqrs_saga_def **defs, size_t ndefs, int64_t batch, bool verbose,
 	       bool follow)
 {
-	struct cqrs_saga_options opt = { .batch = batch, .verbose = verbose };
+	struct cqrs_saga_options opt = { .batch = batch,
+					 .verbose = verbose,
+					 .should_stop = stopping };
 	cqrs_error err = { 0 };
 	cqrs_saga_runner *r = cqrs_saga_runner_new(st, defs, ndefs, &opt, &err);
 	if (r == NULL)

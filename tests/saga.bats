@@ -318,3 +318,33 @@ order-6|FAILED|compensated"
 	run --separate-stderr cqrs-saga status --format xml
 	assert_failure 64
 }
+
+# Waits up to 20 s for a condition (a command that succeeds).
+eventually() {
+	local i
+	for ((i = 0; i < 200; i++)); do
+		"$@" && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+completed() {
+	[ "$(sqlite3 "$CQRS_STORE" "SELECT count(*) FROM saga_instances WHERE status = 'COMPLETED'")" = "$1" ]
+}
+
+@test "--follow starts sagas as orders arrive, and ends cleanly on SIGTERM" {
+	order 1
+	timeout 30 cqrs-saga run --follow -v >out 2>err 3>&- &
+	pid=$!
+	eventually completed 1
+	order 2
+	eventually completed 2
+	# a second runner meanwhile is turned away
+	run --separate-stderr cqrs-saga run
+	assert_failure 75
+	kill -TERM "$pid"
+	wait "$pid"
+	assert_equal "$(cat out)" ""
+	assert_equal "$(tail -1 err)" "cqrs-saga: started 2, completed 2, compensated 0, failed 0, 8 steps, 0 retries scheduled"
+}
