@@ -431,6 +431,8 @@ const char *cqrs_saga_name(const cqrs_saga_def *d);
 struct cqrs_saga_options {
 	int64_t batch; /* instances per transaction; 0: the default (256) */
 	bool verbose;  /* each transition on stderr */
+	/* asked between sagas: true ends the run early (after a signal) */
+	bool (*should_stop)(void);
 };
 
 struct cqrs_saga_stats {
