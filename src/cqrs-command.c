@@ -20,7 +20,7 @@ static void usage(int code)
 	fputs(usage_text, code ? stderr : stdout);
 	if (code == 0)
 		fputs("\n"
-		      "  -b, --batch COUNT          commands per transaction (default 1024)\n"
+		      "  -b, --batch COUNT          commands per transaction (default 4096)\n"
 		      "  -c, --correlation-id ID    correlation id of commands that carry none\n"
 		      "  -q, --quiet                print no result lines\n"
 		      "  -s, --store PATH           event store (default: $CQRS_STORE)\n"
@@ -457,7 +457,7 @@ int main(int argc, char **argv)
 						   OPT_FLAG_BASE + i };
 	const char *store_opt = NULL;
 	struct cqrs_command_options opt = { .snapshot_every = CQRS_SNAPSHOT_EVERY_DEFAULT };
-	int64_t batch = 1024;
+	int64_t batch = 4096;
 	bool quiet = false;
 	struct friendly fr = { 0 };
 	int ch;
