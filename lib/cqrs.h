@@ -418,6 +418,41 @@ int cqrs_views_diff(const char *views_path, cqrs_store *st, cqrs_projections *ps
 /* One NDJSON line per projection: its checkpoint and how far behind. */
 int cqrs_views_lag(const char *views_path, cqrs_store *st, FILE *out, cqrs_error *err);
 
+/* The questions of cqrs-query(1) (query.c, rows.c). */
+enum cqrs_format { CQRS_FORMAT_NDJSON, CQRS_FORMAT_TABLE, CQRS_FORMAT_CSV };
+enum cqrs_query_kind {
+	CQRS_QUERY_ORDER,     /* id: an order id or number; not found: code 1 */
+	CQRS_QUERY_ORDERS,    /* status, from, to; limit, offset */
+	CQRS_QUERY_CUSTOMER,  /* id: the customer; limit, offset or after (a cursor) */
+	CQRS_QUERY_SUMMARY,   /* id: the customer; not found: code 1 */
+	CQRS_QUERY_INVENTORY, /* id: a product id or SKU, or NULL for all */
+	CQRS_QUERY_SALES,     /* from, to (dates), currency; total: one row per currency */
+	CQRS_QUERY_PRODUCTS,  /* from, to, currency; limit: the top N per currency */
+	CQRS_QUERY_SQL,	      /* id: one read-only statement; args: its parameters */
+};
+typedef struct cqrs_query {
+	enum cqrs_query_kind kind;
+	const char *id;
+	const char *status;
+	const char *from, *to; /* normalised times, or dates for sales and products */
+	const char *currency;
+	const char *after;
+	int64_t limit, offset; /* limit 0: no limit */
+	bool total;
+	char *const *args;
+	int nargs;
+	const char *as_of; /* order as of: a normalised time, or NULL */
+	int64_t as_of_seq; /* or a sequence; 0: none */
+} cqrs_query;
+/* Prints the answer; returns the number of rows, or -1 with *err set. */
+int64_t cqrs_query_run(const char *views_path, const cqrs_query *q, enum cqrs_format fmt,
+		       FILE *out, cqrs_error *err);
+/* The order as it was at q->as_of or q->as_of_seq, folded from its events
+ * in the store with the projection that creates order_views. */
+int64_t cqrs_query_order_as_of(const char *views_path, cqrs_store *st, cqrs_projections *ps,
+			       const cqrs_query *q, enum cqrs_format fmt, FILE *out,
+			       cqrs_error *err);
+
 /* --- sagas (saga*.c, exec.c) ---------------------------------------------- */
 
 /* A saga definition (cqrs-saga(5)): which event starts it, its steps and

@@ -71,6 +71,7 @@ struct cqrs_projector {
 	unsigned gen;
 	int64_t batch, in_batch, applied_total;
 	bool in_txn, prepared, verify_chain, scratch;
+	bool sparse; /* the events of one aggregate: sequences have gaps */
 	sqlite3_stmt *ckpt_save;
 	/* progress on a terminal */
 	bool progress;
@@ -89,8 +90,65 @@ static int db_error(cqrs_projector *p, int rc, const char *what, cqrs_error *err
 	return cqrs_views_db_error(p->db, p->path, rc, what, err);
 }
 
+static cqrs_projector *projector_new(const char *views_path, cqrs_projections *ps, unsigned flags,
+				     cqrs_error *err);
+
 cqrs_projector *cqrs_projector_open(const char *views_path, cqrs_projections *ps, unsigned flags,
 				    cqrs_error *err)
+{
+	cqrs_projector *p = projector_new(views_path, ps, flags, err);
+	if (p == NULL)
+		return NULL;
+	if (cqrs_views_db_open(views_path, p->scratch ? VIEWS_OPEN_SCRATCH : VIEWS_OPEN_WRITE,
+			       &p->db, err) < 0) {
+		cqrs_projector_close(p);
+		return NULL;
+	}
+	return p;
+}
+
+/* The projection that creates table in a database of its own in memory,
+ * for folding the events of one aggregate (a temporal query). */
+cqrs_projector *cqrs_projector_open_memory(cqrs_projections *ps, const char *table, cqrs_error *err)
+{
+	cqrs_projector *p = projector_new(":memory:", ps, 0, err);
+	if (p == NULL)
+		return NULL;
+	const struct cqrs_projection *owner = NULL;
+	for (size_t i = 0; i < ps->n; i++)
+		for (size_t k = 0; k < ps->p[i].nowned; k++)
+			if (strcmp(ps->p[i].owned[k], table) == 0)
+				owner = &ps->p[i];
+	if (owner == NULL) {
+		cqrs_fail(err, CQRS_EXIT_CONFIG, "no projection creates the table '%s'", table);
+		goto fail;
+	}
+	for (size_t i = 0; i < p->np; i++)
+		if (p->p[i].def != owner)
+			p->p[i].stop = 0;
+	p->sparse = true;
+	int rc = sqlite3_open_v2(":memory:", &p->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+				 NULL);
+	if (rc != SQLITE_OK || cqrs_sql_register_functions(p->db) < 0 ||
+	    sqlite3_exec(p->db, cqrs_views_meta_schema(), NULL, NULL, NULL) != SQLITE_OK) {
+		cqrs_fail(err, CQRS_EXIT_OSERR, "cannot open a database in memory");
+		goto fail;
+	}
+	if (cqrs_projector_sync(p, err) < 0)
+		goto fail;
+	return p;
+fail:
+	cqrs_projector_close(p);
+	return NULL;
+}
+
+sqlite3 *cqrs_projector_db(cqrs_projector *p)
+{
+	return p->db;
+}
+
+static cqrs_projector *projector_new(const char *views_path, cqrs_projections *ps, unsigned flags,
+				     cqrs_error *err)
 {
 	if (!ps->checked && cqrs_projections_check(ps, err) < 0)
 		return NULL;
@@ -125,9 +183,6 @@ cqrs_projector *cqrs_projector_open(const char *views_path, cqrs_projections *ps
 			}
 		}
 	}
-	if (cqrs_views_db_open(views_path, p->scratch ? VIEWS_OPEN_SCRATCH : VIEWS_OPEN_WRITE,
-			       &p->db, err) < 0)
-		goto fail;
 	return p;
 fail:
 	cqrs_projector_close(p);
@@ -735,7 +790,7 @@ int cqrs_projector_apply(cqrs_projector *p, const cqrs_event *ev, cqrs_error *er
 		struct rt_proj *rp = &p->p[i];
 		if (ev->sequence <= rp->applied || ev->sequence > rp->stop)
 			continue;
-		if (ev->sequence != rp->applied + 1) {
+		if (!p->sparse && ev->sequence != rp->applied + 1) {
 			cqrs_fail(err, CQRS_EXIT_DATAERR,
 				  "event %lld follows sequence %lld, where projection '%s' stands: "
 				  "events %lld to %lld are missing",
@@ -743,7 +798,8 @@ int cqrs_projector_apply(cqrs_projector *p, const cqrs_event *ev, cqrs_error *er
 				  (long long)rp->applied + 1, (long long)ev->sequence - 1);
 			goto fail;
 		}
-		if ((!rp->verified || p->verify_chain) && rp->has_hash && ev->has_hash) {
+		if ((!rp->verified || p->verify_chain) && !p->sparse && rp->has_hash &&
+		    ev->has_hash) {
 			uint8_t h[CQRS_HASH_LEN];
 			cqrs_event_hash(ev, rp->hash, h);
 			if (memcmp(h, ev->hash, CQRS_HASH_LEN) != 0) {

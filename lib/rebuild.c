@@ -164,7 +164,9 @@ int cqrs_views_rebuild(const char *views_path, cqrs_store *st, cqrs_projections 
 		goto out;
 	}
 	/* Gives the disk space of the copy's WAL frames back when no reader
-	 * still needs them; a busy reader only delays that. */
+	 * still needs them; a reader of the old views only delays that (no
+	 * busy wait here: the next checkpoint does it). */
+	sqlite3_busy_timeout(live, 0);
 	sqlite3_wal_checkpoint_v2(live, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
 out:
 	sqlite3_close(src);

@@ -84,6 +84,17 @@ int cqrs_projection_prepare(sqlite3 *db, const struct cqrs_projection *p,
 			    const struct cqrs_handler *h, const struct cqrs_sql *s,
 			    sqlite3_stmt **out, cqrs_error *err);
 
+/* A projector on a database in memory with only the projection that
+ * creates table, for the events of one aggregate (query.c). */
+cqrs_projector *cqrs_projector_open_memory(cqrs_projections *ps, const char *table,
+					   cqrs_error *err);
+sqlite3 *cqrs_projector_db(cqrs_projector *p);
+
+/* Prints the rows of st; money and json name the columns printed as JSON
+ * numbers and JSON values.  Returns the number of rows or -1. */
+int64_t cqrs_rows_print(sqlite3_stmt *st, const char *const *money, const char *const *json,
+			enum cqrs_format fmt, FILE *out, const char *what, cqrs_error *err);
+
 /* minor_units(), money(), mean_minor() (sqlfunc.c) */
 int cqrs_sql_register_functions(sqlite3 *db);
 
