@@ -15,7 +15,6 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -67,19 +66,8 @@ static bool find_program(const char *name, const char *dir, char *out, size_t ca
 	return executable(out);
 }
 
-static int pidfd_of(pid_t pid)
-{
-#ifdef SYS_pidfd_open
-	return (int)syscall(SYS_pidfd_open, pid, 0);
-#else
-	(void)pid;
-	errno = ENOSYS;
-	return -1;
-#endif
-}
-
 /* Waits up to us for the child to end: true with *status when it did. */
-static bool reap(pid_t pid, int pidfd, int64_t us, int *status)
+static bool reap(pid_t pid, int64_t us, int *status)
 {
 	int64_t until = mono_us() + us;
 	for (;;) {
@@ -91,13 +79,8 @@ static bool reap(pid_t pid, int pidfd, int64_t us, int *status)
 		int64_t left = until - mono_us();
 		if (left <= 0)
 			return false;
-		if (pidfd >= 0) {
-			struct pollfd p = { .fd = pidfd, .events = POLLIN };
-			poll(&p, 1, (int)(left / 1000 + 1));
-		} else {
-			struct timespec ts = { 0, 10 * 1000 * 1000 };
-			nanosleep(&ts, NULL);
-		}
+		struct timespec ts = { 0, 5 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
 	}
 }
 
@@ -168,7 +151,6 @@ int exec_step(const struct exec_spec *spec, struct exec_result *res, cqrs_error 
 	setpgid(pid, pid);
 	close(in[0]);
 	close(out[1]);
-	int pidfd = pidfd_of(pid);
 	int wfd = in[1], rfd = out[0];
 	fcntl(wfd, F_SETFL, O_NONBLOCK);
 	fcntl(rfd, F_SETFL, O_NONBLOCK);
@@ -181,8 +163,9 @@ int exec_step(const struct exec_spec *spec, struct exec_result *res, cqrs_error 
 	bool too_big = false, exited = false;
 	int status = 0;
 	while (rfd >= 0 || !exited) {
-		struct pollfd p[3];
-		int n = 0, iw = -1, ir = -1, ip = -1;
+		bool had_exited = exited;
+		struct pollfd p[2];
+		int n = 0, iw = -1, ir = -1;
 		if (wfd >= 0) {
 			iw = n;
 			p[n++] = (struct pollfd){ .fd = wfd, .events = POLLOUT };
@@ -191,18 +174,15 @@ int exec_step(const struct exec_spec *spec, struct exec_result *res, cqrs_error 
 			ir = n;
 			p[n++] = (struct pollfd){ .fd = rfd, .events = POLLIN };
 		}
-		if (!exited && pidfd >= 0) {
-			ip = n;
-			p[n++] = (struct pollfd){ .fd = pidfd, .events = POLLIN };
-		}
 		int64_t left = deadline - mono_us();
 		if (left <= 0) {
 			res->timed_out = true;
 			break;
 		}
+		/* the program's end is noticed by waitpid: look every few ms */
 		int wait_ms = (int)(left / 1000 + 1);
-		if (pidfd < 0 && !exited && wait_ms > 20)
-			wait_ms = 20;
+		if (!exited && wait_ms > 5)
+			wait_ms = 5;
 		if (exited && wait_ms > 100)
 			wait_ms = 100; /* a leftover holds stdout: do not wait for it long */
 		int r = poll(p, (nfds_t)n, wait_ms);
@@ -231,21 +211,21 @@ int exec_step(const struct exec_spec *spec, struct exec_result *res, cqrs_error 
 				rfd = -1;
 			}
 		}
-		if (!exited && (ip < 0 || p[ip].revents != 0)) {
+		if (!exited) {
 			pid_t w = waitpid(pid, &status, WNOHANG);
 			if (w == pid)
 				exited = true;
 		}
-		if (exited && r == 0)
+		if (had_exited && r == 0)
 			break;
 		if (too_big)
 			break;
 	}
 	if (!exited) {
 		kill(-pid, SIGTERM);
-		if (!reap(pid, pidfd, KILL_GRACE_US, &status)) {
+		if (!reap(pid, KILL_GRACE_US, &status)) {
 			kill(-pid, SIGKILL);
-			reap(pid, pidfd, 10 * 1000 * 1000, &status);
+			reap(pid, 10 * 1000 * 1000, &status);
 		}
 	}
 	/* whatever it left behind in its group goes with it, and is gone
@@ -263,8 +243,6 @@ int exec_step(const struct exec_spec *spec, struct exec_result *res, cqrs_error 
 		close(wfd);
 	if (rfd >= 0)
 		close(rfd);
-	if (pidfd >= 0)
-		close(pidfd);
 	if (res->out.oom)
 		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
 
