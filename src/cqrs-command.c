@@ -495,7 +495,10 @@ int main(int argc, char **argv)
 			break;
 		case OPT_IGNORE_SNAPSHOTS: opt.ignore_snapshots = true; break;
 		case 'h': usage(0); break;
-		case 'V': cqrs_print_version(); return cqrs_finish_stdout(0);
+		case 'V':
+			free(fr.items);
+			cqrs_print_version();
+			return cqrs_finish_stdout(0);
 		default:
 			if (ch >= OPT_FLAG_BASE && ch < OPT_FLAG_BASE + FL_COUNT) {
 				int f = ch - OPT_FLAG_BASE;
