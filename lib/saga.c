@@ -817,6 +817,7 @@ static int failed_attempt(struct cqrs_saga_runner *r, const struct saga_action *
 			  const struct act_result *res, bool retryable, cqrs_error *err)
 {
 	in->attempts++;
+	msgf(in->last_error, sizeof in->last_error, "%s: %s", name, res->reason);
 	bool again = retryable && in->attempts < a->retry.max_attempts;
 	data_str(r, "step", name);
 	data_int(r, "attempt", in->attempts);

@@ -348,3 +348,34 @@ completed() {
 	assert_equal "$(cat out)" ""
 	assert_equal "$(tail -1 err)" "cqrs-saga: started 2, completed 2, compensated 0, failed 0, 8 steps, 0 retries scheduled"
 }
+
+@test "status lists a saga that made no progress for --stuck-after as stuck" {
+	export PAYMENT_GATEWAY_AUTHORIZE_MODE=fail
+	order 1
+	cqrs-saga run
+	saga=$(saga_of 1)
+	run cqrs-saga status
+	refute_line "stuck or needing attention:"
+	at +7200
+	run cqrs-saga status
+	assert_line "stuck or needing attention:"
+	assert_line "  $saga order RUNNING step 1, 1 attempts, last change 2026-03-01T12:00:00.000000Z: authorize_payment: exit status 75: payment gateway unavailable"
+	run cqrs-saga status --stuck-after 3h
+	refute_line "stuck or needing attention:"
+	run cqrs-saga status --format ndjson
+	assert_equal "$(sed -n 2p <<<"$output" | jq -c '.stuck | del(.next_attempt_at)')" \
+		"{\"saga_id\":\"$saga\",\"saga_type\":\"order\",\"status\":\"RUNNING\",\"current_step\":1,\"attempts\":1,\"updated_at\":\"2026-03-01T12:00:00.000000Z\",\"last_error\":\"authorize_payment: exit status 75: payment gateway unavailable\",\"why\":\"no_progress\"}"
+}
+
+@test "a store of schema version 1 is upgraded by the first run" {
+	sqlite3 "$CQRS_STORE" "DROP INDEX saga_instances_start; DROP INDEX saga_instances_due; DROP TABLE saga_breakers;
+		ALTER TABLE saga_instances DROP COLUMN revision; ALTER TABLE saga_instances DROP COLUMN attempts;
+		ALTER TABLE saga_instances DROP COLUMN next_attempt_at; ALTER TABLE saga_instances DROP COLUMN deadline_at;
+		ALTER TABLE saga_instances DROP COLUMN start_sequence; ALTER TABLE saga_instances DROP COLUMN outcome;
+		ALTER TABLE saga_instances DROP COLUMN last_error; PRAGMA user_version = 1"
+	order 1
+	run cqrs-saga run
+	assert_success
+	assert_equal "$(sqlite3 "$CQRS_STORE" 'PRAGMA user_version')" 2
+	assert_equal "$(saga_row 1)" "COMPLETED|4|0|completed"
+}
