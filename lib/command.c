@@ -102,6 +102,7 @@ struct cqrs_commander {
 	const struct cmd_spec *spec;
 	uint8_t target[CQRS_UUID_LEN];
 	bool generated; /* target made here: it cannot exist yet */
+	bool appended;	/* this command's events went in: an error now spoils the batch */
 	struct aggregate agg, aux;
 	struct decision dec;
 	struct jbuf meta, stored;
@@ -760,14 +761,11 @@ static int attempt(struct cqrs_commander *c, cqrs_command_result *res, cqrs_erro
 		ev.metadata_len = c->meta.len;
 		int r = cqrs_store_append(c->st, &ev, err);
 		if (r < 0) {
-			/* A conflict after a first event went in would leave half a
-			 * command behind: only the whole batch can be undone. */
-			if (i > 0 && err != NULL && err->code == CQRS_EXIT_CONFLICT)
-				err->code = CQRS_EXIT_SOFTWARE;
 			return -1;
 		}
 		if (r != CQRS_APPENDED)
 			return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "a new event was already stored");
+		c->appended = true;
 		if (agg_fold(&c->agg, &ev, err) < 0)
 			return -1;
 		if (i == 0)
@@ -790,7 +788,20 @@ static const uint8_t *named_target(const struct command *cmd, enum cmd_field f)
 	}
 }
 
-/* Inside a write transaction. */
+static int handle_parsed(struct cqrs_commander *c, cqrs_command_result *res, cqrs_error *err);
+
+/* Inside a write transaction.  Once events of the command are in, no error
+ * may say "nothing changed": the caller must roll the batch back. */
+static int handle_in_txn(struct cqrs_commander *c, cqrs_command_result *res, cqrs_error *err)
+{
+	c->appended = false;
+	int r = handle_parsed(c, res, err);
+	if (r < 0 && c->appended && err != NULL &&
+	    (err->code == CQRS_EXIT_DATAERR || err->code == CQRS_EXIT_CONFLICT))
+		err->code = CQRS_EXIT_SOFTWARE;
+	return r;
+}
+
 static int handle_parsed(struct cqrs_commander *c, cqrs_command_result *res, cqrs_error *err)
 {
 	char *stored = NULL;
@@ -813,7 +824,7 @@ static int handle_parsed(struct cqrs_commander *c, cqrs_command_result *res, cqr
 		memset(res, 0, sizeof *res);
 		if (attempt(c, res, err) == 0)
 			break;
-		if (err == NULL || err->code != CQRS_EXIT_CONFLICT)
+		if (err == NULL || err->code != CQRS_EXIT_CONFLICT || c->appended)
 			return -1;
 		agg_loader_forget_one(&c->loader, c->target);
 		if (i == attempts) {
@@ -940,7 +951,7 @@ int cqrs_commander_handle(cqrs_commander *c, char *line, size_t len, cqrs_comman
 	bool own = !c->in_batch;
 	if (own && cqrs_commander_begin(c, err) < 0)
 		return -1;
-	int r = handle_parsed(c, res, err);
+	int r = handle_in_txn(c, res, err);
 	if (own) {
 		if (r == 0 && cqrs_commander_commit(c, err) < 0)
 			r = -1;
