@@ -255,6 +255,8 @@ static char *build_command(const struct verb *v, const struct friendly *fr, size
 	FILE *f = open_memstream(&buf, &size);
 	if (f == NULL)
 		cqrs_die(CQRS_EXIT_OSERR, "out of memory");
+	/* cqrs_die does not return, which cppcheck cannot see */
+	/* cppcheck-suppress nullPointerRedundantCheck */
 	fputs("{\"command_id\":", f);
 	if (fr->given & F(FL_COMMAND_ID)) {
 		put_string(f, fr->value[FL_COMMAND_ID]);

@@ -74,12 +74,14 @@ bench_command() {
 
 	# --- one process, a stream of commands ------------------------------
 	command_input "$commands" create bench-c >"$dir/create.ndjson"
+	# shellcheck disable=SC2016 # the arguments of sh -c
 	bench_measure sh -c 'cat "$1" | cqrs-command -q -s "$2"' sh "$dir/create.ndjson" "$db"
 	stream_rate=$(rate "$commands" "$SECS")
 	bench_row "command: CreateOrder stream" "$commands" "$SECS" "$RSS_MB" - \
 		"one process, piped, batches of 4096"
 	command_input "$commands" stock bench-s >"$dir/stock.ndjson"
 	# rejections (not enough stock) are part of the mix: exit 4 is fine
+	# shellcheck disable=SC2016
 	bench_measure sh -c 'cat "$1" | cqrs-command -q -s "$2"; [ $? -le 4 ]' sh \
 		"$dir/stock.ndjson" "$db"
 	stock_rate=$(rate "$commands" "$SECS")
