@@ -10,7 +10,7 @@
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
-#include <uuid/uuid.h>
+#include <sys/random.h>
 
 #include "cqrs.h"
 #include "banned.h"
@@ -61,11 +61,36 @@ void cqrs_uuid_format(const uint8_t id[CQRS_UUID_LEN], char out[37])
 	out[o] = '\0';
 }
 
+/* Random bits come from getrandom(2) a page at a time: libuuid reseeds on
+ * every id, a dozen system calls each, which a stream of commands feels. */
+static void random_bytes(uint8_t *out, size_t n)
+{
+	static _Thread_local uint8_t pool[4096];
+	static _Thread_local size_t left;
+	while (n > 0) {
+		if (left == 0) {
+			size_t got = 0;
+			while (got < sizeof pool) {
+				ssize_t r = getrandom(pool + got, sizeof pool - got, 0);
+				if (r < 0)
+					abort(); /* only EINTR or ENOSYS, and the latter is no
+						    system of ours */
+				got += (size_t)r;
+			}
+			left = sizeof pool;
+		}
+		size_t k = n < left ? n : left;
+		memcpy(out, pool + sizeof pool - left, k);
+		memset(pool + sizeof pool - left, 0, k);
+		left -= k;
+		out += k;
+		n -= k;
+	}
+}
+
 void cqrs_uuid_generate(uint8_t out[CQRS_UUID_LEN])
 {
-	uuid_t u;
-	uuid_generate_random(u);
-	memcpy(out, u, CQRS_UUID_LEN);
+	random_bytes(out, CQRS_UUID_LEN);
 	struct timeval tv;
 	gettimeofday(&tv, NULL);
 	uint64_t ms = (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
@@ -403,9 +428,10 @@ int cqrs_event_parse(cqrs_event *ev, char *line, size_t len, cqrs_error *err)
 	char corr_buf[CQRS_MAX_CORRELATION + 1];
 	if (cqrs_json_get(ev->metadata, ev->metadata_len, "correlation_id", &corr, &corr_len) &&
 	    cqrs_json_string(corr, corr_len, corr_buf, sizeof corr_buf) < 0)
-		return cqrs_fail(err, CQRS_EXIT_DATAERR,
-				 "field 'metadata.correlation_id' must be a string of at most %d bytes",
-				 CQRS_MAX_CORRELATION);
+		return cqrs_fail(
+			err, CQRS_EXIT_DATAERR,
+			"field 'metadata.correlation_id' must be a string of at most %d bytes",
+			CQRS_MAX_CORRELATION);
 	if (ev->aggregate_version > 0 && ev->expected_version >= 0 &&
 	    ev->expected_version != ev->aggregate_version - 1)
 		return cqrs_fail(err, CQRS_EXIT_DATAERR,

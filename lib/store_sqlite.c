@@ -27,6 +27,8 @@
 #define APPLICATION_ID		0x43515253 /* "CQRS" */
 #define SCHEMA_VERSION		2
 #define DEFAULT_BUSY_TIMEOUT_MS 5000
+#define WAL_CHECKPOINT_PAGES	256
+#define WAL_KEEP_BYTES		(4 << 20)
 /* Writers keep the random-key indexes hot; a reader streams, so a small
  * cache is enough and memory stays flat however large the store. */
 #define WRITER_CACHE_KIB 32768
@@ -322,11 +324,13 @@ cqrs_store *cqrs_sqlite_open(const char *path, enum cqrs_open_mode mode, cqrs_er
 	if (s->writable) {
 		/* One process per append is the common case: checkpointing and
 		 * deleting the WAL at every exit would cost three more fsyncs
-		 * per process.  Commits checkpoint when the WAL grows (SQLite's
-		 * autocheckpoint), and the WAL file is kept for the next one. */
+		 * per process.  Commits checkpoint when the WAL passes
+		 * WAL_CHECKPOINT_PAGES, so the WAL that the next process must
+		 * scan on open stays small, and the WAL file is kept for it. */
 		int persist = 1;
 		sqlite3_db_config(s->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
 		sqlite3_file_control(s->db, "main", SQLITE_FCNTL_PERSIST_WAL, &persist);
+		sqlite3_wal_autocheckpoint(s->db, WAL_CHECKPOINT_PAGES);
 	}
 	sqlite3_busy_timeout(s->db, (int)busy_timeout_ms());
 	char pragmas[256];
@@ -363,11 +367,27 @@ fail:
 	return NULL;
 }
 
+/* After a bulk import the WAL can hold hundreds of megabytes of frames that
+ * the next process would scan when it opens the store: fold them into the
+ * database and truncate the WAL, if no reader is in the way right now. */
+static void shrink_wal(struct sqlite_store *s)
+{
+	char wal[4096];
+	struct stat sb;
+	snprintf(wal, sizeof wal, "%s-wal", s->path);
+	if (stat(wal, &sb) < 0 || sb.st_size <= WAL_KEEP_BYTES)
+		return;
+	sqlite3_busy_timeout(s->db, 0);
+	sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+}
+
 static void sqlite_close(cqrs_store *st)
 {
 	struct sqlite_store *s = (struct sqlite_store *)st;
 	if (s->in_txn)
 		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+	if (s->writable)
+		shrink_wal(s);
 	sqlite3_finalize(s->insert);
 	sqlite3_finalize(s->version);
 	sqlite3_finalize(s->by_event_id);
