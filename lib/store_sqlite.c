@@ -28,10 +28,11 @@
 #define SCHEMA_VERSION		2
 #define DEFAULT_BUSY_TIMEOUT_MS 5000
 #define WAL_CHECKPOINT_PAGES	256
+#define VERSION_CACHE_SLOTS	(1 << 17) /* 3 MiB; bounds memory whatever the input */
 #define WAL_KEEP_BYTES		(4 << 20)
 /* Writers keep the random-key indexes hot; a reader streams, so a small
  * cache is enough and memory stays flat however large the store. */
-#define WRITER_CACHE_KIB 32768
+#define WRITER_CACHE_KIB	32768
 #define READER_CACHE_KIB 2048
 
 /* uuid text from a 16-byte blob, for people querying with sqlite3 */
@@ -426,9 +427,15 @@ static size_t slot_of(const uint8_t id[CQRS_UUID_LEN], size_t cap)
 	return (size_t)(h ^ (h >> 32)) & (cap - 1);
 }
 
+static void forget_versions(struct sqlite_store *s);
+
 static struct version_slot *version_slot(struct sqlite_store *s, const uint8_t id[CQRS_UUID_LEN],
 					 bool *found)
 {
+	/* A cache, not the truth: at its size limit it starts over, and the
+	 * versions it forgot are read from the aggregate index again. */
+	if ((s->nversions + 1) * 2 > s->versions_cap && s->versions_cap >= VERSION_CACHE_SLOTS)
+		forget_versions(s);
 	if ((s->nversions + 1) * 2 > s->versions_cap) {
 		size_t ncap = s->versions_cap ? s->versions_cap * 2 : 1024;
 		struct version_slot *n = calloc(ncap, sizeof *n);
