@@ -57,3 +57,20 @@ cqrs-append: nothing was stored"
 	assert_equal "${#lines[@]}" 1
 	assert_output --partial '"sequence":1,'
 }
+
+@test "an append over more aggregates than the version cache holds keeps every version right" {
+	# 70,000 new aggregates overflow the in-transaction cache (65,536), so
+	# the second events of the first ones must find their versions again
+	awk 'BEGIN {
+		for (i = 0; i < 70000; i++)
+			printf "{\"aggregate_id\":\"00000000-0000-4000-8000-%012d\",\"aggregate_type\":\"Order\",\"event_type\":\"OrderCreated\",\"data\":{}}\n", i
+		for (i = 0; i < 100; i++)
+			printf "{\"aggregate_id\":\"00000000-0000-4000-8000-%012d\",\"aggregate_type\":\"Order\",\"event_type\":\"OrderConfirmed\",\"data\":{}}\n", i
+	}' >many.ndjson
+	run cqrs-append --quiet many.ndjson
+	assert_success
+	run sqlite3 "$CQRS_STORE" "SELECT count(*), sum(aggregate_version = 2) FROM events"
+	assert_output "70100|100"
+	run sqlite3 "$CQRS_STORE" "SELECT count(*) FROM events WHERE event_type = 'OrderConfirmed' AND aggregate_version = 2"
+	assert_output "100"
+}
