@@ -402,6 +402,9 @@ typedef struct cqrs_build_opts {
 	bool force;	   /* rebuild: drop projections that are not loaded */
 	int64_t to;	   /* history: up to this sequence; 0: all */
 	const char *until; /* history: up to this normalised time; NULL: all */
+	/* the store again, for a build in parallel threads (each opens it);
+	 * NULL: one thread */
+	const char *store_path;
 } cqrs_build_opts;
 /* Replays every event into a scratch file, then replaces the views'
  * content in one transaction: readers see the old views until then. */

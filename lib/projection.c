@@ -638,6 +638,7 @@ static int load_projection(cqrs_projections *ps, const struct ynode *n, const ch
 
 cqrs_projections *cqrs_projections_new(void)
 {
+	cqrs_views_sqlite_setup();
 	return calloc(1, sizeof(cqrs_projections));
 }
 

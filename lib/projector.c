@@ -12,6 +12,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <sqlite3.h>
 #include <stdlib.h>
@@ -32,6 +33,7 @@ struct rt_stmt {
 struct rt_handler {
 	const struct cqrs_handler *h;
 	struct rt_stmt *stmts;
+	uint64_t type_hash; /* of h->event_type; 0 for "*" */
 };
 
 struct rt_proj {
@@ -48,6 +50,7 @@ struct rt_proj {
 	char ts[CQRS_TIMESTAMP_LEN + 1];
 	int64_t stop; /* apply nothing after this sequence; INT64_MAX: no limit */
 	bool verified;
+	bool absent; /* not in this file at all (a parallel build's other tasks) */
 };
 
 /* A parameter's value for the current event. */
@@ -71,7 +74,13 @@ struct cqrs_projector {
 	unsigned gen;
 	int64_t batch, in_batch, applied_total;
 	bool in_txn, prepared, verify_chain, scratch;
-	bool sparse; /* the events of one aggregate: sequences have gaps */
+	bool sparse;		      /* the events of one aggregate: sequences have gaps */
+	_Atomic int64_t *shared_done; /* events read, for a parallel build's progress */
+	/* a scratch file's indexes that no statement uses: created at the
+	 * end, in one sorted pass each, rather than kept up to date event
+	 * by event */
+	char **deferred;
+	size_t ndeferred;
 	sqlite3_stmt *ckpt_save;
 	/* progress on a terminal */
 	bool progress;
@@ -79,6 +88,14 @@ struct cqrs_projector {
 	time_t progress_last;
 	const char *progress_what;
 };
+
+static uint64_t type_hash(const char *s)
+{
+	uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a */
+	for (; *s != '\0'; s++)
+		h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
+	return h | 1;
+}
 
 static int oom(cqrs_error *err)
 {
@@ -161,8 +178,8 @@ static cqrs_projector *projector_new(const char *views_path, cqrs_projections *p
 	}
 	p->ps = ps;
 	p->np = ps->n;
-	p->batch = DEFAULT_BATCH;
 	p->scratch = flags & CQRS_PROJECT_SCRATCH;
+	p->batch = p->scratch ? INT64_MAX : DEFAULT_BATCH;
 	for (size_t i = 0; i < ps->n; i++) {
 		struct rt_proj *rp = &p->p[i];
 		rp->def = &ps->p[i];
@@ -175,6 +192,9 @@ static cqrs_projector *projector_new(const char *views_path, cqrs_projections *p
 		}
 		for (size_t h = 0; h < rp->nhandlers; h++) {
 			rp->handlers[h].h = &rp->def->on[h];
+			rp->handlers[h].type_hash = strcmp(rp->def->on[h].event_type, "*") == 0
+							    ? 0
+							    : type_hash(rp->def->on[h].event_type);
 			rp->handlers[h].stmts =
 				calloc(rp->def->on[h].nsql, sizeof *rp->handlers[h].stmts);
 			if (rp->handlers[h].stmts == NULL) {
@@ -210,13 +230,159 @@ void cqrs_projector_close(cqrs_projector *p)
 	free(p->vals);
 	sqlite3_finalize(p->ckpt_save);
 	sqlite3_close(p->db);
+	for (size_t i = 0; i < p->ndeferred; i++)
+		free(p->deferred[i]);
+	free(p->deferred);
 	free(p->path);
 	free(p);
 }
 
+/* The query plans of every statement, one detail per line. */
+static char *all_plans(cqrs_projector *p)
+{
+	size_t n = 0, cap = 4096;
+	char *plans = malloc(cap);
+	if (plans == NULL)
+		return NULL;
+	plans[0] = '\0';
+	for (size_t i = 0; i < p->np; i++) {
+		const struct cqrs_projection *d = p->p[i].def;
+		if (p->p[i].absent)
+			continue;
+		for (size_t h = 0; h < d->non; h++)
+			for (size_t k = 0; k < d->on[h].nsql; k++) {
+				const char *sql = d->on[h].sql[k].sql;
+				size_t len = strlen(sql) + 32;
+				char *e = malloc(len);
+				sqlite3_stmt *q = NULL;
+				if (e == NULL)
+					continue;
+				snprintf(e, len, "EXPLAIN QUERY PLAN %s", sql);
+				if (sqlite3_prepare_v2(p->db, e, -1, &q, NULL) == SQLITE_OK) {
+					while (sqlite3_step(q) == SQLITE_ROW) {
+						const char *detail =
+							(const char *)sqlite3_column_text(q, 3);
+						size_t dl = detail ? strlen(detail) : 0;
+						if (n + dl + 2 > cap) {
+							char *np = realloc(plans, (n + dl + 2) * 2);
+							if (np == NULL)
+								break;
+							plans = np;
+							cap = (n + dl + 2) * 2;
+						}
+						memcpy(plans + n, detail, dl);
+						n += dl;
+						plans[n++] = '\n';
+						plans[n] = '\0';
+					}
+				}
+				sqlite3_finalize(q);
+				free(e);
+			}
+	}
+	return plans;
+}
+
+static bool plan_uses(const char *plans, const char *index)
+{
+	size_t il = strlen(index);
+	for (const char *s = plans; (s = strstr(s, "INDEX ")) != NULL; s += 6)
+		if (strncmp(s + 6, index, il) == 0 && (s[6 + il] == ' ' || s[6 + il] == '\n'))
+			return true;
+	return false;
+}
+
+/* In a new scratch file: drops the indexes that are not unique and that
+ * no statement's plan uses, to create them again at the end. */
+static int defer_indexes(cqrs_projector *p, cqrs_error *err)
+{
+	char *plans = all_plans(p);
+	if (plans == NULL)
+		return oom(err);
+	sqlite3_stmt *q;
+	int rc = sqlite3_prepare_v2(
+		p->db,
+		"SELECT s.name, s.sql FROM sqlite_schema AS s,"
+		" pragma_index_list(s.tbl_name) AS l WHERE s.type = 'index'"
+		" AND s.sql IS NOT NULL AND l.name = s.name AND l.\"unique\" = 0",
+		-1, &q, NULL);
+	if (rc != SQLITE_OK) {
+		free(plans);
+		return db_error(p, rc, "cannot read the schema", err);
+	}
+	char **names = NULL;
+	while (sqlite3_step(q) == SQLITE_ROW) {
+		const char *name = (const char *)sqlite3_column_text(q, 0);
+		const char *sql = (const char *)sqlite3_column_text(q, 1);
+		if (plan_uses(plans, name))
+			continue;
+		char **nd = realloc(p->deferred, (p->ndeferred + 1) * sizeof *nd);
+		char **nn = nd == NULL ? NULL : realloc(names, (p->ndeferred + 1) * sizeof *nn);
+		if (nd != NULL)
+			p->deferred = nd;
+		if (nn == NULL)
+			break;
+		names = nn;
+		names[p->ndeferred] = strdup(name);
+		p->deferred[p->ndeferred] = strdup(sql);
+		if (names[p->ndeferred] == NULL || p->deferred[p->ndeferred] == NULL) {
+			free(names[p->ndeferred]);
+			free(p->deferred[p->ndeferred]);
+			break;
+		}
+		p->ndeferred++;
+	}
+	sqlite3_finalize(q);
+	free(plans);
+	/* dropped once the schema is no longer being read */
+	for (size_t i = 0; i < p->ndeferred; i++) {
+		size_t len = strlen(names[i]) * 2 + 32, o;
+		char *drop = malloc(len);
+		if (drop != NULL) {
+			o = (size_t)snprintf(drop, len, "DROP INDEX \"");
+			for (const char *c = names[i]; *c != '\0'; c++) {
+				if (*c == '"')
+					drop[o++] = '"';
+				drop[o++] = *c;
+			}
+			drop[o++] = '"';
+			drop[o] = '\0';
+			rc = sqlite3_exec(p->db, drop, NULL, NULL, NULL);
+			free(drop);
+		}
+		free(names[i]);
+		if (drop == NULL || rc != SQLITE_OK) {
+			for (size_t k = i + 1; k < p->ndeferred; k++)
+				free(names[k]);
+			free(names);
+			return drop == NULL ? oom(err)
+					    : db_error(p, rc, "cannot drop an index", err);
+		}
+	}
+	free(names);
+	return 0;
+}
+
+int cqrs_projector_finish(cqrs_projector *p, cqrs_error *err)
+{
+	if (cqrs_projector_commit(p, err) < 0)
+		return -1;
+	if (p->ndeferred > 0 && p->progress)
+		fprintf(stderr, "%s: %s%sindexing\n", cqrs_tool_name(),
+			p->progress_what ? p->progress_what : "", p->progress_what ? ": " : "");
+	for (size_t i = 0; i < p->ndeferred; i++) {
+		int rc = sqlite3_exec(p->db, p->deferred[i], NULL, NULL, NULL);
+		if (rc != SQLITE_OK)
+			return db_error(p, rc, "cannot create an index", err);
+	}
+	return 0;
+}
+
 void cqrs_projector_set_batch(cqrs_projector *p, int64_t batch)
 {
-	p->batch = batch > 0 ? batch : DEFAULT_BATCH;
+	/* A scratch file is of use only once complete: one transaction,
+	 * its memory bounded by the page cache, which spills. */
+	p->batch = batch > 0 ? batch : p->scratch ? INT64_MAX : DEFAULT_BATCH;
 }
 
 void cqrs_projector_set_verify(cqrs_projector *p, bool every_event)
@@ -236,6 +402,20 @@ int cqrs_projector_set_stop(cqrs_projector *p, const char *projection, int64_t s
 		if (projection == NULL || strcmp(p->p[i].def->name, projection) == 0)
 			p->p[i].stop = stop < 0 ? INT64_MAX : stop;
 	return 0;
+}
+
+void cqrs_projector_only(cqrs_projector *p, const char *projection)
+{
+	for (size_t i = 0; i < p->np; i++)
+		if (strcmp(p->p[i].def->name, projection) != 0) {
+			p->p[i].absent = true;
+			p->p[i].stop = 0;
+		}
+}
+
+void cqrs_projector_count_into(cqrs_projector *p, _Atomic int64_t *counter)
+{
+	p->shared_done = counter;
 }
 
 int64_t cqrs_projector_applied(const cqrs_projector *p)
@@ -311,6 +491,8 @@ int cqrs_projector_sync(cqrs_projector *p, cqrs_error *err)
 	for (size_t i = 0; i < p->np; i++) {
 		struct rt_proj *rp = &p->p[i];
 		const struct cqrs_projection *d = rp->def;
+		if (rp->absent)
+			continue;
 		sqlite3_bind_text(get, 1, d->name, -1, SQLITE_STATIC);
 		rc = sqlite3_step(get);
 		if (rc == SQLITE_ROW) {
@@ -369,8 +551,12 @@ int cqrs_projector_sync(cqrs_projector *p, cqrs_error *err)
 		goto fail;
 	}
 	if (!p->prepared) {
+		if (p->scratch && defer_indexes(p, err) < 0)
+			return -1;
 		for (size_t i = 0; i < p->np; i++) {
 			struct rt_proj *rp = &p->p[i];
+			if (rp->absent)
+				continue;
 			for (size_t h = 0; h < rp->nhandlers; h++)
 				for (size_t k = 0; k < rp->handlers[h].h->nsql; k++) {
 					rp->handlers[h].stmts[k].sql = &rp->handlers[h].h->sql[k];
@@ -786,6 +972,7 @@ int cqrs_projector_apply(cqrs_projector *p, const cqrs_event *ev, cqrs_error *er
 		p->gen = 1;
 	}
 	bool any = false;
+	uint64_t th = type_hash(ev->event_type);
 	for (size_t i = 0; i < p->np; i++) {
 		struct rt_proj *rp = &p->p[i];
 		if (ev->sequence <= rp->applied || ev->sequence > rp->stop)
@@ -816,8 +1003,8 @@ int cqrs_projector_apply(cqrs_projector *p, const cqrs_event *ev, cqrs_error *er
 		rp->verified = true;
 		for (size_t h = 0; h < rp->nhandlers; h++) {
 			const struct rt_handler *hd = &rp->handlers[h];
-			const char *t = hd->h->event_type;
-			if (!(t[0] == '*' && t[1] == '\0') && strcmp(t, ev->event_type) != 0)
+			if (hd->type_hash != 0 &&
+			    (hd->type_hash != th || strcmp(hd->h->event_type, ev->event_type) != 0))
 				continue;
 			for (size_t k = 0; k < hd->h->nsql; k++)
 				if (run_statement(p, rp, hd, &hd->stmts[k], ev, err) < 0)
@@ -833,6 +1020,8 @@ int cqrs_projector_apply(cqrs_projector *p, const cqrs_event *ev, cqrs_error *er
 	if (any) {
 		p->applied_total++;
 		p->progress_done++;
+		if (p->shared_done != NULL)
+			atomic_fetch_add_explicit(p->shared_done, 1, memory_order_relaxed);
 		show_progress(p, false);
 	}
 	if (++p->in_batch >= p->batch)

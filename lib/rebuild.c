@@ -18,9 +18,13 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
+#include <pthread.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cqrs.h"
@@ -60,8 +64,11 @@ static void remove_stale_scratch(const char *views_path, const char *what)
 	while ((e = readdir(d)) != NULL) {
 		if (strncmp(e->d_name, prefix, (size_t)n) != 0)
 			continue;
+		/* NAME.what-PID, or NAME.what-PID-TASK of a parallel build */
 		const char *rest = e->d_name + n;
 		size_t digits = strspn(rest, "0123456789");
+		if (digits > 0 && rest[digits] == '-')
+			rest += digits + 1, digits = strspn(rest, "0123456789");
 		if (digits == 0 || rest[digits] != '\0')
 			continue;
 		char full[PATH_MAX];
@@ -71,9 +78,9 @@ static void remove_stale_scratch(const char *views_path, const char *what)
 	closedir(d);
 }
 
-static int build_scratch(const char *path, cqrs_store *st, cqrs_projections *ps,
-			 const cqrs_build_opts *o, const char *what, const int64_t *stops,
-			 cqrs_error *err)
+static int build_serial(const char *path, cqrs_store *st, cqrs_projections *ps,
+			const cqrs_build_opts *o, const char *what, const int64_t *stops,
+			cqrs_error *err)
 {
 	cqrs_projector *p = cqrs_projector_open(path, ps, CQRS_PROJECT_SCRATCH, err);
 	if (p == NULL)
@@ -86,8 +93,350 @@ static int build_scratch(const char *path, cqrs_store *st, cqrs_projections *ps,
 	int rc = cqrs_projector_sync(p, err);
 	if (rc == 0)
 		rc = cqrs_projector_catch_up(p, st, o->to, o->until, err);
+	if (rc == 0)
+		rc = cqrs_projector_finish(p, err);
 	cqrs_projector_close(p);
 	return rc;
+}
+
+/* --- a parallel build: one projection per task, a file per task, then
+ * the files merged into one.  Projections are independent (each writes
+ * only its own tables), so they can be built apart. ------------------- */
+
+struct task {
+	size_t proj;
+	char path[PATH_MAX];
+	int rc;
+	cqrs_error err;
+	off_t size;
+};
+
+struct pool {
+	pthread_mutex_t mu;
+	size_t next, ntasks;
+	struct task *tasks;
+	cqrs_projections *ps;
+	const char *store_path;
+	const cqrs_build_opts *o;
+	const int64_t *stops;
+	_Atomic int64_t done;
+	_Atomic int running;
+};
+
+static void run_task(struct pool *pl, struct task *t)
+{
+	cqrs_store *st = cqrs_store_open(pl->store_path, CQRS_OPEN_READ, &t->err);
+	if (st == NULL) {
+		t->rc = -1;
+		return;
+	}
+	cqrs_projector *p = cqrs_projector_open(t->path, pl->ps, CQRS_PROJECT_SCRATCH, &t->err);
+	if (p == NULL) {
+		cqrs_store_close(st);
+		t->rc = -1;
+		return;
+	}
+	const char *name = cqrs_projections_name(pl->ps, t->proj);
+	cqrs_projector_set_batch(p, pl->o->batch);
+	if (pl->stops != NULL)
+		cqrs_projector_set_stop(p, name, pl->stops[t->proj]);
+	cqrs_projector_only(p, name);
+	cqrs_projector_count_into(p, &pl->done);
+	t->rc = cqrs_projector_sync(p, &t->err);
+	if (t->rc == 0)
+		t->rc = cqrs_projector_catch_up(p, st, pl->o->to, pl->o->until, &t->err);
+	if (t->rc == 0)
+		t->rc = cqrs_projector_finish(p, &t->err);
+	cqrs_projector_close(p);
+	cqrs_store_close(st);
+	struct stat sb;
+	t->size = stat(t->path, &sb) == 0 ? sb.st_size : 0;
+}
+
+static void *worker(void *arg)
+{
+	struct pool *pl = arg;
+	for (;;) {
+		pthread_mutex_lock(&pl->mu);
+		size_t i = pl->next++;
+		pthread_mutex_unlock(&pl->mu);
+		if (i >= pl->ntasks)
+			break;
+		run_task(pl, &pl->tasks[i]);
+	}
+	atomic_fetch_sub(&pl->running, 1);
+	return NULL;
+}
+
+static void quote_ident(char *buf, size_t cap, const char *prefix, const char *name);
+
+static int exec_sql(sqlite3 *db, const char *path, const char *sql, cqrs_error *err)
+{
+	int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+	return rc == SQLITE_OK ? 0 : cqrs_views_db_error(db, path, rc, "cannot merge", err);
+}
+
+/* Copies projection p's tables and checkpoint from the attached "src"
+ * into main: its DDL first, without the triggers and the indexes that are
+ * not unique (created after the rows, and the triggers must not fire on
+ * the copy), and without the rows its DDL may insert. */
+static int merge_projection(sqlite3 *db, const char *path, const struct cqrs_projection *p,
+			    cqrs_error *err)
+{
+	if (cqrs_projection_create(db, p, err) < 0)
+		return -1;
+	char sql[8192], qt[300];
+	char *later[256];
+	size_t nlater = 0;
+	int rc = 0;
+	sqlite3_stmt *q;
+	for (size_t t = 0; t < p->nowned && rc == 0; t++) {
+		if (sqlite3_prepare_v2(
+			    db,
+			    "SELECT s.name, s.sql, s.type FROM main.sqlite_schema AS s"
+			    " WHERE s.tbl_name = ?1 AND s.sql IS NOT NULL AND (s.type ="
+			    " 'trigger' OR (s.type = 'index' AND NOT EXISTS (SELECT 1 FROM"
+			    " pragma_index_list(?1) AS l WHERE l.name = s.name AND"
+			    " l.\"unique\")))",
+			    -1, &q, NULL) != SQLITE_OK)
+			return cqrs_views_db_error(db, path, sqlite3_errcode(db), "cannot merge",
+						   err);
+		sqlite3_bind_text(q, 1, p->owned[t], -1, SQLITE_STATIC);
+		char *drops[256];
+		size_t ndrops = 0;
+		while (sqlite3_step(q) == SQLITE_ROW && nlater < 256 && ndrops < 256) {
+			const char *type = (const char *)sqlite3_column_text(q, 2);
+			quote_ident(qt, sizeof qt, "", (const char *)sqlite3_column_text(q, 0));
+			snprintf(sql, sizeof sql, "DROP %s %s",
+				 type[0] == 't' ? "TRIGGER" : "INDEX", qt);
+			drops[ndrops++] = strdup(sql);
+			later[nlater++] = strdup((const char *)sqlite3_column_text(q, 1));
+		}
+		sqlite3_finalize(q);
+		for (size_t i = 0; i < ndrops; i++) {
+			if (rc == 0)
+				rc = drops[i] ? exec_sql(db, path, drops[i], err)
+					      : cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+			free(drops[i]);
+		}
+	}
+	for (size_t t = 0; t < p->nowned && rc == 0; t++) {
+		/* the columns that can be inserted (not generated), and the
+		 * rowid where there is one, so that it is the same */
+		char cols[6000] = "";
+		size_t n = 0;
+		bool rowid = true;
+		if (sqlite3_prepare_v2(db,
+				       "SELECT wr FROM pragma_table_list(?1) WHERE schema = 'main'",
+				       -1, &q, NULL) == SQLITE_OK) {
+			sqlite3_bind_text(q, 1, p->owned[t], -1, SQLITE_STATIC);
+			if (sqlite3_step(q) == SQLITE_ROW)
+				rowid = sqlite3_column_int(q, 0) == 0;
+			sqlite3_finalize(q);
+		}
+		if (rowid)
+			n += (size_t)snprintf(cols, sizeof cols, "_rowid_");
+		if (sqlite3_prepare_v2(
+			    db,
+			    "SELECT name FROM pragma_table_xinfo(?1, 'main') WHERE hidden = 0"
+			    " ORDER BY cid",
+			    -1, &q, NULL) == SQLITE_OK) {
+			sqlite3_bind_text(q, 1, p->owned[t], -1, SQLITE_STATIC);
+			while (sqlite3_step(q) == SQLITE_ROW && n + 300 < sizeof cols) {
+				quote_ident(qt, sizeof qt, "",
+					    (const char *)sqlite3_column_text(q, 0));
+				n += (size_t)snprintf(cols + n, sizeof cols - n, "%s%s",
+						      n ? ", " : "", qt);
+			}
+			sqlite3_finalize(q);
+		}
+		quote_ident(qt, sizeof qt, "", p->owned[t]);
+		snprintf(sql, sizeof sql,
+			 "DELETE FROM main.%s; INSERT INTO main.%s (%s) SELECT %s FROM src.%s", qt,
+			 qt, cols, cols, qt);
+		rc = exec_sql(db, path, sql, err);
+	}
+	if (rc == 0) {
+		/* AUTOINCREMENT counters, when the projection has them */
+		sqlite3_exec(db,
+			     "INSERT INTO main.sqlite_sequence SELECT * FROM src.sqlite_sequence"
+			     " WHERE name NOT IN (SELECT name FROM main.sqlite_sequence)",
+			     NULL, NULL, NULL);
+		if (sqlite3_prepare_v2(db,
+				       "INSERT INTO main.cqrs_checkpoints SELECT * FROM"
+				       " src.cqrs_checkpoints WHERE projection = ?1",
+				       -1, &q, NULL) != SQLITE_OK)
+			rc = cqrs_views_db_error(db, path, sqlite3_errcode(db), "cannot merge",
+						 err);
+		else {
+			sqlite3_bind_text(q, 1, p->name, -1, SQLITE_STATIC);
+			if (sqlite3_step(q) != SQLITE_DONE)
+				rc = cqrs_views_db_error(db, path, sqlite3_errcode(db),
+							 "cannot merge", err);
+			sqlite3_finalize(q);
+		}
+	}
+	for (size_t i = 0; i < nlater; i++) {
+		if (rc == 0)
+			rc = later[i] ? exec_sql(db, path, later[i], err)
+				      : cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+		free(later[i]);
+	}
+	return rc;
+}
+
+static int merge(const char *path, struct task *tasks, size_t n, cqrs_projections *ps,
+		 cqrs_error *err)
+{
+	size_t base = 0;
+	for (size_t i = 1; i < n; i++)
+		if (tasks[i].size > tasks[base].size)
+			base = i;
+	/* a scratch file without a journal, open by nobody: a rename is safe */
+	if (rename(tasks[base].path, path) < 0)
+		return cqrs_fail(err, CQRS_EXIT_IOERR, "%s: %s", path, strerror(errno));
+	sqlite3 *db;
+	int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+	if (rc != SQLITE_OK || cqrs_sql_register_functions(db) < 0) {
+		cqrs_views_db_error(db, path, rc, "cannot merge", err);
+		sqlite3_close(db);
+		return -1;
+	}
+	rc = exec_sql(db, path,
+		      "PRAGMA trusted_schema = OFF; PRAGMA journal_mode = OFF;"
+		      " PRAGMA synchronous = OFF; PRAGMA locking_mode = EXCLUSIVE;"
+		      " PRAGMA cache_size = -65536",
+		      err);
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		if (i == base)
+			continue;
+		sqlite3_stmt *q;
+		if (sqlite3_prepare_v2(db, "ATTACH ?1 AS src", -1, &q, NULL) != SQLITE_OK) {
+			rc = cqrs_views_db_error(db, path, sqlite3_errcode(db), "cannot merge",
+						 err);
+			break;
+		}
+		sqlite3_bind_text(q, 1, tasks[i].path, -1, SQLITE_STATIC);
+		int r = sqlite3_step(q);
+		sqlite3_finalize(q);
+		if (r != SQLITE_DONE) {
+			rc = cqrs_views_db_error(db, path, r, "cannot merge", err);
+			break;
+		}
+		rc = exec_sql(db, path, "BEGIN", err);
+		if (rc == 0)
+			rc = merge_projection(db, path, &ps->p[tasks[i].proj], err);
+		if (rc == 0)
+			rc = exec_sql(db, path, "COMMIT", err);
+		sqlite3_exec(db, "DETACH src", NULL, NULL, NULL);
+		remove_db_files(tasks[i].path);
+	}
+	sqlite3_close(db);
+	return rc;
+}
+
+static int build_parallel(const char *path, const char *store_path, cqrs_projections *ps,
+			  const cqrs_build_opts *o, const char *what, const int64_t *stops,
+			  int nthreads, cqrs_store *st, cqrs_error *err)
+{
+	size_t n = cqrs_projections_count(ps);
+	struct pool pl = {
+		.ntasks = n, .ps = ps, .store_path = store_path, .o = o, .stops = stops
+	};
+	pl.tasks = calloc(n, sizeof *pl.tasks);
+	if (pl.tasks == NULL)
+		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+	pthread_mutex_init(&pl.mu, NULL);
+	atomic_init(&pl.done, 0);
+	int rc = 0;
+	for (size_t i = 0; i < n; i++) {
+		pl.tasks[i].proj = i;
+		if ((size_t)snprintf(pl.tasks[i].path, sizeof pl.tasks[i].path, "%s-%zu", path,
+				     i) >= sizeof pl.tasks[i].path)
+			rc = cqrs_fail(err, CQRS_EXIT_USAGE, "%s: path too long", path);
+	}
+	int64_t total = 0;
+	if (rc == 0 && o->progress) {
+		int64_t last = cqrs_store_last_sequence(st, err);
+		if (o->to > 0 && o->to < last)
+			last = o->to;
+		total = last > 0 ? last * (int64_t)n : 0;
+	}
+	pthread_t th[8];
+	int started = 0;
+	atomic_init(&pl.running, 0);
+	for (int i = 0; rc == 0 && i < nthreads && i < 8; i++) {
+		atomic_fetch_add(&pl.running, 1);
+		if (pthread_create(&th[i], NULL, worker, &pl) != 0) {
+			atomic_fetch_sub(&pl.running, 1);
+			break;
+		}
+		started++;
+	}
+	if (rc == 0 && started == 0) {
+		/* no thread: do the tasks here */
+		atomic_fetch_add(&pl.running, 1);
+		worker(&pl);
+	}
+	time_t last_shown = 0;
+	while (atomic_load(&pl.running) > 0) {
+		struct timespec ts = { 0, 100 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+		time_t now = time(NULL);
+		if (o->progress && total > 0 && now != last_shown) {
+			last_shown = now;
+			int64_t d = atomic_load(&pl.done);
+			fprintf(stderr, "\r%s: %s: %lld/%lld events (%lld%%)", cqrs_tool_name(),
+				what, (long long)d, (long long)total, (long long)(d * 100 / total));
+		}
+	}
+	for (int i = 0; i < started; i++)
+		pthread_join(th[i], NULL);
+	if (o->progress && total > 0)
+		fprintf(stderr, "\r%s: %s: %lld/%lld events (100%%)\n", cqrs_tool_name(), what,
+			(long long)total, (long long)total);
+	for (size_t i = 0; i < n && rc == 0; i++)
+		if (pl.tasks[i].rc != 0) {
+			*err = pl.tasks[i].err;
+			rc = -1;
+		}
+	if (rc == 0)
+		rc = merge(path, pl.tasks, n, ps, err);
+	for (size_t i = 0; i < n; i++)
+		remove_db_files(pl.tasks[i].path);
+	pthread_mutex_destroy(&pl.mu);
+	free(pl.tasks);
+	return rc;
+}
+
+/* How many threads a build may use: CQRS_BUILD_THREADS, else the CPUs,
+ * at most 8; 1 when SQLite is not built for threads. */
+static int build_threads(size_t projections)
+{
+	if (!sqlite3_threadsafe() || projections < 2)
+		return 1;
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	const char *e = getenv("CQRS_BUILD_THREADS");
+	int64_t v;
+	if (e != NULL && cqrs_parse_int64(e, &v) == 0 && v >= 1)
+		n = (long)v;
+	if (n < 1)
+		n = 1;
+	if (n > 8)
+		n = 8;
+	if ((size_t)n > projections)
+		n = (long)projections;
+	return (int)n;
+}
+
+static int build_scratch(const char *path, cqrs_store *st, cqrs_projections *ps,
+			 const cqrs_build_opts *o, const char *what, const int64_t *stops,
+			 cqrs_error *err)
+{
+	int threads = o->store_path != NULL ? build_threads(cqrs_projections_count(ps)) : 1;
+	if (threads > 1)
+		return build_parallel(path, o->store_path, ps, o, what, stops, threads, st, err);
+	return build_serial(path, st, ps, o, what, stops, err);
 }
 
 /* Projections in the live views that this run does not load. */

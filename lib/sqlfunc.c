@@ -13,6 +13,19 @@
 #include "views_impl.h"
 #include "banned.h"
 
+/* The digits of the last currency asked about: a rebuild asks millions of
+ * times about the same few. */
+static int digits_of(const char cur[4])
+{
+	static char last[4];
+	static int last_digits;
+	if (memcmp(last, cur, 4) != 0) {
+		last_digits = cqrs_currency_digits(cur);
+		memcpy(last, cur, 4);
+	}
+	return last_digits;
+}
+
 static bool currency_arg(sqlite3_context *ctx, sqlite3_value *v, char out[4])
 {
 	const unsigned char *c = sqlite3_value_text(v);
@@ -52,7 +65,7 @@ static void fn_minor_units(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 	char cur[4];
 	if (!currency_arg(ctx, argv[1], cur))
 		return;
-	int digits = cqrs_currency_digits(cur);
+	int digits = digits_of(cur);
 	int64_t scale = pow10i(digits), minor;
 	char msg[256];
 	switch (sqlite3_value_type(argv[0])) {
@@ -112,9 +125,22 @@ static void fn_money(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 	char cur[4];
 	if (!currency_arg(ctx, argv[1], cur))
 		return;
+	/* what cqrs_money_format prints, without printf: this runs for
+	 * every event of a rebuild */
+	int digits = digits_of(cur);
+	int64_t minor = sqlite3_value_int64(argv[0]);
+	uint64_t u = minor < 0 ? (uint64_t)0 - (uint64_t)minor : (uint64_t)minor;
 	char buf[32];
-	cqrs_money_format(sqlite3_value_int64(argv[0]), cur, buf, sizeof buf);
-	sqlite3_result_text(ctx, buf, -1, SQLITE_TRANSIENT);
+	int o = (int)sizeof buf;
+	for (int i = 0; i < digits || u > 0 || i <= digits; i++) {
+		if (i == digits && digits > 0)
+			buf[--o] = '.';
+		buf[--o] = (char)('0' + u % 10);
+		u /= 10;
+	}
+	if (minor < 0)
+		buf[--o] = '-';
+	sqlite3_result_text(ctx, buf + o, (int)sizeof buf - o, SQLITE_TRANSIENT);
 }
 
 /* mean_minor(sum, count): the average in minor units, rounded half away

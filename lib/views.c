@@ -40,6 +40,19 @@ static const char schema_v1[] =
 	");";
 /* clang-format on */
 
+void cqrs_views_sqlite_setup(void)
+{
+	static bool done;
+	if (done)
+		return;
+	done = true;
+	/* Without memory statistics SQLite takes no global lock at each
+	 * allocation: a rebuild makes millions.  Too late (SQLITE_MISUSE,
+	 * harmless) once SQLite is in use. */
+	sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+	sqlite3_config(SQLITE_CONFIG_LOOKASIDE, 1200, 400);
+}
+
 const char *cqrs_views_meta_schema(void)
 {
 	return schema_v1;
@@ -151,6 +164,7 @@ int cqrs_views_db_open(const char *path, enum views_open how, sqlite3 **out, cqr
 {
 	struct stat sb;
 	*out = NULL;
+	cqrs_views_sqlite_setup();
 	bool writable = how != VIEWS_OPEN_READ;
 	bool exists = stat(path, &sb) == 0;
 	if (exists && S_ISDIR(sb.st_mode))

@@ -6,6 +6,7 @@
 #define CQRS_VIEWS_IMPL_H
 
 #include <sqlite3.h>
+#include <stdatomic.h>
 
 #include "cqrs.h"
 
@@ -89,6 +90,13 @@ int cqrs_projection_prepare(sqlite3 *db, const struct cqrs_projection *p,
 cqrs_projector *cqrs_projector_open_memory(cqrs_projections *ps, const char *table,
 					   cqrs_error *err);
 sqlite3 *cqrs_projector_db(cqrs_projector *p);
+/* Only this projection goes into the file: the others are not created,
+ * registered nor applied (one task of a parallel build). */
+void cqrs_projector_only(cqrs_projector *p, const char *projection);
+/* Adds each applied event to *counter (another thread shows progress). */
+void cqrs_projector_count_into(cqrs_projector *p, _Atomic int64_t *counter);
+/* Commits, and in a scratch file creates the indexes left for the end. */
+int cqrs_projector_finish(cqrs_projector *p, cqrs_error *err);
 
 /* Prints the rows of st; money and json name the columns printed as JSON
  * numbers and JSON values.  Returns the number of rows or -1. */
@@ -105,6 +113,8 @@ enum views_open {
 	VIEWS_OPEN_SCRATCH, /* must not exist: built by one process, no journal */
 };
 int cqrs_views_db_open(const char *path, enum views_open how, sqlite3 **out, cqrs_error *err);
+/* Configures SQLite for the read side, if it is not in use yet. */
+void cqrs_views_sqlite_setup(void);
 /* cqrs-project's own tables (cqrs_checkpoints) */
 const char *cqrs_views_meta_schema(void);
 int cqrs_views_db_error(sqlite3 *db, const char *path, int rc, const char *what, cqrs_error *err);

@@ -384,7 +384,8 @@ int main(int argc, char **argv)
 			       .progress = cqrs_progress_wanted(),
 			       .force = force,
 			       .to = to,
-			       .until = have_until ? until : NULL };
+			       .until = have_until ? until : NULL,
+			       .store_path = cqrs_store_path(opt.store) };
 	switch (mode) {
 	case CHECK: cqrs_projections_describe(ps, stdout); break;
 	case CATCH_UP: code = catch_up(ps); break;
