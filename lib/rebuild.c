@@ -360,7 +360,7 @@ static int build_parallel(const char *path, const char *store_path, cqrs_project
 		int64_t last = cqrs_store_last_sequence(st, err);
 		if (o->to > 0 && o->to < last)
 			last = o->to;
-		total = last > 0 ? last * (int64_t)n : 0;
+		total = last > 0 ? last : 0;
 	}
 	pthread_t th[8];
 	int started = 0;
@@ -385,7 +385,8 @@ static int build_parallel(const char *path, const char *store_path, cqrs_project
 		time_t now = time(NULL);
 		if (o->progress && total > 0 && now != last_shown) {
 			last_shown = now;
-			int64_t d = atomic_load(&pl.done);
+			/* each task reads every event: show the average */
+			int64_t d = atomic_load(&pl.done) / (int64_t)n;
 			fprintf(stderr, "\r%s: %s: %lld/%lld events (%lld%%)", cqrs_tool_name(),
 				what, (long long)d, (long long)total, (long long)(d * 100 / total));
 		}

@@ -917,3 +917,51 @@ checkpoint() {
 	assert_failure 66
 	assert_equal "$stderr" 'cqrs-project: none.db: no such views file (cqrs-project builds it)'
 }
+
+@test "a build in one thread or several gives the same views, whatever a projection holds" {
+	load_history
+	cat >tricky.yaml <<-'EOF'
+		projections:
+		  - name: tricky
+		    tables:
+		      - CREATE TABLE kinds (kind TEXT PRIMARY KEY, label TEXT)
+		      - INSERT INTO kinds VALUES ('Order', 'an order'), ('Inventory', 'stock')
+		      - |
+		        CREATE TABLE log (id INTEGER PRIMARY KEY AUTOINCREMENT, sequence INTEGER,
+		          kind TEXT, doubled INTEGER GENERATED ALWAYS AS (sequence * 2) VIRTUAL)
+		      - CREATE TABLE log_count (n INTEGER)
+		      - INSERT INTO log_count VALUES (0)
+		      - |
+		        CREATE TRIGGER log_counted AFTER INSERT ON log
+		        BEGIN UPDATE log_count SET n = n + 1; END
+		      - CREATE INDEX log_kind ON log (kind)
+		      - CREATE TABLE pairs (a TEXT, b INTEGER, PRIMARY KEY (a, b)) WITHOUT ROWID
+		    on:
+		      "*":
+		        - INSERT INTO log (sequence, kind) VALUES (:sequence, :aggregate_type)
+		        - INSERT OR IGNORE INTO pairs VALUES (:event_type, :aggregate_version)
+	EOF
+	CQRS_BUILD_THREADS=1 cqrs-project -P tricky.yaml -o one.db
+	CQRS_BUILD_THREADS=3 cqrs-project -P tricky.yaml -o three.db
+	cqrs-project -P tricky.yaml
+	assert_equal "$(snapshot one.db)" "$(snapshot "$CQRS_VIEWS")"
+	assert_equal "$(snapshot three.db)" "$(snapshot "$CQRS_VIEWS")"
+	# the seeds once, the trigger once per row, the counter of the rowids kept
+	run sqlite3 three.db "SELECT count(*) FROM kinds; SELECT n FROM log_count;
+		SELECT seq FROM sqlite_sequence WHERE name = 'log';
+		SELECT count(*) FROM sqlite_schema WHERE name IN ('log_kind', 'log_counted')"
+	assert_output $'2\n37\n37\n2'
+	run ls
+	refute_output --partial tmp-
+}
+
+@test "--rebuild shows its progress on a terminal" {
+	load_history
+	cqrs-project
+	for t in 1 2; do
+		CQRS_BUILD_THREADS=$t run script -qec "cqrs-project --rebuild" /dev/null
+		assert_success
+		assert_output --partial 'cqrs-project: rebuild: '
+		assert_output --partial '/37 events ('
+	done
+}
