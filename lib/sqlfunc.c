@@ -89,7 +89,7 @@ static void fn_minor_units(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 		minor = (int64_t)(m < 0 ? m - 0.5 : m + 0.5);
 		if ((double)minor / (double)scale != d) {
 			snprintf(msg, sizeof msg,
-				 "amount %.17g has more decimals than %s allows (%d)", d, cur,
+				 "amount %.15g has more decimals than %s allows (%d)", d, cur,
 				 digits);
 			sqlite3_result_error(ctx, msg, -1);
 			return;

@@ -387,3 +387,21 @@ usage_error() {
 	usage_error "--as-of: not an RFC 3339 time or a sequence: 'noon'" order a --as-of noon
 	usage_error 'sql: 2 parameters given, the statement has 1' sql 'SELECT ?1' a b
 }
+
+@test "sql: the money functions, exact both ways, rounding half away from zero" {
+	run --separate-stderr cqrs-query -f csv sql "SELECT money(-5, 'USD') a, money(-12345, 'KWD') b,
+		money(1500, 'JPY') c, money(0, 'EUR') d, mean_minor(5, 2) e, mean_minor(-5, 2) f,
+		mean_minor(7, 3) g, mean_minor(1, 0) h, minor_units('1.5', 'USD') i,
+		minor_units(29.99, 'USD') j, minor_units(3, 'KWD') k, minor_units(NULL, 'USD') l"
+	assert_success
+	assert_output "$(printf '%s\r\n' a,b,c,d,e,f,g,h,i,j,k,l -0.05,-12.345,1500,0.00,3,-3,2,,150,2999,3000,)"
+	run --separate-stderr cqrs-query sql "SELECT minor_units(29.999, 'USD')"
+	assert_failure 65
+	assert_equal "$stderr" 'cqrs-query: sql: amount 29.999 has more decimals than USD allows (2)'
+	run --separate-stderr cqrs-query sql "SELECT minor_units('1.5', 'JPY')"
+	assert_failure 65
+	assert_equal "$stderr" 'cqrs-query: sql: amount 1.5 has more decimals than JPY allows (0)'
+	run --separate-stderr cqrs-query sql "SELECT money(1, 'usd')"
+	assert_failure 65
+	assert_equal "$stderr" "cqrs-query: sql: not a currency code: 'usd'"
+}
