@@ -335,7 +335,8 @@ usage_error() {
 	assert_failure 65
 	assert_equal "$stderr" 'cqrs-query: sql: one statement at a time'
 	assert_equal "$(sqlite3 "$CQRS_VIEWS" .dump)" "$before"
-	[ ! -e other.db ] && [ ! -e copy.db ]
+	[ ! -e other.db ]
+	[ ! -e copy.db ]
 }
 
 @test "sql: a bad statement exits 65 with SQLite's message" {

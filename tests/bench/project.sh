@@ -28,8 +28,10 @@
 bench_project() {
 	local dir="$scratch/project" n=$BENCH_EVENTS small=$((BENCH_EVENTS / 10))
 	local db views customer orders rebuild_secs rebuild_rss small_rss
-	command -v cqrs-project >/dev/null && command -v cqrs-query >/dev/null ||
-		{ echo "run-bench: cqrs-project or cqrs-query not found" >&2; exit 69; }
+	if ! command -v cqrs-project >/dev/null || ! command -v cqrs-query >/dev/null; then
+		echo "run-bench: cqrs-project or cqrs-query not found" >&2
+		exit 69
+	fi
 	# the shipped projections of the source tree, for uninstalled tools
 	export CQRS_SHAREDIR=${CQRS_SHAREDIR:-$bench_dir/../../share}
 	mkdir -p "$dir"
