@@ -1040,14 +1040,18 @@ int cqrs_projector_catch_up(cqrs_projector *p, cqrs_store *st, int64_t to, const
 	int64_t stop = projector_stop(p);
 	if (stop > 0 && (to == 0 || stop < to))
 		to = stop;
+	/* What the store holds now, and no further: a writer faster than
+	 * the projections must not keep a run from cron going for ever. */
+	int64_t last = cqrs_store_last_sequence(st, err);
+	if (last < 0)
+		return -1;
+	if (last == 0)
+		return 0;
+	if (to == 0 || to > last)
+		to = last;
 	if (p->progress) {
-		int64_t last = cqrs_store_last_sequence(st, err);
-		if (last < 0)
-			return -1;
 		int64_t pos = cqrs_projector_position(p);
-		if (to > 0 && to < last)
-			last = to;
-		p->progress_total = pos >= 0 && last > pos ? last - pos : 0;
+		p->progress_total = pos >= 0 && to > pos ? to - pos : 0;
 		p->progress_done = 0;
 	}
 	for (;;) {

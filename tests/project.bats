@@ -966,3 +966,59 @@ checkpoint() {
 		assert_output --partial '/37 events ('
 	done
 }
+
+@test "parameters bind as documented: text, integers, exact decimals, JSON, paths, NULL" {
+	printf '%s\n' '{"event_id":"01943a10-0000-7000-8000-0000000000aa","aggregate_id":"7d0c2a9e-5b7f-4e0c-8f7e-1b2a3c4d5e6f","aggregate_type":"Thing","event_type":"Odd","event_version":2,"data":{"s":"a\"b\u00e9","t":true,"f":false,"n":null,"i":42,"neg":-7,"big":12345678901234567890,"dec":59.90,"exp":1e3,"obj":{"k":[1,2]},"arr":[{"x":"y"}]},"metadata":{"correlation_id":"c-1"},"timestamp":"2026-01-16T14:00:00Z"}' |
+		cqrs-append -q
+	cat >odd.yaml <<-'EOF'
+		projections:
+		  - name: odd
+		    tables:
+		      - CREATE TABLE odd (name TEXT, value, type TEXT)
+		    on:
+		      Odd:
+		        - |
+		          INSERT INTO odd VALUES
+		            ('s', :data.s, typeof(:data.s)), ('t', :data.t, typeof(:data.t)),
+		            ('f', :data.f, typeof(:data.f)), ('n', :data.n, typeof(:data.n)),
+		            ('i', :data.i, typeof(:data.i)), ('neg', :data.neg, typeof(:data.neg)),
+		            ('big', :data.big, typeof(:data.big)), ('dec', :data.dec, typeof(:data.dec)),
+		            ('exp', :data.exp, typeof(:data.exp)), ('obj', :data.obj, typeof(:data.obj)),
+		            ('obj.k.1', :data.obj.k.1, typeof(:data.obj.k.1)),
+		            ('arr.0.x', :data.arr.0.x, typeof(:data.arr.0.x)),
+		            ('missing', :data.missing, typeof(:data.missing)),
+		            ('arr.5', :data.arr.5, typeof(:data.arr.5)),
+		            ('correlation', :metadata.correlation_id, typeof(:metadata.correlation_id)),
+		            ('event_id', :event_id, typeof(:event_id)),
+		            ('aggregate_id', :aggregate_id, typeof(:aggregate_id)),
+		            ('types', :aggregate_type || '/' || :event_type, 'text'),
+		            ('versions', :aggregate_version || '/' || :event_version, 'text'),
+		            ('sequence', :sequence, typeof(:sequence)),
+		            ('timestamp', :timestamp, typeof(:timestamp))
+	EOF
+	cqrs-project --no-default-projections -P odd.yaml
+	run sqlite3 "$CQRS_VIEWS" 'SELECT name, value, type FROM odd ORDER BY rowid'
+	assert_output - <<-'EOF'
+		s|a"bé|text
+		t|1|integer
+		f|0|integer
+		n||null
+		i|42|integer
+		neg|-7|integer
+		big|12345678901234567890|text
+		dec|59.90|text
+		exp|1e3|text
+		obj|{"k":[1,2]}|text
+		obj.k.1|2|integer
+		arr.0.x|y|text
+		missing||null
+		arr.5||null
+		correlation|c-1|text
+		event_id|01943a10-0000-7000-8000-0000000000aa|text
+		aggregate_id|7d0c2a9e-5b7f-4e0c-8f7e-1b2a3c4d5e6f|text
+		types|Thing/Odd|text
+		versions|1/2|text
+		sequence|1|integer
+		timestamp|2026-01-16T14:00:00.000000Z|text
+	EOF
+}
