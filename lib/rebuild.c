@@ -488,8 +488,15 @@ int cqrs_views_rebuild(const char *views_path, cqrs_store *st, cqrs_projections 
 	if (cqrs_views_db_open(views_path, VIEWS_OPEN_WRITE, &live, err) < 0)
 		return -1;
 	int rc = check_unloaded(live, views_path, ps, o->force, err);
+	sqlite3_stmt *q;
+	if (rc == 0 && sqlite3_prepare_v2(live, "PRAGMA page_size", -1, &q, NULL) == SQLITE_OK) {
+		if (sqlite3_step(q) == SQLITE_ROW)
+			cqrs_views_set_scratch_page_size(sqlite3_column_int(q, 0));
+		sqlite3_finalize(q);
+	}
 	if (rc == 0)
 		rc = build_scratch(scratch, st, ps, o, "rebuild", NULL, err);
+	cqrs_views_set_scratch_page_size(0);
 	if (rc < 0)
 		goto out;
 	int src_rc =

@@ -160,6 +160,15 @@ static int ensure_schema(sqlite3 *db, const char *path, bool writable, cqrs_erro
 	return 0;
 }
 
+/* A rebuild copies pages into the live file, whose page size the
+ * scratch file must share (SQLite's backup into a WAL file needs it). */
+static int scratch_page_size;
+
+void cqrs_views_set_scratch_page_size(int bytes)
+{
+	scratch_page_size = bytes;
+}
+
 int cqrs_views_db_open(const char *path, enum views_open how, sqlite3 **out, cqrs_error *err)
 {
 	struct stat sb;
@@ -212,6 +221,11 @@ int cqrs_views_db_open(const char *path, enum views_open how, sqlite3 **out, cqr
 				       " PRAGMA temp_store = MEMORY; PRAGMA journal_mode = OFF;"
 				       " PRAGMA synchronous = OFF; PRAGMA locking_mode = EXCLUSIVE",
 	};
+	if (how == VIEWS_OPEN_SCRATCH && scratch_page_size > 0) {
+		char ps[64];
+		snprintf(ps, sizeof ps, "PRAGMA page_size = %d", scratch_page_size);
+		sqlite3_exec(db, ps, NULL, NULL, NULL);
+	}
 	rc = sqlite3_exec(db, pragmas[how], NULL, NULL, NULL);
 	if (rc != SQLITE_OK) {
 		cqrs_views_db_error(db, path, rc, "cannot open views", err);

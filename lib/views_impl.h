@@ -115,6 +115,8 @@ enum views_open {
 int cqrs_views_db_open(const char *path, enum views_open how, sqlite3 **out, cqrs_error *err);
 /* Configures SQLite for the read side, if it is not in use yet. */
 void cqrs_views_sqlite_setup(void);
+/* The page size of scratch files opened from now on (0: SQLite's). */
+void cqrs_views_set_scratch_page_size(int bytes);
 /* cqrs-project's own tables (cqrs_checkpoints) */
 const char *cqrs_views_meta_schema(void);
 int cqrs_views_db_error(sqlite3 *db, const char *path, int rc, const char *what, cqrs_error *err);

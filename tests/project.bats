@@ -1022,3 +1022,15 @@ checkpoint() {
 		timestamp|2026-01-16T14:00:00.000000Z|text
 	EOF
 }
+
+@test "--rebuild keeps the page size of the live views" {
+	load_history
+	sqlite3 "$CQRS_VIEWS" 'PRAGMA page_size = 16384; VACUUM'
+	cqrs-project
+	run --separate-stderr cqrs-project --rebuild
+	assert_success
+	run sqlite3 "$CQRS_VIEWS" 'PRAGMA page_size'
+	assert_output 16384
+	cqrs-project --views clean.db
+	assert_equal "$(snapshot "$CQRS_VIEWS")" "$(snapshot clean.db)"
+}
