@@ -89,7 +89,8 @@ static cqrs_projector *open_projector(cqrs_projections *ps)
 	cqrs_projector *p = cqrs_projector_open(cqrs_views_path(opt.views), ps, 0, &err);
 	if (p == NULL)
 		cqrs_die_error(&err);
-	cqrs_projector_set_batch(p, opt.batch);
+	else
+		cqrs_projector_set_batch(p, opt.batch);
 	return p;
 }
 
@@ -296,6 +297,12 @@ int main(int argc, char **argv)
 	int nfiles = 0, ch;
 
 	cqrs_tool_init("cqrs-project");
+	/* the -P files: fewer than the arguments */
+	files = calloc((size_t)argc, sizeof *files);
+	if (files == NULL) {
+		cqrs_warn("out of memory");
+		return CQRS_EXIT_OSERR;
+	}
 	while ((ch = getopt_long(argc, argv, "fo:P:b:s:vhV", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'f': set_mode(&mode, FOLLOW, "--follow"); break;
@@ -320,14 +327,7 @@ int main(int argc, char **argv)
 				cqrs_die(CQRS_EXIT_USAGE,
 					 "--to needs a sequence of at least 1: '%s'", optarg);
 			break;
-		case 'P': {
-			char **nf = realloc(files, (size_t)(nfiles + 1) * sizeof *nf);
-			if (nf == NULL)
-				cqrs_die(CQRS_EXIT_OSERR, "out of memory");
-			files = nf;
-			files[nfiles++] = optarg;
-			break;
-		}
+		case 'P': files[nfiles++] = optarg; break;
 		case OPT_NO_DEFAULT: no_default = true; break;
 		case 'b':
 			if (cqrs_parse_int64(optarg, &opt.batch) < 0 || opt.batch == 0)

@@ -237,11 +237,12 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
 		if (strcmp(argv[optind], commands[i].name) == 0)
 			cmd = &commands[i];
-	if (cmd == NULL)
-		cqrs_die(CQRS_EXIT_USAGE,
-			 "unknown query '%s' (order, orders, customer, summary, inventory, sales, "
-			 "products or sql)",
-			 argv[optind]);
+	if (cmd == NULL) {
+		cqrs_warn("unknown query '%s' (order, orders, customer, summary, inventory, sales, "
+			  "products or sql)",
+			  argv[optind]);
+		return cqrs_finish_stdout(CQRS_EXIT_USAGE);
+	}
 	int nargs = argc - optind - 1;
 	char **args = argv + optind + 1;
 	if (nargs < cmd->min_args)
