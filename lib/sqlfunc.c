@@ -14,11 +14,12 @@
 #include "banned.h"
 
 /* The digits of the last currency asked about: a rebuild asks millions of
- * times about the same few. */
+ * times about the same few.  Per thread: a parallel build asks from
+ * several. */
 static int digits_of(const char cur[4])
 {
-	static char last[4];
-	static int last_digits;
+	static _Thread_local char last[4];
+	static _Thread_local int last_digits;
 	if (memcmp(last, cur, 4) != 0) {
 		last_digits = cqrs_currency_digits(cur);
 		memcpy(last, cur, 4);

@@ -380,12 +380,15 @@ int main(int argc, char **argv)
 		cqrs_die_error(&err);
 
 	int code = CQRS_EXIT_OK;
+	/* cqrs_store_path may return a buffer that a later call reuses */
+	char store_path[4096];
+	snprintf(store_path, sizeof store_path, "%s", cqrs_store_path(opt.store));
 	cqrs_build_opts bo = { .batch = opt.batch,
 			       .progress = cqrs_progress_wanted(),
 			       .force = force,
 			       .to = to,
 			       .until = have_until ? until : NULL,
-			       .store_path = cqrs_store_path(opt.store) };
+			       .store_path = store_path };
 	switch (mode) {
 	case CHECK: cqrs_projections_describe(ps, stdout); break;
 	case CATCH_UP: code = catch_up(ps); break;
