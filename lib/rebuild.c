@@ -105,6 +105,7 @@ static int build_serial(const char *path, cqrs_store *st, cqrs_projections *ps,
 
 struct task {
 	size_t proj;
+	cqrs_store *st; /* its own connection, opened before the threads start */
 	char path[PATH_MAX];
 	int rc;
 	cqrs_error err;
@@ -125,14 +126,9 @@ struct pool {
 
 static void run_task(struct pool *pl, struct task *t)
 {
-	cqrs_store *st = cqrs_store_open(pl->store_path, CQRS_OPEN_READ, &t->err);
-	if (st == NULL) {
-		t->rc = -1;
-		return;
-	}
+	cqrs_store *st = t->st;
 	cqrs_projector *p = cqrs_projector_open(t->path, pl->ps, CQRS_PROJECT_SCRATCH, &t->err);
 	if (p == NULL) {
-		cqrs_store_close(st);
 		t->rc = -1;
 		return;
 	}
@@ -148,7 +144,6 @@ static void run_task(struct pool *pl, struct task *t)
 	if (t->rc == 0)
 		t->rc = cqrs_projector_finish(p, &t->err);
 	cqrs_projector_close(p);
-	cqrs_store_close(st);
 	struct stat sb;
 	t->size = stat(t->path, &sb) == 0 ? sb.st_size : 0;
 }
@@ -349,11 +344,16 @@ static int build_parallel(const char *path, const char *store_path, cqrs_project
 	pthread_mutex_init(&pl.mu, NULL);
 	atomic_init(&pl.done, 0);
 	int rc = 0;
-	for (size_t i = 0; i < n; i++) {
+	/* The stores are opened here, one after the other: opening one is
+	 * not safe from several threads at once. */
+	for (size_t i = 0; i < n && rc == 0; i++) {
 		pl.tasks[i].proj = i;
 		if ((size_t)snprintf(pl.tasks[i].path, sizeof pl.tasks[i].path, "%s-%zu", path,
 				     i) >= sizeof pl.tasks[i].path)
 			rc = cqrs_fail(err, CQRS_EXIT_USAGE, "%s: path too long", path);
+		else if ((pl.tasks[i].st = cqrs_store_open(store_path, CQRS_OPEN_READ, err)) ==
+			 NULL)
+			rc = -1;
 	}
 	int64_t total = 0;
 	if (rc == 0 && o->progress) {
@@ -403,8 +403,10 @@ static int build_parallel(const char *path, const char *store_path, cqrs_project
 		}
 	if (rc == 0)
 		rc = merge(path, pl.tasks, n, ps, err);
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
+		cqrs_store_close(pl.tasks[i].st);
 		remove_db_files(pl.tasks[i].path);
+	}
 	pthread_mutex_destroy(&pl.mu);
 	free(pl.tasks);
 	return rc;
