@@ -15,7 +15,9 @@
  */
 #include "config.h"
 
+#include <pthread.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "cqrs.h"
@@ -31,7 +33,8 @@ struct guard_file {
 
 static sqlite3_vfs guard_vfs;
 static sqlite3_vfs *real_vfs;
-static bool guard_enabled = true;
+static atomic_bool guard_enabled = true;
+static pthread_once_t registered = PTHREAD_ONCE_INIT;
 
 #define REAL(f) (((struct guard_file *)(f))->real)
 
@@ -222,34 +225,38 @@ static int g_current_time_int64(sqlite3_vfs *v, sqlite3_int64 *out)
 	return real_vfs->xCurrentTimeInt64(real_vfs, out);
 }
 
+/* Registered once per process, whichever thread opens a store first. */
+static void register_guard(void)
+{
+	real_vfs = sqlite3_vfs_find(NULL);
+	if (real_vfs == NULL || real_vfs->iVersion < 2)
+		return;
+	guard_vfs = (sqlite3_vfs){
+		.iVersion = 2,
+		.szOsFile = (int)sizeof(struct guard_file) + real_vfs->szOsFile,
+		.mxPathname = real_vfs->mxPathname,
+		.zName = "cqrs-guard",
+		.xOpen = g_open,
+		.xDelete = g_delete,
+		.xAccess = g_access,
+		.xFullPathname = g_full_pathname,
+		.xDlOpen = real_vfs->xDlOpen,
+		.xDlError = real_vfs->xDlError,
+		.xDlSym = real_vfs->xDlSym,
+		.xDlClose = real_vfs->xDlClose,
+		.xRandomness = g_randomness,
+		.xSleep = g_sleep,
+		.xCurrentTime = g_current_time,
+		.xGetLastError = g_last_error,
+		.xCurrentTimeInt64 = g_current_time_int64,
+	};
+	if (sqlite3_vfs_register(&guard_vfs, 0) != SQLITE_OK)
+		guard_vfs.zName = NULL;
+}
+
 const char *cqrs_sqlite_guard_vfs(bool enabled)
 {
-	guard_enabled = enabled;
-	if (real_vfs == NULL) {
-		real_vfs = sqlite3_vfs_find(NULL);
-		if (real_vfs == NULL || real_vfs->iVersion < 2)
-			return NULL;
-		guard_vfs = (sqlite3_vfs){
-			.iVersion = 2,
-			.szOsFile = (int)sizeof(struct guard_file) + real_vfs->szOsFile,
-			.mxPathname = real_vfs->mxPathname,
-			.zName = "cqrs-guard",
-			.xOpen = g_open,
-			.xDelete = g_delete,
-			.xAccess = g_access,
-			.xFullPathname = g_full_pathname,
-			.xDlOpen = real_vfs->xDlOpen,
-			.xDlError = real_vfs->xDlError,
-			.xDlSym = real_vfs->xDlSym,
-			.xDlClose = real_vfs->xDlClose,
-			.xRandomness = g_randomness,
-			.xSleep = g_sleep,
-			.xCurrentTime = g_current_time,
-			.xGetLastError = g_last_error,
-			.xCurrentTimeInt64 = g_current_time_int64,
-		};
-		if (sqlite3_vfs_register(&guard_vfs, 0) != SQLITE_OK)
-			return NULL;
-	}
+	pthread_once(&registered, register_guard);
+	atomic_store(&guard_enabled, enabled);
 	return guard_vfs.zName;
 }

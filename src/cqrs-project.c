@@ -339,7 +339,10 @@ int main(int argc, char **argv)
 		case OPT_VIEWS: opt.views = optarg; break;
 		case 'v': opt.verbose = true; break;
 		case 'h': usage(0); break;
-		case 'V': cqrs_print_version(); return cqrs_finish_stdout(0);
+		case 'V':
+			cqrs_print_version();
+			free(files);
+			return cqrs_finish_stdout(0);
 		default: usage(CQRS_EXIT_USAGE);
 		}
 	}
