@@ -19,26 +19,26 @@
  */
 enum cqrs_exit {
 	CQRS_EXIT_OK = 0,
-	CQRS_EXIT_NOT_FOUND = 1,  /* query-like tools: nothing matched */
-	CQRS_EXIT_CONFLICT = 3,	  /* optimistic concurrency: version mismatch */
-	CQRS_EXIT_REJECTED = 4,	  /* a command broke a business rule */
-	CQRS_EXIT_USAGE = 64,	  /* EX_USAGE */
-	CQRS_EXIT_DATAERR = 65,	  /* EX_DATAERR: bad input, not a cqrs store */
-	CQRS_EXIT_NOINPUT = 66,	  /* EX_NOINPUT: input file or store missing */
+	CQRS_EXIT_NOT_FOUND = 1,    /* query-like tools: nothing matched */
+	CQRS_EXIT_CONFLICT = 3,	    /* optimistic concurrency: version mismatch */
+	CQRS_EXIT_REJECTED = 4,	    /* a command broke a business rule */
+	CQRS_EXIT_USAGE = 64,	    /* EX_USAGE */
+	CQRS_EXIT_DATAERR = 65,	    /* EX_DATAERR: bad input, not a cqrs store */
+	CQRS_EXIT_NOINPUT = 66,	    /* EX_NOINPUT: input file or store missing */
 	CQRS_EXIT_UNAVAILABLE = 69, /* EX_UNAVAILABLE: a program it needs is missing */
-	CQRS_EXIT_SOFTWARE = 70,  /* EX_SOFTWARE: internal error */
-	CQRS_EXIT_OSERR = 71,	  /* EX_OSERR: out of memory, fork failed */
-	CQRS_EXIT_CANTCREAT = 73, /* EX_CANTCREAT: cannot create the store */
-	CQRS_EXIT_IOERR = 74,	  /* EX_IOERR: read, write or fsync failed */
-	CQRS_EXIT_TEMPFAIL = 75,  /* EX_TEMPFAIL: store busy or locked */
-	CQRS_EXIT_NOPERM = 77,	  /* EX_NOPERM */
-	CQRS_EXIT_CONFIG = 78,	  /* EX_CONFIG: bad configuration, newer schema */
+	CQRS_EXIT_SOFTWARE = 70,    /* EX_SOFTWARE: internal error */
+	CQRS_EXIT_OSERR = 71,	    /* EX_OSERR: out of memory, fork failed */
+	CQRS_EXIT_CANTCREAT = 73,   /* EX_CANTCREAT: cannot create the store */
+	CQRS_EXIT_IOERR = 74,	    /* EX_IOERR: read, write or fsync failed */
+	CQRS_EXIT_TEMPFAIL = 75,    /* EX_TEMPFAIL: store busy or locked */
+	CQRS_EXIT_NOPERM = 77,	    /* EX_NOPERM */
+	CQRS_EXIT_CONFIG = 78,	    /* EX_CONFIG: bad configuration, newer schema */
 };
 
 /* Limits on one input line, documented in cqrs(7). */
-#define CQRS_MAX_LINE	   (1024 * 1024)
-#define CQRS_MAX_DEPTH	   64
-#define CQRS_MAX_TYPE_NAME 128
+#define CQRS_MAX_LINE	     (1024 * 1024)
+#define CQRS_MAX_DEPTH	     64
+#define CQRS_MAX_TYPE_NAME   128
 #define CQRS_MAX_CORRELATION 255 /* bytes of metadata.correlation_id */
 
 /* An error travels up to the tool, which prints it once and exits with code. */
@@ -311,7 +311,7 @@ typedef struct cqrs_command_result {
 	char aggregate_id[37]; /* "" when a rejected command named none */
 	char reason[512];      /* rejected: why, for people */
 	int64_t first_sequence, last_sequence; /* accepted: its events' sequences */
-	char *line;	       /* the result line (cqrs-command(1)), no newline; malloc'd */
+	char *line; /* the result line (cqrs-command(1)), no newline; malloc'd */
 	size_t len;
 } cqrs_command_result;
 
@@ -448,8 +448,8 @@ typedef struct cqrs_query {
 	int64_t as_of_seq; /* or a sequence; 0: none */
 } cqrs_query;
 /* Prints the answer; returns the number of rows, or -1 with *err set. */
-int64_t cqrs_query_run(const char *views_path, const cqrs_query *q, enum cqrs_format fmt,
-		       FILE *out, cqrs_error *err);
+int64_t cqrs_query_run(const char *views_path, const cqrs_query *q, enum cqrs_format fmt, FILE *out,
+		       cqrs_error *err);
 /* The order as it was at q->as_of or q->as_of_seq, folded from its events
  * in the store with the projection that creates order_views. */
 int64_t cqrs_query_order_as_of(const char *views_path, cqrs_store *st, cqrs_projections *ps,

@@ -204,9 +204,10 @@ bool cqrs_input_ready(cqrs_input *in)
 	int fd = in->fd;
 	if (fd < 0) {
 		/* between operands: only stdin can keep us waiting */
-		bool stdin_next = in->npaths == 0 ? in->next_path == 0
-						  : in->next_path < in->npaths &&
-							    strcmp(in->paths[in->next_path], "-") == 0;
+		bool stdin_next = in->npaths == 0
+					  ? in->next_path == 0
+					  : in->next_path < in->npaths &&
+						    strcmp(in->paths[in->next_path], "-") == 0;
 		if (!stdin_next)
 			return true;
 		fd = STDIN_FILENO;

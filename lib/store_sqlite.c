@@ -32,7 +32,7 @@
 #define WAL_KEEP_BYTES		(4 << 20)
 /* Writers keep the random-key indexes hot; a reader streams, so a small
  * cache is enough and memory stays flat however large the store. */
-#define WRITER_CACHE_KIB	32768
+#define WRITER_CACHE_KIB 32768
 #define READER_CACHE_KIB 2048
 
 /* uuid text from a 16-byte blob, for people querying with sqlite3 */
