@@ -14,22 +14,8 @@
 
 /* --- building JSON text (domain_json.c) ---------------------------------- */
 
-/* A growing buffer for JSON written by hand, so that amounts are written as
- * exact decimal text.  On out of memory it stops growing and sets oom. */
-struct jbuf {
-	char *p;
-	size_t len, cap;
-	bool oom;
-};
-
-void jb_reset(struct jbuf *b);
-void jb_free(struct jbuf *b);
-void jb_put(struct jbuf *b, const char *s, size_t n);
-void jb_puts(struct jbuf *b, const char *s);
-void jb_putc(struct jbuf *b, char c);
 /* ',' unless the buffer ends an opening '{' or '[', then "key": */
 void jb_key(struct jbuf *b, const char *key);
-void jb_string(struct jbuf *b, const char *s, size_t n);
 void jb_str(struct jbuf *b, const char *s);
 void jb_int(struct jbuf *b, int64_t v);
 void jb_uuid(struct jbuf *b, const uint8_t id[CQRS_UUID_LEN]);

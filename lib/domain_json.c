@@ -12,56 +12,6 @@
 #include "domain.h"
 #include "banned.h"
 
-void jb_reset(struct jbuf *b)
-{
-	b->len = 0;
-	b->oom = false;
-}
-
-void jb_free(struct jbuf *b)
-{
-	free(b->p);
-	*b = (struct jbuf){ 0 };
-}
-
-static bool grow(struct jbuf *b, size_t n)
-{
-	if (b->oom)
-		return false;
-	if (b->len + n + 1 <= b->cap)
-		return true;
-	size_t cap = b->cap ? b->cap : 256;
-	while (cap < b->len + n + 1)
-		cap *= 2;
-	char *p = realloc(b->p, cap);
-	if (p == NULL) {
-		b->oom = true;
-		return false;
-	}
-	b->p = p;
-	b->cap = cap;
-	return true;
-}
-
-void jb_put(struct jbuf *b, const char *s, size_t n)
-{
-	if (!grow(b, n))
-		return;
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-}
-
-void jb_puts(struct jbuf *b, const char *s)
-{
-	jb_put(b, s, strlen(s));
-}
-
-void jb_putc(struct jbuf *b, char c)
-{
-	jb_put(b, &c, 1);
-}
-
 void jb_key(struct jbuf *b, const char *key)
 {
 	if (b->len > 0 && b->p[b->len - 1] != '{' && b->p[b->len - 1] != '[')
@@ -69,40 +19,6 @@ void jb_key(struct jbuf *b, const char *key)
 	jb_putc(b, '"');
 	jb_puts(b, key);
 	jb_put(b, "\":", 2);
-}
-
-void jb_string(struct jbuf *b, const char *s, size_t n)
-{
-	static const char hex[] = "0123456789abcdef";
-	if (!grow(b, n * 6 + 2))
-		return;
-	char *o = b->p + b->len;
-	*o++ = '"';
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)s[i];
-		if (c == '"' || c == '\\') {
-			*o++ = '\\';
-			*o++ = (char)c;
-		} else if (c < 0x20) {
-			*o++ = '\\';
-			switch (c) {
-			case '\n': *o++ = 'n'; break;
-			case '\r': *o++ = 'r'; break;
-			case '\t': *o++ = 't'; break;
-			default:
-				*o++ = 'u';
-				*o++ = '0';
-				*o++ = '0';
-				*o++ = hex[c >> 4];
-				*o++ = hex[c & 15];
-			}
-		} else {
-			*o++ = (char)c;
-		}
-	}
-	*o++ = '"';
-	b->len = (size_t)(o - b->p);
-	b->p[b->len] = '\0';
 }
 
 void jb_str(struct jbuf *b, const char *s)

@@ -9,25 +9,6 @@
 
 #include "cqrs.h"
 
-/* --- a growing byte buffer (saga_template.c) ------------------------------- */
-
-struct sbuf {
-	char *p;
-	size_t len, cap;
-	bool oom; /* a failed allocation: stops growing, checked once at the end */
-};
-
-void sb_reset(struct sbuf *b);
-void sb_free(struct sbuf *b);
-void sb_put(struct sbuf *b, const char *s, size_t n);
-void sb_puts(struct sbuf *b, const char *s);
-void sb_putc(struct sbuf *b, char c);
-void sb_printf(struct sbuf *b, const char *fmt, ...) CQRS_PRINTF(2, 3);
-/* s as a JSON string, with its quotes */
-void sb_json_str(struct sbuf *b, const char *s, size_t n);
-/* NUL-terminated contents ("" when empty) */
-const char *sb_str(struct sbuf *b);
-
 /* The end of the compact JSON value that starts at v[pos]. */
 size_t json_value_end(const char *v, size_t len, size_t pos);
 /* Elements of a compact JSON array, *pos starting at 0: 1 per element. */
