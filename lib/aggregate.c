@@ -45,7 +45,7 @@ int agg_loader_init(struct agg_loader *l, cqrs_store *st, int64_t snapshot_every
 void agg_loader_free(struct agg_loader *l)
 {
 	free(l->cache);
-	jb_free(&l->scratch);
+	cqrs_strbuf_free(&l->scratch);
 	l->cache = NULL;
 }
 
@@ -95,13 +95,13 @@ int agg_fold(struct aggregate *a, const cqrs_event *ev, cqrs_error *err)
 	return 0;
 }
 
-void agg_state_json(const struct aggregate *a, struct jbuf *out)
+void agg_state_json(const struct aggregate *a, struct cqrs_strbuf *out)
 {
-	jb_putc(out, '{');
+	cqrs_strbuf_putc(out, '{');
 	jb_key(out, "correlation_id");
 	jb_str(out, a->correlation);
 	domain_of(a->kind)->save(a, out);
-	jb_putc(out, '}');
+	cqrs_strbuf_putc(out, '}');
 }
 
 /* --- snapshots ------------------------------------------------------------- */
@@ -192,10 +192,10 @@ static int from_snapshot(struct agg_loader *l, struct aggregate *a, int64_t curr
 
 static int save_snapshot(struct agg_loader *l, const struct aggregate *a, cqrs_error *err)
 {
-	struct jbuf state = { 0 };
+	struct cqrs_strbuf state = { 0 };
 	agg_state_json(a, &state);
-	struct jbuf *b = &l->scratch;
-	jb_reset(b);
+	struct cqrs_strbuf *b = &l->scratch;
+	cqrs_strbuf_reset(b);
 	char hash[2 * CQRS_HASH_LEN + 1];
 	static const char hex[] = "0123456789abcdef";
 	for (size_t i = 0; i < CQRS_HASH_LEN; i++) {
@@ -206,7 +206,7 @@ static int save_snapshot(struct agg_loader *l, const struct aggregate *a, cqrs_e
 	uint8_t sum[32];
 	if (!state.oom)
 		digest(a, a->version, hash, state.p, state.len, sum);
-	jb_putc(b, '{');
+	cqrs_strbuf_putc(b, '{');
 	jb_key(b, "format");
 	jb_int(b, SNAPSHOT_FORMAT);
 	jb_key(b, "aggregate_type");
@@ -216,10 +216,10 @@ static int save_snapshot(struct agg_loader *l, const struct aggregate *a, cqrs_e
 	jb_key(b, "sha256");
 	jb_hex(b, sum, sizeof sum);
 	jb_key(b, "state");
-	jb_put(b, state.p, state.len);
-	jb_putc(b, '}');
+	cqrs_strbuf_put(b, state.p, state.len);
+	cqrs_strbuf_putc(b, '}');
 	bool oom = state.oom || b->oom;
-	jb_free(&state);
+	cqrs_strbuf_free(&state);
 	if (oom)
 		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
 	return cqrs_store_snapshot_save(l->st, a->id, domain_of(a->kind)->type, a->version, b->p,

@@ -105,7 +105,7 @@ struct cqrs_commander {
 	bool appended;	/* this command's events went in: an error now spoils the batch */
 	struct aggregate agg, aux;
 	struct decision dec;
-	struct jbuf meta, stored;
+	struct cqrs_strbuf meta, stored;
 	/* The order counter inside the write transaction: read once, counted
 	 * here, written back before commit.  The write lock is held from the
 	 * first read to the commit, so nobody else can move it meanwhile. */
@@ -475,9 +475,9 @@ static int result_accepted(struct cqrs_commander *c, cqrs_command_result *res, c
  * (the events are read back by sequence), not the events themselves. */
 static void stored_form(struct cqrs_commander *c, const cqrs_command_result *res)
 {
-	struct jbuf *b = &c->stored;
-	jb_reset(b);
-	jb_putc(b, '{');
+	struct cqrs_strbuf *b = &c->stored;
+	cqrs_strbuf_reset(b);
+	cqrs_strbuf_putc(b, '{');
 	jb_key(b, "type");
 	jb_str(b, c->spec->type);
 	jb_key(b, "status");
@@ -493,7 +493,7 @@ static void stored_form(struct cqrs_commander *c, const cqrs_command_result *res
 		jb_key(b, "reason");
 		jb_str(b, res->reason);
 	}
-	jb_putc(b, '}');
+	cqrs_strbuf_putc(b, '}');
 }
 
 static int foreign_result(const struct cqrs_commander *c, cqrs_error *err)
@@ -688,9 +688,9 @@ static int correlation(struct cqrs_commander *c, char *out, size_t cap, cqrs_err
 
 static void metadata(struct cqrs_commander *c, const char *corr)
 {
-	struct jbuf *b = &c->meta;
-	jb_reset(b);
-	jb_putc(b, '{');
+	struct cqrs_strbuf *b = &c->meta;
+	cqrs_strbuf_reset(b);
+	cqrs_strbuf_putc(b, '{');
 	jb_key(b, "correlation_id");
 	jb_str(b, corr);
 	jb_key(b, "causation_id");
@@ -700,7 +700,7 @@ static void metadata(struct cqrs_commander *c, const char *corr)
 		jb_key(b, "user_id");
 		jb_str(b, user);
 	}
-	jb_putc(b, '}');
+	cqrs_strbuf_putc(b, '}');
 }
 
 /* One load-decide-append round.  Returns 0 with res filled, or -1 (a
@@ -894,9 +894,9 @@ void cqrs_commander_free(cqrs_commander *c)
 	agg_loader_free(&c->loader);
 	free(c->cmd.items);
 	for (int i = 0; i < DOM_MAX_EVENTS; i++)
-		jb_free(&c->dec.data[i]);
-	jb_free(&c->meta);
-	jb_free(&c->stored);
+		cqrs_strbuf_free(&c->dec.data[i]);
+	cqrs_strbuf_free(&c->meta);
+	cqrs_strbuf_free(&c->stored);
 	if (c->out != NULL)
 		fclose(c->out);
 	free(c->outbuf);
@@ -989,10 +989,10 @@ int cqrs_commander_state(cqrs_commander *c, const uint8_t id[CQRS_UUID_LEN], cha
 				 type);
 	if (agg_load(&c->loader, (enum agg_kind)kind, id, &c->agg, err) < 0)
 		return -1;
-	struct jbuf b = { 0 };
-	jb_puts(&b, "{\"aggregate_id\":\"");
-	jb_puts(&b, text);
-	jb_puts(&b, "\",\"aggregate_type\":");
+	struct cqrs_strbuf b = { 0 };
+	cqrs_strbuf_puts(&b, "{\"aggregate_id\":\"");
+	cqrs_strbuf_puts(&b, text);
+	cqrs_strbuf_puts(&b, "\",\"aggregate_type\":");
 	jb_str(&b, type);
 	jb_key(&b, "version");
 	jb_int(&b, c->agg.version);
@@ -1000,9 +1000,9 @@ int cqrs_commander_state(cqrs_commander *c, const uint8_t id[CQRS_UUID_LEN], cha
 	jb_int(&b, c->loader.last_snapshot);
 	jb_key(&b, "state");
 	agg_state_json(&c->agg, &b);
-	jb_putc(&b, '}');
+	cqrs_strbuf_putc(&b, '}');
 	if (b.oom) {
-		jb_free(&b);
+		cqrs_strbuf_free(&b);
 		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
 	}
 	*json = b.p;

@@ -11,17 +11,18 @@
 #define CQRS_DOMAIN_H
 
 #include "cqrs.h"
+#include "strbuf.h"
 
 /* --- building JSON text (domain_json.c) ---------------------------------- */
 
 /* ',' unless the buffer ends an opening '{' or '[', then "key": */
-void jb_key(struct jbuf *b, const char *key);
-void jb_str(struct jbuf *b, const char *s);
-void jb_int(struct jbuf *b, int64_t v);
-void jb_uuid(struct jbuf *b, const uint8_t id[CQRS_UUID_LEN]);
-void jb_money(struct jbuf *b, int64_t minor, const char *currency);
-void jb_bool(struct jbuf *b, bool v);
-void jb_hex(struct jbuf *b, const uint8_t *bytes, size_t n);
+void jb_key(struct cqrs_strbuf *b, const char *key);
+void jb_str(struct cqrs_strbuf *b, const char *s);
+void jb_int(struct cqrs_strbuf *b, int64_t v);
+void jb_uuid(struct cqrs_strbuf *b, const uint8_t id[CQRS_UUID_LEN]);
+void jb_money(struct cqrs_strbuf *b, int64_t minor, const char *currency);
+void jb_bool(struct cqrs_strbuf *b, bool v);
+void jb_hex(struct cqrs_strbuf *b, const uint8_t *bytes, size_t n);
 
 /* Strict readers of compact JSON values, for event data and snapshots:
  * 0 on success, -1 when the value is missing or of the wrong shape. */
@@ -170,7 +171,7 @@ struct decision {
 	char reason[512];
 	int nevents;
 	const char *event_type[DOM_MAX_EVENTS];
-	struct jbuf data[DOM_MAX_EVENTS];
+	struct cqrs_strbuf data[DOM_MAX_EVENTS];
 };
 
 /* What a decision may ask of the world while it runs: the next order number
@@ -187,7 +188,7 @@ typedef int (*decide_fn)(const struct command *c, const struct aggregate *a,
 
 int reject(struct decision *d, const char *fmt, ...) CQRS_PRINTF(2, 3);
 /* The next event of the decision, with its data buffer emptied. */
-struct jbuf *emit(struct decision *d, const char *event_type);
+struct cqrs_strbuf *emit(struct decision *d, const char *event_type);
 
 struct domain {
 	const char *type; /* aggregate_type: "Order" */
@@ -196,7 +197,7 @@ struct domain {
 	 * types are skipped. -1 with *err set when the data is unreadable. */
 	int (*apply)(struct aggregate *a, const cqrs_event *ev, cqrs_error *err);
 	/* The state's members (after the opening '{' and correlation_id). */
-	void (*save)(const struct aggregate *a, struct jbuf *out);
+	void (*save)(const struct aggregate *a, struct cqrs_strbuf *out);
 	/* Back from those members: -1 when anything is missing or wrong. */
 	int (*restore)(struct aggregate *a, const char *state, size_t len);
 };
@@ -255,7 +256,7 @@ struct agg_loader {
 	int64_t snapshot_every; /* 0: never */
 	bool ignore_snapshots;
 	struct aggregate *cache; /* AGG_CACHE_SLOTS, direct-mapped on the id */
-	struct jbuf scratch;
+	struct cqrs_strbuf scratch;
 	/* counters for tests and benchmarks */
 	int64_t snapshots_used, snapshots_ignored, events_folded;
 	int64_t last_snapshot; /* version of the snapshot the last load began at */
@@ -280,7 +281,7 @@ int agg_committed(struct agg_loader *l, const struct aggregate *a, int64_t old_v
 /* Folds one event into a, checking that it belongs to this kind. */
 int agg_fold(struct aggregate *a, const cqrs_event *ev, cqrs_error *err);
 /* The state as one JSON object (with correlation_id first). */
-void agg_state_json(const struct aggregate *a, struct jbuf *out);
+void agg_state_json(const struct aggregate *a, struct cqrs_strbuf *out);
 /* The kind for an aggregate_type, -1 when no command handles it. */
 int agg_kind_of(const char *aggregate_type);
 

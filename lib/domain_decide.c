@@ -22,11 +22,11 @@ int reject(struct decision *d, const char *fmt, ...)
 	return 0;
 }
 
-struct jbuf *emit(struct decision *d, const char *event_type)
+struct cqrs_strbuf *emit(struct decision *d, const char *event_type)
 {
-	struct jbuf *b = &d->data[d->nevents];
+	struct cqrs_strbuf *b = &d->data[d->nevents];
 	d->event_type[d->nevents++] = event_type;
-	jb_reset(b);
+	cqrs_strbuf_reset(b);
 	return b;
 }
 

@@ -57,7 +57,7 @@ static int apply(struct aggregate *a, const cqrs_event *ev, cqrs_error *err)
 	return 0;
 }
 
-static void save(const struct aggregate *a, struct jbuf *b)
+static void save(const struct aggregate *a, struct cqrs_strbuf *b)
 {
 	const struct inventory_state *s = &a->u.inv;
 	jb_key(b, "exists");
@@ -101,19 +101,19 @@ int inventory_register(const struct command *c, const struct aggregate *a,
 	if (HAS(c, F_QUANTITY) &&
 	    reject_quantity(d, "initial quantity", c->quantity, c->quantity_len, &q))
 		return 0;
-	struct jbuf *b = emit(d, "ProductRegistered");
-	jb_putc(b, '{');
+	struct cqrs_strbuf *b = emit(d, "ProductRegistered");
+	cqrs_strbuf_putc(b, '{');
 	jb_key(b, "sku");
 	jb_str(b, c->sku);
 	jb_key(b, "name");
 	jb_str(b, c->name);
-	jb_putc(b, '}');
+	cqrs_strbuf_putc(b, '}');
 	if (q > 0) {
 		b = emit(d, "StockReplenished");
-		jb_putc(b, '{');
+		cqrs_strbuf_putc(b, '{');
 		jb_key(b, "quantity");
 		jb_int(b, q);
-		jb_putc(b, '}');
+		cqrs_strbuf_putc(b, '}');
 	}
 	return 0;
 }
@@ -132,11 +132,11 @@ int inventory_replenish(const struct command *c, const struct aggregate *a,
 	if (s->available + s->reserved + q > DOM_MAX_STOCK)
 		return reject(d, "cannot add %lld to the stock of %s: it would exceed %lld units",
 			      (long long)q, s->sku, (long long)DOM_MAX_STOCK);
-	struct jbuf *b = emit(d, "StockReplenished");
-	jb_putc(b, '{');
+	struct cqrs_strbuf *b = emit(d, "StockReplenished");
+	cqrs_strbuf_putc(b, '{');
 	jb_key(b, "quantity");
 	jb_int(b, q);
-	jb_putc(b, '}');
+	cqrs_strbuf_putc(b, '}');
 	return 0;
 }
 
@@ -155,13 +155,13 @@ static int move(const struct command *c, const struct aggregate *a, struct decis
 	if (!reserve && q > s->reserved)
 		return reject(d, "cannot release %lld of %s: only %lld reserved", (long long)q,
 			      s->sku, (long long)s->reserved);
-	struct jbuf *b = emit(d, reserve ? "InventoryReserved" : "InventoryReleased");
-	jb_putc(b, '{');
+	struct cqrs_strbuf *b = emit(d, reserve ? "InventoryReserved" : "InventoryReleased");
+	cqrs_strbuf_putc(b, '{');
 	jb_key(b, "order_id");
 	jb_uuid(b, c->order_id);
 	jb_key(b, "quantity");
 	jb_int(b, q);
-	jb_putc(b, '}');
+	cqrs_strbuf_putc(b, '}');
 	return 0;
 }
 

@@ -12,57 +12,57 @@
 #include "domain.h"
 #include "banned.h"
 
-void jb_key(struct jbuf *b, const char *key)
+void jb_key(struct cqrs_strbuf *b, const char *key)
 {
 	if (b->len > 0 && b->p[b->len - 1] != '{' && b->p[b->len - 1] != '[')
-		jb_putc(b, ',');
-	jb_putc(b, '"');
-	jb_puts(b, key);
-	jb_put(b, "\":", 2);
+		cqrs_strbuf_putc(b, ',');
+	cqrs_strbuf_putc(b, '"');
+	cqrs_strbuf_puts(b, key);
+	cqrs_strbuf_put(b, "\":", 2);
 }
 
-void jb_str(struct jbuf *b, const char *s)
+void jb_str(struct cqrs_strbuf *b, const char *s)
 {
-	jb_string(b, s, strlen(s));
+	cqrs_strbuf_json_string(b, s, strlen(s));
 }
 
-void jb_int(struct jbuf *b, int64_t v)
+void jb_int(struct cqrs_strbuf *b, int64_t v)
 {
 	char t[24];
 	int n = snprintf(t, sizeof t, "%lld", (long long)v);
-	jb_put(b, t, (size_t)n);
+	cqrs_strbuf_put(b, t, (size_t)n);
 }
 
-void jb_uuid(struct jbuf *b, const uint8_t id[CQRS_UUID_LEN])
+void jb_uuid(struct cqrs_strbuf *b, const uint8_t id[CQRS_UUID_LEN])
 {
 	char t[37];
 	cqrs_uuid_format(id, t);
-	jb_putc(b, '"');
-	jb_put(b, t, 36);
-	jb_putc(b, '"');
+	cqrs_strbuf_putc(b, '"');
+	cqrs_strbuf_put(b, t, 36);
+	cqrs_strbuf_putc(b, '"');
 }
 
-void jb_money(struct jbuf *b, int64_t minor, const char *currency)
+void jb_money(struct cqrs_strbuf *b, int64_t minor, const char *currency)
 {
 	char t[40];
 	cqrs_money_format(minor, currency, t, sizeof t);
-	jb_puts(b, t);
+	cqrs_strbuf_puts(b, t);
 }
 
-void jb_bool(struct jbuf *b, bool v)
+void jb_bool(struct cqrs_strbuf *b, bool v)
 {
-	jb_puts(b, v ? "true" : "false");
+	cqrs_strbuf_puts(b, v ? "true" : "false");
 }
 
-void jb_hex(struct jbuf *b, const uint8_t *bytes, size_t n)
+void jb_hex(struct cqrs_strbuf *b, const uint8_t *bytes, size_t n)
 {
 	static const char hex[] = "0123456789abcdef";
-	jb_putc(b, '"');
+	cqrs_strbuf_putc(b, '"');
 	for (size_t i = 0; i < n; i++) {
-		jb_putc(b, hex[bytes[i] >> 4]);
-		jb_putc(b, hex[bytes[i] & 15]);
+		cqrs_strbuf_putc(b, hex[bytes[i] >> 4]);
+		cqrs_strbuf_putc(b, hex[bytes[i] & 15]);
 	}
-	jb_putc(b, '"');
+	cqrs_strbuf_putc(b, '"');
 }
 
 /* --- reading ------------------------------------------------------------- */

@@ -60,7 +60,7 @@ static int apply(struct aggregate *a, const cqrs_event *ev, cqrs_error *err)
 	return 0;
 }
 
-static void save(const struct aggregate *a, struct jbuf *b)
+static void save(const struct aggregate *a, struct cqrs_strbuf *b)
 {
 	const struct order_state *o = &a->u.order;
 	jb_key(b, "exists");
@@ -134,32 +134,32 @@ int order_create(const struct command *c, const struct aggregate *a, const struc
 	char number[DOM_NUMBER];
 	if (ctx->order_number(ctx->arg, number, err) < 0)
 		return -1;
-	struct jbuf *b = emit(d, "OrderCreated");
-	jb_putc(b, '{');
+	struct cqrs_strbuf *b = emit(d, "OrderCreated");
+	cqrs_strbuf_putc(b, '{');
 	jb_key(b, "order_number");
 	jb_str(b, number);
 	jb_key(b, "customer_id");
 	jb_str(b, c->customer_id);
 	jb_key(b, "items");
-	jb_putc(b, '[');
+	cqrs_strbuf_putc(b, '[');
 	for (size_t i = 0; i < c->nitems; i++) {
 		const struct cmd_item *it = &c->items[i];
 		int64_t price = 0;
 		cqrs_money_parse(it->unit_price, it->unit_price_len, c->currency, &price, NULL);
 		if (i > 0)
-			jb_putc(b, ',');
-		jb_putc(b, '{');
+			cqrs_strbuf_putc(b, ',');
+		cqrs_strbuf_putc(b, '{');
 		jb_key(b, "product_id");
 		jb_uuid(b, it->product_id);
 		jb_key(b, "sku");
 		jb_str(b, it->sku);
 		jb_key(b, "quantity");
-		jb_put(b, it->quantity, it->quantity_len);
+		cqrs_strbuf_put(b, it->quantity, it->quantity_len);
 		jb_key(b, "unit_price");
 		jb_money(b, price, c->currency);
-		jb_putc(b, '}');
+		cqrs_strbuf_putc(b, '}');
 	}
-	jb_putc(b, ']');
+	cqrs_strbuf_putc(b, ']');
 	jb_key(b, "currency");
 	jb_str(b, c->currency);
 	jb_key(b, "total");
@@ -167,12 +167,12 @@ int order_create(const struct command *c, const struct aggregate *a, const struc
 	jb_key(b, "shipping_address");
 	static const char *const parts[ADDR_PARTS] = { "name", "street", "city", "postal_code",
 						       "country" };
-	jb_putc(b, '{');
+	cqrs_strbuf_putc(b, '{');
 	for (int i = 0; i < ADDR_PARTS; i++) {
 		jb_key(b, parts[i]);
 		jb_str(b, c->address[i]);
 	}
-	jb_put(b, "}}", 2);
+	cqrs_strbuf_put(b, "}}", 2);
 	return 0;
 }
 
@@ -192,13 +192,13 @@ int order_confirm(const struct command *c, const struct aggregate *a, const stru
 		return reject(d, "cannot confirm order %s: it has already been shipped", name);
 	if (o->confirmed)
 		return reject(d, "order %s is already confirmed", name);
-	struct jbuf *b = emit(d, "OrderConfirmed");
-	jb_putc(b, '{');
+	struct cqrs_strbuf *b = emit(d, "OrderConfirmed");
+	cqrs_strbuf_putc(b, '{');
 	if (HAS(c, F_NOTE)) {
 		jb_key(b, "note");
 		jb_str(b, c->note);
 	}
-	jb_putc(b, '}');
+	cqrs_strbuf_putc(b, '}');
 	return 0;
 }
 
@@ -230,15 +230,15 @@ int order_pay(const struct command *c, const struct aggregate *a, const struct d
 		return reject(d, "payment of %s %s does not match the total of order %s (%s %s)",
 			      paid, o->currency, name, total, o->currency);
 	}
-	struct jbuf *b = emit(d, "PaymentProcessed");
-	jb_putc(b, '{');
+	struct cqrs_strbuf *b = emit(d, "PaymentProcessed");
+	cqrs_strbuf_putc(b, '{');
 	jb_key(b, "payment_id");
 	jb_uuid(b, c->payment_id);
 	jb_key(b, "amount");
 	jb_money(b, amount, o->currency);
 	jb_key(b, "currency");
 	jb_str(b, o->currency);
-	jb_putc(b, '}');
+	cqrs_strbuf_putc(b, '}');
 	return 0;
 }
 
@@ -264,15 +264,15 @@ int order_ship(const struct command *c, const struct aggregate *a, const struct 
 		cqrs_timestamp_now(now);
 		at = now;
 	}
-	struct jbuf *b = emit(d, "OrderShipped");
-	jb_putc(b, '{');
+	struct cqrs_strbuf *b = emit(d, "OrderShipped");
+	cqrs_strbuf_putc(b, '{');
 	jb_key(b, "tracking_number");
 	jb_str(b, c->tracking_number);
 	jb_key(b, "carrier");
 	jb_str(b, c->carrier);
 	jb_key(b, "shipped_at");
 	jb_str(b, at);
-	jb_putc(b, '}');
+	cqrs_strbuf_putc(b, '}');
 	return 0;
 }
 
@@ -290,10 +290,10 @@ int order_cancel(const struct command *c, const struct aggregate *a, const struc
 		return reject(d, "cannot cancel order %s: it has already been shipped", name);
 	if (o->cancelled)
 		return reject(d, "order %s is already cancelled", name);
-	struct jbuf *b = emit(d, "OrderCancelled");
-	jb_putc(b, '{');
+	struct cqrs_strbuf *b = emit(d, "OrderCancelled");
+	cqrs_strbuf_putc(b, '{');
 	jb_key(b, "reason");
 	jb_str(b, c->reason);
-	jb_putc(b, '}');
+	cqrs_strbuf_putc(b, '}');
 	return 0;
 }

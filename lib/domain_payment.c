@@ -50,7 +50,7 @@ static int apply(struct aggregate *a, const cqrs_event *ev, cqrs_error *err)
 	return 0;
 }
 
-static void save(const struct aggregate *a, struct jbuf *b)
+static void save(const struct aggregate *a, struct cqrs_strbuf *b)
 {
 	const struct payment_state *p = &a->u.pay;
 	jb_key(b, "exists");
@@ -93,15 +93,15 @@ const struct domain domain_payment = { "Payment", "payment", apply, save, restor
 static void amount_event(struct decision *d, const char *type, const struct payment_state *p,
 			 int64_t amount)
 {
-	struct jbuf *b = emit(d, type);
-	jb_putc(b, '{');
+	struct cqrs_strbuf *b = emit(d, type);
+	cqrs_strbuf_putc(b, '{');
 	jb_key(b, "order_id");
 	jb_uuid(b, p->order_id);
 	jb_key(b, "amount");
 	jb_money(b, amount, p->currency);
 	jb_key(b, "currency");
 	jb_str(b, p->currency);
-	jb_putc(b, '}');
+	cqrs_strbuf_putc(b, '}');
 }
 
 int payment_authorize(const struct command *c, const struct aggregate *a,
@@ -206,10 +206,10 @@ int payment_void(const struct command *c, const struct aggregate *a, const struc
 		return reject(d, "the authorization of payment %s was already voided", id);
 	if (p->authorized > 0 && p->captured == p->authorized)
 		return reject(d, "cannot void payment %s: it has been captured in full", id);
-	struct jbuf *b = emit(d, "AuthorizationVoided");
-	jb_putc(b, '{');
+	struct cqrs_strbuf *b = emit(d, "AuthorizationVoided");
+	cqrs_strbuf_putc(b, '{');
 	jb_key(b, "order_id");
 	jb_uuid(b, p->order_id);
-	jb_putc(b, '}');
+	cqrs_strbuf_putc(b, '}');
 	return 0;
 }

@@ -101,7 +101,7 @@ static void describe(struct exec_result *res, const char *what, int v)
 
 int exec_step(const struct exec_spec *spec, struct exec_result *res, cqrs_error *err)
 {
-	sb_reset(&res->out);
+	cqrs_strbuf_reset(&res->out);
 	res->timed_out = false;
 	res->status = 0;
 	res->reason[0] = '\0';
@@ -205,7 +205,7 @@ int exec_step(const struct exec_spec *spec, struct exec_result *res, cqrs_error 
 				if (res->out.len + (size_t)got > MAX_OUTPUT)
 					too_big = true;
 				else
-					sb_put(&res->out, buf, (size_t)got);
+					cqrs_strbuf_put(&res->out, buf, (size_t)got);
 			} else if (got == 0 || (errno != EAGAIN && errno != EINTR)) {
 				close(rfd);
 				rfd = -1;

@@ -68,7 +68,7 @@ struct cqrs_saga_runner {
 	size_t npoison;
 	struct cqrs_saga_stats stats;
 	struct saga_inst inst;
-	struct sbuf buf, data, meta, out, state, output;
+	struct cqrs_strbuf buf, data, meta, out, state, output;
 	struct exec_result exec;
 };
 
@@ -164,43 +164,43 @@ static void rollback(struct cqrs_saga_runner *r)
 
 /* obj with member key set to val (added at the end when absent). */
 static void set_member(const char *obj, size_t len, const char *key, const char *val, size_t vlen,
-		       struct sbuf *out)
+		       struct cqrs_strbuf *out)
 {
-	sb_reset(out);
-	sb_putc(out, '{');
+	cqrs_strbuf_reset(out);
+	cqrs_strbuf_putc(out, '{');
 	size_t pos = 0;
 	cqrs_json_member m;
 	bool done = false, first = true;
 	while (cqrs_json_next_member(obj, len, &pos, &m) == 1) {
 		if (!first)
-			sb_putc(out, ',');
+			cqrs_strbuf_putc(out, ',');
 		first = false;
-		sb_putc(out, '"');
-		sb_put(out, m.key, m.key_len);
-		sb_put(out, "\":", 2);
+		cqrs_strbuf_putc(out, '"');
+		cqrs_strbuf_put(out, m.key, m.key_len);
+		cqrs_strbuf_put(out, "\":", 2);
 		if (m.key_len == strlen(key) && memcmp(m.key, key, m.key_len) == 0) {
-			sb_put(out, val, vlen);
+			cqrs_strbuf_put(out, val, vlen);
 			done = true;
 		} else {
-			sb_put(out, m.value, m.value_len);
+			cqrs_strbuf_put(out, m.value, m.value_len);
 		}
 	}
 	if (!done) {
 		if (!first)
-			sb_putc(out, ',');
-		sb_json_str(out, key, strlen(key));
-		sb_putc(out, ':');
-		sb_put(out, val, vlen);
+			cqrs_strbuf_putc(out, ',');
+		cqrs_strbuf_json_string(out, key, strlen(key));
+		cqrs_strbuf_putc(out, ':');
+		cqrs_strbuf_put(out, val, vlen);
 	}
-	sb_putc(out, '}');
+	cqrs_strbuf_putc(out, '}');
 }
 
 static void state_set(struct cqrs_saga_runner *r, struct saga_inst *in, const char *key,
 		      const char *val, size_t vlen)
 {
 	set_member(in->state.p, in->state.len, key, val, vlen, &r->state);
-	sb_reset(&in->state);
-	sb_put(&in->state, r->state.p, r->state.len);
+	cqrs_strbuf_reset(&in->state);
+	cqrs_strbuf_put(&in->state, r->state.p, r->state.len);
 }
 
 static void state_set_step(struct cqrs_saga_runner *r, struct saga_inst *in, const char *name,
@@ -212,31 +212,31 @@ static void state_set_step(struct cqrs_saga_runner *r, struct saga_inst *in, con
 		steps = "{}";
 		sl = 2;
 	}
-	struct sbuf tmp = { 0 };
+	struct cqrs_strbuf tmp = { 0 };
 	set_member(steps, sl, name, output, olen, &tmp);
 	state_set(r, in, "steps", tmp.p, tmp.len);
-	sb_free(&tmp);
+	cqrs_strbuf_free(&tmp);
 }
 
 /* --- events on the saga's stream ------------------------------------------------------------- */
 
-static void metadata(struct sbuf *m, const char *corr, const char *causation)
+static void metadata(struct cqrs_strbuf *m, const char *corr, const char *causation)
 {
-	sb_reset(m);
-	sb_putc(m, '{');
+	cqrs_strbuf_reset(m);
+	cqrs_strbuf_putc(m, '{');
 	if (corr != NULL && *corr != '\0') {
-		sb_puts(m, "\"correlation_id\":");
-		sb_json_str(m, corr, strlen(corr));
-		sb_putc(m, ',');
+		cqrs_strbuf_puts(m, "\"correlation_id\":");
+		cqrs_strbuf_json_string(m, corr, strlen(corr));
+		cqrs_strbuf_putc(m, ',');
 	}
-	sb_puts(m, "\"causation_id\":");
-	sb_json_str(m, causation, strlen(causation));
-	sb_puts(m, ",\"user_id\":\"cqrs-saga\"}");
+	cqrs_strbuf_puts(m, "\"causation_id\":");
+	cqrs_strbuf_json_string(m, causation, strlen(causation));
+	cqrs_strbuf_puts(m, ",\"user_id\":\"cqrs-saga\"}");
 }
 
 static int append(struct cqrs_saga_runner *r, const uint8_t id[CQRS_UUID_LEN], const char *type,
-		  const char *event_type, const struct sbuf *data, const struct sbuf *meta,
-		  const uint8_t *event_id, cqrs_error *err)
+		  const char *event_type, const struct cqrs_strbuf *data,
+		  const struct cqrs_strbuf *meta, const uint8_t *event_id, cqrs_error *err)
 {
 	if (data->oom || meta->oom)
 		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
@@ -263,37 +263,37 @@ static int append(struct cqrs_saga_runner *r, const uint8_t id[CQRS_UUID_LEN], c
 static int saga_event(struct cqrs_saga_runner *r, struct saga_inst *in, const char *type,
 		      cqrs_error *err)
 {
-	struct sbuf d = { 0 };
-	sb_puts(&d, "{\"saga_type\":");
-	sb_json_str(&d, in->type, strlen(in->type));
+	struct cqrs_strbuf d = { 0 };
+	cqrs_strbuf_puts(&d, "{\"saga_type\":");
+	cqrs_strbuf_json_string(&d, in->type, strlen(in->type));
 	if (r->data.len > 0) {
-		sb_putc(&d, ',');
-		sb_put(&d, r->data.p, r->data.len);
+		cqrs_strbuf_putc(&d, ',');
+		cqrs_strbuf_put(&d, r->data.p, r->data.len);
 	}
-	sb_putc(&d, '}');
+	cqrs_strbuf_putc(&d, '}');
 	metadata(&r->meta, in->corr, in->id);
 	uint8_t id[CQRS_UUID_LEN];
 	cqrs_uuid_parse(in->id, 36, id);
 	int rc = append(r, id, "Saga", type, &d, &r->meta, NULL, err);
-	sb_free(&d);
-	sb_reset(&r->data);
+	cqrs_strbuf_free(&d);
+	cqrs_strbuf_reset(&r->data);
 	return rc;
 }
 
 static void data_str(struct cqrs_saga_runner *r, const char *key, const char *val)
 {
 	if (r->data.len > 0)
-		sb_putc(&r->data, ',');
-	sb_json_str(&r->data, key, strlen(key));
-	sb_putc(&r->data, ':');
-	sb_json_str(&r->data, val, strlen(val));
+		cqrs_strbuf_putc(&r->data, ',');
+	cqrs_strbuf_json_string(&r->data, key, strlen(key));
+	cqrs_strbuf_putc(&r->data, ':');
+	cqrs_strbuf_json_string(&r->data, val, strlen(val));
 }
 
 static void data_int(struct cqrs_saga_runner *r, const char *key, int64_t v)
 {
 	if (r->data.len > 0)
-		sb_putc(&r->data, ',');
-	sb_printf(&r->data, "\"%s\":%lld", key, (long long)v);
+		cqrs_strbuf_putc(&r->data, ',');
+	cqrs_strbuf_printf(&r->data, "\"%s\":%lld", key, (long long)v);
 }
 
 static void data_time(struct cqrs_saga_runner *r, const char *key, int64_t us)
@@ -429,7 +429,7 @@ static int run_command(struct cqrs_saga_runner *r, const struct saga_action *a,
 		       const struct tpl_ctx *ctx, const char *key, size_t item,
 		       struct act_result *res, cqrs_error *err)
 {
-	sb_reset(&r->buf);
+	cqrs_strbuf_reset(&r->buf);
 	cqrs_error terr = { 0 };
 	if (tpl_render(a->command, ctx, &r->buf, &terr) < 0) {
 		res->kind = ACT_FAIL;
@@ -439,21 +439,21 @@ static int run_command(struct cqrs_saga_runner *r, const struct saga_action *a,
 	/* command_id and correlation_id unless the template gives them */
 	const char *v;
 	size_t vn;
-	struct sbuf *c = &r->out;
-	sb_reset(c);
-	sb_putc(c, '{');
+	struct cqrs_strbuf *c = &r->out;
+	cqrs_strbuf_reset(c);
+	cqrs_strbuf_putc(c, '{');
 	if (!cqrs_json_get(r->buf.p, r->buf.len, "command_id", &v, &vn))
-		sb_printf(c, "\"command_id\":\"saga:%s/%zu/%lld\",", key, item,
-			  (long long)ctx->attempt);
+		cqrs_strbuf_printf(c, "\"command_id\":\"saga:%s/%zu/%lld\",", key, item,
+				   (long long)ctx->attempt);
 	if (!cqrs_json_get(r->buf.p, r->buf.len, "correlation_id", &v, &vn) &&
 	    ctx->correlation_id[0]) {
-		sb_puts(c, "\"correlation_id\":");
-		sb_json_str(c, ctx->correlation_id, strlen(ctx->correlation_id));
-		sb_putc(c, ',');
+		cqrs_strbuf_puts(c, "\"correlation_id\":");
+		cqrs_strbuf_json_string(c, ctx->correlation_id, strlen(ctx->correlation_id));
+		cqrs_strbuf_putc(c, ',');
 	}
 	if (!cqrs_json_get(r->buf.p, r->buf.len, "user_id", &v, &vn))
-		sb_puts(c, "\"user_id\":\"cqrs-saga\",");
-	sb_put(c, r->buf.p + 1, r->buf.len - 1);
+		cqrs_strbuf_puts(c, "\"user_id\":\"cqrs-saga\",");
+	cqrs_strbuf_put(c, r->buf.p + 1, r->buf.len - 1);
 	if (c->oom)
 		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
 	cqrs_command_result cres;
@@ -489,7 +489,7 @@ static int run_command(struct cqrs_saga_runner *r, const struct saga_action *a,
 static int run_emit(struct cqrs_saga_runner *r, const struct tpl *t, const struct tpl_ctx *ctx,
 		    const char *key, size_t index, struct act_result *res, cqrs_error *err)
 {
-	sb_reset(&r->buf);
+	cqrs_strbuf_reset(&r->buf);
 	cqrs_error terr = { 0 };
 	char type[CQRS_MAX_TYPE_NAME + 1], etype[CQRS_MAX_TYPE_NAME + 1], idtext[64];
 	const char *v;
@@ -515,16 +515,16 @@ static int run_emit(struct cqrs_saga_runner *r, const struct tpl *t, const struc
 		     t->line);
 		return 0;
 	}
-	sb_reset(&r->data);
+	cqrs_strbuf_reset(&r->data);
 	if (cqrs_json_get(r->buf.p, r->buf.len, "data", &v, &vn)) {
 		if (vn == 0 || v[0] != '{') {
 			msgf(res->reason, sizeof res->reason,
 			     "emit: line %d: data must be an object", t->line);
 			return 0;
 		}
-		sb_put(&r->data, v, vn);
+		cqrs_strbuf_put(&r->data, v, vn);
 	} else {
-		sb_puts(&r->data, "{}");
+		cqrs_strbuf_puts(&r->data, "{}");
 	}
 	metadata(&r->meta, ctx->correlation_id, key);
 	/* the same event on every retry: the store keeps it once */
@@ -535,7 +535,7 @@ static int run_emit(struct cqrs_saga_runner *r, const struct tpl *t, const struc
 	cqrs_uuid_parse(eid, 36, event_id);
 	cqrs_error aerr = { 0 };
 	int rc = append(r, id, type, etype, &r->data, &r->meta, event_id, &aerr);
-	sb_reset(&r->data);
+	cqrs_strbuf_reset(&r->data);
 	if (rc < 0) {
 		if (aerr.code == CQRS_EXIT_DATAERR || aerr.code == CQRS_EXIT_CONFLICT) {
 			msgf(res->reason, sizeof res->reason, "emit: %s", aerr.msg);
@@ -562,7 +562,7 @@ static int run_local(struct cqrs_saga_runner *r, const struct saga_inst *in,
 	int effects = 0;
 	res->kind = ACT_OK;
 	if (a->command != NULL) {
-		struct sbuf list = { 0 };
+		struct cqrs_strbuf list = { 0 };
 		size_t pos = 0, item = 0;
 		const char *e = NULL;
 		size_t en = 0;
@@ -574,7 +574,7 @@ static int run_local(struct cqrs_saga_runner *r, const struct saga_inst *in,
 				res->kind = ACT_FAIL;
 				msgf(res->reason, sizeof res->reason, "for_each: %s",
 				     terr.msg[0] ? terr.msg : "not a list");
-				sb_free(&list);
+				cqrs_strbuf_free(&list);
 				return 0;
 			}
 		}
@@ -583,7 +583,7 @@ static int run_local(struct cqrs_saga_runner *r, const struct saga_inst *in,
 			ctx.item_len = en;
 			int c = run_command(r, a, &ctx, key, item++, res, err);
 			if (c <= 0) {
-				sb_free(&list);
+				cqrs_strbuf_free(&list);
 				if (c < 0)
 					return -1;
 				goto refused;
@@ -593,7 +593,7 @@ static int run_local(struct cqrs_saga_runner *r, const struct saga_inst *in,
 			if (!each)
 				break;
 		}
-		sb_free(&list);
+		cqrs_strbuf_free(&list);
 	}
 	for (size_t i = 0; i < a->nemit; i++) {
 		int c = run_emit(r, a->emit[i], &ctx, key, i, res, err);
@@ -644,16 +644,16 @@ static int run_action(struct cqrs_saga_runner *r, const cqrs_saga_def *d, struct
 			return 0;
 		}
 		/* the program's output: one JSON object, or nothing */
-		struct sbuf *o = &r->output;
-		sb_reset(o);
-		sb_put(o, ext->out.p ? ext->out.p : "", ext->out.len);
+		struct cqrs_strbuf *o = &r->output;
+		cqrs_strbuf_reset(o);
+		cqrs_strbuf_put(o, ext->out.p ? ext->out.p : "", ext->out.len);
 		size_t len = o->len;
 		while (len > 0 && (o->p[len - 1] == '\n' || o->p[len - 1] == ' ' ||
 				   o->p[len - 1] == '\r' || o->p[len - 1] == '\t'))
 			len--;
 		if (len == 0) {
-			sb_reset(o);
-			sb_puts(o, "{}");
+			cqrs_strbuf_reset(o);
+			cqrs_strbuf_puts(o, "{}");
 			len = 2;
 		}
 		cqrs_error jerr = { 0 };
@@ -685,7 +685,7 @@ static int find_match(struct cqrs_saga_runner *r, const struct saga_step *s,
 			  .after = in->start_sequence };
 	uint8_t agg[CQRS_UUID_LEN];
 	char corr[256];
-	struct sbuf m = { 0 };
+	struct cqrs_strbuf m = { 0 };
 	if (s->wait_match != NULL) {
 		struct tpl_ctx ctx;
 		fill_ctx(&ctx, r, in, s->name, "");
@@ -693,7 +693,7 @@ static int find_match(struct cqrs_saga_runner *r, const struct saga_step *s,
 		if (tpl_render(s->wait_match, &ctx, &m, &terr) < 0) {
 			res->kind = ACT_FAIL;
 			msgf(res->reason, sizeof res->reason, "match: %s", terr.msg);
-			sb_free(&m);
+			cqrs_strbuf_free(&m);
 			return -2;
 		}
 		const char *v;
@@ -705,7 +705,7 @@ static int find_match(struct cqrs_saga_runner *r, const struct saga_step *s,
 				res->kind = ACT_FAIL;
 				msgf(res->reason, sizeof res->reason,
 				     "match: aggregate_id is not a UUID");
-				sb_free(&m);
+				cqrs_strbuf_free(&m);
 				return -2;
 			}
 			f.aggregate_id = agg;
@@ -718,7 +718,7 @@ static int find_match(struct cqrs_saga_runner *r, const struct saga_step *s,
 	}
 	cqrs_cursor *c = cqrs_store_read(r->st, &f, err);
 	if (c == NULL) {
-		sb_free(&m);
+		cqrs_strbuf_free(&m);
 		return -1;
 	}
 	cqrs_event ev;
@@ -742,18 +742,18 @@ static int find_match(struct cqrs_saga_runner *r, const struct saga_step *s,
 		char eid[37], aid[37];
 		cqrs_uuid_format(ev.event_id, eid);
 		cqrs_uuid_format(ev.aggregate_id, aid);
-		sb_reset(&r->out);
-		sb_printf(&r->out,
-			  "{\"sequence\":%lld,\"event_id\":\"%s\",\"aggregate_id\":\"%s\",",
-			  (long long)ev.sequence, eid, aid);
-		sb_puts(&r->out, "\"data\":");
-		sb_put(&r->out, ev.data, ev.data_len);
-		sb_putc(&r->out, '}');
+		cqrs_strbuf_reset(&r->out);
+		cqrs_strbuf_printf(
+			&r->out, "{\"sequence\":%lld,\"event_id\":\"%s\",\"aggregate_id\":\"%s\",",
+			(long long)ev.sequence, eid, aid);
+		cqrs_strbuf_puts(&r->out, "\"data\":");
+		cqrs_strbuf_put(&r->out, ev.data, ev.data_len);
+		cqrs_strbuf_putc(&r->out, '}');
 		found = 1;
 		break;
 	}
 	cqrs_cursor_close(c);
-	sb_free(&m);
+	cqrs_strbuf_free(&m);
 	if (rc < 0)
 		return -1;
 	return found;
@@ -778,10 +778,10 @@ static int start_compensation(struct cqrs_saga_runner *r, struct saga_inst *in, 
 		while (n > 0 && ((unsigned char)in->last_error[n] & 0xc0) == 0x80)
 			n--;
 	}
-	struct sbuf t = { 0 };
-	sb_json_str(&t, in->last_error, n);
+	struct cqrs_strbuf t = { 0 };
+	cqrs_strbuf_json_string(&t, in->last_error, n);
 	state_set(r, in, "reason", t.p, t.len);
-	sb_free(&t);
+	cqrs_strbuf_free(&t);
 	data_str(r, "failed_step", step);
 	data_str(r, "reason", reason);
 	say(r, in, "compensating: %s: %s", step, reason);
@@ -1013,13 +1013,13 @@ static int breaker_event(struct cqrs_saga_runner *r, const char *name, const cha
 	saga_uuid("circuit-breaker", name, strlen(name), id);
 	uint8_t uid[CQRS_UUID_LEN];
 	cqrs_uuid_parse(id, 36, uid);
-	sb_reset(&r->data);
-	sb_puts(&r->data, "{\"name\":");
-	sb_json_str(&r->data, name, strlen(name));
-	sb_printf(&r->data, ",\"failures\":%lld}", (long long)b->failures);
+	cqrs_strbuf_reset(&r->data);
+	cqrs_strbuf_puts(&r->data, "{\"name\":");
+	cqrs_strbuf_json_string(&r->data, name, strlen(name));
+	cqrs_strbuf_printf(&r->data, ",\"failures\":%lld}", (long long)b->failures);
 	metadata(&r->meta, in->corr, in->id);
 	int rc = append(r, uid, "CircuitBreaker", type, &r->data, &r->meta, NULL, err);
-	sb_reset(&r->data);
+	cqrs_strbuf_reset(&r->data);
 	return rc;
 }
 
@@ -1097,31 +1097,31 @@ static int breaker_record(struct cqrs_saga_runner *r, const struct saga_action *
 
 static int build_input(struct cqrs_saga_runner *r, const struct saga_inst *in,
 		       const struct saga_action *a, const char *name, const char *dir,
-		       const char *key, struct sbuf *out, char *reason, size_t cap)
+		       const char *key, struct cqrs_strbuf *out, char *reason, size_t cap)
 {
 	struct tpl_ctx ctx;
 	fill_ctx(&ctx, r, in, name, key);
-	sb_reset(out);
-	sb_puts(out, "{\"idempotency_key\":");
-	sb_json_str(out, key, strlen(key));
-	sb_puts(out, ",\"saga_id\":");
-	sb_json_str(out, in->id, strlen(in->id));
-	sb_puts(out, ",\"saga_type\":");
-	sb_json_str(out, in->type, strlen(in->type));
-	sb_puts(out, ",\"step\":");
-	sb_json_str(out, name, strlen(name));
-	sb_printf(out, ",\"action\":\"%s\",\"attempt\":%lld,\"correlation_id\":", dir,
-		  (long long)(in->attempts + 1));
-	sb_json_str(out, in->corr, strlen(in->corr));
-	sb_puts(out, ",\"input\":");
+	cqrs_strbuf_reset(out);
+	cqrs_strbuf_puts(out, "{\"idempotency_key\":");
+	cqrs_strbuf_json_string(out, key, strlen(key));
+	cqrs_strbuf_puts(out, ",\"saga_id\":");
+	cqrs_strbuf_json_string(out, in->id, strlen(in->id));
+	cqrs_strbuf_puts(out, ",\"saga_type\":");
+	cqrs_strbuf_json_string(out, in->type, strlen(in->type));
+	cqrs_strbuf_puts(out, ",\"step\":");
+	cqrs_strbuf_json_string(out, name, strlen(name));
+	cqrs_strbuf_printf(out, ",\"action\":\"%s\",\"attempt\":%lld,\"correlation_id\":", dir,
+			   (long long)(in->attempts + 1));
+	cqrs_strbuf_json_string(out, in->corr, strlen(in->corr));
+	cqrs_strbuf_puts(out, ",\"input\":");
 	cqrs_error terr = { 0 };
 	if (a->input == NULL)
-		sb_puts(out, "{}");
+		cqrs_strbuf_puts(out, "{}");
 	else if (tpl_render(a->input, &ctx, out, &terr) < 0) {
 		msgf(reason, cap, "input: %s", terr.msg);
 		return -1;
 	}
-	sb_puts(out, "}\n");
+	cqrs_strbuf_puts(out, "}\n");
 	return 0;
 }
 
@@ -1164,13 +1164,13 @@ static int run_external(struct cqrs_saga_runner *r, struct saga_inst *in, cqrs_e
 	} else {
 		if (commit(r, err) < 0)
 			return -1;
-		struct sbuf input = { 0 };
+		struct cqrs_strbuf input = { 0 };
 		char reason[512];
 		if (build_input(r, in, a, name, dir, key, &input, reason, sizeof reason) < 0) {
 			x->outcome = EXEC_PERMANENT;
 			msgf(x->reason, sizeof x->reason, "%s", reason);
 		} else if (input.oom) {
-			sb_free(&input);
+			cqrs_strbuf_free(&input);
 			return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
 		} else {
 			char env[6][256];
@@ -1190,7 +1190,7 @@ static int run_external(struct cqrs_saga_runner *r, struct saga_inst *in, cqrs_e
 			say(r, in, "running %s for %s %s (attempt %lld)%s", a->argv[0], dir, name,
 			    (long long)(in->attempts + 1), probe ? ", the breaker's probe" : "");
 			int rc = exec_step(&spec, x, err);
-			sb_free(&input);
+			cqrs_strbuf_free(&input);
 			if (rc < 0)
 				return -1;
 		}
@@ -1235,7 +1235,7 @@ fail:
  * ------------------------------------------------------------------------------- */
 
 struct start {
-	struct sbuf state;
+	struct cqrs_strbuf state;
 	int64_t sequence;
 	char corr[256];
 };
@@ -1245,23 +1245,24 @@ static void checkpoint_name(const cqrs_saga_def *d, char *buf, size_t cap)
 	snprintf(buf, cap, "saga:%s", d->name);
 }
 
-static void state_of_event(const cqrs_event *ev, struct sbuf *s)
+static void state_of_event(const cqrs_event *ev, struct cqrs_strbuf *s)
 {
 	char eid[37], aid[37];
 	cqrs_uuid_format(ev->event_id, eid);
 	cqrs_uuid_format(ev->aggregate_id, aid);
-	sb_reset(s);
-	sb_printf(s, "{\"event\":{\"sequence\":%lld,\"event_id\":\"%s\",\"aggregate_id\":\"%s\",",
-		  (long long)ev->sequence, eid, aid);
-	sb_puts(s, "\"aggregate_type\":");
-	sb_json_str(s, ev->aggregate_type, strlen(ev->aggregate_type));
-	sb_puts(s, ",\"event_type\":");
-	sb_json_str(s, ev->event_type, strlen(ev->event_type));
-	sb_puts(s, ",\"data\":");
-	sb_put(s, ev->data, ev->data_len);
-	sb_puts(s, ",\"metadata\":");
-	sb_put(s, ev->metadata, ev->metadata_len);
-	sb_printf(s, ",\"timestamp\":\"%s\"},\"steps\":{}}", ev->timestamp);
+	cqrs_strbuf_reset(s);
+	cqrs_strbuf_printf(
+		s, "{\"event\":{\"sequence\":%lld,\"event_id\":\"%s\",\"aggregate_id\":\"%s\",",
+		(long long)ev->sequence, eid, aid);
+	cqrs_strbuf_puts(s, "\"aggregate_type\":");
+	cqrs_strbuf_json_string(s, ev->aggregate_type, strlen(ev->aggregate_type));
+	cqrs_strbuf_puts(s, ",\"event_type\":");
+	cqrs_strbuf_json_string(s, ev->event_type, strlen(ev->event_type));
+	cqrs_strbuf_puts(s, ",\"data\":");
+	cqrs_strbuf_put(s, ev->data, ev->data_len);
+	cqrs_strbuf_puts(s, ",\"metadata\":");
+	cqrs_strbuf_put(s, ev->metadata, ev->metadata_len);
+	cqrs_strbuf_printf(s, ",\"timestamp\":\"%s\"},\"steps\":{}}", ev->timestamp);
 }
 
 static int correlation_of(struct cqrs_saga_runner *r, const cqrs_saga_def *d, struct start *s,
@@ -1273,14 +1274,14 @@ static int correlation_of(struct cqrs_saga_runner *r, const cqrs_saga_def *d, st
 		struct tpl_ctx ctx;
 		fill_ctx(&ctx, r, &tmp, "", "");
 		ctx.saga_id = "";
-		struct sbuf v = { 0 };
+		struct cqrs_strbuf v = { 0 };
 		cqrs_error terr = { 0 };
 		int rc = tpl_render(d->correlation, &ctx, &v, &terr);
 		if (rc == 0 && cqrs_json_string(v.p, v.len, s->corr, sizeof s->corr) > 0) {
-			sb_free(&v);
+			cqrs_strbuf_free(&v);
 			return 0;
 		}
-		sb_free(&v);
+		cqrs_strbuf_free(&v);
 		return cqrs_fail(err, CQRS_EXIT_DATAERR,
 				 "%s: event %lld: correlation_id does not give a string: %s",
 				 d->path, (long long)ev->sequence, terr.msg);
@@ -1346,8 +1347,8 @@ static int start_new(struct cqrs_saga_runner *r, const cqrs_saga_def *d, cqrs_er
 			in->next_at = in->deadline = 0;
 			in->start_sequence = s[i].sequence;
 			in->outcome[0] = in->last_error[0] = '\0';
-			sb_reset(&in->state);
-			sb_put(&in->state, s[i].state.p, s[i].state.len);
+			cqrs_strbuf_reset(&in->state);
+			cqrs_strbuf_put(&in->state, s[i].state.p, s[i].state.len);
 			if (in->state.oom || s[i].state.oom) {
 				cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
 				goto fail;
@@ -1358,7 +1359,7 @@ static int start_new(struct cqrs_saga_runner *r, const cqrs_saga_def *d, cqrs_er
 				goto fail;
 			if (ins == 0)
 				continue; /* that event started one already */
-			sb_reset(&r->data);
+			cqrs_strbuf_reset(&r->data);
 			data_int(r, "start_sequence", s[i].sequence);
 			const char *v;
 			size_t vn;
@@ -1366,9 +1367,11 @@ static int start_new(struct cqrs_saga_runner *r, const cqrs_saga_def *d, cqrs_er
 				const char *e;
 				size_t en;
 				if (cqrs_json_get(v, vn, "event_id", &e, &en))
-					sb_printf(&r->data, ",\"start_event_id\":%.*s", (int)en, e);
+					cqrs_strbuf_printf(&r->data, ",\"start_event_id\":%.*s",
+							   (int)en, e);
 				if (cqrs_json_get(v, vn, "aggregate_id", &e, &en))
-					sb_printf(&r->data, ",\"aggregate_id\":%.*s", (int)en, e);
+					cqrs_strbuf_printf(&r->data, ",\"aggregate_id\":%.*s",
+							   (int)en, e);
 			}
 			if (saga_event(r, in, "SagaStarted", err) < 0)
 				goto fail;
@@ -1390,7 +1393,7 @@ fail:
 	rollback(r);
 out:
 	for (int64_t i = 0; i < batch; i++)
-		sb_free(&s[i].state);
+		cqrs_strbuf_free(&s[i].state);
 	free(s);
 	return rc;
 }
@@ -1439,14 +1442,14 @@ void cqrs_saga_runner_free(cqrs_saga_runner *r)
 	rollback(r);
 	cqrs_commander_free(r->cmd);
 	saga_db_close(r->db);
-	sb_free(&r->inst.state);
-	sb_free(&r->buf);
-	sb_free(&r->data);
-	sb_free(&r->meta);
-	sb_free(&r->out);
-	sb_free(&r->state);
-	sb_free(&r->output);
-	sb_free(&r->exec.out);
+	cqrs_strbuf_free(&r->inst.state);
+	cqrs_strbuf_free(&r->buf);
+	cqrs_strbuf_free(&r->data);
+	cqrs_strbuf_free(&r->meta);
+	cqrs_strbuf_free(&r->out);
+	cqrs_strbuf_free(&r->state);
+	cqrs_strbuf_free(&r->output);
+	cqrs_strbuf_free(&r->exec.out);
 	free(r);
 }
 

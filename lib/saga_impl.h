@@ -8,6 +8,9 @@
 #define CQRS_SAGA_IMPL_H
 
 #include "cqrs.h"
+#include "strbuf.h"
+
+/* --- compact JSON walking (saga_template.c) ----------------------------------- */
 
 /* The end of the compact JSON value that starts at v[pos]. */
 size_t json_value_end(const char *v, size_t len, size_t pos);
@@ -49,7 +52,8 @@ struct tpl_ctx {
 };
 
 /* Renders t as compact JSON into out; -1 with *err (a missing value). */
-int tpl_render(const struct tpl *t, const struct tpl_ctx *ctx, struct sbuf *out, cqrs_error *err);
+int tpl_render(const struct tpl *t, const struct tpl_ctx *ctx, struct cqrs_strbuf *out,
+	       cqrs_error *err);
 /* A name-based UUID (version 8, from SHA-256) of a saga and a name: the
  * same on every retry, so ${uuid:payment} names one payment for good. */
 void saga_uuid(const char *saga_id, const char *name, size_t name_len, char out[37]);
@@ -122,7 +126,7 @@ struct saga_inst {
 	int64_t start_sequence;
 	char outcome[32];
 	char last_error[512];
-	struct sbuf state;
+	struct cqrs_strbuf state;
 	int64_t created, updated;
 };
 
@@ -184,7 +188,7 @@ struct exec_result {
 	enum exec_outcome outcome;
 	bool timed_out;
 	int status; /* exit status, or 128 + signal */
-	struct sbuf out;
+	struct cqrs_strbuf out;
 	char reason[512];
 	/* set by the engine when a circuit breaker kept the call from going out */
 	bool not_called;

@@ -264,7 +264,7 @@ int cqrs_saga_show(cqrs_store *st, const char *id, FILE *out, enum cqrs_saga_for
 	fputs("history:\n", out);
 	rc = history(st, in.id, print_history_line, out, err);
 out:
-	sb_free(&in.state);
+	cqrs_strbuf_free(&in.state);
 	saga_db_close(db);
 	return rc;
 }
@@ -303,15 +303,15 @@ int cqrs_saga_retry(cqrs_store *st, const char *id, cqrs_error *err)
 	in.updated = saga_now();
 	if (saga_db_update(db, &in, err) <= 0)
 		goto fail;
-	struct sbuf d = { 0 }, m = { 0 };
-	sb_puts(&d, "{\"saga_type\":");
-	sb_json_str(&d, in.type, strlen(in.type));
-	sb_printf(&d, ",\"what\":\"%s\"}", what);
-	sb_puts(&m, "{\"correlation_id\":");
-	sb_json_str(&m, in.corr, strlen(in.corr));
-	sb_puts(&m, ",\"causation_id\":");
-	sb_json_str(&m, in.id, strlen(in.id));
-	sb_puts(&m, ",\"user_id\":\"cqrs-saga\"}");
+	struct cqrs_strbuf d = { 0 }, m = { 0 };
+	cqrs_strbuf_puts(&d, "{\"saga_type\":");
+	cqrs_strbuf_json_string(&d, in.type, strlen(in.type));
+	cqrs_strbuf_printf(&d, ",\"what\":\"%s\"}", what);
+	cqrs_strbuf_puts(&m, "{\"correlation_id\":");
+	cqrs_strbuf_json_string(&m, in.corr, strlen(in.corr));
+	cqrs_strbuf_puts(&m, ",\"causation_id\":");
+	cqrs_strbuf_json_string(&m, in.id, strlen(in.id));
+	cqrs_strbuf_puts(&m, ",\"user_id\":\"cqrs-saga\"}");
 	cqrs_event ev;
 	memset(&ev, 0, sizeof ev);
 	cqrs_uuid_parse(in.id, 36, ev.aggregate_id);
@@ -325,8 +325,8 @@ int cqrs_saga_retry(cqrs_store *st, const char *id, cqrs_error *err)
 	ev.metadata_len = m.len;
 	int a = d.oom || m.oom ? cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory")
 			       : cqrs_store_append(st, &ev, err);
-	sb_free(&d);
-	sb_free(&m);
+	cqrs_strbuf_free(&d);
+	cqrs_strbuf_free(&m);
 	if (a < 0 || cqrs_store_commit(st, err) < 0)
 		goto fail;
 	rc = 0;
@@ -334,7 +334,7 @@ int cqrs_saga_retry(cqrs_store *st, const char *id, cqrs_error *err)
 fail:
 	cqrs_store_rollback(st);
 out:
-	sb_free(&in.state);
+	cqrs_strbuf_free(&in.state);
 	saga_db_close(db);
 	return rc;
 }
@@ -571,7 +571,7 @@ int cqrs_saga_dot(cqrs_store *st, cqrs_saga_def *const *defs, size_t ndefs, cons
 		rc = dot_one(d, &p, out);
 	free(p.mark);
 out:
-	sb_free(&in.state);
+	cqrs_strbuf_free(&in.state);
 	saga_db_close(db);
 	return rc;
 }

@@ -180,10 +180,10 @@ static int row_to_inst(sqlite3_stmt *q, struct saga_inst *in)
 	text_col(q, 2, in->type, sizeof in->type);
 	text_col(q, 3, in->corr, sizeof in->corr);
 	in->step = sqlite3_column_int64(q, 4);
-	sb_reset(&in->state);
+	cqrs_strbuf_reset(&in->state);
 	const unsigned char *st = sqlite3_column_text(q, 5);
-	sb_put(&in->state, st ? (const char *)st : "{}",
-	       st ? (size_t)sqlite3_column_bytes(q, 5) : 2);
+	cqrs_strbuf_put(&in->state, st ? (const char *)st : "{}",
+			st ? (size_t)sqlite3_column_bytes(q, 5) : 2);
 	in->status = (enum saga_status)status_of((const char *)sqlite3_column_text(q, 6));
 	in->attempts = sqlite3_column_int64(q, 7);
 	in->revision = sqlite3_column_int64(q, 8);
@@ -243,7 +243,7 @@ int saga_db_insert(struct saga_db *db, struct saga_inst *in, cqrs_error *err)
 	sqlite3_bind_text(q, 2, in->type, -1, SQLITE_STATIC);
 	bind_opt_text(q, 3, in->corr);
 	sqlite3_bind_int64(q, 4, in->step);
-	sqlite3_bind_text(q, 5, sb_str(&in->state), (int)in->state.len, SQLITE_STATIC);
+	sqlite3_bind_text(q, 5, cqrs_strbuf_str(&in->state), (int)in->state.len, SQLITE_STATIC);
 	sqlite3_bind_text(q, 6, status_names[in->status], -1, SQLITE_STATIC);
 	sqlite3_bind_int64(q, 7, in->attempts);
 	bind_time(q, 8, in->next_at);
@@ -268,7 +268,7 @@ int saga_db_update(struct saga_db *db, struct saga_inst *in, cqrs_error *err)
 	sqlite3_stmt *q = db->q[Q_UPDATE];
 	sqlite3_bind_text(q, 1, in->id, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(q, 2, in->step);
-	sqlite3_bind_text(q, 3, sb_str(&in->state), (int)in->state.len, SQLITE_STATIC);
+	sqlite3_bind_text(q, 3, cqrs_strbuf_str(&in->state), (int)in->state.len, SQLITE_STATIC);
 	sqlite3_bind_text(q, 4, status_names[in->status], -1, SQLITE_STATIC);
 	sqlite3_bind_int64(q, 5, in->attempts);
 	bind_time(q, 6, in->next_at);

@@ -154,7 +154,7 @@ static bool walk(const char *root, size_t rootlen, const char *path, const char 
 }
 
 /* A value the engine makes, as JSON text in scratch. */
-static bool saga_value(const char *name, const struct tpl_ctx *c, struct sbuf *scratch)
+static bool saga_value(const char *name, const struct tpl_ctx *c, struct cqrs_strbuf *scratch)
 {
 	const char *s = NULL;
 	if (strcmp(name, "id") == 0)
@@ -168,29 +168,29 @@ static bool saga_value(const char *name, const struct tpl_ctx *c, struct sbuf *s
 	else if (strcmp(name, "idempotency_key") == 0)
 		s = c->idempotency_key;
 	else if (strcmp(name, "attempt") == 0) {
-		sb_printf(scratch, "%lld", (long long)c->attempt);
+		cqrs_strbuf_printf(scratch, "%lld", (long long)c->attempt);
 		return true;
 	}
 	if (s == NULL)
 		return false;
-	sb_json_str(scratch, s, strlen(s));
+	cqrs_strbuf_json_string(scratch, s, strlen(s));
 	return true;
 }
 
 /* The raw JSON bytes a path names.  scratch holds made-up values. */
-static bool resolve(const char *path, const struct tpl_ctx *c, struct sbuf *scratch, const char **v,
-		    size_t *vn)
+static bool resolve(const char *path, const struct tpl_ctx *c, struct cqrs_strbuf *scratch,
+		    const char **v, size_t *vn)
 {
-	sb_reset(scratch);
+	cqrs_strbuf_reset(scratch);
 	const char *rest;
 	if (strncmp(path, "uuid:", 5) == 0) {
 		char id[37];
 		saga_uuid(c->saga_id, path + 5, strlen(path + 5), id);
-		sb_json_str(scratch, id, 36);
+		cqrs_strbuf_json_string(scratch, id, 36);
 		goto made;
 	}
 	if (strcmp(path, "now") == 0) {
-		sb_json_str(scratch, c->now, strlen(c->now));
+		cqrs_strbuf_json_string(scratch, c->now, strlen(c->now));
 		goto made;
 	}
 	if (strncmp(path, "saga.", 5) == 0) {
@@ -227,19 +227,19 @@ static int missing(const struct tpl *t, const char *path, cqrs_error *err)
 
 /* A string value's text for interpolation: strings decoded, other values
  * as their JSON text. */
-static int interpolate(const struct tpl *t, const struct tpl_ctx *c, struct sbuf *out,
+static int interpolate(const struct tpl *t, const struct tpl_ctx *c, struct cqrs_strbuf *out,
 		       cqrs_error *err)
 {
-	struct sbuf text = { 0 }, scratch = { 0 };
+	struct cqrs_strbuf text = { 0 }, scratch = { 0 };
 	const char *s = t->text;
 	int rc = 0;
 	while (*s != '\0') {
 		const char *open = strstr(s, "${");
 		if (open == NULL) {
-			sb_puts(&text, s);
+			cqrs_strbuf_puts(&text, s);
 			break;
 		}
-		sb_put(&text, s, (size_t)(open - s));
+		cqrs_strbuf_put(&text, s, (size_t)(open - s));
 		const char *close = strchr(open, '}');
 		char path[256];
 		size_t plen = close ? (size_t)(close - open - 2) : 0;
@@ -259,51 +259,52 @@ static int interpolate(const struct tpl *t, const struct tpl_ctx *c, struct sbuf
 			char *dec = malloc(vn);
 			long dn = dec ? cqrs_json_string(v, vn, dec, vn) : -1;
 			if (dn >= 0)
-				sb_put(&text, dec, (size_t)dn);
+				cqrs_strbuf_put(&text, dec, (size_t)dn);
 			free(dec);
 		} else {
-			sb_put(&text, v, vn);
+			cqrs_strbuf_put(&text, v, vn);
 		}
 		s = close + 1;
 	}
-	sb_json_str(out, text.p ? text.p : "", text.len);
+	cqrs_strbuf_json_string(out, text.p ? text.p : "", text.len);
 out:
-	sb_free(&text);
-	sb_free(&scratch);
+	cqrs_strbuf_free(&text);
+	cqrs_strbuf_free(&scratch);
 	return rc;
 }
 
-int tpl_render(const struct tpl *t, const struct tpl_ctx *c, struct sbuf *out, cqrs_error *err)
+int tpl_render(const struct tpl *t, const struct tpl_ctx *c, struct cqrs_strbuf *out,
+	       cqrs_error *err)
 {
 	switch (t->kind) {
-	case TPL_LITERAL: sb_puts(out, t->text); return 0;
+	case TPL_LITERAL: cqrs_strbuf_puts(out, t->text); return 0;
 	case TPL_STRING: return interpolate(t, c, out, err);
 	case TPL_REF: {
-		struct sbuf scratch = { 0 };
+		struct cqrs_strbuf scratch = { 0 };
 		const char *v;
 		size_t vn;
 		int rc = 0;
 		if (resolve(t->text, c, &scratch, &v, &vn))
-			sb_put(out, v, vn);
+			cqrs_strbuf_put(out, v, vn);
 		else
 			rc = missing(t, t->text, err);
-		sb_free(&scratch);
+		cqrs_strbuf_free(&scratch);
 		return rc;
 	}
 	case TPL_OBJECT:
 	case TPL_ARRAY:
-		sb_putc(out, t->kind == TPL_OBJECT ? '{' : '[');
+		cqrs_strbuf_putc(out, t->kind == TPL_OBJECT ? '{' : '[');
 		for (size_t i = 0; i < t->n; i++) {
 			if (i > 0)
-				sb_putc(out, ',');
+				cqrs_strbuf_putc(out, ',');
 			if (t->kind == TPL_OBJECT) {
-				sb_json_str(out, t->keys[i], strlen(t->keys[i]));
-				sb_putc(out, ':');
+				cqrs_strbuf_json_string(out, t->keys[i], strlen(t->keys[i]));
+				cqrs_strbuf_putc(out, ':');
 			}
 			if (tpl_render(t->items[i], c, out, err) < 0)
 				return -1;
 		}
-		sb_putc(out, t->kind == TPL_OBJECT ? '}' : ']');
+		cqrs_strbuf_putc(out, t->kind == TPL_OBJECT ? '}' : ']');
 		return 0;
 	}
 	return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "bad template");

@@ -191,7 +191,7 @@ static struct tpl *to_tpl(struct loader *l, yaml_node_t *n, int depth)
 		return NULL;
 	}
 	struct tpl *t = NULL;
-	struct sbuf b = { 0 };
+	struct cqrs_strbuf b = { 0 };
 	switch (n->type) {
 	case YAML_SCALAR_NODE: {
 		const char *s = (const char *)n->data.scalar.value;
@@ -223,8 +223,8 @@ static struct tpl *to_tpl(struct loader *l, yaml_node_t *n, int depth)
 		} else if (plain && (strcmp(s, "~") == 0 || *s == '\0')) {
 			t->text = strdup("null");
 		} else {
-			sb_json_str(&b, s, n->data.scalar.length);
-			t->text = b.oom ? NULL : strdup(sb_str(&b));
+			cqrs_strbuf_json_string(&b, s, n->data.scalar.length);
+			t->text = b.oom ? NULL : strdup(cqrs_strbuf_str(&b));
 		}
 		break;
 	}
@@ -277,7 +277,7 @@ static struct tpl *to_tpl(struct loader *l, yaml_node_t *n, int depth)
 	}
 	default: bad(l, n, "unexpected YAML node"); return NULL;
 	}
-	sb_free(&b);
+	cqrs_strbuf_free(&b);
 	if (t->text == NULL) {
 		tpl_free(t);
 		cqrs_fail(l->err, CQRS_EXIT_OSERR, "out of memory");

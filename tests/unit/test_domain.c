@@ -266,7 +266,7 @@ static void test_payment(void)
 /* agg_state_json, then the restore that snapshots use: the same state. */
 static void roundtrip(const struct aggregate *a, const char *what)
 {
-	struct jbuf b = { 0 };
+	struct cqrs_strbuf b = { 0 };
 	agg_state_json(a, &b);
 	struct aggregate back;
 	fresh(&back, a->kind);
@@ -277,7 +277,7 @@ static void roundtrip(const struct aggregate *a, const char *what)
 	      "%s: correlation", what);
 	CHECK(domain_of(a->kind)->restore(&back, b.p, b.len) == 0, "%s: restore %s", what, b.p);
 	CHECK(memcmp(&back, a, sizeof back) == 0, "%s: same state after %s", what, b.p);
-	jb_free(&b);
+	cqrs_strbuf_free(&b);
 }
 
 static void test_snapshots(void)

@@ -1,0 +1,126 @@
+/*
+ * The growing text buffer of strbuf.h.
+ */
+#include "config.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "strbuf.h"
+#include "banned.h"
+
+bool cqrs_strbuf_grow(struct cqrs_strbuf *b, size_t more)
+{
+	if (b->oom)
+		return false;
+	if (b->len + more + 1 <= b->cap)
+		return true;
+	size_t cap = b->cap ? b->cap : 256;
+	while (cap < b->len + more + 1)
+		cap *= 2;
+	char *p = realloc(b->p, cap);
+	if (p == NULL) {
+		b->oom = true;
+		return false;
+	}
+	b->p = p;
+	b->cap = cap;
+	return true;
+}
+
+void cqrs_strbuf_reset(struct cqrs_strbuf *b)
+{
+	b->len = 0;
+	b->oom = false;
+	if (b->p != NULL)
+		b->p[0] = '\0';
+}
+
+void cqrs_strbuf_free(struct cqrs_strbuf *b)
+{
+	free(b->p);
+	*b = (struct cqrs_strbuf){ 0 };
+}
+
+void cqrs_strbuf_put(struct cqrs_strbuf *b, const char *s, size_t n)
+{
+	if (!cqrs_strbuf_grow(b, n))
+		return;
+	if (n > 0)
+		memcpy(b->p + b->len, s, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+}
+
+void cqrs_strbuf_puts(struct cqrs_strbuf *b, const char *s)
+{
+	cqrs_strbuf_put(b, s, strlen(s));
+}
+
+void cqrs_strbuf_putc(struct cqrs_strbuf *b, char c)
+{
+	cqrs_strbuf_put(b, &c, 1);
+}
+
+void cqrs_strbuf_printf(struct cqrs_strbuf *b, const char *fmt, ...)
+{
+	char tmp[512];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	if ((size_t)n < sizeof tmp) {
+		cqrs_strbuf_put(b, tmp, (size_t)n);
+		return;
+	}
+	if (!cqrs_strbuf_grow(b, (size_t)n))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	b->len += (size_t)n;
+}
+
+void cqrs_strbuf_json_string(struct cqrs_strbuf *b, const char *s, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	/* the worst case at once: every byte a \u00XX, and the quotes */
+	if (!cqrs_strbuf_grow(b, n * 6 + 2))
+		return;
+	char *o = b->p + b->len;
+	*o++ = '"';
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c == '"' || c == '\\') {
+			*o++ = '\\';
+			*o++ = (char)c;
+		} else if (c < 0x20) {
+			*o++ = '\\';
+			switch (c) {
+			case '\n': *o++ = 'n'; break;
+			case '\r': *o++ = 'r'; break;
+			case '\t': *o++ = 't'; break;
+			default:
+				*o++ = 'u';
+				*o++ = '0';
+				*o++ = '0';
+				*o++ = hex[c >> 4];
+				*o++ = hex[c & 15];
+			}
+		} else {
+			*o++ = (char)c;
+		}
+	}
+	*o++ = '"';
+	b->len = (size_t)(o - b->p);
+	b->p[b->len] = '\0';
+}
+
+const char *cqrs_strbuf_str(const struct cqrs_strbuf *b)
+{
+	return b->p != NULL ? b->p : "";
+}
