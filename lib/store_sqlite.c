@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "cqrs.h"
+#include "sqlite_errors.h"
 #include "store_impl.h"
 #include "banned.h"
 
@@ -166,24 +167,11 @@ struct sqlite_cursor {
 
 static int db_error(struct sqlite_store *s, int rc, const char *what, cqrs_error *err)
 {
-	int code;
-	switch (rc & 0xff) {
-	case SQLITE_BUSY:
-	case SQLITE_LOCKED:
-		return cqrs_fail(err, CQRS_EXIT_TEMPFAIL,
+	int code = cqrs_sqlite_exit_code(rc, s->writable);
+	if (code == CQRS_EXIT_TEMPFAIL)
+		return cqrs_fail(err, code,
 				 "%s: store is busy (another process holds the lock); try again",
 				 s->path);
-	case SQLITE_IOERR:
-	case SQLITE_FULL: code = CQRS_EXIT_IOERR; break;
-	case SQLITE_NOMEM: code = CQRS_EXIT_OSERR; break;
-	case SQLITE_CORRUPT:
-	case SQLITE_NOTADB: code = CQRS_EXIT_DATAERR; break;
-	case SQLITE_READONLY:
-	case SQLITE_PERM:
-	case SQLITE_AUTH: code = CQRS_EXIT_NOPERM; break;
-	case SQLITE_CANTOPEN: code = s->writable ? CQRS_EXIT_CANTCREAT : CQRS_EXIT_NOINPUT; break;
-	default: code = CQRS_EXIT_SOFTWARE;
-	}
 	return cqrs_fail(err, code, "%s: %s: %s", s->path, what, sqlite3_errmsg(s->db));
 }
 

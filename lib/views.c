@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "cqrs.h"
+#include "sqlite_errors.h"
 #include "views_impl.h"
 #include "banned.h"
 
@@ -60,24 +61,12 @@ const char *cqrs_views_meta_schema(void)
 
 int cqrs_views_db_error(sqlite3 *db, const char *path, int rc, const char *what, cqrs_error *err)
 {
-	int code;
-	switch (rc & 0xff) {
-	case SQLITE_BUSY:
-	case SQLITE_LOCKED:
-		return cqrs_fail(err, CQRS_EXIT_TEMPFAIL,
+	/* a views file that cannot be opened is 73 (CANTCREAT), read or written */
+	int code = cqrs_sqlite_exit_code(rc, true);
+	if (code == CQRS_EXIT_TEMPFAIL)
+		return cqrs_fail(err, code,
 				 "%s: views are busy (another process holds the lock); try again",
 				 path);
-	case SQLITE_IOERR:
-	case SQLITE_FULL: code = CQRS_EXIT_IOERR; break;
-	case SQLITE_NOMEM: code = CQRS_EXIT_OSERR; break;
-	case SQLITE_CORRUPT:
-	case SQLITE_NOTADB: code = CQRS_EXIT_DATAERR; break;
-	case SQLITE_READONLY:
-	case SQLITE_PERM:
-	case SQLITE_AUTH: code = CQRS_EXIT_NOPERM; break;
-	case SQLITE_CANTOPEN: code = CQRS_EXIT_CANTCREAT; break;
-	default: code = CQRS_EXIT_SOFTWARE;
-	}
 	return cqrs_fail(err, code, "%s: %s: %s", path, what, db ? sqlite3_errmsg(db) : "error");
 }
 

@@ -1,0 +1,28 @@
+/*
+ * The exit code for an SQLite result code (sqlite_errors.h).
+ */
+#include "config.h"
+
+#include <sqlite3.h>
+
+#include "cqrs.h"
+#include "sqlite_errors.h"
+#include "banned.h"
+
+int cqrs_sqlite_exit_code(int rc, bool writable)
+{
+	switch (rc & 0xff) {
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED: return CQRS_EXIT_TEMPFAIL;
+	case SQLITE_IOERR:
+	case SQLITE_FULL: return CQRS_EXIT_IOERR;
+	case SQLITE_NOMEM: return CQRS_EXIT_OSERR;
+	case SQLITE_CORRUPT:
+	case SQLITE_NOTADB: return CQRS_EXIT_DATAERR;
+	case SQLITE_READONLY:
+	case SQLITE_PERM:
+	case SQLITE_AUTH: return CQRS_EXIT_NOPERM;
+	case SQLITE_CANTOPEN: return writable ? CQRS_EXIT_CANTCREAT : CQRS_EXIT_NOINPUT;
+	default: return CQRS_EXIT_SOFTWARE;
+	}
+}
