@@ -124,6 +124,12 @@ typedef struct cqrs_json_member {
 /* Iterates the members of a compact, valid JSON object.  *pos starts at 0.
  * Returns 1 per member, 0 at the end. */
 int cqrs_json_next_member(const char *obj, size_t len, size_t *pos, cqrs_json_member *m);
+/* Iterates the elements of a compact, valid JSON array.  *pos starts at 0.
+ * Returns 1 per element, 0 at the end (or if arr is not an array). */
+int cqrs_json_next_element(const char *arr, size_t len, size_t *pos, const char **v, size_t *vn);
+/* In compact, valid JSON, the end of the value that starts at v[pos]: one
+ * past its last byte (at a ',', '}' or ']' that follows it, or len). */
+size_t cqrs_json_value_end(const char *v, size_t len, size_t pos);
 /* Finds a top-level member by key (plain keys only). */
 bool cqrs_json_get(const char *obj, size_t len, const char *key, const char **value,
 		   size_t *value_len);

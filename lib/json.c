@@ -405,8 +405,7 @@ int cqrs_json_compact(char *text, size_t *len, cqrs_error *err)
 	}
 }
 
-/* In compact valid JSON, the end of the value that starts at p. */
-static size_t value_end(const char *v, size_t len, size_t i)
+size_t cqrs_json_value_end(const char *v, size_t len, size_t i)
 {
 	int depth = 0;
 	bool in_string = false;
@@ -453,15 +452,33 @@ int cqrs_json_next_member(const char *obj, size_t len, size_t *pos, cqrs_json_me
 	if (obj[i] == ',')
 		i++;
 	size_t kstart = i + 1;
-	size_t kend = value_end(obj, len, i) - 1; /* closing quote */
+	size_t kend = cqrs_json_value_end(obj, len, i) - 1; /* closing quote */
 	m->key = obj + kstart;
 	m->key_len = kend - kstart;
 	i = kend + 2; /* past '"' and ':' */
 	m->value = obj + i;
-	size_t vend = value_end(obj, len, i);
+	size_t vend = cqrs_json_value_end(obj, len, i);
 	m->value_len = vend - i;
 	*pos = vend;
 	return 1;
+}
+
+int cqrs_json_next_element(const char *arr, size_t len, size_t *pos, const char **v, size_t *vn)
+{
+	if (*pos == 0) {
+		if (len < 2 || arr[0] != '[')
+			return 0;
+		*pos = 1;
+	}
+	if (*pos >= len || arr[*pos] == ']')
+		return 0;
+	if (arr[*pos] == ',')
+		(*pos)++;
+	size_t end = cqrs_json_value_end(arr, len, *pos);
+	*v = arr + *pos;
+	*vn = end - *pos;
+	*pos = end;
+	return *vn > 0;
 }
 
 bool cqrs_json_get(const char *obj, size_t len, const char *key, const char **value,

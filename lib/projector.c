@@ -684,62 +684,19 @@ int cqrs_projector_commit(cqrs_projector *p, cqrs_error *err)
 
 /* --- parameters ----------------------------------------------------------- */
 
-/* In compact valid JSON, the end of the value that starts at v[i]. */
-static size_t json_value_end(const char *v, size_t len, size_t i)
-{
-	if (i >= len)
-		return len;
-	if (v[i] == '"') {
-		for (i++; i < len; i++) {
-			if (v[i] == '\\')
-				i++;
-			else if (v[i] == '"')
-				return i + 1;
-		}
-		return len;
-	}
-	if (v[i] != '{' && v[i] != '[') {
-		while (i < len && v[i] != ',' && v[i] != '}' && v[i] != ']')
-			i++;
-		return i;
-	}
-	int depth = 0;
-	bool in_string = false;
-	for (; i < len; i++) {
-		char c = v[i];
-		if (in_string) {
-			if (c == '\\')
-				i++;
-			else if (c == '"')
-				in_string = false;
-			continue;
-		}
-		if (c == '"')
-			in_string = true;
-		else if (c == '{' || c == '[')
-			depth++;
-		else if ((c == '}' || c == ']') && --depth == 0)
-			return i + 1;
-	}
-	return len;
-}
-
 static bool json_index(const char *arr, size_t len, const char *seg, const char **v, size_t *vl)
 {
 	int64_t want;
-	if (cqrs_parse_int64(seg, &want) < 0 || len < 2 || arr[1] == ']')
+	if (cqrs_parse_int64(seg, &want) < 0)
 		return false;
-	size_t i = 1;
-	for (int64_t k = 0; i < len; k++) {
-		size_t e = json_value_end(arr, len, i);
+	size_t pos = 0, en;
+	const char *e;
+	for (int64_t k = 0; cqrs_json_next_element(arr, len, &pos, &e, &en) == 1; k++) {
 		if (k == want) {
-			*v = arr + i;
-			*vl = e - i;
+			*v = e;
+			*vl = en;
 			return true;
 		}
-		if (e >= len || arr[e] != ',')
-			return false;
-		i = e + 1;
 	}
 	return false;
 }

@@ -578,7 +578,7 @@ static int run_local(struct cqrs_saga_runner *r, const struct saga_inst *in,
 				return 0;
 			}
 		}
-		while (!each || json_array_next(list.p, list.len, &pos, &e, &en) == 1) {
+		while (!each || cqrs_json_next_element(list.p, list.len, &pos, &e, &en) == 1) {
 			ctx.item = e;
 			ctx.item_len = en;
 			int c = run_command(r, a, &ctx, key, item++, res, err);

@@ -10,13 +10,6 @@
 #include "cqrs.h"
 #include "strbuf.h"
 
-/* --- compact JSON walking (saga_template.c) ----------------------------------- */
-
-/* The end of the compact JSON value that starts at v[pos]. */
-size_t json_value_end(const char *v, size_t len, size_t pos);
-/* Elements of a compact JSON array, *pos starting at 0: 1 per element. */
-int json_array_next(const char *a, size_t len, size_t *pos, const char **v, size_t *vn);
-
 /* --- templates ---------------------------------------------------------------- */
 
 enum tpl_kind {

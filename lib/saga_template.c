@@ -15,60 +15,6 @@
 #include "saga_impl.h"
 #include "banned.h"
 
-/* --- compact JSON walking ------------------------------------------------------------ */
-
-size_t json_value_end(const char *v, size_t len, size_t pos)
-{
-	if (pos >= len)
-		return len;
-	if (v[pos] == '"') {
-		for (size_t i = pos + 1; i < len; i++) {
-			if (v[i] == '\\')
-				i++;
-			else if (v[i] == '"')
-				return i + 1;
-		}
-		return len;
-	}
-	if (v[pos] == '{' || v[pos] == '[') {
-		int depth = 0;
-		for (size_t i = pos; i < len; i++) {
-			char c = v[i];
-			if (c == '"') {
-				i = json_value_end(v, len, i) - 1;
-			} else if (c == '{' || c == '[') {
-				depth++;
-			} else if (c == '}' || c == ']') {
-				if (--depth == 0)
-					return i + 1;
-			}
-		}
-		return len;
-	}
-	size_t i = pos;
-	while (i < len && v[i] != ',' && v[i] != '}' && v[i] != ']')
-		i++;
-	return i;
-}
-
-int json_array_next(const char *a, size_t len, size_t *pos, const char **v, size_t *vn)
-{
-	if (*pos == 0) {
-		if (len < 2 || a[0] != '[')
-			return 0;
-		*pos = 1;
-	}
-	if (*pos >= len || a[*pos] == ']')
-		return 0;
-	if (a[*pos] == ',')
-		(*pos)++;
-	size_t end = json_value_end(a, len, *pos);
-	*v = a + *pos;
-	*vn = end - *pos;
-	*pos = end;
-	return *vn > 0;
-}
-
 /* --- templates ---------------------------------------------------------------------- */
 
 void tpl_free(struct tpl *t)
@@ -128,7 +74,7 @@ static bool step_into(const char **v, size_t *vn, const char *seg, size_t seglen
 		size_t pos = 0, k = 0;
 		const char *e;
 		size_t en;
-		while (json_array_next(*v, *vn, &pos, &e, &en) == 1) {
+		while (cqrs_json_next_element(*v, *vn, &pos, &e, &en) == 1) {
 			if (k++ == want) {
 				*v = e;
 				*vn = en;

@@ -585,6 +585,25 @@ static void members(void)
 		i++;
 	}
 	CHECK(i == 5, "%zu members", i);
+
+	/* the elements of "arr": strings and nested values are skipped whole */
+	static const char *const elem[] = { "1", "\"]\"", "{\"c\":[]}" };
+	const char *arr = want[2][1], *e;
+	size_t alen = strlen(arr), en;
+	pos = 0, i = 0;
+	while (cqrs_json_next_element(arr, alen, &pos, &e, &en) == 1 && i < 3) {
+		CHECK(en == strlen(elem[i]) && memcmp(e, elem[i], en) == 0, "element %zu: %.*s", i,
+		      (int)en, e);
+		i++;
+	}
+	CHECK(i == 3, "%zu elements", i);
+	pos = 0;
+	CHECK(cqrs_json_next_element("[]", 2, &pos, &e, &en) == 0, "empty array");
+	pos = 0;
+	CHECK(cqrs_json_next_element("{}", 2, &pos, &e, &en) == 0, "not an array");
+	CHECK(cqrs_json_value_end("12,3", 4, 0) == 2, "a number ends at the comma");
+	CHECK(cqrs_json_value_end("[1,[2]]", 7, 3) == 6, "a nested array ends after its ']'");
+
 	const char *v;
 	size_t vl;
 	CHECK(cqrs_json_get(obj, len, "arr", &v, &vl) && vl == strlen(want[2][1]) &&
