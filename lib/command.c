@@ -173,43 +173,6 @@ static int get_number(const char *where, const char *name, const char *v, size_t
 	return 0;
 }
 
-/* The next element of a compact JSON array (pos starts at 0). */
-static int array_next(const char *a, size_t len, size_t *pos, const char **v, size_t *vn)
-{
-	size_t i = *pos == 0 ? 1 : *pos;
-	if (i >= len || a[i] == ']')
-		return 0;
-	if (a[i] == ',')
-		i++;
-	size_t start = i;
-	int depth = 0;
-	bool in_string = false;
-	for (; i < len; i++) {
-		char ch = a[i];
-		if (in_string) {
-			if (ch == '\\')
-				i++;
-			else if (ch == '"')
-				in_string = false;
-			continue;
-		}
-		if (ch == '"')
-			in_string = true;
-		else if (ch == '{' || ch == '[')
-			depth++;
-		else if (ch == '}' || ch == ']') {
-			if (depth == 0)
-				break;
-			depth--;
-		} else if (ch == ',' && depth == 0)
-			break;
-	}
-	*v = a + start;
-	*vn = i - start;
-	*pos = i;
-	return 1;
-}
-
 static int parse_item(struct cmd_item *it, size_t index, const char *v, size_t n, cqrs_error *err)
 {
 	char where[48];
@@ -260,7 +223,7 @@ static int parse_items(struct cqrs_commander *c, const char *v, size_t n, cqrs_e
 	const char *e;
 	size_t en;
 	cmd->nitems = 0;
-	while (array_next(v, n, &pos, &e, &en) == 1) {
+	while (cqrs_json_next_element(v, n, &pos, &e, &en) == 1) {
 		if (cmd->nitems == DOM_MAX_ITEMS)
 			return bad(err, "field 'items' has more than %d items", DOM_MAX_ITEMS);
 		if (cmd->nitems == c->items_cap) {
