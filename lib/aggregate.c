@@ -95,6 +95,17 @@ int agg_fold(struct aggregate *a, const cqrs_event *ev, cqrs_error *err)
 	return 0;
 }
 
+int agg_bad_event(const struct aggregate *a, const cqrs_event *ev, const char *what,
+		  cqrs_error *err)
+{
+	char id[37];
+	cqrs_uuid_format(a->id, id);
+	return cqrs_fail(err, CQRS_EXIT_DATAERR,
+			 "%s %s: event %s at version %lld has unreadable data: %s",
+			 domain_of(a->kind)->noun, id, ev->event_type,
+			 (long long)ev->aggregate_version, what);
+}
+
 void agg_state_json(const struct aggregate *a, struct cqrs_strbuf *out)
 {
 	cqrs_strbuf_putc(out, '{');

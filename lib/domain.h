@@ -280,6 +280,10 @@ int agg_committed(struct agg_loader *l, const struct aggregate *a, int64_t old_v
 		  cqrs_error *err);
 /* Folds one event into a, checking that it belongs to this kind. */
 int agg_fold(struct aggregate *a, const cqrs_event *ev, cqrs_error *err);
+/* For an apply function: the event's data cannot be read (65), saying
+ * which aggregate, event and version, and what is wrong. */
+int agg_bad_event(const struct aggregate *a, const cqrs_event *ev, const char *what,
+		  cqrs_error *err);
 /* The state as one JSON object (with correlation_id first). */
 void agg_state_json(const struct aggregate *a, struct cqrs_strbuf *out);
 /* The kind for an aggregate_type, -1 when no command handles it. */

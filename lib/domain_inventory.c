@@ -10,16 +10,6 @@
 #include "domain.h"
 #include "banned.h"
 
-static int bad_event(const struct aggregate *a, const cqrs_event *ev, const char *what,
-		     cqrs_error *err)
-{
-	char id[37];
-	cqrs_uuid_format(a->id, id);
-	return cqrs_fail(err, CQRS_EXIT_DATAERR,
-			 "product %s: event %s at version %lld has unreadable data: %s", id,
-			 ev->event_type, (long long)ev->aggregate_version, what);
-}
-
 static int apply(struct aggregate *a, const cqrs_event *ev, cqrs_error *err)
 {
 	struct inventory_state *s = &a->u.inv;
@@ -30,7 +20,7 @@ static int apply(struct aggregate *a, const cqrs_event *ev, cqrs_error *err)
 	if (strcmp(t, "ProductRegistered") == 0) {
 		if (jv_string(d, n, "sku", s->sku, sizeof s->sku) < 0 ||
 		    jv_string(d, n, "name", s->name, sizeof s->name) < 0)
-			return bad_event(a, ev, "no sku or name", err);
+			return agg_bad_event(a, ev, "no sku or name", err);
 		s->exists = true;
 		return 0;
 	}
@@ -40,7 +30,7 @@ static int apply(struct aggregate *a, const cqrs_event *ev, cqrs_error *err)
 	if (!replenish && !reserve && !release)
 		return 0;
 	if (jv_count(d, n, "quantity", &q) < 0 || q <= 0 || q > DOM_MAX_COUNT)
-		return bad_event(a, ev, "no valid quantity", err);
+		return agg_bad_event(a, ev, "no valid quantity", err);
 	if (replenish) {
 		s->available += q;
 	} else if (reserve) {
@@ -53,7 +43,7 @@ static int apply(struct aggregate *a, const cqrs_event *ev, cqrs_error *err)
 	/* Events appended around the rules (cqrs-append) must not make the
 	 * rules decide on nonsense. */
 	if (s->available < 0 || s->reserved < 0 || s->available > DOM_MAX_STOCK)
-		return bad_event(a, ev, "the stock it leaves is out of range", err);
+		return agg_bad_event(a, ev, "the stock it leaves is out of range", err);
 	return 0;
 }
 

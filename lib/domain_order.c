@@ -23,16 +23,6 @@ static const char *order_name(const struct aggregate *a, char *buf, size_t cap)
 	return buf;
 }
 
-static int bad_event(const struct aggregate *a, const cqrs_event *ev, const char *what,
-		     cqrs_error *err)
-{
-	char id[37];
-	cqrs_uuid_format(a->id, id);
-	return cqrs_fail(err, CQRS_EXIT_DATAERR,
-			 "order %s: event %s at version %lld has unreadable data: %s", id,
-			 ev->event_type, (long long)ev->aggregate_version, what);
-}
-
 static int apply(struct aggregate *a, const cqrs_event *ev, cqrs_error *err)
 {
 	struct order_state *o = &a->u.order;
@@ -41,12 +31,12 @@ static int apply(struct aggregate *a, const cqrs_event *ev, cqrs_error *err)
 	const char *t = ev->event_type;
 	if (strcmp(t, "OrderCreated") == 0) {
 		if (jv_string(d, n, "order_number", o->number, sizeof o->number) < 0)
-			return bad_event(a, ev, "no order_number", err);
+			return agg_bad_event(a, ev, "no order_number", err);
 		if (jv_string(d, n, "currency", o->currency, sizeof o->currency) < 0 ||
 		    !cqrs_currency_valid(o->currency))
-			return bad_event(a, ev, "no valid currency", err);
+			return agg_bad_event(a, ev, "no valid currency", err);
 		if (jv_money(d, n, "total", o->currency, &o->total) < 0)
-			return bad_event(a, ev, "no valid total", err);
+			return agg_bad_event(a, ev, "no valid total", err);
 		o->exists = true;
 	} else if (strcmp(t, "OrderConfirmed") == 0) {
 		o->confirmed = true;

@@ -10,16 +10,6 @@
 #include "domain.h"
 #include "banned.h"
 
-static int bad_event(const struct aggregate *a, const cqrs_event *ev, const char *what,
-		     cqrs_error *err)
-{
-	char id[37];
-	cqrs_uuid_format(a->id, id);
-	return cqrs_fail(err, CQRS_EXIT_DATAERR,
-			 "payment %s: event %s at version %lld has unreadable data: %s", id,
-			 ev->event_type, (long long)ev->aggregate_version, what);
-}
-
 static int apply(struct aggregate *a, const cqrs_event *ev, cqrs_error *err)
 {
 	struct payment_state *p = &a->u.pay;
@@ -29,21 +19,21 @@ static int apply(struct aggregate *a, const cqrs_event *ev, cqrs_error *err)
 	int64_t amount;
 	if (strcmp(t, "PaymentAuthorized") == 0) {
 		if (jv_uuid(d, n, "order_id", p->order_id) < 0)
-			return bad_event(a, ev, "no order_id", err);
+			return agg_bad_event(a, ev, "no order_id", err);
 		if (jv_string(d, n, "currency", p->currency, sizeof p->currency) < 0 ||
 		    !cqrs_currency_valid(p->currency))
-			return bad_event(a, ev, "no valid currency", err);
+			return agg_bad_event(a, ev, "no valid currency", err);
 		if (jv_money(d, n, "amount", p->currency, &p->authorized) < 0)
-			return bad_event(a, ev, "no valid amount", err);
+			return agg_bad_event(a, ev, "no valid amount", err);
 		p->exists = true;
 	} else if (strcmp(t, "PaymentCaptured") == 0 || strcmp(t, "PaymentRefunded") == 0) {
 		if (!p->exists)
-			return bad_event(a, ev, "the payment was never authorized", err);
+			return agg_bad_event(a, ev, "the payment was never authorized", err);
 		if (jv_money(d, n, "amount", p->currency, &amount) < 0)
-			return bad_event(a, ev, "no valid amount", err);
+			return agg_bad_event(a, ev, "no valid amount", err);
 		int64_t *sum = t[7] == 'C' ? &p->captured : &p->refunded;
 		if (__builtin_add_overflow(*sum, amount, sum) || *sum > DOM_MAX_AMOUNT)
-			return bad_event(a, ev, "the amounts add up out of range", err);
+			return agg_bad_event(a, ev, "the amounts add up out of range", err);
 	} else if (strcmp(t, "AuthorizationVoided") == 0) {
 		p->voided = true;
 	}
