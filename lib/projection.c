@@ -19,6 +19,7 @@
 #include <yaml.h>
 
 #include "cqrs.h"
+#include "strbuf.h"
 #include "views_impl.h"
 #include "banned.h"
 
@@ -265,29 +266,6 @@ static bool ident_char(char c)
 	return ident_start(c) || (c >= '0' && c <= '9');
 }
 
-struct buf {
-	char *p;
-	size_t n, cap;
-};
-
-static int buf_add(struct buf *b, const char *s, size_t n)
-{
-	if (b->n + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap * 2 : 256;
-		while (cap < b->n + n + 1)
-			cap *= 2;
-		char *p = realloc(b->p, cap);
-		if (p == NULL)
-			return -1;
-		b->p = p;
-		b->cap = cap;
-	}
-	memcpy(b->p + b->n, s, n);
-	b->n += n;
-	b->p[b->n] = '\0';
-	return 0;
-}
-
 static void param_free(struct cqrs_param *p)
 {
 	for (size_t i = 0; i < p->npath; i++)
@@ -398,14 +376,15 @@ static int sql_init(cqrs_projections *ps, struct cqrs_sql *s, const struct ynode
 		return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: %s: empty SQL statement", file,
 				 n->line, what);
 	sha256_update(md, len + 1, (const uint8_t *)t);
-	struct buf out = { 0 };
+	struct cqrs_strbuf out = { 0 };
 	while (i < len) {
 		char c = t[i];
 		size_t from = i;
 		if (c == '\'' || c == '"' || c == '`' || c == '[' ||
 		    (c == '-' && t[i + 1] == '-') || (c == '/' && t[i + 1] == '*')) {
 			i = skip_quoted(t, len, i);
-			if (buf_add(&out, t + from, i - from) < 0)
+			cqrs_strbuf_put(&out, t + from, i - from);
+			if (out.oom)
 				goto nomem;
 			continue;
 		}
@@ -418,7 +397,8 @@ static int sql_init(cqrs_projections *ps, struct cqrs_sql *s, const struct ynode
 			goto fail;
 		}
 		if (c != ':' || !ident_start(t[i + 1])) {
-			if (buf_add(&out, &c, 1) < 0)
+			cqrs_strbuf_putc(&out, c);
+			if (out.oom)
 				goto nomem;
 			i++;
 			continue;
@@ -447,7 +427,8 @@ static int sql_init(cqrs_projections *ps, struct cqrs_sql *s, const struct ynode
 		}
 		char num[16];
 		int m = snprintf(num, sizeof num, "?%zu", k + 1);
-		if (buf_add(&out, num, (size_t)m) < 0)
+		cqrs_strbuf_put(&out, num, (size_t)m);
+		if (out.oom)
 			goto nomem;
 	}
 	s->sql = out.p;
