@@ -13,7 +13,6 @@
  */
 #include "config.h"
 
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -121,19 +120,8 @@ struct cqrs_commander {
 
 /* --- parsing ----------------------------------------------------------------- */
 
-static int bad(cqrs_error *err, const char *fmt, ...) CQRS_PRINTF(2, 3);
-
-static int bad(cqrs_error *err, const char *fmt, ...)
-{
-	if (err != NULL) {
-		va_list ap;
-		va_start(ap, fmt);
-		err->code = CQRS_EXIT_DATAERR;
-		vsnprintf(err->msg, sizeof err->msg, fmt, ap);
-		va_end(ap);
-	}
-	return -1;
-}
+/* A command line that cannot be parsed is a data error (65) */
+#define bad(err, ...) cqrs_fail(err, CQRS_EXIT_DATAERR, __VA_ARGS__)
 
 /* A non-empty JSON string without control characters, decoded into buf. */
 static int get_text(const char *where, const char *name, const char *v, size_t n, char *buf,
