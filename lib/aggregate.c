@@ -208,12 +208,7 @@ static int save_snapshot(struct agg_loader *l, const struct aggregate *a, cqrs_e
 	struct cqrs_strbuf *b = &l->scratch;
 	cqrs_strbuf_reset(b);
 	char hash[2 * CQRS_HASH_LEN + 1];
-	static const char hex[] = "0123456789abcdef";
-	for (size_t i = 0; i < CQRS_HASH_LEN; i++) {
-		hash[2 * i] = hex[a->last_hash[i] >> 4];
-		hash[2 * i + 1] = hex[a->last_hash[i] & 15];
-	}
-	hash[2 * CQRS_HASH_LEN] = '\0';
+	cqrs_hash_format(a->last_hash, hash);
 	uint8_t sum[32];
 	if (!state.oom)
 		digest(a, a->version, hash, state.p, state.len, sum);

@@ -172,6 +172,8 @@ void cqrs_event_write(FILE *f, const cqrs_event *ev);
 /* The tamper-evidence chain: hash = SHA-256(prev hash, the event's fields). */
 void cqrs_event_hash(const cqrs_event *ev, const uint8_t prev[CQRS_HASH_LEN],
 		     uint8_t out[CQRS_HASH_LEN]);
+/* A hash as 64 lowercase hex digits and a NUL, as the envelope writes it. */
+void cqrs_hash_format(const uint8_t hash[CQRS_HASH_LEN], char out[2 * CQRS_HASH_LEN + 1]);
 /* The correlation_id in metadata, decoded into buf; false when absent. */
 bool cqrs_event_correlation(const cqrs_event *ev, char *buf, size_t cap);
 

@@ -474,6 +474,21 @@ static char *put_int(char *p, int64_t v)
 	return p;
 }
 
+/* 64 hex digits at p, no NUL; returns the end */
+static char *put_hash(char *p, const uint8_t h[CQRS_HASH_LEN])
+{
+	for (size_t i = 0; i < CQRS_HASH_LEN; i++) {
+		*p++ = hexdigits[h[i] >> 4];
+		*p++ = hexdigits[h[i] & 15];
+	}
+	return p;
+}
+
+void cqrs_hash_format(const uint8_t hash[CQRS_HASH_LEN], char out[2 * CQRS_HASH_LEN + 1])
+{
+	*put_hash(out, hash) = '\0';
+}
+
 static char *put_uuid(char *p, const uint8_t id[CQRS_UUID_LEN])
 {
 	char t[37];
@@ -510,10 +525,7 @@ void cqrs_event_write(FILE *f, const cqrs_event *ev)
 	p = PUTLIT(p, ",\"timestamp\":\"");
 	p = put(p, ev->timestamp, CQRS_TIMESTAMP_LEN);
 	p = PUTLIT(p, "\",\"hash\":\"");
-	for (size_t i = 0; i < CQRS_HASH_LEN; i++) {
-		*p++ = hexdigits[ev->hash[i] >> 4];
-		*p++ = hexdigits[ev->hash[i] & 15];
-	}
+	p = put_hash(p, ev->hash);
 	p = PUTLIT(p, "\"}\n");
 	fwrite_unlocked(head, 1, (size_t)(p - head), f);
 }
@@ -527,11 +539,7 @@ void cqrs_event_hash(const cqrs_event *ev, const uint8_t prev[CQRS_HASH_LEN],
 	 * recompute it with sha256sum: one field per line. */
 	struct sha256_ctx ctx;
 	char buf[640];
-	char *p = buf;
-	for (size_t i = 0; i < CQRS_HASH_LEN; i++) {
-		*p++ = hexdigits[prev[i] >> 4];
-		*p++ = hexdigits[prev[i] & 15];
-	}
+	char *p = put_hash(buf, prev);
 	*p++ = '\n';
 	p = put_uuid(p, ev->event_id);
 	*p++ = '\n';

@@ -444,16 +444,6 @@ static int hex_to_hash(const char *hex, uint8_t out[CQRS_HASH_LEN])
 	return 0;
 }
 
-static void hash_to_hex(const uint8_t h[CQRS_HASH_LEN], char out[2 * CQRS_HASH_LEN + 1])
-{
-	static const char hexd[] = "0123456789abcdef";
-	for (int i = 0; i < CQRS_HASH_LEN; i++) {
-		out[2 * i] = hexd[h[i] >> 4];
-		out[2 * i + 1] = hexd[h[i] & 15];
-	}
-	out[2 * CQRS_HASH_LEN] = '\0';
-}
-
 static void owned_tables(const struct cqrs_projection *d, char *buf, size_t cap)
 {
 	size_t n = 0;
@@ -646,7 +636,7 @@ int cqrs_projector_commit(cqrs_projector *p, cqrs_error *err)
 		sqlite3_bind_text(q, 1, rp->def->name, -1, SQLITE_STATIC);
 		sqlite3_bind_int64(q, 2, rp->applied);
 		if (rp->has_hash) {
-			hash_to_hex(rp->hash, hex);
+			cqrs_hash_format(rp->hash, hex);
 			sqlite3_bind_text(q, 3, hex, -1, SQLITE_TRANSIENT);
 		} else {
 			sqlite3_bind_null(q, 3);

@@ -170,6 +170,18 @@ static void uuids(void)
 	CHECK(same == 0, "%d duplicate ids in %d", same, N);
 }
 
+/* hashes print as the envelope writes them: 64 lower-case hex digits */
+static void hashes(void)
+{
+	uint8_t h[CQRS_HASH_LEN];
+	for (size_t i = 0; i < CQRS_HASH_LEN; i++)
+		h[i] = (uint8_t)(i * 8 + 7);
+	char text[2 * CQRS_HASH_LEN + 1];
+	cqrs_hash_format(h, text);
+	CHECK(strcmp(text, "070f171f272f373f474f575f676f777f878f979fa7afb7bfc7cfd7dfe7eff7ff") == 0,
+	      "%s", text);
+}
+
 static void type_names(void)
 {
 	static const char *const good[] = { "Order", "_x", "a", "Order.v2", "ns:Order-Created",
@@ -420,6 +432,7 @@ int main(void)
 {
 	timestamps();
 	uuids();
+	hashes();
 	type_names();
 	money();
 	envelope();
