@@ -1,13 +1,18 @@
 /*
- * The exit code for an SQLite result code (sqlite_errors.h).
+ * The exit code for an SQLite result code, and the busy timeout
+ * (sqlite_errors.h).
  */
 #include "config.h"
 
+#include <limits.h>
 #include <sqlite3.h>
+#include <stdlib.h>
 
 #include "cqrs.h"
 #include "sqlite_errors.h"
 #include "banned.h"
+
+#define DEFAULT_BUSY_TIMEOUT_MS 5000
 
 int cqrs_sqlite_exit_code(int rc, bool writable)
 {
@@ -25,4 +30,13 @@ int cqrs_sqlite_exit_code(int rc, bool writable)
 	case SQLITE_CANTOPEN: return writable ? CQRS_EXIT_CANTCREAT : CQRS_EXIT_NOINPUT;
 	default: return CQRS_EXIT_SOFTWARE;
 	}
+}
+
+long cqrs_sqlite_busy_timeout_ms(void)
+{
+	const char *e = getenv("CQRS_BUSY_TIMEOUT");
+	int64_t v;
+	if (e != NULL && cqrs_parse_int64(e, &v) == 0 && v <= INT_MAX)
+		return (long)v;
+	return DEFAULT_BUSY_TIMEOUT_MS;
 }

@@ -25,12 +25,11 @@
 #include "store_impl.h"
 #include "banned.h"
 
-#define APPLICATION_ID		0x43515253 /* "CQRS" */
-#define SCHEMA_VERSION		2
-#define DEFAULT_BUSY_TIMEOUT_MS 5000
-#define WAL_CHECKPOINT_PAGES	256
-#define VERSION_CACHE_SLOTS	(1 << 17) /* 3 MiB; bounds memory whatever the input */
-#define WAL_KEEP_BYTES		(4 << 20)
+#define APPLICATION_ID	     0x43515253 /* "CQRS" */
+#define SCHEMA_VERSION	     2
+#define WAL_CHECKPOINT_PAGES 256
+#define VERSION_CACHE_SLOTS  (1 << 17) /* 3 MiB; bounds memory whatever the input */
+#define WAL_KEEP_BYTES	     (4 << 20)
 /* Writers keep the random-key indexes hot; a reader streams, so a small
  * cache is enough and memory stays flat however large the store. */
 #define WRITER_CACHE_KIB 32768
@@ -251,15 +250,6 @@ fail:
 	return -1;
 }
 
-static long busy_timeout_ms(void)
-{
-	const char *e = getenv("CQRS_BUSY_TIMEOUT");
-	int64_t v;
-	if (e != NULL && cqrs_parse_int64(e, &v) == 0 && v <= INT_MAX)
-		return (long)v;
-	return DEFAULT_BUSY_TIMEOUT_MS;
-}
-
 /* The store and its -wal and -shm files are readable by the owner only:
  * SQLite gives the side files the main file's mode, so create it 0600. */
 static int create_file(const char *path, cqrs_error *err)
@@ -321,7 +311,7 @@ cqrs_store *cqrs_sqlite_open(const char *path, enum cqrs_open_mode mode, cqrs_er
 		sqlite3_file_control(s->db, "main", SQLITE_FCNTL_PERSIST_WAL, &persist);
 		sqlite3_wal_autocheckpoint(s->db, WAL_CHECKPOINT_PAGES);
 	}
-	sqlite3_busy_timeout(s->db, (int)busy_timeout_ms());
+	sqlite3_busy_timeout(s->db, (int)cqrs_sqlite_busy_timeout_ms());
 	char pragmas[256];
 	snprintf(pragmas, sizeof pragmas,
 		 "PRAGMA synchronous = FULL; PRAGMA cache_size = -%d; PRAGMA temp_store = MEMORY;"
@@ -335,7 +325,7 @@ cqrs_store *cqrs_sqlite_open(const char *path, enum cqrs_open_mode mode, cqrs_er
 		 * handler, when several processes use a new store at once. */
 		for (long waited = 0;; waited += 10) {
 			rc = sqlite3_exec(s->db, "PRAGMA journal_mode = WAL", NULL, NULL, NULL);
-			if ((rc & 0xff) != SQLITE_BUSY || waited >= busy_timeout_ms())
+			if ((rc & 0xff) != SQLITE_BUSY || waited >= cqrs_sqlite_busy_timeout_ms())
 				break;
 			sqlite3_sleep(10);
 		}

@@ -24,8 +24,7 @@
 #include "views_impl.h"
 #include "banned.h"
 
-#define DEFAULT_BUSY_TIMEOUT_MS 5000
-#define STORE_APPLICATION_ID	0x43515253
+#define STORE_APPLICATION_ID 0x43515253
 
 /* clang-format off */
 static const char schema_v1[] =
@@ -86,15 +85,6 @@ static int64_t one_int(sqlite3 *db, const char *sql, int *rc)
 	}
 	sqlite3_finalize(st);
 	return v;
-}
-
-static long busy_timeout_ms(void)
-{
-	const char *e = getenv("CQRS_BUSY_TIMEOUT");
-	int64_t v;
-	if (e != NULL && cqrs_parse_int64(e, &v) == 0 && v <= INT_MAX)
-		return (long)v;
-	return DEFAULT_BUSY_TIMEOUT_MS;
 }
 
 static int ensure_schema(sqlite3 *db, const char *path, bool writable, cqrs_error *err)
@@ -192,7 +182,7 @@ int cqrs_views_db_open(const char *path, enum views_open how, sqlite3 **out, cqr
 		return -1;
 	}
 	sqlite3_extended_result_codes(db, 1);
-	sqlite3_busy_timeout(db, (int)busy_timeout_ms());
+	sqlite3_busy_timeout(db, (int)cqrs_sqlite_busy_timeout_ms());
 	if (cqrs_sql_register_functions(db) < 0) {
 		sqlite3_close(db);
 		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
