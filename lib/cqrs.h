@@ -174,6 +174,8 @@ void cqrs_event_hash(const cqrs_event *ev, const uint8_t prev[CQRS_HASH_LEN],
 		     uint8_t out[CQRS_HASH_LEN]);
 /* A hash as 64 lowercase hex digits and a NUL, as the envelope writes it. */
 void cqrs_hash_format(const uint8_t hash[CQRS_HASH_LEN], char out[2 * CQRS_HASH_LEN + 1]);
+/* Back from exactly 64 lowercase hex digits; -1 for anything else. */
+int cqrs_hash_parse(const char *hex, size_t len, uint8_t out[CQRS_HASH_LEN]);
 /* The correlation_id in metadata, decoded into buf; false when absent. */
 bool cqrs_event_correlation(const cqrs_event *ev, char *buf, size_t cap);
 

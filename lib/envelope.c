@@ -265,11 +265,11 @@ static int parse_int(const char *v, size_t n, int64_t *out)
 	return 0;
 }
 
-static int hex_decode(const char *v, size_t n, uint8_t *out, size_t outlen)
+int cqrs_hash_parse(const char *v, size_t n, uint8_t out[CQRS_HASH_LEN])
 {
-	if (n != outlen * 2)
+	if (n != CQRS_HASH_LEN * 2)
 		return -1;
-	for (size_t i = 0; i < outlen; i++) {
+	for (size_t i = 0; i < CQRS_HASH_LEN; i++) {
 		const char *a = strchr(hexdigits, v[2 * i]), *b = strchr(hexdigits, v[2 * i + 1]);
 		if (a == NULL || b == NULL || v[2 * i] == '\0' || v[2 * i + 1] == '\0')
 			return -1;
@@ -378,7 +378,7 @@ static int parse_member(cqrs_event *ev, enum field f, const char *v, size_t n, c
 				"must be an RFC 3339 time such as \"2026-01-16T14:00:00.123456Z\"");
 		return 0;
 	case F_HASH:
-		if (!is_string(v, n) || hex_decode(v + 1, n - 2, ev->hash, CQRS_HASH_LEN) < 0)
+		if (!is_string(v, n) || cqrs_hash_parse(v + 1, n - 2, ev->hash) < 0)
 			return field_error(err, name, "must be 64 lowercase hex digits");
 		ev->has_hash = true;
 		return 0;

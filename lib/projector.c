@@ -423,27 +423,6 @@ int64_t cqrs_projector_applied(const cqrs_projector *p)
 	return p->applied_total;
 }
 
-static int hex_to_hash(const char *hex, uint8_t out[CQRS_HASH_LEN])
-{
-	if (hex == NULL || strlen(hex) != 2 * CQRS_HASH_LEN)
-		return -1;
-	for (int i = 0; i < CQRS_HASH_LEN; i++) {
-		unsigned v = 0;
-		for (int k = 0; k < 2; k++) {
-			char c = hex[2 * i + k];
-			v <<= 4;
-			if (c >= '0' && c <= '9')
-				v |= (unsigned)(c - '0');
-			else if (c >= 'a' && c <= 'f')
-				v |= (unsigned)(c - 'a' + 10);
-			else
-				return -1;
-		}
-		out[i] = (uint8_t)v;
-	}
-	return 0;
-}
-
 static void owned_tables(const struct cqrs_projection *d, char *buf, size_t cap)
 {
 	size_t n = 0;
@@ -497,8 +476,9 @@ int cqrs_projector_sync(cqrs_projector *p, cqrs_error *err)
 				goto fail;
 			}
 			rp->checkpoint = sqlite3_column_int64(get, 0);
-			rp->ckpt_has_hash = hex_to_hash((const char *)sqlite3_column_text(get, 1),
-							rp->ckpt_hash) == 0;
+			const char *hash = (const char *)sqlite3_column_text(get, 1);
+			rp->ckpt_has_hash = hash != NULL &&
+					    cqrs_hash_parse(hash, strlen(hash), rp->ckpt_hash) == 0;
 			const char *ts = (const char *)sqlite3_column_text(get, 2);
 			snprintf(rp->ckpt_ts, sizeof rp->ckpt_ts, "%s", ts ? ts : "");
 		} else if (rc == SQLITE_DONE) {

@@ -75,8 +75,7 @@ static int verify(cqrs_store *st)
 		cqrs_die_error(&err);
 	char head[CQRS_HASH_LEN * 2 + 1] = "";
 	if (checked > 0)
-		for (int i = 0; i < CQRS_HASH_LEN; i++)
-			snprintf(head + 2 * i, 3, "%02x", ev.hash[i]);
+		cqrs_hash_format(ev.hash, head);
 	cqrs_cursor_close(c);
 	printf("verified %lld events%s%s\n", (long long)checked, checked ? ", head " : "", head);
 	return CQRS_EXIT_OK;

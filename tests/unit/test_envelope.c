@@ -180,6 +180,12 @@ static void hashes(void)
 	cqrs_hash_format(h, text);
 	CHECK(strcmp(text, "070f171f272f373f474f575f676f777f878f979fa7afb7bfc7cfd7dfe7eff7ff") == 0,
 	      "%s", text);
+	uint8_t back[CQRS_HASH_LEN];
+	CHECK(cqrs_hash_parse(text, strlen(text), back) == 0 && memcmp(back, h, sizeof h) == 0,
+	      "round trip");
+	CHECK(cqrs_hash_parse(text, 63, back) < 0, "63 digits accepted");
+	text[5] = 'F';
+	CHECK(cqrs_hash_parse(text, strlen(text), back) < 0, "upper case accepted");
 }
 
 static void type_names(void)
