@@ -254,11 +254,12 @@ static int64_t sql_query(sqlite3 *db, const char *views_path, const cqrs_query *
 			err, CQRS_EXIT_NOPERM,
 			"sql: only reading is allowed: cqrs-query never changes the views");
 	}
-	if (q->nargs > sqlite3_bind_parameter_count(st)) {
+	int nparams = sqlite3_bind_parameter_count(st);
+	if (q->nargs > nparams) {
 		sqlite3_finalize(st);
 		return cqrs_fail(err, CQRS_EXIT_USAGE,
 				 "sql: %d parameters given, the statement has %d", q->nargs,
-				 sqlite3_bind_parameter_count(st));
+				 nparams);
 	}
 	for (int i = 0; i < q->nargs; i++)
 		sqlite3_bind_text(st, i + 1, q->args[i], -1, SQLITE_STATIC);

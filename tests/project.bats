@@ -656,9 +656,17 @@ checkpoint() {
 	slow_projection slow.yaml 2000
 	partial=0
 	for ((i = 0; i < 60; i++)); do
+		prev=$(checkpoint)
 		cqrs-project -P slow.yaml -b 7 &
 		pid=$!
-		sleep "0.$((RANDOM % 20 + 1))"
+		# wait (bounded) until this run has committed something, so that a
+		# slow machine still kills runs in the middle, then at a random moment
+		for ((j = 0; j < 400; j++)); do
+			[ "$(checkpoint)" -gt "$prev" ] && break
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.025
+		done
+		sleep "0.0$((RANDOM % 10))"
 		kill -9 "$pid" 2>/dev/null || true
 		wait "$pid" || true
 		c=$(checkpoint)
