@@ -466,7 +466,7 @@ int64_t cqrs_query_order_as_of(const char *views_path, cqrs_store *st, cqrs_proj
 			       const cqrs_query *q, enum cqrs_format fmt, FILE *out,
 			       cqrs_error *err);
 
-/* --- sagas (saga*.c, exec.c) ---------------------------------------------- */
+/* --- sagas (saga*.c, saga_exec.c) ---------------------------------------------- */
 
 /* A saga definition (cqrs-saga(5)): which event starts it, its steps and
  * their compensations.  Errors name the file and line (CQRS_EXIT_CONFIG). */

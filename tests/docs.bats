@@ -214,7 +214,7 @@ report() {
 
 @test "cqrs(7) names every table, column, index, trigger and view of the store, and its schema version" {
 	local version text name
-	version=$(sed -nE 's/^#define[[:space:]]+SCHEMA_VERSION[[:space:]]+([0-9]+).*/\1/p' "$TOP"/lib/store*.c)
+	version=$(sed -nE 's/^#define[[:space:]]+SCHEMA_VERSION[[:space:]]+([0-9]+).*/\1/p' "$TOP"/lib/store/store*.c)
 	[ -n "$version" ]
 	text=$(render "$TOP/man/cqrs.7" | section DESCRIPTION)
 	problems=()
@@ -225,8 +225,8 @@ report() {
 	local names
 	mapfile -t names < <({
 		grep -ohE 'CREATE (UNIQUE )?(TABLE|INDEX|VIEW|TRIGGER) (IF NOT EXISTS )?[a-z_]+|ADD COLUMN [a-z_]+' \
-			"$TOP"/lib/store*.c | awk '{ print $NF }'
-		grep -ohE '^[[:space:]]*"[[:space:]]*[a-z_]+ (INTEGER|TEXT|BLOB|REAL)' "$TOP"/lib/store*.c |
+			"$TOP"/lib/store/store*.c | awk '{ print $NF }'
+		grep -ohE '^[[:space:]]*"[[:space:]]*[a-z_]+ (INTEGER|TEXT|BLOB|REAL)' "$TOP"/lib/store/store*.c |
 			sed -E 's/^[[:space:]]*"[[:space:]]*//; s/ .*//'
 	} | sort -u)
 	[ "${#names[@]}" -ge 20 ]

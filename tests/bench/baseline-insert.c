@@ -68,7 +68,7 @@ static const char naive_insert[] =
 	" event_type, event_version, data, metadata, timestamp)"
 	" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 
-/* the statement lib/store_sqlite.c prepares, for stores with and without
+/* the statement lib/store/store_sqlite.c prepares, for stores with and without
  * the indexed 64-bit correlation_key */
 static const char cqrs_insert_key[] =
 	"INSERT INTO events (sequence, event_id, aggregate_id, aggregate_type,"

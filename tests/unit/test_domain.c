@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "domain.h"
+#include "domain/domain.h"
 #include "unit.h"
 #include "banned.h"
 

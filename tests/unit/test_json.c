@@ -1,5 +1,5 @@
 /*
- * The strict JSON checker (lib/json.c) against jansson, the reference
+ * The strict JSON checker (lib/common/json.c) against jansson, the reference
  * parser, on a table of inputs and a few thousand generated and mutated
  * ones.  Both must agree on accept or reject, except where cqrs(7)
  * documents that we differ:

@@ -12,7 +12,7 @@
 #include <string.h>
 #include <yaml.h>
 
-#include "saga_impl.h"
+#include "saga/saga_impl.h"
 #include "banned.h"
 
 #define DEFAULT_TIMEOUT_US  (30LL * 1000000)

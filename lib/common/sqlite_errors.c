@@ -9,7 +9,7 @@
 #include <stdlib.h>
 
 #include "cqrs.h"
-#include "sqlite_errors.h"
+#include "common/sqlite_errors.h"
 #include "banned.h"
 
 #define DEFAULT_BUSY_TIMEOUT_MS 5000

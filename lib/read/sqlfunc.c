@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "cqrs.h"
-#include "views_impl.h"
+#include "read/views_impl.h"
 #include "banned.h"
 
 /* The digits of the last currency asked about: a rebuild asks millions of

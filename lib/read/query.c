@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "cqrs.h"
-#include "views_impl.h"
+#include "read/views_impl.h"
 #include "banned.h"
 
 static const char *const money_columns[] = { "total",	"amount_paid",	       "total_spent",

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "domain.h"
+#include "domain/domain.h"
 #include "banned.h"
 
 void jb_key(struct cqrs_strbuf *b, const char *key)

@@ -14,7 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "saga_impl.h"
+#include "saga/saga_impl.h"
 #include "banned.h"
 
 static int sql_fail(sqlite3 *db, cqrs_error *err)

@@ -21,8 +21,8 @@
 #include <unistd.h>
 
 #include "cqrs.h"
-#include "sqlite_errors.h"
-#include "store_impl.h"
+#include "common/sqlite_errors.h"
+#include "store/store_impl.h"
 #include "banned.h"
 
 #define APPLICATION_ID	     0x43515253 /* "CQRS" */

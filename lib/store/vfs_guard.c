@@ -21,7 +21,7 @@
 #include <string.h>
 
 #include "cqrs.h"
-#include "store_impl.h"
+#include "store/store_impl.h"
 #include "banned.h"
 
 struct guard_file {

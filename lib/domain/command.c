@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "domain.h"
+#include "domain/domain.h"
 #include "banned.h"
 
 #define DEFAULT_ATTEMPTS 5

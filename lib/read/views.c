@@ -20,8 +20,8 @@
 #include <unistd.h>
 
 #include "cqrs.h"
-#include "sqlite_errors.h"
-#include "views_impl.h"
+#include "common/sqlite_errors.h"
+#include "read/views_impl.h"
 #include "banned.h"
 
 #define STORE_APPLICATION_ID 0x43515253

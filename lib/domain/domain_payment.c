@@ -7,7 +7,7 @@
 
 #include <string.h>
 
-#include "domain.h"
+#include "domain/domain.h"
 #include "banned.h"
 
 static int apply(struct aggregate *a, const cqrs_event *ev, cqrs_error *err)
@@ -83,7 +83,7 @@ const struct domain domain_payment = { "Payment", "payment", apply, save, restor
 static void amount_event(struct decision *d, const char *type, const struct payment_state *p,
 			 int64_t amount)
 {
-	struct cqrs_strbuf *b = emit(d, type);
+	struct cqrs_strbuf *b = decision_emit(d, type);
 	cqrs_strbuf_putc(b, '{');
 	jb_key(b, "order_id");
 	jb_uuid(b, p->order_id);
@@ -196,7 +196,7 @@ int payment_void(const struct command *c, const struct aggregate *a, const struc
 		return reject(d, "the authorization of payment %s was already voided", id);
 	if (p->authorized > 0 && p->captured == p->authorized)
 		return reject(d, "cannot void payment %s: it has been captured in full", id);
-	struct cqrs_strbuf *b = emit(d, "AuthorizationVoided");
+	struct cqrs_strbuf *b = decision_emit(d, "AuthorizationVoided");
 	cqrs_strbuf_putc(b, '{');
 	jb_key(b, "order_id");
 	jb_uuid(b, p->order_id);

@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "domain.h"
+#include "domain/domain.h"
 #include "banned.h"
 
 #define SNAPSHOT_FORMAT 1

@@ -28,7 +28,7 @@
 #include <unistd.h>
 
 #include "cqrs.h"
-#include "views_impl.h"
+#include "read/views_impl.h"
 #include "banned.h"
 
 static int scratch_name(char *buf, size_t cap, const char *path, const char *what)

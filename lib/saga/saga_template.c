@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "saga_impl.h"
+#include "saga/saga_impl.h"
 #include "banned.h"
 
 /* --- templates ---------------------------------------------------------------------- */

@@ -8,7 +8,7 @@
 #include <sys/stat.h>
 
 #include "cqrs.h"
-#include "store_impl.h"
+#include "store/store_impl.h"
 #include "banned.h"
 
 static const char *default_path(const char *file)

@@ -8,7 +8,7 @@
 #include <stdarg.h>
 #include <string.h>
 
-#include "domain.h"
+#include "domain/domain.h"
 #include "banned.h"
 
 int reject(struct decision *d, const char *fmt, ...)
@@ -22,7 +22,7 @@ int reject(struct decision *d, const char *fmt, ...)
 	return 0;
 }
 
-struct cqrs_strbuf *emit(struct decision *d, const char *event_type)
+struct cqrs_strbuf *decision_emit(struct decision *d, const char *event_type)
 {
 	struct cqrs_strbuf *b = &d->data[d->nevents];
 	d->event_type[d->nevents++] = event_type;

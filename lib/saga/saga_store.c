@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "saga_impl.h"
-#include "store_impl.h"
+#include "saga/saga_impl.h"
+#include "store/store_impl.h"
 #include "banned.h"
 
 enum {

@@ -20,7 +20,7 @@
 #include <time.h>
 
 #include "cqrs.h"
-#include "views_impl.h"
+#include "read/views_impl.h"
 #include "banned.h"
 
 #define DEFAULT_BATCH 10000

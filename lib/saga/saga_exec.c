@@ -19,7 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "saga_impl.h"
+#include "saga/saga_impl.h"
 #include "banned.h"
 
 #define KILL_GRACE_US (1000 * 1000)

@@ -11,7 +11,7 @@
 #include <sys/time.h>
 #include <time.h>
 
-#include "saga_impl.h"
+#include "saga/saga_impl.h"
 #include "banned.h"
 
 static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)

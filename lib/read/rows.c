@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "cqrs.h"
-#include "views_impl.h"
+#include "read/views_impl.h"
 #include "banned.h"
 
 static bool in_list(const char *const *list, const char *name)

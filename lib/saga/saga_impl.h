@@ -1,14 +1,14 @@
 /*
  * The saga runner's internals, shared by saga.c (the engine), saga_yaml.c
  * (definitions), saga_template.c (JSON templates), saga_store.c (its
- * tables), saga_report.c (status, show, dot) and exec.c (step programs).
+ * tables), saga_report.c (status, show, dot) and saga_exec.c (step programs).
  * The tools see only the cqrs_saga API in cqrs.h.
  */
 #ifndef CQRS_SAGA_IMPL_H
 #define CQRS_SAGA_IMPL_H
 
 #include "cqrs.h"
-#include "strbuf.h"
+#include "common/strbuf.h"
 
 /* --- templates ---------------------------------------------------------------- */
 
@@ -169,7 +169,7 @@ int64_t saga_time_parse(const char *text);
 int64_t saga_duration_parse(const char *text);
 void saga_duration_format(int64_t us, char *buf, size_t cap);
 
-/* --- step programs (exec.c) ----------------------------------------------------- */
+/* --- step programs (saga_exec.c) ----------------------------------------------------- */
 
 enum exec_outcome {
 	EXEC_OK,	/* exit 0 */

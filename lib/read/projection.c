@@ -19,8 +19,8 @@
 #include <yaml.h>
 
 #include "cqrs.h"
-#include "strbuf.h"
-#include "views_impl.h"
+#include "common/strbuf.h"
+#include "read/views_impl.h"
 #include "banned.h"
 
 #define MAX_YAML_DEPTH 32

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "strbuf.h"
+#include "common/strbuf.h"
 #include "banned.h"
 
 bool cqrs_strbuf_grow(struct cqrs_strbuf *b, size_t more)

@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "saga_impl.h"
+#include "saga/saga_impl.h"
 #include "banned.h"
 
 #define DEFAULT_BATCH 256

@@ -7,7 +7,7 @@
 
 #include <string.h>
 
-#include "domain.h"
+#include "domain/domain.h"
 #include "banned.h"
 
 /* "order ORD-2026-000001" for people; the id before the number exists */
@@ -124,7 +124,7 @@ int order_create(const struct command *c, const struct aggregate *a, const struc
 	char number[DOM_NUMBER];
 	if (ctx->order_number(ctx->arg, number, err) < 0)
 		return -1;
-	struct cqrs_strbuf *b = emit(d, "OrderCreated");
+	struct cqrs_strbuf *b = decision_emit(d, "OrderCreated");
 	cqrs_strbuf_putc(b, '{');
 	jb_key(b, "order_number");
 	jb_str(b, number);
@@ -182,7 +182,7 @@ int order_confirm(const struct command *c, const struct aggregate *a, const stru
 		return reject(d, "cannot confirm order %s: it has already been shipped", name);
 	if (o->confirmed)
 		return reject(d, "order %s is already confirmed", name);
-	struct cqrs_strbuf *b = emit(d, "OrderConfirmed");
+	struct cqrs_strbuf *b = decision_emit(d, "OrderConfirmed");
 	cqrs_strbuf_putc(b, '{');
 	if (HAS(c, F_NOTE)) {
 		jb_key(b, "note");
@@ -220,7 +220,7 @@ int order_pay(const struct command *c, const struct aggregate *a, const struct d
 		return reject(d, "payment of %s %s does not match the total of order %s (%s %s)",
 			      paid, o->currency, name, total, o->currency);
 	}
-	struct cqrs_strbuf *b = emit(d, "PaymentProcessed");
+	struct cqrs_strbuf *b = decision_emit(d, "PaymentProcessed");
 	cqrs_strbuf_putc(b, '{');
 	jb_key(b, "payment_id");
 	jb_uuid(b, c->payment_id);
@@ -254,7 +254,7 @@ int order_ship(const struct command *c, const struct aggregate *a, const struct 
 		cqrs_timestamp_now(now);
 		at = now;
 	}
-	struct cqrs_strbuf *b = emit(d, "OrderShipped");
+	struct cqrs_strbuf *b = decision_emit(d, "OrderShipped");
 	cqrs_strbuf_putc(b, '{');
 	jb_key(b, "tracking_number");
 	jb_str(b, c->tracking_number);
@@ -280,7 +280,7 @@ int order_cancel(const struct command *c, const struct aggregate *a, const struc
 		return reject(d, "cannot cancel order %s: it has already been shipped", name);
 	if (o->cancelled)
 		return reject(d, "order %s is already cancelled", name);
-	struct cqrs_strbuf *b = emit(d, "OrderCancelled");
+	struct cqrs_strbuf *b = decision_emit(d, "OrderCancelled");
 	cqrs_strbuf_putc(b, '{');
 	jb_key(b, "reason");
 	jb_str(b, c->reason);

@@ -7,7 +7,7 @@
 
 #include <string.h>
 
-#include "domain.h"
+#include "domain/domain.h"
 #include "banned.h"
 
 static int apply(struct aggregate *a, const cqrs_event *ev, cqrs_error *err)
@@ -91,7 +91,7 @@ int inventory_register(const struct command *c, const struct aggregate *a,
 	if (HAS(c, F_QUANTITY) &&
 	    reject_quantity(d, "initial quantity", c->quantity, c->quantity_len, &q))
 		return 0;
-	struct cqrs_strbuf *b = emit(d, "ProductRegistered");
+	struct cqrs_strbuf *b = decision_emit(d, "ProductRegistered");
 	cqrs_strbuf_putc(b, '{');
 	jb_key(b, "sku");
 	jb_str(b, c->sku);
@@ -99,7 +99,7 @@ int inventory_register(const struct command *c, const struct aggregate *a,
 	jb_str(b, c->name);
 	cqrs_strbuf_putc(b, '}');
 	if (q > 0) {
-		b = emit(d, "StockReplenished");
+		b = decision_emit(d, "StockReplenished");
 		cqrs_strbuf_putc(b, '{');
 		jb_key(b, "quantity");
 		jb_int(b, q);
@@ -122,7 +122,7 @@ int inventory_replenish(const struct command *c, const struct aggregate *a,
 	if (s->available + s->reserved + q > DOM_MAX_STOCK)
 		return reject(d, "cannot add %lld to the stock of %s: it would exceed %lld units",
 			      (long long)q, s->sku, (long long)DOM_MAX_STOCK);
-	struct cqrs_strbuf *b = emit(d, "StockReplenished");
+	struct cqrs_strbuf *b = decision_emit(d, "StockReplenished");
 	cqrs_strbuf_putc(b, '{');
 	jb_key(b, "quantity");
 	jb_int(b, q);
@@ -145,7 +145,8 @@ static int move(const struct command *c, const struct aggregate *a, struct decis
 	if (!reserve && q > s->reserved)
 		return reject(d, "cannot release %lld of %s: only %lld reserved", (long long)q,
 			      s->sku, (long long)s->reserved);
-	struct cqrs_strbuf *b = emit(d, reserve ? "InventoryReserved" : "InventoryReleased");
+	struct cqrs_strbuf *b =
+		decision_emit(d, reserve ? "InventoryReserved" : "InventoryReleased");
 	cqrs_strbuf_putc(b, '{');
 	jb_key(b, "order_id");
 	jb_uuid(b, c->order_id);

@@ -11,7 +11,7 @@
 #define CQRS_DOMAIN_H
 
 #include "cqrs.h"
-#include "strbuf.h"
+#include "common/strbuf.h"
 
 /* --- building JSON text (domain_json.c) ---------------------------------- */
 
@@ -188,7 +188,7 @@ typedef int (*decide_fn)(const struct command *c, const struct aggregate *a,
 
 int reject(struct decision *d, const char *fmt, ...) CQRS_PRINTF(2, 3);
 /* The next event of the decision, with its data buffer emptied. */
-struct cqrs_strbuf *emit(struct decision *d, const char *event_type);
+struct cqrs_strbuf *decision_emit(struct decision *d, const char *event_type);
 
 struct domain {
 	const char *type; /* aggregate_type: "Order" */
