@@ -22,6 +22,9 @@ enum cqrs_exit {
 	CQRS_EXIT_NOT_FOUND = 1,    /* query-like tools: nothing matched */
 	CQRS_EXIT_CONFLICT = 3,	    /* optimistic concurrency: version mismatch */
 	CQRS_EXIT_REJECTED = 4,	    /* a command broke a business rule */
+	CQRS_EXIT_PARKED = 5,	    /* done, but some events were parked (read side) */
+	CQRS_EXIT_BEHIND = 6,	    /* the store is behind what a witness saw: rolled back */
+	CQRS_EXIT_LIMIT = 7,	    /* a time or memory limit stopped the work */
 	CQRS_EXIT_USAGE = 64,	    /* EX_USAGE */
 	CQRS_EXIT_DATAERR = 65,	    /* EX_DATAERR: bad input, not a cqrs store */
 	CQRS_EXIT_NOINPUT = 66,	    /* EX_NOINPUT: input file or store missing */
