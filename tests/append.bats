@@ -171,15 +171,9 @@ cqrs-append: nothing was stored"
 	chmod 000 secret.ndjson
 	if [ "$(id -u)" = 0 ]; then
 		# root reads anything: run as nobody, in a directory nobody can use
-		d=$BATS_TEST_TMPDIR
-		while [ "$d" != / ] && [ "$d" != "$(dirname "$BATS_RUN_TMPDIR")" ]; do
-			chmod o+x "$d"
-			d=$(dirname "$d")
-		done
 		mkdir -m 777 shared
 		mv secret.ndjson shared/
-		run --separate-stderr setpriv --reuid=nobody --regid=nogroup --clear-groups \
-			env CQRS_STORE="$PWD/shared/events.db" "$(command -v cqrs-append)" shared/secret.ndjson
+		run_as_other_user CQRS_STORE="$PWD/shared/events.db" cqrs-append shared/secret.ndjson
 	else
 		mkdir shared
 		mv secret.ndjson shared/
