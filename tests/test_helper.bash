@@ -57,8 +57,13 @@ run_as_other_user() {
 			d=$(dirname "$d")
 		done
 	fi
+	for t in "$@"; do
+		[[ $t == *=* ]] || break
+	done
+	[ -x "$bin/$t" ] || fail "run_as_other_user: $t is not a built tool"
+	# shellcheck disable=SC2016 # $1 and $2 are the inner shell's
 	setpriv --reuid=nobody --regid=nogroup --clear-groups \
-		/bin/sh -c 'cd "$1" && test -x "$2/cqrs-append"' sh "$PWD" "$bin" ||
+		/bin/sh -c 'cd "$1" && test -x "$2"' sh "$PWD" "$bin/$t" ||
 		fail "run_as_other_user: nobody cannot reach $PWD or $bin (a directory above is not searchable by others: put TMPDIR where others can pass, e.g. /tmp)"
 	run --separate-stderr setpriv --reuid=nobody --regid=nogroup --clear-groups \
 		env PATH="$bin:/usr/bin:/bin" "$@"
