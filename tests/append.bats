@@ -171,7 +171,7 @@ cqrs-append: nothing was stored"
 	chmod 000 secret.ndjson
 	if [ "$(id -u)" = 0 ]; then
 		# root reads anything: run as nobody, in a directory nobody can use
-		mkdir -m 777 shared
+		mkdir -m 1777 shared
 		mv secret.ndjson shared/
 		run_as_other_user CQRS_STORE="$PWD/shared/events.db" cqrs-append shared/secret.ndjson
 	else
