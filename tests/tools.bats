@@ -120,6 +120,22 @@ quick_start() {
 	report
 }
 
+# --- make check's closing line ------------------------------------------------
+
+@test "make check prints its one-line total also when a suite fails, and fails" {
+	# a tiny suite of its own, in this test's directory: its .log and .trs
+	# land next to it; make remakes test-suite.log after this test anyway
+	# (printf: bats would take "@test" at the start of a line as its own)
+	printf '%s\n' '@test "passes" { true; }' '@test "fails" { false; }' \
+		'@test "skips" { skip "on purpose"; }' >tiny.bats
+	# a clean environment: the inner bats must not see this run's BATS_*
+	run env -i PATH="$PATH" HOME="$HOME" LC_ALL=C \
+		make -C "${CQRS_TOP_BUILDDIR:?}" check TESTS="$BATS_TEST_TMPDIR/tiny.bats"
+	assert_failure 2
+	assert_line "1 passed, 1 failed, 1 skipped"
+	assert_line "FAIL: $BATS_TEST_TMPDIR/tiny.bats"
+}
+
 # --- share/crontab.example, as cron runs it ---------------------------------
 
 # Installs the toolkit into $BATS_TEST_TMPDIR/prefix.  The binaries were
