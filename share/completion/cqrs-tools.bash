@@ -71,7 +71,7 @@ _cqrs_sub_options()
 		/^  [a-z]/ { in_ = $1 == s }
 		/^$/ { in_ = 0 }
 		in_ { print }' <<<"$help" |
-		grep -oE -- '(^|[[ ])--?[A-Za-z][a-z-]*' | sed -E 's/^[[ ]//' |
+		grep -oE -- '(^|[^A-Za-z0-9-])--?[A-Za-z][a-z-]*' | sed -E 's/^[^-]+//' |
 		while read -r o; do _cqrs_long "$help" "$o"; done | grep . | sort -u
 }
 
