@@ -275,7 +275,7 @@ static int access_denied(const char *path, bool writer, cqrs_error *err)
 	if (denied(path, R_OK) || (writer && denied(path, W_OK)))
 		return cqrs_fail(err, CQRS_EXIT_NOPERM,
 				 "%s: permission denied: this user cannot %s the store", path,
-				 verb) < 0;
+				 denied(path, R_OK) ? "read" : "write") < 0;
 	char side[4096], dir[4096];
 	bool missing = false;
 	for (int i = 0; i < 2; i++) {

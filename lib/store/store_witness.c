@@ -122,14 +122,14 @@ int cqrs_store_expect(cqrs_store *st, const char *path, int64_t expect_seq,
 	}
 	if (r == 0)
 		return cqrs_fail(err, CQRS_EXIT_BEHIND,
-				 "%s: the store is behind %s: it ends at sequence %lld, %s saw "
+				 "%s: the store is behind %s: it ends at sequence %lld, before "
 				 "sequence %lld%s; it was rolled back or damaged",
-				 path, what, (long long)head, what, (long long)expect_seq, said);
+				 path, what, (long long)head, (long long)expect_seq, said);
 	if (expect_hash != NULL && memcmp(h, expect_hash, CQRS_HASH_LEN) != 0)
 		return cqrs_fail(err, CQRS_EXIT_BEHIND,
-				 "%s: the store is behind %s: event %lld is not the one %s saw "
-				 "%s; it was rolled back and written again, or replaced",
-				 path, what, (long long)expect_seq, what, said);
+				 "%s: the store is behind %s: event %lld is not the one recorded%s; "
+				 "it was rolled back and written again, or replaced",
+				 path, what, (long long)expect_seq, said);
 	return 0;
 }
 
