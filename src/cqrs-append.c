@@ -24,7 +24,8 @@ static void usage(int code)
 		      "  -q, --quiet                print nothing on standard output\n"
 		      "  -s, --store PATH           event store (default: $CQRS_STORE)\n"
 		      "      --no-sync              do not fsync each commit (see cqrs-append(1))\n"
-		      "      --reset-witness        after a deliberate restore: the store's witness\n"
+		      "      --reset-witness        after a deliberate restore: the store's "
+		      "witness\n"
 		      "                             records its head as it is now\n"
 		      "  -h, --help                 show this help\n"
 		      "  -V, --version              show the version\n",
@@ -155,8 +156,8 @@ int main(int argc, char **argv)
 	}
 
 	if (reset)
-		return reset_witness(store_opt, argc - optind, dry_run || quiet || no_sync ||
-								     batch || expected >= 0);
+		return reset_witness(store_opt, argc - optind,
+				     dry_run || quiet || no_sync || batch || expected >= 0);
 
 	/* A dry run stores no chunk, so a later chunk would not see the
 	 * sequences and versions of the earlier ones: keep it one transaction. */

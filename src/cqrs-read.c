@@ -23,7 +23,8 @@ static void usage(int code)
 	if (code == 0)
 		fputs("\n"
 		      "  -a, --aggregate ID         events of one aggregate (repeat: any of them)\n"
-		      "  -t, --aggregate-type TYPE  events of aggregates of one type (repeat: any)\n"
+		      "  -t, --aggregate-type TYPE  events of aggregates of one type (repeat: "
+		      "any)\n"
 		      "  -e, --event-type TYPE      events of one type (repeat: any of them)\n"
 		      "  -c, --correlation ID       events whose metadata.correlation_id is ID\n"
 		      "                             (repeat: any of them)\n"
@@ -246,8 +247,8 @@ int main(int argc, char **argv)
 		/* the usage without its final newline: cqrs_die adds one */
 		cqrs_die(CQRS_EXIT_USAGE, "unexpected operand '%s'\n%.*s", argv[optind],
 			 (int)sizeof usage_text - 2, usage_text);
-	set_filters(&f, aggregates, naggregates, agg_types, nagg_types, ev_types, nev_types,
-		    corrs, ncorrs);
+	set_filters(&f, aggregates, naggregates, agg_types, nagg_types, ev_types, nev_types, corrs,
+		    ncorrs);
 	if (expect_seq > 0 && !do_verify)
 		cqrs_die(CQRS_EXIT_USAGE, "--expect goes with --verify");
 	if (follow && f.reverse)

@@ -234,8 +234,7 @@ void cqrs_store_rollback(cqrs_store *st)
 	st->ops->rollback(st);
 }
 
-int cqrs_store_head(cqrs_store *st, int64_t *sequence, uint8_t hash[CQRS_HASH_LEN],
-		    cqrs_error *err)
+int cqrs_store_head(cqrs_store *st, int64_t *sequence, uint8_t hash[CQRS_HASH_LEN], cqrs_error *err)
 {
 	return st->ops->head(st, sequence, hash, err);
 }
@@ -331,8 +330,9 @@ int cqrs_store_verify(cqrs_store *st, cqrs_verify *v, cqrs_error *err)
 		uint8_t h[CQRS_HASH_LEN];
 		cqrs_event_hash(&ev, v->hash, h);
 		if (ev.sequence != v->checked + 1 || memcmp(h, ev.hash, CQRS_HASH_LEN) != 0) {
-			verify_failed(v, &ev,
-				      "hash chain broken: an event was edited, removed or reordered");
+			verify_failed(
+				v, &ev,
+				"hash chain broken: an event was edited, removed or reordered");
 			break;
 		}
 		if (st->ops->verify_row(c, &ev, &e) < 0) {

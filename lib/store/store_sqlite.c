@@ -263,7 +263,8 @@ fail:
 
 static bool denied(const char *path, int how)
 {
-	return faccessat(AT_FDCWD, path, how, AT_EACCESS) < 0 && (errno == EACCES || errno == EPERM);
+	return faccessat(AT_FDCWD, path, how, AT_EACCESS) < 0 &&
+	       (errno == EACCES || errno == EPERM);
 }
 
 /* Why this user cannot use the store, when permissions are the reason:
@@ -326,8 +327,8 @@ cqrs_store *cqrs_sqlite_open(const char *path, enum cqrs_open_mode mode, cqrs_er
 	struct stat sb;
 	bool exists = stat(path, &sb) == 0;
 	if (!exists && errno == EACCES) {
-		cqrs_fail(err, CQRS_EXIT_NOPERM, "%s: permission denied: this user cannot reach the store",
-			  path);
+		cqrs_fail(err, CQRS_EXIT_NOPERM,
+			  "%s: permission denied: this user cannot reach the store", path);
 		return NULL;
 	}
 	if (!exists && mode == CQRS_OPEN_READ) {
@@ -1035,9 +1036,9 @@ static int sqlite_head(cqrs_store *st, int64_t *sequence, uint8_t hash[CQRS_HASH
 {
 	struct sqlite_store *s = (struct sqlite_store *)st;
 	sqlite3_stmt *q;
-	int rc = sqlite3_prepare_v2(s->db,
-				    "SELECT sequence, hash FROM events ORDER BY sequence DESC LIMIT 1",
-				    -1, &q, NULL);
+	int rc = sqlite3_prepare_v2(
+		s->db, "SELECT sequence, hash FROM events ORDER BY sequence DESC LIMIT 1", -1, &q,
+		NULL);
 	if (rc != SQLITE_OK)
 		return db_error(s, rc, "cannot read the store", err);
 	rc = sqlite3_step(q);
@@ -1049,7 +1050,9 @@ static int sqlite_head(cqrs_store *st, int64_t *sequence, uint8_t hash[CQRS_HASH
 			memcpy(hash, sqlite3_column_blob(q, 1), CQRS_HASH_LEN);
 	}
 	sqlite3_finalize(q);
-	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : db_error(s, rc, "cannot read the store", err);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE
+		       ? 0
+		       : db_error(s, rc, "cannot read the store", err);
 }
 
 static int sqlite_cursor_next(cqrs_cursor *cur, cqrs_event *ev, cqrs_error *err)

@@ -57,8 +57,7 @@ static bool writable_by_others(const struct stat *sb)
 	return (sb->st_mode & S_IWGRP) && sb->st_gid != getegid();
 }
 
-static int refuse_owner(const char *path, const struct stat *sb, const char *what,
-			cqrs_error *err)
+static int refuse_owner(const char *path, const struct stat *sb, const char *what, cqrs_error *err)
 {
 	char owner[256], me[256];
 	cqrs_user_name(sb->st_uid, owner, sizeof owner);

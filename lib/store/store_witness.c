@@ -40,7 +40,7 @@ static int parse(const char *path, char *buf, size_t n, struct witness *w, cqrs_
 	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\0'))
 		n--;
 	buf[n] = '\0';
-	cqrs_error ignored;
+	cqrs_error ignored = { 0 };
 	if (cqrs_json_compact(buf, &n, &ignored) < 0 ||
 	    !cqrs_json_get(buf, n, "sequence", &v, &vn) || vn > 18 || vn == 0)
 		goto bad;
@@ -126,10 +126,11 @@ int cqrs_store_expect(cqrs_store *st, const char *path, int64_t expect_seq,
 				 "sequence %lld%s; it was rolled back or damaged",
 				 path, what, (long long)head, (long long)expect_seq, said);
 	if (expect_hash != NULL && memcmp(h, expect_hash, CQRS_HASH_LEN) != 0)
-		return cqrs_fail(err, CQRS_EXIT_BEHIND,
-				 "%s: the store is behind %s: event %lld is not the one recorded%s; "
-				 "it was rolled back and written again, or replaced",
-				 path, what, (long long)expect_seq, said);
+		return cqrs_fail(
+			err, CQRS_EXIT_BEHIND,
+			"%s: the store is behind %s: event %lld is not the one recorded%s; "
+			"it was rolled back and written again, or replaced",
+			path, what, (long long)expect_seq, said);
 	return 0;
 }
 
