@@ -330,6 +330,12 @@ int cqrs_store_expect(cqrs_store *st, const char *path, int64_t sequence,
  * when it holds the event the witness names, or there is no witness (or,
  * for a reader, none it may read); else -1, CQRS_EXIT_BEHIND. */
 int cqrs_store_check_witness(cqrs_store *st, const char *path, cqrs_error *err);
+/* Opens a file that belongs with the store (a lock file, a views file)
+ * with O_NOFOLLOW, mode 0600 when created, and holds it to the rules of
+ * cqrs(7) "Who may use a store" with fstat: the fd, or -1 with *err (77
+ * when someone else owns it or could change it).  writer: the rules for a
+ * tool that writes. */
+int cqrs_open_trusted(const char *path, int flags, bool writer, cqrs_error *err);
 /* After a deliberate restore or rollback: STORE.witness says the store's
  * head now, whatever it said before.  Returns that head. */
 int cqrs_store_reset_witness(const char *path, int64_t *sequence, uint8_t hash[CQRS_HASH_LEN],

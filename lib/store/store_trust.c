@@ -135,3 +135,18 @@ int cqrs_trust_dirs(const char *path, bool writer, cqrs_error *err)
 	close(fd);
 	return rc;
 }
+
+int cqrs_open_trusted(const char *path, int flags, bool writer, cqrs_error *err)
+{
+	int fd = open(path, flags | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return cqrs_fail(err,
+				 errno == EACCES || errno == ELOOP ? CQRS_EXIT_NOPERM
+								   : CQRS_EXIT_CANTCREAT,
+				 "%s: %s", path, strerror(errno));
+	if (cqrs_trust_fd(fd, path, writer, err) < 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
