@@ -138,6 +138,14 @@ static void set_filters(cqrs_filter *f, uint8_t (*aggregates)[CQRS_UUID_LEN], si
 	}
 }
 
+static void free_filters(void *aggregates, void *agg_types, void *ev_types, void *corrs)
+{
+	free(aggregates);
+	free(agg_types);
+	free(ev_types);
+	free(corrs);
+}
+
 /* Signals and a vanished reader end a --follow; both arrive as fds. */
 static int follow_fds(int fds[2])
 {
@@ -267,6 +275,7 @@ int main(int argc, char **argv)
 	if (do_verify) {
 		int code = verify(st, cqrs_store_path(store_opt), expect_seq, expect_hash);
 		cqrs_store_close(st);
+		free_filters(aggregates, agg_types, ev_types, corrs);
 		return cqrs_finish_stdout(code);
 	}
 
@@ -317,5 +326,6 @@ int main(int argc, char **argv)
 			break; /* a signal, or the reader went away */
 	}
 	cqrs_store_close(st);
+	free_filters(aggregates, agg_types, ev_types, corrs);
 	return cqrs_finish_stdout(code);
 }
