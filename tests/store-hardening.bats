@@ -143,7 +143,7 @@ as_nobody() {
 @test "--verify checks the correlation columns against the hashed metadata" {
 	ev "$A" OrderCreated ',"metadata":{"correlation_id":"order-1"}' | cqrs-append -q
 	ev "$P" OrderCreated ',"metadata":{"correlation_id":"order-2"}' | cqrs-append -q
-	cp "$CQRS_STORE" pristine.db
+	key=$(sqlite3 "$CQRS_STORE" 'SELECT correlation_key FROM events WHERE sequence = 1')
 	sqlite3 "$CQRS_STORE" "DROP TRIGGER events_no_update; UPDATE events SET correlation_id = 'order-2' WHERE sequence = 1"
 	run --separate-stderr cqrs-read --verify
 	assert_failure 65
@@ -152,10 +152,16 @@ as_nobody() {
 	run --separate-stderr cqrs-read --verify
 	assert_failure 65
 	assert_equal "$stderr" "cqrs-read: sequence 1: column correlation_key does not match the hashed metadata's correlation_id: the row was edited"
-	sqlite3 "$CQRS_STORE" "UPDATE events SET correlation_id = NULL, correlation_key = NULL WHERE sequence = 2"
+	sqlite3 "$CQRS_STORE" "UPDATE events SET correlation_key = $key WHERE sequence = 1;
+		UPDATE events SET correlation_id = NULL, correlation_key = NULL WHERE sequence = 2"
 	run --separate-stderr cqrs-read --verify
 	assert_failure 65
-	assert_regex "$stderr" "^cqrs-read: sequence 1: "
+	assert_equal "$stderr" "cqrs-read: sequence 2: column correlation_id (NULL) does not match the hashed metadata's ('order-2'): the row was edited
+cqrs-read: verified 1 events up to there, head $(cqrs-read -n 1 | jq -r .hash)"
+	# and --correlation would have missed it: the columns are what it searches
+	run --separate-stderr cqrs-read -c order-2
+	assert_success
+	assert_output ''
 }
 
 # --- 5. the witness ----------------------------------------------------------------------
