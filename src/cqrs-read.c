@@ -191,11 +191,14 @@ int main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	cqrs_filter f = { 0 };
-	/* Repeated filters are ORed; there are at most argc of each. */
-	uint8_t(*aggregates)[CQRS_UUID_LEN] = calloc((size_t)argc, sizeof *aggregates);
-	const char **agg_types = calloc((size_t)argc, sizeof *agg_types);
-	const char **ev_types = calloc((size_t)argc, sizeof *ev_types);
-	const char **corrs = calloc((size_t)argc, sizeof *corrs);
+	/* Repeated filters are ORed; there are at most argc of each.  Static,
+	 * so that every way out of main leaves them reachable. */
+	static uint8_t(*aggregates)[CQRS_UUID_LEN];
+	static const char **agg_types, **ev_types, **corrs;
+	aggregates = calloc((size_t)argc, sizeof *aggregates);
+	agg_types = calloc((size_t)argc, sizeof *agg_types);
+	ev_types = calloc((size_t)argc, sizeof *ev_types);
+	corrs = calloc((size_t)argc, sizeof *corrs);
 	size_t naggregates = 0, nagg_types = 0, nev_types = 0, ncorrs = 0;
 	int64_t expect_seq = 0;
 	uint8_t expect_hash[CQRS_HASH_LEN];

@@ -1065,6 +1065,16 @@ static int sqlite_cursor_next(cqrs_cursor *cur, cqrs_event *ev, cqrs_error *err)
 		return db_error((struct sqlite_store *)cur->store, rc, "cannot read the store",
 				err);
 	row_to_event(c->stmt, ev);
+	/* NOT NULL columns that read as NULL, or ids and hashes of the wrong
+	 * size: a damaged page, which must not be printed as an event */
+	if (ev->data == NULL || ev->metadata == NULL ||
+	    sqlite3_column_bytes(c->stmt, 1) != CQRS_UUID_LEN ||
+	    sqlite3_column_bytes(c->stmt, 2) != CQRS_UUID_LEN ||
+	    sqlite3_column_bytes(c->stmt, 10) != CQRS_HASH_LEN)
+		return cqrs_fail(err, CQRS_EXIT_DATAERR,
+				 "%s: event %lld is damaged: a column is missing or malformed",
+				 ((struct sqlite_store *)cur->store)->path,
+				 (long long)ev->sequence);
 	return 1;
 }
 
