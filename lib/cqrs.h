@@ -259,6 +259,16 @@ typedef struct cqrs_filter {
 	const char *until; /* timestamp <= until (normalised); NULL: none */
 	int64_t limit;	   /* 0: no limit */
 	bool reverse;
+	/* Any of several values (OR), in place of the single field above
+	 * (which must then be NULL): n values; aggregates are 16-byte ids. */
+	const char *const *event_types;
+	size_t nevent_types;
+	const char *const *aggregate_types;
+	size_t naggregate_types;
+	const char *const *correlation_ids;
+	size_t ncorrelation_ids;
+	const uint8_t (*aggregate_ids)[CQRS_UUID_LEN];
+	size_t naggregate_ids;
 } cqrs_filter;
 
 typedef struct cqrs_cursor cqrs_cursor;
@@ -294,9 +304,42 @@ int64_t cqrs_store_counter_next(cqrs_store *st, const char *name, cqrs_error *er
  * never goes down) and returns its value. */
 int64_t cqrs_store_counter_raise(cqrs_store *st, const char *name, int64_t floor, cqrs_error *err);
 
-/* Verifies the hash chain from the first event to the last; on a break,
- * *bad_sequence is the first event that does not verify. */
-int cqrs_store_verify(cqrs_store *st, int64_t *checked, int64_t *bad_sequence, cqrs_error *err);
+/* Verifies the hash chain from the first event to the last, and the
+ * columns the store derives from the hashed fields. */
+typedef struct cqrs_verify {
+	int64_t checked;	     /* events 1..checked verified */
+	uint8_t hash[CQRS_HASH_LEN]; /* of event `checked` (zeros: none) */
+	int64_t head;		     /* the store's last sequence */
+	int64_t bad;		     /* the first sequence that failed; 0: none */
+	char why[1024];		     /* what is wrong there */
+} cqrs_verify;
+/* 0 with *v filled (v->bad says whether it passed), -1 when the store
+ * could not be read at all. */
+int cqrs_store_verify(cqrs_store *st, cqrs_verify *v, cqrs_error *err);
+
+/* The last event's sequence (0: empty store) and hash (zeros then). */
+int cqrs_store_head(cqrs_store *st, int64_t *sequence, uint8_t hash[CQRS_HASH_LEN],
+		    cqrs_error *err);
+/* A witness of how far the store went, kept elsewhere (STORE.witness, a
+ * projection's checkpoint, a recorded --expect): 0 when the store holds
+ * event sequence with that hash (hash NULL: any), else -1 with
+ * CQRS_EXIT_BEHIND and a message naming path and what saw it. */
+int cqrs_store_expect(cqrs_store *st, const char *path, int64_t sequence,
+		      const uint8_t hash[CQRS_HASH_LEN], const char *what, cqrs_error *err);
+/* The store against STORE.witness (done on every open for writing): 0
+ * when it holds the event the witness names, or there is no witness (or,
+ * for a reader, none it may read); else -1, CQRS_EXIT_BEHIND. */
+int cqrs_store_check_witness(cqrs_store *st, const char *path, cqrs_error *err);
+/* Opens a file that belongs with the store (a lock file, a views file)
+ * with O_NOFOLLOW, mode 0600 when created, and holds it to the rules of
+ * cqrs(7) "Who may use a store" with fstat: the fd, or -1 with *err (77
+ * when someone else owns it or could change it).  writer: the rules for a
+ * tool that writes. */
+int cqrs_open_trusted(const char *path, int flags, bool writer, cqrs_error *err);
+/* After a deliberate restore or rollback: STORE.witness says the store's
+ * head now, whatever it said before.  Returns that head. */
+int cqrs_store_reset_witness(const char *path, int64_t *sequence, uint8_t hash[CQRS_HASH_LEN],
+			     cqrs_error *err);
 
 /* --- the command side (command.c, aggregate.c, domain_*.c) ------------------
  * Commands are JSON objects (cqrs-command(1)); a commander checks each
