@@ -10,7 +10,7 @@ THING=3c9a7b1e-4d2f-4e8a-b6c5-0f1e2d3c4b5a
 # A store with one Ping event, which starts the spawn saga below.
 ping() {
 	printf '{"aggregate_id":"%s","aggregate_type":"Thing","event_type":"Ping","data":{}}\n' \
-		"${1:-$THING}" | cqrs-append >/dev/null
+		"$THING" | cqrs-append >/dev/null
 }
 
 # A saga of one external step, ./spawner, whose program starts a grandchild
