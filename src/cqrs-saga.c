@@ -251,14 +251,6 @@ static const struct option longopts[] = {
 	{ NULL, 0, NULL, 0 },
 };
 
-/* The options each command takes, as in the SYNOPSIS (-h and -V: all). */
-static const struct {
-	const char *name, *opts;
-} commands[] = {
-	{ "run", "vFwbfsS" }, { "status", "mks" }, { "show", "ms" },
-	{ "dot", "fTos" },    { "retry", "s" },	   { "check", "f" },
-};
-
 /* How many long options "--name" (or "--name=value") abbreviates. */
 static int long_matches(const char *arg)
 {
@@ -316,14 +308,6 @@ static CQRS_NORETURN void bad_option(const char *cmd, char **argv, int ch)
 	bad_usage(cmd, "invalid option -- '%s'", shortopt);
 }
 
-static const char *command_options(const char *cmd)
-{
-	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-		if (strcmp(cmd, commands[i].name) == 0)
-			return commands[i].opts;
-	return NULL;
-}
-
 static void set_option(struct opts *o, int ch)
 {
 	switch (ch) {
@@ -362,14 +346,10 @@ static void set_option(struct opts *o, int ch)
 	}
 }
 
-/* argv[0] is the command, its options and operands follow. */
-static void parse_options(int argc, char **argv, struct opts *o)
+/* argv[0] is the command, its options (those in allowed) and operands
+ * follow. */
+static void parse_options(int argc, char **argv, const char *allowed, struct opts *o)
 {
-	const char *allowed = command_options(o->cmd);
-	if (allowed == NULL) {
-		cqrs_warn("unknown command '%s'", o->cmd);
-		usage(CQRS_EXIT_USAGE);
-	}
 	o->files = calloc((size_t)argc + 1, sizeof *o->files);
 	if (o->files == NULL)
 		cqrs_die(CQRS_EXIT_OSERR, "out of memory");
@@ -511,19 +491,33 @@ static void before_command(const char *arg)
 	bad_usage(NULL, "unrecognized option '%s'", arg);
 }
 
+/* Each command and the options it takes, as in the SYNOPSIS (-h and -V:
+ * all of them). */
+static const struct {
+	const char *name, *opts;
+	int (*fn)(const struct opts *o);
+} commands[] = {
+	{ "run", "vFwbfsS", cmd_run },	  { "status", "mks", cmd_status },
+	{ "show", "ms", cmd_show_retry }, { "dot", "fTos", cmd_dot },
+	{ "retry", "s", cmd_show_retry }, { "check", "f", cmd_check },
+};
+
 int main(int argc, char **argv)
 {
 	cqrs_tool_init("cqrs-saga");
 	if (argc < 2)
 		usage(CQRS_EXIT_USAGE);
 	before_command(argv[1]);
+	size_t i = 0, n = sizeof commands / sizeof commands[0];
+	while (i < n && strcmp(argv[1], commands[i].name) != 0)
+		i++;
+	if (i == n) {
+		cqrs_warn("unknown command '%s'", argv[1]);
+		usage(CQRS_EXIT_USAGE);
+	}
 	struct opts o = { .cmd = argv[1], .type = "dot", .stuck_us = 3600LL * 1000000 };
-	parse_options(argc - 1, argv + 1, &o);
-	int code = strcmp(o.cmd, "run") == 0	  ? cmd_run(&o)
-		   : strcmp(o.cmd, "check") == 0  ? cmd_check(&o)
-		   : strcmp(o.cmd, "status") == 0 ? cmd_status(&o)
-		   : strcmp(o.cmd, "dot") == 0	  ? cmd_dot(&o)
-						  : cmd_show_retry(&o);
+	parse_options(argc - 1, argv + 1, commands[i].opts, &o);
+	int code = commands[i].fn(&o);
 	free(o.files);
 	return cqrs_finish_stdout(code);
 }
