@@ -193,6 +193,8 @@ bool cqrs_type_name_valid(const char *s, size_t len);
  * microseconds; cqrs_timestamp_now gives the current time in that form. */
 int cqrs_timestamp_normalize(const char *in, size_t len, char out[CQRS_TIMESTAMP_LEN + 1]);
 void cqrs_timestamp_now(char out[CQRS_TIMESTAMP_LEN + 1]);
+/* Days since 1970-01-01 of a proleptic Gregorian date (m 1-12, d 1-31). */
+int64_t cqrs_days_from_civil(int64_t y, unsigned m, unsigned d);
 
 /* --- money (money.c) ---------------------------------------------------------- */
 
