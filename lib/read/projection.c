@@ -12,6 +12,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <nettle/sha2.h>
 #include <sqlite3.h>
 #include <stdlib.h>
@@ -706,88 +707,212 @@ void cqrs_projections_free(cqrs_projections *ps)
 
 /* --- compiling the SQL ------------------------------------------------------ */
 
+/*
+ * The sandbox.  What a statement may do is decided from SQLite's own parse:
+ * the authorizer sees every table, index and trigger a statement touches,
+ * including what the triggers it fires do.  A projection's 'tables' may
+ * create tables, views, indexes and triggers of new names, put indexes and
+ * triggers only on its own tables, and insert fixed rows into its own
+ * tables; its 'on' handlers may read anything and change only its own
+ * tables.  Nothing else: no ATTACH, no PRAGMA, no DROP or ALTER, no writes
+ * to another projection's tables or to cqrs_checkpoints.  VACUUM is never
+ * shown to the authorizer, so a statement must also have been reported
+ * doing something allowed: one the authorizer never heard of is refused.
+ */
+struct names {
+	char **v;
+	size_t n;
+};
+
 struct auth {
-	const cqrs_projections *ps;
 	const struct cqrs_projection *p;
 	bool ddl;
+	struct names *mine;	      /* names its 'tables' created so far (ddl) */
+	const struct names *existing; /* names in the file before its 'tables' */
+	bool acted;		      /* an allowed action was reported */
+	char index[MAX_NAME + 1];     /* the index a CREATE INDEX creates */
 	char reason[256];
 };
 
+static bool names_has(const struct names *ns, const char *name)
+{
+	for (size_t i = 0; ns != NULL && i < ns->n; i++)
+		if (strcmp(ns->v[i], name) == 0)
+			return true;
+	return false;
+}
+
+static void names_clear(struct names *ns)
+{
+	for (size_t i = 0; i < ns->n; i++)
+		free(ns->v[i]);
+	free(ns->v);
+	ns->v = NULL;
+	ns->n = 0;
+}
+
+static int names_add(struct names *ns, const char *name)
+{
+	char **nv = realloc(ns->v, (ns->n + 1) * sizeof *nv);
+	if (nv == NULL)
+		return -1;
+	ns->v = nv;
+	if ((nv[ns->n] = strdup(name)) == NULL)
+		return -1;
+	ns->n++;
+	return 0;
+}
+
 static const struct cqrs_projection *owner_of(const cqrs_projections *ps, const char *table)
 {
-	for (size_t i = 0; i < ps->n; i++)
+	for (size_t i = 0; ps != NULL && i < ps->n; i++)
 		for (size_t k = 0; k < ps->p[i].nowned; k++)
 			if (strcmp(ps->p[i].owned[k], table) == 0)
 				return &ps->p[i];
 	return NULL;
 }
 
+static bool owns(const struct auth *au, const char *table)
+{
+	for (size_t k = 0; k < au->p->nowned; k++)
+		if (strcmp(au->p->owned[k], table) == 0)
+			return true;
+	return au->ddl && names_has(au->mine, table);
+}
+
+static int deny(struct auth *au, const char *fmt, ...) CQRS_PRINTF(2, 3);
+
+/* The first reason wins: it names what SQLite refused first. */
+static int deny(struct auth *au, const char *fmt, ...)
+{
+	if (au->reason[0] == '\0') {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(au->reason, sizeof au->reason, fmt, ap);
+		va_end(ap);
+	}
+	return SQLITE_DENY;
+}
+
+static bool schema_table(const char *name)
+{
+	/* SQLite reports its own schema updates of a CREATE, and of a
+	 * table-valued function such as json_each, as writes of the schema
+	 * table; a statement cannot write it itself (no writable_schema: the
+	 * connection is defensive and PRAGMA is refused) */
+	return strcmp(name, "sqlite_master") == 0 || strcmp(name, "sqlite_temp_master") == 0;
+}
+
+static int authorize_write(struct auth *au, const char *table, const char *db)
+{
+	if (table == NULL)
+		return deny(au, "writes a table it does not name");
+	if (schema_table(table))
+		return SQLITE_OK;
+	if (db != NULL && strcmp(db, "main") != 0)
+		return deny(au, "writes the attached database '%s'", db);
+	if (strncmp(table, "cqrs_", 5) == 0)
+		return deny(au, "table '%s' belongs to cqrs-project", table);
+	if (strncmp(table, "sqlite_", 7) == 0)
+		return deny(au, "table '%s' belongs to SQLite", table);
+	if (!owns(au, table)) {
+		const struct cqrs_projection *o = owner_of(au->p->set, table);
+		if (o != NULL && o != au->p) {
+			snprintf(au->reason, sizeof au->reason,
+				 "writes table '%s', which projection '%s' owns (a projection "
+				 "writes only the tables it creates)",
+				 table, o->name);
+			return SQLITE_DENY;
+		}
+		return deny(au, "writes table '%s', which no projection creates", table);
+	}
+	au->acted = true;
+	return SQLITE_OK;
+}
+
+/* CREATE TABLE, VIEW, INDEX or TRIGGER name (on table, for the last two) */
+static int authorize_create(struct auth *au, int action, const char *name, const char *table,
+			    const char *db)
+{
+	if (!au->ddl)
+		return deny(au, "CREATE belongs in 'tables', not in 'on'");
+	if (db != NULL && strcmp(db, "main") != 0)
+		return deny(au, "creates in the attached database '%s'", db);
+	if (name == NULL || strncmp(name, "cqrs_", 5) == 0)
+		return deny(au, "the names cqrs_* are reserved: '%s'", name ? name : "");
+	/* SQLite's own (sqlite_autoindex_*, sqlite_sequence), which it
+	 * creates for a table; nobody else may use such a name */
+	if (strncmp(name, "sqlite_", 7) == 0)
+		return SQLITE_OK;
+	const struct cqrs_projection *o = owner_of(au->p->set, name);
+	if (names_has(au->existing, name) || (o != NULL && o != au->p))
+		return deny(au,
+			    "'%s' already exists in the views: a projection creates only "
+			    "tables of its own, under new names",
+			    name);
+	bool on_table = action == SQLITE_CREATE_INDEX || action == SQLITE_CREATE_TRIGGER;
+	if (on_table && (table == NULL || !owns(au, table))) {
+		snprintf(au->reason, sizeof au->reason,
+			 "puts %s on table '%s', which it does not create (a projection "
+			 "indexes and triggers only its own tables)",
+			 action == SQLITE_CREATE_INDEX ? "an index" : "a trigger",
+			 table != NULL ? table : "");
+		return SQLITE_DENY;
+	}
+	if (action == SQLITE_CREATE_INDEX)
+		snprintf(au->index, sizeof au->index, "%s", name);
+	if (names_add(au->mine, name) < 0)
+		return deny(au, "out of memory");
+	au->acted = true;
+	return SQLITE_OK;
+}
+
 static int authorize(void *arg, int action, const char *a1, const char *a2, const char *db,
 		     const char *trigger)
 {
 	struct auth *au = arg;
-	(void)a2;
-	(void)db;
-	(void)trigger;
+	(void)trigger; /* what a trigger does is checked as if written here */
 	switch (action) {
-	case SQLITE_READ:
 	case SQLITE_SELECT:
-	case SQLITE_FUNCTION:
+		if (!au->ddl)
+			au->acted = true;
+		return SQLITE_OK;
+	case SQLITE_READ:
 	case SQLITE_RECURSIVE: return SQLITE_OK;
+	case SQLITE_FUNCTION:
+		/* it returns a pointer into this process's memory */
+		if (a2 != NULL && sqlite3_stricmp(a2, "fts3_tokenizer") == 0)
+			return deny(au, "the function %s() is not allowed", a2);
+		return SQLITE_OK;
 	case SQLITE_INSERT:
 	case SQLITE_UPDATE:
-	case SQLITE_DELETE:
-		if (a1 == NULL || strncmp(a1, "sqlite_", 7) == 0 || au->ddl)
-			return SQLITE_OK;
-		if (strncmp(a1, "cqrs_", 5) == 0) {
-			snprintf(au->reason, sizeof au->reason,
-				 "table '%s' belongs to cqrs-project", a1);
-			return SQLITE_DENY;
-		}
-		if (au->ps->checked) {
-			const struct cqrs_projection *o = owner_of(au->ps, a1);
-			if (o != au->p) {
-				if (o != NULL)
-					snprintf(au->reason, sizeof au->reason,
-						 "writes table '%s', which projection '%s' owns "
-						 "(a projection writes only the tables it creates)",
-						 a1, o->name);
-				else
-					snprintf(au->reason, sizeof au->reason,
-						 "writes table '%s', which no projection creates",
-						 a1);
-				return SQLITE_DENY;
-			}
-		}
-		return SQLITE_OK;
-	case SQLITE_REINDEX: /* what CREATE UNIQUE INDEX asks for */
+	case SQLITE_DELETE: return authorize_write(au, a1, db);
 	case SQLITE_CREATE_TABLE:
+	case SQLITE_CREATE_VIEW: return authorize_create(au, action, a1, NULL, db);
 	case SQLITE_CREATE_INDEX:
-	case SQLITE_CREATE_VIEW:
-	case SQLITE_CREATE_TRIGGER:
-		if (au->ddl)
+	case SQLITE_CREATE_TRIGGER: return authorize_create(au, action, a1, a2, db);
+	case SQLITE_REINDEX: /* what CREATE UNIQUE INDEX asks for, of itself */
+		if (au->ddl && a1 != NULL && strcmp(a1, au->index) == 0)
 			return SQLITE_OK;
-		snprintf(au->reason, sizeof au->reason, "CREATE belongs in 'tables', not in 'on'");
-		return SQLITE_DENY;
+		return deny(au, "REINDEX is not allowed");
 	case SQLITE_CREATE_TEMP_TABLE:
 	case SQLITE_CREATE_TEMP_INDEX:
 	case SQLITE_CREATE_TEMP_VIEW:
 	case SQLITE_CREATE_TEMP_TRIGGER:
-		snprintf(au->reason, sizeof au->reason,
-			 "TEMP objects are not kept: create ordinary tables");
-		return SQLITE_DENY;
+		return deny(au, "TEMP objects are not kept: create ordinary tables");
 	case SQLITE_TRANSACTION:
 	case SQLITE_SAVEPOINT:
-		snprintf(au->reason, sizeof au->reason,
-			 "transactions belong to cqrs-project, which commits each batch with "
-			 "its checkpoint");
-		return SQLITE_DENY;
+		return deny(au,
+			    "transactions belong to cqrs-project, which commits each batch "
+			    "with its checkpoint");
+	case SQLITE_ATTACH:
+	case SQLITE_DETACH: return deny(au, "ATTACH and DETACH are not allowed");
+	case SQLITE_PRAGMA: return deny(au, "PRAGMA %s is not allowed", a1 ? a1 : "");
 	default:
-		snprintf(au->reason, sizeof au->reason,
-			 au->ddl ? "only CREATE TABLE, INDEX, VIEW and TRIGGER (and INSERT of "
-				   "fixed rows) belong in 'tables'"
-				 : "only INSERT, UPDATE, DELETE and SELECT may run on an event");
-		return SQLITE_DENY;
+		return deny(au,
+			    au->ddl ? "only CREATE TABLE, INDEX, VIEW and TRIGGER (and INSERT "
+				      "of fixed rows) belong in 'tables'"
+				    : "only INSERT, UPDATE, DELETE and SELECT may run on an event");
 	}
 }
 
@@ -810,34 +935,38 @@ static bool only_blank(const char *s)
 	}
 }
 
-static int prepare_one(sqlite3 *db, const cqrs_projections *ps, const struct cqrs_projection *p,
-		       const char *what, const struct cqrs_sql *s, bool ddl, sqlite3_stmt **out,
-		       cqrs_error *err)
+static int prepare_one(sqlite3 *db, struct auth *au, const char *what, const struct cqrs_sql *s,
+		       sqlite3_stmt **out, cqrs_error *err)
 {
-	struct auth au = { .ps = ps, .p = p, .ddl = ddl };
-	sqlite3_set_authorizer(db, authorize, &au);
 	const char *tail = NULL;
-	int rc =
-		sqlite3_prepare_v3(db, s->sql, -1, ddl ? 0 : SQLITE_PREPARE_PERSISTENT, out, &tail);
+	sqlite3_set_authorizer(db, authorize, au);
+	int rc = sqlite3_prepare_v3(db, s->sql, -1, au->ddl ? 0 : SQLITE_PREPARE_PERSISTENT, out,
+				    &tail);
 	sqlite3_set_authorizer(db, NULL, NULL);
 	if (rc != SQLITE_OK) {
 		int line = cqrs_sql_line(s, sqlite3_error_offset(db));
-		if (au.reason[0] != '\0')
-			return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: %s: %s", s->file, line,
-					 what, au.reason);
 		return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: %s: %s", s->file, line, what,
-				 sqlite3_errmsg(db));
+				 au->reason[0] != '\0' ? au->reason : sqlite3_errmsg(db));
 	}
 	if (*out == NULL)
 		return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: %s: empty SQL statement", s->file,
 				 s->line, what);
-	if (tail != NULL && !only_blank(tail)) {
+	const char *refused = NULL;
+	if (tail != NULL && !only_blank(tail))
+		refused = "one SQL statement per list item (start another item with '- ')";
+	else if (sqlite3_stmt_isexplain(*out))
+		refused = "EXPLAIN is not allowed";
+	else if (!au->acted) /* VACUUM, for one: never shown to the authorizer */
+		refused = au->ddl ? "only CREATE TABLE, INDEX, VIEW and TRIGGER (and INSERT of "
+				    "fixed rows) belong in 'tables'"
+				  : "only INSERT, UPDATE, DELETE and SELECT may run on an event";
+	if (refused != NULL) {
+		int line = tail != NULL && !only_blank(tail) ? cqrs_sql_line(s, (int)(tail - s->sql))
+							     : s->line;
 		sqlite3_finalize(*out);
 		*out = NULL;
-		return cqrs_fail(err, CQRS_EXIT_CONFIG,
-				 "%s:%d: %s: one SQL statement per list item (start another "
-				 "item with '- ')",
-				 s->file, cqrs_sql_line(s, (int)(tail - s->sql)), what);
+		return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: %s: %s", s->file, line, what,
+				 refused);
 	}
 	return 0;
 }
@@ -846,62 +975,70 @@ int cqrs_projection_prepare(sqlite3 *db, const struct cqrs_projection *p,
 			    const struct cqrs_handler *h, const struct cqrs_sql *s,
 			    sqlite3_stmt **out, cqrs_error *err)
 {
-	(void)p;
 	char what[256];
 	snprintf(what, sizeof what, "projection '%s', on %s", p->name, h->event_type);
-	/* Ownership was checked by cqrs_projections_check; here the same
-	 * authorizer keeps anything but data changes out. */
-	static const cqrs_projections none = { 0 };
-	return prepare_one(db, &none, p, what, s, false, out, err);
+	struct auth au = { .p = p };
+	return prepare_one(db, &au, what, s, out, err);
+}
+
+/* The names of the tables, views, indexes and triggers in main. */
+static int schema_names(sqlite3 *db, const char *type, struct names *ns)
+{
+	sqlite3_stmt *st;
+	memset(ns, 0, sizeof *ns);
+	if (sqlite3_prepare_v2(db, "SELECT name FROM main.sqlite_schema WHERE ?1 IS NULL OR type = ?1",
+			       -1, &st, NULL) != SQLITE_OK)
+		return -1;
+	sqlite3_bind_text(st, 1, type, -1, SQLITE_STATIC);
+	int rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		if (names_add(ns, (const char *)sqlite3_column_text(st, 0)) < 0) {
+			rc = SQLITE_NOMEM;
+			break;
+		}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE) {
+		names_clear(ns);
+		return -1;
+	}
+	return 0;
+}
+
+/* Creates p's tables; *created (if not NULL) receives the names created. */
+static int projection_create(sqlite3 *db, const struct cqrs_projection *p, struct names *created,
+			     cqrs_error *err)
+{
+	char what[256];
+	snprintf(what, sizeof what, "projection '%s', tables", p->name);
+	struct names existing, mine = { 0 };
+	if (schema_names(db, NULL, &existing) < 0)
+		return cqrs_views_db_error(db, "views", sqlite3_errcode(db),
+					   "cannot read the schema", err);
+	int rc = 0;
+	for (size_t i = 0; i < p->ntables && rc == 0; i++) {
+		struct auth au = { .p = p, .ddl = true, .mine = &mine, .existing = &existing };
+		sqlite3_stmt *st;
+		if (prepare_one(db, &au, what, &p->tables[i], &st, err) < 0) {
+			rc = -1;
+			break;
+		}
+		int r = sqlite3_step(st);
+		if (r != SQLITE_DONE)
+			rc = cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: %s: %s", p->tables[i].file,
+				       p->tables[i].line, what, sqlite3_errmsg(db));
+		sqlite3_finalize(st);
+	}
+	names_clear(&existing);
+	if (rc == 0 && created != NULL)
+		*created = mine;
+	else
+		names_clear(&mine);
+	return rc;
 }
 
 int cqrs_projection_create(sqlite3 *db, const struct cqrs_projection *p, cqrs_error *err)
 {
-	char what[256];
-	snprintf(what, sizeof what, "projection '%s', tables", p->name);
-	static const cqrs_projections none = { 0 };
-	for (size_t i = 0; i < p->ntables; i++) {
-		sqlite3_stmt *st;
-		if (prepare_one(db, &none, p, what, &p->tables[i], true, &st, err) < 0)
-			return -1;
-		int rc = sqlite3_step(st);
-		if (rc != SQLITE_DONE) {
-			cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: %s: %s", p->tables[i].file,
-				  p->tables[i].line, what, sqlite3_errmsg(db));
-			sqlite3_finalize(st);
-			return -1;
-		}
-		sqlite3_finalize(st);
-	}
-	return 0;
-}
-
-static int table_names(sqlite3 *db, char ***names, size_t *n)
-{
-	sqlite3_stmt *st;
-	*names = NULL;
-	*n = 0;
-	if (sqlite3_prepare_v2(db, "SELECT name FROM sqlite_schema WHERE type = 'table'", -1, &st,
-			       NULL) != SQLITE_OK)
-		return -1;
-	while (sqlite3_step(st) == SQLITE_ROW) {
-		char **nn = realloc(*names, (*n + 1) * sizeof *nn);
-		if (nn == NULL)
-			break;
-		*names = nn;
-		if ((nn[*n] = strdup((const char *)sqlite3_column_text(st, 0))) == NULL)
-			break;
-		(*n)++;
-	}
-	sqlite3_finalize(st);
-	return 0;
-}
-
-static void names_free(char **names, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		free(names[i]);
-	free(names);
+	return projection_create(db, p, NULL, err);
 }
 
 /* Compiles every statement against an empty in-memory database: a bad
@@ -916,27 +1053,34 @@ int cqrs_projections_check(cqrs_projections *ps, cqrs_error *err)
 		sqlite3_close(db);
 		return oom(err);
 	}
-	sqlite3_exec(db, "PRAGMA trusted_schema = OFF", NULL, NULL, NULL);
+	cqrs_views_harden(db);
 	sqlite3_exec(db, cqrs_views_meta_schema(), NULL, NULL, NULL);
 	int rc = 0;
 	ps->checked = false;
-	for (size_t i = 0; i < ps->n && rc == 0; i++) {
+	for (size_t i = 0; i < ps->n; i++) {
 		struct cqrs_projection *p = &ps->p[i];
-		char **before, **after;
-		size_t nbefore, nafter;
-		table_names(db, &before, &nbefore);
-		rc = cqrs_projection_create(db, p, err);
-		table_names(db, &after, &nafter);
 		for (size_t k = 0; k < p->nowned; k++)
 			free(p->owned[k]);
 		free(p->owned);
 		p->owned = NULL;
 		p->nowned = 0;
-		for (size_t a = 0; a < nafter; a++) {
-			bool old = false;
-			for (size_t b = 0; b < nbefore; b++)
-				old = old || strcmp(after[a], before[b]) == 0;
-			if (old)
+		p->set = ps;
+	}
+	for (size_t i = 0; i < ps->n && rc == 0; i++) {
+		struct cqrs_projection *p = &ps->p[i];
+		struct names created, tables;
+		rc = projection_create(db, p, &created, err);
+		if (rc < 0)
+			break;
+		/* it owns the tables it created (not its views, indexes and
+		 * triggers: those are not written) */
+		if (schema_names(db, "table", &tables) < 0) {
+			names_clear(&created);
+			rc = oom(err);
+			break;
+		}
+		for (size_t k = 0; k < created.n; k++) {
+			if (!names_has(&tables, created.v[k]))
 				continue;
 			char **no = realloc(p->owned, (p->nowned + 1) * sizeof *no);
 			if (no == NULL) {
@@ -944,30 +1088,25 @@ int cqrs_projections_check(cqrs_projections *ps, cqrs_error *err)
 				break;
 			}
 			p->owned = no;
-			p->owned[p->nowned++] = after[a];
-			after[a] = NULL;
+			p->owned[p->nowned++] = created.v[k];
+			created.v[k] = NULL;
 		}
-		names_free(before, nbefore);
-		names_free(after, nafter);
+		names_clear(&created);
+		names_clear(&tables);
 		if (rc == 0 && p->nowned == 0)
 			rc = cqrs_fail(err, CQRS_EXIT_CONFIG,
 				       "%s:%d: projection '%s': 'tables' creates no table", p->file,
 				       p->tables[0].line, p->name);
 	}
-	ps->checked = rc == 0;
 	for (size_t i = 0; i < ps->n && rc == 0; i++) {
 		const struct cqrs_projection *p = &ps->p[i];
-		for (size_t h = 0; h < p->non && rc == 0; h++) {
-			char what[256];
-			snprintf(what, sizeof what, "projection '%s', on %s", p->name,
-				 p->on[h].event_type);
+		for (size_t h = 0; h < p->non && rc == 0; h++)
 			for (size_t k = 0; k < p->on[h].nsql && rc == 0; k++) {
 				sqlite3_stmt *st = NULL;
-				rc = prepare_one(db, ps, p, what, &p->on[h].sql[k], false, &st,
-						 err);
+				rc = cqrs_projection_prepare(db, p, &p->on[h], &p->on[h].sql[k],
+							     &st, err);
 				sqlite3_finalize(st);
 			}
-		}
 	}
 	ps->checked = rc == 0;
 	sqlite3_close(db);

@@ -146,6 +146,8 @@ cqrs_projector *cqrs_projector_open_memory(cqrs_projections *ps, const char *tab
 	p->sparse = true;
 	int rc = sqlite3_open_v2(":memory:", &p->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
 				 NULL);
+	if (rc == SQLITE_OK)
+		cqrs_views_harden(p->db);
 	if (rc != SQLITE_OK || cqrs_sql_register_functions(p->db) < 0 ||
 	    sqlite3_exec(p->db, cqrs_views_meta_schema(), NULL, NULL, NULL) != SQLITE_OK) {
 		cqrs_fail(err, CQRS_EXIT_OSERR, "cannot open a database in memory");

@@ -302,6 +302,7 @@ static int merge(const char *path, struct task *tasks, size_t n, cqrs_projection
 		      " PRAGMA synchronous = OFF; PRAGMA locking_mode = EXCLUSIVE;"
 		      " PRAGMA cache_size = -65536",
 		      err);
+	cqrs_views_harden(db);
 	for (size_t i = 0; i < n && rc == 0; i++) {
 		if (i == base)
 			continue;

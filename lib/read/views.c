@@ -53,6 +53,14 @@ void cqrs_views_sqlite_setup(void)
 	sqlite3_config(SQLITE_CONFIG_LOOKASIDE, 1200, 400);
 }
 
+void cqrs_views_harden(sqlite3 *db)
+{
+	sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
+	sqlite3_db_config(db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, NULL);
+	sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_FTS3_TOKENIZER, 0, NULL);
+	sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 0, NULL);
+}
+
 const char *cqrs_views_meta_schema(void)
 {
 	return schema_v1;
@@ -211,6 +219,8 @@ int cqrs_views_db_open(const char *path, enum views_open how, sqlite3 **out, cqr
 		sqlite3_close(db);
 		return -1;
 	}
+	/* after the pragmas: defensive mode refuses journal_mode = OFF */
+	cqrs_views_harden(db);
 	if (ensure_schema(db, path, writable, err) < 0) {
 		sqlite3_close(db);
 		return -1;

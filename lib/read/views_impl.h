@@ -62,6 +62,7 @@ struct cqrs_projection {
 	size_t non;
 	char **owned; /* the tables its DDL creates, found by cqrs_projections_check */
 	size_t nowned;
+	const struct cqrs_projections *set; /* the set it belongs to (for its sandbox) */
 	char hash[65]; /* of its definition: a changed one needs a rebuild */
 };
 
@@ -113,6 +114,9 @@ enum views_open {
 	VIEWS_OPEN_SCRATCH, /* must not exist: built by one process, no journal */
 };
 int cqrs_views_db_open(const char *path, enum views_open how, sqlite3 **out, cqrs_error *err);
+/* Defensive mode, untrusted schema, no fts3_tokenizer pointers, no
+ * extensions: for every connection to a views file (after its pragmas). */
+void cqrs_views_harden(sqlite3 *db);
 /* Configures SQLite for the read side, if it is not in use yet. */
 void cqrs_views_sqlite_setup(void);
 /* The page size of scratch files opened from now on (0: SQLite's). */
