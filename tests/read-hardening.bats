@@ -1,0 +1,192 @@
+#!/usr/bin/env bats
+# Read-side hardening (issue 9): the projection sandbox, query limits, exact
+# arithmetic at the edges, CSV, --follow at rest, the lock, faults at close,
+# rebuilding one read model alone, audits of backdated stores, tampered
+# events, permissions.
+
+bats_require_minimum_version 1.5.0
+load test_helper
+
+eval "common_$(declare -f setup)"
+setup() {
+	common_setup
+	export CQRS_VIEWS="$BATS_TEST_TMPDIR/views.db"
+	HISTORY="$FIXTURES/orders-history.ndjson"
+}
+
+load_history() {
+	cqrs-append -q "$HISTORY"
+}
+
+# A projection file $1 whose 'tables' are the lines of stdin (one statement
+# each) after a table of its own.
+evil() {
+	{
+		printf 'projections:\n  - name: evil\n    tables:\n'
+		printf '      - CREATE TABLE evil (x)\n'
+		while IFS= read -r line; do printf '      - %s\n' "$line"; done
+		printf '    on:\n      OrderCreated: INSERT INTO evil VALUES (1)\n'
+	} >"$1"
+}
+
+# A projection file $1 with one handler statement (stdin) for OrderCreated.
+evil_handler() {
+	{
+		printf 'projections:\n  - name: evil\n    tables: CREATE TABLE evil (x)\n'
+		printf '    on:\n      OrderCreated: |\n'
+		while IFS= read -r line; do printf '        %s\n' "$line"; done
+	} >"$1"
+}
+
+# --- 1. the projection sandbox ------------------------------------------------
+
+@test "sandbox: VACUUM INTO in 'tables' writes nothing and exits 78" {
+	echo "VACUUM INTO '$BATS_TEST_TMPDIR/stolen.db'" | evil evil.yaml
+	run --separate-stderr cqrs-project --check -P evil.yaml
+	assert_failure 78
+	assert_output ''
+	assert_equal "$stderr" "cqrs-project: evil.yaml:5: projection 'evil', tables: only CREATE TABLE, INDEX, VIEW and TRIGGER (and INSERT of fixed rows) belong in 'tables'"
+	[ ! -e stolen.db ]
+	# and not by a real run either
+	run --separate-stderr cqrs-project -P evil.yaml
+	assert_failure 78
+	[ ! -e stolen.db ]
+	[ ! -e "$CQRS_VIEWS" ] || [ "$(sqlite3 "$CQRS_VIEWS" "SELECT count(*) FROM sqlite_schema WHERE name = 'evil'")" = 0 ]
+}
+
+@test "sandbox: VACUUM in a handler is refused at --check" {
+	echo "VACUUM INTO '$BATS_TEST_TMPDIR/stolen.db'" | evil_handler evil.yaml
+	run --separate-stderr cqrs-project --check -P evil.yaml
+	assert_failure 78
+	assert_equal "$stderr" "cqrs-project: evil.yaml:6: projection 'evil', on OrderCreated: only INSERT, UPDATE, DELETE and SELECT may run on an event"
+	[ ! -e stolen.db ]
+}
+
+@test "sandbox: 'tables' may not write another projection's table" {
+	echo "INSERT INTO order_views (order_id) VALUES ('x')" | evil evil.yaml
+	run --separate-stderr cqrs-project --check -P evil.yaml
+	assert_failure 78
+	assert_equal "$stderr" "cqrs-project: evil.yaml:5: projection 'evil', tables: writes table 'order_views', which projection 'order_views' owns (a projection writes only the tables it creates)"
+}
+
+@test "sandbox: 'tables' may not write the checkpoints" {
+	echo "UPDATE cqrs_checkpoints SET sequence = 0" | evil evil.yaml
+	run --separate-stderr cqrs-project --check -P evil.yaml
+	assert_failure 78
+	assert_equal "$stderr" "cqrs-project: evil.yaml:5: projection 'evil', tables: table 'cqrs_checkpoints' belongs to cqrs-project"
+}
+
+@test "sandbox: no trigger on another projection's table" {
+	echo "CREATE TRIGGER t AFTER INSERT ON order_views BEGIN DELETE FROM order_views; END" | evil evil.yaml
+	run --separate-stderr cqrs-project --check -P evil.yaml
+	assert_failure 78
+	assert_equal "$stderr" "cqrs-project: evil.yaml:5: projection 'evil', tables: puts a trigger on table 'order_views', which it does not create (a projection indexes and triggers only its own tables)"
+}
+
+@test "sandbox: no trigger on the checkpoints" {
+	echo "CREATE TRIGGER t AFTER UPDATE ON cqrs_checkpoints BEGIN SELECT 1; END" | evil evil.yaml
+	run --separate-stderr cqrs-project --check -P evil.yaml
+	assert_failure 78
+	assert_equal "$stderr" "cqrs-project: evil.yaml:5: projection 'evil', tables: puts a trigger on table 'cqrs_checkpoints', which it does not create (a projection indexes and triggers only its own tables)"
+}
+
+@test "sandbox: no unique index on another projection's table" {
+	echo "CREATE UNIQUE INDEX u ON inventory_views (name)" | evil evil.yaml
+	run --separate-stderr cqrs-project --check -P evil.yaml
+	assert_failure 78
+	assert_equal "$stderr" "cqrs-project: evil.yaml:5: projection 'evil', tables: puts an index on table 'inventory_views', which it does not create (a projection indexes and triggers only its own tables)"
+}
+
+@test "sandbox: a trigger on its own table may not write another's" {
+	echo "CREATE TRIGGER t AFTER INSERT ON evil BEGIN DELETE FROM order_views; END" | evil evil.yaml
+	run --separate-stderr cqrs-project --check -P evil.yaml
+	assert_failure 78
+	assert_equal "$stderr" "cqrs-project: evil.yaml:7: projection 'evil', on OrderCreated: writes table 'order_views', which projection 'order_views' owns (a projection writes only the tables it creates)"
+}
+
+@test "sandbox: no ATTACH, no PRAGMA, no DROP" {
+	echo "ATTACH '$BATS_TEST_TMPDIR/x.db' AS x" | evil evil.yaml
+	run --separate-stderr cqrs-project --check -P evil.yaml
+	assert_failure 78
+	assert_equal "$stderr" "cqrs-project: evil.yaml:5: projection 'evil', tables: ATTACH and DETACH are not allowed"
+	[ ! -e x.db ]
+	echo "PRAGMA writable_schema = ON" | evil evil.yaml
+	run --separate-stderr cqrs-project --check -P evil.yaml
+	assert_failure 78
+	assert_equal "$stderr" "cqrs-project: evil.yaml:5: projection 'evil', tables: PRAGMA writable_schema is not allowed"
+	echo "DROP TABLE order_views" | evil evil.yaml
+	run --separate-stderr cqrs-project --check -P evil.yaml
+	assert_failure 78
+	assert_equal "$stderr" "cqrs-project: evil.yaml:5: projection 'evil', tables: only CREATE TABLE, INDEX, VIEW and TRIGGER (and INSERT of fixed rows) belong in 'tables'"
+}
+
+@test "sandbox: a table of another projection is not adopted with IF NOT EXISTS" {
+	load_history
+	cqrs-project
+	echo "CREATE TABLE IF NOT EXISTS order_views (order_id TEXT)" | evil evil.yaml
+	# alone, the file compiles (nothing else is loaded) ...
+	run --separate-stderr cqrs-project --check --no-default-projections -P evil.yaml
+	assert_success
+	# ... but the views hold order_views: it is not this projection's
+	before=$(sqlite3 "$CQRS_VIEWS" 'SELECT count(*) FROM order_views')
+	run --separate-stderr cqrs-project --no-default-projections -P evil.yaml
+	assert_failure 78
+	assert_equal "$stderr" "cqrs-project: evil.yaml:5: projection 'evil', tables: 'order_views' already exists in the views: a projection creates only tables of its own, under new names"
+	assert_equal "$(sqlite3 "$CQRS_VIEWS" 'SELECT count(*) FROM order_views')" "$before"
+	assert_equal "$(sqlite3 "$CQRS_VIEWS" "SELECT count(*) FROM cqrs_checkpoints WHERE projection = 'evil'")" 0
+}
+
+@test "sandbox: fts3_tokenizer is refused in a handler" {
+	echo "INSERT INTO evil SELECT fts3_tokenizer('simple')" | evil_handler evil.yaml
+	run --separate-stderr cqrs-project --check -P evil.yaml
+	assert_failure 78
+	assert_equal "$stderr" "cqrs-project: evil.yaml:6: projection 'evil', on OrderCreated: the function fts3_tokenizer() is not allowed"
+}
+
+@test "sandbox: what a projection may do still works (own indexes, triggers, fixed rows, json_each)" {
+	cat >mine.yaml <<-'EOF'
+		projections:
+		  - name: mine
+		    tables:
+		      - CREATE TABLE mine (id TEXT PRIMARY KEY, n INTEGER AUTOINCREMENT_NOT_HERE)
+		      - CREATE TABLE mine_log (id INTEGER PRIMARY KEY AUTOINCREMENT, what TEXT)
+		      - CREATE UNIQUE INDEX mine_n ON mine_log (what)
+		      - CREATE TRIGGER mine_t AFTER INSERT ON mine BEGIN INSERT INTO mine_log (what) VALUES (new.id); END
+		      - CREATE VIEW mine_v AS SELECT count(*) AS c FROM mine
+		      - INSERT INTO mine_log (what) VALUES ('start')
+		    on:
+		      OrderCreated:
+		        - INSERT INTO mine SELECT :aggregate_id, count(*) FROM json_each(:data.items)
+	EOF
+	sed -i 's/ AUTOINCREMENT_NOT_HERE//' mine.yaml
+	load_history
+	run --separate-stderr cqrs-project -P mine.yaml
+	assert_success
+	assert_equal "$(sqlite3 "$CQRS_VIEWS" 'SELECT count(*) FROM mine_log')" 8
+}
+
+# --- 3. mean_minor at the edge --------------------------------------------------
+
+@test "mean_minor(INT64_MIN, -1) is an SQL error, not an overflow" {
+	load_history
+	cqrs-project
+	run --separate-stderr cqrs-query sql 'SELECT mean_minor(-9223372036854775808, -1)'
+	assert_failure 65
+	assert_not_signalled
+	assert_equal "$stderr" "cqrs-query: sql: mean_minor: integer overflow"
+	run --separate-stderr cqrs-query sql 'SELECT mean_minor(-9223372036854775808, 1) AS m'
+	assert_success
+	assert_output '{"m":-9223372036854775808}'
+}
+
+# --- 4. CSV and control characters ---------------------------------------------
+
+@test "CSV: control characters are quoted and escaped, never passed raw" {
+	load_history
+	cqrs-project
+	run --separate-stderr cqrs-query -f csv sql "SELECT 'a' || char(27) || '[31mred' AS t, 'x' || char(0x7f) AS d, 'plain' AS p, 'two' || char(10) || 'lines' AS l"
+	assert_success
+	printf -v want 't,d,p,l\r\n"a\\x1b[31mred","x\\x7f",plain,"two\nlines"\r'
+	assert_equal "$output" "$want"
+	[[ "$output" != *$'\e'* ]]
+}
