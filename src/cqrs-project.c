@@ -14,7 +14,7 @@
 
 static const char usage_text[] =
 	"usage: cqrs-project [-fv] [-b count] [-P file] [-s store] [--views path] [--wait]\n"
-	"                    [--no-default-projections]\n"
+	"                    [--no-default-projections] [--timeout seconds]\n"
 	"                    [--rebuild [--force] | --diff | --lag | --check |\n"
 	"                     -o file [--as-of time | --to seq]] [--stdin | file ...]\n";
 
@@ -41,6 +41,8 @@ static void usage(int code)
 		      "      --no-default-projections  load only the files given with -P\n"
 		      "  -b, --batch COUNT          commit every COUNT events (default 10000)\n"
 		      "      --wait                 wait for another cqrs-project on the views\n"
+		      "      --timeout SECONDS      what one event runs must end within SECONDS\n"
+		      "                             (default 10; 0: no limit)\n"
 		      "  -s, --store PATH           event store (default: $CQRS_STORE)\n"
 		      "      --views PATH           views file (default: $CQRS_VIEWS)\n"
 		      "  -v, --verbose              say what was applied, on standard error\n"
@@ -56,7 +58,8 @@ static struct {
 	const char *store, *views;
 	bool wait, verbose;
 	int64_t batch;
-} opt;
+	int64_t timeout_ms;
+} opt = { .timeout_ms = 10 * 1000 };
 
 static void set_mode(enum mode *m, enum mode want, const char *name)
 {
@@ -89,8 +92,10 @@ static cqrs_projector *open_projector(cqrs_projections *ps)
 	cqrs_projector *p = cqrs_projector_open(cqrs_views_path(opt.views), ps, 0, &err);
 	if (p == NULL)
 		cqrs_die_error(&err);
-	else
+	else {
 		cqrs_projector_set_batch(p, opt.batch);
+		cqrs_projector_set_timeout(p, opt.timeout_ms);
+	}
 	return p;
 }
 
@@ -264,7 +269,8 @@ int main(int argc, char **argv)
 		OPT_TO,
 		OPT_NO_DEFAULT,
 		OPT_WAIT,
-		OPT_VIEWS
+		OPT_VIEWS,
+		OPT_TIMEOUT
 	};
 	static const struct option longopts[] = {
 		{ "follow", no_argument, NULL, 'f' },
@@ -283,6 +289,7 @@ int main(int argc, char **argv)
 		{ "wait", no_argument, NULL, OPT_WAIT },
 		{ "store", required_argument, NULL, 's' },
 		{ "views", required_argument, NULL, OPT_VIEWS },
+		{ "timeout", required_argument, NULL, OPT_TIMEOUT },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -337,6 +344,13 @@ int main(int argc, char **argv)
 		case OPT_WAIT: opt.wait = true; break;
 		case 's': opt.store = optarg; break;
 		case OPT_VIEWS: opt.views = optarg; break;
+		case OPT_TIMEOUT:
+			if (cqrs_parse_int64(optarg, &opt.timeout_ms) < 0 || opt.timeout_ms < 0 ||
+			    opt.timeout_ms > INT64_MAX / 1000)
+				cqrs_die(CQRS_EXIT_USAGE, "--timeout needs a number of seconds: '%s'",
+					 optarg);
+			opt.timeout_ms *= 1000;
+			break;
 		case 'v': opt.verbose = true; break;
 		case 'h': usage(0); break;
 		case 'V':
@@ -391,6 +405,7 @@ int main(int argc, char **argv)
 			       .force = force,
 			       .to = to,
 			       .until = have_until ? until : NULL,
+			       .timeout_ms = opt.timeout_ms,
 			       .store_path = store_path };
 	switch (mode) {
 	case CHECK: cqrs_projections_describe(ps, stdout); break;

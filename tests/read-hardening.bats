@@ -190,3 +190,75 @@ evil_handler() {
 	assert_equal "$output" "$want"
 	[[ "$output" != *$'\e'* ]]
 }
+
+# --- 2. limits on queries and handlers, what only reads is allowed ------------
+
+@test "cqrs-query sql: a recursive CTE stops at the time limit with exit 7" {
+	load_history
+	cqrs-project
+	run --separate-stderr cqrs-query --timeout 1 sql 'WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c'
+	assert_failure 7
+	assert_output ''
+	assert_equal "$stderr" "cqrs-query: sql: stopped: the time limit was reached (--timeout)"
+}
+
+@test "cqrs-query sql: randomblob(1e9) stops at the memory limit with exit 7" {
+	load_history
+	cqrs-project
+	run --separate-stderr cqrs-query sql 'SELECT length(randomblob(1e9))'
+	assert_failure 7
+	assert_equal "$stderr" "cqrs-query: sql: stopped: the memory limit was reached (string or blob too big)"
+}
+
+@test "cqrs-query --timeout needs a count of seconds" {
+	run --separate-stderr cqrs-query --timeout soon sql 'SELECT 1'
+	assert_failure 64
+	assert_equal "$stderr" "cqrs-query: --timeout needs a non-negative count: 'soon'"
+}
+
+@test "cqrs-query sql: json_each and pragma_table_info only read: allowed" {
+	load_history
+	cqrs-project
+	run --separate-stderr cqrs-query sql "SELECT value FROM json_each('[1,2]')"
+	assert_success
+	assert_output $'{"value":1}\n{"value":2}'
+	run --separate-stderr cqrs-query sql "SELECT name FROM pragma_table_info('inventory_views') WHERE pk"
+	assert_success
+	assert_output '{"name":"product_id"}'
+}
+
+@test "cqrs-query sql: fts3_tokenizer (a heap pointer) is refused with 77" {
+	load_history
+	cqrs-project
+	run --separate-stderr cqrs-query sql "SELECT fts3_tokenizer('simple')"
+	assert_failure 77
+	assert_output ''
+	assert_equal "$stderr" "cqrs-query: sql: the function fts3_tokenizer() is not allowed"
+}
+
+@test "cqrs-query sql: setting a pragma is still refused" {
+	load_history
+	cqrs-project
+	run --separate-stderr cqrs-query sql "PRAGMA query_only = 0"
+	assert_failure 77
+	assert_equal "$stderr" "cqrs-query: sql: only reading is allowed: cqrs-query never changes the views"
+}
+
+@test "cqrs-project: a handler that loops stops at the time limit with exit 7, nothing applied" {
+	cat >loop.yaml <<-'EOF'
+		projections:
+		  - name: loop
+		    tables: CREATE TABLE loop (n INTEGER)
+		    on:
+		      OrderCreated:
+		        - INSERT INTO loop WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c
+	EOF
+	load_history
+	run --separate-stderr cqrs-project --no-default-projections -P loop.yaml --timeout 1
+	assert_failure 7
+	assert_equal "$stderr" "cqrs-project: event 7 (OrderCreated): loop.yaml:6: projection 'loop', on OrderCreated: stopped after 1000 ms, the time limit of one event (--timeout)"
+	assert_equal "$(sqlite3 "$CQRS_VIEWS" "SELECT sequence FROM cqrs_checkpoints WHERE projection = 'loop'")" 0
+	# a rebuild keeps the limit too
+	run --separate-stderr cqrs-project --no-default-projections -P loop.yaml --timeout 1 --rebuild
+	assert_failure 7
+}

@@ -82,6 +82,7 @@ struct cqrs_projector {
 	char **deferred;
 	size_t ndeferred;
 	sqlite3_stmt *ckpt_save;
+	struct cqrs_deadline deadline; /* of the statements of one event */
 	/* progress on a terminal */
 	bool progress;
 	int64_t progress_total, progress_done;
@@ -387,6 +388,11 @@ void cqrs_projector_set_batch(cqrs_projector *p, int64_t batch)
 	p->batch = batch > 0 ? batch : p->scratch ? INT64_MAX : DEFAULT_BATCH;
 }
 
+void cqrs_projector_set_timeout(cqrs_projector *p, int64_t ms)
+{
+	p->deadline.timeout_ms = ms > 0 ? ms : 0;
+}
+
 void cqrs_projector_set_verify(cqrs_projector *p, bool every_event)
 {
 	p->verify_chain = every_event;
@@ -523,6 +529,7 @@ int cqrs_projector_sync(cqrs_projector *p, cqrs_error *err)
 		goto fail;
 	}
 	if (!p->prepared) {
+		cqrs_deadline_attach(p->db, &p->deadline);
 		if (p->scratch && defer_indexes(p, err) < 0)
 			return -1;
 		for (size_t i = 0; i < p->np; i++) {
@@ -844,6 +851,13 @@ static int run_statement(cqrs_projector *p, struct rt_proj *rp, const struct rt_
 		return 0;
 	}
 	rc = sqlite3_reset(st);
+	if ((rc & 0xff) == SQLITE_INTERRUPT && p->deadline.expired)
+		return cqrs_fail(err, CQRS_EXIT_LIMIT,
+				 "event %lld (%s): %s:%d: projection '%s', on %s: stopped after %lld "
+				 "ms, the time limit of one event (--timeout)",
+				 (long long)ev->sequence, ev->event_type, s->sql->file,
+				 cqrs_sql_line(s->sql, -1), rp->def->name, h->h->event_type,
+				 (long long)p->deadline.timeout_ms);
 	int code;
 	switch (rc & 0xff) {
 	case SQLITE_BUSY:
@@ -902,6 +916,7 @@ int cqrs_projector_apply(cqrs_projector *p, const cqrs_event *ev, cqrs_error *er
 	}
 	bool any = false;
 	uint64_t th = type_hash(ev->event_type);
+	cqrs_deadline_start(&p->deadline);
 	for (size_t i = 0; i < p->np; i++) {
 		struct rt_proj *rp = &p->p[i];
 		if (ev->sequence <= rp->applied || ev->sequence > rp->stop)

@@ -86,6 +86,7 @@ static int build_serial(const char *path, cqrs_store *st, cqrs_projections *ps,
 	if (p == NULL)
 		return -1;
 	cqrs_projector_set_batch(p, o->batch);
+	cqrs_projector_set_timeout(p, o->timeout_ms);
 	cqrs_projector_set_progress(p, o->progress, what);
 	if (stops != NULL)
 		for (size_t i = 0; i < cqrs_projections_count(ps); i++)
@@ -134,6 +135,7 @@ static void run_task(struct pool *pl, struct task *t)
 	}
 	const char *name = cqrs_projections_name(pl->ps, t->proj);
 	cqrs_projector_set_batch(p, pl->o->batch);
+	cqrs_projector_set_timeout(p, pl->o->timeout_ms);
 	if (pl->stops != NULL)
 		cqrs_projector_set_stop(p, name, pl->stops[t->proj]);
 	cqrs_projector_only(p, name);

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cqrs.h"
@@ -40,17 +41,63 @@ static const char schema_v1[] =
 	");";
 /* clang-format on */
 
+static bool setup_done;
+
+static void setup_mark_done(void)
+{
+	setup_done = true;
+}
+
 void cqrs_views_sqlite_setup(void)
 {
-	static bool done;
-	if (done)
+	if (setup_done)
 		return;
-	done = true;
+	setup_done = true;
 	/* Without memory statistics SQLite takes no global lock at each
 	 * allocation: a rebuild makes millions.  Too late (SQLITE_MISUSE,
 	 * harmless) once SQLite is in use. */
 	sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
 	sqlite3_config(SQLITE_CONFIG_LOOKASIDE, 1200, 400);
+}
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Called by SQLite every few thousand virtual machine steps. */
+static int deadline_check(void *arg)
+{
+	struct cqrs_deadline *d = arg;
+	if (d->timeout_ms <= 0 || d->expired)
+		return d->expired;
+	d->expired = now_ns() > d->at_ns;
+	return d->expired;
+}
+
+void cqrs_deadline_attach(sqlite3 *db, struct cqrs_deadline *d)
+{
+	sqlite3_progress_handler(db, 4000, deadline_check, d);
+}
+
+void cqrs_deadline_start(struct cqrs_deadline *d)
+{
+	d->expired = false;
+	if (d->timeout_ms > 0)
+		d->at_ns = now_ns() + d->timeout_ms * 1000000;
+}
+
+int cqrs_views_memory_limit(int64_t bytes)
+{
+	/* the heap limit needs SQLite's memory statistics, which
+	 * cqrs_views_sqlite_setup turns off for speed: set up first */
+	if (sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 1) != SQLITE_OK)
+		return -1;
+	setup_mark_done();
+	sqlite3_hard_heap_limit64(bytes);
+	return 0;
 }
 
 void cqrs_views_harden(sqlite3 *db)

@@ -114,6 +114,19 @@ enum views_open {
 	VIEWS_OPEN_SCRATCH, /* must not exist: built by one process, no journal */
 };
 int cqrs_views_db_open(const char *path, enum views_open how, sqlite3 **out, cqrs_error *err);
+/* A time limit on what a connection runs: after cqrs_deadline_start, a
+ * statement that runs past timeout_ms fails with SQLITE_INTERRUPT and
+ * expired is set (0 ms: no limit). */
+struct cqrs_deadline {
+	int64_t timeout_ms;
+	int64_t at_ns;
+	bool expired;
+};
+void cqrs_deadline_attach(sqlite3 *db, struct cqrs_deadline *d);
+void cqrs_deadline_start(struct cqrs_deadline *d);
+/* The largest string or blob a query may build (SQLITE_LIMIT_LENGTH). */
+#define CQRS_QUERY_MAX_LENGTH (64 * 1024 * 1024)
+
 /* Defensive mode, untrusted schema, no fts3_tokenizer pointers, no
  * extensions: for every connection to a views file (after its pragmas). */
 void cqrs_views_harden(sqlite3 *db);
