@@ -61,6 +61,20 @@ static struct {
 	int64_t timeout_ms;
 } opt = { .timeout_ms = 10 * 1000 };
 
+/* A run that finds the views busy (75) says nothing unless -v: from cron,
+ * a busy minute is normal and must not send mail. */
+static void warn_error(const cqrs_error *err)
+{
+	if (err->code != CQRS_EXIT_TEMPFAIL || opt.verbose)
+		cqrs_warn("%s", err->msg);
+}
+
+static _Noreturn void die_error(const cqrs_error *err)
+{
+	warn_error(err);
+	exit(cqrs_finish_stdout(err->code));
+}
+
 static void set_mode(enum mode *m, enum mode want, const char *name)
 {
 	if (*m != CATCH_UP && *m != want)
@@ -73,7 +87,7 @@ static cqrs_store *open_store(void)
 	cqrs_error err = { 0 };
 	cqrs_store *st = cqrs_store_open(cqrs_store_path(opt.store), CQRS_OPEN_READ, &err);
 	if (st == NULL)
-		cqrs_die_error(&err);
+		die_error(&err);
 	return st;
 }
 
@@ -82,7 +96,7 @@ static int take_lock(void)
 	cqrs_error err = { 0 };
 	int fd = cqrs_views_lock(cqrs_views_path(opt.views), opt.wait, &err);
 	if (fd < 0)
-		cqrs_die_error(&err);
+		die_error(&err);
 	return fd;
 }
 
@@ -91,7 +105,7 @@ static cqrs_projector *open_projector(cqrs_projections *ps)
 	cqrs_error err = { 0 };
 	cqrs_projector *p = cqrs_projector_open(cqrs_views_path(opt.views), ps, 0, &err);
 	if (p == NULL)
-		cqrs_die_error(&err);
+		die_error(&err);
 	else {
 		cqrs_projector_set_batch(p, opt.batch);
 		cqrs_projector_set_timeout(p, opt.timeout_ms);
@@ -116,7 +130,7 @@ static int catch_up(cqrs_projections *ps)
 	cqrs_error err = { 0 };
 	int code = CQRS_EXIT_OK;
 	if (cqrs_projector_sync(p, &err) < 0 || cqrs_projector_catch_up(p, st, 0, NULL, &err) < 0) {
-		cqrs_warn("%s", err.msg);
+		warn_error(&err);
 		code = err.code;
 	}
 	report(p);
@@ -147,6 +161,34 @@ static bool signalled(int sfd, int timeout_ms)
 	return poll(&p, 1, timeout_ms) > 0;
 }
 
+/* Whether the store holds an event that the views (as this process last
+ * saw them) do not: an idle follower touches neither the lock nor the
+ * views, so that its own writes, which inotify reports when the views sit
+ * next to the store, do not wake it again and again. */
+static int store_ahead(cqrs_store *st, cqrs_projector *p, cqrs_error *err)
+{
+	int64_t last = cqrs_store_last_sequence(st, err);
+	if (last < 0)
+		return -1;
+	int64_t pos = cqrs_projector_position(p);
+	return pos >= 0 && last > pos;
+}
+
+/* One round under the lock; 1 when the lock was busy (try again). */
+static int follow_round(cqrs_projector *p, cqrs_store *st, cqrs_error *err)
+{
+	int lock = cqrs_views_lock(cqrs_views_path(opt.views), false, err);
+	if (lock < 0)
+		return err->code == CQRS_EXIT_TEMPFAIL ? 1 : -1;
+	int r = cqrs_projector_sync(p, err);
+	if (r == 0)
+		r = cqrs_projector_catch_up(p, st, 0, NULL, err);
+	cqrs_views_unlock(lock);
+	if (r == 0)
+		report(p);
+	return r;
+}
+
 /* Holds the lock only while applying, so that cron runs, --rebuild and
  * --diff get their turn between rounds. */
 static int follow(cqrs_projections *ps)
@@ -156,39 +198,35 @@ static int follow(cqrs_projections *ps)
 	cqrs_projector *p = open_projector(ps);
 	cqrs_error err = { 0 };
 	int code = CQRS_EXIT_OK;
+	bool due = true; /* the first round syncs whatever the store holds */
 	for (;;) {
-		int lock;
-		cqrs_error lerr = { 0 };
-		while ((lock = cqrs_views_lock(cqrs_views_path(opt.views), false, &lerr)) < 0) {
-			if (lerr.code != CQRS_EXIT_TEMPFAIL) {
-				cqrs_warn("%s", lerr.msg);
-				code = lerr.code;
-				goto out;
+		if (!due) {
+			int a = store_ahead(st, p, &err);
+			if (a < 0)
+				break;
+			due = a == 1;
+		}
+		if (due) {
+			int r = follow_round(p, st, &err);
+			if (r < 0)
+				break;
+			if (r == 1) { /* busy: another run is at work */
+				if (signalled(sfd, 100))
+					goto out;
+				continue;
 			}
-			if (signalled(sfd, 100))
-				goto out;
+			due = false;
 		}
-		int r = cqrs_projector_sync(p, &err);
-		if (r == 0)
-			r = cqrs_projector_catch_up(p, st, 0, NULL, &err);
-		cqrs_views_unlock(lock);
-		if (r < 0) {
-			cqrs_warn("%s", err.msg);
-			code = err.code;
-			break;
-		}
-		report(p);
-		/* a timeout re-reads too: a safety net for file systems that
+		/* a timeout looks again: a safety net for file systems that
 		 * do not report changes */
 		int w = cqrs_store_wait(st, 1000, &sfd, 1, &err);
-		if (w < 0) {
-			cqrs_warn("%s", err.msg);
-			code = err.code;
+		if (w < 0)
 			break;
-		}
 		if (w == 2)
-			break;
+			goto out;
 	}
+	warn_error(&err);
+	code = err.code;
 out:
 	cqrs_projector_close(p);
 	cqrs_store_close(st);
@@ -245,7 +283,7 @@ static int from_input(cqrs_projections *ps, char **paths, int npaths)
 	goto out;
 fail:
 	cqrs_projector_rollback(p);
-	cqrs_warn("%s", err.msg);
+	warn_error(&err);
 	code = err.code;
 out:
 	report(p);
@@ -389,12 +427,12 @@ int main(int argc, char **argv)
 	    cqrs_projections_load(
 		    ps, cqrs_share_path("projections/orders.yaml", shipped, sizeof shipped), &err) <
 		    0)
-		cqrs_die_error(&err);
+		die_error(&err);
 	for (int i = 0; i < nfiles; i++)
 		if (cqrs_projections_load(ps, files[i], &err) < 0)
-			cqrs_die_error(&err);
+			die_error(&err);
 	if (cqrs_projections_check(ps, &err) < 0)
-		cqrs_die_error(&err);
+		die_error(&err);
 
 	int code = CQRS_EXIT_OK;
 	/* cqrs_store_path may return a buffer that a later call reuses */
@@ -415,14 +453,14 @@ int main(int argc, char **argv)
 	case LAG: {
 		cqrs_store *st = open_store();
 		if (cqrs_views_lag(cqrs_views_path(opt.views), st, stdout, &err) < 0)
-			cqrs_die_error(&err);
+			die_error(&err);
 		cqrs_store_close(st);
 		break;
 	}
 	case HISTORY: {
 		cqrs_store *st = open_store();
 		if (cqrs_views_build(output, st, ps, &bo, &err) < 0)
-			cqrs_die_error(&err);
+			die_error(&err);
 		cqrs_store_close(st);
 		break;
 	}
@@ -435,7 +473,7 @@ int main(int argc, char **argv)
 				: cqrs_views_diff(cqrs_views_path(opt.views), st, ps, &bo, stdout,
 						  &err);
 		if (r < 0)
-			cqrs_die_error(&err);
+			die_error(&err);
 		/* --diff: 1 when the views differ, as diff(1) */
 		code = r == 1 ? CQRS_EXIT_NOT_FOUND : CQRS_EXIT_OK;
 		cqrs_store_close(st);

@@ -262,3 +262,93 @@ evil_handler() {
 	run --separate-stderr cqrs-project --no-default-projections -P loop.yaml --timeout 1 --rebuild
 	assert_failure 7
 }
+
+# --- 5. --follow at rest --------------------------------------------------------
+
+# CPU ticks (user + system) that process $1 has used.
+cpu_ticks() {
+	awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+
+# Waits (at most 20 s) until every checkpoint of the views is at sequence $1.
+wait_for_checkpoints() {
+	for _ in $(seq 1 200); do
+		[ "$(sqlite3 "$CQRS_VIEWS" "SELECT count(*) FROM cqrs_checkpoints WHERE sequence < $1" 2>/dev/null)" = 0 ] &&
+			[ "$(sqlite3 "$CQRS_VIEWS" 'SELECT count(*) FROM cqrs_checkpoints' 2>/dev/null)" -gt 0 ] && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+@test "--follow sleeps when idle and leaves the lock free: a cron run gets in" {
+	load_history
+	last=$(sqlite3 "$CQRS_STORE" 'SELECT max(sequence) FROM events')
+	cqrs-project --follow 3>&- &
+	pid=$!
+	wait_for_checkpoints "$last" || { kill "$pid"; fail "the follower did not catch up"; }
+	before=$(cpu_ticks "$pid")
+	sleep 2 # the idle period measured, not a timing assertion
+	after=$(cpu_ticks "$pid")
+	# the views sit next to the store (the default layout)
+	[ "$((after - before))" -le 5 ] || { kill "$pid"; fail "an idle follower used $((after - before)) ticks in 2 s"; }
+	[ ! -e "$CQRS_VIEWS.lock" ] || flock -n "$CQRS_VIEWS.lock" true || { kill "$pid"; fail "an idle follower holds the lock"; }
+	# cron runs, --diff and --rebuild get in while it idles
+	for _ in 1 2 3; do
+		run --separate-stderr cqrs-project
+		assert_success
+	done
+	run --separate-stderr cqrs-project --diff
+	assert_success
+	run --separate-stderr cqrs-project --rebuild
+	assert_success
+	# and it still follows
+	event 11111111-1111-4111-8111-111111111111 OrderNoted | cqrs-append -q
+	wait_for_checkpoints "$((last + 1))" || { kill "$pid"; fail "the follower stopped following"; }
+	kill -TERM "$pid"
+	wait "$pid"
+}
+
+# --- 6. the lock file and busy runs ------------------------------------------------
+
+@test "a busy run exits 75 and says nothing (cron silence), unless -v" {
+	load_history
+	cqrs-project
+	run --separate-stderr flock -n "$CQRS_VIEWS.lock" cqrs-project
+	assert_failure 75
+	assert_output ''
+	assert_equal "$stderr" ''
+	run --separate-stderr flock -n "$CQRS_VIEWS.lock" cqrs-project -v
+	assert_failure 75
+	assert_equal "$stderr" "cqrs-project: another cqrs-project is running on $CQRS_VIEWS (--wait waits for it)"
+	run --separate-stderr flock -n "$CQRS_VIEWS.lock" cqrs-project --rebuild
+	assert_failure 75
+	assert_equal "$stderr" ''
+}
+
+@test "a failed run leaves no VIEWS.lock behind, and a left one does not matter" {
+	load_history
+	cqrs-project
+	[ ! -e "$CQRS_VIEWS.lock" ]
+	# fails under the lock: the store is gone
+	mv "$CQRS_STORE" elsewhere.db
+	run --separate-stderr cqrs-project
+	assert_failure 66
+	[ ! -e "$CQRS_VIEWS.lock" ]
+	# fails while applying
+	mv elsewhere.db "$CQRS_STORE"
+	cat >bad.yaml <<-'EOF'
+		projections:
+		  - name: bad
+		    tables: CREATE TABLE bad (n INTEGER NOT NULL)
+		    on:
+		      OrderCreated: INSERT INTO bad VALUES (NULL)
+	EOF
+	run --separate-stderr cqrs-project -P bad.yaml
+	assert_failure 65
+	[ ! -e "$CQRS_VIEWS.lock" ]
+	# one left by a run killed with SIGKILL is taken as usual
+	touch "$CQRS_VIEWS.lock"
+	run --separate-stderr cqrs-project
+	assert_success
+	[ ! -e "$CQRS_VIEWS.lock" ]
+}

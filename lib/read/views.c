@@ -276,37 +276,83 @@ int cqrs_views_db_open(const char *path, enum views_open how, sqlite3 **out, cqr
 	return 0;
 }
 
-/* --- the lock that serialises cqrs-project runs ---------------------------- */
+/* --- the lock that serialises cqrs-project runs ----------------------------
+ *
+ * An flock on VIEWS.lock, which the holder removes when it lets go, also
+ * when it fails (atexit): the file's presence means nothing either way (a
+ * run killed by SIGKILL leaves it, and the next run takes it as usual).
+ * A run that waited for the lock may find it held on a file that was
+ * removed meanwhile: it checks that the file it holds is the one at the
+ * path, and otherwise tries again. */
+
+static struct {
+	int fd;
+	char path[PATH_MAX];
+} held = { .fd = -1 };
+
+static void unlock_at_exit(void)
+{
+	cqrs_views_unlock(held.fd);
+}
+
+static bool same_file(int fd, const char *path)
+{
+	struct stat a, b;
+	return fstat(fd, &a) == 0 && stat(path, &b) == 0 && a.st_dev == b.st_dev &&
+	       a.st_ino == b.st_ino;
+}
 
 int cqrs_views_lock(const char *views_path, bool wait, cqrs_error *err)
 {
+	static bool registered;
 	char path[PATH_MAX];
 	if ((size_t)snprintf(path, sizeof path, "%s.lock", views_path) >= sizeof path)
 		return cqrs_fail(err, CQRS_EXIT_USAGE, "%s: path too long", views_path);
-	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return cqrs_fail(err, errno == EACCES ? CQRS_EXIT_NOPERM : CQRS_EXIT_CANTCREAT,
-				 "%s: cannot create lock file: %s", path, strerror(errno));
-	int r;
-	while ((r = flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB))) < 0 && errno == EINTR)
-		;
-	if (r < 0) {
-		int e = errno;
-		close(fd);
-		if (e == EWOULDBLOCK)
-			return cqrs_fail(err, CQRS_EXIT_TEMPFAIL,
-					 "another cqrs-project is running on %s (--wait waits for "
-					 "it)",
-					 views_path);
-		return cqrs_fail(err, CQRS_EXIT_IOERR, "%s: cannot lock: %s", path, strerror(e));
+	for (;;) {
+		int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+		if (fd < 0)
+			return cqrs_fail(err,
+					 errno == EACCES ? CQRS_EXIT_NOPERM : CQRS_EXIT_CANTCREAT,
+					 "%s: cannot create lock file: %s%s", path, strerror(errno),
+					 errno == EACCES ? " (no permission on its directory)" : "");
+		int r;
+		while ((r = flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB))) < 0 && errno == EINTR)
+			;
+		if (r < 0) {
+			int e = errno;
+			close(fd);
+			if (e == EWOULDBLOCK)
+				return cqrs_fail(err, CQRS_EXIT_TEMPFAIL,
+						 "another cqrs-project is running on %s (--wait waits "
+						 "for it)",
+						 views_path);
+			return cqrs_fail(err, CQRS_EXIT_IOERR, "%s: cannot lock: %s", path,
+					 strerror(e));
+		}
+		if (!same_file(fd, path)) { /* removed by the run that held it */
+			close(fd);
+			continue;
+		}
+		if (held.fd < 0) {
+			held.fd = fd;
+			memcpy(held.path, path, sizeof path);
+			if (!registered && atexit(unlock_at_exit) == 0)
+				registered = true;
+		}
+		return fd;
 	}
-	return fd;
 }
 
 void cqrs_views_unlock(int fd)
 {
-	if (fd >= 0)
-		close(fd); /* releases the flock */
+	if (fd < 0)
+		return;
+	if (fd == held.fd) {
+		/* removed while still held: nobody can take the old file */
+		unlink(held.path);
+		held.fd = -1;
+	}
+	close(fd); /* releases the flock */
 }
 
 /* --- lag ------------------------------------------------------------------ */
