@@ -830,13 +830,15 @@ checkpoint() {
 	assert_equal "$(snapshot "$CQRS_VIEWS")" "$before"
 }
 
-@test "--rebuild refuses to drop a projection it does not load, unless --force" {
+@test "--rebuild keeps a projection it does not load, --force drops it" {
 	load_history
 	user_projection mine.yaml
 	cqrs-project -P mine.yaml
 	run --separate-stderr cqrs-project --rebuild
-	assert_failure 78
-	assert_equal "$stderr" "cqrs-project: $CQRS_VIEWS: projection 'event_counts' (from mine.yaml:3) is not loaded and a rebuild would drop it: load its file with --projections, or add --force to drop it"
+	assert_success
+	assert_equal "$stderr" ''
+	run sqlite3 "$CQRS_VIEWS" "SELECT count(*) FROM sqlite_schema WHERE name = 'event_counts'"
+	assert_output 1
 	run --separate-stderr cqrs-project --rebuild --force
 	assert_success
 	assert_equal "$stderr" "cqrs-project: dropping projection 'event_counts' (from mine.yaml:3): it is not loaded"

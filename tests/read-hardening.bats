@@ -352,3 +352,45 @@ wait_for_checkpoints() {
 	assert_success
 	[ ! -e "$CQRS_VIEWS.lock" ]
 }
+
+# --- 8. rebuilding one read model alone ---------------------------------------------
+
+# The tables and checkpoints of every projection but $2, of views file $1.
+others() {
+	sqlite3 "$1" .dump | grep -v -e event_counts -e '^INSERT INTO cqrs_checkpoints' | sort
+	sqlite3 "$1" "SELECT * FROM cqrs_checkpoints WHERE projection != '$2' ORDER BY projection"
+}
+
+@test "--rebuild of one projection file leaves the others byte for byte" {
+	load_history
+	cat >counts.yaml <<-'EOF'
+		projections:
+		  - name: event_counts
+		    tables:
+		      - CREATE TABLE event_counts (event_type TEXT PRIMARY KEY, n INTEGER NOT NULL)
+		      - CREATE VIEW event_counts_total AS SELECT sum(n) AS n FROM event_counts
+		    on:
+		      "*":
+		        - INSERT INTO event_counts VALUES (:event_type, 1)
+		          ON CONFLICT (event_type) DO UPDATE SET n = n + 1
+	EOF
+	cqrs-project -P counts.yaml
+	before=$(others "$CQRS_VIEWS" event_counts)
+	order_ckpt=$(sqlite3 "$CQRS_VIEWS" "SELECT * FROM cqrs_checkpoints WHERE projection = 'order_views'")
+	# change the projection: it needs a rebuild, of itself alone
+	sed -i 's/n = n + 1/n = n + 10/' counts.yaml
+	run --separate-stderr cqrs-project -P counts.yaml --no-default-projections
+	assert_failure 78
+	run --separate-stderr cqrs-project -P counts.yaml --no-default-projections --rebuild
+	assert_success
+	assert_equal "$stderr" ''
+	assert_equal "$(others "$CQRS_VIEWS" event_counts)" "$before"
+	assert_equal "$(sqlite3 "$CQRS_VIEWS" "SELECT * FROM cqrs_checkpoints WHERE projection = 'order_views'")" "$order_ckpt"
+	assert_equal "$(sqlite3 "$CQRS_VIEWS" "SELECT n FROM event_counts WHERE event_type = 'OrderCreated'")" 61
+	assert_equal "$(sqlite3 "$CQRS_VIEWS" 'SELECT n FROM event_counts_total')" "$(( $(sqlite3 "$CQRS_STORE" 'SELECT count(*) FROM events') * 10 - 9 * $(sqlite3 "$CQRS_VIEWS" 'SELECT count(*) FROM event_counts') ))"
+	# and both go on from there
+	run --separate-stderr cqrs-project -P counts.yaml
+	assert_success
+	run --separate-stderr cqrs-project -P counts.yaml --diff
+	assert_success
+}

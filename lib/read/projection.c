@@ -489,6 +489,9 @@ static void projection_free(struct cqrs_projection *p)
 	for (size_t i = 0; i < p->nowned; i++)
 		free(p->owned[i]);
 	free(p->owned);
+	for (size_t i = 0; i < p->nviews; i++)
+		free(p->views[i]);
+	free(p->views);
 	free(p->name);
 }
 
@@ -1064,35 +1067,45 @@ int cqrs_projections_check(cqrs_projections *ps, cqrs_error *err)
 		free(p->owned);
 		p->owned = NULL;
 		p->nowned = 0;
+		for (size_t k = 0; k < p->nviews; k++)
+			free(p->views[k]);
+		free(p->views);
+		p->views = NULL;
+		p->nviews = 0;
 		p->set = ps;
 	}
 	for (size_t i = 0; i < ps->n && rc == 0; i++) {
 		struct cqrs_projection *p = &ps->p[i];
-		struct names created, tables;
+		struct names created, tables, views;
 		rc = projection_create(db, p, &created, err);
 		if (rc < 0)
 			break;
-		/* it owns the tables it created (not its views, indexes and
-		 * triggers: those are not written) */
-		if (schema_names(db, "table", &tables) < 0) {
+		/* it owns the tables it created (not its indexes and triggers:
+		 * those are not written); a rebuild drops its views too */
+		if (schema_names(db, "table", &tables) < 0 || schema_names(db, "view", &views) < 0) {
 			names_clear(&created);
+			names_clear(&tables);
 			rc = oom(err);
 			break;
 		}
-		for (size_t k = 0; k < created.n; k++) {
-			if (!names_has(&tables, created.v[k]))
+		for (size_t k = 0; k < created.n && rc == 0; k++) {
+			bool table = names_has(&tables, created.v[k]);
+			if (!table && !names_has(&views, created.v[k]))
 				continue;
-			char **no = realloc(p->owned, (p->nowned + 1) * sizeof *no);
+			char ***list = table ? &p->owned : &p->views;
+			size_t *n = table ? &p->nowned : &p->nviews;
+			char **no = realloc(*list, (*n + 1) * sizeof *no);
 			if (no == NULL) {
 				rc = oom(err);
 				break;
 			}
-			p->owned = no;
-			p->owned[p->nowned++] = created.v[k];
+			*list = no;
+			no[(*n)++] = created.v[k];
 			created.v[k] = NULL;
 		}
 		names_clear(&created);
 		names_clear(&tables);
+		names_clear(&views);
 		if (rc == 0 && p->nowned == 0)
 			rc = cqrs_fail(err, CQRS_EXIT_CONFIG,
 				       "%s:%d: projection '%s': 'tables' creates no table", p->file,

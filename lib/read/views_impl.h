@@ -62,6 +62,8 @@ struct cqrs_projection {
 	size_t non;
 	char **owned; /* the tables its DDL creates, found by cqrs_projections_check */
 	size_t nowned;
+	char **views; /* the SQL views its DDL creates */
+	size_t nviews;
 	const struct cqrs_projections *set; /* the set it belongs to (for its sandbox) */
 	char hash[65]; /* of its definition: a changed one needs a rebuild */
 };
