@@ -394,3 +394,32 @@ others() {
 	run --separate-stderr cqrs-project -P counts.yaml --diff
 	assert_success
 }
+
+# --- 10. events changed in the store ---------------------------------------------
+
+@test "an event whose bytes were changed in the store stops cqrs-project with 65, nothing applied" {
+	load_history
+	seq=$(sqlite3 "$CQRS_STORE" "SELECT min(sequence) FROM events WHERE event_type = 'OrderCreated'")
+	sqlite3 "$CQRS_STORE" "DROP TRIGGER IF EXISTS events_no_update; UPDATE events SET data = replace(data, '29.99', '0.01') WHERE sequence = $seq"
+	run --separate-stderr cqrs-project
+	assert_failure 65
+	assert_equal "$stderr" "cqrs-project: event $seq (OrderCreated): its bytes do not match its hash: it was changed after it was appended (cqrs-read --verify checks the store); nothing of this batch was applied"
+	assert_equal "$(sqlite3 "$CQRS_VIEWS" 'SELECT count(*) FROM order_views')" 0
+	assert_equal "$(sqlite3 "$CQRS_VIEWS" 'SELECT max(sequence) FROM cqrs_checkpoints')" 0
+	# a rebuild and a history file refuse it too
+	run --separate-stderr cqrs-project --rebuild
+	assert_failure 65
+	run --separate-stderr cqrs-project -o history.db
+	assert_failure 65
+	[ ! -e history.db ]
+}
+
+@test "an event changed after the views applied it is found by the next rebuild" {
+	load_history
+	cqrs-project
+	last=$(sqlite3 "$CQRS_STORE" 'SELECT max(sequence) FROM events')
+	sqlite3 "$CQRS_STORE" "DROP TRIGGER IF EXISTS events_no_update; UPDATE events SET metadata = '{\"user_id\":\"mallory\"}' WHERE sequence = $last"
+	run --separate-stderr cqrs-project --rebuild
+	assert_failure 65
+	assert_equal "$stderr" "cqrs-project: event $last ($(sqlite3 "$CQRS_STORE" "SELECT event_type FROM events WHERE sequence = $last")): its bytes do not match its hash: it was changed after it was appended (cqrs-read --verify checks the store); nothing of this batch was applied"
+}

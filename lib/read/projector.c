@@ -83,6 +83,10 @@ struct cqrs_projector {
 	size_t ndeferred;
 	sqlite3_stmt *ckpt_save;
 	struct cqrs_deadline deadline; /* of the statements of one event */
+	/* the hash of the event being applied, recomputed once for all the
+	 * projections that stand at the same previous event */
+	int64_t hv_seq;
+	uint8_t hv_prev[CQRS_HASH_LEN], hv[CQRS_HASH_LEN];
 	/* progress on a terminal */
 	bool progress;
 	int64_t progress_total, progress_done;
@@ -894,6 +898,36 @@ static void show_progress(cqrs_projector *p, bool done)
 			(long long)p->progress_done, done ? "\n" : "");
 }
 
+/* Recomputes the event's hash from its bytes and the hash of the event
+ * before it: an event changed in the store after it was appended, or one
+ * of another store, is never applied. */
+static int verify_event(cqrs_projector *p, struct rt_proj *rp, const cqrs_event *ev,
+			cqrs_error *err)
+{
+	static const uint8_t genesis[CQRS_HASH_LEN];
+	const uint8_t *prev = rp->has_hash ? rp->hash : rp->applied == 0 ? genesis : NULL;
+	if (prev == NULL) /* a checkpoint written without its hash */
+		return 0;
+	if (p->hv_seq != ev->sequence || memcmp(p->hv_prev, prev, CQRS_HASH_LEN) != 0) {
+		cqrs_event_hash(ev, prev, p->hv);
+		memcpy(p->hv_prev, prev, CQRS_HASH_LEN);
+		p->hv_seq = ev->sequence;
+	}
+	if (memcmp(p->hv, ev->hash, CQRS_HASH_LEN) == 0)
+		return 0;
+	if (rp->verified || rp->applied == 0)
+		return cqrs_fail(err, CQRS_EXIT_DATAERR,
+				 "event %lld (%s): its bytes do not match its hash: it was changed "
+				 "after it was appended (cqrs-read --verify checks the store); "
+				 "nothing of this batch was applied",
+				 (long long)ev->sequence, ev->event_type);
+	return cqrs_fail(err, CQRS_EXIT_DATAERR,
+			 "event %lld does not follow event %lld that projection '%s' applied "
+			 "last (the hash chain differs): were these views built from another "
+			 "store?  Rebuild them with cqrs-project --rebuild",
+			 (long long)ev->sequence, (long long)rp->applied, rp->def->name);
+}
+
 int cqrs_projector_apply(cqrs_projector *p, const cqrs_event *ev, cqrs_error *err)
 {
 	if (!p->prepared)
@@ -929,21 +963,8 @@ int cqrs_projector_apply(cqrs_projector *p, const cqrs_event *ev, cqrs_error *er
 				  (long long)rp->applied + 1, (long long)ev->sequence - 1);
 			goto fail;
 		}
-		if ((!rp->verified || p->verify_chain) && !p->sparse && rp->has_hash &&
-		    ev->has_hash) {
-			uint8_t h[CQRS_HASH_LEN];
-			cqrs_event_hash(ev, rp->hash, h);
-			if (memcmp(h, ev->hash, CQRS_HASH_LEN) != 0) {
-				cqrs_fail(err, CQRS_EXIT_DATAERR,
-					  "event %lld does not follow event %lld that projection "
-					  "'%s' applied last (the hash chain differs): were these "
-					  "views built from another store?  Rebuild them with "
-					  "cqrs-project --rebuild",
-					  (long long)ev->sequence, (long long)rp->applied,
-					  rp->def->name);
-				goto fail;
-			}
-		}
+		if (!p->sparse && ev->has_hash && verify_event(p, rp, ev, err) < 0)
+			goto fail;
 		rp->verified = true;
 		for (size_t h = 0; h < rp->nhandlers; h++) {
 			const struct rt_handler *hd = &rp->handlers[h];
