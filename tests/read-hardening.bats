@@ -423,3 +423,33 @@ others() {
 	assert_failure 65
 	assert_equal "$stderr" "cqrs-project: event $last ($(sqlite3 "$CQRS_STORE" "SELECT event_type FROM events WHERE sequence = $last")): its bytes do not match its hash: it was changed after it was appended (cqrs-read --verify checks the store); nothing of this batch was applied"
 }
+
+# --- 9. history as of a time, when times do not grow with the sequence -----------
+
+@test "-o --as-of selects by timestamp: a backdated event is in, later ones are out" {
+	load_history
+	# imported late, dated early (cqrs(7) allows it)
+	printf '{"aggregate_id":"%s","aggregate_type":"Order","event_type":"OrderNoted","data":{},"timestamp":"2026-01-15T00:00:01Z"}\n' \
+		11111111-1111-4111-8111-111111111111 | cqrs-append -q
+	cat >seen.yaml <<-'EOF'
+		projections:
+		  - name: seen
+		    tables: CREATE TABLE seen (sequence INTEGER PRIMARY KEY)
+		    on:
+		      "*": INSERT INTO seen VALUES (:sequence)
+	EOF
+	asof=2026-01-16T00:00:00Z
+	run --separate-stderr cqrs-project -P seen.yaml -o noon.db --as-of "$asof"
+	assert_success
+	assert_equal "$stderr" ''
+	want=$(sqlite3 "$CQRS_STORE" "SELECT group_concat(sequence) FROM (SELECT sequence FROM events WHERE timestamp <= '2026-01-16T00:00:00.000000Z' ORDER BY sequence)")
+	assert_equal "$(sqlite3 noon.db 'SELECT group_concat(sequence) FROM (SELECT sequence FROM seen ORDER BY sequence)')" "$want"
+	# the backdated event is in, and events after the time are not
+	last=$(sqlite3 "$CQRS_STORE" 'SELECT max(sequence) FROM events')
+	assert_equal "$(sqlite3 noon.db "SELECT count(*) FROM seen WHERE sequence = $last")" 1
+	[ "$(sqlite3 noon.db 'SELECT count(*) FROM seen')" -lt "$last" ]
+	# a time before every event: empty views, still exit 0
+	run --separate-stderr cqrs-project -o empty.db --as-of 2000-01-01T00:00:00Z
+	assert_success
+	assert_equal "$(sqlite3 empty.db 'SELECT count(*) FROM order_views')" 0
+}

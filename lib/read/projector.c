@@ -75,6 +75,7 @@ struct cqrs_projector {
 	int64_t batch, in_batch, applied_total;
 	bool in_txn, prepared, verify_chain, scratch;
 	bool sparse;		      /* the events of one aggregate: sequences have gaps */
+	const char *until;	      /* events after this time are passed over, not applied */
 	_Atomic int64_t *shared_done; /* events read, for a parallel build's progress */
 	/* a scratch file's indexes that no statement uses: created at the
 	 * end, in one sorted pass each, rather than kept up to date event
@@ -966,7 +967,10 @@ int cqrs_projector_apply(cqrs_projector *p, const cqrs_event *ev, cqrs_error *er
 		if (!p->sparse && ev->has_hash && verify_event(p, rp, ev, err) < 0)
 			goto fail;
 		rp->verified = true;
-		for (size_t h = 0; h < rp->nhandlers; h++) {
+		/* timestamps need not grow with the sequence: a history as of
+		 * a time passes over a later event, and goes on */
+		bool later = p->until != NULL && strcmp(ev->timestamp, p->until) > 0;
+		for (size_t h = 0; h < rp->nhandlers && !later; h++) {
 			const struct rt_handler *hd = &rp->handlers[h];
 			if (hd->type_hash != 0 &&
 			    (hd->type_hash != th || strcmp(hd->h->event_type, ev->event_type) != 0))
@@ -997,6 +1001,20 @@ fail:
 	return -1;
 }
 
+/* The sequence of the last event whose time is until or earlier; 0: none. */
+static int64_t last_at_or_before(cqrs_store *st, const char *until, cqrs_error *err)
+{
+	cqrs_filter f = { .until = until, .reverse = true, .limit = 1 };
+	cqrs_cursor *c = cqrs_store_read(st, &f, err);
+	if (c == NULL)
+		return -1;
+	cqrs_event ev;
+	int r = cqrs_cursor_next(c, &ev, err);
+	int64_t seq = r == 1 ? ev.sequence : r == 0 ? 0 : -1;
+	cqrs_cursor_close(c);
+	return seq;
+}
+
 /* Reads from the store what follows the lowest checkpoint, up to to and
  * until (0 and NULL: the end), until nothing new is left. */
 int cqrs_projector_catch_up(cqrs_projector *p, cqrs_store *st, int64_t to, const char *until,
@@ -1014,6 +1032,18 @@ int cqrs_projector_catch_up(cqrs_projector *p, cqrs_store *st, int64_t to, const
 		return 0;
 	if (to == 0 || to > last)
 		to = last;
+	if (until != NULL) {
+		/* up to the last event of that time or earlier, whatever the
+		 * times of the events before it */
+		int64_t upto = last_at_or_before(st, until, err);
+		if (upto < 0)
+			return -1;
+		if (upto == 0)
+			return 0;
+		if (upto < to)
+			to = upto;
+	}
+	p->until = until;
 	if (p->progress) {
 		int64_t pos = cqrs_projector_position(p);
 		p->progress_total = pos >= 0 && to > pos ? to - pos : 0;
@@ -1023,7 +1053,7 @@ int cqrs_projector_catch_up(cqrs_projector *p, cqrs_store *st, int64_t to, const
 		int64_t pos = cqrs_projector_position(p);
 		if (pos < 0 || (to > 0 && pos >= to))
 			break;
-		cqrs_filter f = { .after = pos, .to = to, .until = until };
+		cqrs_filter f = { .after = pos, .to = to };
 		cqrs_cursor *c = cqrs_store_read(st, &f, err);
 		if (c == NULL)
 			return -1;
