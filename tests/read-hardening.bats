@@ -453,3 +453,76 @@ others() {
 	assert_success
 	assert_equal "$(sqlite3 empty.db 'SELECT count(*) FROM order_views')" 0
 }
+
+# --- 11. permissions ------------------------------------------------------------------
+
+# Runs a tool as a user who is not root (root reads and writes anything):
+# as nobody when the tests run as root, in a directory nobody may use.
+as_user() {
+	if [ "$(id -u)" = 0 ]; then
+		setpriv --reuid=nobody --regid=nogroup --clear-groups \
+			env PATH="$PATH" CQRS_STORE="$CQRS_STORE" CQRS_VIEWS="$CQRS_VIEWS" \
+			CQRS_SHAREDIR="$CQRS_SHAREDIR" HOME="$HOME" "$@"
+	else
+		"$@"
+	fi
+}
+
+# A directory the user of as_user owns, with a store and views built there.
+user_dir() {
+	if [ "$(id -u)" = 0 ]; then
+		d=$BATS_TEST_TMPDIR
+		while [ "$d" != / ] && [ "$d" != "$(dirname "$BATS_RUN_TMPDIR")" ]; do
+			chmod o+x "$d"
+			d=$(dirname "$d")
+		done
+		mkdir shop
+		chown nobody:nogroup shop
+	else
+		mkdir shop
+	fi
+	export CQRS_STORE=$PWD/shop/events.db CQRS_VIEWS=$PWD/shop/views.db
+	as_user cqrs-append -q "$HISTORY"
+	as_user cqrs-project
+}
+
+@test "an unreadable views file: cqrs-query exits 77 and says permission" {
+	user_dir
+	as_user chmod 000 "$CQRS_VIEWS"
+	run --separate-stderr as_user cqrs-query orders
+	assert_failure 77
+	assert_output ''
+	assert_equal "$stderr" "cqrs-query: $CQRS_VIEWS: cannot read the views: permission denied"
+}
+
+@test "an unwritable views file: cqrs-project exits 77 and says permission" {
+	user_dir
+	event 11111111-1111-4111-8111-111111111111 OrderNoted | as_user cqrs-append -q
+	as_user chmod 444 "$CQRS_VIEWS"
+	run --separate-stderr as_user cqrs-project
+	assert_failure 77
+	assert_equal "$stderr" "cqrs-project: $CQRS_VIEWS: cannot write the views: permission denied"
+	# readers still read
+	run --separate-stderr as_user cqrs-query orders -n 1
+	assert_success
+}
+
+@test "a views directory that is not writable: cqrs-project exits 77 with the reason" {
+	user_dir
+	# the views in a directory of their own, apart from the store
+	as_user mkdir shop/v
+	as_user mv "$CQRS_VIEWS" shop/v/
+	export CQRS_VIEWS=$PWD/shop/v/views.db
+	as_user chmod 555 shop/v
+	run --separate-stderr as_user cqrs-project
+	assert_failure 77
+	assert_equal "$stderr" "cqrs-project: $CQRS_VIEWS.lock: cannot create the lock file: permission denied (the directory of the views is not writable)"
+	# with the lock file there, the views' own check says it
+	as_user chmod 755 shop/v
+	as_user touch "$CQRS_VIEWS.lock"
+	as_user chmod 555 shop/v
+	run --separate-stderr as_user cqrs-project
+	assert_failure 77
+	assert_equal "$stderr" "cqrs-project: $CQRS_VIEWS: cannot write in $PWD/shop/v, the directory of the views (their -wal and -shm files go next to them): permission denied"
+	as_user chmod 755 shop/v
+}

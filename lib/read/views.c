@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
 #include <limits.h>
 #include <sqlite3.h>
 #include <stdlib.h>
@@ -203,6 +204,32 @@ void cqrs_views_set_scratch_page_size(int bytes)
 	scratch_page_size = bytes;
 }
 
+/* Permission problems said as such (77), before SQLite reports them as
+ * "unable to open" or "attempt to write a readonly database".  A writer
+ * also needs its directory: the -wal and -shm files go next to the views. */
+static int check_access(const char *path, bool exists, bool writable, cqrs_error *err)
+{
+	if (exists) {
+		int fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NOCTTY);
+		if (fd < 0 && (errno == EACCES || errno == EPERM))
+			return cqrs_fail(err, CQRS_EXIT_NOPERM, "%s: cannot %s the views: %s", path,
+					 writable ? "write" : "read", "permission denied");
+		if (fd >= 0)
+			close(fd);
+	}
+	if (!writable)
+		return 0;
+	char copy[PATH_MAX];
+	snprintf(copy, sizeof copy, "%s", path);
+	const char *dir = dirname(copy);
+	if (faccessat(AT_FDCWD, dir, W_OK | X_OK, AT_EACCESS) < 0 && errno == EACCES)
+		return cqrs_fail(err, CQRS_EXIT_NOPERM,
+				 "%s: cannot write in %s, the directory of the views (their -wal "
+				 "and -shm files go next to them): permission denied",
+				 path, dir);
+	return 0;
+}
+
 int cqrs_views_db_open(const char *path, enum views_open how, sqlite3 **out, cqrs_error *err)
 {
 	struct stat sb;
@@ -216,6 +243,8 @@ int cqrs_views_db_open(const char *path, enum views_open how, sqlite3 **out, cqr
 	if (!exists && how == VIEWS_OPEN_READ)
 		return cqrs_fail(err, CQRS_EXIT_NOINPUT,
 				 "%s: no such views file (cqrs-project builds it)", path);
+	if (check_access(path, exists, writable, err) < 0)
+		return -1;
 	if (!exists || how == VIEWS_OPEN_SCRATCH) {
 		/* SQLite gives -wal and -shm the main file's mode. */
 		int fd = open(path,
@@ -310,11 +339,19 @@ int cqrs_views_lock(const char *views_path, bool wait, cqrs_error *err)
 		return cqrs_fail(err, CQRS_EXIT_USAGE, "%s: path too long", views_path);
 	for (;;) {
 		int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+		if (fd < 0 && errno == EACCES) { /* flock needs no write access */
+			fd = open(path, O_RDONLY | O_CLOEXEC);
+			if (fd < 0 && errno == ENOENT)
+				errno = EACCES;
+		}
+		if (fd < 0 && errno == EACCES)
+			return cqrs_fail(err, CQRS_EXIT_NOPERM,
+					 "%s: cannot create the lock file: permission denied (the "
+					 "directory of the views is not writable)",
+					 path);
 		if (fd < 0)
-			return cqrs_fail(err,
-					 errno == EACCES ? CQRS_EXIT_NOPERM : CQRS_EXIT_CANTCREAT,
-					 "%s: cannot create lock file: %s%s", path, strerror(errno),
-					 errno == EACCES ? " (no permission on its directory)" : "");
+			return cqrs_fail(err, CQRS_EXIT_CANTCREAT, "%s: cannot create lock file: %s",
+					 path, strerror(errno));
 		int r;
 		while ((r = flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB))) < 0 && errno == EINTR)
 			;
