@@ -383,6 +383,9 @@ typedef struct cqrs_projector cqrs_projector;
 cqrs_projector *cqrs_projector_open(const char *views_path, cqrs_projections *ps, unsigned flags,
 				    cqrs_error *err);
 void cqrs_projector_close(cqrs_projector *p); /* rolls back what is not committed */
+/* Commits and writes the views file through (a checked WAL checkpoint):
+ * call before close when the run is to succeed. */
+int cqrs_projector_flush(cqrs_projector *p, cqrs_error *err);
 void cqrs_projector_set_batch(cqrs_projector *p, int64_t events_per_commit);
 /* Check the hash chain at every event (input that is not the store). */
 void cqrs_projector_set_verify(cqrs_projector *p, bool every_event);

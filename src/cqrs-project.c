@@ -129,7 +129,8 @@ static int catch_up(cqrs_projections *ps)
 	cqrs_projector_set_progress(p, cqrs_progress_wanted(), NULL);
 	cqrs_error err = { 0 };
 	int code = CQRS_EXIT_OK;
-	if (cqrs_projector_sync(p, &err) < 0 || cqrs_projector_catch_up(p, st, 0, NULL, &err) < 0) {
+	if (cqrs_projector_sync(p, &err) < 0 || cqrs_projector_catch_up(p, st, 0, NULL, &err) < 0 ||
+	    cqrs_projector_flush(p, &err) < 0) {
 		warn_error(&err);
 		code = err.code;
 	}
@@ -183,6 +184,8 @@ static int follow_round(cqrs_projector *p, cqrs_store *st, cqrs_error *err)
 	int r = cqrs_projector_sync(p, err);
 	if (r == 0)
 		r = cqrs_projector_catch_up(p, st, 0, NULL, err);
+	if (r == 0)
+		r = cqrs_projector_flush(p, err);
 	cqrs_views_unlock(lock);
 	if (r == 0)
 		report(p);
@@ -278,7 +281,7 @@ static int from_input(cqrs_projections *ps, char **paths, int npaths)
 			pending = 0;
 		}
 	}
-	if (r < 0 || cqrs_projector_commit(p, &err) < 0)
+	if (r < 0 || cqrs_projector_flush(p, &err) < 0)
 		goto fail;
 	goto out;
 fail:

@@ -526,3 +526,83 @@ user_dir() {
 	assert_equal "$stderr" "cqrs-project: $CQRS_VIEWS: cannot write in $PWD/shop/v, the directory of the views (their -wal and -shm files go next to them): permission denied"
 	as_user chmod 755 shop/v
 }
+
+# --- 7. write and sync failures at close -------------------------------------------
+
+FAULT_LIB="${CQRS_TOP_BUILDDIR:?}/tests/fault/libfault.so"
+
+faulty() {
+	ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0" \
+		LD_PRELOAD="$FAULT_LIB" "$@"
+}
+
+# How many fsync and fdatasync calls "$@" makes: a preloaded counter,
+# built here (the fault injector does not count).
+count_syncs() {
+	if [ ! -e synccount.so ]; then
+		cat >synccount.c <<-'EOF'
+			#define _GNU_SOURCE
+			#include <dlfcn.h>
+			#include <stdio.h>
+			#include <stdlib.h>
+			static long n;
+			int fsync(int fd)
+			{
+				int (*real)(int) = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+				n++;
+				return real(fd);
+			}
+			int fdatasync(int fd)
+			{
+				int (*real)(int) = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
+				n++;
+				return real(fd);
+			}
+			__attribute__((destructor)) static void report(void)
+			{
+				FILE *f = fopen(getenv("SYNC_COUNT_FILE"), "w");
+				if (f != NULL) {
+					fprintf(f, "%ld\n", n);
+					fclose(f);
+				}
+			}
+		EOF
+		cc -shared -fPIC -o synccount.so synccount.c -ldl || fail "cannot build the sync counter (cc is needed)"
+	fi
+	SYNC_COUNT_FILE="$PWD/syncs" LD_PRELOAD="$PWD/synccount.so" "$@" >/dev/null 2>&1 || fail "the counted run failed"
+	cat syncs
+}
+
+@test "every injected sync failure of a run, to its last at close, exits 74" {
+	load_history
+	cqrs-read >/dev/null # the store's WAL is folded in: runs below do the same syncs
+	n=$(count_syncs cqrs-project)
+	[ "$n" -ge 3 ] || fail "only $n syncs counted"
+	for i in $(seq 1 "$n"); do
+		rm -f "$CQRS_VIEWS" "$CQRS_VIEWS-wal" "$CQRS_VIEWS-shm"
+		CQRS_FAULT_FSYNC=$i run --separate-stderr faulty cqrs-project
+		[ "$status" -eq 74 ] || fail "sync $i of $n failed and cqrs-project exited $status: $stderr"
+		# and the views are sound: the next run finishes the work
+		run --separate-stderr cqrs-project
+		assert_success
+		run --separate-stderr cqrs-project --diff
+		assert_success
+	done
+}
+
+@test "every injected sync failure of --rebuild exits 74, and the views stay whole" {
+	load_history
+	cqrs-project
+	cp "$CQRS_VIEWS" views.keep
+	n=$(count_syncs cqrs-project --rebuild)
+	[ "$n" -ge 2 ] || fail "only $n syncs counted"
+	for i in $(seq 1 "$n"); do
+		# each from the same start, so that it makes the same syncs
+		rm -f "$CQRS_VIEWS-wal" "$CQRS_VIEWS-shm"
+		cp views.keep "$CQRS_VIEWS"
+		CQRS_FAULT_FSYNC=$i run --separate-stderr faulty cqrs-project --rebuild
+		[ "$status" -eq 74 ] || fail "sync $i of $n failed and --rebuild exited $status: $stderr"
+		run --separate-stderr cqrs-project --diff
+		assert_success
+	done
+}

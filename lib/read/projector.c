@@ -217,6 +217,25 @@ fail:
 	return NULL;
 }
 
+/* Commits, then copies the WAL into the views file and syncs it, as SQLite
+ * would do when the last connection closes, but with its result checked: a
+ * failed write or fsync there is an I/O error (74), not a silent success. */
+int cqrs_projector_flush(cqrs_projector *p, cqrs_error *err)
+{
+	if (cqrs_projector_commit(p, err) < 0)
+		return -1;
+	if (p->scratch)
+		return 0;
+	int rc = sqlite3_wal_checkpoint_v2(p->db, "main", SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+	if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED) {
+		db_error(p, rc, "cannot write the views", err);
+		if (err != NULL && err->code != CQRS_EXIT_OSERR)
+			err->code = CQRS_EXIT_IOERR;
+		return -1;
+	}
+	return 0;
+}
+
 void cqrs_projector_close(cqrs_projector *p)
 {
 	if (p == NULL)

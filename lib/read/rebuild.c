@@ -566,6 +566,19 @@ static int replace_loaded(sqlite3 *live, const char *path, const char *scratch,
 	return rc;
 }
 
+/* Writes the WAL into the views file, its result checked: a failed write
+ * or fsync is 74; readers that hold old frames only delay it. */
+static int checkpoint(sqlite3 *db, const char *path, int mode, cqrs_error *err)
+{
+	int rc = sqlite3_wal_checkpoint_v2(db, "main", mode, NULL, NULL);
+	if (rc == SQLITE_OK || (rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)
+		return 0;
+	cqrs_views_db_error(db, path, rc, "cannot write the views", err);
+	if (err != NULL && err->code != CQRS_EXIT_OSERR)
+		err->code = CQRS_EXIT_IOERR;
+	return -1;
+}
+
 int cqrs_views_rebuild(const char *views_path, cqrs_store *st, cqrs_projections *ps,
 		       const cqrs_build_opts *o, cqrs_error *err)
 {
@@ -602,6 +615,8 @@ int cqrs_views_rebuild(const char *views_path, cqrs_store *st, cqrs_projections 
 		fprintf(stderr, "%s: rebuild: replacing the views\n", cqrs_tool_name());
 	if (unloaded > 0) {
 		rc = replace_loaded(live, views_path, scratch, ps, err);
+		if (rc == 0)
+			rc = checkpoint(live, views_path, SQLITE_CHECKPOINT_PASSIVE, err);
 		goto out;
 	}
 	sqlite3_backup *b = sqlite3_backup_init(live, "main", src, "main");
@@ -621,7 +636,7 @@ int cqrs_views_rebuild(const char *views_path, cqrs_store *st, cqrs_projections 
 	 * still needs them; a reader of the old views only delays that (no
 	 * busy wait here: the next checkpoint does it). */
 	sqlite3_busy_timeout(live, 0);
-	sqlite3_wal_checkpoint_v2(live, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+	rc = checkpoint(live, views_path, SQLITE_CHECKPOINT_TRUNCATE, err);
 out:
 	sqlite3_close(src);
 	sqlite3_close(live);
