@@ -416,11 +416,11 @@ int cqrs_projector_catch_up(cqrs_projector *p, cqrs_store *st, int64_t to, const
 
 /* Whole views files built from the history (rebuild.c). */
 typedef struct cqrs_build_opts {
-	int64_t batch;	   /* events per commit; 0: the default */
-	bool progress;	   /* on stderr */
-	bool force;	   /* rebuild: drop projections that are not loaded */
-	int64_t to;	   /* history: up to this sequence; 0: all */
-	const char *until; /* history: up to this normalised time; NULL: all */
+	int64_t batch;	    /* events per commit; 0: the default */
+	bool progress;	    /* on stderr */
+	bool force;	    /* rebuild: drop projections that are not loaded */
+	int64_t to;	    /* history: up to this sequence; 0: all */
+	const char *until;  /* history: up to this normalised time; NULL: all */
 	int64_t timeout_ms; /* the statements of one event; 0: no limit */
 	/* the store again, for a build in parallel threads (each opens it);
 	 * NULL: one thread */
@@ -464,8 +464,8 @@ typedef struct cqrs_query {
 	bool total;
 	char *const *args;
 	int nargs;
-	const char *as_of; /* order as of: a normalised time, or NULL */
-	int64_t as_of_seq; /* or a sequence; 0: none */
+	const char *as_of;  /* order as of: a normalised time, or NULL */
+	int64_t as_of_seq;  /* or a sequence; 0: none */
 	int64_t timeout_ms; /* a statement stops after this (CQRS_EXIT_LIMIT); 0: never */
 } cqrs_query;
 /* Caps the memory SQLite may use in this process (CQRS_EXIT_LIMIT beyond);

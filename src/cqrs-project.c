@@ -388,8 +388,8 @@ int main(int argc, char **argv)
 		case OPT_TIMEOUT:
 			if (cqrs_parse_int64(optarg, &opt.timeout_ms) < 0 || opt.timeout_ms < 0 ||
 			    opt.timeout_ms > INT64_MAX / 1000)
-				cqrs_die(CQRS_EXIT_USAGE, "--timeout needs a number of seconds: '%s'",
-					 optarg);
+				cqrs_die(CQRS_EXIT_USAGE,
+					 "--timeout needs a number of seconds: '%s'", optarg);
 			opt.timeout_ms *= 1000;
 			break;
 		case 'v': opt.verbose = true; break;

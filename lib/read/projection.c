@@ -12,242 +12,24 @@
 #include "config.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <nettle/sha2.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
-#include <yaml.h>
 
 #include "cqrs.h"
 #include "common/strbuf.h"
+#include "common/yaml.h"
 #include "read/views_impl.h"
 #include "banned.h"
 
-#define MAX_YAML_DEPTH 32
-#define MAX_NAME       64
-
-/* --- a YAML tree with line numbers --------------------------------------- */
-
-enum ykind { Y_SCALAR, Y_SEQ, Y_MAP };
-
-struct ynode {
-	enum ykind kind;
-	int line;	     /* 1-based, of the node's first character */
-	bool literal;	     /* a '|' block scalar: the text starts on the next line */
-	char *text;	     /* scalars */
-	struct ynode **kids; /* a sequence's items; a mapping's keys and values, alternating */
-	size_t nkids;
-};
-
-static void ynode_free(struct ynode *n)
-{
-	if (n == NULL)
-		return;
-	for (size_t i = 0; i < n->nkids; i++)
-		ynode_free(n->kids[i]);
-	free(n->kids);
-	free(n->text);
-	free(n);
-}
+#define MAX_NAME 64
 
 static int oom(cqrs_error *err)
 {
 	return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
-}
-
-static int yaml_syntax_error(yaml_parser_t *y, const char *file, cqrs_error *err)
-{
-	if (y->error == YAML_MEMORY_ERROR)
-		return oom(err);
-	if (y->error == YAML_READER_ERROR)
-		return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%zu: %s", file,
-				 y->problem_mark.line + 1,
-				 y->problem != NULL ? y->problem : "cannot read the file");
-	if (y->context != NULL)
-		return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%zu: %s (%s on line %zu)", file,
-				 y->problem_mark.line + 1, y->problem, y->context,
-				 y->context_mark.line + 1);
-	return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%zu: %s", file, y->problem_mark.line + 1,
-			 y->problem != NULL ? y->problem : "YAML syntax error");
-}
-
-static int next_event(yaml_parser_t *y, yaml_event_t *ev, const char *file, cqrs_error *err)
-{
-	if (!yaml_parser_parse(y, ev))
-		return yaml_syntax_error(y, file, err);
-	return 0;
-}
-
-static int add_kid(struct ynode *n, struct ynode *kid, cqrs_error *err)
-{
-	struct ynode **k = realloc(n->kids, (n->nkids + 1) * sizeof *k);
-	if (k == NULL) {
-		ynode_free(kid);
-		return oom(err);
-	}
-	n->kids = k;
-	n->kids[n->nkids++] = kid;
-	return 0;
-}
-
-/* Builds the node that starts with ev (which this call deletes). */
-static struct ynode *parse_node(yaml_parser_t *y, yaml_event_t *ev, const char *file, int depth,
-				cqrs_error *err)
-{
-	int line = (int)ev->start_mark.line + 1;
-	if (ev->type == YAML_ALIAS_EVENT) {
-		yaml_event_delete(ev);
-		cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: aliases (*name) are not supported", file,
-			  line);
-		return NULL;
-	}
-	if (depth > MAX_YAML_DEPTH) {
-		yaml_event_delete(ev);
-		cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: nested too deeply", file, line);
-		return NULL;
-	}
-	struct ynode *n = calloc(1, sizeof *n);
-	if (n == NULL) {
-		yaml_event_delete(ev);
-		oom(err);
-		return NULL;
-	}
-	n->line = line;
-	if (ev->type == YAML_SCALAR_EVENT) {
-		n->kind = Y_SCALAR;
-		n->literal = ev->data.scalar.style == YAML_LITERAL_SCALAR_STYLE;
-		if (n->literal)
-			n->line++;
-		n->text = malloc(ev->data.scalar.length + 1);
-		if (n->text == NULL) {
-			yaml_event_delete(ev);
-			free(n);
-			oom(err);
-			return NULL;
-		}
-		memcpy(n->text, ev->data.scalar.value, ev->data.scalar.length);
-		n->text[ev->data.scalar.length] = '\0';
-		if (strlen(n->text) != ev->data.scalar.length) {
-			yaml_event_delete(ev);
-			ynode_free(n);
-			cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: NUL character in text", file,
-				  line);
-			return NULL;
-		}
-		yaml_event_delete(ev);
-		return n;
-	}
-	yaml_event_type_t end;
-	if (ev->type == YAML_SEQUENCE_START_EVENT) {
-		n->kind = Y_SEQ;
-		end = YAML_SEQUENCE_END_EVENT;
-	} else if (ev->type == YAML_MAPPING_START_EVENT) {
-		n->kind = Y_MAP;
-		end = YAML_MAPPING_END_EVENT;
-	} else {
-		yaml_event_delete(ev);
-		free(n);
-		cqrs_fail(err, CQRS_EXIT_SOFTWARE, "%s:%d: unexpected YAML event", file, line);
-		return NULL;
-	}
-	yaml_event_delete(ev);
-	for (;;) {
-		yaml_event_t kid;
-		if (next_event(y, &kid, file, err) < 0)
-			goto fail;
-		if (kid.type == end) {
-			yaml_event_delete(&kid);
-			return n;
-		}
-		bool is_key = n->kind == Y_MAP && n->nkids % 2 == 0;
-		struct ynode *k = parse_node(y, &kid, file, depth + 1, err);
-		if (k == NULL)
-			goto fail;
-		if (is_key && k->kind != Y_SCALAR) {
-			cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: a key must be plain text", file,
-				  k->line);
-			ynode_free(k);
-			goto fail;
-		}
-		if (is_key) {
-			for (size_t i = 0; i < n->nkids; i += 2) {
-				if (strcmp(n->kids[i]->text, k->text) == 0) {
-					cqrs_fail(err, CQRS_EXIT_CONFIG,
-						  "%s:%d: duplicate key '%s' (first on line %d)",
-						  file, k->line, k->text, n->kids[i]->line);
-					ynode_free(k);
-					goto fail;
-				}
-			}
-		}
-		if (add_kid(n, k, err) < 0)
-			goto fail;
-	}
-fail:
-	ynode_free(n);
-	return NULL;
-}
-
-static struct ynode *parse_file(FILE *f, const char *file, cqrs_error *err)
-{
-	yaml_parser_t y;
-	yaml_event_t ev;
-	struct ynode *root = NULL;
-	if (!yaml_parser_initialize(&y)) {
-		oom(err);
-		return NULL;
-	}
-	yaml_parser_set_input_file(&y, f);
-	if (next_event(&y, &ev, file, err) < 0) /* stream start */
-		goto out;
-	yaml_event_delete(&ev);
-	if (next_event(&y, &ev, file, err) < 0)
-		goto out;
-	if (ev.type == YAML_STREAM_END_EVENT) {
-		yaml_event_delete(&ev);
-		cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:1: empty file: expected 'projections:'", file);
-		goto out;
-	}
-	yaml_event_delete(&ev); /* document start */
-	if (next_event(&y, &ev, file, err) < 0)
-		goto out;
-	root = parse_node(&y, &ev, file, 0, err);
-	if (root == NULL)
-		goto out;
-	if (next_event(&y, &ev, file, err) < 0) /* document end */
-		goto fail;
-	yaml_event_delete(&ev);
-	if (next_event(&y, &ev, file, err) < 0)
-		goto fail;
-	if (ev.type != YAML_STREAM_END_EVENT) {
-		cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%zu: one YAML document per file", file,
-			  ev.start_mark.line + 1);
-		yaml_event_delete(&ev);
-		goto fail;
-	}
-	yaml_event_delete(&ev);
-	goto out;
-fail:
-	ynode_free(root);
-	root = NULL;
-out:
-	yaml_parser_delete(&y);
-	return root;
-}
-
-static const char *kind_name(enum ykind k)
-{
-	return k == Y_SCALAR ? "text" : k == Y_SEQ ? "a list" : "a mapping";
-}
-
-static int want(const struct ynode *n, enum ykind k, const char *file, const char *what,
-		cqrs_error *err)
-{
-	if (n->kind == k)
-		return 0;
-	return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: %s must be %s, not %s", file, n->line, what,
-			 kind_name(k), kind_name(n->kind));
 }
 
 /* --- SQL statements and their parameters ---------------------------------- */
@@ -348,24 +130,37 @@ static size_t skip_quoted(const char *t, size_t n, size_t i)
 	return n;
 }
 
-/* "FILE:LINE: what" for a position in a statement's original text */
+/* "FILE:LINE:COLUMN: what" for byte i of a statement's text as written */
 static void where_at(char *buf, size_t cap, const struct cqrs_sql *s, const char *text, size_t i,
 		     const char *what)
 {
-	struct cqrs_sql tmp = *s;
-	tmp.sql = (char *)text;
-	snprintf(buf, cap, "%s:%d: %s", s->file, cqrs_sql_line(&tmp, (int)i), what);
+	int line = s->line, column = s->column;
+	size_t bol = 0; /* where i's line starts in text */
+	for (size_t k = 0; k < i; k++)
+		if (text[k] == '\n') {
+			line++;
+			bol = k + 1;
+		}
+	if (s->literal)
+		column += (int)(i - bol);
+	else if (bol == 0) /* on the first line: the quote, if any, comes first */
+		column += (int)i + (s->plain ? 0 : 1);
+	if (!s->literal) /* a plain scalar's lines are folded: its start */
+		line = s->line;
+	snprintf(buf, cap, "%s:%d:%d: %s", s->file, line, column, what);
 }
 
-static int sql_init(cqrs_projections *ps, struct cqrs_sql *s, const struct ynode *n,
+static int sql_init(cqrs_projections *ps, struct cqrs_sql *s, const struct cqrs_yaml_node *n,
 		    const char *file, const char *what, struct sha256_ctx *md, cqrs_error *err)
 {
 	char where[512];
 	memset(s, 0, sizeof *s);
 	s->file = file;
 	s->line = n->line;
+	s->column = n->column;
 	s->literal = n->literal;
-	if (want(n, Y_SCALAR, file, what, err) < 0)
+	s->plain = n->plain;
+	if (cqrs_yaml_want(n, CQRS_YAML_SCALAR, file, what, err) < 0)
 		return -1;
 	const char *t = n->text;
 	size_t len = strlen(t), i = 0;
@@ -374,8 +169,7 @@ static int sql_init(cqrs_projections *ps, struct cqrs_sql *s, const struct ynode
 		if (t[k] != ' ' && t[k] != '\t' && t[k] != '\n' && t[k] != '\r' && t[k] != ';')
 			blank = false;
 	if (blank)
-		return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: %s: empty SQL statement", file,
-				 n->line, what);
+		return cqrs_yaml_fail(err, file, n, "%s: empty SQL statement", what);
 	sha256_update(md, len + 1, (const uint8_t *)t);
 	struct cqrs_strbuf out = { 0 };
 	while (i < len) {
@@ -450,6 +244,11 @@ static void sql_free(struct cqrs_sql *s)
 	free(s->params);
 }
 
+void cqrs_sql_where(const struct cqrs_sql *s, int offset, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "%s:%d:%d", s->file, cqrs_sql_line(s, offset), s->column);
+}
+
 int cqrs_sql_line(const struct cqrs_sql *s, int offset)
 {
 	int line = s->line;
@@ -496,17 +295,17 @@ static void projection_free(struct cqrs_projection *p)
 }
 
 /* A list of statements, or one statement on its own. */
-static int sql_list(cqrs_projections *ps, const struct ynode *n, const char *file, const char *what,
-		    struct sha256_ctx *md, struct cqrs_sql **out, size_t *nout, cqrs_error *err)
+static int sql_list(cqrs_projections *ps, const struct cqrs_yaml_node *n, const char *file,
+		    const char *what, struct sha256_ctx *md, struct cqrs_sql **out, size_t *nout,
+		    cqrs_error *err)
 {
-	const struct ynode *const *items = (const struct ynode *const *)&n;
+	const struct cqrs_yaml_node *const *items = (const struct cqrs_yaml_node *const *)&n;
 	size_t count = 1;
-	if (n->kind == Y_SEQ) {
-		items = (const struct ynode *const *)n->kids;
+	if (n->kind == CQRS_YAML_SEQ) {
+		items = (const struct cqrs_yaml_node *const *)n->kids;
 		count = n->nkids;
 		if (count == 0)
-			return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: %s: empty list", file,
-					 n->line, what);
+			return cqrs_yaml_fail(err, file, n, "%s: empty list", what);
 	}
 	*out = calloc(count, sizeof **out);
 	if (*out == NULL)
@@ -519,14 +318,14 @@ static int sql_list(cqrs_projections *ps, const struct ynode *n, const char *fil
 	return 0;
 }
 
-static int load_projection(cqrs_projections *ps, const struct ynode *n, const char *file,
+static int load_projection(cqrs_projections *ps, const struct cqrs_yaml_node *n, const char *file,
 			   cqrs_error *err)
 {
-	if (want(n, Y_MAP, file, "a projection", err) < 0)
+	if (cqrs_yaml_want(n, CQRS_YAML_MAP, file, "a projection", err) < 0)
 		return -1;
-	const struct ynode *name = NULL, *tables = NULL, *on = NULL;
+	const struct cqrs_yaml_node *name = NULL, *tables = NULL, *on = NULL;
 	for (size_t i = 0; i < n->nkids; i += 2) {
-		const struct ynode *k = n->kids[i], *v = n->kids[i + 1];
+		const struct cqrs_yaml_node *k = n->kids[i], *v = n->kids[i + 1];
 		if (strcmp(k->text, "name") == 0)
 			name = v;
 		else if (strcmp(k->text, "tables") == 0)
@@ -534,45 +333,43 @@ static int load_projection(cqrs_projections *ps, const struct ynode *n, const ch
 		else if (strcmp(k->text, "on") == 0)
 			on = v;
 		else if (strcmp(k->text, "description") == 0) {
-			if (want(v, Y_SCALAR, file, "'description'", err) < 0)
+			if (cqrs_yaml_want(v, CQRS_YAML_SCALAR, file, "'description'", err) < 0)
 				return -1;
 		} else
-			return cqrs_fail(err, CQRS_EXIT_CONFIG,
-					 "%s:%d: unknown key '%s' in a projection (expected name, "
-					 "description, tables, on)",
-					 file, k->line, k->text);
+			return cqrs_yaml_fail(err, file, k,
+					      "unknown key '%s' in a projection (expected name, "
+					      "description, tables, on)",
+					      k->text);
 	}
 	if (name == NULL)
-		return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: projection without a 'name'", file,
-				 n->line);
-	if (want(name, Y_SCALAR, file, "'name'", err) < 0)
+		return cqrs_yaml_fail(err, file, n, "projection without a 'name'");
+	if (cqrs_yaml_want(name, CQRS_YAML_SCALAR, file, "'name'", err) < 0)
 		return -1;
 	if (!valid_name(name->text))
-		return cqrs_fail(err, CQRS_EXIT_CONFIG,
-				 "%s:%d: not a projection name: '%s' (a letter or '_', then "
-				 "letters, digits or '_', at most %d, not starting cqrs_ or "
-				 "sqlite_)",
-				 file, name->line, name->text, MAX_NAME);
+		return cqrs_yaml_fail(err, file, name,
+				      "not a projection name: '%s' (a letter or '_', then "
+				      "letters, digits or '_', at most %d, not starting cqrs_ or "
+				      "sqlite_)",
+				      name->text, MAX_NAME);
 	for (size_t i = 0; i < ps->n; i++)
 		if (strcmp(ps->p[i].name, name->text) == 0)
-			return cqrs_fail(err, CQRS_EXIT_CONFIG,
-					 "%s:%d: projection '%s' is already defined at %s:%d", file,
-					 name->line, name->text, ps->p[i].file, ps->p[i].line);
+			return cqrs_yaml_fail(err, file, name,
+					      "projection '%s' is already defined at %s:%d",
+					      name->text, ps->p[i].file, ps->p[i].line);
 	if (tables == NULL)
-		return cqrs_fail(err, CQRS_EXIT_CONFIG,
-				 "%s:%d: projection '%s' has no 'tables' (the CREATE statements "
-				 "of its read model)",
-				 file, n->line, name->text);
+		return cqrs_yaml_fail(err, file, n,
+				      "projection '%s' has no 'tables' (the CREATE statements "
+				      "of its read model)",
+				      name->text);
 	if (on == NULL)
-		return cqrs_fail(err, CQRS_EXIT_CONFIG,
-				 "%s:%d: projection '%s' has no 'on' (what to do for each event "
-				 "type)",
-				 file, n->line, name->text);
-	if (want(on, Y_MAP, file, "'on'", err) < 0)
+		return cqrs_yaml_fail(err, file, n,
+				      "projection '%s' has no 'on' (what to do for each event "
+				      "type)",
+				      name->text);
+	if (cqrs_yaml_want(on, CQRS_YAML_MAP, file, "'on'", err) < 0)
 		return -1;
 	if (on->nkids == 0)
-		return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: 'on' names no event type", file,
-				 on->line);
+		return cqrs_yaml_fail(err, file, on, "'on' names no event type");
 
 	struct cqrs_projection *np = realloc(ps->p, (ps->n + 1) * sizeof *np);
 	if (np == NULL)
@@ -597,11 +394,11 @@ static int load_projection(cqrs_projections *ps, const struct ynode *n, const ch
 			rc = oom(err);
 	}
 	for (size_t i = 0; rc == 0 && i < on->nkids; i += 2) {
-		const struct ynode *k = on->kids[i], *v = on->kids[i + 1];
+		const struct cqrs_yaml_node *k = on->kids[i], *v = on->kids[i + 1];
 		if (strcmp(k->text, "*") != 0 && !cqrs_type_name_valid(k->text, strlen(k->text))) {
-			rc = cqrs_fail(err, CQRS_EXIT_CONFIG,
-				       "%s:%d: not an event type: '%s' (or '*' for every event)",
-				       file, k->line, k->text);
+			rc = cqrs_yaml_fail(err, file, k,
+					    "not an event type: '%s' (or '*' for every event)",
+					    k->text);
 			break;
 		}
 		struct cqrs_handler *h = &p->on[p->non++];
@@ -642,43 +439,40 @@ int cqrs_projections_load(cqrs_projections *ps, const char *path, cqrs_error *er
 	if (f == NULL)
 		return cqrs_fail(err, errno == ENOENT ? CQRS_EXIT_NOINPUT : CQRS_EXIT_CONFIG,
 				 "%s: cannot read projection file: %s", file, strerror(errno));
-	struct ynode *root = parse_file(f, file, err);
+	struct cqrs_yaml_node *root = cqrs_yaml_load(f, file, "'projections:'", err);
 	fclose(f);
 	if (root == NULL)
 		return -1;
 	int rc = 0;
-	const struct ynode *list = NULL;
-	if (root->kind != Y_MAP) {
-		rc = cqrs_fail(err, CQRS_EXIT_CONFIG,
-			       "%s:%d: expected a mapping with the key 'projections'", file,
-			       root->line);
+	const struct cqrs_yaml_node *list = NULL;
+	if (root->kind != CQRS_YAML_MAP) {
+		rc = cqrs_yaml_fail(err, file, root,
+				    "expected a mapping with the key 'projections'");
 		goto out;
 	}
 	for (size_t i = 0; i < root->nkids; i += 2) {
 		if (strcmp(root->kids[i]->text, "projections") != 0) {
-			rc = cqrs_fail(err, CQRS_EXIT_CONFIG,
-				       "%s:%d: unknown key '%s' (expected 'projections')", file,
-				       root->kids[i]->line, root->kids[i]->text);
+			rc = cqrs_yaml_fail(err, file, root->kids[i],
+					    "unknown key '%s' (expected 'projections')",
+					    root->kids[i]->text);
 			goto out;
 		}
 		list = root->kids[i + 1];
 	}
 	if (list == NULL) {
-		rc = cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: no 'projections' list", file,
-			       root->line);
+		rc = cqrs_yaml_fail(err, file, root, "no 'projections' list");
 		goto out;
 	}
-	if ((rc = want(list, Y_SEQ, file, "'projections'", err)) < 0)
+	if ((rc = cqrs_yaml_want(list, CQRS_YAML_SEQ, file, "'projections'", err)) < 0)
 		goto out;
 	if (list->nkids == 0) {
-		rc = cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: 'projections' is empty", file,
-			       list->line);
+		rc = cqrs_yaml_fail(err, file, list, "'projections' is empty");
 		goto out;
 	}
 	for (size_t i = 0; i < list->nkids && rc == 0; i++)
 		rc = load_projection(ps, list->kids[i], file, err);
 out:
-	ynode_free(root);
+	cqrs_yaml_free(root);
 	return rc;
 }
 
@@ -905,9 +699,8 @@ static int authorize(void *arg, int action, const char *a1, const char *a2, cons
 		return deny(au, "TEMP objects are not kept: create ordinary tables");
 	case SQLITE_TRANSACTION:
 	case SQLITE_SAVEPOINT:
-		return deny(au,
-			    "transactions belong to cqrs-project, which commits each batch "
-			    "with its checkpoint");
+		return deny(au, "transactions belong to cqrs-project, which commits each batch "
+				"with its checkpoint");
 	case SQLITE_ATTACH:
 	case SQLITE_DETACH: return deny(au, "ATTACH and DETACH are not allowed");
 	case SQLITE_PRAGMA: return deny(au, "PRAGMA %s is not allowed", a1 ? a1 : "");
@@ -946,14 +739,16 @@ static int prepare_one(sqlite3 *db, struct auth *au, const char *what, const str
 	int rc = sqlite3_prepare_v3(db, s->sql, -1, au->ddl ? 0 : SQLITE_PREPARE_PERSISTENT, out,
 				    &tail);
 	sqlite3_set_authorizer(db, NULL, NULL);
+	char where[PATH_MAX + 64];
 	if (rc != SQLITE_OK) {
-		int line = cqrs_sql_line(s, sqlite3_error_offset(db));
-		return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: %s: %s", s->file, line, what,
+		cqrs_sql_where(s, sqlite3_error_offset(db), where, sizeof where);
+		return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s: %s: %s", where, what,
 				 au->reason[0] != '\0' ? au->reason : sqlite3_errmsg(db));
 	}
-	if (*out == NULL)
-		return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: %s: empty SQL statement", s->file,
-				 s->line, what);
+	if (*out == NULL) {
+		cqrs_sql_where(s, -1, where, sizeof where);
+		return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s: %s: empty SQL statement", where, what);
+	}
 	const char *refused = NULL;
 	if (tail != NULL && !only_blank(tail))
 		refused = "one SQL statement per list item (start another item with '- ')";
@@ -964,12 +759,11 @@ static int prepare_one(sqlite3 *db, struct auth *au, const char *what, const str
 				    "fixed rows) belong in 'tables'"
 				  : "only INSERT, UPDATE, DELETE and SELECT may run on an event";
 	if (refused != NULL) {
-		int line = tail != NULL && !only_blank(tail) ? cqrs_sql_line(s, (int)(tail - s->sql))
-							     : s->line;
+		cqrs_sql_where(s, tail != NULL && !only_blank(tail) ? (int)(tail - s->sql) : -1,
+			       where, sizeof where);
 		sqlite3_finalize(*out);
 		*out = NULL;
-		return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: %s: %s", s->file, line, what,
-				 refused);
+		return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s: %s: %s", where, what, refused);
 	}
 	return 0;
 }
@@ -989,7 +783,8 @@ static int schema_names(sqlite3 *db, const char *type, struct names *ns)
 {
 	sqlite3_stmt *st;
 	memset(ns, 0, sizeof *ns);
-	if (sqlite3_prepare_v2(db, "SELECT name FROM main.sqlite_schema WHERE ?1 IS NULL OR type = ?1",
+	if (sqlite3_prepare_v2(db,
+			       "SELECT name FROM main.sqlite_schema WHERE ?1 IS NULL OR type = ?1",
 			       -1, &st, NULL) != SQLITE_OK)
 		return -1;
 	sqlite3_bind_text(st, 1, type, -1, SQLITE_STATIC);
@@ -1026,9 +821,12 @@ static int projection_create(sqlite3 *db, const struct cqrs_projection *p, struc
 			break;
 		}
 		int r = sqlite3_step(st);
-		if (r != SQLITE_DONE)
-			rc = cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: %s: %s", p->tables[i].file,
-				       p->tables[i].line, what, sqlite3_errmsg(db));
+		if (r != SQLITE_DONE) {
+			char where[PATH_MAX + 64];
+			cqrs_sql_where(&p->tables[i], -1, where, sizeof where);
+			rc = cqrs_fail(err, CQRS_EXIT_CONFIG, "%s: %s: %s", where, what,
+				       sqlite3_errmsg(db));
+		}
 		sqlite3_finalize(st);
 	}
 	names_clear(&existing);
@@ -1082,7 +880,8 @@ int cqrs_projections_check(cqrs_projections *ps, cqrs_error *err)
 			break;
 		/* it owns the tables it created (not its indexes and triggers:
 		 * those are not written); a rebuild drops its views too */
-		if (schema_names(db, "table", &tables) < 0 || schema_names(db, "view", &views) < 0) {
+		if (schema_names(db, "table", &tables) < 0 ||
+		    schema_names(db, "view", &views) < 0) {
 			names_clear(&created);
 			names_clear(&tables);
 			rc = oom(err);
@@ -1106,10 +905,13 @@ int cqrs_projections_check(cqrs_projections *ps, cqrs_error *err)
 		names_clear(&created);
 		names_clear(&tables);
 		names_clear(&views);
-		if (rc == 0 && p->nowned == 0)
+		if (rc == 0 && p->nowned == 0) {
+			char where[PATH_MAX + 64];
+			cqrs_sql_where(&p->tables[0], -1, where, sizeof where);
 			rc = cqrs_fail(err, CQRS_EXIT_CONFIG,
-				       "%s:%d: projection '%s': 'tables' creates no table", p->file,
-				       p->tables[0].line, p->name);
+				       "%s: projection '%s': 'tables' creates no table", where,
+				       p->name);
+		}
 	}
 	for (size_t i = 0; i < ps->n && rc == 0; i++) {
 		const struct cqrs_projection *p = &ps->p[i];

@@ -876,12 +876,13 @@ static int run_statement(cqrs_projector *p, struct rt_proj *rp, const struct rt_
 	}
 	rc = sqlite3_reset(st);
 	if ((rc & 0xff) == SQLITE_INTERRUPT && p->deadline.expired)
-		return cqrs_fail(err, CQRS_EXIT_LIMIT,
-				 "event %lld (%s): %s:%d: projection '%s', on %s: stopped after %lld "
-				 "ms, the time limit of one event (--timeout)",
-				 (long long)ev->sequence, ev->event_type, s->sql->file,
-				 cqrs_sql_line(s->sql, -1), rp->def->name, h->h->event_type,
-				 (long long)p->deadline.timeout_ms);
+		return cqrs_fail(
+			err, CQRS_EXIT_LIMIT,
+			"event %lld (%s): %s:%d: projection '%s', on %s: stopped after %lld "
+			"ms, the time limit of one event (--timeout)",
+			(long long)ev->sequence, ev->event_type, s->sql->file,
+			cqrs_sql_line(s->sql, -1), rp->def->name, h->h->event_type,
+			(long long)p->deadline.timeout_ms);
 	int code;
 	switch (rc & 0xff) {
 	case SQLITE_BUSY:

@@ -102,9 +102,8 @@ static int cursor_decode(const char *s, char ts[CQRS_TIMESTAMP_LEN + 1], char id
 #define DENIED_LEN 128
 
 static const char *const schema_pragmas[] = {
-	"table_info",	"table_xinfo",	    "table_list",      "index_list",
-	"index_info",	"index_xinfo",	    "foreign_key_list", "collation_list",
-	"function_list", "database_list",
+	"table_info",  "table_xinfo",	   "table_list",     "index_list",    "index_info",
+	"index_xinfo", "foreign_key_list", "collation_list", "function_list", "database_list",
 };
 
 static int read_only(void *arg, int action, const char *a1, const char *a2, const char *db,
@@ -142,7 +141,8 @@ static int read_only(void *arg, int action, const char *a1, const char *a2, cons
 	default: break;
 	}
 	if (denied != NULL && denied[0] == '\0')
-		snprintf(denied, DENIED_LEN, "only reading is allowed: cqrs-query never changes the "
+		snprintf(denied, DENIED_LEN,
+			 "only reading is allowed: cqrs-query never changes the "
 			 "views");
 	return SQLITE_DENY;
 }

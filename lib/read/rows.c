@@ -307,15 +307,20 @@ int64_t cqrs_rows_print(sqlite3_stmt *st, const char *const *money, const char *
 		switch (rc & 0xff) {
 		case SQLITE_INTERRUPT:
 			return cqrs_fail(err, CQRS_EXIT_LIMIT,
-					 "%s: stopped: the time limit was reached (--timeout)", what);
+					 "%s: stopped: the time limit was reached (--timeout)",
+					 what);
 		case SQLITE_AUTH:
 			return cqrs_fail(err, CQRS_EXIT_NOPERM, "%s: not allowed: %s", what,
 					 sqlite3_errmsg(db));
 		case SQLITE_TOOBIG:
 		case SQLITE_NOMEM:
-			return cqrs_fail(err, CQRS_EXIT_LIMIT, "%s: stopped: the memory limit was "
-					 "reached (%s)", what, sqlite3_errmsg(db));
-		default: return cqrs_fail(err, CQRS_EXIT_DATAERR, "%s: %s", what, sqlite3_errmsg(db));
+			return cqrs_fail(err, CQRS_EXIT_LIMIT,
+					 "%s: stopped: the memory limit was "
+					 "reached (%s)",
+					 what, sqlite3_errmsg(db));
+		default:
+			return cqrs_fail(err, CQRS_EXIT_DATAERR, "%s: %s", what,
+					 sqlite3_errmsg(db));
 		}
 	}
 	if (fmt == CQRS_FORMAT_TABLE) {

@@ -350,8 +350,8 @@ int cqrs_views_lock(const char *views_path, bool wait, cqrs_error *err)
 					 "directory of the views is not writable)",
 					 path);
 		if (fd < 0)
-			return cqrs_fail(err, CQRS_EXIT_CANTCREAT, "%s: cannot create lock file: %s",
-					 path, strerror(errno));
+			return cqrs_fail(err, CQRS_EXIT_CANTCREAT,
+					 "%s: cannot create lock file: %s", path, strerror(errno));
 		int r;
 		while ((r = flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB))) < 0 && errno == EINTR)
 			;
@@ -359,10 +359,11 @@ int cqrs_views_lock(const char *views_path, bool wait, cqrs_error *err)
 			int e = errno;
 			close(fd);
 			if (e == EWOULDBLOCK)
-				return cqrs_fail(err, CQRS_EXIT_TEMPFAIL,
-						 "another cqrs-project is running on %s (--wait waits "
-						 "for it)",
-						 views_path);
+				return cqrs_fail(
+					err, CQRS_EXIT_TEMPFAIL,
+					"another cqrs-project is running on %s (--wait waits "
+					"for it)",
+					views_path);
 			return cqrs_fail(err, CQRS_EXIT_IOERR, "%s: cannot lock: %s", path,
 					 strerror(e));
 		}

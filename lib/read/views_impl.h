@@ -39,8 +39,9 @@ struct cqrs_param {
 struct cqrs_sql {
 	char *sql;	  /* as rewritten: ?N for the N-th distinct parameter */
 	const char *file; /* owned by the projection set */
-	int line;	  /* where the statement's text starts */
+	int line, column; /* where the statement's text starts */
 	bool literal;	  /* a block scalar: newlines in sql count lines */
+	bool plain;	  /* written without quotes: offsets are columns */
 	size_t *params;	  /* global parameter index of ?1, ?2, ... */
 	size_t nparams;
 };
@@ -65,7 +66,7 @@ struct cqrs_projection {
 	char **views; /* the SQL views its DDL creates */
 	size_t nviews;
 	const struct cqrs_projections *set; /* the set it belongs to (for its sandbox) */
-	char hash[65]; /* of its definition: a changed one needs a rebuild */
+	char hash[65];			    /* of its definition: a changed one needs a rebuild */
 };
 
 struct cqrs_projections {
@@ -80,6 +81,10 @@ struct cqrs_projections {
 
 /* Line of a byte offset in a statement (for SQLite's error offsets). */
 int cqrs_sql_line(const struct cqrs_sql *s, int offset);
+/* "FILE:LINE:COLUMN" of a byte offset in the statement's rewritten SQL
+ * (SQLite's error offset; -1: its start): the line, and the column where
+ * that line's text starts. */
+void cqrs_sql_where(const struct cqrs_sql *s, int offset, char *buf, size_t cap);
 /* Creates the projection's tables and indexes on db. */
 int cqrs_projection_create(sqlite3 *db, const struct cqrs_projection *p, cqrs_error *err);
 /* Prepares one event statement, refusing anything but data changes and
