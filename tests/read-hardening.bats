@@ -45,7 +45,7 @@ evil_handler() {
 	run --separate-stderr cqrs-project --check -P evil.yaml
 	assert_failure 78
 	assert_output ''
-	assert_equal "$stderr" "cqrs-project: evil.yaml:5: projection 'evil', tables: only CREATE TABLE, INDEX, VIEW and TRIGGER (and INSERT of fixed rows) belong in 'tables'"
+	assert_equal "$stderr" "cqrs-project: evil.yaml:5:9: projection 'evil', tables: only CREATE TABLE, INDEX, VIEW and TRIGGER (and INSERT of fixed rows) belong in 'tables'"
 	[ ! -e stolen.db ]
 	# and not by a real run either
 	run --separate-stderr cqrs-project -P evil.yaml
@@ -58,7 +58,7 @@ evil_handler() {
 	echo "VACUUM INTO '$BATS_TEST_TMPDIR/stolen.db'" | evil_handler evil.yaml
 	run --separate-stderr cqrs-project --check -P evil.yaml
 	assert_failure 78
-	assert_equal "$stderr" "cqrs-project: evil.yaml:6: projection 'evil', on OrderCreated: only INSERT, UPDATE, DELETE and SELECT may run on an event"
+	assert_equal "$stderr" "cqrs-project: evil.yaml:6:9: projection 'evil', on OrderCreated: only INSERT, UPDATE, DELETE and SELECT may run on an event"
 	[ ! -e stolen.db ]
 }
 
@@ -66,58 +66,58 @@ evil_handler() {
 	echo "INSERT INTO order_views (order_id) VALUES ('x')" | evil evil.yaml
 	run --separate-stderr cqrs-project --check -P evil.yaml
 	assert_failure 78
-	assert_equal "$stderr" "cqrs-project: evil.yaml:5: projection 'evil', tables: writes table 'order_views', which projection 'order_views' owns (a projection writes only the tables it creates)"
+	assert_equal "$stderr" "cqrs-project: evil.yaml:5:9: projection 'evil', tables: writes table 'order_views', which projection 'order_views' owns (a projection writes only the tables it creates)"
 }
 
 @test "sandbox: 'tables' may not write the checkpoints" {
 	echo "UPDATE cqrs_checkpoints SET sequence = 0" | evil evil.yaml
 	run --separate-stderr cqrs-project --check -P evil.yaml
 	assert_failure 78
-	assert_equal "$stderr" "cqrs-project: evil.yaml:5: projection 'evil', tables: table 'cqrs_checkpoints' belongs to cqrs-project"
+	assert_equal "$stderr" "cqrs-project: evil.yaml:5:9: projection 'evil', tables: table 'cqrs_checkpoints' belongs to cqrs-project"
 }
 
 @test "sandbox: no trigger on another projection's table" {
 	echo "CREATE TRIGGER t AFTER INSERT ON order_views BEGIN DELETE FROM order_views; END" | evil evil.yaml
 	run --separate-stderr cqrs-project --check -P evil.yaml
 	assert_failure 78
-	assert_equal "$stderr" "cqrs-project: evil.yaml:5: projection 'evil', tables: puts a trigger on table 'order_views', which it does not create (a projection indexes and triggers only its own tables)"
+	assert_equal "$stderr" "cqrs-project: evil.yaml:5:9: projection 'evil', tables: puts a trigger on table 'order_views', which it does not create (a projection indexes and triggers only its own tables)"
 }
 
 @test "sandbox: no trigger on the checkpoints" {
 	echo "CREATE TRIGGER t AFTER UPDATE ON cqrs_checkpoints BEGIN SELECT 1; END" | evil evil.yaml
 	run --separate-stderr cqrs-project --check -P evil.yaml
 	assert_failure 78
-	assert_equal "$stderr" "cqrs-project: evil.yaml:5: projection 'evil', tables: puts a trigger on table 'cqrs_checkpoints', which it does not create (a projection indexes and triggers only its own tables)"
+	assert_equal "$stderr" "cqrs-project: evil.yaml:5:9: projection 'evil', tables: puts a trigger on table 'cqrs_checkpoints', which it does not create (a projection indexes and triggers only its own tables)"
 }
 
 @test "sandbox: no unique index on another projection's table" {
 	echo "CREATE UNIQUE INDEX u ON inventory_views (name)" | evil evil.yaml
 	run --separate-stderr cqrs-project --check -P evil.yaml
 	assert_failure 78
-	assert_equal "$stderr" "cqrs-project: evil.yaml:5: projection 'evil', tables: puts an index on table 'inventory_views', which it does not create (a projection indexes and triggers only its own tables)"
+	assert_equal "$stderr" "cqrs-project: evil.yaml:5:9: projection 'evil', tables: puts an index on table 'inventory_views', which it does not create (a projection indexes and triggers only its own tables)"
 }
 
 @test "sandbox: a trigger on its own table may not write another's" {
 	echo "CREATE TRIGGER t AFTER INSERT ON evil BEGIN DELETE FROM order_views; END" | evil evil.yaml
 	run --separate-stderr cqrs-project --check -P evil.yaml
 	assert_failure 78
-	assert_equal "$stderr" "cqrs-project: evil.yaml:7: projection 'evil', on OrderCreated: writes table 'order_views', which projection 'order_views' owns (a projection writes only the tables it creates)"
+	assert_equal "$stderr" "cqrs-project: evil.yaml:7:21: projection 'evil', on OrderCreated: writes table 'order_views', which projection 'order_views' owns (a projection writes only the tables it creates)"
 }
 
 @test "sandbox: no ATTACH, no PRAGMA, no DROP" {
 	echo "ATTACH '$BATS_TEST_TMPDIR/x.db' AS x" | evil evil.yaml
 	run --separate-stderr cqrs-project --check -P evil.yaml
 	assert_failure 78
-	assert_equal "$stderr" "cqrs-project: evil.yaml:5: projection 'evil', tables: ATTACH and DETACH are not allowed"
+	assert_equal "$stderr" "cqrs-project: evil.yaml:5:9: projection 'evil', tables: ATTACH and DETACH are not allowed"
 	[ ! -e x.db ]
 	echo "PRAGMA writable_schema = ON" | evil evil.yaml
 	run --separate-stderr cqrs-project --check -P evil.yaml
 	assert_failure 78
-	assert_equal "$stderr" "cqrs-project: evil.yaml:5: projection 'evil', tables: PRAGMA writable_schema is not allowed"
+	assert_equal "$stderr" "cqrs-project: evil.yaml:5:9: projection 'evil', tables: PRAGMA writable_schema is not allowed"
 	echo "DROP TABLE order_views" | evil evil.yaml
 	run --separate-stderr cqrs-project --check -P evil.yaml
 	assert_failure 78
-	assert_equal "$stderr" "cqrs-project: evil.yaml:5: projection 'evil', tables: only CREATE TABLE, INDEX, VIEW and TRIGGER (and INSERT of fixed rows) belong in 'tables'"
+	assert_equal "$stderr" "cqrs-project: evil.yaml:5:9: projection 'evil', tables: only CREATE TABLE, INDEX, VIEW and TRIGGER (and INSERT of fixed rows) belong in 'tables'"
 }
 
 @test "sandbox: a table of another projection is not adopted with IF NOT EXISTS" {
@@ -131,7 +131,7 @@ evil_handler() {
 	before=$(sqlite3 "$CQRS_VIEWS" 'SELECT count(*) FROM order_views')
 	run --separate-stderr cqrs-project --no-default-projections -P evil.yaml
 	assert_failure 78
-	assert_equal "$stderr" "cqrs-project: evil.yaml:5: projection 'evil', tables: 'order_views' already exists in the views: a projection creates only tables of its own, under new names"
+	assert_equal "$stderr" "cqrs-project: evil.yaml:5:9: projection 'evil', tables: 'order_views' already exists in the views: a projection creates only tables of its own, under new names"
 	assert_equal "$(sqlite3 "$CQRS_VIEWS" 'SELECT count(*) FROM order_views')" "$before"
 	assert_equal "$(sqlite3 "$CQRS_VIEWS" "SELECT count(*) FROM cqrs_checkpoints WHERE projection = 'evil'")" 0
 }
@@ -140,7 +140,7 @@ evil_handler() {
 	echo "INSERT INTO evil SELECT fts3_tokenizer('simple')" | evil_handler evil.yaml
 	run --separate-stderr cqrs-project --check -P evil.yaml
 	assert_failure 78
-	assert_equal "$stderr" "cqrs-project: evil.yaml:6: projection 'evil', on OrderCreated: the function fts3_tokenizer() is not allowed"
+	assert_equal "$stderr" "cqrs-project: evil.yaml:6:9: projection 'evil', on OrderCreated: the function fts3_tokenizer() is not allowed"
 }
 
 @test "sandbox: what a projection may do still works (own indexes, triggers, fixed rows, json_each)" {
