@@ -606,3 +606,24 @@ count_syncs() {
 		assert_success
 	done
 }
+
+# --- 12. one YAML loader: FILE:LINE:COLUMN ------------------------------------------
+
+@test "projection files: every problem is reported as file:line:column" {
+	printf 'projections:\n  - name: x\n    tables: |\n      CREATE TABLE x (a)\n    on:\n      OrderCreated: |\n        INSERT INTO x\n          VALUES (:bad)\n' >b.yaml
+	run --separate-stderr cqrs-project --check -P b.yaml
+	assert_failure 78
+	assert_equal "$stderr" "cqrs-project: b.yaml:8:19: projection 'x', on OrderCreated: unknown parameter ':bad' (known: :sequence, :event_id, :aggregate_id, :aggregate_type, :aggregate_version, :event_type, :event_version, :timestamp, :data, :data.FIELD, :metadata, :metadata.FIELD)"
+	printf 'projections: *x\n' >b.yaml
+	run --separate-stderr cqrs-project --check -P b.yaml
+	assert_failure 78
+	assert_equal "$stderr" "cqrs-project: b.yaml:1:14: aliases (*name) are not supported"
+	printf -- '---\nprojections: []\n---\nb: 2\n' >b.yaml
+	run --separate-stderr cqrs-project --check -P b.yaml
+	assert_failure 78
+	assert_equal "$stderr" "cqrs-project: b.yaml:3:1: one YAML document per file"
+	printf 'projections:\n  - name: x\n    name: y\n' >b.yaml
+	run --separate-stderr cqrs-project --check -P b.yaml
+	assert_failure 78
+	assert_equal "$stderr" "cqrs-project: b.yaml:3:5: duplicate key 'name' (first on line 2)"
+}
