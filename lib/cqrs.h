@@ -428,9 +428,15 @@ typedef struct cqrs_projector cqrs_projector;
 cqrs_projector *cqrs_projector_open(const char *views_path, cqrs_projections *ps, unsigned flags,
 				    cqrs_error *err);
 void cqrs_projector_close(cqrs_projector *p); /* rolls back what is not committed */
+/* Commits and writes the views file through (a checked WAL checkpoint):
+ * call before close when the run is to succeed. */
+int cqrs_projector_flush(cqrs_projector *p, cqrs_error *err);
 void cqrs_projector_set_batch(cqrs_projector *p, int64_t events_per_commit);
 /* Check the hash chain at every event (input that is not the store). */
 void cqrs_projector_set_verify(cqrs_projector *p, bool every_event);
+/* The statements one event runs must end within ms (CQRS_EXIT_LIMIT); 0:
+ * no limit (the default). */
+void cqrs_projector_set_timeout(cqrs_projector *p, int64_t ms);
 void cqrs_projector_set_progress(cqrs_projector *p, bool on, const char *what);
 /* Apply nothing after sequence stop (0: nothing at all, -1: no limit) to
  * one projection (NULL: all). */
@@ -455,11 +461,12 @@ int cqrs_projector_catch_up(cqrs_projector *p, cqrs_store *st, int64_t to, const
 
 /* Whole views files built from the history (rebuild.c). */
 typedef struct cqrs_build_opts {
-	int64_t batch;	   /* events per commit; 0: the default */
-	bool progress;	   /* on stderr */
-	bool force;	   /* rebuild: drop projections that are not loaded */
-	int64_t to;	   /* history: up to this sequence; 0: all */
-	const char *until; /* history: up to this normalised time; NULL: all */
+	int64_t batch;	    /* events per commit; 0: the default */
+	bool progress;	    /* on stderr */
+	bool force;	    /* rebuild: drop projections that are not loaded */
+	int64_t to;	    /* history: up to this sequence; 0: all */
+	const char *until;  /* history: up to this normalised time; NULL: all */
+	int64_t timeout_ms; /* the statements of one event; 0: no limit */
 	/* the store again, for a build in parallel threads (each opens it);
 	 * NULL: one thread */
 	const char *store_path;
@@ -502,9 +509,13 @@ typedef struct cqrs_query {
 	bool total;
 	char *const *args;
 	int nargs;
-	const char *as_of; /* order as of: a normalised time, or NULL */
-	int64_t as_of_seq; /* or a sequence; 0: none */
+	const char *as_of;  /* order as of: a normalised time, or NULL */
+	int64_t as_of_seq;  /* or a sequence; 0: none */
+	int64_t timeout_ms; /* a statement stops after this (CQRS_EXIT_LIMIT); 0: never */
 } cqrs_query;
+/* Caps the memory SQLite may use in this process (CQRS_EXIT_LIMIT beyond);
+ * call before anything opens a database.  -1 when it is too late. */
+int cqrs_views_memory_limit(int64_t bytes);
 /* Prints the answer; returns the number of rows, or -1 with *err set. */
 int64_t cqrs_query_run(const char *views_path, const cqrs_query *q, enum cqrs_format fmt, FILE *out,
 		       cqrs_error *err);
