@@ -338,6 +338,10 @@ int cqrs_store_check_witness(cqrs_store *st, const char *path, cqrs_error *err);
  * when someone else owns it or could change it).  writer: the rules for a
  * tool that writes. */
 int cqrs_open_trusted(const char *path, int flags, bool writer, cqrs_error *err);
+/* The same rules for a file SQLite opens outside the store (views and
+ * their -wal and -shm): the directories above path, then path itself if it
+ * exists.  0, or -1 with *err (77). */
+int cqrs_trust_path(const char *path, bool writer, cqrs_error *err);
 /* After a deliberate restore or rollback: STORE.witness says the store's
  * head now, whatever it said before.  Returns that head. */
 int cqrs_store_reset_witness(const char *path, int64_t *sequence, uint8_t hash[CQRS_HASH_LEN],

@@ -80,10 +80,11 @@ static int take_lock(const char *store, bool wait, bool verbose)
 {
 	char path[4200];
 	snprintf(path, sizeof path, "%s.saga.lock", store);
-	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	/* held to the store's rules: a lock someone else planted is refused */
+	cqrs_error err = { 0 };
+	int fd = cqrs_open_trusted(path, O_RDWR | O_CREAT, true, &err);
 	if (fd < 0)
-		cqrs_die(errno == EACCES ? CQRS_EXIT_NOPERM : CQRS_EXIT_CANTCREAT,
-			 "%s: cannot open lock file: %s", path, strerror(errno));
+		cqrs_die_error(&err);
 	while (flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)) < 0) {
 		if (errno == EINTR && !stop)
 			continue;

@@ -627,3 +627,66 @@ count_syncs() {
 	assert_failure 78
 	assert_equal "$stderr" "cqrs-project: b.yaml:3:5: duplicate key 'name' (first on line 2)"
 }
+
+# --- the views as witnesses, and files someone else could have planted ------
+
+@test "a store behind the views' checkpoints is exit 6, and nothing is applied" {
+	load_history
+	cqrs-project -q
+	n=$(cqrs-read | wc -l)
+	# the same history, cut short: a store rolled back under the views
+	cqrs-read --to $((n - 2)) | CQRS_STORE="$BATS_TEST_TMPDIR/short.db" cqrs-append -q
+	cp views.db before.db
+	run --separate-stderr cqrs-project -s short.db
+	assert_failure 6
+	[ "$stderr" = "cqrs-project: $CQRS_VIEWS: the store is behind the checkpoint of projection 'order_views': it ends at sequence $((n - 2)), before sequence $n; it was rolled back or damaged" ] ||
+		fail "got: $stderr"
+	cmp views.db before.db
+}
+
+@test "a store of the same length but another history is exit 6 too" {
+	load_history
+	cqrs-project -q
+	n=$(cqrs-read | wc -l)
+	cqrs-read --to $((n - 1)) | CQRS_STORE="$BATS_TEST_TMPDIR/other.db" cqrs-append -q
+	cqrs-read --from "$n" | jq -c 'del(.sequence, .hash, .timestamp, .event_id)' |
+		CQRS_STORE="$BATS_TEST_TMPDIR/other.db" cqrs-append -q
+	run --separate-stderr cqrs-project -s other.db
+	assert_failure 6
+	assert_regex "$stderr" "is not the one recorded \\(hash [0-9a-f]{64}\\); it was rolled back and written again, or replaced$"
+}
+
+@test "views, their -wal or their lock that others could change are refused with 77" {
+	load_history
+	cqrs-project -q
+	chmod 666 views.db
+	run --separate-stderr cqrs-project
+	assert_failure 77
+	assert_regex "$stderr" "views.db: writable by others \\(mode 0666\\): someone else could have changed it$"
+	run --separate-stderr cqrs-query orders
+	assert_failure 77
+	chmod 600 views.db
+	ln -s /etc/passwd views.db.lock
+	run --separate-stderr cqrs-project
+	assert_failure 77
+	assert_regex "$stderr" "views.db.lock"
+	rm views.db.lock
+	run cqrs-project
+	assert_success
+}
+
+@test "views or a saga lock planted by another user are refused with 77" {
+	[ "$(id -u)" = 0 ] || fail "needs root to plant files as another user"
+	load_history
+	cqrs-project -q
+	chown nobody views.db
+	run --separate-stderr cqrs-project
+	assert_failure 77
+	assert_regex "$stderr" "views.db: file owned by nobody, not by root: a store belongs to the user who writes it$"
+	chown root views.db
+	touch events.db.saga.lock
+	chown nobody events.db.saga.lock
+	run --separate-stderr cqrs-saga run
+	assert_failure 77
+	assert_regex "$stderr" "events.db.saga.lock: file owned by nobody"
+}

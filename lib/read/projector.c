@@ -1035,11 +1035,32 @@ static int64_t last_at_or_before(cqrs_store *st, const char *until, cqrs_error *
 	return seq;
 }
 
+/* The checkpoints are witnesses of how far the store went: a store that
+ * no longer holds the event the furthest checkpoint names, with its hash,
+ * was rolled back (CQRS_EXIT_BEHIND), and nothing is applied. */
+static int check_witness(cqrs_projector *p, cqrs_store *st, cqrs_error *err)
+{
+	const struct rt_proj *far = NULL;
+	for (size_t i = 0; i < p->np; i++) {
+		const struct rt_proj *rp = &p->p[i];
+		if (!rp->absent && rp->ckpt_has_hash && rp->checkpoint > 0 &&
+		    (far == NULL || rp->checkpoint > far->checkpoint))
+			far = rp;
+	}
+	if (far == NULL)
+		return 0;
+	char what[300];
+	snprintf(what, sizeof what, "the checkpoint of projection '%s'", far->def->name);
+	return cqrs_store_expect(st, p->path, far->checkpoint, far->ckpt_hash, what, err);
+}
+
 /* Reads from the store what follows the lowest checkpoint, up to to and
  * until (0 and NULL: the end), until nothing new is left. */
 int cqrs_projector_catch_up(cqrs_projector *p, cqrs_store *st, int64_t to, const char *until,
 			    cqrs_error *err)
 {
+	if (check_witness(p, st, err) < 0)
+		return -1;
 	int64_t stop = projector_stop(p);
 	if (stop > 0 && (to == 0 || stop < to))
 		to = stop;

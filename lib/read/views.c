@@ -245,6 +245,16 @@ int cqrs_views_db_open(const char *path, enum views_open how, sqlite3 **out, cqr
 				 "%s: no such views file (cqrs-project builds it)", path);
 	if (check_access(path, exists, writable, err) < 0)
 		return -1;
+	/* cqrs(7) "Who may use a store": views someone else could have
+	 * planted or changed are refused like a store (77). */
+	static const char *const suffixes[] = { "", "-wal", "-shm" };
+	for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
+		char f[PATH_MAX];
+		if ((size_t)snprintf(f, sizeof f, "%s%s", path, suffixes[i]) >= sizeof f)
+			return cqrs_fail(err, CQRS_EXIT_USAGE, "%s: path too long", path);
+		if ((i == 0 || exists) && cqrs_trust_path(f, writable, err) < 0)
+			return -1;
+	}
 	if (!exists || how == VIEWS_OPEN_SCRATCH) {
 		/* SQLite gives -wal and -shm the main file's mode. */
 		int fd = open(path,
@@ -338,7 +348,7 @@ int cqrs_views_lock(const char *views_path, bool wait, cqrs_error *err)
 	if ((size_t)snprintf(path, sizeof path, "%s.lock", views_path) >= sizeof path)
 		return cqrs_fail(err, CQRS_EXIT_USAGE, "%s: path too long", views_path);
 	for (;;) {
-		int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+		int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
 		if (fd < 0 && errno == EACCES) { /* flock needs no write access */
 			fd = open(path, O_RDONLY | O_CLOEXEC);
 			if (fd < 0 && errno == ENOENT)
@@ -366,6 +376,12 @@ int cqrs_views_lock(const char *views_path, bool wait, cqrs_error *err)
 					views_path);
 			return cqrs_fail(err, CQRS_EXIT_IOERR, "%s: cannot lock: %s", path,
 					 strerror(e));
+		}
+		cqrs_error trust = { 0 };
+		if (cqrs_trust_path(path, true, &trust) < 0) {
+			close(fd);
+			*err = trust;
+			return -1;
 		}
 		if (!same_file(fd, path)) { /* removed by the run that held it */
 			close(fd);

@@ -150,3 +150,24 @@ int cqrs_open_trusted(const char *path, int flags, bool writer, cqrs_error *err)
 	}
 	return fd;
 }
+
+/* A file that belongs with a store but that SQLite's guard does not open
+ * (a views file, its -wal and -shm): every directory above it, then the
+ * file itself when it exists, held to the same rules. */
+int cqrs_trust_path(const char *path, bool writer, cqrs_error *err)
+{
+	if (cqrs_trust_dirs(path, writer, err) < 0)
+		return -1;
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0) {
+		if (errno == ENOENT || errno == EACCES)
+			return 0; /* missing, or unreadable: the open says so */
+		return cqrs_fail(err, errno == ELOOP ? CQRS_EXIT_NOPERM : CQRS_EXIT_IOERR,
+				 "%s: %s", path,
+				 errno == ELOOP ? "a symbolic link where a file belongs: refused"
+						: strerror(errno));
+	}
+	int rc = cqrs_trust_fd(fd, path, writer, err);
+	close(fd);
+	return rc;
+}
