@@ -493,8 +493,8 @@ int cqrs_projector_sync(cqrs_projector *p, cqrs_error *err)
 			const char *def = (const char *)sqlite3_column_text(get, 3);
 			if (def == NULL || strcmp(def, d->hash) != 0) {
 				/* changed: built again from the first event */
-				rc = reset_projection(p, d, (const char *)sqlite3_column_text(get, 5),
-						      err);
+				rc = reset_projection(
+					p, d, (const char *)sqlite3_column_text(get, 5), err);
 				sqlite3_reset(get);
 				if (rc < 0)
 					goto fail;
@@ -1118,10 +1118,11 @@ static int prepare_parking(cqrs_projector *p, cqrs_error *err)
 		if (rc != SQLITE_OK)
 			return db_error(p, rc, "cannot prepare", err);
 	}
-	int rc = sqlite3_prepare_v3(p->db,
-				    "INSERT INTO parked_events (projection, sequence, aggregate_id,"
-				    " event_type, error, parked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-				    -1, SQLITE_PREPARE_PERSISTENT, &p->park_put, NULL);
+	int rc =
+		sqlite3_prepare_v3(p->db,
+				   "INSERT INTO parked_events (projection, sequence, aggregate_id,"
+				   " event_type, error, parked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+				   -1, SQLITE_PREPARE_PERSISTENT, &p->park_put, NULL);
 	return rc == SQLITE_OK ? 0 : db_error(p, rc, "cannot prepare", err);
 }
 
@@ -1315,8 +1316,7 @@ int64_t cqrs_projector_parked_new(const cqrs_projector *p)
 
 /* The parked events of rp, per aggregate in order: read from the store and
  * applied; the first that fails again stops its aggregate. */
-static int replay_projection(cqrs_projector *p, struct rt_proj *rp, cqrs_store *st,
-			     cqrs_error *err)
+static int replay_projection(cqrs_projector *p, struct rt_proj *rp, cqrs_store *st, cqrs_error *err)
 {
 	sqlite3_stmt *list = NULL, *done = NULL, *again = NULL;
 	int rc = sqlite3_prepare_v2(p->db,
@@ -1357,8 +1357,7 @@ static int replay_projection(cqrs_projector *p, struct rt_proj *rp, cqrs_store *
 			aggs = na;
 		}
 		seqs[n] = sqlite3_column_int64(list, 0);
-		snprintf(aggs[n], sizeof aggs[n], "%s",
-			 (const char *)sqlite3_column_text(list, 1));
+		snprintf(aggs[n], sizeof aggs[n], "%s", (const char *)sqlite3_column_text(list, 1));
 		n++;
 	}
 	if (result == 0 && rc != SQLITE_DONE)

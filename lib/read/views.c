@@ -418,7 +418,7 @@ int cqrs_views_parked(const char *views_path, FILE *out, cqrs_error *err)
 		return -1;
 	}
 	static const char *const keys[] = { "projection", "sequence", "aggregate_id",
-					     "event_type", "error",	  "parked_at" };
+					    "event_type", "error",    "parked_at" };
 	while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
 		for (int i = 0; i < 6; i++) {
 			fprintf(out, "%s\"%s\":", i ? "," : "{", keys[i]);
@@ -467,8 +467,9 @@ int64_t cqrs_views_parked_summary(const char *views_path, char *buf, size_t cap,
 		total += k;
 		if (n < cap)
 			n += (size_t)snprintf(buf + n, cap - n, "%s%s %lld from event %lld",
-					      n ? ", " : "", (const char *)sqlite3_column_text(q, 0),
-					      (long long)k, (long long)sqlite3_column_int64(q, 2));
+					      n ? ", " : "",
+					      (const char *)sqlite3_column_text(q, 0), (long long)k,
+					      (long long)sqlite3_column_int64(q, 2));
 	}
 	int64_t result = total;
 	if (rc != SQLITE_DONE)

@@ -11,7 +11,7 @@
 #include "cqrs.h"
 
 #define VIEWS_APPLICATION_ID 0x43515256 /* "CQRV": not the store's "CQRS" */
-#define VIEWS_SCHEMA_VERSION 2 /* 2: parked_events */
+#define VIEWS_SCHEMA_VERSION 2		/* 2: parked_events */
 
 /* What a parameter such as :data.items or :sequence is bound from. */
 enum cqrs_param_root {
