@@ -492,10 +492,13 @@ int cqrs_projector_sync(cqrs_projector *p, cqrs_error *err)
 		if (rc == SQLITE_ROW) {
 			const char *def = (const char *)sqlite3_column_text(get, 3);
 			if (def == NULL || strcmp(def, d->hash) != 0) {
-				/* changed: built again from the first event */
-				rc = reset_projection(
-					p, d, (const char *)sqlite3_column_text(get, 5), err);
+				/* changed: built again from the first event (no
+				 * statement may be pending while tables are dropped) */
+				const char *t = (const char *)sqlite3_column_text(get, 5);
+				char *tables = strdup(t ? t : "");
 				sqlite3_reset(get);
+				rc = tables ? reset_projection(p, d, tables, err) : oom(err);
+				free(tables);
 				if (rc < 0)
 					goto fail;
 				rc = SQLITE_DONE;
