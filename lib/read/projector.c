@@ -1001,6 +1001,7 @@ int cqrs_projector_catch_up(cqrs_projector *p, cqrs_store *st, int64_t to, const
 		to = last;
 	if (!p->replayed && cqrs_projector_replay(p, st, err) < 0)
 		return -1;
+	int64_t applied_before = p->applied_total;
 	if (p->progress) {
 		int64_t pos = cqrs_projector_position(p);
 		p->progress_total = pos >= 0 && to > pos ? to - pos : 0;
@@ -1036,6 +1037,10 @@ int cqrs_projector_catch_up(cqrs_projector *p, cqrs_store *st, int64_t to, const
 	}
 	if (p->progress && p->progress_done > 0)
 		show_progress(p, true);
+	/* what was parked may apply now that later events are in (a
+	 * customer registered after its order) */
+	if (p->applied_total > applied_before && parked_any(p))
+		return cqrs_projector_replay(p, st, err);
 	return 0;
 }
 
