@@ -105,13 +105,13 @@ static void report(cqrs_projector *p)
 
 /* After a run that applied what it could: 5 and one line when events are
  * parked (cqrs-project(1), PARKED EVENTS). */
-static int parked_status(int code)
+static int parked_status(int code, const char *views)
 {
 	char what[512];
 	cqrs_error err = { 0 };
 	if (code != CQRS_EXIT_OK)
 		return code;
-	int64_t n = cqrs_views_parked_summary(cqrs_views_path(opt.views), what, sizeof what, &err);
+	int64_t n = cqrs_views_parked_summary(views, what, sizeof what, &err);
 	if (n < 0) {
 		cqrs_warn("%s", err.msg);
 		return err.code;
@@ -138,7 +138,7 @@ static int catch_up(cqrs_projections *ps)
 	report(p);
 	cqrs_projector_close(p);
 	cqrs_store_close(st);
-	code = parked_status(code);
+	code = parked_status(code, cqrs_views_path(opt.views));
 	cqrs_views_unlock(lock);
 	return code;
 }
@@ -198,8 +198,8 @@ static int follow(cqrs_projections *ps)
 		report(p);
 		if (cqrs_projector_parked_new(p) > parked) {
 			parked = cqrs_projector_parked_new(p);
-			cqrs_warn("%lld events parked so far: cqrs-project --parked lists them",
-				  (long long)parked);
+			cqrs_warn("%lld event%s parked so far: cqrs-project --parked lists them",
+				  (long long)parked, parked == 1 ? "" : "s");
 		}
 		/* a timeout re-reads too: a safety net for file systems that
 		 * do not report changes */
@@ -275,7 +275,7 @@ out:
 	cqrs_input_close(in);
 	cqrs_projector_close(p);
 	cqrs_store_close(st);
-	code = parked_status(code);
+	code = parked_status(code, cqrs_views_path(opt.views));
 	cqrs_views_unlock(lock);
 	return code;
 }
@@ -444,6 +444,7 @@ int main(int argc, char **argv)
 		cqrs_store *st = open_store();
 		if (cqrs_views_build(output, st, ps, &bo, &err) < 0)
 			cqrs_die_error(&err);
+		code = parked_status(code, output);
 		cqrs_store_close(st);
 		break;
 	}
@@ -460,7 +461,7 @@ int main(int argc, char **argv)
 		/* --diff: 1 when the views differ, as diff(1) */
 		code = r == 1 ? CQRS_EXIT_NOT_FOUND : CQRS_EXIT_OK;
 		if (mode == REBUILD)
-			code = parked_status(code);
+			code = parked_status(code, cqrs_views_path(opt.views));
 		cqrs_store_close(st);
 		cqrs_views_unlock(lock);
 		break;

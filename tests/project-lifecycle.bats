@@ -279,6 +279,11 @@ $O9|1"
 	assert_equal "$(cqrs-project --parked | jq -c '[.projection, .sequence]' | paste -sd' ')" \
 		'["customer_order_summary",2] ["order_views",2] ["order_views",4] ["sales_analytics",2]'
 	assert_equal "$(cqrs-query order ORD-1 | jq -r .status)" CONFIRMED
+	# and so does a history file
+	run --separate-stderr cqrs-project -o hist.db --to 4
+	assert_failure 5
+	assert_equal "$stderr" 'cqrs-project: 4 events parked (customer_order_summary 1 from event 2, order_views 2 from event 2, sales_analytics 1 from event 2): cqrs-project --parked lists them'
+	assert_equal "$(cqrs-project --views hist.db --parked | wc -l)" 4
 }
 
 @test "a user projection fixed after parking applies what it parked, and goes on" {
@@ -460,4 +465,27 @@ $O9|1"
 	assert_output 1
 	run --separate-stderr cqrs-project -P totals.yaml --diff
 	assert_success
+}
+
+@test "--follow parks and goes on, says so once per new parked events, and replays" {
+	created "$O1" ORD-1 | cqrs-append -q
+	totals_projection 10000
+	cqrs-project --no-default-projections -P totals.yaml --follow 2>follow.err &
+	follower=$!
+	parked() { sqlite3 "$CQRS_VIEWS" 'SELECT count(*) FROM parked_events' 2>/dev/null || echo 0; }
+	created "$O9" ORD-9 2000.00 | cqrs-append -q
+	for ((i = 0; i < 400; i++)); do
+		[ "$(parked)" -eq 1 ] && break
+		sleep 0.025
+	done
+	assert_equal "$(parked)" 1
+	ev Order "$O1" OrderConfirmed '{}' | cqrs-append -q
+	for ((i = 0; i < 400; i++)); do
+		[ "$(sqlite3 "$CQRS_VIEWS" 'SELECT confirmed FROM order_totals')" = 1 ] && break
+		sleep 0.025
+	done
+	kill -TERM "$follower"
+	wait "$follower" || fail "--follow exited $?"
+	assert_equal "$(cat follow.err)" 'cqrs-project: 1 event parked so far: cqrs-project --parked lists them'
+	assert_equal "$(sqlite3 "$CQRS_VIEWS" 'SELECT * FROM order_totals')" "$O1|2000|1"
 }

@@ -93,8 +93,12 @@ struct cqrs_projector {
 	sqlite3_stmt *ckpt_save;
 	/* parking: SAVEPOINT, RELEASE, ROLLBACK TO, and the INSERT */
 	sqlite3_stmt *sp[3], *park_put;
-	int64_t parked_new;
+	int64_t parked_new, parked_committed;
 	bool replayed; /* since the last sync */
+	/* a savepoint around every event of several statements; otherwise
+	 * an event that fails after its first statement changed something
+	 * sets redo, and its batch is rolled back and applied again so */
+	bool careful, redo;
 	/* progress on a terminal */
 	bool progress;
 	int64_t progress_total, progress_done;
@@ -632,6 +636,7 @@ void cqrs_projector_rollback(cqrs_projector *p)
 		sqlite3_exec(p->db, "ROLLBACK", NULL, NULL, NULL);
 	p->in_txn = false;
 	rollback_memory(p);
+	p->parked_new = p->parked_committed;
 	if (p->prepared)
 		parked_load(p, NULL);
 }
@@ -676,6 +681,7 @@ int cqrs_projector_commit(cqrs_projector *p, cqrs_error *err)
 		return -1;
 	}
 	p->in_txn = false;
+	p->parked_committed = p->parked_new;
 	for (size_t i = 0; i < p->np; i++) {
 		struct rt_proj *rp = &p->p[i];
 		rp->checkpoint = rp->applied;
@@ -1021,10 +1027,18 @@ int cqrs_projector_catch_up(cqrs_projector *p, cqrs_store *st, int64_t to, const
 		while ((r = cqrs_cursor_next(c, &ev, err)) == 1) {
 			if (cqrs_projector_apply(p, &ev, err) < 0) {
 				cqrs_cursor_close(c);
-				return -1;
+				if (!p->redo)
+					return -1;
+				/* rolled back: the batch again, each event in a
+				 * savepoint (parked events, next_event) */
+				p->redo = false;
+				p->careful = true;
+				break;
 			}
 			n++;
 		}
+		if (r == 1)
+			continue;
 		cqrs_cursor_close(c);
 		if (r < 0) {
 			cqrs_projector_rollback(p);
@@ -1053,6 +1067,8 @@ int cqrs_projector_feed(cqrs_projector *p, const cqrs_event *ev, const char *sto
 		return cqrs_fail(err, CQRS_EXIT_DATAERR,
 				 "event has no 'sequence': cqrs-project applies stored events "
 				 "(the output of cqrs-read or cqrs-append)");
+	/* input cannot be read again: every event in a savepoint */
+	p->careful = true;
 	if (!p->replayed && parked_any(p)) {
 		if (*st == NULL && (*st = cqrs_store_open(store_path, CQRS_OPEN_READ, err)) == NULL)
 			return -1;
@@ -1239,8 +1255,11 @@ static int run_handlers(cqrs_projector *p, struct rt_proj *rp, const cqrs_event 
 			nst += rp->handlers[h].h->nsql;
 	if (nst == 0)
 		return 0;
-	/* One statement undoes itself when it fails; more need a savepoint. */
-	savepoint = savepoint || nst > 1;
+	/* One statement undoes itself when it fails; more need a savepoint,
+	 * which costs (SQLite copies each page the event touches): taken
+	 * only when an event failed half-way in this batch before. */
+	savepoint = savepoint || (p->careful && nst > 1);
+	size_t ran = 0;
 	int rc;
 	if (savepoint && (rc = step_once(p->sp[0])) != SQLITE_OK)
 		return db_error(p, rc, "cannot start a savepoint", err);
@@ -1249,10 +1268,16 @@ static int run_handlers(cqrs_projector *p, struct rt_proj *rp, const cqrs_event 
 		if (!handler_matches(hd, ev, th))
 			continue;
 		for (size_t k = 0; k < hd->h->nsql; k++) {
-			if (run_statement(p, rp, hd, &hd->stmts[k], ev, err) == 0)
+			if (run_statement(p, rp, hd, &hd->stmts[k], ev, err) == 0) {
+				ran++;
 				continue;
+			}
 			if (err->code != CQRS_EXIT_DATAERR)
 				return -1;
+			if (!savepoint && ran > 0 && !p->sparse) {
+				p->redo = true; /* half applied: the batch again */
+				return -1;
+			}
 			if (savepoint && ((rc = step_once(p->sp[2])) != SQLITE_OK ||
 					  (rc = step_once(p->sp[1])) != SQLITE_OK))
 				return db_error(p, rc, "cannot undo a parked event", err);
