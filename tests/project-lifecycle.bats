@@ -426,6 +426,13 @@ $O9|1"
 	chmod 600 events.db views.db
 	export CQRS_STORE=$PWD/events.db
 	assert_equal "$(sqlite3 views.db 'PRAGMA user_version')" 1
+	# readers are told what to do, and change nothing
+	run --separate-stderr cqrs-query orders
+	assert_failure 66
+	assert_equal "$stderr" "cqrs-query: $CQRS_VIEWS: views of an older release (schema version 1): run cqrs-project to upgrade them"
+	run --separate-stderr cqrs-project --lag
+	assert_failure 66
+	assert_equal "$(sqlite3 views.db 'PRAGMA user_version')" 1
 	run --separate-stderr cqrs-project
 	assert_success
 	assert_equal "$stderr" ''

@@ -127,8 +127,13 @@ static int ensure_schema(sqlite3 *db, const char *path, bool writable, cqrs_erro
 		return cqrs_views_db_error(db, path, rc, "cannot read the views", err);
 	if (app == VIEWS_APPLICATION_ID && ver == VIEWS_SCHEMA_VERSION)
 		return 0;
+	if (app == VIEWS_APPLICATION_ID && ver == 1 && writable)
+		return migrate_v1(db, path, err);
 	if (app == VIEWS_APPLICATION_ID && ver == 1)
-		return writable ? migrate_v1(db, path, err) : 0;
+		return cqrs_fail(err, CQRS_EXIT_NOINPUT,
+				 "%s: views of an older release (schema version 1): run "
+				 "cqrs-project to upgrade them",
+				 path);
 	if (app == STORE_APPLICATION_ID)
 		return cqrs_fail(err, CQRS_EXIT_DATAERR,
 				 "%s: is an event store, not a views file (--views and --store "
