@@ -94,7 +94,9 @@ struct cqrs_projector {
 	/* parking: SAVEPOINT, RELEASE, ROLLBACK TO, and the INSERT */
 	sqlite3_stmt *sp[3], *park_put;
 	int64_t parked_new, parked_committed;
-	bool replayed; /* since the last sync */
+	/* replayed once per process at the first catch-up (a --follow
+	 * replays again only after applying new events, not when idle) */
+	bool replayed;
 	/* a savepoint around every event of several statements; otherwise
 	 * an event that fails after its first statement changed something
 	 * sets redo, and its batch is rolled back and applied again so */
@@ -582,7 +584,6 @@ int cqrs_projector_sync(cqrs_projector *p, cqrs_error *err)
 			return -1;
 		p->prepared = true;
 	}
-	p->replayed = false;
 	return parked_load(p, err);
 fail:
 	sqlite3_finalize(get);
