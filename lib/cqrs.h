@@ -445,8 +445,10 @@ int cqrs_projector_replay(cqrs_projector *p, cqrs_store *st, cqrs_error *err);
 int64_t cqrs_projector_parked_new(const cqrs_projector *p);
 /* One NDJSON line per parked event, by projection and sequence. */
 int cqrs_views_parked(const char *views_path, FILE *out, cqrs_error *err);
-/* The number of parked events, and in buf "PROJECTION N from event SEQ, ...". */
-int64_t cqrs_views_parked_summary(const char *views_path, char *buf, size_t cap, cqrs_error *err);
+/* The number of parked events of the projections of ps, and in buf
+ * "PROJECTION N from event SEQ, ...". */
+int64_t cqrs_views_parked_summary(const char *views_path, const cqrs_projections *ps, char *buf,
+				  size_t cap, cqrs_error *err);
 
 /* The questions of cqrs-query(1) (query.c, rows.c). */
 enum cqrs_format { CQRS_FORMAT_NDJSON, CQRS_FORMAT_TABLE, CQRS_FORMAT_CSV };

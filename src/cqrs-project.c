@@ -105,13 +105,13 @@ static void report(cqrs_projector *p)
 
 /* After a run that applied what it could: 5 and one line when events are
  * parked (cqrs-project(1), PARKED EVENTS). */
-static int parked_status(int code, const char *views)
+static int parked_status(int code, const char *views, const cqrs_projections *ps)
 {
 	char what[512];
 	cqrs_error err = { 0 };
 	if (code != CQRS_EXIT_OK)
 		return code;
-	int64_t n = cqrs_views_parked_summary(views, what, sizeof what, &err);
+	int64_t n = cqrs_views_parked_summary(views, ps, what, sizeof what, &err);
 	if (n < 0) {
 		cqrs_warn("%s", err.msg);
 		return err.code;
@@ -138,7 +138,7 @@ static int catch_up(cqrs_projections *ps)
 	report(p);
 	cqrs_projector_close(p);
 	cqrs_store_close(st);
-	code = parked_status(code, cqrs_views_path(opt.views));
+	code = parked_status(code, cqrs_views_path(opt.views), ps);
 	cqrs_views_unlock(lock);
 	return code;
 }
@@ -275,7 +275,7 @@ out:
 	cqrs_input_close(in);
 	cqrs_projector_close(p);
 	cqrs_store_close(st);
-	code = parked_status(code, cqrs_views_path(opt.views));
+	code = parked_status(code, cqrs_views_path(opt.views), ps);
 	cqrs_views_unlock(lock);
 	return code;
 }
@@ -444,7 +444,7 @@ int main(int argc, char **argv)
 		cqrs_store *st = open_store();
 		if (cqrs_views_build(output, st, ps, &bo, &err) < 0)
 			cqrs_die_error(&err);
-		code = parked_status(code, output);
+		code = parked_status(code, output, ps);
 		cqrs_store_close(st);
 		break;
 	}
@@ -461,7 +461,7 @@ int main(int argc, char **argv)
 		/* --diff: 1 when the views differ, as diff(1) */
 		code = r == 1 ? CQRS_EXIT_NOT_FOUND : CQRS_EXIT_OK;
 		if (mode == REBUILD)
-			code = parked_status(code, cqrs_views_path(opt.views));
+			code = parked_status(code, cqrs_views_path(opt.views), ps);
 		cqrs_store_close(st);
 		cqrs_views_unlock(lock);
 		break;

@@ -496,3 +496,20 @@ $O9|1"
 	assert_equal "$(cat follow.err)" 'cqrs-project: 1 event parked so far: cqrs-project --parked lists them'
 	assert_equal "$(sqlite3 "$CQRS_VIEWS" 'SELECT * FROM order_totals')" "$O1|2000|1"
 }
+
+@test "a run says and exits 5 for the parked events of its own projections, not another job's" {
+	{
+		created "$O1" ORD-1
+		created "$O9" ORD-9 2000.00
+	} | cqrs-append -q
+	totals_projection 10000
+	run --separate-stderr cqrs-project --no-default-projections -P totals.yaml
+	assert_failure 5
+	# the shipped projections, from another cron job: nothing of theirs parked
+	run --separate-stderr cqrs-project
+	assert_success
+	assert_equal "$stderr" ''
+	# the listing is of the whole views file
+	run jq -r .projection < <(cqrs-project --parked)
+	assert_output order_totals
+}

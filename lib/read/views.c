@@ -445,7 +445,8 @@ int cqrs_views_parked(const char *views_path, FILE *out, cqrs_error *err)
 	return result;
 }
 
-int64_t cqrs_views_parked_summary(const char *views_path, char *buf, size_t cap, cqrs_error *err)
+int64_t cqrs_views_parked_summary(const char *views_path, const cqrs_projections *ps, char *buf,
+				  size_t cap, cqrs_error *err)
 {
 	sqlite3 *db;
 	buf[0] = '\0';
@@ -468,6 +469,13 @@ int64_t cqrs_views_parked_summary(const char *views_path, char *buf, size_t cap,
 	int64_t total = 0;
 	size_t n = 0;
 	while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+		/* only the projections of this run: another job's are its own */
+		const char *name = (const char *)sqlite3_column_text(q, 0);
+		bool loaded = false;
+		for (size_t i = 0; i < cqrs_projections_count(ps) && !loaded; i++)
+			loaded = name != NULL && strcmp(cqrs_projections_name(ps, i), name) == 0;
+		if (!loaded)
+			continue;
 		int64_t k = sqlite3_column_int64(q, 1);
 		total += k;
 		if (n < cap)
