@@ -445,8 +445,8 @@ void cqrs_projector_set_progress(cqrs_projector *p, bool on, const char *what);
 /* Apply nothing after sequence stop (0: nothing at all, -1: no limit) to
  * one projection (NULL: all). */
 int cqrs_projector_set_stop(cqrs_projector *p, const char *projection, int64_t stop);
-/* Under the lock, before applying: registers new projections, refuses
- * changed ones (code 78), loads the checkpoints. */
+/* Under the lock, before applying: registers new projections, rebuilds
+ * changed ones from the first event, loads the checkpoints. */
 int cqrs_projector_sync(cqrs_projector *p, cqrs_error *err);
 /* The lowest checkpoint: where reading the store resumes. */
 int64_t cqrs_projector_position(const cqrs_projector *p);
@@ -487,8 +487,24 @@ int cqrs_views_build(const char *output, cqrs_store *st, cqrs_projections *ps,
  * 1 when different, -1 on error. */
 int cqrs_views_diff(const char *views_path, cqrs_store *st, cqrs_projections *ps,
 		    const cqrs_build_opts *o, FILE *out, cqrs_error *err);
-/* One NDJSON line per projection: its checkpoint and how far behind. */
+/* One NDJSON line per projection: its checkpoint, how far behind, and how
+ * many of its events are parked. */
 int cqrs_views_lag(const char *views_path, cqrs_store *st, FILE *out, cqrs_error *err);
+
+/* Parked events (issue 8): what a projection could not apply is recorded
+ * in the views, its checkpoint moves on, and the later events of the same
+ * aggregate wait behind it; a run retries them first. */
+/* Retries the parked events of every projection, per aggregate in order;
+ * removes those that apply now. */
+int cqrs_projector_replay(cqrs_projector *p, cqrs_store *st, cqrs_error *err);
+/* Events this projector parked since it was opened. */
+int64_t cqrs_projector_parked_new(const cqrs_projector *p);
+/* One NDJSON line per parked event, by projection and sequence. */
+int cqrs_views_parked(const char *views_path, FILE *out, cqrs_error *err);
+/* The number of parked events of the projections of ps, and in buf
+ * "PROJECTION N from event SEQ, ...". */
+int64_t cqrs_views_parked_summary(const char *views_path, const cqrs_projections *ps, char *buf,
+				  size_t cap, cqrs_error *err);
 
 /* The questions of cqrs-query(1) (query.c, rows.c). */
 enum cqrs_format { CQRS_FORMAT_NDJSON, CQRS_FORMAT_TABLE, CQRS_FORMAT_CSV };
