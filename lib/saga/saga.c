@@ -499,14 +499,17 @@ static int run_command(struct cqrs_saga_runner *r, const struct saga_action *a,
 		*err = cerr;
 		return -1;
 	}
+	/* the result line says it (cqrs-command(1)), whatever the status enum */
 	int kind = CMD_APPLIED;
-	if (cres.status == CQRS_COMMAND_ACCEPTED && result_says(&cres, "status", "unchanged"))
+	if (result_says(&cres, "status", "unchanged"))
 		kind = CMD_UNCHANGED;
-	else if (cres.status != CQRS_COMMAND_ACCEPTED && result_says(&cres, "code", "person_decision"))
+	else if (cres.status == CQRS_COMMAND_ACCEPTED)
+		kind = CMD_APPLIED;
+	else if (result_says(&cres, "code", "person_decision"))
 		kind = CMD_PERSON;
-	else if (cres.status != CQRS_COMMAND_ACCEPTED && a->accept_rejected)
+	else if (a->accept_rejected)
 		kind = CMD_NOTHING;
-	else if (cres.status != CQRS_COMMAND_ACCEPTED) {
+	else {
 		kind = CMD_REFUSED;
 		res->kind = ACT_FAIL;
 		msgf(res->reason, sizeof res->reason, "rejected: %s", cres.reason);
