@@ -127,9 +127,8 @@ static const struct {
 	[FL_COUNTRY] = { "country", "country", SPECIAL },
 };
 
-#define ADDRESS_PARTS                                                                \
-	(F(FL_RECIPIENT) | F(FL_STREET) | F(FL_CITY) | F(FL_STATE) | F(FL_ZIP) | \
-	 F(FL_COUNTRY))
+#define ADDRESS_PARTS                                                                              \
+	(F(FL_RECIPIENT) | F(FL_STREET) | F(FL_CITY) | F(FL_STATE) | F(FL_ZIP) | F(FL_COUNTRY))
 
 #define F(x) (1u << (x))
 
@@ -283,8 +282,9 @@ static char *build_command(const struct verb *v, const struct friendly *fr, size
 	if (v->optional & F(FL_SHIP_TO)) {
 		unsigned parts = fr->given & ADDRESS_PARTS;
 		if ((fr->given & F(FL_SHIP_TO)) && parts != 0)
-			cqrs_die(CQRS_EXIT_USAGE, "%s takes --ship-to or the address in parts, "
-						  "not both",
+			cqrs_die(CQRS_EXIT_USAGE,
+				 "%s takes --ship-to or the address in parts, "
+				 "not both",
 				 v->name);
 		unsigned need = F(FL_STREET) | F(FL_CITY) | F(FL_ZIP) | F(FL_COUNTRY);
 		for (int i = 0; !(fr->given & F(FL_SHIP_TO)) && i < FL_COUNT; i++)

@@ -31,9 +31,9 @@ struct cmd_spec {
 	decide_fn decide;
 };
 
-#define B(f)   (1u << (f))
-#define COMMON                                                                           \
-	(B(F_COMMAND_ID) | B(F_TYPE) | B(F_CORRELATION_ID) | B(F_USER_ID) | B(F_IF_NEEDED) | \
+#define B(f) (1u << (f))
+#define COMMON                                                                                     \
+	(B(F_COMMAND_ID) | B(F_TYPE) | B(F_CORRELATION_ID) | B(F_USER_ID) | B(F_IF_NEEDED) |       \
 	 B(F_AUTOMATED))
 
 /* clang-format off */
@@ -259,8 +259,8 @@ static int parse_items(struct cqrs_commander *c, const char *v, size_t n, cqrs_e
  * country}; zip is stored as postal_code. */
 static int parse_address(struct command *cmd, const char *v, size_t n, cqrs_error *err)
 {
-	static const char *const parts[ADDR_PARTS + 1] = { "name",	  "street",  "city",
-							   "state",	  "postal_code", "country",
+	static const char *const parts[ADDR_PARTS + 1] = { "name",  "street",	   "city",
+							   "state", "postal_code", "country",
 							   "zip" };
 	static const bool needed[ADDR_PARTS] = { false, true, true, false, true, true };
 	if (v[0] != '{')
@@ -281,8 +281,8 @@ static int parse_address(struct command *cmd, const char *v, size_t n, cqrs_erro
 		if (seen & (1u << to))
 			return bad(err, "shipping_address: postal_code given twice (zip is its "
 					"alias)");
-		if (get_text("shipping_address: ", parts[i], m.value, m.value_len,
-			     cmd->address[to], DOM_TEXT, err) < 0)
+		if (get_text("shipping_address: ", parts[i], m.value, m.value_len, cmd->address[to],
+			     DOM_TEXT, err) < 0)
 			return -1;
 		seen |= 1u << to;
 	}
@@ -387,8 +387,8 @@ static int parse_command(struct cqrs_commander *c, char *line, size_t len, cqrs_
 			if (strlen(field_names[f]) == m.key_len &&
 			    memcmp(field_names[f], m.key, m.key_len) == 0)
 				break;
-		for (size_t k = 0; f == F_FIELDS && k < sizeof field_aliases / sizeof *field_aliases;
-		     k++)
+		for (size_t k = 0;
+		     f == F_FIELDS && k < sizeof field_aliases / sizeof *field_aliases; k++)
 			if (strlen(field_aliases[k].alias) == m.key_len &&
 			    memcmp(field_aliases[k].alias, m.key, m.key_len) == 0)
 				f = (int)field_aliases[k].field;
@@ -783,7 +783,8 @@ static int append_events(struct cqrs_commander *c, cqrs_command_result *res, cqr
 		cqrs_event ev;
 		memset(&ev, 0, sizeof ev);
 		memcpy(ev.aggregate_id, a->id, CQRS_UUID_LEN);
-		snprintf(ev.aggregate_type, sizeof ev.aggregate_type, "%s", domain_of(a->kind)->type);
+		snprintf(ev.aggregate_type, sizeof ev.aggregate_type, "%s",
+			 domain_of(a->kind)->type);
 		snprintf(ev.event_type, sizeof ev.event_type, "%s", d->event_type[i]);
 		ev.event_version = 1;
 		ev.expected_version = a->version;
@@ -812,7 +813,8 @@ static int append_events(struct cqrs_commander *c, cqrs_command_result *res, cqr
 	if (agg_committed(&c->loader, &c->agg, old[0], err) < 0)
 		return -1;
 	for (int k = 0; k < c->nrelated; k++)
-		if (touched[k + 1] && agg_committed(&c->loader, &c->related[k], old[k + 1], err) < 0)
+		if (touched[k + 1] &&
+		    agg_committed(&c->loader, &c->related[k], old[k + 1], err) < 0)
 			return -1;
 	return 0;
 }

@@ -104,7 +104,7 @@ struct payment_state {
 	bool exists;
 	uint8_t order_id[CQRS_UUID_LEN];
 	char currency[4];
-	char method[DOM_ID]; /* payment_method, "" when not given */
+	char method[DOM_ID];			/* payment_method, "" when not given */
 	int64_t authorized, captured, refunded; /* minor units */
 	bool voided;
 };
@@ -289,8 +289,8 @@ int payment_refund(const struct command *c, const struct aggregate *a, const str
 		   struct decision *d, cqrs_error *err);
 int payment_void(const struct command *c, const struct aggregate *a, const struct decide_ctx *ctx,
 		 struct decision *d, cqrs_error *err);
-int payment_cancel(const struct command *c, const struct aggregate *a,
-		   const struct decide_ctx *ctx, struct decision *d, cqrs_error *err);
+int payment_cancel(const struct command *c, const struct aggregate *a, const struct decide_ctx *ctx,
+		   struct decision *d, cqrs_error *err);
 
 /* The checks every decide function starts with: the stream is of this
  * aggregate type, and it exists (or, for a creation, does not).  Return

@@ -54,7 +54,8 @@ bool reject_foreign(struct decision *d, const struct aggregate *a, const struct 
 		return false;
 	char id[37];
 	cqrs_uuid_format(a->id, id);
-	reject(d, "wrong_type", "aggregate %s is of type %s, not %s", id, a->foreign_type, dom->type);
+	reject(d, "wrong_type", "aggregate %s is of type %s, not %s", id, a->foreign_type,
+	       dom->type);
 	return true;
 }
 
@@ -101,10 +102,11 @@ bool reject_amount(struct decision *d, const char *what, const char *text, size_
 	if (cqrs_money_parse(text, len, currency, minor, &e) < 0) {
 		/* money.c words it for any amount; say which one */
 		if (strstr(e.msg, "decimals") != NULL)
-			reject(d, "invalid", "%s %.*s has more decimals than %s allows (%d)", what, (int)len,
-			       text, currency, cqrs_currency_digits(currency));
+			reject(d, "invalid", "%s %.*s has more decimals than %s allows (%d)", what,
+			       (int)len, text, currency, cqrs_currency_digits(currency));
 		else
-			reject(d, "invalid", "%s %.*s is not a plain decimal amount", what, (int)len, text);
+			reject(d, "invalid", "%s %.*s is not a plain decimal amount", what,
+			       (int)len, text);
 		return true;
 	}
 	/* "-0" is no amount the domain writes: a sign error upstream */

@@ -21,8 +21,8 @@ int64_t inventory_held(const struct inventory_state *s, const uint8_t order_id[C
 
 /* Adds delta to what order_id holds (an entry at 0 leaves, so the state
  * stays as small as the open orders). */
-static int hold_add(struct inventory_state *s, const uint8_t order_id[CQRS_UUID_LEN],
-		    int64_t delta, cqrs_error *err)
+static int hold_add(struct inventory_state *s, const uint8_t order_id[CQRS_UUID_LEN], int64_t delta,
+		    cqrs_error *err)
 {
 	size_t i;
 	for (i = 0; i < s->nholds; i++)
@@ -235,8 +235,7 @@ static void move_event(struct decision *d, const char *type, const struct comman
 }
 
 /* "ORD-2026-000001" once the order exists, its id before */
-static void order_name(const struct command *c, const struct decide_ctx *ctx, char *buf,
-		       size_t cap)
+static void order_name(const struct command *c, const struct decide_ctx *ctx, char *buf, size_t cap)
 {
 	if (ctx->nrelated > 0 && ctx->related[0].kind == AGG_ORDER &&
 	    ctx->related[0].u.order.exists) {
@@ -265,8 +264,9 @@ int inventory_reserve(const struct command *c, const struct aggregate *a,
 	if (reject_quantity(d, "quantity", c->quantity, c->quantity_len, &q))
 		return 0;
 	if (q > s->on_hand - s->reserved)
-		return reject(d, "insufficient_stock", "cannot reserve %lld of %s: only %lld available",
-			      (long long)q, s->sku, (long long)(s->on_hand - s->reserved));
+		return reject(d, "insufficient_stock",
+			      "cannot reserve %lld of %s: only %lld available", (long long)q,
+			      s->sku, (long long)(s->on_hand - s->reserved));
 	move_event(d, "InventoryReserved", c, q);
 	return 0;
 }
@@ -286,8 +286,9 @@ int inventory_release(const struct command *c, const struct aggregate *a,
 	if (HAS(c, F_QUANTITY) && reject_quantity(d, "quantity", c->quantity, c->quantity_len, &q))
 		return 0;
 	if (q > held)
-		return reject(d, "not_enough_held", "cannot release %lld of %s: order %s holds %lld",
-			      (long long)q, a->u.inv.sku, order, (long long)held);
+		return reject(d, "not_enough_held",
+			      "cannot release %lld of %s: order %s holds %lld", (long long)q,
+			      a->u.inv.sku, order, (long long)held);
 	move_event(d, "InventoryReleased", c, q);
 	return 0;
 }

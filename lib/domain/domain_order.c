@@ -238,8 +238,8 @@ static void write_items(const struct command *c, struct cqrs_strbuf *b)
  * (name, state) only when given. */
 static void write_address(const struct command *c, struct cqrs_strbuf *b)
 {
-	static const char *const parts[ADDR_PARTS] = { "name",	      "street",	     "city",
-						       "state",	      "postal_code", "country" };
+	static const char *const parts[ADDR_PARTS] = { "name",	"street",      "city",
+						       "state", "postal_code", "country" };
 	cqrs_strbuf_putc(b, '{');
 	for (int i = 0; i < ADDR_PARTS; i++) {
 		if (c->address[i][0] == '\0')
@@ -344,8 +344,8 @@ int order_pay(const struct command *c, const struct aggregate *a, const struct d
 		cqrs_money_format(amount, o->currency, paid, sizeof paid);
 		cqrs_money_format(o->total, o->currency, total, sizeof total);
 		return reject(d, "invalid",
-			      "payment of %s %s does not match the total of order %s (%s %s)",
-			      paid, o->currency, name, total, o->currency);
+			      "payment of %s %s does not match the total of order %s (%s %s)", paid,
+			      o->currency, name, total, o->currency);
 	}
 	struct cqrs_strbuf *b = decision_emit(d, "PaymentProcessed");
 	cqrs_strbuf_putc(b, '{');
@@ -396,10 +396,11 @@ int order_ship(const struct command *c, const struct aggregate *a, const struct 
 		if (held < o->lines[k].quantity) {
 			char id[37];
 			cqrs_uuid_format(o->lines[k].product_id, id);
-			return reject(d, "not_enough_held",
-				      "cannot ship order %s: it holds %lld of product %s, and needs "
-				      "%lld",
-				      name, (long long)held, id, (long long)o->lines[k].quantity);
+			return reject(
+				d, "not_enough_held",
+				"cannot ship order %s: it holds %lld of product %s, and needs "
+				"%lld",
+				name, (long long)held, id, (long long)o->lines[k].quantity);
 		}
 	}
 	char now[CQRS_TIMESTAMP_LEN + 1];
@@ -421,8 +422,7 @@ int order_ship(const struct command *c, const struct aggregate *a, const struct 
 		int64_t held = inventory_held(&ctx->related[k].u.inv, a->id);
 		stock_event(d, k, "InventoryShipped", a->id, o->lines[k].quantity);
 		if (held > o->lines[k].quantity)
-			stock_event(d, k, "InventoryReleased", a->id,
-				    held - o->lines[k].quantity);
+			stock_event(d, k, "InventoryReleased", a->id, held - o->lines[k].quantity);
 	}
 	return 0;
 }

@@ -37,8 +37,10 @@ static int apply(struct aggregate *a, const cqrs_event *ev, cqrs_error *err)
 		if (__builtin_add_overflow(*sum, amount, sum) || *sum > DOM_MAX_AMOUNT)
 			return agg_bad_event(a, ev, "the amounts add up out of range", err);
 		if (p->captured > p->authorized || p->refunded > p->captured)
-			return agg_bad_event(a, ev, "more captured than authorized, or refunded "
-						    "than captured", err);
+			return agg_bad_event(a, ev,
+					     "more captured than authorized, or refunded "
+					     "than captured",
+					     err);
 	} else if (strcmp(t, "AuthorizationVoided") == 0) {
 		p->voided = true;
 	}
@@ -219,8 +221,8 @@ int payment_void(const struct command *c, const struct aggregate *a, const struc
 
 /* Undoes what the payment still holds: the open authorization is voided,
  * what was captured and not refunded is refunded. */
-int payment_cancel(const struct command *c, const struct aggregate *a,
-		   const struct decide_ctx *ctx, struct decision *d, cqrs_error *err)
+int payment_cancel(const struct command *c, const struct aggregate *a, const struct decide_ctx *ctx,
+		   struct decision *d, cqrs_error *err)
 {
 	(void)ctx;
 	(void)err;
