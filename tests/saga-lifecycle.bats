@@ -186,3 +186,30 @@ cancel $saga/create_shipping_label/compensate ok"
 	assert_equal "$(saga_row 1)" "FAILED|0|0|cancelled"
 	assert_equal "$(effects 1)" "$want"
 }
+
+@test "a store of release 0.1: its saga in flight finishes, its finished sagas stay as they were" {
+	fixture=${CQRS_TOP_SRCDIR:?}/tests/fixtures/release-0.1/events.db
+	[ -f "$fixture" ] || fail "no fixture at $fixture"
+	rm -f "$CQRS_STORE"*
+	cp "$fixture" "$CQRS_STORE"
+	chmod 600 "$CQRS_STORE"
+	rm -rf "$PAYMENT_GATEWAY_DIR" "$SHIPPING_LABEL_DIR"
+	q="SELECT correlation_id, status, current_step, coalesce(outcome, ''), revision, updated_at FROM saga_instances"
+	before=$(sqlite3 "$CQRS_STORE" "$q WHERE status != 'RUNNING' ORDER BY correlation_id")
+	assert_equal "$(saga_row 5)" "RUNNING|1|1|"
+	n=$(cqrs-read | wc -l)
+	# after order 5's retry is due, with the gateway up again
+	export CQRS_SAGA_NOW=2026-11-02T11:00:00Z
+	run --separate-stderr cqrs-saga run
+	assert_success
+	assert_equal "$stderr" ""
+	assert_equal "$(saga_row 5)" "COMPLETED|4|0|completed"
+	assert_equal "$(cqrs-read --correlation order-5 | jq -r 'select(.aggregate_type != "Saga") | .event_type' | tr '\n' ' ')" "OrderCreated InventoryReserved PaymentAuthorized ShippingLabelCreated OrderConfirmed "
+	# order 6, created after the last run of 0.1, gets its saga
+	assert_equal "$(saga_row 6)" "COMPLETED|4|0|completed"
+	# the finished ones: untouched, and none of the old cancellations acted on
+	assert_equal "$(sqlite3 "$CQRS_STORE" "$q WHERE correlation_id IN ('order-1', 'order-2', 'order-3', 'order-4') ORDER BY correlation_id")" "$before"
+	assert_equal "$(cqrs-read --after "$n" | jq -r .event_type | grep -c -E '^(InventoryReleased|AuthorizationVoided|ShipmentCancelled|OrderCancelled)$')" 0
+	# the saga's calls: order 5's and 6's only
+	assert_equal "$(cut -d' ' -f1,3 "$PAYMENT_GATEWAY_DIR/calls.log" | tr '\n' ' ')" "authorize ok authorize ok "
+}
