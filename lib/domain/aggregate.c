@@ -83,7 +83,8 @@ int agg_loader_init(struct agg_loader *l, cqrs_store *st, int64_t snapshot_every
 
 void agg_loader_free(struct agg_loader *l)
 {
-	if (l->cache != NULL)
+	/* only when needed: reading every slot faults in every page */
+	if (l->cache != NULL && l->cache_owns)
 		agg_loader_forget(l);
 	free(l->cache);
 	cqrs_strbuf_free(&l->scratch);
@@ -103,17 +104,30 @@ static struct aggregate *slot(struct agg_loader *l, const uint8_t id[CQRS_UUID_L
 	return &l->cache[h & (AGG_CACHE_SLOTS - 1)];
 }
 
+/* Frees what a slot owns and marks it empty, without writing the rest:
+ * a process that used few slots touches few pages. */
+static void forget_slot(struct aggregate *c)
+{
+	if (c->kind == AGG_INVENTORY && c->u.inv.holds != NULL) {
+		free(c->u.inv.holds);
+		c->u.inv.holds = NULL;
+		c->u.inv.nholds = c->u.inv.holds_cap = 0;
+	}
+	if (c->version != 0)
+		c->version = 0;
+}
+
 void agg_loader_forget(struct agg_loader *l)
 {
 	for (int i = 0; i < AGG_CACHE_SLOTS; i++)
-		agg_clear(&l->cache[i]);
+		forget_slot(&l->cache[i]);
 }
 
 void agg_loader_forget_one(struct agg_loader *l, const uint8_t id[CQRS_UUID_LEN])
 {
 	struct aggregate *c = slot(l, id);
 	if (memcmp(c->id, id, CQRS_UUID_LEN) == 0)
-		agg_clear(c);
+		forget_slot(c);
 }
 
 int agg_fold(struct aggregate *a, const cqrs_event *ev, cqrs_error *err)
@@ -311,6 +325,14 @@ static int fold_rest(struct agg_loader *l, struct aggregate *a, bool check_first
 	return first ? 1 : 0; /* the event at the snapshot's version is gone */
 }
 
+static int cache_put(struct agg_loader *l, struct aggregate *c, const struct aggregate *a,
+		     cqrs_error *err)
+{
+	if (a->kind == AGG_INVENTORY && a->u.inv.nholds > 0)
+		l->cache_owns = true;
+	return agg_copy(c, a, err);
+}
+
 int agg_load(struct agg_loader *l, enum agg_kind kind, const uint8_t id[CQRS_UUID_LEN],
 	     struct aggregate *out, cqrs_error *err)
 {
@@ -330,7 +352,7 @@ int agg_load(struct agg_loader *l, enum agg_kind kind, const uint8_t id[CQRS_UUI
 			return 0;
 		if (fold_rest(l, out, false, err) < 0)
 			return -1;
-		return agg_copy(c, out, err);
+		return cache_put(l, c, out, err);
 	}
 	if (!l->ignore_snapshots) {
 		int r = from_snapshot(l, out, current, err);
@@ -344,7 +366,7 @@ int agg_load(struct agg_loader *l, enum agg_kind kind, const uint8_t id[CQRS_UUI
 			if (r == 0) {
 				l->snapshots_used++;
 				l->last_snapshot = at;
-				return agg_copy(c, out, err);
+				return cache_put(l, c, out, err);
 			}
 			l->snapshots_ignored++;
 			agg_init(out, kind, id);
@@ -352,13 +374,13 @@ int agg_load(struct agg_loader *l, enum agg_kind kind, const uint8_t id[CQRS_UUI
 	}
 	if (fold_rest(l, out, false, err) < 0)
 		return -1;
-	return agg_copy(c, out, err);
+	return cache_put(l, c, out, err);
 }
 
 int agg_committed(struct agg_loader *l, const struct aggregate *a, int64_t old_version,
 		  cqrs_error *err)
 {
-	if (agg_copy(slot(l, a->id), a, err) < 0)
+	if (cache_put(l, slot(l, a->id), a, err) < 0)
 		return -1;
 	int64_t n = l->snapshot_every;
 	if (n > 0 && old_version / n != a->version / n)

@@ -744,6 +744,12 @@ static int load_related(struct cqrs_commander *c, cqrs_error *err)
 {
 	c->nrelated = 0;
 	enum cmd_type t = c->cmd.type;
+	if (t != CMD_RESERVE_INVENTORY && t != CMD_RELEASE_INVENTORY && t != CMD_SHIP_ORDER)
+		return 0;
+	/* made on first need: most commands touch one aggregate */
+	if (c->related == NULL &&
+	    (c->related = calloc(DOM_MAX_ORDER_PRODUCTS, sizeof *c->related)) == NULL)
+		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
 	if (t == CMD_RESERVE_INVENTORY || t == CMD_RELEASE_INVENTORY) {
 		if (agg_load(&c->loader, AGG_ORDER, c->cmd.order_id, &c->related[0], err) < 0)
 			return -1;
@@ -955,9 +961,8 @@ cqrs_commander *cqrs_commander_new(cqrs_store *st, const struct cqrs_command_opt
 	    (opt != NULL && opt->correlation_id != NULL &&
 	     (c->correlation_id = strdup(opt->correlation_id)) == NULL))
 		goto oom;
-	c->related = calloc(DOM_MAX_ORDER_PRODUCTS, sizeof *c->related);
 	c->out = open_memstream(&c->outbuf, &c->outsize);
-	if (c->out == NULL || c->related == NULL)
+	if (c->out == NULL)
 		goto oom;
 	if (agg_loader_init(&c->loader, st, c->opt.snapshot_every, c->opt.ignore_snapshots, err) <
 	    0) {
@@ -985,7 +990,8 @@ void cqrs_commander_free(cqrs_commander *c)
 	agg_clear(&c->agg);
 	agg_clear(&c->aux);
 	for (int k = 0; c->related != NULL && k < DOM_MAX_ORDER_PRODUCTS; k++)
-		agg_clear(&c->related[k]);
+		if (c->related[k].kind == AGG_INVENTORY)
+			agg_clear(&c->related[k]);
 	free(c->related);
 	free(c->cmd.items);
 	for (int i = 0; i < DOM_MAX_EVENTS; i++)

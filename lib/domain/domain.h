@@ -317,6 +317,7 @@ struct agg_loader {
 	int64_t snapshot_every; /* 0: never */
 	bool ignore_snapshots;
 	struct aggregate *cache; /* AGG_CACHE_SLOTS, direct-mapped on the id */
+	bool cache_owns;	 /* a slot may hold heap memory (holds) */
 	struct cqrs_strbuf scratch;
 	/* counters for tests and benchmarks */
 	int64_t snapshots_used, snapshots_ignored, events_folded;

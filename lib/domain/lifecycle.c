@@ -149,7 +149,8 @@ static const struct lc_command commands[CMD_COUNT] = {
 		  { S(ORDER_PAID) | S(ORDER_SHIPPED), "not_allowed",
 		    "order %s has already been paid" } },
 		{ { 0 } }, "the amount and currency are exactly the order's total (invalid)" },
-	[CMD_SHIP_ORDER] = { "ShipOrder", AGG_ORDER, false, "OrderShipped, InventoryShipped",
+	[CMD_SHIP_ORDER] = { "ShipOrder", AGG_ORDER, false,
+		"OrderShipped, InventoryShipped, InventoryReleased",
 		NULL, NULL, NULL, NULL,
 		{ { S(ORDER_CANCELLED), "not_allowed", "cannot ship order %s: it was cancelled" },
 		  { S(ORDER_SHIPPED), "not_allowed", "order %s has already been shipped" },
@@ -157,8 +158,9 @@ static const struct lc_command commands[CMD_COUNT] = {
 		    "cannot ship order %s: it has not been paid" } },
 		{ { 0 } },
 		"every order line's product holds a reservation for the order of at least "
-		"the line's quantity (not_enough_held); OrderShipped and one InventoryShipped "
-		"per product are appended in one transaction" },
+		"the line's quantity (not_enough_held); OrderShipped, one InventoryShipped "
+		"per product and an InventoryReleased for what the order held beyond its "
+		"items are appended in one transaction" },
 	[CMD_CANCEL_ORDER] = { "CancelOrder", AGG_ORDER, false, "OrderCancelled",
 		"the order is cancelled", order_cancelled, "already_done",
 		"order %s is already cancelled",
@@ -237,7 +239,7 @@ static const struct lc_event events[] = {
 	  "on_hand += q, received += q" },
 	{ AGG_INVENTORY, "InventoryReserved", "ReserveInventory", S(INV_ACTIVE), -1,
 	  "reserved += q, the order holds q more" },
-	{ AGG_INVENTORY, "InventoryReleased", "ReleaseInventory", S(INV_ACTIVE), -1,
+	{ AGG_INVENTORY, "InventoryReleased", "ReleaseInventory, ShipOrder", S(INV_ACTIVE), -1,
 	  "reserved -= q, the order holds q less" },
 	{ AGG_INVENTORY, "InventoryShipped", "ShipOrder", S(INV_ACTIVE), -1,
 	  "reserved -= q, on_hand -= q, shipped += q, the order holds q less" },

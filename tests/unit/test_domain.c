@@ -462,6 +462,11 @@ static void roundtrip(const struct aggregate *a, const char *what)
 	struct cqrs_strbuf b = { 0 };
 	agg_state_json(a, &b);
 	struct aggregate back = { 0 };
+	/* valid JSON (a checker, not only our own reader, must accept it) */
+	char *copy = strdup(b.p);
+	size_t clen = b.len;
+	CHECK(copy != NULL && cqrs_json_compact(copy, &clen, NULL) == 0, "%s: JSON %s", what, b.p);
+	free(copy);
 	fresh(&back, a->kind);
 	back.version = a->version;
 	memcpy(back.last_hash, a->last_hash, CQRS_HASH_LEN);
@@ -515,6 +520,75 @@ static void test_snapshots(void)
 	agg_clear(&a);
 }
 
+/* The read-only lifecycle API of cqrs.h, on a real store. */
+static int run(cqrs_commander *cmd, const char *json)
+{
+	char line[1024];
+	snprintf(line, sizeof line, "%s", json);
+	cqrs_command_result res;
+	cqrs_error err;
+	int r = cqrs_commander_handle(cmd, line, strlen(line), &res, &err);
+	CHECK(r == 0, "%s: %s", json, r == 0 ? "" : err.msg);
+	int status = r == 0 ? res.status : -1;
+	if (r == 0)
+		cqrs_command_result_free(&res);
+	return status;
+}
+
+static int goal(cqrs_commander *cmd, const char *json)
+{
+	char line[1024];
+	snprintf(line, sizeof line, "%s", json);
+	cqrs_error err;
+	return cqrs_commander_goal_reached(cmd, line, strlen(line), &err);
+}
+
+#define P_ "11111111-1111-4111-8111-111111111111"
+#define O_ "22222222-2222-4222-8222-222222222222"
+
+static void test_api(void)
+{
+	char dir[] = "/tmp/test_domain.XXXXXX", path[64];
+	CHECK(mkdtemp(dir) != NULL, "temp dir");
+	snprintf(path, sizeof path, "%s/events.db", dir);
+	cqrs_error err;
+	cqrs_store *st = cqrs_store_open(path, CQRS_OPEN_WRITE, &err);
+	CHECK(st != NULL, "store");
+	cqrs_commander *cmd = cqrs_commander_new(st, NULL, &err);
+	struct cqrs_order_info info;
+	CHECK(cqrs_commander_order(cmd, ORDER, &info, &err) == 0 && info.status[0] == '\0',
+	      "no order yet");
+	run(cmd, "{\"command_id\":\"1\",\"type\":\"RegisterProduct\",\"product_id\":\"" P_
+		 "\",\"sku\":\"S\",\"name\":\"N\",\"quantity\":5}");
+	run(cmd, "{\"command_id\":\"2\",\"type\":\"CreateOrder\",\"order_id\":\"" O_
+		 "\",\"customer_id\":\"c\",\"items\":[{\"product_id\":\"" P_
+		 "\",\"quantity\":2,\"unit_price\":1}],\"currency\":\"USD\",\"shipping_address\":"
+		 "{\"street\":\"s\",\"city\":\"c\",\"zip\":\"1\",\"country\":\"US\"}}");
+	const char *confirm =
+		"{\"command_id\":\"x\",\"type\":\"ConfirmOrder\",\"order_id\":\"" O_ "\"}";
+	const char *reserve = "{\"command_id\":\"y\",\"type\":\"ReserveInventory\",\"product_id\":"
+			      "\"" P_ "\",\"order_id\":\"" O_ "\",\"quantity\":2}";
+	CHECK(goal(cmd, confirm) == 0 && goal(cmd, reserve) == 0, "goals not reached");
+	run(cmd, "{\"command_id\":\"3\",\"type\":\"ConfirmOrder\",\"order_id\":\"" O_ "\"}");
+	CHECK(run(cmd, "{\"command_id\":\"4\",\"type\":\"ReserveInventory\",\"product_id\":\"" P_
+		       "\",\"order_id\":\"" O_ "\",\"quantity\":2}") == CQRS_COMMAND_ACCEPTED,
+	      "reserved");
+	CHECK(goal(cmd, confirm) == 1 && goal(cmd, reserve) == 1, "goals reached");
+	CHECK(cqrs_commander_order(cmd, ORDER, &info, &err) == 0 &&
+		      strcmp(info.status, "CONFIRMED") == 0 && info.confirmed_by_person &&
+		      info.nlines == 1 && info.lines[0].quantity == 2,
+	      "order info %s", info.status);
+	CHECK(run(cmd, "{\"command_id\":\"5\",\"type\":\"ConfirmOrder\",\"order_id\":\"" O_
+		       "\",\"if_needed\":true}") == CQRS_COMMAND_UNCHANGED,
+	      "unchanged");
+	CHECK(goal(cmd, "{\"command_id\":\"z\",\"type\":\"Bogus\"}") == -1, "bad command");
+	cqrs_commander_free(cmd);
+	cqrs_store_close(st);
+	char rm[128];
+	snprintf(rm, sizeof rm, "rm -rf '%s'", dir);
+	CHECK(system(rm) == 0, "cleanup");
+}
+
 int main(void)
 {
 	test_create_order();
@@ -524,5 +598,6 @@ int main(void)
 	test_table();
 	test_payment();
 	test_snapshots();
+	test_api();
 	return unit_done();
 }
