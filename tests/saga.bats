@@ -222,7 +222,7 @@ order-6|FAILED|compensated"
   FAILED        3 (compensated 3, compensation failed 0)
   completion rate 50.0% (3 of 6 finished)"
 	run cqrs-saga status --format ndjson
-	assert_output '{"saga_type":"order","total":6,"RUNNING":0,"COMPENSATING":0,"COMPLETED":3,"FAILED":3,"compensated":3,"compensation_failed":0,"completion_rate":50.0}'
+	assert_output '{"saga_type":"order","total":6,"RUNNING":0,"COMPENSATING":0,"COMPLETED":3,"FAILED":3,"compensated":3,"compensation_failed":0,"left_to_person":0,"cancelled":0,"completion_rate":50.0}'
 }
 
 @test "an order of several products reserves all or none of them" {
