@@ -37,8 +37,8 @@ enum act_kind {
 struct act_result {
 	enum act_kind kind;
 	enum act_kind underlying; /* of ACT_PARTIAL */
-	bool reached; /* ACT_OK with no effect: every command found its goal held */
-	bool person;  /* a command was refused as a person's decision */
+	bool reached;		  /* ACT_OK with no effect: every command found its goal held */
+	bool person;		  /* a command was refused as a person's decision */
 	char reason[512];
 	int64_t not_before; /* ACT_RETRY / ACT_DEFER: no sooner than this */
 	const char *output;
@@ -720,11 +720,12 @@ static int run_action(struct cqrs_saga_runner *r, const cqrs_saga_def *d, struct
  * aggregate_id nor correlation_id when need_key (a goal: an indexed look-up,
  * never a scan of every event of a type). */
 static int match_event(struct cqrs_saga_runner *r, const struct saga_inst *in,
-		       const char *event_type, const char *aggregate_type,
-		       const struct tpl *match, int64_t after, bool need_key,
-		       struct act_result *res, cqrs_error *err)
+		       const char *event_type, const char *aggregate_type, const struct tpl *match,
+		       int64_t after, bool need_key, struct act_result *res, cqrs_error *err)
 {
-	cqrs_filter f = { .event_type = event_type, .aggregate_type = aggregate_type, .after = after };
+	cqrs_filter f = { .event_type = event_type,
+			  .aggregate_type = aggregate_type,
+			  .after = after };
 	uint8_t agg[CQRS_UUID_LEN];
 	char corr[256];
 	struct cqrs_strbuf m = { 0 };
@@ -923,7 +924,7 @@ static int finish(struct cqrs_saga_runner *r, struct saga_inst *in, enum saga_st
 /* The end of a compensation: why the saga stopped decides its outcome. */
 static int finish_compensated(struct cqrs_saga_runner *r, struct saga_inst *in, cqrs_error *err)
 {
-	const char *outcome = state_has(in, "cancelled", NULL)	     ? "cancelled"
+	const char *outcome = state_has(in, "cancelled", NULL)	      ? "cancelled"
 			      : state_has(in, "left_to_person", NULL) ? "left_to_person"
 								      : "compensated";
 	return finish(r, in, SAGA_FAILED, outcome, err);
@@ -1599,7 +1600,8 @@ out:
 	return rc;
 }
 
-/* --- cancellations ----------------------------------------------------------------------------- */
+/* --- cancellations -----------------------------------------------------------------------------
+ */
 
 /* A cancel_on event the runner has yet to act on. */
 struct cancel {
@@ -1663,8 +1665,8 @@ static int instance_of(struct cqrs_saga_runner *r, const cqrs_saga_def *d, const
  * for: a RUNNING (or WAITING) or COMPLETED instance undoes its completed
  * steps in reverse and ends with outcome "cancelled".  A compensating or
  * failed one is undoing its work already. */
-static int cancel_instance(struct cqrs_saga_runner *r, struct saga_inst *in,
-			   const struct cancel *c, cqrs_error *err)
+static int cancel_instance(struct cqrs_saga_runner *r, struct saga_inst *in, const struct cancel *c,
+			   cqrs_error *err)
 {
 	if (in->status != SAGA_RUNNING && in->status != SAGA_COMPLETED)
 		return 0;
@@ -1891,7 +1893,8 @@ int cqrs_saga_run(cqrs_saga_runner *r, int64_t *next_due, cqrs_error *err)
 		r->changes = 0;
 		for (size_t i = 0; i < r->ndefs; i++)
 			if ((rounds == 0 && cancel_init(r, r->defs[i], err) < 0) ||
-			    start_new(r, r->defs[i], err) < 0 || cancel_scan(r, r->defs[i], err) < 0)
+			    start_new(r, r->defs[i], err) < 0 ||
+			    cancel_scan(r, r->defs[i], err) < 0)
 				return -1;
 		if (pass(r, err) < 0)
 			return -1;

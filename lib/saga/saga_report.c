@@ -48,14 +48,15 @@ int cqrs_saga_status(cqrs_store *st, FILE *out, enum cqrs_saga_format fmt, int64
 	sqlite3 *db = saga_db_handle(sdb);
 	sqlite3_stmt *q = NULL;
 	int rc = -1;
-	if (sqlite3_prepare_v2(db,
-			       "SELECT saga_type, count(*),"
-			       " sum(status = 'RUNNING'), sum(status = 'COMPENSATING'),"
-			       " sum(status = 'COMPLETED'), sum(status = 'FAILED'),"
-			       " sum(outcome = 'compensated'), sum(outcome = 'compensation_failed'),"
-			       " sum(outcome = 'left_to_person'), sum(outcome = 'cancelled')"
-			       " FROM saga_instances GROUP BY saga_type ORDER BY saga_type",
-			       -1, &q, NULL) != SQLITE_OK) {
+	if (sqlite3_prepare_v2(
+		    db,
+		    "SELECT saga_type, count(*),"
+		    " sum(status = 'RUNNING'), sum(status = 'COMPENSATING'),"
+		    " sum(status = 'COMPLETED'), sum(status = 'FAILED'),"
+		    " sum(outcome = 'compensated'), sum(outcome = 'compensation_failed'),"
+		    " sum(outcome = 'left_to_person'), sum(outcome = 'cancelled')"
+		    " FROM saga_instances GROUP BY saga_type ORDER BY saga_type",
+		    -1, &q, NULL) != SQLITE_OK) {
 		sql_fail(db, err);
 		goto out;
 	}
@@ -152,8 +153,9 @@ int cqrs_saga_status(cqrs_store *st, FILE *out, enum cqrs_saga_format fmt, int64
 		bool person = strcmp(col(q, 8), "left_to_person") == 0;
 		fprintf(out, "  %s %s %s%s step %lld, %lld attempts, last change %s: %s\n",
 			col(q, 0), col(q, 1), col(q, 2), person ? " (left to a person)" : "",
-			(long long)sqlite3_column_int64(q, 3), (long long)sqlite3_column_int64(q, 4),
-			col(q, 5), *col(q, 7) ? col(q, 7) : "no error recorded");
+			(long long)sqlite3_column_int64(q, 3),
+			(long long)sqlite3_column_int64(q, 4), col(q, 5),
+			*col(q, 7) ? col(q, 7) : "no error recorded");
 	}
 	if (s != SQLITE_DONE) {
 		sql_fail(db, err);

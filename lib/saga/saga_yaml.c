@@ -437,8 +437,7 @@ static void free_action(struct saga_action *a)
 }
 
 /* A match mapping (wait, goal): its keys name what an event must have. */
-static int check_match(struct loader *l, yaml_node_t *parent, const char *what,
-		       const struct tpl *m)
+static int check_match(struct loader *l, yaml_node_t *parent, const char *what, const struct tpl *m)
 {
 	if (m == NULL)
 		return 0;
@@ -483,8 +482,8 @@ static int load_goal_one(struct loader *l, yaml_node_t *n, struct saga_goal *g)
 	if (t == NULL)
 		return bad(l, n, "goal: missing key 'event_type'");
 	bool list = t->type == YAML_SEQUENCE_NODE;
-	size_t count = list ? (size_t)(t->data.sequence.items.top - t->data.sequence.items.start)
-			    : 1;
+	size_t count =
+		list ? (size_t)(t->data.sequence.items.top - t->data.sequence.items.start) : 1;
 	if (count == 0)
 		return bad(l, t, "goal: 'event_type' must name at least one event type");
 	g->event_types = calloc(count, sizeof *g->event_types);
@@ -506,8 +505,8 @@ static int load_goal_one(struct loader *l, yaml_node_t *n, struct saga_goal *g)
 static int load_goals(struct loader *l, yaml_node_t *n, struct saga_step *s)
 {
 	bool list = n->type == YAML_SEQUENCE_NODE;
-	size_t count = list ? (size_t)(n->data.sequence.items.top - n->data.sequence.items.start)
-			    : 1;
+	size_t count =
+		list ? (size_t)(n->data.sequence.items.top - n->data.sequence.items.start) : 1;
 	if (count == 0)
 		return bad(l, n, "goal: must be a mapping or a non-empty list of them");
 	s->goals = calloc(count, sizeof *s->goals);
