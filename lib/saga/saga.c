@@ -719,11 +719,13 @@ static int run_action(struct cqrs_saga_runner *r, const cqrs_saga_def *d, struct
  * must carry the saga's correlation id; so too with one that names neither
  * aggregate_id nor correlation_id when need_key (a goal: an indexed look-up,
  * never a scan of every event of a type). */
-static int match_event(struct cqrs_saga_runner *r, const struct saga_inst *in,
-		       const char *event_type, const char *aggregate_type, const struct tpl *match,
+static int match_event(struct cqrs_saga_runner *r, const struct saga_inst *in, char *const *types,
+		       size_t ntypes, const char *aggregate_type, const struct tpl *match,
 		       int64_t after, bool need_key, struct act_result *res, cqrs_error *err)
 {
-	cqrs_filter f = { .event_type = event_type,
+	/* several types: one read of the (few) events of the aggregate or
+	 * correlation, the types checked here */
+	cqrs_filter f = { .event_type = ntypes == 1 ? types[0] : NULL,
 			  .aggregate_type = aggregate_type,
 			  .after = after };
 	uint8_t agg[CQRS_UUID_LEN];
@@ -767,7 +769,9 @@ static int match_event(struct cqrs_saga_runner *r, const struct saga_inst *in,
 	cqrs_event ev;
 	int rc, found = 0;
 	while ((rc = cqrs_cursor_next(c, &ev, err)) == 1) {
-		bool ok = true;
+		bool ok = ntypes == 1;
+		for (size_t i = 0; !ok && i < ntypes; i++)
+			ok = strcmp(ev.event_type, types[i]) == 0;
 		size_t pos = 0;
 		cqrs_json_member mem;
 		while (ok && m.len > 0 && cqrs_json_next_member(m.p, m.len, &pos, &mem) == 1) {
@@ -808,7 +812,7 @@ static int match_event(struct cqrs_saga_runner *r, const struct saga_inst *in,
 static int find_match(struct cqrs_saga_runner *r, const struct saga_step *s,
 		      const struct saga_inst *in, struct act_result *res, cqrs_error *err)
 {
-	return match_event(r, in, s->wait_event_type, s->wait_aggregate_type, s->wait_match,
+	return match_event(r, in, &s->wait_event_type, 1, s->wait_aggregate_type, s->wait_match,
 			   in->start_sequence, false, res, err);
 }
 
@@ -820,12 +824,10 @@ static int goal_reached(struct cqrs_saga_runner *r, const struct saga_step *s,
 {
 	for (size_t i = 0; i < s->ngoals; i++) {
 		const struct saga_goal *g = &s->goals[i];
-		for (size_t k = 0; k < g->ntypes; k++) {
-			int m = match_event(r, in, g->event_types[k], g->aggregate_type, g->match,
-					    0, true, res, err);
-			if (m != 0)
-				return m;
-		}
+		int m = match_event(r, in, g->event_types, g->ntypes, g->aggregate_type, g->match,
+				    0, true, res, err);
+		if (m != 0)
+			return m;
 	}
 	return 0;
 }
