@@ -39,13 +39,9 @@ static void json_kv(FILE *out, const char *k, const char *v, bool comma)
 
 /* --- status ------------------------------------------------------------------------------- */
 
-int cqrs_saga_status(cqrs_store *st, FILE *out, enum cqrs_saga_format fmt, int64_t stuck_us,
-		     cqrs_error *err)
+/* Instances of each type by status and outcome, and the completion rate. */
+static int status_counts(sqlite3 *db, FILE *out, enum cqrs_saga_format fmt, cqrs_error *err)
 {
-	struct saga_db *sdb = saga_db_open(st, err);
-	if (sdb == NULL)
-		return -1;
-	sqlite3 *db = saga_db_handle(sdb);
 	sqlite3_stmt *q = NULL;
 	int rc = -1;
 	if (sqlite3_prepare_v2(
@@ -109,10 +105,19 @@ int cqrs_saga_status(cqrs_store *st, FILE *out, enum cqrs_saga_format fmt, int64
 	}
 	if (!any && fmt == CQRS_SAGA_TEXT)
 		fputs("no sagas\n", out);
+	rc = 0;
+out:
 	sqlite3_finalize(q);
-	q = NULL;
+	return rc;
+}
 
-	/* stuck: active with no change for stuck_us, or failed to compensate */
+/* stuck: active with no change for stuck_us; needing attention: failed to
+ * compensate, or left to a person */
+static int status_attention(sqlite3 *db, FILE *out, enum cqrs_saga_format fmt, int64_t stuck_us,
+			    cqrs_error *err)
+{
+	sqlite3_stmt *q = NULL;
+	int rc = -1, s;
 	char limit[CQRS_TIMESTAMP_LEN + 1];
 	saga_time_format(saga_now() - stuck_us, limit);
 	if (sqlite3_prepare_v2(
@@ -164,6 +169,20 @@ int cqrs_saga_status(cqrs_store *st, FILE *out, enum cqrs_saga_format fmt, int64
 	rc = 0;
 out:
 	sqlite3_finalize(q);
+	return rc;
+}
+
+int cqrs_saga_status(cqrs_store *st, FILE *out, enum cqrs_saga_format fmt, int64_t stuck_us,
+		     cqrs_error *err)
+{
+	struct saga_db *sdb = saga_db_open(st, err);
+	if (sdb == NULL)
+		return -1;
+	sqlite3 *db = saga_db_handle(sdb);
+	int rc = status_counts(db, out, fmt, err) < 0 ||
+				 status_attention(db, out, fmt, stuck_us, err) < 0
+			 ? -1
+			 : 0;
 	saga_db_close(sdb);
 	return rc;
 }
