@@ -360,11 +360,13 @@ struct cqrs_command_options {
 	const char *correlation_id; /* of commands that carry none; NULL: the order's or new */
 	int max_attempts;	    /* load-decide-append rounds on a version conflict; 0: 5 */
 	bool ignore_snapshots;	    /* load aggregates from their events alone */
+	bool dry_run; /* decide as usual, then roll back at commit: nothing is stored */
 };
 
 enum cqrs_command_status {
 	CQRS_COMMAND_ACCEPTED,
 	CQRS_COMMAND_REJECTED,
+	CQRS_COMMAND_UNCHANGED, /* if_needed, and the goal already held: no events */
 };
 
 typedef struct cqrs_command_result {
@@ -372,6 +374,7 @@ typedef struct cqrs_command_result {
 	bool replayed;	       /* command_id was handled before: its original result */
 	char aggregate_id[37]; /* "" when a rejected command named none */
 	char reason[512];      /* rejected: why, for people */
+	char code[32];	       /* rejected: the stable code (cqrs-events(7)) */
 	int64_t first_sequence, last_sequence; /* accepted: its events' sequences */
 	char *line; /* the result line (cqrs-command(1)), no newline; malloc'd */
 	size_t len;
@@ -401,6 +404,48 @@ void cqrs_commander_rollback(cqrs_commander *cmd);
  * JSON object (malloc'd); CQRS_EXIT_NOT_FOUND when it has no events. */
 int cqrs_commander_state(cqrs_commander *cmd, const uint8_t id[CQRS_UUID_LEN], char **json,
 			 cqrs_error *err);
+
+/* --- the order lifecycle, read-only (lifecycle.c) ---------------------------
+ * One table says which command each state of Order, Inventory and Payment
+ * allows, the goal of each command and the codes of its rejections
+ * (cqrs-events(7)).  The saga and the read side ask it, never copy it. */
+
+#define CQRS_MAX_ORDER_LINES 64
+
+struct cqrs_order_info {
+	/* "PENDING", "CONFIRMED", "PAID", "SHIPPED", "CANCELLED"; "" when the
+	 * order does not exist */
+	char status[16];
+	bool confirmed;		  /* an OrderConfirmed, by anyone */
+	bool confirmed_by_person; /* ... without "by":"saga" */
+	int nlines;		  /* one per product: what shipping consumes */
+	struct {
+		uint8_t product_id[CQRS_UUID_LEN];
+		int64_t quantity;
+	} lines[CQRS_MAX_ORDER_LINES];
+};
+
+/* The state of order id now (inside the commander's batch, if one is
+ * open).  0 with *out filled (status "" when it has no events), -1 with
+ * *err when the store failed or its events are unreadable. */
+int cqrs_commander_order(cqrs_commander *cmd, const uint8_t id[CQRS_UUID_LEN],
+			 struct cqrs_order_info *out, cqrs_error *err);
+/* Whether the goal of a command (a command object, as for
+ * cqrs_commander_handle; compacted in place) already holds: ConfirmOrder
+ * on a confirmed order, CancelOrder on a cancelled one, ReserveInventory
+ * when the order holds the quantity, ReleaseInventory when it holds
+ * nothing, VoidAuthorization on a voided payment, CancelPayment with
+ * nothing left to undo.  1 yes, 0 no (or the command has no such goal),
+ * -1 with *err (65: not a valid command). */
+int cqrs_commander_goal_reached(cqrs_commander *cmd, char *line, size_t len, cqrs_error *err);
+/* The lifecycle table as "man" (the generated part of cqrs-events(7)),
+ * "dot" (Graphviz) or "ndjson"; 64 for another format. */
+int cqrs_lifecycle_print(FILE *f, const char *format, cqrs_error *err);
+/* The payload check at the store's door (event_schema.c): 0 when ev's
+ * data is what the domain could have written for its (event_type,
+ * event_version), or the type/version is not one of the domain's; else
+ * -1 with *err (65) saying which member is wrong. */
+int cqrs_event_schema_check(const cqrs_event *ev, cqrs_error *err);
 
 /* --- read models: projections, views, queries ---------------------------
  * (projection.c, projector.c, views.c, rebuild.c, query.c, rows.c; the

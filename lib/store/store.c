@@ -201,6 +201,10 @@ static int add_os_user(cqrs_store *st, cqrs_event *ev, cqrs_error *err)
 
 int cqrs_store_append(cqrs_store *st, cqrs_event *ev, cqrs_error *err)
 {
+	/* Bad events stop at the door (event_schema.c), whoever appends them;
+	 * history copied with its sequence and hash is checked by its chain. */
+	if (!(ev->sequence > 0 && ev->has_hash) && cqrs_event_schema_check(ev, err) < 0)
+		return -1;
 	if (add_os_user(st, ev, err) < 0)
 		return -1;
 	int r = st->ops->append(st, ev, err);
