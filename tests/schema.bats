@@ -80,8 +80,7 @@ stored() {
 	created '{"product_id":"'$P'","quantity":1,"unit_price":0.00}' 0.00 | stored
 }
 
-@test "rule: the items add up to the total, without overflow" {
-	created "$ITEM" 59.97 | refused "OrderCreated (event_version 1): data.total is not the sum of the items: 59.97"
+@test "rule: the items add up without overflow" {
 	big='{"product_id":"'$P'","quantity":1000000000,"unit_price":99999999999.99}'
 	# the message quotes the first 64 bytes of a value
 	all="[$big,$big]"
