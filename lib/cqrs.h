@@ -193,6 +193,8 @@ bool cqrs_type_name_valid(const char *s, size_t len);
  * microseconds; cqrs_timestamp_now gives the current time in that form. */
 int cqrs_timestamp_normalize(const char *in, size_t len, char out[CQRS_TIMESTAMP_LEN + 1]);
 void cqrs_timestamp_now(char out[CQRS_TIMESTAMP_LEN + 1]);
+/* Days since 1970-01-01 of a proleptic Gregorian date (m 1-12, d 1-31). */
+int64_t cqrs_days_from_civil(int64_t y, unsigned m, unsigned d);
 
 /* --- money (money.c) ---------------------------------------------------------- */
 
@@ -259,6 +261,16 @@ typedef struct cqrs_filter {
 	const char *until; /* timestamp <= until (normalised); NULL: none */
 	int64_t limit;	   /* 0: no limit */
 	bool reverse;
+	/* Any of several values (OR), in place of the single field above
+	 * (which must then be NULL): n values; aggregates are 16-byte ids. */
+	const char *const *event_types;
+	size_t nevent_types;
+	const char *const *aggregate_types;
+	size_t naggregate_types;
+	const char *const *correlation_ids;
+	size_t ncorrelation_ids;
+	const uint8_t (*aggregate_ids)[CQRS_UUID_LEN];
+	size_t naggregate_ids;
 } cqrs_filter;
 
 typedef struct cqrs_cursor cqrs_cursor;
@@ -294,9 +306,42 @@ int64_t cqrs_store_counter_next(cqrs_store *st, const char *name, cqrs_error *er
  * never goes down) and returns its value. */
 int64_t cqrs_store_counter_raise(cqrs_store *st, const char *name, int64_t floor, cqrs_error *err);
 
-/* Verifies the hash chain from the first event to the last; on a break,
- * *bad_sequence is the first event that does not verify. */
-int cqrs_store_verify(cqrs_store *st, int64_t *checked, int64_t *bad_sequence, cqrs_error *err);
+/* Verifies the hash chain from the first event to the last, and the
+ * columns the store derives from the hashed fields. */
+typedef struct cqrs_verify {
+	int64_t checked;	     /* events 1..checked verified */
+	uint8_t hash[CQRS_HASH_LEN]; /* of event `checked` (zeros: none) */
+	int64_t head;		     /* the store's last sequence */
+	int64_t bad;		     /* the first sequence that failed; 0: none */
+	char why[1024];		     /* what is wrong there */
+} cqrs_verify;
+/* 0 with *v filled (v->bad says whether it passed), -1 when the store
+ * could not be read at all. */
+int cqrs_store_verify(cqrs_store *st, cqrs_verify *v, cqrs_error *err);
+
+/* The last event's sequence (0: empty store) and hash (zeros then). */
+int cqrs_store_head(cqrs_store *st, int64_t *sequence, uint8_t hash[CQRS_HASH_LEN],
+		    cqrs_error *err);
+/* A witness of how far the store went, kept elsewhere (STORE.witness, a
+ * projection's checkpoint, a recorded --expect): 0 when the store holds
+ * event sequence with that hash (hash NULL: any), else -1 with
+ * CQRS_EXIT_BEHIND and a message naming path and what saw it. */
+int cqrs_store_expect(cqrs_store *st, const char *path, int64_t sequence,
+		      const uint8_t hash[CQRS_HASH_LEN], const char *what, cqrs_error *err);
+/* The store against STORE.witness (done on every open for writing): 0
+ * when it holds the event the witness names, or there is no witness (or,
+ * for a reader, none it may read); else -1, CQRS_EXIT_BEHIND. */
+int cqrs_store_check_witness(cqrs_store *st, const char *path, cqrs_error *err);
+/* Opens a file that belongs with the store (a lock file, a views file)
+ * with O_NOFOLLOW, mode 0600 when created, and holds it to the rules of
+ * cqrs(7) "Who may use a store" with fstat: the fd, or -1 with *err (77
+ * when someone else owns it or could change it).  writer: the rules for a
+ * tool that writes. */
+int cqrs_open_trusted(const char *path, int flags, bool writer, cqrs_error *err);
+/* After a deliberate restore or rollback: STORE.witness says the store's
+ * head now, whatever it said before.  Returns that head. */
+int cqrs_store_reset_witness(const char *path, int64_t *sequence, uint8_t hash[CQRS_HASH_LEN],
+			     cqrs_error *err);
 
 /* --- the command side (command.c, aggregate.c, domain_*.c) ------------------
  * Commands are JSON objects (cqrs-command(1)); a commander checks each
@@ -428,9 +473,15 @@ typedef struct cqrs_projector cqrs_projector;
 cqrs_projector *cqrs_projector_open(const char *views_path, cqrs_projections *ps, unsigned flags,
 				    cqrs_error *err);
 void cqrs_projector_close(cqrs_projector *p); /* rolls back what is not committed */
+/* Commits and writes the views file through (a checked WAL checkpoint):
+ * call before close when the run is to succeed. */
+int cqrs_projector_flush(cqrs_projector *p, cqrs_error *err);
 void cqrs_projector_set_batch(cqrs_projector *p, int64_t events_per_commit);
 /* Check the hash chain at every event (input that is not the store). */
 void cqrs_projector_set_verify(cqrs_projector *p, bool every_event);
+/* The statements one event runs must end within ms (CQRS_EXIT_LIMIT); 0:
+ * no limit (the default). */
+void cqrs_projector_set_timeout(cqrs_projector *p, int64_t ms);
 void cqrs_projector_set_progress(cqrs_projector *p, bool on, const char *what);
 /* Apply nothing after sequence stop (0: nothing at all, -1: no limit) to
  * one projection (NULL: all). */
@@ -455,11 +506,12 @@ int cqrs_projector_catch_up(cqrs_projector *p, cqrs_store *st, int64_t to, const
 
 /* Whole views files built from the history (rebuild.c). */
 typedef struct cqrs_build_opts {
-	int64_t batch;	   /* events per commit; 0: the default */
-	bool progress;	   /* on stderr */
-	bool force;	   /* rebuild: drop projections that are not loaded */
-	int64_t to;	   /* history: up to this sequence; 0: all */
-	const char *until; /* history: up to this normalised time; NULL: all */
+	int64_t batch;	    /* events per commit; 0: the default */
+	bool progress;	    /* on stderr */
+	bool force;	    /* rebuild: drop projections that are not loaded */
+	int64_t to;	    /* history: up to this sequence; 0: all */
+	const char *until;  /* history: up to this normalised time; NULL: all */
+	int64_t timeout_ms; /* the statements of one event; 0: no limit */
 	/* the store again, for a build in parallel threads (each opens it);
 	 * NULL: one thread */
 	const char *store_path;
@@ -502,9 +554,13 @@ typedef struct cqrs_query {
 	bool total;
 	char *const *args;
 	int nargs;
-	const char *as_of; /* order as of: a normalised time, or NULL */
-	int64_t as_of_seq; /* or a sequence; 0: none */
+	const char *as_of;  /* order as of: a normalised time, or NULL */
+	int64_t as_of_seq;  /* or a sequence; 0: none */
+	int64_t timeout_ms; /* a statement stops after this (CQRS_EXIT_LIMIT); 0: never */
 } cqrs_query;
+/* Caps the memory SQLite may use in this process (CQRS_EXIT_LIMIT beyond);
+ * call before anything opens a database.  -1 when it is too late. */
+int cqrs_views_memory_limit(int64_t bytes);
 /* Prints the answer; returns the number of rows, or -1 with *err set. */
 int64_t cqrs_query_run(const char *views_path, const cqrs_query *q, enum cqrs_format fmt, FILE *out,
 		       cqrs_error *err);

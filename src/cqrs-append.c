@@ -10,7 +10,8 @@
 #include "banned.h"
 
 static const char usage_text[] =
-	"usage: cqrs-append [-nq] [-b count] [-e version] [-s store] [--no-sync] [file ...]\n";
+	"usage: cqrs-append [-nq] [-b count] [-e version] [-s store] [--no-sync] [file ...]\n"
+	"       cqrs-append --reset-witness [-s store]\n";
 
 static void usage(int code)
 {
@@ -23,6 +24,9 @@ static void usage(int code)
 		      "  -q, --quiet                print nothing on standard output\n"
 		      "  -s, --store PATH           event store (default: $CQRS_STORE)\n"
 		      "      --no-sync              do not fsync each commit (see cqrs-append(1))\n"
+		      "      --reset-witness        after a deliberate restore: the store's "
+		      "witness\n"
+		      "                             records its head as it is now\n"
 		      "  -h, --help                 show this help\n"
 		      "  -V, --version              show the version\n",
 		      stdout);
@@ -90,6 +94,23 @@ static void show_progress(struct progress *p, int64_t n, bool done)
 	fprintf(stderr, "\r%s: %lld events%s", cqrs_tool_name(), (long long)n, done ? "\n" : "");
 }
 
+/* After a restore from a backup or a deliberate rollback, the store is
+ * behind its witness on purpose: say so, once, with this. */
+static int reset_witness(const char *store_opt, int operands, bool other_options)
+{
+	if (operands > 0 || other_options)
+		cqrs_die(CQRS_EXIT_USAGE, "--reset-witness takes only --store");
+	cqrs_error err = { 0 };
+	int64_t seq;
+	uint8_t hash[CQRS_HASH_LEN];
+	if (cqrs_store_reset_witness(cqrs_store_path(store_opt), &seq, hash, &err) < 0)
+		cqrs_die_error(&err);
+	char hex[2 * CQRS_HASH_LEN + 1];
+	cqrs_hash_format(hash, hex);
+	printf("witness reset to sequence %lld, head %s\n", (long long)seq, hex);
+	return cqrs_finish_stdout(CQRS_EXIT_OK);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -99,13 +120,14 @@ int main(int argc, char **argv)
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "store", required_argument, NULL, 's' },
 		{ "no-sync", no_argument, NULL, 'S' },
+		{ "reset-witness", no_argument, NULL, 'W' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *store_opt = NULL;
 	int64_t batch = 0, expected = -1;
-	bool dry_run = false, quiet = false, no_sync = false;
+	bool dry_run = false, quiet = false, no_sync = false, reset = false;
 	int ch;
 
 	cqrs_tool_init("cqrs-append");
@@ -126,11 +148,16 @@ int main(int argc, char **argv)
 		case 'q': quiet = true; break;
 		case 's': store_opt = optarg; break;
 		case 'S': no_sync = true; break;
+		case 'W': reset = true; break;
 		case 'h': usage(0); break;
 		case 'V': cqrs_print_version(); return cqrs_finish_stdout(0);
 		default: usage(CQRS_EXIT_USAGE);
 		}
 	}
+
+	if (reset)
+		return reset_witness(store_opt, argc - optind,
+				     dry_run || quiet || no_sync || batch || expected >= 0);
 
 	/* A dry run stores no chunk, so a later chunk would not see the
 	 * sequences and versions of the earlier ones: keep it one transaction. */

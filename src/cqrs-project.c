@@ -14,7 +14,7 @@
 
 static const char usage_text[] =
 	"usage: cqrs-project [-fv] [-b count] [-P file] [-s store] [--views path] [--wait]\n"
-	"                    [--no-default-projections]\n"
+	"                    [--no-default-projections] [--timeout seconds]\n"
 	"                    [--rebuild [--force] | --diff | --lag | --check |\n"
 	"                     -o file [--as-of time | --to seq]] [--stdin | file ...]\n";
 
@@ -41,6 +41,8 @@ static void usage(int code)
 		      "      --no-default-projections  load only the files given with -P\n"
 		      "  -b, --batch COUNT          commit every COUNT events (default 10000)\n"
 		      "      --wait                 wait for another cqrs-project on the views\n"
+		      "      --timeout SECONDS      what one event runs must end within SECONDS\n"
+		      "                             (default 10; 0: no limit)\n"
 		      "  -s, --store PATH           event store (default: $CQRS_STORE)\n"
 		      "      --views PATH           views file (default: $CQRS_VIEWS)\n"
 		      "  -v, --verbose              say what was applied, on standard error\n"
@@ -56,7 +58,22 @@ static struct {
 	const char *store, *views;
 	bool wait, verbose;
 	int64_t batch;
-} opt;
+	int64_t timeout_ms;
+} opt = { .timeout_ms = 10 * 1000 };
+
+/* A run that finds the views busy (75) says nothing unless -v: from cron,
+ * a busy minute is normal and must not send mail. */
+static void warn_error(const cqrs_error *err)
+{
+	if (err->code != CQRS_EXIT_TEMPFAIL || opt.verbose)
+		cqrs_warn("%s", err->msg);
+}
+
+static _Noreturn void die_error(const cqrs_error *err)
+{
+	warn_error(err);
+	exit(cqrs_finish_stdout(err->code));
+}
 
 static void set_mode(enum mode *m, enum mode want, const char *name)
 {
@@ -70,7 +87,7 @@ static cqrs_store *open_store(void)
 	cqrs_error err = { 0 };
 	cqrs_store *st = cqrs_store_open(cqrs_store_path(opt.store), CQRS_OPEN_READ, &err);
 	if (st == NULL)
-		cqrs_die_error(&err);
+		die_error(&err);
 	return st;
 }
 
@@ -79,7 +96,7 @@ static int take_lock(void)
 	cqrs_error err = { 0 };
 	int fd = cqrs_views_lock(cqrs_views_path(opt.views), opt.wait, &err);
 	if (fd < 0)
-		cqrs_die_error(&err);
+		die_error(&err);
 	return fd;
 }
 
@@ -88,9 +105,11 @@ static cqrs_projector *open_projector(cqrs_projections *ps)
 	cqrs_error err = { 0 };
 	cqrs_projector *p = cqrs_projector_open(cqrs_views_path(opt.views), ps, 0, &err);
 	if (p == NULL)
-		cqrs_die_error(&err);
-	else
+		die_error(&err);
+	else {
 		cqrs_projector_set_batch(p, opt.batch);
+		cqrs_projector_set_timeout(p, opt.timeout_ms);
+	}
 	return p;
 }
 
@@ -110,8 +129,9 @@ static int catch_up(cqrs_projections *ps)
 	cqrs_projector_set_progress(p, cqrs_progress_wanted(), NULL);
 	cqrs_error err = { 0 };
 	int code = CQRS_EXIT_OK;
-	if (cqrs_projector_sync(p, &err) < 0 || cqrs_projector_catch_up(p, st, 0, NULL, &err) < 0) {
-		cqrs_warn("%s", err.msg);
+	if (cqrs_projector_sync(p, &err) < 0 || cqrs_projector_catch_up(p, st, 0, NULL, &err) < 0 ||
+	    cqrs_projector_flush(p, &err) < 0) {
+		warn_error(&err);
 		code = err.code;
 	}
 	report(p);
@@ -142,6 +162,36 @@ static bool signalled(int sfd, int timeout_ms)
 	return poll(&p, 1, timeout_ms) > 0;
 }
 
+/* Whether the store holds an event that the views (as this process last
+ * saw them) do not: an idle follower touches neither the lock nor the
+ * views, so that its own writes, which inotify reports when the views sit
+ * next to the store, do not wake it again and again. */
+static int store_ahead(cqrs_store *st, cqrs_projector *p, cqrs_error *err)
+{
+	int64_t last = cqrs_store_last_sequence(st, err);
+	if (last < 0)
+		return -1;
+	int64_t pos = cqrs_projector_position(p);
+	return pos >= 0 && last > pos;
+}
+
+/* One round under the lock; 1 when the lock was busy (try again). */
+static int follow_round(cqrs_projector *p, cqrs_store *st, cqrs_error *err)
+{
+	int lock = cqrs_views_lock(cqrs_views_path(opt.views), false, err);
+	if (lock < 0)
+		return err->code == CQRS_EXIT_TEMPFAIL ? 1 : -1;
+	int r = cqrs_projector_sync(p, err);
+	if (r == 0)
+		r = cqrs_projector_catch_up(p, st, 0, NULL, err);
+	if (r == 0)
+		r = cqrs_projector_flush(p, err);
+	cqrs_views_unlock(lock);
+	if (r == 0)
+		report(p);
+	return r;
+}
+
 /* Holds the lock only while applying, so that cron runs, --rebuild and
  * --diff get their turn between rounds. */
 static int follow(cqrs_projections *ps)
@@ -151,39 +201,35 @@ static int follow(cqrs_projections *ps)
 	cqrs_projector *p = open_projector(ps);
 	cqrs_error err = { 0 };
 	int code = CQRS_EXIT_OK;
+	bool due = true; /* the first round syncs whatever the store holds */
 	for (;;) {
-		int lock;
-		cqrs_error lerr = { 0 };
-		while ((lock = cqrs_views_lock(cqrs_views_path(opt.views), false, &lerr)) < 0) {
-			if (lerr.code != CQRS_EXIT_TEMPFAIL) {
-				cqrs_warn("%s", lerr.msg);
-				code = lerr.code;
-				goto out;
+		if (!due) {
+			int a = store_ahead(st, p, &err);
+			if (a < 0)
+				break;
+			due = a == 1;
+		}
+		if (due) {
+			int r = follow_round(p, st, &err);
+			if (r < 0)
+				break;
+			if (r == 1) { /* busy: another run is at work */
+				if (signalled(sfd, 100))
+					goto out;
+				continue;
 			}
-			if (signalled(sfd, 100))
-				goto out;
+			due = false;
 		}
-		int r = cqrs_projector_sync(p, &err);
-		if (r == 0)
-			r = cqrs_projector_catch_up(p, st, 0, NULL, &err);
-		cqrs_views_unlock(lock);
-		if (r < 0) {
-			cqrs_warn("%s", err.msg);
-			code = err.code;
-			break;
-		}
-		report(p);
-		/* a timeout re-reads too: a safety net for file systems that
+		/* a timeout looks again: a safety net for file systems that
 		 * do not report changes */
 		int w = cqrs_store_wait(st, 1000, &sfd, 1, &err);
-		if (w < 0) {
-			cqrs_warn("%s", err.msg);
-			code = err.code;
+		if (w < 0)
 			break;
-		}
 		if (w == 2)
-			break;
+			goto out;
 	}
+	warn_error(&err);
+	code = err.code;
 out:
 	cqrs_projector_close(p);
 	cqrs_store_close(st);
@@ -235,12 +281,12 @@ static int from_input(cqrs_projections *ps, char **paths, int npaths)
 			pending = 0;
 		}
 	}
-	if (r < 0 || cqrs_projector_commit(p, &err) < 0)
+	if (r < 0 || cqrs_projector_flush(p, &err) < 0)
 		goto fail;
 	goto out;
 fail:
 	cqrs_projector_rollback(p);
-	cqrs_warn("%s", err.msg);
+	warn_error(&err);
 	code = err.code;
 out:
 	report(p);
@@ -264,7 +310,8 @@ int main(int argc, char **argv)
 		OPT_TO,
 		OPT_NO_DEFAULT,
 		OPT_WAIT,
-		OPT_VIEWS
+		OPT_VIEWS,
+		OPT_TIMEOUT
 	};
 	static const struct option longopts[] = {
 		{ "follow", no_argument, NULL, 'f' },
@@ -283,6 +330,7 @@ int main(int argc, char **argv)
 		{ "wait", no_argument, NULL, OPT_WAIT },
 		{ "store", required_argument, NULL, 's' },
 		{ "views", required_argument, NULL, OPT_VIEWS },
+		{ "timeout", required_argument, NULL, OPT_TIMEOUT },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -337,6 +385,13 @@ int main(int argc, char **argv)
 		case OPT_WAIT: opt.wait = true; break;
 		case 's': opt.store = optarg; break;
 		case OPT_VIEWS: opt.views = optarg; break;
+		case OPT_TIMEOUT:
+			if (cqrs_parse_int64(optarg, &opt.timeout_ms) < 0 || opt.timeout_ms < 0 ||
+			    opt.timeout_ms > INT64_MAX / 1000)
+				cqrs_die(CQRS_EXIT_USAGE,
+					 "--timeout needs a number of seconds: '%s'", optarg);
+			opt.timeout_ms *= 1000;
+			break;
 		case 'v': opt.verbose = true; break;
 		case 'h': usage(0); break;
 		case 'V':
@@ -375,12 +430,12 @@ int main(int argc, char **argv)
 	    cqrs_projections_load(
 		    ps, cqrs_share_path("projections/orders.yaml", shipped, sizeof shipped), &err) <
 		    0)
-		cqrs_die_error(&err);
+		die_error(&err);
 	for (int i = 0; i < nfiles; i++)
 		if (cqrs_projections_load(ps, files[i], &err) < 0)
-			cqrs_die_error(&err);
+			die_error(&err);
 	if (cqrs_projections_check(ps, &err) < 0)
-		cqrs_die_error(&err);
+		die_error(&err);
 
 	int code = CQRS_EXIT_OK;
 	/* cqrs_store_path may return a buffer that a later call reuses */
@@ -391,6 +446,7 @@ int main(int argc, char **argv)
 			       .force = force,
 			       .to = to,
 			       .until = have_until ? until : NULL,
+			       .timeout_ms = opt.timeout_ms,
 			       .store_path = store_path };
 	switch (mode) {
 	case CHECK: cqrs_projections_describe(ps, stdout); break;
@@ -400,14 +456,14 @@ int main(int argc, char **argv)
 	case LAG: {
 		cqrs_store *st = open_store();
 		if (cqrs_views_lag(cqrs_views_path(opt.views), st, stdout, &err) < 0)
-			cqrs_die_error(&err);
+			die_error(&err);
 		cqrs_store_close(st);
 		break;
 	}
 	case HISTORY: {
 		cqrs_store *st = open_store();
 		if (cqrs_views_build(output, st, ps, &bo, &err) < 0)
-			cqrs_die_error(&err);
+			die_error(&err);
 		cqrs_store_close(st);
 		break;
 	}
@@ -420,7 +476,7 @@ int main(int argc, char **argv)
 				: cqrs_views_diff(cqrs_views_path(opt.views), st, ps, &bo, stdout,
 						  &err);
 		if (r < 0)
-			cqrs_die_error(&err);
+			die_error(&err);
 		/* --diff: 1 when the views differ, as diff(1) */
 		code = r == 1 ? CQRS_EXIT_NOT_FOUND : CQRS_EXIT_OK;
 		cqrs_store_close(st);

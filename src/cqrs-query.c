@@ -22,7 +22,12 @@ static const char usage_text[] =
 	"                  [--total]\n"
 	"       cqrs-query [-f format] products [--from date] [--to date] [--currency code]\n"
 	"                  [-n limit]\n"
-	"       cqrs-query [-f format] sql statement [parameter ...]\n";
+	"       cqrs-query [-f format] [--timeout seconds] sql statement [parameter ...]\n";
+
+/* Limits that keep a query of one's own from taking the machine: a
+ * recursive CTE that never ends, randomblob(1e9). */
+#define DEFAULT_TIMEOUT_S 10
+#define MEMORY_LIMIT	  (512LL * 1024 * 1024)
 
 static void usage(int code)
 {
@@ -51,6 +56,8 @@ static void usage(int code)
 		      "  -n, --limit N              at most N rows (default 100; products: 10)\n"
 		      "      --offset N             skip N rows first\n"
 		      "      --after CURSOR         customer: the page after the row with CURSOR\n"
+		      "      --timeout SECONDS      stop a query after SECONDS (default 10; 0: "
+		      "never)\n"
 		      "  -s, --store PATH           event store, for --as-of (default: "
 		      "$CQRS_STORE)\n"
 		      "      --views PATH           views file (default: $CQRS_VIEWS)\n"
@@ -134,7 +141,8 @@ int main(int argc, char **argv)
 		OPT_AFTER,
 		OPT_CURRENCY,
 		OPT_TOTAL,
-		OPT_VIEWS
+		OPT_VIEWS,
+		OPT_TIMEOUT
 	};
 	static const struct option longopts[] = {
 		{ "format", required_argument, NULL, 'f' },
@@ -149,11 +157,12 @@ int main(int argc, char **argv)
 		{ "total", no_argument, NULL, OPT_TOTAL },
 		{ "store", required_argument, NULL, 's' },
 		{ "views", required_argument, NULL, OPT_VIEWS },
+		{ "timeout", required_argument, NULL, OPT_TIMEOUT },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
-	cqrs_query q = { .limit = 0 };
+	cqrs_query q = { .limit = 0, .timeout_ms = DEFAULT_TIMEOUT_S * 1000 };
 	const char *store_opt = NULL, *views_opt = NULL, *format = NULL;
 	const char *from_arg = NULL, *to_arg = NULL, *as_of = NULL;
 	char status[16], currency[4], as_of_time[CQRS_TIMESTAMP_LEN + 1];
@@ -161,6 +170,9 @@ int main(int argc, char **argv)
 	int ch;
 
 	cqrs_tool_init("cqrs-query");
+	/* before anything opens a database */
+	if (cqrs_views_memory_limit(MEMORY_LIMIT) < 0)
+		cqrs_die(CQRS_EXIT_SOFTWARE, "cannot set the memory limit");
 	/* options may follow the query's name; "--" ends them, for sql
 	 * parameters that start with '-' */
 	while ((ch = getopt_long(argc, argv, "f:n:s:hV", longopts, NULL)) != -1) {
@@ -226,6 +238,12 @@ int main(int argc, char **argv)
 			break;
 		case 's': store_opt = optarg; break;
 		case OPT_VIEWS: views_opt = optarg; break;
+		case OPT_TIMEOUT:
+			q.timeout_ms = count_arg("--timeout", optarg, false);
+			if (q.timeout_ms > INT64_MAX / 1000)
+				cqrs_die(CQRS_EXIT_USAGE, "--timeout: too large: '%s'", optarg);
+			q.timeout_ms *= 1000;
+			break;
 		case 'h': usage(0); break;
 		case 'V': cqrs_print_version(); return cqrs_finish_stdout(0);
 		default: usage(CQRS_EXIT_USAGE);

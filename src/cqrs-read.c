@@ -15,17 +15,19 @@
 static const char usage_text[] =
 	"usage: cqrs-read [-fr] [-a id] [-c correlation-id] [-e event-type] [-n limit]\n"
 	"                 [-s store] [-t aggregate-type] [--from seq | --after seq]\n"
-	"                 [--to seq] [--until time] [--verify]\n";
+	"                 [--to seq] [--until time] [--verify [--expect seq:hash]]\n";
 
 static void usage(int code)
 {
 	fputs(usage_text, code ? stderr : stdout);
 	if (code == 0)
 		fputs("\n"
-		      "  -a, --aggregate ID         events of one aggregate\n"
-		      "  -t, --aggregate-type TYPE  events of aggregates of one type\n"
-		      "  -e, --event-type TYPE      events of one type\n"
+		      "  -a, --aggregate ID         events of one aggregate (repeat: any of them)\n"
+		      "  -t, --aggregate-type TYPE  events of aggregates of one type (repeat: "
+		      "any)\n"
+		      "  -e, --event-type TYPE      events of one type (repeat: any of them)\n"
 		      "  -c, --correlation ID       events whose metadata.correlation_id is ID\n"
+		      "                             (repeat: any of them)\n"
 		      "      --from SEQ             from sequence SEQ on\n"
 		      "      --after SEQ            after sequence SEQ\n"
 		      "      --to SEQ               up to sequence SEQ\n"
@@ -34,6 +36,7 @@ static void usage(int code)
 		      "  -r, --reverse              newest first\n"
 		      "  -f, --follow               keep printing events as they are appended\n"
 		      "      --verify               check the hash chain of the whole store\n"
+		      "      --expect SEQ:HASH      with --verify: the store must hold this event\n"
 		      "  -s, --store PATH           event store (default: $CQRS_STORE)\n"
 		      "  -h, --help                 show this help\n"
 		      "  -V, --version              show the version\n",
@@ -56,29 +59,91 @@ static const char *parse_type(const char *opt, const char *arg)
 	return arg;
 }
 
-static int verify(cqrs_store *st)
+/* SEQ:HASH, as cqrs-read --verify prints them. */
+static void parse_expect(const char *arg, int64_t *seq, uint8_t hash[CQRS_HASH_LEN])
+{
+	const char *colon = strchr(arg, ':');
+	char num[32];
+	if (colon == NULL || (size_t)(colon - arg) >= sizeof num)
+		goto bad;
+	memcpy(num, arg, (size_t)(colon - arg));
+	num[colon - arg] = '\0';
+	if (cqrs_parse_int64(num, seq) < 0 || *seq == 0 ||
+	    cqrs_hash_parse(colon + 1, strlen(colon + 1), hash) < 0)
+		goto bad;
+	return;
+bad:
+	cqrs_die(CQRS_EXIT_USAGE, "--expect needs SEQ:HASH (a sequence and 64 hex digits): '%s'",
+		 arg);
+}
+
+static int verify(cqrs_store *st, const char *path, int64_t expect_seq,
+		  const uint8_t expect_hash[CQRS_HASH_LEN])
 {
 	cqrs_error err = { 0 };
-	int64_t checked, bad;
-	if (cqrs_store_verify(st, &checked, &bad, &err) < 0)
+	cqrs_verify v;
+	if (cqrs_store_verify(st, &v, &err) < 0)
 		cqrs_die_error(&err);
-	if (bad != 0) {
-		cqrs_warn("sequence %lld: hash chain broken after %lld good events: an event was "
-			  "edited, removed or reordered",
-			  (long long)bad, (long long)checked);
+	char hash[CQRS_HASH_LEN * 2 + 1] = "";
+	if (v.checked > 0)
+		cqrs_hash_format(v.hash, hash);
+	if (v.bad != 0) {
+		cqrs_warn("sequence %lld: %s", (long long)v.bad, v.why);
+		if (v.checked > 0)
+			cqrs_warn("verified %lld events up to there, head %s", (long long)v.checked,
+				  hash);
 		return CQRS_EXIT_DATAERR;
 	}
-	cqrs_filter last = { .limit = 1, .reverse = true };
-	cqrs_cursor *c = cqrs_store_read(st, &last, &err);
-	cqrs_event ev;
-	if (c == NULL || cqrs_cursor_next(c, &ev, &err) < 0)
-		cqrs_die_error(&err);
-	char head[CQRS_HASH_LEN * 2 + 1] = "";
-	if (checked > 0)
-		cqrs_hash_format(ev.hash, head);
-	cqrs_cursor_close(c);
-	printf("verified %lld events%s%s\n", (long long)checked, checked ? ", head " : "", head);
+	/* The witness of the last synced commit, when this user may read
+	 * it, and the head the caller recorded. */
+	if (cqrs_store_check_witness(st, path, &err) < 0 ||
+	    cqrs_store_expect(st, path, expect_seq, expect_hash, "--expect", &err) < 0) {
+		cqrs_warn("%s", err.msg);
+		return err.code;
+	}
+	printf("verified %lld events%s%s\n", (long long)v.checked, v.checked ? ", head " : "",
+	       hash);
 	return CQRS_EXIT_OK;
+}
+
+/* One value goes in the single field, which the store's indexes serve
+ * best; several in the lists, any of which matches. */
+static void set_filters(cqrs_filter *f, uint8_t (*aggregates)[CQRS_UUID_LEN], size_t naggregates,
+			const char **agg_types, size_t nagg_types, const char **ev_types,
+			size_t nev_types, const char **corrs, size_t ncorrs)
+{
+	if (naggregates == 1)
+		f->aggregate_id = aggregates[0];
+	else if (naggregates > 1) {
+		f->aggregate_ids = (const uint8_t(*)[CQRS_UUID_LEN])aggregates;
+		f->naggregate_ids = naggregates;
+	}
+	if (nagg_types == 1)
+		f->aggregate_type = agg_types[0];
+	else {
+		f->aggregate_types = agg_types;
+		f->naggregate_types = nagg_types;
+	}
+	if (nev_types == 1)
+		f->event_type = ev_types[0];
+	else {
+		f->event_types = ev_types;
+		f->nevent_types = nev_types;
+	}
+	if (ncorrs == 1)
+		f->correlation_id = corrs[0];
+	else {
+		f->correlation_ids = corrs;
+		f->ncorrelation_ids = ncorrs;
+	}
+}
+
+static void free_filters(void *aggregates, void *agg_types, void *ev_types, void *corrs)
+{
+	free(aggregates);
+	free(agg_types);
+	free(ev_types);
+	free(corrs);
 }
 
 /* Signals and a vanished reader end a --follow; both arrive as fds. */
@@ -105,7 +170,7 @@ static int follow_fds(int fds[2])
 
 int main(int argc, char **argv)
 {
-	enum { OPT_FROM = 256, OPT_AFTER, OPT_TO, OPT_UNTIL, OPT_VERIFY };
+	enum { OPT_FROM = 256, OPT_AFTER, OPT_TO, OPT_UNTIL, OPT_VERIFY, OPT_EXPECT };
 	static const struct option longopts[] = {
 		{ "aggregate", required_argument, NULL, 'a' },
 		{ "aggregate-type", required_argument, NULL, 't' },
@@ -119,13 +184,26 @@ int main(int argc, char **argv)
 		{ "reverse", no_argument, NULL, 'r' },
 		{ "follow", no_argument, NULL, 'f' },
 		{ "verify", no_argument, NULL, OPT_VERIFY },
+		{ "expect", required_argument, NULL, OPT_EXPECT },
 		{ "store", required_argument, NULL, 's' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
 	cqrs_filter f = { 0 };
-	uint8_t aggregate[CQRS_UUID_LEN];
+	/* Repeated filters are ORed; there are at most argc of each.  Static,
+	 * so that every way out of main leaves them reachable. */
+	static uint8_t(*aggregates)[CQRS_UUID_LEN];
+	static const char **agg_types, **ev_types, **corrs;
+	aggregates = calloc((size_t)argc, sizeof *aggregates);
+	agg_types = calloc((size_t)argc, sizeof *agg_types);
+	ev_types = calloc((size_t)argc, sizeof *ev_types);
+	corrs = calloc((size_t)argc, sizeof *corrs);
+	size_t naggregates = 0, nagg_types = 0, nev_types = 0, ncorrs = 0;
+	int64_t expect_seq = 0;
+	uint8_t expect_hash[CQRS_HASH_LEN];
+	if (aggregates == NULL || agg_types == NULL || ev_types == NULL || corrs == NULL)
+		cqrs_die(CQRS_EXIT_OSERR, "out of memory");
 	char until[CQRS_TIMESTAMP_LEN + 1];
 	const char *store_opt = NULL;
 	bool follow = false, do_verify = false, have_from = false;
@@ -135,13 +213,12 @@ int main(int argc, char **argv)
 	while ((ch = getopt_long(argc, argv, "a:t:e:c:n:rfs:hV", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'a':
-			if (cqrs_uuid_parse(optarg, strlen(optarg), aggregate) < 0)
+			if (cqrs_uuid_parse(optarg, strlen(optarg), aggregates[naggregates++]) < 0)
 				cqrs_die(CQRS_EXIT_USAGE, "--aggregate: not a UUID: '%s'", optarg);
-			f.aggregate_id = aggregate;
 			break;
-		case 't': f.aggregate_type = parse_type("--aggregate-type", optarg); break;
-		case 'e': f.event_type = parse_type("--event-type", optarg); break;
-		case 'c': f.correlation_id = optarg; break;
+		case 't': agg_types[nagg_types++] = parse_type("--aggregate-type", optarg); break;
+		case 'e': ev_types[nev_types++] = parse_type("--event-type", optarg); break;
+		case 'c': corrs[ncorrs++] = optarg; break;
 		case OPT_FROM:
 		case OPT_AFTER:
 			if (have_from)
@@ -170,6 +247,7 @@ int main(int argc, char **argv)
 		case 'r': f.reverse = true; break;
 		case 'f': follow = true; break;
 		case OPT_VERIFY: do_verify = true; break;
+		case OPT_EXPECT: parse_expect(optarg, &expect_seq, expect_hash); break;
 		case 's': store_opt = optarg; break;
 		case 'h': usage(0); break;
 		case 'V': cqrs_print_version(); return cqrs_finish_stdout(0);
@@ -180,12 +258,16 @@ int main(int argc, char **argv)
 		/* the usage without its final newline: cqrs_die adds one */
 		cqrs_die(CQRS_EXIT_USAGE, "unexpected operand '%s'\n%.*s", argv[optind],
 			 (int)sizeof usage_text - 2, usage_text);
+	set_filters(&f, aggregates, naggregates, agg_types, nagg_types, ev_types, nev_types, corrs,
+		    ncorrs);
+	if (expect_seq > 0 && !do_verify)
+		cqrs_die(CQRS_EXIT_USAGE, "--expect goes with --verify");
 	if (follow && f.reverse)
 		cqrs_die(CQRS_EXIT_USAGE, "--follow and --reverse go alone");
 	if (follow && f.until != NULL)
 		cqrs_die(CQRS_EXIT_USAGE, "--follow and --until go alone");
 	if (do_verify && (follow || f.reverse || f.limit || f.to || f.after || f.until ||
-			  f.aggregate_id || f.aggregate_type || f.event_type || f.correlation_id))
+			  naggregates || nagg_types || nev_types || ncorrs))
 		cqrs_die(CQRS_EXIT_USAGE,
 			 "--verify checks the whole store and takes no other option");
 
@@ -194,8 +276,9 @@ int main(int argc, char **argv)
 	if (st == NULL)
 		cqrs_die_error(&err);
 	if (do_verify) {
-		int code = verify(st);
+		int code = verify(st, cqrs_store_path(store_opt), expect_seq, expect_hash);
 		cqrs_store_close(st);
+		free_filters(aggregates, agg_types, ev_types, corrs);
 		return cqrs_finish_stdout(code);
 	}
 
@@ -246,5 +329,6 @@ int main(int argc, char **argv)
 			break; /* a signal, or the reader went away */
 	}
 	cqrs_store_close(st);
+	free_filters(aggregates, agg_types, ev_types, corrs);
 	return cqrs_finish_stdout(code);
 }

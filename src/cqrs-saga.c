@@ -5,9 +5,11 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -23,7 +25,7 @@ static const char usage_text[] =
 	"       cqrs-saga retry [-s store] saga_id\n"
 	"       cqrs-saga check [-f file]...\n";
 
-static void usage(int code)
+static CQRS_NORETURN void usage(int code)
 {
 	fputs(usage_text, code ? stderr : stdout);
 	if (code == 0)
@@ -58,8 +60,23 @@ static bool stopping(void)
 	return stop != 0;
 }
 
+/* A busy run is the normal case under cron (the last run is still going):
+ * it exits 75 quietly, so that cron has nothing to mail; -v says why. */
+static CQRS_NORETURN void exit_busy(void)
+{
+	exit(cqrs_finish_stdout(CQRS_EXIT_TEMPFAIL));
+}
+
+/* quiet: a run without -v, for which busy is no news */
+static CQRS_NORETURN void die_error(const cqrs_error *err, bool quiet)
+{
+	if (err->code == CQRS_EXIT_TEMPFAIL && quiet)
+		exit_busy();
+	cqrs_die_error(err);
+}
+
 /* One runner per store at a time: a second one would run steps twice. */
-static int take_lock(const char *store, bool wait)
+static int take_lock(const char *store, bool wait, bool verbose)
 {
 	char path[4200];
 	snprintf(path, sizeof path, "%s.saga.lock", store);
@@ -70,6 +87,8 @@ static int take_lock(const char *store, bool wait)
 	while (flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)) < 0) {
 		if (errno == EINTR && !stop)
 			continue;
+		if ((errno == EWOULDBLOCK || errno == EINTR) && !verbose)
+			exit_busy();
 		if (errno == EWOULDBLOCK || errno == EINTR)
 			cqrs_die(CQRS_EXIT_TEMPFAIL,
 				 "%s: another cqrs-saga run holds the lock; try "
@@ -97,13 +116,34 @@ static size_t load_defs(char **files, size_t nfiles, cqrs_saga_def **defs)
 	return nfiles;
 }
 
-static cqrs_store *open_store(const char *opt, enum cqrs_open_mode mode)
+/* run and retry write to the store but never create one: a typo in a cron
+ * line would otherwise make an empty store and run nothing, every minute,
+ * with exit 0.  Only the user's own mistake is caught here; the store
+ * itself is checked on the opened file. */
+static cqrs_store *open_store(const char *opt, enum cqrs_open_mode mode, bool quiet)
 {
+	const char *path = cqrs_store_path(opt);
+	struct stat sb;
+	if (strstr(path, "://") == NULL && stat(path, &sb) < 0 &&
+	    (errno == ENOENT || errno == ENOTDIR))
+		cqrs_die(CQRS_EXIT_NOINPUT, "%s: no such store", path);
 	cqrs_error err = { 0 };
-	cqrs_store *st = cqrs_store_open(cqrs_store_path(opt), mode, &err);
+	cqrs_store *st = cqrs_store_open(path, mode, &err);
 	if (st == NULL)
-		cqrs_die_error(&err);
+		die_error(&err, quiet);
 	return st;
+}
+
+/* --follow: sleep until new events, the next retry or deadline, or a signal */
+static int wait_for_work(cqrs_store *st, int64_t next_due, cqrs_error *err)
+{
+	int64_t ms = 60000;
+	if (next_due > 0) {
+		int64_t left = (next_due - cqrs_saga_now()) / 1000 + 1;
+		if (left < ms)
+			ms = left < 0 ? 0 : left;
+	}
+	return cqrs_store_wait(st, (int)ms, NULL, 0, err);
 }
 
 static int run(cqrs_store *st, cqrs_saga_def **defs, size_t ndefs, int64_t batch, bool verbose,
@@ -115,30 +155,18 @@ static int run(cqrs_store *st, cqrs_saga_def **defs, size_t ndefs, int64_t batch
 	cqrs_error err = { 0 };
 	cqrs_saga_runner *r = cqrs_saga_runner_new(st, defs, ndefs, &opt, &err);
 	if (r == NULL)
-		cqrs_die_error(&err);
+		die_error(&err, !verbose);
 	int code = 0;
 	do {
 		int64_t next_due = 0;
-		if (cqrs_saga_run(r, &next_due, &err) < 0) {
-			cqrs_warn("%s", err.msg);
+		if (cqrs_saga_run(r, &next_due, &err) < 0 ||
+		    (follow && !stop && wait_for_work(st, next_due, &err) < 0)) {
+			if (err.code != CQRS_EXIT_TEMPFAIL || verbose)
+				cqrs_warn("%s", err.msg);
 			code = err.code;
 			break;
 		}
-		if (!follow || stop)
-			break;
-		/* sleep until new events, the next retry or deadline, or a signal */
-		int64_t ms = 60000;
-		if (next_due > 0) {
-			int64_t left = (next_due - cqrs_saga_now()) / 1000 + 1;
-			if (left < ms)
-				ms = left < 0 ? 0 : left;
-		}
-		if (cqrs_store_wait(st, (int)ms, NULL, 0, &err) < 0) {
-			cqrs_warn("%s", err.msg);
-			code = err.code;
-			break;
-		}
-	} while (!stop);
+	} while (follow && !stop);
 	if (verbose) {
 		struct cqrs_saga_stats s;
 		cqrs_saga_runner_stats(r, &s);
@@ -195,167 +223,301 @@ static int render(const char *dot, size_t len, const char *format, const char *o
 	return 0;
 }
 
+struct opts {
+	const char *cmd, *store, *output, *type;
+	enum cqrs_saga_format format;
+	int64_t batch, stuck_us;
+	bool verbose, follow, wait, no_sync;
+	char **files;
+	size_t nfiles;
+	char **args;
+	int nargs;
+};
+
+static const struct option longopts[] = {
+	{ "batch", required_argument, NULL, 'b' },
+	{ "file", required_argument, NULL, 'f' },
+	{ "follow", no_argument, NULL, 'F' },
+	{ "format", required_argument, NULL, 'm' },
+	{ "output", required_argument, NULL, 'o' },
+	{ "store", required_argument, NULL, 's' },
+	{ "stuck-after", required_argument, NULL, 'k' },
+	{ "type", required_argument, NULL, 'T' },
+	{ "verbose", no_argument, NULL, 'v' },
+	{ "wait", no_argument, NULL, 'w' },
+	{ "no-sync", no_argument, NULL, 'S' },
+	{ "help", no_argument, NULL, 'h' },
+	{ "version", no_argument, NULL, 'V' },
+	{ NULL, 0, NULL, 0 },
+};
+
+/* How many long options "--name" (or "--name=value") abbreviates. */
+static int long_matches(const char *arg)
+{
+	size_t n = strcspn(arg + 2, "=");
+	int count = 0;
+	for (const struct option *o = longopts; o->name != NULL; o++) {
+		if (strncmp(o->name, arg + 2, n) == 0 && o->name[n] == '\0')
+			return 1;
+		count += strncmp(o->name, arg + 2, n) == 0;
+	}
+	return count;
+}
+
+static const char *long_name(int val)
+{
+	for (const struct option *o = longopts; o->name != NULL; o++)
+		if (o->val == val)
+			return o->name;
+	return "?";
+}
+
+/* The message and the usage, exit 64.  getopt's own messages would name
+ * the command ("run: ...") rather than the tool, so ours name both. */
+static CQRS_NORETURN CQRS_PRINTF(2, 3) void bad_usage(const char *cmd, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	if (cmd != NULL)
+		cqrs_warn("%s: %s", cmd, msg);
+	else
+		cqrs_warn("%s", msg);
+	usage(CQRS_EXIT_USAGE);
+}
+
+/* What getopt_long (opterr 0, optstring starting with ':') stopped at. */
+static CQRS_NORETURN void bad_option(const char *cmd, char **argv, int ch)
+{
+	const char *arg = argv[optind - 1];
+	char shortopt[2] = { (char)optopt, '\0' };
+	bool is_long = strncmp(arg, "--", 2) == 0;
+	if (ch == ':')
+		bad_usage(cmd,
+			  is_long ? "option '%s' requires an argument"
+				  : "option requires an argument -- '%s'",
+			  is_long ? arg : shortopt);
+	if (optopt == 0 && long_matches(arg) > 1)
+		bad_usage(cmd, "option '%s' is ambiguous", arg);
+	if (optopt == 0)
+		bad_usage(cmd, "unrecognized option '%s'", arg);
+	if (strchr("FmkwS", optopt) != NULL) /* long only: given a value */
+		bad_usage(cmd, "option '--%s' doesn't allow an argument", long_name(optopt));
+	bad_usage(cmd, "invalid option -- '%s'", shortopt);
+}
+
+static void set_option(struct opts *o, int ch)
+{
+	switch (ch) {
+	case 'b':
+		if (cqrs_parse_int64(optarg, &o->batch) < 0 || o->batch == 0 || o->batch > 100000)
+			cqrs_die(CQRS_EXIT_USAGE, "--batch needs a count from 1 to 100000: '%s'",
+				 optarg);
+		break;
+	case 'f': o->files[o->nfiles++] = optarg; break;
+	case 'F': o->follow = true; break;
+	case 'm':
+		if (strcmp(optarg, "text") == 0)
+			o->format = CQRS_SAGA_TEXT;
+		else if (strcmp(optarg, "ndjson") == 0)
+			o->format = CQRS_SAGA_NDJSON;
+		else
+			cqrs_die(CQRS_EXIT_USAGE, "--format is text or ndjson: '%s'", optarg);
+		break;
+	case 'o': o->output = optarg; break;
+	case 's': o->store = optarg; break;
+	case 'k':
+		o->stuck_us = cqrs_saga_duration_parse(optarg);
+		if (o->stuck_us < 0)
+			cqrs_die(CQRS_EXIT_USAGE,
+				 "--stuck-after needs a duration such as 30m or 2h: '%s'", optarg);
+		break;
+	case 'T':
+		if (strcmp(optarg, "dot") != 0 && strcmp(optarg, "svg") != 0 &&
+		    strcmp(optarg, "png") != 0)
+			cqrs_die(CQRS_EXIT_USAGE, "-T is dot, svg or png: '%s'", optarg);
+		o->type = optarg;
+		break;
+	case 'v': o->verbose = true; break;
+	case 'w': o->wait = true; break;
+	case 'S': o->no_sync = true; break;
+	}
+}
+
+/* argv[0] is the command, its options (those in allowed) and operands
+ * follow. */
+static void parse_options(int argc, char **argv, const char *allowed, struct opts *o)
+{
+	o->files = calloc((size_t)argc + 1, sizeof *o->files);
+	if (o->files == NULL)
+		cqrs_die(CQRS_EXIT_OSERR, "out of memory");
+	opterr = 0;
+	int ch;
+	while ((ch = getopt_long(argc, argv, ":b:f:o:s:T:vhV", longopts, NULL)) != -1) {
+		if (ch == '?' || ch == ':')
+			bad_option(o->cmd, argv, ch);
+		if (ch == 'h')
+			usage(0);
+		if (ch == 'V') {
+			cqrs_print_version();
+			exit(cqrs_finish_stdout(0));
+		}
+		if (strchr(allowed, ch) == NULL)
+			bad_usage(o->cmd, "option '--%s' does not apply to this command",
+				  long_name(ch));
+		set_option(o, ch);
+	}
+	if (o->nfiles > 64)
+		cqrs_die(CQRS_EXIT_USAGE, "at most 64 saga definitions");
+	o->args = argv + optind;
+	o->nargs = argc - optind;
+}
+
+static void no_operands(const struct opts *o)
+{
+	if (o->nargs != 0)
+		cqrs_die(CQRS_EXIT_USAGE, "%s takes no operands: '%s'", o->cmd, o->args[0]);
+}
+
+static int cmd_run(const struct opts *o)
+{
+	no_operands(o);
+	cqrs_saga_def *defs[64];
+	size_t ndefs = load_defs(o->files, o->nfiles, defs);
+	const char *path = cqrs_store_path(o->store);
+	struct sigaction sa = { .sa_handler = on_signal };
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	cqrs_store *st = open_store(o->store, CQRS_OPEN_WRITE, !o->verbose);
+	int lock = take_lock(path, o->wait, o->verbose);
+	if (o->no_sync)
+		cqrs_store_set_durability(st, CQRS_DURABLE_NORMAL);
+	int code = run(st, defs, ndefs, o->batch, o->verbose, o->follow);
+	cqrs_store_close(st);
+	close(lock);
+	for (size_t i = 0; i < ndefs; i++)
+		cqrs_saga_free(defs[i]);
+	return code;
+}
+
+static int cmd_check(const struct opts *o)
+{
+	no_operands(o);
+	cqrs_saga_def *defs[64];
+	size_t ndefs = load_defs(o->files, o->nfiles, defs);
+	for (size_t i = 0; i < ndefs; i++) {
+		printf("%s: saga '%s' is valid\n", o->nfiles ? o->files[i] : "order.yaml",
+		       cqrs_saga_name(defs[i]));
+		cqrs_saga_free(defs[i]);
+	}
+	return 0;
+}
+
+static int cmd_status(const struct opts *o)
+{
+	no_operands(o);
+	cqrs_error err = { 0 };
+	cqrs_store *st = open_store(o->store, CQRS_OPEN_READ, false);
+	if (cqrs_saga_status(st, stdout, o->format, o->stuck_us, &err) < 0)
+		cqrs_die_error(&err);
+	cqrs_store_close(st);
+	return 0;
+}
+
+static int cmd_show_retry(const struct opts *o)
+{
+	if (o->nargs != 1)
+		cqrs_die(CQRS_EXIT_USAGE, "%s needs one saga id", o->cmd);
+	bool show = strcmp(o->cmd, "show") == 0;
+	cqrs_error err = { 0 };
+	cqrs_store *st = open_store(o->store, show ? CQRS_OPEN_READ : CQRS_OPEN_WRITE, false);
+	int rc = show ? cqrs_saga_show(st, o->args[0], stdout, o->format, &err)
+		      : cqrs_saga_retry(st, o->args[0], &err);
+	if (rc < 0)
+		cqrs_die_error(&err);
+	cqrs_store_close(st);
+	return 0;
+}
+
+static int cmd_dot(const struct opts *o)
+{
+	if (o->nargs > 1)
+		cqrs_die(CQRS_EXIT_USAGE, "dot takes at most one saga id");
+	bool picture = strcmp(o->type, "dot") != 0;
+	if (picture && o->output == NULL)
+		cqrs_die(CQRS_EXIT_USAGE, "-T %s needs -o FILE", o->type);
+	cqrs_saga_def *defs[64];
+	size_t ndefs = load_defs(o->files, o->nfiles, defs);
+	cqrs_store *st = o->nargs ? open_store(o->store, CQRS_OPEN_READ, false) : NULL;
+	char *text = NULL;
+	size_t len = 0;
+	FILE *out = picture ? open_memstream(&text, &len) : stdout;
+	if (out == NULL)
+		cqrs_die(CQRS_EXIT_OSERR, "out of memory");
+	if (!picture && o->output != NULL && freopen(o->output, "w", stdout) == NULL)
+		cqrs_die(CQRS_EXIT_CANTCREAT, "%s: %s", o->output, strerror(errno));
+	cqrs_error err = { 0 };
+	if (cqrs_saga_dot(st, defs, ndefs, o->nargs ? o->args[0] : NULL, out, &err) < 0)
+		cqrs_die_error(&err);
+	if (picture) {
+		fclose(out);
+		render(text, len, o->type, o->output);
+		free(text);
+	}
+	cqrs_store_close(st);
+	for (size_t i = 0; i < ndefs; i++)
+		cqrs_saga_free(defs[i]);
+	return 0;
+}
+
+/* Before the command only -h and -V mean something. */
+static void before_command(const char *arg)
+{
+	if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0)
+		usage(0);
+	if (strcmp(arg, "-V") == 0 || strcmp(arg, "--version") == 0) {
+		cqrs_print_version();
+		exit(cqrs_finish_stdout(0));
+	}
+	if (arg[0] != '-' || arg[1] == '\0')
+		return;
+	bool known = strncmp(arg, "--", 2) == 0 ? long_matches(arg) > 0
+						: strchr("bfosTv", arg[1]) != NULL;
+	if (known)
+		bad_usage(NULL, "option '%s' goes after the command", arg);
+	bad_usage(NULL, "unrecognized option '%s'", arg);
+}
+
+/* Each command and the options it takes, as in the SYNOPSIS (-h and -V:
+ * all of them). */
+static const struct {
+	const char *name, *opts;
+	int (*fn)(const struct opts *o);
+} commands[] = {
+	{ "run", "vFwbfsS", cmd_run },	  { "status", "mks", cmd_status },
+	{ "show", "ms", cmd_show_retry }, { "dot", "fTos", cmd_dot },
+	{ "retry", "s", cmd_show_retry }, { "check", "f", cmd_check },
+};
+
 int main(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		{ "batch", required_argument, NULL, 'b' },
-		{ "file", required_argument, NULL, 'f' },
-		{ "follow", no_argument, NULL, 'F' },
-		{ "format", required_argument, NULL, 'm' },
-		{ "output", required_argument, NULL, 'o' },
-		{ "store", required_argument, NULL, 's' },
-		{ "stuck-after", required_argument, NULL, 'k' },
-		{ "type", required_argument, NULL, 'T' },
-		{ "verbose", no_argument, NULL, 'v' },
-		{ "wait", no_argument, NULL, 'w' },
-		{ "no-sync", no_argument, NULL, 'S' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 },
-	};
 	cqrs_tool_init("cqrs-saga");
-	if (argc >= 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0))
-		usage(0);
-	if (argc >= 2 && (strcmp(argv[1], "-V") == 0 || strcmp(argv[1], "--version") == 0)) {
-		cqrs_print_version();
-		return cqrs_finish_stdout(0);
-	}
-	if (argc < 2 || argv[1][0] == '-')
+	if (argc < 2)
 		usage(CQRS_EXIT_USAGE);
-	const char *cmd = argv[1];
-	argc--;
-	argv++;
-	const char *store_opt = NULL, *output = NULL, *type = "dot";
-	enum cqrs_saga_format format = CQRS_SAGA_TEXT;
-	int64_t batch = 0, stuck_us = 3600LL * 1000000;
-	bool verbose = false, follow = false, wait = false, no_sync = false;
-	char **files = calloc((size_t)argc + 1, sizeof *files);
-	size_t nfiles = 0;
-	if (files == NULL)
-		cqrs_die(CQRS_EXIT_OSERR, "out of memory");
-	int ch;
-	while ((ch = getopt_long(argc, argv, "b:f:o:s:T:vhV", longopts, NULL)) != -1) {
-		switch (ch) {
-		case 'b':
-			if (cqrs_parse_int64(optarg, &batch) < 0 || batch == 0 || batch > 100000)
-				cqrs_die(CQRS_EXIT_USAGE,
-					 "--batch needs a count from 1 to 100000: '%s'", optarg);
-			break;
-		case 'f': files[nfiles++] = optarg; break;
-		case 'F': follow = true; break;
-		case 'm':
-			if (strcmp(optarg, "text") == 0)
-				format = CQRS_SAGA_TEXT;
-			else if (strcmp(optarg, "ndjson") == 0)
-				format = CQRS_SAGA_NDJSON;
-			else
-				cqrs_die(CQRS_EXIT_USAGE, "--format is text or ndjson: '%s'",
-					 optarg);
-			break;
-		case 'o': output = optarg; break;
-		case 's': store_opt = optarg; break;
-		case 'k':
-			stuck_us = cqrs_saga_duration_parse(optarg);
-			if (stuck_us < 0)
-				cqrs_die(CQRS_EXIT_USAGE,
-					 "--stuck-after needs a duration such as 30m or 2h: '%s'",
-					 optarg);
-			break;
-		case 'T':
-			if (strcmp(optarg, "dot") != 0 && strcmp(optarg, "svg") != 0 &&
-			    strcmp(optarg, "png") != 0)
-				cqrs_die(CQRS_EXIT_USAGE, "-T is dot, svg or png: '%s'", optarg);
-			type = optarg;
-			break;
-		case 'v': verbose = true; break;
-		case 'w': wait = true; break;
-		case 'S': no_sync = true; break;
-		case 'h': usage(0); break;
-		case 'V': cqrs_print_version(); return cqrs_finish_stdout(0);
-		default: usage(CQRS_EXIT_USAGE);
-		}
-	}
-	char **args = argv + optind;
-	int nargs = argc - optind;
-	cqrs_saga_def *defs[64];
-	if (nfiles > 64)
-		cqrs_die(CQRS_EXIT_USAGE, "at most 64 saga definitions");
-	int code = 0;
-	cqrs_error err = { 0 };
-
-	if (strcmp(cmd, "run") == 0) {
-		if (nargs != 0)
-			cqrs_die(CQRS_EXIT_USAGE, "run takes no operands: '%s'", args[0]);
-		size_t ndefs = load_defs(files, nfiles, defs);
-		const char *path = cqrs_store_path(store_opt);
-		struct sigaction sa = { .sa_handler = on_signal };
-		sigemptyset(&sa.sa_mask);
-		sigaction(SIGINT, &sa, NULL);
-		sigaction(SIGTERM, &sa, NULL);
-		cqrs_store *st = open_store(store_opt, CQRS_OPEN_WRITE);
-		int lock = take_lock(path, wait);
-		if (no_sync)
-			cqrs_store_set_durability(st, CQRS_DURABLE_NORMAL);
-		code = run(st, defs, ndefs, batch, verbose, follow);
-		cqrs_store_close(st);
-		close(lock);
-		for (size_t i = 0; i < ndefs; i++)
-			cqrs_saga_free(defs[i]);
-	} else if (strcmp(cmd, "check") == 0) {
-		if (nargs != 0)
-			cqrs_die(CQRS_EXIT_USAGE, "check takes no operands: '%s'", args[0]);
-		size_t ndefs = load_defs(files, nfiles, defs);
-		for (size_t i = 0; i < ndefs; i++) {
-			printf("%s: saga '%s' is valid\n", nfiles ? files[i] : "order.yaml",
-			       cqrs_saga_name(defs[i]));
-			cqrs_saga_free(defs[i]);
-		}
-	} else if (strcmp(cmd, "status") == 0) {
-		if (nargs != 0)
-			cqrs_die(CQRS_EXIT_USAGE, "status takes no operands: '%s'", args[0]);
-		cqrs_store *st = open_store(store_opt, CQRS_OPEN_READ);
-		if (cqrs_saga_status(st, stdout, format, stuck_us, &err) < 0)
-			cqrs_die_error(&err);
-		cqrs_store_close(st);
-	} else if (strcmp(cmd, "show") == 0 || strcmp(cmd, "retry") == 0) {
-		if (nargs != 1)
-			cqrs_die(CQRS_EXIT_USAGE, "%s needs one saga id", cmd);
-		bool show = cmd[1] == 'h';
-		cqrs_store *st = open_store(store_opt, show ? CQRS_OPEN_READ : CQRS_OPEN_WRITE);
-		int rc = show ? cqrs_saga_show(st, args[0], stdout, format, &err)
-			      : cqrs_saga_retry(st, args[0], &err);
-		if (rc < 0)
-			cqrs_die_error(&err);
-		cqrs_store_close(st);
-	} else if (strcmp(cmd, "dot") == 0) {
-		if (nargs > 1)
-			cqrs_die(CQRS_EXIT_USAGE, "dot takes at most one saga id");
-		bool picture = strcmp(type, "dot") != 0;
-		if (picture && output == NULL)
-			cqrs_die(CQRS_EXIT_USAGE, "-T %s needs -o FILE", type);
-		size_t ndefs = load_defs(files, nfiles, defs);
-		cqrs_store *st = nargs ? open_store(store_opt, CQRS_OPEN_READ) : NULL;
-		char *text = NULL;
-		size_t len = 0;
-		FILE *out = picture ? open_memstream(&text, &len) : stdout;
-		if (out == NULL)
-			cqrs_die(CQRS_EXIT_OSERR, "out of memory");
-		if (!picture && output != NULL && freopen(output, "w", stdout) == NULL)
-			cqrs_die(CQRS_EXIT_CANTCREAT, "%s: %s", output, strerror(errno));
-		if (cqrs_saga_dot(st, defs, ndefs, nargs ? args[0] : NULL, out, &err) < 0)
-			cqrs_die_error(&err);
-		if (picture) {
-			fclose(out);
-			render(text, len, type, output);
-			free(text);
-		}
-		cqrs_store_close(st);
-		for (size_t i = 0; i < ndefs; i++)
-			cqrs_saga_free(defs[i]);
-	} else {
-		cqrs_warn("unknown command '%s'", cmd);
+	before_command(argv[1]);
+	size_t i = 0, n = sizeof commands / sizeof commands[0];
+	while (i < n && strcmp(argv[1], commands[i].name) != 0)
+		i++;
+	if (i == n) {
+		cqrs_warn("unknown command '%s'", argv[1]);
 		usage(CQRS_EXIT_USAGE);
 	}
-	free(files);
+	struct opts o = { .cmd = argv[1], .type = "dot", .stuck_us = 3600LL * 1000000 };
+	parse_options(argc - 1, argv + 1, commands[i].opts, &o);
+	int code = commands[i].fn(&o);
+	free(o.files);
 	return cqrs_finish_stdout(code);
 }

@@ -41,23 +41,35 @@ with_data() {
 
 # --- output and defaults ----------------------------------------------------
 
+# The fixture's envelopes as new events get them: metadata.os_user is the
+# user running the test, and so the hashes differ from the fixture's.
+without_os_user() {
+	jq -c 'del(.hash) | .metadata |= del(.os_user)' "$@"
+}
+
 @test "prints the complete stored envelopes, keys in the documented order" {
 	run --separate-stderr cqrs-append "$FIXTURES/orders.ndjson"
 	assert_success
 	assert_equal "$stderr" ''
+	assert_equal "$(without_os_user <<<"$output")" "$(without_os_user "$FIXTURES/orders.envelopes")"
+	assert_equal "$(jq -r .metadata.os_user <<<"$output" | sort -u)" "$(id -un)"
+	# replayed as history (sequence and hash given), the fixture is stored as it is
+	rm -f "$CQRS_STORE"*
+	run --separate-stderr cqrs-append "$FIXTURES/orders.envelopes"
+	assert_success
 	assert_output "$(cat "$FIXTURES/orders.envelopes")"
 	run jq -c 'keys_unsorted' <<<"${lines[0]}"
 	assert_output '["sequence","event_id","aggregate_id","aggregate_type","aggregate_version","event_type","event_version","data","metadata","timestamp","hash"]'
 }
 
 @test "the store holds what was printed, and cqrs-read prints it back unchanged" {
-	cqrs-append -q "$FIXTURES/orders.ndjson"
+	cqrs-append "$FIXTURES/orders.ndjson" >printed.ndjson
 	run sqlite3 "$CQRS_STORE" "SELECT sequence, event_id, aggregate_version, data FROM event_log WHERE sequence IN (2, 7)"
 	assert_output '2|0190d3a0-0002-7000-8000-000000000002|1|{"quantity":10}
 7|0190d3a0-0007-7000-8000-000000000007|2|{"reason":"customer request"}'
 	run --separate-stderr cqrs-read
 	assert_success
-	assert_output "$(cat "$FIXTURES/orders.envelopes")"
+	assert_output "$(cat printed.ndjson)"
 }
 
 @test "defaults: a new v7 event_id, the current time, event_version 1, metadata {}" {
@@ -65,7 +77,7 @@ with_data() {
 	run --separate-stderr cqrs-append < <(ev "$A")
 	after=$(date -u +%Y-%m-%dT%H:%M:%S)
 	assert_success
-	assert_regex "$output" '^\{"sequence":1,"event_id":"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}","aggregate_id":"'"$A"'","aggregate_type":"Order","aggregate_version":1,"event_type":"OrderCreated","event_version":1,"data":\{\},"metadata":\{\},"timestamp":"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z","hash":"[0-9a-f]{64}"\}$'
+	assert_regex "$output" '^\{"sequence":1,"event_id":"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}","aggregate_id":"'"$A"'","aggregate_type":"Order","aggregate_version":1,"event_type":"OrderCreated","event_version":1,"data":\{\},"metadata":\{"os_user":"'"$(id -un)"'"\},"timestamp":"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z","hash":"[0-9a-f]{64}"\}$'
 	ts=$(jq -r .timestamp <<<"$output")
 	[[ ! "$ts" < "$before" && ! "${ts:0:19}" > "$after" ]] || fail "timestamp $ts not between $before and $after"
 	# two events get two different ids
@@ -82,9 +94,10 @@ with_data() {
 	run --separate-stderr cqrs-append in.ndjson
 	assert_success
 	data='{"amount":205.67,"fee":1.50,"huge":1e400,"big":12345678901234567890123,"neg":-0.0,"exp":1E+2,"s":"caf\u00e9 \/ \"q\"","u":"€","a":[1,{},[],null,true]}'
-	assert_output --partial "\"data\":$data,\"metadata\":{\"correlation_id\":\"c-1\",\"n\":0.10},"
+	me=$(id -un)
+	assert_output --partial "\"data\":$data,\"metadata\":{\"correlation_id\":\"c-1\",\"n\":0.10,\"os_user\":\"$me\"},"
 	run sqlite3 "$CQRS_STORE" 'SELECT data, metadata, correlation_id FROM events'
-	assert_output "$data|{\"correlation_id\":\"c-1\",\"n\":0.10}|c-1"
+	assert_output "$data|{\"correlation_id\":\"c-1\",\"n\":0.10,\"os_user\":\"$me\"}|c-1"
 }
 
 @test "an input timestamp is normalised to UTC with microseconds" {
@@ -171,15 +184,9 @@ cqrs-append: nothing was stored"
 	chmod 000 secret.ndjson
 	if [ "$(id -u)" = 0 ]; then
 		# root reads anything: run as nobody, in a directory nobody can use
-		d=$BATS_TEST_TMPDIR
-		while [ "$d" != / ] && [ "$d" != "$(dirname "$BATS_RUN_TMPDIR")" ]; do
-			chmod o+x "$d"
-			d=$(dirname "$d")
-		done
-		mkdir -m 777 shared
+		mkdir -m 1777 shared
 		mv secret.ndjson shared/
-		run --separate-stderr setpriv --reuid=nobody --regid=nogroup --clear-groups \
-			env CQRS_STORE="$PWD/shared/events.db" "$(command -v cqrs-append)" shared/secret.ndjson
+		run_as_other_user CQRS_STORE="$PWD/shared/events.db" cqrs-append shared/secret.ndjson
 	else
 		mkdir shared
 		mv secret.ndjson shared/
@@ -604,7 +611,7 @@ cqrs-append: 1 events were committed before the error, through stdin:1 (sequence
 }
 
 @test "--no-sync appends durably enough to read back" {
-	run --separate-stderr cqrs-append --no-sync -q "$FIXTURES/orders.ndjson"
+	run --separate-stderr cqrs-append --no-sync -q "$FIXTURES/orders.envelopes"
 	assert_success
 	run cqrs-read
 	assert_output "$(cat "$FIXTURES/orders.envelopes")"
@@ -639,7 +646,8 @@ cqrs-append: 1 events were committed before the error, through stdin:1 (sequence
 	assert_failure 64
 	assert_output ''
 	assert_equal "$stderr" "cqrs-append: unrecognized option '--bogus'
-usage: cqrs-append [-nq] [-b count] [-e version] [-s store] [--no-sync] [file ...]"
+usage: cqrs-append [-nq] [-b count] [-e version] [-s store] [--no-sync] [file ...]
+       cqrs-append --reset-witness [-s store]"
 	run --separate-stderr cqrs-append -b
 	assert_failure 64
 	[ ! -e "$CQRS_STORE" ]
@@ -676,7 +684,7 @@ wal'
 }
 
 @test "the event_log view shows text UUIDs" {
-	cqrs-append -q "$FIXTURES/orders.ndjson"
+	cqrs-append -q "$FIXTURES/orders.envelopes"
 	run sqlite3 "$CQRS_STORE" "SELECT event_id, aggregate_id, aggregate_type, event_type, hash FROM event_log WHERE sequence = 1"
 	assert_output "0190d3a0-0001-7000-8000-000000000001|$A|Order|OrderCreated|da76587c8712bd5cdef8dd52b23278680e4a0c5ac3ad7a5847cb1c93f9297bd3"
 	run sqlite3 "$CQRS_STORE" "SELECT count(*) FROM event_log WHERE correlation_id = 'c-A'"

@@ -364,17 +364,17 @@ bad_yaml() {
 }
 
 @test "bad YAML: a syntax error names file, line and problem" {
-	bad_yaml "bad.yaml:3: found character that cannot start any token (while scanning for the next token on line 3)" <<-'EOF'
+	bad_yaml "bad.yaml:3:14: found character that cannot start any token (while scanning for the next token on line 3)" <<-'EOF'
 		projections:
 		  - name: x
 		    tables: [`CREATE TABLE x (a)`]
 	EOF
-	bad_yaml "bad.yaml:3: did not find expected '-' indicator (while parsing a block collection on line 2)" <<-'EOF'
+	bad_yaml "bad.yaml:3:4: did not find expected '-' indicator (while parsing a block collection on line 2)" <<-'EOF'
 		projections:
 		  - name: x
 		   tables: []
 	EOF
-	bad_yaml "bad.yaml:4: found unexpected end of stream (while scanning a quoted scalar on line 3)" <<-'EOF'
+	bad_yaml "bad.yaml:4:1: found unexpected end of stream (while scanning a quoted scalar on line 3)" <<-'EOF'
 		projections:
 		  - name: x
 		    tables: ["CREATE TABLE x (a)]
@@ -382,47 +382,47 @@ bad_yaml() {
 }
 
 @test "bad YAML: unknown keys, missing fields, wrong kinds" {
-	bad_yaml "bad.yaml:3: unknown key 'tabels' in a projection (expected name, description, tables, on)" <<-'EOF'
+	bad_yaml "bad.yaml:3:5: unknown key 'tabels' in a projection (expected name, description, tables, on)" <<-'EOF'
 		projections:
 		  - name: x
 		    tabels: []
 	EOF
-	bad_yaml "bad.yaml:1: unknown key 'projection' (expected 'projections')" <<-'EOF'
+	bad_yaml "bad.yaml:1:1: unknown key 'projection' (expected 'projections')" <<-'EOF'
 		projection: []
 	EOF
-	bad_yaml "bad.yaml:2: projection without a 'name'" <<-'EOF'
+	bad_yaml "bad.yaml:2:5: projection without a 'name'" <<-'EOF'
 		projections:
 		  - tables: [CREATE TABLE x (a)]
 		    on: {OrderCreated: INSERT INTO x VALUES (1)}
 	EOF
-	bad_yaml "bad.yaml:2: projection 'x' has no 'on' (what to do for each event type)" <<-'EOF'
+	bad_yaml "bad.yaml:2:5: projection 'x' has no 'on' (what to do for each event type)" <<-'EOF'
 		projections:
 		  - name: x
 		    tables: [CREATE TABLE x (a)]
 	EOF
-	bad_yaml "bad.yaml:2: projection 'x' has no 'tables' (the CREATE statements of its read model)" <<-'EOF'
+	bad_yaml "bad.yaml:2:5: projection 'x' has no 'tables' (the CREATE statements of its read model)" <<-'EOF'
 		projections:
 		  - name: x
 		    on: {OrderCreated: INSERT INTO x VALUES (1)}
 	EOF
-	bad_yaml "bad.yaml:4: 'on' must be a mapping, not a list" <<-'EOF'
+	bad_yaml "bad.yaml:4:9: 'on' must be a mapping, not a list" <<-'EOF'
 		projections:
 		  - name: x
 		    tables: [CREATE TABLE x (a)]
 		    on: [INSERT INTO x VALUES (1)]
 	EOF
-	bad_yaml "bad.yaml:4: duplicate key 'name' (first on line 2)" <<-'EOF'
+	bad_yaml "bad.yaml:4:5: duplicate key 'name' (first on line 2)" <<-'EOF'
 		projections:
 		  - name: x
 		    tables: [CREATE TABLE x (a)]
 		    name: y
 	EOF
-	bad_yaml "bad.yaml:1: empty file: expected 'projections:'" </dev/null
-	bad_yaml "bad.yaml:2: not a projection name: 'order-views' (a letter or '_', then letters, digits or '_', at most 64, not starting cqrs_ or sqlite_)" <<-'EOF'
+	bad_yaml "bad.yaml:1:1: empty file: expected 'projections:'" </dev/null
+	bad_yaml "bad.yaml:2:11: not a projection name: 'order-views' (a letter or '_', then letters, digits or '_', at most 64, not starting cqrs_ or sqlite_)" <<-'EOF'
 		projections:
 		  - name: order-views
 	EOF
-	bad_yaml "bad.yaml:5: not an event type: 'Order Created' (or '*' for every event)" <<-'EOF'
+	bad_yaml "bad.yaml:5:7: not an event type: 'Order Created' (or '*' for every event)" <<-'EOF'
 		projections:
 		  - name: x
 		    tables: [CREATE TABLE x (a)]
@@ -432,7 +432,7 @@ bad_yaml() {
 }
 
 @test "bad YAML: bad SQL and bad parameters name the statement's line" {
-	bad_yaml "bad.yaml:8: projection 'x', on OrderCreated: unknown parameter ':data_total' (known: :sequence, :event_id, :aggregate_id, :aggregate_type, :aggregate_version, :event_type, :event_version, :timestamp, :data, :data.FIELD, :metadata, :metadata.FIELD)" <<-'EOF'
+	bad_yaml "bad.yaml:8:34: projection 'x', on OrderCreated: unknown parameter ':data_total' (known: :sequence, :event_id, :aggregate_id, :aggregate_type, :aggregate_version, :event_type, :event_version, :timestamp, :data, :data.FIELD, :metadata, :metadata.FIELD)" <<-'EOF'
 		projections:
 		  - name: x
 		    tables: ["CREATE TABLE x (a, b)"]
@@ -442,7 +442,7 @@ bad_yaml() {
 		          INSERT INTO x
 		          VALUES (:aggregate_id, :data_total)
 	EOF
-	bad_yaml "bad.yaml:7: projection 'x', on OrderCreated: table x has no column named c" <<-'EOF'
+	bad_yaml "bad.yaml:7:11: projection 'x', on OrderCreated: table x has no column named c" <<-'EOF'
 		projections:
 		  - name: x
 		    tables:
@@ -451,20 +451,20 @@ bad_yaml() {
 		      OrderCreated:
 		        - INSERT INTO x (a, c) VALUES (:aggregate_id, :data.total)
 	EOF
-	bad_yaml "bad.yaml:3: projection 'x', tables: near \"TABEL\": syntax error" <<-'EOF'
+	bad_yaml "bad.yaml:3:14: projection 'x', tables: near \"TABEL\": syntax error" <<-'EOF'
 		projections:
 		  - name: x
 		    tables: ["CREATE TABEL x (a, b)"]
 		    on: {OrderCreated: "INSERT INTO x VALUES (1, 2)"}
 	EOF
-	bad_yaml "bad.yaml:5: projection 'x', on OrderCreated: use named parameters such as :data.customer_id, not '?'" <<-'EOF'
+	bad_yaml "bad.yaml:5:43: projection 'x', on OrderCreated: use named parameters such as :data.customer_id, not '?'" <<-'EOF'
 		projections:
 		  - name: x
 		    tables: [CREATE TABLE x (a)]
 		    on:
 		      OrderCreated: INSERT INTO x VALUES (?)
 	EOF
-	bad_yaml "bad.yaml:6: projection 'x', on OrderCreated: one SQL statement per list item (start another item with '- ')" <<-'EOF'
+	bad_yaml "bad.yaml:6:9: projection 'x', on OrderCreated: one SQL statement per list item (start another item with '- ')" <<-'EOF'
 		projections:
 		  - name: x
 		    tables: [CREATE TABLE x (a)]
@@ -475,7 +475,7 @@ bad_yaml() {
 }
 
 @test "bad YAML: a projection writes only its own tables, never a transaction" {
-	bad_yaml "bad.yaml:5: projection 'x', on OrderCreated: no such table: order_views" <<-'EOF'
+	bad_yaml "bad.yaml:5:21: projection 'x', on OrderCreated: no such table: order_views" <<-'EOF'
 		projections:
 		  - name: x
 		    tables: [CREATE TABLE x (a)]
@@ -485,22 +485,22 @@ bad_yaml() {
 	# with the shipped projections loaded, that table exists: not its own
 	run --separate-stderr cqrs-project --check -P bad.yaml
 	assert_failure 78
-	assert_equal "$stderr" "cqrs-project: bad.yaml:5: projection 'x', on OrderCreated: writes table 'order_views', which projection 'order_views' owns (a projection writes only the tables it creates)"
-	bad_yaml "bad.yaml:5: projection 'x', on OrderCreated: transactions belong to cqrs-project, which commits each batch with its checkpoint" <<-'EOF'
+	assert_equal "$stderr" "cqrs-project: bad.yaml:5:21: projection 'x', on OrderCreated: writes table 'order_views', which projection 'order_views' owns (a projection writes only the tables it creates)"
+	bad_yaml "bad.yaml:5:21: projection 'x', on OrderCreated: transactions belong to cqrs-project, which commits each batch with its checkpoint" <<-'EOF'
 		projections:
 		  - name: x
 		    tables: [CREATE TABLE x (a)]
 		    on:
 		      OrderCreated: COMMIT
 	EOF
-	bad_yaml "bad.yaml:5: projection 'x', on OrderCreated: table 'cqrs_checkpoints' belongs to cqrs-project" <<-'EOF'
+	bad_yaml "bad.yaml:5:21: projection 'x', on OrderCreated: table 'cqrs_checkpoints' belongs to cqrs-project" <<-'EOF'
 		projections:
 		  - name: x
 		    tables: [CREATE TABLE x (a)]
 		    on:
 		      OrderCreated: UPDATE cqrs_checkpoints SET sequence = 0
 	EOF
-	bad_yaml "bad.yaml:5: projection 'x', on OrderCreated: CREATE belongs in 'tables', not in 'on'" <<-'EOF'
+	bad_yaml "bad.yaml:5:21: projection 'x', on OrderCreated: CREATE belongs in 'tables', not in 'on'" <<-'EOF'
 		projections:
 		  - name: x
 		    tables: [CREATE TABLE x (a)]
@@ -514,7 +514,7 @@ bad_yaml() {
 	cp mine.yaml again.yaml
 	run --separate-stderr cqrs-project --check -P mine.yaml -P again.yaml
 	assert_failure 78
-	assert_equal "$stderr" "cqrs-project: again.yaml:3: projection 'event_counts' is already defined at mine.yaml:3"
+	assert_equal "$stderr" "cqrs-project: again.yaml:3:11: projection 'event_counts' is already defined at mine.yaml:3"
 	run --separate-stderr cqrs-project --check -P nowhere.yaml
 	assert_failure 66
 	assert_equal "$stderr" "cqrs-project: nowhere.yaml: cannot read projection file: No such file or directory"
@@ -691,6 +691,9 @@ checkpoint() {
 	wait_locked
 	run --separate-stderr cqrs-project -P slow.yaml
 	assert_failure 75
+	assert_equal "$stderr" '' # silent for cron
+	run --separate-stderr cqrs-project -v -P slow.yaml
+	assert_failure 75
 	assert_equal "$stderr" "cqrs-project: another cqrs-project is running on $CQRS_VIEWS (--wait waits for it)"
 	run --separate-stderr cqrs-project -P slow.yaml --wait -v
 	assert_success
@@ -830,13 +833,15 @@ checkpoint() {
 	assert_equal "$(snapshot "$CQRS_VIEWS")" "$before"
 }
 
-@test "--rebuild refuses to drop a projection it does not load, unless --force" {
+@test "--rebuild keeps a projection it does not load, --force drops it" {
 	load_history
 	user_projection mine.yaml
 	cqrs-project -P mine.yaml
 	run --separate-stderr cqrs-project --rebuild
-	assert_failure 78
-	assert_equal "$stderr" "cqrs-project: $CQRS_VIEWS: projection 'event_counts' (from mine.yaml:3) is not loaded and a rebuild would drop it: load its file with --projections, or add --force to drop it"
+	assert_success
+	assert_equal "$stderr" ''
+	run sqlite3 "$CQRS_VIEWS" "SELECT count(*) FROM sqlite_schema WHERE name = 'event_counts'"
+	assert_output 1
 	run --separate-stderr cqrs-project --rebuild --force
 	assert_success
 	assert_equal "$stderr" "cqrs-project: dropping projection 'event_counts' (from mine.yaml:3): it is not loaded"

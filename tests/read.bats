@@ -14,8 +14,10 @@ P=5a1d2c3e-4f50-4b9c-9c7e-2f574d6a9e3b
 #   seq 2 P StockReplenished 2026-01-16T10:00:01.5   seq 6 P InventoryReserved c-B 2026-01-18T00:00:00
 #   seq 3 A PaymentProcessed c-A 2026-01-16T11:00:00 seq 7 B OrderCancelled c-B 2026-01-18T13:30:00
 #   seq 4 B OrderCreated c-B 2026-01-17T09:00:00
+# The fixture's history, replayed with its sequences and hashes: new
+# events would record the OS user in their metadata (and so in the hash).
 load_orders() {
-	cqrs-append -q "$FIXTURES/orders.ndjson"
+	cqrs-append -q "$FIXTURES/orders.envelopes"
 }
 
 # The fixture's envelopes with these sequence numbers, in this order.
@@ -89,6 +91,18 @@ ev() {
 	reads '--event-type OrderCreated' '1 4'
 	reads '-e OrderCancelled' '7'
 	reads '-e orderCreated' ''
+}
+
+@test "a repeated filter matches any of its values" {
+	load_orders
+	reads '-e OrderCreated -e OrderCancelled' '1 4 7'
+	reads '-e OrderCancelled -e OrderCreated -e Nothing' '1 4 7'
+	reads '-t Inventory -t Payment' '2 6'
+	reads '-c c-A -c c-B' '1 3 4 5 6 7'
+	reads "-a $A -a $B" '1 3 4 5 7'
+	# different filters still combine with AND
+	reads "-e OrderCreated -e StockReplenished -c c-B" '4'
+	reads "-e OrderCreated -e OrderShipped -a $A -a $P --reverse" '5 1'
 }
 
 @test "--correlation / -c" {
@@ -180,7 +194,7 @@ ev() {
 @test "a bad option or an operand is 64 with the usage" {
 	usage="usage: cqrs-read [-fr] [-a id] [-c correlation-id] [-e event-type] [-n limit]
                  [-s store] [-t aggregate-type] [--from seq | --after seq]
-                 [--to seq] [--until time] [--verify]"
+                 [--to seq] [--until time] [--verify [--expect seq:hash]]"
 	usage_error "unrecognized option '--bogus'
 $usage" --bogus
 	usage_error "unexpected operand 'extra'
@@ -279,7 +293,8 @@ $usage" extra
 	run --separate-stderr cqrs-read --verify
 	assert_failure 65
 	assert_output ''
-	assert_equal "$stderr" 'cqrs-read: sequence 3: hash chain broken after 2 good events: an event was edited, removed or reordered'
+	assert_equal "$stderr" 'cqrs-read: sequence 3: hash chain broken: an event was edited, removed or reordered
+cqrs-read: verified 2 events up to there, head ad4da55b8adf7e437fddbf51b5cbcb6c1c847cf3e58783b29dc6e9c08368a03f'
 }
 
 @test "--verify finds an edited timestamp, type or version" {
@@ -293,7 +308,8 @@ $usage" extra
 		sqlite3 "$CQRS_STORE" "UPDATE events SET $change WHERE sequence = 4"
 		run --separate-stderr cqrs-read --verify
 		assert_failure 65
-		assert_equal "$stderr" 'cqrs-read: sequence 4: hash chain broken after 3 good events: an event was edited, removed or reordered'
+		assert_equal "$stderr" 'cqrs-read: sequence 4: hash chain broken: an event was edited, removed or reordered
+cqrs-read: verified 3 events up to there, head 253a282c5aa3df0deb4792b3e76a2756a0721e4878b4b09bef898c882f400bfe'
 	done
 }
 
@@ -302,11 +318,12 @@ $usage" extra
 	sqlite3 "$CQRS_STORE" 'DROP TRIGGER events_no_delete; DELETE FROM events WHERE sequence = 4'
 	run --separate-stderr cqrs-read --verify
 	assert_failure 65
-	assert_equal "$stderr" 'cqrs-read: sequence 5: hash chain broken after 3 good events: an event was edited, removed or reordered'
+	assert_equal "$stderr" 'cqrs-read: sequence 5: hash chain broken: an event was edited, removed or reordered
+cqrs-read: verified 3 events up to there, head 253a282c5aa3df0deb4792b3e76a2756a0721e4878b4b09bef898c882f400bfe'
 	sqlite3 "$CQRS_STORE" 'DELETE FROM events WHERE sequence = 1'
 	run --separate-stderr cqrs-read --verify
 	assert_failure 65
-	assert_equal "$stderr" 'cqrs-read: sequence 2: hash chain broken after 0 good events: an event was edited, removed or reordered'
+	assert_equal "$stderr" 'cqrs-read: sequence 2: hash chain broken: an event was edited, removed or reordered'
 }
 
 @test "a copy made by cqrs-read | cqrs-append is identical" {

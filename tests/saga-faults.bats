@@ -210,7 +210,7 @@ EOF
 	order 1
 	exec 9>"$CQRS_STORE.saga.lock"
 	flock 9
-	run --separate-stderr cqrs-saga run
+	run --separate-stderr cqrs-saga run -v
 	assert_failure 75
 	assert_equal "$stderr" "cqrs-saga: $CQRS_STORE.saga.lock: another cqrs-saga run holds the lock; try again later (or use --wait)"
 	assert_equal "$(sqlite3 "$CQRS_STORE" 'SELECT count(*) FROM saga_instances')" 0

@@ -31,3 +31,40 @@ stored_count() {
 assert_not_signalled() {
 	[ "$status" -lt 126 ] || fail "killed by a signal (status $status)"
 }
+
+# run_as_other_user [VAR=VALUE...] TOOL [ARG...]: `run --separate-stderr`
+# TOOL as nobody, for the tests of what another user may do.  The checkout
+# may sit where nobody cannot reach (a clone in /root, mode 0700), so the
+# built tools are copied into a 0755 directory of this test's temp dir and
+# run from there, with PATH naming only it and the system directories.
+# The directories above the temp dir (bats' own, 0700) get o+x so that
+# nobody can pass through them; the test's own files keep their modes.
+# Needs root and setpriv (util-linux); fails the test with the reason when
+# it cannot switch, never skips.
+run_as_other_user() {
+	[ "$(id -u)" = 0 ] || fail "run_as_other_user: needs root to switch to nobody (uid $(id -u))"
+	command -v setpriv >/dev/null || fail "run_as_other_user: setpriv not found (Debian package util-linux)"
+	local bin="$BATS_TEST_TMPDIR/other-user-bin" d t
+	if [ ! -d "$bin" ]; then
+		mkdir -m 755 "$bin" || fail "run_as_other_user: cannot create $bin"
+		for t in "${CQRS_TOP_BUILDDIR:?}"/cqrs-* "${CQRS_TOP_SRCDIR:?}"/bin/*; do
+			[ -f "$t" ] && [ -x "$t" ] && cp "$t" "$bin/"
+		done
+		chmod 755 "$bin"/* || fail "run_as_other_user: no built tools in $CQRS_TOP_BUILDDIR"
+		d=$BATS_TEST_TMPDIR
+		while [ "$d" != / ] && [ "$d" != "$(dirname "$BATS_RUN_TMPDIR")" ]; do
+			chmod o+x "$d" || fail "run_as_other_user: cannot open $d to others"
+			d=$(dirname "$d")
+		done
+	fi
+	for t in "$@"; do
+		[[ $t == *=* ]] || break
+	done
+	[ -x "$bin/$t" ] || fail "run_as_other_user: $t is not a built tool"
+	# shellcheck disable=SC2016 # $1 and $2 are the inner shell's
+	setpriv --reuid=nobody --regid=nogroup --clear-groups \
+		/bin/sh -c 'cd "$1" && test -x "$2"' sh "$PWD" "$bin/$t" ||
+		fail "run_as_other_user: nobody cannot reach $PWD or $bin (a directory above is not searchable by others: put TMPDIR where others can pass, e.g. /tmp)"
+	run --separate-stderr setpriv --reuid=nobody --regid=nogroup --clear-groups \
+		env PATH="$bin:/usr/bin:/bin" "$@"
+}

@@ -119,7 +119,7 @@ bool cqrs_type_name_valid(const char *s, size_t len)
 /* --- timestamps ---------------------------------------------------------- */
 
 /* Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm). */
-static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
+int64_t cqrs_days_from_civil(int64_t y, unsigned m, unsigned d)
 {
 	y -= m <= 2;
 	int64_t era = (y >= 0 ? y : y - 399) / 400;
@@ -239,9 +239,10 @@ int cqrs_timestamp_normalize(const char *s, size_t len, char out[CQRS_TIMESTAMP_
 	}
 	if (i != len)
 		return -1;
-	int64_t secs = days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400 + h * 3600 + mi * 60 +
-		       sec - offset;
-	if (secs < days_from_civil(0, 1, 1) * 86400 || secs >= days_from_civil(10000, 1, 1) * 86400)
+	int64_t secs = cqrs_days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400 + h * 3600 +
+		       mi * 60 + sec - offset;
+	if (secs < cqrs_days_from_civil(0, 1, 1) * 86400 ||
+	    secs >= cqrs_days_from_civil(10000, 1, 1) * 86400)
 		return -1;
 	format_utc(secs, usec, out);
 	return 0;

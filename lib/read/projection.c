@@ -12,241 +12,24 @@
 #include "config.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
 #include <nettle/sha2.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
-#include <yaml.h>
 
 #include "cqrs.h"
 #include "common/strbuf.h"
+#include "common/yaml.h"
 #include "read/views_impl.h"
 #include "banned.h"
 
-#define MAX_YAML_DEPTH 32
-#define MAX_NAME       64
-
-/* --- a YAML tree with line numbers --------------------------------------- */
-
-enum ykind { Y_SCALAR, Y_SEQ, Y_MAP };
-
-struct ynode {
-	enum ykind kind;
-	int line;	     /* 1-based, of the node's first character */
-	bool literal;	     /* a '|' block scalar: the text starts on the next line */
-	char *text;	     /* scalars */
-	struct ynode **kids; /* a sequence's items; a mapping's keys and values, alternating */
-	size_t nkids;
-};
-
-static void ynode_free(struct ynode *n)
-{
-	if (n == NULL)
-		return;
-	for (size_t i = 0; i < n->nkids; i++)
-		ynode_free(n->kids[i]);
-	free(n->kids);
-	free(n->text);
-	free(n);
-}
+#define MAX_NAME 64
 
 static int oom(cqrs_error *err)
 {
 	return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
-}
-
-static int yaml_syntax_error(yaml_parser_t *y, const char *file, cqrs_error *err)
-{
-	if (y->error == YAML_MEMORY_ERROR)
-		return oom(err);
-	if (y->error == YAML_READER_ERROR)
-		return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%zu: %s", file,
-				 y->problem_mark.line + 1,
-				 y->problem != NULL ? y->problem : "cannot read the file");
-	if (y->context != NULL)
-		return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%zu: %s (%s on line %zu)", file,
-				 y->problem_mark.line + 1, y->problem, y->context,
-				 y->context_mark.line + 1);
-	return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%zu: %s", file, y->problem_mark.line + 1,
-			 y->problem != NULL ? y->problem : "YAML syntax error");
-}
-
-static int next_event(yaml_parser_t *y, yaml_event_t *ev, const char *file, cqrs_error *err)
-{
-	if (!yaml_parser_parse(y, ev))
-		return yaml_syntax_error(y, file, err);
-	return 0;
-}
-
-static int add_kid(struct ynode *n, struct ynode *kid, cqrs_error *err)
-{
-	struct ynode **k = realloc(n->kids, (n->nkids + 1) * sizeof *k);
-	if (k == NULL) {
-		ynode_free(kid);
-		return oom(err);
-	}
-	n->kids = k;
-	n->kids[n->nkids++] = kid;
-	return 0;
-}
-
-/* Builds the node that starts with ev (which this call deletes). */
-static struct ynode *parse_node(yaml_parser_t *y, yaml_event_t *ev, const char *file, int depth,
-				cqrs_error *err)
-{
-	int line = (int)ev->start_mark.line + 1;
-	if (ev->type == YAML_ALIAS_EVENT) {
-		yaml_event_delete(ev);
-		cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: aliases (*name) are not supported", file,
-			  line);
-		return NULL;
-	}
-	if (depth > MAX_YAML_DEPTH) {
-		yaml_event_delete(ev);
-		cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: nested too deeply", file, line);
-		return NULL;
-	}
-	struct ynode *n = calloc(1, sizeof *n);
-	if (n == NULL) {
-		yaml_event_delete(ev);
-		oom(err);
-		return NULL;
-	}
-	n->line = line;
-	if (ev->type == YAML_SCALAR_EVENT) {
-		n->kind = Y_SCALAR;
-		n->literal = ev->data.scalar.style == YAML_LITERAL_SCALAR_STYLE;
-		if (n->literal)
-			n->line++;
-		n->text = malloc(ev->data.scalar.length + 1);
-		if (n->text == NULL) {
-			yaml_event_delete(ev);
-			free(n);
-			oom(err);
-			return NULL;
-		}
-		memcpy(n->text, ev->data.scalar.value, ev->data.scalar.length);
-		n->text[ev->data.scalar.length] = '\0';
-		if (strlen(n->text) != ev->data.scalar.length) {
-			yaml_event_delete(ev);
-			ynode_free(n);
-			cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: NUL character in text", file,
-				  line);
-			return NULL;
-		}
-		yaml_event_delete(ev);
-		return n;
-	}
-	yaml_event_type_t end;
-	if (ev->type == YAML_SEQUENCE_START_EVENT) {
-		n->kind = Y_SEQ;
-		end = YAML_SEQUENCE_END_EVENT;
-	} else if (ev->type == YAML_MAPPING_START_EVENT) {
-		n->kind = Y_MAP;
-		end = YAML_MAPPING_END_EVENT;
-	} else {
-		yaml_event_delete(ev);
-		free(n);
-		cqrs_fail(err, CQRS_EXIT_SOFTWARE, "%s:%d: unexpected YAML event", file, line);
-		return NULL;
-	}
-	yaml_event_delete(ev);
-	for (;;) {
-		yaml_event_t kid;
-		if (next_event(y, &kid, file, err) < 0)
-			goto fail;
-		if (kid.type == end) {
-			yaml_event_delete(&kid);
-			return n;
-		}
-		bool is_key = n->kind == Y_MAP && n->nkids % 2 == 0;
-		struct ynode *k = parse_node(y, &kid, file, depth + 1, err);
-		if (k == NULL)
-			goto fail;
-		if (is_key && k->kind != Y_SCALAR) {
-			cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: a key must be plain text", file,
-				  k->line);
-			ynode_free(k);
-			goto fail;
-		}
-		if (is_key) {
-			for (size_t i = 0; i < n->nkids; i += 2) {
-				if (strcmp(n->kids[i]->text, k->text) == 0) {
-					cqrs_fail(err, CQRS_EXIT_CONFIG,
-						  "%s:%d: duplicate key '%s' (first on line %d)",
-						  file, k->line, k->text, n->kids[i]->line);
-					ynode_free(k);
-					goto fail;
-				}
-			}
-		}
-		if (add_kid(n, k, err) < 0)
-			goto fail;
-	}
-fail:
-	ynode_free(n);
-	return NULL;
-}
-
-static struct ynode *parse_file(FILE *f, const char *file, cqrs_error *err)
-{
-	yaml_parser_t y;
-	yaml_event_t ev;
-	struct ynode *root = NULL;
-	if (!yaml_parser_initialize(&y)) {
-		oom(err);
-		return NULL;
-	}
-	yaml_parser_set_input_file(&y, f);
-	if (next_event(&y, &ev, file, err) < 0) /* stream start */
-		goto out;
-	yaml_event_delete(&ev);
-	if (next_event(&y, &ev, file, err) < 0)
-		goto out;
-	if (ev.type == YAML_STREAM_END_EVENT) {
-		yaml_event_delete(&ev);
-		cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:1: empty file: expected 'projections:'", file);
-		goto out;
-	}
-	yaml_event_delete(&ev); /* document start */
-	if (next_event(&y, &ev, file, err) < 0)
-		goto out;
-	root = parse_node(&y, &ev, file, 0, err);
-	if (root == NULL)
-		goto out;
-	if (next_event(&y, &ev, file, err) < 0) /* document end */
-		goto fail;
-	yaml_event_delete(&ev);
-	if (next_event(&y, &ev, file, err) < 0)
-		goto fail;
-	if (ev.type != YAML_STREAM_END_EVENT) {
-		cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%zu: one YAML document per file", file,
-			  ev.start_mark.line + 1);
-		yaml_event_delete(&ev);
-		goto fail;
-	}
-	yaml_event_delete(&ev);
-	goto out;
-fail:
-	ynode_free(root);
-	root = NULL;
-out:
-	yaml_parser_delete(&y);
-	return root;
-}
-
-static const char *kind_name(enum ykind k)
-{
-	return k == Y_SCALAR ? "text" : k == Y_SEQ ? "a list" : "a mapping";
-}
-
-static int want(const struct ynode *n, enum ykind k, const char *file, const char *what,
-		cqrs_error *err)
-{
-	if (n->kind == k)
-		return 0;
-	return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: %s must be %s, not %s", file, n->line, what,
-			 kind_name(k), kind_name(n->kind));
 }
 
 /* --- SQL statements and their parameters ---------------------------------- */
@@ -347,24 +130,37 @@ static size_t skip_quoted(const char *t, size_t n, size_t i)
 	return n;
 }
 
-/* "FILE:LINE: what" for a position in a statement's original text */
+/* "FILE:LINE:COLUMN: what" for byte i of a statement's text as written */
 static void where_at(char *buf, size_t cap, const struct cqrs_sql *s, const char *text, size_t i,
 		     const char *what)
 {
-	struct cqrs_sql tmp = *s;
-	tmp.sql = (char *)text;
-	snprintf(buf, cap, "%s:%d: %s", s->file, cqrs_sql_line(&tmp, (int)i), what);
+	int line = s->line, column = s->column;
+	size_t bol = 0; /* where i's line starts in text */
+	for (size_t k = 0; k < i; k++)
+		if (text[k] == '\n') {
+			line++;
+			bol = k + 1;
+		}
+	if (s->literal)
+		column += (int)(i - bol);
+	else if (bol == 0) /* on the first line: the quote, if any, comes first */
+		column += (int)i + (s->plain ? 0 : 1);
+	if (!s->literal) /* a plain scalar's lines are folded: its start */
+		line = s->line;
+	snprintf(buf, cap, "%s:%d:%d: %s", s->file, line, column, what);
 }
 
-static int sql_init(cqrs_projections *ps, struct cqrs_sql *s, const struct ynode *n,
+static int sql_init(cqrs_projections *ps, struct cqrs_sql *s, const struct cqrs_yaml_node *n,
 		    const char *file, const char *what, struct sha256_ctx *md, cqrs_error *err)
 {
 	char where[512];
 	memset(s, 0, sizeof *s);
 	s->file = file;
 	s->line = n->line;
+	s->column = n->column;
 	s->literal = n->literal;
-	if (want(n, Y_SCALAR, file, what, err) < 0)
+	s->plain = n->plain;
+	if (cqrs_yaml_want(n, CQRS_YAML_SCALAR, file, what, err) < 0)
 		return -1;
 	const char *t = n->text;
 	size_t len = strlen(t), i = 0;
@@ -373,8 +169,7 @@ static int sql_init(cqrs_projections *ps, struct cqrs_sql *s, const struct ynode
 		if (t[k] != ' ' && t[k] != '\t' && t[k] != '\n' && t[k] != '\r' && t[k] != ';')
 			blank = false;
 	if (blank)
-		return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: %s: empty SQL statement", file,
-				 n->line, what);
+		return cqrs_yaml_fail(err, file, n, "%s: empty SQL statement", what);
 	sha256_update(md, len + 1, (const uint8_t *)t);
 	struct cqrs_strbuf out = { 0 };
 	while (i < len) {
@@ -449,6 +244,11 @@ static void sql_free(struct cqrs_sql *s)
 	free(s->params);
 }
 
+void cqrs_sql_where(const struct cqrs_sql *s, int offset, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "%s:%d:%d", s->file, cqrs_sql_line(s, offset), s->column);
+}
+
 int cqrs_sql_line(const struct cqrs_sql *s, int offset)
 {
 	int line = s->line;
@@ -488,21 +288,24 @@ static void projection_free(struct cqrs_projection *p)
 	for (size_t i = 0; i < p->nowned; i++)
 		free(p->owned[i]);
 	free(p->owned);
+	for (size_t i = 0; i < p->nviews; i++)
+		free(p->views[i]);
+	free(p->views);
 	free(p->name);
 }
 
 /* A list of statements, or one statement on its own. */
-static int sql_list(cqrs_projections *ps, const struct ynode *n, const char *file, const char *what,
-		    struct sha256_ctx *md, struct cqrs_sql **out, size_t *nout, cqrs_error *err)
+static int sql_list(cqrs_projections *ps, const struct cqrs_yaml_node *n, const char *file,
+		    const char *what, struct sha256_ctx *md, struct cqrs_sql **out, size_t *nout,
+		    cqrs_error *err)
 {
-	const struct ynode *const *items = (const struct ynode *const *)&n;
+	const struct cqrs_yaml_node *const *items = (const struct cqrs_yaml_node *const *)&n;
 	size_t count = 1;
-	if (n->kind == Y_SEQ) {
-		items = (const struct ynode *const *)n->kids;
+	if (n->kind == CQRS_YAML_SEQ) {
+		items = (const struct cqrs_yaml_node *const *)n->kids;
 		count = n->nkids;
 		if (count == 0)
-			return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: %s: empty list", file,
-					 n->line, what);
+			return cqrs_yaml_fail(err, file, n, "%s: empty list", what);
 	}
 	*out = calloc(count, sizeof **out);
 	if (*out == NULL)
@@ -515,14 +318,14 @@ static int sql_list(cqrs_projections *ps, const struct ynode *n, const char *fil
 	return 0;
 }
 
-static int load_projection(cqrs_projections *ps, const struct ynode *n, const char *file,
+static int load_projection(cqrs_projections *ps, const struct cqrs_yaml_node *n, const char *file,
 			   cqrs_error *err)
 {
-	if (want(n, Y_MAP, file, "a projection", err) < 0)
+	if (cqrs_yaml_want(n, CQRS_YAML_MAP, file, "a projection", err) < 0)
 		return -1;
-	const struct ynode *name = NULL, *tables = NULL, *on = NULL;
+	const struct cqrs_yaml_node *name = NULL, *tables = NULL, *on = NULL;
 	for (size_t i = 0; i < n->nkids; i += 2) {
-		const struct ynode *k = n->kids[i], *v = n->kids[i + 1];
+		const struct cqrs_yaml_node *k = n->kids[i], *v = n->kids[i + 1];
 		if (strcmp(k->text, "name") == 0)
 			name = v;
 		else if (strcmp(k->text, "tables") == 0)
@@ -530,45 +333,43 @@ static int load_projection(cqrs_projections *ps, const struct ynode *n, const ch
 		else if (strcmp(k->text, "on") == 0)
 			on = v;
 		else if (strcmp(k->text, "description") == 0) {
-			if (want(v, Y_SCALAR, file, "'description'", err) < 0)
+			if (cqrs_yaml_want(v, CQRS_YAML_SCALAR, file, "'description'", err) < 0)
 				return -1;
 		} else
-			return cqrs_fail(err, CQRS_EXIT_CONFIG,
-					 "%s:%d: unknown key '%s' in a projection (expected name, "
-					 "description, tables, on)",
-					 file, k->line, k->text);
+			return cqrs_yaml_fail(err, file, k,
+					      "unknown key '%s' in a projection (expected name, "
+					      "description, tables, on)",
+					      k->text);
 	}
 	if (name == NULL)
-		return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: projection without a 'name'", file,
-				 n->line);
-	if (want(name, Y_SCALAR, file, "'name'", err) < 0)
+		return cqrs_yaml_fail(err, file, n, "projection without a 'name'");
+	if (cqrs_yaml_want(name, CQRS_YAML_SCALAR, file, "'name'", err) < 0)
 		return -1;
 	if (!valid_name(name->text))
-		return cqrs_fail(err, CQRS_EXIT_CONFIG,
-				 "%s:%d: not a projection name: '%s' (a letter or '_', then "
-				 "letters, digits or '_', at most %d, not starting cqrs_ or "
-				 "sqlite_)",
-				 file, name->line, name->text, MAX_NAME);
+		return cqrs_yaml_fail(err, file, name,
+				      "not a projection name: '%s' (a letter or '_', then "
+				      "letters, digits or '_', at most %d, not starting cqrs_ or "
+				      "sqlite_)",
+				      name->text, MAX_NAME);
 	for (size_t i = 0; i < ps->n; i++)
 		if (strcmp(ps->p[i].name, name->text) == 0)
-			return cqrs_fail(err, CQRS_EXIT_CONFIG,
-					 "%s:%d: projection '%s' is already defined at %s:%d", file,
-					 name->line, name->text, ps->p[i].file, ps->p[i].line);
+			return cqrs_yaml_fail(err, file, name,
+					      "projection '%s' is already defined at %s:%d",
+					      name->text, ps->p[i].file, ps->p[i].line);
 	if (tables == NULL)
-		return cqrs_fail(err, CQRS_EXIT_CONFIG,
-				 "%s:%d: projection '%s' has no 'tables' (the CREATE statements "
-				 "of its read model)",
-				 file, n->line, name->text);
+		return cqrs_yaml_fail(err, file, n,
+				      "projection '%s' has no 'tables' (the CREATE statements "
+				      "of its read model)",
+				      name->text);
 	if (on == NULL)
-		return cqrs_fail(err, CQRS_EXIT_CONFIG,
-				 "%s:%d: projection '%s' has no 'on' (what to do for each event "
-				 "type)",
-				 file, n->line, name->text);
-	if (want(on, Y_MAP, file, "'on'", err) < 0)
+		return cqrs_yaml_fail(err, file, n,
+				      "projection '%s' has no 'on' (what to do for each event "
+				      "type)",
+				      name->text);
+	if (cqrs_yaml_want(on, CQRS_YAML_MAP, file, "'on'", err) < 0)
 		return -1;
 	if (on->nkids == 0)
-		return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: 'on' names no event type", file,
-				 on->line);
+		return cqrs_yaml_fail(err, file, on, "'on' names no event type");
 
 	struct cqrs_projection *np = realloc(ps->p, (ps->n + 1) * sizeof *np);
 	if (np == NULL)
@@ -593,11 +394,11 @@ static int load_projection(cqrs_projections *ps, const struct ynode *n, const ch
 			rc = oom(err);
 	}
 	for (size_t i = 0; rc == 0 && i < on->nkids; i += 2) {
-		const struct ynode *k = on->kids[i], *v = on->kids[i + 1];
+		const struct cqrs_yaml_node *k = on->kids[i], *v = on->kids[i + 1];
 		if (strcmp(k->text, "*") != 0 && !cqrs_type_name_valid(k->text, strlen(k->text))) {
-			rc = cqrs_fail(err, CQRS_EXIT_CONFIG,
-				       "%s:%d: not an event type: '%s' (or '*' for every event)",
-				       file, k->line, k->text);
+			rc = cqrs_yaml_fail(err, file, k,
+					    "not an event type: '%s' (or '*' for every event)",
+					    k->text);
 			break;
 		}
 		struct cqrs_handler *h = &p->on[p->non++];
@@ -638,43 +439,40 @@ int cqrs_projections_load(cqrs_projections *ps, const char *path, cqrs_error *er
 	if (f == NULL)
 		return cqrs_fail(err, errno == ENOENT ? CQRS_EXIT_NOINPUT : CQRS_EXIT_CONFIG,
 				 "%s: cannot read projection file: %s", file, strerror(errno));
-	struct ynode *root = parse_file(f, file, err);
+	struct cqrs_yaml_node *root = cqrs_yaml_load(f, file, "'projections:'", err);
 	fclose(f);
 	if (root == NULL)
 		return -1;
 	int rc = 0;
-	const struct ynode *list = NULL;
-	if (root->kind != Y_MAP) {
-		rc = cqrs_fail(err, CQRS_EXIT_CONFIG,
-			       "%s:%d: expected a mapping with the key 'projections'", file,
-			       root->line);
+	const struct cqrs_yaml_node *list = NULL;
+	if (root->kind != CQRS_YAML_MAP) {
+		rc = cqrs_yaml_fail(err, file, root,
+				    "expected a mapping with the key 'projections'");
 		goto out;
 	}
 	for (size_t i = 0; i < root->nkids; i += 2) {
 		if (strcmp(root->kids[i]->text, "projections") != 0) {
-			rc = cqrs_fail(err, CQRS_EXIT_CONFIG,
-				       "%s:%d: unknown key '%s' (expected 'projections')", file,
-				       root->kids[i]->line, root->kids[i]->text);
+			rc = cqrs_yaml_fail(err, file, root->kids[i],
+					    "unknown key '%s' (expected 'projections')",
+					    root->kids[i]->text);
 			goto out;
 		}
 		list = root->kids[i + 1];
 	}
 	if (list == NULL) {
-		rc = cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: no 'projections' list", file,
-			       root->line);
+		rc = cqrs_yaml_fail(err, file, root, "no 'projections' list");
 		goto out;
 	}
-	if ((rc = want(list, Y_SEQ, file, "'projections'", err)) < 0)
+	if ((rc = cqrs_yaml_want(list, CQRS_YAML_SEQ, file, "'projections'", err)) < 0)
 		goto out;
 	if (list->nkids == 0) {
-		rc = cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: 'projections' is empty", file,
-			       list->line);
+		rc = cqrs_yaml_fail(err, file, list, "'projections' is empty");
 		goto out;
 	}
 	for (size_t i = 0; i < list->nkids && rc == 0; i++)
 		rc = load_projection(ps, list->kids[i], file, err);
 out:
-	ynode_free(root);
+	cqrs_yaml_free(root);
 	return rc;
 }
 
@@ -706,88 +504,211 @@ void cqrs_projections_free(cqrs_projections *ps)
 
 /* --- compiling the SQL ------------------------------------------------------ */
 
+/*
+ * The sandbox.  What a statement may do is decided from SQLite's own parse:
+ * the authorizer sees every table, index and trigger a statement touches,
+ * including what the triggers it fires do.  A projection's 'tables' may
+ * create tables, views, indexes and triggers of new names, put indexes and
+ * triggers only on its own tables, and insert fixed rows into its own
+ * tables; its 'on' handlers may read anything and change only its own
+ * tables.  Nothing else: no ATTACH, no PRAGMA, no DROP or ALTER, no writes
+ * to another projection's tables or to cqrs_checkpoints.  VACUUM is never
+ * shown to the authorizer, so a statement must also have been reported
+ * doing something allowed: one the authorizer never heard of is refused.
+ */
+struct names {
+	char **v;
+	size_t n;
+};
+
 struct auth {
-	const cqrs_projections *ps;
 	const struct cqrs_projection *p;
 	bool ddl;
+	struct names *mine;	      /* names its 'tables' created so far (ddl) */
+	const struct names *existing; /* names in the file before its 'tables' */
+	bool acted;		      /* an allowed action was reported */
+	char index[MAX_NAME + 1];     /* the index a CREATE INDEX creates */
 	char reason[256];
 };
 
+static bool names_has(const struct names *ns, const char *name)
+{
+	for (size_t i = 0; ns != NULL && i < ns->n; i++)
+		if (strcmp(ns->v[i], name) == 0)
+			return true;
+	return false;
+}
+
+static void names_clear(struct names *ns)
+{
+	for (size_t i = 0; i < ns->n; i++)
+		free(ns->v[i]);
+	free(ns->v);
+	ns->v = NULL;
+	ns->n = 0;
+}
+
+static int names_add(struct names *ns, const char *name)
+{
+	char **nv = realloc(ns->v, (ns->n + 1) * sizeof *nv);
+	if (nv == NULL)
+		return -1;
+	ns->v = nv;
+	if ((nv[ns->n] = strdup(name)) == NULL)
+		return -1;
+	ns->n++;
+	return 0;
+}
+
 static const struct cqrs_projection *owner_of(const cqrs_projections *ps, const char *table)
 {
-	for (size_t i = 0; i < ps->n; i++)
+	for (size_t i = 0; ps != NULL && i < ps->n; i++)
 		for (size_t k = 0; k < ps->p[i].nowned; k++)
 			if (strcmp(ps->p[i].owned[k], table) == 0)
 				return &ps->p[i];
 	return NULL;
 }
 
+static bool owns(const struct auth *au, const char *table)
+{
+	for (size_t k = 0; k < au->p->nowned; k++)
+		if (strcmp(au->p->owned[k], table) == 0)
+			return true;
+	return au->ddl && names_has(au->mine, table);
+}
+
+static int deny(struct auth *au, const char *fmt, ...) CQRS_PRINTF(2, 3);
+
+/* The first reason wins: it names what SQLite refused first. */
+static int deny(struct auth *au, const char *fmt, ...)
+{
+	if (au->reason[0] == '\0') {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(au->reason, sizeof au->reason, fmt, ap);
+		va_end(ap);
+	}
+	return SQLITE_DENY;
+}
+
+static bool schema_table(const char *name)
+{
+	/* SQLite reports its own schema updates of a CREATE, and of a
+	 * table-valued function such as json_each, as writes of the schema
+	 * table; a statement cannot write it itself (no writable_schema: the
+	 * connection is defensive and PRAGMA is refused) */
+	return strcmp(name, "sqlite_master") == 0 || strcmp(name, "sqlite_temp_master") == 0;
+}
+
+static int authorize_write(struct auth *au, const char *table, const char *db)
+{
+	if (table == NULL)
+		return deny(au, "writes a table it does not name");
+	if (schema_table(table))
+		return SQLITE_OK;
+	if (db != NULL && strcmp(db, "main") != 0)
+		return deny(au, "writes the attached database '%s'", db);
+	if (strncmp(table, "cqrs_", 5) == 0)
+		return deny(au, "table '%s' belongs to cqrs-project", table);
+	if (strncmp(table, "sqlite_", 7) == 0)
+		return deny(au, "table '%s' belongs to SQLite", table);
+	if (!owns(au, table)) {
+		const struct cqrs_projection *o = owner_of(au->p->set, table);
+		if (o != NULL && o != au->p) {
+			snprintf(au->reason, sizeof au->reason,
+				 "writes table '%s', which projection '%s' owns (a projection "
+				 "writes only the tables it creates)",
+				 table, o->name);
+			return SQLITE_DENY;
+		}
+		return deny(au, "writes table '%s', which no projection creates", table);
+	}
+	au->acted = true;
+	return SQLITE_OK;
+}
+
+/* CREATE TABLE, VIEW, INDEX or TRIGGER name (on table, for the last two) */
+static int authorize_create(struct auth *au, int action, const char *name, const char *table,
+			    const char *db)
+{
+	if (!au->ddl)
+		return deny(au, "CREATE belongs in 'tables', not in 'on'");
+	if (db != NULL && strcmp(db, "main") != 0)
+		return deny(au, "creates in the attached database '%s'", db);
+	if (name == NULL || strncmp(name, "cqrs_", 5) == 0)
+		return deny(au, "the names cqrs_* are reserved: '%s'", name ? name : "");
+	/* SQLite's own (sqlite_autoindex_*, sqlite_sequence), which it
+	 * creates for a table; nobody else may use such a name */
+	if (strncmp(name, "sqlite_", 7) == 0)
+		return SQLITE_OK;
+	const struct cqrs_projection *o = owner_of(au->p->set, name);
+	if (names_has(au->existing, name) || (o != NULL && o != au->p))
+		return deny(au,
+			    "'%s' already exists in the views: a projection creates only "
+			    "tables of its own, under new names",
+			    name);
+	bool on_table = action == SQLITE_CREATE_INDEX || action == SQLITE_CREATE_TRIGGER;
+	if (on_table && (table == NULL || !owns(au, table))) {
+		snprintf(au->reason, sizeof au->reason,
+			 "puts %s on table '%s', which it does not create (a projection "
+			 "indexes and triggers only its own tables)",
+			 action == SQLITE_CREATE_INDEX ? "an index" : "a trigger",
+			 table != NULL ? table : "");
+		return SQLITE_DENY;
+	}
+	if (action == SQLITE_CREATE_INDEX)
+		snprintf(au->index, sizeof au->index, "%s", name);
+	if (names_add(au->mine, name) < 0)
+		return deny(au, "out of memory");
+	au->acted = true;
+	return SQLITE_OK;
+}
+
 static int authorize(void *arg, int action, const char *a1, const char *a2, const char *db,
 		     const char *trigger)
 {
 	struct auth *au = arg;
-	(void)a2;
-	(void)db;
-	(void)trigger;
+	(void)trigger; /* what a trigger does is checked as if written here */
 	switch (action) {
-	case SQLITE_READ:
 	case SQLITE_SELECT:
-	case SQLITE_FUNCTION:
+		if (!au->ddl)
+			au->acted = true;
+		return SQLITE_OK;
+	case SQLITE_READ:
 	case SQLITE_RECURSIVE: return SQLITE_OK;
+	case SQLITE_FUNCTION:
+		/* it returns a pointer into this process's memory */
+		if (a2 != NULL && sqlite3_stricmp(a2, "fts3_tokenizer") == 0)
+			return deny(au, "the function %s() is not allowed", a2);
+		return SQLITE_OK;
 	case SQLITE_INSERT:
 	case SQLITE_UPDATE:
-	case SQLITE_DELETE:
-		if (a1 == NULL || strncmp(a1, "sqlite_", 7) == 0 || au->ddl)
-			return SQLITE_OK;
-		if (strncmp(a1, "cqrs_", 5) == 0) {
-			snprintf(au->reason, sizeof au->reason,
-				 "table '%s' belongs to cqrs-project", a1);
-			return SQLITE_DENY;
-		}
-		if (au->ps->checked) {
-			const struct cqrs_projection *o = owner_of(au->ps, a1);
-			if (o != au->p) {
-				if (o != NULL)
-					snprintf(au->reason, sizeof au->reason,
-						 "writes table '%s', which projection '%s' owns "
-						 "(a projection writes only the tables it creates)",
-						 a1, o->name);
-				else
-					snprintf(au->reason, sizeof au->reason,
-						 "writes table '%s', which no projection creates",
-						 a1);
-				return SQLITE_DENY;
-			}
-		}
-		return SQLITE_OK;
-	case SQLITE_REINDEX: /* what CREATE UNIQUE INDEX asks for */
+	case SQLITE_DELETE: return authorize_write(au, a1, db);
 	case SQLITE_CREATE_TABLE:
+	case SQLITE_CREATE_VIEW: return authorize_create(au, action, a1, NULL, db);
 	case SQLITE_CREATE_INDEX:
-	case SQLITE_CREATE_VIEW:
-	case SQLITE_CREATE_TRIGGER:
-		if (au->ddl)
+	case SQLITE_CREATE_TRIGGER: return authorize_create(au, action, a1, a2, db);
+	case SQLITE_REINDEX: /* what CREATE UNIQUE INDEX asks for, of itself */
+		if (au->ddl && a1 != NULL && strcmp(a1, au->index) == 0)
 			return SQLITE_OK;
-		snprintf(au->reason, sizeof au->reason, "CREATE belongs in 'tables', not in 'on'");
-		return SQLITE_DENY;
+		return deny(au, "REINDEX is not allowed");
 	case SQLITE_CREATE_TEMP_TABLE:
 	case SQLITE_CREATE_TEMP_INDEX:
 	case SQLITE_CREATE_TEMP_VIEW:
 	case SQLITE_CREATE_TEMP_TRIGGER:
-		snprintf(au->reason, sizeof au->reason,
-			 "TEMP objects are not kept: create ordinary tables");
-		return SQLITE_DENY;
+		return deny(au, "TEMP objects are not kept: create ordinary tables");
 	case SQLITE_TRANSACTION:
 	case SQLITE_SAVEPOINT:
-		snprintf(au->reason, sizeof au->reason,
-			 "transactions belong to cqrs-project, which commits each batch with "
-			 "its checkpoint");
-		return SQLITE_DENY;
+		return deny(au, "transactions belong to cqrs-project, which commits each batch "
+				"with its checkpoint");
+	case SQLITE_ATTACH:
+	case SQLITE_DETACH: return deny(au, "ATTACH and DETACH are not allowed");
+	case SQLITE_PRAGMA: return deny(au, "PRAGMA %s is not allowed", a1 ? a1 : "");
 	default:
-		snprintf(au->reason, sizeof au->reason,
-			 au->ddl ? "only CREATE TABLE, INDEX, VIEW and TRIGGER (and INSERT of "
-				   "fixed rows) belong in 'tables'"
-				 : "only INSERT, UPDATE, DELETE and SELECT may run on an event");
-		return SQLITE_DENY;
+		return deny(au,
+			    au->ddl ? "only CREATE TABLE, INDEX, VIEW and TRIGGER (and INSERT "
+				      "of fixed rows) belong in 'tables'"
+				    : "only INSERT, UPDATE, DELETE and SELECT may run on an event");
 	}
 }
 
@@ -810,34 +731,39 @@ static bool only_blank(const char *s)
 	}
 }
 
-static int prepare_one(sqlite3 *db, const cqrs_projections *ps, const struct cqrs_projection *p,
-		       const char *what, const struct cqrs_sql *s, bool ddl, sqlite3_stmt **out,
-		       cqrs_error *err)
+static int prepare_one(sqlite3 *db, struct auth *au, const char *what, const struct cqrs_sql *s,
+		       sqlite3_stmt **out, cqrs_error *err)
 {
-	struct auth au = { .ps = ps, .p = p, .ddl = ddl };
-	sqlite3_set_authorizer(db, authorize, &au);
 	const char *tail = NULL;
-	int rc =
-		sqlite3_prepare_v3(db, s->sql, -1, ddl ? 0 : SQLITE_PREPARE_PERSISTENT, out, &tail);
+	sqlite3_set_authorizer(db, authorize, au);
+	int rc = sqlite3_prepare_v3(db, s->sql, -1, au->ddl ? 0 : SQLITE_PREPARE_PERSISTENT, out,
+				    &tail);
 	sqlite3_set_authorizer(db, NULL, NULL);
+	char where[PATH_MAX + 64];
 	if (rc != SQLITE_OK) {
-		int line = cqrs_sql_line(s, sqlite3_error_offset(db));
-		if (au.reason[0] != '\0')
-			return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: %s: %s", s->file, line,
-					 what, au.reason);
-		return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: %s: %s", s->file, line, what,
-				 sqlite3_errmsg(db));
+		cqrs_sql_where(s, sqlite3_error_offset(db), where, sizeof where);
+		return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s: %s: %s", where, what,
+				 au->reason[0] != '\0' ? au->reason : sqlite3_errmsg(db));
 	}
-	if (*out == NULL)
-		return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: %s: empty SQL statement", s->file,
-				 s->line, what);
-	if (tail != NULL && !only_blank(tail)) {
+	if (*out == NULL) {
+		cqrs_sql_where(s, -1, where, sizeof where);
+		return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s: %s: empty SQL statement", where, what);
+	}
+	const char *refused = NULL;
+	if (tail != NULL && !only_blank(tail))
+		refused = "one SQL statement per list item (start another item with '- ')";
+	else if (sqlite3_stmt_isexplain(*out))
+		refused = "EXPLAIN is not allowed";
+	else if (!au->acted) /* VACUUM, for one: never shown to the authorizer */
+		refused = au->ddl ? "only CREATE TABLE, INDEX, VIEW and TRIGGER (and INSERT of "
+				    "fixed rows) belong in 'tables'"
+				  : "only INSERT, UPDATE, DELETE and SELECT may run on an event";
+	if (refused != NULL) {
+		cqrs_sql_where(s, tail != NULL && !only_blank(tail) ? (int)(tail - s->sql) : -1,
+			       where, sizeof where);
 		sqlite3_finalize(*out);
 		*out = NULL;
-		return cqrs_fail(err, CQRS_EXIT_CONFIG,
-				 "%s:%d: %s: one SQL statement per list item (start another "
-				 "item with '- ')",
-				 s->file, cqrs_sql_line(s, (int)(tail - s->sql)), what);
+		return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s: %s: %s", where, what, refused);
 	}
 	return 0;
 }
@@ -846,62 +772,74 @@ int cqrs_projection_prepare(sqlite3 *db, const struct cqrs_projection *p,
 			    const struct cqrs_handler *h, const struct cqrs_sql *s,
 			    sqlite3_stmt **out, cqrs_error *err)
 {
-	(void)p;
 	char what[256];
 	snprintf(what, sizeof what, "projection '%s', on %s", p->name, h->event_type);
-	/* Ownership was checked by cqrs_projections_check; here the same
-	 * authorizer keeps anything but data changes out. */
-	static const cqrs_projections none = { 0 };
-	return prepare_one(db, &none, p, what, s, false, out, err);
+	struct auth au = { .p = p };
+	return prepare_one(db, &au, what, s, out, err);
+}
+
+/* The names of the tables, views, indexes and triggers in main. */
+static int schema_names(sqlite3 *db, const char *type, struct names *ns)
+{
+	sqlite3_stmt *st;
+	memset(ns, 0, sizeof *ns);
+	if (sqlite3_prepare_v2(db,
+			       "SELECT name FROM main.sqlite_schema WHERE ?1 IS NULL OR type = ?1",
+			       -1, &st, NULL) != SQLITE_OK)
+		return -1;
+	sqlite3_bind_text(st, 1, type, -1, SQLITE_STATIC);
+	int rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		if (names_add(ns, (const char *)sqlite3_column_text(st, 0)) < 0) {
+			rc = SQLITE_NOMEM;
+			break;
+		}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE) {
+		names_clear(ns);
+		return -1;
+	}
+	return 0;
+}
+
+/* Creates p's tables; *created (if not NULL) receives the names created. */
+static int projection_create(sqlite3 *db, const struct cqrs_projection *p, struct names *created,
+			     cqrs_error *err)
+{
+	char what[256];
+	snprintf(what, sizeof what, "projection '%s', tables", p->name);
+	struct names existing, mine = { 0 };
+	if (schema_names(db, NULL, &existing) < 0)
+		return cqrs_views_db_error(db, "views", sqlite3_errcode(db),
+					   "cannot read the schema", err);
+	int rc = 0;
+	for (size_t i = 0; i < p->ntables && rc == 0; i++) {
+		struct auth au = { .p = p, .ddl = true, .mine = &mine, .existing = &existing };
+		sqlite3_stmt *st;
+		if (prepare_one(db, &au, what, &p->tables[i], &st, err) < 0) {
+			rc = -1;
+			break;
+		}
+		int r = sqlite3_step(st);
+		if (r != SQLITE_DONE) {
+			char where[PATH_MAX + 64];
+			cqrs_sql_where(&p->tables[i], -1, where, sizeof where);
+			rc = cqrs_fail(err, CQRS_EXIT_CONFIG, "%s: %s: %s", where, what,
+				       sqlite3_errmsg(db));
+		}
+		sqlite3_finalize(st);
+	}
+	names_clear(&existing);
+	if (rc == 0 && created != NULL)
+		*created = mine;
+	else
+		names_clear(&mine);
+	return rc;
 }
 
 int cqrs_projection_create(sqlite3 *db, const struct cqrs_projection *p, cqrs_error *err)
 {
-	char what[256];
-	snprintf(what, sizeof what, "projection '%s', tables", p->name);
-	static const cqrs_projections none = { 0 };
-	for (size_t i = 0; i < p->ntables; i++) {
-		sqlite3_stmt *st;
-		if (prepare_one(db, &none, p, what, &p->tables[i], true, &st, err) < 0)
-			return -1;
-		int rc = sqlite3_step(st);
-		if (rc != SQLITE_DONE) {
-			cqrs_fail(err, CQRS_EXIT_CONFIG, "%s:%d: %s: %s", p->tables[i].file,
-				  p->tables[i].line, what, sqlite3_errmsg(db));
-			sqlite3_finalize(st);
-			return -1;
-		}
-		sqlite3_finalize(st);
-	}
-	return 0;
-}
-
-static int table_names(sqlite3 *db, char ***names, size_t *n)
-{
-	sqlite3_stmt *st;
-	*names = NULL;
-	*n = 0;
-	if (sqlite3_prepare_v2(db, "SELECT name FROM sqlite_schema WHERE type = 'table'", -1, &st,
-			       NULL) != SQLITE_OK)
-		return -1;
-	while (sqlite3_step(st) == SQLITE_ROW) {
-		char **nn = realloc(*names, (*n + 1) * sizeof *nn);
-		if (nn == NULL)
-			break;
-		*names = nn;
-		if ((nn[*n] = strdup((const char *)sqlite3_column_text(st, 0))) == NULL)
-			break;
-		(*n)++;
-	}
-	sqlite3_finalize(st);
-	return 0;
-}
-
-static void names_free(char **names, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		free(names[i]);
-	free(names);
+	return projection_create(db, p, NULL, err);
 }
 
 /* Compiles every statement against an empty in-memory database: a bad
@@ -916,58 +854,74 @@ int cqrs_projections_check(cqrs_projections *ps, cqrs_error *err)
 		sqlite3_close(db);
 		return oom(err);
 	}
-	sqlite3_exec(db, "PRAGMA trusted_schema = OFF", NULL, NULL, NULL);
+	cqrs_views_harden(db);
 	sqlite3_exec(db, cqrs_views_meta_schema(), NULL, NULL, NULL);
 	int rc = 0;
 	ps->checked = false;
-	for (size_t i = 0; i < ps->n && rc == 0; i++) {
+	for (size_t i = 0; i < ps->n; i++) {
 		struct cqrs_projection *p = &ps->p[i];
-		char **before, **after;
-		size_t nbefore, nafter;
-		table_names(db, &before, &nbefore);
-		rc = cqrs_projection_create(db, p, err);
-		table_names(db, &after, &nafter);
 		for (size_t k = 0; k < p->nowned; k++)
 			free(p->owned[k]);
 		free(p->owned);
 		p->owned = NULL;
 		p->nowned = 0;
-		for (size_t a = 0; a < nafter; a++) {
-			bool old = false;
-			for (size_t b = 0; b < nbefore; b++)
-				old = old || strcmp(after[a], before[b]) == 0;
-			if (old)
+		for (size_t k = 0; k < p->nviews; k++)
+			free(p->views[k]);
+		free(p->views);
+		p->views = NULL;
+		p->nviews = 0;
+		p->set = ps;
+	}
+	for (size_t i = 0; i < ps->n && rc == 0; i++) {
+		struct cqrs_projection *p = &ps->p[i];
+		struct names created, tables, views;
+		rc = projection_create(db, p, &created, err);
+		if (rc < 0)
+			break;
+		/* it owns the tables it created (not its indexes and triggers:
+		 * those are not written); a rebuild drops its views too */
+		if (schema_names(db, "table", &tables) < 0 ||
+		    schema_names(db, "view", &views) < 0) {
+			names_clear(&created);
+			names_clear(&tables);
+			rc = oom(err);
+			break;
+		}
+		for (size_t k = 0; k < created.n && rc == 0; k++) {
+			bool table = names_has(&tables, created.v[k]);
+			if (!table && !names_has(&views, created.v[k]))
 				continue;
-			char **no = realloc(p->owned, (p->nowned + 1) * sizeof *no);
+			char ***list = table ? &p->owned : &p->views;
+			size_t *n = table ? &p->nowned : &p->nviews;
+			char **no = realloc(*list, (*n + 1) * sizeof *no);
 			if (no == NULL) {
 				rc = oom(err);
 				break;
 			}
-			p->owned = no;
-			p->owned[p->nowned++] = after[a];
-			after[a] = NULL;
+			*list = no;
+			no[(*n)++] = created.v[k];
+			created.v[k] = NULL;
 		}
-		names_free(before, nbefore);
-		names_free(after, nafter);
-		if (rc == 0 && p->nowned == 0)
+		names_clear(&created);
+		names_clear(&tables);
+		names_clear(&views);
+		if (rc == 0 && p->nowned == 0) {
+			char where[PATH_MAX + 64];
+			cqrs_sql_where(&p->tables[0], -1, where, sizeof where);
 			rc = cqrs_fail(err, CQRS_EXIT_CONFIG,
-				       "%s:%d: projection '%s': 'tables' creates no table", p->file,
-				       p->tables[0].line, p->name);
+				       "%s: projection '%s': 'tables' creates no table", where,
+				       p->name);
+		}
 	}
-	ps->checked = rc == 0;
 	for (size_t i = 0; i < ps->n && rc == 0; i++) {
 		const struct cqrs_projection *p = &ps->p[i];
-		for (size_t h = 0; h < p->non && rc == 0; h++) {
-			char what[256];
-			snprintf(what, sizeof what, "projection '%s', on %s", p->name,
-				 p->on[h].event_type);
+		for (size_t h = 0; h < p->non && rc == 0; h++)
 			for (size_t k = 0; k < p->on[h].nsql && rc == 0; k++) {
 				sqlite3_stmt *st = NULL;
-				rc = prepare_one(db, ps, p, what, &p->on[h].sql[k], false, &st,
-						 err);
+				rc = cqrs_projection_prepare(db, p, &p->on[h], &p->on[h].sql[k],
+							     &st, err);
 				sqlite3_finalize(st);
 			}
-		}
 	}
 	ps->checked = rc == 0;
 	sqlite3_close(db);

@@ -75,6 +75,7 @@ struct cqrs_projector {
 	int64_t batch, in_batch, applied_total;
 	bool in_txn, prepared, verify_chain, scratch;
 	bool sparse;		      /* the events of one aggregate: sequences have gaps */
+	const char *until;	      /* events after this time are passed over, not applied */
 	_Atomic int64_t *shared_done; /* events read, for a parallel build's progress */
 	/* a scratch file's indexes that no statement uses: created at the
 	 * end, in one sorted pass each, rather than kept up to date event
@@ -82,6 +83,11 @@ struct cqrs_projector {
 	char **deferred;
 	size_t ndeferred;
 	sqlite3_stmt *ckpt_save;
+	struct cqrs_deadline deadline; /* of the statements of one event */
+	/* the hash of the event being applied, recomputed once for all the
+	 * projections that stand at the same previous event */
+	int64_t hv_seq;
+	uint8_t hv_prev[CQRS_HASH_LEN], hv[CQRS_HASH_LEN];
 	/* progress on a terminal */
 	bool progress;
 	int64_t progress_total, progress_done;
@@ -146,6 +152,8 @@ cqrs_projector *cqrs_projector_open_memory(cqrs_projections *ps, const char *tab
 	p->sparse = true;
 	int rc = sqlite3_open_v2(":memory:", &p->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
 				 NULL);
+	if (rc == SQLITE_OK)
+		cqrs_views_harden(p->db);
 	if (rc != SQLITE_OK || cqrs_sql_register_functions(p->db) < 0 ||
 	    sqlite3_exec(p->db, cqrs_views_meta_schema(), NULL, NULL, NULL) != SQLITE_OK) {
 		cqrs_fail(err, CQRS_EXIT_OSERR, "cannot open a database in memory");
@@ -207,6 +215,25 @@ static cqrs_projector *projector_new(const char *views_path, cqrs_projections *p
 fail:
 	cqrs_projector_close(p);
 	return NULL;
+}
+
+/* Commits, then copies the WAL into the views file and syncs it, as SQLite
+ * would do when the last connection closes, but with its result checked: a
+ * failed write or fsync there is an I/O error (74), not a silent success. */
+int cqrs_projector_flush(cqrs_projector *p, cqrs_error *err)
+{
+	if (cqrs_projector_commit(p, err) < 0)
+		return -1;
+	if (p->scratch)
+		return 0;
+	int rc = sqlite3_wal_checkpoint_v2(p->db, "main", SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+	if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED) {
+		db_error(p, rc, "cannot write the views", err);
+		if (err != NULL && err->code != CQRS_EXIT_OSERR)
+			err->code = CQRS_EXIT_IOERR;
+		return -1;
+	}
+	return 0;
 }
 
 void cqrs_projector_close(cqrs_projector *p)
@@ -385,6 +412,11 @@ void cqrs_projector_set_batch(cqrs_projector *p, int64_t batch)
 	p->batch = batch > 0 ? batch : p->scratch ? INT64_MAX : DEFAULT_BATCH;
 }
 
+void cqrs_projector_set_timeout(cqrs_projector *p, int64_t ms)
+{
+	p->deadline.timeout_ms = ms > 0 ? ms : 0;
+}
+
 void cqrs_projector_set_verify(cqrs_projector *p, bool every_event)
 {
 	p->verify_chain = every_event;
@@ -521,6 +553,7 @@ int cqrs_projector_sync(cqrs_projector *p, cqrs_error *err)
 		goto fail;
 	}
 	if (!p->prepared) {
+		cqrs_deadline_attach(p->db, &p->deadline);
 		if (p->scratch && defer_indexes(p, err) < 0)
 			return -1;
 		for (size_t i = 0; i < p->np; i++) {
@@ -842,6 +875,14 @@ static int run_statement(cqrs_projector *p, struct rt_proj *rp, const struct rt_
 		return 0;
 	}
 	rc = sqlite3_reset(st);
+	if ((rc & 0xff) == SQLITE_INTERRUPT && p->deadline.expired)
+		return cqrs_fail(
+			err, CQRS_EXIT_LIMIT,
+			"event %lld (%s): %s:%d: projection '%s', on %s: stopped after %lld "
+			"ms, the time limit of one event (--timeout)",
+			(long long)ev->sequence, ev->event_type, s->sql->file,
+			cqrs_sql_line(s->sql, -1), rp->def->name, h->h->event_type,
+			(long long)p->deadline.timeout_ms);
 	int code;
 	switch (rc & 0xff) {
 	case SQLITE_BUSY:
@@ -878,6 +919,36 @@ static void show_progress(cqrs_projector *p, bool done)
 			(long long)p->progress_done, done ? "\n" : "");
 }
 
+/* Recomputes the event's hash from its bytes and the hash of the event
+ * before it: an event changed in the store after it was appended, or one
+ * of another store, is never applied. */
+static int verify_event(cqrs_projector *p, struct rt_proj *rp, const cqrs_event *ev,
+			cqrs_error *err)
+{
+	static const uint8_t genesis[CQRS_HASH_LEN];
+	const uint8_t *prev = rp->has_hash ? rp->hash : rp->applied == 0 ? genesis : NULL;
+	if (prev == NULL) /* a checkpoint written without its hash */
+		return 0;
+	if (p->hv_seq != ev->sequence || memcmp(p->hv_prev, prev, CQRS_HASH_LEN) != 0) {
+		cqrs_event_hash(ev, prev, p->hv);
+		memcpy(p->hv_prev, prev, CQRS_HASH_LEN);
+		p->hv_seq = ev->sequence;
+	}
+	if (memcmp(p->hv, ev->hash, CQRS_HASH_LEN) == 0)
+		return 0;
+	if (rp->verified || rp->applied == 0)
+		return cqrs_fail(err, CQRS_EXIT_DATAERR,
+				 "event %lld (%s): its bytes do not match its hash: it was changed "
+				 "after it was appended (cqrs-read --verify checks the store); "
+				 "nothing of this batch was applied",
+				 (long long)ev->sequence, ev->event_type);
+	return cqrs_fail(err, CQRS_EXIT_DATAERR,
+			 "event %lld does not follow event %lld that projection '%s' applied "
+			 "last (the hash chain differs): were these views built from another "
+			 "store?  Rebuild them with cqrs-project --rebuild",
+			 (long long)ev->sequence, (long long)rp->applied, rp->def->name);
+}
+
 int cqrs_projector_apply(cqrs_projector *p, const cqrs_event *ev, cqrs_error *err)
 {
 	if (!p->prepared)
@@ -900,6 +971,7 @@ int cqrs_projector_apply(cqrs_projector *p, const cqrs_event *ev, cqrs_error *er
 	}
 	bool any = false;
 	uint64_t th = type_hash(ev->event_type);
+	cqrs_deadline_start(&p->deadline);
 	for (size_t i = 0; i < p->np; i++) {
 		struct rt_proj *rp = &p->p[i];
 		if (ev->sequence <= rp->applied || ev->sequence > rp->stop)
@@ -912,23 +984,13 @@ int cqrs_projector_apply(cqrs_projector *p, const cqrs_event *ev, cqrs_error *er
 				  (long long)rp->applied + 1, (long long)ev->sequence - 1);
 			goto fail;
 		}
-		if ((!rp->verified || p->verify_chain) && !p->sparse && rp->has_hash &&
-		    ev->has_hash) {
-			uint8_t h[CQRS_HASH_LEN];
-			cqrs_event_hash(ev, rp->hash, h);
-			if (memcmp(h, ev->hash, CQRS_HASH_LEN) != 0) {
-				cqrs_fail(err, CQRS_EXIT_DATAERR,
-					  "event %lld does not follow event %lld that projection "
-					  "'%s' applied last (the hash chain differs): were these "
-					  "views built from another store?  Rebuild them with "
-					  "cqrs-project --rebuild",
-					  (long long)ev->sequence, (long long)rp->applied,
-					  rp->def->name);
-				goto fail;
-			}
-		}
+		if (!p->sparse && ev->has_hash && verify_event(p, rp, ev, err) < 0)
+			goto fail;
 		rp->verified = true;
-		for (size_t h = 0; h < rp->nhandlers; h++) {
+		/* timestamps need not grow with the sequence: a history as of
+		 * a time passes over a later event, and goes on */
+		bool later = p->until != NULL && strcmp(ev->timestamp, p->until) > 0;
+		for (size_t h = 0; h < rp->nhandlers && !later; h++) {
 			const struct rt_handler *hd = &rp->handlers[h];
 			if (hd->type_hash != 0 &&
 			    (hd->type_hash != th || strcmp(hd->h->event_type, ev->event_type) != 0))
@@ -959,6 +1021,20 @@ fail:
 	return -1;
 }
 
+/* The sequence of the last event whose time is until or earlier; 0: none. */
+static int64_t last_at_or_before(cqrs_store *st, const char *until, cqrs_error *err)
+{
+	cqrs_filter f = { .until = until, .reverse = true, .limit = 1 };
+	cqrs_cursor *c = cqrs_store_read(st, &f, err);
+	if (c == NULL)
+		return -1;
+	cqrs_event ev;
+	int r = cqrs_cursor_next(c, &ev, err);
+	int64_t seq = r == 1 ? ev.sequence : r == 0 ? 0 : -1;
+	cqrs_cursor_close(c);
+	return seq;
+}
+
 /* Reads from the store what follows the lowest checkpoint, up to to and
  * until (0 and NULL: the end), until nothing new is left. */
 int cqrs_projector_catch_up(cqrs_projector *p, cqrs_store *st, int64_t to, const char *until,
@@ -976,6 +1052,18 @@ int cqrs_projector_catch_up(cqrs_projector *p, cqrs_store *st, int64_t to, const
 		return 0;
 	if (to == 0 || to > last)
 		to = last;
+	if (until != NULL) {
+		/* up to the last event of that time or earlier, whatever the
+		 * times of the events before it */
+		int64_t upto = last_at_or_before(st, until, err);
+		if (upto < 0)
+			return -1;
+		if (upto == 0)
+			return 0;
+		if (upto < to)
+			to = upto;
+	}
+	p->until = until;
 	if (p->progress) {
 		int64_t pos = cqrs_projector_position(p);
 		p->progress_total = pos >= 0 && to > pos ? to - pos : 0;
@@ -985,7 +1073,7 @@ int cqrs_projector_catch_up(cqrs_projector *p, cqrs_store *st, int64_t to, const
 		int64_t pos = cqrs_projector_position(p);
 		if (pos < 0 || (to > 0 && pos >= to))
 			break;
-		cqrs_filter f = { .after = pos, .to = to, .until = until };
+		cqrs_filter f = { .after = pos, .to = to };
 		cqrs_cursor *c = cqrs_store_read(st, &f, err);
 		if (c == NULL)
 			return -1;

@@ -99,40 +99,73 @@ static int cursor_decode(const char *s, char ts[CQRS_TIMESTAMP_LEN + 1], char id
 
 /* --- read-only by construction ---------------------------------------------- */
 
+#define DENIED_LEN 128
+
+static const char *const schema_pragmas[] = {
+	"table_info",  "table_xinfo",	   "table_list",     "index_list",    "index_info",
+	"index_xinfo", "foreign_key_list", "collation_list", "function_list", "database_list",
+};
+
 static int read_only(void *arg, int action, const char *a1, const char *a2, const char *db,
 		     const char *trigger)
 {
-	bool *denied = arg;
-	(void)a1;
-	(void)a2;
+	char *denied = arg; /* why, for the message */
 	(void)db;
 	(void)trigger;
 	switch (action) {
 	case SQLITE_SELECT:
 	case SQLITE_READ:
-	case SQLITE_FUNCTION:
 	case SQLITE_RECURSIVE: return SQLITE_OK;
-	default:
-		if (denied != NULL)
-			*denied = true;
+	case SQLITE_FUNCTION:
+		/* it returns a pointer into this process's memory */
+		if (a2 == NULL || sqlite3_stricmp(a2, "fts3_tokenizer") != 0)
+			return SQLITE_OK;
+		if (denied != NULL && denied[0] == '\0')
+			snprintf(denied, DENIED_LEN, "the function %s() is not allowed", a2);
 		return SQLITE_DENY;
+	case SQLITE_PRAGMA:
+		/* what pragma_table_info and its kin run inside; they only
+		 * read the schema */
+		for (size_t i = 0; a1 != NULL && i < sizeof schema_pragmas / sizeof *schema_pragmas;
+		     i++)
+			if (sqlite3_stricmp(a1, schema_pragmas[i]) == 0)
+				return SQLITE_OK;
+		break;
+	case SQLITE_UPDATE:
+		/* what SQLite reports for a table-valued function such as
+		 * json_each or pragma_table_info; a real write is refused by
+		 * the read-only connection and sqlite3_stmt_readonly */
+		if (a1 != NULL && strcmp(a1, "sqlite_master") == 0)
+			return SQLITE_OK;
+		break;
+	default: break;
 	}
+	if (denied != NULL && denied[0] == '\0')
+		snprintf(denied, DENIED_LEN,
+			 "only reading is allowed: cqrs-query never changes the "
+			 "views");
+	return SQLITE_DENY;
 }
 
 /* set when the authorizer refused something, whatever error SQLite
  * reports for it */
-static bool denied;
+static char denied[DENIED_LEN];
+
+/* the time limit of the statement running now */
+static struct cqrs_deadline deadline;
 
 static int open_views(const char *path, sqlite3 **db, cqrs_error *err)
 {
 	if (cqrs_views_db_open(path, VIEWS_OPEN_READ, db, err) < 0)
 		return -1;
+	sqlite3_limit(*db, SQLITE_LIMIT_LENGTH, CQRS_QUERY_MAX_LENGTH);
+	cqrs_deadline_attach(*db, &deadline);
 	if (sqlite3_create_function(*db, "page_cursor", 2, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,
 				    fn_page_cursor, NULL, NULL) != SQLITE_OK) {
 		sqlite3_close(*db);
 		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
 	}
-	sqlite3_set_authorizer(*db, read_only, &denied);
+	sqlite3_set_authorizer(*db, read_only, denied);
 	return 0;
 }
 
@@ -231,13 +264,14 @@ static int64_t sql_query(sqlite3 *db, const char *views_path, const cqrs_query *
 {
 	sqlite3_stmt *st;
 	const char *tail;
-	denied = false;
+	denied[0] = '\0';
 	int rc = sqlite3_prepare_v2(db, q->id, -1, &st, &tail);
 	if (rc != SQLITE_OK) {
-		if ((rc & 0xff) == SQLITE_AUTH || denied)
-			return cqrs_fail(err, CQRS_EXIT_NOPERM,
-					 "sql: only reading is allowed: cqrs-query never changes "
-					 "the views");
+		if ((rc & 0xff) == SQLITE_AUTH || denied[0] != '\0')
+			return cqrs_fail(err, CQRS_EXIT_NOPERM, "sql: %s",
+					 denied[0] != '\0' ? denied
+							   : "only reading is allowed: cqrs-query "
+							     "never changes the views");
 		return cqrs_fail(err, CQRS_EXIT_DATAERR, "sql: %s", sqlite3_errmsg(db));
 	}
 	if (st == NULL)
@@ -280,6 +314,8 @@ int64_t cqrs_query_run(const char *views_path, const cqrs_query *q, enum cqrs_fo
 	sqlite3 *db;
 	if (open_views(views_path, &db, err) < 0)
 		return -1;
+	deadline.timeout_ms = q->timeout_ms;
+	cqrs_deadline_start(&deadline);
 	struct sql s = { .n = 0 };
 	bool where = false;
 	int64_t n = -1;
@@ -468,7 +504,7 @@ int64_t cqrs_query_order_as_of(const char *views_path, cqrs_store *st, cqrs_proj
 	if (r != 0 || cqrs_projector_commit(p, err) < 0)
 		goto out;
 	sqlite3 *db = cqrs_projector_db(p);
-	sqlite3_set_authorizer(db, read_only, &denied);
+	sqlite3_set_authorizer(db, read_only, denied);
 	struct sql s = { .n = 0 };
 	bool where = false;
 	char key[37];

@@ -86,6 +86,7 @@ static int build_serial(const char *path, cqrs_store *st, cqrs_projections *ps,
 	if (p == NULL)
 		return -1;
 	cqrs_projector_set_batch(p, o->batch);
+	cqrs_projector_set_timeout(p, o->timeout_ms);
 	cqrs_projector_set_progress(p, o->progress, what);
 	if (stops != NULL)
 		for (size_t i = 0; i < cqrs_projections_count(ps); i++)
@@ -134,6 +135,7 @@ static void run_task(struct pool *pl, struct task *t)
 	}
 	const char *name = cqrs_projections_name(pl->ps, t->proj);
 	cqrs_projector_set_batch(p, pl->o->batch);
+	cqrs_projector_set_timeout(p, pl->o->timeout_ms);
 	if (pl->stops != NULL)
 		cqrs_projector_set_stop(p, name, pl->stops[t->proj]);
 	cqrs_projector_only(p, name);
@@ -302,6 +304,7 @@ static int merge(const char *path, struct task *tasks, size_t n, cqrs_projection
 		      " PRAGMA synchronous = OFF; PRAGMA locking_mode = EXCLUSIVE;"
 		      " PRAGMA cache_size = -65536",
 		      err);
+	cqrs_views_harden(db);
 	for (size_t i = 0; i < n && rc == 0; i++) {
 		if (i == base)
 			continue;
@@ -442,38 +445,138 @@ static int build_scratch(const char *path, cqrs_store *st, cqrs_projections *ps,
 	return build_serial(path, st, ps, o, what, stops, err);
 }
 
-/* Projections in the live views that this run does not load. */
-static int check_unloaded(sqlite3 *db, const char *views_path, cqrs_projections *ps, bool force,
-			  cqrs_error *err)
+/* Projections in the live views that this run does not load: dropped
+ * with a warning when force, else counted (the rebuild then replaces
+ * only the loaded projections). */
+static int64_t count_unloaded(sqlite3 *db, const char *views_path, cqrs_projections *ps, bool force,
+			      cqrs_error *err)
 {
 	sqlite3_stmt *q;
 	int rc = sqlite3_prepare_v2(db, "SELECT projection, source FROM cqrs_checkpoints", -1, &q,
 				    NULL);
 	if (rc != SQLITE_OK)
 		return cqrs_views_db_error(db, views_path, rc, "cannot read checkpoints", err);
-	int result = 0;
-	while (result == 0 && (rc = sqlite3_step(q)) == SQLITE_ROW) {
+	int64_t n = 0;
+	while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
 		const char *name = (const char *)sqlite3_column_text(q, 0);
 		bool loaded = false;
 		for (size_t i = 0; i < cqrs_projections_count(ps) && !loaded; i++)
 			loaded = strcmp(cqrs_projections_name(ps, i), name) == 0;
 		if (loaded)
 			continue;
-		if (force) {
+		if (force)
 			cqrs_warn("dropping projection '%s' (from %s): it is not loaded", name,
 				  (const char *)sqlite3_column_text(q, 1));
-			continue;
-		}
-		result = cqrs_fail(err, CQRS_EXIT_CONFIG,
-				   "%s: projection '%s' (from %s) is not loaded and a rebuild "
-				   "would drop it: load its file with --projections, or add "
-				   "--force to drop it",
-				   views_path, name, (const char *)sqlite3_column_text(q, 1));
+		else
+			n++;
 	}
-	if (result == 0 && rc != SQLITE_DONE)
-		result = cqrs_views_db_error(db, views_path, rc, "cannot read checkpoints", err);
+	if (rc != SQLITE_DONE)
+		n = cqrs_views_db_error(db, views_path, rc, "cannot read checkpoints", err);
 	sqlite3_finalize(q);
-	return result;
+	return n;
+}
+
+/* Drops what projection p has in the live views: the tables its
+ * checkpoint lists (their indexes and triggers go with them), the views
+ * its definition creates, and its checkpoint. */
+static int drop_projection(sqlite3 *db, const char *path, const struct cqrs_projection *p,
+			   cqrs_error *err)
+{
+	sqlite3_stmt *q;
+	char sql[400], qt[300];
+	if (sqlite3_prepare_v2(db,
+			       "SELECT s.type, s.name FROM main.sqlite_schema AS s,"
+			       " main.cqrs_checkpoints AS c WHERE c.projection = ?1 AND"
+			       " ((s.type = 'table' AND (' ' || c.tables || ' ') LIKE"
+			       " ('% ' || s.name || ' %')) OR (s.type = 'view' AND s.name IN"
+			       " (SELECT value FROM json_each(?2))))"
+			       " AND s.name NOT LIKE 'cqrs\\_%' ESCAPE '\\'"
+			       " AND s.name NOT LIKE 'sqlite\\_%' ESCAPE '\\'",
+			       -1, &q, NULL) != SQLITE_OK)
+		return cqrs_views_db_error(db, path, sqlite3_errcode(db), "cannot rebuild", err);
+	char views[4096];
+	size_t n = (size_t)snprintf(views, sizeof views, "[");
+	for (size_t i = 0; i < p->nviews && n + 80 < sizeof views; i++)
+		n += (size_t)snprintf(views + n, sizeof views - n, "%s\"%s\"", i ? "," : "",
+				      p->views[i]);
+	snprintf(views + n, sizeof views - n, "]");
+	sqlite3_bind_text(q, 1, p->name, -1, SQLITE_STATIC);
+	sqlite3_bind_text(q, 2, views, -1, SQLITE_STATIC);
+	char *drops[256];
+	size_t ndrops = 0;
+	while (sqlite3_step(q) == SQLITE_ROW && ndrops < 256) {
+		const char *type = (const char *)sqlite3_column_text(q, 0);
+		quote_ident(qt, sizeof qt, "main.", (const char *)sqlite3_column_text(q, 1));
+		snprintf(sql, sizeof sql, "DROP %s %s", type[0] == 't' ? "TABLE" : "VIEW", qt);
+		drops[ndrops++] = strdup(sql);
+	}
+	sqlite3_finalize(q);
+	int rc = 0;
+	/* views first: they may read the tables */
+	for (int pass = 0; pass < 2; pass++)
+		for (size_t i = 0; i < ndrops; i++) {
+			if (drops[i] == NULL) {
+				rc = rc ? rc : cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+				continue;
+			}
+			bool view = strncmp(drops[i], "DROP VIEW", 9) == 0;
+			if (rc == 0 && view == (pass == 0))
+				rc = exec_sql(db, path, drops[i], err);
+		}
+	for (size_t i = 0; i < ndrops; i++)
+		free(drops[i]);
+	if (rc == 0 &&
+	    sqlite3_prepare_v2(db, "DELETE FROM main.cqrs_checkpoints WHERE projection = ?1", -1,
+			       &q, NULL) == SQLITE_OK) {
+		sqlite3_bind_text(q, 1, p->name, -1, SQLITE_STATIC);
+		if (sqlite3_step(q) != SQLITE_DONE)
+			rc = cqrs_views_db_error(db, path, sqlite3_errcode(db), "cannot rebuild",
+						 err);
+		sqlite3_finalize(q);
+	}
+	return rc;
+}
+
+/* Replaces the loaded projections in the live views with those of the
+ * scratch file, in one transaction, and leaves every other projection
+ * (its tables, its checkpoint) as it is. */
+static int replace_loaded(sqlite3 *live, const char *path, const char *scratch,
+			  cqrs_projections *ps, cqrs_error *err)
+{
+	sqlite3_stmt *q;
+	if (sqlite3_prepare_v2(live, "ATTACH ?1 AS src", -1, &q, NULL) != SQLITE_OK)
+		return cqrs_views_db_error(live, path, sqlite3_errcode(live), "cannot rebuild",
+					   err);
+	sqlite3_bind_text(q, 1, scratch, -1, SQLITE_STATIC);
+	int r = sqlite3_step(q);
+	sqlite3_finalize(q);
+	if (r != SQLITE_DONE)
+		return cqrs_views_db_error(live, path, r, "cannot rebuild", err);
+	int rc = exec_sql(live, path, "BEGIN IMMEDIATE", err);
+	for (size_t i = 0; i < ps->n && rc == 0; i++) {
+		rc = drop_projection(live, path, &ps->p[i], err);
+		if (rc == 0)
+			rc = merge_projection(live, path, &ps->p[i], err);
+	}
+	if (rc == 0)
+		rc = exec_sql(live, path, "COMMIT", err);
+	if (rc != 0)
+		sqlite3_exec(live, "ROLLBACK", NULL, NULL, NULL);
+	sqlite3_exec(live, "DETACH src", NULL, NULL, NULL);
+	return rc;
+}
+
+/* Writes the WAL into the views file, its result checked: a failed write
+ * or fsync is 74; readers that hold old frames only delay it. */
+static int checkpoint(sqlite3 *db, const char *path, int mode, cqrs_error *err)
+{
+	int rc = sqlite3_wal_checkpoint_v2(db, "main", mode, NULL, NULL);
+	if (rc == SQLITE_OK || (rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)
+		return 0;
+	cqrs_views_db_error(db, path, rc, "cannot write the views", err);
+	if (err != NULL && err->code != CQRS_EXIT_OSERR)
+		err->code = CQRS_EXIT_IOERR;
+	return -1;
 }
 
 int cqrs_views_rebuild(const char *views_path, cqrs_store *st, cqrs_projections *ps,
@@ -489,7 +592,8 @@ int cqrs_views_rebuild(const char *views_path, cqrs_store *st, cqrs_projections 
 	sqlite3 *live = NULL, *src = NULL;
 	if (cqrs_views_db_open(views_path, VIEWS_OPEN_WRITE, &live, err) < 0)
 		return -1;
-	int rc = check_unloaded(live, views_path, ps, o->force, err);
+	int64_t unloaded = count_unloaded(live, views_path, ps, o->force, err);
+	int rc = unloaded < 0 ? -1 : 0;
 	sqlite3_stmt *q;
 	if (rc == 0 && sqlite3_prepare_v2(live, "PRAGMA page_size", -1, &q, NULL) == SQLITE_OK) {
 		if (sqlite3_step(q) == SQLITE_ROW)
@@ -509,6 +613,12 @@ int cqrs_views_rebuild(const char *views_path, cqrs_store *st, cqrs_projections 
 	}
 	if (o->progress)
 		fprintf(stderr, "%s: rebuild: replacing the views\n", cqrs_tool_name());
+	if (unloaded > 0) {
+		rc = replace_loaded(live, views_path, scratch, ps, err);
+		if (rc == 0)
+			rc = checkpoint(live, views_path, SQLITE_CHECKPOINT_PASSIVE, err);
+		goto out;
+	}
 	sqlite3_backup *b = sqlite3_backup_init(live, "main", src, "main");
 	if (b == NULL) {
 		rc = cqrs_views_db_error(live, views_path, sqlite3_errcode(live),
@@ -526,7 +636,7 @@ int cqrs_views_rebuild(const char *views_path, cqrs_store *st, cqrs_projections 
 	 * still needs them; a reader of the old views only delays that (no
 	 * busy wait here: the next checkpoint does it). */
 	sqlite3_busy_timeout(live, 0);
-	sqlite3_wal_checkpoint_v2(live, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+	rc = checkpoint(live, views_path, SQLITE_CHECKPOINT_TRUNCATE, err);
 out:
 	sqlite3_close(src);
 	sqlite3_close(live);

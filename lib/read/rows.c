@@ -97,19 +97,36 @@ static void ndjson_row(sqlite3_stmt *st, int ncol, const enum kind *kinds, FILE 
 	fputs("}\n", out);
 }
 
+/* RFC 4180 allows in a field only printable text, and CR, LF, commas and
+ * quotes inside double quotes.  Other control characters (C0 but TAB, CR
+ * and LF; DEL) would reach a terminal or a spreadsheet raw: the field is
+ * quoted and each is written as \xHH, as the table format shows them. */
+static bool csv_control(unsigned char c)
+{
+	return (c < 0x20 && c != '\t' && c != '\r' && c != '\n') || c == 0x7f;
+}
+
 static void csv_field(FILE *out, const char *s)
 {
 	if (s == NULL)
 		return;
-	if (strpbrk(s, ",\"\r\n") == NULL) {
+	bool quote = false;
+	for (const char *p = s; *p != '\0' && !quote; p++)
+		quote = *p == ',' || *p == '"' || *p == '\r' || *p == '\n' ||
+			csv_control((unsigned char)*p);
+	if (!quote) {
 		fputs(s, out);
 		return;
 	}
 	putc('"', out);
 	for (; *s != '\0'; s++) {
-		if (*s == '"')
+		unsigned char c = (unsigned char)*s;
+		if (c == '"')
 			putc('"', out);
-		putc(*s, out);
+		if (csv_control(c))
+			fprintf(out, "\\x%02x", c);
+		else
+			putc(c, out);
 	}
 	putc('"', out);
 }
@@ -287,7 +304,24 @@ int64_t cqrs_rows_print(sqlite3_stmt *st, const char *const *money, const char *
 	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
 		table_free(&t);
 		sqlite3 *db = sqlite3_db_handle(st);
-		return cqrs_fail(err, CQRS_EXIT_DATAERR, "%s: %s", what, sqlite3_errmsg(db));
+		switch (rc & 0xff) {
+		case SQLITE_INTERRUPT:
+			return cqrs_fail(err, CQRS_EXIT_LIMIT,
+					 "%s: stopped: the time limit was reached (--timeout)",
+					 what);
+		case SQLITE_AUTH:
+			return cqrs_fail(err, CQRS_EXIT_NOPERM, "%s: not allowed: %s", what,
+					 sqlite3_errmsg(db));
+		case SQLITE_TOOBIG:
+		case SQLITE_NOMEM:
+			return cqrs_fail(err, CQRS_EXIT_LIMIT,
+					 "%s: stopped: the memory limit was "
+					 "reached (%s)",
+					 what, sqlite3_errmsg(db));
+		default:
+			return cqrs_fail(err, CQRS_EXIT_DATAERR, "%s: %s", what,
+					 sqlite3_errmsg(db));
+		}
 	}
 	if (fmt == CQRS_FORMAT_TABLE) {
 		table_print(&t, st, out);

@@ -156,6 +156,11 @@ static void fn_mean_minor(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 	}
 	int64_t sum = sqlite3_value_int64(argv[0]), n = sqlite3_value_int64(argv[1]);
 	if (n < 0) {
+		/* -INT64_MIN does not exist: an error, not undefined behaviour */
+		if (sum == INT64_MIN || n == INT64_MIN) {
+			sqlite3_result_error(ctx, "mean_minor: integer overflow", -1);
+			return;
+		}
 		sum = -sum;
 		n = -n;
 	}

@@ -11,12 +11,14 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
 #include <limits.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cqrs.h"
@@ -40,17 +42,71 @@ static const char schema_v1[] =
 	");";
 /* clang-format on */
 
+static bool setup_done;
+
+static void setup_mark_done(void)
+{
+	setup_done = true;
+}
+
 void cqrs_views_sqlite_setup(void)
 {
-	static bool done;
-	if (done)
+	if (setup_done)
 		return;
-	done = true;
+	setup_done = true;
 	/* Without memory statistics SQLite takes no global lock at each
 	 * allocation: a rebuild makes millions.  Too late (SQLITE_MISUSE,
 	 * harmless) once SQLite is in use. */
 	sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
 	sqlite3_config(SQLITE_CONFIG_LOOKASIDE, 1200, 400);
+}
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Called by SQLite every few thousand virtual machine steps. */
+static int deadline_check(void *arg)
+{
+	struct cqrs_deadline *d = arg;
+	if (d->timeout_ms <= 0 || d->expired)
+		return d->expired;
+	d->expired = now_ns() > d->at_ns;
+	return d->expired;
+}
+
+void cqrs_deadline_attach(sqlite3 *db, struct cqrs_deadline *d)
+{
+	sqlite3_progress_handler(db, 4000, deadline_check, d);
+}
+
+void cqrs_deadline_start(struct cqrs_deadline *d)
+{
+	d->expired = false;
+	if (d->timeout_ms > 0)
+		d->at_ns = now_ns() + d->timeout_ms * 1000000;
+}
+
+int cqrs_views_memory_limit(int64_t bytes)
+{
+	/* the heap limit needs SQLite's memory statistics, which
+	 * cqrs_views_sqlite_setup turns off for speed: set up first */
+	if (sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 1) != SQLITE_OK)
+		return -1;
+	setup_mark_done();
+	sqlite3_hard_heap_limit64(bytes);
+	return 0;
+}
+
+void cqrs_views_harden(sqlite3 *db)
+{
+	sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
+	sqlite3_db_config(db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, NULL);
+	sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_FTS3_TOKENIZER, 0, NULL);
+	sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 0, NULL);
 }
 
 const char *cqrs_views_meta_schema(void)
@@ -148,6 +204,32 @@ void cqrs_views_set_scratch_page_size(int bytes)
 	scratch_page_size = bytes;
 }
 
+/* Permission problems said as such (77), before SQLite reports them as
+ * "unable to open" or "attempt to write a readonly database".  A writer
+ * also needs its directory: the -wal and -shm files go next to the views. */
+static int check_access(const char *path, bool exists, bool writable, cqrs_error *err)
+{
+	if (exists) {
+		int fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NOCTTY);
+		if (fd < 0 && (errno == EACCES || errno == EPERM))
+			return cqrs_fail(err, CQRS_EXIT_NOPERM, "%s: cannot %s the views: %s", path,
+					 writable ? "write" : "read", "permission denied");
+		if (fd >= 0)
+			close(fd);
+	}
+	if (!writable)
+		return 0;
+	char copy[PATH_MAX];
+	snprintf(copy, sizeof copy, "%s", path);
+	const char *dir = dirname(copy);
+	if (faccessat(AT_FDCWD, dir, W_OK | X_OK, AT_EACCESS) < 0 && errno == EACCES)
+		return cqrs_fail(err, CQRS_EXIT_NOPERM,
+				 "%s: cannot write in %s, the directory of the views (their -wal "
+				 "and -shm files go next to them): permission denied",
+				 path, dir);
+	return 0;
+}
+
 int cqrs_views_db_open(const char *path, enum views_open how, sqlite3 **out, cqrs_error *err)
 {
 	struct stat sb;
@@ -161,6 +243,8 @@ int cqrs_views_db_open(const char *path, enum views_open how, sqlite3 **out, cqr
 	if (!exists && how == VIEWS_OPEN_READ)
 		return cqrs_fail(err, CQRS_EXIT_NOINPUT,
 				 "%s: no such views file (cqrs-project builds it)", path);
+	if (check_access(path, exists, writable, err) < 0)
+		return -1;
 	if (!exists || how == VIEWS_OPEN_SCRATCH) {
 		/* SQLite gives -wal and -shm the main file's mode. */
 		int fd = open(path,
@@ -211,6 +295,8 @@ int cqrs_views_db_open(const char *path, enum views_open how, sqlite3 **out, cqr
 		sqlite3_close(db);
 		return -1;
 	}
+	/* after the pragmas: defensive mode refuses journal_mode = OFF */
+	cqrs_views_harden(db);
 	if (ensure_schema(db, path, writable, err) < 0) {
 		sqlite3_close(db);
 		return -1;
@@ -219,37 +305,92 @@ int cqrs_views_db_open(const char *path, enum views_open how, sqlite3 **out, cqr
 	return 0;
 }
 
-/* --- the lock that serialises cqrs-project runs ---------------------------- */
+/* --- the lock that serialises cqrs-project runs ----------------------------
+ *
+ * An flock on VIEWS.lock, which the holder removes when it lets go, also
+ * when it fails (atexit): the file's presence means nothing either way (a
+ * run killed by SIGKILL leaves it, and the next run takes it as usual).
+ * A run that waited for the lock may find it held on a file that was
+ * removed meanwhile: it checks that the file it holds is the one at the
+ * path, and otherwise tries again. */
+
+static struct {
+	int fd;
+	char path[PATH_MAX];
+} held = { .fd = -1 };
+
+static void unlock_at_exit(void)
+{
+	cqrs_views_unlock(held.fd);
+}
+
+static bool same_file(int fd, const char *path)
+{
+	struct stat a, b;
+	return fstat(fd, &a) == 0 && stat(path, &b) == 0 && a.st_dev == b.st_dev &&
+	       a.st_ino == b.st_ino;
+}
 
 int cqrs_views_lock(const char *views_path, bool wait, cqrs_error *err)
 {
+	static bool registered;
 	char path[PATH_MAX];
 	if ((size_t)snprintf(path, sizeof path, "%s.lock", views_path) >= sizeof path)
 		return cqrs_fail(err, CQRS_EXIT_USAGE, "%s: path too long", views_path);
-	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return cqrs_fail(err, errno == EACCES ? CQRS_EXIT_NOPERM : CQRS_EXIT_CANTCREAT,
-				 "%s: cannot create lock file: %s", path, strerror(errno));
-	int r;
-	while ((r = flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB))) < 0 && errno == EINTR)
-		;
-	if (r < 0) {
-		int e = errno;
-		close(fd);
-		if (e == EWOULDBLOCK)
-			return cqrs_fail(err, CQRS_EXIT_TEMPFAIL,
-					 "another cqrs-project is running on %s (--wait waits for "
-					 "it)",
-					 views_path);
-		return cqrs_fail(err, CQRS_EXIT_IOERR, "%s: cannot lock: %s", path, strerror(e));
+	for (;;) {
+		int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+		if (fd < 0 && errno == EACCES) { /* flock needs no write access */
+			fd = open(path, O_RDONLY | O_CLOEXEC);
+			if (fd < 0 && errno == ENOENT)
+				errno = EACCES;
+		}
+		if (fd < 0 && errno == EACCES)
+			return cqrs_fail(err, CQRS_EXIT_NOPERM,
+					 "%s: cannot create the lock file: permission denied (the "
+					 "directory of the views is not writable)",
+					 path);
+		if (fd < 0)
+			return cqrs_fail(err, CQRS_EXIT_CANTCREAT,
+					 "%s: cannot create lock file: %s", path, strerror(errno));
+		int r;
+		while ((r = flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB))) < 0 && errno == EINTR)
+			;
+		if (r < 0) {
+			int e = errno;
+			close(fd);
+			if (e == EWOULDBLOCK)
+				return cqrs_fail(
+					err, CQRS_EXIT_TEMPFAIL,
+					"another cqrs-project is running on %s (--wait waits "
+					"for it)",
+					views_path);
+			return cqrs_fail(err, CQRS_EXIT_IOERR, "%s: cannot lock: %s", path,
+					 strerror(e));
+		}
+		if (!same_file(fd, path)) { /* removed by the run that held it */
+			close(fd);
+			continue;
+		}
+		if (held.fd < 0) {
+			held.fd = fd;
+			memcpy(held.path, path, sizeof path);
+			if (!registered && atexit(unlock_at_exit) == 0)
+				registered = true;
+		}
+		return fd;
 	}
-	return fd;
 }
 
 void cqrs_views_unlock(int fd)
 {
-	if (fd >= 0)
-		close(fd); /* releases the flock */
+	if (fd < 0)
+		return;
+	if (fd == held.fd) {
+		/* removed while still held: nobody can take the old file */
+		unlink(held.path);
+		held.fd = -1;
+	}
+	close(fd); /* releases the flock */
 }
 
 /* --- lag ------------------------------------------------------------------ */

@@ -39,8 +39,9 @@ struct cqrs_param {
 struct cqrs_sql {
 	char *sql;	  /* as rewritten: ?N for the N-th distinct parameter */
 	const char *file; /* owned by the projection set */
-	int line;	  /* where the statement's text starts */
+	int line, column; /* where the statement's text starts */
 	bool literal;	  /* a block scalar: newlines in sql count lines */
+	bool plain;	  /* written without quotes: offsets are columns */
 	size_t *params;	  /* global parameter index of ?1, ?2, ... */
 	size_t nparams;
 };
@@ -62,7 +63,10 @@ struct cqrs_projection {
 	size_t non;
 	char **owned; /* the tables its DDL creates, found by cqrs_projections_check */
 	size_t nowned;
-	char hash[65]; /* of its definition: a changed one needs a rebuild */
+	char **views; /* the SQL views its DDL creates */
+	size_t nviews;
+	const struct cqrs_projections *set; /* the set it belongs to (for its sandbox) */
+	char hash[65];			    /* of its definition: a changed one needs a rebuild */
 };
 
 struct cqrs_projections {
@@ -77,6 +81,10 @@ struct cqrs_projections {
 
 /* Line of a byte offset in a statement (for SQLite's error offsets). */
 int cqrs_sql_line(const struct cqrs_sql *s, int offset);
+/* "FILE:LINE:COLUMN" of a byte offset in the statement's rewritten SQL
+ * (SQLite's error offset; -1: its start): the line, and the column where
+ * that line's text starts. */
+void cqrs_sql_where(const struct cqrs_sql *s, int offset, char *buf, size_t cap);
 /* Creates the projection's tables and indexes on db. */
 int cqrs_projection_create(sqlite3 *db, const struct cqrs_projection *p, cqrs_error *err);
 /* Prepares one event statement, refusing anything but data changes and
@@ -113,6 +121,22 @@ enum views_open {
 	VIEWS_OPEN_SCRATCH, /* must not exist: built by one process, no journal */
 };
 int cqrs_views_db_open(const char *path, enum views_open how, sqlite3 **out, cqrs_error *err);
+/* A time limit on what a connection runs: after cqrs_deadline_start, a
+ * statement that runs past timeout_ms fails with SQLITE_INTERRUPT and
+ * expired is set (0 ms: no limit). */
+struct cqrs_deadline {
+	int64_t timeout_ms;
+	int64_t at_ns;
+	bool expired;
+};
+void cqrs_deadline_attach(sqlite3 *db, struct cqrs_deadline *d);
+void cqrs_deadline_start(struct cqrs_deadline *d);
+/* The largest string or blob a query may build (SQLITE_LIMIT_LENGTH). */
+#define CQRS_QUERY_MAX_LENGTH (64 * 1024 * 1024)
+
+/* Defensive mode, untrusted schema, no fts3_tokenizer pointers, no
+ * extensions: for every connection to a views file (after its pragmas). */
+void cqrs_views_harden(sqlite3 *db);
 /* Configures SQLite for the read side, if it is not in use yet. */
 void cqrs_views_sqlite_setup(void);
 /* The page size of scratch files opened from now on (0: SQLite's). */

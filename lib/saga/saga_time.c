@@ -14,16 +14,6 @@
 #include "saga/saga_impl.h"
 #include "banned.h"
 
-static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
-{
-	y -= m <= 2;
-	const int64_t era = (y >= 0 ? y : y - 399) / 400;
-	const unsigned yoe = (unsigned)(y - era * 400);
-	const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-	const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-	return era * 146097 + (int64_t)doe - 719468;
-}
-
 static int num(const char *s, int n)
 {
 	int v = 0;
@@ -38,7 +28,8 @@ int64_t saga_time_parse(const char *text)
 	if (text == NULL || cqrs_timestamp_normalize(text, strlen(text), t) < 0)
 		return -1;
 	/* 2026-01-16T14:00:00.123456Z */
-	int64_t days = days_from_civil(num(t, 4), (unsigned)num(t + 5, 2), (unsigned)num(t + 8, 2));
+	int64_t days =
+		cqrs_days_from_civil(num(t, 4), (unsigned)num(t + 5, 2), (unsigned)num(t + 8, 2));
 	int64_t secs = days * 86400 + num(t + 11, 2) * 3600 + num(t + 14, 2) * 60 + num(t + 17, 2);
 	return secs * 1000000 + num(t + 20, 6);
 }

@@ -6,8 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cqrs.h"
+#include "common/strbuf.h"
 #include "store/store_impl.h"
 #include "banned.h"
 
@@ -73,7 +75,7 @@ fail:
 			 strerror(errno));
 }
 
-cqrs_store *cqrs_store_open(const char *path, enum cqrs_open_mode mode, cqrs_error *err)
+static cqrs_store *open_backend(const char *path, enum cqrs_open_mode mode, cqrs_error *err)
 {
 	if (mode == CQRS_OPEN_WRITE && strcmp(path, default_path("events.db")) == 0 &&
 	    make_default_dir(path, err) < 0)
@@ -83,23 +85,118 @@ cqrs_store *cqrs_store_open(const char *path, enum cqrs_open_mode mode, cqrs_err
 			  path);
 		return NULL;
 	}
-	return cqrs_sqlite_open(path, mode, err);
+	cqrs_store *st = cqrs_sqlite_open(path, mode, err);
+	if (st == NULL || mode != CQRS_OPEN_WRITE)
+		return st;
+	st->durable = true;
+	size_t n = strlen(path) + sizeof ".witness";
+	if ((st->witness = malloc(n)) == NULL) {
+		cqrs_store_close(st);
+		cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+		return NULL;
+	}
+	snprintf(st->witness, n, "%s.witness", path);
+	return st;
+}
+
+cqrs_store *cqrs_store_open(const char *path, enum cqrs_open_mode mode, cqrs_error *err)
+{
+	cqrs_store *st = open_backend(path, mode, err);
+	/* Before the first write: a store behind its witness was rolled back,
+	 * and writing on top of it would bury the evidence. */
+	if (st != NULL && st->witness != NULL &&
+	    cqrs_witness_check(st, path, st->witness, true, err) < 0) {
+		cqrs_store_close(st);
+		return NULL;
+	}
+	return st;
+}
+
+int cqrs_store_check_witness(cqrs_store *st, const char *path, cqrs_error *err)
+{
+	char wpath[4200];
+	snprintf(wpath, sizeof wpath, "%s.witness", path);
+	return cqrs_witness_check(st, path, wpath, st->witness != NULL, err);
+}
+
+int cqrs_store_reset_witness(const char *path, int64_t *sequence, uint8_t hash[CQRS_HASH_LEN],
+			     cqrs_error *err)
+{
+	cqrs_store *st = open_backend(path, CQRS_OPEN_WRITE, err);
+	if (st == NULL)
+		return -1;
+	int rc = cqrs_store_head(st, sequence, hash, err);
+	if (rc == 0)
+		rc = cqrs_witness_update(st->witness, *sequence, hash, true, err);
+	cqrs_store_close(st);
+	return rc;
 }
 
 void cqrs_store_close(cqrs_store *st)
 {
-	if (st != NULL)
-		st->ops->close(st);
+	if (st == NULL)
+		return;
+	free(st->witness);
+	free(st->meta);
+	st->ops->close(st);
 }
 
 void cqrs_store_set_durability(cqrs_store *st, enum cqrs_durability d)
 {
+	st->durable = d == CQRS_DURABLE_FULL;
 	st->ops->set_durability(st, d);
 }
 
 int cqrs_store_begin(cqrs_store *st, cqrs_error *err)
 {
+	st->appended = false;
 	return st->ops->begin(st, err);
+}
+
+/* The OS user that runs the tool, as a JSON string, found once. */
+static const char *os_user_json(void)
+{
+	static char json[600];
+	if (json[0] == '\0') {
+		char name[256];
+		cqrs_user_name(getuid(), name, sizeof name);
+		struct cqrs_strbuf b = { 0 };
+		cqrs_strbuf_json_string(&b, name, strlen(name));
+		snprintf(json, sizeof json, "%s", b.oom ? "\"?\"" : cqrs_strbuf_str(&b));
+		cqrs_strbuf_free(&b);
+	}
+	return json;
+}
+
+/* A new event's metadata records who ran the tool (metadata.os_user), in
+ * place of any os_user the input claims; the rest is kept as written.
+ * History being copied (sequence and hash given) is left as it was. */
+static int add_os_user(cqrs_store *st, cqrs_event *ev, cqrs_error *err)
+{
+	if (ev->sequence > 0 && ev->has_hash)
+		return 0;
+	const char *user = os_user_json();
+	size_t need = ev->metadata_len + strlen(user) + sizeof ",\"os_user\":}";
+	if (need > st->meta_cap) {
+		char *p = realloc(st->meta, need);
+		if (p == NULL)
+			return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+		st->meta = p;
+		st->meta_cap = need;
+	}
+	size_t n = 0, pos = 0;
+	cqrs_json_member m;
+	st->meta[n++] = '{';
+	while (cqrs_json_next_member(ev->metadata, ev->metadata_len, &pos, &m) == 1) {
+		if (m.key_len == 7 && memcmp(m.key, "os_user", 7) == 0)
+			continue;
+		n += (size_t)snprintf(st->meta + n, need - n, "\"%.*s\":%.*s,", (int)m.key_len,
+				      m.key, (int)m.value_len, m.value);
+	}
+	n += (size_t)snprintf(st->meta + n, need - n, "\"os_user\":%s}", user);
+	ev->metadata = st->meta;
+	ev->metadata_len = n;
+	return 0;
 }
 
 int cqrs_store_append(cqrs_store *st, cqrs_event *ev, cqrs_error *err)
@@ -108,17 +205,42 @@ int cqrs_store_append(cqrs_store *st, cqrs_event *ev, cqrs_error *err)
 	 * history copied with its sequence and hash is checked by its chain. */
 	if (!(ev->sequence > 0 && ev->has_hash) && cqrs_event_schema_check(ev, err) < 0)
 		return -1;
-	return st->ops->append(st, ev, err);
+	if (add_os_user(st, ev, err) < 0)
+		return -1;
+	int r = st->ops->append(st, ev, err);
+	if (r == CQRS_APPENDED)
+		st->appended = true;
+	return r;
 }
 
 int cqrs_store_commit(cqrs_store *st, cqrs_error *err)
 {
-	return st->ops->commit(st, err);
+	if (st->ops->commit(st, err) < 0)
+		return -1;
+	/* Only synced commits move the witness: after a power cut a --no-sync
+	 * store may lose its last commits, and must not look rolled back. */
+	if (!st->appended || !st->durable || st->witness == NULL)
+		return 0;
+	st->appended = false;
+	int64_t seq;
+	uint8_t hash[CQRS_HASH_LEN];
+	cqrs_error e = { 0 };
+	if (cqrs_store_head(st, &seq, hash, &e) < 0 ||
+	    cqrs_witness_update(st->witness, seq, hash, false, &e) < 0)
+		/* the events are stored: say so, and that the witness lags */
+		cqrs_warn("%s; the events are stored, the witness lags behind them", e.msg);
+	return 0;
 }
 
 void cqrs_store_rollback(cqrs_store *st)
 {
+	st->appended = false;
 	st->ops->rollback(st);
+}
+
+int cqrs_store_head(cqrs_store *st, int64_t *sequence, uint8_t hash[CQRS_HASH_LEN], cqrs_error *err)
+{
+	return st->ops->head(st, sequence, hash, err);
 }
 
 int64_t cqrs_store_aggregate_version(cqrs_store *st, const uint8_t id[CQRS_UUID_LEN],
@@ -186,29 +308,56 @@ int cqrs_store_wait(cqrs_store *st, int timeout_ms, const int *fds, int nfds, cq
 	return st->ops->wait(st, timeout_ms, fds, nfds, err);
 }
 
-/* The chain is checked through the public read path, so that it holds for
- * every backend alike. */
-int cqrs_store_verify(cqrs_store *st, int64_t *checked, int64_t *bad_sequence, cqrs_error *err)
+static void verify_failed(cqrs_verify *v, const cqrs_event *ev, const char *why)
 {
-	cqrs_filter all = { 0 };
-	cqrs_cursor *c = cqrs_store_read(st, &all, err);
+	v->bad = ev != NULL ? ev->sequence : v->checked + 1;
+	snprintf(v->why, sizeof v->why, "%s", why);
+}
+
+/* The chain is checked through the public read path, so that it holds for
+ * every backend alike; the backend checks the columns it derives.  The
+ * head is read first: a scan that ends before it (a damaged file whose
+ * b-tree lost pages reads as a shorter store) is a failure too. */
+int cqrs_store_verify(cqrs_store *st, cqrs_verify *v, cqrs_error *err)
+{
+	memset(v, 0, sizeof *v);
+	uint8_t head_hash[CQRS_HASH_LEN];
+	if (cqrs_store_head(st, &v->head, head_hash, err) < 0)
+		return -1;
+	cqrs_cursor *c = st->ops->verify_read(st, err);
 	if (c == NULL)
 		return -1;
-	uint8_t prev[CQRS_HASH_LEN] = { 0 };
 	cqrs_event ev;
+	cqrs_error e = { 0 };
 	int r;
-	*checked = 0;
-	*bad_sequence = 0;
-	while ((r = cqrs_cursor_next(c, &ev, err)) == 1) {
+	while ((r = cqrs_cursor_next(c, &ev, &e)) == 1) {
 		uint8_t h[CQRS_HASH_LEN];
-		cqrs_event_hash(&ev, prev, h);
-		if (ev.sequence != *checked + 1 || memcmp(h, ev.hash, CQRS_HASH_LEN) != 0) {
-			*bad_sequence = ev.sequence;
+		cqrs_event_hash(&ev, v->hash, h);
+		if (ev.sequence != v->checked + 1 || memcmp(h, ev.hash, CQRS_HASH_LEN) != 0) {
+			verify_failed(
+				v, &ev,
+				"hash chain broken: an event was edited, removed or reordered");
 			break;
 		}
-		memcpy(prev, ev.hash, CQRS_HASH_LEN);
-		(*checked)++;
+		if (st->ops->verify_row(c, &ev, &e) < 0) {
+			verify_failed(v, &ev, e.msg);
+			break;
+		}
+		memcpy(v->hash, ev.hash, CQRS_HASH_LEN);
+		v->checked++;
 	}
 	cqrs_cursor_close(c);
-	return r < 0 ? -1 : 0;
+	if (r < 0) {
+		if (e.code != CQRS_EXIT_DATAERR)
+			return cqrs_fail(err, e.code, "%s", e.msg);
+		verify_failed(v, NULL, e.msg);
+	} else if (v->bad == 0 && v->checked < v->head) {
+		char why[256];
+		snprintf(why, sizeof why,
+			 "the store is damaged: its events end here, but its last event is "
+			 "sequence %lld",
+			 (long long)v->head);
+		verify_failed(v, NULL, why);
+	}
+	return 0;
 }

@@ -32,11 +32,26 @@ struct cqrs_store_ops {
 	int64_t (*counter_next)(cqrs_store *st, const char *name, cqrs_error *err);
 	int64_t (*counter_raise)(cqrs_store *st, const char *name, int64_t floor, cqrs_error *err);
 	int (*wait)(cqrs_store *st, int timeout_ms, const int *fds, int nfds, cqrs_error *err);
+	/* The last event's sequence (0: none) and hash: 0, or -1 with *err. */
+	int (*head)(cqrs_store *st, int64_t *sequence, uint8_t hash[CQRS_HASH_LEN],
+		    cqrs_error *err);
+	/* For --verify: every event in order, and a check of what the row
+	 * stores beside the hashed fields (the correlation columns) against
+	 * the hashed fields; 0, or -1 with *err saying what differs. */
+	cqrs_cursor *(*verify_read)(cqrs_store *st, cqrs_error *err);
+	int (*verify_row)(cqrs_cursor *c, const cqrs_event *ev, cqrs_error *err);
 };
 
-/* Every backend's store and cursor start with these. */
+/* Every backend's store and cursor start with these.  The backend
+ * allocates the store zeroed; the facade (store.c) owns the fields after
+ * ops, and frees what they hold before the backend's close. */
 struct cqrs_store {
 	const struct cqrs_store_ops *ops;
+	char *witness; /* STORE.witness; NULL for a reader */
+	bool durable;  /* commits are synced: the witness follows them */
+	bool appended; /* the open transaction appended events */
+	char *meta;    /* metadata of the last new event, with os_user */
+	size_t meta_cap;
 };
 
 struct cqrs_cursor {
@@ -45,6 +60,28 @@ struct cqrs_cursor {
 
 /* The name of the fsync-guard VFS (vfs_guard.c), registered on first use. */
 const char *cqrs_sqlite_guard_vfs(bool enabled);
+
+/* The multi-user rules (store_trust.c): the guard refuses store files
+ * that break them, as a writer sees them once the process opened a store
+ * for writing.  A refusal makes SQLite fail with "unable to open"; the
+ * reason is kept for the caller, which takes it (and clears it) here. */
+void cqrs_sqlite_guard_policy(bool writer);
+bool cqrs_sqlite_guard_refused(cqrs_error *err);
+
+/* store_trust.c: 0, or -1 with *err (77) saying who could have changed
+ * the file open on fd, or a directory from / down to path's. */
+#include <sys/types.h>
+int cqrs_trust_fd(int fd, const char *path, bool writer, cqrs_error *err);
+int cqrs_trust_dirs(const char *path, bool writer, cqrs_error *err);
+/* A user's login name, or the uid in decimal when it has none. */
+const char *cqrs_user_name(uid_t uid, char *buf, size_t cap);
+
+/* store_witness.c: compare the store with STORE.witness (no witness: 0),
+ * and move the witness to an event (forward only, unless force). */
+int cqrs_witness_check(cqrs_store *st, const char *store_path, const char *wpath, bool writer,
+		       cqrs_error *err);
+int cqrs_witness_update(const char *wpath, int64_t seq, const uint8_t hash[CQRS_HASH_LEN],
+			bool force, cqrs_error *err);
 
 cqrs_store *cqrs_sqlite_open(const char *path, enum cqrs_open_mode mode, cqrs_error *err);
 /* The SQLite connection of an embedded store, NULL for another backend:

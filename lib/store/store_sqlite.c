@@ -22,6 +22,7 @@
 
 #include "cqrs.h"
 #include "common/sqlite_errors.h"
+#include "common/strbuf.h"
 #include "store/store_impl.h"
 #include "banned.h"
 
@@ -164,8 +165,18 @@ struct sqlite_cursor {
 	sqlite3_stmt *stmt;
 };
 
+static int access_denied(const char *path, bool writer, cqrs_error *err);
+
 static int db_error(struct sqlite_store *s, int rc, const char *what, cqrs_error *err)
 {
+	/* A file the guard refused, or one this user may not use: say so
+	 * rather than SQLite's "unable to open database file". */
+	if (cqrs_sqlite_guard_refused(err))
+		return -1;
+	int base = rc & 0xff;
+	if ((base == SQLITE_CANTOPEN || base == SQLITE_READONLY || base == SQLITE_PERM) &&
+	    access_denied(s->path, s->writable, err))
+		return -1;
 	int code = cqrs_sqlite_exit_code(rc, s->writable);
 	if (code == CQRS_EXIT_TEMPFAIL)
 		return cqrs_fail(err, code,
@@ -250,6 +261,48 @@ fail:
 	return -1;
 }
 
+static bool denied(const char *path, int how)
+{
+	return faccessat(AT_FDCWD, path, how, AT_EACCESS) < 0 &&
+	       (errno == EACCES || errno == EPERM);
+}
+
+/* Why this user cannot use the store, when permissions are the reason:
+ * true with *err set (77).  A diagnosis after a failure, not a check. */
+static int access_denied(const char *path, bool writer, cqrs_error *err)
+{
+	int how = writer ? R_OK | W_OK : R_OK;
+	const char *verb = writer ? "write" : "read";
+	if (denied(path, R_OK) || (writer && denied(path, W_OK)))
+		return cqrs_fail(err, CQRS_EXIT_NOPERM,
+				 "%s: permission denied: this user cannot %s the store", path,
+				 denied(path, R_OK) ? "read" : "write") < 0;
+	char side[4096], dir[4096];
+	bool missing = false;
+	for (int i = 0; i < 2; i++) {
+		snprintf(side, sizeof side, "%s%s", path, i ? "-shm" : "-wal");
+		if (access(side, F_OK) < 0)
+			missing = true;
+		else if (denied(side, how))
+			return cqrs_fail(err, CQRS_EXIT_NOPERM,
+					 "%s: permission denied: this user cannot %s the store's "
+					 "%s file",
+					 side, verb, i ? "-shm" : "-wal") < 0;
+	}
+	snprintf(dir, sizeof dir, "%s", path);
+	char *slash = strrchr(dir, '/');
+	if (slash == NULL)
+		snprintf(dir, sizeof dir, ".");
+	else
+		slash[slash == dir] = '\0';
+	if ((missing || writer) && denied(dir, W_OK | X_OK))
+		return cqrs_fail(err, CQRS_EXIT_NOPERM,
+				 "%s: permission denied: the store's directory is not writable, "
+				 "and SQLite keeps the store's -wal and -shm files there",
+				 dir) < 0;
+	return false;
+}
+
 /* The store and its -wal and -shm files are readable by the owner only:
  * SQLite gives the side files the main file's mode, so create it 0600. */
 static int create_file(const char *path, cqrs_error *err)
@@ -266,8 +319,18 @@ static const struct cqrs_store_ops sqlite_ops;
 
 cqrs_store *cqrs_sqlite_open(const char *path, enum cqrs_open_mode mode, cqrs_error *err)
 {
+	bool writer = mode == CQRS_OPEN_WRITE;
+	cqrs_sqlite_guard_policy(writer);
+	cqrs_sqlite_guard_refused(NULL); /* nothing left from an earlier open */
+	if (cqrs_trust_dirs(path, writer, err) < 0)
+		return NULL;
 	struct stat sb;
 	bool exists = stat(path, &sb) == 0;
+	if (!exists && errno == EACCES) {
+		cqrs_fail(err, CQRS_EXIT_NOPERM,
+			  "%s: permission denied: this user cannot reach the store", path);
+		return NULL;
+	}
 	if (!exists && mode == CQRS_OPEN_READ) {
 		cqrs_fail(err, CQRS_EXIT_NOINPUT, "%s: no such store", path);
 		return NULL;
@@ -300,16 +363,25 @@ cqrs_store *cqrs_sqlite_open(const char *path, enum cqrs_open_mode mode, cqrs_er
 		goto fail;
 	}
 	sqlite3_extended_result_codes(s->db, 1);
+	/* One process per append is the common case: checkpointing and
+	 * deleting the WAL at every exit would cost three more fsyncs per
+	 * process.  Commits checkpoint when the WAL passes
+	 * WAL_CHECKPOINT_PAGES, so the WAL that the next process must scan
+	 * on open stays small, and the WAL file is kept for it.  Readers keep
+	 * the side files too: the last connection to close would otherwise
+	 * delete them, and a user who may read the store but not write its
+	 * directory cannot open it without them. */
+	int persist = 1;
+	sqlite3_db_config(s->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
+	sqlite3_file_control(s->db, "main", SQLITE_FCNTL_PERSIST_WAL, &persist);
 	if (s->writable) {
-		/* One process per append is the common case: checkpointing and
-		 * deleting the WAL at every exit would cost three more fsyncs
-		 * per process.  Commits checkpoint when the WAL passes
-		 * WAL_CHECKPOINT_PAGES, so the WAL that the next process must
-		 * scan on open stays small, and the WAL file is kept for it. */
-		int persist = 1;
-		sqlite3_db_config(s->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
-		sqlite3_file_control(s->db, "main", SQLITE_FCNTL_PERSIST_WAL, &persist);
 		sqlite3_wal_autocheckpoint(s->db, WAL_CHECKPOINT_PAGES);
+		if (sqlite3_db_readonly(s->db, "main") == 1) {
+			if (!access_denied(path, true, err))
+				cqrs_fail(err, CQRS_EXIT_NOPERM,
+					  "%s: permission denied: the store is read-only", path);
+			goto fail;
+		}
 	}
 	sqlite3_busy_timeout(s->db, (int)cqrs_sqlite_busy_timeout_ms());
 	char pragmas[256];
@@ -452,6 +524,61 @@ static void forget_versions(struct sqlite_store *s)
 
 /* --- appending ----------------------------------------------------------- */
 
+static void row_to_event(sqlite3_stmt *q, cqrs_event *ev);
+
+/* The event a new one chains from must be what its hash says: an edit of
+ * the head (say, with sqlite3 and the triggers dropped) would otherwise
+ * be sealed under the new event's hash.  One row and one SHA-256 more per
+ * transaction; only cqrs-read --verify checks the rest of the chain. */
+static int check_head(struct sqlite_store *s, cqrs_error *err)
+{
+	sqlite3_stmt *q = s->last;
+	int rc = sqlite3_step(q);
+	if (rc == SQLITE_DONE) {
+		sqlite3_reset(q);
+		s->last_sequence = 0;
+		memset(s->last_hash, 0, CQRS_HASH_LEN);
+		return 0;
+	}
+	if (rc != SQLITE_ROW) {
+		sqlite3_reset(q);
+		return db_error(s, rc, "cannot read the store", err);
+	}
+	cqrs_event head;
+	memset(&head, 0, sizeof head);
+	row_to_event(q, &head);
+	s->last_sequence = head.sequence;
+	bool sized = sqlite3_column_bytes(q, 10) == CQRS_HASH_LEN;
+	memcpy(s->last_hash, head.hash, CQRS_HASH_LEN);
+	uint8_t prev[CQRS_HASH_LEN] = { 0 }, h[CQRS_HASH_LEN];
+	/* the head's text is valid until the next step: hash it now */
+	char *data = strndup(head.data ? head.data : "", head.data_len);
+	char *meta = strndup(head.metadata ? head.metadata : "", head.metadata_len);
+	rc = sqlite3_step(q);
+	int64_t prev_seq = 0;
+	if (rc == SQLITE_ROW && sqlite3_column_bytes(q, 10) == CQRS_HASH_LEN) {
+		memcpy(prev, sqlite3_column_blob(q, 10), CQRS_HASH_LEN);
+		prev_seq = sqlite3_column_int64(q, 0);
+	}
+	sqlite3_reset(q);
+	if (data == NULL || meta == NULL) {
+		free(data);
+		free(meta);
+		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+	}
+	head.data = data;
+	head.metadata = meta;
+	cqrs_event_hash(&head, prev, h);
+	free(data);
+	free(meta);
+	if (!sized || prev_seq != head.sequence - 1 || memcmp(h, s->last_hash, CQRS_HASH_LEN) != 0)
+		return cqrs_fail(err, CQRS_EXIT_DATAERR,
+				 "%s: event %lld does not match its hash: the store was changed "
+				 "outside the tools; nothing was written (see cqrs-read --verify)",
+				 s->path, (long long)head.sequence);
+	return 0;
+}
+
 static int sqlite_begin(cqrs_store *st, cqrs_error *err)
 {
 	struct sqlite_store *s = (struct sqlite_store *)st;
@@ -472,7 +599,9 @@ static int sqlite_begin(cqrs_store *st, cqrs_error *err)
 			    " timestamp, hash FROM events WHERE event_id = ?1",
 			    err) < 0 ||
 		    prepare(s, &s->last,
-			    "SELECT sequence, hash FROM events ORDER BY sequence DESC LIMIT 1",
+			    "SELECT sequence, event_id, aggregate_id, aggregate_type,"
+			    " aggregate_version, event_type, event_version, data, metadata,"
+			    " timestamp, hash FROM events ORDER BY sequence DESC LIMIT 2",
 			    err) < 0)
 			return -1;
 	}
@@ -481,26 +610,7 @@ static int sqlite_begin(cqrs_store *st, cqrs_error *err)
 		return db_error(s, rc, "cannot start a write transaction", err);
 	s->in_txn = true;
 	forget_versions(s);
-	rc = sqlite3_step(s->last);
-	if (rc == SQLITE_ROW) {
-		s->last_sequence = sqlite3_column_int64(s->last, 0);
-		const void *h = sqlite3_column_blob(s->last, 1);
-		if (h == NULL || sqlite3_column_bytes(s->last, 1) != CQRS_HASH_LEN) {
-			sqlite3_reset(s->last);
-			return cqrs_fail(err, CQRS_EXIT_DATAERR,
-					 "%s: event %lld has no valid hash: the store is damaged",
-					 s->path, (long long)s->last_sequence);
-		}
-		memcpy(s->last_hash, h, CQRS_HASH_LEN);
-	} else if (rc == SQLITE_DONE) {
-		s->last_sequence = 0;
-		memset(s->last_hash, 0, CQRS_HASH_LEN);
-	} else {
-		sqlite3_reset(s->last);
-		return db_error(s, rc, "cannot read the store", err);
-	}
-	sqlite3_reset(s->last);
-	return 0;
+	return check_head(s, err);
 }
 
 static int64_t stored_version(struct sqlite_store *s, const uint8_t id[CQRS_UUID_LEN],
@@ -774,43 +884,98 @@ static int64_t sqlite_last_sequence(cqrs_store *st, cqrs_error *err)
 
 /* --- reading ------------------------------------------------------------- */
 
-static cqrs_cursor *sqlite_read(cqrs_store *st, const cqrs_filter *f, cqrs_error *err)
+/* One filter's values, as "col IN (?n, ...)" from parameter *param on. */
+static void add_list(struct cqrs_strbuf *sql, const char *col, size_t n, int *param)
 {
-	struct sqlite_store *s = (struct sqlite_store *)st;
-	char sql[1024];
-	size_t n = (size_t)snprintf(sql, sizeof sql,
-				    "SELECT sequence, event_id, aggregate_id, aggregate_type,"
-				    " aggregate_version, event_type, event_version, data, metadata,"
-				    " timestamp, hash FROM events WHERE sequence > ?1");
-#define ADD(clause) n += (size_t)snprintf(sql + n, sizeof sql - n, "%s", clause)
+	cqrs_strbuf_printf(sql, " AND %s IN (", col);
+	for (size_t i = 0; i < n; i++)
+		cqrs_strbuf_printf(sql, "%s?%d", i ? ", " : "", (*param)++);
+	cqrs_strbuf_putc(sql, ')');
+}
+
+#define FIRST_LIST_PARAM 11
+
+static void bind_lists(sqlite3_stmt *q, const cqrs_filter *f)
+{
+	int p = FIRST_LIST_PARAM;
+	for (size_t i = 0; i < f->naggregate_ids; i++)
+		sqlite3_bind_blob(q, p++, f->aggregate_ids[i], CQRS_UUID_LEN, SQLITE_TRANSIENT);
+	for (size_t i = 0; i < f->naggregate_types; i++)
+		sqlite3_bind_text(q, p++, f->aggregate_types[i], -1, SQLITE_TRANSIENT);
+	for (size_t i = 0; i < f->nevent_types; i++)
+		sqlite3_bind_text(q, p++, f->event_types[i], -1, SQLITE_TRANSIENT);
+	for (size_t i = 0; i < f->ncorrelation_ids; i++)
+		sqlite3_bind_text(q, p++, f->correlation_ids[i], -1, SQLITE_TRANSIENT);
+	for (size_t i = 0; i < f->ncorrelation_ids; i++)
+		sqlite3_bind_int64(q, p++, correlation_key(f->correlation_ids[i]));
+}
+
+#define EVENT_COLUMNS                                                                              \
+	"SELECT sequence, event_id, aggregate_id, aggregate_type, aggregate_version, event_type,"  \
+	" event_version, data, metadata, timestamp, hash"
+
+static void filter_sql(struct cqrs_strbuf *sql, const cqrs_filter *f)
+{
+	cqrs_strbuf_puts(sql, EVENT_COLUMNS " FROM events WHERE sequence > ?1");
+	int p = FIRST_LIST_PARAM;
 	if (f->to > 0)
-		ADD(" AND sequence <= ?2");
+		cqrs_strbuf_puts(sql, " AND sequence <= ?2");
 	if (f->aggregate_id != NULL)
-		ADD(" AND aggregate_id = ?3 AND aggregate_version > ?9");
+		cqrs_strbuf_puts(sql, " AND aggregate_id = ?3 AND aggregate_version > ?9");
+	if (f->naggregate_ids > 0)
+		add_list(sql, "aggregate_id", f->naggregate_ids, &p);
 	if (f->aggregate_type != NULL)
-		ADD(" AND aggregate_type = ?4");
+		cqrs_strbuf_puts(sql, " AND aggregate_type = ?4");
+	if (f->naggregate_types > 0)
+		add_list(sql, "aggregate_type", f->naggregate_types, &p);
 	if (f->event_type != NULL)
-		ADD(" AND event_type = ?5");
+		cqrs_strbuf_puts(sql, " AND event_type = ?5");
+	if (f->nevent_types > 0)
+		add_list(sql, "event_type", f->nevent_types, &p);
 	if (f->correlation_id != NULL)
-		ADD(" AND correlation_key = ?10 AND correlation_id = ?6");
+		cqrs_strbuf_puts(sql, " AND correlation_key = ?10 AND correlation_id = ?6");
+	if (f->ncorrelation_ids > 0) {
+		add_list(sql, "correlation_id", f->ncorrelation_ids, &p);
+		add_list(sql, "correlation_key", f->ncorrelation_ids, &p);
+	}
 	if (f->until != NULL)
-		ADD(" AND timestamp <= ?7");
-	ADD(f->reverse ? " ORDER BY sequence DESC" : " ORDER BY sequence");
+		cqrs_strbuf_puts(sql, " AND timestamp <= ?7");
+	cqrs_strbuf_puts(sql, f->reverse ? " ORDER BY sequence DESC" : " ORDER BY sequence");
 	if (f->limit > 0)
-		ADD(" LIMIT ?8");
-#undef ADD
+		cqrs_strbuf_puts(sql, " LIMIT ?8");
+}
+
+static struct sqlite_cursor *new_cursor(struct sqlite_store *s, const char *sql, cqrs_error *err)
+{
 	struct sqlite_cursor *c = calloc(1, sizeof *c);
 	if (c == NULL) {
 		cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
 		return NULL;
 	}
-	c->base.store = st;
+	c->base.store = &s->base;
 	int rc = sqlite3_prepare_v2(s->db, sql, -1, &c->stmt, NULL);
 	if (rc != SQLITE_OK) {
 		db_error(s, rc, "cannot read the store", err);
 		free(c);
 		return NULL;
 	}
+	return c;
+}
+
+static cqrs_cursor *sqlite_read(cqrs_store *st, const cqrs_filter *f, cqrs_error *err)
+{
+	struct sqlite_store *s = (struct sqlite_store *)st;
+	struct cqrs_strbuf sql = { 0 };
+	filter_sql(&sql, f);
+	if (sql.oom) {
+		cqrs_strbuf_free(&sql);
+		cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+		return NULL;
+	}
+	struct sqlite_cursor *c = new_cursor(s, cqrs_strbuf_str(&sql), err);
+	cqrs_strbuf_free(&sql);
+	if (c == NULL)
+		return NULL;
 	sqlite3_bind_int64(c->stmt, 1, f->after);
 	if (f->to > 0)
 		sqlite3_bind_int64(c->stmt, 2, f->to);
@@ -830,7 +995,64 @@ static cqrs_cursor *sqlite_read(cqrs_store *st, const cqrs_filter *f, cqrs_error
 		sqlite3_bind_text(c->stmt, 7, f->until, -1, SQLITE_TRANSIENT);
 	if (f->limit > 0)
 		sqlite3_bind_int64(c->stmt, 8, f->limit);
+	bind_lists(c->stmt, f);
 	return &c->base;
+}
+
+/* Every event, with the columns derived from its metadata after them. */
+static cqrs_cursor *sqlite_verify_read(cqrs_store *st, cqrs_error *err)
+{
+	struct sqlite_cursor *c =
+		new_cursor((struct sqlite_store *)st,
+			   EVENT_COLUMNS ", correlation_id, correlation_key FROM events"
+					 " ORDER BY sequence",
+			   err);
+	return c != NULL ? &c->base : NULL;
+}
+
+static int sqlite_verify_row(cqrs_cursor *cur, const cqrs_event *ev, cqrs_error *err)
+{
+	sqlite3_stmt *q = ((struct sqlite_cursor *)cur)->stmt;
+	char corr[CQRS_MAX_CORRELATION + 1];
+	bool has = cqrs_event_correlation(ev, corr, sizeof corr);
+	const char *col = (const char *)sqlite3_column_text(q, 11);
+	bool col_null = sqlite3_column_type(q, 11) == SQLITE_NULL;
+	bool key_null = sqlite3_column_type(q, 12) == SQLITE_NULL;
+	if (has != !col_null || (has && (col == NULL || strcmp(col, corr) != 0)))
+		return cqrs_fail(err, CQRS_EXIT_DATAERR,
+				 "column correlation_id (%s%s%s) does not match the hashed "
+				 "metadata's (%s%s%s): the row was edited",
+				 col_null ? "" : "'", col_null ? "NULL" : col, col_null ? "" : "'",
+				 has ? "'" : "", has ? corr : "none", has ? "'" : "");
+	if (has == key_null || (has && sqlite3_column_int64(q, 12) != correlation_key(corr)))
+		return cqrs_fail(err, CQRS_EXIT_DATAERR,
+				 "column correlation_key does not match the hashed metadata's "
+				 "correlation_id: the row was edited");
+	return 0;
+}
+
+static int sqlite_head(cqrs_store *st, int64_t *sequence, uint8_t hash[CQRS_HASH_LEN],
+		       cqrs_error *err)
+{
+	struct sqlite_store *s = (struct sqlite_store *)st;
+	sqlite3_stmt *q;
+	int rc = sqlite3_prepare_v2(
+		s->db, "SELECT sequence, hash FROM events ORDER BY sequence DESC LIMIT 1", -1, &q,
+		NULL);
+	if (rc != SQLITE_OK)
+		return db_error(s, rc, "cannot read the store", err);
+	rc = sqlite3_step(q);
+	*sequence = 0;
+	memset(hash, 0, CQRS_HASH_LEN);
+	if (rc == SQLITE_ROW) {
+		*sequence = sqlite3_column_int64(q, 0);
+		if (sqlite3_column_bytes(q, 1) == CQRS_HASH_LEN)
+			memcpy(hash, sqlite3_column_blob(q, 1), CQRS_HASH_LEN);
+	}
+	sqlite3_finalize(q);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE
+		       ? 0
+		       : db_error(s, rc, "cannot read the store", err);
 }
 
 static int sqlite_cursor_next(cqrs_cursor *cur, cqrs_event *ev, cqrs_error *err)
@@ -843,6 +1065,16 @@ static int sqlite_cursor_next(cqrs_cursor *cur, cqrs_event *ev, cqrs_error *err)
 		return db_error((struct sqlite_store *)cur->store, rc, "cannot read the store",
 				err);
 	row_to_event(c->stmt, ev);
+	/* NOT NULL columns that read as NULL, or ids and hashes of the wrong
+	 * size: a damaged page, which must not be printed as an event */
+	if (ev->data == NULL || ev->metadata == NULL ||
+	    sqlite3_column_bytes(c->stmt, 1) != CQRS_UUID_LEN ||
+	    sqlite3_column_bytes(c->stmt, 2) != CQRS_UUID_LEN ||
+	    sqlite3_column_bytes(c->stmt, 10) != CQRS_HASH_LEN)
+		return cqrs_fail(err, CQRS_EXIT_DATAERR,
+				 "%s: event %lld is damaged: a column is missing or malformed",
+				 ((struct sqlite_store *)cur->store)->path,
+				 (long long)ev->sequence);
 	return 1;
 }
 
@@ -1096,4 +1328,7 @@ static const struct cqrs_store_ops sqlite_ops = {
 	.counter_next = sqlite_counter_next,
 	.counter_raise = sqlite_counter_raise,
 	.wait = sqlite_wait,
+	.head = sqlite_head,
+	.verify_read = sqlite_verify_read,
+	.verify_row = sqlite_verify_row,
 };

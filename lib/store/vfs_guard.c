@@ -12,13 +12,21 @@
  * Only with synchronous=FULL (the default) is every commit synced, so that
  * "unsynced" means "not yet acknowledged"; store_sqlite.c turns the guard
  * off for --no-sync connections.
+ *
+ * It is also where a store's files are checked against the multi-user
+ * rules (store_trust.c): every file SQLite opens for the store, the main
+ * file in xOpen and the -shm inside xShmMap, goes through the unix VFS's
+ * "open" system call, which this layer wraps, so that the check is an
+ * fstat of the very descriptor SQLite will use.
  */
 #include "config.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cqrs.h"
 #include "store/store_impl.h"
@@ -35,6 +43,48 @@ static sqlite3_vfs guard_vfs;
 static sqlite3_vfs *real_vfs;
 static atomic_bool guard_enabled = true;
 static pthread_once_t registered = PTHREAD_ONCE_INIT;
+
+/* The trust rules in force: once a process opens a store for writing,
+ * every store file it opens must be fit for a writer. */
+static atomic_bool policy_writer;
+/* Set while this thread is inside the guard's xOpen or xShmMap: only
+ * those opens are store files. */
+static _Thread_local bool checking;
+static _Thread_local cqrs_error refusal;
+typedef int (*open_fn)(const char *, int, int);
+static open_fn real_open;
+
+static int guard_sys_open(const char *path, int flags, int mode)
+{
+	int fd = real_open(path, flags, mode);
+	if (fd < 0 || !checking)
+		return fd;
+	cqrs_error e = { 0 };
+	if (cqrs_trust_fd(fd, path, atomic_load(&policy_writer), &e) < 0) {
+		close(fd);
+		if (refusal.code == 0)
+			refusal = e;
+		errno = EACCES;
+		return -1;
+	}
+	return fd;
+}
+
+void cqrs_sqlite_guard_policy(bool writer)
+{
+	if (writer)
+		atomic_store(&policy_writer, true);
+}
+
+bool cqrs_sqlite_guard_refused(cqrs_error *err)
+{
+	if (refusal.code == 0)
+		return false;
+	if (err != NULL)
+		*err = refusal;
+	refusal.code = 0;
+	return true;
+}
 
 #define REAL(f) (((struct guard_file *)(f))->real)
 
@@ -112,7 +162,11 @@ static int g_device_characteristics(sqlite3_file *f)
 
 static int g_shm_map(sqlite3_file *f, int page, int size, int extend, void volatile **p)
 {
-	return REAL(f)->pMethods->xShmMap(REAL(f), page, size, extend, p);
+	bool was = checking;
+	checking = true;
+	int rc = REAL(f)->pMethods->xShmMap(REAL(f), page, size, extend, p);
+	checking = was;
+	return rc;
 }
 
 static int g_shm_lock(sqlite3_file *f, int offset, int n, int flags)
@@ -170,7 +224,10 @@ static int g_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags
 	g->real = (sqlite3_file *)(g + 1);
 	g->is_wal = (flags & SQLITE_OPEN_WAL) != 0;
 	g->unsynced_from = -1;
+	bool was = checking;
+	checking = true;
 	int rc = real_vfs->xOpen(real_vfs, name, g->real, flags, out_flags);
+	checking = was;
 	/* SQLite calls xClose only when pMethods is set, and it must be ours */
 	f->pMethods = g->real->pMethods != NULL ? &guard_methods : NULL;
 	return rc;
@@ -229,7 +286,12 @@ static int g_current_time_int64(sqlite3_vfs *v, sqlite3_int64 *out)
 static void register_guard(void)
 {
 	real_vfs = sqlite3_vfs_find(NULL);
-	if (real_vfs == NULL || real_vfs->iVersion < 2)
+	if (real_vfs == NULL || real_vfs->iVersion < 3)
+		return;
+	real_open = (open_fn)real_vfs->xGetSystemCall(real_vfs, "open");
+	if (real_open == NULL ||
+	    real_vfs->xSetSystemCall(real_vfs, "open", (sqlite3_syscall_ptr)guard_sys_open) !=
+		    SQLITE_OK)
 		return;
 	guard_vfs = (sqlite3_vfs){
 		.iVersion = 2,

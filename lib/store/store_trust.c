@@ -1,0 +1,152 @@
+/*
+ * Whom a store may be trusted from (cqrs(7), "Who may use a store").
+ *
+ * A store belongs to the user who writes it.  A writing tool refuses a
+ * file (the store, its -wal and -shm, its witness) or a directory above
+ * them that someone other than the running user or root owns or could
+ * have changed: another user could have planted a trigger that would run
+ * inside our appends, or swapped the log.  A reading tool may read
+ * another user's store, where the owner grants it, but not one that
+ * anyone else could have changed.  The rules are those of ssh's
+ * StrictModes: owner, then group and other write bits, with the sticky
+ * bit making a shared directory safe for the files its users own.
+ *
+ * Every check is an fstat of a descriptor that is then used (or, for
+ * the directories, of the directories themselves, opened one by one from
+ * the root without following links), never a stat of a path that could
+ * change in between.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <pwd.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cqrs.h"
+#include "store/store_impl.h"
+#include "banned.h"
+
+const char *cqrs_user_name(uid_t uid, char *buf, size_t cap)
+{
+	struct passwd pw, *found = NULL;
+	char tmp[4096];
+	if (getpwuid_r(uid, &pw, tmp, sizeof tmp, &found) == 0 && found != NULL)
+		snprintf(buf, cap, "%s", pw.pw_name);
+	else
+		snprintf(buf, cap, "%lu", (unsigned long)uid);
+	return buf;
+}
+
+static bool trusted_owner(uid_t uid, bool writer)
+{
+	return !writer || uid == geteuid() || uid == 0;
+}
+
+/* Writable by someone other than the owner: other users always count; a
+ * group counts unless it is the running user's own. */
+static bool writable_by_others(const struct stat *sb)
+{
+	if (sb->st_mode & S_IWOTH)
+		return true;
+	return (sb->st_mode & S_IWGRP) && sb->st_gid != getegid();
+}
+
+static int refuse_owner(const char *path, const struct stat *sb, const char *what, cqrs_error *err)
+{
+	char owner[256], me[256];
+	cqrs_user_name(sb->st_uid, owner, sizeof owner);
+	cqrs_user_name(geteuid(), me, sizeof me);
+	return cqrs_fail(err, CQRS_EXIT_NOPERM,
+			 "%s: %s owned by %s, not by %s: a store belongs to the user who writes it",
+			 path, what, owner, me);
+}
+
+int cqrs_trust_fd(int fd, const char *path, bool writer, cqrs_error *err)
+{
+	struct stat sb;
+	if (fstat(fd, &sb) < 0)
+		return cqrs_fail(err, CQRS_EXIT_IOERR, "%s: %s", path, strerror(errno));
+	if (!S_ISREG(sb.st_mode))
+		return cqrs_fail(err, CQRS_EXIT_NOPERM, "%s: not a regular file", path);
+	if (!trusted_owner(sb.st_uid, writer))
+		return refuse_owner(path, &sb, "file", err);
+	if (writable_by_others(&sb))
+		return cqrs_fail(err, CQRS_EXIT_NOPERM,
+				 "%s: writable by others (mode %04o): someone else could have "
+				 "changed it",
+				 path, (unsigned)(sb.st_mode & 07777));
+	return 0;
+}
+
+static int check_dir(int fd, const char *path, bool writer, cqrs_error *err)
+{
+	struct stat sb;
+	if (fstat(fd, &sb) < 0)
+		return cqrs_fail(err, CQRS_EXIT_IOERR, "%s: %s", path, strerror(errno));
+	if (!trusted_owner(sb.st_uid, writer))
+		return refuse_owner(path, &sb, "directory", err);
+	if (writable_by_others(&sb) && !(sb.st_mode & S_ISVTX))
+		return cqrs_fail(err, CQRS_EXIT_NOPERM,
+				 "%s: directory writable by others without the sticky bit (mode "
+				 "%04o): someone else could replace the store",
+				 path, (unsigned)(sb.st_mode & 07777));
+	return 0;
+}
+
+/* The directory of path and every one above it, from the root down. */
+int cqrs_trust_dirs(const char *path, bool writer, cqrs_error *err)
+{
+	char dir[PATH_MAX], real[PATH_MAX];
+	snprintf(dir, sizeof dir, "%s", path);
+	char *slash = strrchr(dir, '/');
+	if (slash == NULL)
+		snprintf(dir, sizeof dir, ".");
+	else if (slash == dir)
+		dir[1] = '\0';
+	else
+		*slash = '\0';
+	if (realpath(dir, real) == NULL)
+		return 0; /* a missing directory is reported by the open */
+	int fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return cqrs_fail(err, CQRS_EXIT_OSERR, "/: %s", strerror(errno));
+	int rc = check_dir(fd, "/", writer, err);
+	for (char *p = real + 1; rc == 0 && *p != '\0';) {
+		char *end = strchr(p, '/');
+		if (end != NULL)
+			*end = '\0';
+		int next = openat(fd, p, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		close(fd);
+		fd = next;
+		if (fd < 0)
+			return cqrs_fail(err, CQRS_EXIT_NOPERM, "%s: %s", real, strerror(errno));
+		rc = check_dir(fd, real, writer, err);
+		if (end == NULL)
+			break;
+		*end = '/';
+		p = end + 1;
+	}
+	close(fd);
+	return rc;
+}
+
+int cqrs_open_trusted(const char *path, int flags, bool writer, cqrs_error *err)
+{
+	int fd = open(path, flags | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return cqrs_fail(err,
+				 errno == EACCES || errno == ELOOP ? CQRS_EXIT_NOPERM
+								   : CQRS_EXIT_CANTCREAT,
+				 "%s: %s", path, strerror(errno));
+	if (cqrs_trust_fd(fd, path, writer, err) < 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
