@@ -578,7 +578,7 @@ $line2"
 	run --separate-stderr cqrs-command --user alice <<<'{"command_id":"m-2","type":"ReplenishStock","product_id":"'$P1'","quantity":1,"user_id":"bob"}'
 	assert_equal "$(jq -c '.events[0].metadata | [.causation_id, .user_id]' <<<"$output")" '["m-2","bob"]'
 	run --separate-stderr cqrs-command <<<'{"command_id":"m-3","type":"ReplenishStock","product_id":"'$P1'","quantity":1}'
-	assert_equal "$(jq -c '.events[0].metadata | keys_unsorted' <<<"$output")" '["correlation_id","causation_id"]'
+	assert_equal "$(jq -c '.events[0].metadata | keys_unsorted' <<<"$output")" '["correlation_id","causation_id","os_user"]'
 }
 
 @test "metadata: the correlation id is the command's, --correlation-id's, or the order's" {
