@@ -13,7 +13,7 @@ E1=3f2b6c1e-8c1a-4a8e-9a51-2c9a4c1f7d10
 
 # An event of aggregate $1 with extra members $2 (",\"k\":v..."), data $3.
 ev() {
-	printf '{"aggregate_id":"%s","aggregate_type":"Order","event_type":"OrderCreated","data":%s%s}\n' \
+	printf '{"aggregate_id":"%s","aggregate_type":"Order","event_type":"OrderNoted","data":%s%s}\n' \
 		"$1" "${3:-{\}}" "${2:-}"
 }
 
@@ -77,7 +77,7 @@ without_os_user() {
 	run --separate-stderr cqrs-append < <(ev "$A")
 	after=$(date -u +%Y-%m-%dT%H:%M:%S)
 	assert_success
-	assert_regex "$output" '^\{"sequence":1,"event_id":"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}","aggregate_id":"'"$A"'","aggregate_type":"Order","aggregate_version":1,"event_type":"OrderCreated","event_version":1,"data":\{\},"metadata":\{"os_user":"'"$(id -un)"'"\},"timestamp":"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z","hash":"[0-9a-f]{64}"\}$'
+	assert_regex "$output" '^\{"sequence":1,"event_id":"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}","aggregate_id":"'"$A"'","aggregate_type":"Order","aggregate_version":1,"event_type":"OrderNoted","event_version":1,"data":\{\},"metadata":\{"os_user":"'"$(id -un)"'"\},"timestamp":"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z","hash":"[0-9a-f]{64}"\}$'
 	ts=$(jq -r .timestamp <<<"$output")
 	[[ ! "$ts" < "$before" && ! "${ts:0:19}" > "$after" ]] || fail "timestamp $ts not between $before and $after"
 	# two events get two different ids
@@ -86,7 +86,7 @@ without_os_user() {
 }
 
 @test "data and metadata are kept as written, compacted, never through a double" {
-	printf '{ "aggregate_id" : "%s" ,\t"aggregate_type":"Order", "event_type":"PaymentProcessed",
+	printf '{ "aggregate_id" : "%s" ,\t"aggregate_type":"Order", "event_type":"PaymentNoted",
 	"data" : { "amount" : 205.67 , "fee": 1.50, "huge": 1e400, "big": 12345678901234567890123,
 	"neg": -0.0, "exp": 1E+2, "s": "caf\\u00e9 \\/ \\"q\\"", "u": "€", "a": [ 1 , { } , [ ] , null , true ] },
 	"metadata" : { "correlation_id" : "c-1" , "n" : 0.10 } }\n' "$A" | tr -d '\n' >in.ndjson
@@ -109,10 +109,10 @@ without_os_user() {
 # --- input: operands, stdin, line handling ----------------------------------
 
 @test "file operands are read in order, '-' is stdin" {
-	ev "$A" ',"event_type":"First"' | sed 's/"event_type":"OrderCreated",//' >one.ndjson
-	ev "$A" ',"event_type":"Third"' | sed 's/"event_type":"OrderCreated",//' >three.ndjson
+	ev "$A" ',"event_type":"First"' | sed 's/"event_type":"OrderNoted",//' >one.ndjson
+	ev "$A" ',"event_type":"Third"' | sed 's/"event_type":"OrderNoted",//' >three.ndjson
 	run --separate-stderr cqrs-append one.ndjson - three.ndjson \
-		< <(ev "$A" ',"event_type":"Second"' | sed 's/"event_type":"OrderCreated",//')
+		< <(ev "$A" ',"event_type":"Second"' | sed 's/"event_type":"OrderNoted",//')
 	assert_success
 	run jq -r '"\(.sequence) \(.aggregate_version) \(.event_type)"' <<<"$output"
 	assert_output '1 1 First
@@ -211,8 +211,8 @@ cqrs-append: nothing was stored"
 }
 
 @test "trailing bytes after the object are refused" {
-	# the event is 118 bytes, then a space
-	refuses "$(ev "$A") x" "invalid JSON at column 120: trailing characters after the JSON value"
+	# the event is 116 bytes, then a space
+	refuses "$(ev "$A") x" "invalid JSON at column 118: trailing characters after the JSON value"
 }
 
 @test "a line that is not an object is refused" {
@@ -257,7 +257,7 @@ cqrs-append: nothing was stored"
 
 @test "duplicate keys are refused, at the top and nested" {
 	# reported where the object closes: the event is 142 bytes before it
-	refuses "$(ev "$A" ',"aggregate_type":"Order"')" 'invalid JSON at column 143: duplicate key in object'
+	refuses "$(ev "$A" ',"aggregate_type":"Order"')" 'invalid JSON at column 141: duplicate key in object'
 	# data starts at column 116
 	refuses "$(ev "$A" '' '{"a":1,"b":{"c":1,"c":2}}')" 'invalid JSON at column 139: duplicate key in object'
 	# the same key written with an escape is the same key
@@ -533,7 +533,7 @@ cqrs-append: nothing was stored"
 	assert_failure 65
 	assert_equal "${stderr%%$'\n'*}" "cqrs-append: stdin:1: event_id $E1 is already stored (sequence 1) with different content"
 	E2=11111111-2222-4333-8444-555555555555
-	run --separate-stderr cqrs-append < <(ev "$C" ",\"event_id\":\"$E2\""; ev "$C" ",\"event_id\":\"$E2\",\"event_type\":\"Other\"" | sed 's/"event_type":"OrderCreated",//')
+	run --separate-stderr cqrs-append < <(ev "$C" ",\"event_id\":\"$E2\""; ev "$C" ",\"event_id\":\"$E2\",\"event_type\":\"Other\"" | sed 's/"event_type":"OrderNoted",//')
 	assert_failure 65
 	assert_equal "${stderr%%$'\n'*}" "cqrs-append: stdin:2: event_id $E2 is already stored (sequence 3) with different content"
 	assert_equal "$(stored_count)" 2

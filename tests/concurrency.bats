@@ -100,7 +100,7 @@ writer() {
 	# open every gate first, then let all of them go at once
 	for ((w = 1; w <= n; w++)); do exec {fd}>"gate.$w"; fds+=("$fd"); done
 	for ((w = 1; w <= n; w++)); do
-		printf '{"aggregate_id":"%s","aggregate_type":"Order","event_type":"OrderCreated","data":{"w":%d},"expected_version":0}\n' \
+		printf '{"aggregate_id":"%s","aggregate_type":"Order","event_type":"OrderNoted","data":{"w":%d},"expected_version":0}\n' \
 			"${AGGS[0]}" "$w" >&"${fds[w - 1]}"
 	done
 	for fd in "${fds[@]}"; do exec {fd}>&-; done
@@ -122,7 +122,7 @@ cqrs-append: nothing was stored"
 @test "racing writers that each expect the version they read: no lost update" {
 	# each writer reads the version, then appends expecting it, retrying on
 	# a conflict: the classic optimistic loop
-	cqrs-append -q < <(printf '{"aggregate_id":"%s","aggregate_type":"Order","event_type":"OrderCreated","data":{}}\n' "${AGGS[1]}")
+	cqrs-append -q < <(printf '{"aggregate_id":"%s","aggregate_type":"Order","event_type":"OrderNoted","data":{}}\n' "${AGGS[1]}")
 	opt_writer() {
 		local w=$1 i v status
 		for ((i = 1; i <= 10; i++)); do

@@ -61,7 +61,7 @@ wait_lines() {
 }
 
 ev() {
-	printf '{"aggregate_id":"%s","aggregate_type":"Order","event_type":"OrderCreated","data":{}}\n' "$1"
+	printf '{"aggregate_id":"%s","aggregate_type":"Order","event_type":"OrderNoted","data":{}}\n' "$1"
 }
 
 # --- filters --------------------------------------------------------------
@@ -261,7 +261,7 @@ $usage" extra
 	run --separate-stderr cqrs-read --verify
 	assert_success
 	assert_equal "$stderr" ''
-	assert_output 'verified 7 events, head adc939d629f86304d7d96852d2a9e266a36b8cce679e94df097028223f7bc673'
+	assert_output 'verified 7 events, head defdd9b2a93b8260ddb5034023326f3b23953f540ef04be33d5232d0b0f7fece'
 }
 
 @test "the chain is SHA-256 over the documented text, recomputable with sha256sum" {
@@ -283,7 +283,7 @@ $usage" extra
 		assert_equal "$(jq -r .hash <<<"$line")" "$want"
 		prev=$want
 	done < <(cqrs-read)
-	assert_equal "$prev" adc939d629f86304d7d96852d2a9e266a36b8cce679e94df097028223f7bc673
+	assert_equal "$prev" defdd9b2a93b8260ddb5034023326f3b23953f540ef04be33d5232d0b0f7fece
 }
 
 @test "--verify finds an edited event" {

@@ -6,7 +6,7 @@ a=11111111-1111-4111-8111-111111111111
 b=22222222-2222-4222-8222-222222222222
 
 @test "--expected-version disagreeing with the event's own aggregate_version is bad data" {
-	printf '{"aggregate_id":"%s","aggregate_type":"Order","event_type":"OrderCreated","aggregate_version":5,"data":{}}\n' "$a" >v5.ndjson
+	printf '{"aggregate_id":"%s","aggregate_type":"Order","event_type":"OrderNoted","aggregate_version":5,"data":{}}\n' "$a" >v5.ndjson
 	run --separate-stderr cqrs-append -e 0 v5.ndjson
 	assert_failure 65
 	assert_equal "$stderr" "cqrs-append: v5.ndjson:1: field 'aggregate_version' (5) disagrees with --expected-version 0
@@ -15,7 +15,7 @@ cqrs-append: nothing was stored"
 }
 
 @test "a dump replayed into an empty store must carry the hashes it came with" {
-	{ event "$a"; event "$b"; event "$a" OrderConfirmed; } | cqrs-append --quiet
+	{ event "$a" OrderNoted; event "$b" OrderNoted; event "$a" OrderConfirmed; } | cqrs-append --quiet
 	cqrs-read >dump.ndjson
 	CQRS_STORE=copy.db run cqrs-append --quiet dump.ndjson
 	assert_success
@@ -32,7 +32,7 @@ cqrs-append: nothing was stored"
 }
 
 @test "a filtered dump appended elsewhere is not held to its old hashes" {
-	{ event "$a"; event "$b"; event "$a" OrderConfirmed; } | cqrs-append --quiet
+	{ event "$a" OrderNoted; event "$b" OrderNoted; event "$a" OrderConfirmed; } | cqrs-append --quiet
 	cqrs-read --aggregate "$b" >only-b.ndjson
 	# b's event sat at sequence 2; here it lands at 1, so its chain is new
 	CQRS_STORE=b.db run cqrs-append --quiet only-b.ndjson
@@ -63,7 +63,7 @@ cqrs-append: nothing was stored"
 	# the second events of the first ones must find their versions again
 	awk 'BEGIN {
 		for (i = 0; i < 70000; i++)
-			printf "{\"aggregate_id\":\"00000000-0000-4000-8000-%012d\",\"aggregate_type\":\"Order\",\"event_type\":\"OrderCreated\",\"data\":{}}\n", i
+			printf "{\"aggregate_id\":\"00000000-0000-4000-8000-%012d\",\"aggregate_type\":\"Order\",\"event_type\":\"OrderNoted\",\"data\":{}}\n", i
 		for (i = 0; i < 100; i++)
 			printf "{\"aggregate_id\":\"00000000-0000-4000-8000-%012d\",\"aggregate_type\":\"Order\",\"event_type\":\"OrderConfirmed\",\"data\":{}}\n", i
 	}' >many.ndjson

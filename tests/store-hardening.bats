@@ -13,7 +13,7 @@ P=5a1d2c3e-4f50-4b9c-9c7e-2f574d6a9e3b
 
 ev() {
 	printf '{"aggregate_id":"%s","aggregate_type":"Order","event_type":"%s","data":{}%s}\n' \
-		"${1:-$A}" "${2:-OrderCreated}" "${3:-}"
+		"${1:-$A}" "${2:-OrderNoted}" "${3:-}"
 }
 
 # --- a second user -------------------------------------------------------------
@@ -141,8 +141,8 @@ as_nobody() {
 }
 
 @test "--verify checks the correlation columns against the hashed metadata" {
-	ev "$A" OrderCreated ',"metadata":{"correlation_id":"order-1"}' | cqrs-append -q
-	ev "$P" OrderCreated ',"metadata":{"correlation_id":"order-2"}' | cqrs-append -q
+	ev "$A" OrderNoted ',"metadata":{"correlation_id":"order-1"}' | cqrs-append -q
+	ev "$P" OrderNoted ',"metadata":{"correlation_id":"order-2"}' | cqrs-append -q
 	key=$(sqlite3 "$CQRS_STORE" 'SELECT correlation_key FROM events WHERE sequence = 1')
 	sqlite3 "$CQRS_STORE" "DROP TRIGGER events_no_update; UPDATE events SET correlation_id = 'order-2' WHERE sequence = 1"
 	run --separate-stderr cqrs-read --verify
@@ -356,7 +356,7 @@ cqrs-append: nothing was stored"
 	second_user
 	chown nobody "$SHARED/s"
 	run --separate-stderr as_nobody cqrs-append -s s/events.db \
-		< <(ev "$A" OrderCreated ',"metadata":{"user_id":"alice","os_user":"alice"}')
+		< <(ev "$A" OrderNoted ',"metadata":{"user_id":"alice","os_user":"alice"}')
 	assert_success
 	assert_equal "$(jq -c .metadata <<<"$output")" '{"user_id":"alice","os_user":"nobody"}'
 	run --separate-stderr as_nobody cqrs-command -s s/events.db \

@@ -17,9 +17,24 @@ setup() {
 }
 
 # An event line for aggregate $1 (a UUID) of type Order with event type $2.
+# Without $3 the data is the smallest payload the domain could have produced
+# for that event type (cqrs-append checks the payloads of known types).
 event() {
 	printf '{"aggregate_id":"%s","aggregate_type":"Order","event_type":"%s","data":%s}\n' \
-		"$1" "${2:-OrderCreated}" "${3:-{\}}"
+		"$1" "${2:-OrderCreated}" "${3:-$(default_data "${2:-OrderCreated}")}"
+}
+
+default_data() {
+	case $1 in
+	OrderCreated)
+		printf '%s' '{"order_number":"ORD-2026-000001","customer_id":"cust-1","currency":"USD",' \
+			'"items":[{"product_id":"11111111-2222-4333-8444-555555555555","quantity":1,' \
+			'"unit_price":1.00}],"total":1.00}'
+		;;
+	OrderShipped) printf '%s' '{"tracking_number":"TRK-1","carrier":"FedEx"}' ;;
+	OrderCancelled) printf '%s' '{"reason":"test"}' ;;
+	*) printf '{}' ;;
+	esac
 }
 
 # The number of rows in the store's events table.

@@ -739,12 +739,13 @@ static void metadata(struct cqrs_commander *c, const char *corr)
 
 /* The other aggregates the decision depends on, loaded in the same
  * transaction: the order of a reservation or release, the inventory of
- * each line of an order to ship. */
+ * each line of an order to ship or to cancel. */
 static int load_related(struct cqrs_commander *c, cqrs_error *err)
 {
 	c->nrelated = 0;
 	enum cmd_type t = c->cmd.type;
-	if (t != CMD_RESERVE_INVENTORY && t != CMD_RELEASE_INVENTORY && t != CMD_SHIP_ORDER)
+	if (t != CMD_RESERVE_INVENTORY && t != CMD_RELEASE_INVENTORY && t != CMD_SHIP_ORDER &&
+	    t != CMD_CANCEL_ORDER)
 		return 0;
 	/* made on first need: most commands touch one aggregate */
 	if (c->related == NULL &&
@@ -754,7 +755,8 @@ static int load_related(struct cqrs_commander *c, cqrs_error *err)
 		if (agg_load(&c->loader, AGG_ORDER, c->cmd.order_id, &c->related[0], err) < 0)
 			return -1;
 		c->nrelated = 1;
-	} else if (t == CMD_SHIP_ORDER && c->agg.u.order.exists && c->agg.foreign_type[0] == '\0') {
+	} else if ((t == CMD_SHIP_ORDER || t == CMD_CANCEL_ORDER) && c->agg.u.order.exists &&
+		   c->agg.foreign_type[0] == '\0') {
 		const struct order_state *o = &c->agg.u.order;
 		for (int k = 0; k < o->nlines; k++) {
 			if (agg_load(&c->loader, AGG_INVENTORY, o->lines[k].product_id,

@@ -432,7 +432,6 @@ int order_ship(const struct command *c, const struct aggregate *a, const struct 
 int order_cancel(const struct command *c, const struct aggregate *a, const struct decide_ctx *ctx,
 		 struct decision *d, cqrs_error *err)
 {
-	(void)ctx;
 	(void)err;
 	char name[64];
 	if (reject_missing(d, a, &domain_order, true) ||
@@ -454,5 +453,13 @@ int order_cancel(const struct command *c, const struct aggregate *a, const struc
 	}
 	put_now(b, "cancelled_at");
 	cqrs_strbuf_putc(b, '}');
+	/* A cancellation undoes exactly what the order holds at this moment,
+	 * whoever reserved it (a person or the saga), in the same transaction:
+	 * stock held by a cancelled order is never stranded. */
+	for (int k = 0; k < ctx->nrelated && k < o->nlines; k++) {
+		int64_t held = inventory_held(&ctx->related[k].u.inv, a->id);
+		if (held > 0)
+			stock_event(d, k, "InventoryReleased", a->id, held);
+	}
 	return 0;
 }

@@ -161,13 +161,15 @@ static const struct lc_command commands[CMD_COUNT] = {
 		"the line's quantity (not_enough_held); OrderShipped, one InventoryShipped "
 		"per product and an InventoryReleased for what the order held beyond its "
 		"items are appended in one transaction" },
-	[CMD_CANCEL_ORDER] = { "CancelOrder", AGG_ORDER, false, "OrderCancelled",
+	[CMD_CANCEL_ORDER] = { "CancelOrder", AGG_ORDER, false, "OrderCancelled, InventoryReleased",
 		"the order is cancelled", order_cancelled, "already_done",
 		"order %s is already cancelled",
 		{ { S(ORDER_SHIPPED), "not_allowed",
 		    "cannot cancel order %s: it has already been shipped" } },
 		{ { 0 } },
-		"with automated, refused on an order a person confirmed (person_decision)" },
+		"with automated, refused on an order a person confirmed (person_decision); "
+		"an InventoryReleased for every reservation the order holds is appended in "
+		"the same transaction, whoever reserved it" },
 	[CMD_REGISTER_PRODUCT] = { "RegisterProduct", AGG_INVENTORY, true,
 		"ProductRegistered, StockReplenished", "the product exists", NULL, NULL, NULL,
 		{ { 0 } }, { { 0 } }, "an initial quantity is whole and positive (invalid)" },
@@ -239,7 +241,7 @@ static const struct lc_event events[] = {
 	  "on_hand += q, received += q" },
 	{ AGG_INVENTORY, "InventoryReserved", "ReserveInventory", S(INV_ACTIVE), -1,
 	  "reserved += q, the order holds q more" },
-	{ AGG_INVENTORY, "InventoryReleased", "ReleaseInventory, ShipOrder", S(INV_ACTIVE), -1,
+	{ AGG_INVENTORY, "InventoryReleased", "ReleaseInventory, ShipOrder, CancelOrder", S(INV_ACTIVE), -1,
 	  "reserved -= q, the order holds q less" },
 	{ AGG_INVENTORY, "InventoryShipped", "ShipOrder", S(INV_ACTIVE), -1,
 	  "reserved -= q, on_hand -= q, shipped += q, the order holds q less" },

@@ -162,8 +162,8 @@ int cqrs_trust_path(const char *path, bool writer, cqrs_error *err)
 	if (fd < 0) {
 		if (errno == ENOENT || errno == EACCES)
 			return 0; /* missing, or unreadable: the open says so */
-		return cqrs_fail(err, errno == ELOOP ? CQRS_EXIT_NOPERM : CQRS_EXIT_IOERR,
-				 "%s: %s", path,
+		return cqrs_fail(err, errno == ELOOP ? CQRS_EXIT_NOPERM : CQRS_EXIT_IOERR, "%s: %s",
+				 path,
 				 errno == ELOOP ? "a symbolic link where a file belongs: refused"
 						: strerror(errno));
 	}
