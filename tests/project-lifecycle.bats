@@ -330,7 +330,7 @@ $O9|1"
 		    on:
 		      CustomerRegistered:
 		        - INSERT INTO customers VALUES (:aggregate_id, :data.name)
-		      OrderCreated:
+		      OrderOpened:
 		        - |
 		          INSERT INTO customer_orders
 		          VALUES (:aggregate_id, (SELECT name FROM customers
@@ -347,19 +347,19 @@ $O9|1"
 	EOF
 	C=c0000001-0000-4000-8000-000000000001
 	{
-		printf '{"aggregate_id":"%s","aggregate_type":"Order","event_type":"OrderCreated","data":{"customer_id":"%s"}}\n' "$O1" "$C"
+		printf '{"aggregate_id":"%s","aggregate_type":"Order","event_type":"OrderOpened","data":{"customer_id":"%s"}}\n' "$O1" "$C"
 		ev Order "$O1" OrderConfirmed '{}'
 		ev Order "$O1" OrderCancelled '{"reason":"r"}'
-		printf '{"aggregate_id":"%s","aggregate_type":"Order","event_type":"OrderCreated","data":{"customer_id":"nobody"}}\n' "$O2"
+		printf '{"aggregate_id":"%s","aggregate_type":"Order","event_type":"OrderOpened","data":{"customer_id":"nobody"}}\n' "$O2"
 	} | cqrs-append -q
 	run --separate-stderr cqrs-project --no-default-projections -P customers.yaml
 	assert_failure 5
 	run jq -c '[.sequence, .error]' < <(cqrs-project --parked)
 	assert_output - <<-EOF
-		[1,"customers.yaml:15: projection 'customer_orders', on OrderCreated: NOT NULL constraint failed: customer_orders.name"]
+		[1,"customers.yaml:15: projection 'customer_orders', on OrderOpened: NOT NULL constraint failed: customer_orders.name"]
 		[2,"behind parked event 1 of the same aggregate"]
 		[3,"behind parked event 1 of the same aggregate"]
-		[4,"customers.yaml:15: projection 'customer_orders', on OrderCreated: NOT NULL constraint failed: customer_orders.name"]
+		[4,"customers.yaml:15: projection 'customer_orders', on OrderOpened: NOT NULL constraint failed: customer_orders.name"]
 	EOF
 	# OrderConfirmed alone would have applied (its second statement makes
 	# a row): it waited, and nothing of it is in the views

@@ -165,7 +165,7 @@ usage_error() {
 	assert_equal "$(jq -r .order_number <<<"$page")" ORD-2026-000006
 	cursor=$(jq -r .cursor <<<"$page")
 	# a new order of the same customer lands on the first page, not here
-	printf '%s\n' '{"aggregate_id":"00000008-0000-4000-8000-000000000008","aggregate_type":"Order","event_type":"OrderCreated","data":{"order_number":"ORD-2026-000008","customer_id":"cust-1","items":[],"currency":"USD","total":1.00},"timestamp":"2026-01-18T08:00:00Z"}' |
+	printf '%s\n' '{"aggregate_id":"00000008-0000-4000-8000-000000000008","aggregate_type":"Order","event_type":"OrderCreated","data":{"order_number":"ORD-2026-000008","customer_id":"cust-1","items":[{"product_id":"11111111-2222-4333-8444-555555555555","quantity":1,"unit_price":1.00}],"currency":"USD","total":1.00},"timestamp":"2026-01-18T08:00:00Z"}' |
 		cqrs-append -q
 	cqrs-project
 	run --separate-stderr cqrs-query customer cust-1 -n 1 --after "$cursor"

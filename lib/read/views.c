@@ -392,6 +392,10 @@ int cqrs_views_lock(const char *views_path, bool wait, cqrs_error *err)
 			if (fd < 0 && errno == ENOENT)
 				errno = EACCES;
 		}
+		if (fd < 0 && errno == ELOOP)
+			return cqrs_fail(err, CQRS_EXIT_NOPERM,
+					 "%s: a symbolic link where the lock file belongs: refused",
+					 path);
 		if (fd < 0 && errno == EACCES)
 			return cqrs_fail(err, CQRS_EXIT_NOPERM,
 					 "%s: cannot create the lock file: permission denied (the "
