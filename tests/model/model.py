@@ -957,6 +957,8 @@ def main():
     ap.add_argument("--out", default=os.environ.get("MODEL_OUT", "."), help="where failing histories are written")
     ap.add_argument("--replay", type=int, default=None, metavar="HISTORY-SEED")
     ap.add_argument("--keep", action="store_true", help="keep each history's store")
+    ap.add_argument("--replay-hint", default=os.environ.get("MODEL_REPLAY_HINT"),
+                    help="how to replay, with %%(seed)d and %%(steps)d (default: this script)")
     ap.add_argument("--max-failures", type=int, default=20)
     ap.add_argument("--ignore", default=os.environ.get("MODEL_IGNORE", ""),
                     help="properties to note and go past (comma-separated), to see what breaks beyond them")
@@ -1031,7 +1033,8 @@ def run_many(a, root):
         print("FAILED %s: %d histories" % (prop, len(fs)))
         for s, step, v, path in fs[:3]:
             print("  seed %d, step %s: %s" % (s, step, v.detail))
-            print("    replay: %s --replay %d --steps %d   (history: %s)" % (sys.argv[0], s, a.steps, path))
+            hint = a.replay_hint or (os.path.abspath(sys.argv[0]) + " --replay %(seed)d --steps %(steps)d")
+            print("    replay: %s   (history: %s)" % (hint % dict(seed=s, steps=a.steps), path))
     return 1 if failures else 0
 
 
