@@ -311,11 +311,13 @@ struct cqrs_command_options {
 	const char *correlation_id; /* of commands that carry none; NULL: the order's or new */
 	int max_attempts;	    /* load-decide-append rounds on a version conflict; 0: 5 */
 	bool ignore_snapshots;	    /* load aggregates from their events alone */
+	bool dry_run; /* decide as usual, then roll back at commit: nothing is stored */
 };
 
 enum cqrs_command_status {
 	CQRS_COMMAND_ACCEPTED,
 	CQRS_COMMAND_REJECTED,
+	CQRS_COMMAND_UNCHANGED, /* if_needed, and the goal already held: no events */
 };
 
 typedef struct cqrs_command_result {
@@ -323,6 +325,7 @@ typedef struct cqrs_command_result {
 	bool replayed;	       /* command_id was handled before: its original result */
 	char aggregate_id[37]; /* "" when a rejected command named none */
 	char reason[512];      /* rejected: why, for people */
+	char code[32];	       /* rejected: the stable code (cqrs-events(7)) */
 	int64_t first_sequence, last_sequence; /* accepted: its events' sequences */
 	char *line; /* the result line (cqrs-command(1)), no newline; malloc'd */
 	size_t len;
@@ -352,6 +355,48 @@ void cqrs_commander_rollback(cqrs_commander *cmd);
  * JSON object (malloc'd); CQRS_EXIT_NOT_FOUND when it has no events. */
 int cqrs_commander_state(cqrs_commander *cmd, const uint8_t id[CQRS_UUID_LEN], char **json,
 			 cqrs_error *err);
+
+/* --- the order lifecycle, read-only (lifecycle.c) ---------------------------
+ * One table says which command each state of Order, Inventory and Payment
+ * allows, the goal of each command and the codes of its rejections
+ * (cqrs-events(7)).  The saga and the read side ask it, never copy it. */
+
+#define CQRS_MAX_ORDER_LINES 64
+
+struct cqrs_order_info {
+	/* "PENDING", "CONFIRMED", "PAID", "SHIPPED", "CANCELLED"; "" when the
+	 * order does not exist */
+	char status[16];
+	bool confirmed;		  /* an OrderConfirmed, by anyone */
+	bool confirmed_by_person; /* ... without "by":"saga" */
+	int nlines;		  /* one per product: what shipping consumes */
+	struct {
+		uint8_t product_id[CQRS_UUID_LEN];
+		int64_t quantity;
+	} lines[CQRS_MAX_ORDER_LINES];
+};
+
+/* The state of order id now (inside the commander's batch, if one is
+ * open).  0 with *out filled (status "" when it has no events), -1 with
+ * *err when the store failed or its events are unreadable. */
+int cqrs_commander_order(cqrs_commander *cmd, const uint8_t id[CQRS_UUID_LEN],
+			 struct cqrs_order_info *out, cqrs_error *err);
+/* Whether the goal of a command (a command object, as for
+ * cqrs_commander_handle; compacted in place) already holds: ConfirmOrder
+ * on a confirmed order, CancelOrder on a cancelled one, ReserveInventory
+ * when the order holds the quantity, ReleaseInventory when it holds
+ * nothing, VoidAuthorization on a voided payment, CancelPayment with
+ * nothing left to undo.  1 yes, 0 no (or the command has no such goal),
+ * -1 with *err (65: not a valid command). */
+int cqrs_commander_goal_reached(cqrs_commander *cmd, char *line, size_t len, cqrs_error *err);
+/* The lifecycle table as "man" (the generated part of cqrs-events(7)),
+ * "dot" (Graphviz) or "ndjson"; 64 for another format. */
+int cqrs_lifecycle_print(FILE *f, const char *format, cqrs_error *err);
+/* The payload check at the store's door (event_schema.c): 0 when ev's
+ * data is what the domain could have written for its (event_type,
+ * event_version), or the type/version is not one of the domain's; else
+ * -1 with *err (65) saying which member is wrong. */
+int cqrs_event_schema_check(const cqrs_event *ev, cqrs_error *err);
 
 /* --- read models: projections, views, queries ---------------------------
  * (projection.c, projector.c, views.c, rebuild.c, query.c, rows.c; the
@@ -390,8 +435,8 @@ void cqrs_projector_set_progress(cqrs_projector *p, bool on, const char *what);
 /* Apply nothing after sequence stop (0: nothing at all, -1: no limit) to
  * one projection (NULL: all). */
 int cqrs_projector_set_stop(cqrs_projector *p, const char *projection, int64_t stop);
-/* Under the lock, before applying: registers new projections, refuses
- * changed ones (code 78), loads the checkpoints. */
+/* Under the lock, before applying: registers new projections, rebuilds
+ * changed ones from the first event, loads the checkpoints. */
 int cqrs_projector_sync(cqrs_projector *p, cqrs_error *err);
 /* The lowest checkpoint: where reading the store resumes. */
 int64_t cqrs_projector_position(const cqrs_projector *p);
@@ -431,8 +476,22 @@ int cqrs_views_build(const char *output, cqrs_store *st, cqrs_projections *ps,
  * 1 when different, -1 on error. */
 int cqrs_views_diff(const char *views_path, cqrs_store *st, cqrs_projections *ps,
 		    const cqrs_build_opts *o, FILE *out, cqrs_error *err);
-/* One NDJSON line per projection: its checkpoint and how far behind. */
+/* One NDJSON line per projection: its checkpoint, how far behind, and how
+ * many of its events are parked. */
 int cqrs_views_lag(const char *views_path, cqrs_store *st, FILE *out, cqrs_error *err);
+
+/* Parked events (issue 8): what a projection could not apply is recorded
+ * in the views, its checkpoint moves on, and the later events of the same
+ * aggregate wait behind it; a run retries them first. */
+/* Retries the parked events of every projection, per aggregate in order;
+ * removes those that apply now. */
+int cqrs_projector_replay(cqrs_projector *p, cqrs_store *st, cqrs_error *err);
+/* Events this projector parked since it was opened. */
+int64_t cqrs_projector_parked_new(const cqrs_projector *p);
+/* One NDJSON line per parked event, by projection and sequence. */
+int cqrs_views_parked(const char *views_path, FILE *out, cqrs_error *err);
+/* The number of parked events, and in buf "PROJECTION N from event SEQ, ...". */
+int64_t cqrs_views_parked_summary(const char *views_path, char *buf, size_t cap, cqrs_error *err);
 
 /* The questions of cqrs-query(1) (query.c, rows.c). */
 enum cqrs_format { CQRS_FORMAT_NDJSON, CQRS_FORMAT_TABLE, CQRS_FORMAT_CSV };

@@ -9,11 +9,12 @@
 #include "banned.h"
 
 static const char usage_text[] =
-	"usage: cqrs-command [-q] [-b count] [-c correlation-id] [-s store] [-u user]\n"
+	"usage: cqrs-command [-nq] [-b count] [-c correlation-id] [-s store] [-u user]\n"
 	"                    [--snapshot-every count] [--ignore-snapshots] [file ...]\n"
-	"       cqrs-command [-q] [-c correlation-id] [-s store] [-u user]\n"
+	"       cqrs-command [-nq] [-c correlation-id] [-s store] [-u user]\n"
 	"                    [--snapshot-every count] [--command-id id] verb flag ...\n"
-	"       cqrs-command [-s store] [--ignore-snapshots] show aggregate-id\n";
+	"       cqrs-command [-s store] [--ignore-snapshots] show aggregate-id\n"
+	"       cqrs-command lifecycle [--format man|dot|ndjson]\n";
 
 static void usage(int code)
 {
@@ -22,6 +23,7 @@ static void usage(int code)
 		fputs("\n"
 		      "  -b, --batch COUNT          commands per transaction (default 4096)\n"
 		      "  -c, --correlation-id ID    correlation id of commands that carry none\n"
+		      "  -n, --dry-run              decide, print the results, store nothing\n"
 		      "  -q, --quiet                print no result lines\n"
 		      "  -s, --store PATH           event store (default: $CQRS_STORE)\n"
 		      "  -u, --user USER            user_id of commands that carry none\n"
@@ -29,6 +31,7 @@ static void usage(int code)
 		      "                             100; 0: never)\n"
 		      "      --ignore-snapshots     load aggregates from their events alone\n"
 		      "      --command-id ID        a verb's command_id (default: a new UUID)\n"
+		      "      --format FORMAT        lifecycle: man, dot or ndjson (default)\n"
 		      "  -h, --help                 show this help\n"
 		      "  -V, --version              show the version\n"
 		      "\n"
@@ -36,23 +39,28 @@ static void usage(int code)
 		      "verbs and their flags ([] optional):\n"
 		      "  create-order --customer ID --item PRODUCT:QTY:PRICE[:SKU] ... --currency "
 		      "CUR\n"
-		      "               --ship-to NAME,STREET,CITY,POSTAL-CODE,COUNTRY [--order "
-		      "UUID]\n"
+		      "               (--ship-to NAME,STREET,CITY,POSTAL-CODE,COUNTRY |\n"
+		      "                --street TEXT --city TEXT --zip CODE --country CODE\n"
+		      "                [--recipient NAME] [--state TEXT])\n"
+		      "               [--order UUID] [--payment-method TEXT] [--total AMOUNT]\n"
 		      "  confirm-order --order UUID [--note TEXT]\n"
 		      "  confirm-payment --order UUID --payment UUID --amount AMOUNT [--currency "
 		      "CUR]\n"
+		      "               [--payment-method TEXT]\n"
 		      "  ship-order --order UUID --carrier NAME --tracking NUMBER [--shipped-at "
 		      "TIME]\n"
 		      "  cancel-order --order UUID --reason TEXT\n"
 		      "  register-product --sku SKU --name NAME [--product UUID] [--quantity N]\n"
 		      "  replenish-stock --product UUID --quantity N\n"
 		      "  reserve-inventory --product UUID --order UUID --quantity N\n"
-		      "  release-inventory --product UUID --order UUID --quantity N\n"
+		      "  release-inventory --product UUID --order UUID [--quantity N]\n"
 		      "  authorize-payment --order UUID --amount AMOUNT --currency CUR [--payment "
 		      "UUID]\n"
+		      "               [--payment-method TEXT]\n"
 		      "  capture-payment --payment UUID [--amount AMOUNT]\n"
 		      "  refund-payment --payment UUID --amount AMOUNT\n"
-		      "  void-authorization --payment UUID\n",
+		      "  void-authorization --payment UUID\n"
+		      "  cancel-payment --payment UUID [--reason TEXT]\n",
 		      stdout);
 	exit(code);
 }
@@ -76,6 +84,14 @@ enum flag {
 	FL_NAME,
 	FL_PRODUCT,
 	FL_QUANTITY,
+	FL_PAYMENT_METHOD,
+	FL_TOTAL,
+	FL_RECIPIENT,
+	FL_STREET,
+	FL_CITY,
+	FL_STATE,
+	FL_ZIP,
+	FL_COUNTRY,
 	FL_COUNT
 };
 
@@ -100,7 +116,19 @@ static const struct {
 	[FL_NAME] = { "name", "name", TEXT },
 	[FL_PRODUCT] = { "product", "product_id", TEXT },
 	[FL_QUANTITY] = { "quantity", "quantity", NUMBER },
+	[FL_PAYMENT_METHOD] = { "payment-method", "payment_method", TEXT },
+	[FL_TOTAL] = { "total", "total", NUMBER },
+	/* the address in parts, instead of --ship-to */
+	[FL_RECIPIENT] = { "recipient", "name", SPECIAL },
+	[FL_STREET] = { "street", "street", SPECIAL },
+	[FL_CITY] = { "city", "city", SPECIAL },
+	[FL_STATE] = { "state", "state", SPECIAL },
+	[FL_ZIP] = { "zip", "postal_code", SPECIAL },
+	[FL_COUNTRY] = { "country", "country", SPECIAL },
 };
+
+#define ADDRESS_PARTS                                                                              \
+	(F(FL_RECIPIENT) | F(FL_STREET) | F(FL_CITY) | F(FL_STATE) | F(FL_ZIP) | F(FL_COUNTRY))
 
 #define F(x) (1u << (x))
 
@@ -108,11 +136,12 @@ static const struct verb {
 	const char *name, *type;
 	unsigned required, optional;
 } verbs[] = {
-	{ "create-order", "CreateOrder",
-	  F(FL_CUSTOMER) | F(FL_ITEM) | F(FL_CURRENCY) | F(FL_SHIP_TO), F(FL_ORDER) },
+	/* the address: --ship-to, or its parts (build_command checks which) */
+	{ "create-order", "CreateOrder", F(FL_CUSTOMER) | F(FL_ITEM) | F(FL_CURRENCY),
+	  F(FL_ORDER) | F(FL_SHIP_TO) | ADDRESS_PARTS | F(FL_PAYMENT_METHOD) | F(FL_TOTAL) },
 	{ "confirm-order", "ConfirmOrder", F(FL_ORDER), F(FL_NOTE) },
 	{ "confirm-payment", "ConfirmPayment", F(FL_ORDER) | F(FL_PAYMENT) | F(FL_AMOUNT),
-	  F(FL_CURRENCY) },
+	  F(FL_CURRENCY) | F(FL_PAYMENT_METHOD) },
 	{ "ship-order", "ShipOrder", F(FL_ORDER) | F(FL_CARRIER) | F(FL_TRACKING),
 	  F(FL_SHIPPED_AT) },
 	{ "cancel-order", "CancelOrder", F(FL_ORDER) | F(FL_REASON), 0 },
@@ -121,13 +150,13 @@ static const struct verb {
 	{ "replenish-stock", "ReplenishStock", F(FL_PRODUCT) | F(FL_QUANTITY), 0 },
 	{ "reserve-inventory", "ReserveInventory", F(FL_PRODUCT) | F(FL_ORDER) | F(FL_QUANTITY),
 	  0 },
-	{ "release-inventory", "ReleaseInventory", F(FL_PRODUCT) | F(FL_ORDER) | F(FL_QUANTITY),
-	  0 },
+	{ "release-inventory", "ReleaseInventory", F(FL_PRODUCT) | F(FL_ORDER), F(FL_QUANTITY) },
 	{ "authorize-payment", "AuthorizePayment", F(FL_ORDER) | F(FL_AMOUNT) | F(FL_CURRENCY),
-	  F(FL_PAYMENT) },
+	  F(FL_PAYMENT) | F(FL_PAYMENT_METHOD) },
 	{ "capture-payment", "CapturePayment", F(FL_PAYMENT), F(FL_AMOUNT) },
 	{ "refund-payment", "RefundPayment", F(FL_PAYMENT) | F(FL_AMOUNT), 0 },
 	{ "void-authorization", "VoidAuthorization", F(FL_PAYMENT), 0 },
+	{ "cancel-payment", "CancelPayment", F(FL_PAYMENT), F(FL_REASON) },
 };
 
 static const struct verb *find_verb(const char *name)
@@ -250,6 +279,19 @@ static char *build_command(const struct verb *v, const struct friendly *fr, size
 		if (extra & F(i))
 			cqrs_die(CQRS_EXIT_USAGE, "%s takes no --%s", v->name, flags[i].option);
 	}
+	if (v->optional & F(FL_SHIP_TO)) {
+		unsigned parts = fr->given & ADDRESS_PARTS;
+		if ((fr->given & F(FL_SHIP_TO)) && parts != 0)
+			cqrs_die(CQRS_EXIT_USAGE,
+				 "%s takes --ship-to or the address in parts, "
+				 "not both",
+				 v->name);
+		unsigned need = F(FL_STREET) | F(FL_CITY) | F(FL_ZIP) | F(FL_COUNTRY);
+		for (int i = 0; !(fr->given & F(FL_SHIP_TO)) && i < FL_COUNT; i++)
+			if ((need & F(i)) && !(parts & F(i)))
+				cqrs_die(CQRS_EXIT_USAGE, "%s needs --ship-to or --%s", v->name,
+					 flags[i].option);
+	}
 	char *buf = NULL;
 	size_t size = 0;
 	FILE *f = open_memstream(&buf, &size);
@@ -269,7 +311,7 @@ static char *build_command(const struct verb *v, const struct friendly *fr, size
 	}
 	fprintf(f, ",\"type\":\"%s\"", v->type);
 	for (int i = 0; i < FL_COUNT; i++) {
-		if (i == FL_COMMAND_ID || !(fr->given & F(i)))
+		if (i == FL_COMMAND_ID || !(fr->given & F(i)) || (ADDRESS_PARTS & F(i)))
 			continue;
 		fprintf(f, ",\"%s\":", flags[i].field);
 		if (i == FL_ITEM) {
@@ -287,6 +329,18 @@ static char *build_command(const struct verb *v, const struct friendly *fr, size
 		} else {
 			put_string(f, fr->value[i]);
 		}
+	}
+	if (fr->given & ADDRESS_PARTS) {
+		const char *sep = "";
+		fputs(",\"shipping_address\":{", f);
+		for (int i = FL_RECIPIENT; i <= FL_COUNTRY; i++) {
+			if (!(fr->given & F(i)))
+				continue;
+			fprintf(f, "%s\"%s\":", sep, flags[i].field);
+			put_string(f, fr->value[i]);
+			sep = ",";
+		}
+		fputc('}', f);
 	}
 	fputc('}', f);
 	if (fclose(f) != 0)
@@ -331,7 +385,7 @@ static int run_friendly(cqrs_commander *cmd, const struct verb *v, char *line, s
 	}
 	free(line);
 	print_result(&res, quiet);
-	int code = res.status == CQRS_COMMAND_ACCEPTED ? CQRS_EXIT_OK : CQRS_EXIT_REJECTED;
+	int code = res.status == CQRS_COMMAND_REJECTED ? CQRS_EXIT_REJECTED : CQRS_EXIT_OK;
 	cqrs_command_result_free(&res);
 	return code;
 }
@@ -441,10 +495,12 @@ fail:
 
 int main(int argc, char **argv)
 {
-	enum { OPT_SNAPSHOT_EVERY = 256, OPT_IGNORE_SNAPSHOTS, OPT_FLAG_BASE = 512 };
+	enum { OPT_SNAPSHOT_EVERY = 256, OPT_IGNORE_SNAPSHOTS, OPT_FORMAT, OPT_FLAG_BASE = 512 };
 	struct option longopts[] = {
 		{ "batch", required_argument, NULL, 'b' },
 		{ "correlation-id", required_argument, NULL, 'c' },
+		{ "dry-run", no_argument, NULL, 'n' },
+		{ "format", required_argument, NULL, OPT_FORMAT },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "store", required_argument, NULL, 's' },
 		{ "user", required_argument, NULL, 'u' },
@@ -452,11 +508,12 @@ int main(int argc, char **argv)
 		{ "ignore-snapshots", no_argument, NULL, OPT_IGNORE_SNAPSHOTS },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
-		[9 + FL_COUNT] = { NULL, 0, NULL, 0 },
+		[11 + FL_COUNT] = { NULL, 0, NULL, 0 },
 	};
 	for (int i = 0; i < FL_COUNT; i++)
-		longopts[9 + i] = (struct option){ flags[i].option, required_argument, NULL,
-						   OPT_FLAG_BASE + i };
+		longopts[11 + i] = (struct option){ flags[i].option, required_argument, NULL,
+						    OPT_FLAG_BASE + i };
+	const char *format = NULL;
 	const char *store_opt = NULL;
 	struct cqrs_command_options opt = { .snapshot_every = CQRS_SNAPSHOT_EVERY_DEFAULT };
 	int64_t batch = 4096;
@@ -468,7 +525,7 @@ int main(int argc, char **argv)
 	fr.items = calloc((size_t)argc, sizeof *fr.items);
 	if (fr.items == NULL)
 		cqrs_die(CQRS_EXIT_OSERR, "out of memory");
-	while ((ch = getopt_long(argc, argv, "b:c:qs:u:hV", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "b:c:nqs:u:hV", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'b':
 			if (cqrs_parse_int64(optarg, &batch) < 0 || batch == 0 || batch > 100000)
@@ -481,6 +538,8 @@ int main(int argc, char **argv)
 					 "--correlation-id needs 1 to 128 bytes: '%s'", optarg);
 			opt.correlation_id = optarg;
 			break;
+		case 'n': opt.dry_run = true; break;
+		case OPT_FORMAT: format = optarg; break;
 		case 'q': quiet = true; break;
 		case 's': store_opt = optarg; break;
 		case 'u':
@@ -517,6 +576,19 @@ int main(int argc, char **argv)
 		}
 	}
 
+	if (optind < argc && strcmp(argv[optind], "lifecycle") == 0) {
+		if (optind + 1 != argc) {
+			cqrs_warn("unexpected operand '%s'", argv[optind + 1]);
+			usage(CQRS_EXIT_USAGE);
+		}
+		free(fr.items);
+		cqrs_error lerr = { 0 };
+		if (cqrs_lifecycle_print(stdout, format != NULL ? format : "ndjson", &lerr) < 0)
+			cqrs_die_error(&lerr);
+		return cqrs_finish_stdout(0);
+	}
+	if (format != NULL)
+		cqrs_die(CQRS_EXIT_USAGE, "--format belongs to lifecycle");
 	const struct verb *verb = NULL;
 	bool show = false;
 	if (optind < argc) {

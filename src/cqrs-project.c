@@ -15,7 +15,7 @@
 static const char usage_text[] =
 	"usage: cqrs-project [-fv] [-b count] [-P file] [-s store] [--views path] [--wait]\n"
 	"                    [--no-default-projections]\n"
-	"                    [--rebuild [--force] | --diff | --lag | --check |\n"
+	"                    [--rebuild [--force] | --diff | --lag | --parked | --check |\n"
 	"                     -o file [--as-of time | --to seq]] [--stdin | file ...]\n";
 
 static void usage(int code)
@@ -32,6 +32,7 @@ static void usage(int code)
 		      "      --diff                 rebuild into a scratch file, compare with the "
 		      "views\n"
 		      "      --lag                  how far each projection is behind the store\n"
+		      "      --parked               list the events parked by the projections\n"
 		      "      --check                check the projection files and list them\n"
 		      "  -o, --output FILE          build the views into a new FILE (history)\n"
 		      "      --as-of TIME           with --output: as of an RFC 3339 time\n"
@@ -50,7 +51,7 @@ static void usage(int code)
 	exit(code);
 }
 
-enum mode { CATCH_UP, FOLLOW, INPUT, REBUILD, DIFF, LAG, CHECK, HISTORY };
+enum mode { CATCH_UP, FOLLOW, INPUT, REBUILD, DIFF, LAG, PARKED, CHECK, HISTORY };
 
 static struct {
 	const char *store, *views;
@@ -102,6 +103,26 @@ static void report(cqrs_projector *p)
 			  (long long)cqrs_projector_position(p));
 }
 
+/* After a run that applied what it could: 5 and one line when events are
+ * parked (cqrs-project(1), PARKED EVENTS). */
+static int parked_status(int code)
+{
+	char what[512];
+	cqrs_error err = { 0 };
+	if (code != CQRS_EXIT_OK)
+		return code;
+	int64_t n = cqrs_views_parked_summary(cqrs_views_path(opt.views), what, sizeof what, &err);
+	if (n < 0) {
+		cqrs_warn("%s", err.msg);
+		return err.code;
+	}
+	if (n == 0)
+		return code;
+	cqrs_warn("%lld event%s parked (%s): cqrs-project --parked lists them", (long long)n,
+		  n == 1 ? "" : "s", what);
+	return CQRS_EXIT_PARKED;
+}
+
 static int catch_up(cqrs_projections *ps)
 {
 	int lock = take_lock();
@@ -117,6 +138,7 @@ static int catch_up(cqrs_projections *ps)
 	report(p);
 	cqrs_projector_close(p);
 	cqrs_store_close(st);
+	code = parked_status(code);
 	cqrs_views_unlock(lock);
 	return code;
 }
@@ -151,6 +173,7 @@ static int follow(cqrs_projections *ps)
 	cqrs_projector *p = open_projector(ps);
 	cqrs_error err = { 0 };
 	int code = CQRS_EXIT_OK;
+	int64_t parked = 0;
 	for (;;) {
 		int lock;
 		cqrs_error lerr = { 0 };
@@ -173,6 +196,11 @@ static int follow(cqrs_projections *ps)
 			break;
 		}
 		report(p);
+		if (cqrs_projector_parked_new(p) > parked) {
+			parked = cqrs_projector_parked_new(p);
+			cqrs_warn("%lld events parked so far: cqrs-project --parked lists them",
+				  (long long)parked);
+		}
 		/* a timeout re-reads too: a safety net for file systems that
 		 * do not report changes */
 		int w = cqrs_store_wait(st, 1000, &sfd, 1, &err);
@@ -247,6 +275,7 @@ out:
 	cqrs_input_close(in);
 	cqrs_projector_close(p);
 	cqrs_store_close(st);
+	code = parked_status(code);
 	cqrs_views_unlock(lock);
 	return code;
 }
@@ -259,6 +288,7 @@ int main(int argc, char **argv)
 		OPT_FORCE,
 		OPT_DIFF,
 		OPT_LAG,
+		OPT_PARKED,
 		OPT_CHECK,
 		OPT_AS_OF,
 		OPT_TO,
@@ -273,6 +303,7 @@ int main(int argc, char **argv)
 		{ "force", no_argument, NULL, OPT_FORCE },
 		{ "diff", no_argument, NULL, OPT_DIFF },
 		{ "lag", no_argument, NULL, OPT_LAG },
+		{ "parked", no_argument, NULL, OPT_PARKED },
 		{ "check", no_argument, NULL, OPT_CHECK },
 		{ "output", required_argument, NULL, 'o' },
 		{ "as-of", required_argument, NULL, OPT_AS_OF },
@@ -311,6 +342,7 @@ int main(int argc, char **argv)
 		case OPT_FORCE: force = true; break;
 		case OPT_DIFF: set_mode(&mode, DIFF, "--diff"); break;
 		case OPT_LAG: set_mode(&mode, LAG, "--lag"); break;
+		case OPT_PARKED: set_mode(&mode, PARKED, "--parked"); break;
 		case OPT_CHECK: set_mode(&mode, CHECK, "--check"); break;
 		case 'o':
 			set_mode(&mode, HISTORY, "--output");
@@ -404,6 +436,10 @@ int main(int argc, char **argv)
 		cqrs_store_close(st);
 		break;
 	}
+	case PARKED:
+		if (cqrs_views_parked(cqrs_views_path(opt.views), stdout, &err) < 0)
+			cqrs_die_error(&err);
+		break;
 	case HISTORY: {
 		cqrs_store *st = open_store();
 		if (cqrs_views_build(output, st, ps, &bo, &err) < 0)
@@ -423,6 +459,8 @@ int main(int argc, char **argv)
 			cqrs_die_error(&err);
 		/* --diff: 1 when the views differ, as diff(1) */
 		code = r == 1 ? CQRS_EXIT_NOT_FOUND : CQRS_EXIT_OK;
+		if (mode == REBUILD)
+			code = parked_status(code);
 		cqrs_store_close(st);
 		cqrs_views_unlock(lock);
 		break;

@@ -20,7 +20,9 @@
 #include "domain/domain.h"
 #include "banned.h"
 
-#define SNAPSHOT_FORMAT 1
+/* 2: inventory holds per order, order states and lines; snapshots of
+ * format 1 are ignored (the state is folded from the events). */
+#define SNAPSHOT_FORMAT 2
 
 int agg_kind_of(const char *type)
 {
@@ -28,6 +30,43 @@ int agg_kind_of(const char *type)
 		if (strcmp(domain_of((enum agg_kind)k)->type, type) == 0)
 			return k;
 	return -1;
+}
+
+void agg_clear(struct aggregate *a)
+{
+	if (a->kind == AGG_INVENTORY)
+		free(a->u.inv.holds);
+	memset(a, 0, sizeof *a);
+}
+
+void agg_init(struct aggregate *a, enum agg_kind kind, const uint8_t id[CQRS_UUID_LEN])
+{
+	agg_clear(a);
+	a->kind = kind;
+	memcpy(a->id, id, CQRS_UUID_LEN);
+}
+
+int agg_copy(struct aggregate *dst, const struct aggregate *src, cqrs_error *err)
+{
+	if (dst == src)
+		return 0;
+	agg_clear(dst);
+	*dst = *src;
+	if (src->kind != AGG_INVENTORY)
+		return 0;
+	struct inventory_state *d = &dst->u.inv;
+	d->holds = NULL;
+	d->holds_cap = 0;
+	if (d->nholds == 0)
+		return 0;
+	d->holds = malloc(d->nholds * sizeof *d->holds);
+	if (d->holds == NULL) {
+		d->nholds = 0;
+		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+	}
+	memcpy(d->holds, src->u.inv.holds, d->nholds * sizeof *d->holds);
+	d->holds_cap = d->nholds;
+	return 0;
 }
 
 int agg_loader_init(struct agg_loader *l, cqrs_store *st, int64_t snapshot_every,
@@ -44,6 +83,8 @@ int agg_loader_init(struct agg_loader *l, cqrs_store *st, int64_t snapshot_every
 
 void agg_loader_free(struct agg_loader *l)
 {
+	if (l->cache != NULL)
+		agg_loader_forget(l);
 	free(l->cache);
 	cqrs_strbuf_free(&l->scratch);
 	l->cache = NULL;
@@ -64,14 +105,15 @@ static struct aggregate *slot(struct agg_loader *l, const uint8_t id[CQRS_UUID_L
 
 void agg_loader_forget(struct agg_loader *l)
 {
-	memset(l->cache, 0, AGG_CACHE_SLOTS * sizeof *l->cache);
+	for (int i = 0; i < AGG_CACHE_SLOTS; i++)
+		agg_clear(&l->cache[i]);
 }
 
 void agg_loader_forget_one(struct agg_loader *l, const uint8_t id[CQRS_UUID_LEN])
 {
 	struct aggregate *c = slot(l, id);
 	if (memcmp(c->id, id, CQRS_UUID_LEN) == 0)
-		c->version = 0;
+		agg_clear(c);
 }
 
 int agg_fold(struct aggregate *a, const cqrs_event *ev, cqrs_error *err)
@@ -191,9 +233,9 @@ static int from_snapshot(struct agg_loader *l, struct aggregate *a, int64_t curr
 	free(text);
 	if (!ok) {
 		l->snapshots_ignored++;
-		struct aggregate fresh = { .kind = a->kind };
-		memcpy(fresh.id, a->id, CQRS_UUID_LEN);
-		*a = fresh;
+		uint8_t id[CQRS_UUID_LEN];
+		memcpy(id, a->id, CQRS_UUID_LEN);
+		agg_init(a, a->kind, id);
 		return 0;
 	}
 	a->version = version;
@@ -272,9 +314,7 @@ static int fold_rest(struct agg_loader *l, struct aggregate *a, bool check_first
 int agg_load(struct agg_loader *l, enum agg_kind kind, const uint8_t id[CQRS_UUID_LEN],
 	     struct aggregate *out, cqrs_error *err)
 {
-	memset(out, 0, sizeof *out);
-	out->kind = kind;
-	memcpy(out->id, id, CQRS_UUID_LEN);
+	agg_init(out, kind, id);
 	l->last_snapshot = 0;
 	int64_t current = cqrs_store_aggregate_version(l->st, id, err);
 	if (current < 0)
@@ -284,13 +324,13 @@ int agg_load(struct agg_loader *l, enum agg_kind kind, const uint8_t id[CQRS_UUI
 	struct aggregate *c = slot(l, id);
 	if (c->version > 0 && c->version <= current && c->kind == kind &&
 	    memcmp(c->id, id, CQRS_UUID_LEN) == 0) {
-		*out = *c;
+		if (agg_copy(out, c, err) < 0)
+			return -1;
 		if (out->version == current)
 			return 0;
 		if (fold_rest(l, out, false, err) < 0)
 			return -1;
-		*c = *out;
-		return 0;
+		return agg_copy(c, out, err);
 	}
 	if (!l->ignore_snapshots) {
 		int r = from_snapshot(l, out, current, err);
@@ -304,25 +344,22 @@ int agg_load(struct agg_loader *l, enum agg_kind kind, const uint8_t id[CQRS_UUI
 			if (r == 0) {
 				l->snapshots_used++;
 				l->last_snapshot = at;
-				*c = *out;
-				return 0;
+				return agg_copy(c, out, err);
 			}
 			l->snapshots_ignored++;
-			memset(out, 0, sizeof *out);
-			out->kind = kind;
-			memcpy(out->id, id, CQRS_UUID_LEN);
+			agg_init(out, kind, id);
 		}
 	}
 	if (fold_rest(l, out, false, err) < 0)
 		return -1;
-	*c = *out;
-	return 0;
+	return agg_copy(c, out, err);
 }
 
 int agg_committed(struct agg_loader *l, const struct aggregate *a, int64_t old_version,
 		  cqrs_error *err)
 {
-	*slot(l, a->id) = *a;
+	if (agg_copy(slot(l, a->id), a, err) < 0)
+		return -1;
 	int64_t n = l->snapshot_every;
 	if (n > 0 && old_version / n != a->version / n)
 		return save_snapshot(l, a, err);

@@ -31,18 +31,21 @@ struct cmd_spec {
 	decide_fn decide;
 };
 
-#define B(f)   (1u << (f))
-#define COMMON (B(F_COMMAND_ID) | B(F_TYPE) | B(F_CORRELATION_ID) | B(F_USER_ID))
+#define B(f) (1u << (f))
+#define COMMON                                                                                     \
+	(B(F_COMMAND_ID) | B(F_TYPE) | B(F_CORRELATION_ID) | B(F_USER_ID) | B(F_IF_NEEDED) |       \
+	 B(F_AUTOMATED))
 
 /* clang-format off */
 static const struct cmd_spec specs[CMD_COUNT] = {
 	[CMD_CREATE_ORDER] = { "CreateOrder", AGG_ORDER, F_ORDER_ID, true,
 		B(F_CUSTOMER_ID) | B(F_ITEMS) | B(F_CURRENCY) | B(F_SHIPPING_ADDRESS),
-		B(F_ORDER_ID), order_create },
+		B(F_ORDER_ID) | B(F_PAYMENT_METHOD) | B(F_TOTAL), order_create },
 	[CMD_CONFIRM_ORDER] = { "ConfirmOrder", AGG_ORDER, F_ORDER_ID, false,
 		B(F_ORDER_ID), B(F_NOTE), order_confirm },
 	[CMD_CONFIRM_PAYMENT] = { "ConfirmPayment", AGG_ORDER, F_ORDER_ID, false,
-		B(F_ORDER_ID) | B(F_PAYMENT_ID) | B(F_AMOUNT), B(F_CURRENCY), order_pay },
+		B(F_ORDER_ID) | B(F_PAYMENT_ID) | B(F_AMOUNT), B(F_CURRENCY) | B(F_PAYMENT_METHOD),
+		order_pay },
 	[CMD_SHIP_ORDER] = { "ShipOrder", AGG_ORDER, F_ORDER_ID, false,
 		B(F_ORDER_ID) | B(F_CARRIER) | B(F_TRACKING_NUMBER), B(F_SHIPPED_AT), order_ship },
 	[CMD_CANCEL_ORDER] = { "CancelOrder", AGG_ORDER, F_ORDER_ID, false,
@@ -54,15 +57,18 @@ static const struct cmd_spec specs[CMD_COUNT] = {
 	[CMD_RESERVE_INVENTORY] = { "ReserveInventory", AGG_INVENTORY, F_PRODUCT_ID, false,
 		B(F_PRODUCT_ID) | B(F_ORDER_ID) | B(F_QUANTITY), 0, inventory_reserve },
 	[CMD_RELEASE_INVENTORY] = { "ReleaseInventory", AGG_INVENTORY, F_PRODUCT_ID, false,
-		B(F_PRODUCT_ID) | B(F_ORDER_ID) | B(F_QUANTITY), 0, inventory_release },
+		B(F_PRODUCT_ID) | B(F_ORDER_ID), B(F_QUANTITY), inventory_release },
 	[CMD_AUTHORIZE_PAYMENT] = { "AuthorizePayment", AGG_PAYMENT, F_PAYMENT_ID, true,
-		B(F_ORDER_ID) | B(F_AMOUNT) | B(F_CURRENCY), B(F_PAYMENT_ID), payment_authorize },
+		B(F_ORDER_ID) | B(F_AMOUNT) | B(F_CURRENCY), B(F_PAYMENT_ID) | B(F_PAYMENT_METHOD),
+		payment_authorize },
 	[CMD_CAPTURE_PAYMENT] = { "CapturePayment", AGG_PAYMENT, F_PAYMENT_ID, false,
 		B(F_PAYMENT_ID), B(F_AMOUNT), payment_capture },
 	[CMD_REFUND_PAYMENT] = { "RefundPayment", AGG_PAYMENT, F_PAYMENT_ID, false,
 		B(F_PAYMENT_ID) | B(F_AMOUNT), 0, payment_refund },
 	[CMD_VOID_AUTHORIZATION] = { "VoidAuthorization", AGG_PAYMENT, F_PAYMENT_ID, false,
 		B(F_PAYMENT_ID), 0, payment_void },
+	[CMD_CANCEL_PAYMENT] = { "CancelPayment", AGG_PAYMENT, F_PAYMENT_ID, false,
+		B(F_PAYMENT_ID), B(F_REASON), payment_cancel },
 };
 /* clang-format on */
 
@@ -87,7 +93,18 @@ static const char *const field_names[F_FIELDS] = {
 	[F_SKU] = "sku",
 	[F_NAME] = "name",
 	[F_QUANTITY] = "quantity",
+	[F_IF_NEEDED] = "if_needed",
+	[F_AUTOMATED] = "automated",
+	[F_PAYMENT_METHOD] = "payment_method",
+	[F_TOTAL] = "total",
 };
+
+/* The design's names, accepted on input for the stored ones
+ * (cqrs-events(7)). */
+static const struct {
+	const char *alias;
+	enum cmd_field field;
+} field_aliases[] = { { "total_amount", F_TOTAL } };
 
 struct cqrs_commander {
 	cqrs_store *st;
@@ -103,6 +120,10 @@ struct cqrs_commander {
 	bool generated; /* target made here: it cannot exist yet */
 	bool appended;	/* this command's events went in: an error now spoils the batch */
 	struct aggregate agg, aux;
+	/* what the decision reads or also writes: a reservation's order, a
+	 * shipment's inventories (DOM_MAX_ORDER_PRODUCTS) */
+	struct aggregate *related;
+	int nrelated;
 	struct decision dec;
 	struct cqrs_strbuf meta, stored;
 	/* The order counter inside the write transaction: read once, counted
@@ -184,7 +205,12 @@ static int parse_item(struct cmd_item *it, size_t index, const char *v, size_t n
 			r = get_number(where, "quantity", m.value, m.value_len, &it->quantity,
 				       &it->quantity_len, err);
 			seen |= 2;
-		} else if (m.key_len == 10 && memcmp(m.key, "unit_price", 10) == 0) {
+		} else if ((m.key_len == 10 && memcmp(m.key, "unit_price", 10) == 0) ||
+			   (m.key_len == 5 && memcmp(m.key, "price", 5) == 0)) {
+			/* price: the design's name for unit_price */
+			if (seen & 4)
+				return bad(err, "%sunit_price given twice (price is its alias)",
+					   where);
 			r = get_number(where, "unit_price", m.value, m.value_len, &it->unit_price,
 				       &it->unit_price_len, err);
 			seen |= 4;
@@ -229,10 +255,14 @@ static int parse_items(struct cqrs_commander *c, const char *v, size_t n, cqrs_e
 	return 0;
 }
 
+/* The design's address: {name?, street, city, state?, zip|postal_code,
+ * country}; zip is stored as postal_code. */
 static int parse_address(struct command *cmd, const char *v, size_t n, cqrs_error *err)
 {
-	static const char *const parts[ADDR_PARTS] = { "name", "street", "city", "postal_code",
-						       "country" };
+	static const char *const parts[ADDR_PARTS + 1] = { "name",  "street",	   "city",
+							   "state", "postal_code", "country",
+							   "zip" };
+	static const bool needed[ADDR_PARTS] = { false, true, true, false, true, true };
 	if (v[0] != '{')
 		return bad(err, "field 'shipping_address' must be an object");
 	unsigned seen = 0;
@@ -240,21 +270,36 @@ static int parse_address(struct command *cmd, const char *v, size_t n, cqrs_erro
 	cqrs_json_member m;
 	while (cqrs_json_next_member(v, n, &pos, &m) == 1) {
 		int i;
-		for (i = 0; i < ADDR_PARTS; i++)
+		for (i = 0; i <= ADDR_PARTS; i++)
 			if (strlen(parts[i]) == m.key_len &&
 			    memcmp(parts[i], m.key, m.key_len) == 0)
 				break;
-		if (i == ADDR_PARTS)
+		if (i > ADDR_PARTS)
 			return bad(err, "shipping_address: unknown field '%.*s'",
 				   (int)(m.key_len > 64 ? 64 : m.key_len), m.key);
-		if (get_text("shipping_address: ", parts[i], m.value, m.value_len, cmd->address[i],
+		int to = i == ADDR_PARTS ? ADDR_POSTAL_CODE : i;
+		if (seen & (1u << to))
+			return bad(err, "shipping_address: postal_code given twice (zip is its "
+					"alias)");
+		if (get_text("shipping_address: ", parts[i], m.value, m.value_len, cmd->address[to],
 			     DOM_TEXT, err) < 0)
 			return -1;
-		seen |= 1u << i;
+		seen |= 1u << to;
 	}
 	for (int i = 0; i < ADDR_PARTS; i++)
-		if (!(seen & (1u << i)))
+		if (needed[i] && !(seen & (1u << i)))
 			return bad(err, "shipping_address: missing field '%s'", parts[i]);
+	return 0;
+}
+
+static int get_bool(const char *name, const char *v, size_t n, bool *out, cqrs_error *err)
+{
+	if (n == 4 && memcmp(v, "true", 4) == 0)
+		*out = true;
+	else if (n == 5 && memcmp(v, "false", 5) == 0)
+		*out = false;
+	else
+		return bad(err, "field '%s' must be true or false", name);
 	return 0;
 }
 
@@ -295,6 +340,12 @@ static int parse_field(struct cqrs_commander *c, enum cmd_field f, const char *v
 	case F_SKU: return get_text("", name, v, n, cmd->sku, sizeof cmd->sku, err);
 	case F_NAME: return get_text("", name, v, n, cmd->name, sizeof cmd->name, err);
 	case F_QUANTITY: return get_number("", name, v, n, &cmd->quantity, &cmd->quantity_len, err);
+	case F_IF_NEEDED: return get_bool(name, v, n, &cmd->if_needed, err);
+	case F_AUTOMATED: return get_bool(name, v, n, &cmd->automated, err);
+	case F_PAYMENT_METHOD:
+		return get_text("", name, v, n, cmd->payment_method, sizeof cmd->payment_method,
+				err);
+	case F_TOTAL: return get_number("", name, v, n, &cmd->total, &cmd->total_len, err);
 	case F_FIELDS: break;
 	}
 	return 0;
@@ -336,9 +387,16 @@ static int parse_command(struct cqrs_commander *c, char *line, size_t len, cqrs_
 			if (strlen(field_names[f]) == m.key_len &&
 			    memcmp(field_names[f], m.key, m.key_len) == 0)
 				break;
+		for (size_t k = 0;
+		     f == F_FIELDS && k < sizeof field_aliases / sizeof *field_aliases; k++)
+			if (strlen(field_aliases[k].alias) == m.key_len &&
+			    memcmp(field_aliases[k].alias, m.key, m.key_len) == 0)
+				f = (int)field_aliases[k].field;
 		if (f == F_FIELDS)
 			return bad(err, "unknown field '%.*s'",
 				   (int)(m.key_len > 64 ? 64 : m.key_len), m.key);
+		if (HAS(cmd, f))
+			return bad(err, "field '%s' given twice", field_names[f]);
 		if (!(allowed & B(f)))
 			return bad(err, "field '%s' does not belong in a %s command",
 				   field_names[f], c->spec->type);
@@ -371,6 +429,8 @@ static void result_head(struct cqrs_commander *c, const char *status, const char
 	fputs("{\"command_id\":", f);
 	cqrs_json_write_string(f, c->cmd.command_id, strlen(c->cmd.command_id));
 	fprintf(f, ",\"type\":\"%s\",\"status\":\"%s\"", c->spec->type, status);
+	if (c->opt.dry_run)
+		fputs(",\"stored\":false", f);
 	if (aggregate_id[0] != '\0')
 		fprintf(f, ",\"aggregate_id\":\"%s\"", aggregate_id);
 }
@@ -391,14 +451,28 @@ static int result_take(struct cqrs_commander *c, cqrs_command_result *res, cqrs_
 }
 
 static int result_rejected(struct cqrs_commander *c, cqrs_command_result *res,
-			   const char *aggregate_id, const char *reason, cqrs_error *err)
+			   const char *aggregate_id, const char *code, const char *reason,
+			   cqrs_error *err)
 {
 	res->status = CQRS_COMMAND_REJECTED;
 	snprintf(res->aggregate_id, sizeof res->aggregate_id, "%s", aggregate_id);
 	snprintf(res->reason, sizeof res->reason, "%s", reason);
+	snprintf(res->code, sizeof res->code, "%s", code);
 	result_head(c, "rejected", aggregate_id);
+	fputs(",\"code\":", c->out);
+	cqrs_json_write_string(c->out, code, strlen(code));
 	fputs(",\"reason\":", c->out);
 	cqrs_json_write_string(c->out, reason, strlen(reason));
+	fputc('}', c->out);
+	return result_take(c, res, err);
+}
+
+static int result_unchanged(struct cqrs_commander *c, cqrs_command_result *res,
+			    const char *aggregate_id, cqrs_error *err)
+{
+	res->status = CQRS_COMMAND_UNCHANGED;
+	snprintf(res->aggregate_id, sizeof res->aggregate_id, "%s", aggregate_id);
+	result_head(c, "unchanged", aggregate_id);
 	fputc('}', c->out);
 	return result_take(c, res, err);
 }
@@ -432,7 +506,9 @@ static void stored_form(struct cqrs_commander *c, const cqrs_command_result *res
 	jb_key(b, "type");
 	jb_str(b, c->spec->type);
 	jb_key(b, "status");
-	jb_str(b, res->status == CQRS_COMMAND_ACCEPTED ? "accepted" : "rejected");
+	jb_str(b, res->status == CQRS_COMMAND_ACCEPTED	  ? "accepted"
+		  : res->status == CQRS_COMMAND_UNCHANGED ? "unchanged"
+							  : "rejected");
 	jb_key(b, "aggregate_id");
 	jb_str(b, res->aggregate_id);
 	if (res->status == CQRS_COMMAND_ACCEPTED) {
@@ -440,7 +516,9 @@ static void stored_form(struct cqrs_commander *c, const cqrs_command_result *res
 		jb_int(b, res->first_sequence);
 		jb_key(b, "last");
 		jb_int(b, res->last_sequence);
-	} else {
+	} else if (res->status == CQRS_COMMAND_REJECTED) {
+		jb_key(b, "code");
+		jb_str(b, res->code);
 		jb_key(b, "reason");
 		jb_str(b, res->reason);
 	}
@@ -471,11 +549,16 @@ static int replay(struct cqrs_commander *c, char *stored, cqrs_command_result *r
 		return foreign_result(c, err);
 	res->replayed = true;
 	if (strcmp(status, "rejected") == 0) {
-		char reason[512];
+		char reason[512], code[32];
 		if (jv_string(stored, len, "reason", reason, sizeof reason) < 0)
 			return foreign_result(c, err);
-		return result_rejected(c, res, id, reason, err);
+		/* results stored before rejections had codes */
+		if (jv_string(stored, len, "code", code, sizeof code) < 0)
+			snprintf(code, sizeof code, "unknown");
+		return result_rejected(c, res, id, code, reason, err);
 	}
+	if (strcmp(status, "unchanged") == 0)
+		return result_unchanged(c, res, id, err);
 	int64_t first, last;
 	if (strcmp(status, "accepted") != 0 || jv_count(stored, len, "first", &first) < 0 ||
 	    jv_count(stored, len, "last", &last) < 0 || first < 1 || last < first)
@@ -588,7 +671,7 @@ static int fill_skus(struct cqrs_commander *c, cqrs_error *err)
 		if (!c->aux.u.inv.exists || c->aux.foreign_type[0] != '\0') {
 			char id[37];
 			cqrs_uuid_format(it->product_id, id);
-			return reject(&c->dec,
+			return reject(&c->dec, "not_found",
 				      "item %zu: unknown product %s (register it first, or "
 				      "give its sku)",
 				      i + 1, id);
@@ -654,6 +737,88 @@ static void metadata(struct cqrs_commander *c, const char *corr)
 	cqrs_strbuf_putc(b, '}');
 }
 
+/* The other aggregates the decision depends on, loaded in the same
+ * transaction: the order of a reservation or release, the inventory of
+ * each line of an order to ship. */
+static int load_related(struct cqrs_commander *c, cqrs_error *err)
+{
+	c->nrelated = 0;
+	enum cmd_type t = c->cmd.type;
+	if (t == CMD_RESERVE_INVENTORY || t == CMD_RELEASE_INVENTORY) {
+		if (agg_load(&c->loader, AGG_ORDER, c->cmd.order_id, &c->related[0], err) < 0)
+			return -1;
+		c->nrelated = 1;
+	} else if (t == CMD_SHIP_ORDER && c->agg.u.order.exists && c->agg.foreign_type[0] == '\0') {
+		const struct order_state *o = &c->agg.u.order;
+		for (int k = 0; k < o->nlines; k++) {
+			if (agg_load(&c->loader, AGG_INVENTORY, o->lines[k].product_id,
+				     &c->related[k], err) < 0)
+				return -1;
+			c->nrelated = k + 1;
+		}
+	}
+	return 0;
+}
+
+static void forget_all(struct cqrs_commander *c)
+{
+	agg_loader_forget_one(&c->loader, c->target);
+	for (int k = 0; k < c->nrelated; k++)
+		agg_loader_forget_one(&c->loader, c->related[k].id);
+}
+
+/* Appends the decision's events, each with the version of its own
+ * aggregate as decided on (a conflict on any means: decide again), all in
+ * the caller's transaction, and folds them in. */
+static int append_events(struct cqrs_commander *c, cqrs_command_result *res, cqrs_error *err)
+{
+	const struct decision *d = &c->dec;
+	int64_t old[1 + DOM_MAX_ORDER_PRODUCTS];
+	bool touched[1 + DOM_MAX_ORDER_PRODUCTS] = { false };
+	old[0] = c->agg.version;
+	for (int k = 0; k < c->nrelated; k++)
+		old[k + 1] = c->related[k].version;
+	for (int i = 0; i < d->nevents; i++) {
+		struct aggregate *a = d->target[i] < 0 ? &c->agg : &c->related[d->target[i]];
+		cqrs_event ev;
+		memset(&ev, 0, sizeof ev);
+		memcpy(ev.aggregate_id, a->id, CQRS_UUID_LEN);
+		snprintf(ev.aggregate_type, sizeof ev.aggregate_type, "%s",
+			 domain_of(a->kind)->type);
+		snprintf(ev.event_type, sizeof ev.event_type, "%s", d->event_type[i]);
+		ev.event_version = 1;
+		ev.expected_version = a->version;
+		if (c->inject_conflicts > 0 && i == 0) {
+			c->inject_conflicts--;
+			ev.expected_version = a->version + 1;
+		}
+		ev.data = d->data[i].p;
+		ev.data_len = d->data[i].len;
+		ev.metadata = c->meta.p;
+		ev.metadata_len = c->meta.len;
+		int r = cqrs_store_append(c->st, &ev, err);
+		if (r < 0)
+			return -1;
+		if (r != CQRS_APPENDED)
+			return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "a new event was already stored");
+		c->appended = true;
+		touched[d->target[i] + 1] = true;
+		if (agg_fold(a, &ev, err) < 0)
+			return -1;
+		if (i == 0)
+			res->first_sequence = ev.sequence;
+		res->last_sequence = ev.sequence;
+		result_event(c, &ev, i == 0);
+	}
+	if (agg_committed(&c->loader, &c->agg, old[0], err) < 0)
+		return -1;
+	for (int k = 0; k < c->nrelated; k++)
+		if (touched[k + 1] &&
+		    agg_committed(&c->loader, &c->related[k], old[k + 1], err) < 0)
+			return -1;
+	return 0;
+}
+
 /* One load-decide-append round.  Returns 0 with res filled, or -1 (a
  * CQRS_EXIT_CONFLICT error means: load and decide again). */
 static int attempt(struct cqrs_commander *c, cqrs_command_result *res, cqrs_error *err)
@@ -663,23 +828,27 @@ static int attempt(struct cqrs_commander *c, cqrs_command_result *res, cqrs_erro
 	struct decision *d = &c->dec;
 	char id[37];
 	cqrs_uuid_format(c->target, id);
-	d->rejected = false;
+	d->rejected = d->unchanged = false;
+	d->code = NULL;
 	d->nevents = 0;
-	if (c->generated) {
-		memset(&c->agg, 0, sizeof c->agg);
-		c->agg.kind = spec->kind;
-		memcpy(c->agg.id, c->target, CQRS_UUID_LEN);
-	} else if (agg_load(&c->loader, spec->kind, c->target, &c->agg, err) < 0) {
+	c->nrelated = 0;
+	if (c->generated)
+		agg_init(&c->agg, spec->kind, c->target);
+	else if (agg_load(&c->loader, spec->kind, c->target, &c->agg, err) < 0)
 		return -1;
-	}
 	if (c->cmd.type == CMD_CREATE_ORDER && !reject_existing(d, &c->agg, dom) &&
 	    fill_skus(c, err) < 0)
 		return -1;
-	struct decide_ctx ctx = { next_order_number, c };
+	if (load_related(c, err) < 0)
+		return -1;
+	struct decide_ctx ctx = { next_order_number, c, c->related, c->nrelated };
 	if (!d->rejected && spec->decide(&c->cmd, &c->agg, &ctx, d, err) < 0)
 		return -1;
 	if (d->rejected)
-		return result_rejected(c, res, c->generated ? "" : id, d->reason, err);
+		return result_rejected(c, res, c->generated ? "" : id,
+				       d->code != NULL ? d->code : "invalid", d->reason, err);
+	if (d->unchanged || d->nevents == 0)
+		return result_unchanged(c, res, id, err);
 	for (int i = 0; i < d->nevents; i++)
 		if (d->data[i].oom)
 			return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
@@ -693,38 +862,7 @@ static int attempt(struct cqrs_commander *c, cqrs_command_result *res, cqrs_erro
 
 	snprintf(res->aggregate_id, sizeof res->aggregate_id, "%s", id);
 	result_head(c, "accepted", id);
-	int64_t old_version = c->agg.version;
-	for (int i = 0; i < d->nevents; i++) {
-		cqrs_event ev;
-		memset(&ev, 0, sizeof ev);
-		memcpy(ev.aggregate_id, c->target, CQRS_UUID_LEN);
-		snprintf(ev.aggregate_type, sizeof ev.aggregate_type, "%s", dom->type);
-		snprintf(ev.event_type, sizeof ev.event_type, "%s", d->event_type[i]);
-		ev.event_version = 1;
-		ev.expected_version = c->agg.version;
-		if (c->inject_conflicts > 0 && i == 0) {
-			c->inject_conflicts--;
-			ev.expected_version = c->agg.version + 1;
-		}
-		ev.data = d->data[i].p;
-		ev.data_len = d->data[i].len;
-		ev.metadata = c->meta.p;
-		ev.metadata_len = c->meta.len;
-		int r = cqrs_store_append(c->st, &ev, err);
-		if (r < 0) {
-			return -1;
-		}
-		if (r != CQRS_APPENDED)
-			return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "a new event was already stored");
-		c->appended = true;
-		if (agg_fold(&c->agg, &ev, err) < 0)
-			return -1;
-		if (i == 0)
-			res->first_sequence = ev.sequence;
-		res->last_sequence = ev.sequence;
-		result_event(c, &ev, i == 0);
-	}
-	if (agg_committed(&c->loader, &c->agg, old_version, err) < 0)
+	if (append_events(c, res, err) < 0)
 		return -1;
 	return result_accepted(c, res, err);
 }
@@ -777,7 +915,7 @@ static int handle_parsed(struct cqrs_commander *c, cqrs_command_result *res, cqr
 			break;
 		if (err == NULL || err->code != CQRS_EXIT_CONFLICT || c->appended)
 			return -1;
-		agg_loader_forget_one(&c->loader, c->target);
+		forget_all(c);
 		if (i == attempts) {
 			char id[37];
 			cqrs_uuid_format(c->target, id);
@@ -817,8 +955,9 @@ cqrs_commander *cqrs_commander_new(cqrs_store *st, const struct cqrs_command_opt
 	    (opt != NULL && opt->correlation_id != NULL &&
 	     (c->correlation_id = strdup(opt->correlation_id)) == NULL))
 		goto oom;
+	c->related = calloc(DOM_MAX_ORDER_PRODUCTS, sizeof *c->related);
 	c->out = open_memstream(&c->outbuf, &c->outsize);
-	if (c->out == NULL)
+	if (c->out == NULL || c->related == NULL)
 		goto oom;
 	if (agg_loader_init(&c->loader, st, c->opt.snapshot_every, c->opt.ignore_snapshots, err) <
 	    0) {
@@ -843,6 +982,11 @@ void cqrs_commander_free(cqrs_commander *c)
 	if (c->in_batch)
 		cqrs_commander_rollback(c);
 	agg_loader_free(&c->loader);
+	agg_clear(&c->agg);
+	agg_clear(&c->aux);
+	for (int k = 0; c->related != NULL && k < DOM_MAX_ORDER_PRODUCTS; k++)
+		agg_clear(&c->related[k]);
+	free(c->related);
 	free(c->cmd.items);
 	for (int i = 0; i < DOM_MAX_EVENTS; i++)
 		cqrs_strbuf_free(&c->dec.data[i]);
@@ -871,6 +1015,12 @@ int cqrs_commander_commit(cqrs_commander *c, cqrs_error *err)
 	if (!c->in_batch)
 		return 0;
 	c->in_batch = false;
+	if (c->opt.dry_run) {
+		/* decided as a real run would, stored nowhere */
+		c->in_batch = true;
+		cqrs_commander_rollback(c);
+		return 0;
+	}
 	if (flush_counter(c, err) < 0) {
 		cqrs_store_rollback(c->st);
 		agg_loader_forget(&c->loader);
@@ -958,4 +1108,45 @@ int cqrs_commander_state(cqrs_commander *c, const uint8_t id[CQRS_UUID_LEN], cha
 	}
 	*json = b.p;
 	return 0;
+}
+
+/* --- the lifecycle, read-only ------------------------------------------------ */
+
+int cqrs_commander_order(cqrs_commander *c, const uint8_t id[CQRS_UUID_LEN],
+			 struct cqrs_order_info *out, cqrs_error *err)
+{
+	memset(out, 0, sizeof *out);
+	if (agg_load(&c->loader, AGG_ORDER, id, &c->aux, err) < 0)
+		return -1;
+	const struct order_state *o = &c->aux.u.order;
+	if (!o->exists || c->aux.foreign_type[0] != '\0')
+		return 0;
+	snprintf(out->status, sizeof out->status, "%s", lc_state_name(AGG_ORDER, (int)o->status));
+	out->confirmed = o->confirmed;
+	out->confirmed_by_person = o->confirmed && !o->confirmed_by_saga;
+	out->nlines = o->nlines;
+	for (int k = 0; k < o->nlines; k++) {
+		memcpy(out->lines[k].product_id, o->lines[k].product_id, CQRS_UUID_LEN);
+		out->lines[k].quantity = o->lines[k].quantity;
+	}
+	return 0;
+}
+
+int cqrs_commander_goal_reached(cqrs_commander *c, char *line, size_t len, cqrs_error *err)
+{
+	if (parse_command(c, line, len, err) < 0)
+		return -1;
+	if (!HAS(&c->cmd, c->spec->target))
+		return 0; /* a creation without its id: a new aggregate */
+	const uint8_t *id = named_target(&c->cmd, c->spec->target);
+	if (agg_load(&c->loader, c->spec->kind, id, &c->aux, err) < 0)
+		return -1;
+	if (c->aux.foreign_type[0] != '\0' || agg_status(&c->aux) == 0)
+		return 0;
+	return lc_reached(&c->cmd, &c->aux) ? 1 : 0;
+}
+
+int cqrs_lifecycle_print(FILE *f, const char *format, cqrs_error *err)
+{
+	return lc_print(f, format, err);
 }

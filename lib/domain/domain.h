@@ -44,30 +44,67 @@ int parse_count(const char *text, size_t len, int64_t *out);
 #define DOM_MAX_COUNT  1000000000LL	    /* one quantity */
 #define DOM_MAX_STOCK  1000000000000000LL   /* units of one product */
 #define DOM_MAX_AMOUNT 100000000000000000LL /* minor units */
+/* Different products in one order: its state keeps one line per product
+ * (so that a shipment knows what to consume) and stays small. */
+#define DOM_MAX_ORDER_PRODUCTS 64
 
 /* --- aggregates -------------------------------------------------------------- */
 
 enum agg_kind { AGG_ORDER, AGG_INVENTORY, AGG_PAYMENT, AGG_KINDS };
 
+/* The lifecycle states (lifecycle.c names them and says what each
+ * allows). */
+enum order_status {
+	ORDER_NONE,
+	ORDER_PENDING,
+	ORDER_CONFIRMED,
+	ORDER_PAID,
+	ORDER_SHIPPED,
+	ORDER_CANCELLED,
+	ORDER_STATES
+};
+enum inventory_status { INV_NONE, INV_ACTIVE, INV_STATES };
+enum payment_status { PAY_NONE, PAY_AUTHORIZED, PAY_CAPTURED, PAY_VOIDED, PAY_STATES };
+
+struct order_line {
+	uint8_t product_id[CQRS_UUID_LEN];
+	int64_t quantity; /* the order's units of the product, all its items */
+};
+
 struct order_state {
 	bool exists;
+	enum order_status status;
+	/* a PAID order may or may not have been confirmed before */
+	bool confirmed, confirmed_by_saga;
 	char number[DOM_NUMBER];
 	char currency[4];
 	int64_t total; /* minor units */
-	bool confirmed, paid, shipped, cancelled;
+	int nlines;
+	struct order_line lines[DOM_MAX_ORDER_PRODUCTS];
 };
 
+/* What one order holds of a product; entries leave at 0. */
+struct inventory_hold {
+	uint8_t order_id[CQRS_UUID_LEN];
+	int64_t quantity;
+};
+
+/* holds is heap memory owned by the aggregate: copy and clear aggregates
+ * with agg_copy and agg_clear (aggregate.c), never by assignment. */
 struct inventory_state {
 	bool exists;
 	char sku[DOM_ID];
 	char name[DOM_TEXT];
-	int64_t available, reserved;
+	int64_t on_hand, reserved, shipped, received;
+	struct inventory_hold *holds;
+	size_t nholds, holds_cap;
 };
 
 struct payment_state {
 	bool exists;
 	uint8_t order_id[CQRS_UUID_LEN];
 	char currency[4];
+	char method[DOM_ID];			/* payment_method, "" when not given */
 	int64_t authorized, captured, refunded; /* minor units */
 	bool voided;
 };
@@ -104,6 +141,7 @@ enum cmd_type {
 	CMD_CAPTURE_PAYMENT,
 	CMD_REFUND_PAYMENT,
 	CMD_VOID_AUTHORIZATION,
+	CMD_CANCEL_PAYMENT,
 	CMD_COUNT
 };
 
@@ -114,7 +152,9 @@ struct cmd_item {
 	size_t quantity_len, unit_price_len;
 };
 
-enum { ADDR_NAME, ADDR_STREET, ADDR_CITY, ADDR_POSTAL_CODE, ADDR_COUNTRY, ADDR_PARTS };
+/* The stored names, in the order OrderCreated writes them; zip is an
+ * input alias of postal_code. */
+enum { ADDR_NAME, ADDR_STREET, ADDR_CITY, ADDR_STATE, ADDR_POSTAL_CODE, ADDR_COUNTRY, ADDR_PARTS };
 
 /* A parsed command: strings decoded, numbers kept as their raw text (they
  * point into the command line, which outlives the decision). */
@@ -130,8 +170,10 @@ struct command {
 	char note[DOM_TEXT], reason[DOM_TEXT], name[DOM_TEXT];
 	char carrier[DOM_ID], tracking_number[DOM_ID], sku[DOM_ID];
 	char shipped_at[CQRS_TIMESTAMP_LEN + 1];
-	const char *amount, *quantity;
-	size_t amount_len, quantity_len;
+	char payment_method[DOM_ID];
+	bool if_needed, automated;
+	const char *amount, *quantity, *total;
+	size_t amount_len, quantity_len, total_len;
 	struct cmd_item *items;
 	size_t nitems;
 	char address[ADDR_PARTS][DOM_TEXT];
@@ -159,26 +201,39 @@ enum cmd_field {
 	F_SKU,
 	F_NAME,
 	F_QUANTITY,
+	F_IF_NEEDED,
+	F_AUTOMATED,
+	F_PAYMENT_METHOD,
+	F_TOTAL,
 	F_FIELDS
 };
 
 #define HAS(c, f) (((c)->seen >> (f)) & 1u)
 
-/* What a decision produces: up to DOM_MAX_EVENTS events or a reason. */
-#define DOM_MAX_EVENTS 2
+/* What a decision produces: up to DOM_MAX_EVENTS events, none with the
+ * goal already reached (unchanged), or a reason and its stable code.  An
+ * event goes to the command's aggregate (target -1) or to related
+ * aggregate k of the decide_ctx (a shipment's inventories). */
+#define DOM_MAX_EVENTS (1 + 2 * DOM_MAX_ORDER_PRODUCTS)
 struct decision {
-	bool rejected;
+	bool rejected, unchanged;
 	char reason[512];
+	const char *code;
 	int nevents;
 	const char *event_type[DOM_MAX_EVENTS];
+	int target[DOM_MAX_EVENTS];
 	struct cqrs_strbuf data[DOM_MAX_EVENTS];
 };
 
 /* What a decision may ask of the world while it runs: the next order number
- * (only taken once the command is known to be valid) and the time. */
+ * (only taken once the command is known to be valid), and the other
+ * aggregates it depends on, loaded by command.c: a reservation's order, a
+ * shipment's inventories (one per order line, in the order's order). */
 struct decide_ctx {
 	int (*order_number)(void *arg, char out[DOM_NUMBER], cqrs_error *err);
 	void *arg;
+	const struct aggregate *related;
+	int nrelated;
 };
 
 /* Returns 0 (accepted, or d->rejected with d->reason) or -1 with *err set
@@ -186,9 +241,12 @@ struct decide_ctx {
 typedef int (*decide_fn)(const struct command *c, const struct aggregate *a,
 			 const struct decide_ctx *ctx, struct decision *d, cqrs_error *err);
 
-int reject(struct decision *d, const char *fmt, ...) CQRS_PRINTF(2, 3);
-/* The next event of the decision, with its data buffer emptied. */
+/* Rejections carry one of the codes of lifecycle.c's table. */
+int reject(struct decision *d, const char *code, const char *fmt, ...) CQRS_PRINTF(3, 4);
+/* The next event of the decision, with its data buffer emptied; for_agg
+ * -1 is the command's aggregate, k the decide_ctx's related[k]. */
 struct cqrs_strbuf *decision_emit(struct decision *d, const char *event_type);
+struct cqrs_strbuf *decision_emit_to(struct decision *d, int for_agg, const char *event_type);
 
 struct domain {
 	const char *type; /* aggregate_type: "Order" */
@@ -231,6 +289,8 @@ int payment_refund(const struct command *c, const struct aggregate *a, const str
 		   struct decision *d, cqrs_error *err);
 int payment_void(const struct command *c, const struct aggregate *a, const struct decide_ctx *ctx,
 		 struct decision *d, cqrs_error *err);
+int payment_cancel(const struct command *c, const struct aggregate *a, const struct decide_ctx *ctx,
+		   struct decision *d, cqrs_error *err);
 
 /* The checks every decide function starts with: the stream is of this
  * aggregate type, and it exists (or, for a creation, does not).  Return
@@ -241,9 +301,10 @@ bool reject_missing(struct decision *d, const struct aggregate *a, const struct 
 bool reject_existing(struct decision *d, const struct aggregate *a, const struct domain *dom);
 
 /* An amount of the command in the given currency, or a rejection that
- * names what: "amount", "item 2: unit price". */
+ * names what: "amount", "item 2: unit price".  Never negative, never
+ * written "-0"; zero only where allow_zero (a free item). */
 bool reject_amount(struct decision *d, const char *what, const char *text, size_t len,
-		   const char *currency, int64_t *minor);
+		   const char *currency, bool allow_zero, int64_t *minor);
 bool reject_quantity(struct decision *d, const char *what, const char *text, size_t len,
 		     int64_t *q);
 
@@ -288,5 +349,37 @@ int agg_bad_event(const struct aggregate *a, const cqrs_event *ev, const char *w
 void agg_state_json(const struct aggregate *a, struct cqrs_strbuf *out);
 /* The kind for an aggregate_type, -1 when no command handles it. */
 int agg_kind_of(const char *aggregate_type);
+/* Aggregates own heap memory (an inventory's holds): start one empty,
+ * copy one into another, free one's memory (then it is empty). */
+void agg_init(struct aggregate *a, enum agg_kind kind, const uint8_t id[CQRS_UUID_LEN]);
+int agg_copy(struct aggregate *dst, const struct aggregate *src, cqrs_error *err);
+void agg_clear(struct aggregate *a);
+
+/* --- inventory holds (domain_inventory.c) -------------------------------- */
+
+/* What order_id holds of the product (0: nothing). */
+int64_t inventory_held(const struct inventory_state *s, const uint8_t order_id[CQRS_UUID_LEN]);
+
+/* --- the lifecycle table (lifecycle.c) ------------------------------------ */
+
+/* The state of an aggregate: an order_status, inventory_status or
+ * payment_status by its kind. */
+int agg_status(const struct aggregate *a);
+const char *lc_state_name(enum agg_kind kind, int state);
+/* The command's goal already holds for this aggregate (and command). */
+bool lc_reached(const struct command *c, const struct aggregate *a);
+/* The checks of the table for command c on aggregate a (after it is known
+ * to exist and be of the right type): returns true when the decision is
+ * made, rejected (the state does not allow it, or the goal holds and the
+ * command did not say if_needed) or unchanged.  name names a for people;
+ * detail fills a second %s of a message where the table has one. */
+bool lc_check(struct decision *d, const struct command *c, const struct aggregate *a,
+	      const char *name, const char *detail);
+/* For commands that need an open order (a reservation): the same for the
+ * order's state. */
+bool lc_check_order(struct decision *d, const struct command *c, const struct aggregate *order,
+		    const char *name);
+/* The lifecycle as cqrs-events(7) text, a Graphviz graph or NDJSON. */
+int lc_print(FILE *f, const char *format, cqrs_error *err);
 
 #endif

@@ -25,6 +25,8 @@ static int apply(struct aggregate *a, const cqrs_event *ev, cqrs_error *err)
 			return agg_bad_event(a, ev, "no valid currency", err);
 		if (jv_money(d, n, "amount", p->currency, &p->authorized) < 0)
 			return agg_bad_event(a, ev, "no valid amount", err);
+		if (jv_string(d, n, "payment_method", p->method, sizeof p->method) < 0)
+			p->method[0] = '\0';
 		p->exists = true;
 	} else if (strcmp(t, "PaymentCaptured") == 0 || strcmp(t, "PaymentRefunded") == 0) {
 		if (!p->exists)
@@ -34,6 +36,11 @@ static int apply(struct aggregate *a, const cqrs_event *ev, cqrs_error *err)
 		int64_t *sum = t[7] == 'C' ? &p->captured : &p->refunded;
 		if (__builtin_add_overflow(*sum, amount, sum) || *sum > DOM_MAX_AMOUNT)
 			return agg_bad_event(a, ev, "the amounts add up out of range", err);
+		if (p->captured > p->authorized || p->refunded > p->captured)
+			return agg_bad_event(a, ev,
+					     "more captured than authorized, or refunded "
+					     "than captured",
+					     err);
 	} else if (strcmp(t, "AuthorizationVoided") == 0) {
 		p->voided = true;
 	}
@@ -56,6 +63,10 @@ static void save(const struct aggregate *a, struct cqrs_strbuf *b)
 		jb_money(b, p->captured, p->currency);
 		jb_key(b, "refunded");
 		jb_money(b, p->refunded, p->currency);
+		if (p->method[0] != '\0') {
+			jb_key(b, "payment_method");
+			jb_str(b, p->method);
+		}
 	}
 	jb_key(b, "voided");
 	jb_bool(b, p->voided);
@@ -75,6 +86,8 @@ static int restore(struct aggregate *a, const char *j, size_t n)
 	    jv_money(j, n, "captured", p->currency, &p->captured) < 0 ||
 	    jv_money(j, n, "refunded", p->currency, &p->refunded) < 0)
 		return -1;
+	if (jv_string(j, n, "payment_method", p->method, sizeof p->method) < 0)
+		p->method[0] = '\0';
 	return 0;
 }
 
@@ -91,6 +104,10 @@ static void amount_event(struct decision *d, const char *type, const struct paym
 	jb_money(b, amount, p->currency);
 	jb_key(b, "currency");
 	jb_str(b, p->currency);
+	if (strcmp(type, "PaymentAuthorized") == 0 && p->method[0] != '\0') {
+		jb_key(b, "payment_method");
+		jb_str(b, p->method);
+	}
 	cqrs_strbuf_putc(b, '}');
 }
 
@@ -102,13 +119,15 @@ int payment_authorize(const struct command *c, const struct aggregate *a,
 	if (reject_existing(d, a, &domain_payment))
 		return 0;
 	if (!cqrs_currency_valid(c->currency))
-		return reject(d, "currency '%s' is not a three-letter code such as USD",
+		return reject(d, "invalid", "currency '%s' is not a three-letter code such as USD",
 			      c->currency);
 	struct payment_state p = { .exists = true };
 	memcpy(p.order_id, c->order_id, CQRS_UUID_LEN);
 	memcpy(p.currency, c->currency, 4);
+	if (HAS(c, F_PAYMENT_METHOD))
+		snprintf(p.method, sizeof p.method, "%s", c->payment_method);
 	int64_t amount;
-	if (reject_amount(d, "amount", c->amount, c->amount_len, p.currency, &amount))
+	if (reject_amount(d, "amount", c->amount, c->amount_len, p.currency, false, &amount))
 		return 0;
 	amount_event(d, "PaymentAuthorized", &p, amount);
 	return 0;
@@ -133,20 +152,15 @@ int payment_capture(const struct command *c, const struct aggregate *a,
 	const struct payment_state *p = &a->u.pay;
 	char id[37], m1[48], m2[48];
 	cqrs_uuid_format(a->id, id);
-	if (p->voided)
-		return reject(d, "cannot capture payment %s: its authorization was voided", id);
+	if (lc_check(d, c, a, id, money(p->authorized, p->currency, m1, sizeof m1)))
+		return 0;
 	int64_t left = p->authorized - p->captured;
 	int64_t amount = left;
 	if (HAS(c, F_AMOUNT) &&
-	    reject_amount(d, "amount", c->amount, c->amount_len, p->currency, &amount))
+	    reject_amount(d, "amount", c->amount, c->amount_len, p->currency, false, &amount))
 		return 0;
-	if (left == 0)
-		return reject(d, "cannot capture payment %s: the %s authorized have been captured",
-			      id, money(p->authorized, p->currency, m1, sizeof m1));
-	if (amount == 0)
-		return reject(d, "amount must be positive");
 	if (amount > left)
-		return reject(d,
+		return reject(d, "exceeds_remaining",
 			      "cannot capture %s from payment %s: only %s of the authorization "
 			      "is left",
 			      money(amount, p->currency, m1, sizeof m1), id,
@@ -165,14 +179,14 @@ int payment_refund(const struct command *c, const struct aggregate *a, const str
 	const struct payment_state *p = &a->u.pay;
 	char id[37], m1[48], m2[48];
 	cqrs_uuid_format(a->id, id);
-	int64_t amount;
-	if (reject_amount(d, "amount", c->amount, c->amount_len, p->currency, &amount))
+	if (lc_check(d, c, a, id, NULL))
 		return 0;
-	if (amount == 0)
-		return reject(d, "amount must be positive");
+	int64_t amount;
+	if (reject_amount(d, "amount", c->amount, c->amount_len, p->currency, false, &amount))
+		return 0;
 	int64_t left = p->captured - p->refunded;
 	if (amount > left)
-		return reject(d,
+		return reject(d, "exceeds_remaining",
 			      "cannot refund %s from payment %s: only %s of what was captured "
 			      "is left to refund",
 			      money(amount, p->currency, m1, sizeof m1), id,
@@ -181,25 +195,47 @@ int payment_refund(const struct command *c, const struct aggregate *a, const str
 	return 0;
 }
 
-int payment_void(const struct command *c, const struct aggregate *a, const struct decide_ctx *ctx,
-		 struct decision *d, cqrs_error *err)
+static void void_event(struct decision *d, const struct payment_state *p)
 {
-	(void)c;
-	(void)ctx;
-	(void)err;
-	if (reject_missing(d, a, &domain_payment, true))
-		return 0;
-	const struct payment_state *p = &a->u.pay;
-	char id[37];
-	cqrs_uuid_format(a->id, id);
-	if (p->voided)
-		return reject(d, "the authorization of payment %s was already voided", id);
-	if (p->authorized > 0 && p->captured == p->authorized)
-		return reject(d, "cannot void payment %s: it has been captured in full", id);
 	struct cqrs_strbuf *b = decision_emit(d, "AuthorizationVoided");
 	cqrs_strbuf_putc(b, '{');
 	jb_key(b, "order_id");
 	jb_uuid(b, p->order_id);
 	cqrs_strbuf_putc(b, '}');
+}
+
+int payment_void(const struct command *c, const struct aggregate *a, const struct decide_ctx *ctx,
+		 struct decision *d, cqrs_error *err)
+{
+	(void)ctx;
+	(void)err;
+	if (reject_missing(d, a, &domain_payment, true))
+		return 0;
+	char id[37];
+	cqrs_uuid_format(a->id, id);
+	if (lc_check(d, c, a, id, NULL))
+		return 0;
+	void_event(d, &a->u.pay);
+	return 0;
+}
+
+/* Undoes what the payment still holds: the open authorization is voided,
+ * what was captured and not refunded is refunded. */
+int payment_cancel(const struct command *c, const struct aggregate *a, const struct decide_ctx *ctx,
+		   struct decision *d, cqrs_error *err)
+{
+	(void)ctx;
+	(void)err;
+	if (reject_missing(d, a, &domain_payment, true))
+		return 0;
+	char id[37];
+	cqrs_uuid_format(a->id, id);
+	if (lc_check(d, c, a, id, NULL))
+		return 0;
+	const struct payment_state *p = &a->u.pay;
+	if (!p->voided && p->captured < p->authorized)
+		void_event(d, p);
+	if (p->captured > p->refunded)
+		amount_event(d, "PaymentRefunded", p, p->captured - p->refunded);
 	return 0;
 }

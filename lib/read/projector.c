@@ -51,6 +51,15 @@ struct rt_proj {
 	int64_t stop; /* apply nothing after this sequence; INT64_MAX: no limit */
 	bool verified;
 	bool absent; /* not in this file at all (a parallel build's other tasks) */
+	/* the aggregates that have parked events, sorted by id, with the
+	 * first one's sequence: their later events are parked behind it */
+	struct parked_agg *parked;
+	size_t nparked, capparked;
+};
+
+struct parked_agg {
+	uint8_t id[CQRS_UUID_LEN];
+	int64_t first;
 };
 
 /* A parameter's value for the current event. */
@@ -82,6 +91,10 @@ struct cqrs_projector {
 	char **deferred;
 	size_t ndeferred;
 	sqlite3_stmt *ckpt_save;
+	/* parking: SAVEPOINT, RELEASE, ROLLBACK TO, and the INSERT */
+	sqlite3_stmt *sp[3], *park_put;
+	int64_t parked_new;
+	bool replayed; /* since the last sync */
 	/* progress on a terminal */
 	bool progress;
 	int64_t progress_total, progress_done;
@@ -109,6 +122,14 @@ static int db_error(cqrs_projector *p, int rc, const char *what, cqrs_error *err
 
 static cqrs_projector *projector_new(const char *views_path, cqrs_projections *ps, unsigned flags,
 				     cqrs_error *err);
+static int reset_projection(cqrs_projector *p, const struct cqrs_projection *d,
+			    const char *old_tables, cqrs_error *err);
+static int prepare_parking(cqrs_projector *p, cqrs_error *err);
+static int parked_load(cqrs_projector *p, cqrs_error *err);
+static bool parked_any(const cqrs_projector *p);
+static int apply_or_park(cqrs_projector *p, struct rt_proj *rp, const cqrs_event *ev, uint64_t th,
+			 cqrs_error *err);
+static void next_event(cqrs_projector *p);
 
 cqrs_projector *cqrs_projector_open(const char *views_path, cqrs_projections *ps, unsigned flags,
 				    cqrs_error *err)
@@ -223,12 +244,16 @@ void cqrs_projector_close(cqrs_projector *p)
 			free(rp->handlers[h].stmts);
 		}
 		free(rp->handlers);
+		free(rp->parked);
 	}
 	free(p->p);
 	for (size_t i = 0; p->vals != NULL && i < p->ps->nparams; i++)
 		free(p->vals[i].buf);
 	free(p->vals);
 	sqlite3_finalize(p->ckpt_save);
+	for (size_t i = 0; i < 3; i++)
+		sqlite3_finalize(p->sp[i]);
+	sqlite3_finalize(p->park_put);
 	sqlite3_close(p->db);
 	for (size_t i = 0; i < p->ndeferred; i++)
 		free(p->deferred[i]);
@@ -442,8 +467,8 @@ int cqrs_projector_sync(cqrs_projector *p, cqrs_error *err)
 		return db_error(p, rc, "cannot start a transaction", err);
 	sqlite3_stmt *get = NULL, *put = NULL;
 	rc = sqlite3_prepare_v2(p->db,
-				"SELECT sequence, event_hash, event_timestamp, definition, source"
-				" FROM cqrs_checkpoints WHERE projection = ?1",
+				"SELECT sequence, event_hash, event_timestamp, definition, source,"
+				" tables FROM cqrs_checkpoints WHERE projection = ?1",
 				-1, &get, NULL);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_prepare_v2(
@@ -467,14 +492,19 @@ int cqrs_projector_sync(cqrs_projector *p, cqrs_error *err)
 		if (rc == SQLITE_ROW) {
 			const char *def = (const char *)sqlite3_column_text(get, 3);
 			if (def == NULL || strcmp(def, d->hash) != 0) {
-				cqrs_fail(err, CQRS_EXIT_CONFIG,
-					  "%s: projection '%s' (%s:%d) differs from the one these "
-					  "views were built with (%s): rebuild them with "
-					  "cqrs-project --rebuild (--diff shows the effect first)",
-					  p->path, d->name, d->file, d->line,
-					  (const char *)sqlite3_column_text(get, 4));
-				goto fail;
+				/* changed: built again from the first event (no
+				 * statement may be pending while tables are dropped) */
+				const char *t = (const char *)sqlite3_column_text(get, 5);
+				char *tables = strdup(t ? t : "");
+				sqlite3_reset(get);
+				rc = tables ? reset_projection(p, d, tables, err) : oom(err);
+				free(tables);
+				if (rc < 0)
+					goto fail;
+				rc = SQLITE_DONE;
 			}
+		}
+		if (rc == SQLITE_ROW) {
 			rp->checkpoint = sqlite3_column_int64(get, 0);
 			const char *hash = (const char *)sqlite3_column_text(get, 1);
 			rp->ckpt_has_hash = hash != NULL &&
@@ -544,9 +574,12 @@ int cqrs_projector_sync(cqrs_projector *p, cqrs_error *err)
 			-1, SQLITE_PREPARE_PERSISTENT, &p->ckpt_save, NULL);
 		if (rc != SQLITE_OK)
 			return db_error(p, rc, "cannot prepare", err);
+		if (prepare_parking(p, err) < 0)
+			return -1;
 		p->prepared = true;
 	}
-	return 0;
+	p->replayed = false;
+	return parked_load(p, err);
 fail:
 	sqlite3_finalize(get);
 	sqlite3_finalize(put);
@@ -599,6 +632,8 @@ void cqrs_projector_rollback(cqrs_projector *p)
 		sqlite3_exec(p->db, "ROLLBACK", NULL, NULL, NULL);
 	p->in_txn = false;
 	rollback_memory(p);
+	if (p->prepared)
+		parked_load(p, NULL);
 }
 
 int cqrs_projector_commit(cqrs_projector *p, cqrs_error *err)
@@ -892,12 +927,7 @@ int cqrs_projector_apply(cqrs_projector *p, const cqrs_event *ev, cqrs_error *er
 			return db_error(p, rc, "cannot start a transaction", err);
 		p->in_txn = true;
 	}
-	p->gen++;
-	if (p->gen == 0) { /* wrapped: forget every cached value */
-		for (size_t i = 0; i < p->ps->nparams; i++)
-			p->vals[i].gen = 0;
-		p->gen = 1;
-	}
+	next_event(p);
 	bool any = false;
 	uint64_t th = type_hash(ev->event_type);
 	for (size_t i = 0; i < p->np; i++) {
@@ -928,15 +958,8 @@ int cqrs_projector_apply(cqrs_projector *p, const cqrs_event *ev, cqrs_error *er
 			}
 		}
 		rp->verified = true;
-		for (size_t h = 0; h < rp->nhandlers; h++) {
-			const struct rt_handler *hd = &rp->handlers[h];
-			if (hd->type_hash != 0 &&
-			    (hd->type_hash != th || strcmp(hd->h->event_type, ev->event_type) != 0))
-				continue;
-			for (size_t k = 0; k < hd->h->nsql; k++)
-				if (run_statement(p, rp, hd, &hd->stmts[k], ev, err) < 0)
-					goto fail;
-		}
+		if (apply_or_park(p, rp, ev, th, err) < 0)
+			goto fail;
 		rp->applied = ev->sequence;
 		if (ev->has_hash)
 			memcpy(rp->hash, ev->hash, CQRS_HASH_LEN);
@@ -976,6 +999,9 @@ int cqrs_projector_catch_up(cqrs_projector *p, cqrs_store *st, int64_t to, const
 		return 0;
 	if (to == 0 || to > last)
 		to = last;
+	if (!p->replayed && cqrs_projector_replay(p, st, err) < 0)
+		return -1;
+	int64_t applied_before = p->applied_total;
 	if (p->progress) {
 		int64_t pos = cqrs_projector_position(p);
 		p->progress_total = pos >= 0 && to > pos ? to - pos : 0;
@@ -1011,6 +1037,10 @@ int cqrs_projector_catch_up(cqrs_projector *p, cqrs_store *st, int64_t to, const
 	}
 	if (p->progress && p->progress_done > 0)
 		show_progress(p, true);
+	/* what was parked may apply now that later events are in (a
+	 * customer registered after its order) */
+	if (p->applied_total > applied_before && parked_any(p))
+		return cqrs_projector_replay(p, st, err);
 	return 0;
 }
 
@@ -1023,6 +1053,12 @@ int cqrs_projector_feed(cqrs_projector *p, const cqrs_event *ev, const char *sto
 		return cqrs_fail(err, CQRS_EXIT_DATAERR,
 				 "event has no 'sequence': cqrs-project applies stored events "
 				 "(the output of cqrs-read or cqrs-append)");
+	if (!p->replayed && parked_any(p)) {
+		if (*st == NULL && (*st = cqrs_store_open(store_path, CQRS_OPEN_READ, err)) == NULL)
+			return -1;
+		if (cqrs_projector_replay(p, *st, err) < 0)
+			return -1;
+	}
 	int64_t pos = cqrs_projector_position(p);
 	if (pos >= 0 && ev->sequence > pos + 1) {
 		if (*st == NULL) {
@@ -1055,4 +1091,394 @@ int cqrs_projector_feed(cqrs_projector *p, const cqrs_event *ev, const char *sto
 			return -1;
 	}
 	return cqrs_projector_apply(p, ev, err);
+}
+
+/* --- parked events -----------------------------------------------------------
+ *
+ * A projection that cannot apply an event (its SQL fails on the event's
+ * data: a constraint, a type, an overflow, RAISE) parks it: the event is
+ * recorded in parked_events with the error, the projection's changes for
+ * it are undone (a savepoint when more than one statement ran) and its
+ * checkpoint moves on, so that the other projections and the other
+ * aggregates go on.  Later events of the same aggregate are parked behind
+ * it, in order, since they would be applied to a state that misses it.
+ * Each run first retries the parked events, per aggregate in order, and
+ * removes those that apply now.  Errors that are not the event's
+ * (busy, I/O, memory) still stop the run. */
+
+static void next_event(cqrs_projector *p)
+{
+	p->gen++;
+	if (p->gen == 0) { /* wrapped: forget every cached value */
+		for (size_t i = 0; i < p->ps->nparams; i++)
+			p->vals[i].gen = 0;
+		p->gen = 1;
+	}
+}
+
+static int prepare_parking(cqrs_projector *p, cqrs_error *err)
+{
+	static const char *const sql[] = { "SAVEPOINT cqrs_event", "RELEASE cqrs_event",
+					   "ROLLBACK TO cqrs_event" };
+	for (size_t i = 0; i < 3; i++) {
+		int rc = sqlite3_prepare_v3(p->db, sql[i], -1, SQLITE_PREPARE_PERSISTENT, &p->sp[i],
+					    NULL);
+		if (rc != SQLITE_OK)
+			return db_error(p, rc, "cannot prepare", err);
+	}
+	int rc =
+		sqlite3_prepare_v3(p->db,
+				   "INSERT INTO parked_events (projection, sequence, aggregate_id,"
+				   " event_type, error, parked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+				   -1, SQLITE_PREPARE_PERSISTENT, &p->park_put, NULL);
+	return rc == SQLITE_OK ? 0 : db_error(p, rc, "cannot prepare", err);
+}
+
+static int step_once(sqlite3_stmt *st)
+{
+	int rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+static int cmp_agg(const void *a, const void *b)
+{
+	return memcmp(a, b, CQRS_UUID_LEN);
+}
+
+static struct parked_agg *parked_find(const struct rt_proj *rp, const uint8_t id[CQRS_UUID_LEN])
+{
+	if (rp->nparked == 0)
+		return NULL;
+	return bsearch(id, rp->parked, rp->nparked, sizeof *rp->parked, cmp_agg);
+}
+
+static int parked_add(struct rt_proj *rp, const uint8_t id[CQRS_UUID_LEN], int64_t seq)
+{
+	if (parked_find(rp, id) != NULL)
+		return 0;
+	if (rp->nparked == rp->capparked) {
+		size_t cap = rp->capparked ? rp->capparked * 2 : 8;
+		struct parked_agg *n = realloc(rp->parked, cap * sizeof *n);
+		if (n == NULL)
+			return -1;
+		rp->parked = n;
+		rp->capparked = cap;
+	}
+	size_t at = 0;
+	while (at < rp->nparked && memcmp(rp->parked[at].id, id, CQRS_UUID_LEN) < 0)
+		at++;
+	memmove(rp->parked + at + 1, rp->parked + at, (rp->nparked - at) * sizeof *rp->parked);
+	memcpy(rp->parked[at].id, id, CQRS_UUID_LEN);
+	rp->parked[at].first = seq;
+	rp->nparked++;
+	return 0;
+}
+
+static bool parked_any(const cqrs_projector *p)
+{
+	for (size_t i = 0; i < p->np; i++)
+		if (p->p[i].nparked > 0)
+			return true;
+	return false;
+}
+
+/* What parked_events holds, in memory: the aggregates per projection. */
+static int parked_load(cqrs_projector *p, cqrs_error *err)
+{
+	for (size_t i = 0; i < p->np; i++)
+		p->p[i].nparked = 0;
+	sqlite3_stmt *q;
+	int rc = sqlite3_prepare_v2(p->db,
+				    "SELECT projection, aggregate_id, min(sequence) FROM"
+				    " parked_events GROUP BY projection, aggregate_id",
+				    -1, &q, NULL);
+	if (rc != SQLITE_OK)
+		return err ? db_error(p, rc, "cannot read the parked events", err) : -1;
+	while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+		const char *name = (const char *)sqlite3_column_text(q, 0);
+		const char *agg = (const char *)sqlite3_column_text(q, 1);
+		uint8_t id[CQRS_UUID_LEN];
+		if (name == NULL || agg == NULL || cqrs_uuid_parse(agg, strlen(agg), id) < 0)
+			continue;
+		for (size_t i = 0; i < p->np; i++)
+			if (strcmp(p->p[i].def->name, name) == 0 &&
+			    parked_add(&p->p[i], id, sqlite3_column_int64(q, 2)) < 0) {
+				sqlite3_finalize(q);
+				return err ? oom(err) : -1;
+			}
+	}
+	sqlite3_finalize(q);
+	if (rc != SQLITE_DONE)
+		return err ? db_error(p, rc, "cannot read the parked events", err) : -1;
+	return 0;
+}
+
+static bool handler_matches(const struct rt_handler *hd, const cqrs_event *ev, uint64_t th)
+{
+	return hd->type_hash == 0 ||
+	       (hd->type_hash == th && strcmp(hd->h->event_type, ev->event_type) == 0);
+}
+
+static bool handles(const struct rt_proj *rp, const cqrs_event *ev, uint64_t th)
+{
+	for (size_t h = 0; h < rp->nhandlers; h++)
+		if (handler_matches(&rp->handlers[h], ev, th))
+			return true;
+	return false;
+}
+
+/* Runs rp's statements for ev.  1: the event's data made one fail (code
+ * 65), its changes undone, *err says why; -1: any other failure. */
+static int run_handlers(cqrs_projector *p, struct rt_proj *rp, const cqrs_event *ev, uint64_t th,
+			bool savepoint, cqrs_error *err)
+{
+	size_t nst = 0;
+	for (size_t h = 0; h < rp->nhandlers; h++)
+		if (handler_matches(&rp->handlers[h], ev, th))
+			nst += rp->handlers[h].h->nsql;
+	if (nst == 0)
+		return 0;
+	/* One statement undoes itself when it fails; more need a savepoint. */
+	savepoint = savepoint || nst > 1;
+	int rc;
+	if (savepoint && (rc = step_once(p->sp[0])) != SQLITE_OK)
+		return db_error(p, rc, "cannot start a savepoint", err);
+	for (size_t h = 0; h < rp->nhandlers; h++) {
+		const struct rt_handler *hd = &rp->handlers[h];
+		if (!handler_matches(hd, ev, th))
+			continue;
+		for (size_t k = 0; k < hd->h->nsql; k++) {
+			if (run_statement(p, rp, hd, &hd->stmts[k], ev, err) == 0)
+				continue;
+			if (err->code != CQRS_EXIT_DATAERR)
+				return -1;
+			if (savepoint && ((rc = step_once(p->sp[2])) != SQLITE_OK ||
+					  (rc = step_once(p->sp[1])) != SQLITE_OK))
+				return db_error(p, rc, "cannot undo a parked event", err);
+			return 1;
+		}
+	}
+	if (savepoint && (rc = step_once(p->sp[1])) != SQLITE_OK)
+		return db_error(p, rc, "cannot release a savepoint", err);
+	return 0;
+}
+
+static int park(cqrs_projector *p, struct rt_proj *rp, const cqrs_event *ev, const char *why,
+		cqrs_error *err)
+{
+	char id[37], now[CQRS_TIMESTAMP_LEN + 1];
+	cqrs_uuid_format(ev->aggregate_id, id);
+	cqrs_timestamp_now(now);
+	sqlite3_stmt *q = p->park_put;
+	sqlite3_bind_text(q, 1, rp->def->name, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(q, 2, ev->sequence);
+	sqlite3_bind_text(q, 3, id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(q, 4, ev->event_type, -1, SQLITE_STATIC);
+	sqlite3_bind_text(q, 5, why, -1, SQLITE_STATIC);
+	sqlite3_bind_text(q, 6, now, -1, SQLITE_STATIC);
+	int rc = step_once(q);
+	sqlite3_clear_bindings(q);
+	if (rc != SQLITE_OK)
+		return db_error(p, rc, "cannot park an event", err);
+	if (parked_add(rp, ev->aggregate_id, ev->sequence) < 0)
+		return oom(err);
+	p->parked_new++;
+	return 0;
+}
+
+/* The error without the "event N (Type): " that parked_events has apart. */
+static const char *park_reason(const cqrs_error *err)
+{
+	const char *s = strstr(err->msg, "): ");
+	return s != NULL && strncmp(err->msg, "event ", 6) == 0 ? s + 3 : err->msg;
+}
+
+static int apply_or_park(cqrs_projector *p, struct rt_proj *rp, const cqrs_event *ev, uint64_t th,
+			 cqrs_error *err)
+{
+	/* the events of one aggregate in memory (a temporal query): an
+	 * error is the query's */
+	bool parking = !p->sparse;
+	const struct parked_agg *pa = parking ? parked_find(rp, ev->aggregate_id) : NULL;
+	if (pa != NULL && !handles(rp, ev, th))
+		return 0; /* nothing to apply, nothing to keep in order */
+	if (pa != NULL) {
+		char why[96];
+		snprintf(why, sizeof why, "behind parked event %lld of the same aggregate",
+			 (long long)pa->first);
+		return park(p, rp, ev, why, err);
+	}
+	int r = run_handlers(p, rp, ev, th, false, err);
+	if (r <= 0 || !parking)
+		return r < 0 || r == 1 ? -1 : 0;
+	char why[sizeof err->msg];
+	snprintf(why, sizeof why, "%s", park_reason(err));
+	return park(p, rp, ev, why, err);
+}
+
+int64_t cqrs_projector_parked_new(const cqrs_projector *p)
+{
+	return p->parked_new;
+}
+
+/* The parked events of rp, per aggregate in order: read from the store and
+ * applied; the first that fails again stops its aggregate. */
+static int replay_projection(cqrs_projector *p, struct rt_proj *rp, cqrs_store *st, cqrs_error *err)
+{
+	sqlite3_stmt *list = NULL, *done = NULL, *again = NULL;
+	int rc = sqlite3_prepare_v2(p->db,
+				    "SELECT sequence, aggregate_id FROM parked_events"
+				    " WHERE projection = ?1 ORDER BY aggregate_id, sequence",
+				    -1, &list, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_prepare_v2(p->db,
+					"DELETE FROM parked_events WHERE projection = ?1"
+					" AND sequence = ?2",
+					-1, &done, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_prepare_v2(p->db,
+					"UPDATE parked_events SET error = ?3 WHERE projection = ?1"
+					" AND sequence = ?2 AND error <> ?3",
+					-1, &again, NULL);
+	int result = rc == SQLITE_OK ? 0 : db_error(p, rc, "cannot read the parked events", err);
+	if (result == 0) {
+		sqlite3_bind_text(list, 1, rp->def->name, -1, SQLITE_STATIC);
+		sqlite3_bind_text(done, 1, rp->def->name, -1, SQLITE_STATIC);
+		sqlite3_bind_text(again, 1, rp->def->name, -1, SQLITE_STATIC);
+	}
+	/* the list is read to its end before anything changes */
+	int64_t *seqs = NULL;
+	char(*aggs)[37] = NULL;
+	size_t n = 0, cap = 0;
+	while (result == 0 && (rc = sqlite3_step(list)) == SQLITE_ROW) {
+		if (n == cap) {
+			cap = cap ? cap * 2 : 16;
+			int64_t *ns = realloc(seqs, cap * sizeof *ns);
+			if (ns != NULL)
+				seqs = ns;
+			char(*na)[37] = ns ? realloc(aggs, cap * sizeof *na) : NULL;
+			if (na == NULL) {
+				result = oom(err);
+				break;
+			}
+			aggs = na;
+		}
+		seqs[n] = sqlite3_column_int64(list, 0);
+		snprintf(aggs[n], sizeof aggs[n], "%s", (const char *)sqlite3_column_text(list, 1));
+		n++;
+	}
+	if (result == 0 && rc != SQLITE_DONE)
+		result = db_error(p, rc, "cannot read the parked events", err);
+	const char *stuck = "";
+	for (size_t i = 0; i < n && result == 0; i++) {
+		if (strcmp(aggs[i], stuck) == 0)
+			continue;
+		cqrs_filter f = { .after = seqs[i] - 1, .to = seqs[i], .limit = 1 };
+		cqrs_cursor *c = cqrs_store_read(st, &f, err);
+		cqrs_event ev;
+		int r = c == NULL ? -1 : cqrs_cursor_next(c, &ev, err);
+		if (r == 1) {
+			next_event(p);
+			r = run_handlers(p, rp, &ev, type_hash(ev.event_type), true, err);
+			if (r == 0)
+				r = 2;
+		} else if (r == 0) {
+			/* not in the store (another store's views): stays parked */
+			r = 1;
+			cqrs_fail(err, CQRS_EXIT_DATAERR, "event %lld is not in the store",
+				  (long long)seqs[i]);
+		}
+		cqrs_cursor_close(c);
+		if (r < 0) {
+			result = -1;
+		} else if (r == 1) {
+			stuck = aggs[i];
+			sqlite3_bind_int64(again, 2, seqs[i]);
+			sqlite3_bind_text(again, 3, park_reason(err), -1, SQLITE_TRANSIENT);
+			if ((rc = step_once(again)) != SQLITE_OK)
+				result = db_error(p, rc, "cannot park an event", err);
+		} else {
+			sqlite3_bind_int64(done, 2, seqs[i]);
+			if ((rc = step_once(done)) != SQLITE_OK)
+				result = db_error(p, rc, "cannot unpark an event", err);
+		}
+	}
+	free(seqs);
+	free(aggs);
+	sqlite3_finalize(list);
+	sqlite3_finalize(done);
+	sqlite3_finalize(again);
+	return result;
+}
+
+int cqrs_projector_replay(cqrs_projector *p, cqrs_store *st, cqrs_error *err)
+{
+	p->replayed = true;
+	if (p->sparse || !parked_any(p))
+		return 0;
+	if (!p->in_txn) {
+		int rc = sqlite3_exec(p->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+		if (rc != SQLITE_OK)
+			return db_error(p, rc, "cannot start a transaction", err);
+		p->in_txn = true;
+	}
+	for (size_t i = 0; i < p->np; i++) {
+		struct rt_proj *rp = &p->p[i];
+		if (rp->nparked == 0 || rp->absent)
+			continue;
+		if (replay_projection(p, rp, st, err) < 0) {
+			cqrs_projector_rollback(p);
+			return -1;
+		}
+	}
+	if (cqrs_projector_commit(p, err) < 0)
+		return -1;
+	return parked_load(p, err);
+}
+
+/* --- a changed projection ------------------------------------------------------ */
+
+/* In sync's transaction: drops what the old definition of d created, its
+ * parked events and its checkpoint, so that it is registered again and
+ * applies every event from the first (cqrs-project(1), CHANGED
+ * PROJECTIONS). */
+static int reset_projection(cqrs_projector *p, const struct cqrs_projection *d,
+			    const char *old_tables, cqrs_error *err)
+{
+	const char *t = old_tables ? old_tables : "";
+	int rc = SQLITE_OK;
+	while (*t != '\0' && rc == SQLITE_OK) {
+		size_t len = strcspn(t, " ");
+		char name[256];
+		if (len > 0 && len < sizeof name) {
+			memcpy(name, t, len);
+			name[len] = '\0';
+			/* a table or a view; its indexes and triggers go with it */
+			char *sql = sqlite3_mprintf(
+				"SELECT CASE type WHEN 'view' THEN 'DROP VIEW \"' ELSE 'DROP TABLE "
+				"\"' END || replace(name, '\"', '\"\"') || '\"' FROM sqlite_schema "
+				"WHERE name = %Q AND type IN ('table', 'view')",
+				name);
+			sqlite3_stmt *q = NULL;
+			rc = sql ? sqlite3_prepare_v2(p->db, sql, -1, &q, NULL) : SQLITE_NOMEM;
+			sqlite3_free(sql);
+			char *drop = NULL;
+			if (rc == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW)
+				drop = sqlite3_mprintf("%s", sqlite3_column_text(q, 0));
+			sqlite3_finalize(q);
+			if (rc == SQLITE_OK && drop != NULL)
+				rc = sqlite3_exec(p->db, drop, NULL, NULL, NULL);
+			sqlite3_free(drop);
+		}
+		t += len;
+		t += strspn(t, " ");
+	}
+	char *sql = sqlite3_mprintf("DELETE FROM parked_events WHERE projection = %Q;"
+				    " DELETE FROM cqrs_checkpoints WHERE projection = %Q",
+				    d->name, d->name);
+	if (rc == SQLITE_OK)
+		rc = sql ? sqlite3_exec(p->db, sql, NULL, NULL, NULL) : SQLITE_NOMEM;
+	sqlite3_free(sql);
+	return rc == SQLITE_OK ? 0 : db_error(p, rc, "cannot rebuild a changed projection", err);
 }

@@ -16,14 +16,21 @@
 #include "read/views_impl.h"
 #include "banned.h"
 
-static const char *const money_columns[] = { "total",	"amount_paid",	       "total_spent",
-					     "revenue", "average_order_value", NULL };
+static const char *const money_columns[] = {
+	"total",	   "amount_paid",	  "amount_authorized",
+	"amount_captured", "amount_refunded",	  "total_spent",
+	"revenue",	   "average_order_value", NULL
+};
 static const char *const json_columns[] = { "items", "shipping_address", NULL };
 
+/* The order with its payment and its shipment, whichever side caused
+ * them (issue 8). */
 #define ORDER_COLUMNS                                                                              \
 	"order_id, order_number, customer_id, status, currency, total, item_count, items,"         \
-	" shipping_address, payment_id, amount_paid, tracking_number, carrier, cancel_reason,"     \
-	" created_at, confirmed_at, paid_at, shipped_at, cancelled_at, updated_at, version"
+	" shipping_address, payment_method, payment_id, amount_paid, authorization,"               \
+	" amount_authorized, amount_captured, amount_refunded, payment_status, shipment_id,"       \
+	" tracking_number, carrier, shipment_status, cancel_reason, created_at, confirmed_at,"     \
+	" paid_at, shipped_at, cancelled_at, updated_at, version"
 #define LIST_COLUMNS                                                                               \
 	"order_id, order_number, customer_id, status, currency, total, item_count, created_at,"    \
 	" updated_at"

@@ -271,6 +271,15 @@ static int merge_projection(sqlite3 *db, const char *path, const struct cqrs_pro
 			sqlite3_finalize(q);
 		}
 	}
+	if (rc == 0) {
+		/* and the events it parked */
+		char *copy = sqlite3_mprintf("INSERT INTO main.parked_events SELECT * FROM"
+					     " src.parked_events WHERE projection = %Q",
+					     p->name);
+		rc = copy ? exec_sql(db, path, copy, err)
+			  : cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+		sqlite3_free(copy);
+	}
 	for (size_t i = 0; i < nlater; i++) {
 		if (rc == 0)
 			rc = later[i] ? exec_sql(db, path, later[i], err)

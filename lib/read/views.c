@@ -27,17 +27,32 @@
 #define STORE_APPLICATION_ID 0x43515253
 
 /* clang-format off */
-static const char schema_v1[] =
-	"CREATE TABLE cqrs_checkpoints ("
-	" projection TEXT PRIMARY KEY,"
-	" sequence INTEGER NOT NULL DEFAULT 0,"
-	" event_hash TEXT,"
-	" event_timestamp TEXT,"
-	" definition TEXT NOT NULL,"
-	" source TEXT NOT NULL,"
-	" tables TEXT NOT NULL,"
-	" updated_at TEXT NOT NULL"
-	");";
+#define SCHEMA_CHECKPOINTS \
+	"CREATE TABLE cqrs_checkpoints (" \
+	" projection TEXT PRIMARY KEY," \
+	" sequence INTEGER NOT NULL DEFAULT 0," \
+	" event_hash TEXT," \
+	" event_timestamp TEXT," \
+	" definition TEXT NOT NULL," \
+	" source TEXT NOT NULL," \
+	" tables TEXT NOT NULL," \
+	" updated_at TEXT NOT NULL" \
+	");"
+/* Version 2: the events a projection could not apply (cqrs-project(1),
+ * PARKED EVENTS).  A version 1 file gets the table on its first write. */
+#define SCHEMA_PARKED \
+	"CREATE TABLE IF NOT EXISTS parked_events (" \
+	" projection TEXT NOT NULL," \
+	" sequence INTEGER NOT NULL," \
+	" aggregate_id TEXT NOT NULL," \
+	" event_type TEXT NOT NULL," \
+	" error TEXT NOT NULL," \
+	" parked_at TEXT NOT NULL," \
+	" PRIMARY KEY (projection, sequence)" \
+	");" \
+	"CREATE INDEX IF NOT EXISTS parked_events_aggregate" \
+	" ON parked_events (projection, aggregate_id, sequence);"
+static const char schema_v2[] = SCHEMA_CHECKPOINTS SCHEMA_PARKED;
 /* clang-format on */
 
 void cqrs_views_sqlite_setup(void)
@@ -55,7 +70,7 @@ void cqrs_views_sqlite_setup(void)
 
 const char *cqrs_views_meta_schema(void)
 {
-	return schema_v1;
+	return schema_v2;
 }
 
 int cqrs_views_db_error(sqlite3 *db, const char *path, int rc, const char *what, cqrs_error *err)
@@ -87,6 +102,20 @@ static int64_t one_int(sqlite3 *db, const char *sql, int *rc)
 	return v;
 }
 
+/* Release 0.1's views: the same, without parked_events. */
+static int migrate_v1(sqlite3 *db, const char *path, cqrs_error *err)
+{
+	int rc = sqlite3_exec(db,
+			      "BEGIN IMMEDIATE; " SCHEMA_PARKED " PRAGMA user_version = 2; COMMIT",
+			      NULL, NULL, NULL);
+	if (rc != SQLITE_OK) {
+		cqrs_views_db_error(db, path, rc, "cannot upgrade the views", err);
+		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+		return -1;
+	}
+	return 0;
+}
+
 static int ensure_schema(sqlite3 *db, const char *path, bool writable, cqrs_error *err)
 {
 	int rc;
@@ -98,6 +127,8 @@ static int ensure_schema(sqlite3 *db, const char *path, bool writable, cqrs_erro
 		return cqrs_views_db_error(db, path, rc, "cannot read the views", err);
 	if (app == VIEWS_APPLICATION_ID && ver == VIEWS_SCHEMA_VERSION)
 		return 0;
+	if (app == VIEWS_APPLICATION_ID && ver == 1)
+		return writable ? migrate_v1(db, path, err) : 0;
 	if (app == STORE_APPLICATION_ID)
 		return cqrs_fail(err, CQRS_EXIT_DATAERR,
 				 "%s: is an event store, not a views file (--views and --store "
@@ -123,9 +154,9 @@ static int ensure_schema(sqlite3 *db, const char *path, bool writable, cqrs_erro
 			sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
 			return cqrs_fail(err, CQRS_EXIT_DATAERR, "%s: not a cqrs views file", path);
 		}
-		char sql[1024];
+		char sql[2048];
 		snprintf(sql, sizeof sql, "%s PRAGMA application_id = %d; PRAGMA user_version = %d",
-			 schema_v1, VIEWS_APPLICATION_ID, VIEWS_SCHEMA_VERSION);
+			 schema_v2, VIEWS_APPLICATION_ID, VIEWS_SCHEMA_VERSION);
 		if (rc == SQLITE_OK)
 			rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
 	}
@@ -195,9 +226,11 @@ int cqrs_views_db_open(const char *path, enum views_open how, sqlite3 **out, cqr
 		[VIEWS_OPEN_WRITE] = "PRAGMA trusted_schema = OFF; PRAGMA cache_size = -32768;"
 				     " PRAGMA temp_store = MEMORY; PRAGMA journal_mode = WAL;"
 				     " PRAGMA synchronous = NORMAL",
-		/* Discarded on any failure: no journal, no fsync. */
+		/* Discarded on any failure: no fsync, the journal in memory
+		 * (a parked event's changes are undone: without a journal,
+		 * SQLite cannot undo a statement). */
 		[VIEWS_OPEN_SCRATCH] = "PRAGMA trusted_schema = OFF; PRAGMA cache_size = -65536;"
-				       " PRAGMA temp_store = MEMORY; PRAGMA journal_mode = OFF;"
+				       " PRAGMA temp_store = MEMORY; PRAGMA journal_mode = MEMORY;"
 				       " PRAGMA synchronous = OFF; PRAGMA locking_mode = EXCLUSIVE",
 	};
 	if (how == VIEWS_OPEN_SCRATCH && scratch_page_size > 0) {
@@ -300,6 +333,17 @@ static int event_at(cqrs_store *st, int64_t seq, bool newest, char ts[CQRS_TIMES
 	return r < 0 ? -1 : 0;
 }
 
+/* A views file of release 0.1 opened for reading has no parked_events. */
+static bool has_parked_table(sqlite3 *db)
+{
+	int rc;
+	return one_int(db,
+		       "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
+		       " AND name = 'parked_events'",
+		       &rc) > 0 &&
+	       rc == SQLITE_OK;
+}
+
 int cqrs_views_lag(const char *views_path, cqrs_store *st, FILE *out, cqrs_error *err)
 {
 	sqlite3 *db;
@@ -313,11 +357,15 @@ int cqrs_views_lag(const char *views_path, cqrs_store *st, FILE *out, cqrs_error
 		return -1;
 	}
 	sqlite3_stmt *q;
-	int rc = sqlite3_prepare_v2(
-		db,
-		"SELECT projection, sequence, event_timestamp FROM cqrs_checkpoints"
-		" ORDER BY projection",
-		-1, &q, NULL);
+	int rc = sqlite3_prepare_v2(db,
+				    has_parked_table(db)
+					    ? "SELECT projection, sequence, event_timestamp,"
+					      " (SELECT count(*) FROM parked_events AS e"
+					      " WHERE e.projection = c.projection)"
+					      " FROM cqrs_checkpoints AS c ORDER BY projection"
+					    : "SELECT projection, sequence, event_timestamp, 0"
+					      " FROM cqrs_checkpoints ORDER BY projection",
+				    -1, &q, NULL);
 	if (rc != SQLITE_OK) {
 		cqrs_views_db_error(db, views_path, rc, "cannot read checkpoints", err);
 		sqlite3_close(db);
@@ -336,12 +384,97 @@ int cqrs_views_lag(const char *views_path, cqrs_store *st, FILE *out, cqrs_error
 		cqrs_json_write_string(out, name, strlen(name));
 		fprintf(out,
 			",\"checkpoint\":%lld,\"store_sequence\":%lld,\"events_behind\":%lld,"
-			"\"seconds_behind\":%lld}\n",
-			(long long)ckpt, (long long)last, (long long)behind, (long long)secs);
+			"\"seconds_behind\":%lld,\"parked\":%lld}\n",
+			(long long)ckpt, (long long)last, (long long)behind, (long long)secs,
+			(long long)sqlite3_column_int64(q, 3));
 	}
 	int result = 0;
 	if (rc != SQLITE_DONE)
 		result = cqrs_views_db_error(db, views_path, rc, "cannot read checkpoints", err);
+	sqlite3_finalize(q);
+	sqlite3_close(db);
+	return result;
+}
+
+/* --- parked events ---------------------------------------------------------- */
+
+int cqrs_views_parked(const char *views_path, FILE *out, cqrs_error *err)
+{
+	sqlite3 *db;
+	if (cqrs_views_db_open(views_path, VIEWS_OPEN_READ, &db, err) < 0)
+		return -1;
+	if (!has_parked_table(db)) {
+		sqlite3_close(db);
+		return 0;
+	}
+	sqlite3_stmt *q;
+	int rc = sqlite3_prepare_v2(db,
+				    "SELECT projection, sequence, aggregate_id, event_type, error,"
+				    " parked_at FROM parked_events ORDER BY projection, sequence",
+				    -1, &q, NULL);
+	if (rc != SQLITE_OK) {
+		cqrs_views_db_error(db, views_path, rc, "cannot read the parked events", err);
+		sqlite3_close(db);
+		return -1;
+	}
+	static const char *const keys[] = { "projection", "sequence", "aggregate_id",
+					    "event_type", "error",    "parked_at" };
+	while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+		for (int i = 0; i < 6; i++) {
+			fprintf(out, "%s\"%s\":", i ? "," : "{", keys[i]);
+			if (i == 1) {
+				fprintf(out, "%lld", (long long)sqlite3_column_int64(q, i));
+				continue;
+			}
+			const char *v = (const char *)sqlite3_column_text(q, i);
+			cqrs_json_write_string(out, v ? v : "", v ? strlen(v) : 0);
+		}
+		fputs("}\n", out);
+	}
+	int result = 0;
+	if (rc != SQLITE_DONE)
+		result = cqrs_views_db_error(db, views_path, rc, "cannot read the parked events",
+					     err);
+	sqlite3_finalize(q);
+	sqlite3_close(db);
+	return result;
+}
+
+int64_t cqrs_views_parked_summary(const char *views_path, char *buf, size_t cap, cqrs_error *err)
+{
+	sqlite3 *db;
+	buf[0] = '\0';
+	if (cqrs_views_db_open(views_path, VIEWS_OPEN_READ, &db, err) < 0)
+		return -1;
+	if (!has_parked_table(db)) {
+		sqlite3_close(db);
+		return 0;
+	}
+	sqlite3_stmt *q;
+	int rc = sqlite3_prepare_v2(db,
+				    "SELECT projection, count(*), min(sequence) FROM parked_events"
+				    " GROUP BY projection ORDER BY projection",
+				    -1, &q, NULL);
+	if (rc != SQLITE_OK) {
+		cqrs_views_db_error(db, views_path, rc, "cannot read the parked events", err);
+		sqlite3_close(db);
+		return -1;
+	}
+	int64_t total = 0;
+	size_t n = 0;
+	while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+		int64_t k = sqlite3_column_int64(q, 1);
+		total += k;
+		if (n < cap)
+			n += (size_t)snprintf(buf + n, cap - n, "%s%s %lld from event %lld",
+					      n ? ", " : "",
+					      (const char *)sqlite3_column_text(q, 0), (long long)k,
+					      (long long)sqlite3_column_int64(q, 2));
+	}
+	int64_t result = total;
+	if (rc != SQLITE_DONE)
+		result = cqrs_views_db_error(db, views_path, rc, "cannot read the parked events",
+					     err);
 	sqlite3_finalize(q);
 	sqlite3_close(db);
 	return result;

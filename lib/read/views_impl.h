@@ -11,7 +11,7 @@
 #include "cqrs.h"
 
 #define VIEWS_APPLICATION_ID 0x43515256 /* "CQRV": not the store's "CQRS" */
-#define VIEWS_SCHEMA_VERSION 1
+#define VIEWS_SCHEMA_VERSION 2		/* 2: parked_events */
 
 /* What a parameter such as :data.items or :sequence is bound from. */
 enum cqrs_param_root {
@@ -117,7 +117,7 @@ int cqrs_views_db_open(const char *path, enum views_open how, sqlite3 **out, cqr
 void cqrs_views_sqlite_setup(void);
 /* The page size of scratch files opened from now on (0: SQLite's). */
 void cqrs_views_set_scratch_page_size(int bytes);
-/* cqrs-project's own tables (cqrs_checkpoints) */
+/* cqrs-project's own tables (cqrs_checkpoints, parked_events) */
 const char *cqrs_views_meta_schema(void);
 int cqrs_views_db_error(sqlite3 *db, const char *path, int rc, const char *what, cqrs_error *err);
 

@@ -37,6 +37,8 @@ enum act_kind {
 struct act_result {
 	enum act_kind kind;
 	enum act_kind underlying; /* of ACT_PARTIAL */
+	bool reached; /* ACT_OK with no effect: every command found its goal held */
+	bool person;  /* a command was refused as a person's decision */
 	char reason[512];
 	int64_t not_before; /* ACT_RETRY / ACT_DEFER: no sooner than this */
 	const char *output;
@@ -423,8 +425,29 @@ static void set_poison(struct cqrs_saga_runner *r, const struct saga_inst *in,
 	msgf(p->reason, sizeof p->reason, "%s", res->reason);
 }
 
-/* One command of a step, in the open transaction: 1 accepted, 0 refused
- * (res says why and whether to retry), -1 when the batch must end. */
+/* What became of one command of a step. */
+enum cmd_kind {
+	CMD_REFUSED,   /* res says why and whether to retry */
+	CMD_APPLIED,   /* accepted with events */
+	CMD_NOTHING,   /* rejected, and accept_rejected says that is done */
+	CMD_UNCHANGED, /* its goal already held: accepted with no events */
+	CMD_PERSON,    /* rejected as a person's decision (code person_decision) */
+};
+
+/* Does the result line say s for key? */
+static bool result_says(const cqrs_command_result *c, const char *key, const char *s)
+{
+	const char *v;
+	size_t vn;
+	char buf[64];
+	return c->line != NULL && cqrs_json_get(c->line, c->len, key, &v, &vn) &&
+	       cqrs_json_string(v, vn, buf, sizeof buf) > 0 && strcmp(buf, s) == 0;
+}
+
+/* One command of a step, in the open transaction: an enum cmd_kind, or -1
+ * when the batch must end.  Every command goes out with if_needed and
+ * automated (cqrs-command(1)): a goal someone else reached is no failure,
+ * and the domain knows the saga from a person. */
 static int run_command(struct cqrs_saga_runner *r, const struct saga_action *a,
 		       const struct tpl_ctx *ctx, const char *key, size_t item,
 		       struct act_result *res, cqrs_error *err)
@@ -453,6 +476,10 @@ static int run_command(struct cqrs_saga_runner *r, const struct saga_action *a,
 	}
 	if (!cqrs_json_get(r->buf.p, r->buf.len, "user_id", &v, &vn))
 		cqrs_strbuf_puts(c, "\"user_id\":\"cqrs-saga\",");
+	if (!cqrs_json_get(r->buf.p, r->buf.len, "if_needed", &v, &vn))
+		cqrs_strbuf_puts(c, "\"if_needed\":true,");
+	if (!cqrs_json_get(r->buf.p, r->buf.len, "automated", &v, &vn))
+		cqrs_strbuf_puts(c, "\"automated\":true,");
 	cqrs_strbuf_put(c, r->buf.p + 1, r->buf.len - 1);
 	if (c->oom)
 		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
@@ -462,27 +489,33 @@ static int run_command(struct cqrs_saga_runner *r, const struct saga_action *a,
 		if (cerr.code == CQRS_EXIT_DATAERR) {
 			res->kind = ACT_FAIL;
 			msgf(res->reason, sizeof res->reason, "bad command: %s", cerr.msg);
-			return 0;
+			return CMD_REFUSED;
 		}
 		if (cerr.code == CQRS_EXIT_CONFLICT) {
 			res->kind = ACT_RETRY;
 			msgf(res->reason, sizeof res->reason, "%s", cerr.msg);
-			return 0;
+			return CMD_REFUSED;
 		}
 		*err = cerr;
 		return -1;
 	}
-	int accepted = cres.status == CQRS_COMMAND_ACCEPTED;
-	if (!accepted && a->accept_rejected) {
-		cqrs_command_result_free(&cres);
-		return 2; /* done, with nothing to undo */
-	}
-	if (!accepted) {
+	/* the result line says it (cqrs-command(1)), whatever the status enum */
+	int kind = CMD_APPLIED;
+	if (result_says(&cres, "status", "unchanged"))
+		kind = CMD_UNCHANGED;
+	else if (cres.status == CQRS_COMMAND_ACCEPTED)
+		kind = CMD_APPLIED;
+	else if (result_says(&cres, "code", "person_decision"))
+		kind = CMD_PERSON;
+	else if (a->accept_rejected)
+		kind = CMD_NOTHING;
+	else {
+		kind = CMD_REFUSED;
 		res->kind = ACT_FAIL;
 		msgf(res->reason, sizeof res->reason, "rejected: %s", cres.reason);
 	}
 	cqrs_command_result_free(&cres);
-	return accepted;
+	return kind;
 }
 
 /* An emitted event: {aggregate_type, aggregate_id, event_type, data}. */
@@ -559,7 +592,7 @@ static int run_local(struct cqrs_saga_runner *r, const struct saga_inst *in,
 	fill_ctx(&ctx, r, in, name, key);
 	ctx.output = res->output;
 	ctx.output_len = res->output_len;
-	int effects = 0;
+	int effects = 0, unchanged = 0;
 	res->kind = ACT_OK;
 	if (a->command != NULL) {
 		struct cqrs_strbuf list = { 0 };
@@ -582,14 +615,16 @@ static int run_local(struct cqrs_saga_runner *r, const struct saga_inst *in,
 			ctx.item = e;
 			ctx.item_len = en;
 			int c = run_command(r, a, &ctx, key, item++, res, err);
-			if (c <= 0) {
+			if (c < 0 || c == CMD_REFUSED) {
 				cqrs_strbuf_free(&list);
 				if (c < 0)
 					return -1;
 				goto refused;
 			}
-			if (c == 1)
-				effects++;
+			effects += c == CMD_APPLIED;
+			unchanged += c == CMD_UNCHANGED;
+			if (c == CMD_PERSON)
+				res->person = true;
 			if (!each)
 				break;
 		}
@@ -603,6 +638,8 @@ static int run_local(struct cqrs_saga_runner *r, const struct saga_inst *in,
 			goto refused;
 		effects++;
 	}
+	/* nothing of the saga's own was done: someone else reached the goal */
+	res->reached = a->argv == NULL && effects == 0 && unchanged > 0;
 	return 0;
 refused:
 	if (effects > 0) {
@@ -676,21 +713,25 @@ static int run_action(struct cqrs_saga_runner *r, const cqrs_saga_def *d, struct
 
 /* --- waits ---------------------------------------------------------------------------------- */
 
-/* 1 with the matching event's summary in r->out, 0 when none yet. */
-static int find_match(struct cqrs_saga_runner *r, const struct saga_step *s,
-		      const struct saga_inst *in, struct act_result *res, cqrs_error *err)
+/* 1 with the matching event's summary in r->out, 0 when none, -2 when
+ * the match cannot be rendered (res says why).  Without a match, the event
+ * must carry the saga's correlation id; so too with one that names neither
+ * aggregate_id nor correlation_id when need_key (a goal: an indexed look-up,
+ * never a scan of every event of a type). */
+static int match_event(struct cqrs_saga_runner *r, const struct saga_inst *in,
+		       const char *event_type, const char *aggregate_type,
+		       const struct tpl *match, int64_t after, bool need_key,
+		       struct act_result *res, cqrs_error *err)
 {
-	cqrs_filter f = { .event_type = s->wait_event_type,
-			  .aggregate_type = s->wait_aggregate_type,
-			  .after = in->start_sequence };
+	cqrs_filter f = { .event_type = event_type, .aggregate_type = aggregate_type, .after = after };
 	uint8_t agg[CQRS_UUID_LEN];
 	char corr[256];
 	struct cqrs_strbuf m = { 0 };
-	if (s->wait_match != NULL) {
+	if (match != NULL) {
 		struct tpl_ctx ctx;
-		fill_ctx(&ctx, r, in, s->name, "");
+		fill_ctx(&ctx, r, in, "", "");
 		cqrs_error terr = { 0 };
-		if (tpl_render(s->wait_match, &ctx, &m, &terr) < 0) {
+		if (tpl_render(match, &ctx, &m, &terr) < 0) {
 			res->kind = ACT_FAIL;
 			msgf(res->reason, sizeof res->reason, "match: %s", terr.msg);
 			cqrs_strbuf_free(&m);
@@ -713,9 +754,9 @@ static int find_match(struct cqrs_saga_runner *r, const struct saga_step *s,
 		if (cqrs_json_get(m.p, m.len, "correlation_id", &v, &vn) &&
 		    cqrs_json_string(v, vn, corr, sizeof corr) > 0)
 			f.correlation_id = corr;
-	} else {
-		f.correlation_id = in->corr;
 	}
+	if (match == NULL || (need_key && f.aggregate_id == NULL && f.correlation_id == NULL))
+		f.correlation_id = in->corr;
 	cqrs_cursor *c = cqrs_store_read(r->st, &f, err);
 	if (c == NULL) {
 		cqrs_strbuf_free(&m);
@@ -746,7 +787,9 @@ static int find_match(struct cqrs_saga_runner *r, const struct saga_step *s,
 		cqrs_strbuf_printf(
 			&r->out, "{\"sequence\":%lld,\"event_id\":\"%s\",\"aggregate_id\":\"%s\",",
 			(long long)ev.sequence, eid, aid);
-		cqrs_strbuf_puts(&r->out, "\"data\":");
+		cqrs_strbuf_puts(&r->out, "\"event_type\":");
+		cqrs_strbuf_json_string(&r->out, ev.event_type, strlen(ev.event_type));
+		cqrs_strbuf_puts(&r->out, ",\"data\":");
 		cqrs_strbuf_put(&r->out, ev.data, ev.data_len);
 		cqrs_strbuf_putc(&r->out, '}');
 		found = 1;
@@ -759,9 +802,74 @@ static int find_match(struct cqrs_saga_runner *r, const struct saga_step *s,
 	return found;
 }
 
+/* A wait step's event, stored since the saga started. */
+static int find_match(struct cqrs_saga_runner *r, const struct saga_step *s,
+		      const struct saga_inst *in, struct act_result *res, cqrs_error *err)
+{
+	return match_event(r, in, s->wait_event_type, s->wait_aggregate_type, s->wait_match,
+			   in->start_sequence, false, res, err);
+}
+
+/* Is one of the step's goals reached in the store, by anyone, at any
+ * time?  1 with the event that shows it in r->out, 0 not, -2 a goal that
+ * cannot be rendered (res), -1 error. */
+static int goal_reached(struct cqrs_saga_runner *r, const struct saga_step *s,
+			const struct saga_inst *in, struct act_result *res, cqrs_error *err)
+{
+	for (size_t i = 0; i < s->ngoals; i++) {
+		const struct saga_goal *g = &s->goals[i];
+		for (size_t k = 0; k < g->ntypes; k++) {
+			int m = match_event(r, in, g->event_types[k], g->aggregate_type, g->match,
+					    0, true, res, err);
+			if (m != 0)
+				return m;
+		}
+	}
+	return 0;
+}
+
 /* --- the state machine ------------------------------------------------------------------------ */
 
-enum adv { ADV_REST, ADV_EXTERNAL, ADV_PARTIAL };
+/* ADV_NEXT: the instance moved and may move on (inside advance only) */
+enum adv { ADV_REST, ADV_EXTERNAL, ADV_PARTIAL, ADV_NEXT };
+
+/* One call of advance: the definition, a program's result for the current
+ * action (once), and whether the instance needs saving. */
+struct adv_call {
+	const cqrs_saga_def *d;
+	const struct exec_result *ext;
+	bool changed;
+};
+
+/* The state's flags: "reached" (steps someone else did), "cancelled",
+ * "left_to_person". */
+static bool state_has(const struct saga_inst *in, const char *key, const char *member)
+{
+	const char *v;
+	size_t vn;
+	if (!cqrs_json_get(in->state.p, in->state.len, key, &v, &vn))
+		return false;
+	if (member == NULL)
+		return vn != 5 || memcmp(v, "false", 5) != 0;
+	return vn > 0 && v[0] == '{' && cqrs_json_get(v, vn, member, &v, &vn);
+}
+
+static void state_mark_reached(struct cqrs_saga_runner *r, struct saga_inst *in, const char *name,
+			       const char *how)
+{
+	const char *v;
+	size_t vn;
+	if (!cqrs_json_get(in->state.p, in->state.len, "reached", &v, &vn)) {
+		v = "{}";
+		vn = 2;
+	}
+	struct cqrs_strbuf val = { 0 }, tmp = { 0 };
+	cqrs_strbuf_json_string(&val, how, strlen(how));
+	set_member(v, vn, name, val.p, val.len, &tmp);
+	state_set(r, in, "reached", tmp.p, tmp.len);
+	cqrs_strbuf_free(&val);
+	cqrs_strbuf_free(&tmp);
+}
 
 static int start_compensation(struct cqrs_saga_runner *r, struct saga_inst *in, const char *step,
 			      const char *reason, cqrs_error *err)
@@ -770,7 +878,7 @@ static int start_compensation(struct cqrs_saga_runner *r, struct saga_inst *in, 
 	in->attempts = 0;
 	in->next_at = 0;
 	in->deadline = 0;
-	msgf(in->last_error, sizeof in->last_error, "%s: %s", step, reason);
+	msgf(in->last_error, sizeof in->last_error, "%s%s%s", step, *step ? ": " : "", reason);
 	/* short enough for a command's reason field (CancelOrder) */
 	size_t n = strlen(in->last_error);
 	if (n > 200) {
@@ -782,9 +890,10 @@ static int start_compensation(struct cqrs_saga_runner *r, struct saga_inst *in, 
 	cqrs_strbuf_json_string(&t, in->last_error, n);
 	state_set(r, in, "reason", t.p, t.len);
 	cqrs_strbuf_free(&t);
-	data_str(r, "failed_step", step);
+	if (*step)
+		data_str(r, "failed_step", step);
 	data_str(r, "reason", reason);
-	say(r, in, "compensating: %s: %s", step, reason);
+	say(r, in, "compensating: %s", in->last_error);
 	return saga_event(r, in, "SagaCompensationStarted", err);
 }
 
@@ -800,7 +909,7 @@ static int finish(struct cqrs_saga_runner *r, struct saga_inst *in, enum saga_st
 		say(r, in, "completed");
 		return saga_event(r, in, "SagaCompleted", err);
 	}
-	if (strcmp(outcome, "compensated") == 0)
+	if (strcmp(outcome, "compensation_failed") != 0)
 		r->stats.compensated++;
 	else
 		r->stats.failed++;
@@ -808,6 +917,15 @@ static int finish(struct cqrs_saga_runner *r, struct saga_inst *in, enum saga_st
 	data_str(r, "reason", in->last_error);
 	say(r, in, "failed (%s)", outcome);
 	return saga_event(r, in, "SagaFailed", err);
+}
+
+/* The end of a compensation: why the saga stopped decides its outcome. */
+static int finish_compensated(struct cqrs_saga_runner *r, struct saga_inst *in, cqrs_error *err)
+{
+	const char *outcome = state_has(in, "cancelled", NULL)	     ? "cancelled"
+			      : state_has(in, "left_to_person", NULL) ? "left_to_person"
+								      : "compensated";
+	return finish(r, in, SAGA_FAILED, outcome, err);
 }
 
 /* A failed attempt of a step or compensation: schedule the next one or
@@ -837,170 +955,234 @@ static int failed_attempt(struct cqrs_saga_runner *r, const struct saga_action *
 	return again ? 0 : 1;
 }
 
+/* The current step is done: by the saga, or (reached: "goal" or
+ * "unchanged") by someone else, when it has nothing of its own to undo. */
+static int step_done(struct cqrs_saga_runner *r, struct adv_call *av, struct saga_inst *in,
+		     const char *output, size_t olen, const char *reached, cqrs_error *err)
+{
+	const char *name = av->d->steps[in->step].name;
+	state_set_step(r, in, name, output, olen);
+	if (reached != NULL)
+		state_mark_reached(r, in, name, reached);
+	data_str(r, "step", name);
+	data_int(r, "index", in->step + 1);
+	data_int(r, "attempt", in->attempts + 1);
+	if (reached != NULL)
+		data_str(r, "reached", reached);
+	say(r, in, "step %s completed%s", name, reached ? " (reached already)" : "");
+	if (saga_event(r, in, "SagaStepCompleted", err) < 0)
+		return -1;
+	in->step++;
+	in->attempts = 0;
+	in->next_at = 0;
+	in->deadline = 0;
+	av->changed = true;
+	return ADV_NEXT;
+}
+
+/* A failed attempt, and what follows when it was the last: a step gives
+ * way to compensation, a compensation leaves the saga for a person. */
+static int attempt_failed(struct cqrs_saga_runner *r, struct saga_inst *in,
+			  const struct saga_action *a, const char *name,
+			  const struct act_result *res, cqrs_error *err)
+{
+	bool comp = in->status == SAGA_COMPENSATING;
+	/* compensations retry whatever the failure, a step only when it may
+	 * succeed later */
+	int gave_up =
+		failed_attempt(r, a, in, name, comp, res, comp || res->kind == ACT_RETRY, err);
+	if (gave_up <= 0)
+		return gave_up < 0 ? -1 : ADV_REST;
+	if (!comp) {
+		char why[512];
+		if (res->kind == ACT_RETRY)
+			msgf(why, sizeof why, "gave up after %lld attempts: %s",
+			     (long long)in->attempts, res->reason);
+		else
+			msgf(why, sizeof why, "%s", res->reason);
+		return start_compensation(r, in, name, why, err) < 0 ? -1 : ADV_NEXT;
+	}
+	msgf(in->last_error, sizeof in->last_error,
+	     "compensation of %s failed after %lld attempts: %s", name, (long long)in->attempts,
+	     res->reason);
+	cqrs_warn("saga %s %s: %s; it needs attention (cqrs-saga show %s)", in->type, in->id,
+		  in->last_error, in->id);
+	return finish(r, in, SAGA_FAILED, "compensation_failed", err) < 0 ? -1 : ADV_REST;
+}
+
+/* RUNNING past the last step */
+static int adv_complete(struct cqrs_saga_runner *r, struct adv_call *av, struct saga_inst *in,
+			cqrs_error *err)
+{
+	av->changed = true;
+	return finish(r, in, SAGA_COMPLETED, "completed", err) < 0 ? -1 : ADV_REST;
+}
+
+/* RUNNING at a wait step (WAITING): its event, or its deadline. */
+static int adv_wait(struct cqrs_saga_runner *r, struct adv_call *av, struct saga_inst *in,
+		    cqrs_error *err)
+{
+	const struct saga_step *s = &av->d->steps[in->step];
+	struct act_result res = { 0 };
+	if (in->deadline == 0) {
+		in->deadline = r->now + s->deadline_us;
+		in->next_at = in->deadline;
+		data_str(r, "step", s->name);
+		data_str(r, "event_type", s->wait_event_type);
+		data_time(r, "deadline", in->deadline);
+		if (saga_event(r, in, "SagaStepWaiting", err) < 0)
+			return -1;
+		av->changed = true;
+	}
+	int m = find_match(r, s, in, &res, err);
+	if (m == -1)
+		return -1;
+	if (m == 1)
+		return step_done(r, av, in, r->out.p, r->out.len, NULL, err);
+	if (m == 0 && r->now < in->deadline)
+		return ADV_REST;
+	if (m == 0) {
+		char dl[CQRS_TIMESTAMP_LEN + 1];
+		saga_time_format(in->deadline, dl);
+		msgf(res.reason, sizeof res.reason, "deadline %s passed with no %s", dl,
+		     s->wait_event_type);
+	}
+	in->attempts++;
+	data_str(r, "step", s->name);
+	data_int(r, "attempt", in->attempts);
+	data_str(r, "reason", res.reason);
+	av->changed = true;
+	if (saga_event(r, in, "SagaStepFailed", err) < 0 ||
+	    start_compensation(r, in, s->name, res.reason, err) < 0)
+		return -1;
+	return ADV_NEXT;
+}
+
+/* RUNNING at an action step: its goal reached already, else its action. */
+static int adv_step(struct cqrs_saga_runner *r, struct adv_call *av, struct saga_inst *in,
+		    cqrs_error *err)
+{
+	const struct saga_step *s = &av->d->steps[in->step];
+	struct act_result res = { 0 };
+	if (av->ext == NULL && s->ngoals > 0) {
+		int g = goal_reached(r, s, in, &res, err);
+		if (g == -1)
+			return -1;
+		if (g == 1)
+			return step_done(r, av, in, r->out.p, r->out.len, "goal", err);
+		if (g == -2) {
+			av->changed = true;
+			return attempt_failed(r, in, &s->act, s->name, &res, err);
+		}
+	}
+	if (run_action(r, av->d, in, av->ext, &res, err) < 0)
+		return -1;
+	av->ext = NULL;
+	if (res.kind == ACT_EXTERNAL)
+		return ADV_EXTERNAL;
+	if (res.kind == ACT_PARTIAL) {
+		set_poison(r, in, &res);
+		return ADV_PARTIAL;
+	}
+	av->changed = true;
+	r->stats.steps++;
+	if (res.kind == ACT_OK)
+		return step_done(r, av, in, res.output ? res.output : "{}",
+				 res.output ? res.output_len : 2, res.reached ? "unchanged" : NULL,
+				 err);
+	return attempt_failed(r, in, &s->act, s->name, &res, err);
+}
+
+/* COMPENSATING: undo the step below in->step, or at 0 the on_failure
+ * action, skipping what the saga did not do itself. */
+static int adv_compensate(struct cqrs_saga_runner *r, struct adv_call *av, struct saga_inst *in,
+			  cqrs_error *err)
+{
+	const char *name, *dir;
+	const struct saga_action *a = action_of(av->d, in, &name, &dir);
+	bool skip = !a->present || (in->step > 0 && state_has(in, "reached", name)) ||
+		    (in->step == 0 && state_has(in, "cancelled", NULL));
+	if (skip) {
+		av->changed = true;
+		if (in->step == 0)
+			return finish_compensated(r, in, err) < 0 ? -1 : ADV_REST;
+		in->step--;
+		return ADV_NEXT;
+	}
+	struct act_result res;
+	if (run_action(r, av->d, in, av->ext, &res, err) < 0)
+		return -1;
+	av->ext = NULL;
+	if (res.kind == ACT_EXTERNAL)
+		return ADV_EXTERNAL;
+	if (res.kind == ACT_PARTIAL) {
+		set_poison(r, in, &res);
+		return ADV_PARTIAL;
+	}
+	av->changed = true;
+	r->stats.steps++;
+	if (res.kind == ACT_DEFER) {
+		in->next_at = res.not_before;
+		data_str(r, "step", name);
+		data_str(r, "reason", res.reason);
+		data_time(r, "retry_at", in->next_at);
+		return saga_event(r, in, "SagaCompensationDeferred", err) < 0 ? -1 : ADV_REST;
+	}
+	if (res.kind != ACT_OK)
+		return attempt_failed(r, in, a, name, &res, err);
+	/* the order is a person's: the saga leaves it as they left it */
+	if (res.person)
+		state_set(r, in, "left_to_person", "true", 4);
+	data_str(r, "step", name);
+	data_int(r, "attempt", in->attempts + 1);
+	if (res.person)
+		data_str(r, "reason", "left to a person: their decision stands");
+	say(r, in, "compensated %s", name);
+	if (saga_event(r, in, in->step == 0 ? "SagaFailureHandled" : "SagaStepCompensated", err) <
+	    0)
+		return -1;
+	in->attempts = 0;
+	in->next_at = 0;
+	if (in->step == 0)
+		return finish_compensated(r, in, err) < 0 ? -1 : ADV_REST;
+	in->step--;
+	return ADV_NEXT;
+}
+
 /* Moves in forward inside the open transaction until it rests (done,
- * waiting, retrying later) or needs a program run; then saves it. */
+ * waiting, retrying later) or needs a program run; then saves it.  One
+ * function per state: RUNNING past the end, at a wait, at an action;
+ * COMPENSATING. */
 static int advance(struct cqrs_saga_runner *r, struct saga_inst *in, const struct exec_result *ext,
 		   cqrs_error *err)
 {
-	const cqrs_saga_def *d = def_of(r, in->type);
+	struct adv_call av = { def_of(r, in->type), ext, false };
+	const cqrs_saga_def *d = av.d;
 	if (d == NULL)
 		return ADV_REST; /* a saga type this runner was not given */
 	if (in->step < 0 || (size_t)in->step > d->nsteps)
 		return cqrs_fail(err, CQRS_EXIT_DATAERR, "saga %s: step %lld is not in '%s'",
 				 in->id, (long long)in->step, d->path);
-	bool changed = false;
 	for (;;) {
-		if (in->status == SAGA_RUNNING && (size_t)in->step == d->nsteps) {
-			if (finish(r, in, SAGA_COMPLETED, "completed", err) < 0)
-				return -1;
-			changed = true;
-			break;
-		}
-		if (in->status != SAGA_RUNNING && in->status != SAGA_COMPENSATING)
-			break;
-		bool comp = in->status == SAGA_COMPENSATING;
-		if (!comp && d->steps[in->step].is_wait) {
-			const struct saga_step *s = &d->steps[in->step];
-			struct act_result res = { 0 };
-			if (in->deadline == 0) {
-				in->deadline = r->now + s->deadline_us;
-				in->next_at = in->deadline;
-				data_str(r, "step", s->name);
-				data_str(r, "event_type", s->wait_event_type);
-				data_time(r, "deadline", in->deadline);
-				if (saga_event(r, in, "SagaStepWaiting", err) < 0)
-					return -1;
-				changed = true;
-			}
-			int m = find_match(r, s, in, &res, err);
-			if (m == -1)
-				return -1;
-			if (m == 1) {
-				state_set_step(r, in, s->name, r->out.p, r->out.len);
-				goto step_done;
-			}
-			if (m == 0 && r->now < in->deadline)
-				break;
-			if (m == 0) {
-				char dl[CQRS_TIMESTAMP_LEN + 1];
-				saga_time_format(in->deadline, dl);
-				msgf(res.reason, sizeof res.reason, "deadline %s passed with no %s",
-				     dl, s->wait_event_type);
-			}
-			in->attempts++;
-			data_str(r, "step", s->name);
-			data_int(r, "attempt", in->attempts);
-			data_str(r, "reason", res.reason);
-			if (saga_event(r, in, "SagaStepFailed", err) < 0 ||
-			    start_compensation(r, in, s->name, res.reason, err) < 0)
-				return -1;
-			changed = true;
+		int rc;
+		if (in->status == SAGA_RUNNING && (size_t)in->step == d->nsteps)
+			rc = adv_complete(r, &av, in, err);
+		else if (in->status == SAGA_RUNNING && d->steps[in->step].is_wait)
+			rc = adv_wait(r, &av, in, err);
+		else if (in->status == SAGA_RUNNING)
+			rc = adv_step(r, &av, in, err);
+		else if (in->status == SAGA_COMPENSATING)
+			rc = adv_compensate(r, &av, in, err);
+		else
+			rc = ADV_REST;
+		if (rc < 0 || rc == ADV_PARTIAL)
+			return rc;
+		if (rc == ADV_NEXT)
 			continue;
-		}
-		const char *name, *dir;
-		const struct saga_action *a = action_of(d, in, &name, &dir);
-		if (comp && !a->present) {
-			/* nothing to undo for this step */
-			if (in->step == 0) {
-				if (finish(r, in, SAGA_FAILED, "compensated", err) < 0)
-					return -1;
-				changed = true;
-				break;
-			}
-			in->step--;
-			changed = true;
-			continue;
-		}
-		struct act_result res;
-		if (run_action(r, d, in, ext, &res, err) < 0)
+		if (av.changed && save(r, in, err) < 0)
 			return -1;
-		ext = NULL;
-		if (res.kind == ACT_EXTERNAL) {
-			if (changed && save(r, in, err) < 0)
-				return -1;
-			return ADV_EXTERNAL;
-		}
-		if (res.kind == ACT_PARTIAL) {
-			set_poison(r, in, &res);
-			return ADV_PARTIAL;
-		}
-		changed = true;
-		r->stats.steps++;
-		if (res.kind == ACT_DEFER) {
-			in->next_at = res.not_before;
-			data_str(r, "step", name);
-			data_str(r, "reason", res.reason);
-			data_time(r, "retry_at", in->next_at);
-			if (saga_event(r, in, "SagaCompensationDeferred", err) < 0)
-				return -1;
-			break;
-		}
-		if (res.kind == ACT_OK && !comp) {
-			state_set_step(r, in, name, res.output ? res.output : "{}",
-				       res.output ? res.output_len : 2);
-		step_done:
-			data_str(r, "step", d->steps[in->step].name);
-			data_int(r, "index", in->step + 1);
-			data_int(r, "attempt", in->attempts + 1);
-			say(r, in, "step %s completed", d->steps[in->step].name);
-			if (saga_event(r, in, "SagaStepCompleted", err) < 0)
-				return -1;
-			in->step++;
-			in->attempts = 0;
-			in->next_at = 0;
-			in->deadline = 0;
-			changed = true;
-			continue;
-		}
-		if (res.kind == ACT_OK) {
-			data_str(r, "step", name);
-			data_int(r, "attempt", in->attempts + 1);
-			say(r, in, "compensated %s", name);
-			if (saga_event(r, in,
-				       in->step == 0 ? "SagaFailureHandled" : "SagaStepCompensated",
-				       err) < 0)
-				return -1;
-			in->attempts = 0;
-			in->next_at = 0;
-			if (in->step == 0) {
-				if (finish(r, in, SAGA_FAILED, "compensated", err) < 0)
-					return -1;
-				break;
-			}
-			in->step--;
-			continue;
-		}
-		/* a failed attempt: compensations retry whatever the failure,
-		 * a step only when it may succeed later */
-		int gave_up = failed_attempt(r, a, in, name, comp, &res,
-					     comp || res.kind == ACT_RETRY, err);
-		if (gave_up < 0)
-			return -1;
-		if (!gave_up)
-			break;
-		if (!comp) {
-			char why[512];
-			if (res.kind == ACT_RETRY)
-				msgf(why, sizeof why, "gave up after %lld attempts: %s",
-				     (long long)in->attempts, res.reason);
-			else
-				msgf(why, sizeof why, "%s", res.reason);
-			if (start_compensation(r, in, name, why, err) < 0)
-				return -1;
-			continue;
-		}
-		msgf(in->last_error, sizeof in->last_error,
-		     "compensation of %s failed after %lld attempts: %s", name,
-		     (long long)in->attempts, res.reason);
-		cqrs_warn("saga %s %s: %s; it needs attention (cqrs-saga show %s)", in->type,
-			  in->id, in->last_error, in->id);
-		if (finish(r, in, SAGA_FAILED, "compensation_failed", err) < 0)
-			return -1;
-		break;
+		return rc;
 	}
-	if (changed && save(r, in, err) < 0)
-		return -1;
-	return ADV_REST;
 }
 
 /* --- circuit breakers ---------------------------------------------------------------------------
@@ -1398,6 +1580,158 @@ out:
 	return rc;
 }
 
+/* --- cancellations ----------------------------------------------------------------------------- */
+
+/* A cancel_on event the runner has yet to act on. */
+struct cancel {
+	int64_t sequence;
+	uint8_t aggregate_id[CQRS_UUID_LEN];
+	char reason[200];
+};
+
+static void cancel_checkpoint_name(const cqrs_saga_def *d, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "saga:%s:cancel", d->name);
+}
+
+/* Cancellations are acted on from where the runner first read cancel_on:
+ * those stored before (an upgraded store) stay as they were. */
+static int cancel_init(struct cqrs_saga_runner *r, const cqrs_saga_def *d, cqrs_error *err)
+{
+	if (d->cancel_event_type == NULL)
+		return 0;
+	char cp[160], sp[160];
+	cancel_checkpoint_name(d, cp, sizeof cp);
+	checkpoint_name(d, sp, sizeof sp);
+	int64_t seq;
+	tick(r);
+	if (begin(r, err) < 0)
+		return -1;
+	int got = saga_db_checkpoint_get(r->db, cp, &seq, err);
+	if (got == 0)
+		got = saga_db_checkpoint_get(r->db, sp, &seq, err) < 0 ||
+				      saga_db_set_checkpoint(r->db, cp, seq, r->now, err) < 0
+			      ? -1
+			      : 0;
+	if (got < 0) {
+		rollback(r);
+		return -1;
+	}
+	return commit(r, err);
+}
+
+/* The instance that the starting event of aggregate id started: 1, 0, -1 */
+static int instance_of(struct cqrs_saga_runner *r, const cqrs_saga_def *d, const uint8_t *id,
+		       struct saga_inst *in, cqrs_error *err)
+{
+	cqrs_filter f = { .aggregate_id = id,
+			  .event_type = d->start_event_type,
+			  .aggregate_type = d->start_aggregate_type,
+			  .limit = 1 };
+	cqrs_cursor *c = cqrs_store_read(r->st, &f, err);
+	if (c == NULL)
+		return -1;
+	cqrs_event ev;
+	int got = cqrs_cursor_next(c, &ev, err);
+	int64_t start = got == 1 ? ev.sequence : 0;
+	cqrs_cursor_close(c);
+	if (got <= 0)
+		return got;
+	return saga_db_load_start(r->db, d->name, start, in, err);
+}
+
+/* A person (or anything but the saga) cancelled what the instance works
+ * for: a RUNNING (or WAITING) or COMPLETED instance undoes its completed
+ * steps in reverse and ends with outcome "cancelled".  A compensating or
+ * failed one is undoing its work already. */
+static int cancel_instance(struct cqrs_saga_runner *r, struct saga_inst *in,
+			   const struct cancel *c, cqrs_error *err)
+{
+	if (in->status != SAGA_RUNNING && in->status != SAGA_COMPLETED)
+		return 0;
+	char why[256];
+	msgf(why, sizeof why, "cancelled%s%s", c->reason[0] ? ": " : "", c->reason);
+	state_set(r, in, "cancelled", "true", 4);
+	in->outcome[0] = '\0';
+	data_int(r, "cancel_sequence", c->sequence);
+	if (start_compensation(r, in, "", why, err) < 0 || save(r, in, err) < 0)
+		return -1;
+	return 0;
+}
+
+/* Reads the cancel_on events up to where instances were started, in
+ * batches, each with the checkpoint moved in its transaction. */
+static int cancel_scan(struct cqrs_saga_runner *r, const cqrs_saga_def *d, cqrs_error *err)
+{
+	if (d->cancel_event_type == NULL)
+		return 0;
+	int64_t batch = r->opt.batch;
+	struct cancel *cs = calloc((size_t)batch, sizeof *cs);
+	if (cs == NULL)
+		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+	char cp[160], sp[160];
+	cancel_checkpoint_name(d, cp, sizeof cp);
+	checkpoint_name(d, sp, sizeof sp);
+	int rc = -1;
+	for (;;) {
+		tick(r);
+		if (begin(r, err) < 0)
+			goto out;
+		int64_t after, upto;
+		if (saga_db_checkpoint_get(r->db, cp, &after, err) < 0 ||
+		    saga_db_checkpoint_get(r->db, sp, &upto, err) < 0)
+			goto fail;
+		if (upto <= after) {
+			rollback(r);
+			break;
+		}
+		cqrs_filter f = { .event_type = d->cancel_event_type,
+				  .aggregate_type = d->cancel_aggregate_type,
+				  .after = after,
+				  .to = upto,
+				  .limit = batch };
+		cqrs_cursor *c = cqrs_store_read(r->st, &f, err);
+		if (c == NULL)
+			goto fail;
+		cqrs_event ev;
+		int64_t n = 0;
+		int got;
+		while ((got = cqrs_cursor_next(c, &ev, err)) == 1) {
+			cs[n].sequence = ev.sequence;
+			memcpy(cs[n].aggregate_id, ev.aggregate_id, CQRS_UUID_LEN);
+			const char *v;
+			size_t vn;
+			cs[n].reason[0] = '\0';
+			if (cqrs_json_get(ev.data, ev.data_len, "reason", &v, &vn))
+				cqrs_json_string(v, vn, cs[n].reason, sizeof cs[n].reason);
+			n++;
+		}
+		cqrs_cursor_close(c);
+		if (got < 0)
+			goto fail;
+		for (int64_t i = 0; i < n; i++) {
+			struct saga_inst *in = &r->inst;
+			got = instance_of(r, d, cs[i].aggregate_id, in, err);
+			if (got < 0 || (got == 1 && cancel_instance(r, in, &cs[i], err) < 0))
+				goto fail;
+		}
+		int64_t last = n < batch ? upto : cs[n - 1].sequence;
+		if (saga_db_set_checkpoint(r->db, cp, last, r->now, err) < 0)
+			goto fail;
+		if (commit(r, err) < 0)
+			goto out;
+		if (n < batch)
+			break;
+	}
+	rc = 0;
+	goto out;
+fail:
+	rollback(r);
+out:
+	free(cs);
+	return rc;
+}
+
 /* --- the runner ----------------------------------------------------------------------------------
  */
 
@@ -1538,7 +1872,8 @@ int cqrs_saga_run(cqrs_saga_runner *r, int64_t *next_due, cqrs_error *err)
 	for (int rounds = 0;; rounds++) {
 		r->changes = 0;
 		for (size_t i = 0; i < r->ndefs; i++)
-			if (start_new(r, r->defs[i], err) < 0)
+			if ((rounds == 0 && cancel_init(r, r->defs[i], err) < 0) ||
+			    start_new(r, r->defs[i], err) < 0 || cancel_scan(r, r->defs[i], err) < 0)
 				return -1;
 		if (pass(r, err) < 0)
 			return -1;

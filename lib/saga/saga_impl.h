@@ -82,10 +82,23 @@ struct saga_action {
 	struct saga_breaker breaker;
 };
 
+/* One way a step's goal may already be reached: an event of one of these
+ * types, matching as a wait's event does (cqrs-saga(5), goal). */
+struct saga_goal {
+	char **event_types;
+	size_t ntypes;
+	char *aggregate_type;
+	struct tpl *match; /* object: aggregate_id / correlation_id / data.X */
+	int line;
+};
+
 struct saga_step {
 	char *name;
 	int line;
 	struct saga_action act, comp;
+	/* checked before the step runs: any one reached skips it */
+	struct saga_goal *goals;
+	size_t ngoals;
 	/* a wait step: the step completes when a matching event is stored */
 	bool is_wait;
 	char *wait_event_type, *wait_aggregate_type;
@@ -101,6 +114,9 @@ struct cqrs_saga_def {
 	struct saga_step *steps;
 	size_t nsteps;
 	struct saga_action on_failure;
+	/* an event on the starting aggregate that cancels the instance:
+	 * its completed steps are undone (cqrs-saga(5), cancel_on) */
+	char *cancel_event_type, *cancel_aggregate_type;
 };
 
 /* --- instances and their table (saga_store.c) ----------------------------------- */
@@ -142,6 +158,11 @@ int saga_db_candidates(struct saga_db *db, int64_t after_rowid, int64_t now, int
 		       int64_t *rowids, size_t *n, cqrs_error *err);
 int saga_db_load_rowid(struct saga_db *db, int64_t rowid, struct saga_inst *in, cqrs_error *err);
 int64_t saga_db_checkpoint(struct saga_db *db, const char *name, cqrs_error *err);
+/* 1 with *seq when the checkpoint exists, 0 when not, -1 error */
+int saga_db_checkpoint_get(struct saga_db *db, const char *name, int64_t *seq, cqrs_error *err);
+/* The instance of type that the event at start_sequence started: 1, 0, -1 */
+int saga_db_load_start(struct saga_db *db, const char *type, int64_t start_sequence,
+		       struct saga_inst *in, cqrs_error *err);
 int saga_db_set_checkpoint(struct saga_db *db, const char *name, int64_t seq, int64_t now,
 			   cqrs_error *err);
 /* The earliest future next_attempt_at (0: none) */

@@ -52,7 +52,8 @@ int cqrs_saga_status(cqrs_store *st, FILE *out, enum cqrs_saga_format fmt, int64
 			       "SELECT saga_type, count(*),"
 			       " sum(status = 'RUNNING'), sum(status = 'COMPENSATING'),"
 			       " sum(status = 'COMPLETED'), sum(status = 'FAILED'),"
-			       " sum(outcome = 'compensated'), sum(outcome = 'compensation_failed')"
+			       " sum(outcome = 'compensated'), sum(outcome = 'compensation_failed'),"
+			       " sum(outcome = 'left_to_person'), sum(outcome = 'cancelled')"
 			       " FROM saga_instances GROUP BY saga_type ORDER BY saga_type",
 			       -1, &q, NULL) != SQLITE_OK) {
 		sql_fail(db, err);
@@ -67,7 +68,8 @@ int cqrs_saga_status(cqrs_store *st, FILE *out, enum cqrs_saga_format fmt, int64
 			comp = sqlite3_column_int64(q, 3), done = sqlite3_column_int64(q, 4),
 			failed = sqlite3_column_int64(q, 5),
 			compensated = sqlite3_column_int64(q, 6),
-			cfailed = sqlite3_column_int64(q, 7);
+			cfailed = sqlite3_column_int64(q, 7), person = sqlite3_column_int64(q, 8),
+			cancelled = sqlite3_column_int64(q, 9);
 		int64_t finished = done + failed;
 		double rate = finished > 0 ? (double)done * 100.0 / (double)finished : 0.0;
 		if (fmt == CQRS_SAGA_NDJSON) {
@@ -76,18 +78,24 @@ int cqrs_saga_status(cqrs_store *st, FILE *out, enum cqrs_saga_format fmt, int64
 			fprintf(out,
 				",\"total\":%lld,\"RUNNING\":%lld,\"COMPENSATING\":%lld,"
 				"\"COMPLETED\":%lld,\"FAILED\":%lld,\"compensated\":%lld,"
-				"\"compensation_failed\":%lld,\"completion_rate\":%s%.1f}\n",
+				"\"compensation_failed\":%lld,\"left_to_person\":%lld,"
+				"\"cancelled\":%lld,\"completion_rate\":%.1f}\n",
 				(long long)total, (long long)running, (long long)comp,
 				(long long)done, (long long)failed, (long long)compensated,
-				(long long)cfailed, finished > 0 ? "" : "", rate);
+				(long long)cfailed, (long long)person, (long long)cancelled, rate);
 			continue;
 		}
 		fprintf(out, "saga %s: %lld instances\n", type, (long long)total);
 		fprintf(out, "  RUNNING       %lld\n", (long long)running);
 		fprintf(out, "  COMPENSATING  %lld\n", (long long)comp);
 		fprintf(out, "  COMPLETED     %lld\n", (long long)done);
-		fprintf(out, "  FAILED        %lld (compensated %lld, compensation failed %lld)\n",
+		fprintf(out, "  FAILED        %lld (compensated %lld, compensation failed %lld",
 			(long long)failed, (long long)compensated, (long long)cfailed);
+		/* the lifecycle's outcomes, when there are any (issue 8) */
+		if (person > 0 || cancelled > 0)
+			fprintf(out, ", left to a person %lld, cancelled %lld", (long long)person,
+				(long long)cancelled);
+		fputs(")\n", out);
 		if (finished > 0)
 			fprintf(out, "  completion rate %.1f%% (%lld of %lld finished)\n", rate,
 				(long long)done, (long long)finished);
@@ -110,10 +118,9 @@ int cqrs_saga_status(cqrs_store *st, FILE *out, enum cqrs_saga_format fmt, int64
 		    db,
 		    "SELECT saga_id, saga_type, status, current_step, attempts,"
 		    " updated_at, coalesce(next_attempt_at, ''), coalesce(last_error, ''),"
-		    " CASE WHEN status = 'FAILED' THEN 'compensation_failed'"
-		    " ELSE 'no_progress' END"
+		    " CASE WHEN status != 'FAILED' THEN 'no_progress' ELSE outcome END"
 		    " FROM saga_instances WHERE (status IN ('RUNNING', 'COMPENSATING')"
-		    " AND updated_at < ?1) OR outcome = 'compensation_failed'"
+		    " AND updated_at < ?1) OR outcome IN ('compensation_failed', 'left_to_person')"
 		    " ORDER BY updated_at, saga_id LIMIT 1000",
 		    -1, &q, NULL) != SQLITE_OK) {
 		sql_fail(db, err);
@@ -142,10 +149,11 @@ int cqrs_saga_status(cqrs_store *st, FILE *out, enum cqrs_saga_format fmt, int64
 			fputs("stuck or needing attention:\n", out);
 			header = true;
 		}
-		fprintf(out, "  %s %s %s step %lld, %lld attempts, last change %s: %s\n", col(q, 0),
-			col(q, 1), col(q, 2), (long long)sqlite3_column_int64(q, 3),
-			(long long)sqlite3_column_int64(q, 4), col(q, 5),
-			*col(q, 7) ? col(q, 7) : "no error recorded");
+		bool person = strcmp(col(q, 8), "left_to_person") == 0;
+		fprintf(out, "  %s %s %s%s step %lld, %lld attempts, last change %s: %s\n",
+			col(q, 0), col(q, 1), col(q, 2), person ? " (left to a person)" : "",
+			(long long)sqlite3_column_int64(q, 3), (long long)sqlite3_column_int64(q, 4),
+			col(q, 5), *col(q, 7) ? col(q, 7) : "no error recorded");
 	}
 	if (s != SQLITE_DONE) {
 		sql_fail(db, err);
@@ -198,6 +206,10 @@ static void print_history_line(void *arg, const cqrs_event *ev)
 		cqrs_json_string(v, vn, step, sizeof step);
 	if (cqrs_json_get(ev->data, ev->data_len, "reason", &v, &vn))
 		cqrs_json_string(v, vn, reason, sizeof reason);
+	char how[32];
+	if (cqrs_json_get(ev->data, ev->data_len, "reached", &v, &vn) &&
+	    cqrs_json_string(v, vn, how, sizeof how) > 0)
+		snprintf(reason, sizeof reason, "reached by someone else (%s)", how);
 	if (step[0] == '\0' && reason[0] == '\0') {
 		fprintf(out, "  %s %s\n", ev->timestamp, ev->event_type);
 		return;

@@ -20,6 +20,7 @@ enum {
 	Q_LOAD_ID,
 	Q_LOAD_PREFIX,
 	Q_LOAD_ROWID,
+	Q_LOAD_START,
 	Q_CANDIDATES,
 	Q_CHECKPOINT,
 	Q_SET_CHECKPOINT,
@@ -48,6 +49,8 @@ static const char *const sql[Q_COUNT] = {
 	[Q_LOAD_PREFIX] = "SELECT " COLS " FROM saga_instances WHERE saga_id >= ?1 AND"
 			  " saga_id < ?1 || 'g' LIMIT 2",
 	[Q_LOAD_ROWID] = "SELECT " COLS " FROM saga_instances WHERE rowid = ?1",
+	[Q_LOAD_START] = "SELECT " COLS " FROM saga_instances WHERE saga_type = ?1 AND"
+			 " start_sequence = ?2",
 	[Q_CANDIDATES] = "SELECT rowid FROM saga_instances WHERE status IN ('RUNNING',"
 			 " 'COMPENSATING') AND rowid > ?1 AND (next_attempt_at IS NULL OR"
 			 " next_attempt_at <= ?2 OR deadline_at IS NOT NULL)"
@@ -312,6 +315,27 @@ int64_t saga_db_checkpoint(struct saga_db *db, const char *name, cqrs_error *err
 	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
 		return db_fail(db, rc, err);
 	return v;
+}
+
+int saga_db_checkpoint_get(struct saga_db *db, const char *name, int64_t *seq, cqrs_error *err)
+{
+	sqlite3_stmt *q = db->q[Q_CHECKPOINT];
+	sqlite3_bind_text(q, 1, name, -1, SQLITE_TRANSIENT);
+	int rc = sqlite3_step(q);
+	*seq = rc == SQLITE_ROW ? sqlite3_column_int64(q, 0) : 0;
+	sqlite3_reset(q);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return db_fail(db, rc, err);
+	return rc == SQLITE_ROW;
+}
+
+int saga_db_load_start(struct saga_db *db, const char *type, int64_t start_sequence,
+		       struct saga_inst *in, cqrs_error *err)
+{
+	sqlite3_stmt *q = db->q[Q_LOAD_START];
+	sqlite3_bind_text(q, 1, type, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_int64(q, 2, start_sequence);
+	return load_one(db, q, in, err);
 }
 
 int saga_db_set_checkpoint(struct saga_db *db, const char *name, int64_t seq, int64_t now,

@@ -436,6 +436,26 @@ static void free_action(struct saga_action *a)
 	free(a->breaker.name);
 }
 
+/* A match mapping (wait, goal): its keys name what an event must have. */
+static int check_match(struct loader *l, yaml_node_t *parent, const char *what,
+		       const struct tpl *m)
+{
+	if (m == NULL)
+		return 0;
+	if (m->kind != TPL_OBJECT)
+		return bad(l, get(l, parent, "match"), "%s: 'match' must be a mapping", what);
+	for (size_t i = 0; i < m->n; i++) {
+		const char *k = m->keys[i];
+		if (strcmp(k, "aggregate_id") != 0 && strcmp(k, "correlation_id") != 0 &&
+		    strncmp(k, "data.", 5) != 0)
+			return bad(l, get(l, parent, "match"),
+				   "%s: match key '%s' is none of aggregate_id, "
+				   "correlation_id, data.FIELD",
+				   what, k);
+	}
+	return 0;
+}
+
 static int load_wait(struct loader *l, yaml_node_t *w, struct saga_step *s)
 {
 	s->is_wait = true;
@@ -448,18 +468,56 @@ static int load_wait(struct loader *l, yaml_node_t *w, struct saga_step *s)
 		return bad(l, w, "wait: missing key 'deadline'");
 	if (get_duration(l, w, "deadline", &s->deadline_us) < 0)
 		return -1;
-	if (s->wait_match != NULL) {
-		if (s->wait_match->kind != TPL_OBJECT)
-			return bad(l, get(l, w, "match"), "wait: 'match' must be a mapping");
-		for (size_t i = 0; i < s->wait_match->n; i++) {
-			const char *k = s->wait_match->keys[i];
-			if (strcmp(k, "aggregate_id") != 0 && strcmp(k, "correlation_id") != 0 &&
-			    strncmp(k, "data.", 5) != 0)
-				return bad(l, get(l, w, "match"),
-					   "wait: match key '%s' is none of aggregate_id, "
-					   "correlation_id, data.FIELD",
-					   k);
-		}
+	return check_match(l, w, "wait", s->wait_match);
+}
+
+/* One way a goal is reached: {event_type: T or [T...], aggregate_type, match} */
+static int load_goal_one(struct loader *l, yaml_node_t *n, struct saga_goal *g)
+{
+	g->line = line_of(n);
+	if (check_keys(l, n, "goal", "|event_type|aggregate_type|match|") < 0 ||
+	    get_string(l, n, "aggregate_type", false, &g->aggregate_type) < 0 ||
+	    get_tpl(l, n, "match", &g->match) < 0 || check_match(l, n, "goal", g->match) < 0)
+		return -1;
+	yaml_node_t *t = get(l, n, "event_type");
+	if (t == NULL)
+		return bad(l, n, "goal: missing key 'event_type'");
+	bool list = t->type == YAML_SEQUENCE_NODE;
+	size_t count = list ? (size_t)(t->data.sequence.items.top - t->data.sequence.items.start)
+			    : 1;
+	if (count == 0)
+		return bad(l, t, "goal: 'event_type' must name at least one event type");
+	g->event_types = calloc(count, sizeof *g->event_types);
+	if (g->event_types == NULL)
+		return cqrs_fail(l->err, CQRS_EXIT_OSERR, "out of memory");
+	for (size_t i = 0; i < count; i++) {
+		yaml_node_t *e = list ? node(l, t->data.sequence.items.start[i]) : t;
+		const char *v = scalar(e);
+		if (v == NULL || !cqrs_type_name_valid(v, strlen(v)))
+			return bad(l, e, "goal: 'event_type' must be event type names");
+		if ((g->event_types[i] = strdup(v)) == NULL)
+			return cqrs_fail(l->err, CQRS_EXIT_OSERR, "out of memory");
+		g->ntypes = i + 1;
+	}
+	return 0;
+}
+
+/* goal: one mapping, or a list of them (any one reached will do) */
+static int load_goals(struct loader *l, yaml_node_t *n, struct saga_step *s)
+{
+	bool list = n->type == YAML_SEQUENCE_NODE;
+	size_t count = list ? (size_t)(n->data.sequence.items.top - n->data.sequence.items.start)
+			    : 1;
+	if (count == 0)
+		return bad(l, n, "goal: must be a mapping or a non-empty list of them");
+	s->goals = calloc(count, sizeof *s->goals);
+	if (s->goals == NULL)
+		return cqrs_fail(l->err, CQRS_EXIT_OSERR, "out of memory");
+	for (size_t i = 0; i < count; i++) {
+		s->ngoals = i + 1;
+		if (load_goal_one(l, list ? node(l, n->data.sequence.items.start[i]) : n,
+				  &s->goals[i]) < 0)
+			return -1;
 	}
 	return 0;
 }
@@ -467,7 +525,7 @@ static int load_wait(struct loader *l, yaml_node_t *w, struct saga_step *s)
 static int load_step(struct loader *l, struct cqrs_saga_def *d, yaml_node_t *n,
 		     const struct saga_action *defaults, struct saga_step *s)
 {
-	if (check_keys(l, n, "step", "|name|compensate|wait" ACTION_KEYS) < 0 ||
+	if (check_keys(l, n, "step", "|name|compensate|wait|goal" ACTION_KEYS) < 0 ||
 	    get_string(l, n, "name", true, &s->name) < 0)
 		return -1;
 	s->line = line_of(n);
@@ -496,6 +554,11 @@ static int load_step(struct loader *l, struct cqrs_saga_def *d, yaml_node_t *n,
 	} else if (load_action(l, n, what, &def, &s->act) < 0) {
 		return -1;
 	}
+	yaml_node_t *g = get(l, n, "goal");
+	if (g != NULL && s->is_wait)
+		return bad(l, g, "%s: a wait step cannot also have 'goal'", what);
+	if (g != NULL && load_goals(l, g, s) < 0)
+		return -1;
 	yaml_node_t *c = get(l, n, "compensate");
 	if (c != NULL) {
 		snprintf(what, sizeof what, "step '%s': compensate", s->name);
@@ -525,6 +588,14 @@ void cqrs_saga_free(cqrs_saga_def *d)
 		free(s->wait_event_type);
 		free(s->wait_aggregate_type);
 		tpl_free(s->wait_match);
+		for (size_t j = 0; j < s->ngoals; j++) {
+			for (size_t k = 0; k < s->goals[j].ntypes; k++)
+				free(s->goals[j].event_types[k]);
+			free(s->goals[j].event_types);
+			free(s->goals[j].aggregate_type);
+			tpl_free(s->goals[j].match);
+		}
+		free(s->goals);
 	}
 	free(d->steps);
 	free_action(&d->on_failure);
@@ -535,6 +606,8 @@ void cqrs_saga_free(cqrs_saga_def *d)
 	free(d->description);
 	free(d->start_event_type);
 	free(d->start_aggregate_type);
+	free(d->cancel_event_type);
+	free(d->cancel_aggregate_type);
 	free(d);
 }
 
@@ -544,7 +617,8 @@ static int load_def(struct loader *l, struct cqrs_saga_def *d)
 	if (root == NULL)
 		return cqrs_fail(l->err, CQRS_EXIT_CONFIG, "%s:1: empty saga definition", l->path);
 	if (check_keys(l, root, "saga definition",
-		       "|saga|description|start|correlation_id|defaults|steps|on_failure|") < 0 ||
+		       "|saga|description|start|correlation_id|defaults|steps|on_failure|"
+		       "cancel_on|") < 0 ||
 	    get_string(l, root, "saga", true, &d->name) < 0 ||
 	    get_string(l, root, "description", false, &d->description) < 0)
 		return -1;
@@ -559,6 +633,12 @@ static int load_def(struct loader *l, struct cqrs_saga_def *d)
 	    get_string(l, start, "aggregate_type", false, &d->start_aggregate_type) < 0)
 		return -1;
 	if (get_tpl(l, root, "correlation_id", &d->correlation) < 0)
+		return -1;
+	yaml_node_t *cancel = get(l, root, "cancel_on");
+	if (cancel != NULL &&
+	    (check_keys(l, cancel, "cancel_on", "|event_type|aggregate_type|") < 0 ||
+	     get_string(l, cancel, "event_type", true, &d->cancel_event_type) < 0 ||
+	     get_string(l, cancel, "aggregate_type", false, &d->cancel_aggregate_type) < 0))
 		return -1;
 
 	struct saga_action defaults = {
