@@ -398,7 +398,11 @@ class History:
 
     def show(self, aid):
         p = self.tool(["cqrs-command", "show", aid])
-        return json.loads(p.stdout, parse_float=Decimal)["state"]
+        try:
+            return json.loads(p.stdout, parse_float=Decimal)["state"]
+        except ValueError as e:
+            self.violate("tool_output", "cqrs-command show printed no JSON (%s): %s" % (e, p.stdout[:300]))
+            raise Violation("tool_output", "cqrs-command show printed no JSON")
 
     # -- the checks
 
@@ -921,13 +925,19 @@ def short(c):
 
 
 def holdings_of(st):
-    """The per-order map of an Inventory state: an object of order id ->
-    units, whatever the domain calls it."""
-    maps = [(k, v) for k, v in st.items() if isinstance(v, dict)]
-    if not maps:
-        return None
-    maps.sort(key=lambda kv: not any(w in kv[0] for w in ("order", "held", "reserv", "hold")))
-    return {k: int(v) for k, v in maps[0][1].items()}
+    """The per-order holdings of an Inventory state, whatever the domain
+    calls them: an object of order id -> units, or an array of objects
+    with an order_id and a quantity."""
+    for k, v in sorted(st.items(), key=lambda kv: not any(w in kv[0] for w in ("order", "held", "reserv", "hold"))):
+        if isinstance(v, dict):
+            return {o: int(n) for o, n in v.items()}
+        if isinstance(v, list) and all(isinstance(x, dict) and "order_id" in x for x in v):
+            out = {}
+            for x in v:
+                n = next((x[f] for f in ("quantity", "units", "held", "reserved") if f in x), None)
+                out[x["order_id"]] = out.get(x["order_id"], 0) + int(n or 0)
+            return out
+    return None
 
 
 def order_status(st):
