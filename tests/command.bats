@@ -29,8 +29,12 @@ order() {
 		--currency USD --ship-to "$ADDR"
 }
 
+# Order $1, its 2 units of P1 reserved (P1 registered with 10 if it is
+# not yet), paid: ready to ship.
 paid_order() {
 	order "$1"
+	cqrs-command show "$P1" >/dev/null 2>&1 || product "$P1" SKU-1 10 >/dev/null
+	cqrs-command -q reserve-inventory --product "$P1" --order "$1" --quantity 2
 	cqrs-command -q confirm-payment --order "$1" --payment "$PAY" --amount 59.98
 }
 
@@ -64,7 +68,8 @@ event_data() {
 	local first last
 	first=$(jq '.events[0].sequence' <<<"$output")
 	last=$(jq '.events[-1].sequence' <<<"$output")
-	sqlite3 "$CQRS_STORE" "SELECT '[\"' || event_type || '\",' || data || ']' FROM events WHERE sequence BETWEEN $first AND $last ORDER BY sequence"
+	sqlite3 "$CQRS_STORE" "SELECT '[\"' || event_type || '\",' || data || ']' FROM events WHERE sequence BETWEEN $first AND $last ORDER BY sequence" |
+		sed -E 's/"(created|processed|cancelled)_at":"[0-9T:.Z-]+"/"\1_at":"T"/g'
 }
 
 # The raw text of member $1 (a number) in the result line $output.
@@ -117,12 +122,14 @@ refuses() {
 	run --separate-stderr cqrs-command <<<'{"command_id":"c-2","type":"ReplenishStock","product_id":"'$P1'","quantity":5}'
 	assert_failure 4
 	assert_equal "$stderr" ''
-	assert_output '{"command_id":"c-2","type":"ReplenishStock","status":"rejected","aggregate_id":"'$P1'","reason":"product '$P1' does not exist"}'
+	assert_output '{"command_id":"c-2","type":"ReplenishStock","status":"rejected","aggregate_id":"'$P1'","code":"not_found","reason":"product '$P1' does not exist"}'
 	assert_equal "$(stored_count)" 0
 }
 
 @test "results come in input order, and the exit status is 4 if any was rejected" {
 	product "$P1" SKU-1 5
+	order "$O1"
+	order "$O2"
 	{
 		echo '{"command_id":"a","type":"ReserveInventory","product_id":"'$P1'","order_id":"'$O1'","quantity":3}'
 		echo '{"command_id":"b","type":"ReserveInventory","product_id":"'$P1'","order_id":"'$O2'","quantity":3}'
@@ -141,7 +148,7 @@ c accepted"
 		--item "$P1:1:5.00:OTHER" --currency USD --ship-to "$ADDR" --command-id f-1
 	echo '{"command_id":"n-1","type":"CreateOrder","order_id":"'$O2'","customer_id":"cust-42","items":[{"product_id":"'$P1'","quantity":2,"unit_price":29.99},{"product_id":"'$P1'","quantity":1,"unit_price":5.00,"sku":"OTHER"}],"currency":"USD","shipping_address":{"name":"Ann Smith","street":"1 Main St","city":"Springfield","postal_code":"12345","country":"US"}}' |
 		cqrs-command -q
-	run sqlite3 "$CQRS_STORE" "SELECT json_remove(data, '$.order_number') FROM events WHERE event_type = 'OrderCreated'"
+	run sqlite3 "$CQRS_STORE" "SELECT json_remove(data, '$.order_number', '$.created_at') FROM events WHERE event_type = 'OrderCreated'"
 	assert_equal "${lines[0]}" "${lines[1]}"
 }
 
@@ -176,6 +183,7 @@ c accepted"
 
 @test "ReserveInventory and ReleaseInventory move stock between available and reserved" {
 	product "$P1" SKU-1 10
+	order "$O1"
 	accepts reserve-inventory --product "$P1" --order "$O1" --quantity 4
 	assert_equal "$(event_data)" '["InventoryReserved",{"order_id":"'$O1'","quantity":4}]'
 	assert_equal "$(state "$P1" | jq -c '[.available, .reserved]')" '[6,4]'
@@ -189,7 +197,7 @@ c accepted"
 	product "$P2" SKU-2
 	accepts create-order --order "$O1" --customer cust-42 --item "$P1:2:29.99" \
 		--item "$P2:3:0.10" --currency USD --ship-to "$ADDR"
-	assert_equal "$(event_data)" '["OrderCreated",{"order_number":"ORD-'"$(year)"'-000001","customer_id":"cust-42","items":[{"product_id":"'$P1'","sku":"SKU-1","quantity":2,"unit_price":29.99},{"product_id":"'$P2'","sku":"SKU-2","quantity":3,"unit_price":0.10}],"currency":"USD","total":60.28,"shipping_address":{"name":"Ann Smith","street":"1 Main St","city":"Springfield","postal_code":"12345","country":"US"}}]'
+	assert_equal "$(event_data)" '["OrderCreated",{"order_number":"ORD-'"$(year)"'-000001","customer_id":"cust-42","items":[{"product_id":"'$P1'","sku":"SKU-1","quantity":2,"unit_price":29.99},{"product_id":"'$P2'","sku":"SKU-2","quantity":3,"unit_price":0.10}],"currency":"USD","total":60.28,"shipping_address":{"name":"Ann Smith","street":"1 Main St","city":"Springfield","postal_code":"12345","country":"US"},"created_at":"T"}]'
 	assert_equal "$(jq -r '.events[0].aggregate_type' <<<"$output")" Order
 	# without --order the id is new; numbers go on
 	accepts create-order --customer c2 --item "$P1:1:1.00" --currency USD --ship-to "$ADDR"
@@ -221,14 +229,15 @@ c accepted"
 @test "ConfirmPayment: PaymentProcessed with the exact total" {
 	order "$O1"
 	accepts confirm-payment --order "$O1" --payment "$PAY" --amount 59.98 --currency USD
-	assert_equal "$(event_data)" '["PaymentProcessed",{"payment_id":"'$PAY'","amount":59.98,"currency":"USD"}]'
+	assert_equal "$(event_data)" '["PaymentProcessed",{"payment_id":"'$PAY'","amount":59.98,"currency":"USD","processed_at":"T"}]'
 }
 
 @test "ShipOrder: OrderShipped with carrier, tracking number and time" {
 	paid_order "$O1"
 	accepts ship-order --order "$O1" --carrier FedEx --tracking TRK123456 \
 		--shipped-at 2026-01-16T15:00:00+01:00
-	assert_equal "$(event_data)" '["OrderShipped",{"tracking_number":"TRK123456","carrier":"FedEx","shipped_at":"2026-01-16T14:00:00.000000Z"}]'
+	assert_equal "$(event_data)" '["OrderShipped",{"tracking_number":"TRK123456","carrier":"FedEx","shipped_at":"2026-01-16T14:00:00.000000Z"}]
+["InventoryShipped",{"order_id":"'$O1'","quantity":2}]'
 	paid_order "$O2"
 	accepts ship-order --order "$O2" --carrier UPS --tracking T2
 	run jq -r '.events[0].data.shipped_at' <<<"$output"
@@ -238,7 +247,7 @@ c accepted"
 @test "CancelOrder: OrderCancelled with the reason" {
 	order "$O1"
 	accepts cancel-order --order "$O1" --reason 'customer request'
-	assert_equal "$(event_data)" '["OrderCancelled",{"reason":"customer request"}]'
+	assert_equal "$(event_data)" '["OrderCancelled",{"reason":"customer request","cancelled_at":"T"}]'
 	rejects "order ORD-$(year)-000001 is already cancelled" cancel-order --order "$O1" --reason again
 }
 
@@ -353,6 +362,7 @@ c accepted"
 
 @test "rule: quantities are positive whole numbers" {
 	product "$P1" SKU-1
+	order "$O1"
 	for q in 0 -1; do
 		rejects "item 1: quantity must be positive, not $q" \
 			create-order --customer c --item "$P1:$q:1.00" --currency USD --ship-to "$ADDR"
@@ -405,6 +415,8 @@ c accepted"
 
 @test "rule: inventory never goes negative: no reservation beyond what is available" {
 	product "$P1" SKU-1 5
+	order "$O1"
+	order "$O2"
 	rejects "cannot reserve 6 of SKU-1: only 5 available" \
 		reserve-inventory --product "$P1" --order "$O1" --quantity 6
 	accepts reserve-inventory --product "$P1" --order "$O1" --quantity 5
@@ -413,12 +425,13 @@ c accepted"
 	assert_equal "$(state "$P1" | jq -c '[.available, .reserved]')" '[0,5]'
 }
 
-@test "rule: no releasing more than is reserved" {
+@test "rule: no releasing more than the order holds" {
 	product "$P1" SKU-1 5
-	rejects "cannot release 1 of SKU-1: only 0 reserved" \
+	order "$O1"
+	rejects "order ORD-$(year)-000001 holds no SKU-1" \
 		release-inventory --product "$P1" --order "$O1" --quantity 1
 	cqrs-command -q reserve-inventory --product "$P1" --order "$O1" --quantity 2
-	rejects "cannot release 3 of SKU-1: only 2 reserved" \
+	rejects "cannot release 3 of SKU-1: order ORD-$(year)-000001 holds 2" \
 		release-inventory --product "$P1" --order "$O1" --quantity 3
 	accepts release-inventory --product "$P1" --order "$O1" --quantity 2
 	assert_equal "$(state "$P1" | jq -c '[.available, .reserved]')" '[5,0]'
@@ -442,7 +455,7 @@ c accepted"
 	accepts capture-payment --payment "$PAY" --amount 19.98
 	rejects "cannot capture payment $PAY: the 59.98 USD authorized have been captured" \
 		capture-payment --payment "$PAY"
-	rejects "amount must be positive" refund-payment --payment "$PAY" --amount 0
+	rejects "amount must be positive, not 0" refund-payment --payment "$PAY" --amount 0
 }
 
 @test "rule: refund no more than captured" {
@@ -488,8 +501,8 @@ ORD-$y-000006"
 }
 
 @test "order numbers continue after orders that came into the store as events" {
-	printf '{"aggregate_id":"%s","aggregate_type":"Order","event_type":"OrderCreated","data":{"order_number":"ORD-%s-000041","customer_id":"c","items":[],"currency":"USD","total":1.00,"shipping_address":{}}}\n' \
-		"$O2" "$(year)" | cqrs-append -q
+	printf '{"aggregate_id":"%s","aggregate_type":"Order","event_type":"OrderCreated","data":{"order_number":"ORD-%s-000041","customer_id":"c","items":[{"product_id":"%s","sku":"S","quantity":1,"unit_price":1.00}],"currency":"USD","total":1.00,"shipping_address":{"street":"s","city":"c","postal_code":"p","country":"US"}}}\n' \
+		"$O2" "$(year)" "$P1" | cqrs-append -q
 	order "$O1"
 	order "$P2"
 	assert_equal "$(state "$O1" | jq -r .order_number)" "ORD-$(year)-000042"
@@ -500,6 +513,7 @@ ORD-$y-000006"
 
 @test "a command_id handled before returns the original result and appends nothing" {
 	product "$P1" SKU-1 10
+	order "$O1"
 	line='{"command_id":"r-1","type":"ReserveInventory","product_id":"'$P1'","order_id":"'$O1'","quantity":4}'
 	run --separate-stderr cqrs-command <<<"$line"
 	assert_success
@@ -526,6 +540,8 @@ $line2"
 	run --separate-stderr cqrs-command <<<"$ship"
 	assert_failure 4
 	first=$output
+	product "$P1" SKU-1 10 >/dev/null
+	cqrs-command -q reserve-inventory --product "$P1" --order "$O1" --quantity 2
 	cqrs-command -q confirm-payment --order "$O1" --payment "$PAY" --amount 59.98
 	before=$(stored_count)
 	run --separate-stderr cqrs-command <<<"$ship"
@@ -577,9 +593,11 @@ $line2"
 	cqrs-command -q ship-order --order "$O1" --carrier FedEx --tracking T
 	run cqrs-read --correlation corr-77
 	assert_equal "$(jq -r .event_type <<<"$output" | tr '\n' ' ')" \
-		"OrderCreated InventoryReserved PaymentAuthorized PaymentCaptured PaymentProcessed OrderShipped "
+		"OrderCreated InventoryReserved PaymentAuthorized PaymentCaptured PaymentProcessed OrderShipped InventoryShipped "
 	# --correlation-id wins over the order's; the command's over both
-	run --separate-stderr cqrs-command --correlation-id flag-1 release-inventory --product "$P1" --order "$O1" --quantity 1
+	run --separate-stderr cqrs-command --correlation-id flag-1 cancel-order --order "$O1" --reason r
+	assert_equal "$(jq -r .code <<<"$output")" not_allowed
+	run --separate-stderr cqrs-command --correlation-id flag-1 replenish-stock --product "$P1" --quantity 1
 	assert_equal "$(jq -r '.events[0].metadata.correlation_id' <<<"$output")" flag-1
 	run --separate-stderr cqrs-command --correlation-id flag-1 <<<'{"command_id":"k-2","type":"ReplenishStock","product_id":"'$P1'","quantity":1,"correlation_id":"own"}'
 	assert_equal "$(jq -r '.events[0].metadata.correlation_id' <<<"$output")" own
@@ -636,6 +654,7 @@ long_stream() {
 	CQRS_STORE=$PWD/with.db long_stream 7
 	CQRS_STORE=$PWD/without.db long_stream 0
 	for db in with.db without.db; do
+		CQRS_STORE=$PWD/$db order "$O1"
 		run --separate-stderr cqrs-command --store "$db" reserve-inventory --product "$P1" --order "$O1" --quantity 44851
 		assert_failure 4
 		assert_equal "$(jq -r .reason <<<"$output")" "cannot reserve 44851 of SKU-1: only 44850 available"
@@ -649,6 +668,7 @@ long_stream() {
 	# an edit that keeps the JSON valid: more stock than there is
 	sqlite3 "$CQRS_STORE" "UPDATE snapshots SET state = replace(state, '\"available\":44850', '\"available\":99999') WHERE aggregate_version = 300"
 	[ "$(sqlite3 "$CQRS_STORE" "SELECT count(*) FROM snapshots WHERE state LIKE '%99999%'")" -eq 1 ]
+	order "$O1"
 	run cqrs-command show "$P1"
 	assert_equal "$(jq -c '[.snapshot_version, .state.available]' <<<"$output")" '[0,44850]'
 	rejects "cannot reserve 50000 of SKU-1: only 44850 available" \
@@ -686,15 +706,17 @@ long_stream() {
 
 @test "a version conflict is retried: load, decide and append again" {
 	product "$P1" SKU-1 10
+	order "$O1"
 	CQRS_TEST_CONFLICTS=4 run --separate-stderr cqrs-command reserve-inventory --product "$P1" --order "$O1" --quantity 3
 	assert_success
 	assert_equal "$stderr" ''
-	assert_equal "$(stored_count)" 3
+	assert_equal "$(stored_count)" 4
 	assert_equal "$(state "$P1" | jq -c '[.available, .reserved]')" '[7,3]'
 }
 
 @test "a version conflict after the last retry exits 3 and changes nothing" {
 	product "$P1" SKU-1 10
+	order "$O1"
 	line='{"command_id":"v-1","type":"ReserveInventory","product_id":"'$P1'","order_id":"'$O1'","quantity":3}'
 	CQRS_TEST_CONFLICTS=5 run --separate-stderr cqrs-command <<<"$line
 {\"command_id\":\"v-2\",\"type\":\"ReplenishStock\",\"product_id\":\"$P1\",\"quantity\":1}"
@@ -702,7 +724,7 @@ long_stream() {
 	assert_equal "$stderr" "cqrs-command: stdin:1: version conflict on product $P1: gave up after 5 attempts"
 	# the next command went on
 	assert_equal "$(jq -r .command_id <<<"$output")" v-2
-	assert_equal "$(stored_count)" 3
+	assert_equal "$(stored_count)" 4
 	# not recorded: the same command goes through later
 	run --separate-stderr cqrs-command <<<"$line"
 	assert_success
@@ -915,7 +937,7 @@ g-4 accepted"
 @test "usage: --help mirrors the synopsis; --version" {
 	run --separate-stderr cqrs-command --help
 	assert_success
-	assert_line --index 0 --partial 'usage: cqrs-command [-q] [-b count]'
+	assert_line --index 0 --partial 'usage: cqrs-command [-nq] [-b count]'
 	run --separate-stderr cqrs-command --version
 	assert_success
 	assert_output --regexp '^cqrs-command \(cqrs-tools\) '
@@ -965,11 +987,11 @@ g-4 accepted"
 	run --separate-stderr cqrs-command show "$O1"
 	assert_success
 	assert_equal "$(jq -c 'del(.state.correlation_id)' <<<"$output")" \
-		'{"aggregate_id":"'$O1'","aggregate_type":"Order","version":2,"snapshot_version":0,"state":{"exists":true,"order_number":"ORD-'"$(year)"'-000001","currency":"USD","total":59.98,"confirmed":false,"paid":true,"shipped":false,"cancelled":false}}'
+		'{"aggregate_id":"'$O1'","aggregate_type":"Order","version":2,"snapshot_version":0,"state":{"exists":true,"status":"PAID","confirmed":false,"confirmed_by":"","order_number":"ORD-'"$(year)"'-000001","currency":"USD","total":59.98,"lines":[{"product_id":"'$P1'","quantity":2}]}}'
 	run --separate-stderr cqrs-command show "$O2"
 	assert_failure 1
 	assert_equal "$stderr" "cqrs-command: aggregate $O2 has no events"
-	printf '{"aggregate_id":"%s","aggregate_type":"Shipment","event_type":"ShippingLabelCreated","data":{}}\n' "$O2" | cqrs-append -q
+	printf '{"aggregate_id":"%s","aggregate_type":"Shipment","event_type":"ShippingLabelCreated","data":{"order_id":"%s","tracking_number":"T","carrier":"C"}}\n' "$O2" "$O1" | cqrs-append -q
 	run --separate-stderr cqrs-command show "$O2"
 	assert_failure 65
 	assert_equal "$stderr" "cqrs-command: aggregate $O2 is of type Shipment, which no command handles"

@@ -33,7 +33,7 @@ usage_error() {
 	run --separate-stderr cqrs-query order ORD-2026-000001
 	assert_success
 	assert_equal "$stderr" ''
-	assert_output '{"order_id":"00000001-0000-4000-8000-000000000001","order_number":"ORD-2026-000001","customer_id":"cust-1","status":"SHIPPED","currency":"USD","total":"69.98","item_count":3,"items":[{"product_id":"11111111-1111-4111-8111-111111111111","sku":"SKU-1","quantity":2,"unit_price":29.99},{"product_id":"22222222-2222-4222-8222-222222222222","sku":"SKU-2","quantity":1,"unit_price":10.00}],"shipping_address":{"name":"Alice","street":"1 Main St","city":"New York","postal_code":"10001","country":"US"},"payment_id":"90000001-0000-4000-8000-000000000001","amount_paid":"69.98","tracking_number":"TRK123456","carrier":"FedEx","cancel_reason":null,"created_at":"2026-01-15T09:00:00.000000Z","confirmed_at":"2026-01-15T09:00:04.000000Z","paid_at":"2026-01-15T09:05:00.000000Z","shipped_at":"2026-01-15T14:00:00Z","cancelled_at":null,"updated_at":"2026-01-15T14:00:05.000000Z","version":4}'
+	assert_output '{"order_id":"00000001-0000-4000-8000-000000000001","order_number":"ORD-2026-000001","customer_id":"cust-1","status":"SHIPPED","currency":"USD","total":"69.98","item_count":3,"items":[{"product_id":"11111111-1111-4111-8111-111111111111","sku":"SKU-1","quantity":2,"unit_price":29.99},{"product_id":"22222222-2222-4222-8222-222222222222","sku":"SKU-2","quantity":1,"unit_price":10.00}],"shipping_address":{"name":"Alice","street":"1 Main St","city":"New York","postal_code":"10001","country":"US"},"payment_method":null,"payment_id":"90000001-0000-4000-8000-000000000001","amount_paid":"69.98","authorization":null,"amount_authorized":"69.98","amount_captured":"0.00","amount_refunded":"0.00","payment_status":"AUTHORIZED","shipment_id":null,"tracking_number":"TRK123456","carrier":"FedEx","shipment_status":"SHIPPED","cancel_reason":null,"created_at":"2026-01-15T09:00:00.000000Z","confirmed_at":"2026-01-15T09:00:04.000000Z","paid_at":"2026-01-15T09:05:00.000000Z","shipped_at":"2026-01-15T14:00:00Z","cancelled_at":null,"updated_at":"2026-01-15T14:00:05.000000Z","version":4}'
 	by_number=$output
 	run --separate-stderr cqrs-query order "${O1^^}"
 	assert_success
@@ -100,7 +100,7 @@ usage_error() {
 		00000004-0000-4000-8000-000000000004  ORD-2026-000004  cust-3       CONFIRMED  JPY        3000           2  2026-01-16T11:00:00.000000Z  2026-01-16T11:05:00.000000Z
 		00000005-0000-4000-8000-000000000005  ORD-2026-000005  cust-3       PENDING    USD       10.01           1  2026-01-16T15:00:00.000000Z  2026-01-16T15:00:00.000000Z
 		00000006-0000-4000-8000-000000000006  ORD-2026-000006  cust-1       PENDING    USD       35.00           2  2026-01-16T23:59:59.999999Z  2026-01-16T23:59:59.999999Z
-		00000007-0000-4000-8000-000000000007  ORD-2026-000007  cust-2       CANCELLED  USD       29.99           1  2026-01-17T10:00:00.000000Z  2026-01-17T12:00:00.000000Z
+		00000007-0000-4000-8000-000000000007  ORD-2026-000007  cust-2       CANCELLED  USD       29.99           1  2026-01-17T10:00:00.000000Z  2026-01-17T12:00:02.000000Z
 	EOF
 }
 

@@ -131,6 +131,8 @@ static void save(const struct aggregate *a, struct cqrs_strbuf *b)
 	jb_key(b, "holds");
 	cqrs_strbuf_putc(b, '[');
 	for (size_t i = 0; i < s->nholds; i++) {
+		if (i > 0)
+			cqrs_strbuf_putc(b, ',');
 		cqrs_strbuf_putc(b, '{');
 		jb_key(b, "order_id");
 		jb_uuid(b, s->holds[i].order_id);

@@ -113,6 +113,8 @@ static void save(const struct aggregate *a, struct cqrs_strbuf *b)
 	jb_key(b, "lines");
 	cqrs_strbuf_putc(b, '[');
 	for (int i = 0; i < o->nlines; i++) {
+		if (i > 0)
+			cqrs_strbuf_putc(b, ',');
 		cqrs_strbuf_putc(b, '{');
 		jb_key(b, "product_id");
 		jb_uuid(b, o->lines[i].product_id);

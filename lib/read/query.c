@@ -11,6 +11,7 @@
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "cqrs.h"
 #include "read/views_impl.h"
@@ -451,6 +452,43 @@ static int resolve_order(const char *views_path, cqrs_store *st, const char *id,
 	return found ? 1 : r < 0 ? -1 : 0;
 }
 
+/* The events of the order, and those of its payments and shipments (which
+ * name it in data.order_id), in store order, from its first event on. */
+static int fold_order(cqrs_projector *p, cqrs_store *st, const uint8_t id[CQRS_UUID_LEN],
+		      const cqrs_query *q, cqrs_error *err)
+{
+	cqrs_filter first = { .aggregate_id = id, .limit = 1 };
+	cqrs_cursor *c = cqrs_store_read(st, &first, err);
+	cqrs_event ev;
+	int r = c == NULL ? -1 : cqrs_cursor_next(c, &ev, err);
+	int64_t from = r == 1 ? ev.sequence : 0;
+	cqrs_cursor_close(c);
+	if (r <= 0)
+		return r;
+	char key[37];
+	cqrs_uuid_format(id, key);
+	cqrs_filter f = { .after = from - 1, .until = q->as_of, .to = q->as_of_seq };
+	if ((c = cqrs_store_read(st, &f, err)) == NULL)
+		return -1;
+	while ((r = cqrs_cursor_next(c, &ev, err)) == 1) {
+		const char *v;
+		size_t vn;
+		char other[40];
+		bool mine = memcmp(ev.aggregate_id, id, CQRS_UUID_LEN) == 0;
+		if (!mine && (strcmp(ev.aggregate_type, "Payment") == 0 ||
+			      strcmp(ev.aggregate_type, "Shipment") == 0))
+			mine = cqrs_json_get(ev.data, ev.data_len, "order_id", &v, &vn) &&
+			       cqrs_json_string(v, vn, other, sizeof other) == 36 &&
+			       strcasecmp(other, key) == 0;
+		if (mine && cqrs_projector_apply(p, &ev, err) < 0) {
+			r = -1;
+			break;
+		}
+	}
+	cqrs_cursor_close(c);
+	return r;
+}
+
 int64_t cqrs_query_order_as_of(const char *views_path, cqrs_store *st, cqrs_projections *ps,
 			       const cqrs_query *q, enum cqrs_format fmt, FILE *out,
 			       cqrs_error *err)
@@ -463,16 +501,7 @@ int64_t cqrs_query_order_as_of(const char *views_path, cqrs_store *st, cqrs_proj
 	if (p == NULL)
 		return -1;
 	int64_t n = -1;
-	cqrs_filter f = { .aggregate_id = id, .until = q->as_of, .to = q->as_of_seq };
-	cqrs_cursor *c = cqrs_store_read(st, &f, err);
-	if (c == NULL)
-		goto out;
-	cqrs_event ev;
-	while ((r = cqrs_cursor_next(c, &ev, err)) == 1)
-		if (cqrs_projector_apply(p, &ev, err) < 0)
-			break;
-	cqrs_cursor_close(c);
-	if (r != 0 || cqrs_projector_commit(p, err) < 0)
+	if (fold_order(p, st, id, q, err) < 0 || cqrs_projector_commit(p, err) < 0)
 		goto out;
 	sqlite3 *db = cqrs_projector_db(p);
 	sqlite3_set_authorizer(db, read_only, &denied);

@@ -70,6 +70,7 @@ struct cqrs_saga_runner {
 	size_t npoison;
 	struct cqrs_saga_stats stats;
 	struct saga_inst inst;
+	int64_t seen; /* start_new saw the starting events up to here */
 	struct cqrs_strbuf buf, data, meta, out, state, output;
 	struct exec_result exec;
 };
@@ -1474,6 +1475,20 @@ static int correlation_of(struct cqrs_saga_runner *r, const cqrs_saga_def *d, st
 	return 0;
 }
 
+/* The sequence of the last event stored (0: none). */
+static int store_head(struct cqrs_saga_runner *r, int64_t *seq, cqrs_error *err)
+{
+	cqrs_filter f = { .reverse = true, .limit = 1 };
+	cqrs_cursor *c = cqrs_store_read(r->st, &f, err);
+	if (c == NULL)
+		return -1;
+	cqrs_event ev;
+	int got = cqrs_cursor_next(c, &ev, err);
+	*seq = got == 1 ? ev.sequence : 0;
+	cqrs_cursor_close(c);
+	return got < 0 ? -1 : 0;
+}
+
 /* New instances for the starting events since the checkpoint, one batch
  * per transaction with the checkpoint moved in it.  1 when it started
  * any. */
@@ -1563,6 +1578,10 @@ static int start_new(struct cqrs_saga_runner *r, const cqrs_saga_def *d, cqrs_er
 			any = 1;
 		}
 		if (n > 0 && saga_db_set_checkpoint(r->db, cp, last, r->now, err) < 0)
+			goto fail;
+		/* every starting event up to the head is seen: cancellations up
+		 * to there find their instances */
+		if (n < batch && store_head(r, &r->seen, err) < 0)
 			goto fail;
 		if (commit(r, err) < 0)
 			goto out;
@@ -1659,8 +1678,9 @@ static int cancel_instance(struct cqrs_saga_runner *r, struct saga_inst *in,
 	return 0;
 }
 
-/* Reads the cancel_on events up to where instances were started, in
- * batches, each with the checkpoint moved in its transaction. */
+/* Reads the cancel_on events up to where start_new looked for starting
+ * events (so that each finds its instance), in batches, each with the
+ * checkpoint moved in its transaction. */
 static int cancel_scan(struct cqrs_saga_runner *r, const cqrs_saga_def *d, cqrs_error *err)
 {
 	if (d->cancel_event_type == NULL)
@@ -1669,17 +1689,15 @@ static int cancel_scan(struct cqrs_saga_runner *r, const cqrs_saga_def *d, cqrs_
 	struct cancel *cs = calloc((size_t)batch, sizeof *cs);
 	if (cs == NULL)
 		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
-	char cp[160], sp[160];
+	char cp[160];
 	cancel_checkpoint_name(d, cp, sizeof cp);
-	checkpoint_name(d, sp, sizeof sp);
 	int rc = -1;
 	for (;;) {
 		tick(r);
 		if (begin(r, err) < 0)
 			goto out;
-		int64_t after, upto;
-		if (saga_db_checkpoint_get(r->db, cp, &after, err) < 0 ||
-		    saga_db_checkpoint_get(r->db, sp, &upto, err) < 0)
+		int64_t after, upto = r->seen;
+		if (saga_db_checkpoint_get(r->db, cp, &after, err) < 0)
 			goto fail;
 		if (upto <= after) {
 			rollback(r);

@@ -104,6 +104,10 @@ int cqrs_store_begin(cqrs_store *st, cqrs_error *err)
 
 int cqrs_store_append(cqrs_store *st, cqrs_event *ev, cqrs_error *err)
 {
+	/* Bad events stop at the door (event_schema.c), whoever appends them;
+	 * history copied with its sequence and hash is checked by its chain. */
+	if (!(ev->sequence > 0 && ev->has_hash) && cqrs_event_schema_check(ev, err) < 0)
+		return -1;
 	return st->ops->append(st, ev, err);
 }
 

@@ -462,6 +462,11 @@ static void roundtrip(const struct aggregate *a, const char *what)
 	struct cqrs_strbuf b = { 0 };
 	agg_state_json(a, &b);
 	struct aggregate back = { 0 };
+	/* valid JSON (a checker, not only our own reader, must accept it) */
+	char *copy = strdup(b.p);
+	size_t clen = b.len;
+	CHECK(copy != NULL && cqrs_json_compact(copy, &clen, NULL) == 0, "%s: JSON %s", what, b.p);
+	free(copy);
 	fresh(&back, a->kind);
 	back.version = a->version;
 	memcpy(back.last_hash, a->last_hash, CQRS_HASH_LEN);
