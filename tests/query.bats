@@ -201,13 +201,13 @@ usage_error() {
 	run --separate-stderr cqrs-query -f table inventory
 	assert_success
 	assert_output - <<-'EOF'
-		product_id                            sku    name    on_hand  reserved  available  shipped  updated_at
-		11111111-1111-4111-8111-111111111111  SKU-1  Widget        8         2          6        2  2026-01-17T12:00:01.000000Z
-		22222222-2222-4222-8222-222222222222  SKU-2  Gadget        9         1          8        1  2026-01-16T15:00:01.000000Z
-		33333333-3333-4333-8333-333333333333  SKU-3  Gizmo         4         3          1        0  2026-01-17T00:00:01.000000Z
+		product_id                            sku    name    on_hand  reserved  available  shipped  received  updated_at
+		11111111-1111-4111-8111-111111111111  SKU-1  Widget        8         2          6        2        10  2026-01-17T12:00:01.000000Z
+		22222222-2222-4222-8222-222222222222  SKU-2  Gadget        9         1          8        1        10  2026-01-16T15:00:01.000000Z
+		33333333-3333-4333-8333-333333333333  SKU-3  Gizmo         4         3          1        0         4  2026-01-17T00:00:01.000000Z
 	EOF
 	run --separate-stderr cqrs-query inventory SKU-3
-	assert_output '{"product_id":"33333333-3333-4333-8333-333333333333","sku":"SKU-3","name":"Gizmo","on_hand":4,"reserved":3,"available":1,"shipped":0,"updated_at":"2026-01-17T00:00:01.000000Z"}'
+	assert_output '{"product_id":"33333333-3333-4333-8333-333333333333","sku":"SKU-3","name":"Gizmo","on_hand":4,"reserved":3,"available":1,"shipped":0,"received":4,"updated_at":"2026-01-17T00:00:01.000000Z"}'
 	run --separate-stderr cqrs-query inventory 22222222-2222-4222-8222-222222222222
 	assert_equal "$(jq -r .sku <<<"$output")" SKU-2
 	run --separate-stderr cqrs-query inventory SKU-404

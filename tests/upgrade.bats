@@ -70,6 +70,13 @@ queries() {
 	run --separate-stderr cqrs-saga status --format ndjson
 	assert_success
 	assert_equal "$(head -1 <<<"$output" | jq -c '[.total, .RUNNING, .COMPLETED, .FAILED]')" '[5,1,2,2]'
+	# readers of views not yet upgraded say what to do (cqrs-query(1))
+	run --separate-stderr cqrs-project --lag
+	assert_failure 66
+	assert_regex "$stderr" "views of an older release \\(schema version 1\\): run cqrs-project to upgrade them$"
+	run --separate-stderr cqrs-query -f ndjson orders
+	assert_failure 66
+	cqrs-project >/dev/null
 	run --separate-stderr cqrs-project --lag
 	assert_success
 	run --separate-stderr cqrs-query -f ndjson orders

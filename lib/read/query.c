@@ -381,6 +381,7 @@ int64_t cqrs_query_run(const char *views_path, const cqrs_query *q, enum cqrs_fo
 		break;
 	case CQRS_QUERY_INVENTORY:
 		add(&s, "SELECT product_id, sku, name, on_hand, reserved, available, shipped,"
+			" received,"
 			" updated_at FROM inventory_views");
 		cond(&s, &where, "(product_id = ?# OR sku = ?#)",
 		     q->id != NULL ? order_key(q->id, key) : NULL);
