@@ -181,6 +181,14 @@ def saga_cancel_effects(m, o):
         o.label = 0
 
 
+def release_order_holds(m, o):
+    """CancelOrder gives back, in its own transaction, every unit the order
+    holds of the products on its lines, whoever reserved them."""
+    for pid in {pid for pid, _ in o.items}:
+        p = m.products[pid]
+        p.release(o.id) if o.id in p.held else None
+
+
 def saga_compensate(m, o):
     """The saga undoes its own completed steps, in reverse."""
     s = o.saga
@@ -203,6 +211,7 @@ def saga_fail(m, o):
         s.outcome = None
     else:
         o.status, o.cancelled_by = "CANCELLED", "saga"
+        release_order_holds(m, o)
         saga_cancel_effects(m, o)
         s.outcome = "compensated"
         s.cancel_handled = True
@@ -679,6 +688,7 @@ class History:
         c = dict(type="CancelOrder", order_id=o.id, reason="customer asked", correlation_id="person")
         if o.status in OPEN:
             o.status, o.cancelled_by = "CANCELLED", "person"
+            release_order_holds(self.m, o)
             s = o.saga
             s.existed_before_cancel = s.started and s.status in ("RUNNING", "COMPLETED") and not s.uncertain
             return [(c, "accepted", None)]
