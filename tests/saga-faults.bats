@@ -254,27 +254,34 @@ EOF
 	assert_equal "$(saga_row 2)" "FAILED|0|0|compensated"
 }
 
-@test "bad saga definitions are refused with the file and line, exit 78" {
+@test "bad saga definitions are refused with the file, line and column, exit 78" {
 	printf 'saga: x\nstart:\n  event_type: OrderCreated\nsteps:\n  - name: a\n    comand: {type: X}\n' >bad1.yaml
 	run --separate-stderr cqrs-saga check -f bad1.yaml
 	assert_failure 78
-	assert_equal "$stderr" "cqrs-saga: bad1.yaml:6: step: unknown key 'comand'"
+	assert_equal "$stderr" "cqrs-saga: bad1.yaml:6:5: step: unknown key 'comand'"
 	printf 'saga: x\nstart:\n  event_type: OrderCreated\n' >bad2.yaml
 	run --separate-stderr cqrs-saga check -f bad2.yaml
 	assert_failure 78
-	assert_equal "$stderr" "cqrs-saga: bad2.yaml:1: missing key 'steps'"
+	assert_equal "$stderr" "cqrs-saga: bad2.yaml:1:1: missing key 'steps'"
 	printf 'saga: x\nstart:\n  event_type: OrderCreated\nsteps:\n  - name: a\n    timeout: soon\n    emit: {aggregate_type: A, aggregate_id: "${uuid:a}", event_type: E}\n' >bad3.yaml
 	run --separate-stderr cqrs-saga check -f bad3.yaml
 	assert_failure 78
-	assert_equal "$stderr" "cqrs-saga: bad3.yaml:6: 'timeout' must be a duration such as 500ms, 30s, 5m, 2h or 1d"
+	assert_equal "$stderr" "cqrs-saga: bad3.yaml:6:14: 'timeout' must be a duration such as 500ms, 30s, 5m, 2h or 1d"
 	printf 'saga: x\nsteps: [\n' >bad4.yaml
 	run --separate-stderr cqrs-saga check -f bad4.yaml
 	assert_failure 78
-	[[ $stderr == "cqrs-saga: bad4.yaml:3: "* ]]
+	assert_equal "$stderr" "cqrs-saga: bad4.yaml:3:1: did not find expected node content (while parsing a flow node on line 3)"
 	run --separate-stderr cqrs-saga run -f missing.yaml
 	assert_failure 66
 	assert_equal "$stderr" "cqrs-saga: missing.yaml: cannot open saga definition: No such file or directory"
 	run cqrs-saga check
 	assert_success
 	assert_output "order.yaml: saga 'order' is valid"
+}
+
+@test "a saga definition with a key given twice is refused, not read as the last one" {
+	printf 'saga: x\nstart:\n  event_type: OrderCreated\nsteps:\n  - name: a\n    timeout: 5s\n    emit: {aggregate_type: A, aggregate_id: "${uuid:a}", event_type: E}\n    timeout: 1s\n' >dup.yaml
+	run --separate-stderr cqrs-saga check -f dup.yaml
+	assert_failure 78
+	assert_equal "$stderr" "cqrs-saga: dup.yaml:8:5: duplicate key 'timeout' (first on line 6)"
 }
