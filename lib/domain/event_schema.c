@@ -215,16 +215,30 @@ int cqrs_event_schema_check(const cqrs_event *ev, cqrs_error *err)
 	if (s == NULL)
 		return 0;
 	struct ctx x = { .ev = ev, .err = err };
-	for (size_t i = 0; i < sizeof s->m / sizeof *s->m && s->m[i].name != NULL; i++) {
+	/* One pass over the data finds every declared member (a look-up per
+	 * member would scan the object again each time), then they are checked
+	 * in the declared order: the currency before the amounts. */
+	enum { NM = sizeof s->m / sizeof *s->m };
+	const char *val[NM] = { NULL };
+	size_t len[NM] = { 0 };
+	size_t pos = 0;
+	cqrs_json_member jm;
+	while (cqrs_json_next_member(ev->data, ev->data_len, &pos, &jm) == 1)
+		for (size_t i = 0; i < NM && s->m[i].name != NULL; i++)
+			if (val[i] == NULL && strlen(s->m[i].name) == jm.key_len &&
+			    memcmp(s->m[i].name, jm.key, jm.key_len) == 0) {
+				val[i] = jm.value;
+				len[i] = jm.value_len;
+				break;
+			}
+	for (size_t i = 0; i < NM && s->m[i].name != NULL; i++) {
 		const struct member *m = &s->m[i];
-		const char *v;
-		size_t n;
-		if (!cqrs_json_get(ev->data, ev->data_len, m->name, &v, &n)) {
+		if (val[i] == NULL) {
 			if (m->required)
 				return wrong(&x, m->name, "is missing", "", 0);
 			continue;
 		}
-		if (check_value(&x, m->name, m->type, v, n) < 0)
+		if (check_value(&x, m->name, m->type, val[i], len[i]) < 0)
 			return -1;
 	}
 	return 0;
