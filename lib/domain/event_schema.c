@@ -133,17 +133,33 @@ static int check_items(struct ctx *x, const char *v, size_t n)
 		snprintf(where, sizeof where, "items[%lld]", (long long)count + 1);
 		if (++count > DOM_MAX_ITEMS || e[0] != '{')
 			return wrong(x, where, "is not an item object", e, en);
-		if (!cqrs_json_get(e, en, "product_id", &m, &mn))
+		/* one pass over the item's members */
+		const char *pid = NULL, *sku = NULL, *qty = NULL, *up = NULL;
+		size_t pidn = 0, skun = 0, qtyn = 0, upn = 0, mpos = 0;
+		cqrs_json_member jm;
+		while (cqrs_json_next_member(e, en, &mpos, &jm) == 1) {
+			m = jm.value;
+			mn = jm.value_len;
+			if (jm.key_len == 10 && memcmp(jm.key, "product_id", 10) == 0)
+				pid = m, pidn = mn;
+			else if (jm.key_len == 3 && memcmp(jm.key, "sku", 3) == 0)
+				sku = m, skun = mn;
+			else if (jm.key_len == 8 && memcmp(jm.key, "quantity", 8) == 0)
+				qty = m, qtyn = mn;
+			else if (jm.key_len == 10 && memcmp(jm.key, "unit_price", 10) == 0)
+				up = m, upn = mn;
+		}
+		if (pid == NULL)
 			return wrong(x, where, "has no product_id", e, en);
-		if (check_value(x, "items[].product_id", ST_UUID, m, mn) < 0)
+		if (check_value(x, "items[].product_id", ST_UUID, pid, pidn) < 0)
 			return -1;
-		if (cqrs_json_get(e, en, "sku", &m, &mn) && check_text(x, "items[].sku", m, mn) < 0)
+		if (sku != NULL && check_text(x, "items[].sku", sku, skun) < 0)
 			return -1;
-		if (!cqrs_json_get(e, en, "quantity", &m, &mn) || parse_count(m, mn, &q) < 0)
+		if (qty == NULL || parse_count(qty, qtyn, &q) < 0)
 			return wrong(x, where, "has no quantity from 1 to 1000000000", e, en);
-		if (!cqrs_json_get(e, en, "unit_price", &m, &mn))
+		if (up == NULL)
 			return wrong(x, where, "has no unit_price", e, en);
-		if (check_money(x, "items[].unit_price", m, mn, false, &price) < 0)
+		if (check_money(x, "items[].unit_price", up, upn, false, &price) < 0)
 			return -1;
 		if (__builtin_mul_overflow(q, price, &line) ||
 		    __builtin_add_overflow(sum, line, &sum) || sum > DOM_MAX_AMOUNT)
@@ -160,14 +176,19 @@ static int check_address(struct ctx *x, const char *v, size_t n)
 					     "state", "postal_code", "country" };
 	if (v[0] != '{')
 		return wrong(x, "shipping_address", "is not an object", v, n);
-	for (size_t i = 0; i < sizeof parts / sizeof *parts; i++) {
-		const char *m;
-		size_t mn;
-		char where[48];
-		snprintf(where, sizeof where, "shipping_address.%s", parts[i]);
-		if (cqrs_json_get(v, n, parts[i], &m, &mn) && check_text(x, where, m, mn) < 0)
-			return -1;
-	}
+	size_t pos = 0;
+	cqrs_json_member jm;
+	while (cqrs_json_next_member(v, n, &pos, &jm) == 1)
+		for (size_t i = 0; i < sizeof parts / sizeof *parts; i++) {
+			if (strlen(parts[i]) != jm.key_len ||
+			    memcmp(parts[i], jm.key, jm.key_len) != 0)
+				continue;
+			char where[48];
+			snprintf(where, sizeof where, "shipping_address.%s", parts[i]);
+			if (check_text(x, where, jm.value, jm.value_len) < 0)
+				return -1;
+			break;
+		}
 	return 0;
 }
 
