@@ -448,6 +448,10 @@ static void sqlite_close(cqrs_store *st)
 	sqlite3_finalize(s->proc_get);
 	sqlite3_finalize(s->proc_put);
 	sqlite3_finalize(s->counter);
+	/* a statement left unfinalized on some path must not keep the
+	 * connection (and its cache) alive past close */
+	for (sqlite3_stmt *q; (q = sqlite3_next_stmt(s->db, NULL)) != NULL;)
+		sqlite3_finalize(q);
 	sqlite3_close(s->db);
 	if (s->inotify_fd >= 0)
 		close(s->inotify_fd);
