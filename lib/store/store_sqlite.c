@@ -191,8 +191,15 @@ static int exec(struct sqlite_store *s, const char *sql, cqrs_error *err)
 	return rc == SQLITE_OK ? 0 : db_error(s, rc, "query failed", err);
 }
 
+/* An aggregate's stored version, for the append path and the facade. */
+#define SQL_VERSION "SELECT max(aggregate_version) FROM events WHERE aggregate_id = ?1"
+
+/* Prepares *stmt once: a statement another path already prepared is kept
+ * (preparing over it would leak it and keep the connection from closing). */
 static int prepare(struct sqlite_store *s, sqlite3_stmt **stmt, const char *sql, cqrs_error *err)
 {
+	if (*stmt != NULL)
+		return 0;
 	int rc = sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, stmt, NULL);
 	return rc == SQLITE_OK ? 0 : db_error(s, rc, "prepare failed", err);
 }
@@ -448,10 +455,6 @@ static void sqlite_close(cqrs_store *st)
 	sqlite3_finalize(s->proc_get);
 	sqlite3_finalize(s->proc_put);
 	sqlite3_finalize(s->counter);
-	/* a statement left unfinalized on some path must not keep the
-	 * connection (and its cache) alive past close */
-	for (sqlite3_stmt *q; (q = sqlite3_next_stmt(s->db, NULL)) != NULL;)
-		sqlite3_finalize(q);
 	sqlite3_close(s->db);
 	if (s->inotify_fd >= 0)
 		close(s->inotify_fd);
@@ -594,9 +597,7 @@ static int sqlite_begin(cqrs_store *st, cqrs_error *err)
 			    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
 			    " ON CONFLICT (event_id) DO NOTHING",
 			    err) < 0 ||
-		    prepare(s, &s->version,
-			    "SELECT max(aggregate_version) FROM events WHERE aggregate_id = ?1",
-			    err) < 0 ||
+		    prepare(s, &s->version, SQL_VERSION, err) < 0 ||
 		    prepare(s, &s->by_event_id,
 			    "SELECT sequence, event_id, aggregate_id, aggregate_type,"
 			    " aggregate_version, event_type, event_version, data, metadata,"
@@ -873,9 +874,7 @@ static int64_t sqlite_aggregate_version(cqrs_store *st, const uint8_t id[CQRS_UU
 		if (slot != NULL && found)
 			return slot->version;
 	}
-	if (s->version == NULL &&
-	    prepare(s, &s->version,
-		    "SELECT max(aggregate_version) FROM events WHERE aggregate_id = ?1", err) < 0)
+	if (prepare(s, &s->version, SQL_VERSION, err) < 0)
 		return -1;
 	return stored_version(s, id, err);
 }
@@ -1096,7 +1095,7 @@ static void sqlite_cursor_close(cqrs_cursor *cur)
 static int step_cached(struct sqlite_store *s, sqlite3_stmt **stmt, const char *sql,
 		       int (*bind)(sqlite3_stmt *, const void *), const void *arg, cqrs_error *err)
 {
-	if (*stmt == NULL && prepare(s, stmt, sql, err) < 0)
+	if (prepare(s, stmt, sql, err) < 0)
 		return -1;
 	bind(*stmt, arg);
 	int rc = sqlite3_step(*stmt);
@@ -1148,8 +1147,7 @@ static int sqlite_snapshot_save(cqrs_store *st, const uint8_t id[CQRS_UUID_LEN],
 				int64_t version, const char *state, cqrs_error *err)
 {
 	struct sqlite_store *s = (struct sqlite_store *)st;
-	if (s->snap_save == NULL &&
-	    prepare(s, &s->snap_save,
+	if (prepare(s, &s->snap_save,
 		    "INSERT OR REPLACE INTO snapshots (aggregate_id, aggregate_type,"
 		    " aggregate_version, state, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
 		    err) < 0)
@@ -1191,8 +1189,7 @@ static int sqlite_processed_put(cqrs_store *st, const char *message_id, const ch
 	struct sqlite_store *s = (struct sqlite_store *)st;
 	if (!s->in_txn)
 		return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "processed_put outside a transaction");
-	if (s->proc_put == NULL &&
-	    prepare(s, &s->proc_put,
+	if (prepare(s, &s->proc_put,
 		    "INSERT INTO processed_messages (message_id, handler, result, processed_at)"
 		    " VALUES (?1, ?2, ?3, ?4)",
 		    err) < 0)
