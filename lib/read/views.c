@@ -564,25 +564,37 @@ int cqrs_views_lag(const char *views_path, cqrs_store *st, FILE *out, cqrs_error
 
 /* --- parked events ---------------------------------------------------------- */
 
+/* Opens the views to read parked_events with sql: 1 with *db and *q set,
+ * 0 when the views have no parked events table (nothing was ever parked),
+ * -1 with *err. */
+static int parked_query(const char *views_path, const char *sql, sqlite3 **db, sqlite3_stmt **q,
+			cqrs_error *err)
+{
+	if (cqrs_views_db_open(views_path, VIEWS_OPEN_READ, db, err) < 0)
+		return -1;
+	if (!has_parked_table(*db)) {
+		sqlite3_close(*db);
+		return 0;
+	}
+	int rc = sqlite3_prepare_v2(*db, sql, -1, q, NULL);
+	if (rc != SQLITE_OK) {
+		cqrs_views_db_error(*db, views_path, rc, "cannot read the parked events", err);
+		sqlite3_close(*db);
+		return -1;
+	}
+	return 1;
+}
+
 int cqrs_views_parked(const char *views_path, FILE *out, cqrs_error *err)
 {
 	sqlite3 *db;
-	if (cqrs_views_db_open(views_path, VIEWS_OPEN_READ, &db, err) < 0)
-		return -1;
-	if (!has_parked_table(db)) {
-		sqlite3_close(db);
-		return 0;
-	}
 	sqlite3_stmt *q;
-	int rc = sqlite3_prepare_v2(db,
-				    "SELECT projection, sequence, aggregate_id, event_type, error,"
-				    " parked_at FROM parked_events ORDER BY projection, sequence",
-				    -1, &q, NULL);
-	if (rc != SQLITE_OK) {
-		cqrs_views_db_error(db, views_path, rc, "cannot read the parked events", err);
-		sqlite3_close(db);
-		return -1;
-	}
+	int rc = parked_query(views_path,
+			      "SELECT projection, sequence, aggregate_id, event_type, error,"
+			      " parked_at FROM parked_events ORDER BY projection, sequence",
+			      &db, &q, err);
+	if (rc <= 0)
+		return rc;
 	static const char *const keys[] = { "projection", "sequence", "aggregate_id",
 					    "event_type", "error",    "parked_at" };
 	while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
@@ -610,23 +622,14 @@ int64_t cqrs_views_parked_summary(const char *views_path, const cqrs_projections
 				  size_t cap, cqrs_error *err)
 {
 	sqlite3 *db;
-	buf[0] = '\0';
-	if (cqrs_views_db_open(views_path, VIEWS_OPEN_READ, &db, err) < 0)
-		return -1;
-	if (!has_parked_table(db)) {
-		sqlite3_close(db);
-		return 0;
-	}
 	sqlite3_stmt *q;
-	int rc = sqlite3_prepare_v2(db,
-				    "SELECT projection, count(*), min(sequence) FROM parked_events"
-				    " GROUP BY projection ORDER BY projection",
-				    -1, &q, NULL);
-	if (rc != SQLITE_OK) {
-		cqrs_views_db_error(db, views_path, rc, "cannot read the parked events", err);
-		sqlite3_close(db);
-		return -1;
-	}
+	buf[0] = '\0';
+	int rc = parked_query(views_path,
+			      "SELECT projection, count(*), min(sequence) FROM parked_events"
+			      " GROUP BY projection ORDER BY projection",
+			      &db, &q, err);
+	if (rc <= 0)
+		return rc;
 	int64_t total = 0;
 	size_t n = 0;
 	while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
