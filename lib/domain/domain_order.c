@@ -23,6 +23,16 @@ static const char *order_name(const struct aggregate *a, char *buf, size_t cap)
 	return buf;
 }
 
+/* What every decision on an existing order starts with: the order exists,
+ * and the lifecycle table allows the command in its state.  True when the
+ * command was rejected; name gets the order's name for messages. */
+static bool order_refused(const struct command *c, const struct aggregate *a, struct decision *d,
+			  char *name, size_t cap)
+{
+	return reject_missing(d, a, &domain_order, true) ||
+	       lc_check(d, c, a, order_name(a, name, cap), NULL);
+}
+
 /* OrderCreated's items as one line per product. */
 static int apply_items(struct aggregate *a, const cqrs_event *ev, cqrs_error *err)
 {
@@ -307,8 +317,7 @@ int order_confirm(const struct command *c, const struct aggregate *a, const stru
 	(void)ctx;
 	(void)err;
 	char name[64];
-	if (reject_missing(d, a, &domain_order, true) ||
-	    lc_check(d, c, a, order_name(a, name, sizeof name), NULL))
+	if (order_refused(c, a, d, name, sizeof name))
 		return 0;
 	struct cqrs_strbuf *b = decision_emit(d, "OrderConfirmed");
 	cqrs_strbuf_putc(b, '{');
@@ -330,8 +339,7 @@ int order_pay(const struct command *c, const struct aggregate *a, const struct d
 	(void)ctx;
 	(void)err;
 	char name[64];
-	if (reject_missing(d, a, &domain_order, true) ||
-	    lc_check(d, c, a, order_name(a, name, sizeof name), NULL))
+	if (order_refused(c, a, d, name, sizeof name))
 		return 0;
 	const struct order_state *o = &a->u.order;
 	if (HAS(c, F_CURRENCY) && strcmp(c->currency, o->currency) != 0)
@@ -386,8 +394,7 @@ int order_ship(const struct command *c, const struct aggregate *a, const struct 
 {
 	(void)err;
 	char name[64];
-	if (reject_missing(d, a, &domain_order, true) ||
-	    lc_check(d, c, a, order_name(a, name, sizeof name), NULL))
+	if (order_refused(c, a, d, name, sizeof name))
 		return 0;
 	const struct order_state *o = &a->u.order;
 	if (ctx->nrelated != o->nlines)
@@ -434,8 +441,7 @@ int order_cancel(const struct command *c, const struct aggregate *a, const struc
 {
 	(void)err;
 	char name[64];
-	if (reject_missing(d, a, &domain_order, true) ||
-	    lc_check(d, c, a, order_name(a, name, sizeof name), NULL))
+	if (order_refused(c, a, d, name, sizeof name))
 		return 0;
 	const struct order_state *o = &a->u.order;
 	if (c->automated && o->confirmed && !o->confirmed_by_saga)
