@@ -111,6 +111,18 @@ static void amount_event(struct decision *d, const char *type, const struct paym
 	cqrs_strbuf_putc(b, '}');
 }
 
+/* What every decision on an existing payment starts with: it exists, and
+ * the lifecycle table allows the command in its state.  True when the
+ * command was rejected; id gets the payment's id for messages. */
+static bool payment_refused(const struct command *c, const struct aggregate *a, struct decision *d,
+			    char id[37])
+{
+	if (reject_missing(d, a, &domain_payment, true))
+		return true;
+	cqrs_uuid_format(a->id, id);
+	return lc_check(d, c, a, id, NULL);
+}
+
 int payment_authorize(const struct command *c, const struct aggregate *a,
 		      const struct decide_ctx *ctx, struct decision *d, cqrs_error *err)
 {
@@ -174,13 +186,10 @@ int payment_refund(const struct command *c, const struct aggregate *a, const str
 {
 	(void)ctx;
 	(void)err;
-	if (reject_missing(d, a, &domain_payment, true))
+	char id[37], m1[48], m2[48];
+	if (payment_refused(c, a, d, id))
 		return 0;
 	const struct payment_state *p = &a->u.pay;
-	char id[37], m1[48], m2[48];
-	cqrs_uuid_format(a->id, id);
-	if (lc_check(d, c, a, id, NULL))
-		return 0;
 	int64_t amount;
 	if (reject_amount(d, "amount", c->amount, c->amount_len, p->currency, false, &amount))
 		return 0;
@@ -209,11 +218,8 @@ int payment_void(const struct command *c, const struct aggregate *a, const struc
 {
 	(void)ctx;
 	(void)err;
-	if (reject_missing(d, a, &domain_payment, true))
-		return 0;
 	char id[37];
-	cqrs_uuid_format(a->id, id);
-	if (lc_check(d, c, a, id, NULL))
+	if (payment_refused(c, a, d, id))
 		return 0;
 	void_event(d, &a->u.pay);
 	return 0;
@@ -226,11 +232,8 @@ int payment_cancel(const struct command *c, const struct aggregate *a, const str
 {
 	(void)ctx;
 	(void)err;
-	if (reject_missing(d, a, &domain_payment, true))
-		return 0;
 	char id[37];
-	cqrs_uuid_format(a->id, id);
-	if (lc_check(d, c, a, id, NULL))
+	if (payment_refused(c, a, d, id))
 		return 0;
 	const struct payment_state *p = &a->u.pay;
 	if (!p->voided && p->captured < p->authorized)
