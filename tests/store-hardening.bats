@@ -279,6 +279,32 @@ restore() {
 	assert_equal "$stderr" "cqrs-append: $CQRS_STORE.witness: not a witness file (expected {\"sequence\":N,\"hash\":\"...\"})"
 }
 
+@test "a witness a power cut left as zero bytes counts as none, and the next commit writes it" {
+	ev | cqrs-append -q
+	head -c 94 /dev/zero >"$CQRS_STORE.witness"
+	run --separate-stderr cqrs-append -q < <(ev)
+	assert_success
+	head=$(cqrs-read -n 1 -r | jq -r .hash)
+	assert_equal "$(cat "$CQRS_STORE.witness")" "{\"sequence\":2,\"hash\":\"$head\"}"
+}
+
+@test "the witness is flushed when it is new and on a reset, not at every commit" {
+	command -v strace >/dev/null || fail "strace is not installed (tests/debian-packages-check)"
+	# (strace -y names each descriptor's file)
+	local t=(strace -y -f -e trace=fdatasync,fsync,sync_file_range)
+	"${t[@]}" -o first.trace cqrs-append -q < <(ev)
+	"${t[@]}" -o next.trace cqrs-append -q < <(ev)
+	"${t[@]}" -o reset.trace cqrs-append --reset-witness >/dev/null
+	run grep -c 'fdatasync([0-9]*<[^>]*witness>' first.trace
+	assert_output 1
+	run grep -c 'sync.*witness>' next.trace
+	assert_output 1
+	run grep -c 'sync_file_range([0-9]*<[^>]*witness>' next.trace
+	assert_output 1
+	run grep -c 'fdatasync([0-9]*<[^>]*witness>' reset.trace
+	assert_output 1
+}
+
 # --- 6. the head's hash before appending -------------------------------------------------
 
 @test "cqrs-append does not build on a head event whose bytes were changed" {

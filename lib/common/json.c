@@ -405,23 +405,37 @@ int cqrs_json_compact(char *text, size_t *len, cqrs_error *err)
 	}
 }
 
+/* The end of a string whose opening quote is at v[i]: one past its closing
+ * quote, or len.  memchr finds each quote (strings are most of the bytes of
+ * an event, and this runs for every member of every event); a quote after
+ * an odd run of backslashes is escaped. */
+static size_t string_end(const char *v, size_t len, size_t i)
+{
+	size_t from = i + 1;
+	for (;;) {
+		const char *q = from < len ? memchr(v + from, '"', len - from) : NULL;
+		if (q == NULL)
+			return len;
+		size_t at = (size_t)(q - v), bs = 0;
+		while (at - bs > i + 1 && v[at - bs - 1] == '\\')
+			bs++;
+		if (bs % 2 == 0)
+			return at + 1;
+		from = at + 1;
+	}
+}
+
 size_t cqrs_json_value_end(const char *v, size_t len, size_t i)
 {
 	int depth = 0;
-	bool in_string = false;
 	for (; i < len; i++) {
-		char c = v[i];
-		if (in_string) {
-			if (c == '\\')
-				i++;
-			else if (c == '"')
-				in_string = false;
-			if (!in_string && depth == 0)
-				return i + 1;
-			continue;
-		}
-		switch (c) {
-		case '"': in_string = true; break;
+		switch (v[i]) {
+		case '"':
+			i = string_end(v, len, i);
+			if (depth == 0)
+				return i;
+			i--; /* the loop's i++ steps past the closing quote */
+			break;
 		case '{':
 		case '[': depth++; break;
 		case '}':

@@ -17,16 +17,19 @@ bool cqrs_currency_valid(const char *c)
 
 int cqrs_currency_digits(const char *currency)
 {
-	/* ISO 4217 exponents that differ from the usual 2 */
-	static const char *const zero[] = { "BIF", "CLP", "DJF", "GNF", "ISK", "JPY",
-					    "KMF", "KRW", "PYG", "RWF", "UGX", "UYI",
-					    "VND", "VUV", "XAF", "XOF", "XPF" };
-	static const char *const three[] = { "BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND" };
-	for (size_t i = 0; i < sizeof zero / sizeof *zero; i++)
-		if (strcmp(currency, zero[i]) == 0)
+	/* ISO 4217 exponents that differ from the usual 2, as one string of
+	 * codes: every amount of every event asks, so one scan, no strcmp */
+	static const char zero[] = "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF "
+				   "XOF XPF ";
+	static const char three[] = "BHD IQD JOD KWD LYD OMR TND ";
+	if (currency[0] == '\0' || currency[1] == '\0' || currency[2] == '\0' ||
+	    currency[3] != '\0')
+		return 2;
+	for (const char *p = zero; *p != '\0'; p += 4)
+		if (memcmp(p, currency, 3) == 0)
 			return 0;
-	for (size_t i = 0; i < sizeof three / sizeof *three; i++)
-		if (strcmp(currency, three[i]) == 0)
+	for (const char *p = three; *p != '\0'; p += 4)
+		if (memcmp(p, currency, 3) == 0)
 			return 3;
 	return 2;
 }

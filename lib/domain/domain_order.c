@@ -178,6 +178,27 @@ static int restore(struct aggregate *a, const char *s, size_t n)
 
 const struct domain domain_order = { "Order", "order", apply, save, restore };
 
+/* "item N: field" in what (64 bytes), without snprintf: this runs for
+ * every item of every order, and the label is read only on a rejection. */
+static const char *item_label(char what[64], size_t n, const char *field)
+{
+	char digits[24];
+	int k = 0;
+	do
+		digits[k++] = (char)('0' + n % 10);
+	while ((n /= 10) > 0);
+	char *p = what;
+	memcpy(p, "item ", 5);
+	p += 5;
+	while (k > 0)
+		*p++ = digits[--k];
+	*p++ = ':';
+	*p++ = ' ';
+	size_t f = strlen(field);
+	memcpy(p, field, f + 1);
+	return what;
+}
+
 /* Every item valid, the total exact and within range, at most
  * DOM_MAX_ORDER_PRODUCTS products: true when rejected. */
 static bool reject_items(const struct command *c, struct decision *d, int64_t *total)
@@ -189,12 +210,11 @@ static bool reject_items(const struct command *c, struct decision *d, int64_t *t
 		const struct cmd_item *it = &c->items[i];
 		char what[64];
 		int64_t q, price, line;
-		snprintf(what, sizeof what, "item %zu: quantity", i + 1);
-		if (reject_quantity(d, what, it->quantity, it->quantity_len, &q))
+		if (reject_quantity(d, item_label(what, i + 1, "quantity"), it->quantity,
+				    it->quantity_len, &q))
 			return true;
-		snprintf(what, sizeof what, "item %zu: unit price", i + 1);
-		if (reject_amount(d, what, it->unit_price, it->unit_price_len, c->currency, true,
-				  &price))
+		if (reject_amount(d, item_label(what, i + 1, "unit price"), it->unit_price,
+				  it->unit_price_len, c->currency, true, &price))
 			return true;
 		if (__builtin_mul_overflow(q, price, &line) ||
 		    __builtin_add_overflow(*total, line, total) || *total > DOM_MAX_AMOUNT)

@@ -128,11 +128,11 @@ static int check_items(struct ctx *x, const char *v, size_t n)
 	size_t en, mn, pos = 0;
 	int64_t sum = 0, count = 0;
 	while (cqrs_json_next_element(v, n, &pos, &e, &en) == 1) {
-		char where[48];
+		char where[48]; /* items[N], written only for a message */
 		int64_t q, price, line;
-		snprintf(where, sizeof where, "items[%lld]", (long long)count + 1);
+#define ITEM_WHERE() (snprintf(where, sizeof where, "items[%lld]", (long long)count), where)
 		if (++count > DOM_MAX_ITEMS || e[0] != '{')
-			return wrong(x, where, "is not an item object", e, en);
+			return wrong(x, ITEM_WHERE(), "is not an item object", e, en);
 		/* one pass over the item's members */
 		const char *pid = NULL, *sku = NULL, *qty = NULL, *up = NULL;
 		size_t pidn = 0, skun = 0, qtyn = 0, upn = 0, mpos = 0;
@@ -150,21 +150,23 @@ static int check_items(struct ctx *x, const char *v, size_t n)
 				up = m, upn = mn;
 		}
 		if (pid == NULL)
-			return wrong(x, where, "has no product_id", e, en);
+			return wrong(x, ITEM_WHERE(), "has no product_id", e, en);
 		if (check_value(x, "items[].product_id", ST_UUID, pid, pidn) < 0)
 			return -1;
 		if (sku != NULL && check_text(x, "items[].sku", sku, skun) < 0)
 			return -1;
 		if (qty == NULL || parse_count(qty, qtyn, &q) < 0)
-			return wrong(x, where, "has no quantity from 1 to 1000000000", e, en);
+			return wrong(x, ITEM_WHERE(), "has no quantity from 1 to 1000000000", e,
+				     en);
 		if (up == NULL)
-			return wrong(x, where, "has no unit_price", e, en);
+			return wrong(x, ITEM_WHERE(), "has no unit_price", e, en);
 		if (check_money(x, "items[].unit_price", up, upn, false, &price) < 0)
 			return -1;
 		if (__builtin_mul_overflow(q, price, &line) ||
 		    __builtin_add_overflow(sum, line, &sum) || sum > DOM_MAX_AMOUNT)
 			return wrong(x, "items", "add up to more than an order may total", v, n);
 	}
+#undef ITEM_WHERE
 	if (count == 0)
 		return wrong(x, "items", "is empty", v, n);
 	return 0;
@@ -172,20 +174,27 @@ static int check_items(struct ctx *x, const char *v, size_t n)
 
 static int check_address(struct ctx *x, const char *v, size_t n)
 {
-	static const char *const parts[] = { "name",  "street",	     "city",
-					     "state", "postal_code", "country" };
+#define PART(s)                                                                                    \
+	{                                                                                          \
+		s, sizeof s - 1, "shipping_address." s                                             \
+	}
+	static const struct {
+		const char *name;
+		size_t len;
+		const char *where;
+	} parts[] = { PART("name"),  PART("street"),	  PART("city"),
+		      PART("state"), PART("postal_code"), PART("country") };
+#undef PART
 	if (v[0] != '{')
 		return wrong(x, "shipping_address", "is not an object", v, n);
 	size_t pos = 0;
 	cqrs_json_member jm;
 	while (cqrs_json_next_member(v, n, &pos, &jm) == 1)
 		for (size_t i = 0; i < sizeof parts / sizeof *parts; i++) {
-			if (strlen(parts[i]) != jm.key_len ||
-			    memcmp(parts[i], jm.key, jm.key_len) != 0)
+			if (parts[i].len != jm.key_len ||
+			    memcmp(parts[i].name, jm.key, jm.key_len) != 0)
 				continue;
-			char where[48];
-			snprintf(where, sizeof where, "shipping_address.%s", parts[i]);
-			if (check_text(x, where, jm.value, jm.value_len) < 0)
+			if (check_text(x, parts[i].where, jm.value, jm.value_len) < 0)
 				return -1;
 			break;
 		}
@@ -246,8 +255,8 @@ int cqrs_event_schema_check(const cqrs_event *ev, cqrs_error *err)
 	cqrs_json_member jm;
 	while (cqrs_json_next_member(ev->data, ev->data_len, &pos, &jm) == 1)
 		for (size_t i = 0; i < NM && s->m[i].name != NULL; i++)
-			if (val[i] == NULL && strlen(s->m[i].name) == jm.key_len &&
-			    memcmp(s->m[i].name, jm.key, jm.key_len) == 0) {
+			if (val[i] == NULL && strncmp(s->m[i].name, jm.key, jm.key_len) == 0 &&
+			    s->m[i].name[jm.key_len] == '\0') {
 				val[i] = jm.value;
 				len[i] = jm.value_len;
 				break;

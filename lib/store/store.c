@@ -187,11 +187,15 @@ static int add_os_user(cqrs_store *st, cqrs_event *ev, cqrs_error *err)
 	size_t n = 0, pos = 0;
 	cqrs_json_member m;
 	st->meta[n++] = '{';
+	/* every member but a claimed os_user, copied as it is: "key":value, */
 	while (cqrs_json_next_member(ev->metadata, ev->metadata_len, &pos, &m) == 1) {
 		if (m.key_len == 7 && memcmp(m.key, "os_user", 7) == 0)
 			continue;
-		n += (size_t)snprintf(st->meta + n, need - n, "\"%.*s\":%.*s,", (int)m.key_len,
-				      m.key, (int)m.value_len, m.value);
+		const char *from = m.key - 1; /* the key's opening quote */
+		size_t k = (size_t)(m.value + m.value_len - from);
+		memcpy(st->meta + n, from, k);
+		n += k;
+		st->meta[n++] = ',';
 	}
 	n += (size_t)snprintf(st->meta + n, need - n, "\"os_user\":%s}", user);
 	ev->metadata = st->meta;

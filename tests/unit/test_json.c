@@ -603,6 +603,21 @@ static void members(void)
 	CHECK(cqrs_json_next_element("{}", 2, &pos, &e, &en) == 0, "not an array");
 	CHECK(cqrs_json_value_end("12,3", 4, 0) == 2, "a number ends at the comma");
 	CHECK(cqrs_json_value_end("[1,[2]]", 7, 3) == 6, "a nested array ends after its ']'");
+	/* strings: a quote after an odd run of backslashes is escaped, after an
+	 * even run it closes the string (the scan finds quotes with memchr) */
+	static const struct {
+		const char *text;
+		size_t end;
+	} strings[] = {
+		{ "\"\",1", 2 },	 { "\"a\\\"b\",1", 6 },	     { "\"\\\\\",1", 4 },
+		{ "\"\\\\\\\"\",1", 6 }, { "[\"\\\\\",\"]\"]", 10 }, { "\"abc", 4 },
+		{ "\"ab\\\"", 5 },
+	};
+	for (size_t k = 0; k < sizeof strings / sizeof *strings; k++)
+		CHECK(cqrs_json_value_end(strings[k].text, strlen(strings[k].text), 0) ==
+			      strings[k].end,
+		      "string %zu: %s ends at %zu, not %zu", k, strings[k].text, strings[k].end,
+		      cqrs_json_value_end(strings[k].text, strlen(strings[k].text), 0));
 
 	const char *v;
 	size_t vl;
