@@ -56,7 +56,7 @@ static void usage(int code)
 		      "  release-inventory --product UUID --order UUID [--quantity N]\n"
 		      "  authorize-payment --order UUID --amount AMOUNT --currency CUR [--payment "
 		      "UUID]\n"
-		      "               [--payment-method TEXT]\n"
+		      "               [--payment-method TEXT] [--authorization TEXT]\n"
 		      "  capture-payment --payment UUID [--amount AMOUNT]\n"
 		      "  refund-payment --payment UUID --amount AMOUNT\n"
 		      "  void-authorization --payment UUID\n"
@@ -86,6 +86,7 @@ enum flag {
 	FL_QUANTITY,
 	FL_PAYMENT_METHOD,
 	FL_TOTAL,
+	FL_AUTHORIZATION,
 	FL_RECIPIENT,
 	FL_STREET,
 	FL_CITY,
@@ -118,6 +119,7 @@ static const struct {
 	[FL_QUANTITY] = { "quantity", "quantity", NUMBER },
 	[FL_PAYMENT_METHOD] = { "payment-method", "payment_method", TEXT },
 	[FL_TOTAL] = { "total", "total", NUMBER },
+	[FL_AUTHORIZATION] = { "authorization", "authorization", TEXT },
 	/* the address in parts, instead of --ship-to */
 	[FL_RECIPIENT] = { "recipient", "name", SPECIAL },
 	[FL_STREET] = { "street", "street", SPECIAL },
@@ -152,7 +154,7 @@ static const struct verb {
 	  0 },
 	{ "release-inventory", "ReleaseInventory", F(FL_PRODUCT) | F(FL_ORDER), F(FL_QUANTITY) },
 	{ "authorize-payment", "AuthorizePayment", F(FL_ORDER) | F(FL_AMOUNT) | F(FL_CURRENCY),
-	  F(FL_PAYMENT) | F(FL_PAYMENT_METHOD) },
+	  F(FL_PAYMENT) | F(FL_PAYMENT_METHOD) | F(FL_AUTHORIZATION) },
 	{ "capture-payment", "CapturePayment", F(FL_PAYMENT), F(FL_AMOUNT) },
 	{ "refund-payment", "RefundPayment", F(FL_PAYMENT) | F(FL_AMOUNT), 0 },
 	{ "void-authorization", "VoidAuthorization", F(FL_PAYMENT), 0 },

@@ -262,7 +262,10 @@ c accepted"
 	assert_equal "$(event_data)" '["PaymentCaptured",{"order_id":"'$O1'","amount":9.98,"currency":"USD"}]'
 	accepts refund-payment --payment "$PAY" --amount 10.00
 	assert_equal "$(event_data)" '["PaymentRefunded",{"order_id":"'$O1'","amount":10.00,"currency":"USD"}]'
-	accepts authorize-payment --payment "$PAY2" --order "$O2" --amount 5 --currency EUR
+	# the gateway's reference, when the caller has one
+	accepts authorize-payment --payment "$PAY2" --order "$O2" --amount 5 --currency EUR \
+		--authorization AUTH-42
+	assert_equal "$(event_data)" '["PaymentAuthorized",{"order_id":"'$O2'","amount":5.00,"currency":"EUR","authorization":"AUTH-42"}]'
 	accepts void-authorization --payment "$PAY2"
 	assert_equal "$(event_data)" '["AuthorizationVoided",{"order_id":"'$O2'"}]'
 	run cqrs-command show "$PAY"

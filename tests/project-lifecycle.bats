@@ -90,12 +90,15 @@ totals_projection() {
 	assert_equal "$stderr" ''
 	label=$(cqrs-read --event-type ShippingLabelCreated)
 	payment=$(cqrs-read --event-type PaymentAuthorized | jq -r .aggregate_id)
+	# the gateway's reference, from the step program's answer to the event
+	auth=$(cqrs-read --event-type PaymentAuthorized | jq -r .data.authorization)
+	[[ $auth == AUTH-* ]] || fail "PaymentAuthorized has no gateway authorization: $auth"
 	run --separate-stderr cqrs-query order "$(order_id 1)"
 	assert_success
-	run jq -c '[.status, .payment_id, .amount_authorized, .amount_captured,
+	run jq -c '[.status, .payment_id, .authorization, .amount_authorized, .amount_captured,
 		.amount_refunded, .payment_status, .shipment_id, .tracking_number, .carrier,
 		.shipment_status]' <<<"$output"
-	assert_output "[\"CONFIRMED\",\"$payment\",\"59.98\",\"0.00\",\"0.00\",\"AUTHORIZED\",$(jq -c '.aggregate_id, .data.tracking_number, .data.carrier' <<<"$label" | paste -sd,),\"LABEL_CREATED\"]"
+	assert_output "[\"CONFIRMED\",\"$payment\",\"$auth\",\"59.98\",\"0.00\",\"0.00\",\"AUTHORIZED\",$(jq -c '.aggregate_id, .data.tracking_number, .data.carrier' <<<"$label" | paste -sd,),\"LABEL_CREATED\"]"
 	# and the stock it holds
 	assert_equal "$(inventory)" '100|2|98|0|100'
 	assert_equal "$(held)" "$(order_id 1)|2"

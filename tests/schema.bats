@@ -126,6 +126,8 @@ stored() {
 		refused "ProductRegistered (event_version 1): data.sku is not a string of 1 to 256 bytes: 7"
 	ev OrderCancelled '{"reason":"a\u0007b"}' |
 		refused "OrderCancelled (event_version 1): data.reason contains a control character: \"a\\u0007b\""
+	ev PaymentAuthorized '{"order_id":"'"$P"'","amount":1.00,"currency":"USD","authorization":12}' Payment |
+		refused "PaymentAuthorized (event_version 1): data.authorization is not a string of 1 to 256 bytes: 12"
 }
 
 @test "rule: currencies are three capital letters, times are RFC 3339" {

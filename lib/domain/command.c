@@ -59,8 +59,8 @@ static const struct cmd_spec specs[CMD_COUNT] = {
 	[CMD_RELEASE_INVENTORY] = { "ReleaseInventory", AGG_INVENTORY, F_PRODUCT_ID, false,
 		B(F_PRODUCT_ID) | B(F_ORDER_ID), B(F_QUANTITY), inventory_release },
 	[CMD_AUTHORIZE_PAYMENT] = { "AuthorizePayment", AGG_PAYMENT, F_PAYMENT_ID, true,
-		B(F_ORDER_ID) | B(F_AMOUNT) | B(F_CURRENCY), B(F_PAYMENT_ID) | B(F_PAYMENT_METHOD),
-		payment_authorize },
+		B(F_ORDER_ID) | B(F_AMOUNT) | B(F_CURRENCY),
+		B(F_PAYMENT_ID) | B(F_PAYMENT_METHOD) | B(F_AUTHORIZATION), payment_authorize },
 	[CMD_CAPTURE_PAYMENT] = { "CapturePayment", AGG_PAYMENT, F_PAYMENT_ID, false,
 		B(F_PAYMENT_ID), B(F_AMOUNT), payment_capture },
 	[CMD_REFUND_PAYMENT] = { "RefundPayment", AGG_PAYMENT, F_PAYMENT_ID, false,
@@ -97,6 +97,7 @@ static const char *const field_names[F_FIELDS] = {
 	[F_AUTOMATED] = "automated",
 	[F_PAYMENT_METHOD] = "payment_method",
 	[F_TOTAL] = "total",
+	[F_AUTHORIZATION] = "authorization",
 };
 
 /* The design's names, accepted on input for the stored ones
@@ -346,6 +347,9 @@ static int parse_field(struct cqrs_commander *c, enum cmd_field f, const char *v
 		return get_text("", name, v, n, cmd->payment_method, sizeof cmd->payment_method,
 				err);
 	case F_TOTAL: return get_number("", name, v, n, &cmd->total, &cmd->total_len, err);
+	case F_AUTHORIZATION:
+		return get_text("", name, v, n, cmd->authorization, sizeof cmd->authorization,
+				err);
 	case F_FIELDS: break;
 	}
 	return 0;

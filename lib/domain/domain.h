@@ -171,6 +171,7 @@ struct command {
 	char carrier[DOM_ID], tracking_number[DOM_ID], sku[DOM_ID];
 	char shipped_at[CQRS_TIMESTAMP_LEN + 1];
 	char payment_method[DOM_ID];
+	char authorization[DOM_ID]; /* the gateway's reference, "" when not given */
 	bool if_needed, automated;
 	const char *amount, *quantity, *total;
 	size_t amount_len, quantity_len, total_len;
@@ -205,6 +206,7 @@ enum cmd_field {
 	F_AUTOMATED,
 	F_PAYMENT_METHOD,
 	F_TOTAL,
+	F_AUTHORIZATION,
 	F_FIELDS
 };
 

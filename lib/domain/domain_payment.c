@@ -93,8 +93,9 @@ static int restore(struct aggregate *a, const char *j, size_t n)
 
 const struct domain domain_payment = { "Payment", "payment", apply, save, restore };
 
+/* authorization: the gateway's reference on PaymentAuthorized, or NULL */
 static void amount_event(struct decision *d, const char *type, const struct payment_state *p,
-			 int64_t amount)
+			 int64_t amount, const char *authorization)
 {
 	struct cqrs_strbuf *b = decision_emit(d, type);
 	cqrs_strbuf_putc(b, '{');
@@ -107,6 +108,10 @@ static void amount_event(struct decision *d, const char *type, const struct paym
 	if (strcmp(type, "PaymentAuthorized") == 0 && p->method[0] != '\0') {
 		jb_key(b, "payment_method");
 		jb_str(b, p->method);
+	}
+	if (authorization != NULL && authorization[0] != '\0') {
+		jb_key(b, "authorization");
+		jb_str(b, authorization);
 	}
 	cqrs_strbuf_putc(b, '}');
 }
@@ -141,7 +146,7 @@ int payment_authorize(const struct command *c, const struct aggregate *a,
 	int64_t amount;
 	if (reject_amount(d, "amount", c->amount, c->amount_len, p.currency, false, &amount))
 		return 0;
-	amount_event(d, "PaymentAuthorized", &p, amount);
+	amount_event(d, "PaymentAuthorized", &p, amount, c->authorization);
 	return 0;
 }
 
@@ -177,7 +182,7 @@ int payment_capture(const struct command *c, const struct aggregate *a,
 			      "is left",
 			      money(amount, p->currency, m1, sizeof m1), id,
 			      money(left, p->currency, m2, sizeof m2));
-	amount_event(d, "PaymentCaptured", p, amount);
+	amount_event(d, "PaymentCaptured", p, amount, NULL);
 	return 0;
 }
 
@@ -200,7 +205,7 @@ int payment_refund(const struct command *c, const struct aggregate *a, const str
 			      "is left to refund",
 			      money(amount, p->currency, m1, sizeof m1), id,
 			      money(left, p->currency, m2, sizeof m2));
-	amount_event(d, "PaymentRefunded", p, amount);
+	amount_event(d, "PaymentRefunded", p, amount, NULL);
 	return 0;
 }
 
@@ -239,6 +244,6 @@ int payment_cancel(const struct command *c, const struct aggregate *a, const str
 	if (!p->voided && p->captured < p->authorized)
 		void_event(d, p);
 	if (p->captured > p->refunded)
-		amount_event(d, "PaymentRefunded", p, p->captured - p->refunded);
+		amount_event(d, "PaymentRefunded", p, p->captured - p->refunded, NULL);
 	return 0;
 }

@@ -13,7 +13,9 @@
 #   stream   BENCH_COMMANDS (default 100000) CreateOrder commands piped
 #            through one process (batches of 4096, one fsync each), and as
 #            many inventory commands (reserve 60%, replenish 25%, release
-#            15%) over 100 hot products.
+#            15%) over 100 hot products; each reservation is for one of the
+#            orders just created (a reservation needs an open order), each
+#            release gives back a unit of an earlier reservation.
 #   load     an inventory aggregate with 10,000 events: cqrs-command show, one
 #            process each, from its latest snapshot (--snapshot-every 100)
 #            and from all its events (--ignore-snapshots).
@@ -23,20 +25,25 @@
 # Command lines for the stream runs: $1 commands of kind $2 (create|stock).
 command_input() {
 	awk -v n="$1" -v kind="$2" -v tag="$3" 'BEGIN {
+		held = 0
 		srand(42)
 		for (i = 1; i <= n; i++) {
 			if (kind == "create") {
-				printf "{\"command_id\":\"%s-%d\",\"type\":\"CreateOrder\",\"customer_id\":\"cust-%d\",\"items\":[{\"product_id\":\"0194a2b0-0000-7000-8000-%012d\",\"sku\":\"SKU-%d\",\"quantity\":%d,\"unit_price\":%d.%02d}],\"currency\":\"USD\",\"shipping_address\":{\"name\":\"Customer %d\",\"street\":\"%d Cedar Ln\",\"city\":\"Portland\",\"postal_code\":\"97201\",\"country\":\"US\"}}\n", tag, i, i % 5000, i % 100, i % 100, i % 5 + 1, i % 300, i % 100, i % 5000, i % 9000
+				printf "{\"command_id\":\"%s-%d\",\"type\":\"CreateOrder\",\"order_id\":\"0194a2b1-0000-7000-8000-%012d\",\"customer_id\":\"cust-%d\",\"items\":[{\"product_id\":\"0194a2b0-0000-7000-8000-%012d\",\"sku\":\"SKU-%d\",\"quantity\":%d,\"unit_price\":%d.%02d}],\"currency\":\"USD\",\"shipping_address\":{\"name\":\"Customer %d\",\"street\":\"%d Cedar Ln\",\"city\":\"Portland\",\"postal_code\":\"97201\",\"country\":\"US\"}}\n", tag, i, i, i % 5000, i % 100, i % 100, i % 5 + 1, i % 300, i % 100, i % 5000, i % 9000
 				continue
 			}
 			p = sprintf("0194a2b0-0000-7000-8000-%012d", int(rand() * 100))
 			r = rand()
-			if (r < 0.60)
+			if (r < 0.60 || held == 0) {
 				printf "{\"command_id\":\"%s-%d\",\"type\":\"ReserveInventory\",\"product_id\":\"%s\",\"order_id\":\"0194a2b1-0000-7000-8000-%012d\",\"quantity\":%d}\n", tag, i, p, i, int(rand() * 5) + 1
-			else if (r < 0.85)
+				hp[held] = p; ho[held++] = i
+			} else if (r < 0.85) {
 				printf "{\"command_id\":\"%s-%d\",\"type\":\"ReplenishStock\",\"product_id\":\"%s\",\"quantity\":%d}\n", tag, i, p, int(rand() * 10) + 1
-			else
-				printf "{\"command_id\":\"%s-%d\",\"type\":\"ReleaseInventory\",\"product_id\":\"%s\",\"order_id\":\"0194a2b1-0000-7000-8000-%012d\",\"quantity\":%d}\n", tag, i, p, i, int(rand() * 3) + 1
+			} else {
+				# one unit back from an earlier reservation (an order holds what it reserved)
+				k = int(rand() * held)
+				printf "{\"command_id\":\"%s-%d\",\"type\":\"ReleaseInventory\",\"product_id\":\"%s\",\"order_id\":\"0194a2b1-0000-7000-8000-%012d\",\"quantity\":1}\n", tag, i, hp[k], ho[k]
+			}
 		}
 	}'
 }
