@@ -1,9 +1,13 @@
 /* cqrs-command: turn commands into events, or reject them, one result line each. */
 #include "config.h"
 
+#include <errno.h>
 #include <getopt.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "cqrs.h"
 #include "banned.h"
@@ -495,6 +499,40 @@ fail:
 	return err.code;
 }
 
+/* A dry run on a store that does not exist yet decides against an empty
+ * store, and must not create one (nor the default directory): it gets a
+ * private one in a temporary directory, removed at exit. */
+static char dry_dir[4096];
+
+static void remove_dry_store(void)
+{
+	static const char *const files[] = { "events.db", "events.db-wal", "events.db-shm",
+					     "events.db.witness" };
+	char p[sizeof dry_dir + 32];
+	for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+		snprintf(p, sizeof p, "%s/%s", dry_dir, files[i]);
+		unlink(p);
+	}
+	rmdir(dry_dir);
+}
+
+static const char *dry_run_store(const char *path)
+{
+	struct stat sb;
+	if (stat(path, &sb) == 0 || errno != ENOENT)
+		return path;
+	const char *tmp = getenv("TMPDIR");
+	snprintf(dry_dir, sizeof dry_dir, "%s/cqrs-dry-run-XXXXXX",
+		 tmp != NULL && tmp[0] == '/' ? tmp : "/tmp");
+	if (mkdtemp(dry_dir) == NULL)
+		cqrs_die(CQRS_EXIT_CANTCREAT, "%s: cannot make a directory for the dry run: %s",
+			 dry_dir, strerror(errno));
+	atexit(remove_dry_store);
+	static char store[sizeof dry_dir + 16];
+	snprintf(store, sizeof store, "%s/events.db", dry_dir);
+	return store;
+}
+
 int main(int argc, char **argv)
 {
 	enum { OPT_SNAPSHOT_EVERY = 256, OPT_IGNORE_SNAPSHOTS, OPT_FORMAT, OPT_FLAG_BASE = 512 };
@@ -621,8 +659,10 @@ int main(int argc, char **argv)
 		friendly_line = build_command(verb, &fr, &friendly_len);
 
 	cqrs_error err = { 0 };
-	cqrs_store *st = cqrs_store_open(cqrs_store_path(store_opt),
-					 show ? CQRS_OPEN_READ : CQRS_OPEN_WRITE, &err);
+	const char *path = cqrs_store_path(store_opt);
+	if (opt.dry_run && !show)
+		path = dry_run_store(path);
+	cqrs_store *st = cqrs_store_open(path, show ? CQRS_OPEN_READ : CQRS_OPEN_WRITE, &err);
 	if (st == NULL)
 		cqrs_die_error(&err);
 	cqrs_commander *cmd = cqrs_commander_new(st, &opt, &err);

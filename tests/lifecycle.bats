@@ -347,6 +347,23 @@ n-4	accepted	false	"
 	assert_equal "$(jq -r '.events[0].data.order_number // empty' <<<"$output")" "ORD-$(year)-000002"
 }
 
+@test "--dry-run on a store that does not exist decides against an empty one and creates nothing" {
+	mkdir tmp
+	run --separate-stderr env TMPDIR="$PWD/tmp" cqrs-command -n -s new/events.db register-product --sku S --name N
+	assert_success
+	assert_equal "$(jq -r '[.status, .stored, .events[0].sequence] | @tsv' <<<"$output")" "accepted	false	1"
+	[ ! -e new ] || fail "the dry run made new/: $(ls -la new)"
+	assert_equal "$(ls -A tmp)" ''
+	# and the default store, on a fresh account, is not made either
+	run --separate-stderr env -u CQRS_STORE HOME="$PWD/fresh-home" XDG_DATA_HOME= TMPDIR="$PWD/tmp" \
+		cqrs-command -n register-product --sku S --name N
+	assert_success
+	[ ! -e fresh-home ] || fail "the dry run made $(find fresh-home)"
+	run --separate-stderr cqrs-command -n -s new/events.db confirm-order --order "$O1"
+	assert_failure 4
+	assert_equal "$(jq -r .code <<<"$output")" not_found
+}
+
 # --- the table -----------------------------------------------------------------------
 
 @test "cqrs-events(7)'s LIFECYCLE and man/lifecycle.dot are what the table prints" {
