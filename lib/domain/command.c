@@ -348,8 +348,7 @@ static int parse_field(struct cqrs_commander *c, enum cmd_field f, const char *v
 				err);
 	case F_TOTAL: return get_number("", name, v, n, &cmd->total, &cmd->total_len, err);
 	case F_AUTHORIZATION:
-		return get_text("", name, v, n, cmd->authorization, sizeof cmd->authorization,
-				err);
+		return get_text("", name, v, n, cmd->authorization, sizeof cmd->authorization, err);
 	case F_FIELDS: break;
 	}
 	return 0;
