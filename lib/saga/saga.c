@@ -1062,6 +1062,27 @@ static int adv_wait(struct cqrs_saga_runner *r, struct adv_call *av, struct saga
 	return ADV_NEXT;
 }
 
+/* Runs the action of the instance's current step or compensation (or
+ * takes the external result av carries): -1 on error, ADV_EXTERNAL or
+ * ADV_PARTIAL when the advance stops there (neither is 0), else 0 with
+ * *res to act on. */
+static int act(struct cqrs_saga_runner *r, struct adv_call *av, struct saga_inst *in,
+	       struct act_result *res, cqrs_error *err)
+{
+	if (run_action(r, av->d, in, av->ext, res, err) < 0)
+		return -1;
+	av->ext = NULL;
+	if (res->kind == ACT_EXTERNAL)
+		return ADV_EXTERNAL;
+	if (res->kind == ACT_PARTIAL) {
+		set_poison(r, in, res);
+		return ADV_PARTIAL;
+	}
+	av->changed = true;
+	r->stats.steps++;
+	return 0;
+}
+
 /* RUNNING at an action step: its goal reached already, else its action. */
 static int adv_step(struct cqrs_saga_runner *r, struct adv_call *av, struct saga_inst *in,
 		    cqrs_error *err)
@@ -1079,17 +1100,9 @@ static int adv_step(struct cqrs_saga_runner *r, struct adv_call *av, struct saga
 			return attempt_failed(r, in, &s->act, s->name, &res, err);
 		}
 	}
-	if (run_action(r, av->d, in, av->ext, &res, err) < 0)
-		return -1;
-	av->ext = NULL;
-	if (res.kind == ACT_EXTERNAL)
-		return ADV_EXTERNAL;
-	if (res.kind == ACT_PARTIAL) {
-		set_poison(r, in, &res);
-		return ADV_PARTIAL;
-	}
-	av->changed = true;
-	r->stats.steps++;
+	int acted = act(r, av, in, &res, err);
+	if (acted != 0)
+		return acted;
 	if (res.kind == ACT_OK)
 		return step_done(r, av, in, res.output ? res.output : "{}",
 				 res.output ? res.output_len : 2, res.reached ? "unchanged" : NULL,
@@ -1114,17 +1127,9 @@ static int adv_compensate(struct cqrs_saga_runner *r, struct adv_call *av, struc
 		return ADV_NEXT;
 	}
 	struct act_result res;
-	if (run_action(r, av->d, in, av->ext, &res, err) < 0)
-		return -1;
-	av->ext = NULL;
-	if (res.kind == ACT_EXTERNAL)
-		return ADV_EXTERNAL;
-	if (res.kind == ACT_PARTIAL) {
-		set_poison(r, in, &res);
-		return ADV_PARTIAL;
-	}
-	av->changed = true;
-	r->stats.steps++;
+	int acted = act(r, av, in, &res, err);
+	if (acted != 0)
+		return acted;
 	if (res.kind == ACT_DEFER) {
 		in->next_at = res.not_before;
 		data_str(r, "step", name);

@@ -36,10 +36,11 @@ enum {
 	" coalesce(outcome, ''), coalesce(last_error, ''), created_at, updated_at"
 
 static const char *const sql[Q_COUNT] = {
-	[Q_INSERT] = "INSERT INTO saga_instances (saga_id, saga_type, correlation_id, current_step,"
-		     " state, status, attempts, revision, next_attempt_at, deadline_at,"
-		     " start_sequence, outcome, last_error, created_at, updated_at)"
-		     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?9, ?10, ?11, ?12, ?13, ?13)"
+	/* ?1-?10 are the same in Q_INSERT and Q_UPDATE: bind_instance() */
+	[Q_INSERT] = "INSERT INTO saga_instances (saga_id, current_step, state, status, attempts,"
+		     " next_attempt_at, deadline_at, outcome, last_error, updated_at, saga_type,"
+		     " correlation_id, start_sequence, revision, created_at)"
+		     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 0, ?10)"
 		     " ON CONFLICT (saga_type, start_sequence) DO NOTHING",
 	[Q_UPDATE] = "UPDATE saga_instances SET current_step = ?2, state = ?3, status = ?4,"
 		     " attempts = ?5, revision = revision + 1, next_attempt_at = ?6,"
@@ -239,36 +240,9 @@ int saga_db_load_rowid(struct saga_db *db, int64_t rowid, struct saga_inst *in, 
 	return load_one(db, q, in, err);
 }
 
-int saga_db_insert(struct saga_db *db, struct saga_inst *in, cqrs_error *err)
+/* What an insert and an update both write: ?1-?10 of either statement. */
+static void bind_instance(sqlite3_stmt *q, const struct saga_inst *in)
 {
-	sqlite3_stmt *q = db->q[Q_INSERT];
-	sqlite3_bind_text(q, 1, in->id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(q, 2, in->type, -1, SQLITE_STATIC);
-	bind_opt_text(q, 3, in->corr);
-	sqlite3_bind_int64(q, 4, in->step);
-	sqlite3_bind_text(q, 5, cqrs_strbuf_str(&in->state), (int)in->state.len, SQLITE_STATIC);
-	sqlite3_bind_text(q, 6, status_names[in->status], -1, SQLITE_STATIC);
-	sqlite3_bind_int64(q, 7, in->attempts);
-	bind_time(q, 8, in->next_at);
-	bind_time(q, 9, in->deadline);
-	sqlite3_bind_int64(q, 10, in->start_sequence);
-	bind_opt_text(q, 11, in->outcome);
-	bind_opt_text(q, 12, in->last_error);
-	bind_time(q, 13, in->updated);
-	int rc = sqlite3_step(q);
-	sqlite3_reset(q);
-	if (rc != SQLITE_DONE)
-		return db_fail(db, rc, err);
-	if (sqlite3_changes(db->db) == 0)
-		return 0;
-	in->rowid = sqlite3_last_insert_rowid(db->db);
-	in->revision = 0;
-	return 1;
-}
-
-int saga_db_update(struct saga_db *db, struct saga_inst *in, cqrs_error *err)
-{
-	sqlite3_stmt *q = db->q[Q_UPDATE];
 	sqlite3_bind_text(q, 1, in->id, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(q, 2, in->step);
 	sqlite3_bind_text(q, 3, cqrs_strbuf_str(&in->state), (int)in->state.len, SQLITE_STATIC);
@@ -279,15 +253,42 @@ int saga_db_update(struct saga_db *db, struct saga_inst *in, cqrs_error *err)
 	bind_opt_text(q, 8, in->outcome);
 	bind_opt_text(q, 9, in->last_error);
 	bind_time(q, 10, in->updated);
-	sqlite3_bind_int64(q, 11, in->revision);
+}
+
+/* Runs a bound write: 1 when it changed a row, 0 when not, -1 on error. */
+static int write_row(struct saga_db *db, sqlite3_stmt *q, cqrs_error *err)
+{
 	int rc = sqlite3_step(q);
 	sqlite3_reset(q);
 	if (rc != SQLITE_DONE)
 		return db_fail(db, rc, err);
-	if (sqlite3_changes(db->db) == 0)
-		return 0;
-	in->revision++;
-	return 1;
+	return sqlite3_changes(db->db) > 0;
+}
+
+int saga_db_insert(struct saga_db *db, struct saga_inst *in, cqrs_error *err)
+{
+	sqlite3_stmt *q = db->q[Q_INSERT];
+	bind_instance(q, in);
+	sqlite3_bind_text(q, 11, in->type, -1, SQLITE_STATIC);
+	bind_opt_text(q, 12, in->corr);
+	sqlite3_bind_int64(q, 13, in->start_sequence);
+	int r = write_row(db, q, err);
+	if (r == 1) {
+		in->rowid = sqlite3_last_insert_rowid(db->db);
+		in->revision = 0;
+	}
+	return r;
+}
+
+int saga_db_update(struct saga_db *db, struct saga_inst *in, cqrs_error *err)
+{
+	sqlite3_stmt *q = db->q[Q_UPDATE];
+	bind_instance(q, in);
+	sqlite3_bind_int64(q, 11, in->revision);
+	int r = write_row(db, q, err);
+	if (r == 1)
+		in->revision++;
+	return r;
 }
 
 int saga_db_candidates(struct saga_db *db, int64_t after_rowid, int64_t now, int64_t limit,
