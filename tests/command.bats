@@ -742,7 +742,7 @@ long_stream() {
 	pid=$!
 	exec {w}>cmds
 	echo '{"command_id":"w-1","type":"RegisterProduct","product_id":"'$P1'","sku":"S","name":"N"}' >&"$w"
-	for _ in $(seq 1 1000); do
+	for _ in $(seq 1 $((1000 * GUARD_SCALE))); do
 		[ -s out ] && break
 		sleep 0.01
 	done

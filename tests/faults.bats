@@ -75,7 +75,7 @@ id2=22222222-2222-4222-8222-222222222222
 		cqrs-append --quiet big.ndjson &
 		pid=$!
 		# wait (bounded) until the writer has put pages into the WAL, then kill it
-		for _ in $(seq 1 2000); do
+		for _ in $(seq 1 $((2000 * GUARD_SCALE))); do
 			size=$(stat -c %s "$CQRS_STORE-wal" 2>/dev/null || echo 0)
 			[ "$size" -gt 4000000 ] && break
 			kill -0 "$pid" 2>/dev/null || break

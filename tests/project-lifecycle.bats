@@ -484,13 +484,13 @@ $O9|1"
 	follower=$!
 	parked() { sqlite3 "$CQRS_VIEWS" 'SELECT count(*) FROM parked_events' 2>/dev/null || echo 0; }
 	created "$O9" ORD-9 2000.00 | cqrs-append -q
-	for ((i = 0; i < 400; i++)); do
+	for ((i = 0; i < 400 * GUARD_SCALE; i++)); do
 		[ "$(parked)" -eq 1 ] && break
 		sleep 0.025
 	done
 	assert_equal "$(parked)" 1
 	ev Order "$O1" OrderConfirmed '{}' | cqrs-append -q
-	for ((i = 0; i < 400; i++)); do
+	for ((i = 0; i < 400 * GUARD_SCALE; i++)); do
 		[ "$(sqlite3 "$CQRS_VIEWS" 'SELECT confirmed FROM order_totals')" = 1 ] && break
 		sleep 0.025
 	done

@@ -635,7 +635,7 @@ slow_projection() {
 # /proc/locks rather than trying the lock, which would race with the run.
 wait_locked() {
 	local i ino
-	for ((i = 0; i < 400; i++)); do
+	for ((i = 0; i < 400 * GUARD_SCALE; i++)); do
 		if [ -e "$CQRS_VIEWS.lock" ]; then
 			ino=$(stat -c %i "$CQRS_VIEWS.lock")
 			grep -qE "FLOCK +ADVISORY +WRITE +[0-9]+ +[0-9a-f]+:[0-9a-f]+:$ino " /proc/locks &&
@@ -662,7 +662,7 @@ checkpoint() {
 		pid=$!
 		# wait (bounded) until this run has committed something, so that a
 		# slow machine still kills runs in the middle, then at a random moment
-		for ((j = 0; j < 400; j++)); do
+		for ((j = 0; j < 400 * GUARD_SCALE; j++)); do
 			[ "$(checkpoint)" -gt "$prev" ] && break
 			kill -0 "$pid" 2>/dev/null || break
 			sleep 0.025
@@ -739,13 +739,13 @@ checkpoint() {
 	head -n 10 "$HISTORY" | cqrs-append -q
 	cqrs-project --follow &
 	follower=$!
-	for ((i = 0; i < 400; i++)); do
+	for ((i = 0; i < 400 * GUARD_SCALE; i++)); do
 		[ "$(checkpoint)" -eq 10 ] && break
 		sleep 0.025
 	done
 	assert_equal "$(checkpoint)" 10
 	tail -n +11 "$HISTORY" | cqrs-append -q
-	for ((i = 0; i < 400; i++)); do
+	for ((i = 0; i < 400 * GUARD_SCALE; i++)); do
 		[ "$(checkpoint)" -eq 37 ] && break
 		sleep 0.025
 	done
@@ -786,7 +786,7 @@ checkpoint() {
 	reader=$!
 	exec {out}>cmds
 	printf '%s\n' 'BEGIN;' 'SELECT count(*) FROM order_views;' '.system touch started' >&"$out"
-	for ((i = 0; i < 400; i++)); do
+	for ((i = 0; i < 400 * GUARD_SCALE; i++)); do
 		[ -e started ] && break
 		sleep 0.025
 	done
@@ -815,7 +815,7 @@ checkpoint() {
 	before=$(snapshot "$CQRS_VIEWS")
 	cqrs-project -P slow.yaml --rebuild &
 	pid=$!
-	for ((i = 0; i < 400; i++)); do
+	for ((i = 0; i < 400 * GUARD_SCALE; i++)); do
 		compgen -G "views.db.rebuild-$pid*" >/dev/null && break
 		sleep 0.025
 	done

@@ -272,7 +272,7 @@ cpu_ticks() {
 
 # Waits (at most 20 s) until every checkpoint of the views is at sequence $1.
 wait_for_checkpoints() {
-	for _ in $(seq 1 200); do
+	for _ in $(seq 1 $((200 * GUARD_SCALE))); do
 		[ "$(sqlite3 "$CQRS_VIEWS" "SELECT count(*) FROM cqrs_checkpoints WHERE sequence < $1" 2>/dev/null)" = 0 ] &&
 			[ "$(sqlite3 "$CQRS_VIEWS" 'SELECT count(*) FROM cqrs_checkpoints' 2>/dev/null)" -gt 0 ] && return 0
 		sleep 0.1

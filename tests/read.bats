@@ -53,7 +53,7 @@ usage_error() {
 # Waits (bounded) until file $1 has at least $2 lines.
 wait_lines() {
 	local i
-	for ((i = 0; i < 200; i++)); do
+	for ((i = 0; i < 200 * GUARD_SCALE; i++)); do
 		[ "$(wc -l <"$1")" -ge "$2" ] && return 0
 		sleep 0.05
 	done
@@ -348,7 +348,7 @@ cqrs-read: verified 3 events up to there, head 253a282c5aa3df0deb4792b3e76a2756a
 
 @test "--follow sees events another process appends" {
 	cqrs-append -q < <(ev "$A")
-	timeout 10 cqrs-read --follow --limit 3 >out 2>err 3>&- &
+	timeout $((10 * GUARD_SCALE)) cqrs-read --follow --limit 3 >out 2>err 3>&- &
 	pid=$!
 	wait_lines out 1
 	cqrs-append -q < <(ev "$B")
@@ -363,7 +363,7 @@ cqrs-read: verified 3 events up to there, head 253a282c5aa3df0deb4792b3e76a2756a
 
 @test "--follow with filters and --after prints only what matches" {
 	load_orders
-	timeout 10 cqrs-read --follow --aggregate "$B" --after 4 --limit 2 >out 2>err 3>&- &
+	timeout $((10 * GUARD_SCALE)) cqrs-read --follow --aggregate "$B" --after 4 --limit 2 >out 2>err 3>&- &
 	pid=$!
 	wait_lines out 1
 	cqrs-append -q < <(ev "$A"; ev "$B")
@@ -375,7 +375,7 @@ cqrs-read: verified 3 events up to there, head 253a282c5aa3df0deb4792b3e76a2756a
 
 @test "--follow stops at --to" {
 	cqrs-append -q < <(ev "$A")
-	timeout 10 cqrs-read --follow --to 2 >out 2>err 3>&- &
+	timeout $((10 * GUARD_SCALE)) cqrs-read --follow --to 2 >out 2>err 3>&- &
 	pid=$!
 	wait_lines out 1
 	cqrs-append -q < <(ev "$A"; ev "$A")
@@ -388,7 +388,7 @@ cqrs-read: verified 3 events up to there, head 253a282c5aa3df0deb4792b3e76a2756a
 @test "--follow ends cleanly on SIGTERM" {
 	cqrs-append -q < <(ev "$A")
 	# timeout passes the TERM on, and returns the follower's status
-	timeout 10 cqrs-read --follow >out 2>err 3>&- &
+	timeout $((10 * GUARD_SCALE)) cqrs-read --follow >out 2>err 3>&- &
 	pid=$!
 	wait_lines out 1
 	kill -TERM "$pid"
@@ -401,12 +401,12 @@ cqrs-read: verified 3 events up to there, head 253a282c5aa3df0deb4792b3e76a2756a
 
 @test "--follow ends when its reader goes away" {
 	cqrs-append -q < <(ev "$A")
-	run --separate-stderr timeout 10 bash -c 'set -o pipefail; cqrs-read --follow | head -1'
+	run --separate-stderr timeout $((10 * GUARD_SCALE)) bash -c 'set -o pipefail; cqrs-read --follow | head -1'
 	assert_success
 	assert_equal "$stderr" ''
 	assert_output --partial '{"sequence":1,'
 	# and when it goes away while the follower waits for new events
-	run --separate-stderr timeout 10 bash -c '
+	run --separate-stderr timeout $((10 * GUARD_SCALE)) bash -c '
 		set -o pipefail
 		cqrs-read --follow | { read -r first; cqrs-append -q <<<"$1"; read -r second; echo "$second"; }' \
 		_ "$(ev "$B")"

@@ -52,7 +52,7 @@ cqrs-append: nothing was stored"
 @test "--follow --to ends at that sequence even when it does not match the filter" {
 	{ event "$a"; event "$b"; event "$b"; } | cqrs-append --quiet
 	# event 3 is b's: following a's events to sequence 3 must still end
-	run --separate-stderr timeout 10 cqrs-read --follow --aggregate "$a" --to 3
+	run --separate-stderr timeout $((10 * GUARD_SCALE)) cqrs-read --follow --aggregate "$a" --to 3
 	assert_success
 	assert_equal "${#lines[@]}" 1
 	assert_output --partial '"sequence":1,'

@@ -323,7 +323,7 @@ order-6|FAILED|compensated"
 # Waits up to 20 s for a condition (a command that succeeds).
 eventually() {
 	local i
-	for ((i = 0; i < 200; i++)); do
+	for ((i = 0; i < 200 * GUARD_SCALE; i++)); do
 		"$@" && return 0
 		sleep 0.1
 	done
@@ -336,7 +336,7 @@ completed() {
 
 @test "--follow starts sagas as orders arrive, and ends cleanly on SIGTERM" {
 	order 1
-	timeout 30 cqrs-saga run --follow -v >out 2>err 3>&- &
+	timeout $((30 * GUARD_SCALE)) cqrs-saga run --follow -v >out 2>err 3>&- &
 	pid=$!
 	eventually completed 1
 	order 2
