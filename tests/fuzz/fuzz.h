@@ -1,0 +1,113 @@
+/*
+ * What the fuzz targets share: the libFuzzer entry point's prototype, a
+ * private directory for the files a target needs (a store, views, a YAML
+ * file), removed when the process ends, and a way to put an input there.
+ * Everything here is static: each target is one translation unit.
+ */
+#ifndef CQRS_FUZZ_H
+#define CQRS_FUZZ_H
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+
+/* A broken invariant: say which, then die by a signal so that libFuzzer
+ * and the replay driver both count it as a crash. */
+#define FUZZ_ASSERT(cond, ...)                                                                     \
+	do {                                                                                       \
+		if (!(cond)) {                                                                     \
+			fprintf(stderr, "%s:%d: invariant broken: %s: ", __FILE__, __LINE__,       \
+				#cond);                                                            \
+			fprintf(stderr, __VA_ARGS__);                                              \
+			fputc('\n', stderr);                                                       \
+			abort();                                                                   \
+		}                                                                                  \
+	} while (0)
+
+static char fuzz_dir_path[4096];
+
+static inline int fuzz_remove_one(const char *path, const struct stat *sb, int flag,
+				  struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	remove(path);
+	return 0;
+}
+
+static inline void fuzz_dir_remove(void)
+{
+	if (fuzz_dir_path[0] != '\0')
+		nftw(fuzz_dir_path, fuzz_remove_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* The process's own directory under $TMPDIR (or /tmp), made on first use. */
+static inline const char *fuzz_dir(void)
+{
+	if (fuzz_dir_path[0] != '\0')
+		return fuzz_dir_path;
+	const char *tmp = getenv("TMPDIR");
+	snprintf(fuzz_dir_path, sizeof fuzz_dir_path, "%s/cqrs-fuzz.XXXXXX",
+		 tmp != NULL && *tmp != '\0' ? tmp : "/tmp");
+	if (mkdtemp(fuzz_dir_path) == NULL) {
+		fprintf(stderr, "fuzz: cannot make %s: %s\n", fuzz_dir_path, strerror(errno));
+		exit(1);
+	}
+	atexit(fuzz_dir_remove);
+	return fuzz_dir_path;
+}
+
+/* name inside fuzz_dir(), in buf */
+static inline const char *fuzz_path(const char *name, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "%s/%s", fuzz_dir(), name);
+	return buf;
+}
+
+/* Replaces the file name in fuzz_dir() with the bytes of the input. */
+static inline const char *fuzz_file(const char *name, const uint8_t *data, size_t size)
+{
+	static char path[4200];
+	fuzz_path(name, path, sizeof path);
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		fprintf(stderr, "fuzz: cannot create %s: %s\n", path, strerror(errno));
+		exit(1);
+	}
+	while (size > 0) {
+		ssize_t w = write(fd, data, size);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0) {
+			fprintf(stderr, "fuzz: cannot write %s: %s\n", path, strerror(errno));
+			exit(1);
+		}
+		data += w;
+		size -= (size_t)w;
+	}
+	close(fd);
+	return path;
+}
+
+/* The input as a NUL-terminated string (malloc'd); the caller frees it. */
+static inline char *fuzz_string(const uint8_t *data, size_t size)
+{
+	char *s = malloc(size + 1);
+	if (s == NULL)
+		abort();
+	if (size > 0)
+		memcpy(s, data, size);
+	s[size] = '\0';
+	return s;
+}
+
+#endif
