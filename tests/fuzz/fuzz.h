@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -73,29 +74,49 @@ static inline const char *fuzz_path(const char *name, char *buf, size_t cap)
 	return buf;
 }
 
-/* Replaces the file name in fuzz_dir() with the bytes of the input. */
+/* A file holding the bytes of the input, named by name: a memfd, so
+ * that no input ever waits for a disk (ext4 flushes a file truncated and
+ * rewritten at close), opened by the library through /proc/self/fd. */
 static inline const char *fuzz_file(const char *name, const uint8_t *data, size_t size)
 {
-	static char path[4200];
-	fuzz_path(name, path, sizeof path);
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		fprintf(stderr, "fuzz: cannot create %s: %s\n", path, strerror(errno));
+	static struct {
+		const char *name;
+		int fd;
+		char path[64];
+	} files[4];
+	size_t i = 0;
+	while (i < sizeof files / sizeof *files && files[i].name != NULL &&
+	       strcmp(files[i].name, name) != 0)
+		i++;
+	if (i == sizeof files / sizeof *files)
+		abort();
+	if (files[i].name == NULL) {
+		files[i].fd = memfd_create(name, MFD_CLOEXEC);
+		if (files[i].fd < 0) {
+			fprintf(stderr, "fuzz: memfd_create: %s\n", strerror(errno));
+			exit(1);
+		}
+		files[i].name = name;
+		snprintf(files[i].path, sizeof files[i].path, "/proc/self/fd/%d", files[i].fd);
+	}
+	if (ftruncate(files[i].fd, 0) < 0) {
+		fprintf(stderr, "fuzz: ftruncate: %s\n", strerror(errno));
 		exit(1);
 	}
+	off_t off = 0;
 	while (size > 0) {
-		ssize_t w = write(fd, data, size);
+		ssize_t w = pwrite(files[i].fd, data, size, off);
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w < 0) {
-			fprintf(stderr, "fuzz: cannot write %s: %s\n", path, strerror(errno));
+			fprintf(stderr, "fuzz: cannot write %s: %s\n", name, strerror(errno));
 			exit(1);
 		}
 		data += w;
+		off += w;
 		size -= (size_t)w;
 	}
-	close(fd);
-	return path;
+	return files[i].path;
 }
 
 /* The input as a NUL-terminated string (malloc'd); the caller frees it. */
