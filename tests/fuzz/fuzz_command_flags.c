@@ -23,9 +23,13 @@
 
 static jmp_buf fuzz_usage;
 static int fuzz_usage_code;
-/* the memstream build_command has open, closed here when it dies */
+/* The memstream build_command has open writes to buffers of ours: after a
+ * jump back here, its own (on a stack that is gone) cannot be reached. */
 static FILE *fuzz_stream;
-static char **fuzz_stream_buf;
+static char *fuzz_stream_buf;
+static size_t fuzz_stream_size;
+static char **fuzz_caller_buf;
+static size_t *fuzz_caller_size;
 
 static _Noreturn void fuzz_die(int code, const char *fmt, ...) CQRS_PRINTF(2, 3);
 static _Noreturn void fuzz_die(int code, const char *fmt, ...)
@@ -37,9 +41,22 @@ static _Noreturn void fuzz_die(int code, const char *fmt, ...)
 
 static FILE *fuzz_open_memstream(char **buf, size_t *size)
 {
-	fuzz_stream = open_memstream(buf, size);
-	fuzz_stream_buf = buf;
+	fuzz_caller_buf = buf;
+	fuzz_caller_size = size;
+	fuzz_stream = open_memstream(&fuzz_stream_buf, &fuzz_stream_size);
 	return fuzz_stream;
+}
+
+/* fclose, handing the memstream's buffer to build_command */
+static int fuzz_fclose(FILE *f)
+{
+	int r = fclose(f);
+	if (f == fuzz_stream) {
+		*fuzz_caller_buf = fuzz_stream_buf;
+		*fuzz_caller_size = fuzz_stream_size;
+		fuzz_stream = NULL;
+	}
+	return r;
 }
 
 int cqrs_command_main(int argc, char **argv);
@@ -47,10 +64,12 @@ int cqrs_command_main(int argc, char **argv);
 #define main		     cqrs_command_main
 #define cqrs_die	     fuzz_die
 #define open_memstream(b, s) fuzz_open_memstream(b, s)
+#define fclose(f)	     fuzz_fclose(f)
 #include "cqrs-command.c"
 #undef main
 #undef cqrs_die
 #undef open_memstream
+#undef fclose
 
 /* Fills fr from the flag lines as main's getopt loop does; false when
  * main would refuse them (an unknown or repeated flag). */
@@ -112,7 +131,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			    fuzz_usage_code);
 		if (fuzz_stream != NULL) {
 			fclose(fuzz_stream);
-			free(*fuzz_stream_buf);
+			free(fuzz_stream_buf);
+			fuzz_stream = NULL;
 		}
 		free(text);
 		return 0;
