@@ -132,7 +132,8 @@ static long replay(const char *path, int missing_ok)
 		n++;
 	}
 	closedir(d);
-	qsort(names, n, sizeof *names, by_name);
+	if (n > 0)
+		qsort(names, n, sizeof *names, by_name);
 	long count = 0;
 	for (size_t i = 0; i < n; i++) {
 		long r = count < 0 ? 0 : replay(names[i], 0);
