@@ -60,7 +60,7 @@ fuzz:
 	FUZZ_LIBS='$(SQLITE_LIBS) $(YAML_LIBS) $(NETTLE_LIBS) $(LIBS)' \
 	FUZZ_LIB_SOURCES='$(filter %.c,$(lib_libcqrs_a_SOURCES))' \
 	FUZZ_BUILD='$(abs_top_builddir)/tests/fuzz/clang' \
-	$(SHELL) $(srcdir)/tests/fuzz/run-fuzz
+	bash $(srcdir)/tests/fuzz/run-fuzz
 .PHONY: fuzz fuzz-merge
 clean-local: clean-fuzz
 clean-fuzz:
