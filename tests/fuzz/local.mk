@@ -6,19 +6,21 @@
 # by the default compiler; `make fuzz` builds the targets with clang
 # (-fsanitize=fuzzer,address,undefined) and runs each for FUZZ_TIME
 # seconds, or only FUZZ_TARGET.
-FUZZ_TARGETS = event command command_flags projection saga timestamp money cursor
+FUZZ_TARGETS = event ndjson command command_flags projection saga timestamp money cursor
 FUZZ_TIME = 60
 FUZZ_TARGET =
 FUZZ_CC = clang
 FUZZ_MODE = run
 
 FUZZ_REPLAY_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/tests/fuzz
-check_PROGRAMS += tests/fuzz/replay-event tests/fuzz/replay-command \
+check_PROGRAMS += tests/fuzz/replay-event tests/fuzz/replay-ndjson tests/fuzz/replay-command \
 	tests/fuzz/replay-command_flags tests/fuzz/replay-projection tests/fuzz/replay-saga \
 	tests/fuzz/replay-timestamp tests/fuzz/replay-money tests/fuzz/replay-cursor
 FUZZ_REPLAY_SOURCES = tests/fuzz/replay.c tests/fuzz/fuzz.h
 tests_fuzz_replay_event_SOURCES = $(FUZZ_REPLAY_SOURCES) tests/fuzz/fuzz_event.c
 tests_fuzz_replay_event_CPPFLAGS = $(FUZZ_REPLAY_CPPFLAGS) -DFUZZ_NAME='"event"'
+tests_fuzz_replay_ndjson_SOURCES = $(FUZZ_REPLAY_SOURCES) tests/fuzz/fuzz_ndjson.c
+tests_fuzz_replay_ndjson_CPPFLAGS = $(FUZZ_REPLAY_CPPFLAGS) -DFUZZ_NAME='"ndjson"'
 tests_fuzz_replay_command_SOURCES = $(FUZZ_REPLAY_SOURCES) tests/fuzz/fuzz_command.c \
 	tests/fuzz/fuzz_store.h
 tests_fuzz_replay_command_CPPFLAGS = $(FUZZ_REPLAY_CPPFLAGS) -DFUZZ_NAME='"command"'
@@ -41,7 +43,7 @@ tests_fuzz_replay_cursor_CPPFLAGS = $(FUZZ_REPLAY_CPPFLAGS) \
 
 # the corpus, the dictionaries, the saved crashes and the driver of `make fuzz`
 EXTRA_DIST += tests/fuzz/README.md tests/fuzz/run-fuzz tests/fuzz/corpus tests/fuzz/crashes \
-	tests/fuzz/event.dict tests/fuzz/command.dict tests/fuzz/command_flags.dict \
+	tests/fuzz/event.dict tests/fuzz/ndjson.dict tests/fuzz/command.dict tests/fuzz/command_flags.dict \
 	tests/fuzz/projection.dict tests/fuzz/saga.dict tests/fuzz/timestamp.dict \
 	tests/fuzz/money.dict tests/fuzz/cursor.dict
 
