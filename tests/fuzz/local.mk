@@ -49,7 +49,7 @@ EXTRA_DIST += tests/fuzz/README.md tests/fuzz/run-fuzz tests/fuzz/corpus tests/f
 
 # The libFuzzer build lives in tests/fuzz/clang (objects of libcqrs built
 # by clang, and one binary per target), apart from this build's objects.
-# `make fuzz-merge` minimises each seed corpus with what the runs found.
+# `make fuzz-merge` adds to each seed corpus the inputs of the runs that reach new edges.
 fuzz-merge:
 	$(MAKE) $(AM_MAKEFLAGS) fuzz FUZZ_MODE=merge
 fuzz:
