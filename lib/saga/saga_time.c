@@ -77,7 +77,9 @@ int64_t saga_duration_parse(const char *text)
 		unit = 86400LL * 1000000;
 	else
 		return -1;
-	if (unit >= 1000000 && v > 100LL * 365 * 86400)
+	/* at most 100 years in any unit, so that the product cannot overflow
+	 * ("2014599990d" did) */
+	if (v > 100LL * 365 * 86400 * 1000000 / unit)
 		return -1;
 	return (int64_t)v * unit;
 }
