@@ -1,1 +1,5 @@
 # tests/scale/local.mk: included by Makefile.am (issue 10); paths are from the top of the tree
+
+# make bench BENCH=scale: the store at 100k and 1M events (10M with
+# SCALE_10M=1), tests/bench/scale.sh.
+BENCH_SECTIONS += tests/bench/scale.sh
