@@ -30,11 +30,23 @@
 #define SCHEMA_VERSION	     2
 #define WAL_CHECKPOINT_PAGES 256
 #define VERSION_CACHE_SLOTS  (1 << 17) /* 3 MiB; bounds memory whatever the input */
-#define WAL_KEEP_BYTES	     (4 << 20)
+/* A writer that leaves more than this in the WAL folds it into the store
+ * and truncates it on exit.  A new process is the only one to use the
+ * store more often than not, and SQLite then rebuilds the WAL's index from
+ * the WAL, one read per page, frames already folded in included: a WAL
+ * kept up to 4 MiB made the 100th one-event process read a thousand pages,
+ * and once past WAL_CHECKPOINT_PAGES every commit copied all of them into
+ * the store again (the rebuilt index forgets what was folded).  256 KiB
+ * (64 pages) bounds that read and keeps the WAL below the commits'
+ * checkpoint, at the cost of one checkpoint every few one-event
+ * processes. */
+#define WAL_KEEP_BYTES	     (256 << 10)
 /* Writers keep the random-key indexes hot; a reader streams, so a small
- * cache is enough and memory stays flat however large the store. */
+ * cache is enough and memory stays flat however large the store.
+ * CQRS_CACHE_SIZE (MiB) sets a writer's: random ids in a large store. */
 #define WRITER_CACHE_KIB 32768
 #define READER_CACHE_KIB 2048
+#define MAX_CACHE_MIB	 65536
 
 /* uuid text from a 16-byte blob, for people querying with sqlite3 */
 #define UUID_SQL(col)                                                                              \
@@ -322,6 +334,17 @@ static int create_file(const char *path, cqrs_error *err)
 	return 0;
 }
 
+/* A writer's page cache: CQRS_CACHE_SIZE mebibytes (1 to MAX_CACHE_MIB),
+ * else WRITER_CACHE_KIB. */
+static long long writer_cache_kib(void)
+{
+	const char *e = getenv("CQRS_CACHE_SIZE");
+	int64_t v;
+	if (e != NULL && cqrs_parse_int64(e, &v) == 0 && v >= 1 && v <= MAX_CACHE_MIB)
+		return (long long)v * 1024;
+	return WRITER_CACHE_KIB;
+}
+
 static const struct cqrs_store_ops sqlite_ops;
 
 cqrs_store *cqrs_sqlite_open(const char *path, enum cqrs_open_mode mode, cqrs_error *err)
@@ -393,9 +416,9 @@ cqrs_store *cqrs_sqlite_open(const char *path, enum cqrs_open_mode mode, cqrs_er
 	sqlite3_busy_timeout(s->db, (int)cqrs_sqlite_busy_timeout_ms());
 	char pragmas[256];
 	snprintf(pragmas, sizeof pragmas,
-		 "PRAGMA synchronous = FULL; PRAGMA cache_size = -%d; PRAGMA temp_store = MEMORY;"
+		 "PRAGMA synchronous = FULL; PRAGMA cache_size = -%lld; PRAGMA temp_store = MEMORY;"
 		 " PRAGMA trusted_schema = OFF;",
-		 s->writable ? WRITER_CACHE_KIB : READER_CACHE_KIB);
+		 s->writable ? writer_cache_kib() : (long long)READER_CACHE_KIB);
 	if (exec(s, pragmas, err) < 0)
 		goto fail;
 	if (s->writable) {

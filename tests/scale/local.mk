@@ -3,3 +3,6 @@
 # make bench BENCH=scale: the store at 100k and 1M events (10M with
 # SCALE_10M=1), tests/bench/scale.sh.
 BENCH_SECTIONS += tests/bench/scale.sh
+
+# The WAL left between one-event processes stays bounded; the cache option.
+BATS_SUITES += tests/scale/wal.bats
