@@ -732,10 +732,10 @@ wal'
 
 @test "a store with a newer schema is refused with 78" {
 	cqrs-append -q < <(ev "$A")
-	sqlite3 "$CQRS_STORE" 'PRAGMA user_version = 3'
+	sqlite3 "$CQRS_STORE" 'PRAGMA user_version = 4'
 	run --separate-stderr cqrs-append < <(ev "$A")
 	assert_failure 78
-	assert_equal "$stderr" "cqrs-append: $CQRS_STORE: store schema version 3 is newer than this tool's (2); upgrade cqrs-tools"
+	assert_equal "$stderr" "cqrs-append: $CQRS_STORE: store schema version 4 is newer than this tool's (3); upgrade cqrs-tools"
 	run --separate-stderr cqrs-read
 	assert_failure 78
 	assert_equal "$(stored_count)" 1

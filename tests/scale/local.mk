@@ -6,3 +6,7 @@ BENCH_SECTIONS += tests/bench/scale.sh
 
 # The WAL left between one-event processes stays bounded; the cache option.
 BATS_SUITES += tests/scale/wal.bats
+
+# Schema 3 (time-ordered correlation keys): the migration of schema 2 stores.
+BATS_SUITES += tests/scale/migrate.bats
+EXTRA_DIST += tests/scale/fixtures/schema2-uuid7.db
