@@ -673,7 +673,7 @@ usage: cqrs-append [-nq] [-b count] [-e version] [-s store] [--no-sync] [file ..
 	run sqlite3 "$CQRS_STORE" 'PRAGMA application_id; PRAGMA user_version; PRAGMA journal_mode'
 	# application_id is "CQRS" in ASCII: 0x43515253
 	assert_output '1129402963
-2
+3
 wal'
 	# the -wal and -shm files, seen while another connection holds them
 	coproc HOLD { sqlite3 "$CQRS_STORE"; }
