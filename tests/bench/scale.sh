@@ -28,7 +28,9 @@
 # A/B: SCALE_BASE=DIR holds another build's cqrs-append, cqrs-read,
 # cqrs-project and cqrs-command (say, the previous commit's); each
 # measurement then runs both in turn on copies of the same store, and
-# rows of the other build say "(base)".
+# rows of the other build say "(base)".  The stores are then made by the
+# base build (an older one may not open a newer schema), and ours migrates
+# its copies before it is measured.
 #
 # Environment: SCALE_SIZES (default "100000 1000000", plus 10000000 with
 # SCALE_10M=1), SCALE_KINDS (default "gen v4"), SCALE_NEXT (100000),
@@ -84,18 +86,31 @@ scale_builds() {
 scale_tool() { # BUILD TOOL
 	if [ "$1" = base ]; then echo "$SCALE_BASE/$2"; else command -v "$2"; fi
 }
-scale_label() { [ "$1" = base ] && echo " (base)" || true; }
+scale_label() { if [ "$1" = base ]; then echo " (base)"; fi; }
+
+# scale_copy_for BUILD FROM TO: a copy of the store for BUILD to write,
+# migrated (untimed) when the base build made it.
+scale_copy_for() {
+	scale_copy "$2" "$3"
+	if [ "$1" = ours ] && [ -n "${SCALE_BASE:-}" ]; then
+		cqrs-append -q -s "$3" /dev/null
+	fi
+}
 
 bench_scale() {
 	local dir="$scratch/scale" sizes kinds next=${SCALE_NEXT:-100000}
 	local runs=${SCALE_RUNS:-$BENCH_RUNS} rounds=${SCALE_ROUNDS:-1}
-	local n kind b r s f secs rss
+	local n kind b r f secs rss maker=ours
 	sizes=${SCALE_SIZES:-100000 1000000}
 	[ "${SCALE_10M:-0}" = 0 ] || sizes="$sizes 10000000"
 	kinds=${SCALE_KINDS:-gen v4}
 	mkdir -p "$dir"
 	export CQRS_SHAREDIR=${CQRS_SHAREDIR:-$bench_dir/../../share}
-	have cqrs-project && have cqrs-command || { echo "run-bench: cqrs-project or cqrs-command not found" >&2; exit 69; }
+	if ! have cqrs-project || ! have cqrs-command; then
+		echo "run-bench: cqrs-project or cqrs-command not found" >&2
+		exit 69
+	fi
+	[ -z "${SCALE_BASE:-}" ] || maker=base
 	declare -A rate_at rss_at lat_at floor_at create_at
 	local first_n='' last_n=''
 	for n in $sizes; do
@@ -106,7 +121,7 @@ bench_scale() {
 			[ -s "$input" ] || scale_gen "$kind" 2 "$next" >"$input"
 			echo "scale: a store of $n events, $kind ids ..." >&2
 			rm -f "$db" "$db-wal" "$db-shm" "$db.witness"
-			scale_gen "$kind" 1 "$n" | cqrs-append -q --no-sync -s "$db" -
+			scale_gen "$kind" 1 "$n" | "$(scale_tool "$maker" cqrs-append)" -q --no-sync -s "$db" -
 			sqlite3 "$db" 'PRAGMA wal_checkpoint(TRUNCATE)' >/dev/null
 
 			# --- the next 100k, one transaction ----------------------
@@ -121,7 +136,7 @@ bench_scale() {
 			done
 			for ((r = 0; r < rounds; r++)); do
 				for b in $(scale_builds); do
-					scale_copy "$db" "$dir/next.db"
+					scale_copy_for "$b" "$db" "$dir/next.db"
 					bench_measure "${cache_env[@]}" "$(scale_tool "$b" cqrs-append)" -q \
 						-s "$dir/next.db" "$input"
 					echo "$SECS" >>"$dir/append-$b"
@@ -147,7 +162,7 @@ bench_scale() {
 				"$agg" >"$one"
 			: >"$dir/lat-floor"
 			for b in $(scale_builds); do
-				scale_copy "$db" "$dir/lat-$b.db"
+				scale_copy_for "$b" "$db" "$dir/lat-$b.db"
 				: >"$dir/lat-$b"
 				: >"$dir/create-$b"
 				printf '{"command_id":"setup","type":"RegisterProduct","product_id":"0194a2b0-0000-7000-8000-000000000001","sku":"SKU-1","name":"One","quantity":100000000}\n' |
