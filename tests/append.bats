@@ -673,7 +673,7 @@ usage: cqrs-append [-nq] [-b count] [-e version] [-s store] [--no-sync] [file ..
 	run sqlite3 "$CQRS_STORE" 'PRAGMA application_id; PRAGMA user_version; PRAGMA journal_mode'
 	# application_id is "CQRS" in ASCII: 0x43515253
 	assert_output '1129402963
-2
+3
 wal'
 	# the -wal and -shm files, seen while another connection holds them
 	coproc HOLD { sqlite3 "$CQRS_STORE"; }
@@ -732,10 +732,10 @@ wal'
 
 @test "a store with a newer schema is refused with 78" {
 	cqrs-append -q < <(ev "$A")
-	sqlite3 "$CQRS_STORE" 'PRAGMA user_version = 3'
+	sqlite3 "$CQRS_STORE" 'PRAGMA user_version = 4'
 	run --separate-stderr cqrs-append < <(ev "$A")
 	assert_failure 78
-	assert_equal "$stderr" "cqrs-append: $CQRS_STORE: store schema version 3 is newer than this tool's (2); upgrade cqrs-tools"
+	assert_equal "$stderr" "cqrs-append: $CQRS_STORE: store schema version 4 is newer than this tool's (3); upgrade cqrs-tools"
 	run --separate-stderr cqrs-read
 	assert_failure 78
 	assert_equal "$(stored_count)" 1

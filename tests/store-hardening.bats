@@ -124,7 +124,10 @@ as_nobody() {
 	for i in $(seq 1 3000); do
 		printf '{"aggregate_id":"7d0c2a9e-5b7f-4e0c-8f7e-%012d","aggregate_type":"Order","event_type":"X","data":{"pad":"%0200d"}}\n' "$i" "$i"
 	done >many.ndjson
-	cqrs-append -q -b 100 many.ndjson
+	# the last commits stay in the WAL: a tool folds it in on exit only
+	# past 256 KiB, as a bulk import leaves it
+	head -n 2900 many.ndjson | cqrs-append -q -b 100
+	tail -n 100 many.ndjson | cqrs-append -q
 	cqrs-read >before.ndjson
 	[ -s "$CQRS_STORE-wal" ] || fail "the WAL holds no commits: the damage would not be mid-history"
 	size=$(stat -c %s "$CQRS_STORE")

@@ -26,15 +26,29 @@
 #include "store/store_impl.h"
 #include "banned.h"
 
-#define APPLICATION_ID	     0x43515253 /* "CQRS" */
-#define SCHEMA_VERSION	     2
+#define APPLICATION_ID 0x43515253 /* "CQRS" */
+#define SCHEMA_VERSION 3
+/* The oldest layout that readers read as it is (see correlation_key). */
+#define READABLE_VERSION     2
 #define WAL_CHECKPOINT_PAGES 256
 #define VERSION_CACHE_SLOTS  (1 << 17) /* 3 MiB; bounds memory whatever the input */
-#define WAL_KEEP_BYTES	     (4 << 20)
+/* A writer that leaves more than this in the WAL folds it into the store
+ * and truncates it on exit.  A new process is the only one to use the
+ * store more often than not, and SQLite then rebuilds the WAL's index from
+ * the WAL, one read per page, frames already folded in included: a WAL
+ * kept up to 4 MiB made the 100th one-event process read a thousand pages,
+ * and once past WAL_CHECKPOINT_PAGES every commit copied all of them into
+ * the store again (the rebuilt index forgets what was folded).  256 KiB
+ * (64 pages) bounds that read and keeps the WAL below the commits'
+ * checkpoint, at the cost of one checkpoint every few one-event
+ * processes. */
+#define WAL_KEEP_BYTES (256 << 10)
 /* Writers keep the random-key indexes hot; a reader streams, so a small
- * cache is enough and memory stays flat however large the store. */
+ * cache is enough and memory stays flat however large the store.
+ * CQRS_CACHE_SIZE (MiB) sets a writer's: random ids in a large store. */
 #define WRITER_CACHE_KIB 32768
 #define READER_CACHE_KIB 2048
+#define MAX_CACHE_MIB	 65536
 
 /* uuid text from a 16-byte blob, for people querying with sqlite3 */
 #define UUID_SQL(col)                                                                              \
@@ -132,11 +146,22 @@ static const char schema_v2[] =
 	" opened_at TEXT,"
 	" updated_at TEXT NOT NULL"
 	");";
+/* Version 3: the correlation keys of time-ordered (version 7 UUID)
+ * correlation ids are time-ordered too (see correlation_key), so that
+ * appending keeps to the end of their index instead of touching pages all
+ * over it.  Only the key of those rows changes; the update trigger is
+ * lifted for that, inside the migration's transaction. */
+static const char schema_v3[] =
+	"DROP TRIGGER events_no_update;"
+	"UPDATE events SET correlation_key = cqrs_correlation_key(correlation_id)"
+	" WHERE length(correlation_id) = 36 AND substr(correlation_id, 15, 1) = '7';"
+	"CREATE TRIGGER events_no_update BEFORE UPDATE ON events"
+	" BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;";
 /* clang-format on */
 
 /* The last applied migration is SCHEMA_VERSION; migrations[i] takes a store
  * from version i to i + 1. */
-static const char *const migrations[SCHEMA_VERSION] = { schema_v1, schema_v2 };
+static const char *const migrations[SCHEMA_VERSION] = { schema_v1, schema_v2, schema_v3 };
 
 struct version_slot {
 	uint8_t id[CQRS_UUID_LEN];
@@ -158,6 +183,7 @@ struct sqlite_store {
 	sqlite3_stmt *snap_load, *snap_save, *proc_get, *proc_put, *counter;
 	int inotify_fd;
 	int settle_rounds;
+	int schema; /* the store's schema version: the correlation keys' kind */
 };
 
 struct sqlite_cursor {
@@ -221,6 +247,68 @@ static int64_t pragma_int(struct sqlite_store *s, const char *sql, cqrs_error *e
 	return v;
 }
 
+/* The key of a correlation id in its index: not a security property (the
+ * query compares the text too).  FNV-1a folded to 63 bits; from schema 3
+ * on, a version 7 UUID in canonical lowercase text (what the tools
+ * generate) keys on its 48-bit millisecond time, then 15 bits of that
+ * hash, so that new keys land at the end of the index as the store grows. */
+static uint64_t fnv1a(const char *s)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+	for (; *s != '\0'; s++) {
+		h ^= (unsigned char)*s;
+		h *= 0x100000001b3ULL;
+	}
+	return h;
+}
+
+static int hex_digit(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* The millisecond time of a version 7 UUID's canonical text, or -1. */
+static int64_t uuid7_ms(const char *s)
+{
+	uint64_t ms = 0;
+	for (int i = 0; i < 36; i++) {
+		bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+		int d = dash ? 0 : hex_digit(s[i]);
+		if (dash ? s[i] != '-' : d < 0)
+			return -1;
+		if (!dash && i < 13)
+			ms = ms << 4 | (uint64_t)d;
+	}
+	if (s[36] != '\0' || s[14] != '7')
+		return -1;
+	return (int64_t)ms;
+}
+
+static int64_t correlation_key_of(int schema, const char *s)
+{
+	uint64_t h = fnv1a(s);
+	int64_t ms = schema >= 3 ? uuid7_ms(s) : -1;
+	if (ms >= 0)
+		return (int64_t)((uint64_t)ms << 15 | (h & 0x7fff));
+	return (int64_t)(h >> 1);
+}
+
+static int64_t correlation_key(const struct sqlite_store *s, const char *corr)
+{
+	return correlation_key_of(s->schema, corr);
+}
+
+/* cqrs_correlation_key(text): the key of schema 3, for its migration. */
+static void sql_correlation_key(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+	(void)argc;
+	const unsigned char *t = sqlite3_value_text(argv[0]);
+	if (t == NULL)
+		sqlite3_result_null(ctx);
+	else
+		sqlite3_result_int64(ctx, correlation_key_of(3, (const char *)t));
+}
+
 /* Creates the schema or migrates it, under the write lock, so that two
  * processes opening a new store at once do it only once. */
 static int ensure_schema(struct sqlite_store *s, cqrs_error *err)
@@ -235,7 +323,12 @@ static int ensure_schema(struct sqlite_store *s, cqrs_error *err)
 	sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
 	if (tables < 0)
 		return -1;
+	s->schema = (int)ver;
 	if (app == APPLICATION_ID && ver == SCHEMA_VERSION)
+		return 0;
+	/* A reader reads an older layout as it is; the next writer migrates. */
+	if (app == APPLICATION_ID && !s->writable && ver >= READABLE_VERSION &&
+	    ver < SCHEMA_VERSION)
 		return 0;
 	if (app != APPLICATION_ID && app != 0)
 		return cqrs_fail(err, CQRS_EXIT_DATAERR, "%s: not a cqrs event store", s->path);
@@ -249,6 +342,11 @@ static int ensure_schema(struct sqlite_store *s, cqrs_error *err)
 	if (!s->writable)
 		return cqrs_fail(err, CQRS_EXIT_NOINPUT, "%s: store is empty or needs an upgrade",
 				 s->path);
+	int rc = sqlite3_create_function_v2(s->db, "cqrs_correlation_key", 1,
+					    SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_DIRECTONLY,
+					    NULL, sql_correlation_key, NULL, NULL, NULL);
+	if (rc != SQLITE_OK)
+		return db_error(s, rc, "cannot open store", err);
 	if (exec(s, "BEGIN IMMEDIATE", err) < 0)
 		return -1;
 	ver = pragma_int(s, "PRAGMA user_version", err);
@@ -262,6 +360,7 @@ static int ensure_schema(struct sqlite_store *s, cqrs_error *err)
 		 APPLICATION_ID, SCHEMA_VERSION);
 	if (exec(s, sql, err) < 0 || exec(s, "COMMIT", err) < 0)
 		goto fail;
+	s->schema = SCHEMA_VERSION;
 	return 0;
 fail:
 	sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
@@ -320,6 +419,17 @@ static int create_file(const char *path, cqrs_error *err)
 				 "%s: cannot create store: %s", path, strerror(errno));
 	close(fd);
 	return 0;
+}
+
+/* A writer's page cache: CQRS_CACHE_SIZE mebibytes (1 to MAX_CACHE_MIB),
+ * else WRITER_CACHE_KIB. */
+static long long writer_cache_kib(void)
+{
+	const char *e = getenv("CQRS_CACHE_SIZE");
+	int64_t v;
+	if (e != NULL && cqrs_parse_int64(e, &v) == 0 && v >= 1 && v <= MAX_CACHE_MIB)
+		return (long long)v * 1024;
+	return WRITER_CACHE_KIB;
 }
 
 static const struct cqrs_store_ops sqlite_ops;
@@ -393,9 +503,9 @@ cqrs_store *cqrs_sqlite_open(const char *path, enum cqrs_open_mode mode, cqrs_er
 	sqlite3_busy_timeout(s->db, (int)cqrs_sqlite_busy_timeout_ms());
 	char pragmas[256];
 	snprintf(pragmas, sizeof pragmas,
-		 "PRAGMA synchronous = FULL; PRAGMA cache_size = -%d; PRAGMA temp_store = MEMORY;"
+		 "PRAGMA synchronous = FULL; PRAGMA cache_size = -%lld; PRAGMA temp_store = MEMORY;"
 		 " PRAGMA trusted_schema = OFF;",
-		 s->writable ? WRITER_CACHE_KIB : READER_CACHE_KIB);
+		 s->writable ? writer_cache_kib() : (long long)READER_CACHE_KIB);
 	if (exec(s, pragmas, err) < 0)
 		goto fail;
 	if (s->writable) {
@@ -718,18 +828,6 @@ static int check_duplicate(struct sqlite_store *s, cqrs_event *ev, cqrs_error *e
 	return 1;
 }
 
-/* FNV-1a, folded to 63 bits: an index key, not a security property (the
- * query compares the text too). */
-static int64_t correlation_key(const char *s)
-{
-	uint64_t h = 0xcbf29ce484222325ULL;
-	for (; *s != '\0'; s++) {
-		h ^= (unsigned char)*s;
-		h *= 0x100000001b3ULL;
-	}
-	return (int64_t)(h >> 1);
-}
-
 static int conflict(cqrs_event *ev, int64_t expected, int64_t actual, cqrs_error *err)
 {
 	char id[37];
@@ -805,7 +903,7 @@ static int sqlite_append(cqrs_store *st, cqrs_event *ev, cqrs_error *err)
 	sqlite3_bind_blob(q, 11, ev->hash, CQRS_HASH_LEN, SQLITE_STATIC);
 	if (has_corr) {
 		sqlite3_bind_text(q, 12, corr, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(q, 13, correlation_key(corr));
+		sqlite3_bind_int64(q, 13, correlation_key(s, corr));
 	} else {
 		sqlite3_bind_null(q, 12);
 		sqlite3_bind_null(q, 13);
@@ -898,7 +996,7 @@ static void add_list(struct cqrs_strbuf *sql, const char *col, size_t n, int *pa
 
 #define FIRST_LIST_PARAM 11
 
-static void bind_lists(sqlite3_stmt *q, const cqrs_filter *f)
+static void bind_lists(const struct sqlite_store *s, sqlite3_stmt *q, const cqrs_filter *f)
 {
 	int p = FIRST_LIST_PARAM;
 	for (size_t i = 0; i < f->naggregate_ids; i++)
@@ -910,7 +1008,7 @@ static void bind_lists(sqlite3_stmt *q, const cqrs_filter *f)
 	for (size_t i = 0; i < f->ncorrelation_ids; i++)
 		sqlite3_bind_text(q, p++, f->correlation_ids[i], -1, SQLITE_TRANSIENT);
 	for (size_t i = 0; i < f->ncorrelation_ids; i++)
-		sqlite3_bind_int64(q, p++, correlation_key(f->correlation_ids[i]));
+		sqlite3_bind_int64(q, p++, correlation_key(s, f->correlation_ids[i]));
 }
 
 #define EVENT_COLUMNS                                                                              \
@@ -992,13 +1090,13 @@ static cqrs_cursor *sqlite_read(cqrs_store *st, const cqrs_filter *f, cqrs_error
 		sqlite3_bind_text(c->stmt, 5, f->event_type, -1, SQLITE_TRANSIENT);
 	if (f->correlation_id != NULL) {
 		sqlite3_bind_text(c->stmt, 6, f->correlation_id, -1, SQLITE_TRANSIENT);
-		sqlite3_bind_int64(c->stmt, 10, correlation_key(f->correlation_id));
+		sqlite3_bind_int64(c->stmt, 10, correlation_key(s, f->correlation_id));
 	}
 	if (f->until != NULL)
 		sqlite3_bind_text(c->stmt, 7, f->until, -1, SQLITE_TRANSIENT);
 	if (f->limit > 0)
 		sqlite3_bind_int64(c->stmt, 8, f->limit);
-	bind_lists(c->stmt, f);
+	bind_lists(s, c->stmt, f);
 	return &c->base;
 }
 
@@ -1027,7 +1125,9 @@ static int sqlite_verify_row(cqrs_cursor *cur, const cqrs_event *ev, cqrs_error 
 				 "metadata's (%s%s%s): the row was edited",
 				 col_null ? "" : "'", col_null ? "NULL" : col, col_null ? "" : "'",
 				 has ? "'" : "", has ? corr : "none", has ? "'" : "");
-	if (has == key_null || (has && sqlite3_column_int64(q, 12) != correlation_key(corr)))
+	if (has == key_null ||
+	    (has && sqlite3_column_int64(q, 12) !=
+			    correlation_key((struct sqlite_store *)cur->store, corr)))
 		return cqrs_fail(err, CQRS_EXIT_DATAERR,
 				 "column correlation_key does not match the hashed metadata's "
 				 "correlation_id: the row was edited");

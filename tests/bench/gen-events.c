@@ -1,12 +1,17 @@
 /*
  * gen-events: a deterministic stream of order events for the benchmarks.
  *
- *   gen-events [-s seed] count aggregates
+ *   gen-events [-t] [-s seed] count aggregates
  *
  * Writes count NDJSON events over (at most) aggregates Order aggregates to
- * stdout.  Every id is a random version 4 UUID chosen by the client, as
- * cqrs-command would send them; no event carries expected_version or a
- * timestamp, so appending them is a plain append.  The same seed gives the
+ * stdout.  Every id is a random version 4 UUID chosen by the client; no
+ * event carries expected_version or a timestamp, so appending them is a
+ * plain append.  With -t, the ids are those the toolkit generates: no
+ * event_id (the store makes a time-ordered version 7 one), and aggregate
+ * and correlation ids are version 7 UUIDs in the order the orders start
+ * (a clock of one millisecond per order from 2026-01-01, a billion
+ * milliseconds later per seed after the first, so that the events of
+ * -s 2 follow those of -s 1 as new events would).  The same seed gives the
  * same bytes on every machine (a private PRNG, no floating point).
  *
  * Orders are open a while, like real ones: a window of WINDOW orders is
@@ -61,9 +66,38 @@ static uint64_t next(void)
 	return r;
 }
 
+static int time_ordered; /* -t */
+
 static uint64_t below(uint64_t n)
 {
 	return next() % n; /* the bias is irrelevant here */
+}
+
+static void uuid_text(const uint8_t b[16], char out[37])
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t o = 0;
+	for (int i = 0; i < 16; i++) {
+		if (i == 4 || i == 6 || i == 8 || i == 10)
+			out[o++] = '-';
+		out[o++] = hex[b[i] >> 4];
+		out[o++] = hex[b[i] & 15];
+	}
+	out[o] = '\0';
+}
+
+/* A version 7 UUID at millisecond ms (RFC 9562): time first, then random. */
+static void uuid7(char out[37], uint64_t ms)
+{
+	uint8_t b[16];
+	uint64_t a = next(), c = next();
+	memcpy(b, &a, 8);
+	memcpy(b + 8, &c, 8);
+	for (int i = 0; i < 6; i++)
+		b[i] = (uint8_t)(ms >> (40 - 8 * i));
+	b[6] = (uint8_t)(0x70 | (b[6] & 0x0f));
+	b[8] = (uint8_t)(0x80 | (b[8] & 0x3f));
+	uuid_text(b, out);
 }
 
 static void uuid4(char out[37])
@@ -184,10 +218,14 @@ static void emit(struct order *o)
 	char event_id[37], causation[37];
 	uuid4(event_id);
 	uuid4(causation);
-	printf("{\"event_id\":\"%s\",\"aggregate_id\":\"%s\",\"aggregate_type\":\"Order\","
+	if (!time_ordered)
+		printf("{\"event_id\":\"%s\",", event_id);
+	else
+		putchar('{');
+	printf("\"aggregate_id\":\"%s\",\"aggregate_type\":\"Order\","
 	       "\"event_type\":\"%s\",\"data\":%s,\"metadata\":{\"correlation_id\":\"%s\","
 	       "\"causation_id\":\"%s\",\"user_id\":\"user-%" PRIu64 "\"}}\n",
-	       event_id, o->id, type, data, o->correlation, causation, below(1000));
+	       o->id, type, data, o->correlation, causation, below(1000));
 	emitted++;
 }
 
@@ -207,21 +245,26 @@ int main(int argc, char **argv)
 {
 	uint64_t seed = 1;
 	int ch;
-	while ((ch = getopt(argc, argv, "s:h")) != -1) {
+	while ((ch = getopt(argc, argv, "s:th")) != -1) {
 		switch (ch) {
 		case 's': seed = parse_count(optarg, "seed"); break;
-		case 'h': puts("usage: gen-events [-s seed] count aggregates"); return 0;
-		default: fputs("usage: gen-events [-s seed] count aggregates\n", stderr); return 64;
+		case 't': time_ordered = 1; break;
+		case 'h': puts("usage: gen-events [-t] [-s seed] count aggregates"); return 0;
+		default:
+			fputs("usage: gen-events [-t] [-s seed] count aggregates\n", stderr);
+			return 64;
 		}
 	}
 	if (argc - optind != 2) {
-		fputs("usage: gen-events [-s seed] count aggregates\n", stderr);
+		fputs("usage: gen-events [-t] [-s seed] count aggregates\n", stderr);
 		return 64;
 	}
 	uint64_t count = parse_count(argv[optind], "count");
 	uint64_t naggs = parse_count(argv[optind + 1], "aggregates");
 	if (naggs == 0 || naggs > count)
 		naggs = count;
+	/* the clock of -t: a later seed's orders start later */
+	uint64_t seed_ms = (seed - 1) * 1000000000ULL;
 	for (int i = 0; i < 4; i++)
 		rng[i] = splitmix(&seed);
 
@@ -233,8 +276,14 @@ int main(int argc, char **argv)
 	for (;;) {
 		while (active < WINDOW && started < naggs) {
 			struct order *o = &window[active++];
-			uuid4(o->id);
-			uuid4(o->correlation);
+			if (time_ordered) {
+				uint64_t ms = (uint64_t)BASE_EPOCH * 1000 + seed_ms + started;
+				uuid7(o->id, ms);
+				uuid7(o->correlation, ms);
+			} else {
+				uuid4(o->id);
+				uuid4(o->correlation);
+			}
 			o->number = ++started;
 			o->version = 0;
 			o->nevents = (int)(base + (started <= extra));
