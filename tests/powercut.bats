@@ -15,7 +15,7 @@ recorded() {
 
 # the operations of the log, one line each: "op path [path2]"
 ops() {
-	python3 -c '
+	PYTHONDONTWRITEBYTECODE=1 python3 -c '
 import sys
 sys.path.insert(0, sys.argv[1])
 import replay
@@ -40,7 +40,7 @@ for r in replay.read_log(sys.argv[2]):
 	assert_line --regexp '^sync_file_range events.db.witness $'
 	refute_line --partial "$CQRS_STORE"
 	# two processes, one log, whole records
-	[ "$(python3 -c '
+	[ "$(PYTHONDONTWRITEBYTECODE=1 python3 -c '
 import sys
 sys.path.insert(0, sys.argv[1])
 import replay
@@ -59,7 +59,7 @@ print(len({r[1] for r in replay.read_log(sys.argv[2])}))' "${CQRS_TOP_SRCDIR}/te
 }
 
 @test "a short sweep of power cuts: acknowledged events kept, nothing half-applied, views and sagas whole" {
-	run python3 "$REPLAY" sweep --lib "$LIB" --quick --sample --points "${POWERCUT_CHECK_POINTS:-240}" \
+	run python3 "$REPLAY" sweep --lib "$LIB" --quick --sample --points "${POWERCUT_CHECK_POINTS:-120}" \
 		--seed "${POWERCUT_SEED:-1}" -j 2 --out "$BATS_TEST_TMPDIR/out"
 	echo "$output"
 	assert_success
