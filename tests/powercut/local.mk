@@ -7,7 +7,7 @@
 # (tests/powercut.bats); `make powercut` the long one:
 #   make powercut [POWERCUT_SEED=N] [POWERCUT_POINTS=N] [POWERCUT_JOBS=2]
 # A failure prints the command that checks that one image again (the
-# recorded run is kept in tests/powercut-out).  See tests/powercut/README.
+# recorded run is kept in tests/powercut/out).  See tests/powercut/README.
 check_DATA += tests/powercut/librecorder.so
 tests/powercut/librecorder.so: $(srcdir)/tests/powercut/recorder.c
 	$(AM_V_CC)$(MKDIR_P) tests/powercut && \
@@ -23,10 +23,10 @@ powercut: all tests/powercut/librecorder.so
 	nice -n 10 python3 $(srcdir)/tests/powercut/replay.py sweep \
 	  --lib '$(abs_top_builddir)/tests/powercut/librecorder.so' \
 	  --points '$(POWERCUT_POINTS)' -j '$(POWERCUT_JOBS)' \
-	  --out '$(abs_top_builddir)/tests/powercut-out' \
+	  --out '$(abs_top_builddir)/tests/powercut/out' \
 	  $(POWERCUT_SEED:%=--seed %)
 .PHONY: powercut
 clean-local: clean-powercut
 clean-powercut:
-	rm -rf tests/powercut-out
+	rm -rf tests/powercut/out
 .PHONY: clean-powercut
