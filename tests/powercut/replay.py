@@ -288,8 +288,8 @@ def workload(name, rng, quick):
         n = 3 if quick else rng.randint(8, 14)
         agg = ['%08x-0000-4000-8000-%012d' % (a, a) for a in range(1, 4)]
         for b in range(1, n + 1):
-            big = not quick and b % 4 == 0
-            count = rng.randint(60, 120) if big else rng.randint(1, 3)
+            big = not quick and b % 3 == 0
+            count = rng.randint(200, 350) if big else rng.randint(1, 3)
             pad = 900 if big else rng.choice((0, 20, 300))
             text = ''.join(ev(rng.choice(agg), b, i, pad) + '\n' for i in range(count))
             steps.append((['cqrs-append', '--quiet'], text))
@@ -598,6 +598,20 @@ def gen_images(work, seed, points=None, only=None):
     return total
 
 
+def coverage(work):
+    """{'file kind': {op: count}} of a recorded run (numbers in names as N)."""
+    import re
+    cov = {}
+    for r in read_log(os.path.join(work, 'log')):
+        if r[0] == MARK:
+            continue
+        name = re.sub(r'[0-9]+', 'N', r[2]) + (' -> ' + re.sub(r'[0-9]+', 'N', r[3])
+                                                 if r[3] else '')
+        ops = cov.setdefault(name, {})
+        ops[OPNAME[r[0]]] = ops.get(OPNAME[r[0]], 0) + 1
+    return cov
+
+
 def count_points(work):
     return sum(1 for r in read_log(os.path.join(work, 'log')) if r[0] != MARK) + 1
 
@@ -657,6 +671,12 @@ def sweep(a):
                 os.makedirs(work)
                 record(name, wseed, a.quick, a.lib, work)
                 n = count_points(work)
+                cov = coverage(work)
+                allcov = figures[name].setdefault('coverage', {})
+                for fname, ops in cov.items():
+                    for op, c in ops.items():
+                        allcov.setdefault(fname, {})
+                        allcov[fname][op] = allcov[fname].get(op, 0) + c
                 want = None
                 share = max(1, (a.points - total_points) // (len(names) - names.index(name)))
                 if a.sample and n > share:
@@ -701,6 +721,15 @@ def sweep(a):
         f = figures[n]
         print(f'{n:9} {f["runs"]:5} {f["points"]:11} {f["images"]:7} {f["checked"]:17} '
               f'{f["failures"]:9}')
+    print('what the runs did to the files (calls logged, all workloads):')
+    merged = {}
+    for n in names:
+        for fname, ops in figures[n].get('coverage', {}).items():
+            for op, c in ops.items():
+                merged.setdefault(fname, {})
+                merged[fname][op] = merged[fname].get(op, 0) + c
+    for fname in sorted(merged):
+        print(f'  {fname}: ' + ', '.join(f'{op} {c}' for op, c in sorted(merged[fname].items())))
     with open(os.path.join(out, 'figures.json'), 'w') as fh:
         json.dump({'seed': seed, 'seconds': round(el), 'workloads': figures}, fh, indent=1)
     return 1 if failures else 0
