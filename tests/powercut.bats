@@ -59,7 +59,7 @@ print(len({r[1] for r in replay.read_log(sys.argv[2])}))' "${CQRS_TOP_SRCDIR}/te
 }
 
 @test "a short sweep of power cuts: acknowledged events kept, nothing half-applied, views and sagas whole" {
-	run python3 "$REPLAY" sweep --lib "$LIB" --quick --sample --points "${POWERCUT_CHECK_POINTS:-120}" \
+	run python3 "$REPLAY" sweep --lib "$LIB" --quick --sample --points "${POWERCUT_CHECK_POINTS:-80}" \
 		--seed "${POWERCUT_SEED:-1}" -j 2 --out "$BATS_TEST_TMPDIR/out"
 	echo "$output"
 	assert_success
