@@ -653,6 +653,20 @@ out:
 	return rc;
 }
 
+static int sync_dir_of(const char *path)
+{
+	char copy[PATH_MAX];
+	snprintf(copy, sizeof copy, "%s", path);
+	int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	int r = fsync(fd);
+	int e = errno;
+	close(fd);
+	errno = e;
+	return r;
+}
+
 int cqrs_views_build(const char *output, cqrs_store *st, cqrs_projections *ps,
 		     const cqrs_build_opts *o, cqrs_error *err)
 {
@@ -676,6 +690,11 @@ int cqrs_views_build(const char *output, cqrs_store *st, cqrs_projections *ps,
 		rc = cqrs_fail(err, errno == EEXIST ? CQRS_EXIT_CANTCREAT : CQRS_EXIT_IOERR,
 			       "%s: cannot create: %s", output, strerror(errno));
 	remove_db_files(tmp);
+	/* the new name is durable only once its directory is synced: without
+	 * this a power cut soon after the success could lose the file */
+	if (rc == 0 && sync_dir_of(output) < 0)
+		rc = cqrs_fail(err, CQRS_EXIT_IOERR, "%s: cannot sync its directory: %s", output,
+			       strerror(errno));
 	return rc;
 }
 
