@@ -1063,9 +1063,25 @@ static struct sqlite_cursor *new_cursor(struct sqlite_store *s, const char *sql,
 	return c;
 }
 
+/* A reader of an older store computes its correlation keys the old way
+ * until a writer migrates the store under it (a --follow opened before
+ * the upgrade): before each search by correlation id it asks the store's
+ * version again, so that it searches with the keys the rows now have. */
+static void refresh_schema(struct sqlite_store *s)
+{
+	if (s->schema >= SCHEMA_VERSION)
+		return;
+	cqrs_error ignored = { 0 };
+	int64_t ver = pragma_int(s, "PRAGMA user_version", &ignored);
+	if (ver > s->schema && ver <= SCHEMA_VERSION)
+		s->schema = (int)ver;
+}
+
 static cqrs_cursor *sqlite_read(cqrs_store *st, const cqrs_filter *f, cqrs_error *err)
 {
 	struct sqlite_store *s = (struct sqlite_store *)st;
+	if (f->correlation_id != NULL || f->ncorrelation_ids > 0)
+		refresh_schema(s);
 	struct cqrs_strbuf sql = { 0 };
 	filter_sql(&sql, f);
 	if (sql.oom) {

@@ -89,3 +89,25 @@ one_more() {
 	run --separate-stderr cqrs-read --verify
 	assert_success
 }
+
+@test "a --follow --correlation opened on a schema-2 store still finds its events after a writer migrates it" {
+	cp "$SCALE_FIXTURES/schema2-uuid7.db" events.db
+	chmod 600 events.db
+	c=$(sqlite3 "$CQRS_STORE" 'SELECT correlation_id FROM events ORDER BY sequence LIMIT 1')
+	n=$(cqrs-read --correlation "$c" | wc -l)
+	timeout $((30 * GUARD_SCALE)) cqrs-read --follow --correlation "$c" --limit $((n + 1)) >out 3>&- &
+	follower=$!
+	for ((i = 0; i < 400 * GUARD_SCALE; i++)); do
+		[ "$(wc -l <out)" -ge "$n" ] && break
+		sleep 0.025
+	done
+	assert_equal "$(wc -l <out)" "$n"
+	assert_equal "$(version)" 2
+	# the next writer migrates the store, then appends one more of the correlation
+	printf '{"aggregate_id":"7d0c2a9e-5b7f-4e0c-8f7e-1b2a3c4d5e6f","aggregate_type":"Order","event_type":"OrderNoted","data":{},"metadata":{"correlation_id":"%s"}}\n' "$c" |
+		cqrs-append -q
+	assert_equal "$(version)" 3
+	wait "$follower" || fail "the follower exited $? (124: it never saw the new event)"
+	assert_equal "$(wc -l <out)" $((n + 1))
+	assert_equal "$(tail -1 out | jq -r .metadata.correlation_id)" "$c"
+}
