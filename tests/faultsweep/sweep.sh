@@ -15,6 +15,7 @@
 # $CQRS_TOP_BUILDDIR/tests/faultsweep/libsweep.so.  Exit 0 when every point
 # held, 1 when one did not (each is listed with the command that replays it).
 set -u
+shopt -s extglob
 export LC_ALL=C TZ=UTC
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -154,7 +155,7 @@ state() { sqlite3 -batch -readonly "$1/store.db" <<<"$(state_sql "$1")" 2>&1 | m
 
 # a point's folder: the fixture copied, the tool's environment
 setup_point() { # dir
-	rm -rf "$1" && mkdir -p "$1" && cp -p "$W/fx/$FX"/* "$1"/
+	rm -rf "$1" && cp -a "$W/fx/$FX" "$1"
 }
 in_point() { # dir argv...: runs argv in the point's folder without injection
 	local d=$1
@@ -200,6 +201,37 @@ fail() { # kind n reason
 	POINT_FAILED=1
 }
 
+# A file of the user's that cannot be opened (the input, a saga or
+# projection definition, not the store or views) may also end as the tool
+# says for such a file: 66 no input, 78 a definition it cannot use.
+input_open() { # injected-line status
+	[[ $1 == "io "*" "@(open|open64|openat|openat64|fopen|fopen64)" "* ]] || return 1
+	[[ $1 == *"$W/pt/"* ]] && return 1
+	[ "$2" = 66 ] || [ "$2" = 78 ]
+}
+
+# A crash is the tool's unless its top frame is in glibc's NSS, which
+# dereferences NULL when its own first allocation fails
+# (nss_database_check_reload_and_get, glibc 2.36): that one is listed as
+# known and not counted.  gdb tells which; without gdb every crash counts.
+crashed() { # kind n
+	local bt=""
+	if command -v gdb >/dev/null; then
+		bt=$(cd "$W/pt" && rm -rf "$W/pt.gdb" && cp -a "$W/fx/$FX" "$W/pt.gdb" && cd "$W/pt.gdb" &&
+			CQRS_STORE=$W/pt.gdb/store.db CQRS_VIEWS=$W/pt.gdb/views.db timeout 120 gdb -q -batch -nx \
+				-ex "set env CQRS_SWEEP_$(echo "$1" | tr a-z A-Z)=$2" -ex "set env LD_PRELOAD=$LIB" \
+				-ex run -ex 'bt 8' --args "${ARGV[@]}" </dev/null 2>&1 | grep -E '^#[0-9]')
+	fi
+	if [[ $bt == "#0 "*nss_database* || $bt == "#0 "*"/nss/"* ]]; then
+		printf 'KNOWN %s %s %s: glibc NSS crash when its allocation fails (%s)\n' "$S" "$1" "$2" \
+			"$(head -1 <<<"$bt" | cut -c1-100)" | tee -a "$W/known.txt" >&2
+		KNOWN=$((KNOWN + 1))
+		return
+	fi
+	fail "$1" "$2" "killed by signal $((RC - 128))"
+	[ -n "$bt" ] && sed 's/^/    /' <<<"$bt" | head -8 >>"$FAILS"
+}
+
 # one point: the run with failure N injected, then the checks
 run_point() { # kind n
 	local kind=$1 n=$2 d=$W/pt var
@@ -214,16 +246,20 @@ run_point() { # kind n
 		"$var=$n" LD_PRELOAD="$LIB" "${pre[@]}" "${ARGV[@]}" </dev/null >"$d/out" 2>"$d/err")
 	RC=$?
 	POINT_FAILED=0
+	local err="" first="" injected=""
+	IFS= read -r -d '' err <"$d/err"
+	first=${err%%$'\n'*}
+	IFS= read -r injected <"$d/inject.log"
 	# no crash, no sanitizer report, a documented and fitting status
 	if [ $RC -ge 128 ]; then
-		fail "$kind" "$n" "killed by signal $((RC - 128))"
-	elif [ $RC = 99 ] || grep -qE 'Sanitizer|runtime error:|definitely lost|Invalid (read|write|free)' "$d/err"; then
+		crashed "$kind" "$n"
+	elif [ $RC = 99 ] || [[ $err =~ Sanitizer|runtime\ error:|definitely\ lost|Invalid\ (read|write|free) ]]; then
 		fail "$kind" "$n" "a sanitizer or valgrind report"
 	elif ! has "$(documented "$TOOL")" $RC; then
 		fail "$kind" "$n" "exit $RC is not documented for $TOOL"
-	elif ! has "$(expected "$kind")" $RC; then
+	elif ! has "$(expected "$kind")" $RC && ! input_open "$injected" $RC; then
 		fail "$kind" "$n" "exit $RC does not fit an injected $kind failure"
-	elif [ $RC != 0 ] && ! head -1 "$d/err" | grep -q "^$TOOL: ."; then
+	elif [ $RC != 0 ] && [[ $first != "$TOOL: "?* ]]; then
 		fail "$kind" "$n" "no message starting with '$TOOL:' on stderr"
 	elif [ $RC = 0 ] && ! cmp -s "$d/out" "$CLEAN_OUT"; then
 		fail "$kind" "$n" "exit 0 but the output differs from the clean run's"
@@ -274,7 +310,7 @@ run_point() { # kind n
 }
 
 # --- the sweep ------------------------------------------------------------------
-total_points=0 total_fails=0 start=$(date +%s)
+KNOWN=0 total_points=0 total_fails=0 start=$(date +%s)
 summary=""
 for s in $scenarios; do
 	scenario "$s"
@@ -303,7 +339,8 @@ for s in $scenarios; do
 		total_points=$((total_points + np)) total_fails=$((total_fails + nf))
 	done
 done
-echo "--- fault sweep: $total_points points, $total_fails failed, $(($(date +%s) - start))s"
+echo "--- fault sweep: $total_points points, $total_fails failed, $KNOWN known (glibc), $(($(date +%s) - start))s"
+[ "$KNOWN" = 0 ] || cat "$W/known.txt"
 printf '%s' "$summary"
 if [ "$total_fails" -gt 0 ]; then
 	echo "--- failures (also in $FAILS):"
