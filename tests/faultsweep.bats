@@ -19,3 +19,30 @@ injected() {
 	assert_failure 71
 	assert_equal "$stderr" "cqrs-read: out of memory"
 }
+
+# The store of the sweep's append run: a product registered, its WAL left
+# for the next process to recover (no -shm), and three events to append.
+sweep_store() {
+	cqrs-command -q register-product --product 3c9a7b1e-4d2f-4e8a-b6c5-0f1e2d3c4b5a \
+		--sku SKU-1 --name Widget --quantity 100
+	rm -f "$CQRS_STORE-shm"
+	cp "$CQRS_STORE" "$CQRS_STORE-wal" "$CQRS_STORE.witness" "$BATS_TEST_TMPDIR/home/"
+	for i in 1 2 3; do event 11111111-1111-4111-8111-111111111111 OrderNoted '{"n":'"$i"'}'; done >three.ndjson
+}
+restore_store() {
+	rm -f "$CQRS_STORE"*
+	cp "$BATS_TEST_TMPDIR/home/events.db" "$BATS_TEST_TMPDIR/home/events.db-wal" \
+		"$BATS_TEST_TMPDIR/home/events.db.witness" "$BATS_TEST_TMPDIR/"
+}
+
+@test "a lock on the -shm that cannot be taken is busy (75), not an internal error (70)" {
+	sweep_store
+	seen=0
+	for n in $(seq 1 12); do
+		restore_store
+		CQRS_SWEEP_ONLY=fcntl:-shm CQRS_SWEEP_IO=$n run --separate-stderr injected cqrs-append -q three.ndjson
+		[[ $status == 0 || $status == 75 ]] || fail "lock $n of the -shm: exit $status: $stderr"
+		[[ $status == 75 ]] && seen=$((seen + 1))
+	done
+	[ "$seen" -gt 0 ]
+}

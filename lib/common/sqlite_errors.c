@@ -18,7 +18,8 @@ int cqrs_sqlite_exit_code(int rc, bool writable)
 {
 	switch (rc & 0xff) {
 	case SQLITE_BUSY:
-	case SQLITE_LOCKED: return CQRS_EXIT_TEMPFAIL;
+	case SQLITE_LOCKED:
+	case SQLITE_PROTOCOL: return CQRS_EXIT_TEMPFAIL; /* a lock that could not be taken */
 	case SQLITE_IOERR:
 	case SQLITE_FULL: return CQRS_EXIT_IOERR;
 	case SQLITE_NOMEM: return CQRS_EXIT_OSERR;

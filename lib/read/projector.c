@@ -928,7 +928,8 @@ static int run_statement(cqrs_projector *p, struct rt_proj *rp, const struct rt_
 	int code;
 	switch (rc & 0xff) {
 	case SQLITE_BUSY:
-	case SQLITE_LOCKED: code = CQRS_EXIT_TEMPFAIL; break;
+	case SQLITE_LOCKED:
+	case SQLITE_PROTOCOL: code = CQRS_EXIT_TEMPFAIL; break;
 	case SQLITE_IOERR:
 	case SQLITE_FULL: code = CQRS_EXIT_IOERR; break;
 	case SQLITE_NOMEM: code = CQRS_EXIT_OSERR; break;

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/sqlite_errors.h"
 #include "saga/saga_impl.h"
 #include "store/store_impl.h"
 #include "banned.h"
@@ -82,16 +83,7 @@ const char *saga_status_name(enum saga_status s)
 
 static int db_fail(struct saga_db *db, int rc, cqrs_error *err)
 {
-	int code = CQRS_EXIT_SOFTWARE;
-	switch (rc & 0xff) {
-	case SQLITE_BUSY:
-	case SQLITE_LOCKED: code = CQRS_EXIT_TEMPFAIL; break;
-	case SQLITE_IOERR:
-	case SQLITE_FULL: code = CQRS_EXIT_IOERR; break;
-	case SQLITE_NOMEM: code = CQRS_EXIT_OSERR; break;
-	case SQLITE_READONLY: code = CQRS_EXIT_NOPERM; break;
-	case SQLITE_CORRUPT: code = CQRS_EXIT_DATAERR; break;
-	}
+	int code = cqrs_sqlite_exit_code(rc, true);
 	return cqrs_fail(err, code, "saga state: %s", sqlite3_errmsg(db->db));
 }
 

@@ -15,6 +15,10 @@
  *                        mmap ENOMEM)
  *   CQRS_SWEEP_STICKY=1  fail the Nth and every later one, not only the Nth
  *   CQRS_SWEEP_ERRNO=E   use errno E (a number) for I/O failures instead
+ *   CQRS_SWEEP_ONLY=CALL[:SUFFIX]  count only the I/O calls whose name
+ *                        starts with CALL (pread: pread and pread64) on a
+ *                        file whose path ends with SUFFIX ("-wal"): for
+ *                        regression tests that must not depend on N_max
  *   CQRS_SWEEP_LOG=FILE  append to FILE what was failed ("io 12 pwrite64
  *                        /path") and, at exit, the totals ("count alloc=A
  *                        io=B"): a clean run with only this set gives N_max
@@ -47,7 +51,7 @@ static long alloc_at, io_at, io_errno;
 static int sticky, active;
 static long allocs, ios;
 static pid_t main_pid;
-static char log_path[4096];
+static char log_path[4096], only_call[64], only_suffix[256];
 
 /* --- the bootstrap arena, for dlsym's own allocations ---------------------- */
 static _Alignas(16) char arena[64 * 1024];
@@ -132,6 +136,14 @@ __attribute__((constructor)) static void sweep_init(void)
 	const char *l = getenv("CQRS_SWEEP_LOG");
 	if (l != NULL && strlen(l) < sizeof log_path)
 		memcpy(log_path, l, strlen(l) + 1);
+	const char *o = getenv("CQRS_SWEEP_ONLY");
+	if (o != NULL) {
+		const char *colon = strchr(o, ':');
+		size_t n = colon ? (size_t)(colon - o) : strlen(o);
+		snprintf(only_call, sizeof only_call, "%.*s", (int)n, o);
+		if (colon != NULL)
+			snprintf(only_suffix, sizeof only_suffix, "%s", colon + 1);
+	}
 	main_pid = (pid_t)syscall(SYS_getpid);
 	allocs = ios = 0;
 	active = 1;
@@ -239,9 +251,22 @@ void *memalign(size_t align, size_t n)
 /* --- I/O ---------------------------------------------------------------------- */
 static int io_fails(const char *call, int fd, const char *path, int err)
 {
+	char what[4096] = "";
+	if (!active)
+		return 0;
+	if (only_call[0] != '\0') {
+		if (strncmp(call, only_call, strlen(only_call)) != 0)
+			return 0;
+		if (path != NULL)
+			snprintf(what, sizeof what, "%s", path);
+		else if (fd >= 0)
+			fd_path(fd, what, sizeof what);
+		size_t n = strlen(what), k = strlen(only_suffix);
+		if (n < k || strcmp(what + n - k, only_suffix) != 0)
+			return 0;
+	}
 	if (!should_fail(io_at, &ios))
 		return 0;
-	char what[4096] = "";
 	if (path != NULL)
 		snprintf(what, sizeof what, "%s", path);
 	else if (fd >= 0)
