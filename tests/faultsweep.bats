@@ -35,6 +35,21 @@ restore_store() {
 		"$BATS_TEST_TMPDIR/home/events.db.witness" "$BATS_TEST_TMPDIR/"
 }
 
+@test "a read of the WAL that fails with EIO is an I/O error (74), not a damaged store (65)" {
+	sweep_store
+	seen=0
+	for n in $(seq 1 60); do
+		restore_store
+		CQRS_SWEEP_ONLY=pread:-wal CQRS_SWEEP_IO=$n run --separate-stderr injected cqrs-append -q three.ndjson
+		[[ $status == 0 || $status == 74 ]] || fail "read $n of the WAL: exit $status: $stderr"
+		[[ $stderr != *malformed* ]] || fail "read $n of the WAL: $stderr"
+		[[ $stderr == *"a read failed: Input/output error"* ]] && seen=$((seen + 1))
+		run cqrs-read --verify
+		assert_success
+	done
+	[ "$seen" -gt 0 ]
+}
+
 @test "a lock on the -shm that cannot be taken is busy (75), not an internal error (70)" {
 	sweep_store
 	seen=0

@@ -177,7 +177,10 @@ static int db_error(struct sqlite_store *s, int rc, const char *what, cqrs_error
 	if ((base == SQLITE_CANTOPEN || base == SQLITE_READONLY || base == SQLITE_PERM) &&
 	    access_denied(s->path, s->writable, err))
 		return -1;
-	int code = cqrs_sqlite_exit_code(rc, s->writable);
+	int code = cqrs_sqlite_db_exit_code(s->db, rc, s->writable);
+	if ((rc & 0xff) == SQLITE_CORRUPT && cqrs_sqlite_guard_read_errno() != 0)
+		return cqrs_fail(err, CQRS_EXIT_IOERR, "%s: %s: a read failed: %s", s->path, what,
+				 strerror(cqrs_sqlite_guard_read_errno()));
 	if (code == CQRS_EXIT_TEMPFAIL)
 		return cqrs_fail(err, code,
 				 "%s: store is busy (another process holds the lock); try again",
