@@ -26,10 +26,15 @@
  * Counting starts at 1; unset or 0 means never.  A child made by fork
  * keeps counting on its own and does not write the totals.  Set a
  * breakpoint on cqrs_sweep_hit to stop a replay at the injected failure.
- * Works on the normal build and under AddressSanitizer (preloaded first,
- * with ASAN_OPTIONS=verify_asan_link_order=0): the real functions are found
- * with dlsym(RTLD_NEXT), allocations made while dlsym itself runs come
- * from a small static arena.
+ * The real functions are found with dlsym(RTLD_NEXT); allocations made
+ * while dlsym itself runs come from a small static arena.  Under
+ * AddressSanitizer, whose start-up resolves its interceptors through the
+ * loader before anything else, an interposed malloc crashes: built with
+ * -DSWEEP_IO_ONLY (libsweep-io.so) the injector leaves allocations alone
+ * and fails I/O calls only, preloaded first with
+ * ASAN_OPTIONS=verify_asan_link_order=0, so that LeakSanitizer checks
+ * every I/O failure path.  Allocation failures are swept on the normal
+ * build, with valgrind for leaks (sweep.sh -V).
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -58,12 +63,12 @@ static _Alignas(16) char arena[64 * 1024];
 static size_t arena_used;
 static __thread int resolving;
 
-static int in_arena(const void *p)
+__attribute__((unused)) static int in_arena(const void *p)
 {
 	return (const char *)p >= arena && (const char *)p < arena + sizeof arena;
 }
 
-static void *arena_alloc(size_t n)
+__attribute__((unused)) static void *arena_alloc(size_t n)
 {
 	size_t need = (n + 15) & ~(size_t)15;
 	if (arena_used + need > sizeof arena)
@@ -168,6 +173,7 @@ static int should_fail(long at, long *count)
 }
 
 /* --- allocations ------------------------------------------------------------ */
+#ifndef SWEEP_IO_ONLY
 static int alloc_fails(const char *call, size_t size)
 {
 	if (resolving || !should_fail(alloc_at, &allocs))
@@ -184,6 +190,8 @@ void *malloc(size_t n)
 	if (resolving)
 		return arena_alloc(n);
 	REAL(void *(*)(size_t), malloc);
+	if (real_malloc == NULL) /* asked inside the loader (ASan's start) */
+		return arena_alloc(n);
 	if (alloc_fails("malloc", n))
 		return NULL;
 	return real_malloc(n);
@@ -194,6 +202,8 @@ void *calloc(size_t k, size_t n)
 	if (resolving)
 		return arena_alloc(k * n); /* the arena is zeroed and never reused */
 	REAL(void *(*)(size_t, size_t), calloc);
+	if (real_calloc == NULL)
+		return arena_alloc(k * n);
 	if (alloc_fails("calloc", k * n))
 		return NULL;
 	return real_calloc(k, n);
@@ -210,6 +220,8 @@ void *realloc(void *p, size_t n)
 		return q;
 	}
 	REAL(void *(*)(void *, size_t), realloc);
+	if (real_realloc == NULL)
+		return NULL;
 	/* realloc(p, 0) frees: not an allocation that can fail */
 	if ((p == NULL || n > 0) && alloc_fails("realloc", n))
 		return NULL;
@@ -221,7 +233,8 @@ void free(void *p)
 	if (p == NULL || in_arena(p))
 		return;
 	REAL(void (*)(void *), free);
-	real_free(p);
+	if (real_free != NULL)
+		real_free(p);
 }
 
 int posix_memalign(void **out, size_t align, size_t n)
@@ -247,6 +260,8 @@ void *memalign(size_t align, size_t n)
 		return NULL;
 	return real_memalign(align, n);
 }
+
+#endif /* SWEEP_IO_ONLY */
 
 /* --- I/O ---------------------------------------------------------------------- */
 static int io_fails(const char *call, int fd, const char *path, int err)
