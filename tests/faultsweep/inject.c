@@ -61,7 +61,7 @@ static char log_path[4096], only_call[64], only_suffix[256];
 /* --- the bootstrap arena, for dlsym's own allocations ---------------------- */
 static _Alignas(16) char arena[64 * 1024];
 static size_t arena_used;
-static __thread int resolving;
+static __thread int resolving __attribute__((tls_model("initial-exec")));
 
 __attribute__((unused)) static int in_arena(const void *p)
 {

@@ -246,7 +246,8 @@ run_point() { # kind n
 	local pre=() vg=0
 	if [ "$vg_every" -gt 0 ] && [ $((n % vg_every)) = 0 ]; then
 		vg=1
-		pre=(valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite)
+		pre=(valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite
+			--soname-synonyms=somalloc=nouserintercepts)
 	fi
 	(cd "$d" && env CQRS_STORE="$d/store.db" CQRS_VIEWS="$d/views.db" CQRS_SWEEP_LOG="$d/inject.log" \
 		"$var=$n" LD_PRELOAD="$LIB" "${pre[@]}" "${ARGV[@]}" </dev/null >"$d/out" 2>"$d/err")
