@@ -24,6 +24,9 @@ LIB=$(cd "$(dirname "$LIB")" && pwd)/$(basename "$LIB")
 SHARE=${CQRS_SHAREDIR:-$here/../../share}
 export CQRS_SHAREDIR=$SHARE
 export CQRS_SAGA_NOW=2026-03-01T12:00:00Z
+# nothing else uses the sweep's stores: a lock that fails is the injected
+# one, and waiting 5 s for it to pass only slows the sweep
+export CQRS_BUSY_TIMEOUT=${CQRS_BUSY_TIMEOUT:-100}
 export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0:detect_leaks=1:exitcode=99"
 
 kinds="alloc io" stride=1 random=0 point=0 keep=0 vg_every=0 work=""
