@@ -93,6 +93,12 @@ alloc_points() {
 	prepare=: alloc_points cqrs-query sql "SELECT order_id, status, total FROM order_views"
 }
 
+@test "cqrs-project out of memory while it sets up new views is 71, not a bad projection (78) or 70" {
+	shipped_store
+	export CQRS_VIEWS="$BATS_TEST_TMPDIR/views.db"
+	prepare='rm -f "$CQRS_VIEWS"*' alloc_points cqrs-project
+}
+
 # A sample of the sweep (make faultsweep sweeps every point): two points of
 # each kind drawn at random (seed CQRS_SWEEP_SEED, 1 by default) in each
 # scenario, so that it stays under a minute on a busy two-core machine.

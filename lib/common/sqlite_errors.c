@@ -55,7 +55,8 @@ const char *cqrs_sqlite_errmsg(sqlite3 *db, int rc)
 {
 	if (cqrs_sqlite_read_failed(db, rc))
 		return strerror(sqlite3_system_errno(db));
-	return db != NULL ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+	/* the connection's own message, unless the failure was not its own */
+	return db != NULL && sqlite3_errcode(db) != SQLITE_OK ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
 }
 
 long cqrs_sqlite_busy_timeout_ms(void)
