@@ -7,7 +7,7 @@
 #   -s  sweep every STRIDE-th point only (default 1: every point)
 #   -r  sweep COUNT points drawn at random (seeded by CQRS_SWEEP_SEED) instead
 #   -p  sweep the one point N (a replay); with -K the point's folder stays
-#   -V  run every EVERY-th point under valgrind as well (definite leaks fail)
+#   -V  run every EVERY-th point swept under valgrind (definite leaks fail)
 #   -w  work folder (default: a new one under TMPDIR, removed at the end)
 # Scenarios (default all): append command project query-orders query-order
 # query-sql saga read-verify read.
@@ -247,7 +247,7 @@ run_point() { # kind n
 	var=CQRS_SWEEP_$(echo "$kind" | tr a-z A-Z)
 	setup_point "$d"
 	local pre=() vg=0
-	if [ "$vg_every" -gt 0 ] && [ $((n % vg_every)) = 0 ]; then
+	if [ "$vg_every" -gt 0 ] && [ $((np % vg_every)) = 0 ]; then
 		vg=1
 		pre=(valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite
 			--soname-synonyms=somalloc=nouserintercepts)
