@@ -48,7 +48,8 @@ bool cqrs_sqlite_read_failed(sqlite3 *db, int rc)
 
 int cqrs_sqlite_db_exit_code(sqlite3 *db, int rc, bool writable)
 {
-	return cqrs_sqlite_read_failed(db, rc) ? CQRS_EXIT_IOERR : cqrs_sqlite_exit_code(rc, writable);
+	return cqrs_sqlite_read_failed(db, rc) ? CQRS_EXIT_IOERR
+					       : cqrs_sqlite_exit_code(rc, writable);
 }
 
 const char *cqrs_sqlite_errmsg(sqlite3 *db, int rc)
@@ -56,7 +57,8 @@ const char *cqrs_sqlite_errmsg(sqlite3 *db, int rc)
 	if (cqrs_sqlite_read_failed(db, rc))
 		return strerror(sqlite3_system_errno(db));
 	/* the connection's own message, unless the failure was not its own */
-	return db != NULL && sqlite3_errcode(db) != SQLITE_OK ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+	return db != NULL && sqlite3_errcode(db) != SQLITE_OK ? sqlite3_errmsg(db)
+							      : sqlite3_errstr(rc);
 }
 
 long cqrs_sqlite_busy_timeout_ms(void)

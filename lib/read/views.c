@@ -137,7 +137,8 @@ int cqrs_views_db_error(sqlite3 *db, const char *path, int rc, const char *what,
 		return cqrs_fail(err, code,
 				 "%s: views are busy (another process holds the lock); try again",
 				 path);
-	return cqrs_fail(err, code, "%s: %s: %s", path, what, db ? cqrs_sqlite_errmsg(db, rc) : "error");
+	return cqrs_fail(err, code, "%s: %s: %s", path, what,
+			 db ? cqrs_sqlite_errmsg(db, rc) : "error");
 }
 
 static int64_t one_int(sqlite3 *db, const char *sql, int *rc)
