@@ -62,6 +62,18 @@ restore_store() {
 	[ "$seen" -gt 0 ]
 }
 
+@test "out of memory in the COMMIT of the store's first read ends 71, not 70 'a transaction within a transaction'" {
+	sweep_store
+	# 312 bytes: SQLite 3.40's statement object, so that each point fails
+	# the preparation of the next statement
+	for n in $(seq 1 25); do
+		restore_store
+		CQRS_SWEEP_ALLOC_SIZE=312 CQRS_SWEEP_ALLOC=$n run --separate-stderr injected cqrs-append -q three.ndjson
+		[[ $status == 0 || $status == 71 ]] || fail "statement $n: exit $status: $stderr"
+		[[ $stderr != *"not an error"* ]] || fail "statement $n: $stderr"
+	done
+}
+
 # An order shipped (the sweep's command run), for the views.
 shipped_store() {
 	local p=3c9a7b1e-4d2f-4e8a-b6c5-0f1e2d3c4b5a o=00000000-0000-4000-8000-000000000001

@@ -19,6 +19,8 @@
  *                        starts with CALL (pread: pread and pread64) on a
  *                        file whose path ends with SUFFIX ("-wal"): for
  *                        regression tests that must not depend on N_max
+ *   CQRS_SWEEP_ALLOC_SIZE=S  count only allocations of S bytes (SQLite's
+ *                        statement object, say: each statement in turn)
  *   CQRS_SWEEP_LOG=FILE  append to FILE what was failed ("io 12 pwrite64
  *                        /path") and, at exit, the totals ("count alloc=A
  *                        io=B"): a clean run with only this set gives N_max
@@ -52,7 +54,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-static long alloc_at, io_at, io_errno;
+static long alloc_at, alloc_size, io_at, io_errno;
 static int sticky, active;
 static long allocs, ios;
 static pid_t main_pid;
@@ -135,6 +137,7 @@ static long env_long(const char *name)
 __attribute__((constructor)) static void sweep_init(void)
 {
 	alloc_at = env_long("CQRS_SWEEP_ALLOC");
+	alloc_size = env_long("CQRS_SWEEP_ALLOC_SIZE");
 	io_at = env_long("CQRS_SWEEP_IO");
 	io_errno = env_long("CQRS_SWEEP_ERRNO");
 	sticky = env_long("CQRS_SWEEP_STICKY") != 0;
@@ -176,7 +179,8 @@ static int should_fail(long at, long *count)
 #ifndef SWEEP_IO_ONLY
 static int alloc_fails(const char *call, size_t size)
 {
-	if (resolving || !should_fail(alloc_at, &allocs))
+	if (resolving || (alloc_size > 0 && size != (size_t)alloc_size) ||
+	    !should_fail(alloc_at, &allocs))
 		return 0;
 	char what[64];
 	snprintf(what, sizeof what, "size=%zu", size);
