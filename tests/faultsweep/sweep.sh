@@ -227,7 +227,7 @@ crashed() { # kind n
 	local bt=""
 	if command -v gdb >/dev/null; then
 		bt=$(cd "$W/pt" && rm -rf "$W/pt.gdb" && cp -a "$W/fx/$FX" "$W/pt.gdb" && cd "$W/pt.gdb" &&
-			CQRS_STORE=$W/pt.gdb/store.db CQRS_VIEWS=$W/pt.gdb/views.db timeout 120 gdb -q -batch -nx \
+			CQRS_STORE=$W/pt.gdb/store.db CQRS_VIEWS=$W/pt.gdb/views.db timeout 120 gdb -q -batch -nx -ex "set startup-with-shell off" \
 				-ex "set env CQRS_SWEEP_$(echo "$1" | tr a-z A-Z)=$2" -ex "set env LD_PRELOAD=$LIB" \
 				-ex run -ex 'bt 8' --args "${ARGV[@]}" </dev/null 2>&1 | grep -E '^#[0-9]')
 	fi
