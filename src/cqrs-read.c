@@ -190,6 +190,7 @@ int main(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
+	cqrs_tool_init("cqrs-read"); /* first: a message names the tool */
 	cqrs_filter f = { 0 };
 	/* Repeated filters are ORed; there are at most argc of each.  Static,
 	 * so that every way out of main leaves them reachable. */
@@ -209,7 +210,6 @@ int main(int argc, char **argv)
 	bool follow = false, do_verify = false, have_from = false;
 	int ch;
 
-	cqrs_tool_init("cqrs-read");
 	while ((ch = getopt_long(argc, argv, "a:t:e:c:n:rfs:hV", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'a':

@@ -13,7 +13,10 @@ TOP=${CQRS_TOP_SRCDIR:?}
 
 # The words of a Makefile.am variable ("=" and "+=" lines, continuations).
 am_words() {
-	sed -e ':a' -e '/\\$/{N;s/\\\n/ /;ba' -e '}' "$TOP/Makefile.am" |
+	# Makefile.am and the local.mk files it includes (issue 10's parts)
+	local mk=("$TOP/Makefile.am") f
+	while read -r f; do mk+=("$TOP/$f"); done < <(sed -n 's|^include \$(srcdir)/||p' "$TOP/Makefile.am")
+	sed -e ':a' -e '/\\$/{N;s/\\\n/ /;ba' -e '}' "${mk[@]}" |
 		sed -n "s/^[[:space:]]*$1[[:space:]]*+\{0,1\}=//p" | tr -s ' \t' '\n' | sed '/^$/d'
 }
 

@@ -6,12 +6,21 @@
 #ifndef CQRS_SQLITE_ERRORS_H
 #define CQRS_SQLITE_ERRORS_H
 
+#include <sqlite3.h>
 #include <stdbool.h>
 
 /* The exit code (enum cqrs_exit) for rc, extended codes included.  writable
  * says whether a file that cannot be opened was to be created (73) or only
  * read (66).  CQRS_EXIT_TEMPFAIL means busy: the caller says "try again". */
 int cqrs_sqlite_exit_code(int rc, bool writable);
+
+/* The same for a failure of connection db: a read that failed with EIO,
+ * which SQLite reports as a damaged database, is 74 (an I/O error), and
+ * cqrs_sqlite_errmsg() then says so instead of "database disk image is
+ * malformed". */
+bool cqrs_sqlite_read_failed(sqlite3 *db, int rc);
+int cqrs_sqlite_db_exit_code(sqlite3 *db, int rc, bool writable);
+const char *cqrs_sqlite_errmsg(sqlite3 *db, int rc);
 
 /* Milliseconds to wait for another process's lock: CQRS_BUSY_TIMEOUT when
  * it is a whole number no larger than INT_MAX, else 5000. */

@@ -731,6 +731,21 @@ static bool only_blank(const char *s)
 	}
 }
 
+/* A statement of a projection file that SQLite did not take: the file's
+ * fault (78) unless SQLite ran out of memory or could not read */
+static int sql_fail_code(int rc)
+{
+	switch (rc & 0xff) {
+	case SQLITE_NOMEM: return CQRS_EXIT_OSERR;
+	case SQLITE_IOERR:
+	case SQLITE_FULL: return CQRS_EXIT_IOERR;
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+	case SQLITE_PROTOCOL: return CQRS_EXIT_TEMPFAIL;
+	default: return CQRS_EXIT_CONFIG;
+	}
+}
+
 static int prepare_one(sqlite3 *db, struct auth *au, const char *what, const struct cqrs_sql *s,
 		       sqlite3_stmt **out, cqrs_error *err)
 {
@@ -742,7 +757,7 @@ static int prepare_one(sqlite3 *db, struct auth *au, const char *what, const str
 	char where[PATH_MAX + 64];
 	if (rc != SQLITE_OK) {
 		cqrs_sql_where(s, sqlite3_error_offset(db), where, sizeof where);
-		return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s: %s: %s", where, what,
+		return cqrs_fail(err, sql_fail_code(rc), "%s: %s: %s", where, what,
 				 au->reason[0] != '\0' ? au->reason : sqlite3_errmsg(db));
 	}
 	if (*out == NULL) {
@@ -809,8 +824,11 @@ static int projection_create(sqlite3 *db, const struct cqrs_projection *p, struc
 	char what[256];
 	snprintf(what, sizeof what, "projection '%s', tables", p->name);
 	struct names existing, mine = { 0 };
+	/* SQLite's error, or (none) the list's own allocation failed */
 	if (schema_names(db, NULL, &existing) < 0)
-		return cqrs_views_db_error(db, "views", sqlite3_errcode(db),
+		return cqrs_views_db_error(db, "views",
+					   sqlite3_errcode(db) != SQLITE_OK ? sqlite3_errcode(db)
+									    : SQLITE_NOMEM,
 					   "cannot read the schema", err);
 	int rc = 0;
 	for (size_t i = 0; i < p->ntables && rc == 0; i++) {
@@ -824,7 +842,7 @@ static int projection_create(sqlite3 *db, const struct cqrs_projection *p, struc
 		if (r != SQLITE_DONE) {
 			char where[PATH_MAX + 64];
 			cqrs_sql_where(&p->tables[i], -1, where, sizeof where);
-			rc = cqrs_fail(err, CQRS_EXIT_CONFIG, "%s: %s: %s", where, what,
+			rc = cqrs_fail(err, sql_fail_code(r), "%s: %s: %s", where, what,
 				       sqlite3_errmsg(db));
 		}
 		sqlite3_finalize(st);

@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "cqrs.h"
+#include "common/sqlite_errors.h"
 #include "read/views_impl.h"
 #include "banned.h"
 
@@ -928,18 +929,19 @@ static int run_statement(cqrs_projector *p, struct rt_proj *rp, const struct rt_
 	int code;
 	switch (rc & 0xff) {
 	case SQLITE_BUSY:
-	case SQLITE_LOCKED: code = CQRS_EXIT_TEMPFAIL; break;
+	case SQLITE_LOCKED:
+	case SQLITE_PROTOCOL: code = CQRS_EXIT_TEMPFAIL; break;
 	case SQLITE_IOERR:
 	case SQLITE_FULL: code = CQRS_EXIT_IOERR; break;
 	case SQLITE_NOMEM: code = CQRS_EXIT_OSERR; break;
 	case SQLITE_READONLY:
 	case SQLITE_PERM: code = CQRS_EXIT_NOPERM; break;
-	default: code = CQRS_EXIT_DATAERR;
+	default: code = cqrs_sqlite_read_failed(p->db, rc) ? CQRS_EXIT_IOERR : CQRS_EXIT_DATAERR;
 	}
 	return cqrs_fail(err, code, "event %lld (%s): %s:%d: projection '%s', on %s: %s",
 			 (long long)ev->sequence, ev->event_type, s->sql->file,
 			 cqrs_sql_line(s->sql, -1), rp->def->name, h->h->event_type,
-			 sqlite3_errmsg(p->db));
+			 cqrs_sqlite_errmsg(p->db, rc));
 }
 
 static void show_progress(cqrs_projector *p, bool done)

@@ -280,7 +280,16 @@ static int64_t sql_query(sqlite3 *db, const char *views_path, const cqrs_query *
 					 denied[0] != '\0' ? denied
 							   : "only reading is allowed: cqrs-query "
 							     "never changes the views");
-		return cqrs_fail(err, CQRS_EXIT_DATAERR, "sql: %s", sqlite3_errmsg(db));
+		/* not the statement's fault: the memory, the disk or a lock */
+		int code = CQRS_EXIT_DATAERR;
+		switch (rc & 0xff) {
+		case SQLITE_NOMEM: code = CQRS_EXIT_OSERR; break;
+		case SQLITE_IOERR: code = CQRS_EXIT_IOERR; break;
+		case SQLITE_BUSY:
+		case SQLITE_LOCKED:
+		case SQLITE_PROTOCOL: code = CQRS_EXIT_TEMPFAIL; break;
+		}
+		return cqrs_fail(err, code, "sql: %s", sqlite3_errmsg(db));
 	}
 	if (st == NULL)
 		return cqrs_fail(err, CQRS_EXIT_DATAERR, "sql: no statement");

@@ -312,8 +312,14 @@ int64_t cqrs_rows_print(sqlite3_stmt *st, const char *const *money, const char *
 		case SQLITE_AUTH:
 			return cqrs_fail(err, CQRS_EXIT_NOPERM, "%s: not allowed: %s", what,
 					 sqlite3_errmsg(db));
-		case SQLITE_TOOBIG:
 		case SQLITE_NOMEM:
+			/* SQLite says NOMEM for its heap limit and for a malloc
+			 * that failed alike: the limit when the heap is near it */
+			if (sqlite3_hard_heap_limit64(-1) <= 0 ||
+			    sqlite3_memory_used() < sqlite3_hard_heap_limit64(-1) / 2)
+				return cqrs_fail(err, CQRS_EXIT_OSERR, "%s: out of memory", what);
+			/* fall through */
+		case SQLITE_TOOBIG:
 			return cqrs_fail(err, CQRS_EXIT_LIMIT,
 					 "%s: stopped: the memory limit was "
 					 "reached (%s)",

@@ -132,12 +132,13 @@ const char *cqrs_views_meta_schema(void)
 int cqrs_views_db_error(sqlite3 *db, const char *path, int rc, const char *what, cqrs_error *err)
 {
 	/* a views file that cannot be opened is 73 (CANTCREAT), read or written */
-	int code = cqrs_sqlite_exit_code(rc, true);
+	int code = cqrs_sqlite_db_exit_code(db, rc, true);
 	if (code == CQRS_EXIT_TEMPFAIL)
 		return cqrs_fail(err, code,
 				 "%s: views are busy (another process holds the lock); try again",
 				 path);
-	return cqrs_fail(err, code, "%s: %s: %s", path, what, db ? sqlite3_errmsg(db) : "error");
+	return cqrs_fail(err, code, "%s: %s: %s", path, what,
+			 db ? cqrs_sqlite_errmsg(db, rc) : "error");
 }
 
 static int64_t one_int(sqlite3 *db, const char *sql, int *rc)

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/sqlite_errors.h"
 #include "saga/saga_impl.h"
 #include "store/store_impl.h"
 #include "banned.h"
@@ -83,17 +84,11 @@ const char *saga_status_name(enum saga_status s)
 
 static int db_fail(struct saga_db *db, int rc, cqrs_error *err)
 {
-	int code = CQRS_EXIT_SOFTWARE;
-	switch (rc & 0xff) {
-	case SQLITE_BUSY:
-	case SQLITE_LOCKED: code = CQRS_EXIT_TEMPFAIL; break;
-	case SQLITE_IOERR:
-	case SQLITE_FULL: code = CQRS_EXIT_IOERR; break;
-	case SQLITE_NOMEM: code = CQRS_EXIT_OSERR; break;
-	case SQLITE_READONLY: code = CQRS_EXIT_NOPERM; break;
-	case SQLITE_CORRUPT: code = CQRS_EXIT_DATAERR; break;
-	}
-	return cqrs_fail(err, code, "saga state: %s", sqlite3_errmsg(db->db));
+	int code = cqrs_sqlite_db_exit_code(db->db, rc, true);
+	if ((rc & 0xff) == SQLITE_CORRUPT && cqrs_sqlite_guard_read_errno() != 0)
+		return cqrs_fail(err, CQRS_EXIT_IOERR, "saga state: a read failed: %s",
+				 strerror(cqrs_sqlite_guard_read_errno()));
+	return cqrs_fail(err, code, "saga state: %s", cqrs_sqlite_errmsg(db->db, rc));
 }
 
 struct saga_db *saga_db_open(cqrs_store *st, cqrs_error *err)

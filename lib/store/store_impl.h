@@ -61,6 +61,11 @@ struct cqrs_cursor {
 /* The name of the fsync-guard VFS (vfs_guard.c), registered on first use. */
 const char *cqrs_sqlite_guard_vfs(bool enabled);
 
+/* The errno of the last read of a store file that failed in this process,
+ * 0 when none did.  SQLite reports a read that failed with EIO as a
+ * damaged database (SQLITE_CORRUPT): this tells an I/O error apart. */
+int cqrs_sqlite_guard_read_errno(void);
+
 /* The multi-user rules (store_trust.c): the guard refuses store files
  * that break them, as a writer sees them once the process opened a store
  * for writing.  A refusal makes SQLite fail with "unable to open"; the

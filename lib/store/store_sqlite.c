@@ -203,12 +203,15 @@ static int db_error(struct sqlite_store *s, int rc, const char *what, cqrs_error
 	if ((base == SQLITE_CANTOPEN || base == SQLITE_READONLY || base == SQLITE_PERM) &&
 	    access_denied(s->path, s->writable, err))
 		return -1;
-	int code = cqrs_sqlite_exit_code(rc, s->writable);
+	int code = cqrs_sqlite_db_exit_code(s->db, rc, s->writable);
+	if ((rc & 0xff) == SQLITE_CORRUPT && cqrs_sqlite_guard_read_errno() != 0)
+		return cqrs_fail(err, CQRS_EXIT_IOERR, "%s: %s: a read failed: %s", s->path, what,
+				 strerror(cqrs_sqlite_guard_read_errno()));
 	if (code == CQRS_EXIT_TEMPFAIL)
 		return cqrs_fail(err, code,
 				 "%s: store is busy (another process holds the lock); try again",
 				 s->path);
-	return cqrs_fail(err, code, "%s: %s: %s", s->path, what, sqlite3_errmsg(s->db));
+	return cqrs_fail(err, code, "%s: %s: %s", s->path, what, cqrs_sqlite_errmsg(s->db, rc));
 }
 
 static int exec(struct sqlite_store *s, const char *sql, cqrs_error *err)
@@ -320,9 +323,15 @@ static int ensure_schema(struct sqlite_store *s, cqrs_error *err)
 	int64_t app = pragma_int(s, "PRAGMA application_id", err);
 	int64_t ver = app < 0 ? -1 : pragma_int(s, "PRAGMA user_version", err);
 	int64_t tables = ver < 0 ? -1 : pragma_int(s, "SELECT count(*) FROM sqlite_schema", err);
-	sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
+	/* a COMMIT that fails (out of memory) would leave the read
+	 * transaction open, and the next BEGIN refused */
+	int crc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
+	if (crc != SQLITE_OK && !sqlite3_get_autocommit(s->db))
+		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
 	if (tables < 0)
 		return -1;
+	if (crc != SQLITE_OK)
+		return db_error(s, crc, "cannot read the store", err);
 	s->schema = (int)ver;
 	if (app == APPLICATION_ID && ver == SCHEMA_VERSION)
 		return 0;

@@ -94,9 +94,19 @@ static int g_close(sqlite3_file *f)
 	return rc;
 }
 
+static atomic_int read_errno;
+
 static int g_read(sqlite3_file *f, void *buf, int n, sqlite3_int64 off)
 {
-	return REAL(f)->pMethods->xRead(REAL(f), buf, n, off);
+	int rc = REAL(f)->pMethods->xRead(REAL(f), buf, n, off);
+	if ((rc & 0xff) == SQLITE_IOERR && rc != SQLITE_IOERR_SHORT_READ)
+		atomic_store(&read_errno, errno != 0 ? errno : EIO);
+	return rc;
+}
+
+int cqrs_sqlite_guard_read_errno(void)
+{
+	return atomic_load(&read_errno);
 }
 
 static int g_write(sqlite3_file *f, const void *buf, int n, sqlite3_int64 off)
