@@ -13,7 +13,12 @@ TOP=${CQRS_TOP_SRCDIR:?}
 
 # The words of a Makefile.am variable ("=" and "+=" lines, continuations).
 am_words() {
-	sed -e ':a' -e '/\\$/{N;s/\\\n/ /;ba' -e '}' "$TOP/Makefile.am" |
+	# Makefile.am and the local.mk files it includes (issue 10)
+	local files=("$TOP/Makefile.am") f
+	for f in $(sed -n 's|^include \$(srcdir)/||p' "$TOP/Makefile.am"); do
+		files+=("$TOP/$f")
+	done
+	sed -e ':a' -e '/\\$/{N;s/\\\n/ /;ba' -e '}' "${files[@]}" |
 		sed -n "s/^[[:space:]]*$1[[:space:]]*+\{0,1\}=//p" | tr -s ' \t' '\n' | sed '/^$/d'
 }
 
