@@ -13,8 +13,8 @@
 # Environment: DURATION; SOAK_KEEP=1 keeps the work directory;
 # SOAK_INTERVAL (seconds between two rounds of each writer, default 0.5);
 # SOAK_SAMPLE (seconds between RSS samples, default DURATION/12, at least 5);
-# SOAK_WARMUP (seconds before the first RSS sample, default DURATION/6,
-# between 5 and 120); SOAK_RSS_SLACK_KIB (see README, default 2048);
+# SOAK_WARMUP (seconds before the first RSS sample, default DURATION/4,
+# between 5 and 900); SOAK_RSS_SLACK_KIB (see README, default 2048);
 # SOAK_DRAIN_TIMEOUT (seconds, default 120); CQRS_SHAREDIR (default the
 # tree's share/).  The tools are taken from PATH.
 set -u -o pipefail
@@ -30,9 +30,9 @@ esac
 interval=${SOAK_INTERVAL:-0.5}
 sample_every=${SOAK_SAMPLE:-$((duration / 12))}
 [ "$sample_every" -ge 5 ] || sample_every=5
-warmup=${SOAK_WARMUP:-$((duration / 6))}
+warmup=${SOAK_WARMUP:-$((duration / 4))}
 [ "$warmup" -ge 5 ] || warmup=5
-[ "$warmup" -le 120 ] || warmup=120
+[ "$warmup" -le 900 ] || warmup=900
 slack_kib=${SOAK_RSS_SLACK_KIB:-2048}
 drain_timeout=${SOAK_DRAIN_TIMEOUT:-120}
 
@@ -277,7 +277,9 @@ pid[reader2]=$!
 
 # --- the run: RSS after the warm-up, then every sample_every seconds ----------
 deadline=$((t_start + duration))
-sleep $((warmup - 2 > 0 ? warmup - 2 : 0))
+# (in the background: a trapped signal ends wait, not a foreground sleep)
+sleep $((warmup - 2 > 0 ? warmup - 2 : 0)) &
+wait $!
 alive
 sample start
 next=$((SECONDS + sample_every))
