@@ -15,7 +15,9 @@
 # SOAK_SAMPLE (seconds between RSS samples, default DURATION/12, at least 5);
 # SOAK_WARMUP (seconds before the first RSS sample, default DURATION/4,
 # between 5 and 900); SOAK_RSS_SLACK_KIB (see README, default 2048);
-# SOAK_DRAIN_TIMEOUT (seconds, default 120); CQRS_SHAREDIR (default the
+# SOAK_DRAIN_TIMEOUT (seconds, default 120); SOAK_SAGA_BACKLOG (orders
+# whose saga has not finished before the order writer waits, default 12);
+# CQRS_SHAREDIR (default the
 # tree's share/).  The tools are taken from PATH.
 set -u -o pipefail
 
@@ -35,6 +37,7 @@ warmup=${SOAK_WARMUP:-$((duration / 4))}
 [ "$warmup" -le 900 ] || warmup=900
 slack_kib=${SOAK_RSS_SLACK_KIB:-2048}
 drain_timeout=${SOAK_DRAIN_TIMEOUT:-120}
+max_backlog=${SOAK_SAGA_BACKLOG:-12}
 
 here=$(cd "$(dirname "$0")" && pwd)
 export CQRS_SHAREDIR=${CQRS_SHAREDIR:-$here/../../share}
@@ -220,9 +223,26 @@ cmd() {
 	esac
 }
 
+# Back-pressure: on a loaded machine the saga runner (two shell step
+# programs per order) can fall behind the writer for good; then the order
+# writer waits while more than max_backlog orders wait for their saga, so
+# that the run stays a soak and not a backlog.  The time it waited is in
+# the summary.
+sagas_finished() {
+	sqlite3 "$CQRS_STORE" \
+		"SELECT count(*) FROM saga_instances WHERE status IN ('COMPLETED', 'FAILED')"
+}
+
 command_writer() {
-	local n=0 p q customer j total
+	local n=0 p q customer j total held=0 f
 	while [ ! -e "$work/stop" ]; do
+		while f=$(sagas_finished 2>/dev/null) && [ $((n - f)) -gt "$max_backlog" ] &&
+			[ ! -e "$work/stop" ]; do
+			sleep 0.5
+			held=$((held + 1))
+			echo $((held / 2)) >"$work/command.held"
+		done
+		[ ! -e "$work/stop" ] || break
 		n=$((n + 1))
 		p=$((n % 3))
 		q=$((n % 4 + 1))
@@ -308,7 +328,19 @@ sagas_started() { sqlite3 "$CQRS_STORE" "SELECT count(*) FROM saga_instances"; }
 sagas_done() {
 	[ "$(sagas_started)" -eq "$(orders_created)" ] && [ "$(sagas_active)" -eq 0 ]
 }
-wait_for "$drain_timeout" "the saga runner to finish every saga" sagas_done
+# bounded by progress: it fails when no saga finished for drain_timeout
+last_finished=-1
+until sagas_done; do
+	f=$(sagas_finished)
+	if [ "$f" != "$last_finished" ]; then
+		last_finished=$f
+		stalled_at=$((SECONDS + drain_timeout))
+	elif [ "$SECONDS" -ge "$stalled_at" ]; then
+		fail "timed out waiting for the saga runner to finish every saga: none finished for ${drain_timeout}s"
+		break
+	fi
+	sleep 0.5
+done
 
 followers_at() {
 	local h=$1 f
@@ -441,8 +473,9 @@ done
 		"$(awk -v e="$events" -v d="$ran" 'BEGIN { printf "%.1f", e / d }')" "$head"
 	printf '  %-28s %s rounds, %s readings stored (%s resent rounds not stored twice)\n' \
 		"cqrs-append writer" "$rounds" "$readings" $((rounds / 10))
-	printf '  %-28s %s commands: %s accepted, %s rejected (late person decisions)\n' \
-		"cqrs-command writer" $((accepted + rejected)) "$accepted" "$rejected"
+	printf '  %-28s %s commands: %s accepted, %s rejected (person too early or late); held %s s for the sagas\n' \
+		"cqrs-command writer" $((accepted + rejected)) "$accepted" "$rejected" \
+		"$(cat "$work/command.held" 2>/dev/null || echo 0)"
 	printf '  %-28s %s orders, %s sagas: %s completed, %s failed (compensated %s, cancelled %s, left to person %s, compensation failed %s), %s running, %s compensating, %s stuck or needing attention\n' \
 		"sagas" "$orders" "$s_total" "$s_completed" "$s_failed" "$s_compensated" "$s_cancelled" \
 		"$s_person" "$s_cfailed" "$s_running" "$s_comp" "$stuck"
