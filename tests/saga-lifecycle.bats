@@ -213,3 +213,36 @@ cancel $saga/create_shipping_label/compensate ok"
 	# the saga's calls: order 5's and 6's only
 	assert_equal "$(cut -d' ' -f1,3 "$PAYMENT_GATEWAY_DIR/calls.log" | tr '\n' ' ')" "authorize ok authorize ok "
 }
+
+# Found by the soak (tests/soak): an order that names a product on two
+# lines got only the first line's reservation from the saga (the second
+# line's goal, "holds at least its quantity", already held), so it could
+# never ship.
+@test "an order naming a product on two lines: the saga reserves both, and the order ships" {
+	printf '{"command_id":"create-1","type":"CreateOrder","order_id":"%s","correlation_id":"order-1","customer_id":"cust-42","items":[{"product_id":"%s","quantity":4,"unit_price":29.99},{"product_id":"%s","quantity":1,"unit_price":0.00}],"currency":"USD","shipping_address":{"name":"Ada","street":"1 Main St","city":"Springfield","postal_code":"12345","country":"US"}}\n' \
+		"$(order_id 1)" "$P" "$P" | cqrs-command -q
+	run --separate-stderr cqrs-saga run
+	assert_success
+	assert_equal "$(saga_row 1)" "COMPLETED|4|0|completed"
+	assert_equal "$(stock)" "100 5"
+	assert_equal "$(cqrs-read --event-type InventoryReserved | jq -r .data.quantity | tr '\n' ' ')" "4 1 "
+	cqrs-command -q confirm-payment --order "$(order_id 1)" --payment 11111111-2222-4333-8444-555555555555 --amount 119.96
+	run cqrs-command ship-order --order "$(order_id 1)" --carrier UPS --tracking 1Z999
+	assert_success
+	assert_equal "$(stock)" "95 0"
+	# run again: every goal holds, nothing more is reserved
+	run cqrs-saga run
+	assert_success
+	assert_equal "$(cqrs-read --event-type InventoryReserved | wc -l)" 2
+}
+
+@test "reserve-inventory with if_needed: the goal is the quantity, and what the order needs of the product in all" {
+	order 1 cust-42 3
+	printf '{"command_id":"r-%s","type":"ReserveInventory","product_id":"%s","order_id":"%s","quantity":2,"if_needed":true}\n' \
+		1 "$P" "$(order_id 1)" 2 "$P" "$(order_id 1)" 3 "$P" "$(order_id 1)" >r.ndjson
+	run cqrs-command r.ndjson
+	assert_success
+	# 2 (held 0), 2 more (held 2 < the 3 the order needs), then unchanged (held 4)
+	assert_equal "$(echo "$output" | jq -r .status | tr '\n' ' ')" "accepted accepted unchanged "
+	assert_equal "$(stock)" "100 4"
+}

@@ -249,6 +249,18 @@ static void order_name(const struct command *c, const struct decide_ctx *ctx, ch
 	}
 }
 
+/* The units of product the order's items need in all, 0 when the order is
+ * not known. */
+static int64_t order_needs(const struct aggregate *o, const uint8_t product[CQRS_UUID_LEN])
+{
+	if (o->kind != AGG_ORDER || !o->u.order.exists)
+		return 0;
+	for (int k = 0; k < o->u.order.nlines; k++)
+		if (memcmp(o->u.order.lines[k].product_id, product, CQRS_UUID_LEN) == 0)
+			return o->u.order.lines[k].quantity;
+	return 0;
+}
+
 int inventory_reserve(const struct command *c, const struct aggregate *a,
 		      const struct decide_ctx *ctx, struct decision *d, cqrs_error *err)
 {
@@ -258,8 +270,15 @@ int inventory_reserve(const struct command *c, const struct aggregate *a,
 		return 0;
 	order_name(c, ctx, order, sizeof order);
 	static const struct aggregate none = { .kind = AGG_ORDER };
-	if (lc_check_order(d, c, ctx->nrelated > 0 ? &ctx->related[0] : &none, order) ||
-	    lc_check(d, c, a, a->u.inv.sku, NULL))
+	const struct aggregate *o = ctx->nrelated > 0 ? &ctx->related[0] : &none;
+	/* With if_needed the goal is also what the order needs of the product
+	 * in all: an order may name it on several lines, which the saga
+	 * reserves one by one, and the first must not stand for the others.
+	 * (ReserveInventory has no deny rows for lc_check to apply.) */
+	bool short_of_order =
+		c->if_needed && inventory_held(&a->u.inv, c->order_id) < order_needs(o, a->id);
+	if (lc_check_order(d, c, o, order) ||
+	    (!short_of_order && lc_check(d, c, a, a->u.inv.sku, NULL)))
 		return 0;
 	const struct inventory_state *s = &a->u.inv;
 	int64_t q;
