@@ -9,8 +9,11 @@ load test_helper
 
 TOP=${CQRS_TOP_SRCDIR:?}
 # Through bash, so that a lost execute bit (an unpacked tarball) matters not.
+# A page's time limit guards against a hang: GUARD_SCALE (test_helper)
+# widens it under valgrind.
 examples() {
-	bash "$TOP/tests/man-examples.sh" "$@"
+	MAN_EXAMPLES_TIMEOUT=${MAN_EXAMPLES_TIMEOUT:-$((60 * GUARD_SCALE))} \
+		bash "$TOP/tests/man-examples.sh" "$@"
 }
 
 # The tools: bin_PROGRAMS (its "=" and "+=" lines, with continuations), then
