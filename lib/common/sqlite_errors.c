@@ -35,6 +35,19 @@ int cqrs_sqlite_exit_code(int rc, bool writable)
 	}
 }
 
+int cqrs_sqlite_statement_code(int rc, int own)
+{
+	switch (rc & 0xff) {
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+	case SQLITE_PROTOCOL:
+	case SQLITE_IOERR:
+	case SQLITE_FULL:
+	case SQLITE_NOMEM: return cqrs_sqlite_exit_code(rc, false);
+	default: return own;
+	}
+}
+
 /* SQLite reports a read that failed with EIO (or ENXIO, ERANGE) as a
  * damaged database (SQLITE_IOERR_CORRUPTFS becomes SQLITE_CORRUPT): the
  * errno it kept tells that case apart. */

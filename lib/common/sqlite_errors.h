@@ -14,6 +14,11 @@
  * read (66).  CQRS_EXIT_TEMPFAIL means busy: the caller says "try again". */
 int cqrs_sqlite_exit_code(int rc, bool writable);
 
+/* A statement that SQLite refused or stopped: the environment's code when
+ * the failure was the environment's (a lock 75, the disk 74, memory 71),
+ * else own, the code of the statement's or its input's fault. */
+int cqrs_sqlite_statement_code(int rc, int own);
+
 /* The same for a failure of connection db: a read that failed with EIO,
  * which SQLite reports as a damaged database, is 74 (an I/O error), and
  * cqrs_sqlite_errmsg() then says so instead of "database disk image is

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "cqrs.h"
+#include "common/sqlite_errors.h"
 #include "common/strbuf.h"
 #include "common/yaml.h"
 #include "read/views_impl.h"
@@ -731,21 +732,6 @@ static bool only_blank(const char *s)
 	}
 }
 
-/* A statement of a projection file that SQLite did not take: the file's
- * fault (78) unless SQLite ran out of memory or could not read */
-static int sql_fail_code(int rc)
-{
-	switch (rc & 0xff) {
-	case SQLITE_NOMEM: return CQRS_EXIT_OSERR;
-	case SQLITE_IOERR:
-	case SQLITE_FULL: return CQRS_EXIT_IOERR;
-	case SQLITE_BUSY:
-	case SQLITE_LOCKED:
-	case SQLITE_PROTOCOL: return CQRS_EXIT_TEMPFAIL;
-	default: return CQRS_EXIT_CONFIG;
-	}
-}
-
 static int prepare_one(sqlite3 *db, struct auth *au, const char *what, const struct cqrs_sql *s,
 		       sqlite3_stmt **out, cqrs_error *err)
 {
@@ -757,7 +743,8 @@ static int prepare_one(sqlite3 *db, struct auth *au, const char *what, const str
 	char where[PATH_MAX + 64];
 	if (rc != SQLITE_OK) {
 		cqrs_sql_where(s, sqlite3_error_offset(db), where, sizeof where);
-		return cqrs_fail(err, sql_fail_code(rc), "%s: %s: %s", where, what,
+		return cqrs_fail(err, cqrs_sqlite_statement_code(rc, CQRS_EXIT_CONFIG),
+				 "%s: %s: %s", where, what,
 				 au->reason[0] != '\0' ? au->reason : sqlite3_errmsg(db));
 	}
 	if (*out == NULL) {
@@ -842,8 +829,8 @@ static int projection_create(sqlite3 *db, const struct cqrs_projection *p, struc
 		if (r != SQLITE_DONE) {
 			char where[PATH_MAX + 64];
 			cqrs_sql_where(&p->tables[i], -1, where, sizeof where);
-			rc = cqrs_fail(err, sql_fail_code(r), "%s: %s: %s", where, what,
-				       sqlite3_errmsg(db));
+			rc = cqrs_fail(err, cqrs_sqlite_statement_code(r, CQRS_EXIT_CONFIG),
+				       "%s: %s: %s", where, what, sqlite3_errmsg(db));
 		}
 		sqlite3_finalize(st);
 	}

@@ -926,18 +926,11 @@ static int run_statement(cqrs_projector *p, struct rt_proj *rp, const struct rt_
 			(long long)ev->sequence, ev->event_type, s->sql->file,
 			cqrs_sql_line(s->sql, -1), rp->def->name, h->h->event_type,
 			(long long)p->deadline.timeout_ms);
-	int code;
-	switch (rc & 0xff) {
-	case SQLITE_BUSY:
-	case SQLITE_LOCKED:
-	case SQLITE_PROTOCOL: code = CQRS_EXIT_TEMPFAIL; break;
-	case SQLITE_IOERR:
-	case SQLITE_FULL: code = CQRS_EXIT_IOERR; break;
-	case SQLITE_NOMEM: code = CQRS_EXIT_OSERR; break;
-	case SQLITE_READONLY:
-	case SQLITE_PERM: code = CQRS_EXIT_NOPERM; break;
-	default: code = cqrs_sqlite_read_failed(p->db, rc) ? CQRS_EXIT_IOERR : CQRS_EXIT_DATAERR;
-	}
+	int code = (rc & 0xff) == SQLITE_READONLY || (rc & 0xff) == SQLITE_PERM
+			   ? CQRS_EXIT_NOPERM
+			   : cqrs_sqlite_statement_code(rc, cqrs_sqlite_read_failed(p->db, rc)
+								    ? CQRS_EXIT_IOERR
+								    : CQRS_EXIT_DATAERR);
 	return cqrs_fail(err, code, "event %lld (%s): %s:%d: projection '%s', on %s: %s",
 			 (long long)ev->sequence, ev->event_type, s->sql->file,
 			 cqrs_sql_line(s->sql, -1), rp->def->name, h->h->event_type,

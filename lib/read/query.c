@@ -14,6 +14,7 @@
 #include <strings.h>
 
 #include "cqrs.h"
+#include "common/sqlite_errors.h"
 #include "read/views_impl.h"
 #include "banned.h"
 
@@ -281,15 +282,8 @@ static int64_t sql_query(sqlite3 *db, const char *views_path, const cqrs_query *
 							   : "only reading is allowed: cqrs-query "
 							     "never changes the views");
 		/* not the statement's fault: the memory, the disk or a lock */
-		int code = CQRS_EXIT_DATAERR;
-		switch (rc & 0xff) {
-		case SQLITE_NOMEM: code = CQRS_EXIT_OSERR; break;
-		case SQLITE_IOERR: code = CQRS_EXIT_IOERR; break;
-		case SQLITE_BUSY:
-		case SQLITE_LOCKED:
-		case SQLITE_PROTOCOL: code = CQRS_EXIT_TEMPFAIL; break;
-		}
-		return cqrs_fail(err, code, "sql: %s", sqlite3_errmsg(db));
+		return cqrs_fail(err, cqrs_sqlite_statement_code(rc, CQRS_EXIT_DATAERR), "sql: %s",
+				 sqlite3_errmsg(db));
 	}
 	if (st == NULL)
 		return cqrs_fail(err, CQRS_EXIT_DATAERR, "sql: no statement");
