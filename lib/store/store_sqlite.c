@@ -265,26 +265,21 @@ static uint64_t fnv1a(const char *s)
 	return h;
 }
 
-static int hex_digit(char c)
-{
-	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
-/* The millisecond time of a version 7 UUID's canonical text, or -1. */
+/* The millisecond time of a version 7 UUID in the canonical lowercase
+ * text the tools write (cqrs_uuid_format), or -1 for any other text. */
 static int64_t uuid7_ms(const char *s)
 {
-	uint64_t ms = 0;
-	for (int i = 0; i < 36; i++) {
-		bool dash = i == 8 || i == 13 || i == 18 || i == 23;
-		int d = dash ? 0 : hex_digit(s[i]);
-		if (dash ? s[i] != '-' : d < 0)
-			return -1;
-		if (!dash && i < 13)
-			ms = ms << 4 | (uint64_t)d;
-	}
-	if (s[36] != '\0' || s[14] != '7')
+	uint8_t id[CQRS_UUID_LEN];
+	char canon[37];
+	if (strlen(s) != 36 || cqrs_uuid_parse(s, 36, id) < 0 || id[6] >> 4 != 7)
 		return -1;
-	return (int64_t)ms;
+	cqrs_uuid_format(id, canon);
+	if (memcmp(canon, s, 36) != 0)
+		return -1;
+	int64_t ms = 0;
+	for (int i = 0; i < 6; i++)
+		ms = ms << 8 | id[i];
+	return ms;
 }
 
 static int64_t correlation_key_of(int schema, const char *s)
