@@ -84,11 +84,7 @@ const char *saga_status_name(enum saga_status s)
 
 static int db_fail(struct saga_db *db, int rc, cqrs_error *err)
 {
-	int code = cqrs_sqlite_db_exit_code(db->db, rc, true);
-	if ((rc & 0xff) == SQLITE_CORRUPT && cqrs_sqlite_guard_read_errno() != 0)
-		return cqrs_fail(err, CQRS_EXIT_IOERR, "saga state: a read failed: %s",
-				 strerror(cqrs_sqlite_guard_read_errno()));
-	return cqrs_fail(err, code, "saga state: %s", cqrs_sqlite_errmsg(db->db, rc));
+	return cqrs_sqlite_fail(db->db, rc, true, "saga state", err);
 }
 
 struct saga_db *saga_db_open(cqrs_store *st, cqrs_error *err)

@@ -6,6 +6,8 @@
 #ifndef CQRS_STORE_IMPL_H
 #define CQRS_STORE_IMPL_H
 
+#include <sqlite3.h>
+
 #include "cqrs.h"
 
 struct cqrs_store_ops {
@@ -65,6 +67,11 @@ const char *cqrs_sqlite_guard_vfs(bool enabled);
  * 0 when none did.  SQLite reports a read that failed with EIO as a
  * damaged database (SQLITE_CORRUPT): this tells an I/O error apart. */
 int cqrs_sqlite_guard_read_errno(void);
+
+/* Fails err for rc on connection db as "what: reason": a read of a store
+ * file that failed (the guard saw its errno) is 74 "a read failed", else
+ * the code and message of common/sqlite_errors.h.  Returns -1. */
+int cqrs_sqlite_fail(sqlite3 *db, int rc, bool writable, const char *what, cqrs_error *err);
 
 /* The multi-user rules (store_trust.c): the guard refuses store files
  * that break them, as a writer sees them once the process opened a store

@@ -203,15 +203,13 @@ static int db_error(struct sqlite_store *s, int rc, const char *what, cqrs_error
 	if ((base == SQLITE_CANTOPEN || base == SQLITE_READONLY || base == SQLITE_PERM) &&
 	    access_denied(s->path, s->writable, err))
 		return -1;
-	int code = cqrs_sqlite_db_exit_code(s->db, rc, s->writable);
-	if ((rc & 0xff) == SQLITE_CORRUPT && cqrs_sqlite_guard_read_errno() != 0)
-		return cqrs_fail(err, CQRS_EXIT_IOERR, "%s: %s: a read failed: %s", s->path, what,
-				 strerror(cqrs_sqlite_guard_read_errno()));
-	if (code == CQRS_EXIT_TEMPFAIL)
-		return cqrs_fail(err, code,
+	if (cqrs_sqlite_exit_code(rc, s->writable) == CQRS_EXIT_TEMPFAIL)
+		return cqrs_fail(err, CQRS_EXIT_TEMPFAIL,
 				 "%s: store is busy (another process holds the lock); try again",
 				 s->path);
-	return cqrs_fail(err, code, "%s: %s: %s", s->path, what, cqrs_sqlite_errmsg(s->db, rc));
+	char where[4200];
+	snprintf(where, sizeof where, "%s: %s", s->path, what);
+	return cqrs_sqlite_fail(s->db, rc, s->writable, where, err);
 }
 
 static int exec(struct sqlite_store *s, const char *sql, cqrs_error *err)

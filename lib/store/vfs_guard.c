@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "cqrs.h"
+#include "common/sqlite_errors.h"
 #include "store/store_impl.h"
 #include "banned.h"
 
@@ -107,6 +108,15 @@ static int g_read(sqlite3_file *f, void *buf, int n, sqlite3_int64 off)
 int cqrs_sqlite_guard_read_errno(void)
 {
 	return atomic_load(&read_errno);
+}
+
+int cqrs_sqlite_fail(sqlite3 *db, int rc, bool writable, const char *what, cqrs_error *err)
+{
+	int e = cqrs_sqlite_guard_read_errno();
+	if ((rc & 0xff) == SQLITE_CORRUPT && e != 0)
+		return cqrs_fail(err, CQRS_EXIT_IOERR, "%s: a read failed: %s", what, strerror(e));
+	return cqrs_fail(err, cqrs_sqlite_db_exit_code(db, rc, writable), "%s: %s", what,
+			 cqrs_sqlite_errmsg(db, rc));
 }
 
 static int g_write(sqlite3_file *f, const void *buf, int n, sqlite3_int64 off)
