@@ -8,7 +8,7 @@ load test_helper
 
 @test "soak: 20 s of writers, followers, projector and sagas; every check holds" {
 	[ -z "${CQRS_UNDER_VALGRIND:-}" ] || skip "measures memory; too slow under valgrind"
-	command -v sqlite3 >/dev/null || skip "needs sqlite3"
+	command -v sqlite3 >/dev/null || fail "the soak needs sqlite3 (tests/debian-packages-check)"
 	TMPDIR=$BATS_TEST_TMPDIR SOAK_INTERVAL=0.4 run bash "$CQRS_TOP_SRCDIR/tests/soak/soak.sh" 20
 	assert_success
 	assert_line "soak: PASS"
