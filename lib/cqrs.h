@@ -646,4 +646,14 @@ int cqrs_saga_dot(cqrs_store *st, cqrs_saga_def *const *defs, size_t ndefs, cons
  * where it stopped, with fresh attempts. */
 int cqrs_saga_retry(cqrs_store *st, const char *id, cqrs_error *err);
 
+/* --- operations (lib/ops/): health, metrics, logs, traces ------------------ */
+
+/* Replaces DIR/NAME with text atomically (a temporary file in DIR, fsync,
+ * rename), created with mode (the umask does not apply: a file for
+ * another program's user, such as node_exporter's, needs its read bits).
+ * A DIR that others may write (not sticky) or that another user owns is
+ * refused (77); NAME must be a plain file name. */
+int cqrs_textfile_replace(const char *dir, const char *name, const char *text, size_t len,
+			  unsigned mode, cqrs_error *err);
+
 #endif

@@ -1,0 +1,1 @@
+# issue 11: durable consumers for shell scripts (included from Makefile.am)

@@ -1,0 +1,1 @@
+# issue 11: metrics for Prometheus, dashboards and alerts (included from Makefile.am)
