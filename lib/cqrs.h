@@ -342,6 +342,12 @@ int cqrs_open_trusted(const char *path, int flags, bool writer, cqrs_error *err)
  * their -wal and -shm): the directories above path, then path itself if it
  * exists.  0, or -1 with *err (77). */
 int cqrs_trust_path(const char *path, bool writer, cqrs_error *err);
+
+/* The SQLite VFS for the tools' other SQLite files (the views): the default
+ * one, watched so that a read that failed with EIO, which SQLite reports
+ * as a damaged file, is told as an I/O error (74).  NULL (the default VFS)
+ * when it could not be registered. */
+const char *cqrs_sqlite_watch_vfs(void);
 /* After a deliberate restore or rollback: STORE.witness says the store's
  * head now, whatever it said before.  Returns that head. */
 int cqrs_store_reset_witness(const char *path, int64_t *sequence, uint8_t hash[CQRS_HASH_LEN],

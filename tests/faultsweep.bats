@@ -111,6 +111,65 @@ alloc_points() {
 	prepare='rm -f "$CQRS_VIEWS"*' alloc_points cqrs-project
 }
 
+@test "a read of the views that fails with EIO is an I/O error (74), not damaged views (65)" {
+	shipped_store
+	export CQRS_VIEWS="$BATS_TEST_TMPDIR/views.db"
+	cqrs-project
+	seen=0
+	for n in $(seq 1 20); do
+		CQRS_SWEEP_ONLY=pread:views.db CQRS_SWEEP_IO=$n run --separate-stderr injected cqrs-query orders
+		[[ $status == 0 || $status == 74 ]] || fail "read $n of the views: exit $status: $stderr"
+		[[ $stderr != *malformed* ]] || fail "read $n of the views: $stderr"
+		[[ $stderr == *"a read failed: Input/output error"* ]] && seen=$((seen + 1))
+	done
+	[ "$seen" -gt 0 ]
+	run cqrs-project --diff
+	assert_success
+}
+
+@test "new views whose first write failed are removed, not left with a journal that readers cannot roll back" {
+	shipped_store
+	export CQRS_VIEWS="$BATS_TEST_TMPDIR/views.db"
+	CQRS_SWEEP_ONLY=unlink:views.db-journal CQRS_SWEEP_IO=1 run --separate-stderr injected cqrs-project
+	assert_failure 74
+	assert_equal "$(ls "$BATS_TEST_TMPDIR" | grep -c '^views.db')" 0
+	run --separate-stderr cqrs-query orders
+	assert_failure 66
+	cqrs-project
+	run cqrs-project --diff
+	assert_success
+}
+
+@test "a -shm that may not be opened is no permission (77), not a missing store (66)" {
+	shipped_store
+	CQRS_SWEEP_ONLY=open:-shm CQRS_SWEEP_ERRNO=13 CQRS_SWEEP_IO=1 CQRS_SWEEP_STICKY=1 \
+		run --separate-stderr injected cqrs-read --verify
+	assert_failure 77
+	assert_equal "$stderr" \
+		"cqrs-read: $CQRS_STORE: query failed: unable to open a file of the database: permission denied"
+	run cqrs-read --verify
+	assert_success
+}
+
+@test "a definition file that may not be read is no permission (77), for projections and sagas alike" {
+	shipped_store
+	export CQRS_VIEWS="$BATS_TEST_TMPDIR/views.db"
+	printf 'projections: []\n' >p.yaml
+	CQRS_SWEEP_ONLY=fopen:p.yaml CQRS_SWEEP_ERRNO=13 CQRS_SWEEP_IO=1 \
+		run --separate-stderr injected cqrs-project -P p.yaml
+	assert_failure 77
+	assert_equal "$stderr" "cqrs-project: p.yaml: cannot read projection file: Permission denied"
+	cp "$CQRS_TOP_SRCDIR/share/sagas/order.yaml" s.yaml
+	CQRS_SWEEP_ONLY=fopen:s.yaml CQRS_SWEEP_ERRNO=13 CQRS_SWEEP_IO=1 \
+		run --separate-stderr injected cqrs-saga run -f s.yaml
+	assert_failure 77
+	assert_equal "$stderr" "cqrs-saga: s.yaml: cannot read saga definition: Permission denied"
+	CQRS_SWEEP_ONLY=fopen:s.yaml CQRS_SWEEP_ERRNO=5 CQRS_SWEEP_IO=1 \
+		run --separate-stderr injected cqrs-saga run -f s.yaml
+	assert_failure 74
+	assert_equal "$stderr" "cqrs-saga: s.yaml: cannot read saga definition: Input/output error"
+}
+
 # A sample of the sweep (make faultsweep sweeps every point): two points of
 # each kind drawn at random (seed CQRS_SWEEP_SEED, 1 by default) in each
 # scenario, so that it stays under a minute on a busy two-core machine.

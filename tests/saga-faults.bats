@@ -277,7 +277,7 @@ EOF
 	assert_equal "$stderr" "cqrs-saga: bad4.yaml:3:1: did not find expected node content (while parsing a flow node on line 3)"
 	run --separate-stderr cqrs-saga run -f missing.yaml
 	assert_failure 66
-	assert_equal "$stderr" "cqrs-saga: missing.yaml: cannot open saga definition: No such file or directory"
+	assert_equal "$stderr" "cqrs-saga: missing.yaml: cannot read saga definition: No such file or directory"
 	run cqrs-saga check
 	assert_success
 	assert_output "order.yaml: saga 'order' is valid"

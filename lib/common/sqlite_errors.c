@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,27 +49,66 @@ int cqrs_sqlite_statement_code(int rc, int own)
 	}
 }
 
-/* SQLite reports a read that failed with EIO (or ENXIO, ERANGE) as a
- * damaged database (SQLITE_IOERR_CORRUPTFS becomes SQLITE_CORRUPT): the
- * errno it kept tells that case apart. */
+/* The errno of the last read of an SQLite file that failed in this
+ * process (any thread), 0 when none did. */
+static atomic_int last_read_errno;
+
+void cqrs_sqlite_note_read_error(int e)
+{
+	atomic_store(&last_read_errno, e != 0 ? e : EIO);
+}
+
+/* The errno behind a failure that SQLite reports as a damaged database,
+ * or 0 when it was one.  A read that failed with EIO (or ENXIO, ERANGE)
+ * becomes SQLITE_CORRUPT: either SQLite kept the errno, or the VFS layer
+ * that saw the read noted it. */
+static int read_errno_behind(sqlite3 *db, int rc)
+{
+	if ((rc & 0xff) != SQLITE_CORRUPT)
+		return 0;
+	int e = db != NULL ? sqlite3_system_errno(db) : 0;
+	if (e == EIO || e == ENXIO || e == ERANGE)
+		return e;
+	return atomic_load(&last_read_errno);
+}
+
 bool cqrs_sqlite_read_failed(sqlite3 *db, int rc)
 {
-	if ((rc & 0xff) != SQLITE_CORRUPT || db == NULL)
+	return read_errno_behind(db, rc) != 0;
+}
+
+/* A file SQLite could not open for want of permission (the -shm of a
+ * store or views, say): SQLite says only "unable to open". */
+static bool open_denied(sqlite3 *db, int rc)
+{
+	if ((rc & 0xff) != SQLITE_CANTOPEN || db == NULL)
 		return false;
 	int e = sqlite3_system_errno(db);
-	return e == EIO || e == ENXIO || e == ERANGE;
+	return e == EACCES || e == EPERM;
+}
+
+int cqrs_sqlite_db_statement_code(sqlite3 *db, int rc, int own)
+{
+	return cqrs_sqlite_read_failed(db, rc) ? CQRS_EXIT_IOERR
+					       : cqrs_sqlite_statement_code(rc, own);
 }
 
 int cqrs_sqlite_db_exit_code(sqlite3 *db, int rc, bool writable)
 {
-	return cqrs_sqlite_read_failed(db, rc) ? CQRS_EXIT_IOERR
-					       : cqrs_sqlite_exit_code(rc, writable);
+	if (cqrs_sqlite_read_failed(db, rc))
+		return CQRS_EXIT_IOERR;
+	if (open_denied(db, rc))
+		return CQRS_EXIT_NOPERM;
+	return cqrs_sqlite_exit_code(rc, writable);
 }
 
 const char *cqrs_sqlite_errmsg(sqlite3 *db, int rc)
 {
-	if (cqrs_sqlite_read_failed(db, rc))
-		return strerror(sqlite3_system_errno(db));
+	int e = read_errno_behind(db, rc);
+	if (e != 0)
+		return strerror(e);
+	if (open_denied(db, rc))
+		return "unable to open a file of the database: permission denied";
 	/* the connection's own message, unless the failure was not its own */
 	return db != NULL && sqlite3_errcode(db) != SQLITE_OK ? sqlite3_errmsg(db)
 							      : sqlite3_errstr(rc);

@@ -24,6 +24,13 @@ int cqrs_sqlite_statement_code(int rc, int own);
  * cqrs_sqlite_errmsg() then says so instead of "database disk image is
  * malformed". */
 bool cqrs_sqlite_read_failed(sqlite3 *db, int rc);
+/* cqrs_sqlite_statement_code for a statement of connection db, which
+ * also knows a failed read (74) that SQLite reported as damage. */
+int cqrs_sqlite_db_statement_code(sqlite3 *db, int rc, int own);
+/* The VFS layers that see SQLite's reads (lib/store/vfs_guard.c) note a
+ * read that failed here, for cqrs_sqlite_read_failed: SQLite keeps no
+ * errno when it turns the failure into SQLITE_CORRUPT. */
+void cqrs_sqlite_note_read_error(int e);
 int cqrs_sqlite_db_exit_code(sqlite3 *db, int rc, bool writable);
 const char *cqrs_sqlite_errmsg(sqlite3 *db, int rc);
 

@@ -300,6 +300,26 @@ static unsigned char *slurp(FILE *f, const char *file, size_t *len, cqrs_error *
 	return buf;
 }
 
+FILE *cqrs_yaml_open(const char *path, const char *what, cqrs_error *err)
+{
+	FILE *f = fopen(path, "re");
+	if (f != NULL)
+		return f;
+	int e = errno, code;
+	switch (e) {
+	case ENOENT:
+	case ENOTDIR: code = CQRS_EXIT_NOINPUT; break;
+	case EACCES:
+	case EPERM: code = CQRS_EXIT_NOPERM; break;
+	case ENOMEM:
+	case EMFILE:
+	case ENFILE: code = CQRS_EXIT_OSERR; break;
+	default: code = CQRS_EXIT_IOERR; break;
+	}
+	cqrs_fail(err, code, "%s: cannot read %s: %s", path, what, strerror(e));
+	return NULL;
+}
+
 struct cqrs_yaml_node *cqrs_yaml_load(FILE *f, const char *file, const char *empty_what,
 				      cqrs_error *err)
 {

@@ -36,6 +36,11 @@ struct cqrs_yaml_node {
 	size_t nkids;
 };
 
+/* Opens a definition file for cqrs_yaml_load: NULL with *err set to
+ * "PATH: cannot read WHAT: reason", 66 when it does not exist, 77 when it
+ * may not be read, 71 out of memory or descriptors, else 74. */
+FILE *cqrs_yaml_open(const char *path, const char *what, cqrs_error *err);
+
 /* Reads one YAML document from f (named file in messages).  NULL with
  * *err set (CQRS_EXIT_CONFIG, or CQRS_EXIT_OSERR when out of memory); an
  * empty file is an error that says what was expected (empty_what). */

@@ -436,10 +436,9 @@ int cqrs_projections_load(cqrs_projections *ps, const char *path, cqrs_error *er
 	const char *file = ps->files[ps->nfiles++];
 	ps->checked = false;
 
-	FILE *f = fopen(file, "re");
+	FILE *f = cqrs_yaml_open(file, "projection file", err);
 	if (f == NULL)
-		return cqrs_fail(err, errno == ENOENT ? CQRS_EXIT_NOINPUT : CQRS_EXIT_CONFIG,
-				 "%s: cannot read projection file: %s", file, strerror(errno));
+		return -1;
 	struct cqrs_yaml_node *root = cqrs_yaml_load(f, file, "'projections:'", err);
 	fclose(f);
 	if (root == NULL)

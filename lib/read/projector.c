@@ -928,9 +928,7 @@ static int run_statement(cqrs_projector *p, struct rt_proj *rp, const struct rt_
 			(long long)p->deadline.timeout_ms);
 	int code = (rc & 0xff) == SQLITE_READONLY || (rc & 0xff) == SQLITE_PERM
 			   ? CQRS_EXIT_NOPERM
-			   : cqrs_sqlite_statement_code(rc, cqrs_sqlite_read_failed(p->db, rc)
-								    ? CQRS_EXIT_IOERR
-								    : CQRS_EXIT_DATAERR);
+			   : cqrs_sqlite_db_statement_code(p->db, rc, CQRS_EXIT_DATAERR);
 	return cqrs_fail(err, code, "event %lld (%s): %s:%d: projection '%s', on %s: %s",
 			 (long long)ev->sequence, ev->event_type, s->sql->file,
 			 cqrs_sql_line(s->sql, -1), rp->def->name, h->h->event_type,

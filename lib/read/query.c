@@ -282,8 +282,8 @@ static int64_t sql_query(sqlite3 *db, const char *views_path, const cqrs_query *
 							   : "only reading is allowed: cqrs-query "
 							     "never changes the views");
 		/* not the statement's fault: the memory, the disk or a lock */
-		return cqrs_fail(err, cqrs_sqlite_statement_code(rc, CQRS_EXIT_DATAERR), "sql: %s",
-				 sqlite3_errmsg(db));
+		return cqrs_fail(err, cqrs_sqlite_db_statement_code(db, rc, CQRS_EXIT_DATAERR),
+				 "sql: %s", cqrs_sqlite_errmsg(db, rc));
 	}
 	if (st == NULL)
 		return cqrs_fail(err, CQRS_EXIT_DATAERR, "sql: no statement");

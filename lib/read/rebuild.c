@@ -302,7 +302,8 @@ static int merge(const char *path, struct task *tasks, size_t n, cqrs_projection
 	if (rename(tasks[base].path, path) < 0)
 		return cqrs_fail(err, CQRS_EXIT_IOERR, "%s: %s", path, strerror(errno));
 	sqlite3 *db;
-	int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+	int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+				 cqrs_sqlite_watch_vfs());
 	if (rc != SQLITE_OK || cqrs_sql_register_functions(db) < 0) {
 		cqrs_views_db_error(db, path, rc, "cannot merge", err);
 		sqlite3_close(db);
@@ -614,8 +615,8 @@ int cqrs_views_rebuild(const char *views_path, cqrs_store *st, cqrs_projections 
 	cqrs_views_set_scratch_page_size(0);
 	if (rc < 0)
 		goto out;
-	int src_rc =
-		sqlite3_open_v2(scratch, &src, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+	int src_rc = sqlite3_open_v2(scratch, &src, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
+				     cqrs_sqlite_watch_vfs());
 	if (src_rc != SQLITE_OK) {
 		rc = cqrs_views_db_error(src, scratch, src_rc, "cannot open", err);
 		goto out;

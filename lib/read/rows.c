@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "cqrs.h"
+#include "common/sqlite_errors.h"
 #include "read/views_impl.h"
 #include "banned.h"
 
@@ -325,8 +326,13 @@ int64_t cqrs_rows_print(sqlite3_stmt *st, const char *const *money, const char *
 					 "reached (%s)",
 					 what, sqlite3_errmsg(db));
 		default:
-			return cqrs_fail(err, CQRS_EXIT_DATAERR, "%s: %s", what,
-					 sqlite3_errmsg(db));
+			/* bad SQL or data is the input's fault (65); a lock, the
+			 * disk or a failed read is not */
+			return cqrs_fail(err,
+					 cqrs_sqlite_db_statement_code(db, rc, CQRS_EXIT_DATAERR),
+					 "%s: %s%s", what,
+					 cqrs_sqlite_read_failed(db, rc) ? "a read failed: " : "",
+					 cqrs_sqlite_errmsg(db, rc));
 		}
 	}
 	if (fmt == CQRS_FORMAT_TABLE) {

@@ -137,7 +137,8 @@ int cqrs_views_db_error(sqlite3 *db, const char *path, int rc, const char *what,
 		return cqrs_fail(err, code,
 				 "%s: views are busy (another process holds the lock); try again",
 				 path);
-	return cqrs_fail(err, code, "%s: %s: %s", path, what,
+	return cqrs_fail(err, code, "%s: %s: %s%s", path, what,
+			 cqrs_sqlite_read_failed(db, rc) ? "a read failed: " : "",
 			 db ? cqrs_sqlite_errmsg(db, rc) : "error");
 }
 
@@ -267,6 +268,21 @@ static int check_access(const char *path, bool exists, bool writable, cqrs_error
 	return 0;
 }
 
+/* A views file this run created and could not set up holds nothing: it
+ * goes, with what SQLite left beside it (a rollback journal left by a
+ * failed first write would make every reader fail "readonly database"
+ * until a writer rolled it back).  The views lock (or O_EXCL for a
+ * scratch file) means nobody else is creating it. */
+static void remove_new_views(const char *path)
+{
+	static const char *const suffixes[] = { "-journal", "-wal", "-shm", "" };
+	for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
+		char f[PATH_MAX];
+		if ((size_t)snprintf(f, sizeof f, "%s%s", path, suffixes[i]) < sizeof f)
+			unlink(f);
+	}
+}
+
 int cqrs_views_db_open(const char *path, enum views_open how, sqlite3 **out, cqrs_error *err)
 {
 	struct stat sb;
@@ -292,6 +308,7 @@ int cqrs_views_db_open(const char *path, enum views_open how, sqlite3 **out, cqr
 		if ((i == 0 || exists) && cqrs_trust_path(f, writable, err) < 0)
 			return -1;
 	}
+	bool created = false;
 	if (!exists || how == VIEWS_OPEN_SCRATCH) {
 		/* SQLite gives -wal and -shm the main file's mode. */
 		int fd = open(path,
@@ -303,13 +320,16 @@ int cqrs_views_db_open(const char *path, enum views_open how, sqlite3 **out, cqr
 					 errno == EACCES ? CQRS_EXIT_NOPERM : CQRS_EXIT_CANTCREAT,
 					 "%s: cannot create: %s", path, strerror(errno));
 		close(fd);
+		created = true;
 	}
 	sqlite3 *db = NULL;
 	int flags = SQLITE_OPEN_NOMUTEX | (writable ? SQLITE_OPEN_READWRITE : SQLITE_OPEN_READONLY);
-	int rc = sqlite3_open_v2(path, &db, flags, NULL);
+	int rc = sqlite3_open_v2(path, &db, flags, cqrs_sqlite_watch_vfs());
 	if (rc != SQLITE_OK) {
 		cqrs_views_db_error(db, path, rc, "cannot open views", err);
 		sqlite3_close(db);
+		if (created)
+			remove_new_views(path);
 		return -1;
 	}
 	sqlite3_extended_result_codes(db, 1);
@@ -342,12 +362,16 @@ int cqrs_views_db_open(const char *path, enum views_open how, sqlite3 **out, cqr
 	if (rc != SQLITE_OK) {
 		cqrs_views_db_error(db, path, rc, "cannot open views", err);
 		sqlite3_close(db);
+		if (created)
+			remove_new_views(path);
 		return -1;
 	}
 	/* after the pragmas: defensive mode refuses journal_mode = OFF */
 	cqrs_views_harden(db);
 	if (ensure_schema(db, path, writable, err) < 0) {
 		sqlite3_close(db);
+		if (created)
+			remove_new_views(path);
 		return -1;
 	}
 	*out = db;

@@ -664,12 +664,9 @@ static int load_def(struct loader *l, ynode *root, struct cqrs_saga_def *d)
 
 cqrs_saga_def *cqrs_saga_load(const char *path, cqrs_error *err)
 {
-	FILE *f = fopen(path, "rb");
-	if (f == NULL) {
-		cqrs_fail(err, CQRS_EXIT_NOINPUT, "%s: cannot open saga definition: %s", path,
-			  strerror(errno));
+	FILE *f = cqrs_yaml_open(path, "saga definition", err);
+	if (f == NULL)
 		return NULL;
-	}
 	struct cqrs_yaml_node *root = cqrs_yaml_load(f, path, "'saga:'", err);
 	fclose(f);
 	if (root == NULL)

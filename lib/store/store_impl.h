@@ -63,13 +63,8 @@ struct cqrs_cursor {
 /* The name of the fsync-guard VFS (vfs_guard.c), registered on first use. */
 const char *cqrs_sqlite_guard_vfs(bool enabled);
 
-/* The errno of the last read of a store file that failed in this process,
- * 0 when none did.  SQLite reports a read that failed with EIO as a
- * damaged database (SQLITE_CORRUPT): this tells an I/O error apart. */
-int cqrs_sqlite_guard_read_errno(void);
-
-/* Fails err for rc on connection db as "what: reason": a read of a store
- * file that failed (the guard saw its errno) is 74 "a read failed", else
+/* Fails err for rc on connection db as "what: reason": a read that failed
+ * (cqrs_sqlite_read_failed) is 74 "a read failed", else
  * the code and message of common/sqlite_errors.h.  Returns -1. */
 int cqrs_sqlite_fail(sqlite3 *db, int rc, bool writable, const char *what, cqrs_error *err);
 

@@ -37,10 +37,16 @@ struct guard_file {
 	sqlite3_file base;
 	sqlite3_file *real; /* follows this struct in the same allocation */
 	bool is_wal;
+	bool store_file;	     /* opened through the guard, not the watch (the views) */
 	sqlite3_int64 unsynced_from; /* lowest offset written since the last sync; -1 */
 };
 
 static sqlite3_vfs guard_vfs;
+/* The same layer for the tools' other SQLite files (the views): it only
+ * notes failed reads, which SQLite would report as a damaged file.  Views
+ * are checked against the trust rules by views.c, and their WAL is not
+ * synced at each commit, so the fsync guard does not apply. */
+static sqlite3_vfs watch_vfs;
 static sqlite3_vfs *real_vfs;
 static atomic_bool guard_enabled = true;
 static pthread_once_t registered = PTHREAD_ONCE_INIT;
@@ -95,26 +101,19 @@ static int g_close(sqlite3_file *f)
 	return rc;
 }
 
-static atomic_int read_errno;
-
 static int g_read(sqlite3_file *f, void *buf, int n, sqlite3_int64 off)
 {
 	int rc = REAL(f)->pMethods->xRead(REAL(f), buf, n, off);
 	if ((rc & 0xff) == SQLITE_IOERR && rc != SQLITE_IOERR_SHORT_READ)
-		atomic_store(&read_errno, errno != 0 ? errno : EIO);
+		cqrs_sqlite_note_read_error(errno);
 	return rc;
-}
-
-int cqrs_sqlite_guard_read_errno(void)
-{
-	return atomic_load(&read_errno);
 }
 
 int cqrs_sqlite_fail(sqlite3 *db, int rc, bool writable, const char *what, cqrs_error *err)
 {
-	int e = cqrs_sqlite_guard_read_errno();
-	if ((rc & 0xff) == SQLITE_CORRUPT && e != 0)
-		return cqrs_fail(err, CQRS_EXIT_IOERR, "%s: a read failed: %s", what, strerror(e));
+	if (cqrs_sqlite_read_failed(db, rc))
+		return cqrs_fail(err, CQRS_EXIT_IOERR, "%s: a read failed: %s", what,
+				 cqrs_sqlite_errmsg(db, rc));
 	return cqrs_fail(err, cqrs_sqlite_db_exit_code(db, rc, writable), "%s: %s", what,
 			 cqrs_sqlite_errmsg(db, rc));
 }
@@ -139,7 +138,7 @@ static int g_sync(sqlite3_file *f, int flags)
 {
 	struct guard_file *g = (struct guard_file *)f;
 	int rc = g->real->pMethods->xSync(g->real, flags);
-	if (rc != SQLITE_OK && g->is_wal && g->unsynced_from >= 0 && guard_enabled)
+	if (rc != SQLITE_OK && g->store_file && g->is_wal && g->unsynced_from >= 0 && guard_enabled)
 		g->real->pMethods->xTruncate(g->real, g->unsynced_from);
 	g->unsynced_from = -1;
 	return rc;
@@ -183,7 +182,7 @@ static int g_device_characteristics(sqlite3_file *f)
 static int g_shm_map(sqlite3_file *f, int page, int size, int extend, void volatile **p)
 {
 	bool was = checking;
-	checking = true;
+	checking = ((struct guard_file *)f)->store_file;
 	int rc = REAL(f)->pMethods->xShmMap(REAL(f), page, size, extend, p);
 	checking = was;
 	return rc;
@@ -238,14 +237,14 @@ static const sqlite3_io_methods guard_methods = {
 
 static int g_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags, int *out_flags)
 {
-	(void)vfs;
 	struct guard_file *g = (struct guard_file *)f;
 	memset(g, 0, sizeof *g);
 	g->real = (sqlite3_file *)(g + 1);
 	g->is_wal = (flags & SQLITE_OPEN_WAL) != 0;
+	g->store_file = vfs == &guard_vfs;
 	g->unsynced_from = -1;
 	bool was = checking;
-	checking = true;
+	checking = g->store_file;
 	int rc = real_vfs->xOpen(real_vfs, name, g->real, flags, out_flags);
 	checking = was;
 	/* SQLite calls xClose only when pMethods is set, and it must be ours */
@@ -332,8 +331,12 @@ static void register_guard(void)
 		.xGetLastError = g_last_error,
 		.xCurrentTimeInt64 = g_current_time_int64,
 	};
+	watch_vfs = guard_vfs;
+	watch_vfs.zName = "cqrs-watch";
 	if (sqlite3_vfs_register(&guard_vfs, 0) != SQLITE_OK)
 		guard_vfs.zName = NULL;
+	if (sqlite3_vfs_register(&watch_vfs, 0) != SQLITE_OK)
+		watch_vfs.zName = NULL;
 }
 
 const char *cqrs_sqlite_guard_vfs(bool enabled)
@@ -341,4 +344,10 @@ const char *cqrs_sqlite_guard_vfs(bool enabled)
 	pthread_once(&registered, register_guard);
 	atomic_store(&guard_enabled, enabled);
 	return guard_vfs.zName;
+}
+
+const char *cqrs_sqlite_watch_vfs(void)
+{
+	pthread_once(&registered, register_guard);
+	return watch_vfs.zName;
 }
