@@ -325,7 +325,8 @@ int cqrs_store_head(cqrs_store *st, int64_t *sequence, uint8_t hash[CQRS_HASH_LE
 /* What the store's file says about itself, for cqrs-health: its schema
  * version (and this release's), its events, the sizes of the file and its
  * write-ahead log, and what SQLite's quick_check found ("ok", or the first
- * of problems findings).  0, or -1 with *err when it could not look. */
+ * of problems findings); events is -1 when a damaged store cannot count
+ * them.  0, or -1 with *err when it could not look. */
 struct cqrs_store_facts {
 	int schema, schema_current;
 	int64_t events, size_bytes, wal_bytes, problems;

@@ -322,8 +322,7 @@ static void check_store_file(cqrs_health *h, cqrs_store *st)
 		    "it",
 		    h->facts.schema, h->facts.schema_current);
 	else
-		set(c, CQRS_HEALTH_OK, "schema %d, %" PRId64 " events", h->facts.schema,
-		    h->facts.events);
+		set(c, CQRS_HEALTH_OK, "schema %d", h->facts.schema);
 	c = &h->checks[C_INTEGRITY];
 	c->judged = true;
 	c->figure = h->facts.problems;
@@ -677,6 +676,8 @@ static void store_gauges(struct cqrs_strbuf *b, const cqrs_health *h)
 		gauge(b, "cqrs_store_wal_size_bytes", "Size of the store's write-ahead log.");
 		cqrs_strbuf_printf(b, "cqrs_store_wal_size_bytes %" PRId64 "\n",
 				   h->facts.wal_bytes);
+	}
+	if (h->checks[C_STORE].judged && h->facts.events >= 0) {
 		gauge(b, "cqrs_store_events", "Events in the store.");
 		cqrs_strbuf_printf(b, "cqrs_store_events %" PRId64 "\n", h->facts.events);
 	}

@@ -1447,18 +1447,22 @@ int cqrs_store_facts(cqrs_store *st, struct cqrs_store_facts *f, cqrs_error *err
 	snprintf(wal, sizeof wal, "%s-wal", s->path);
 	if (stat(wal, &sb) == 0)
 		f->wal_bytes = (int64_t)sb.st_size;
-	if ((f->events = pragma_int(s, "SELECT count(*) FROM events", err)) < 0)
-		return -1;
 	sqlite3_stmt *q;
 	int rc = sqlite3_prepare_v2(s->db, "PRAGMA quick_check(20)", -1, &q, NULL);
 	if (rc != SQLITE_OK)
 		return db_error(s, rc, "cannot check the store", err);
 	while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-		const char *line = (const char *)sqlite3_column_text(q, 0);
-		if (line == NULL || strcmp(line, "ok") == 0)
+		const char *text = (const char *)sqlite3_column_text(q, 0);
+		if (text == NULL || strcmp(text, "ok") == 0)
 			continue;
-		if (f->problems++ == 0)
-			snprintf(f->integrity, sizeof f->integrity, "%s", line);
+		/* a row may hold several lines, under a "*** in database main
+		 * ***" heading: one finding a line, the first one kept */
+		for (const char *line = text; *line != '\0';) {
+			size_t n = strcspn(line, "\n");
+			if (strncmp(line, "*** ", 4) != 0 && f->problems++ == 0)
+				snprintf(f->integrity, sizeof f->integrity, "%.*s", (int)n, line);
+			line += n + (line[n] == '\n');
+		}
 	}
 	sqlite3_finalize(q);
 	if (rc != SQLITE_DONE) {
@@ -1473,7 +1477,10 @@ int cqrs_store_facts(cqrs_store *st, struct cqrs_store_facts *f, cqrs_error *err
 	}
 	if (f->problems == 0)
 		snprintf(f->integrity, sizeof f->integrity, "ok");
-	return 0;
+	/* a damaged store may not count its events: -1, the finding is above */
+	cqrs_error ignored = { 0 };
+	f->events = pragma_int(s, "SELECT count(*) FROM events", f->problems ? &ignored : err);
+	return f->events < 0 && f->problems == 0 ? -1 : 0;
 }
 
 static const struct cqrs_store_ops sqlite_ops = {
