@@ -7,4 +7,4 @@ BATS_SUITES += tests/health.bats
 # alert rules for Prometheus, on the gauges cqrs-health --textfile writes
 prometheusdir = $(pkgdatadir)/prometheus
 dist_prometheus_DATA = share/prometheus/cqrs-alerts.yml
-EXTRA_DIST += tests/prometheus/prom-to-series tests/prometheus/alerts-test.yml.in
+EXTRA_DIST += tests/prometheus/prom-to-series
