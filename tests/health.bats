@@ -17,7 +17,8 @@ setup() {
 	export LC_ALL=C TZ=UTC HOME="$BATS_TEST_TMPDIR/home"
 	mkdir -p "$HOME"
 	unset XDG_DATA_HOME
-	unset ${!CQRS_HEALTH_*}
+	local v
+	for v in "${!CQRS_HEALTH_@}"; do unset "$v"; done
 	export CQRS_STORE="$BATS_TEST_TMPDIR/events.db" CQRS_VIEWS="$BATS_TEST_TMPDIR/views.db"
 	export CQRS_BUSY_TIMEOUT=10000
 	FIXTURES="$TOP/tests/fixtures"
