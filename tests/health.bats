@@ -435,6 +435,14 @@ snapshot() {
 		'{"critical":1,"ok":1,"unknown":11}'
 }
 
+@test "store: a store of release 0.1 (schema 2) is a warning until the next write migrates it" {
+	cp "$FIXTURES/release-0.1/events.db" .
+	chmod 600 events.db
+	run --separate-stderr cqrs-health
+	assert_equal "$(line_of store)" '{"check":"store","status":"warning","figure":2,"unit":"schema","detail":"schema 2, older than this release'"'"'s 3: the next tool that writes migrates it"}'
+	assert_equal "$(line_of chain)" '{"check":"chain","status":"ok","figure":67,"unit":"events","detail":"verified 67 events; witness none"}'
+}
+
 # --- a monitoring user -------------------------------------------------------------
 
 # Everything in the shop's directory: name, mode, owner, size and mtime.
