@@ -322,6 +322,17 @@ int cqrs_store_verify(cqrs_store *st, cqrs_verify *v, cqrs_error *err);
 /* The last event's sequence (0: empty store) and hash (zeros then). */
 int cqrs_store_head(cqrs_store *st, int64_t *sequence, uint8_t hash[CQRS_HASH_LEN],
 		    cqrs_error *err);
+/* What the store's file says about itself, for cqrs-health: its schema
+ * version (and this release's), its events, the sizes of the file and its
+ * write-ahead log, and what SQLite's quick_check found ("ok", or the first
+ * of problems findings); events is -1 when a damaged store cannot count
+ * them.  0, or -1 with *err when it could not look. */
+struct cqrs_store_facts {
+	int schema, schema_current;
+	int64_t events, size_bytes, wal_bytes, problems;
+	char integrity[512];
+};
+int cqrs_store_facts(cqrs_store *st, struct cqrs_store_facts *f, cqrs_error *err);
 /* A witness of how far the store went, kept elsewhere (STORE.witness, a
  * projection's checkpoint, a recorded --expect): 0 when the store holds
  * event sequence with that hash (hash NULL: any), else -1 with
@@ -541,6 +552,15 @@ int cqrs_views_diff(const char *views_path, cqrs_store *st, cqrs_projections *ps
 /* One NDJSON line per projection: its checkpoint, how far behind, and how
  * many of its events are parked. */
 int cqrs_views_lag(const char *views_path, cqrs_store *st, FILE *out, cqrs_error *err);
+/* The same figures, one call of each per projection (the strings are
+ * valid during the call): for programs that judge them (cqrs-health). */
+struct cqrs_view_lag {
+	const char *projection;
+	int64_t checkpoint, store_sequence, events_behind, seconds_behind, parked;
+};
+int cqrs_views_lag_each(const char *views_path, cqrs_store *st,
+			void (*each)(void *arg, const struct cqrs_view_lag *lag), void *arg,
+			cqrs_error *err);
 
 /* Parked events (issue 8): what a projection could not apply is recorded
  * in the views, its checkpoint moves on, and the later events of the same
@@ -642,6 +662,23 @@ enum cqrs_saga_format { CQRS_SAGA_TEXT, CQRS_SAGA_NDJSON };
  * failed with a failed compensation) and the completion rate. */
 int cqrs_saga_status(cqrs_store *st, FILE *out, enum cqrs_saga_format fmt, int64_t stuck_us,
 		     cqrs_error *err);
+/* The same facts for programs that judge them (cqrs-health): per saga
+ * type the instances by status, those whose compensation failed and the
+ * stuck ones; then every circuit breaker (open: not closed).  Strings are
+ * valid during the call. */
+struct cqrs_saga_counts {
+	const char *saga_type;
+	int64_t running, compensating, completed, failed, compensation_failed, stuck;
+};
+struct cqrs_saga_breaker {
+	const char *name, *state, *opened_at;
+	int64_t failures;
+	bool open;
+};
+int cqrs_saga_facts(cqrs_store *st, int64_t stuck_us,
+		    void (*on_type)(void *arg, const struct cqrs_saga_counts *c),
+		    void (*on_breaker)(void *arg, const struct cqrs_saga_breaker *b), void *arg,
+		    cqrs_error *err);
 /* One instance (a unique id prefix will do): CQRS_EXIT_NOT_FOUND if none. */
 int cqrs_saga_show(cqrs_store *st, const char *id, FILE *out, enum cqrs_saga_format fmt,
 		   cqrs_error *err);
@@ -661,5 +698,52 @@ int cqrs_saga_retry(cqrs_store *st, const char *id, cqrs_error *err);
  * refused (77); NAME must be a plain file name. */
 int cqrs_textfile_replace(const char *dir, const char *name, const char *text, size_t len,
 			  unsigned mode, cqrs_error *err);
+
+/* health: cqrs-health (lib/ops/health.c) -- checks of the store, views,
+ * sagas, breakers, WAL and disk, judged against thresholds, reported as
+ * NDJSON, a table or Prometheus gauges.  It only reads. */
+enum cqrs_health_status { /* the monitoring plugins' exit statuses */
+			  CQRS_HEALTH_OK = 0,
+			  CQRS_HEALTH_WARNING = 1,
+			  CQRS_HEALTH_CRITICAL = 2,
+			  CQRS_HEALTH_UNKNOWN = 3,
+};
+enum cqrs_health_limit {
+	CQRS_HEALTH_LAG_EVENTS,
+	CQRS_HEALTH_LAG_SECONDS,
+	CQRS_HEALTH_PARKED,
+	CQRS_HEALTH_STUCK,
+	CQRS_HEALTH_FAILED,
+	CQRS_HEALTH_COMPENSATION_FAILED,
+	CQRS_HEALTH_BREAKERS,
+	CQRS_HEALTH_WAL,
+	CQRS_HEALTH_DISK_FREE, /* a lower bound: at or below it */
+	CQRS_HEALTH_NLIMITS
+};
+/* A figure at or above crit is critical, else at or above warn a warning
+ * (at or below, for the free disk); 0 turns a threshold off. */
+struct cqrs_health_limits {
+	int64_t warn[CQRS_HEALTH_NLIMITS], crit[CQRS_HEALTH_NLIMITS];
+	int64_t stuck_after_us; /* a saga with no change this long is stuck */
+};
+void cqrs_health_limits_default(struct cqrs_health_limits *l);
+/* One threshold pair by its option name ("lag-events", "wal", ...) from
+ * "WARN,CRIT", or "stuck-after" from a duration: -1 with *err (64). */
+int cqrs_health_limit_set(struct cqrs_health_limits *l, const char *option, const char *value,
+			  cqrs_error *err);
+/* The CQRS_HEALTH_* variables that are set (CQRS_HEALTH_LAG_EVENTS, ...). */
+int cqrs_health_limits_env(struct cqrs_health_limits *l, cqrs_error *err);
+typedef struct cqrs_health cqrs_health;
+/* Runs every check; NULL only when out of memory.  A store or views that
+ * cannot be read are findings, not errors. */
+cqrs_health *cqrs_health_run(const char *store_path, const char *views_path,
+			     const struct cqrs_health_limits *l, cqrs_error *err);
+/* The worst status: critical, then warning, then unknown, then ok. */
+int cqrs_health_status(const cqrs_health *h);
+void cqrs_health_write_ndjson(const cqrs_health *h, FILE *out);
+void cqrs_health_write_table(const cqrs_health *h, FILE *out);
+/* DIR/cqrs_health.prom, mode 0644, through cqrs_textfile_replace. */
+int cqrs_health_write_textfile(const cqrs_health *h, const char *dir, cqrs_error *err);
+void cqrs_health_free(cqrs_health *h);
 
 #endif

@@ -535,7 +535,9 @@ static bool has_parked_table(sqlite3 *db)
 	       rc == SQLITE_OK;
 }
 
-int cqrs_views_lag(const char *views_path, cqrs_store *st, FILE *out, cqrs_error *err)
+int cqrs_views_lag_each(const char *views_path, cqrs_store *st,
+			void (*each)(void *arg, const struct cqrs_view_lag *lag), void *arg,
+			cqrs_error *err)
 {
 	sqlite3 *db;
 	if (cqrs_views_db_open(views_path, VIEWS_OPEN_READ, &db, err) < 0)
@@ -563,21 +565,20 @@ int cqrs_views_lag(const char *views_path, cqrs_store *st, FILE *out, cqrs_error
 		return -1;
 	}
 	while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-		const char *name = (const char *)sqlite3_column_text(q, 0);
-		int64_t ckpt = sqlite3_column_int64(q, 1);
 		const char *ts = (const char *)sqlite3_column_text(q, 2);
-		int64_t behind = last > ckpt ? last - ckpt : 0, secs = 0;
-		if (behind > 0) {
-			int64_t from = ts_micros(ckpt > 0 ? ts : first), to = ts_micros(newest);
-			secs = to > from ? (to - from) / 1000000 : 0;
+		struct cqrs_view_lag lag = {
+			.projection = (const char *)sqlite3_column_text(q, 0),
+			.checkpoint = sqlite3_column_int64(q, 1),
+			.store_sequence = last,
+			.parked = sqlite3_column_int64(q, 3),
+		};
+		lag.events_behind = last > lag.checkpoint ? last - lag.checkpoint : 0;
+		if (lag.events_behind > 0) {
+			int64_t from = ts_micros(lag.checkpoint > 0 ? ts : first),
+				to = ts_micros(newest);
+			lag.seconds_behind = to > from ? (to - from) / 1000000 : 0;
 		}
-		fputs("{\"projection\":", out);
-		cqrs_json_write_string(out, name, strlen(name));
-		fprintf(out,
-			",\"checkpoint\":%lld,\"store_sequence\":%lld,\"events_behind\":%lld,"
-			"\"seconds_behind\":%lld,\"parked\":%lld}\n",
-			(long long)ckpt, (long long)last, (long long)behind, (long long)secs,
-			(long long)sqlite3_column_int64(q, 3));
+		each(arg, &lag);
 	}
 	int result = 0;
 	if (rc != SQLITE_DONE)
@@ -585,6 +586,24 @@ int cqrs_views_lag(const char *views_path, cqrs_store *st, FILE *out, cqrs_error
 	sqlite3_finalize(q);
 	sqlite3_close(db);
 	return result;
+}
+
+static void print_lag(void *arg, const struct cqrs_view_lag *lag)
+{
+	FILE *out = arg;
+	fputs("{\"projection\":", out);
+	cqrs_json_write_string(out, lag->projection, strlen(lag->projection));
+	fprintf(out,
+		",\"checkpoint\":%lld,\"store_sequence\":%lld,\"events_behind\":%lld,"
+		"\"seconds_behind\":%lld,\"parked\":%lld}\n",
+		(long long)lag->checkpoint, (long long)lag->store_sequence,
+		(long long)lag->events_behind, (long long)lag->seconds_behind,
+		(long long)lag->parked);
+}
+
+int cqrs_views_lag(const char *views_path, cqrs_store *st, FILE *out, cqrs_error *err)
+{
+	return cqrs_views_lag_each(views_path, st, print_lag, out, err);
 }
 
 /* --- parked events ---------------------------------------------------------- */

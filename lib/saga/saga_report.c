@@ -39,6 +39,10 @@ static void json_kv(FILE *out, const char *k, const char *v, bool comma)
 
 /* --- status ------------------------------------------------------------------------------- */
 
+/* An active instance with no change since ?1 (now minus the threshold):
+ * stuck, for cqrs-saga status and for cqrs-health alike. */
+#define SAGA_STUCK "status IN ('RUNNING', 'COMPENSATING') AND updated_at < ?1"
+
 /* Instances of each type by status and outcome, and the completion rate. */
 static int status_counts(sqlite3 *db, FILE *out, enum cqrs_saga_format fmt, cqrs_error *err)
 {
@@ -125,8 +129,8 @@ static int status_attention(sqlite3 *db, FILE *out, enum cqrs_saga_format fmt, i
 		    "SELECT saga_id, saga_type, status, current_step, attempts,"
 		    " updated_at, coalesce(next_attempt_at, ''), coalesce(last_error, ''),"
 		    " CASE WHEN status != 'FAILED' THEN 'no_progress' ELSE outcome END"
-		    " FROM saga_instances WHERE (status IN ('RUNNING', 'COMPENSATING')"
-		    " AND updated_at < ?1) OR outcome IN ('compensation_failed', 'left_to_person')"
+		    " FROM saga_instances WHERE (" SAGA_STUCK ")"
+		    " OR outcome IN ('compensation_failed', 'left_to_person')"
 		    " ORDER BY updated_at, saga_id LIMIT 1000",
 		    -1, &q, NULL) != SQLITE_OK) {
 		sql_fail(db, err);
@@ -183,6 +187,93 @@ int cqrs_saga_status(cqrs_store *st, FILE *out, enum cqrs_saga_format fmt, int64
 				 status_attention(db, out, fmt, stuck_us, err) < 0
 			 ? -1
 			 : 0;
+	saga_db_close(sdb);
+	return rc;
+}
+
+/* --- facts for monitoring (cqrs-health) ---------------------------------------------------- */
+
+static int facts_types(sqlite3 *db, int64_t stuck_us,
+		       void (*on_type)(void *, const struct cqrs_saga_counts *), void *arg,
+		       cqrs_error *err)
+{
+	sqlite3_stmt *q = NULL;
+	char limit[CQRS_TIMESTAMP_LEN + 1];
+	saga_time_format(saga_now() - stuck_us, limit);
+	if (sqlite3_prepare_v2(db,
+			       "SELECT saga_type, sum(status = 'RUNNING'),"
+			       " sum(status = 'COMPENSATING'), sum(status = 'COMPLETED'),"
+			       " sum(status = 'FAILED'), sum(outcome = 'compensation_failed'),"
+			       " sum(" SAGA_STUCK ")"
+			       " FROM saga_instances GROUP BY saga_type ORDER BY saga_type",
+			       -1, &q, NULL) != SQLITE_OK)
+		return sql_fail(db, err);
+	sqlite3_bind_text(q, 1, limit, -1, SQLITE_STATIC);
+	int s;
+	while ((s = sqlite3_step(q)) == SQLITE_ROW) {
+		struct cqrs_saga_counts c = {
+			.saga_type = col(q, 0),
+			.running = sqlite3_column_int64(q, 1),
+			.compensating = sqlite3_column_int64(q, 2),
+			.completed = sqlite3_column_int64(q, 3),
+			.failed = sqlite3_column_int64(q, 4),
+			.compensation_failed = sqlite3_column_int64(q, 5),
+			.stuck = sqlite3_column_int64(q, 6),
+		};
+		on_type(arg, &c);
+	}
+	int rc = s == SQLITE_DONE ? 0 : sql_fail(db, err);
+	sqlite3_finalize(q);
+	return rc;
+}
+
+static int facts_breakers(sqlite3 *db, void (*on_breaker)(void *, const struct cqrs_saga_breaker *),
+			  void *arg, cqrs_error *err)
+{
+	sqlite3_stmt *q = NULL;
+	if (sqlite3_prepare_v2(db,
+			       "SELECT name, state, failures, coalesce(opened_at, '')"
+			       " FROM saga_breakers ORDER BY name",
+			       -1, &q, NULL) != SQLITE_OK)
+		return sql_fail(db, err);
+	int s;
+	while ((s = sqlite3_step(q)) == SQLITE_ROW) {
+		struct cqrs_saga_breaker b = {
+			.name = col(q, 0),
+			.state = col(q, 1),
+			.failures = sqlite3_column_int64(q, 2),
+			.opened_at = col(q, 3),
+		};
+		/* half open lets one probe through: still not closed */
+		b.open = strcmp(b.state, "closed") != 0;
+		on_breaker(arg, &b);
+	}
+	int rc = s == SQLITE_DONE ? 0 : sql_fail(db, err);
+	sqlite3_finalize(q);
+	return rc;
+}
+
+int cqrs_saga_facts(cqrs_store *st, int64_t stuck_us,
+		    void (*on_type)(void *arg, const struct cqrs_saga_counts *c),
+		    void (*on_breaker)(void *arg, const struct cqrs_saga_breaker *b), void *arg,
+		    cqrs_error *err)
+{
+	struct saga_db *sdb = saga_db_open(st, err);
+	if (sdb == NULL)
+		return -1;
+	sqlite3 *db = saga_db_handle(sdb);
+	/* one read transaction: the counts and the breakers of one moment */
+	int rc = -1;
+	if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
+		sql_fail(db, err);
+		goto out;
+	}
+	rc = facts_types(db, stuck_us, on_type, arg, err) < 0 ||
+			     facts_breakers(db, on_breaker, arg, err) < 0
+		     ? -1
+		     : 0;
+	sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+out:
 	saga_db_close(sdb);
 	return rc;
 }

@@ -1428,6 +1428,61 @@ struct sqlite3 *cqrs_sqlite_handle(cqrs_store *st)
 	return ((struct sqlite_store *)st)->db;
 }
 
+/* For cqrs-health: what the file says about itself.  quick_check reads
+ * every page (but does not match indexes to tables): damage shows here
+ * before a query trips over it. */
+int cqrs_store_facts(cqrs_store *st, struct cqrs_store_facts *f, cqrs_error *err)
+{
+	memset(f, 0, sizeof *f);
+	if (st == NULL || st->ops != &sqlite_ops)
+		return cqrs_fail(err, CQRS_EXIT_CONFIG,
+				 "store facts need the embedded SQLite store");
+	struct sqlite_store *s = (struct sqlite_store *)st;
+	f->schema = s->schema;
+	f->schema_current = SCHEMA_VERSION;
+	char wal[4200];
+	struct stat sb;
+	if (stat(s->path, &sb) == 0)
+		f->size_bytes = (int64_t)sb.st_size;
+	snprintf(wal, sizeof wal, "%s-wal", s->path);
+	if (stat(wal, &sb) == 0)
+		f->wal_bytes = (int64_t)sb.st_size;
+	sqlite3_stmt *q;
+	int rc = sqlite3_prepare_v2(s->db, "PRAGMA quick_check(20)", -1, &q, NULL);
+	if (rc != SQLITE_OK)
+		return db_error(s, rc, "cannot check the store", err);
+	while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+		const char *text = (const char *)sqlite3_column_text(q, 0);
+		if (text == NULL || strcmp(text, "ok") == 0)
+			continue;
+		/* a row may hold several lines, under a "*** in database main
+		 * ***" heading: one finding a line, the first one kept */
+		for (const char *line = text; *line != '\0';) {
+			size_t n = strcspn(line, "\n");
+			if (strncmp(line, "*** ", 4) != 0 && f->problems++ == 0)
+				snprintf(f->integrity, sizeof f->integrity, "%.*s", (int)n, line);
+			line += n + (line[n] == '\n');
+		}
+	}
+	sqlite3_finalize(q);
+	if (rc != SQLITE_DONE) {
+		/* a page so damaged that the check itself stops is a finding,
+		 * not a failure to look; a read that failed (EIO) is not */
+		int base = rc & 0xff;
+		if ((base != SQLITE_CORRUPT && base != SQLITE_NOTADB) ||
+		    cqrs_sqlite_guard_read_errno() != 0)
+			return db_error(s, rc, "cannot check the store", err);
+		f->problems++;
+		snprintf(f->integrity, sizeof f->integrity, "%s", sqlite3_errstr(rc));
+	}
+	if (f->problems == 0)
+		snprintf(f->integrity, sizeof f->integrity, "ok");
+	/* a damaged store may not count its events: -1, the finding is above */
+	cqrs_error ignored = { 0 };
+	f->events = pragma_int(s, "SELECT count(*) FROM events", f->problems ? &ignored : err);
+	return f->events < 0 && f->problems == 0 ? -1 : 0;
+}
+
 static const struct cqrs_store_ops sqlite_ops = {
 	.close = sqlite_close,
 	.set_durability = sqlite_set_durability,
