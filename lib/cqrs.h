@@ -65,8 +65,7 @@ struct cqrs_traceparent {
 };
 /* A W3C traceparent header value (lowercase hex; all-zero ids and version
  * ff are invalid): 0, or -1 with *err (CQRS_EXIT_USAGE) saying what is wrong. */
-int cqrs_traceparent_parse(const char *s, size_t len, struct cqrs_traceparent *tp,
-			   cqrs_error *err);
+int cqrs_traceparent_parse(const char *s, size_t len, struct cqrs_traceparent *tp, cqrs_error *err);
 
 enum cqrs_trace_format { CQRS_TRACE_TEXT, CQRS_TRACE_NDJSON, CQRS_TRACE_OTLP };
 /* The causation tree of one correlation's events (commands, events, sagas,
@@ -692,8 +691,7 @@ struct cqrs_traceparent {
 };
 /* A W3C traceparent header value (lowercase hex; all-zero ids and version
  * ff are invalid): 0, or -1 with *err (CQRS_EXIT_USAGE) saying what is wrong. */
-int cqrs_traceparent_parse(const char *s, size_t len, struct cqrs_traceparent *tp,
-			   cqrs_error *err);
+int cqrs_traceparent_parse(const char *s, size_t len, struct cqrs_traceparent *tp, cqrs_error *err);
 
 enum cqrs_trace_format { CQRS_TRACE_TEXT, CQRS_TRACE_NDJSON, CQRS_TRACE_OTLP };
 /* The causation tree of one correlation's events (commands, events, sagas,

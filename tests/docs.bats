@@ -16,10 +16,16 @@ examples() {
 		bash "$TOP/tests/man-examples.sh" "$@"
 }
 
+# Makefile.am and the fragments it includes (mk/*.mk, the local.mk files)
+makefiles() {
+	echo "$TOP/Makefile.am"
+	sed -n 's|^include \$(srcdir)/|'"$TOP"'/|p' "$TOP/Makefile.am"
+}
+
 # The tools: bin_PROGRAMS (its "=" and "+=" lines, with continuations), then
 # every file in bin/ (a name.in is the template of a built script "name").
 tools() {
-	sed -e ':a' -e '/\\$/{N;s/\\\n/ /;ba' -e '}' "$TOP/Makefile.am" |
+	makefiles | while IFS= read -r f; do cat "$f"; done | sed -e ':a' -e '/\\$/{N;s/\\\n/ /;ba' -e '}' |
 		sed -n 's/^[[:space:]]*bin_PROGRAMS[[:space:]]*+\{0,1\}=//p' |
 		tr -s ' \t' '\n' | sed '/^$/d'
 	local f
@@ -112,7 +118,7 @@ report() {
 @test "every tool has a man page in section 1, and every page is installed by dist_man_MANS" {
 	problems=()
 	local t man page
-	man=$(sed -e ':a' -e '/\\$/{N;s/\\\n/ /;ba' -e '}' "$TOP/Makefile.am" |
+	man=$(makefiles | while IFS= read -r f; do cat "$f"; done | sed -e ':a' -e '/\\$/{N;s/\\\n/ /;ba' -e '}' |
 		sed -n 's/^[[:space:]]*dist_man_MANS[[:space:]]*+\{0,1\}=//p' | tr '\n' ' ')
 	for t in $(tools); do
 		[ -f "$TOP/man/$t.1" ] || problems+=("$t: no man/$t.1")

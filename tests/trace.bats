@@ -71,7 +71,7 @@ command create-1  2026-03-01T12:00:00.000000Z  +0.000000s  took 0.000000s
 	run --separate-stderr cqrs-trace -f json "$O1"
 	assert_success
 	assert_equal "${#lines[@]}" 16
-	assert_equal "$(jq -c '[.depth, .kind, .since_cause_us, .duration_us]' <<<"${lines[8]}")" '[2,"step",70000,2000000]'
+	assert_equal "$(jq -c '[.depth, .kind, .since_cause_us, .duration_us]' <<<"${lines[8]}")" '[3,"step",70000,2000000]'
 	assert_equal "$(jq -c '[.kind, .sequence, .event_type, .aggregate_type, .parent_span_id == null]' <<<"${lines[1]}")" '["event",1,"OrderNoted","Order",false]'
 	assert_equal "$(jq -r .error <<<"${lines[8]}")" "card declined"
 	# every parent is a span printed before it
