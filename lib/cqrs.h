@@ -54,6 +54,28 @@ typedef struct cqrs_error {
 #define CQRS_PRINTF(a, b) __attribute__((format(printf, a, b)))
 #else
 #define CQRS_PRINTF(a, b)
+/* --- traces (issue 11): traceparent.c, lib/ops/trace.c, cqrs-trace(1) --- */
+
+#define CQRS_TRACEPARENT_LEN 55 /* 00-<32 hex>-<16 hex>-<2 hex> */
+struct cqrs_traceparent {
+	uint8_t trace_id[16];
+	uint8_t parent_id[8];
+	uint8_t flags;
+	char text[CQRS_TRACEPARENT_LEN + 1]; /* as kept in metadata: version 00 */
+};
+/* A W3C traceparent header value (lowercase hex; all-zero ids and version
+ * ff are invalid): 0, or -1 with *err (CQRS_EXIT_USAGE) saying what is wrong. */
+int cqrs_traceparent_parse(const char *s, size_t len, struct cqrs_traceparent *tp, cqrs_error *err);
+
+enum cqrs_trace_format { CQRS_TRACE_TEXT, CQRS_TRACE_NDJSON, CQRS_TRACE_OTLP };
+/* The causation tree of one correlation's events (commands, events, sagas,
+ * their steps and compensations), printed as an indented tree, NDJSON or
+ * one OTLP/JSON ExportTraceServiceRequest.  order_id (or NULL) names the
+ * order whose correlation is traced, else correlation_id does.
+ * CQRS_EXIT_NOT_FOUND when there are no events. */
+int cqrs_trace_print(cqrs_store *st, const uint8_t *order_id, const char *correlation_id,
+		     enum cqrs_trace_format fmt, FILE *out, cqrs_error *err);
+
 #endif
 #define CQRS_NORETURN _Noreturn
 
@@ -378,6 +400,8 @@ struct cqrs_command_options {
 	int max_attempts;	    /* load-decide-append rounds on a version conflict; 0: 5 */
 	bool ignore_snapshots;	    /* load aggregates from their events alone */
 	bool dry_run; /* decide as usual, then roll back at commit: nothing is stored */
+	/* W3C traceparent of commands that carry none (kept in metadata); NULL: none */
+	const char *traceparent;
 };
 
 enum cqrs_command_status {
@@ -745,5 +769,26 @@ void cqrs_health_write_table(const cqrs_health *h, FILE *out);
 /* DIR/cqrs_health.prom, mode 0644, through cqrs_textfile_replace. */
 int cqrs_health_write_textfile(const cqrs_health *h, const char *dir, cqrs_error *err);
 void cqrs_health_free(cqrs_health *h);
+/* --- traces (issue 11): traceparent.c, lib/ops/trace.c, cqrs-trace(1) --- */
+
+#define CQRS_TRACEPARENT_LEN 55 /* 00-<32 hex>-<16 hex>-<2 hex> */
+struct cqrs_traceparent {
+	uint8_t trace_id[16];
+	uint8_t parent_id[8];
+	uint8_t flags;
+	char text[CQRS_TRACEPARENT_LEN + 1]; /* as kept in metadata: version 00 */
+};
+/* A W3C traceparent header value (lowercase hex; all-zero ids and version
+ * ff are invalid): 0, or -1 with *err (CQRS_EXIT_USAGE) saying what is wrong. */
+int cqrs_traceparent_parse(const char *s, size_t len, struct cqrs_traceparent *tp, cqrs_error *err);
+
+enum cqrs_trace_format { CQRS_TRACE_TEXT, CQRS_TRACE_NDJSON, CQRS_TRACE_OTLP };
+/* The causation tree of one correlation's events (commands, events, sagas,
+ * their steps and compensations), printed as an indented tree, NDJSON or
+ * one OTLP/JSON ExportTraceServiceRequest.  order_id (or NULL) names the
+ * order whose correlation is traced, else correlation_id does.
+ * CQRS_EXIT_NOT_FOUND when there are no events. */
+int cqrs_trace_print(cqrs_store *st, const uint8_t *order_id, const char *correlation_id,
+		     enum cqrs_trace_format fmt, FILE *out, cqrs_error *err);
 
 #endif

@@ -35,6 +35,8 @@ static void usage(int code)
 		      "                             100; 0: never)\n"
 		      "      --ignore-snapshots     load aggregates from their events alone\n"
 		      "      --command-id ID        a verb's command_id (default: a new UUID)\n"
+		      "      --traceparent TP       W3C trace context of commands that carry none\n"
+		      "                             (default: $TRACEPARENT)\n"
 		      "      --format FORMAT        lifecycle: man, dot or ndjson (default)\n"
 		      "  -h, --help                 show this help\n"
 		      "  -V, --version              show the version\n"
@@ -535,7 +537,13 @@ static const char *dry_run_store(const char *path)
 
 int main(int argc, char **argv)
 {
-	enum { OPT_SNAPSHOT_EVERY = 256, OPT_IGNORE_SNAPSHOTS, OPT_FORMAT, OPT_FLAG_BASE = 512 };
+	enum {
+		OPT_SNAPSHOT_EVERY = 256,
+		OPT_IGNORE_SNAPSHOTS,
+		OPT_FORMAT,
+		OPT_TRACEPARENT,
+		OPT_FLAG_BASE = 512
+	};
 	struct option longopts[] = {
 		{ "batch", required_argument, NULL, 'b' },
 		{ "correlation-id", required_argument, NULL, 'c' },
@@ -548,10 +556,11 @@ int main(int argc, char **argv)
 		{ "ignore-snapshots", no_argument, NULL, OPT_IGNORE_SNAPSHOTS },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
-		[11 + FL_COUNT] = { NULL, 0, NULL, 0 },
+		{ "traceparent", required_argument, NULL, OPT_TRACEPARENT },
+		[12 + FL_COUNT] = { NULL, 0, NULL, 0 },
 	};
 	for (int i = 0; i < FL_COUNT; i++)
-		longopts[11 + i] = (struct option){ flags[i].option, required_argument, NULL,
+		longopts[12 + i] = (struct option){ flags[i].option, required_argument, NULL,
 						    OPT_FLAG_BASE + i };
 	const char *format = NULL;
 	const char *store_opt = NULL;
@@ -595,6 +604,7 @@ int main(int argc, char **argv)
 					 optarg);
 			break;
 		case OPT_IGNORE_SNAPSHOTS: opt.ignore_snapshots = true; break;
+		case OPT_TRACEPARENT: opt.traceparent = optarg; break;
 		case 'h': usage(0); break;
 		case 'V':
 			free(fr.items);
@@ -652,7 +662,17 @@ int main(int argc, char **argv)
 		cqrs_die(CQRS_EXIT_USAGE, "show needs an aggregate id (a UUID): '%s'",
 			 argv[optind + 1]);
 
-	/* Usage errors come before the store is touched. */
+	/* Usage errors come before the store is touched.  TRACEPARENT is
+	 * OpenTelemetry's environment propagation of the W3C header. */
+	const char *tp_env = getenv("TRACEPARENT");
+	bool tp_from_env = opt.traceparent == NULL && tp_env != NULL && *tp_env != '\0';
+	if (tp_from_env)
+		opt.traceparent = tp_env;
+	struct cqrs_traceparent tp;
+	cqrs_error tperr = { 0 };
+	if (opt.traceparent != NULL &&
+	    cqrs_traceparent_parse(opt.traceparent, strlen(opt.traceparent), &tp, &tperr) < 0)
+		cqrs_die(CQRS_EXIT_USAGE, "%s%s", tp_from_env ? "$TRACEPARENT: " : "--", tperr.msg);
 	char *friendly_line = NULL;
 	size_t friendly_len = 0;
 	if (verb != NULL)

@@ -34,7 +34,7 @@ struct cmd_spec {
 #define B(f) (1u << (f))
 #define COMMON                                                                                     \
 	(B(F_COMMAND_ID) | B(F_TYPE) | B(F_CORRELATION_ID) | B(F_USER_ID) | B(F_IF_NEEDED) |       \
-	 B(F_AUTOMATED))
+	 B(F_AUTOMATED) | B(F_TRACEPARENT))
 
 /* clang-format off */
 static const struct cmd_spec specs[CMD_COUNT] = {
@@ -98,6 +98,7 @@ static const char *const field_names[F_FIELDS] = {
 	[F_PAYMENT_METHOD] = "payment_method",
 	[F_TOTAL] = "total",
 	[F_AUTHORIZATION] = "authorization",
+	[F_TRACEPARENT] = "traceparent",
 };
 
 /* The design's names, accepted on input for the stored ones
@@ -111,6 +112,7 @@ struct cqrs_commander {
 	cqrs_store *st;
 	struct cqrs_command_options opt;
 	char *user_id, *correlation_id;
+	char traceparent[CQRS_TRACEPARENT_LEN + 1]; /* of commands that carry none; "" */
 	bool in_batch;
 	int inject_conflicts; /* CQRS_TEST_CONFLICTS: see cqrs-command(1) */
 	struct agg_loader loader;
@@ -304,6 +306,21 @@ static int get_bool(const char *name, const char *v, size_t n, bool *out, cqrs_e
 	return 0;
 }
 
+/* W3C trace context: a malformed one is bad data here (65), as any field */
+static int get_traceparent(const char *v, size_t n, char out[CQRS_TRACEPARENT_LEN + 1],
+			   cqrs_error *err)
+{
+	char text[128];
+	struct cqrs_traceparent tp;
+	cqrs_error why = { 0 };
+	if (get_text("", "traceparent", v, n, text, sizeof text, err) < 0)
+		return -1;
+	if (cqrs_traceparent_parse(text, strlen(text), &tp, &why) < 0)
+		return bad(err, "field %s", why.msg);
+	memcpy(out, tp.text, sizeof tp.text);
+	return 0;
+}
+
 static int parse_field(struct cqrs_commander *c, enum cmd_field f, const char *v, size_t n,
 		       cqrs_error *err)
 {
@@ -349,6 +366,7 @@ static int parse_field(struct cqrs_commander *c, enum cmd_field f, const char *v
 	case F_TOTAL: return get_number("", name, v, n, &cmd->total, &cmd->total_len, err);
 	case F_AUTHORIZATION:
 		return get_text("", name, v, n, cmd->authorization, sizeof cmd->authorization, err);
+	case F_TRACEPARENT: return get_traceparent(v, n, cmd->traceparent, err);
 	case F_FIELDS: break;
 	}
 	return 0;
@@ -737,6 +755,11 @@ static void metadata(struct cqrs_commander *c, const char *corr)
 		jb_key(b, "user_id");
 		jb_str(b, user);
 	}
+	const char *tp = HAS(&c->cmd, F_TRACEPARENT) ? c->cmd.traceparent : c->traceparent;
+	if (tp[0] != '\0') {
+		jb_key(b, "traceparent");
+		jb_str(b, tp);
+	}
 	cqrs_strbuf_putc(b, '}');
 }
 
@@ -962,6 +985,16 @@ cqrs_commander *cqrs_commander_new(cqrs_store *st, const struct cqrs_command_opt
 	else
 		c->opt.snapshot_every = CQRS_SNAPSHOT_EVERY_DEFAULT;
 	c->opt.user_id = c->opt.correlation_id = NULL;
+	c->opt.traceparent = NULL;
+	struct cqrs_traceparent tp;
+	if (opt != NULL && opt->traceparent != NULL) {
+		if (cqrs_traceparent_parse(opt->traceparent, strlen(opt->traceparent), &tp, err) <
+		    0) {
+			cqrs_commander_free(c);
+			return NULL;
+		}
+		memcpy(c->traceparent, tp.text, sizeof tp.text);
+	}
 	if ((opt != NULL && opt->user_id != NULL && (c->user_id = strdup(opt->user_id)) == NULL) ||
 	    (opt != NULL && opt->correlation_id != NULL &&
 	     (c->correlation_id = strdup(opt->correlation_id)) == NULL))

@@ -164,6 +164,7 @@ struct command {
 	char command_id[DOM_ID];
 	char correlation_id[DOM_ID];
 	char user_id[DOM_ID];
+	char traceparent[CQRS_TRACEPARENT_LEN + 1]; /* W3C, as kept in metadata */
 	uint8_t order_id[CQRS_UUID_LEN], product_id[CQRS_UUID_LEN], payment_id[CQRS_UUID_LEN];
 	char customer_id[DOM_ID];
 	char currency[DOM_ID];
@@ -207,6 +208,7 @@ enum cmd_field {
 	F_PAYMENT_METHOD,
 	F_TOTAL,
 	F_AUTHORIZATION,
+	F_TRACEPARENT,
 	F_FIELDS
 };
 

@@ -73,6 +73,10 @@ struct cqrs_saga_runner {
 	int64_t seen; /* start_new saw the starting events up to here */
 	struct cqrs_strbuf buf, data, meta, out, state, output;
 	struct exec_result exec;
+	/* When the action whose outcome the next step event records began,
+	 * by the wall clock of the events' timestamps (not CQRS_SAGA_NOW):
+	 * that event's metadata carries it, for cqrs-trace(1).  "" none. */
+	char step_started[CQRS_TIMESTAMP_LEN + 1];
 };
 
 /* snprintf for messages that may be cut short on purpose */
@@ -223,8 +227,29 @@ static void state_set_step(struct cqrs_saga_runner *r, struct saga_inst *in, con
 
 /* --- events on the saga's stream ------------------------------------------------------------- */
 
-static void metadata(struct cqrs_strbuf *m, const char *corr, const char *causation)
+/* The traceparent of the event that started the saga (kept in its state),
+ * passed on to what the saga writes and the commands it issues, so that
+ * the whole order is one trace (cqrs-trace(1)); "" when it had none. */
+static void start_traceparent(const char *state, size_t len, char out[CQRS_TRACEPARENT_LEN + 1])
 {
+	const char *ev, *meta, *v;
+	size_t evn, metan, vn;
+	struct cqrs_traceparent tp;
+	out[0] = '\0';
+	if (state != NULL && cqrs_json_get(state, len, "event", &ev, &evn) &&
+	    cqrs_json_get(ev, evn, "metadata", &meta, &metan) &&
+	    cqrs_json_get(meta, metan, "traceparent", &v, &vn) && vn == CQRS_TRACEPARENT_LEN + 2 &&
+	    cqrs_traceparent_parse(v + 1, vn - 2, &tp, NULL) == 0)
+		memcpy(out, tp.text, sizeof tp.text);
+}
+
+/* step_started: the start of the action this event ends ("" or NULL: not
+ * one), recorded with the end, now, as step_started_at / step_ended_at */
+static void metadata(struct cqrs_strbuf *m, const char *corr, const char *causation,
+		     const char *state, size_t state_len, const char *step_started)
+{
+	char tp[CQRS_TRACEPARENT_LEN + 1];
+	start_traceparent(state, state_len, tp);
 	cqrs_strbuf_reset(m);
 	cqrs_strbuf_putc(m, '{');
 	if (corr != NULL && *corr != '\0') {
@@ -234,7 +259,16 @@ static void metadata(struct cqrs_strbuf *m, const char *corr, const char *causat
 	}
 	cqrs_strbuf_puts(m, "\"causation_id\":");
 	cqrs_strbuf_json_string(m, causation, strlen(causation));
-	cqrs_strbuf_puts(m, ",\"user_id\":\"cqrs-saga\"}");
+	cqrs_strbuf_puts(m, ",\"user_id\":\"cqrs-saga\"");
+	if (tp[0] != '\0')
+		cqrs_strbuf_printf(m, ",\"traceparent\":\"%s\"", tp);
+	if (step_started != NULL && step_started[0] != '\0') {
+		char now[CQRS_TIMESTAMP_LEN + 1];
+		cqrs_timestamp_now(now);
+		cqrs_strbuf_printf(m, ",\"step_started_at\":\"%s\",\"step_ended_at\":\"%s\"",
+				   step_started, now);
+	}
+	cqrs_strbuf_putc(m, '}');
 }
 
 static int append(struct cqrs_saga_runner *r, const uint8_t id[CQRS_UUID_LEN], const char *type,
@@ -274,7 +308,17 @@ static int saga_event(struct cqrs_saga_runner *r, struct saga_inst *in, const ch
 		cqrs_strbuf_put(&d, r->data.p, r->data.len);
 	}
 	cqrs_strbuf_putc(&d, '}');
-	metadata(&r->meta, in->corr, in->id);
+	/* the events that end an attempt of an action say when it ran */
+	static const char *const ends[] = { "SagaStepCompleted",	"SagaStepFailed",
+					    "SagaStepCompensated",	"SagaCompensationFailed",
+					    "SagaCompensationDeferred", "SagaFailureHandled" };
+	const char *started = NULL;
+	for (size_t i = 0; i < sizeof ends / sizeof *ends; i++)
+		if (strcmp(type, ends[i]) == 0)
+			started = r->step_started;
+	metadata(&r->meta, in->corr, in->id, in->state.p, in->state.len, started);
+	if (started != NULL)
+		r->step_started[0] = '\0';
 	uint8_t id[CQRS_UUID_LEN];
 	cqrs_uuid_parse(in->id, 36, id);
 	int rc = append(r, id, "Saga", type, &d, &r->meta, NULL, err);
@@ -477,6 +521,10 @@ static int run_command(struct cqrs_saga_runner *r, const struct saga_action *a,
 	}
 	if (!cqrs_json_get(r->buf.p, r->buf.len, "user_id", &v, &vn))
 		cqrs_strbuf_puts(c, "\"user_id\":\"cqrs-saga\",");
+	char tp[CQRS_TRACEPARENT_LEN + 1];
+	start_traceparent(ctx->state, ctx->state_len, tp);
+	if (tp[0] != '\0' && !cqrs_json_get(r->buf.p, r->buf.len, "traceparent", &v, &vn))
+		cqrs_strbuf_printf(c, "\"traceparent\":\"%s\",", tp);
 	if (!cqrs_json_get(r->buf.p, r->buf.len, "if_needed", &v, &vn))
 		cqrs_strbuf_puts(c, "\"if_needed\":true,");
 	if (!cqrs_json_get(r->buf.p, r->buf.len, "automated", &v, &vn))
@@ -560,7 +608,7 @@ static int run_emit(struct cqrs_saga_runner *r, const struct tpl *t, const struc
 	} else {
 		cqrs_strbuf_puts(&r->data, "{}");
 	}
-	metadata(&r->meta, ctx->correlation_id, key);
+	metadata(&r->meta, ctx->correlation_id, key, ctx->state, ctx->state_len, NULL);
 	/* the same event on every retry: the store keeps it once */
 	char name[160], eid[37];
 	snprintf(name, sizeof name, "%s/emit/%zu/%lld", key, index, (long long)ctx->attempt);
@@ -1069,11 +1117,17 @@ static int adv_wait(struct cqrs_saga_runner *r, struct adv_call *av, struct saga
 static int act(struct cqrs_saga_runner *r, struct adv_call *av, struct saga_inst *in,
 	       struct act_result *res, cqrs_error *err)
 {
+	/* an in-process action starts now; a program's run started in
+	 * run_external */
+	if (av->ext == NULL)
+		cqrs_timestamp_now(r->step_started);
 	if (run_action(r, av->d, in, av->ext, res, err) < 0)
 		return -1;
 	av->ext = NULL;
-	if (res->kind == ACT_EXTERNAL)
+	if (res->kind == ACT_EXTERNAL) {
+		r->step_started[0] = '\0';
 		return ADV_EXTERNAL;
+	}
 	if (res->kind == ACT_PARTIAL) {
 		set_poison(r, in, res);
 		return ADV_PARTIAL;
@@ -1208,7 +1262,7 @@ static int breaker_event(struct cqrs_saga_runner *r, const char *name, const cha
 	cqrs_strbuf_puts(&r->data, "{\"name\":");
 	cqrs_strbuf_json_string(&r->data, name, strlen(name));
 	cqrs_strbuf_printf(&r->data, ",\"failures\":%lld}", (long long)b->failures);
-	metadata(&r->meta, in->corr, in->id);
+	metadata(&r->meta, in->corr, in->id, in->state.p, in->state.len, NULL);
 	int rc = append(r, uid, "CircuitBreaker", type, &r->data, &r->meta, NULL, err);
 	cqrs_strbuf_reset(&r->data);
 	return rc;
@@ -1327,6 +1381,7 @@ static int run_external(struct cqrs_saga_runner *r, struct saga_inst *in, cqrs_e
 	char key[128];
 	idempotency_key(in, name, dir, key, sizeof key);
 	tick(r);
+	r->step_started[0] = '\0';
 
 	/* may the call go out? */
 	if (begin(r, err) < 0)
@@ -1380,6 +1435,7 @@ static int run_external(struct cqrs_saga_runner *r, struct saga_inst *in, cqrs_e
 						  input.len, a->timeout_us, envp };
 			say(r, in, "running %s for %s %s (attempt %lld)%s", a->argv[0], dir, name,
 			    (long long)(in->attempts + 1), probe ? ", the breaker's probe" : "");
+			cqrs_timestamp_now(r->step_started);
 			int rc = exec_step(&spec, x, err);
 			cqrs_strbuf_free(&input);
 			if (rc < 0)
