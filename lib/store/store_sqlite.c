@@ -1470,7 +1470,7 @@ int cqrs_store_facts(cqrs_store *st, struct cqrs_store_facts *f, cqrs_error *err
 		 * not a failure to look; a read that failed (EIO) is not */
 		int base = rc & 0xff;
 		if ((base != SQLITE_CORRUPT && base != SQLITE_NOTADB) ||
-		    cqrs_sqlite_guard_read_errno() != 0)
+		    cqrs_sqlite_read_failed(s->db, rc))
 			return db_error(s, rc, "cannot check the store", err);
 		f->problems++;
 		snprintf(f->integrity, sizeof f->integrity, "%s", sqlite3_errstr(rc));
