@@ -36,6 +36,8 @@ static void usage(int code)
 		      "      --ignore-snapshots     load aggregates from their events alone\n"
 		      "      --command-id ID        a verb's command_id (default: a new UUID)\n"
 		      "      --format FORMAT        lifecycle: man, dot or ndjson (default)\n"
+		      "      --log-format FORMAT    messages as text or json lines (default:\n"
+		      "                             $CQRS_LOG_FORMAT, else text)\n"
 		      "  -h, --help                 show this help\n"
 		      "  -V, --version              show the version\n"
 		      "\n"
@@ -535,7 +537,13 @@ static const char *dry_run_store(const char *path)
 
 int main(int argc, char **argv)
 {
-	enum { OPT_SNAPSHOT_EVERY = 256, OPT_IGNORE_SNAPSHOTS, OPT_FORMAT, OPT_FLAG_BASE = 512 };
+	enum {
+		OPT_SNAPSHOT_EVERY = 256,
+		OPT_IGNORE_SNAPSHOTS,
+		OPT_FORMAT,
+		OPT_LOG_FORMAT,
+		OPT_FLAG_BASE = 512
+	};
 	struct option longopts[] = {
 		{ "batch", required_argument, NULL, 'b' },
 		{ "correlation-id", required_argument, NULL, 'c' },
@@ -548,10 +556,11 @@ int main(int argc, char **argv)
 		{ "ignore-snapshots", no_argument, NULL, OPT_IGNORE_SNAPSHOTS },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
-		[11 + FL_COUNT] = { NULL, 0, NULL, 0 },
+		{ "log-format", required_argument, NULL, OPT_LOG_FORMAT },
+		[12 + FL_COUNT] = { NULL, 0, NULL, 0 },
 	};
 	for (int i = 0; i < FL_COUNT; i++)
-		longopts[11 + i] = (struct option){ flags[i].option, required_argument, NULL,
+		longopts[12 + i] = (struct option){ flags[i].option, required_argument, NULL,
 						    OPT_FLAG_BASE + i };
 	const char *format = NULL;
 	const char *store_opt = NULL;
@@ -562,6 +571,7 @@ int main(int argc, char **argv)
 	int ch;
 
 	cqrs_tool_init("cqrs-command");
+	cqrs_log_scan_args(argc, argv);
 	fr.items = calloc((size_t)argc, sizeof *fr.items);
 	if (fr.items == NULL)
 		cqrs_die(CQRS_EXIT_OSERR, "out of memory");
@@ -580,6 +590,7 @@ int main(int argc, char **argv)
 			break;
 		case 'n': opt.dry_run = true; break;
 		case OPT_FORMAT: format = optarg; break;
+		case OPT_LOG_FORMAT: cqrs_log_format_option(optarg); break;
 		case 'q': quiet = true; break;
 		case 's': store_opt = optarg; break;
 		case 'u':
