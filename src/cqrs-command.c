@@ -537,13 +537,7 @@ static const char *dry_run_store(const char *path)
 
 int main(int argc, char **argv)
 {
-	enum {
-		OPT_SNAPSHOT_EVERY = 256,
-		OPT_IGNORE_SNAPSHOTS,
-		OPT_FORMAT,
-		OPT_LOG_FORMAT,
-		OPT_FLAG_BASE = 512
-	};
+	enum { OPT_SNAPSHOT_EVERY = 256, OPT_IGNORE_SNAPSHOTS, OPT_FORMAT, OPT_FLAG_BASE = 512 };
 	struct option longopts[] = {
 		{ "batch", required_argument, NULL, 'b' },
 		{ "correlation-id", required_argument, NULL, 'c' },
@@ -556,7 +550,7 @@ int main(int argc, char **argv)
 		{ "ignore-snapshots", no_argument, NULL, OPT_IGNORE_SNAPSHOTS },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
-		{ "log-format", required_argument, NULL, OPT_LOG_FORMAT },
+		{ "log-format", required_argument, NULL, 'L' },
 		[12 + FL_COUNT] = { NULL, 0, NULL, 0 },
 	};
 	for (int i = 0; i < FL_COUNT; i++)
@@ -590,7 +584,7 @@ int main(int argc, char **argv)
 			break;
 		case 'n': opt.dry_run = true; break;
 		case OPT_FORMAT: format = optarg; break;
-		case OPT_LOG_FORMAT: cqrs_log_format_option(optarg); break;
+		case 'L': cqrs_log_format_option(optarg); break;
 		case 'q': quiet = true; break;
 		case 's': store_opt = optarg; break;
 		case 'u':

@@ -172,15 +172,7 @@ static int follow_fds(int fds[2])
 
 int main(int argc, char **argv)
 {
-	enum {
-		OPT_FROM = 256,
-		OPT_AFTER,
-		OPT_TO,
-		OPT_UNTIL,
-		OPT_VERIFY,
-		OPT_EXPECT,
-		OPT_LOG_FORMAT
-	};
+	enum { OPT_FROM = 256, OPT_AFTER, OPT_TO, OPT_UNTIL, OPT_VERIFY, OPT_EXPECT };
 	static const struct option longopts[] = {
 		{ "aggregate", required_argument, NULL, 'a' },
 		{ "aggregate-type", required_argument, NULL, 't' },
@@ -196,7 +188,7 @@ int main(int argc, char **argv)
 		{ "verify", no_argument, NULL, OPT_VERIFY },
 		{ "expect", required_argument, NULL, OPT_EXPECT },
 		{ "store", required_argument, NULL, 's' },
-		{ "log-format", required_argument, NULL, OPT_LOG_FORMAT },
+		{ "log-format", required_argument, NULL, 'L' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -261,7 +253,7 @@ int main(int argc, char **argv)
 		case OPT_VERIFY: do_verify = true; break;
 		case OPT_EXPECT: parse_expect(optarg, &expect_seq, expect_hash); break;
 		case 's': store_opt = optarg; break;
-		case OPT_LOG_FORMAT: cqrs_log_format_option(optarg); break;
+		case 'L': cqrs_log_format_option(optarg); break;
 		case 'h': usage(0); break;
 		case 'V': cqrs_print_version(); return cqrs_finish_stdout(0);
 		default: usage(CQRS_EXIT_USAGE);
