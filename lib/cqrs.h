@@ -674,7 +674,7 @@ enum cqrs_log_format cqrs_log_format(void);
 /* --follow modes: an RFC 3339 time before each text line too */
 void cqrs_log_set_timestamps(bool on);
 /* Whether lib code reports details (each event the projector parks): the
- * tool's -v, or a follower's choice */
+ * tool's -v */
 void cqrs_log_set_verbose(bool on);
 bool cqrs_log_verbose(void);
 void cqrs_log(enum cqrs_log_level level, const char *fmt, ...) CQRS_PRINTF(2, 3);

@@ -475,9 +475,9 @@ int main(int argc, char **argv)
 	if (cqrs_projections_check(ps, &err) < 0)
 		die_error(&err);
 
-	/* a follower's lines carry their time; it and -v name each parked event */
+	/* a follower's lines carry their time; -v names each parked event */
 	cqrs_log_set_timestamps(mode == FOLLOW);
-	cqrs_log_set_verbose(opt.verbose || mode == FOLLOW);
+	cqrs_log_set_verbose(opt.verbose);
 	int code = CQRS_EXIT_OK;
 	/* cqrs_store_path may return a buffer that a later call reuses */
 	char store_path[4096];

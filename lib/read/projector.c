@@ -1426,7 +1426,7 @@ static int park(cqrs_projector *p, struct rt_proj *rp, const cqrs_event *ev, con
 	if (parked_add(rp, ev->aggregate_id, ev->sequence) < 0)
 		return oom(err);
 	p->parked_new++;
-	/* a follower (or -v) names each one, with its ids in the JSON form */
+	/* -v names each one, with its ids in the JSON form */
 	if (cqrs_log_verbose())
 		cqrs_warn("projection '%s' parked event %lld (%s): %s", rp->def->name,
 			  (long long)ev->sequence, ev->event_type, why);
