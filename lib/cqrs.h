@@ -790,5 +790,47 @@ enum cqrs_trace_format { CQRS_TRACE_TEXT, CQRS_TRACE_NDJSON, CQRS_TRACE_OTLP };
  * CQRS_EXIT_NOT_FOUND when there are no events. */
 int cqrs_trace_print(cqrs_store *st, const uint8_t *order_id, const char *correlation_id,
 		     enum cqrs_trace_format fmt, FILE *out, cqrs_error *err);
+/* structured logs (issue 11, logs; lib/ops/log.c) -------------------------
+ * cqrs_warn, cqrs_die and cqrs_info all write here: "tool: message" (the
+ * default), or one JSON object per line with time, level, tool, message and
+ * the ids in the context.  --log-format or $CQRS_LOG_FORMAT choose. */
+enum cqrs_log_format { CQRS_LOG_TEXT, CQRS_LOG_JSON };
+enum cqrs_log_level { CQRS_LOG_ERROR, CQRS_LOG_WARNING, CQRS_LOG_INFO };
+/* $CQRS_LOG_FORMAT (cqrs_tool_init reads it): a bad value exits 64 */
+void cqrs_log_format_env(void);
+/* --log-format ARG: json or text, else exits 64 */
+void cqrs_log_format_option(const char *arg);
+/* --log-format found in argv before getopt, so that every message the
+ * option parsing itself gives is in that form (the tool still lists the
+ * option for getopt and calls cqrs_log_format_option there) */
+void cqrs_log_scan_args(int argc, char **argv);
+enum cqrs_log_format cqrs_log_format(void);
+/* --follow modes: an RFC 3339 time before each text line too */
+void cqrs_log_set_timestamps(bool on);
+/* Whether lib code reports details (each event the projector parks): the
+ * tool's -v */
+void cqrs_log_set_verbose(bool on);
+bool cqrs_log_verbose(void);
+void cqrs_log(enum cqrs_log_level level, const char *fmt, ...) CQRS_PRINTF(2, 3);
+/* level info: what a verbose run or a follower reports */
+void cqrs_info(const char *fmt, ...) CQRS_PRINTF(1, 2);
+/* err->msg at level error, for a tool that goes on to exit with err->code */
+void cqrs_log_error(const cqrs_error *err);
+
+/* The ids at hand, members of the JSON lines while set (per thread).
+ * Setting copies (text up to 255 bytes); nothing is formatted and the clock
+ * is not read until a line is written. */
+enum cqrs_log_key { CQRS_LOG_CORRELATION, CQRS_LOG_SAGA, CQRS_LOG_STEP };
+/* NULL or "" unsets the key */
+void cqrs_log_context_set(enum cqrs_log_key key, const char *value);
+/* 0 unsets */
+void cqrs_log_context_sequence(int64_t sequence);
+/* NULL unsets */
+void cqrs_log_context_aggregate(const uint8_t id[CQRS_UUID_LEN]);
+/* sequence, aggregate and (from metadata, read only when a line is written)
+ * correlation of ev, which must stay valid until the next call or a clear;
+ * NULL unsets these three */
+void cqrs_log_context_event(const cqrs_event *ev);
+void cqrs_log_context_clear(void);
 
 #endif

@@ -27,6 +27,8 @@ static void usage(int code)
 		      "      --reset-witness        after a deliberate restore: the store's "
 		      "witness\n"
 		      "                             records its head as it is now\n"
+		      "      --log-format FORMAT    messages as text or json lines (default:\n"
+		      "                             $CQRS_LOG_FORMAT, else text)\n"
 		      "  -h, --help                 show this help\n"
 		      "  -V, --version              show the version\n",
 		      stdout);
@@ -121,6 +123,7 @@ int main(int argc, char **argv)
 		{ "store", required_argument, NULL, 's' },
 		{ "no-sync", no_argument, NULL, 'S' },
 		{ "reset-witness", no_argument, NULL, 'W' },
+		{ "log-format", required_argument, NULL, 'L' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -131,6 +134,7 @@ int main(int argc, char **argv)
 	int ch;
 
 	cqrs_tool_init("cqrs-append");
+	cqrs_log_scan_args(argc, argv);
 	while ((ch = getopt_long(argc, argv, "b:e:nqs:hV", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'b':
@@ -149,6 +153,7 @@ int main(int argc, char **argv)
 		case 's': store_opt = optarg; break;
 		case 'S': no_sync = true; break;
 		case 'W': reset = true; break;
+		case 'L': cqrs_log_format_option(optarg); break;
 		case 'h': usage(0); break;
 		case 'V': cqrs_print_version(); return cqrs_finish_stdout(0);
 		default: usage(CQRS_EXIT_USAGE);

@@ -38,6 +38,8 @@ static void usage(int code)
 		      "      --traceparent TP       W3C trace context of commands that carry none\n"
 		      "                             (default: $TRACEPARENT)\n"
 		      "      --format FORMAT        lifecycle: man, dot or ndjson (default)\n"
+		      "      --log-format FORMAT    messages as text or json lines (default:\n"
+		      "                             $CQRS_LOG_FORMAT, else text)\n"
 		      "  -h, --help                 show this help\n"
 		      "  -V, --version              show the version\n"
 		      "\n"
@@ -544,7 +546,7 @@ int main(int argc, char **argv)
 		OPT_TRACEPARENT,
 		OPT_FLAG_BASE = 512
 	};
-	struct option longopts[] = {
+	static const struct option fixed[] = {
 		{ "batch", required_argument, NULL, 'b' },
 		{ "correlation-id", required_argument, NULL, 'c' },
 		{ "dry-run", no_argument, NULL, 'n' },
@@ -557,11 +559,16 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "traceparent", required_argument, NULL, OPT_TRACEPARENT },
-		[12 + FL_COUNT] = { NULL, 0, NULL, 0 },
+		{ "log-format", required_argument, NULL, 'L' },
 	};
+	enum { NFIXED = sizeof fixed / sizeof fixed[0] };
+	/* the fixed options, then one per field flag (--customer, ...) */
+	struct option longopts[NFIXED + FL_COUNT + 1];
+	memcpy(longopts, fixed, sizeof fixed);
 	for (int i = 0; i < FL_COUNT; i++)
-		longopts[12 + i] = (struct option){ flags[i].option, required_argument, NULL,
-						    OPT_FLAG_BASE + i };
+		longopts[NFIXED + i] = (struct option){ flags[i].option, required_argument, NULL,
+							OPT_FLAG_BASE + i };
+	longopts[NFIXED + FL_COUNT] = (struct option){ NULL, 0, NULL, 0 };
 	const char *format = NULL;
 	const char *store_opt = NULL;
 	struct cqrs_command_options opt = { .snapshot_every = CQRS_SNAPSHOT_EVERY_DEFAULT };
@@ -571,6 +578,7 @@ int main(int argc, char **argv)
 	int ch;
 
 	cqrs_tool_init("cqrs-command");
+	cqrs_log_scan_args(argc, argv);
 	fr.items = calloc((size_t)argc, sizeof *fr.items);
 	if (fr.items == NULL)
 		cqrs_die(CQRS_EXIT_OSERR, "out of memory");
@@ -589,6 +597,7 @@ int main(int argc, char **argv)
 			break;
 		case 'n': opt.dry_run = true; break;
 		case OPT_FORMAT: format = optarg; break;
+		case 'L': cqrs_log_format_option(optarg); break;
 		case 'q': quiet = true; break;
 		case 's': store_opt = optarg; break;
 		case 'u':

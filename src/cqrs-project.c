@@ -47,6 +47,8 @@ static void usage(int code)
 		      "  -s, --store PATH           event store (default: $CQRS_STORE)\n"
 		      "      --views PATH           views file (default: $CQRS_VIEWS)\n"
 		      "  -v, --verbose              say what was applied, on standard error\n"
+		      "      --log-format FORMAT    messages as text or json lines (default:\n"
+		      "                             $CQRS_LOG_FORMAT, else text)\n"
 		      "  -h, --help                 show this help\n"
 		      "  -V, --version              show the version\n",
 		      stdout);
@@ -67,7 +69,7 @@ static struct {
 static void warn_error(const cqrs_error *err)
 {
 	if (err->code != CQRS_EXIT_TEMPFAIL || opt.verbose)
-		cqrs_warn("%s", err->msg);
+		cqrs_log_error(err);
 }
 
 static _Noreturn void die_error(const cqrs_error *err)
@@ -117,7 +119,7 @@ static cqrs_projector *open_projector(cqrs_projections *ps)
 static void report(cqrs_projector *p)
 {
 	if (opt.verbose)
-		cqrs_warn("applied %lld events; views at sequence %lld",
+		cqrs_info("applied %lld events; views at sequence %lld",
 			  (long long)cqrs_projector_applied(p),
 			  (long long)cqrs_projector_position(p));
 }
@@ -341,7 +343,8 @@ int main(int argc, char **argv)
 		OPT_NO_DEFAULT,
 		OPT_WAIT,
 		OPT_VIEWS,
-		OPT_TIMEOUT
+		OPT_TIMEOUT,
+		OPT_LOG_FORMAT
 	};
 	static const struct option longopts[] = {
 		{ "follow", no_argument, NULL, 'f' },
@@ -363,6 +366,7 @@ int main(int argc, char **argv)
 		{ "views", required_argument, NULL, OPT_VIEWS },
 		{ "timeout", required_argument, NULL, OPT_TIMEOUT },
 		{ "verbose", no_argument, NULL, 'v' },
+		{ "log-format", required_argument, NULL, OPT_LOG_FORMAT },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -376,6 +380,7 @@ int main(int argc, char **argv)
 	int nfiles = 0, ch;
 
 	cqrs_tool_init("cqrs-project");
+	cqrs_log_scan_args(argc, argv);
 	/* the -P files: fewer than the arguments */
 	files = calloc((size_t)argc, sizeof *files);
 	if (files == NULL) {
@@ -425,6 +430,7 @@ int main(int argc, char **argv)
 			opt.timeout_ms *= 1000;
 			break;
 		case 'v': opt.verbose = true; break;
+		case OPT_LOG_FORMAT: cqrs_log_format_option(optarg); break;
 		case 'h': usage(0); break;
 		case 'V':
 			cqrs_print_version();
@@ -469,6 +475,9 @@ int main(int argc, char **argv)
 	if (cqrs_projections_check(ps, &err) < 0)
 		die_error(&err);
 
+	/* a follower's lines carry their time; -v names each parked event */
+	cqrs_log_set_timestamps(mode == FOLLOW);
+	cqrs_log_set_verbose(opt.verbose);
 	int code = CQRS_EXIT_OK;
 	/* cqrs_store_path may return a buffer that a later call reuses */
 	char store_path[4096];

@@ -60,6 +60,8 @@ static void usage(int code)
 		      "never)\n"
 		      "  -s, --store PATH           event store, for --as-of (default: "
 		      "$CQRS_STORE)\n"
+		      "      --log-format FORMAT    messages as text or json lines (default:\n"
+		      "                             $CQRS_LOG_FORMAT, else text)\n"
 		      "      --views PATH           views file (default: $CQRS_VIEWS)\n"
 		      "  -h, --help                 show this help\n"
 		      "  -V, --version              show the version\n",
@@ -158,6 +160,7 @@ int main(int argc, char **argv)
 		{ "store", required_argument, NULL, 's' },
 		{ "views", required_argument, NULL, OPT_VIEWS },
 		{ "timeout", required_argument, NULL, OPT_TIMEOUT },
+		{ "log-format", required_argument, NULL, 'L' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -170,6 +173,7 @@ int main(int argc, char **argv)
 	int ch;
 
 	cqrs_tool_init("cqrs-query");
+	cqrs_log_scan_args(argc, argv);
 	/* before anything opens a database */
 	if (cqrs_views_memory_limit(MEMORY_LIMIT) < 0)
 		cqrs_die(CQRS_EXIT_SOFTWARE, "cannot set the memory limit");
@@ -178,6 +182,7 @@ int main(int argc, char **argv)
 	while ((ch = getopt_long(argc, argv, "f:n:s:hV", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'f': format = optarg; break;
+		case 'L': cqrs_log_format_option(optarg); break;
 		case OPT_AS_OF:
 			as_of = optarg;
 			given |= O_AS_OF;

@@ -38,6 +38,8 @@ static void usage(int code)
 		      "      --verify               check the hash chain of the whole store\n"
 		      "      --expect SEQ:HASH      with --verify: the store must hold this event\n"
 		      "  -s, --store PATH           event store (default: $CQRS_STORE)\n"
+		      "      --log-format FORMAT    messages as text or json lines (default:\n"
+		      "                             $CQRS_LOG_FORMAT, else text)\n"
 		      "  -h, --help                 show this help\n"
 		      "  -V, --version              show the version\n",
 		      stdout);
@@ -186,11 +188,13 @@ int main(int argc, char **argv)
 		{ "verify", no_argument, NULL, OPT_VERIFY },
 		{ "expect", required_argument, NULL, OPT_EXPECT },
 		{ "store", required_argument, NULL, 's' },
+		{ "log-format", required_argument, NULL, 'L' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
 	cqrs_tool_init("cqrs-read"); /* first: a message names the tool */
+	cqrs_log_scan_args(argc, argv);
 	cqrs_filter f = { 0 };
 	/* Repeated filters are ORed; there are at most argc of each.  Static,
 	 * so that every way out of main leaves them reachable. */
@@ -249,6 +253,7 @@ int main(int argc, char **argv)
 		case OPT_VERIFY: do_verify = true; break;
 		case OPT_EXPECT: parse_expect(optarg, &expect_seq, expect_hash); break;
 		case 's': store_opt = optarg; break;
+		case 'L': cqrs_log_format_option(optarg); break;
 		case 'h': usage(0); break;
 		case 'V': cqrs_print_version(); return cqrs_finish_stdout(0);
 		default: usage(CQRS_EXIT_USAGE);
@@ -283,6 +288,7 @@ int main(int argc, char **argv)
 	}
 
 	int fds[2], nfds = follow ? follow_fds(fds) : 0;
+	cqrs_log_set_timestamps(follow);
 	int64_t printed = 0;
 	int code = CQRS_EXIT_OK;
 	for (;;) {

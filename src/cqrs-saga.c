@@ -41,6 +41,8 @@ static CQRS_NORETURN void usage(int code)
 		      "  -v, --verbose            say each step on standard error\n"
 		      "      --wait               wait for another runner instead of exit 75\n"
 		      "      --no-sync            do not fsync each commit\n"
+		      "      --log-format FORMAT  messages as text or json lines (default:\n"
+		      "                           $CQRS_LOG_FORMAT, else text)\n"
 		      "  -h, --help               show this help\n"
 		      "  -V, --version            show the version\n",
 		      stdout);
@@ -163,7 +165,7 @@ static int run(cqrs_store *st, cqrs_saga_def **defs, size_t ndefs, int64_t batch
 		if (cqrs_saga_run(r, &next_due, &err) < 0 ||
 		    (follow && !stop && wait_for_work(st, next_due, &err) < 0)) {
 			if (err.code != CQRS_EXIT_TEMPFAIL || verbose)
-				cqrs_warn("%s", err.msg);
+				cqrs_log_error(&err);
 			code = err.code;
 			break;
 		}
@@ -171,7 +173,7 @@ static int run(cqrs_store *st, cqrs_saga_def **defs, size_t ndefs, int64_t batch
 	if (verbose) {
 		struct cqrs_saga_stats s;
 		cqrs_saga_runner_stats(r, &s);
-		cqrs_warn("started %lld, completed %lld, compensated %lld, failed %lld, "
+		cqrs_info("started %lld, completed %lld, compensated %lld, failed %lld, "
 			  "%lld steps, %lld retries scheduled",
 			  (long long)s.started, (long long)s.completed, (long long)s.compensated,
 			  (long long)s.failed, (long long)s.steps, (long long)s.retries);
@@ -247,6 +249,7 @@ static const struct option longopts[] = {
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "wait", no_argument, NULL, 'w' },
 	{ "no-sync", no_argument, NULL, 'S' },
+	{ "log-format", required_argument, NULL, 'L' },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
 	{ NULL, 0, NULL, 0 },
@@ -344,6 +347,7 @@ static void set_option(struct opts *o, int ch)
 	case 'v': o->verbose = true; break;
 	case 'w': o->wait = true; break;
 	case 'S': o->no_sync = true; break;
+	case 'L': cqrs_log_format_option(optarg); break;
 	}
 }
 
@@ -396,6 +400,7 @@ static int cmd_run(const struct opts *o)
 	int lock = take_lock(path, o->wait, o->verbose);
 	if (o->no_sync)
 		cqrs_store_set_durability(st, CQRS_DURABLE_NORMAL);
+	cqrs_log_set_timestamps(o->follow); /* a follower's lines carry their time */
 	int code = run(st, defs, ndefs, o->batch, o->verbose, o->follow);
 	cqrs_store_close(st);
 	close(lock);
@@ -498,14 +503,15 @@ static const struct {
 	const char *name, *opts;
 	int (*fn)(const struct opts *o);
 } commands[] = {
-	{ "run", "vFwbfsS", cmd_run },	  { "status", "mks", cmd_status },
-	{ "show", "ms", cmd_show_retry }, { "dot", "fTos", cmd_dot },
-	{ "retry", "s", cmd_show_retry }, { "check", "f", cmd_check },
+	{ "run", "vFwbfsSL", cmd_run },	   { "status", "mksL", cmd_status },
+	{ "show", "msL", cmd_show_retry }, { "dot", "fTosL", cmd_dot },
+	{ "retry", "sL", cmd_show_retry }, { "check", "fL", cmd_check },
 };
 
 int main(int argc, char **argv)
 {
 	cqrs_tool_init("cqrs-saga");
+	cqrs_log_scan_args(argc, argv);
 	if (argc < 2)
 		usage(CQRS_EXIT_USAGE);
 	before_command(argv[1]);

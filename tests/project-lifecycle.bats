@@ -496,7 +496,9 @@ $O9|1"
 	done
 	kill -TERM "$follower"
 	wait "$follower" || fail "--follow exited $?"
-	assert_equal "$(cat follow.err)" 'cqrs-project: 1 event parked so far: cqrs-project --parked lists them'
+	# a follower's lines begin with their time (cqrs(7), Logs)
+	assert_regex "$(cat follow.err)" '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z '
+	assert_equal "$(cut -d' ' -f2- follow.err)" 'cqrs-project: 1 event parked so far: cqrs-project --parked lists them'
 	assert_equal "$(sqlite3 "$CQRS_VIEWS" 'SELECT * FROM order_totals')" "$O1|2000|1"
 }
 

@@ -347,7 +347,9 @@ completed() {
 	kill -TERM "$pid"
 	wait "$pid"
 	assert_equal "$(cat out)" ""
-	assert_equal "$(tail -1 err)" "cqrs-saga: started 2, completed 2, compensated 0, failed 0, 8 steps, 0 retries scheduled"
+	# a follower's lines begin with their time (cqrs(7), Logs)
+	assert_regex "$(tail -1 err)" '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z '
+	assert_equal "$(tail -1 err | cut -d' ' -f2-)" "cqrs-saga: started 2, completed 2, compensated 0, failed 0, 8 steps, 0 retries scheduled"
 }
 
 @test "status lists a saga that made no progress for --stuck-after as stuck" {

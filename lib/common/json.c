@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "cqrs.h"
+#include "common/strbuf.h"
 #include "banned.h"
 
 struct key {
@@ -74,7 +75,7 @@ static long hex4(const char *p)
 }
 
 /* Length of a valid UTF-8 sequence at p (n bytes available), or 0. */
-static size_t utf8_len(const unsigned char *p, size_t n)
+size_t cqrs_utf8_len(const unsigned char *p, size_t n)
 {
 	unsigned c = p[0];
 	if (c < 0x80)
@@ -159,7 +160,7 @@ static int scan_string(struct scan *s, bool *has_escape)
 			}
 			continue;
 		}
-		size_t n = utf8_len(t + s->r, s->len - s->r);
+		size_t n = cqrs_utf8_len(t + s->r, s->len - s->r);
 		if (n == 0)
 			return fail_at(s, "invalid UTF-8");
 		s->r += n;

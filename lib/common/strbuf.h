@@ -27,6 +27,9 @@ void cqrs_strbuf_putc(struct cqrs_strbuf *b, char c);
 void cqrs_strbuf_printf(struct cqrs_strbuf *b, const char *fmt, ...) CQRS_PRINTF(2, 3);
 /* s as a JSON string, with its quotes */
 void cqrs_strbuf_json_string(struct cqrs_strbuf *b, const char *s, size_t n);
+/* Length of a valid UTF-8 sequence at p (n bytes available), or 0 (json.c;
+ * the logs replace what is not valid UTF-8) */
+size_t cqrs_utf8_len(const unsigned char *p, size_t n);
 /* NUL-terminated contents ("" when nothing was ever appended) */
 const char *cqrs_strbuf_str(const struct cqrs_strbuf *b);
 

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cqrs.h"
+#include "ops/log.h"
 #include "banned.h"
 
 static const char *tool_name = "cqrs";
@@ -38,6 +39,7 @@ void cqrs_tool_init(const char *name)
 	signal(SIGPIPE, SIG_IGN);
 	static char outbuf[1 << 16];
 	setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
+	cqrs_log_format_env(); /* after the name: a bad value is a message */
 }
 
 const char *cqrs_tool_name(void)
@@ -45,18 +47,13 @@ const char *cqrs_tool_name(void)
 	return tool_name;
 }
 
-static void vwarn(const char *fmt, va_list ap)
-{
-	fprintf(stderr, "%s: ", tool_name);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
-}
-
+/* Every message goes through the logs (lib/ops/log.c): the text form is
+ * "tool: message", the JSON form one object per line. */
 void cqrs_warn(const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	vwarn(fmt, ap);
+	cqrs_vlog(CQRS_LOG_WARNING, fmt, ap);
 	va_end(ap);
 }
 
@@ -64,7 +61,7 @@ void cqrs_die(int code, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	vwarn(fmt, ap);
+	cqrs_vlog(CQRS_LOG_ERROR, fmt, ap);
 	va_end(ap);
 	exit(cqrs_finish_stdout(code));
 }
@@ -87,8 +84,8 @@ int cqrs_finish_stdout(int code)
 	if (fflush(stdout) != 0 || ferror(stdout)) {
 		if (errno == EPIPE || stdout_gone)
 			return code;
-		fprintf(stderr, "%s: write error on standard output: %s\n", tool_name,
-			strerror(errno ? errno : EIO));
+		cqrs_log(CQRS_LOG_ERROR, "write error on standard output: %s",
+			 strerror(errno ? errno : EIO));
 		return code ? code : CQRS_EXIT_IOERR;
 	}
 	return code;
@@ -114,7 +111,8 @@ void cqrs_print_version(void)
 
 bool cqrs_progress_wanted(void)
 {
-	return isatty(STDERR_FILENO) == 1;
+	/* a log collector wants lines, not a counter redrawn in place */
+	return cqrs_log_format() == CQRS_LOG_TEXT && isatty(STDERR_FILENO) == 1;
 }
 
 const char *cqrs_share_path(const char *name, char *buf, size_t cap)

@@ -890,6 +890,7 @@ static int attempt(struct cqrs_commander *c, cqrs_command_result *res, cqrs_erro
 	char corr[DOM_ID];
 	if (correlation(c, corr, sizeof corr, err) < 0)
 		return -1;
+	cqrs_log_context_set(CQRS_LOG_CORRELATION, corr);
 	metadata(c, corr);
 	if (c->meta.oom)
 		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
@@ -941,6 +942,7 @@ static int handle_parsed(struct cqrs_commander *c, cqrs_command_result *res, cqr
 		cqrs_uuid_generate(c->target);
 	else
 		memcpy(c->target, named_target(&c->cmd, c->spec->target), CQRS_UUID_LEN);
+	cqrs_log_context_aggregate(c->target);
 
 	int attempts = c->opt.max_attempts > 0 ? c->opt.max_attempts : DEFAULT_ATTEMPTS;
 	for (int i = 1;; i++) {
@@ -1091,8 +1093,14 @@ int cqrs_commander_handle(cqrs_commander *c, char *line, size_t len, cqrs_comman
 			  cqrs_error *err)
 {
 	memset(res, 0, sizeof *res);
+	/* the log lines about this command name its aggregate and correlation,
+	 * as soon as they are known (and until the next command) */
+	cqrs_log_context_event(NULL);
 	if (parse_command(c, line, len, err) < 0)
 		return -1;
+	cqrs_log_context_set(CQRS_LOG_CORRELATION, HAS(&c->cmd, F_CORRELATION_ID)
+							   ? c->cmd.correlation_id
+							   : c->correlation_id);
 	bool own = !c->in_batch;
 	if (own && cqrs_commander_begin(c, err) < 0)
 		return -1;

@@ -984,7 +984,19 @@ static int verify_event(cqrs_projector *p, struct rt_proj *rp, const cqrs_event 
 			 (long long)ev->sequence, (long long)rp->applied, rp->def->name);
 }
 
+static int apply_event(cqrs_projector *p, const cqrs_event *ev, cqrs_error *err);
+
+/* What is logged while an event is applied names it (sequence, aggregate,
+ * correlation); the context costs a few stores when nothing is. */
 int cqrs_projector_apply(cqrs_projector *p, const cqrs_event *ev, cqrs_error *err)
+{
+	cqrs_log_context_event(ev);
+	int r = apply_event(p, ev, err);
+	cqrs_log_context_event(NULL);
+	return r;
+}
+
+static int apply_event(cqrs_projector *p, const cqrs_event *ev, cqrs_error *err)
 {
 	if (!p->prepared)
 		return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "apply before sync");
@@ -1412,6 +1424,10 @@ static int park(cqrs_projector *p, struct rt_proj *rp, const cqrs_event *ev, con
 	if (parked_add(rp, ev->aggregate_id, ev->sequence) < 0)
 		return oom(err);
 	p->parked_new++;
+	/* -v names each one, with its ids in the JSON form */
+	if (cqrs_log_verbose())
+		cqrs_warn("projection '%s' parked event %lld (%s): %s", rp->def->name,
+			  (long long)ev->sequence, ev->event_type, why);
 	return 0;
 }
 

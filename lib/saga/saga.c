@@ -109,19 +109,60 @@ static const cqrs_saga_def *def_of(struct cqrs_saga_runner *r, const char *type)
 	return NULL;
 }
 
+/* The ids of what the runner works on, members of the JSON log lines: the
+ * saga, its correlation, and the step it does or undoes (d: NULL when the
+ * step is not known here). */
+static const struct saga_action *action_of(const cqrs_saga_def *d, const struct saga_inst *in,
+					   const char **name, const char **dir);
+
+static void log_context(const cqrs_saga_def *d, const struct saga_inst *in)
+{
+	const char *name = NULL, *dir;
+	if (d != NULL &&
+	    ((in->status == SAGA_RUNNING && in->step >= 0 && (size_t)in->step < d->nsteps) ||
+	     (in->status == SAGA_COMPENSATING && in->step >= 0 && (size_t)in->step <= d->nsteps)))
+		action_of(d, in, &name, &dir);
+	cqrs_log_context_event(NULL); /* a command of the last step named these */
+	cqrs_log_context_set(CQRS_LOG_SAGA, in->id);
+	cqrs_log_context_set(CQRS_LOG_CORRELATION, in->corr);
+	cqrs_log_context_set(CQRS_LOG_STEP, name);
+}
+
+static void say_at(struct cqrs_saga_runner *r, enum cqrs_log_level level,
+		   const struct saga_inst *in, const char *fmt, va_list ap) CQRS_PRINTF(4, 0);
+
+static void say_at(struct cqrs_saga_runner *r, enum cqrs_log_level level,
+		   const struct saga_inst *in, const char *fmt, va_list ap)
+{
+	if (!r->opt.verbose)
+		return;
+	char msg[768];
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	cqrs_log(level, "%s %s: %s", in->type, in->id, msg);
+}
+
 static void say(struct cqrs_saga_runner *r, const struct saga_inst *in, const char *fmt, ...)
 	CQRS_PRINTF(3, 4);
 
 static void say(struct cqrs_saga_runner *r, const struct saga_inst *in, const char *fmt, ...)
 {
-	if (!r->opt.verbose)
-		return;
-	char msg[768];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof msg, fmt, ap);
+	say_at(r, CQRS_LOG_INFO, in, fmt, ap);
 	va_end(ap);
-	cqrs_warn("%s %s: %s", in->type, in->id, msg);
+}
+
+/* -v: a step that failed, or a saga that did: level warning */
+static void say_failure(struct cqrs_saga_runner *r, const struct saga_inst *in, const char *fmt,
+			...) CQRS_PRINTF(3, 4);
+
+static void say_failure(struct cqrs_saga_runner *r, const struct saga_inst *in, const char *fmt,
+			...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	say_at(r, CQRS_LOG_WARNING, in, fmt, ap);
+	va_end(ap);
 }
 
 /* --- transactions ---------------------------------------------------------------------- */
@@ -967,7 +1008,7 @@ static int finish(struct cqrs_saga_runner *r, struct saga_inst *in, enum saga_st
 		r->stats.failed++;
 	data_str(r, "outcome", outcome);
 	data_str(r, "reason", in->last_error);
-	say(r, in, "failed (%s)", outcome);
+	say_failure(r, in, "failed (%s)", outcome);
 	return saga_event(r, in, "SagaFailed", err);
 }
 
@@ -1000,8 +1041,9 @@ static int failed_attempt(struct cqrs_saga_runner *r, const struct saga_action *
 		data_time(r, "retry_at", at);
 		r->stats.retries++;
 	}
-	say(r, in, "%s of %s failed (attempt %lld): %s%s", compensating ? "compensation" : "step",
-	    name, (long long)in->attempts, res->reason, again ? "; will retry" : "");
+	say_failure(r, in, "%s of %s failed (attempt %lld): %s%s",
+		    compensating ? "compensation" : "step", name, (long long)in->attempts,
+		    res->reason, again ? "; will retry" : "");
 	if (saga_event(r, in, compensating ? "SagaCompensationFailed" : "SagaStepFailed", err) < 0)
 		return -1;
 	return again ? 0 : 1;
@@ -1228,6 +1270,7 @@ static int advance(struct cqrs_saga_runner *r, struct saga_inst *in, const struc
 				 in->id, (long long)in->step, d->path);
 	for (;;) {
 		int rc;
+		log_context(d, in);
 		if (in->status == SAGA_RUNNING && (size_t)in->step == d->nsteps)
 			rc = adv_complete(r, &av, in, err);
 		else if (in->status == SAGA_RUNNING && d->steps[in->step].is_wait)
@@ -1380,6 +1423,7 @@ static int run_external(struct cqrs_saga_runner *r, struct saga_inst *in, cqrs_e
 	const struct saga_action *a = action_of(d, in, &name, &dir);
 	char key[128];
 	idempotency_key(in, name, dir, key, sizeof key);
+	log_context(d, in);
 	tick(r);
 	r->step_started[0] = '\0';
 
@@ -1947,6 +1991,7 @@ fail:
 	rollback(r);
 out:
 	free(rowids);
+	cqrs_log_context_clear(); /* the run's own lines name no saga */
 	return rc;
 }
 
