@@ -4,6 +4,7 @@
 # example consumer share/examples/notify-shipments.
 
 # shellcheck disable=SC2154 # bats sets stderr, status, output, lines
+# shellcheck disable=SC2030,SC2031 # each test exports its own NOTIFY_STATE_DIR
 bats_require_minimum_version 1.5.0
 load test_helper
 
@@ -243,7 +244,8 @@ wait_position() {
 @test "a position file that is not one is 65, naming it" {
 	load_orders
 	pos_setup
-	mkdir -p -m 700 "$POS_DIR"
+	mkdir -p "$POS_DIR"
+	chmod 700 "$POS_DIR"
 	printf 'garbage\n' >"$POS_DIR/g.pos"
 	chmod 600 "$POS_DIR/g.pos"
 	run --separate-stderr cqrs-read --checkpoint g
