@@ -249,6 +249,10 @@ static int64_t consume_round(cqrs_store *st, cqrs_filter *f, int64_t left, cqrs_
 		if (cqrs_delivery_mark(out, head, head_hash, err) < 0)
 			return -1;
 		f->after = head;
+	} else if (w == 0 && n < now.limit && f->to > 0 && head > f->to) {
+		/* scanned through --to: done, the position at the last event
+		 * printed */
+		f->after = f->to;
 	}
 	if (cqrs_delivery_flush(out, err) < 0)
 		return -1;

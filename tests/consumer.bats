@@ -334,6 +334,11 @@ wait_position() {
 	wait "$pid" || rc=$?
 	assert_equal "$rc" 0
 	assert_equal "$(seqs <tail.out)" "8 14"
+	# --follow --to ends once the store passes --to, whatever the filters
+	run --separate-stderr timeout $((10 * GUARD_SCALE)) cqrs-read --checkpoint upto --follow -e OrderCreated --to 5
+	assert_success
+	assert_equal "$(seqs <<<"$output")" "1 4"
+	assert_equal "$(position_of upto)" 4
 	run --separate-stderr cqrs-read --checkpoint tail
 	assert_output ''
 }

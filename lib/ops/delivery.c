@@ -73,10 +73,10 @@ cqrs_delivery *cqrs_delivery_new(int fd, cqrs_error *err)
 	}
 	struct stat sb;
 	d->kind = OUT_OTHER;
-	if (fstat(fd, &sb) == 0 && S_ISFIFO(sb.st_mode))
-		d->kind = OUT_PIPE;
-	else if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode))
-		d->kind = OUT_FILE;
+	if (fstat(fd, &sb) == 0)
+		d->kind = S_ISFIFO(sb.st_mode)	? OUT_PIPE
+			  : S_ISREG(sb.st_mode) ? OUT_FILE
+						: OUT_OTHER;
 	return d;
 }
 
