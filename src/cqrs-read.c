@@ -190,7 +190,7 @@ struct checkpoint {
 
 /* Events per query round: the position is saved after each, so a crash
  * repeats at most this many, at the cost of one fsync per round. */
-#define CHECKPOINT_BATCH 1000
+#define CHECKPOINT_BATCH 10000
 
 static cqrs_position *checkpoint_open(const struct checkpoint *cp, unsigned flags)
 {
