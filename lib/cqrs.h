@@ -832,5 +832,62 @@ void cqrs_log_context_aggregate(const uint8_t id[CQRS_UUID_LEN]);
  * NULL unsets these three */
 void cqrs_log_context_event(const cqrs_event *ev);
 void cqrs_log_context_clear(void);
+/* --- durable consumers (position.c, delivery.c): cqrs-read --checkpoint ----
+ * A named consumer's position in the store, kept in a directory of the
+ * consumer's own (never in the store), and output that knows what its
+ * reader has taken, so that the position advances only over that. */
+
+#define CQRS_POSITION_NAME_MAX 64
+typedef struct cqrs_position cqrs_position;
+/* Letters, digits, '.', '_', '-', not starting with '.' or '-', at most
+ * CQRS_POSITION_NAME_MAX: 0, or -1 with *err (64). */
+int cqrs_position_name_check(const char *name, cqrs_error *err);
+/* option, else $CQRS_CHECKPOINT_DIR, else $XDG_STATE_HOME/cqrs-tools/positions,
+ * else ~/.local/state/cqrs-tools/positions (in buf); NULL when none applies. */
+const char *cqrs_position_dir(const char *option, char *buf, size_t cap);
+#define CQRS_POSITION_LOCK 1u /* create dir (0700), hold NAME.lock: 75 when in use */
+/* Loads DIR/NAME.pos (sequence 0 when there is none).  A directory or file
+ * that another user owns or others may write is refused (77); a file that
+ * is not a position, 65. */
+cqrs_position *cqrs_position_open(const char *dir, const char *name, unsigned flags,
+				  cqrs_error *err);
+void cqrs_position_close(cqrs_position *p);
+int64_t cqrs_position_sequence(const cqrs_position *p);
+/* The position must belong to st: 78 when saved for a store whose first
+ * event differs, 6 when st no longer holds the event it names. */
+int cqrs_position_check_store(cqrs_position *p, cqrs_store *st, const char *store_path,
+			      cqrs_error *err);
+/* Saves sequence (with its event's hash; NULL for 0), atomically, 0600. */
+int cqrs_position_save(cqrs_position *p, int64_t sequence, const uint8_t hash[CQRS_HASH_LEN],
+		       cqrs_error *err);
+/* Sets the position to sequence of st (0: before the first event),
+ * whatever store it belonged to: 64 when st has no such event. */
+int cqrs_position_set(cqrs_position *p, cqrs_store *st, const char *store_path, int64_t sequence,
+		      cqrs_error *err);
+/* The position as the one JSON line of its file. */
+int cqrs_position_print(const cqrs_position *p, FILE *out);
+
+typedef struct cqrs_delivery cqrs_delivery;
+cqrs_delivery *cqrs_delivery_new(int fd, cqrs_error *err);
+void cqrs_delivery_free(cqrs_delivery *d);
+/* Queues an event's line (written out in chunks): 0, 1 when the reader
+ * went away, -1 with *err (74: a write failed). */
+int cqrs_delivery_event(cqrs_delivery *d, const cqrs_event *ev, cqrs_error *err);
+/* Everything queued so far stands for the store up to sequence (a scan
+ * that passed over filtered-out events). */
+int cqrs_delivery_mark(cqrs_delivery *d, int64_t sequence, const uint8_t hash[CQRS_HASH_LEN],
+		       cqrs_error *err);
+/* Writes what is queued: 0, 1 when the reader went away, -1 (74). */
+int cqrs_delivery_flush(cqrs_delivery *d, cqrs_error *err);
+/* The last mark the reader has taken: a pipe's reader has read it, a file
+ * holds it durably (fdatasync), anything else accepted it.  1 when that
+ * moved since the last call, 0 when not, -1 with *err. */
+int cqrs_delivery_confirmed(cqrs_delivery *d, int64_t *sequence, uint8_t hash[CQRS_HASH_LEN],
+			    cqrs_error *err);
+/* Marks written but not yet taken. */
+bool cqrs_delivery_pending(cqrs_delivery *d);
+bool cqrs_delivery_gone(const cqrs_delivery *d);
+/* A pipe: waits until the reader has read everything (0) or went away (1). */
+int cqrs_delivery_drain(cqrs_delivery *d);
 
 #endif

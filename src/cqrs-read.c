@@ -15,7 +15,12 @@
 static const char usage_text[] =
 	"usage: cqrs-read [-fr] [-a id] [-c correlation-id] [-e event-type] [-n limit]\n"
 	"                 [-s store] [-t aggregate-type] [--from seq | --after seq]\n"
-	"                 [--to seq] [--until time] [--verify [--expect seq:hash]]\n";
+	"                 [--to seq] [--until time] [--verify [--expect seq:hash]]\n"
+	"       cqrs-read --checkpoint name [--checkpoint-dir dir] [-f] [-a id]\n"
+	"                 [-c correlation-id] [-e event-type] [-n limit] [-s store]\n"
+	"                 [-t aggregate-type] [--to seq]\n"
+	"       cqrs-read --checkpoint name [--checkpoint-dir dir] [-s store]\n"
+	"                 --position | --set-position seq\n";
 
 static void usage(int code)
 {
@@ -37,6 +42,14 @@ static void usage(int code)
 		      "  -f, --follow               keep printing events as they are appended\n"
 		      "      --verify               check the hash chain of the whole store\n"
 		      "      --expect SEQ:HASH      with --verify: the store must hold this event\n"
+		      "      --checkpoint NAME      a durable consumer: from where NAME stopped,\n"
+		      "                             advancing over what the reader took\n"
+		      "      --checkpoint-dir DIR   where positions are kept (default:\n"
+		      "                             $CQRS_CHECKPOINT_DIR, else\n"
+		      "                             $XDG_STATE_HOME/cqrs-tools/positions)\n"
+		      "      --position             print NAME's position, read nothing\n"
+		      "      --set-position SEQ     set NAME's position (0: before the first "
+		      "event)\n"
 		      "  -s, --store PATH           event store (default: $CQRS_STORE)\n"
 		      "      --log-format FORMAT    messages as text or json lines (default:\n"
 		      "                             $CQRS_LOG_FORMAT, else text)\n"
@@ -170,9 +183,177 @@ static int follow_fds(int fds[2])
 	return n;
 }
 
+/* --checkpoint: a named, durable consumer. */
+struct checkpoint {
+	const char *name, *dir_opt;
+	bool show, set;
+	int64_t set_seq;
+};
+
+/* Events per query round: the position is saved after each, so a crash
+ * repeats at most this many, at the cost of one fsync per round. */
+#define CHECKPOINT_BATCH 10000
+
+static cqrs_position *checkpoint_open(const struct checkpoint *cp, unsigned flags)
+{
+	char buf[4096];
+	const char *dir = cqrs_position_dir(cp->dir_opt, buf, sizeof buf);
+	if (dir == NULL)
+		cqrs_die(CQRS_EXIT_CONFIG, "no directory for positions: give --checkpoint-dir, "
+					   "or set CQRS_CHECKPOINT_DIR or HOME");
+	cqrs_error err = { 0 };
+	cqrs_position *pos = cqrs_position_open(dir, cp->name, flags, &err);
+	if (pos == NULL)
+		cqrs_die_error(&err);
+	return pos;
+}
+
+/* Saves what the reader has taken, if that moved. */
+static int save_taken(cqrs_delivery *out, cqrs_position *pos, cqrs_error *err)
+{
+	int64_t seq;
+	uint8_t hash[CQRS_HASH_LEN];
+	int moved = cqrs_delivery_confirmed(out, &seq, hash, err);
+	if (moved <= 0)
+		return moved;
+	return cqrs_position_save(pos, seq, hash, err);
+}
+
+/* One query round of at most CHECKPOINT_BATCH events after f->after;
+ * returns how many it wrote, or -1 with *err (a write, the store).  When
+ * the round reached the end of what the store held at its start, that
+ * head is marked too, so that the position passes over the events the
+ * filters left out. */
+static int64_t consume_round(cqrs_store *st, cqrs_filter *f, int64_t left, cqrs_delivery *out,
+			     cqrs_error *err)
+{
+	int64_t head;
+	uint8_t head_hash[CQRS_HASH_LEN];
+	if (cqrs_store_head(st, &head, head_hash, err) < 0)
+		return -1;
+	cqrs_filter now = *f;
+	now.limit = left > 0 && left < CHECKPOINT_BATCH ? left : CHECKPOINT_BATCH;
+	cqrs_cursor *c = cqrs_store_read(st, &now, err);
+	if (c == NULL)
+		return -1;
+	cqrs_event ev;
+	int64_t n = 0;
+	int r, w = 0;
+	while (w == 0 && (r = cqrs_cursor_next(c, &ev, err)) == 1) {
+		w = cqrs_delivery_event(out, &ev, err);
+		f->after = ev.sequence;
+		n++;
+	}
+	cqrs_cursor_close(c);
+	if (w < 0 || r < 0)
+		return -1;
+	if (w == 0 && n < now.limit && head > f->after && (f->to == 0 || head <= f->to)) {
+		if (cqrs_delivery_mark(out, head, head_hash, err) < 0)
+			return -1;
+		f->after = head;
+	} else if (w == 0 && n < now.limit && f->to > 0 && head > f->to) {
+		/* scanned through --to: done, the position at the last event
+		 * printed */
+		f->after = f->to;
+	}
+	if (cqrs_delivery_flush(out, err) < 0)
+		return -1;
+	return n;
+}
+
+static int consume(cqrs_store *st, const char *store_path, cqrs_filter f, bool follow,
+		   const struct checkpoint *cp)
+{
+	cqrs_error err = { 0 };
+	cqrs_position *pos = checkpoint_open(cp, CQRS_POSITION_LOCK);
+	if (cqrs_position_check_store(pos, st, store_path, &err) < 0)
+		cqrs_die_error(&err);
+	f.after = cqrs_position_sequence(pos);
+	cqrs_delivery *out = cqrs_delivery_new(STDOUT_FILENO, &err);
+	if (out == NULL)
+		cqrs_die_error(&err);
+	int fds[2], nfds = follow ? follow_fds(fds) : 0;
+	int64_t printed = 0;
+	int code = CQRS_EXIT_OK;
+	bool stopped = false; /* a signal, or the reader went away */
+	for (;;) {
+		int64_t n = consume_round(st, &f, f.limit ? f.limit - printed : 0, out, &err);
+		if (n < 0 || save_taken(out, pos, &err) < 0) {
+			code = err.code;
+			break;
+		}
+		printed += n;
+		if (cqrs_delivery_gone(out) || (f.limit > 0 && printed >= f.limit) ||
+		    (f.to > 0 && f.after >= f.to))
+			break;
+		if (n == CHECKPOINT_BATCH)
+			continue; /* more to catch up on */
+		if (!follow)
+			break;
+		/* While the reader empties the pipe, look again soon to save. */
+		int w = cqrs_store_wait(st, cqrs_delivery_pending(out) ? 20 : 1000, fds, nfds,
+					&err);
+		if (w < 0) {
+			code = err.code;
+			break;
+		}
+		if (w == 2) {
+			stopped = true;
+			break;
+		}
+	}
+	if (code == CQRS_EXIT_OK && !stopped)
+		cqrs_delivery_drain(out);
+	/* What the reader took before an error or a signal counts all the same. */
+	cqrs_error serr = { 0 };
+	if (save_taken(out, pos, &serr) < 0 && code == CQRS_EXIT_OK) {
+		err = serr;
+		code = serr.code;
+	}
+	if (code != CQRS_EXIT_OK)
+		cqrs_warn("%s", err.msg);
+	cqrs_delivery_free(out);
+	cqrs_position_close(pos);
+	return code;
+}
+
+/* --position and --set-position: the position itself, no events. */
+static int checkpoint_admin(const char *store_opt, const struct checkpoint *cp)
+{
+	cqrs_error err = { 0 };
+	if (cp->show) {
+		cqrs_position *pos = checkpoint_open(cp, 0);
+		cqrs_position_print(pos, stdout);
+		cqrs_position_close(pos);
+		return CQRS_EXIT_OK;
+	}
+	const char *path = cqrs_store_path(store_opt);
+	cqrs_store *st = cqrs_store_open(path, CQRS_OPEN_READ, &err);
+	if (st == NULL)
+		cqrs_die_error(&err);
+	cqrs_position *pos = checkpoint_open(cp, CQRS_POSITION_LOCK);
+	int r = cqrs_position_set(pos, st, path, cp->set_seq, &err);
+	cqrs_position_close(pos);
+	cqrs_store_close(st);
+	if (r < 0)
+		cqrs_die_error(&err);
+	return CQRS_EXIT_OK;
+}
+
 int main(int argc, char **argv)
 {
-	enum { OPT_FROM = 256, OPT_AFTER, OPT_TO, OPT_UNTIL, OPT_VERIFY, OPT_EXPECT };
+	enum {
+		OPT_FROM = 256,
+		OPT_AFTER,
+		OPT_TO,
+		OPT_UNTIL,
+		OPT_VERIFY,
+		OPT_EXPECT,
+		OPT_CHECKPOINT,
+		OPT_CHECKPOINT_DIR,
+		OPT_POSITION,
+		OPT_SET_POSITION,
+	};
 	static const struct option longopts[] = {
 		{ "aggregate", required_argument, NULL, 'a' },
 		{ "aggregate-type", required_argument, NULL, 't' },
@@ -187,6 +368,10 @@ int main(int argc, char **argv)
 		{ "follow", no_argument, NULL, 'f' },
 		{ "verify", no_argument, NULL, OPT_VERIFY },
 		{ "expect", required_argument, NULL, OPT_EXPECT },
+		{ "checkpoint", required_argument, NULL, OPT_CHECKPOINT },
+		{ "checkpoint-dir", required_argument, NULL, OPT_CHECKPOINT_DIR },
+		{ "position", no_argument, NULL, OPT_POSITION },
+		{ "set-position", required_argument, NULL, OPT_SET_POSITION },
 		{ "store", required_argument, NULL, 's' },
 		{ "log-format", required_argument, NULL, 'L' },
 		{ "help", no_argument, NULL, 'h' },
@@ -212,6 +397,7 @@ int main(int argc, char **argv)
 	char until[CQRS_TIMESTAMP_LEN + 1];
 	const char *store_opt = NULL;
 	bool follow = false, do_verify = false, have_from = false;
+	struct checkpoint cp = { 0 };
 	int ch;
 
 	while ((ch = getopt_long(argc, argv, "a:t:e:c:n:rfs:hV", longopts, NULL)) != -1) {
@@ -252,6 +438,13 @@ int main(int argc, char **argv)
 		case 'f': follow = true; break;
 		case OPT_VERIFY: do_verify = true; break;
 		case OPT_EXPECT: parse_expect(optarg, &expect_seq, expect_hash); break;
+		case OPT_CHECKPOINT: cp.name = optarg; break;
+		case OPT_CHECKPOINT_DIR: cp.dir_opt = optarg; break;
+		case OPT_POSITION: cp.show = true; break;
+		case OPT_SET_POSITION:
+			cp.set = true;
+			cp.set_seq = parse_seq("--set-position", optarg);
+			break;
 		case 's': store_opt = optarg; break;
 		case 'L': cqrs_log_format_option(optarg); break;
 		case 'h': usage(0); break;
@@ -276,12 +469,41 @@ int main(int argc, char **argv)
 		cqrs_die(CQRS_EXIT_USAGE,
 			 "--verify checks the whole store and takes no other option");
 
+	if (cp.name == NULL && (cp.dir_opt || cp.show || cp.set))
+		cqrs_die(CQRS_EXIT_USAGE, "--checkpoint-dir, --position and --set-position go "
+					  "with --checkpoint");
+	if (cp.name != NULL) {
+		cqrs_error nerr = { 0 };
+		if (cqrs_position_name_check(cp.name, &nerr) < 0)
+			cqrs_die_error(&nerr);
+		if (have_from || f.reverse || f.until != NULL || do_verify)
+			cqrs_die(CQRS_EXIT_USAGE, "--checkpoint reads from where its consumer "
+						  "stopped: not with --from, --after, --reverse, "
+						  "--until or --verify");
+		if (cp.show && cp.set)
+			cqrs_die(CQRS_EXIT_USAGE, "--position and --set-position go alone");
+		if ((cp.show || cp.set) &&
+		    (follow || f.limit || f.to || naggregates || nagg_types || nev_types || ncorrs))
+			cqrs_die(CQRS_EXIT_USAGE,
+				 "--position and --set-position read no events: no filter");
+		if (cp.show || cp.set) {
+			free_filters(aggregates, agg_types, ev_types, corrs);
+			return cqrs_finish_stdout(checkpoint_admin(store_opt, &cp));
+		}
+	}
+
 	cqrs_error err = { 0 };
 	cqrs_store *st = cqrs_store_open(cqrs_store_path(store_opt), CQRS_OPEN_READ, &err);
 	if (st == NULL)
 		cqrs_die_error(&err);
 	if (do_verify) {
 		int code = verify(st, cqrs_store_path(store_opt), expect_seq, expect_hash);
+		cqrs_store_close(st);
+		free_filters(aggregates, agg_types, ev_types, corrs);
+		return cqrs_finish_stdout(code);
+	}
+	if (cp.name != NULL) {
+		int code = consume(st, cqrs_store_path(store_opt), f, follow, &cp);
 		cqrs_store_close(st);
 		free_filters(aggregates, agg_types, ev_types, corrs);
 		return cqrs_finish_stdout(code);

@@ -194,7 +194,12 @@ ev() {
 @test "a bad option or an operand is 64 with the usage" {
 	usage="usage: cqrs-read [-fr] [-a id] [-c correlation-id] [-e event-type] [-n limit]
                  [-s store] [-t aggregate-type] [--from seq | --after seq]
-                 [--to seq] [--until time] [--verify [--expect seq:hash]]"
+                 [--to seq] [--until time] [--verify [--expect seq:hash]]
+       cqrs-read --checkpoint name [--checkpoint-dir dir] [-f] [-a id]
+                 [-c correlation-id] [-e event-type] [-n limit] [-s store]
+                 [-t aggregate-type] [--to seq]
+       cqrs-read --checkpoint name [--checkpoint-dir dir] [-s store]
+                 --position | --set-position seq"
 	usage_error "unrecognized option '--bogus'
 $usage" --bogus
 	usage_error "unexpected operand 'extra'
