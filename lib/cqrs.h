@@ -361,6 +361,9 @@ struct cqrs_command_options {
 	int max_attempts;	    /* load-decide-append rounds on a version conflict; 0: 5 */
 	bool ignore_snapshots;	    /* load aggregates from their events alone */
 	bool dry_run; /* decide as usual, then roll back at commit: nothing is stored */
+	/* cqrs_command_duration_seconds (metrics.c): cqrs-command's own
+	 * commands; a saga's in-process ones are counted as saga steps */
+	bool record_metrics;
 };
 
 enum cqrs_command_status {
@@ -655,5 +658,47 @@ int cqrs_saga_retry(cqrs_store *st, const char *id, cqrs_error *err);
  * refused (77); NAME must be a plain file name. */
 int cqrs_textfile_replace(const char *dir, const char *name, const char *text, size_t len,
 			  unsigned mode, cqrs_error *err);
+
+/* --- metrics (metrics.c; the metrics piece, cqrs-metrics(7)) ---------------
+ * What a tool measured, added at exit (and every CQRS_METRICS_PERIOD
+ * seconds of a long run, cqrs_metrics_tick) to DIR/cqrs_TOOL.prom under a
+ * lock, for node_exporter's textfile collector.  Not asked for, every call
+ * returns at once: no clock, no allocation.  One thread only. */
+enum cqrs_metric {
+	CQRS_METRIC_COMMAND_DURATION,  /* histogram {type, result} */
+	CQRS_METRIC_EVENTS_APPENDED,   /* counter {tool} */
+	CQRS_METRIC_PROJECTION_LAG,    /* histogram {projection} */
+	CQRS_METRIC_PROJECTION_EVENTS, /* counter {projection, result} */
+	CQRS_METRIC_QUERY_DURATION,    /* histogram {query} */
+	CQRS_METRIC_SAGA_STARTED,      /* counter {saga} */
+	CQRS_METRIC_SAGA_FINISHED,     /* counter {saga, outcome} */
+	CQRS_METRIC_REPLAY_EVENTS,     /* counter {projection} */
+	CQRS_METRIC_REPLAY_DURATION,   /* counter {projection}, seconds */
+	CQRS_METRIC_REPLAY_SPEED,      /* gauge {projection}, events/s */
+	CQRS_METRIC_COUNT
+};
+#define CQRS_METRICS_PERIOD 15 /* seconds between merges of a long run */
+/* After cqrs_tool_init: --metrics-dir (NULL: $CQRS_METRICS_DIR; unset or
+ * empty: no metrics).  -1 with *err (64) for an empty option. */
+int cqrs_metrics_init(const char *dir_option, cqrs_error *err);
+bool cqrs_metrics_on(void);
+/* Monotonic and wall-clock seconds; 0 when metrics are off. */
+double cqrs_metrics_clock(void);
+double cqrs_metrics_wall_clock(void);
+/* Seconds since the epoch of a normalised envelope timestamp. */
+double cqrs_metrics_timestamp_seconds(const char *ts);
+/* The series of metric with these label values (in the order of the
+ * comment above; NULL for a metric's missing label): NULL when off.  The
+ * calls below do nothing with NULL. */
+typedef struct cqrs_metric_series cqrs_metric_series;
+cqrs_metric_series *cqrs_metrics_series(enum cqrs_metric metric, const char *v0, const char *v1);
+void cqrs_metrics_observe(cqrs_metric_series *s, double value); /* histograms */
+void cqrs_metrics_add(cqrs_metric_series *s, double n);		/* counters */
+void cqrs_metrics_set(cqrs_metric_series *s, double value);	/* gauges */
+/* Merges now; a failure warns once on stderr and keeps the counts for the
+ * next merge.  Returns 0 or -1; never fails the tool. */
+int cqrs_metrics_flush(void);
+/* In a long run's loop: merges when CQRS_METRICS_PERIOD seconds passed. */
+void cqrs_metrics_tick(void);
 
 #endif

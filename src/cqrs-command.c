@@ -14,9 +14,11 @@
 
 static const char usage_text[] =
 	"usage: cqrs-command [-nq] [-b count] [-c correlation-id] [-s store] [-u user]\n"
-	"                    [--snapshot-every count] [--ignore-snapshots] [file ...]\n"
+	"                    [--snapshot-every count] [--ignore-snapshots]\n"
+	"                    [--metrics-dir dir] [file ...]\n"
 	"       cqrs-command [-nq] [-c correlation-id] [-s store] [-u user]\n"
-	"                    [--snapshot-every count] [--command-id id] verb flag ...\n"
+	"                    [--snapshot-every count] [--metrics-dir dir]\n"
+	"                    [--command-id id] verb flag ...\n"
 	"       cqrs-command [-s store] [--ignore-snapshots] show aggregate-id\n"
 	"       cqrs-command lifecycle [--format man|dot|ndjson]\n";
 
@@ -36,6 +38,9 @@ static void usage(int code)
 		      "      --ignore-snapshots     load aggregates from their events alone\n"
 		      "      --command-id ID        a verb's command_id (default: a new UUID)\n"
 		      "      --format FORMAT        lifecycle: man, dot or ndjson (default)\n"
+		      "      --metrics-dir DIR      add this run's metrics to "
+		      "DIR/cqrs_command.prom\n"
+		      "                             (default: $CQRS_METRICS_DIR)\n"
 		      "  -h, --help                 show this help\n"
 		      "  -V, --version              show the version\n"
 		      "\n"
@@ -535,7 +540,13 @@ static const char *dry_run_store(const char *path)
 
 int main(int argc, char **argv)
 {
-	enum { OPT_SNAPSHOT_EVERY = 256, OPT_IGNORE_SNAPSHOTS, OPT_FORMAT, OPT_FLAG_BASE = 512 };
+	enum {
+		OPT_SNAPSHOT_EVERY = 256,
+		OPT_IGNORE_SNAPSHOTS,
+		OPT_FORMAT,
+		OPT_METRICS_DIR,
+		OPT_FLAG_BASE = 512
+	};
 	struct option longopts[] = {
 		{ "batch", required_argument, NULL, 'b' },
 		{ "correlation-id", required_argument, NULL, 'c' },
@@ -548,13 +559,14 @@ int main(int argc, char **argv)
 		{ "ignore-snapshots", no_argument, NULL, OPT_IGNORE_SNAPSHOTS },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
-		[11 + FL_COUNT] = { NULL, 0, NULL, 0 },
+		{ "metrics-dir", required_argument, NULL, OPT_METRICS_DIR },
+		[12 + FL_COUNT] = { NULL, 0, NULL, 0 },
 	};
 	for (int i = 0; i < FL_COUNT; i++)
-		longopts[11 + i] = (struct option){ flags[i].option, required_argument, NULL,
+		longopts[12 + i] = (struct option){ flags[i].option, required_argument, NULL,
 						    OPT_FLAG_BASE + i };
 	const char *format = NULL;
-	const char *store_opt = NULL;
+	const char *store_opt = NULL, *metrics_dir = NULL;
 	struct cqrs_command_options opt = { .snapshot_every = CQRS_SNAPSHOT_EVERY_DEFAULT };
 	int64_t batch = 4096;
 	bool quiet = false;
@@ -595,6 +607,7 @@ int main(int argc, char **argv)
 					 optarg);
 			break;
 		case OPT_IGNORE_SNAPSHOTS: opt.ignore_snapshots = true; break;
+		case OPT_METRICS_DIR: metrics_dir = optarg; break;
 		case 'h': usage(0); break;
 		case 'V':
 			free(fr.items);
@@ -659,6 +672,9 @@ int main(int argc, char **argv)
 		friendly_line = build_command(verb, &fr, &friendly_len);
 
 	cqrs_error err = { 0 };
+	if (cqrs_metrics_init(metrics_dir, &err) < 0)
+		cqrs_die_error(&err);
+	opt.record_metrics = true;
 	const char *path = cqrs_store_path(store_opt);
 	if (opt.dry_run && !show)
 		path = dry_run_store(path);
