@@ -49,12 +49,13 @@ struct cqrs_store_ops {
  * ops, and frees what they hold before the backend's close. */
 struct cqrs_store {
 	const struct cqrs_store_ops *ops;
-	char *witness;	   /* STORE.witness; NULL for a reader */
-	bool durable;	   /* commits are synced: the witness follows them */
-	bool appended;	   /* the open transaction appended events */
-	int64_t nappended; /* how many: cqrs_events_appended_total at commit */
-	char *meta;	   /* metadata of the last new event, with os_user */
+	char *witness; /* STORE.witness; NULL for a reader */
+	bool durable;  /* commits are synced: the witness follows them */
+	bool appended; /* the open transaction appended events */
+	char *meta;    /* metadata of the last new event, with os_user */
 	size_t meta_cap;
+	/* events the open transaction appended: cqrs_events_appended_total */
+	int64_t nappended;
 };
 
 struct cqrs_cursor {
