@@ -361,8 +361,9 @@ struct cqrs_command_options {
 	int max_attempts;	    /* load-decide-append rounds on a version conflict; 0: 5 */
 	bool ignore_snapshots;	    /* load aggregates from their events alone */
 	bool dry_run; /* decide as usual, then roll back at commit: nothing is stored */
-	/* cqrs_command_duration_seconds (metrics.c): cqrs-command's own
-	 * commands; a saga's in-process ones are counted as saga steps */
+	/* time each command into cqrs_command_duration_seconds (metrics.c):
+	 * cqrs-command's own; a saga's in-process commands are not, for the
+	 * same series must not be in two tools' files */
 	bool record_metrics;
 };
 
@@ -660,8 +661,8 @@ int cqrs_textfile_replace(const char *dir, const char *name, const char *text, s
 			  unsigned mode, cqrs_error *err);
 
 /* --- metrics (metrics.c; the metrics piece, cqrs-metrics(7)) ---------------
- * What a tool measured, added at exit (and every CQRS_METRICS_PERIOD
- * seconds of a long run, cqrs_metrics_tick) to DIR/cqrs_TOOL.prom under a
+ * What a tool measured, added at exit (and periodically in a long run,
+ * cqrs_metrics_tick) to DIR/cqrs_TOOL.prom under a
  * lock, for node_exporter's textfile collector.  Not asked for, every call
  * returns at once: no clock, no allocation.  One thread only. */
 enum cqrs_metric {
@@ -677,7 +678,8 @@ enum cqrs_metric {
 	CQRS_METRIC_REPLAY_SPEED,      /* gauge {projection}, events/s */
 	CQRS_METRIC_COUNT
 };
-#define CQRS_METRICS_PERIOD 15 /* seconds between merges of a long run */
+/* seconds between merges of a long run; $CQRS_METRICS_PERIOD sets it */
+#define CQRS_METRICS_PERIOD_DEFAULT 15
 /* After cqrs_tool_init: --metrics-dir (NULL: $CQRS_METRICS_DIR; unset or
  * empty: no metrics).  -1 with *err (64) for an empty option. */
 int cqrs_metrics_init(const char *dir_option, cqrs_error *err);
@@ -698,7 +700,7 @@ void cqrs_metrics_set(cqrs_metric_series *s, double value);	/* gauges */
 /* Merges now; a failure warns once on stderr and keeps the counts for the
  * next merge.  Returns 0 or -1; never fails the tool. */
 int cqrs_metrics_flush(void);
-/* In a long run's loop: merges when CQRS_METRICS_PERIOD seconds passed. */
+/* In a long run's loop: merges when the period has passed. */
 void cqrs_metrics_tick(void);
 
 #endif

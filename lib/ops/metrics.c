@@ -5,7 +5,7 @@
  * node_exporter's textfile collector reads (cqrs-metrics(7)).
  *
  * A process counts in memory and merges at exit (and every
- * CQRS_METRICS_PERIOD seconds for long runs): under an flock on a lock
+ * $CQRS_METRICS_PERIOD seconds, 15 by default, for long runs): under an flock on a lock
  * file beside the .prom file it reads the file's values, adds its own,
  * and replaces the file atomically (cqrs_textfile_replace), so that
  * processes running at once lose none of each other's counts.
@@ -116,6 +116,7 @@ static struct {
 	char dir[4096];
 	char file[256]; /* cqrs_TOOL.prom */
 	char lock[272]; /* .cqrs_TOOL.prom.lock */
+	int64_t period; /* seconds between merges of a long run */
 	struct series_set mine;
 	struct timespec last_merge;
 } m = { .mine = { NULL, &m.mine.head, 0 } };
@@ -203,6 +204,9 @@ int cqrs_metrics_init(const char *dir_option, cqrs_error *err)
 			*p = '_';
 	snprintf(m.lock, sizeof m.lock, ".%s.lock", m.file);
 	m.pid = getpid();
+	const char *period = getenv("CQRS_METRICS_PERIOD");
+	if (period == NULL || cqrs_parse_int64(period, &m.period) < 0)
+		m.period = CQRS_METRICS_PERIOD_DEFAULT;
 	clock_gettime(CLOCK_MONOTONIC, &m.last_merge);
 	if (!m.on)
 		atexit(merge_at_exit);
@@ -656,6 +660,6 @@ void cqrs_metrics_tick(void)
 		return;
 	struct timespec now;
 	clock_gettime(CLOCK_MONOTONIC, &now);
-	if (now.tv_sec - m.last_merge.tv_sec >= CQRS_METRICS_PERIOD)
+	if (now.tv_sec - m.last_merge.tv_sec >= m.period)
 		cqrs_metrics_flush();
 }
