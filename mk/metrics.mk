@@ -6,4 +6,6 @@ grafanadir = $(pkgdatadir)/grafana
 dist_grafana_DATA = share/grafana/cqrs-dashboard.json
 BATS_SUITES += tests/metrics.bats
 # the cost of metrics (CPU per command, per appended event): by hand only
-EXTRA_DIST += tests/bench/metrics-cost
+EXTRA_DIST += tests/bench/metrics-cost tests/bench/metrics-merge.c
+EXTRA_PROGRAMS += tests/bench/metrics-merge
+tests_bench_metrics_merge_SOURCES = tests/bench/metrics-merge.c
