@@ -19,7 +19,7 @@ examples() {
 # The tools: bin_PROGRAMS (its "=" and "+=" lines, with continuations), then
 # every file in bin/ (a name.in is the template of a built script "name").
 tools() {
-	sed -e ':a' -e '/\\$/{N;s/\\\n/ /;ba' -e '}' "$TOP/Makefile.am" |
+	sed -e ':a' -e '/\\$/{N;s/\\\n/ /;ba' -e '}' "$TOP/Makefile.am" "$TOP"/mk/*.mk |
 		sed -n 's/^[[:space:]]*bin_PROGRAMS[[:space:]]*+\{0,1\}=//p' |
 		tr -s ' \t' '\n' | sed '/^$/d'
 	local f
@@ -112,7 +112,7 @@ report() {
 @test "every tool has a man page in section 1, and every page is installed by dist_man_MANS" {
 	problems=()
 	local t man page
-	man=$(sed -e ':a' -e '/\\$/{N;s/\\\n/ /;ba' -e '}' "$TOP/Makefile.am" |
+	man=$(sed -e ':a' -e '/\\$/{N;s/\\\n/ /;ba' -e '}' "$TOP/Makefile.am" "$TOP"/mk/*.mk |
 		sed -n 's/^[[:space:]]*dist_man_MANS[[:space:]]*+\{0,1\}=//p' | tr '\n' ' ')
 	for t in $(tools); do
 		[ -f "$TOP/man/$t.1" ] || problems+=("$t: no man/$t.1")
