@@ -402,6 +402,10 @@ struct cqrs_command_options {
 	bool dry_run; /* decide as usual, then roll back at commit: nothing is stored */
 	/* W3C traceparent of commands that carry none (kept in metadata); NULL: none */
 	const char *traceparent;
+	/* time each command into cqrs_command_duration_seconds (metrics.c):
+	 * cqrs-command's own; a saga's in-process commands are not, for the
+	 * same series must not be in two tools' files */
+	bool record_metrics;
 };
 
 enum cqrs_command_status {
@@ -889,5 +893,47 @@ bool cqrs_delivery_pending(cqrs_delivery *d);
 bool cqrs_delivery_gone(const cqrs_delivery *d);
 /* A pipe: waits until the reader has read everything (0) or went away (1). */
 int cqrs_delivery_drain(cqrs_delivery *d);
+/* --- metrics (metrics.c; the metrics piece, cqrs-metrics(7)) ---------------
+ * What a tool measured, added at exit (and periodically in a long run,
+ * cqrs_metrics_tick) to DIR/cqrs_TOOL.prom under a
+ * lock, for node_exporter's textfile collector.  Not asked for, every call
+ * returns at once: no clock, no allocation.  One thread only. */
+enum cqrs_metric {
+	CQRS_METRIC_COMMAND_DURATION,  /* histogram {type, result} */
+	CQRS_METRIC_EVENTS_APPENDED,   /* counter {tool} */
+	CQRS_METRIC_PROJECTION_LAG,    /* histogram {projection} */
+	CQRS_METRIC_PROJECTION_EVENTS, /* counter {projection, result} */
+	CQRS_METRIC_QUERY_DURATION,    /* histogram {query} */
+	CQRS_METRIC_SAGA_STARTED,      /* counter {saga} */
+	CQRS_METRIC_SAGA_FINISHED,     /* counter {saga, outcome} */
+	CQRS_METRIC_REPLAY_EVENTS,     /* counter {projection} */
+	CQRS_METRIC_REPLAY_DURATION,   /* counter {projection}, seconds */
+	CQRS_METRIC_REPLAY_SPEED,      /* gauge {projection}, events/s */
+	CQRS_METRIC_COUNT
+};
+/* seconds between merges of a long run; $CQRS_METRICS_PERIOD sets it */
+#define CQRS_METRICS_PERIOD_DEFAULT 15
+/* After cqrs_tool_init: --metrics-dir (NULL: $CQRS_METRICS_DIR; unset or
+ * empty: no metrics).  -1 with *err (64) for an empty option. */
+int cqrs_metrics_init(const char *dir_option, cqrs_error *err);
+bool cqrs_metrics_on(void);
+/* Monotonic and wall-clock seconds; 0 when metrics are off. */
+double cqrs_metrics_clock(void);
+double cqrs_metrics_wall_clock(void);
+/* Seconds since the epoch of a normalised envelope timestamp. */
+double cqrs_metrics_timestamp_seconds(const char *ts);
+/* The series of metric with these label values (in the order of the
+ * comment above; NULL for a metric's missing label): NULL when off.  The
+ * calls below do nothing with NULL. */
+typedef struct cqrs_metric_series cqrs_metric_series;
+cqrs_metric_series *cqrs_metrics_series(enum cqrs_metric metric, const char *v0, const char *v1);
+void cqrs_metrics_observe(cqrs_metric_series *s, double value); /* histograms */
+void cqrs_metrics_add(cqrs_metric_series *s, double n);		/* counters */
+void cqrs_metrics_set(cqrs_metric_series *s, double value);	/* gauges */
+/* Merges now; a failure warns once on stderr and keeps the counts for the
+ * next merge.  Returns 0 or -1; never fails the tool. */
+int cqrs_metrics_flush(void);
+/* In a long run's loop: merges when the period has passed. */
+void cqrs_metrics_tick(void);
 
 #endif

@@ -10,7 +10,8 @@
 #include "banned.h"
 
 static const char usage_text[] =
-	"usage: cqrs-append [-nq] [-b count] [-e version] [-s store] [--no-sync] [file ...]\n"
+	"usage: cqrs-append [-nq] [-b count] [-e version] [-s store] [--no-sync]\n"
+	"                   [--metrics-dir dir] [file ...]\n"
 	"       cqrs-append --reset-witness [-s store]\n";
 
 static void usage(int code)
@@ -24,6 +25,9 @@ static void usage(int code)
 		      "  -q, --quiet                print nothing on standard output\n"
 		      "  -s, --store PATH           event store (default: $CQRS_STORE)\n"
 		      "      --no-sync              do not fsync each commit (see cqrs-append(1))\n"
+		      "      --metrics-dir DIR      add this run's metrics to "
+		      "DIR/cqrs_append.prom\n"
+		      "                             (default: $CQRS_METRICS_DIR)\n"
 		      "      --reset-witness        after a deliberate restore: the store's "
 		      "witness\n"
 		      "                             records its head as it is now\n"
@@ -124,11 +128,12 @@ int main(int argc, char **argv)
 		{ "no-sync", no_argument, NULL, 'S' },
 		{ "reset-witness", no_argument, NULL, 'W' },
 		{ "log-format", required_argument, NULL, 'L' },
+		{ "metrics-dir", required_argument, NULL, 'M' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *store_opt = NULL;
+	const char *store_opt = NULL, *metrics_dir = NULL;
 	int64_t batch = 0, expected = -1;
 	bool dry_run = false, quiet = false, no_sync = false, reset = false;
 	int ch;
@@ -154,6 +159,7 @@ int main(int argc, char **argv)
 		case 'S': no_sync = true; break;
 		case 'W': reset = true; break;
 		case 'L': cqrs_log_format_option(optarg); break;
+		case 'M': metrics_dir = optarg; break;
 		case 'h': usage(0); break;
 		case 'V': cqrs_print_version(); return cqrs_finish_stdout(0);
 		default: usage(CQRS_EXIT_USAGE);
@@ -169,6 +175,8 @@ int main(int argc, char **argv)
 	if (dry_run)
 		batch = 0;
 	cqrs_error err = { 0 };
+	if (cqrs_metrics_init(metrics_dir, &err) < 0)
+		cqrs_die_error(&err);
 	cqrs_store *st = cqrs_store_open(cqrs_store_path(store_opt), CQRS_OPEN_WRITE, &err);
 	if (st == NULL)
 		cqrs_die_error(&err);

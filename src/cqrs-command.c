@@ -14,9 +14,11 @@
 
 static const char usage_text[] =
 	"usage: cqrs-command [-nq] [-b count] [-c correlation-id] [-s store] [-u user]\n"
-	"                    [--snapshot-every count] [--ignore-snapshots] [file ...]\n"
+	"                    [--snapshot-every count] [--ignore-snapshots]\n"
+	"                    [--metrics-dir dir] [file ...]\n"
 	"       cqrs-command [-nq] [-c correlation-id] [-s store] [-u user]\n"
-	"                    [--snapshot-every count] [--command-id id] verb flag ...\n"
+	"                    [--snapshot-every count] [--metrics-dir dir]\n"
+	"                    [--command-id id] verb flag ...\n"
 	"       cqrs-command [-s store] [--ignore-snapshots] show aggregate-id\n"
 	"       cqrs-command lifecycle [--format man|dot|ndjson]\n";
 
@@ -40,6 +42,9 @@ static void usage(int code)
 		      "      --format FORMAT        lifecycle: man, dot or ndjson (default)\n"
 		      "      --log-format FORMAT    messages as text or json lines (default:\n"
 		      "                             $CQRS_LOG_FORMAT, else text)\n"
+		      "      --metrics-dir DIR      add this run's metrics to "
+		      "DIR/cqrs_command.prom\n"
+		      "                             (default: $CQRS_METRICS_DIR)\n"
 		      "  -h, --help                 show this help\n"
 		      "  -V, --version              show the version\n"
 		      "\n"
@@ -544,6 +549,7 @@ int main(int argc, char **argv)
 		OPT_IGNORE_SNAPSHOTS,
 		OPT_FORMAT,
 		OPT_TRACEPARENT,
+		OPT_METRICS_DIR,
 		OPT_FLAG_BASE = 512
 	};
 	static const struct option fixed[] = {
@@ -560,6 +566,7 @@ int main(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },
 		{ "traceparent", required_argument, NULL, OPT_TRACEPARENT },
 		{ "log-format", required_argument, NULL, 'L' },
+		{ "metrics-dir", required_argument, NULL, OPT_METRICS_DIR },
 	};
 	enum { NFIXED = sizeof fixed / sizeof fixed[0] };
 	/* the fixed options, then one per field flag (--customer, ...) */
@@ -570,7 +577,7 @@ int main(int argc, char **argv)
 							OPT_FLAG_BASE + i };
 	longopts[NFIXED + FL_COUNT] = (struct option){ NULL, 0, NULL, 0 };
 	const char *format = NULL;
-	const char *store_opt = NULL;
+	const char *store_opt = NULL, *metrics_dir = NULL;
 	struct cqrs_command_options opt = { .snapshot_every = CQRS_SNAPSHOT_EVERY_DEFAULT };
 	int64_t batch = 4096;
 	bool quiet = false;
@@ -614,6 +621,7 @@ int main(int argc, char **argv)
 			break;
 		case OPT_IGNORE_SNAPSHOTS: opt.ignore_snapshots = true; break;
 		case OPT_TRACEPARENT: opt.traceparent = optarg; break;
+		case OPT_METRICS_DIR: metrics_dir = optarg; break;
 		case 'h': usage(0); break;
 		case 'V':
 			free(fr.items);
@@ -688,6 +696,9 @@ int main(int argc, char **argv)
 		friendly_line = build_command(verb, &fr, &friendly_len);
 
 	cqrs_error err = { 0 };
+	if (cqrs_metrics_init(metrics_dir, &err) < 0)
+		cqrs_die_error(&err);
+	opt.record_metrics = true;
 	const char *path = cqrs_store_path(store_opt);
 	if (opt.dry_run && !show)
 		path = dry_run_store(path);

@@ -15,6 +15,7 @@
 static const char usage_text[] =
 	"usage: cqrs-project [-fv] [-b count] [-P file] [-s store] [--views path] [--wait]\n"
 	"                    [--no-default-projections] [--timeout seconds]\n"
+	"                    [--metrics-dir dir]\n"
 	"                    [--rebuild [--force] | --diff | --lag | --parked | --check |\n"
 	"                     -o file [--as-of time | --to seq]] [--stdin | file ...]\n";
 
@@ -46,6 +47,9 @@ static void usage(int code)
 		      "                             (default 10; 0: no limit)\n"
 		      "  -s, --store PATH           event store (default: $CQRS_STORE)\n"
 		      "      --views PATH           views file (default: $CQRS_VIEWS)\n"
+		      "      --metrics-dir DIR      add this run's metrics to "
+		      "DIR/cqrs_project.prom\n"
+		      "                             (default: $CQRS_METRICS_DIR)\n"
 		      "  -v, --verbose              say what was applied, on standard error\n"
 		      "      --log-format FORMAT    messages as text or json lines (default:\n"
 		      "                             $CQRS_LOG_FORMAT, else text)\n"
@@ -250,6 +254,7 @@ static int follow(cqrs_projections *ps)
 			cqrs_warn("%lld event%s parked so far: cqrs-project --parked lists them",
 				  (long long)parked, parked == 1 ? "" : "s");
 		}
+		cqrs_metrics_tick();
 		/* a timeout looks again: a safety net for file systems that
 		 * do not report changes */
 		int w = cqrs_store_wait(st, 1000, &sfd, 1, &err);
@@ -344,7 +349,8 @@ int main(int argc, char **argv)
 		OPT_WAIT,
 		OPT_VIEWS,
 		OPT_TIMEOUT,
-		OPT_LOG_FORMAT
+		OPT_LOG_FORMAT,
+		OPT_METRICS_DIR
 	};
 	static const struct option longopts[] = {
 		{ "follow", no_argument, NULL, 'f' },
@@ -365,6 +371,7 @@ int main(int argc, char **argv)
 		{ "store", required_argument, NULL, 's' },
 		{ "views", required_argument, NULL, OPT_VIEWS },
 		{ "timeout", required_argument, NULL, OPT_TIMEOUT },
+		{ "metrics-dir", required_argument, NULL, OPT_METRICS_DIR },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "log-format", required_argument, NULL, OPT_LOG_FORMAT },
 		{ "help", no_argument, NULL, 'h' },
@@ -372,7 +379,7 @@ int main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	enum mode mode = CATCH_UP;
-	const char *output = NULL;
+	const char *output = NULL, *metrics_dir = NULL;
 	char until[CQRS_TIMESTAMP_LEN + 1];
 	bool have_until = false, force = false, no_default = false, use_stdin = false;
 	int64_t to = 0;
@@ -431,6 +438,7 @@ int main(int argc, char **argv)
 			break;
 		case 'v': opt.verbose = true; break;
 		case OPT_LOG_FORMAT: cqrs_log_format_option(optarg); break;
+		case OPT_METRICS_DIR: metrics_dir = optarg; break;
 		case 'h': usage(0); break;
 		case 'V':
 			cqrs_print_version();
@@ -460,6 +468,8 @@ int main(int argc, char **argv)
 		cqrs_die(CQRS_EXIT_USAGE, "--no-default-projections needs --projections FILE");
 
 	cqrs_error err = { 0 };
+	if (cqrs_metrics_init(metrics_dir, &err) < 0)
+		cqrs_die_error(&err);
 	cqrs_projections *ps = cqrs_projections_new();
 	if (ps == NULL)
 		cqrs_die(CQRS_EXIT_OSERR, "out of memory");

@@ -11,7 +11,8 @@
 #include "banned.h"
 
 static const char usage_text[] =
-	"usage: cqrs-query [-f format] [-s store] [--views path] order id [--as-of time | seq]\n"
+	"usage: cqrs-query [-f format] [-s store] [--views path] [--metrics-dir dir]\n"
+	"                  order id [--as-of time | seq]\n"
 	"       cqrs-query [-f format] orders [--status status] [--from time] [--to time]\n"
 	"                  [-n limit] [--offset n]\n"
 	"       cqrs-query [-f format] customer customer-id [-n limit]\n"
@@ -63,6 +64,8 @@ static void usage(int code)
 		      "      --log-format FORMAT    messages as text or json lines (default:\n"
 		      "                             $CQRS_LOG_FORMAT, else text)\n"
 		      "      --views PATH           views file (default: $CQRS_VIEWS)\n"
+		      "      --metrics-dir DIR      add this run's metrics to DIR/cqrs_query.prom\n"
+		      "                             (default: $CQRS_METRICS_DIR)\n"
 		      "  -h, --help                 show this help\n"
 		      "  -V, --version              show the version\n",
 		      stdout);
@@ -144,7 +147,8 @@ int main(int argc, char **argv)
 		OPT_CURRENCY,
 		OPT_TOTAL,
 		OPT_VIEWS,
-		OPT_TIMEOUT
+		OPT_TIMEOUT,
+		OPT_METRICS_DIR
 	};
 	static const struct option longopts[] = {
 		{ "format", required_argument, NULL, 'f' },
@@ -161,12 +165,13 @@ int main(int argc, char **argv)
 		{ "views", required_argument, NULL, OPT_VIEWS },
 		{ "timeout", required_argument, NULL, OPT_TIMEOUT },
 		{ "log-format", required_argument, NULL, 'L' },
+		{ "metrics-dir", required_argument, NULL, OPT_METRICS_DIR },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
 	cqrs_query q = { .limit = 0, .timeout_ms = DEFAULT_TIMEOUT_S * 1000 };
-	const char *store_opt = NULL, *views_opt = NULL, *format = NULL;
+	const char *store_opt = NULL, *views_opt = NULL, *format = NULL, *metrics_dir = NULL;
 	const char *from_arg = NULL, *to_arg = NULL, *as_of = NULL;
 	char status[16], currency[4], as_of_time[CQRS_TIMESTAMP_LEN + 1];
 	unsigned given = 0;
@@ -243,6 +248,7 @@ int main(int argc, char **argv)
 			break;
 		case 's': store_opt = optarg; break;
 		case OPT_VIEWS: views_opt = optarg; break;
+		case OPT_METRICS_DIR: metrics_dir = optarg; break;
 		case OPT_TIMEOUT:
 			q.timeout_ms = count_arg("--timeout", optarg, false);
 			if (q.timeout_ms > INT64_MAX / 1000)
@@ -334,6 +340,9 @@ int main(int argc, char **argv)
 	}
 
 	cqrs_error err = { 0 };
+	if (cqrs_metrics_init(metrics_dir, &err) < 0)
+		cqrs_die_error(&err);
+	double started = cqrs_metrics_clock();
 	int64_t n;
 	const char *views = cqrs_views_path(views_opt);
 	if (as_of != NULL) {
@@ -353,6 +362,11 @@ int main(int argc, char **argv)
 	} else {
 		n = cqrs_query_run(views, &q, fmt, stdout, &err);
 	}
+	/* an answer, "not found" included, is timed; a failure is not */
+	if (n >= 0 || err.code == CQRS_EXIT_NOT_FOUND)
+		cqrs_metrics_observe(
+			cqrs_metrics_series(CQRS_METRIC_QUERY_DURATION, cmd->name, NULL),
+			cqrs_metrics_clock() - started);
 	if (n < 0)
 		cqrs_die_error(&err);
 	return cqrs_finish_stdout(CQRS_EXIT_OK);

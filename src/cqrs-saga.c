@@ -19,6 +19,7 @@
 static const char usage_text[] =
 	"usage: cqrs-saga run [-v] [--follow] [--wait] [-b count] [-f file]... [-s store] "
 	"[--no-sync]\n"
+	"                     [--metrics-dir dir]\n"
 	"       cqrs-saga status [--format text|ndjson] [--stuck-after duration] [-s store]\n"
 	"       cqrs-saga show [--format text|ndjson] [-s store] saga_id\n"
 	"       cqrs-saga dot [-f file]... [-T dot|svg|png] [-o file] [-s store] [saga_id]\n"
@@ -43,6 +44,8 @@ static CQRS_NORETURN void usage(int code)
 		      "      --no-sync            do not fsync each commit\n"
 		      "      --log-format FORMAT  messages as text or json lines (default:\n"
 		      "                           $CQRS_LOG_FORMAT, else text)\n"
+		      "      --metrics-dir DIR    run: add its metrics to DIR/cqrs_saga.prom\n"
+		      "                           (default: $CQRS_METRICS_DIR)\n"
 		      "  -h, --help               show this help\n"
 		      "  -V, --version            show the version\n",
 		      stdout);
@@ -161,6 +164,7 @@ static int run(cqrs_store *st, cqrs_saga_def **defs, size_t ndefs, int64_t batch
 		die_error(&err, !verbose);
 	int code = 0;
 	do {
+		cqrs_metrics_tick();
 		int64_t next_due = 0;
 		if (cqrs_saga_run(r, &next_due, &err) < 0 ||
 		    (follow && !stop && wait_for_work(st, next_due, &err) < 0)) {
@@ -227,7 +231,7 @@ static int render(const char *dot, size_t len, const char *format, const char *o
 }
 
 struct opts {
-	const char *cmd, *store, *output, *type;
+	const char *cmd, *store, *output, *type, *metrics_dir;
 	enum cqrs_saga_format format;
 	int64_t batch, stuck_us;
 	bool verbose, follow, wait, no_sync;
@@ -250,6 +254,7 @@ static const struct option longopts[] = {
 	{ "wait", no_argument, NULL, 'w' },
 	{ "no-sync", no_argument, NULL, 'S' },
 	{ "log-format", required_argument, NULL, 'L' },
+	{ "metrics-dir", required_argument, NULL, 'M' },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
 	{ NULL, 0, NULL, 0 },
@@ -348,6 +353,7 @@ static void set_option(struct opts *o, int ch)
 	case 'w': o->wait = true; break;
 	case 'S': o->no_sync = true; break;
 	case 'L': cqrs_log_format_option(optarg); break;
+	case 'M': o->metrics_dir = optarg; break;
 	}
 }
 
@@ -392,6 +398,9 @@ static int cmd_run(const struct opts *o)
 	cqrs_saga_def *defs[64];
 	size_t ndefs = load_defs(o->files, o->nfiles, defs);
 	const char *path = cqrs_store_path(o->store);
+	cqrs_error err = { 0 };
+	if (cqrs_metrics_init(o->metrics_dir, &err) < 0)
+		cqrs_die_error(&err);
 	struct sigaction sa = { .sa_handler = on_signal };
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, NULL);
@@ -503,7 +512,7 @@ static const struct {
 	const char *name, *opts;
 	int (*fn)(const struct opts *o);
 } commands[] = {
-	{ "run", "vFwbfsSL", cmd_run },	   { "status", "mksL", cmd_status },
+	{ "run", "vFwbfsSLM", cmd_run },   { "status", "mksL", cmd_status },
 	{ "show", "msL", cmd_show_retry }, { "dot", "fTosL", cmd_dot },
 	{ "retry", "sL", cmd_show_retry }, { "check", "fL", cmd_check },
 };

@@ -140,6 +140,14 @@ struct cqrs_commander {
 	FILE *out; /* the result line is built here */
 	char *outbuf;
 	size_t outsize;
+	/* cqrs_command_duration_seconds: the commands of the open batch wait
+	 * here for the commit that makes their results durable */
+	struct timed_command {
+		const char *type, *result;
+		double received;
+	} * timed;
+	size_t ntimed, timed_cap;
+	bool metrics;
 };
 
 /* --- parsing ----------------------------------------------------------------- */
@@ -971,6 +979,59 @@ static int handle_parsed(struct cqrs_commander *c, cqrs_command_result *res, cqr
 	return 0;
 }
 
+/* --- metrics ------------------------------------------------------------------ */
+
+static void observe(const char *type, const char *result, double received, double now)
+{
+	cqrs_metrics_observe(cqrs_metrics_series(CQRS_METRIC_COMMAND_DURATION, type, result),
+			     now - received);
+}
+
+static const char *type_label(const struct cqrs_commander *c)
+{
+	return c->spec != NULL ? c->spec->type : "unknown";
+}
+
+/* A command decided in a batch: timed at the commit.  Out of memory, it
+ * is timed now instead. */
+static void time_at_commit(struct cqrs_commander *c, const char *result, double received)
+{
+	if (c->ntimed == c->timed_cap) {
+		size_t cap = c->timed_cap ? 2 * c->timed_cap : 64;
+		struct timed_command *t = realloc(c->timed, cap * sizeof *t);
+		if (t == NULL) {
+			observe(type_label(c), result, received, cqrs_metrics_clock());
+			return;
+		}
+		c->timed = t;
+		c->timed_cap = cap;
+	}
+	c->timed[c->ntimed++] = (struct timed_command){ type_label(c), result, received };
+}
+
+/* At the end of a batch: committed, each keeps its result; else "error"
+ * (a dry run stores nothing and is not counted). */
+static void time_batch(struct cqrs_commander *c, bool committed)
+{
+	double now = cqrs_metrics_clock();
+	for (size_t i = 0; i < c->ntimed && !c->opt.dry_run; i++)
+		observe(c->timed[i].type, committed ? c->timed[i].result : "error",
+			c->timed[i].received, now);
+	c->ntimed = 0;
+}
+
+static void time_command(struct cqrs_commander *c, int r, const cqrs_command_result *res,
+			 const cqrs_error *err, double received)
+{
+	if (r == 0)
+		time_at_commit(c, res->status == CQRS_COMMAND_REJECTED ? "rejected" : "accepted",
+			       received);
+	else if (!c->opt.dry_run)
+		observe(type_label(c),
+			err != NULL && err->code == CQRS_EXIT_CONFLICT ? "conflict" : "error",
+			received, cqrs_metrics_clock());
+}
+
 /* --- the API ------------------------------------------------------------------- */
 
 cqrs_commander *cqrs_commander_new(cqrs_store *st, const struct cqrs_command_options *opt,
@@ -1004,6 +1065,7 @@ cqrs_commander *cqrs_commander_new(cqrs_store *st, const struct cqrs_command_opt
 	c->out = open_memstream(&c->outbuf, &c->outsize);
 	if (c->out == NULL)
 		goto oom;
+	c->metrics = c->opt.record_metrics && cqrs_metrics_on();
 	if (agg_loader_init(&c->loader, st, c->opt.snapshot_every, c->opt.ignore_snapshots, err) <
 	    0) {
 		cqrs_commander_free(c);
@@ -1041,6 +1103,7 @@ void cqrs_commander_free(cqrs_commander *c)
 	if (c->out != NULL)
 		fclose(c->out);
 	free(c->outbuf);
+	free(c->timed);
 	free(c->user_id);
 	free(c->correlation_id);
 	free(c);
@@ -1070,12 +1133,15 @@ int cqrs_commander_commit(cqrs_commander *c, cqrs_error *err)
 	if (flush_counter(c, err) < 0) {
 		cqrs_store_rollback(c->st);
 		agg_loader_forget(&c->loader);
+		time_batch(c, false);
 		return -1;
 	}
 	if (cqrs_store_commit(c->st, err) < 0) {
 		agg_loader_forget(&c->loader);
+		time_batch(c, false);
 		return -1;
 	}
+	time_batch(c, true);
 	return 0;
 }
 
@@ -1087,24 +1153,35 @@ void cqrs_commander_rollback(cqrs_commander *c)
 	c->counter.valid = c->counter.dirty = false;
 	cqrs_store_rollback(c->st);
 	agg_loader_forget(&c->loader);
+	time_batch(c, false);
 }
 
 int cqrs_commander_handle(cqrs_commander *c, char *line, size_t len, cqrs_command_result *res,
 			  cqrs_error *err)
 {
 	memset(res, 0, sizeof *res);
+	double received = c->metrics ? cqrs_metrics_clock() : 0;
+	c->spec = NULL;
 	/* the log lines about this command name its aggregate and correlation,
 	 * as soon as they are known (and until the next command) */
 	cqrs_log_context_event(NULL);
-	if (parse_command(c, line, len, err) < 0)
+	if (parse_command(c, line, len, err) < 0) {
+		if (c->metrics)
+			time_command(c, -1, res, err, received);
 		return -1;
+	}
 	cqrs_log_context_set(CQRS_LOG_CORRELATION, HAS(&c->cmd, F_CORRELATION_ID)
 							   ? c->cmd.correlation_id
 							   : c->correlation_id);
 	bool own = !c->in_batch;
-	if (own && cqrs_commander_begin(c, err) < 0)
+	if (own && cqrs_commander_begin(c, err) < 0) {
+		if (c->metrics)
+			time_command(c, -1, res, err, received);
 		return -1;
+	}
 	int r = handle_in_txn(c, res, err);
+	if (c->metrics)
+		time_command(c, r, res, err, received);
 	if (own) {
 		if (r == 0 && cqrs_commander_commit(c, err) < 0)
 			r = -1;

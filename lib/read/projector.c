@@ -56,6 +56,11 @@ struct rt_proj {
 	 * first one's sequence: their later events are parked behind it */
 	struct parked_agg *parked;
 	size_t nparked, capparked;
+	/* metrics: the timestamps (seconds) of the events of the open
+	 * transaction, timed at its commit, and how many it applied, parked */
+	double *event_times;
+	size_t ntimes, captimes;
+	int64_t m_applied, m_parked;
 };
 
 struct parked_agg {
@@ -113,6 +118,7 @@ struct cqrs_projector {
 	int64_t progress_total, progress_done;
 	time_t progress_last;
 	const char *progress_what;
+	bool metrics; /* a live run with metrics asked (cqrs-metrics(7)) */
 };
 
 static uint64_t type_hash(const char *s)
@@ -155,6 +161,8 @@ cqrs_projector *cqrs_projector_open(const char *views_path, cqrs_projections *ps
 		cqrs_projector_close(p);
 		return NULL;
 	}
+	/* rebuilds count as replays (rebuild.c), not as lag */
+	p->metrics = !p->scratch && cqrs_metrics_on();
 	return p;
 }
 
@@ -279,6 +287,7 @@ void cqrs_projector_close(cqrs_projector *p)
 		}
 		free(rp->handlers);
 		free(rp->parked);
+		free(rp->event_times);
 	}
 	free(p->p);
 	for (size_t i = 0; p->vals != NULL && i < p->ps->nparams; i++)
@@ -653,8 +662,55 @@ static int64_t projector_stop(const cqrs_projector *p)
 	return stop;
 }
 
+/* cqrs_projection_event_lag_seconds and cqrs_projection_events_total of
+ * what a transaction did: committed, or forgotten (rolled back). */
+static void metrics_end(cqrs_projector *p, bool committed)
+{
+	double now = committed ? cqrs_metrics_wall_clock() : 0;
+	for (size_t i = 0; i < p->np; i++) {
+		struct rt_proj *rp = &p->p[i];
+		if (committed && rp->ntimes > 0) {
+			const char *name = rp->def->name;
+			cqrs_metric_series *lag =
+				cqrs_metrics_series(CQRS_METRIC_PROJECTION_LAG, name, NULL);
+			for (size_t k = 0; k < rp->ntimes; k++)
+				cqrs_metrics_observe(lag, now - rp->event_times[k]);
+			if (rp->m_applied > 0)
+				cqrs_metrics_add(cqrs_metrics_series(CQRS_METRIC_PROJECTION_EVENTS,
+								     name, "applied"),
+						 (double)rp->m_applied);
+			if (rp->m_parked > 0)
+				cqrs_metrics_add(cqrs_metrics_series(CQRS_METRIC_PROJECTION_EVENTS,
+								     name, "parked"),
+						 (double)rp->m_parked);
+		}
+		rp->ntimes = 0;
+		rp->m_applied = rp->m_parked = 0;
+	}
+}
+
+/* One event through rp, to be timed at the commit. */
+static void metrics_event(struct rt_proj *rp, double event_time, bool parked)
+{
+	if (rp->ntimes == rp->captimes) {
+		size_t cap = rp->captimes ? 2 * rp->captimes : 256;
+		double *t = realloc(rp->event_times, cap * sizeof *t);
+		if (t == NULL)
+			return; /* not counted: metrics never fail the run */
+		rp->event_times = t;
+		rp->captimes = cap;
+	}
+	rp->event_times[rp->ntimes++] = event_time;
+	if (parked)
+		rp->m_parked++;
+	else
+		rp->m_applied++;
+}
+
 static void rollback_memory(cqrs_projector *p)
 {
+	if (p->metrics)
+		metrics_end(p, false);
 	for (size_t i = 0; i < p->np; i++) {
 		struct rt_proj *rp = &p->p[i];
 		rp->applied = rp->checkpoint;
@@ -717,6 +773,8 @@ int cqrs_projector_commit(cqrs_projector *p, cqrs_error *err)
 	}
 	p->in_txn = false;
 	p->parked_committed = p->parked_new;
+	if (p->metrics)
+		metrics_end(p, true);
 	for (size_t i = 0; i < p->np; i++) {
 		struct rt_proj *rp = &p->p[i];
 		rp->checkpoint = rp->applied;
@@ -1013,6 +1071,7 @@ static int apply_event(cqrs_projector *p, const cqrs_event *ev, cqrs_error *err)
 	next_event(p);
 	bool any = false;
 	uint64_t th = type_hash(ev->event_type);
+	double event_time = p->metrics ? cqrs_metrics_timestamp_seconds(ev->timestamp) : 0;
 	cqrs_deadline_start(&p->deadline);
 	for (size_t i = 0; i < p->np; i++) {
 		struct rt_proj *rp = &p->p[i];
@@ -1032,8 +1091,11 @@ static int apply_event(cqrs_projector *p, const cqrs_event *ev, cqrs_error *err)
 		/* timestamps need not grow with the sequence: a history as of
 		 * a time passes over a later event, and goes on */
 		bool later = p->until != NULL && strcmp(ev->timestamp, p->until) > 0;
+		int64_t parked_before = p->parked_new;
 		if (!later && apply_or_park(p, rp, ev, th, err) < 0)
 			goto fail;
+		if (p->metrics)
+			metrics_event(rp, event_time, p->parked_new > parked_before);
 		rp->applied = ev->sequence;
 		if (ev->has_hash)
 			memcpy(rp->hash, ev->hash, CQRS_HASH_LEN);

@@ -78,9 +78,10 @@ static void remove_stale_scratch(const char *views_path, const char *what)
 	closedir(d);
 }
 
+/* replayed: when not NULL, the events each projection applied */
 static int build_serial(const char *path, cqrs_store *st, cqrs_projections *ps,
 			const cqrs_build_opts *o, const char *what, const int64_t *stops,
-			cqrs_error *err)
+			int64_t *replayed, cqrs_error *err)
 {
 	cqrs_projector *p = cqrs_projector_open(path, ps, CQRS_PROJECT_SCRATCH, err);
 	if (p == NULL)
@@ -96,6 +97,9 @@ static int build_serial(const char *path, cqrs_store *st, cqrs_projections *ps,
 		rc = cqrs_projector_catch_up(p, st, o->to, o->until, err);
 	if (rc == 0)
 		rc = cqrs_projector_finish(p, err);
+	/* one pass: every projection went through the events it applied */
+	for (size_t i = 0; replayed != NULL && i < cqrs_projections_count(ps); i++)
+		replayed[i] = cqrs_projector_applied(p);
 	cqrs_projector_close(p);
 	return rc;
 }
@@ -111,6 +115,7 @@ struct task {
 	int rc;
 	cqrs_error err;
 	off_t size;
+	int64_t applied;
 };
 
 struct pool {
@@ -145,6 +150,7 @@ static void run_task(struct pool *pl, struct task *t)
 		t->rc = cqrs_projector_catch_up(p, st, pl->o->to, pl->o->until, &t->err);
 	if (t->rc == 0)
 		t->rc = cqrs_projector_finish(p, &t->err);
+	t->applied = cqrs_projector_applied(p);
 	cqrs_projector_close(p);
 	struct stat sb;
 	t->size = stat(t->path, &sb) == 0 ? sb.st_size : 0;
@@ -345,7 +351,7 @@ static int merge(const char *path, struct task *tasks, size_t n, cqrs_projection
 
 static int build_parallel(const char *path, const char *store_path, cqrs_projections *ps,
 			  const cqrs_build_opts *o, const char *what, const int64_t *stops,
-			  int nthreads, cqrs_store *st, cqrs_error *err)
+			  int nthreads, cqrs_store *st, int64_t *replayed, cqrs_error *err)
 {
 	size_t n = cqrs_projections_count(ps);
 	struct pool pl = {
@@ -416,6 +422,8 @@ static int build_parallel(const char *path, const char *store_path, cqrs_project
 		}
 	if (rc == 0)
 		rc = merge(path, pl.tasks, n, ps, err);
+	for (size_t i = 0; replayed != NULL && i < n; i++)
+		replayed[pl.tasks[i].proj] = pl.tasks[i].applied;
 	for (size_t i = 0; i < n; i++) {
 		cqrs_store_close(pl.tasks[i].st);
 		remove_db_files(pl.tasks[i].path);
@@ -447,12 +455,28 @@ static int build_threads(size_t projections)
 
 static int build_scratch(const char *path, cqrs_store *st, cqrs_projections *ps,
 			 const cqrs_build_opts *o, const char *what, const int64_t *stops,
-			 cqrs_error *err)
+			 int64_t *replayed, cqrs_error *err)
 {
 	int threads = o->store_path != NULL ? build_threads(cqrs_projections_count(ps)) : 1;
 	if (threads > 1)
-		return build_parallel(path, o->store_path, ps, o, what, stops, threads, st, err);
-	return build_serial(path, st, ps, o, what, stops, err);
+		return build_parallel(path, o->store_path, ps, o, what, stops, threads, st,
+				      replayed, err);
+	return build_serial(path, st, ps, o, what, stops, replayed, err);
+}
+
+/* cqrs_replay_*: a rebuild that succeeded, per projection (cqrs-metrics(7)) */
+static void replay_metrics(const cqrs_projections *ps, const int64_t *replayed, double seconds)
+{
+	for (size_t i = 0; replayed != NULL && i < cqrs_projections_count(ps); i++) {
+		const char *name = cqrs_projections_name(ps, i);
+		cqrs_metrics_add(cqrs_metrics_series(CQRS_METRIC_REPLAY_EVENTS, name, NULL),
+				 (double)replayed[i]);
+		cqrs_metrics_add(cqrs_metrics_series(CQRS_METRIC_REPLAY_DURATION, name, NULL),
+				 seconds);
+		if (seconds > 0)
+			cqrs_metrics_set(cqrs_metrics_series(CQRS_METRIC_REPLAY_SPEED, name, NULL),
+					 (double)replayed[i] / seconds);
+	}
 }
 
 /* Projections in the live views that this run does not load: dropped
@@ -599,9 +623,15 @@ int cqrs_views_rebuild(const char *views_path, cqrs_store *st, cqrs_projections 
 		return -1;
 	remove_stale_scratch(views_path, "rebuild");
 
+	/* with metrics: the rebuild's time and events (no allocation without) */
+	double started = cqrs_metrics_clock();
+	int64_t *replayed =
+		cqrs_metrics_on() ? calloc(cqrs_projections_count(ps) + 1, sizeof *replayed) : NULL;
 	sqlite3 *live = NULL, *src = NULL;
-	if (cqrs_views_db_open(views_path, VIEWS_OPEN_WRITE, &live, err) < 0)
+	if (cqrs_views_db_open(views_path, VIEWS_OPEN_WRITE, &live, err) < 0) {
+		free(replayed);
 		return -1;
+	}
 	int64_t unloaded = count_unloaded(live, views_path, ps, o->force, err);
 	int rc = unloaded < 0 ? -1 : 0;
 	sqlite3_stmt *q;
@@ -611,7 +641,7 @@ int cqrs_views_rebuild(const char *views_path, cqrs_store *st, cqrs_projections 
 		sqlite3_finalize(q);
 	}
 	if (rc == 0)
-		rc = build_scratch(scratch, st, ps, o, "rebuild", NULL, err);
+		rc = build_scratch(scratch, st, ps, o, "rebuild", NULL, replayed, err);
 	cqrs_views_set_scratch_page_size(0);
 	if (rc < 0)
 		goto out;
@@ -651,6 +681,9 @@ out:
 	sqlite3_close(src);
 	sqlite3_close(live);
 	remove_db_files(scratch);
+	if (rc == 0)
+		replay_metrics(ps, replayed, cqrs_metrics_clock() - started);
+	free(replayed);
 	return rc;
 }
 
@@ -678,7 +711,7 @@ int cqrs_views_build(const char *output, cqrs_store *st, cqrs_projections *ps,
 		return cqrs_fail(err, CQRS_EXIT_CANTCREAT,
 				 "%s: already exists (a history file is never overwritten)",
 				 output);
-	int rc = build_scratch(tmp, st, ps, o, "history", NULL, err);
+	int rc = build_scratch(tmp, st, ps, o, "history", NULL, NULL, err);
 	if (rc == 0) {
 		/* built without fsync: make it durable before it gets its name */
 		int fd = open(tmp, O_RDONLY | O_CLOEXEC);
@@ -907,7 +940,7 @@ int cqrs_views_diff(const char *views_path, cqrs_store *st, cqrs_projections *ps
 	cqrs_build_opts bo = *o;
 	bo.to = 0;
 	bo.until = NULL;
-	if (build_scratch(scratch, st, ps, &bo, "diff", stops, err) < 0)
+	if (build_scratch(scratch, st, ps, &bo, "diff", stops, NULL, err) < 0)
 		goto out;
 	if (sqlite3_prepare_v2(live, "ATTACH ?1 AS rebuilt", -1, &q, NULL) != SQLITE_OK) {
 		cqrs_views_db_error(live, scratch, sqlite3_errcode(live), "cannot attach", err);

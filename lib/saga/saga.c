@@ -999,13 +999,19 @@ static int finish(struct cqrs_saga_runner *r, struct saga_inst *in, enum saga_st
 	snprintf(in->outcome, sizeof in->outcome, "%s", outcome);
 	if (status == SAGA_COMPLETED) {
 		r->stats.completed++;
+		cqrs_metrics_add(
+			cqrs_metrics_series(CQRS_METRIC_SAGA_FINISHED, in->type, "completed"), 1);
 		say(r, in, "completed");
 		return saga_event(r, in, "SagaCompleted", err);
 	}
-	if (strcmp(outcome, "compensation_failed") != 0)
+	bool compensated = strcmp(outcome, "compensation_failed") != 0;
+	if (compensated)
 		r->stats.compensated++;
 	else
 		r->stats.failed++;
+	cqrs_metrics_add(cqrs_metrics_series(CQRS_METRIC_SAGA_FINISHED, in->type,
+					     compensated ? "compensated" : "failed"),
+			 1);
 	data_str(r, "outcome", outcome);
 	data_str(r, "reason", in->last_error);
 	say_failure(r, in, "failed (%s)", outcome);
@@ -1682,6 +1688,8 @@ static int start_new(struct cqrs_saga_runner *r, const cqrs_saga_def *d, cqrs_er
 				goto fail;
 			say(r, in, "started by event %lld", (long long)s[i].sequence);
 			r->stats.started++;
+			cqrs_metrics_add(
+				cqrs_metrics_series(CQRS_METRIC_SAGA_STARTED, in->type, NULL), 1);
 			r->changes++;
 			any = 1;
 		}

@@ -150,6 +150,7 @@ void cqrs_store_set_durability(cqrs_store *st, enum cqrs_durability d)
 int cqrs_store_begin(cqrs_store *st, cqrs_error *err)
 {
 	st->appended = false;
+	st->nappended = 0;
 	return st->ops->begin(st, err);
 }
 
@@ -212,8 +213,10 @@ int cqrs_store_append(cqrs_store *st, cqrs_event *ev, cqrs_error *err)
 	if (add_os_user(st, ev, err) < 0)
 		return -1;
 	int r = st->ops->append(st, ev, err);
-	if (r == CQRS_APPENDED)
+	if (r == CQRS_APPENDED) {
 		st->appended = true;
+		st->nappended++;
+	}
 	return r;
 }
 
@@ -221,6 +224,11 @@ int cqrs_store_commit(cqrs_store *st, cqrs_error *err)
 {
 	if (st->ops->commit(st, err) < 0)
 		return -1;
+	if (st->nappended > 0)
+		cqrs_metrics_add(
+			cqrs_metrics_series(CQRS_METRIC_EVENTS_APPENDED, cqrs_tool_name(), NULL),
+			(double)st->nappended);
+	st->nappended = 0;
 	/* Only synced commits move the witness: after a power cut a --no-sync
 	 * store may lose its last commits, and must not look rolled back. */
 	if (!st->appended || !st->durable || st->witness == NULL)
@@ -239,6 +247,7 @@ int cqrs_store_commit(cqrs_store *st, cqrs_error *err)
 void cqrs_store_rollback(cqrs_store *st)
 {
 	st->appended = false;
+	st->nappended = 0;
 	st->ops->rollback(st);
 }
 

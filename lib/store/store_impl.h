@@ -54,6 +54,8 @@ struct cqrs_store {
 	bool appended; /* the open transaction appended events */
 	char *meta;    /* metadata of the last new event, with os_user */
 	size_t meta_cap;
+	/* events the open transaction appended: cqrs_events_appended_total */
+	int64_t nappended;
 };
 
 struct cqrs_cursor {
