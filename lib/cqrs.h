@@ -54,28 +54,6 @@ typedef struct cqrs_error {
 #define CQRS_PRINTF(a, b) __attribute__((format(printf, a, b)))
 #else
 #define CQRS_PRINTF(a, b)
-/* --- traces (issue 11): traceparent.c, lib/ops/trace.c, cqrs-trace(1) --- */
-
-#define CQRS_TRACEPARENT_LEN 55 /* 00-<32 hex>-<16 hex>-<2 hex> */
-struct cqrs_traceparent {
-	uint8_t trace_id[16];
-	uint8_t parent_id[8];
-	uint8_t flags;
-	char text[CQRS_TRACEPARENT_LEN + 1]; /* as kept in metadata: version 00 */
-};
-/* A W3C traceparent header value (lowercase hex; all-zero ids and version
- * ff are invalid): 0, or -1 with *err (CQRS_EXIT_USAGE) saying what is wrong. */
-int cqrs_traceparent_parse(const char *s, size_t len, struct cqrs_traceparent *tp, cqrs_error *err);
-
-enum cqrs_trace_format { CQRS_TRACE_TEXT, CQRS_TRACE_NDJSON, CQRS_TRACE_OTLP };
-/* The causation tree of one correlation's events (commands, events, sagas,
- * their steps and compensations), printed as an indented tree, NDJSON or
- * one OTLP/JSON ExportTraceServiceRequest.  order_id (or NULL) names the
- * order whose correlation is traced, else correlation_id does.
- * CQRS_EXIT_NOT_FOUND when there are no events. */
-int cqrs_trace_print(cqrs_store *st, const uint8_t *order_id, const char *correlation_id,
-		     enum cqrs_trace_format fmt, FILE *out, cqrs_error *err);
-
 #endif
 #define CQRS_NORETURN _Noreturn
 
@@ -355,6 +333,9 @@ struct cqrs_store_facts {
 	char integrity[512];
 };
 int cqrs_store_facts(cqrs_store *st, struct cqrs_store_facts *f, cqrs_error *err);
+/* The hash of event seq: 1 with hash set, 0 when the store has no such
+ * event, -1 with *err. */
+int cqrs_store_hash_at(cqrs_store *st, int64_t seq, uint8_t hash[CQRS_HASH_LEN], cqrs_error *err);
 /* A witness of how far the store went, kept elsewhere (STORE.witness, a
  * projection's checkpoint, a recorded --expect): 0 when the store holds
  * event sequence with that hash (hash NULL: any), else -1 with

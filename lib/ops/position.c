@@ -326,19 +326,11 @@ int64_t cqrs_position_sequence(const cqrs_position *p)
 	return p->sequence;
 }
 
-/* The store's first event, by which a position knows its store. */
+/* The store's first event (sequence 1: the store is append-only), by
+ * which a position knows its store. */
 static int first_hash(cqrs_store *st, uint8_t out[CQRS_HASH_LEN], cqrs_error *err)
 {
-	cqrs_filter f = { .limit = 1 };
-	cqrs_cursor *c = cqrs_store_read(st, &f, err);
-	if (c == NULL)
-		return -1;
-	cqrs_event ev;
-	int r = cqrs_cursor_next(c, &ev, err);
-	if (r == 1)
-		memcpy(out, ev.hash, CQRS_HASH_LEN);
-	cqrs_cursor_close(c);
-	return r;
+	return cqrs_store_hash_at(st, 1, out, err);
 }
 
 /* The store the position now belongs to: its first event, and its path

@@ -113,7 +113,7 @@ static int start_writeback(int fd, int n)
 	return 0;
 }
 
-static int hash_at(cqrs_store *st, int64_t seq, uint8_t hash[CQRS_HASH_LEN], cqrs_error *err)
+int cqrs_store_hash_at(cqrs_store *st, int64_t seq, uint8_t hash[CQRS_HASH_LEN], cqrs_error *err)
 {
 	cqrs_filter f = { .after = seq - 1, .to = seq, .limit = 1 };
 	cqrs_cursor *c = cqrs_store_read(st, &f, err);
@@ -136,8 +136,9 @@ int cqrs_store_expect(cqrs_store *st, const char *path, int64_t expect_seq,
 		return 0;
 	if (cqrs_store_head(st, &head, h, err) < 0)
 		return -1;
-	int r = head >= expect_seq && expect_hash != NULL ? hash_at(st, expect_seq, h, err)
-							  : head >= expect_seq;
+	int r = head >= expect_seq && expect_hash != NULL
+			? cqrs_store_hash_at(st, expect_seq, h, err)
+			: head >= expect_seq;
 	if (r < 0)
 		return -1;
 	char hex[2 * CQRS_HASH_LEN + 1], said[2 * CQRS_HASH_LEN + 16] = "";
