@@ -109,8 +109,10 @@ int main(int argc, char **argv)
 			 (int)sizeof usage_text - 2, usage_text);
 
 	/* the tools' metrics journals into their .prom files
-	 * (cqrs-metrics(7)), even when the store cannot be judged */
-	bool fold_failed = textfile != NULL && cqrs_metrics_fold_dir(textfile, &err) < 0;
+	 * (cqrs-metrics(7)), even when the store cannot be judged; a refused
+	 * directory is said once, below */
+	bool fold_failed = textfile != NULL && cqrs_textfile_check_dir(textfile, &err) == 0 &&
+			   cqrs_metrics_fold_dir(textfile, &err) < 0;
 	if (fold_failed)
 		cqrs_warn("metrics: %s", err.msg);
 	cqrs_health *h = cqrs_health_run(cqrs_store_path(store_opt), cqrs_views_path(views_opt),
