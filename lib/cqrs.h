@@ -707,6 +707,9 @@ int cqrs_saga_retry(cqrs_store *st, const char *id, cqrs_error *err);
  * refused (77); NAME must be a plain file name. */
 int cqrs_textfile_replace(const char *dir, const char *name, const char *text, size_t len,
 			  unsigned mode, cqrs_error *err);
+/* The check of DIR that cqrs_textfile_replace makes, for a writer of other
+ * files there (the metrics journals). */
+int cqrs_textfile_check_dir(const char *dir, cqrs_error *err);
 
 /* health: cqrs-health (lib/ops/health.c) -- checks of the store, views,
  * sagas, breakers, WAL and disk, judged against thresholds, reported as
@@ -875,9 +878,9 @@ bool cqrs_delivery_gone(const cqrs_delivery *d);
 /* A pipe: waits until the reader has read everything (0) or went away (1). */
 int cqrs_delivery_drain(cqrs_delivery *d);
 /* --- metrics (metrics.c; the metrics piece, cqrs-metrics(7)) ---------------
- * What a tool measured, added at exit (and periodically in a long run,
- * cqrs_metrics_tick) to DIR/cqrs_TOOL.prom under a
- * lock, for node_exporter's textfile collector.  Not asked for, every call
+ * What a tool measured, appended at exit (and periodically in a long run,
+ * cqrs_metrics_tick) as one line to DIR/.cqrs_TOOL.journal, folded into
+ * DIR/cqrs_TOOL.prom for node_exporter's textfile collector when due.  Not asked for, every call
  * returns at once: no clock, no allocation.  One thread only. */
 enum cqrs_metric {
 	CQRS_METRIC_COMMAND_DURATION,  /* histogram {type, result} */
@@ -894,6 +897,9 @@ enum cqrs_metric {
 };
 /* seconds between merges of a long run; $CQRS_METRICS_PERIOD sets it */
 #define CQRS_METRICS_PERIOD_DEFAULT 15
+/* a process folds the journal when the .prom file is older than this
+ * many seconds; $CQRS_METRICS_FOLD sets it */
+#define CQRS_METRICS_FOLD_DEFAULT 10
 /* After cqrs_tool_init: --metrics-dir (NULL: $CQRS_METRICS_DIR; unset or
  * empty: no metrics).  -1 with *err (64) for an empty option. */
 int cqrs_metrics_init(const char *dir_option, cqrs_error *err);
@@ -911,10 +917,14 @@ cqrs_metric_series *cqrs_metrics_series(enum cqrs_metric metric, const char *v0,
 void cqrs_metrics_observe(cqrs_metric_series *s, double value); /* histograms */
 void cqrs_metrics_add(cqrs_metric_series *s, double n);		/* counters */
 void cqrs_metrics_set(cqrs_metric_series *s, double value);	/* gauges */
-/* Merges now; a failure warns once on stderr and keeps the counts for the
- * next merge.  Returns 0 or -1; never fails the tool. */
+/* Appends the counts to the journal now, and folds it when due; a failure
+ * warns once on stderr (counts not appended are kept for the next flush).
+ * Returns 0 or -1; never fails the tool. */
 int cqrs_metrics_flush(void);
-/* In a long run's loop: merges when the period has passed. */
+/* In a long run's loop: appends and folds when the period has passed. */
 void cqrs_metrics_tick(void);
+/* The collector's part (cqrs-health --textfile): every tool's journal in
+ * dir folded into its .prom file; -1 with *err (the first failure). */
+int cqrs_metrics_fold_dir(const char *dir, cqrs_error *err);
 
 #endif

@@ -108,6 +108,13 @@ int main(int argc, char **argv)
 		cqrs_die(CQRS_HEALTH_UNKNOWN, "unexpected operand '%s'\n%.*s", argv[optind],
 			 (int)sizeof usage_text - 2, usage_text);
 
+	/* the tools' metrics journals into their .prom files
+	 * (cqrs-metrics(7)), even when the store cannot be judged; a refused
+	 * directory is said once, below */
+	bool fold_failed = textfile != NULL && cqrs_textfile_check_dir(textfile, &err) == 0 &&
+			   cqrs_metrics_fold_dir(textfile, &err) < 0;
+	if (fold_failed)
+		cqrs_warn("metrics: %s", err.msg);
 	cqrs_health *h = cqrs_health_run(cqrs_store_path(store_opt), cqrs_views_path(views_opt),
 					 &limits, &err);
 	if (h == NULL)
@@ -125,6 +132,8 @@ int main(int argc, char **argv)
 		cqrs_warn("%s", err.msg);
 		code = CQRS_HEALTH_UNKNOWN;
 	}
+	if (fold_failed)
+		code = CQRS_HEALTH_UNKNOWN;
 	cqrs_health_free(h);
 	code = cqrs_finish_stdout(code);
 	return code > CQRS_HEALTH_UNKNOWN ? CQRS_HEALTH_UNKNOWN : code;

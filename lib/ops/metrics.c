@@ -4,19 +4,39 @@
  * of its own, DIR/cqrs_TOOL.prom, in the Prometheus text format that
  * node_exporter's textfile collector reads (cqrs-metrics(7)).
  *
- * A process counts in memory and merges at exit (and every
- * $CQRS_METRICS_PERIOD seconds, 15 by default, for long runs): under an flock on a lock
- * file beside the .prom file it reads the file's values, adds its own,
- * and replaces the file atomically (cqrs_textfile_replace), so that
- * processes running at once lose none of each other's counts.
+ * A process counts in memory and, at exit (and every $CQRS_METRICS_PERIOD
+ * seconds of a long run), appends ONE line with its counts to the tool's
+ * journal, DIR/.cqrs_TOOL.journal: one write(2), no fsync, a few
+ * microseconds.  Folding the journal into the .prom file (read the file,
+ * add, replace it atomically) costs a lock, a parse and an fsync, so it is
+ * done only when due: by the process that finds the .prom file older than
+ * $CQRS_METRICS_FOLD seconds or the journal large, at the end of a long
+ * run's period, and always by the collector, cqrs-health --textfile DIR.
+ *
+ * Race-free without losing or doubling a count:
+ *  - a writer holds a shared flock on the journal while it writes, and
+ *    writes again to a fresh journal if the one it locked was unlinked;
+ *  - a folder, one at a time under the exclusive flock of
+ *    .cqrs_TOOL.prom.lock, renames the journal to .cqrs_TOOL.journal.folding
+ *    (new writers create a new journal), takes an exclusive flock on it
+ *    (waiting out the writers that had it open), reads it, replaces the
+ *    .prom file, then unlinks it;
+ *  - a .folding journal found at the start of a fold is one a folder left
+ *    when it died: folded first.  The .prom file names the bytes it has
+ *    folded ("# folded bytes N fnv1a H" of the last journal), so a folder
+ *    that died between its replace and its unlink is not counted twice:
+ *    those N bytes are skipped.  Every line carries its writer's pid and a
+ *    nanosecond timestamp, so two journals never share such a prefix.
  *
  * Asked for nothing, every call below returns at its first test: no
  * clock, no allocation.  Not thread-safe: record from one thread.
  */
 #include "config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -80,7 +100,7 @@ static const struct family {
 					COUNTER,
 					{ "projection", NULL },
 					"Events applied by rebuilds." },
-	[CQRS_METRIC_REPLAY_DURATION] = { "cqrs_replay_duration_seconds",
+	[CQRS_METRIC_REPLAY_DURATION] = { "cqrs_replay_duration_seconds_total",
 					  COUNTER,
 					  { "projection", NULL },
 					  "Seconds spent in rebuilds." },
@@ -109,14 +129,29 @@ struct series_set {
 	size_t n;
 };
 
+/* One tool's files in the metrics directory. */
+struct tool_files {
+	char dir[4096];
+	char prom[256];	   /* cqrs_TOOL.prom, what node_exporter reads */
+	char lock[272];	   /* .cqrs_TOOL.prom.lock: one folder at a time */
+	char journal[272]; /* .cqrs_TOOL.journal: each process's line */
+	char folding[288]; /* .cqrs_TOOL.journal.folding: the journal a folder took */
+};
+
+/* A journal this large is folded whatever its age: the fold reads it all. */
+#define JOURNAL_FOLD_BYTES (256 * 1024)
+/* Its lines' first field: what a line from a crashed writer is cut from. */
+#define LINE_MARK "cqrs1 "
+
 static struct {
 	bool on;
 	bool warned;
 	pid_t pid; /* a forked child that exits must not merge its parent's counts */
-	char dir[4096];
-	char file[256]; /* cqrs_TOOL.prom */
-	char lock[272]; /* .cqrs_TOOL.prom.lock */
+	struct tool_files files;
+	char journal_path[4096 + 272];
+	char prom_path[4096 + 256];
 	int64_t period; /* seconds between merges of a long run */
+	int64_t fold_interval;
 	struct series_set mine;
 	struct timespec last_merge;
 } m = { .mine = { NULL, &m.mine.head, 0 } };
@@ -181,6 +216,28 @@ static void merge_at_exit(void)
 		cqrs_metrics_flush();
 }
 
+/* The names of tool stem's files (stem: cqrs_command) in dir. */
+static int name_files(struct tool_files *f, const char *dir, const char *stem, cqrs_error *err)
+{
+	if (strlen(dir) >= sizeof f->dir || strlen(stem) > 200)
+		return cqrs_fail(err, CQRS_EXIT_USAGE, "%s: path too long", dir);
+	snprintf(f->dir, sizeof f->dir, "%s", dir);
+	snprintf(f->prom, sizeof f->prom, "%s.prom", stem);
+	snprintf(f->lock, sizeof f->lock, ".%s.prom.lock", stem);
+	snprintf(f->journal, sizeof f->journal, ".%s.journal", stem);
+	snprintf(f->folding, sizeof f->folding, ".%s.journal.folding", stem);
+	return 0;
+}
+
+static int64_t seconds_from_env(const char *name, int64_t fallback)
+{
+	const char *text = getenv(name);
+	int64_t v;
+	if (text == NULL || cqrs_parse_int64(text, &v) < 0 || v < 0)
+		return fallback;
+	return v;
+}
+
 int cqrs_metrics_init(const char *dir_option, cqrs_error *err)
 {
 	const char *dir = dir_option;
@@ -191,22 +248,22 @@ int cqrs_metrics_init(const char *dir_option, cqrs_error *err)
 	}
 	if (*dir == '\0')
 		return cqrs_fail(err, CQRS_EXIT_USAGE, "--metrics-dir needs a directory");
-	if (strlen(dir) >= sizeof m.dir)
-		return cqrs_fail(err, CQRS_EXIT_USAGE, "%s: path too long", dir);
-	snprintf(m.dir, sizeof m.dir, "%s", dir);
 	/* cqrs-command writes cqrs_command.prom */
 	const char *tool = cqrs_tool_name();
 	if (strncmp(tool, "cqrs-", 5) == 0)
 		tool += 5;
-	snprintf(m.file, sizeof m.file, "cqrs_%s.prom", tool);
-	for (char *p = m.file; *p; p++)
+	char stem[128];
+	snprintf(stem, sizeof stem, "cqrs_%s", tool);
+	for (char *p = stem; *p; p++)
 		if (*p == '-')
 			*p = '_';
-	snprintf(m.lock, sizeof m.lock, ".%s.lock", m.file);
+	if (name_files(&m.files, dir, stem, err) < 0)
+		return -1;
+	snprintf(m.journal_path, sizeof m.journal_path, "%s/%s", m.files.dir, m.files.journal);
+	snprintf(m.prom_path, sizeof m.prom_path, "%s/%s", m.files.dir, m.files.prom);
 	m.pid = getpid();
-	const char *period = getenv("CQRS_METRICS_PERIOD");
-	if (period == NULL || cqrs_parse_int64(period, &m.period) < 0)
-		m.period = CQRS_METRICS_PERIOD_DEFAULT;
+	m.period = seconds_from_env("CQRS_METRICS_PERIOD", CQRS_METRICS_PERIOD_DEFAULT);
+	m.fold_interval = seconds_from_env("CQRS_METRICS_FOLD", CQRS_METRICS_FOLD_DEFAULT);
 	clock_gettime(CLOCK_MONOTONIC, &m.last_merge);
 	if (!m.on)
 		atexit(merge_at_exit);
@@ -445,21 +502,32 @@ static bool read_sample(struct series_set *set, char *line)
 	return true;
 }
 
-/* The samples of the file now in place; a line that is not ours is
- * dropped with a warning (someone edited the file). */
-static int read_file(int dirfd, struct series_set *set, cqrs_error *err)
+/* What the .prom file says it has folded: the first bytes of the last
+ * journal and their hash. */
+struct folded {
+	uint64_t bytes, hash;
+};
+
+#define FOLDED_FORMAT "# folded bytes %" PRIu64 " fnv1a %016" PRIx64
+
+/* The samples of the file now in place, and what it has folded; a line
+ * that is not ours is dropped with a warning (someone edited the file). */
+static int read_file(int dirfd, const struct tool_files *tf, struct series_set *set,
+		     struct folded *folded, cqrs_error *err)
 {
-	int fd = openat(dirfd, m.file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+	int fd = openat(dirfd, tf->prom, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0) {
 		if (errno == ENOENT)
 			return 0;
-		return cqrs_fail(err, CQRS_EXIT_IOERR, "%s/%s: %s", m.dir, m.file, strerror(errno));
+		return cqrs_fail(err, CQRS_EXIT_IOERR, "%s/%s: %s", tf->dir, tf->prom,
+				 strerror(errno));
 	}
 	struct stat sb;
 	if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode) || sb.st_uid != geteuid()) {
 		close(fd);
 		return cqrs_fail(err, CQRS_EXIT_NOPERM,
-				 "%s/%s: not a regular file of this user: refused", m.dir, m.file);
+				 "%s/%s: not a regular file of this user: refused", tf->dir,
+				 tf->prom);
 	}
 	FILE *f = fdopen(fd, "r");
 	if (f == NULL) {
@@ -474,14 +542,17 @@ static int read_file(int dirfd, struct series_set *set, cqrs_error *err)
 		lineno++;
 		if (line[n - 1] == '\n')
 			line[--n] = '\0';
+		uint64_t bytes, hash;
+		if (sscanf(line, "# folded bytes %" SCNu64 " fnv1a %" SCNx64, &bytes, &hash) == 2)
+			*folded = (struct folded){ bytes, hash };
 		if (n == 0 || line[0] == '#')
 			continue;
 		if (!read_sample(set, line) && bad++ == 0)
 			cqrs_warn("metrics: %s/%s:%ld: not a sample this tool writes: dropped",
-				  m.dir, m.file, lineno);
+				  tf->dir, tf->prom, lineno);
 	}
-	int rc =
-		ferror(f) ? cqrs_fail(err, CQRS_EXIT_IOERR, "%s/%s: read error", m.dir, m.file) : 0;
+	int rc = ferror(f) ? cqrs_fail(err, CQRS_EXIT_IOERR, "%s/%s: read error", tf->dir, tf->prom)
+			   : 0;
 	free(line);
 	fclose(f);
 	return rc;
@@ -556,28 +627,23 @@ static void render(struct cqrs_strbuf *b, const struct series_set *set)
 	}
 }
 
-/* Adds this process's changes to the file's series. */
-static void merge_into(struct series_set *file)
+/* Adds one series' counts (from a journal line) to the file's. */
+static void add_into(struct series_set *file, const struct cqrs_metric_series *s)
 {
-	for (struct cqrs_metric_series *s = m.mine.head; s != NULL; s = s->next) {
-		if (!s->changed)
-			continue;
-		struct cqrs_metric_series *t = find(file, s->metric, s->value[0], s->value[1]);
-		if (t == NULL &&
-		    (t = add_series(file, s->metric, s->value[0], s->value[1])) == NULL)
-			continue;
-		if (families[s->metric].kind == GAUGE) {
-			t->count = s->count;
-			continue;
-		}
-		t->count += s->count;
-		t->sum += s->sum;
-		for (size_t i = 0; i < NBUCKETS; i++)
-			t->bucket[i] += s->bucket[i];
+	struct cqrs_metric_series *t = find(file, s->metric, s->value[0], s->value[1]);
+	if (t == NULL && (t = add_series(file, s->metric, s->value[0], s->value[1])) == NULL)
+		return;
+	if (families[s->metric].kind == GAUGE) {
+		t->count = s->count; /* the journal's order: the last line wins */
+		return;
 	}
+	t->count += s->count;
+	t->sum += s->sum;
+	for (size_t i = 0; i < NBUCKETS; i++)
+		t->bucket[i] += s->bucket[i];
 }
 
-/* What is merged is counted in the file: start again from zero. */
+/* What is in the journal is counted there: start again from zero. */
 static void mark_merged(void)
 {
 	for (struct cqrs_metric_series *s = m.mine.head; s != NULL; s = s->next) {
@@ -589,33 +655,388 @@ static void mark_merged(void)
 	}
 }
 
-static int merge_locked(int dirfd, cqrs_error *err)
+/* --- the journal: one line per process ------------------------------------------ */
+
+/* A line: LINE_MARK PID SECONDS.NANOSECONDS, then one tab-separated record
+ * per series changed, then a tab and a full stop.  A record is its
+ * family's name, its label values, its value; a histogram's adds its sum
+ * and its non-empty buckets, not cumulative, as INDEX:COUNT,...  Fields
+ * are separated by one space; a label value is escaped (%XX for '%',
+ * space and control bytes) so that it is one field and LINE_MARK cannot
+ * appear inside a line. */
+static void put_field(struct cqrs_strbuf *b, const char *s)
 {
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+		if (*p <= ' ' || *p == '%' || *p == 0x7f)
+			cqrs_strbuf_printf(b, "%%%02X", *p);
+		else
+			cqrs_strbuf_putc(b, (char)*p);
+}
+
+static void render_line(struct cqrs_strbuf *b)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	cqrs_strbuf_printf(b, LINE_MARK "%ld %lld.%09ld", (long)getpid(), (long long)now.tv_sec,
+			   now.tv_nsec);
+	for (const struct cqrs_metric_series *s = m.mine.head; s != NULL; s = s->next) {
+		if (!s->changed)
+			continue;
+		cqrs_strbuf_putc(b, '\t');
+		cqrs_strbuf_puts(b, families[s->metric].name);
+		for (int i = 0; i < 2; i++)
+			if (families[s->metric].label[i] != NULL) {
+				cqrs_strbuf_putc(b, ' ');
+				put_field(b, s->value[i]);
+			}
+		cqrs_strbuf_printf(b, " %.17g", s->count);
+		if (families[s->metric].kind != HISTOGRAM)
+			continue;
+		cqrs_strbuf_printf(b, " %.17g ", s->sum);
+		const char *sep = "";
+		double below = 0;
+		for (size_t i = 0; i < NBUCKETS; i++) {
+			if (s->bucket[i] != below) {
+				cqrs_strbuf_printf(b, "%s%zu:%.17g", sep, i, s->bucket[i] - below);
+				sep = ",";
+			}
+			below = s->bucket[i];
+		}
+	}
+	cqrs_strbuf_puts(b, "\t.\n");
+}
+
+static int hex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* A label value field unescaped in place; false when it is not one. */
+static bool unescape_field(char *f)
+{
+	char *w = f;
+	for (const char *r = f; *r; r++) {
+		if (*r != '%') {
+			*w++ = *r;
+			continue;
+		}
+		int hi = hex_digit(r[1]), lo = hi < 0 ? -1 : hex_digit(r[2]);
+		if (lo < 0 || (hi == 0 && lo == 0))
+			return false;
+		*w++ = (char)(hi * 16 + lo);
+		r += 2;
+	}
+	*w = '\0';
+	return true;
+}
+
+static bool parse_number(const char *text, double *v)
+{
+	if (text == NULL || *text == '\0')
+		return false;
+	char *end;
+	*v = strtod(text, &end);
+	return *end == '\0';
+}
+
+/* One record of a line into rec; false when it is not one. */
+static bool read_record(struct series_set *rec, char *text)
+{
+	char *name = strsep(&text, " ");
+	int f = 0;
+	while (f < CQRS_METRIC_COUNT && strcmp(families[f].name, name) != 0)
+		f++;
+	if (f == CQRS_METRIC_COUNT)
+		return false;
+	char *v[2] = { NULL, NULL };
+	for (int i = 0; i < 2; i++)
+		if (families[f].label[i] != NULL &&
+		    ((v[i] = strsep(&text, " ")) == NULL || !unescape_field(v[i])))
+			return false;
+	double count;
+	if (!parse_number(strsep(&text, " "), &count))
+		return false;
+	struct cqrs_metric_series *s = add_series(rec, (enum cqrs_metric)f, v[0], v[1]);
+	if (s == NULL)
+		return false;
+	s->count = count;
+	if (families[f].kind != HISTOGRAM)
+		return text == NULL;
+	char *buckets;
+	if (!parse_number(strsep(&text, " "), &s->sum) || (buckets = strsep(&text, " ")) == NULL ||
+	    text != NULL)
+		return false;
+	while (*buckets != '\0') {
+		char *item = strsep(&buckets, ","), *end;
+		unsigned long i = strtoul(item, &end, 10);
+		double n;
+		if (end == item || *end != ':' || i >= NBUCKETS || !parse_number(end + 1, &n))
+			return false;
+		for (size_t j = i; j < NBUCKETS; j++)
+			s->bucket[j] += n;
+		if (buckets == NULL)
+			break;
+	}
+	return true;
+}
+
+/* One whole line (from LINE_MARK, without its newline) added to set; false,
+ * adding nothing, when it is damaged. */
+static bool read_line(struct series_set *set, char *line)
+{
+	struct series_set rec = { NULL, &rec.head, 0 };
+	strsep(&line, "\t"); /* LINE_MARK PID TIME: who wrote it, for a unique line */
+	bool ok = line != NULL, ended = false;
+	while (ok && !ended && line != NULL) {
+		char *record = strsep(&line, "\t");
+		if (strcmp(record, ".") == 0)
+			ended = line == NULL;
+		else
+			ok = read_record(&rec, record);
+	}
+	ok = ok && ended;
+	if (ok)
+		for (const struct cqrs_metric_series *s = rec.head; s != NULL; s = s->next)
+			add_into(set, s);
+	free_set(&rec);
+	return ok;
+}
+
+static const char *last_mark(const char *p, size_t n)
+{
+	const char *found = NULL;
+	for (const char *q; (q = memmem(p, n, LINE_MARK, strlen(LINE_MARK))) != NULL;) {
+		found = q;
+		n -= (size_t)(q + 1 - p);
+		p = q + 1;
+	}
+	return found;
+}
+
+/* Every whole line of text (a journal's bytes from a line's start) into set.
+ * What a writer left cut short -- no newline at the end, or a line whose
+ * start was cut and followed by the next writer's whole line -- is
+ * dropped with a warning rather than counted wrong. */
+static void read_journal(struct series_set *set, char *text, size_t len, const char *path)
+{
+	long lineno = 0, bad = 0, first_bad = 0;
+	for (char *p = text, *end = text + len; p < end;) {
+		lineno++;
+		char *nl = memchr(p, '\n', (size_t)(end - p));
+		char *line_end = nl != NULL ? nl : end;
+		const char *mark = last_mark(p, (size_t)(line_end - p));
+		bool ok = false;
+		if (nl != NULL && mark != NULL) {
+			*nl = '\0';
+			ok = read_line(set, (char *)mark) && mark == p;
+		}
+		if (!ok && bad++ == 0)
+			first_bad = lineno;
+		p = line_end + 1;
+	}
+	if (bad == 1)
+		cqrs_warn("metrics: %s:%ld: not a whole line of counts (a writer cut short?): "
+			  "dropped",
+			  path, first_bad);
+	else if (bad > 1)
+		cqrs_warn("metrics: %s:%ld: not a whole line of counts (a writer cut short?): "
+			  "dropped, and %ld more",
+			  path, first_bad, bad - 1);
+}
+
+/* Appends this process's line to the journal: one write, no fsync.  The
+ * shared lock keeps a folder from taking the journal in mid-write; a
+ * journal unlinked between the open and the lock has been folded: the
+ * line goes to the fresh one.  *size: the journal's size after it. */
+static int append_line(off_t *size, cqrs_error *err)
+{
+	if (cqrs_textfile_check_dir(m.files.dir, err) < 0)
+		return -1;
+	struct cqrs_strbuf b = { 0 };
+	render_line(&b);
+	if (b.oom) {
+		cqrs_strbuf_free(&b);
+		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+	}
+	int rc = -1;
+	for (int attempt = 0; rc < 0; attempt++) {
+		/* owner-only, and refused when someone else planted it */
+		int fd =
+			cqrs_open_trusted(m.journal_path, O_WRONLY | O_APPEND | O_CREAT, true, err);
+		if (fd < 0)
+			break;
+		struct stat sb;
+		int locked;
+		while ((locked = flock(fd, LOCK_SH)) < 0 && errno == EINTR)
+			;
+		if (locked < 0 || fstat(fd, &sb) < 0) {
+			cqrs_fail(err, CQRS_EXIT_IOERR, "%s: %s", m.journal_path, strerror(errno));
+			close(fd);
+			break;
+		}
+		if (sb.st_nlink == 0) {
+			close(fd);
+			if (attempt < 100)
+				continue;
+			cqrs_fail(err, CQRS_EXIT_IOERR, "%s: removed again and again",
+				  m.journal_path);
+			break;
+		}
+		ssize_t n = write(fd, b.p, b.len);
+		if (n == (ssize_t)b.len) {
+			*size = sb.st_size + n;
+			rc = 0;
+		} else {
+			cqrs_fail(err, CQRS_EXIT_IOERR, "%s: %s", m.journal_path,
+				  n < 0 ? strerror(errno) : "short write");
+		}
+		close(fd); /* and with it the lock */
+		if (rc < 0)
+			break;
+	}
+	cqrs_strbuf_free(&b);
+	return rc;
+}
+
+/* --- the fold: journal into the .prom file ------------------------------------------ */
+
+static uint64_t fnv1a(const char *p, size_t n)
+{
+	uint64_t h = UINT64_C(14695981039346656037);
+	for (size_t i = 0; i < n; i++) {
+		h ^= (unsigned char)p[i];
+		h *= UINT64_C(1099511628211);
+	}
+	return h;
+}
+
+/* The whole of a file open as fd: *text (NUL-terminated), *len. */
+static int read_whole(int fd, const char *path, char **text, size_t *len, cqrs_error *err)
+{
+	struct stat sb;
+	if (fstat(fd, &sb) < 0)
+		return cqrs_fail(err, CQRS_EXIT_IOERR, "%s: %s", path, strerror(errno));
+	size_t cap = (size_t)sb.st_size + 1, n = 0;
+	char *buf = malloc(cap);
+	if (buf == NULL)
+		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+	for (;;) {
+		ssize_t got = read(fd, buf + n, cap - 1 - n);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0) {
+			free(buf);
+			return cqrs_fail(err, CQRS_EXIT_IOERR, "%s: %s", path, strerror(errno));
+		}
+		if (got == 0)
+			break;
+		n += (size_t)got;
+		if (n == cap - 1) {
+			char *more = realloc(buf, cap *= 2);
+			if (more == NULL) {
+				free(buf);
+				return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+			}
+			buf = more;
+		}
+	}
+	buf[n] = '\0';
+	*text = buf;
+	*len = n;
+	return 0;
+}
+
+/* The journal taken (fd, locked exclusively) added to the .prom file,
+ * which is replaced naming what it folded.  Bytes that the .prom file
+ * already names (a folder died before its unlink) are skipped. */
+static int fold_journal(int dirfd, const struct tool_files *tf, int fd, const char *path,
+			cqrs_error *err)
+{
+	char *text = NULL;
+	size_t len = 0;
+	if (read_whole(fd, path, &text, &len, err) < 0)
+		return -1;
 	struct series_set file = { NULL, &file.head, 0 };
-	int rc = read_file(dirfd, &file, err);
-	if (rc == 0) {
-		merge_into(&file);
+	struct folded folded = { 0, 0 };
+	int rc = read_file(dirfd, tf, &file, &folded, err);
+	size_t start = 0;
+	if (rc == 0 && folded.bytes > 0 && folded.bytes <= len &&
+	    fnv1a(text, (size_t)folded.bytes) == folded.hash)
+		start = (size_t)folded.bytes;
+	if (rc == 0 && start < len) {
+		uint64_t hash = fnv1a(text, len);
+		read_journal(&file, text + start, len - start, path);
 		struct cqrs_strbuf b = { 0 };
+		cqrs_strbuf_printf(&b, FOLDED_FORMAT "\n", (uint64_t)len, hash);
 		render(&b, &file);
 		if (b.oom)
 			rc = cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
 		else
 			/* 0644: node_exporter reads it as a user of its own */
-			rc = cqrs_textfile_replace(m.dir, m.file, b.p != NULL ? b.p : "", b.len,
-						   0644, err);
+			rc = cqrs_textfile_replace(tf->dir, tf->prom, b.p, b.len, 0644, err);
 		cqrs_strbuf_free(&b);
 	}
 	free_set(&file);
+	free(text);
 	return rc;
 }
 
-static int merge(cqrs_error *err)
+/* Under the fold lock: a journal a dead folder left, then the current one. */
+static int fold_locked(int dirfd, const struct tool_files *tf, cqrs_error *err)
 {
-	int dirfd = open(m.dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	char path[sizeof tf->dir + sizeof tf->folding + 1];
+	snprintf(path, sizeof path, "%s/%s", tf->dir, tf->folding);
+	for (bool taken = false;;) {
+		struct stat sb;
+		if (fstatat(dirfd, tf->folding, &sb, AT_SYMLINK_NOFOLLOW) < 0) {
+			if (errno != ENOENT)
+				return cqrs_fail(err, CQRS_EXIT_IOERR, "%s: %s", path,
+						 strerror(errno));
+			if (taken)
+				return 0;
+			/* writers that come after create a fresh journal */
+			if (renameat(dirfd, tf->journal, dirfd, tf->folding) < 0)
+				return errno == ENOENT
+					       ? 0
+					       : cqrs_fail(err, CQRS_EXIT_IOERR, "%s/%s: %s",
+							   tf->dir, tf->journal, strerror(errno));
+			taken = true;
+			continue;
+		}
+		int fd = cqrs_open_trusted(path, O_RDONLY, true, err);
+		if (fd < 0)
+			return -1;
+		int rc;
+		/* waits out the writers that opened it before the rename */
+		while ((rc = flock(fd, LOCK_EX)) < 0 && errno == EINTR)
+			;
+		if (rc < 0)
+			rc = cqrs_fail(err, CQRS_EXIT_IOERR, "%s: %s", path, strerror(errno));
+		else
+			rc = fold_journal(dirfd, tf, fd, path, err);
+		/* after the .prom file names what it folded, not before */
+		if (rc == 0 && unlinkat(dirfd, tf->folding, 0) < 0)
+			rc = cqrs_fail(err, CQRS_EXIT_IOERR, "%s: %s", path, strerror(errno));
+		close(fd);
+		if (rc < 0 || taken)
+			return rc;
+	}
+}
+
+/* Folds tool's journal; wait false: unless another process folds now. */
+static int fold_tool(const struct tool_files *tf, bool wait, cqrs_error *err)
+{
+	if (cqrs_textfile_check_dir(tf->dir, err) < 0)
+		return -1;
+	int dirfd = open(tf->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dirfd < 0)
-		return cqrs_fail(err, CQRS_EXIT_IOERR, "%s: %s", m.dir, strerror(errno));
-	char lock[sizeof m.dir + sizeof m.lock + 1];
-	snprintf(lock, sizeof lock, "%s/%s", m.dir, m.lock);
+		return cqrs_fail(err, CQRS_EXIT_IOERR, "%s: %s", tf->dir, strerror(errno));
+	char lock[sizeof tf->dir + sizeof tf->lock + 1];
+	snprintf(lock, sizeof lock, "%s/%s", tf->dir, tf->lock);
 	/* owner-only, and refused when someone else planted it */
 	int fd = cqrs_open_trusted(lock, O_RDWR | O_CREAT, true, err);
 	if (fd < 0) {
@@ -623,18 +1044,34 @@ static int merge(cqrs_error *err)
 		return -1;
 	}
 	int rc;
-	while ((rc = flock(fd, LOCK_EX)) < 0 && errno == EINTR)
+	while ((rc = flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB))) < 0 && errno == EINTR)
 		;
-	if (rc < 0)
+	if (rc < 0 && errno == EWOULDBLOCK)
+		rc = 0; /* another process folds now */
+	else if (rc < 0)
 		rc = cqrs_fail(err, CQRS_EXIT_IOERR, "%s: %s", lock, strerror(errno));
 	else
-		rc = merge_locked(dirfd, err);
+		rc = fold_locked(dirfd, tf, err);
 	close(fd); /* and with it the lock */
 	close(dirfd);
 	return rc;
 }
 
-int cqrs_metrics_flush(void)
+/* Due when the .prom file is missing or older than the fold interval, or
+ * the journal large: a stat, no lock. */
+static bool fold_due(off_t journal_size)
+{
+	if (m.fold_interval == 0 || journal_size >= JOURNAL_FOLD_BYTES)
+		return true;
+	struct stat sb;
+	if (stat(m.prom_path, &sb) < 0)
+		return true;
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	return now.tv_sec - sb.st_mtim.tv_sec >= m.fold_interval;
+}
+
+static int flush(bool fold)
 {
 	if (!m.on)
 		return 0;
@@ -645,13 +1082,24 @@ int cqrs_metrics_flush(void)
 	if (!any)
 		return 0;
 	cqrs_error err = { 0 };
-	if (merge(&err) < 0) {
-		/* kept, to be added at the next merge */
+	off_t size = 0;
+	if (append_line(&size, &err) < 0) {
+		/* kept, to be added at the next flush */
 		warn_once(err.msg);
 		return -1;
 	}
 	mark_merged();
+	if ((fold || fold_due(size)) && fold_tool(&m.files, false, &err) < 0) {
+		/* in the journal: the next fold adds them */
+		warn_once(err.msg);
+		return -1;
+	}
 	return 0;
+}
+
+int cqrs_metrics_flush(void)
+{
+	return flush(false);
 }
 
 void cqrs_metrics_tick(void)
@@ -661,5 +1109,44 @@ void cqrs_metrics_tick(void)
 	struct timespec now;
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	if (now.tv_sec - m.last_merge.tv_sec >= m.period)
-		cqrs_metrics_flush();
+		flush(true); /* the end of a period: its counts reach the .prom file */
+}
+
+/* .cqrs_STEM.journal or .cqrs_STEM.journal.folding: STEM into stem. */
+static bool journal_stem(const char *name, char *stem, size_t cap)
+{
+	if (strncmp(name, ".cqrs_", 6) != 0)
+		return false;
+	size_t n = strspn(name + 1, "abcdefghijklmnopqrstuvwxyz0123456789_");
+	const char *rest = name + 1 + n;
+	if (n >= cap || (strcmp(rest, ".journal") != 0 && strcmp(rest, ".journal.folding") != 0))
+		return false;
+	memcpy(stem, name + 1, n);
+	stem[n] = '\0';
+	return true;
+}
+
+int cqrs_metrics_fold_dir(const char *dir, cqrs_error *err)
+{
+	if (cqrs_textfile_check_dir(dir, err) < 0)
+		return -1;
+	DIR *d = opendir(dir);
+	if (d == NULL)
+		return cqrs_fail(err, CQRS_EXIT_IOERR, "%s: %s", dir, strerror(errno));
+	int rc = 0;
+	for (struct dirent *e; (e = readdir(d)) != NULL;) {
+		char stem[200];
+		if (!journal_stem(e->d_name, stem, sizeof stem))
+			continue;
+		struct tool_files tf;
+		cqrs_error one = { 0 };
+		/* a name met twice (the journal renamed meanwhile): nothing the second time */
+		if (name_files(&tf, dir, stem, &one) < 0 || fold_tool(&tf, true, &one) < 0) {
+			if (rc == 0)
+				*err = one;
+			rc = -1;
+		}
+	}
+	closedir(d);
+	return rc;
 }

@@ -18,7 +18,7 @@
  * could have filled with a name of their choosing: writable by group or
  * others is refused unless sticky, like /tmp, where rename over another
  * user's file fails anyway. */
-static int check_dir(const char *dir, cqrs_error *err)
+int cqrs_textfile_check_dir(const char *dir, cqrs_error *err)
 {
 	struct stat sb;
 	if (stat(dir, &sb) < 0)
@@ -41,7 +41,7 @@ int cqrs_textfile_replace(const char *dir, const char *name, const char *text, s
 {
 	if (strchr(name, '/') || name[0] == '.' || name[0] == '\0')
 		return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "%s: not a plain file name", name);
-	if (check_dir(dir, err) < 0)
+	if (cqrs_textfile_check_dir(dir, err) < 0)
 		return -1;
 	char tmp[4096], path[4096];
 	/* A leading dot: node_exporter reads only names ending in .prom, and a
