@@ -245,7 +245,7 @@ static void saga_step_key(const cqrs_event *ev, char *out, size_t cap)
 
 static int saga_node(struct trace *t, const char *saga_id)
 {
-	char key[64], label[64];
+	char key[300], label[64];
 	snprintf(key, sizeof key, "saga:%s", saga_id);
 	snprintf(label, sizeof label, "saga %s", saga_id);
 	int k = node_get(t, NODE_SAGA, key, saga_id, label, -1);
@@ -276,7 +276,7 @@ static int step_node(struct trace *t, const char *saga_id, const char *step)
 
 static bool is_saga(const struct trace *t, const char *id)
 {
-	char key[64];
+	char key[300]; /* as long as saga_node's, so that the same id finds it */
 	snprintf(key, sizeof key, "saga:%s", id);
 	return find(t, key) >= 0;
 }
@@ -379,7 +379,7 @@ static void saga_facts(struct trace *t, int parent, const cqrs_event *ev, const 
 		char start[37], key[64];
 		if (get_str(ev->data, ev->data_len, "saga_type", buf, sizeof buf)) {
 			char label[200];
-			snprintf(label, sizeof label, "saga %s", buf);
+			snprintf(label, sizeof label, "saga %.190s", buf);
 			free(p->label);
 			p->label = dup_str(t, label);
 			free(p->saga_type);
@@ -525,8 +525,10 @@ static void span_of(struct trace *t, int k, int depth)
 	}
 	if (nd->last < nd->first)
 		nd->last = nd->first;
-	sort_trace = t;
-	qsort(nd->kids, nd->nkids, sizeof *nd->kids, by_time);
+	if (nd->nkids > 1) { /* qsort wants an array, and a leaf has none */
+		sort_trace = t;
+		qsort(nd->kids, nd->nkids, sizeof *nd->kids, by_time);
+	}
 }
 
 static int link_children(struct trace *t, int **roots, size_t *nroots)
