@@ -634,8 +634,10 @@ cqrs-append: 1 events were committed before the error, through stdin:1 (sequence
 	run --separate-stderr cqrs-append --help
 	assert_success
 	assert_equal "$stderr" ''
-	assert_line --index 0 'usage: cqrs-append [-nq] [-b count] [-e version] [-s store] [--no-sync] [file ...]'
-	for opt in --batch --expected-version --dry-run --quiet --store --no-sync --help --version; do
+	assert_line --index 0 'usage: cqrs-append [-nq] [-b count] [-e version] [-s store] [--no-sync]'
+	assert_line --index 1 '                   [--metrics-dir dir] [file ...]'
+	for opt in --batch --expected-version --dry-run --quiet --store --no-sync --metrics-dir \
+		--log-format --help --version; do
 		assert_output --partial -- "$opt"
 	done
 	run --separate-stderr cqrs-append -h
@@ -650,7 +652,8 @@ cqrs-append: 1 events were committed before the error, through stdin:1 (sequence
 	assert_failure 64
 	assert_output ''
 	assert_equal "$stderr" "cqrs-append: unrecognized option '--bogus'
-usage: cqrs-append [-nq] [-b count] [-e version] [-s store] [--no-sync] [file ...]
+usage: cqrs-append [-nq] [-b count] [-e version] [-s store] [--no-sync]
+                   [--metrics-dir dir] [file ...]
        cqrs-append --reset-witness [-s store]"
 	run --separate-stderr cqrs-append -b
 	assert_failure 64
