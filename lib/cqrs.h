@@ -195,6 +195,9 @@ int cqrs_timestamp_normalize(const char *in, size_t len, char out[CQRS_TIMESTAMP
 void cqrs_timestamp_now(char out[CQRS_TIMESTAMP_LEN + 1]);
 /* Days since 1970-01-01 of a proleptic Gregorian date (m 1-12, d 1-31). */
 int64_t cqrs_days_from_civil(int64_t y, unsigned m, unsigned d);
+/* Microseconds since the epoch of a timestamp in the normalised form
+ * (2026-01-16T14:00:00.123456Z, CQRS_TIMESTAMP_LEN characters). */
+int64_t cqrs_timestamp_us(const char *normalized);
 
 /* --- money (money.c) ---------------------------------------------------------- */
 

@@ -129,6 +129,23 @@ int64_t cqrs_days_from_civil(int64_t y, unsigned m, unsigned d)
 	return era * 146097 + (int64_t)doe - 719468;
 }
 
+static int decimal(const char *s, int n)
+{
+	int v = 0;
+	for (int i = 0; i < n; i++)
+		v = v * 10 + (s[i] - '0');
+	return v;
+}
+
+int64_t cqrs_timestamp_us(const char *t)
+{
+	int64_t days = cqrs_days_from_civil(decimal(t, 4), (unsigned)decimal(t + 5, 2),
+					    (unsigned)decimal(t + 8, 2));
+	int64_t secs = days * 86400 + decimal(t + 11, 2) * 3600 + decimal(t + 14, 2) * 60 +
+		       decimal(t + 17, 2);
+	return secs * 1000000 + decimal(t + 20, 6);
+}
+
 static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
 {
 	z += 719468;

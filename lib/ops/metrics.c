@@ -182,24 +182,12 @@ double cqrs_metrics_wall_clock(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static int digits(const char *s, int n)
-{
-	int v = 0;
-	for (int i = 0; i < n; i++)
-		v = v * 10 + (s[i] - '0');
-	return v;
-}
-
 double cqrs_metrics_timestamp_seconds(const char *ts)
 {
 	/* the envelope's normalised form: 2026-01-16T14:00:00.123456Z */
 	if (strlen(ts) != CQRS_TIMESTAMP_LEN)
 		return 0;
-	int64_t days = cqrs_days_from_civil(digits(ts, 4), (unsigned)digits(ts + 5, 2),
-					    (unsigned)digits(ts + 8, 2));
-	int64_t secs = days * 86400 + digits(ts + 11, 2) * 3600 + digits(ts + 14, 2) * 60 +
-		       digits(ts + 17, 2);
-	return (double)secs + digits(ts + 20, 6) / 1e6;
+	return (double)cqrs_timestamp_us(ts) / 1e6;
 }
 
 static void warn_once(const char *msg)

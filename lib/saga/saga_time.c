@@ -14,24 +14,12 @@
 #include "saga/saga_impl.h"
 #include "banned.h"
 
-static int num(const char *s, int n)
-{
-	int v = 0;
-	for (int i = 0; i < n; i++)
-		v = v * 10 + (s[i] - '0');
-	return v;
-}
-
 int64_t saga_time_parse(const char *text)
 {
 	char t[CQRS_TIMESTAMP_LEN + 1];
 	if (text == NULL || cqrs_timestamp_normalize(text, strlen(text), t) < 0)
 		return -1;
-	/* 2026-01-16T14:00:00.123456Z */
-	int64_t days =
-		cqrs_days_from_civil(num(t, 4), (unsigned)num(t + 5, 2), (unsigned)num(t + 8, 2));
-	int64_t secs = days * 86400 + num(t + 11, 2) * 3600 + num(t + 14, 2) * 60 + num(t + 17, 2);
-	return secs * 1000000 + num(t + 20, 6);
+	return cqrs_timestamp_us(t);
 }
 
 void saga_time_format(int64_t us, char out[CQRS_TIMESTAMP_LEN + 1])
