@@ -41,31 +41,57 @@ void agg_clear(struct aggregate *a)
 
 void agg_init(struct aggregate *a, enum agg_kind kind, const uint8_t id[CQRS_UUID_LEN])
 {
+	/* an inventory keeps its holds' buffer, empty (see agg_copy) */
+	struct inventory_hold *buf = NULL;
+	size_t cap = 0;
+	if (a->kind == AGG_INVENTORY && kind == AGG_INVENTORY) {
+		buf = a->u.inv.holds;
+		cap = a->u.inv.holds_cap;
+		a->u.inv.holds = NULL;
+	}
 	agg_clear(a);
 	a->kind = kind;
 	memcpy(a->id, id, CQRS_UUID_LEN);
+	if (kind == AGG_INVENTORY) {
+		a->u.inv.holds = buf;
+		a->u.inv.holds_cap = cap;
+	}
 }
 
 int agg_copy(struct aggregate *dst, const struct aggregate *src, cqrs_error *err)
 {
 	if (dst == src)
 		return 0;
-	agg_clear(dst);
-	*dst = *src;
-	if (src->kind != AGG_INVENTORY)
-		return 0;
-	struct inventory_state *d = &dst->u.inv;
-	d->holds = NULL;
-	d->holds_cap = 0;
-	if (d->nholds == 0)
-		return 0;
-	d->holds = malloc(d->nholds * sizeof *d->holds);
-	if (d->holds == NULL) {
-		d->nholds = 0;
-		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+	/* dst's holds are kept for the copy when they have room: a stream of
+	 * commands copies the same product's holds in and out of the cache
+	 * for each one, and a fresh buffer each time was most of its cost */
+	struct inventory_hold *buf = NULL;
+	size_t cap = 0;
+	if (dst->kind == AGG_INVENTORY) {
+		buf = dst->u.inv.holds;
+		cap = dst->u.inv.holds_cap;
 	}
-	memcpy(d->holds, src->u.inv.holds, d->nholds * sizeof *d->holds);
-	d->holds_cap = d->nholds;
+	*dst = *src;
+	if (src->kind != AGG_INVENTORY) {
+		free(buf);
+		return 0;
+	}
+	struct inventory_state *d = &dst->u.inv;
+	size_t n = src->u.inv.nholds;
+	if (n > cap) {
+		free(buf);
+		cap = n;
+		buf = malloc(cap * sizeof *buf);
+		if (buf == NULL) {
+			d->holds = NULL;
+			d->nholds = d->holds_cap = 0;
+			return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+		}
+	}
+	if (n > 0)
+		memcpy(buf, src->u.inv.holds, n * sizeof *buf);
+	d->holds = buf;
+	d->holds_cap = cap;
 	return 0;
 }
 

@@ -181,6 +181,10 @@ struct sqlite_store {
 	size_t nversions, versions_cap;
 	sqlite3_stmt *insert, *version, *by_event_id, *last;
 	sqlite3_stmt *snap_load, *snap_save, *proc_get, *proc_put, *counter;
+	/* one aggregate's events after a version: what every load of an
+	 * aggregate reads; prepared once, lent to one cursor at a time */
+	sqlite3_stmt *one_aggregate;
+	bool one_aggregate_lent;
 	int inotify_fd;
 	int settle_rounds;
 	int schema; /* the store's schema version: the correlation keys' kind */
@@ -189,6 +193,7 @@ struct sqlite_store {
 struct sqlite_cursor {
 	struct cqrs_cursor base;
 	sqlite3_stmt *stmt;
+	bool lent; /* stmt is the store's one_aggregate: reset, not finalized */
 };
 
 static int access_denied(const char *path, bool writer, cqrs_error *err);
@@ -567,6 +572,7 @@ static void sqlite_close(cqrs_store *st)
 	sqlite3_finalize(s->proc_get);
 	sqlite3_finalize(s->proc_put);
 	sqlite3_finalize(s->counter);
+	sqlite3_finalize(s->one_aggregate);
 	sqlite3_close(s->db);
 	if (s->inotify_fd >= 0)
 		close(s->inotify_fd);
@@ -1079,9 +1085,45 @@ static void refresh_schema(struct sqlite_store *s)
 		s->schema = (int)ver;
 }
 
+/* Only an aggregate's id and a version, in order, no bounds: loading an
+ * aggregate, once per command.  Parsing that SQL each time cost more than
+ * reading the few events it finds. */
+static bool one_aggregate_only(const cqrs_filter *f)
+{
+	return f->aggregate_id != NULL && f->after == 0 && f->to == 0 &&
+	       f->naggregate_ids == 0 && f->aggregate_type == NULL &&
+	       f->naggregate_types == 0 && f->event_type == NULL && f->nevent_types == 0 &&
+	       f->correlation_id == NULL && f->ncorrelation_ids == 0 && f->until == NULL &&
+	       !f->reverse && f->limit == 0;
+}
+
+static cqrs_cursor *read_one_aggregate(struct sqlite_store *s, const cqrs_filter *f,
+				       cqrs_error *err)
+{
+	if (prepare(s, &s->one_aggregate,
+		    EVENT_COLUMNS " FROM events WHERE sequence > 0 AND aggregate_id = ?1"
+				  " AND aggregate_version > ?2 ORDER BY sequence",
+		    err) < 0)
+		return NULL;
+	struct sqlite_cursor *c = calloc(1, sizeof *c);
+	if (c == NULL) {
+		cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+		return NULL;
+	}
+	c->base.store = &s->base;
+	c->stmt = s->one_aggregate;
+	c->lent = true;
+	s->one_aggregate_lent = true;
+	sqlite3_bind_blob(c->stmt, 1, f->aggregate_id, CQRS_UUID_LEN, SQLITE_TRANSIENT);
+	sqlite3_bind_int64(c->stmt, 2, f->after_version);
+	return &c->base;
+}
+
 static cqrs_cursor *sqlite_read(cqrs_store *st, const cqrs_filter *f, cqrs_error *err)
 {
 	struct sqlite_store *s = (struct sqlite_store *)st;
+	if (one_aggregate_only(f) && !s->one_aggregate_lent)
+		return read_one_aggregate(s, f, err);
 	if (f->correlation_id != NULL || f->ncorrelation_ids > 0)
 		refresh_schema(s);
 	struct cqrs_strbuf sql = { 0 };
@@ -1202,7 +1244,14 @@ static int sqlite_cursor_next(cqrs_cursor *cur, cqrs_event *ev, cqrs_error *err)
 static void sqlite_cursor_close(cqrs_cursor *cur)
 {
 	struct sqlite_cursor *c = (struct sqlite_cursor *)cur;
-	sqlite3_finalize(c->stmt);
+	if (c->lent) {
+		struct sqlite_store *s = (struct sqlite_store *)cur->store;
+		sqlite3_reset(c->stmt);
+		sqlite3_clear_bindings(c->stmt);
+		s->one_aggregate_lent = false;
+	} else {
+		sqlite3_finalize(c->stmt);
+	}
 	free(c);
 }
 
