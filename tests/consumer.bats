@@ -85,6 +85,23 @@ wait_position() {
 	jq -e '.updated | test("^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z$")' <<<"$output" >/dev/null
 }
 
+@test "an advance is durable: the file synced, renamed into place, then its directory synced" {
+	command -v strace >/dev/null || fail "strace is not installed (tests/debian-packages-check)"
+	# (LeakSanitizer cannot run under ptrace: make sanitize leaves leaks to the other tests)
+	export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
+	load_orders
+	pos_setup
+	strace -y -f -e trace=fsync,rename,renameat,renameat2 -o advance.trace \
+		cqrs-read --checkpoint mail >/dev/null
+	assert_equal "$(position_of mail)" 7
+	# the last three, in that order, the last on the positions directory itself
+	run sh -c "grep -E '(fsync|rename)' advance.trace | tail -n 3"
+	assert_success
+	[[ "${lines[0]}" == *"fsync("*"<$POS_DIR/.mail.pos."*".tmp>)"* ]] || fail "not the file's fsync: $output"
+	[[ "${lines[1]}" == *rename*"/.mail.pos."*".tmp\", \"$POS_DIR/mail.pos\")"* ]] || fail "not its rename: $output"
+	[[ "${lines[2]}" == *"fsync("*"<$POS_DIR>)"* ]] || fail "no fsync of $POS_DIR after the rename: $output"
+}
+
 @test "XDG_STATE_HOME, CQRS_CHECKPOINT_DIR and --checkpoint-dir choose the directory, in that order of weight" {
 	load_orders
 	XDG_STATE_HOME=$PWD/state cqrs-read --checkpoint a --limit 1 >/dev/null

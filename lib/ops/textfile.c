@@ -3,7 +3,7 @@
  * Prometheus text files that node_exporter's textfile collector scrapes,
  * and anything else the operations tools leave for a reader that must never
  * see half of it.  Written to a temporary name in the same directory, made
- * durable, then renamed over the old one.
+ * durable, then renamed over the old one, and the directory synced.
  */
 #include "cqrs.h"
 
@@ -83,6 +83,16 @@ int cqrs_textfile_replace(const char *dir, const char *name, const char *text, s
 		unlink(tmp);
 		return cqrs_fail(err, CQRS_EXIT_IOERR, "%s: %s", path, strerror(e));
 	}
+	/* the rename itself made durable: a consumer's position that a power
+	 * cut took back would have it act twice on what it already did */
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0 || fsync(dfd) < 0) {
+		int e = errno;
+		if (dfd >= 0)
+			close(dfd);
+		return cqrs_fail(err, CQRS_EXIT_IOERR, "%s: %s", dir, strerror(e));
+	}
+	close(dfd);
 	return 0;
 io_fail:;
 	int e = errno;
