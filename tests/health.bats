@@ -560,10 +560,25 @@ listing() {
 
 # --- the alert rules ------------------------------------------------------------------
 
+@test "a collector that stopped: its alert fires 15 minutes after its last run, not before" {
+	healthy
+	snapshot now.prom
+	# promtool's clock starts at 0: the last run at 0 s is 58 minutes old at
+	# the evaluation, one at 3000 s is 8 minutes old
+	sed 's/^cqrs_health_last_run_timestamp_seconds .*/cqrs_health_last_run_timestamp_seconds 0/' now.prom >old.prom
+	sed 's/^cqrs_health_last_run_timestamp_seconds .*/cqrs_health_last_run_timestamp_seconds 3000/' now.prom >recent.prom
+	assert_equal "$(grep -c '^cqrs_health_last_run_timestamp_seconds 0$' old.prom)" 1
+	promtool_alert CqrsHealthCollectorStale "- exp_labels: { severity: warning, instance: shop }
+  exp_annotations:
+    summary: 'cqrs-health has not written its gauges for 58m 0s'
+    description: 'The textfile collector on shop (cqrs-health --textfile, from cron or cqrs-health.timer) stopped: every other cqrs alert reads its last figures, which are old. node_exporter keeps serving the file it left.'" old.prom old.prom
+	promtool_alert CqrsHealthCollectorStale "[]" recent.prom recent.prom
+}
+
 @test "the alert rules pass promtool check rules, and none fires on a healthy store with sagas" {
 	run promtool check rules "$RULES"
 	assert_success
-	assert_line "  SUCCESS: 8 rules found"
+	assert_line "  SUCCESS: 9 rules found"
 	saga_setup
 	order 1
 	cqrs-saga run
