@@ -475,6 +475,29 @@ listing() {
 	assert_equal "$(line_of chain)" '{"check":"chain","status":"ok","figure":11,"unit":"events","detail":"verified 11 events; witness not readable by this user: rollbacks go unseen"}'
 }
 
+@test "node_exporter's directory as the unit sets it up (root's, group of the tools' user, 1775): written" {
+	# share/systemd/cqrs-health.service.in: chgrp cqrs, chmod 1775
+	mkdir -m 755 shop
+	export CQRS_STORE=$PWD/shop/events.db CQRS_VIEWS=$PWD/shop/views.db
+	healthy
+	chown -R nobody shop
+	mkdir tf
+	chgrp nogroup tf
+	chmod 1775 tf
+	echo 'apt_upgrades_pending 0' >tf/apt.prom
+	run_as_other_user CQRS_STORE="$CQRS_STORE" CQRS_VIEWS="$CQRS_VIEWS" cqrs-health --textfile tf
+	assert_success
+	assert_equal "$stderr" ""
+	assert_equal "$(stat -c '%a %U' tf/cqrs_health.prom)" "644 nobody"
+	assert_equal "$(cat tf/apt.prom)" 'apt_upgrades_pending 0'
+	assert_equal "$(ls -A tf | tr '\n' ' ')" "apt.prom cqrs_health.prom "
+	# without the sticky bit, a directory its group may write is refused
+	chmod 0775 tf
+	run_as_other_user CQRS_STORE="$CQRS_STORE" CQRS_VIEWS="$CQRS_VIEWS" cqrs-health --textfile tf
+	assert_failure 3
+	assert_equal "$stderr" "cqrs-health: tf: writable by others and not sticky: refused"
+}
+
 @test "a store the monitoring user may not read is unknown (3), not critical" {
 	healthy
 	chmod 600 events.db*

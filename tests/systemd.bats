@@ -92,11 +92,14 @@ units_for_test() {
 	local t
 	for t in cqrs-project cqrs-saga-tick cqrs-verify cqrs-health; do
 		grep -qx 'Type=oneshot' "$UNITS_IN/$t.service.in" || fail "$t.service: not oneshot"
-		grep -qx 'SuccessExitStatus=75' "$UNITS_IN/$t.service.in" || fail "$t.service: 75 fails"
+		grep -qxE 'SuccessExitStatus=([12] )*75' "$UNITS_IN/$t.service.in" || fail "$t.service: 75 fails"
 		grep -qx 'Persistent=true' "$UNITS_IN/$t.timer.in" || fail "$t.timer: not persistent"
 	done
 	grep -qx 'ExecStart=@bindir@/cqrs-read --verify' "$UNITS_IN/cqrs-verify.service.in"
-	grep -qx 'ExecStart=@bindir@/cqrs-health' "$UNITS_IN/cqrs-health.service.in"
+	grep -qx 'ExecStart=@bindir@/cqrs-health --textfile /var/lib/prometheus/node-exporter' \
+		"$UNITS_IN/cqrs-health.service.in"
+	# warning and critical are for Prometheus to alert on; unknown fails the unit
+	grep -qx 'SuccessExitStatus=1 2 75' "$UNITS_IN/cqrs-health.service.in"
 	grep -qx 'ExecStart=@bindir@/cqrs-saga run' "$UNITS_IN/cqrs-saga-tick.service.in"
 	grep -qx 'ExecStart=@bindir@/cqrs-project' "$UNITS_IN/cqrs-project.service.in"
 	# the times of share/crontab.example
