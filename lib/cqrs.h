@@ -772,6 +772,16 @@ struct cqrs_traceparent {
 /* A W3C traceparent header value (lowercase hex; all-zero ids and version
  * ff are invalid): 0, or -1 with *err (CQRS_EXIT_USAGE) saying what is wrong. */
 int cqrs_traceparent_parse(const char *s, size_t len, struct cqrs_traceparent *tp, cqrs_error *err);
+/* The ids cqrs-trace gives an order's trace, so that what the saga hands on
+ * (a step program's TRACEPARENT, its commands' metadata) names the same
+ * spans: a node's span id is the first 8 bytes of SHA-256 of its key
+ * ("step:SAGA/STEP[/compensate]", "saga:SAGA", "event:ID", "command:ID");
+ * without a caller's traceparent, the trace id comes from the correlation
+ * id. */
+void cqrs_trace_span_id(const char *key, uint8_t span[8]);
+void cqrs_trace_id_of_correlation(const char *corr, uint8_t trace[16]);
+void cqrs_traceparent_format(const uint8_t trace[16], const uint8_t span[8], uint8_t flags,
+			     char out[CQRS_TRACEPARENT_LEN + 1]);
 
 enum cqrs_trace_format { CQRS_TRACE_TEXT, CQRS_TRACE_NDJSON, CQRS_TRACE_OTLP };
 /* The causation tree of one correlation's events (commands, events, sagas,

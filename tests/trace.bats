@@ -105,8 +105,29 @@ command create-1  2026-03-01T12:00:00.000000Z  +0.000000s  took 0.000000s
 	order_line | cqrs-command -q --traceparent "$TP"
 	run --separate-stderr cqrs-saga run
 	assert_success
-	# every event of the order carries the traceparent
-	assert_equal "$(cqrs-read --correlation order-1 | jq -r .metadata.traceparent | sort -u)" "$TP"
+	# every event of the order carries the trace; the person's command the
+	# caller's span as parent; what each step did (its commands'
+	# events, saga:SAGA/STEP/ITEM/ATTEMPT, and what it emitted, SAGA/STEP)
+	# its step's span, as cqrs-trace names it: the first 8 bytes of
+	# SHA-256 of "step:SAGA/STEP"; the saga's own events the caller's
+	cqrs-read --correlation order-1 >all.ndjson
+	assert_equal "$(jq -r '.metadata.traceparent | split("-")[1]' all.ndjson | sort -u)" 4bf92f3577b34da6a3ce929d0e0e4736
+	assert_equal "$(jq -r 'select(.aggregate_type == "Saga" or .metadata.causation_id == "create-1") | .metadata.traceparent' all.ndjson | sort -u)" "$TP"
+	local cause parent key n=0
+	while IFS=$'\t' read -r cause parent; do
+		key=${cause#saga:}
+		[ "$key" = "$cause" ] || key=${key%/*/*}
+		assert_equal "$parent" "$(printf 'step:%s' "$key" | sha256sum | cut -c1-16)"
+		n=$((n + 1))
+	done < <(jq -r 'select(.metadata.causation_id | test("/")) | [.metadata.causation_id, (.metadata.traceparent | split("-")[2])] | @tsv' all.ndjson)
+	assert_equal "$n" 4
+	# and those are the spans of the four steps in the export
+	assert_equal "$(jq -r 'select(.metadata.causation_id | test("/")) | .metadata.traceparent | split("-")[2]' all.ndjson | sort -u)" \
+		"$(cqrs-trace -f json "$O1" | jq -r 'select(.kind == "step") | .span_id' | sort -u)"
+	# the step programs were given the trace, their step's span as parent
+	# (the example gateway logs TRACEPARENT)
+	run cat "$PAYMENT_GATEWAY_DIR/traceparents.log"
+	assert_output "00-4bf92f3577b34da6a3ce929d0e0e4736-$(printf 'step:%s' "$(jq -r 'select(.event_type == "PaymentAuthorized") | .metadata.causation_id' all.ndjson | sed 's|^saga:||; s|/[^/]*/[^/]*$||')" | sha256sum | cut -c1-16)-01"
 	cqrs-trace -f otlp "$O1" >t.json
 	run validate --external-parent 00f067aa0ba902b7 t.json
 	assert_success
@@ -141,6 +162,14 @@ true"
 		"saga order step authorize_payment "
 	run bash -c "cqrs-trace $(order_id 2) | grep -c '^      compensate reserve_inventory '"
 	assert_output 1
+	# the declined call was given that trace, and the span of its step
+	# as it is in the export
+	local step_span
+	step_span=$(jq -r '.resourceSpans[0].scopeSpans[0].spans[] | select(.name == "step authorize_payment") | .spanId' c.json)
+	run cat "$PAYMENT_GATEWAY_DIR/traceparents.log"
+	assert_output "00-$tid-$step_span-01"
+	# and the saga's events keep no traceparent of their own: none was given
+	assert_equal "$(cqrs-read --correlation order-2 | jq -r 'select(.metadata.traceparent != null)' | wc -l)" 0
 }
 
 @test "a slow step program shows as a span of at least its run time" {

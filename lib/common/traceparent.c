@@ -7,6 +7,8 @@
  */
 #include "cqrs.h"
 
+#include <nettle/sha2.h>
+#include <stdio.h>
 #include <string.h>
 
 static int hexval(char c)
@@ -65,4 +67,43 @@ int cqrs_traceparent_parse(const char *s, size_t len, struct cqrs_traceparent *t
 	memcpy(tp->text + 2, s + 2, CQRS_TRACEPARENT_LEN - 2);
 	tp->text[CQRS_TRACEPARENT_LEN] = '\0';
 	return 0;
+}
+
+/* --- the ids of an order's trace, as cqrs-trace(1) exports it ------------------------ */
+
+void cqrs_trace_span_id(const char *key, uint8_t span[8])
+{
+	struct sha256_ctx ctx;
+	uint8_t h[SHA256_DIGEST_SIZE];
+	sha256_init(&ctx);
+	sha256_update(&ctx, strlen(key), (const uint8_t *)key);
+	sha256_digest(&ctx, sizeof h, h);
+	memcpy(span, h, 8);
+	span[7] |= span[0] == 0 ? 1 : 0; /* never all zeros (W3C) */
+}
+
+void cqrs_trace_id_of_correlation(const char *corr, uint8_t trace[16])
+{
+	struct sha256_ctx ctx;
+	uint8_t h[SHA256_DIGEST_SIZE];
+	static const char salt[] = "cqrs-trace correlation ";
+	sha256_init(&ctx);
+	sha256_update(&ctx, sizeof salt - 1, (const uint8_t *)salt);
+	sha256_update(&ctx, strlen(corr), (const uint8_t *)corr);
+	sha256_digest(&ctx, sizeof h, h);
+	memcpy(trace, h, 16);
+	trace[15] |= trace[0] == 0 ? 1 : 0;
+}
+
+void cqrs_traceparent_format(const uint8_t trace[16], const uint8_t span[8], uint8_t flags,
+			     char out[CQRS_TRACEPARENT_LEN + 1])
+{
+	char *p = out + 3;
+	memcpy(out, "00-", 3);
+	for (int i = 0; i < 16; i++, p += 2)
+		snprintf(p, 3, "%02x", trace[i]);
+	*p++ = '-';
+	for (int i = 0; i < 8; i++, p += 2)
+		snprintf(p, 3, "%02x", span[i]);
+	snprintf(p, 4, "-%02x", flags);
 }

@@ -127,15 +127,8 @@ static int node_get(struct trace *t, enum node_kind kind, const char *key, const
 	}
 	nd->parent = parent;
 	nd->start = nd->end = -1;
-	/* the span id: the first 8 bytes of SHA-256(key), so that exporting
-	 * the same history again gives the same ids */
-	struct sha256_ctx ctx;
-	uint8_t h[SHA256_DIGEST_SIZE];
-	sha256_init(&ctx);
-	sha256_update(&ctx, strlen(key), (const uint8_t *)key);
-	sha256_digest(&ctx, sizeof h, h);
-	memcpy(nd->span_id, h, sizeof nd->span_id);
-	nd->span_id[7] |= nd->span_id[0] == 0 ? 1 : 0; /* never all zeros (W3C) */
+	/* from the key: exporting the same history again gives the same ids */
+	cqrs_trace_span_id(key, nd->span_id);
 	size_t i = key_hash(key) & (t->nslots - 1);
 	while (t->slots[i] >= 0)
 		i = (i + 1) & (t->nslots - 1);
@@ -806,15 +799,7 @@ int cqrs_trace_print(cqrs_store *st, const uint8_t *order_id, const char *correl
 	if (!t.has_tp) {
 		/* no caller's trace: one derived from the correlation id, the
 		 * same on every export */
-		struct sha256_ctx ctx;
-		uint8_t h[SHA256_DIGEST_SIZE];
-		sha256_init(&ctx);
-		static const char salt[] = "cqrs-trace correlation ";
-		sha256_update(&ctx, sizeof salt - 1, (const uint8_t *)salt);
-		sha256_update(&ctx, strlen(t.corr), (const uint8_t *)t.corr);
-		sha256_digest(&ctx, sizeof h, h);
-		memcpy(t.trace_id, h, sizeof t.trace_id);
-		t.trace_id[15] |= t.trace_id[0] == 0 ? 1 : 0;
+		cqrs_trace_id_of_correlation(t.corr, t.trace_id);
 	}
 	if (link_children(&t, &roots, &nroots) < 0) {
 		cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");

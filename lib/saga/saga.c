@@ -284,13 +284,34 @@ static void start_traceparent(const char *state, size_t len, char out[CQRS_TRACE
 		memcpy(out, tp.text, sizeof tp.text);
 }
 
-/* step_started: the start of the action this event ends ("" or NULL: not
- * one), recorded with the end, now, as step_started_at / step_ended_at */
-static void metadata(struct cqrs_strbuf *m, const char *corr, const char *causation,
-		     const char *state, size_t state_len, const char *step_started)
+/* The traceparent a step hands on, to its program (TRACEPARENT) and in its
+ * commands: the order's trace, the step's own span as parent, as
+ * cqrs-trace(1) exports them (key: the step's idempotency key).  Without
+ * a traceparent at the start, the trace id cqrs-trace derives from the
+ * correlation id, when always is set; else "". */
+static void step_traceparent(const char *state, size_t len, const char *corr, const char *key,
+			     bool always, char out[CQRS_TRACEPARENT_LEN + 1])
 {
-	char tp[CQRS_TRACEPARENT_LEN + 1];
-	start_traceparent(state, state_len, tp);
+	struct cqrs_traceparent tp;
+	start_traceparent(state, len, out);
+	if (out[0] != '\0')
+		cqrs_traceparent_parse(out, strlen(out), &tp, NULL);
+	else if (always && corr != NULL && corr[0] != '\0') {
+		cqrs_trace_id_of_correlation(corr, tp.trace_id);
+		tp.flags = 1; /* sampled: the trace is the order's record */
+	} else
+		return;
+	char span_key[160];
+	uint8_t span[8];
+	snprintf(span_key, sizeof span_key, "step:%s", key);
+	cqrs_trace_span_id(span_key, span);
+	cqrs_traceparent_format(tp.trace_id, span, tp.flags, out);
+}
+
+/* The metadata of an event the saga writes, with traceparent tp ("": none). */
+static void metadata_with(struct cqrs_strbuf *m, const char *corr, const char *causation,
+			  const char *tp, const char *step_started)
+{
 	cqrs_strbuf_reset(m);
 	cqrs_strbuf_putc(m, '{');
 	if (corr != NULL && *corr != '\0') {
@@ -312,6 +333,15 @@ static void metadata(struct cqrs_strbuf *m, const char *corr, const char *causat
 	cqrs_strbuf_putc(m, '}');
 }
 
+/* step_started: the start of the action this event ends ("" or NULL: not
+ * one), recorded with the end, now, as step_started_at / step_ended_at */
+static void metadata(struct cqrs_strbuf *m, const char *corr, const char *causation,
+		     const char *state, size_t state_len, const char *step_started)
+{
+	char tp[CQRS_TRACEPARENT_LEN + 1];
+	start_traceparent(state, state_len, tp);
+	metadata_with(m, corr, causation, tp, step_started);
+}
 static int append(struct cqrs_saga_runner *r, const uint8_t id[CQRS_UUID_LEN], const char *type,
 		  const char *event_type, const struct cqrs_strbuf *data,
 		  const struct cqrs_strbuf *meta, const uint8_t *event_id, cqrs_error *err)
@@ -563,7 +593,7 @@ static int run_command(struct cqrs_saga_runner *r, const struct saga_action *a,
 	if (!cqrs_json_get(r->buf.p, r->buf.len, "user_id", &v, &vn))
 		cqrs_strbuf_puts(c, "\"user_id\":\"cqrs-saga\",");
 	char tp[CQRS_TRACEPARENT_LEN + 1];
-	start_traceparent(ctx->state, ctx->state_len, tp);
+	step_traceparent(ctx->state, ctx->state_len, ctx->correlation_id, key, false, tp);
 	if (tp[0] != '\0' && !cqrs_json_get(r->buf.p, r->buf.len, "traceparent", &v, &vn))
 		cqrs_strbuf_printf(c, "\"traceparent\":\"%s\",", tp);
 	if (!cqrs_json_get(r->buf.p, r->buf.len, "if_needed", &v, &vn))
@@ -649,7 +679,10 @@ static int run_emit(struct cqrs_saga_runner *r, const struct tpl *t, const struc
 	} else {
 		cqrs_strbuf_puts(&r->data, "{}");
 	}
-	metadata(&r->meta, ctx->correlation_id, key, ctx->state, ctx->state_len, NULL);
+	/* an event the step emits: a span of the step, as its commands */
+	char tp[CQRS_TRACEPARENT_LEN + 1];
+	step_traceparent(ctx->state, ctx->state_len, ctx->correlation_id, key, false, tp);
+	metadata_with(&r->meta, ctx->correlation_id, key, tp, NULL);
 	/* the same event on every retry: the store keeps it once */
 	char name[160], eid[37];
 	snprintf(name, sizeof name, "%s/emit/%zu/%lld", key, index, (long long)ctx->attempt);
@@ -1469,8 +1502,8 @@ static int run_external(struct cqrs_saga_runner *r, struct saga_inst *in, cqrs_e
 			cqrs_strbuf_free(&input);
 			return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
 		} else {
-			char env[6][256];
-			char *envp[7];
+			char env[7][256];
+			char *envp[8];
 			snprintf(env[0], sizeof env[0], "CQRS_IDEMPOTENCY_KEY=%s", key);
 			snprintf(env[1], sizeof env[1], "CQRS_SAGA_ID=%s", in->id);
 			snprintf(env[2], sizeof env[2], "CQRS_SAGA_STEP=%s", name);
@@ -1478,9 +1511,13 @@ static int run_external(struct cqrs_saga_runner *r, struct saga_inst *in, cqrs_e
 			snprintf(env[4], sizeof env[4], "CQRS_SAGA_ATTEMPT=%lld",
 				 (long long)(in->attempts + 1));
 			snprintf(env[5], sizeof env[5], "CQRS_CORRELATION_ID=%s", in->corr);
-			for (int i = 0; i < 6; i++)
+			char tp[CQRS_TRACEPARENT_LEN + 1];
+			step_traceparent(in->state.p, in->state.len, in->corr, key, true, tp);
+			snprintf(env[6], sizeof env[6], "TRACEPARENT=%s", tp);
+			int n = tp[0] != '\0' ? 7 : 6;
+			for (int i = 0; i < n; i++)
 				envp[i] = env[i];
-			envp[6] = NULL;
+			envp[n] = NULL;
 			struct exec_spec spec = { a->argv,   d->dir,	    input.p,
 						  input.len, a->timeout_us, envp };
 			say(r, in, "running %s for %s %s (attempt %lld)%s", a->argv[0], dir, name,
