@@ -1090,11 +1090,10 @@ static void refresh_schema(struct sqlite_store *s)
  * reading the few events it finds. */
 static bool one_aggregate_only(const cqrs_filter *f)
 {
-	return f->aggregate_id != NULL && f->after == 0 && f->to == 0 &&
-	       f->naggregate_ids == 0 && f->aggregate_type == NULL &&
-	       f->naggregate_types == 0 && f->event_type == NULL && f->nevent_types == 0 &&
-	       f->correlation_id == NULL && f->ncorrelation_ids == 0 && f->until == NULL &&
-	       !f->reverse && f->limit == 0;
+	return f->aggregate_id != NULL && f->after == 0 && f->to == 0 && f->naggregate_ids == 0 &&
+	       f->aggregate_type == NULL && f->naggregate_types == 0 && f->event_type == NULL &&
+	       f->nevent_types == 0 && f->correlation_id == NULL && f->ncorrelation_ids == 0 &&
+	       f->until == NULL && !f->reverse && f->limit == 0;
 }
 
 static cqrs_cursor *read_one_aggregate(struct sqlite_store *s, const cqrs_filter *f,
