@@ -79,6 +79,15 @@ bool cqrs_stdout_gone(void);
 /* Parses a whole non-negative decimal int64 or returns -1 */
 int cqrs_parse_int64(const char *s, int64_t *out);
 void cqrs_print_version(void);
+/* getopt_long, whose complaints (an unknown option, a missing argument) go
+ * through cqrs_warn in glibc's words, so that --log-format json holds for
+ * them too; returns '?' after one.  optstring as for getopt_long. */
+struct option;
+int cqrs_getopt_long(int argc, char **argv, const char *optstring, const struct option *longopts,
+		     int *index);
+/* A tool's usage text: on stdout for --help (code 0); on stderr for a usage
+ * error, or, with --log-format json, as one error line of its synopsis. */
+void cqrs_print_usage(const char *text, int code);
 /* A file shipped in share/: $CQRS_SHAREDIR/name when set (tests, an
  * uninstalled build), else the installed $(pkgdatadir)/name. */
 const char *cqrs_share_path(const char *name, char *buf, size_t cap);

@@ -16,7 +16,7 @@ static const char usage_text[] =
 
 static void usage(int code)
 {
-	fputs(usage_text, code ? stderr : stdout);
+	cqrs_print_usage(usage_text, code);
 	if (code == 0)
 		fputs("\n"
 		      "  -b, --batch COUNT          commit every COUNT events (large imports)\n"
@@ -140,7 +140,7 @@ int main(int argc, char **argv)
 
 	cqrs_tool_init("cqrs-append");
 	cqrs_log_scan_args(argc, argv);
-	while ((ch = getopt_long(argc, argv, "b:e:nqs:hV", longopts, NULL)) != -1) {
+	while ((ch = cqrs_getopt_long(argc, argv, "b:e:nqs:hV", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'b':
 			if (cqrs_parse_int64(optarg, &batch) < 0 || batch == 0)

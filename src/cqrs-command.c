@@ -24,7 +24,7 @@ static const char usage_text[] =
 
 static void usage(int code)
 {
-	fputs(usage_text, code ? stderr : stdout);
+	cqrs_print_usage(usage_text, code);
 	if (code == 0)
 		fputs("\n"
 		      "  -b, --batch COUNT          commands per transaction (default 4096)\n"
@@ -589,7 +589,7 @@ int main(int argc, char **argv)
 	fr.items = calloc((size_t)argc, sizeof *fr.items);
 	if (fr.items == NULL)
 		cqrs_die(CQRS_EXIT_OSERR, "out of memory");
-	while ((ch = getopt_long(argc, argv, "b:c:nqs:u:hV", longopts, NULL)) != -1) {
+	while ((ch = cqrs_getopt_long(argc, argv, "b:c:nqs:u:hV", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'b':
 			if (cqrs_parse_int64(optarg, &batch) < 0 || batch == 0 || batch > 100000)

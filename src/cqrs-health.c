@@ -20,11 +20,11 @@ static const char usage_text[] =
 	"                   [--textfile dir] [--lag-events w,c] [--lag-seconds w,c]\n"
 	"                   [--parked w,c] [--stuck-after duration] [--stuck w,c]\n"
 	"                   [--failed w,c] [--compensation-failed w,c] [--breakers w,c]\n"
-	"                   [--wal w,c] [--disk-free w,c]\n";
+	"                   [--wal w,c] [--disk-free w,c] [--log-format text|json]\n";
 
 static void usage(int code)
 {
-	fputs(usage_text, code ? stderr : stdout);
+	cqrs_print_usage(usage_text, code);
 	if (code == 0)
 		fputs("\n"
 		      "  -s, --store PATH           event store (default: $CQRS_STORE)\n"
@@ -43,6 +43,8 @@ static void usage(int code)
 		      "      --breakers W,C         open circuit breakers (1,0)\n"
 		      "      --wal W,C              size of the write-ahead log (64M,512M)\n"
 		      "      --disk-free W,C        free disk, at or below (1G,256M)\n"
+		      "      --log-format FORMAT    messages as text or json lines (default:\n"
+		      "                             $CQRS_LOG_FORMAT, else text)\n"
 		      "  -h, --help                 show this help\n"
 		      "  -V, --version              show the version\n"
 		      "\n"
@@ -54,7 +56,7 @@ static void usage(int code)
 
 int main(int argc, char **argv)
 {
-	enum { OPT_VIEWS = 256, OPT_FORMAT, OPT_TEXTFILE, OPT_LIMIT };
+	enum { OPT_VIEWS = 256, OPT_FORMAT, OPT_TEXTFILE, OPT_LIMIT, OPT_LOG_FORMAT };
 	/* the thresholds keep their option names: lib/ops/health.c reads them */
 	static const struct option longopts[] = {
 		{ "store", required_argument, NULL, 's' },
@@ -71,6 +73,7 @@ int main(int argc, char **argv)
 		{ "breakers", required_argument, NULL, OPT_LIMIT },
 		{ "wal", required_argument, NULL, OPT_LIMIT },
 		{ "disk-free", required_argument, NULL, OPT_LIMIT },
+		{ "log-format", required_argument, NULL, OPT_LOG_FORMAT },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -83,8 +86,21 @@ int main(int argc, char **argv)
 	/* the environment first, so that an option overrides it */
 	if (cqrs_health_limits_env(&limits, &err) < 0)
 		cqrs_die(CQRS_HEALTH_UNKNOWN, "%s", err.msg);
+	/* a bad one is unknown (3), like every usage error here */
+	for (int i = 1; i < argc; i++)
+		if (strcmp(argv[i], "--") == 0)
+			break;
+		else if (strncmp(argv[i], "--log-format", 12) == 0) {
+			const char *f = argv[i][12] == '='		      ? argv[i] + 13
+					: argv[i][12] == '\0' && i + 1 < argc ? argv[i + 1]
+									      : NULL;
+			if (f != NULL && strcmp(f, "json") != 0 && strcmp(f, "text") != 0)
+				cqrs_die(CQRS_HEALTH_UNKNOWN,
+					 "--log-format: unknown format '%s' (json or text)", f);
+		}
+	cqrs_log_scan_args(argc, argv);
 	int ch, index;
-	while ((ch = getopt_long(argc, argv, "s:hV", longopts, &index)) != -1) {
+	while ((ch = cqrs_getopt_long(argc, argv, "s:hV", longopts, &index)) != -1) {
 		switch (ch) {
 		case 's': store_opt = optarg; break;
 		case OPT_VIEWS: views_opt = optarg; break;
@@ -99,6 +115,7 @@ int main(int argc, char **argv)
 			if (cqrs_health_limit_set(&limits, longopts[index].name, optarg, &err) < 0)
 				cqrs_die(CQRS_HEALTH_UNKNOWN, "--%s", err.msg);
 			break;
+		case OPT_LOG_FORMAT: cqrs_log_format_option(optarg); break;
 		case 'h': usage(0); break;
 		case 'V': cqrs_print_version(); return cqrs_finish_stdout(0);
 		default: usage(CQRS_HEALTH_UNKNOWN);

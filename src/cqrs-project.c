@@ -21,7 +21,7 @@ static const char usage_text[] =
 
 static void usage(int code)
 {
-	fputs(usage_text, code ? stderr : stdout);
+	cqrs_print_usage(usage_text, code);
 	if (code == 0)
 		fputs("\n"
 		      "  (no mode)                  apply what is new in the store, then exit\n"
@@ -394,7 +394,7 @@ int main(int argc, char **argv)
 		cqrs_warn("out of memory");
 		return CQRS_EXIT_OSERR;
 	}
-	while ((ch = getopt_long(argc, argv, "fo:P:b:s:vhV", longopts, NULL)) != -1) {
+	while ((ch = cqrs_getopt_long(argc, argv, "fo:P:b:s:vhV", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'f': set_mode(&mode, FOLLOW, "--follow"); break;
 		case OPT_STDIN: use_stdin = true; break;

@@ -32,7 +32,7 @@ static const char usage_text[] =
 
 static void usage(int code)
 {
-	fputs(usage_text, code ? stderr : stdout);
+	cqrs_print_usage(usage_text, code);
 	if (code == 0)
 		fputs("\n"
 		      "  order ID                   an order, by id or order number\n"
@@ -184,7 +184,7 @@ int main(int argc, char **argv)
 		cqrs_die(CQRS_EXIT_SOFTWARE, "cannot set the memory limit");
 	/* options may follow the query's name; "--" ends them, for sql
 	 * parameters that start with '-' */
-	while ((ch = getopt_long(argc, argv, "f:n:s:hV", longopts, NULL)) != -1) {
+	while ((ch = cqrs_getopt_long(argc, argv, "f:n:s:hV", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'f': format = optarg; break;
 		case 'L': cqrs_log_format_option(optarg); break;

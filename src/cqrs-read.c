@@ -24,7 +24,7 @@ static const char usage_text[] =
 
 static void usage(int code)
 {
-	fputs(usage_text, code ? stderr : stdout);
+	cqrs_print_usage(usage_text, code);
 	if (code == 0)
 		fputs("\n"
 		      "  -a, --aggregate ID         events of one aggregate (repeat: any of them)\n"
@@ -400,7 +400,7 @@ int main(int argc, char **argv)
 	struct checkpoint cp = { 0 };
 	int ch;
 
-	while ((ch = getopt_long(argc, argv, "a:t:e:c:n:rfs:hV", longopts, NULL)) != -1) {
+	while ((ch = cqrs_getopt_long(argc, argv, "a:t:e:c:n:rfs:hV", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'a':
 			if (cqrs_uuid_parse(optarg, strlen(optarg), aggregates[naggregates++]) < 0)

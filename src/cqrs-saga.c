@@ -28,7 +28,7 @@ static const char usage_text[] =
 
 static CQRS_NORETURN void usage(int code)
 {
-	fputs(usage_text, code ? stderr : stdout);
+	cqrs_print_usage(usage_text, code);
 	if (code == 0)
 		fputs("\n"
 		      "  -b, --batch COUNT        saga instances per transaction (default 256)\n"

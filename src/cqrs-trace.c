@@ -8,18 +8,21 @@
 #include "cqrs.h"
 #include "banned.h"
 
-static const char usage_text[] = "usage: cqrs-trace [-f format] [-s store] order-id\n"
-				 "       cqrs-trace [-f format] [-s store] --correlation id\n";
+static const char usage_text[] =
+	"usage: cqrs-trace [-f format] [-s store] [--log-format text|json] order-id\n"
+	"       cqrs-trace [-f format] [-s store] [--log-format text|json] --correlation id\n";
 
 static void usage(int code)
 {
-	fputs(usage_text, code ? stderr : stdout);
+	cqrs_print_usage(usage_text, code);
 	if (code == 0)
 		fputs("\n"
 		      "  -c, --correlation ID       the events of this correlation id\n"
 		      "  -f, --format FORMAT        text (an indented tree, the default), json\n"
 		      "                             (NDJSON, a span per line) or otlp (OTLP/JSON)\n"
 		      "  -s, --store PATH           event store (default: $CQRS_STORE)\n"
+		      "      --log-format FORMAT    messages as text or json lines (default:\n"
+		      "                             $CQRS_LOG_FORMAT, else text)\n"
 		      "  -h, --help                 show this help\n"
 		      "  -V, --version              show the version\n",
 		      stdout);
@@ -34,6 +37,7 @@ int main(int argc, char **argv)
 		{ "store", required_argument, NULL, 's' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
+		{ "log-format", required_argument, NULL, 'L' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *store_opt = NULL, *correlation = NULL;
@@ -41,7 +45,8 @@ int main(int argc, char **argv)
 	int ch;
 
 	cqrs_tool_init("cqrs-trace");
-	while ((ch = getopt_long(argc, argv, "c:f:s:hV", longopts, NULL)) != -1) {
+	cqrs_log_scan_args(argc, argv);
+	while ((ch = cqrs_getopt_long(argc, argv, "c:f:s:hV", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':
 			if (*optarg == '\0' || strlen(optarg) > CQRS_MAX_CORRELATION)
@@ -62,6 +67,7 @@ int main(int argc, char **argv)
 					 "--format must be text, json or otlp: '%.80s'", optarg);
 			break;
 		case 's': store_opt = optarg; break;
+		case 'L': cqrs_log_format_option(optarg); break;
 		case 'h': usage(0); break;
 		case 'V': cqrs_print_version(); return cqrs_finish_stdout(0);
 		default: usage(CQRS_EXIT_USAGE);

@@ -68,6 +68,16 @@ check_json_error() {
 		assert_equal "$stderr" "$t: CQRS_LOG_FORMAT: unknown log format 'xml' (json or text)"
 		assert_equal "$output" ''
 	done
+	# cqrs-health and cqrs-trace have it too; a usage error is 3 in cqrs-health
+	run --separate-stderr cqrs-health --log-format yaml
+	assert_failure 3
+	assert_equal "$stderr" "cqrs-health: --log-format: unknown format 'yaml' (json or text)"
+	run --separate-stderr cqrs-trace --log-format=yaml x
+	assert_failure 64
+	assert_equal "$stderr" "cqrs-trace: --log-format: unknown format 'yaml' (json or text)"
+	run --separate-stderr cqrs-trace --log-format json --store missing.db 00000000-0000-4000-8000-000000000001
+	assert_failure 66
+	assert_equal "$(jq -r '[.tool, .level, .message] | join("|")' <<<"$stderr")" "cqrs-trace|error|missing.db: no such store"
 	run --separate-stderr cqrs-saga status --log-format yaml
 	assert_failure 64
 	assert_equal "$stderr" "cqrs-saga: --log-format: unknown format 'yaml' (json or text)"
@@ -87,6 +97,32 @@ check_json_error() {
 	run --separate-stderr cqrs-query --views missing.db sql 'SELECT ?' -- --log-format json
 	assert_failure 66
 	assert_equal "$stderr" 'cqrs-query: missing.db: no such views file (cqrs-project builds it)'
+}
+
+@test "a bad option in JSON: getopt's words as a JSON error line, the synopsis as one more, no text" {
+	local t args
+	for t in cqrs-append cqrs-read cqrs-command cqrs-project cqrs-query cqrs-health cqrs-trace; do
+		run --separate-stderr "$t" --log-format json --bogus
+		assert_failure "$([ "$t" = cqrs-health ] && echo 3 || echo 64)"
+		[ "${#stderr_lines[@]}" -eq 2 ] || fail "$t: ${#stderr_lines[@]} lines: $stderr"
+		assert_equal "$(jq -r '[.tool, .level, .message] | join("|")' <<<"${stderr_lines[0]}")" \
+			"$t|error|unrecognized option '--bogus'"
+		assert_regex "$(jq -r '[.level, .message] | join("|")' <<<"${stderr_lines[1]}")" "^error\|usage: $t "
+		# the text form: getopt's words, then the synopsis as it is
+		run --separate-stderr "$t" --bogus
+		assert_equal "${stderr_lines[0]}" "$t: unrecognized option '--bogus'"
+		assert_regex "${stderr_lines[1]}" "^usage: $t "
+	done
+	# each kind of complaint, in glibc's words
+	for args in "-s|option requires an argument -- 's'" "--store|option '--store' requires an argument" \
+		"-x|invalid option -- 'x'" "--help=1|option '--help' doesn't allow an argument" \
+		"--ve|option '--ve' is ambiguous"; do
+		CQRS_LOG_FORMAT=json run --separate-stderr cqrs-read "${args%%|*}"
+		assert_failure 64
+		assert_equal "$(jq -r .message <<<"${stderr_lines[0]}")" "${args#*|}"
+		run --separate-stderr cqrs-read "${args%%|*}"
+		assert_equal "${stderr_lines[0]}" "cqrs-read: ${args#*|}"
+	done
 }
 
 @test "quotes, backslashes, newlines and invalid UTF-8 in a message still give one valid JSON line" {

@@ -3,9 +3,11 @@
 #include "config.h"
 
 #include <errno.h>
+#include <getopt.h>
 #include <locale.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -122,4 +124,86 @@ const char *cqrs_share_path(const char *name, char *buf, size_t cap)
 		dir = PKGDATADIR;
 	snprintf(buf, cap, "%s/%s", dir, name);
 	return buf;
+}
+
+/* --- options and usage ---------------------------------------------------------- */
+
+/* getopt's own messages are text whatever --log-format says: it is told to
+ * keep quiet (opterr 0, a leading ':' so that a missing argument is told
+ * from an unknown option), and the same words go through cqrs_warn. */
+static void option_error(char **argv, int ch, const struct option *longopts)
+{
+	const char *arg = argv[optind - 1];
+	bool named_long = false;
+	const char *name = "?";
+	if (strncmp(arg, "--", 2) == 0) {
+		size_t n = strcspn(arg + 2, "=");
+		int matches = 0;
+		for (const struct option *o = longopts; o->name != NULL; o++) {
+			if (strncmp(o->name, arg + 2, n) != 0)
+				continue;
+			if (o->name[n] == '\0') { /* exact: that one */
+				matches = 1;
+				name = o->name;
+				named_long = optopt == o->val;
+				break;
+			}
+			matches++;
+			name = o->name;
+			named_long = optopt == o->val;
+		}
+		if (optopt == 0) {
+			if (matches > 1)
+				cqrs_log(CQRS_LOG_ERROR, "option '%s' is ambiguous", arg);
+			else
+				cqrs_log(CQRS_LOG_ERROR, "unrecognized option '%s'", arg);
+			return;
+		}
+	}
+	if (named_long && ch == ':')
+		cqrs_log(CQRS_LOG_ERROR, "option '--%s' requires an argument", name);
+	else if (named_long)
+		cqrs_log(CQRS_LOG_ERROR, "option '--%s' doesn't allow an argument", name);
+	else if (ch == ':')
+		cqrs_log(CQRS_LOG_ERROR, "option requires an argument -- '%c'", optopt);
+	else
+		cqrs_log(CQRS_LOG_ERROR, "invalid option -- '%c'", optopt);
+}
+
+int cqrs_getopt_long(int argc, char **argv, const char *optstring, const struct option *longopts,
+		     int *index)
+{
+	char quiet[128];
+	snprintf(quiet, sizeof quiet, ":%s", optstring);
+	opterr = 0;
+	int ch = getopt_long(argc, argv, quiet, longopts, index);
+	if (ch == '?' || ch == ':') {
+		option_error(argv, ch, longopts);
+		return '?';
+	}
+	return ch;
+}
+
+void cqrs_print_usage(const char *text, int code)
+{
+	if (code == 0 || cqrs_log_format() != CQRS_LOG_JSON) {
+		fputs(text, code ? stderr : stdout);
+		return;
+	}
+	/* one line, the synopsis' words with single spaces */
+	char line[1024];
+	size_t n = 0;
+	bool space = false;
+	for (const char *p = text; *p != '\0' && n + 2 < sizeof line; p++) {
+		if (*p == ' ' || *p == '\t' || *p == '\n') {
+			space = n > 0;
+			continue;
+		}
+		if (space)
+			line[n++] = ' ';
+		space = false;
+		line[n++] = *p;
+	}
+	line[n] = '\0';
+	cqrs_log(CQRS_LOG_ERROR, "%s", line);
 }
