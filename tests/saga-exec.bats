@@ -198,6 +198,55 @@ eight_at_once() {
 	assert_output authorized
 }
 
+@test "the sample steps keep a directory per user: another's is refused (77), not written into" {
+	[ "$(id -u)" = 0 ] || fail "needs root to act as nobody (uid $(id -u))"
+	command -v setpriv >/dev/null || fail "setpriv not found (Debian package util-linux)"
+	unset PAYMENT_GATEWAY_DIR SHIPPING_LABEL_DIR PAYMENT_GATEWAY_MODE PAYMENT_GATEWAY_AUTHORIZE_MODE \
+		PAYMENT_GATEWAY_DECLINE SHIPPING_LABEL_MODE SHIPPING_LABEL_CREATE_MODE SHIPPING_LABEL_COUNTRIES
+	# the programs where nobody can reach them (the checkout may be in a private home)
+	local bin=$BATS_TEST_TMPDIR/steps nobody d
+	nobody=$(id -u nobody)
+	mkdir -m 755 "$bin" "$BATS_TEST_TMPDIR/tmp"
+	chmod 1777 "$BATS_TEST_TMPDIR/tmp"
+	cp "$CQRS_TOP_SRCDIR/share/steps/payment-gateway" "$CQRS_TOP_SRCDIR/share/steps/shipping-label" "$bin/"
+	chmod 755 "$bin"/*
+	d=$BATS_TEST_TMPDIR
+	while [ "$d" != / ] && [ "$d" != "$(dirname "$BATS_RUN_TMPDIR")" ]; do
+		chmod o+x "$d"
+		d=$(dirname "$d")
+	done
+	as_nobody() {
+		run --separate-stderr setpriv --reuid=nobody --regid=nogroup --clear-groups \
+			env -i PATH=/usr/bin:/bin TMPDIR="$BATS_TEST_TMPDIR/tmp" "$bin/$1" "$2" <<<"$3"
+	}
+	local pay='{"idempotency_key":"s-1/authorize_payment","input":{"customer_id":"c-1","amount":"9.99"}}'
+	local label='{"idempotency_key":"s-1/create_shipping_label","input":{"address":{"country":"US"}}}'
+	# root ran the demo first: its directories are its own, 0700
+	TMPDIR=$BATS_TEST_TMPDIR/tmp run --separate-stderr "$bin/payment-gateway" authorize <<<"$pay"
+	assert_success
+	assert_equal "$(stat -c '%a %U' "$BATS_TEST_TMPDIR/tmp/payment-gateway-0")" "700 root"
+	# nobody gets its own, and the answer
+	as_nobody payment-gateway authorize "$pay"
+	assert_success
+	assert_equal "$(jq -r .status <<<"$output")" authorized
+	assert_equal "$(stat -c '%a %U' "$BATS_TEST_TMPDIR/tmp/payment-gateway-$nobody")" "700 nobody"
+	# a directory planted under nobody's name, by root or writable by others: refused, untouched
+	mkdir -m 755 "$BATS_TEST_TMPDIR/tmp/shipping-label-$nobody"
+	as_nobody shipping-label create "$label"
+	assert_failure 77
+	assert_equal "$stderr" "shipping-label: $BATS_TEST_TMPDIR/tmp/shipping-label-$nobody: not this user's own directory: refused (set SHIPPING_LABEL_DIR)"
+	assert_equal "$(ls -A "$BATS_TEST_TMPDIR/tmp/shipping-label-$nobody")" ""
+	rmdir "$BATS_TEST_TMPDIR/tmp/shipping-label-$nobody"
+	mkdir -m 777 "$BATS_TEST_TMPDIR/tmp/shipping-label-$nobody"
+	chown nobody "$BATS_TEST_TMPDIR/tmp/shipping-label-$nobody"
+	as_nobody shipping-label create "$label"
+	assert_failure 77
+	chmod 700 "$BATS_TEST_TMPDIR/tmp/shipping-label-$nobody"
+	as_nobody shipping-label create "$label"
+	assert_success
+	assert_equal "$(jq -r .carrier <<<"$output")" FedEx
+}
+
 @test "shipping-label: eight concurrent calls with one key give one effect and one answer" {
 	export SHIPPING_LABEL_DIR="$BATS_TEST_TMPDIR/sl"
 	unset SHIPPING_LABEL_MODE SHIPPING_LABEL_CREATE_MODE SHIPPING_LABEL_COUNTRIES
