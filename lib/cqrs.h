@@ -117,6 +117,9 @@ bool cqrs_input_ready(cqrs_input *in);
 
 /* --- strict JSON (json.c) ------------------------------------------------- */
 
+/* How many of the n bytes at s are valid UTF-8 before the first that is not
+ * (n when all are). */
+size_t cqrs_utf8_valid_prefix(const char *s, size_t n);
 /* A strict RFC 8259 check of one JSON text: valid UTF-8, no duplicate keys,
  * nesting at most CQRS_MAX_DEPTH.  Compacts the text in place (drops
  * insignificant white space, keeps every value's bytes as written) and

@@ -283,9 +283,24 @@ struct friendly {
 	unsigned given;
 };
 
+/* A flag's value must be text: bytes that are not UTF-8 are bad input
+ * named as the flag, not as a column of the JSON made from it. */
+static void need_utf8(const struct verb *v, const char *option, const char *s)
+{
+	size_t n = strlen(s), ok = cqrs_utf8_valid_prefix(s, n);
+	if (ok < n)
+		cqrs_die(CQRS_EXIT_DATAERR, "%s: --%s: not valid UTF-8 (byte %zu)", v->name, option,
+			 ok + 1);
+}
+
 /* The friendly form becomes the same command object NDJSON input holds. */
 static char *build_command(const struct verb *v, const struct friendly *fr, size_t *len)
 {
+	for (int i = 0; i < FL_COUNT; i++)
+		if ((fr->given & F(i)) && i != FL_ITEM && fr->value[i] != NULL)
+			need_utf8(v, flags[i].option, fr->value[i]);
+	for (size_t k = 0; k < fr->nitems; k++)
+		need_utf8(v, "item", fr->items[k]);
 	unsigned missing = v->required & ~fr->given;
 	unsigned extra = fr->given & ~(v->required | v->optional | F(FL_COMMAND_ID));
 	for (int i = 0; i < FL_COUNT; i++) {

@@ -981,6 +981,16 @@ g-4 accepted"
 	assert_failure 65
 	assert_output ''
 	assert_equal "$stderr" "cqrs-command: confirm-order: field 'order_id' is not a UUID: \"not-a-uuid\""
+	# bytes that are not UTF-8 are named by their flag, and touch no store
+	export CQRS_STORE=$BATS_TEST_TMPDIR/utf8/events.db
+	run --separate-stderr cqrs-command register-product --sku $'W-\xff1' --name W
+	assert_failure 65
+	assert_equal "$stderr" "cqrs-command: register-product: --sku: not valid UTF-8 (byte 3)"
+	run --separate-stderr cqrs-command create-order --customer c-1 --currency USD --ship-to A,B,C,D,US \
+		--item "11111111-2222-4333-8444-555555555555:1:1.00:S-1" --item $'11111111-2222-4333-8444-555555555555:1:1.00:S\xc3'
+	assert_failure 65
+	assert_equal "$stderr" "cqrs-command: create-order: --item: not valid UTF-8 (byte 46)"
+	[ ! -e "$BATS_TEST_TMPDIR/utf8" ] || fail "a store was made: $(ls "$BATS_TEST_TMPDIR/utf8")"
 }
 
 # --- show ------------------------------------------------------------------------------------------------

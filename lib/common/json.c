@@ -104,6 +104,19 @@ size_t cqrs_utf8_len(const unsigned char *p, size_t n)
 	return 0;
 }
 
+size_t cqrs_utf8_valid_prefix(const char *s, size_t n)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t i = 0;
+	while (i < n) {
+		size_t k = p[i] < 0x80 ? 1 : cqrs_utf8_len(p + i, n - i);
+		if (k == 0)
+			break;
+		i += k;
+	}
+	return i;
+}
+
 static void emit(struct scan *s, size_t from, size_t n)
 {
 	if (s->w != from)
