@@ -1,0 +1,1 @@
+# online backup and restore (issue 12): build lines for this piece
