@@ -952,4 +952,41 @@ void cqrs_metrics_tick(void);
  * dir folded into its .prom file; -1 with *err (the first failure). */
 int cqrs_metrics_fold_dir(const char *dir, cqrs_error *err);
 
+/* --- backup and restore (issue 12): lib/store/store_backup.c, cqrs-backup(1) --
+ * A consistent copy of a live store, as one SQLite file or as NDJSON (the
+ * events in their stored form, then every other table's rows), and its
+ * restore into a new store after the copy's chain and tables are checked. */
+
+/* A store's head as the SEQ:HASH text --expect takes; an empty store's is
+ * 0 and 64 zeros. */
+struct cqrs_head {
+	int64_t sequence;
+	uint8_t hash[CQRS_HASH_LEN];
+};
+#define CQRS_HEAD_TEXT_LEN (20 + 1 + 2 * CQRS_HASH_LEN)
+void cqrs_head_format(const struct cqrs_head *h, char out[CQRS_HEAD_TEXT_LEN + 1]);
+/* 0, or -1 when text is not SEQ:HASH */
+int cqrs_head_parse(const char *text, size_t len, struct cqrs_head *h);
+
+enum cqrs_backup_format { CQRS_BACKUP_SQLITE, CQRS_BACKUP_NDJSON };
+struct cqrs_backup_options {
+	enum cqrs_backup_format format;
+	const struct cqrs_head *since; /* NDJSON: the events after it only; NULL: all */
+	bool force;		       /* replace an existing target file */
+};
+/* The store at store_path, read at one moment while writers go on, into
+ * the file target (made beside it, checked, synced, renamed into place,
+ * mode 0600), or, target NULL, as NDJSON on out.  *head is where the copy
+ * ends.  6 when the store does not hold since; 73 when target exists
+ * (without force); 77 for a directory others may write. */
+int cqrs_backup(const char *store_path, const char *target, FILE *out,
+		const struct cqrs_backup_options *o, struct cqrs_head *head, cqrs_error *err);
+/* A backup (a SQLite file or NDJSON; NULL or "-": NDJSON on stdin) into a
+ * new store at store_path, checked before it is put in place, and its
+ * witness reset; an incremental NDJSON backup goes onto the store whose
+ * head is its since (6 when it does not hold it, 3 when it went on).
+ * 65 for a truncated or edited backup, 73 when a store exists there. */
+int cqrs_restore(const char *backup, const char *store_path, struct cqrs_head *head,
+		 cqrs_error *err);
+
 #endif
