@@ -127,8 +127,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (setjmp(fuzz_usage) == 0) {
 		line = build_command(v, &fr, &len);
 	} else {
-		FUZZ_ASSERT(fuzz_usage_code == CQRS_EXIT_USAGE, "build_command died with %d",
-			    fuzz_usage_code);
+		/* a usage error, or bad input (65) when a value is not UTF-8 */
+		bool not_utf8 = false;
+		for (int i = 0; i < FL_COUNT; i++)
+			if ((fr.given & F(i)) && i != FL_ITEM && fr.value[i] != NULL)
+				not_utf8 |=
+					cqrs_utf8_valid_prefix(fr.value[i], strlen(fr.value[i])) <
+					strlen(fr.value[i]);
+		for (size_t k = 0; k < fr.nitems; k++)
+			not_utf8 |= cqrs_utf8_valid_prefix(fr.items[k], strlen(fr.items[k])) <
+				    strlen(fr.items[k]);
+		FUZZ_ASSERT(fuzz_usage_code == CQRS_EXIT_USAGE ||
+				    (fuzz_usage_code == CQRS_EXIT_DATAERR && not_utf8),
+			    "build_command died with %d", fuzz_usage_code);
 		if (fuzz_stream != NULL) {
 			fclose(fuzz_stream);
 			free(fuzz_stream_buf);
