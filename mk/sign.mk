@@ -1,0 +1,1 @@
+# signed chain heads (issue 12): build lines for this piece
