@@ -263,12 +263,11 @@ static int check_public(int fd, const char *path, cqrs_error *err)
 	if (!S_ISREG(sb.st_mode))
 		return cqrs_fail(err, CQRS_EXIT_NOPERM, "%s: not a regular file: refused", path);
 	if (sb.st_uid != geteuid() && sb.st_uid != 0) {
-		char owner[256], me[256];
+		char owner[256];
 		return cqrs_fail(err, CQRS_EXIT_NOPERM,
-				 "%s: public key owned by %s, not by %s or root: refused; "
-				 "keep a copy of your own",
-				 path, cqrs_user_name(sb.st_uid, owner, sizeof owner),
-				 cqrs_user_name(geteuid(), me, sizeof me));
+				 "%s: public key owned by %s: refused; a public key is read from "
+				 "a file of this user's or root's (keep a copy of your own)",
+				 path, cqrs_user_name(sb.st_uid, owner, sizeof owner));
 	}
 	if (sb.st_mode & (S_IWGRP | S_IWOTH))
 		return cqrs_fail(err, CQRS_EXIT_NOPERM,
@@ -376,11 +375,36 @@ static int random_bytes(uint8_t *buf, size_t n, cqrs_error *err)
 	return 0;
 }
 
-/* The directory that will hold the keys: a file there that someone else
- * may replace is not a key of ours (cqrs(7), "Who may use a store"). */
+/* The directory that will hold the keys: one that someone else owns or
+ * may write (without the sticky bit) could have the key replaced by a key
+ * of theirs, who would then sign in the owner's name. */
 static int check_key_dir(const char *path, cqrs_error *err)
 {
-	return cqrs_trust_path(path, true, err);
+	char dir[PATH_MAX];
+	const char *slash = strrchr(path, '/');
+	if (slash == NULL)
+		snprintf(dir, sizeof dir, ".");
+	else if (slash == path)
+		snprintf(dir, sizeof dir, "/");
+	else
+		snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+	struct stat sb;
+	if (stat(dir, &sb) < 0)
+		return cqrs_fail(err, CQRS_EXIT_CANTCREAT, "%s: %s", path, strerror(errno));
+	if (!S_ISDIR(sb.st_mode))
+		return cqrs_fail(err, CQRS_EXIT_CANTCREAT, "%s: not a directory", dir);
+	if ((sb.st_mode & (S_IWGRP | S_IWOTH)) && !(sb.st_mode & S_ISVTX))
+		return cqrs_fail(err, CQRS_EXIT_NOPERM,
+				 "%s: a directory others may write (mode %04o, not sticky): "
+				 "refused for a key",
+				 dir, (unsigned)(sb.st_mode & 07777));
+	if (sb.st_uid != geteuid() && sb.st_uid != 0) {
+		char owner[256];
+		return cqrs_fail(err, CQRS_EXIT_NOPERM,
+				 "%s: a directory owned by %s: refused for a key", dir,
+				 cqrs_user_name(sb.st_uid, owner, sizeof owner));
+	}
+	return 0;
 }
 
 int cqrs_signing_key_generate(const char *path, cqrs_public_key *pub, cqrs_error *err)
@@ -388,7 +412,7 @@ int cqrs_signing_key_generate(const char *path, cqrs_public_key *pub, cqrs_error
 	char pub_path[PATH_MAX];
 	if ((size_t)snprintf(pub_path, sizeof pub_path, "%s.pub", path) >= sizeof pub_path)
 		return cqrs_fail(err, CQRS_EXIT_USAGE, "%s: path too long", path);
-	if (check_key_dir(path, err) < 0 || check_key_dir(pub_path, err) < 0)
+	if (check_key_dir(path, err) < 0)
 		return -1;
 	/* the private key first: the file a person named */
 	const char *const files[] = { path, pub_path };
