@@ -66,13 +66,13 @@ check_head() {
 	cp k k.before
 	run --separate-stderr cqrs-keygen k
 	assert_failure 73
-	assert_equal "$stderr" "cqrs-keygen: k: already exists: a key file is never replaced (cqrs-keygen(1), KEY ROTATION)"
+	assert_equal "$stderr" "cqrs-keygen: k: already exists: a key file is never replaced (cqrs-keygen(1), Key rotation)"
 	cmp k k.before
 	# a public key in the way: nothing is created
 	echo old >other.pub
 	run --separate-stderr cqrs-keygen other
 	assert_failure 73
-	assert_equal "$stderr" "cqrs-keygen: other.pub: already exists: a key file is never replaced (cqrs-keygen(1), KEY ROTATION)"
+	assert_equal "$stderr" "cqrs-keygen: other.pub: already exists: a key file is never replaced (cqrs-keygen(1), Key rotation)"
 	[ ! -e other ]
 	assert_equal "$(cat other.pub)" old
 	# a dangling link planted where the key goes: not followed
@@ -124,7 +124,7 @@ check_head() {
 		run --separate-stderr cqrs-read --verify --signing-key k
 		assert_failure 77
 		assert_output ''
-		assert_equal "$stderr" "cqrs-read: k: signing key open to group or others (mode $mode): refused; it must be mode 0600 (chmod 600 k), and a key others could read is best replaced (cqrs-keygen(1), KEY ROTATION)"
+		assert_equal "$stderr" "cqrs-read: k: signing key open to group or others (mode $mode): refused; it must be mode 0600 (chmod 600 k), and a key others could read is best replaced (cqrs-keygen(1), Key rotation)"
 		run --separate-stderr cqrs-keygen --public k
 		assert_failure 77
 	done

@@ -181,7 +181,7 @@ static int check_private(int fd, const char *path, cqrs_error *err)
 		return cqrs_fail(err, CQRS_EXIT_NOPERM,
 				 "%s: signing key open to group or others (mode %04o): refused; "
 				 "it must be mode 0600 (chmod 600 %s), and a key others could "
-				 "read is best replaced (cqrs-keygen(1), KEY ROTATION)",
+				 "read is best replaced (cqrs-keygen(1), Key rotation)",
 				 path, (unsigned)(sb.st_mode & 07777), path);
 	return 0;
 }
@@ -343,7 +343,7 @@ static int create_file(const char *path, unsigned mode, const char *text, size_t
 		if (errno == EEXIST)
 			return cqrs_fail(err, CQRS_EXIT_CANTCREAT,
 					 "%s: already exists: a key file is never replaced "
-					 "(cqrs-keygen(1), KEY ROTATION)",
+					 "(cqrs-keygen(1), Key rotation)",
 					 path);
 		return cqrs_fail(err, errno == EACCES ? CQRS_EXIT_NOPERM : CQRS_EXIT_CANTCREAT,
 				 "%s: %s", path, strerror(errno));
@@ -420,7 +420,7 @@ int cqrs_signing_key_generate(const char *path, cqrs_public_key *pub, cqrs_error
 		if (access(files[i], F_OK) == 0 || errno != ENOENT)
 			return cqrs_fail(err, CQRS_EXIT_CANTCREAT,
 					 "%s: already exists: a key file is never replaced "
-					 "(cqrs-keygen(1), KEY ROTATION)",
+					 "(cqrs-keygen(1), Key rotation)",
 					 files[i]);
 	uint8_t seed[SEED_LEN];
 	char line[KEY_FILE_MAX], id[2 * CQRS_KEY_ID_LEN + 1], hex[2 * SEED_LEN + 1];
