@@ -300,7 +300,7 @@ check_head() {
 		while :; do
 			# RANDOM read here: a command substitution would not advance it
 			code=$((32 + RANDOM % 95))
-			new=$(printf "\\$(printf '%03o' "$code")")
+			new=$(printf '%b' "\\0$(printf '%03o' "$code")")
 			[ "$new" != "$old" ] && break
 		done
 		printf '%s%s%s\n' "${line:0:pos}" "$new" "${line:pos+1}" >flipped.json
