@@ -988,5 +988,76 @@ int cqrs_backup(const char *store_path, const char *target, FILE *out,
  * 65 for a truncated or edited backup, 73 when a store exists there. */
 int cqrs_restore(const char *backup, const char *store_path, struct cqrs_head *head,
 		 cqrs_error *err);
+/* --- signed heads (issue 12): lib/store/signed_head.c, cqrs-keygen(1) -----
+ * The store's owner signs a chain head with an Ed25519 key, as Certificate
+ * Transparency signs tree heads: the head says which store (the hash of
+ * its first event), how far (sequence and hash), when, and with which key.
+ * Anyone with the public key can check it against a copy of the store.
+ * The signed bytes and the line's form are in cqrs-keygen(1). */
+
+#define CQRS_KEY_ID_LEN		  8  /* first bytes of SHA-256 of the public key */
+#define CQRS_PUBLIC_KEY_LEN	  32 /* Ed25519 */
+#define CQRS_SIGNATURE_LEN	  64
+#define CQRS_SIGNED_HEAD_MAX	  512 /* the JSON line, with its newline and a NUL */
+#define CQRS_SIGNED_HEAD_TEXT_MAX 320
+
+typedef struct cqrs_public_key {
+	uint8_t key[CQRS_PUBLIC_KEY_LEN];
+	uint8_t id[CQRS_KEY_ID_LEN];
+} cqrs_public_key;
+/* The private key: kept in memory only while needed, wiped when freed. */
+typedef struct cqrs_signing_key cqrs_signing_key;
+
+/* A new key pair from getrandom(2): PATH, the private key (mode 0600,
+ * never over an existing file), and PATH.pub (0644: it is meant to be
+ * copied to whoever checks the heads).  A directory others may write is
+ * refused (77); an existing file, 73.  Nothing is left behind on failure. */
+int cqrs_signing_key_generate(const char *path, cqrs_public_key *pub, cqrs_error *err);
+/* The private key in PATH: NULL with *err, 66 when missing, 77 when it is
+ * a symbolic link, not a regular file, owned by another user or open to
+ * group or others (any of the mode bits 077), 65 when it is not a key. */
+cqrs_signing_key *cqrs_signing_key_load(const char *path, cqrs_error *err);
+void cqrs_signing_key_free(cqrs_signing_key *k);
+void cqrs_signing_key_public(const cqrs_signing_key *k, cqrs_public_key *pub);
+/* Ed25519 (RFC 8032) of msg with the key. */
+void cqrs_signing_key_sign(const cqrs_signing_key *k, const void *msg, size_t len,
+			   uint8_t sig[CQRS_SIGNATURE_LEN]);
+/* A public key file: 66 when missing, 77 when owned by another user than
+ * this one or root or writable by others, 65 when not a public key. */
+int cqrs_public_key_load(const char *path, cqrs_public_key *pub, cqrs_error *err);
+/* The public key as the one JSON line of a .pub file, newline included. */
+void cqrs_public_key_write(FILE *f, const cqrs_public_key *pub);
+
+struct cqrs_signed_head {
+	uint8_t store_id[CQRS_HASH_LEN]; /* the hash of event 1; zeros: an empty store */
+	int64_t sequence;		 /* the head: 0 for an empty store */
+	uint8_t hash[CQRS_HASH_LEN];	 /* of event `sequence`; zeros then */
+	char time[CQRS_TIMESTAMP_LEN + 1];
+	uint8_t key_id[CQRS_KEY_ID_LEN];
+	uint8_t signature[CQRS_SIGNATURE_LEN];
+};
+/* Signs what v verified (cqrs_store_verify passed: v->bad == 0): the head
+ * at v->checked, stamped now.  0, or -1 with *err (the store). */
+int cqrs_signed_head_make(cqrs_store *st, const cqrs_verify *v, const cqrs_signing_key *k,
+			  struct cqrs_signed_head *h, cqrs_error *err);
+/* The bytes the signature covers, NUL-terminated: their length. */
+size_t cqrs_signed_head_text(const struct cqrs_signed_head *h, char *buf, size_t cap);
+/* The head as one JSON object in its canonical form, no newline: length. */
+size_t cqrs_signed_head_format(const struct cqrs_signed_head *h, char *buf, size_t cap);
+/* Back from exactly that form (another spelling of the same values is
+ * refused too, so a head has one form): 0, or -1 with *err (65). */
+int cqrs_signed_head_parse(const char *obj, size_t len, struct cqrs_signed_head *h,
+			   cqrs_error *err);
+/* A file holding one head line: 66 when missing, 65 when not a head. */
+int cqrs_signed_head_read(const char *path, struct cqrs_signed_head *h, cqrs_error *err);
+/* The signature by pub: 0, or -1 with *err (65: another key, or a head
+ * whose bytes were changed). */
+int cqrs_signed_head_verify(const struct cqrs_signed_head *h, const cqrs_public_key *pub,
+			    cqrs_error *err);
+/* The store holds the head: its first event is store_id (65 if not: a
+ * head of another store) and its event `sequence` has that hash (6 if not,
+ * through cqrs_store_expect).  what names the head in messages. */
+int cqrs_signed_head_check_store(cqrs_store *st, const char *path, const struct cqrs_signed_head *h,
+				 const char *what, cqrs_error *err);
 
 #endif

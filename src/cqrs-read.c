@@ -16,6 +16,8 @@ static const char usage_text[] =
 	"usage: cqrs-read [-fr] [-a id] [-c correlation-id] [-e event-type] [-n limit]\n"
 	"                 [-s store] [-t aggregate-type] [--from seq | --after seq]\n"
 	"                 [--to seq] [--until time] [--verify [--expect seq:hash]]\n"
+	"       cqrs-read --verify [-s store] [--expect seq:hash] [--signing-key file]\n"
+	"                 [--expect-signed file --public-key file]\n"
 	"       cqrs-read --checkpoint name [--checkpoint-dir dir] [-f] [-a id]\n"
 	"                 [-c correlation-id] [-e event-type] [-n limit] [-s store]\n"
 	"                 [-t aggregate-type] [--to seq]\n"
@@ -42,6 +44,12 @@ static void usage(int code)
 		      "  -f, --follow               keep printing events as they are appended\n"
 		      "      --verify               check the hash chain of the whole store\n"
 		      "      --expect SEQ:HASH      with --verify: the store must hold this event\n"
+		      "      --signing-key FILE     with --verify: print the head signed with "
+		      "this\n"
+		      "                             private key (default: $CQRS_SIGNING_KEY)\n"
+		      "      --expect-signed FILE   with --verify: the store must hold the signed\n"
+		      "                             head in FILE, signed by --public-key's key\n"
+		      "      --public-key FILE      the public key that checks --expect-signed\n"
 		      "      --checkpoint NAME      a durable consumer: from where NAME stopped,\n"
 		      "                             advancing over what the reader took\n"
 		      "      --checkpoint-dir DIR   where positions are kept (default:\n"
@@ -92,8 +100,60 @@ bad:
 		 arg);
 }
 
+/* --signing-key, --expect-signed and --public-key */
+struct signing {
+	const char *key_path, *head_path, *public_path;
+	cqrs_signing_key *key;
+	cqrs_public_key pub;
+	struct cqrs_signed_head expected;
+};
+
+/* The keys and the head to check, read before the chain is walked, so
+ * that a wrong file fails at once. */
+static void signing_load(struct signing *s)
+{
+	cqrs_error err = { 0 };
+	if (s->key_path != NULL && (s->key = cqrs_signing_key_load(s->key_path, &err)) == NULL)
+		cqrs_die_error(&err);
+	if (s->head_path == NULL)
+		return;
+	if (cqrs_public_key_load(s->public_path, &s->pub, &err) < 0 ||
+	    cqrs_signed_head_read(s->head_path, &s->expected, &err) < 0)
+		cqrs_die_error(&err);
+	if (cqrs_signed_head_verify(&s->expected, &s->pub, &err) < 0)
+		cqrs_die(err.code, "%s: %s", s->head_path, err.msg);
+}
+
+/* After the chain verified: the store must hold the head in --expect-signed. */
+static int check_signed(const struct signing *s, cqrs_store *st, const char *path)
+{
+	cqrs_error err = { 0 };
+	char what[4200];
+	snprintf(what, sizeof what, "signed head %s", s->head_path);
+	if (cqrs_signed_head_check_store(st, path, &s->expected, what, &err) < 0) {
+		cqrs_warn("%s", err.msg);
+		return err.code;
+	}
+	return CQRS_EXIT_OK;
+}
+
+/* The head the chain verified to, signed now: one JSON line on stdout. */
+static int print_signed(const struct signing *s, cqrs_store *st, const cqrs_verify *v)
+{
+	cqrs_error err = { 0 };
+	struct cqrs_signed_head h;
+	char line[CQRS_SIGNED_HEAD_MAX];
+	if (cqrs_signed_head_make(st, v, s->key, &h, &err) < 0) {
+		cqrs_warn("%s", err.msg);
+		return err.code;
+	}
+	size_t n = cqrs_signed_head_format(&h, line, sizeof line);
+	printf("%.*s\n", (int)n, line);
+	return CQRS_EXIT_OK;
+}
+
 static int verify(cqrs_store *st, const char *path, int64_t expect_seq,
-		  const uint8_t expect_hash[CQRS_HASH_LEN])
+		  const uint8_t expect_hash[CQRS_HASH_LEN], struct signing *sig)
 {
 	cqrs_error err = { 0 };
 	cqrs_verify v;
@@ -116,6 +176,11 @@ static int verify(cqrs_store *st, const char *path, int64_t expect_seq,
 		cqrs_warn("%s", err.msg);
 		return err.code;
 	}
+	int code = sig->head_path != NULL ? check_signed(sig, st, path) : CQRS_EXIT_OK;
+	if (code != CQRS_EXIT_OK)
+		return code;
+	if (sig->key != NULL)
+		return print_signed(sig, st, &v);
 	printf("verified %lld events%s%s\n", (long long)v.checked, v.checked ? ", head " : "",
 	       hash);
 	return CQRS_EXIT_OK;
@@ -353,6 +418,9 @@ int main(int argc, char **argv)
 		OPT_CHECKPOINT_DIR,
 		OPT_POSITION,
 		OPT_SET_POSITION,
+		OPT_SIGNING_KEY,
+		OPT_EXPECT_SIGNED,
+		OPT_PUBLIC_KEY,
 	};
 	static const struct option longopts[] = {
 		{ "aggregate", required_argument, NULL, 'a' },
@@ -368,6 +436,9 @@ int main(int argc, char **argv)
 		{ "follow", no_argument, NULL, 'f' },
 		{ "verify", no_argument, NULL, OPT_VERIFY },
 		{ "expect", required_argument, NULL, OPT_EXPECT },
+		{ "signing-key", required_argument, NULL, OPT_SIGNING_KEY },
+		{ "expect-signed", required_argument, NULL, OPT_EXPECT_SIGNED },
+		{ "public-key", required_argument, NULL, OPT_PUBLIC_KEY },
 		{ "checkpoint", required_argument, NULL, OPT_CHECKPOINT },
 		{ "checkpoint-dir", required_argument, NULL, OPT_CHECKPOINT_DIR },
 		{ "position", no_argument, NULL, OPT_POSITION },
@@ -398,6 +469,7 @@ int main(int argc, char **argv)
 	const char *store_opt = NULL;
 	bool follow = false, do_verify = false, have_from = false;
 	struct checkpoint cp = { 0 };
+	struct signing sig = { 0 };
 	int ch;
 
 	while ((ch = cqrs_getopt_long(argc, argv, "a:t:e:c:n:rfs:hV", longopts, NULL)) != -1) {
@@ -438,6 +510,9 @@ int main(int argc, char **argv)
 		case 'f': follow = true; break;
 		case OPT_VERIFY: do_verify = true; break;
 		case OPT_EXPECT: parse_expect(optarg, &expect_seq, expect_hash); break;
+		case OPT_SIGNING_KEY: sig.key_path = optarg; break;
+		case OPT_EXPECT_SIGNED: sig.head_path = optarg; break;
+		case OPT_PUBLIC_KEY: sig.public_path = optarg; break;
 		case OPT_CHECKPOINT: cp.name = optarg; break;
 		case OPT_CHECKPOINT_DIR: cp.dir_opt = optarg; break;
 		case OPT_POSITION: cp.show = true; break;
@@ -460,6 +535,16 @@ int main(int argc, char **argv)
 		    ncorrs);
 	if (expect_seq > 0 && !do_verify)
 		cqrs_die(CQRS_EXIT_USAGE, "--expect goes with --verify");
+	if ((sig.key_path || sig.head_path || sig.public_path) && !do_verify)
+		cqrs_die(CQRS_EXIT_USAGE,
+			 "--signing-key, --expect-signed and --public-key go with --verify");
+	if ((sig.head_path == NULL) != (sig.public_path == NULL))
+		cqrs_die(CQRS_EXIT_USAGE, "--expect-signed and --public-key go together");
+	if (sig.key_path == NULL && do_verify) {
+		const char *env = getenv("CQRS_SIGNING_KEY");
+		if (env != NULL && *env != '\0')
+			sig.key_path = env;
+	}
 	if (follow && f.reverse)
 		cqrs_die(CQRS_EXIT_USAGE, "--follow and --reverse go alone");
 	if (follow && f.until != NULL)
@@ -492,12 +577,15 @@ int main(int argc, char **argv)
 		}
 	}
 
+	if (do_verify)
+		signing_load(&sig);
 	cqrs_error err = { 0 };
 	cqrs_store *st = cqrs_store_open(cqrs_store_path(store_opt), CQRS_OPEN_READ, &err);
 	if (st == NULL)
 		cqrs_die_error(&err);
 	if (do_verify) {
-		int code = verify(st, cqrs_store_path(store_opt), expect_seq, expect_hash);
+		int code = verify(st, cqrs_store_path(store_opt), expect_seq, expect_hash, &sig);
+		cqrs_signing_key_free(sig.key);
 		cqrs_store_close(st);
 		free_filters(aggregates, agg_types, ev_types, corrs);
 		return cqrs_finish_stdout(code);

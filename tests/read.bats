@@ -195,6 +195,8 @@ ev() {
 	usage="usage: cqrs-read [-fr] [-a id] [-c correlation-id] [-e event-type] [-n limit]
                  [-s store] [-t aggregate-type] [--from seq | --after seq]
                  [--to seq] [--until time] [--verify [--expect seq:hash]]
+       cqrs-read --verify [-s store] [--expect seq:hash] [--signing-key file]
+                 [--expect-signed file --public-key file]
        cqrs-read --checkpoint name [--checkpoint-dir dir] [-f] [-a id]
                  [-c correlation-id] [-e event-type] [-n limit] [-s store]
                  [-t aggregate-type] [--to seq]
