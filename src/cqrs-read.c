@@ -82,22 +82,16 @@ static const char *parse_type(const char *opt, const char *arg)
 	return arg;
 }
 
-/* SEQ:HASH, as cqrs-read --verify prints them. */
+/* SEQ:HASH, as cqrs-read --verify prints them; the empty store's head
+ * (sequence 0) names no event to expect. */
 static void parse_expect(const char *arg, int64_t *seq, uint8_t hash[CQRS_HASH_LEN])
 {
-	const char *colon = strchr(arg, ':');
-	char num[32];
-	if (colon == NULL || (size_t)(colon - arg) >= sizeof num)
-		goto bad;
-	memcpy(num, arg, (size_t)(colon - arg));
-	num[colon - arg] = '\0';
-	if (cqrs_parse_int64(num, seq) < 0 || *seq == 0 ||
-	    cqrs_hash_parse(colon + 1, strlen(colon + 1), hash) < 0)
-		goto bad;
-	return;
-bad:
-	cqrs_die(CQRS_EXIT_USAGE, "--expect needs SEQ:HASH (a sequence and 64 hex digits): '%s'",
-		 arg);
+	struct cqrs_head h;
+	if (cqrs_head_parse(arg, strlen(arg), &h) < 0 || h.sequence == 0)
+		cqrs_die(CQRS_EXIT_USAGE,
+			 "--expect needs SEQ:HASH (a sequence and 64 hex digits): '%s'", arg);
+	*seq = h.sequence;
+	memcpy(hash, h.hash, CQRS_HASH_LEN);
 }
 
 /* --signing-key, --expect-signed and --public-key */

@@ -269,6 +269,12 @@ restore() {
 	run --separate-stderr cqrs-read --verify --expect "2:xyz"
 	assert_failure 64
 	assert_equal "$stderr" "cqrs-read: --expect needs SEQ:HASH (a sequence and 64 hex digits): '2:xyz'"
+	# the empty store's head names no event to expect
+	local zero
+	zero=0:$(printf '0%.0s' $(seq 64))
+	run --separate-stderr cqrs-read --verify --expect "$zero"
+	assert_failure 64
+	assert_equal "$stderr" "cqrs-read: --expect needs SEQ:HASH (a sequence and 64 hex digits): '$zero'"
 	run --separate-stderr cqrs-read --expect "2:$h2"
 	assert_failure 64
 	assert_equal "$stderr" 'cqrs-read: --expect goes with --verify'
