@@ -225,19 +225,29 @@ static int check_private(int fd, const char *path, cqrs_error *err)
 	return 0;
 }
 
+/* A key file's text into buf (KEY_FILE_MAX), after check (who may have
+ * written it) on the open file: its length, or -1 with *err. */
+static long read_key_file(const char *path, int flags,
+			  int (*check)(int, const char *, cqrs_error *), const char *what,
+			  char *buf, cqrs_error *err)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | flags);
+	if (fd < 0)
+		return open_failed(path, what, err);
+	char article[64];
+	snprintf(article, sizeof article, "a %s", what);
+	long n = -1;
+	if (check(fd, path, err) == 0)
+		n = slurp(fd, path, buf, KEY_FILE_MAX, article, err);
+	close(fd);
+	return n;
+}
+
 cqrs_signing_key *cqrs_signing_key_load(const char *path, cqrs_error *err)
 {
-	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0) {
-		open_failed(path, "signing key", err);
-		return NULL;
-	}
 	char buf[KEY_FILE_MAX];
 	cqrs_signing_key *k = NULL;
-	long n = -1;
-	if (check_private(fd, path, err) == 0)
-		n = slurp(fd, path, buf, sizeof buf, "a signing key", err);
-	close(fd);
+	long n = read_key_file(path, O_NOFOLLOW, check_private, "signing key", buf, err);
 	if (n < 0)
 		goto out;
 	k = calloc(1, sizeof *k);
@@ -323,14 +333,8 @@ int cqrs_public_key_load(const char *path, cqrs_public_key *pub, cqrs_error *err
 {
 	/* A link is fine here (current.pub -> the key in use), its target is
 	 * checked. */
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return open_failed(path, "public key", err);
 	char buf[KEY_FILE_MAX];
-	long n = -1;
-	if (check_public(fd, path, err) == 0)
-		n = slurp(fd, path, buf, sizeof buf, "a public key", err);
-	close(fd);
+	long n = read_key_file(path, 0, check_public, "public key", buf, err);
 	if (n < 0)
 		return -1;
 	size_t len = (size_t)n;
