@@ -347,7 +347,9 @@ files_here() {
 
 @test "backups during 4 concurrent writers: every copy verifies and equals a prefix of the source" {
 	saga_setup
-	wrote() { sqlite3 "$CQRS_STORE" 'SELECT count(*) FROM events'; }
+	# (the sqlite3 shell waits out a writer's lock, as the tools do, rather
+	# than answering "database is locked")
+	wrote() { sqlite3 -cmd '.timeout 10000' "$CQRS_STORE" 'SELECT count(*) FROM events'; }
 	appender() {
 		local w=$1 i
 		for ((i = 1; i <= 60; i++)); do
