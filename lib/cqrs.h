@@ -288,6 +288,15 @@ typedef struct cqrs_filter {
 	size_t naggregate_ids;
 } cqrs_filter;
 
+/* What cursors give.  The stored form is the bytes the chain hashes: what
+ * copies, backups, archives and relays carry, so that `cqrs-read |
+ * cqrs-append` keeps every hash.  The current form is what the domain and
+ * the read side consume: personal fields decrypted (or marked erased) and
+ * old event versions upcast to the newest.  A new store gives the stored
+ * form. */
+enum cqrs_event_form { CQRS_FORM_STORED, CQRS_FORM_CURRENT };
+void cqrs_store_set_form(cqrs_store *st, enum cqrs_event_form form);
+
 typedef struct cqrs_cursor cqrs_cursor;
 cqrs_cursor *cqrs_store_read(cqrs_store *st, const cqrs_filter *f, cqrs_error *err);
 /* 1 with *ev filled (valid until the next call), 0 at the end, -1 on error. */

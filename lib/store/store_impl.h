@@ -8,6 +8,7 @@
 
 #include <sqlite3.h>
 
+#include "common/strbuf.h"
 #include "cqrs.h"
 
 struct cqrs_store_ops {
@@ -44,6 +45,35 @@ struct cqrs_store_ops {
 	int (*verify_row)(cqrs_cursor *c, const cqrs_event *ev, cqrs_error *err);
 };
 
+/*
+ * The current form of an event (cqrs_store_set_form): stages that rewrite
+ * what a cursor gives, in this order, each reading the previous stage's
+ * output.  Personal fields are decrypted before upcasting, because the
+ * upcasters of a version were written against that version's plaintext.
+ */
+enum cqrs_decode_stage {
+	CQRS_DECODE_DECRYPT, /* personal fields (crypto-shredding) */
+	CQRS_DECODE_UPCAST,  /* old event versions to the newest */
+	CQRS_DECODE_STAGES,
+};
+
+/* One stage: rewrites ev, whose data the stage may replace with bytes it
+ * writes into out (the cursor's buffer for that stage, reset before the
+ * call; ev->data must then point into it, and stays valid until the
+ * cursor's next event).  Returns 0 (ev unchanged or rewritten), or -1 with
+ * *err naming the event's sequence and type; ev is then left as it came. */
+struct cqrs_decoder {
+	int (*decode)(void *ctx, cqrs_store *st, cqrs_event *ev, struct cqrs_strbuf *out,
+		      cqrs_error *err);
+	void (*free)(void *ctx); /* at cqrs_store_close; may be NULL */
+	void *ctx;
+};
+
+/* Installs (or, with a NULL decode, removes) the store's stage; the store
+ * frees ctx through d->free at close or when the stage is replaced. */
+void cqrs_store_set_decoder(cqrs_store *st, enum cqrs_decode_stage stage,
+			    const struct cqrs_decoder *d);
+
 /* Every backend's store and cursor start with these.  The backend
  * allocates the store zeroed; the facade (store.c) owns the fields after
  * ops, and frees what they hold before the backend's close. */
@@ -56,10 +86,15 @@ struct cqrs_store {
 	size_t meta_cap;
 	/* events the open transaction appended: cqrs_events_appended_total */
 	int64_t nappended;
+	enum cqrs_event_form form; /* what cursors give: stored or current */
+	struct cqrs_decoder decoders[CQRS_DECODE_STAGES];
 };
 
+/* The facade owns scratch (the decoded bytes of the cursor's last event)
+ * and frees it before the backend's cursor_close. */
 struct cqrs_cursor {
 	cqrs_store *store;
+	struct cqrs_strbuf scratch[CQRS_DECODE_STAGES];
 };
 
 /* The name of the fsync-guard VFS (vfs_guard.c), registered on first use. */
