@@ -1,0 +1,164 @@
+#!/usr/bin/env bats
+# Upcasting (issue 12, cqrs-upcasters(5)): events stored by an older event
+# schema are read at the newest version by every tool that consumes them,
+# while the stored bytes, and so the chain, stay as they were.
+
+bats_require_minimum_version 1.5.0
+load test_helper
+
+A=44444444-4444-4444-8444-444444444444
+B=55555555-5555-4555-8555-555555555555
+P1=11111111-1111-4111-8111-111111111111
+PAY=33333333-3333-4333-8333-333333333333
+ADDR='{"name":"Ann","street":"1 Main St","city":"Springfield","postal_code":"12345","country":"US"}'
+
+setup_file() {
+	command -v jq >/dev/null || fail "jq not found (Debian package jq)"
+	command -v sqlite3 >/dev/null || fail "sqlite3 not found (Debian package sqlite3)"
+}
+
+# An envelope: event type $1, data $2, event_version $3 (1), aggregate $4
+# ($A) of type $5 (Order).
+ev() {
+	printf '{"aggregate_id":"%s","aggregate_type":"%s","event_type":"%s","event_version":%s,"data":%s}\n' \
+		"${4:-$A}" "${5:-Order}" "$1" "${3:-1}" "$2"
+}
+
+# [event_version, data] of every event in its current form
+current() {
+	cqrs-read --upcast "$@" | jq -c '[.event_version, .data]'
+}
+
+# An order of 2 x 29.99 of P1, reserved and paid, by the commands: ready to ship.
+paid_order() {
+	cqrs-command show "$P1" >/dev/null 2>&1 ||
+		cqrs-command -q register-product --product "$P1" --sku SKU-1 --name Widget --quantity 1000
+	cqrs-command -q create-order --order "$1" --customer cust-42 --item "$P1:2:29.99:SKU-1" \
+		--currency USD --ship-to "$ADDR"
+	cqrs-command -q reserve-inventory --product "$P1" --order "$1" --quantity 2
+	cqrs-command -q confirm-payment --order "$1" --payment "${2:-$PAY}" --amount 59.98
+}
+
+# OrderShipped as the release before event_version 2 stored it.
+shipped_v1() {
+	ev OrderShipped '{"tracking_number":"'"$2"'","carrier":"'"$3"'","shipped_at":"2026-01-16T14:00:00Z"}' 1 "$1"
+}
+
+@test "cqrs-read gives the stored form; --upcast the newest version; the chain still verifies" {
+	shipped_v1 "$A" TRK1 DHL | cqrs-append -q
+	assert_equal "$(cqrs-read | jq -c '[.event_version, .data]')" \
+		'[1,{"tracking_number":"TRK1","carrier":"DHL","shipped_at":"2026-01-16T14:00:00Z"}]'
+	assert_equal "$(current)" \
+		'[2,{"shipment":{"tracking_number":"TRK1","carrier":"DHL"},"shipped_at":"2026-01-16T14:00:00Z"}]'
+	# the hash printed is the stored event's, as is the row
+	assert_equal "$(cqrs-read --upcast | jq -r .hash)" "$(cqrs-read | jq -r .hash)"
+	assert_equal "$(sqlite3 "$CQRS_STORE" 'SELECT data FROM events')" \
+		'{"tracking_number":"TRK1","carrier":"DHL","shipped_at":"2026-01-16T14:00:00Z"}'
+	run --separate-stderr cqrs-read --verify
+	assert_success
+	# a copy of the stored form keeps every hash
+	cqrs-read | CQRS_STORE=copy.db cqrs-append -q
+	assert_equal "$(CQRS_STORE=copy.db cqrs-read | jq -r .hash)" "$(cqrs-read | jq -r .hash)"
+}
+
+@test "a store written by the old event schema is read by every tool" {
+	paid_order "$A"
+	paid_order "$B" 66666666-6666-4666-8666-666666666666
+	shipped_v1 "$A" TRK-A DHL | cqrs-append -q
+	# command: the aggregate folds the old event (shipped: no cancelling,
+	# no shipping twice), and its new events are written at version 2
+	run --separate-stderr cqrs-command cancel-order --order "$A" --reason late
+	assert_failure 4
+	run --separate-stderr cqrs-command ship-order --order "$A" --carrier UPS --tracking X
+	assert_failure 4
+	assert_equal "$(cqrs-command show "$A" | jq -r .state.status)" SHIPPED
+	cqrs-command -q ship-order --order "$B" --carrier UPS --tracking TRK-B \
+		--shipped-at 2026-01-17T10:00:00Z
+	assert_equal "$(cqrs-read -e OrderShipped | jq -c '[.event_version, .data]')" \
+		'[1,{"tracking_number":"TRK-A","carrier":"DHL","shipped_at":"2026-01-16T14:00:00Z"}]
+[2,{"shipment":{"tracking_number":"TRK-B","carrier":"UPS"},"shipped_at":"2026-01-17T10:00:00.000000Z"}]'
+	# read --upcast: both at version 2
+	assert_equal "$(current -e OrderShipped)" \
+		'[2,{"shipment":{"tracking_number":"TRK-A","carrier":"DHL"},"shipped_at":"2026-01-16T14:00:00Z"}]
+[2,{"shipment":{"tracking_number":"TRK-B","carrier":"UPS"},"shipped_at":"2026-01-17T10:00:00.000000Z"}]'
+	# project: the views read the version-2 shape from both
+	run --separate-stderr cqrs-project --views views.db
+	assert_success
+	assert_equal "$(sqlite3 views.db "SELECT status, carrier, tracking_number FROM order_views ORDER BY tracking_number")" \
+		'SHIPPED|DHL|TRK-A
+SHIPPED|UPS|TRK-B'
+	# and from events on stdin, in their stored form (the chain is checked)
+	cqrs-read | cqrs-project --views stdin.db --stdin
+	assert_equal "$(sqlite3 stdin.db "SELECT carrier FROM order_views ORDER BY carrier")" 'DHL
+UPS'
+	# query as of the old event's sequence
+	seq=$(cqrs-read -e OrderShipped -n 1 | jq .sequence)
+	run --separate-stderr cqrs-query --views views.db order "$A" --as-of "$seq"
+	assert_success
+	assert_equal "$(jq -r '[.status, .carrier, .tracking_number] | join(" ")' <<<"$output")" 'SHIPPED DHL TRK-A'
+	# saga: a saga that starts on OrderShipped reads the shipment object
+	cat >shipped.yaml <<'EOF'
+saga: shipped
+start:
+  event_type: OrderShipped
+  aggregate_type: Order
+steps:
+  - name: note
+    emit:
+      aggregate_type: Notice
+      aggregate_id: ${uuid:notice}
+      event_type: ShipmentNoticed
+      data:
+        carrier: ${event.data.shipment.carrier}
+        tracking: ${event.data.shipment.tracking_number}
+EOF
+	run --separate-stderr cqrs-saga run -f shipped.yaml
+	assert_success
+	assert_equal "$(cqrs-read -e ShipmentNoticed | jq -c .data | sort)" '{"carrier":"DHL","tracking":"TRK-A"}
+{"carrier":"UPS","tracking":"TRK-B"}'
+	run --separate-stderr cqrs-read --verify
+	assert_success
+}
+
+@test "the domain writes OrderShipped 2; the schema refuses a version-1 shape stored as version 2" {
+	ev OrderShipped '{"shipment":{"tracking_number":"T","carrier":"C"}}' 2 | cqrs-append -q
+	run --separate-stderr cqrs-append <<<"$(ev OrderShipped '{"tracking_number":"T","carrier":"C"}' 2)"
+	assert_failure 65
+	assert_equal "${stderr_lines[0]}" "cqrs-append: stdin:1: OrderShipped (event_version 2): data.shipment is missing"
+	run --separate-stderr cqrs-append <<<"$(ev OrderShipped '{"shipment":{"carrier":"C"}}' 2)"
+	assert_failure 65
+	assert_equal "${stderr_lines[0]}" "cqrs-append: stdin:1: OrderShipped (event_version 2): data.shipment.tracking_number is missing"
+	run --separate-stderr cqrs-append <<<"$(ev OrderShipped '{"shipment":"T C"}' 2)"
+	assert_failure 65
+	assert_equal "${stderr_lines[0]}" 'cqrs-append: stdin:1: OrderShipped (event_version 2): data.shipment is not an object: "T C"'
+	assert_equal "$(stored_count)" 1
+}
+
+@test "a chain of three versions: events at 1, 2 and 3 all read at 3" {
+	cat >notes.yaml <<'EOF'
+upcasters:
+  - event_type: NoteTaken
+    from: 1
+    steps:
+      - rename: {from: text, to: body}
+      - add: {field: priority, value: 0.10}
+  - event_type: NoteTaken
+    from: 2
+    steps:
+      - move: {from: author, to: meta.by}
+      - convert: {field: priority, to: string}
+EOF
+	{
+		ev NoteTaken '{"text":"one","author":"ann"}' 1 "$A" Note
+		ev NoteTaken '{"body":"two","priority":2.50,"author":"bob"}' 2 "$A" Note
+		ev NoteTaken '{"body":"three","priority":"1.0","meta":{"by":"cy"}}' 3 "$A" Note
+	} | cqrs-append -q
+	run --separate-stderr cqrs-read --upcast --upcasters notes.yaml
+	assert_success
+	assert_equal "$(jq -c '[.event_version, .data]' <<<"$output")" \
+		'[3,{"body":"one","meta":{"by":"ann"},"priority":"0.10"}]
+[3,{"body":"two","priority":"2.50","meta":{"by":"bob"}}]
+[3,{"body":"three","priority":"1.0","meta":{"by":"cy"}}]'
+	# without the file, a type nobody declares is as stored
+	assert_equal "$(current | jq -c '.[0]' | tr '\n' ' ')" '1 2 3 '
+}
