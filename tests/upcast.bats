@@ -162,3 +162,157 @@ EOF
 	# without the file, a type nobody declares is as stored
 	assert_equal "$(current | jq -c '.[0]' | tr '\n' ' ')" '1 2 3 '
 }
+
+# A random string of 1 to 12 characters from a pool with JSON's awkward
+# ones (quotes, backslashes, braces, UTF-8), from bash's seeded RANDOM.
+random_text() {
+	local pool=('a' 'B' 'z' '7' ' ' '"' '\' '{' '}' '/' '-' 'é' '€' '.') s='' i n=$((RANDOM % 12 + 1))
+	for ((i = 0; i < n; i++)); do s+=${pool[RANDOM % ${#pool[@]}]}; done
+	# a leading or trailing space or a lone "-" reads oddly as a flag value
+	printf 'x%sx' "$s"
+}
+
+@test "property: upcast(what the old release stored) is what cqrs-command stores now, views included" {
+	RANDOM=${UPCAST_SEED:-20261206}
+	local n=25 i id
+	for ((i = 1; i <= n; i++)); do
+		id=$(printf '%08d-0000-4000-8000-%012d' "$i" "$i")
+		paid_order "$id" "$(printf '%08d-1111-4111-8111-%012d' "$i" "$i")"
+		cqrs-command -q ship-order --order "$id" --carrier "$(random_text)" \
+			--tracking "$(random_text)" --shipped-at "2026-0$((RANDOM % 9 + 1))-1${i: -1}T10:00:00Z" ||
+			fail "ship-order $i failed"
+	done
+	# the old release's store: the same history, OrderShipped at version 1
+	# (the model of the old writer is the jq program); every other event
+	# keeps its bytes
+	cqrs-read | while IFS= read -r line; do
+		case $line in
+		*'"event_type":"OrderShipped"'*)
+			jq -c '{event_id, aggregate_id, aggregate_type, event_type, event_version: 1,
+				data: {tracking_number: .data.shipment.tracking_number,
+				       carrier: .data.shipment.carrier, shipped_at: .data.shipped_at},
+				metadata, timestamp}' <<<"$line" ;;
+		*) sed -E 's/^\{"sequence":[0-9]+,/{/; s/,"hash":"[0-9a-f]+"\}$/}/' <<<"$line" ;;
+		esac
+	done | CQRS_STORE=old.db cqrs-append -q
+	assert_equal "$(CQRS_STORE=old.db cqrs-read -e OrderShipped | jq -s 'map(.event_version) | unique')" '[
+  1
+]'
+	unhashed() { sed -E 's/,"hash":"[0-9a-f]+"\}$/}/'; }
+	assert_equal "$(CQRS_STORE=old.db cqrs-read --upcast | unhashed)" "$(cqrs-read | unhashed)"
+	assert_equal "$(CQRS_STORE=old.db cqrs-read --upcast -e OrderShipped | wc -l)" "$n"
+	# the views of both stores are the same
+	cqrs-project --views new.db
+	CQRS_STORE=old.db cqrs-project --views old-views.db
+	q='SELECT * FROM order_views ORDER BY order_id'
+	assert_equal "$(sqlite3 old-views.db "$q")" "$(sqlite3 new.db "$q")"
+	assert_equal "$(sqlite3 new.db "SELECT count(*) FROM order_views WHERE status = 'SHIPPED' AND carrier LIKE 'x%x'")" "$n"
+	CQRS_STORE=old.db cqrs-read --verify >/dev/null
+}
+
+# A random JSON number as text: signs, exponents, zeros that doubles lose,
+# more digits than a double holds.
+random_number() {
+	local forms=('0.10' '-0.0' '1e400' '1E+2' '-2.50e-3' '100000000000000000001' '0.1000000000000000055511151231257827')
+	if ((RANDOM % 2)); then
+		printf '%s' "${forms[RANDOM % ${#forms[@]}]}"
+	else
+		printf '%s%d.%0*d' "$( ((RANDOM % 3)) || echo -)" $((RANDOM * RANDOM)) $((RANDOM % 6 + 1)) $((RANDOM % 1000))
+	fi
+}
+
+@test "property: declared steps keep every number's text (rename, move, add, convert)" {
+	RANDOM=${UPCAST_SEED:-20261206}
+	cat >nums.yaml <<'EOF'
+upcasters:
+  - event_type: Measured
+    from: 1
+    steps:
+      - rename: {from: n, to: m}
+      - move: {from: m, to: x.y}
+      - move: {from: keep, to: x.keep}
+      - add: {field: unit, value: 0.10}
+      - convert: {field: s, to: number}
+      - convert: {field: t, to: string}
+EOF
+	local i expected=()
+	for ((i = 0; i < 60; i++)); do
+		a=$(random_number) b=$(random_number) c=$(random_number)
+		ev Measured '{"n":'"$a"',"keep":['"$b"',{"k":'"$b"'}],"s":"'"$c"'","t":'"$a"'}' 1 "$A" Probe
+		expected+=('{"x":{"y":'"$a"',"keep":['"$b"',{"k":'"$b"'}]},"s":'"$c"',"t":"'"$a"'","unit":0.10}')
+	done >in.ndjson
+	cqrs-append -q in.ndjson
+	run --separate-stderr cqrs-read --upcast --upcasters nums.yaml
+	assert_success
+	# the data's bytes, cut from the line (jq would print the numbers again)
+	assert_equal "$(sed -E 's/.*"data":(.*),"metadata":.*/\1/' <<<"$output")" "$(printf '%s\n' "${expected[@]}")"
+}
+
+# minor units of an exact decimal with 4 decimals, in bash's integers
+to_minor4() {
+	local s=$1 neg='' int frac
+	[[ $s == -* ]] && neg=- s=${s#-}
+	int=${s%%.*} frac=
+	[[ $s == *.* ]] && frac=${s#*.}
+	frac=${frac}0000
+	echo "$neg$((10#$int * 10000 + 10#${frac:0:4}))"
+}
+
+@test "property: compute sum is exact, with the decimals of its most precise addend" {
+	RANDOM=${UPCAST_SEED:-20261206}
+	cat >sum.yaml <<'EOF'
+upcasters:
+  - event_type: Priced
+    from: 1
+    steps:
+      - compute: {field: total, sum: [net, tax, fee.amount]}
+EOF
+	local i k s scale neg abs want=()
+	for ((i = 0; i < 60; i++)); do
+		local v=() d=()
+		for k in 0 1 2; do
+			d[k]=$((RANDOM % 5))
+			v[k]=$( ((RANDOM % 4)) || printf -- -)$((RANDOM % 100000))
+			((d[k] == 0)) || v[k]+=.$(printf '%0*d' "${d[k]}" $((RANDOM % (10 ** d[k]))))
+		done
+		ev Priced '{"net":'"${v[0]}"',"tax":'"${v[1]}"',"fee":{"amount":'"${v[2]}"'}}' 1 "$A" Bill
+		# the model: the sum in 1/10000, printed with the most decimals given
+		s=$(($(to_minor4 "${v[0]}") + $(to_minor4 "${v[1]}") + $(to_minor4 "${v[2]}")))
+		scale=${d[0]} neg=''
+		((d[1] > scale)) && scale=${d[1]}
+		((d[2] > scale)) && scale=${d[2]}
+		((s < 0)) && neg=- && s=$((-s))
+		abs=$((s / 10000)).$(printf '%04d' $((s % 10000)))
+		abs=${abs:0:$((${#abs} - 4 + scale))}
+		abs=${abs%.}
+		want+=("$neg$abs")
+	done >in.ndjson
+	cqrs-append -q in.ndjson
+	run --separate-stderr cqrs-read --upcast --upcasters sum.yaml
+	assert_success
+	assert_equal "$(sed -E 's/.*,"total":([^,}]*)\},"metadata".*/\1/' <<<"$output")" "$(printf '%s\n' "${want[@]}")"
+}
+
+@test "split, compute with a template, remove, convert, optional" {
+	cat >steps.yaml <<'EOF'
+upcasters:
+  - event_type: Registered
+    from: 1
+    steps:
+      - split: {field: name, separator: " ", into: [first, last]}
+      - compute: {field: label, template: "{last}, {first} ({id})"}
+      - remove: {field: legacy}
+      - convert: {field: vip, to: boolean}
+      - convert: {field: age, to: number, optional: true}
+      - move: {from: nick, to: profile.nick, optional: true}
+EOF
+	{
+		ev Registered '{"id":7,"name":"Ann Lee Smith","legacy":{"a":1},"vip":"true","age":"0.50"}' 1 "$A" Person
+		ev Registered '{"id":8.0,"name":"Bo Li","vip":false,"nick":"b\"o"}' 1 "$A" Person
+	} | cqrs-append -q
+	run --separate-stderr cqrs-read --upcast --upcasters steps.yaml
+	assert_success
+	assert_equal "$(sed -E 's/.*"data":(.*),"metadata":.*/\1/' <<<"$output")" \
+		'{"id":7,"vip":true,"age":0.50,"first":"Ann","last":"Lee Smith","label":"Lee Smith, Ann (7)"}
+{"id":8.0,"vip":false,"profile":{"nick":"b\"o"},"first":"Bo","last":"Li","label":"Li, Bo (8.0)"}'
+}
