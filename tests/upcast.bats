@@ -163,38 +163,45 @@ EOF
 	assert_equal "$(current | jq -c '.[0]' | tr '\n' ' ')" '1 2 3 '
 }
 
-# A random string of 1 to 12 characters from a pool with JSON's awkward
-# ones (quotes, backslashes, braces, UTF-8), from bash's seeded RANDOM.
+# A random string in REPLY, 1 to 12 characters from a pool with JSON's
+# awkward ones (quotes, backslashes, braces, UTF-8), from the seeded RANDOM;
+# JSON in REPLY_JSON (no fork: the property tests make hundreds).
 random_text() {
-	local pool=('a' 'B' 'z' '7' ' ' '"' '\' '{' '}' '/' '-' 'é' '€' '.') s='' i n=$((RANDOM % 12 + 1))
+	local pool=('a' 'B' 'z' '7' ' ' '"' '\' '{' '}' '/' '-' 'é' '€' '.') s='x' i n=$((RANDOM % 12 + 1))
 	for ((i = 0; i < n; i++)); do s+=${pool[RANDOM % ${#pool[@]}]}; done
-	# a leading or trailing space or a lone "-" reads oddly as a flag value
-	printf 'x%sx' "$s"
+	REPLY=${s}x
+	s=${REPLY//\\/\\\\}
+	REPLY_JSON="\"${s//\"/\\\"}\""
 }
 
 @test "property: upcast(what the old release stored) is what cqrs-command stores now, views included" {
 	RANDOM=${UPCAST_SEED:-20261206}
-	local n=25 i id
+	local n=40 i id carrier
+	cqrs-command -q register-product --product "$P1" --sku SKU-1 --name Widget --quantity 1000
+	# the commands in one batch: one process, one commit
 	for ((i = 1; i <= n; i++)); do
 		id=$(printf '%08d-0000-4000-8000-%012d' "$i" "$i")
-		paid_order "$id" "$(printf '%08d-1111-4111-8111-%012d' "$i" "$i")"
-		cqrs-command -q ship-order --order "$id" --carrier "$(random_text)" \
-			--tracking "$(random_text)" --shipped-at "2026-0$((RANDOM % 9 + 1))-1${i: -1}T10:00:00Z" ||
-			fail "ship-order $i failed"
-	done
+		printf '{"command_id":"c%d","type":"CreateOrder","order_id":"%s","customer_id":"c","items":[{"product_id":"%s","quantity":2,"unit_price":29.99}],"currency":"USD","shipping_address":%s}\n' "$i" "$id" "$P1" "$ADDR"
+		printf '{"command_id":"r%d","type":"ReserveInventory","order_id":"%s","product_id":"%s","quantity":2}\n' "$i" "$id" "$P1"
+		printf '{"command_id":"p%d","type":"ConfirmPayment","order_id":"%s","payment_id":"%08d-1111-4111-8111-%012d","amount":59.98}\n' "$i" "$id" "$i" "$i"
+		random_text
+		carrier=$REPLY_JSON
+		random_text
+		printf '{"command_id":"s%d","type":"ShipOrder","order_id":"%s","carrier":%s,"tracking_number":%s,"shipped_at":"2026-0%d-1%dT10:00:00Z"}\n' \
+			"$i" "$id" "$carrier" "$REPLY_JSON" $((RANDOM % 9 + 1)) $((i % 10))
+	done >commands.ndjson
+	run --separate-stderr cqrs-command -q commands.ndjson
+	assert_success
 	# the old release's store: the same history, OrderShipped at version 1
 	# (the model of the old writer is the jq program); every other event
-	# keeps its bytes
-	cqrs-read | while IFS= read -r line; do
-		case $line in
-		*'"event_type":"OrderShipped"'*)
-			jq -c '{event_id, aggregate_id, aggregate_type, event_type, event_version: 1,
+	# keeps its bytes (jq handles them as text)
+	cqrs-read | jq -Rr 'if test("\"event_type\":\"OrderShipped\"") then
+			fromjson | {event_id, aggregate_id, aggregate_type, event_type, event_version: 1,
 				data: {tracking_number: .data.shipment.tracking_number,
 				       carrier: .data.shipment.carrier, shipped_at: .data.shipped_at},
-				metadata, timestamp}' <<<"$line" ;;
-		*) sed -E 's/^\{"sequence":[0-9]+,/{/; s/,"hash":"[0-9a-f]+"\}$/}/' <<<"$line" ;;
-		esac
-	done | CQRS_STORE=old.db cqrs-append -q
+				metadata, timestamp} | tojson
+		else sub("^\\{\"sequence\":[0-9]+,"; "{") | sub(",\"hash\":\"[0-9a-f]+\"\\}$"; "}") end' |
+		CQRS_STORE=old.db cqrs-append -q
 	assert_equal "$(CQRS_STORE=old.db cqrs-read -e OrderShipped | jq -s 'map(.event_version) | unique')" '[
   1
 ]'
@@ -210,14 +217,16 @@ random_text() {
 	CQRS_STORE=old.db cqrs-read --verify >/dev/null
 }
 
-# A random JSON number as text: signs, exponents, zeros that doubles lose,
-# more digits than a double holds.
+# A random JSON number as text in REPLY: signs, exponents, zeros that
+# doubles lose, more digits than a double holds.
 random_number() {
 	local forms=('0.10' '-0.0' '1e400' '1E+2' '-2.50e-3' '100000000000000000001' '0.1000000000000000055511151231257827')
 	if ((RANDOM % 2)); then
-		printf '%s' "${forms[RANDOM % ${#forms[@]}]}"
+		REPLY=${forms[RANDOM % ${#forms[@]}]}
 	else
-		printf '%s%d.%0*d' "$( ((RANDOM % 3)) || echo -)" $((RANDOM * RANDOM)) $((RANDOM % 6 + 1)) $((RANDOM % 1000))
+		local sign=''
+		((RANDOM % 3)) || sign=-
+		printf -v REPLY '%s%d.%0*d' "$sign" $((RANDOM * RANDOM)) $((RANDOM % 6 + 1)) $((RANDOM % 1000))
 	fi
 }
 
@@ -237,7 +246,9 @@ upcasters:
 EOF
 	local i expected=()
 	for ((i = 0; i < 60; i++)); do
-		a=$(random_number) b=$(random_number) c=$(random_number)
+		random_number && a=$REPLY
+		random_number && b=$REPLY
+		random_number && c=$REPLY
 		ev Measured '{"n":'"$a"',"keep":['"$b"',{"k":'"$b"'}],"s":"'"$c"'","t":'"$a"'}' 1 "$A" Probe
 		expected+=('{"x":{"y":'"$a"',"keep":['"$b"',{"k":'"$b"'}]},"s":'"$c"',"t":"'"$a"'","unit":0.10}')
 	done >in.ndjson
@@ -248,14 +259,14 @@ EOF
 	assert_equal "$(sed -E 's/.*"data":(.*),"metadata":.*/\1/' <<<"$output")" "$(printf '%s\n' "${expected[@]}")"
 }
 
-# minor units of an exact decimal with 4 decimals, in bash's integers
+# An exact decimal (at most 4 decimals) in 1/10000, in bash's integers, in REPLY
 to_minor4() {
 	local s=$1 neg='' int frac
 	[[ $s == -* ]] && neg=- s=${s#-}
 	int=${s%%.*} frac=
 	[[ $s == *.* ]] && frac=${s#*.}
 	frac=${frac}0000
-	echo "$neg$((10#$int * 10000 + 10#${frac:0:4}))"
+	REPLY=$neg$((10#$int * 10000 + 10#${frac:0:4}))
 }
 
 @test "property: compute sum is exact, with the decimals of its most precise addend" {
@@ -267,22 +278,29 @@ upcasters:
     steps:
       - compute: {field: total, sum: [net, tax, fee.amount]}
 EOF
-	local i k s scale neg abs want=()
+	local i k s scale neg abs frac want=()
 	for ((i = 0; i < 60; i++)); do
 		local v=() d=()
 		for k in 0 1 2; do
 			d[k]=$((RANDOM % 5))
-			v[k]=$( ((RANDOM % 4)) || printf -- -)$((RANDOM % 100000))
-			((d[k] == 0)) || v[k]+=.$(printf '%0*d' "${d[k]}" $((RANDOM % (10 ** d[k]))))
+			v[k]=''
+			((RANDOM % 4)) || v[k]=-
+			v[k]+=$((RANDOM % 100000))
+			printf -v frac '%0*d' "${d[k]}" $((RANDOM % (10 ** d[k])))
+			((d[k] == 0)) || v[k]+=.$frac
 		done
 		ev Priced '{"net":'"${v[0]}"',"tax":'"${v[1]}"',"fee":{"amount":'"${v[2]}"'}}' 1 "$A" Bill
 		# the model: the sum in 1/10000, printed with the most decimals given
-		s=$(($(to_minor4 "${v[0]}") + $(to_minor4 "${v[1]}") + $(to_minor4 "${v[2]}")))
+		s=0
+		for k in 0 1 2; do
+			to_minor4 "${v[k]}"
+			s=$((s + REPLY))
+		done
 		scale=${d[0]} neg=''
 		((d[1] > scale)) && scale=${d[1]}
 		((d[2] > scale)) && scale=${d[2]}
 		((s < 0)) && neg=- && s=$((-s))
-		abs=$((s / 10000)).$(printf '%04d' $((s % 10000)))
+		printf -v abs '%d.%04d' $((s / 10000)) $((s % 10000))
 		abs=${abs:0:$((${#abs} - 4 + scale))}
 		abs=${abs%.}
 		want+=("$neg$abs")
