@@ -334,3 +334,215 @@ EOF
 		'{"id":7,"vip":true,"age":0.50,"first":"Ann","last":"Lee Smith","label":"Lee Smith, Ann (7)"}
 {"id":8.0,"vip":false,"profile":{"nick":"b\"o"},"first":"Bo","last":"Li","label":"Li, Bo (8.0)"}'
 }
+
+@test "an event at a version no upcaster reaches: 78 naming it; command and project change nothing" {
+	paid_order "$A"
+	cqrs-project --views views.db
+	before=$(sqlite3 views.db .dump)
+	ev OrderShipped '{"shipment":{"tracking_number":"T","carrier":"C"},"by":"drone"}' 3 | cqrs-append -q
+	seq=$(cqrs-read -n 1 -r | jq .sequence)
+	msg="event $seq (OrderShipped, event_version 3): newer than the newest version the upcasters know (2): this release cannot read it"
+	run --separate-stderr cqrs-read --upcast
+	assert_failure 78
+	assert_equal "$stderr" "cqrs-read: $msg"
+	n=$(stored_count)
+	run --separate-stderr cqrs-command cancel-order --order "$A" --reason late
+	assert_failure 78
+	assert_equal "$stderr" "cqrs-command: cancel-order: $msg"
+	assert_equal "$(stored_count)" "$n"
+	run --separate-stderr cqrs-project --views views.db
+	assert_failure 78
+	assert_equal "$stderr" "cqrs-project: $msg"
+	assert_equal "$(sqlite3 views.db .dump)" "$before"
+	# the stored form is still read, and verifies
+	run --separate-stderr cqrs-read
+	assert_success
+	run --separate-stderr cqrs-read --verify
+	assert_success
+	# a chain that starts above 1 does not reach 1 either
+	cat >late.yaml <<'EOF'
+upcasters:
+  - event_type: Late
+    from: 2
+    steps:
+      - add: {field: x, value: 1}
+EOF
+	ev Late '{}' 1 "$B" Thing | cqrs-append -q
+	run --separate-stderr cqrs-read --upcast --upcasters late.yaml -e Late
+	assert_failure 78
+	assert_equal "$stderr" "cqrs-read: event $((seq + 1)) (Late, event_version 1): no upcaster reads event_version 1 (the oldest reads 2)"
+}
+
+@test "an upcaster that fails on an event: 65 naming it; nothing of the batch is applied" {
+	cat >strict.yaml <<'EOF'
+upcasters:
+  - event_type: OrderShipped
+    from: 2
+    steps:
+      - move: {from: shipped_at, to: shipment.at}
+EOF
+	paid_order "$A"
+	cqrs-project --views views.db --upcasters strict.yaml
+	before=$(sqlite3 views.db .dump)
+	ev OrderShipped '{"shipment":{"tracking_number":"T","carrier":"C"}}' 2 | cqrs-append -q
+	ev OrderConfirmed '{}' | cqrs-append -q
+	seq=$(cqrs-read -e OrderShipped | jq .sequence)
+	msg="event $seq (OrderShipped, event_version 2): the upcaster from event_version 2 ($PWD/strict.yaml:5:9) fails: data.shipped_at is missing"
+	msg=${msg//$PWD\//}
+	run --separate-stderr cqrs-read --upcast --upcasters strict.yaml
+	assert_failure 65
+	assert_equal "$stderr" "cqrs-read: $msg"
+	run --separate-stderr cqrs-project --views views.db --upcasters strict.yaml
+	assert_failure 65
+	assert_equal "$stderr" "cqrs-project: $msg"
+	assert_equal "$(sqlite3 views.db .dump)" "$before"
+	n=$(stored_count)
+	run --separate-stderr cqrs-command --upcasters strict.yaml cancel-order --order "$A" --reason late
+	assert_failure 65
+	assert_equal "$stderr" "cqrs-command: cancel-order: $msg"
+	assert_equal "$(stored_count)" "$n"
+	# without the file the shipped declarations read it
+	run --separate-stderr cqrs-project --views views.db
+	assert_success
+	assert_equal "$(sqlite3 views.db "SELECT status, tracking_number FROM order_views")" 'SHIPPED|T'
+}
+
+@test "split, compute and convert say what they cannot do" {
+	cat >bad.yaml <<'EOF'
+upcasters:
+  - event_type: E
+    from: 1
+    steps:
+      - convert: {field: n, to: number}
+EOF
+	for data in '{"n":"ten"}' '{"n":true}' '{}'; do
+		ev E "$data" 1 "$A" X
+	done | cqrs-append -q
+	run --separate-stderr cqrs-read --upcast --upcasters bad.yaml -n 1
+	assert_failure 65
+	assert_equal "$stderr" 'cqrs-read: event 1 (E, event_version 1): the upcaster from event_version 1 (bad.yaml:5:9) fails: data.n is not a number, or a string holding one: "ten"'
+	run --separate-stderr cqrs-read --upcast --upcasters bad.yaml --from 3
+	assert_failure 65
+	assert_equal "$stderr" 'cqrs-read: event 3 (E, event_version 1): the upcaster from event_version 1 (bad.yaml:5:9) fails: data.n is missing'
+	cat >sum.yaml <<'EOF'
+upcasters:
+  - event_type: F
+    from: 1
+    steps:
+      - compute: {field: t, sum: [a, b]}
+EOF
+	ev F '{"a":1e2,"b":1}' 1 "$A" X | cqrs-append -q
+	run --separate-stderr cqrs-read --upcast --upcasters sum.yaml -e F
+	assert_failure 65
+	assert_equal "$stderr" 'cqrs-read: event 4 (F, event_version 1): the upcaster from event_version 1 (sum.yaml:5:9) fails: data.a is not a number of at most 36 digits without an exponent: 1e2'
+}
+
+@test "a bad upcasters file: FILE:LINE:COL and 78, before anything is read" {
+	shipped_v1 "$A" T C | cqrs-append -q
+	check() { # $1: the file's text, $2: the message after "bad.yaml:"
+		printf '%s\n' "$1" >bad.yaml
+		run --separate-stderr cqrs-read --upcast --upcasters bad.yaml
+		assert_failure 78
+		assert_output ''
+		assert_equal "$stderr" "cqrs-read: bad.yaml:$2"
+	}
+	head='upcasters:
+  - event_type: E
+    from: 1
+    steps:'
+	check "$head
+      - frobnicate: {field: a}" "5:9: unknown operation 'frobnicate' (rename, move, add, remove, split, compute, convert or jq)"
+	check "$head
+      - move: {from: a}" "5:15: move needs 'to'"
+	check "$head
+      - move: {from: a, to: b, too: c}" "5:32: move has no 'too'"
+	check "$head
+      - rename: {from: a.b, to: c.d}" "5:33: to is a name in the same object, not a path"
+	check "$head
+      - remove: {field: a..b}" "5:25: field must be a field name, or names joined by '.' (letters, digits, '_', '-'), not 'a..b'"
+	check "$head
+      - add: {field: a, value_json: '{x'}" "5:37: value_json is not JSON: invalid JSON at column 2: expected a string key in object"
+	check "$head
+      - convert: {field: a, to: date}" "5:33: to must be string, number or boolean, not 'date'"
+	check "$head
+      - add: {field: a, value: 1}
+  - event_type: E
+    from: 1
+    steps:
+      - remove: {field: a}" "7:11: E from event_version 1 is declared already at bad.yaml:2"
+	check "$head
+      - remove: {field: a}
+  - event_type: E
+    from: 3
+    steps:
+      - remove: {field: a}" "6: E from event_version 3: no upcaster brings event_version 2 to it"
+	check 'upcasters:
+  - event_type: E
+    from: 0
+    steps: []' "3:11: from must be the event_version it reads (1, 2, ...), not '0'"
+	check 'upcasters: [' "2:1: did not find expected node content (while parsing a flow node on line 2)"
+	check 'upcaster: []' "1:1: an upcasters file has no 'upcaster'"
+	check "$head
+      - jq: {program: '.a |'}" "5:23: jq: syntax error, unexpected \$end (Unix shell quoting issues?) at <top-level>, line 1:"
+	# a file that is not there: 66
+	run --separate-stderr cqrs-read --upcast --upcasters nowhere.yaml
+	assert_failure 66
+	# usage: --upcasters goes with --upcast, and with --as-of
+	run --separate-stderr cqrs-read --upcasters bad.yaml
+	assert_failure 64
+	assert_equal "${stderr_lines[0]}" "cqrs-read: --upcasters goes with --upcast"
+	run --separate-stderr cqrs-query --upcasters bad.yaml order "$A"
+	assert_failure 64
+	assert_equal "${stderr_lines[0]}" "cqrs-query: --upcasters goes with --as-of"
+	run --separate-stderr cqrs-read --verify --upcast
+	assert_failure 64
+}
+
+@test "jq: a program for what the steps cannot say; numbers jq would print again are refused unless declared" {
+	cat >jq.yaml <<'EOF'
+upcasters:
+  - event_type: Counted
+    from: 1
+    steps:
+      - jq: {program: '.items |= map({sku: .}) | .count = (.items | length)'}
+      - rename: {from: count, to: n}
+  - event_type: Priced
+    from: 1
+    steps:
+      - jq: {program: '.price_cents = (.price * 100 | floor)', numbers: reprinted}
+EOF
+	{
+		ev Counted '{"items":["a","b"],"note":"x\u00e9"}' 1 "$A" X
+		ev Counted '{"items":["c"],"weight":0.10}' 1 "$A" X
+		ev Priced '{"price":0.10}' 1 "$A" X
+	} | cqrs-append -q
+	run --separate-stderr cqrs-read --upcast --upcasters jq.yaml -n 1
+	assert_success
+	assert_equal "$(sed -E 's/.*"data":(.*),"metadata":.*/\1/' <<<"$output")" '{"items":[{"sku":"a"},{"sku":"b"}],"note":"xé","n":2}'
+	# 0.10 would come out as 0.1: refused, naming the number
+	run --separate-stderr cqrs-read --upcast --upcasters jq.yaml --from 2 -n 1
+	assert_failure 65
+	assert_equal "$stderr" "cqrs-read: event 2 (Counted, event_version 1): the upcaster from event_version 1 (jq.yaml:5:9) fails: the number 0.10 would not keep its text through jq (it holds numbers as doubles): the step does not declare 'numbers: reprinted'"
+	# declared: jq's text
+	run --separate-stderr cqrs-read --upcast --upcasters jq.yaml --from 3
+	assert_success
+	assert_equal "$(sed -E 's/.*"data":(.*),"metadata":.*/\1/' <<<"$output")" '{"price":0.1,"price_cents":10}'
+	# an error, or something other than one object, is 65
+	for p in 'error("no way")' '.[]' '[.]' 'empty'; do
+		printf 'upcasters:\n  - event_type: Counted\n    from: 1\n    steps:\n      - jq: {program: %s}\n' "'$p'" >j2.yaml
+		run --separate-stderr cqrs-read --upcast --upcasters j2.yaml -n 1
+		assert_failure 65
+	done
+	assert_equal "$stderr" "cqrs-read: event 1 (Counted, event_version 1): the upcaster from event_version 1 (j2.yaml:5:9) fails: jq: the program gave no output"
+}
+
+@test "libjq is loaded only when a file declares a jq step" {
+	shipped_v1 "$A" T C | cqrs-append -q
+	printf 'upcasters:\n  - event_type: X\n    from: 1\n    steps:\n      - jq: {program: .}\n' >j.yaml
+	run env LD_DEBUG=libs cqrs-read --upcast
+	assert_success
+	refute_output --partial libjq
+	run env LD_DEBUG=libs cqrs-read --upcast --upcasters j.yaml
+	assert_success
+	assert_output --partial libjq.so.1
+}

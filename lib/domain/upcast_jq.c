@@ -90,7 +90,11 @@ static void on_message(void *arg, jv msg)
 	if (q->msg[0] == '\0') {
 		jv text = jq.get_kind(msg) == JV_KIND_STRING ? jq.copy(msg)
 							     : jq.dump_string(jq.copy(msg), 0);
-		snprintf(q->msg, sizeof q->msg, "%s", jq.string_value(text));
+		/* its first line, without jq's own "jq: error: " */
+		const char *m = jq.string_value(text);
+		if (strncmp(m, "jq: error: ", 11) == 0)
+			m += 11;
+		snprintf(q->msg, sizeof q->msg, "%.*s", (int)strcspn(m, "\n"), m);
 		jq.free(text);
 	}
 	jq.free(msg);
