@@ -19,8 +19,8 @@ static const char usage_text[] =
 	"       cqrs-command [-nq] [-c correlation-id] [-s store] [-u user]\n"
 	"                    [--snapshot-every count] [--metrics-dir dir]\n"
 	"                    [--upcasters file] [--command-id id] verb flag ...\n"
-	"       cqrs-command [-s store] [--ignore-snapshots] [--upcasters file]\n"
-	"                    show aggregate-id\n"
+	"       cqrs-command [-s store] [--ignore-snapshots] [--upcasters file] show\n"
+	"                    aggregate-id\n"
 	"       cqrs-command lifecycle [--format man|dot|ndjson]\n";
 
 static void usage(int code)

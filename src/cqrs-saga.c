@@ -521,7 +521,7 @@ static const struct {
 	const char *name, *opts;
 	int (*fn)(const struct opts *o);
 } commands[] = {
-	{ "run", "vFwbfsSLMU", cmd_run },   { "status", "mksL", cmd_status },
+	{ "run", "vFwbfsSLMU", cmd_run },  { "status", "mksL", cmd_status },
 	{ "show", "msL", cmd_show_retry }, { "dot", "fTosL", cmd_dot },
 	{ "retry", "sL", cmd_show_retry }, { "check", "fL", cmd_check },
 };

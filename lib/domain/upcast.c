@@ -153,7 +153,7 @@ static int parse_value(const struct cqrs_yaml_node *n, bool is_json, const char 
 		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
 	memcpy(copy, t, len + 1);
 	size_t clen = len;
-	cqrs_error e;
+	cqrs_error e = { 0 };
 	bool json = (is_json || n->plain) && cqrs_json_compact(copy, &clen, &e) == 0 &&
 		    (is_json || copy[0] == '-' || (copy[0] >= '0' && copy[0] <= '9') ||
 		     strcmp(copy, "true") == 0 || strcmp(copy, "false") == 0 ||
@@ -621,7 +621,7 @@ static const struct upcast_set *get_set(cqrs_error *err)
 
 int64_t cqrs_upcast_newest(const char *event_type)
 {
-	cqrs_error e;
+	cqrs_error e = { 0 };
 	const struct upcast_set *set = get_set(&e);
 	int64_t newest = 1;
 	for (size_t i = 0; set != NULL && i < set->n; i++)
@@ -1025,7 +1025,7 @@ static int do_convert(const struct step *s, const char *in, size_t len, struct c
 		if ((s->type == JT_NUMBER && number) || (s->type == JT_BOOLEAN && boolean))
 			break;
 		long n = decode_string(v, vn, scratch);
-		cqrs_error e;
+		cqrs_error e = { 0 };
 		size_t cn = (size_t)n;
 		bool ok = n > 0 && cqrs_json_compact(scratch->p, &cn, &e) == 0 && cn == (size_t)n;
 		if (ok && s->type == JT_NUMBER)
@@ -1074,7 +1074,7 @@ static int do_jq(cqrs_upcaster *u, const struct step *s, const char *in, size_t 
 		return -1;
 	if (upcast_jq_run(*q, in, len, out, err) < 0)
 		return -1;
-	cqrs_error e;
+	cqrs_error e = { 0 };
 	size_t n = out->len;
 	if (out->oom || cqrs_json_compact(out->p, &n, &e) < 0)
 		return step_fail(err, "jq: its output is not JSON: %s", e.msg);
