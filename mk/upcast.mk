@@ -5,4 +5,4 @@ dist_man_MANS += man/cqrs-upcasters.5
 upcastersdir = $(pkgdatadir)/upcasters
 dist_upcasters_DATA = share/upcasters/orders.yaml
 BATS_SUITES += tests/upcast.bats
-EXTRA_DIST += tests/bench/upcast.sh
+BENCH_SECTIONS += tests/bench/upcast.sh
