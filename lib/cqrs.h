@@ -1069,4 +1069,28 @@ int cqrs_signed_head_verify(const struct cqrs_signed_head *h, const cqrs_public_
 int cqrs_signed_head_check_store(cqrs_store *st, const char *path, const struct cqrs_signed_head *h,
 				 const char *what, cqrs_error *err);
 
+/* --- upcasting (issue 12): lib/domain/upcast.c, cqrs-upcasters(5) ---------
+ * Old versions of an event brought to the newest version of their type as
+ * they are consumed, by the steps a YAML file declares; the stored bytes
+ * never change.  An event the declarations do not reach (a version newer
+ * than they know, or below the oldest they read) is 78; a step that fails
+ * on an event (a field missing, a jq error) is 65; both name the event's
+ * sequence, type and version. */
+/* The declarations every consumer in this process applies: the shipped
+ * domain's (share/upcasters/orders.yaml), then files in order (the tools'
+ * --upcasters).  78 with FILE:LINE:COL for a bad file.  Without this call
+ * the shipped file alone is loaded on first use. */
+int cqrs_upcasters_init(char *const *files, int nfiles, cqrs_error *err);
+/* The version the declarations bring event_type to: 1 when none is declared. */
+int64_t cqrs_upcast_newest(const char *event_type);
+/* Gives st's cursors the current form, upcast (CQRS_DECODE_UPCAST). */
+int cqrs_upcast_attach(cqrs_store *st, cqrs_error *err);
+/* For events that come from input rather than a store (one per thread). */
+typedef struct cqrs_upcaster cqrs_upcaster;
+cqrs_upcaster *cqrs_upcaster_new(cqrs_error *err);
+void cqrs_upcaster_free(cqrs_upcaster *u);
+/* Rewrites ev at its newest version, its data in u until the next call:
+ * 1, 0 when it was current already, or -1 with *err (ev unchanged). */
+int cqrs_upcaster_apply(cqrs_upcaster *u, cqrs_event *ev, cqrs_error *err);
+
 #endif

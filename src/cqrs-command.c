@@ -15,11 +15,12 @@
 static const char usage_text[] =
 	"usage: cqrs-command [-nq] [-b count] [-c correlation-id] [-s store] [-u user]\n"
 	"                    [--snapshot-every count] [--ignore-snapshots]\n"
-	"                    [--metrics-dir dir] [file ...]\n"
+	"                    [--metrics-dir dir] [--upcasters file] [file ...]\n"
 	"       cqrs-command [-nq] [-c correlation-id] [-s store] [-u user]\n"
 	"                    [--snapshot-every count] [--metrics-dir dir]\n"
-	"                    [--command-id id] verb flag ...\n"
-	"       cqrs-command [-s store] [--ignore-snapshots] show aggregate-id\n"
+	"                    [--upcasters file] [--command-id id] verb flag ...\n"
+	"       cqrs-command [-s store] [--ignore-snapshots] [--upcasters file] show\n"
+	"                    aggregate-id\n"
 	"       cqrs-command lifecycle [--format man|dot|ndjson]\n";
 
 static void usage(int code)
@@ -565,6 +566,7 @@ int main(int argc, char **argv)
 		OPT_FORMAT,
 		OPT_TRACEPARENT,
 		OPT_METRICS_DIR,
+		OPT_UPCASTERS,
 		OPT_FLAG_BASE = 512
 	};
 	static const struct option fixed[] = {
@@ -582,6 +584,7 @@ int main(int argc, char **argv)
 		{ "traceparent", required_argument, NULL, OPT_TRACEPARENT },
 		{ "log-format", required_argument, NULL, 'L' },
 		{ "metrics-dir", required_argument, NULL, OPT_METRICS_DIR },
+		{ "upcasters", required_argument, NULL, OPT_UPCASTERS },
 	};
 	enum { NFIXED = sizeof fixed / sizeof fixed[0] };
 	/* the fixed options, then one per field flag (--customer, ...) */
@@ -602,7 +605,9 @@ int main(int argc, char **argv)
 	cqrs_tool_init("cqrs-command");
 	cqrs_log_scan_args(argc, argv);
 	fr.items = calloc((size_t)argc, sizeof *fr.items);
-	if (fr.items == NULL)
+	char **upcasters = calloc((size_t)argc, sizeof *upcasters);
+	int nupcasters = 0;
+	if (fr.items == NULL || upcasters == NULL)
 		cqrs_die(CQRS_EXIT_OSERR, "out of memory");
 	while ((ch = cqrs_getopt_long(argc, argv, "b:c:nqs:u:hV", longopts, NULL)) != -1) {
 		switch (ch) {
@@ -637,9 +642,11 @@ int main(int argc, char **argv)
 		case OPT_IGNORE_SNAPSHOTS: opt.ignore_snapshots = true; break;
 		case OPT_TRACEPARENT: opt.traceparent = optarg; break;
 		case OPT_METRICS_DIR: metrics_dir = optarg; break;
+		case OPT_UPCASTERS: upcasters[nupcasters++] = optarg; break;
 		case 'h': usage(0); break;
 		case 'V':
 			free(fr.items);
+			free(upcasters);
 			cqrs_print_version();
 			return cqrs_finish_stdout(0);
 		default:
@@ -664,6 +671,7 @@ int main(int argc, char **argv)
 			usage(CQRS_EXIT_USAGE);
 		}
 		free(fr.items);
+		free(upcasters);
 		cqrs_error lerr = { 0 };
 		if (cqrs_lifecycle_print(stdout, format != NULL ? format : "ndjson", &lerr) < 0)
 			cqrs_die_error(&lerr);
@@ -714,11 +722,14 @@ int main(int argc, char **argv)
 	if (cqrs_metrics_init(metrics_dir, &err) < 0)
 		cqrs_die_error(&err);
 	opt.record_metrics = true;
+	/* aggregates are folded from the current form of their events */
+	if (cqrs_upcasters_init(upcasters, nupcasters, &err) < 0)
+		cqrs_die_error(&err);
 	const char *path = cqrs_store_path(store_opt);
 	if (opt.dry_run && !show)
 		path = dry_run_store(path);
 	cqrs_store *st = cqrs_store_open(path, show ? CQRS_OPEN_READ : CQRS_OPEN_WRITE, &err);
-	if (st == NULL)
+	if (st == NULL || cqrs_upcast_attach(st, &err) < 0)
 		cqrs_die_error(&err);
 	cqrs_commander *cmd = cqrs_commander_new(st, &opt, &err);
 	if (cmd == NULL)
@@ -747,5 +758,6 @@ int main(int argc, char **argv)
 	cqrs_commander_free(cmd);
 	cqrs_store_close(st);
 	free(fr.items);
+	free(upcasters);
 	return cqrs_finish_stdout(code);
 }

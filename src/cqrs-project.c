@@ -15,7 +15,7 @@
 static const char usage_text[] =
 	"usage: cqrs-project [-fv] [-b count] [-P file] [-s store] [--views path] [--wait]\n"
 	"                    [--no-default-projections] [--timeout seconds]\n"
-	"                    [--metrics-dir dir]\n"
+	"                    [--metrics-dir dir] [--upcasters file]\n"
 	"                    [--rebuild [--force] | --diff | --lag | --parked | --check |\n"
 	"                     -o file [--as-of time | --to seq]] [--stdin | file ...]\n";
 
@@ -350,7 +350,8 @@ int main(int argc, char **argv)
 		OPT_VIEWS,
 		OPT_TIMEOUT,
 		OPT_LOG_FORMAT,
-		OPT_METRICS_DIR
+		OPT_METRICS_DIR,
+		OPT_UPCASTERS
 	};
 	static const struct option longopts[] = {
 		{ "follow", no_argument, NULL, 'f' },
@@ -372,6 +373,7 @@ int main(int argc, char **argv)
 		{ "views", required_argument, NULL, OPT_VIEWS },
 		{ "timeout", required_argument, NULL, OPT_TIMEOUT },
 		{ "metrics-dir", required_argument, NULL, OPT_METRICS_DIR },
+		{ "upcasters", required_argument, NULL, OPT_UPCASTERS },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "log-format", required_argument, NULL, OPT_LOG_FORMAT },
 		{ "help", no_argument, NULL, 'h' },
@@ -390,7 +392,9 @@ int main(int argc, char **argv)
 	cqrs_log_scan_args(argc, argv);
 	/* the -P files: fewer than the arguments */
 	files = calloc((size_t)argc, sizeof *files);
-	if (files == NULL) {
+	char **upcasters = calloc((size_t)argc, sizeof *upcasters); /* --upcasters */
+	int nupcasters = 0;
+	if (files == NULL || upcasters == NULL) {
 		cqrs_warn("out of memory");
 		return CQRS_EXIT_OSERR;
 	}
@@ -439,6 +443,7 @@ int main(int argc, char **argv)
 		case 'v': opt.verbose = true; break;
 		case OPT_LOG_FORMAT: cqrs_log_format_option(optarg); break;
 		case OPT_METRICS_DIR: metrics_dir = optarg; break;
+		case OPT_UPCASTERS: upcasters[nupcasters++] = optarg; break;
 		case 'h': usage(0); break;
 		case 'V':
 			cqrs_print_version();
@@ -470,6 +475,10 @@ int main(int argc, char **argv)
 	cqrs_error err = { 0 };
 	if (cqrs_metrics_init(metrics_dir, &err) < 0)
 		cqrs_die_error(&err);
+	/* The projector upcasts each event after it checked the event's hash
+	 * (the stored form's), so the store here keeps the stored form. */
+	if (cqrs_upcasters_init(upcasters, nupcasters, &err) < 0)
+		die_error(&err);
 	cqrs_projections *ps = cqrs_projections_new();
 	if (ps == NULL)
 		cqrs_die(CQRS_EXIT_OSERR, "out of memory");

@@ -12,7 +12,7 @@
 
 static const char usage_text[] =
 	"usage: cqrs-query [-f format] [-s store] [--views path] [--metrics-dir dir]\n"
-	"                  order id [--as-of time | seq]\n"
+	"                  order id [--as-of time | seq] [--upcasters file]\n"
 	"       cqrs-query [-f format] orders [--status status] [--from time] [--to time]\n"
 	"                  [-n limit] [--offset n]\n"
 	"       cqrs-query [-f format] customer customer-id [-n limit]\n"
@@ -148,7 +148,8 @@ int main(int argc, char **argv)
 		OPT_TOTAL,
 		OPT_VIEWS,
 		OPT_TIMEOUT,
-		OPT_METRICS_DIR
+		OPT_METRICS_DIR,
+		OPT_UPCASTERS
 	};
 	static const struct option longopts[] = {
 		{ "format", required_argument, NULL, 'f' },
@@ -166,12 +167,17 @@ int main(int argc, char **argv)
 		{ "timeout", required_argument, NULL, OPT_TIMEOUT },
 		{ "log-format", required_argument, NULL, 'L' },
 		{ "metrics-dir", required_argument, NULL, OPT_METRICS_DIR },
+		{ "upcasters", required_argument, NULL, OPT_UPCASTERS },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
 	cqrs_query q = { .limit = 0, .timeout_ms = DEFAULT_TIMEOUT_S * 1000 };
 	const char *store_opt = NULL, *views_opt = NULL, *format = NULL, *metrics_dir = NULL;
+	char **upcasters = calloc((size_t)argc, sizeof *upcasters); /* --upcasters */
+	int nupcasters = 0;
+	if (upcasters == NULL)
+		cqrs_die(CQRS_EXIT_OSERR, "out of memory");
 	const char *from_arg = NULL, *to_arg = NULL, *as_of = NULL;
 	char status[16], currency[4], as_of_time[CQRS_TIMESTAMP_LEN + 1];
 	unsigned given = 0;
@@ -249,6 +255,7 @@ int main(int argc, char **argv)
 		case 's': store_opt = optarg; break;
 		case OPT_VIEWS: views_opt = optarg; break;
 		case OPT_METRICS_DIR: metrics_dir = optarg; break;
+		case OPT_UPCASTERS: upcasters[nupcasters++] = optarg; break;
 		case OPT_TIMEOUT:
 			q.timeout_ms = count_arg("--timeout", optarg, false);
 			if (q.timeout_ms > INT64_MAX / 1000)
@@ -345,9 +352,14 @@ int main(int argc, char **argv)
 	double started = cqrs_metrics_clock();
 	int64_t n;
 	const char *views = cqrs_views_path(views_opt);
+	if (nupcasters > 0 && as_of == NULL)
+		cqrs_die(CQRS_EXIT_USAGE, "--upcasters goes with --as-of");
 	if (as_of != NULL) {
+		/* the order is folded from the current form of its events */
+		if (cqrs_upcasters_init(upcasters, nupcasters, &err) < 0)
+			cqrs_die_error(&err);
 		cqrs_store *st = cqrs_store_open(cqrs_store_path(store_opt), CQRS_OPEN_READ, &err);
-		if (st == NULL)
+		if (st == NULL || cqrs_upcast_attach(st, &err) < 0)
 			cqrs_die_error(&err);
 		cqrs_projections *ps = cqrs_projections_new();
 		char shipped[4096];

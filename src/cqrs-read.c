@@ -16,6 +16,7 @@ static const char usage_text[] =
 	"usage: cqrs-read [-fr] [-a id] [-c correlation-id] [-e event-type] [-n limit]\n"
 	"                 [-s store] [-t aggregate-type] [--from seq | --after seq]\n"
 	"                 [--to seq] [--until time] [--verify [--expect seq:hash]]\n"
+	"                 [--upcast [--upcasters file]]\n"
 	"       cqrs-read --verify [-s store] [--expect seq:hash] [--signing-key file]\n"
 	"                 [--expect-signed file --public-key file]\n"
 	"       cqrs-read --checkpoint name [--checkpoint-dir dir] [-f] [-a id]\n"
@@ -42,6 +43,8 @@ static void usage(int code)
 		      "  -n, --limit N              at most N events\n"
 		      "  -r, --reverse              newest first\n"
 		      "  -f, --follow               keep printing events as they are appended\n"
+		      "      --upcast               events at their newest version, not as stored\n"
+		      "      --upcasters FILE       with --upcast: these upcasters too (repeat)\n"
 		      "      --verify               check the hash chain of the whole store\n"
 		      "      --expect SEQ:HASH      with --verify: the store must hold this event\n"
 		      "      --signing-key FILE     with --verify: print the head signed with "
@@ -415,6 +418,8 @@ int main(int argc, char **argv)
 		OPT_SIGNING_KEY,
 		OPT_EXPECT_SIGNED,
 		OPT_PUBLIC_KEY,
+		OPT_UPCAST,
+		OPT_UPCASTERS,
 	};
 	static const struct option longopts[] = {
 		{ "aggregate", required_argument, NULL, 'a' },
@@ -438,6 +443,8 @@ int main(int argc, char **argv)
 		{ "position", no_argument, NULL, OPT_POSITION },
 		{ "set-position", required_argument, NULL, OPT_SET_POSITION },
 		{ "store", required_argument, NULL, 's' },
+		{ "upcast", no_argument, NULL, OPT_UPCAST },
+		{ "upcasters", required_argument, NULL, OPT_UPCASTERS },
 		{ "log-format", required_argument, NULL, 'L' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -457,7 +464,13 @@ int main(int argc, char **argv)
 	size_t naggregates = 0, nagg_types = 0, nev_types = 0, ncorrs = 0;
 	int64_t expect_seq = 0;
 	uint8_t expect_hash[CQRS_HASH_LEN];
-	if (aggregates == NULL || agg_types == NULL || ev_types == NULL || corrs == NULL)
+	/* --upcast: the current form (cqrs-upcasters(5)) */
+	static char **upcasters;
+	upcasters = calloc((size_t)argc, sizeof *upcasters);
+	int nupcasters = 0;
+	bool upcast = false;
+	if (aggregates == NULL || agg_types == NULL || ev_types == NULL || corrs == NULL ||
+	    upcasters == NULL)
 		cqrs_die(CQRS_EXIT_OSERR, "out of memory");
 	char until[CQRS_TIMESTAMP_LEN + 1];
 	const char *store_opt = NULL;
@@ -515,6 +528,8 @@ int main(int argc, char **argv)
 			cp.set_seq = parse_seq("--set-position", optarg);
 			break;
 		case 's': store_opt = optarg; break;
+		case OPT_UPCAST: upcast = true; break;
+		case OPT_UPCASTERS: upcasters[nupcasters++] = optarg; break;
 		case 'L': cqrs_log_format_option(optarg); break;
 		case 'h': usage(0); break;
 		case 'V': cqrs_print_version(); return cqrs_finish_stdout(0);
@@ -543,8 +558,10 @@ int main(int argc, char **argv)
 		cqrs_die(CQRS_EXIT_USAGE, "--follow and --reverse go alone");
 	if (follow && f.until != NULL)
 		cqrs_die(CQRS_EXIT_USAGE, "--follow and --until go alone");
+	if (nupcasters > 0 && !upcast)
+		cqrs_die(CQRS_EXIT_USAGE, "--upcasters goes with --upcast");
 	if (do_verify && (follow || f.reverse || f.limit || f.to || f.after || f.until ||
-			  naggregates || nagg_types || nev_types || ncorrs))
+			  naggregates || nagg_types || nev_types || ncorrs || upcast))
 		cqrs_die(CQRS_EXIT_USAGE,
 			 "--verify checks the whole store and takes no other option");
 
@@ -574,8 +591,10 @@ int main(int argc, char **argv)
 	if (do_verify)
 		signing_load(&sig);
 	cqrs_error err = { 0 };
+	if (upcast && cqrs_upcasters_init(upcasters, nupcasters, &err) < 0)
+		cqrs_die_error(&err);
 	cqrs_store *st = cqrs_store_open(cqrs_store_path(store_opt), CQRS_OPEN_READ, &err);
-	if (st == NULL)
+	if (st == NULL || (upcast && cqrs_upcast_attach(st, &err) < 0))
 		cqrs_die_error(&err);
 	if (do_verify) {
 		int code = verify(st, cqrs_store_path(store_opt), expect_seq, expect_hash, &sig);

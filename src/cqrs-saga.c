@@ -19,7 +19,7 @@
 static const char usage_text[] =
 	"usage: cqrs-saga run [-v] [--follow] [--wait] [-b count] [-f file]... [-s store] "
 	"[--no-sync]\n"
-	"                     [--metrics-dir dir]\n"
+	"                     [--metrics-dir dir] [--upcasters file]...\n"
 	"       cqrs-saga status [--format text|ndjson] [--stuck-after duration] [-s store]\n"
 	"       cqrs-saga show [--format text|ndjson] [-s store] saga_id\n"
 	"       cqrs-saga dot [-f file]... [-T dot|svg|png] [-o file] [-s store] [saga_id]\n"
@@ -237,6 +237,8 @@ struct opts {
 	bool verbose, follow, wait, no_sync;
 	char **files;
 	size_t nfiles;
+	char **upcasters; /* --upcasters: cqrs-upcasters(5) */
+	int nupcasters;
 	char **args;
 	int nargs;
 };
@@ -255,6 +257,7 @@ static const struct option longopts[] = {
 	{ "no-sync", no_argument, NULL, 'S' },
 	{ "log-format", required_argument, NULL, 'L' },
 	{ "metrics-dir", required_argument, NULL, 'M' },
+	{ "upcasters", required_argument, NULL, 'U' },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
 	{ NULL, 0, NULL, 0 },
@@ -354,6 +357,7 @@ static void set_option(struct opts *o, int ch)
 	case 'S': o->no_sync = true; break;
 	case 'L': cqrs_log_format_option(optarg); break;
 	case 'M': o->metrics_dir = optarg; break;
+	case 'U': o->upcasters[o->nupcasters++] = optarg; break;
 	}
 }
 
@@ -362,7 +366,8 @@ static void set_option(struct opts *o, int ch)
 static void parse_options(int argc, char **argv, const char *allowed, struct opts *o)
 {
 	o->files = calloc((size_t)argc + 1, sizeof *o->files);
-	if (o->files == NULL)
+	o->upcasters = calloc((size_t)argc + 1, sizeof *o->upcasters);
+	if (o->files == NULL || o->upcasters == NULL)
 		cqrs_die(CQRS_EXIT_OSERR, "out of memory");
 	opterr = 0;
 	int ch;
@@ -399,13 +404,17 @@ static int cmd_run(const struct opts *o)
 	size_t ndefs = load_defs(o->files, o->nfiles, defs);
 	const char *path = cqrs_store_path(o->store);
 	cqrs_error err = { 0 };
-	if (cqrs_metrics_init(o->metrics_dir, &err) < 0)
+	if (cqrs_metrics_init(o->metrics_dir, &err) < 0 ||
+	    cqrs_upcasters_init(o->upcasters, o->nupcasters, &err) < 0)
 		cqrs_die_error(&err);
 	struct sigaction sa = { .sa_handler = on_signal };
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	cqrs_store *st = open_store(o->store, CQRS_OPEN_WRITE, !o->verbose);
+	/* starting events and the aggregates of its commands: current form */
+	if (cqrs_upcast_attach(st, &err) < 0)
+		cqrs_die_error(&err);
 	int lock = take_lock(path, o->wait, o->verbose);
 	if (o->no_sync)
 		cqrs_store_set_durability(st, CQRS_DURABLE_NORMAL);
@@ -512,7 +521,7 @@ static const struct {
 	const char *name, *opts;
 	int (*fn)(const struct opts *o);
 } commands[] = {
-	{ "run", "vFwbfsSLM", cmd_run },   { "status", "mksL", cmd_status },
+	{ "run", "vFwbfsSLMU", cmd_run },  { "status", "mksL", cmd_status },
 	{ "show", "msL", cmd_show_retry }, { "dot", "fTosL", cmd_dot },
 	{ "retry", "sL", cmd_show_retry }, { "check", "fL", cmd_check },
 };

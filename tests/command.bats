@@ -232,11 +232,12 @@ c accepted"
 	assert_equal "$(event_data)" '["PaymentProcessed",{"payment_id":"'$PAY'","amount":59.98,"currency":"USD","processed_at":"T"}]'
 }
 
-@test "ShipOrder: OrderShipped with carrier, tracking number and time" {
+@test "ShipOrder: OrderShipped (event_version 2) with carrier, tracking number and time" {
 	paid_order "$O1"
 	accepts ship-order --order "$O1" --carrier FedEx --tracking TRK123456 \
 		--shipped-at 2026-01-16T15:00:00+01:00
-	assert_equal "$(event_data)" '["OrderShipped",{"tracking_number":"TRK123456","carrier":"FedEx","shipped_at":"2026-01-16T14:00:00.000000Z"}]
+	assert_equal "$(cqrs-read -e OrderShipped | jq .event_version)" 2
+	assert_equal "$(event_data)" '["OrderShipped",{"shipment":{"tracking_number":"TRK123456","carrier":"FedEx"},"shipped_at":"2026-01-16T14:00:00.000000Z"}]
 ["InventoryShipped",{"order_id":"'$O1'","quantity":2}]'
 	paid_order "$O2"
 	accepts ship-order --order "$O2" --carrier UPS --tracking T2

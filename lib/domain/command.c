@@ -828,7 +828,7 @@ static int append_events(struct cqrs_commander *c, cqrs_command_result *res, cqr
 		snprintf(ev.aggregate_type, sizeof ev.aggregate_type, "%s",
 			 domain_of(a->kind)->type);
 		snprintf(ev.event_type, sizeof ev.event_type, "%s", d->event_type[i]);
-		ev.event_version = 1;
+		ev.event_version = dom_event_version(ev.event_type);
 		ev.expected_version = a->version;
 		if (c->inject_conflicts > 0 && i == 0) {
 			c->inject_conflicts--;

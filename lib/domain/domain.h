@@ -387,4 +387,8 @@ bool lc_check_order(struct decision *d, const struct command *c, const struct ag
 /* The lifecycle as cqrs-events(7) text, a Graphviz graph or NDJSON. */
 int lc_print(FILE *f, const char *format, cqrs_error *err);
 
+/* The version of event_type the domain writes: the newest its schemas
+ * declare (event_schema.c); 1 for a type they do not. */
+int64_t dom_event_version(const char *event_type);
+
 #endif

@@ -25,6 +25,7 @@ enum st {
 	ST_TIME,     /* an RFC 3339 time */
 	ST_ITEMS,    /* OrderCreated's items, which add up to its total */
 	ST_ADDRESS,  /* the shipping address */
+	ST_SHIPMENT, /* OrderShipped 2: tracking_number and carrier */
 };
 
 struct member {
@@ -51,6 +52,7 @@ static const struct schema schemas[] = {
 		{ "payment_method", ST_TEXT, false }, { "processed_at", ST_TIME, false } } },
 	{ "OrderShipped", 1, { { "tracking_number", ST_TEXT, true }, { "carrier", ST_TEXT, true },
 		{ "shipped_at", ST_TIME, false } } },
+	{ "OrderShipped", 2, { { "shipment", ST_SHIPMENT, true }, { "shipped_at", ST_TIME, false } } },
 	{ "OrderCancelled", 1, { { "reason", ST_TEXT, true }, { "by", ST_TEXT, false },
 		{ "cancelled_at", ST_TIME, false } } },
 	{ "ProductRegistered", 1, { { "sku", ST_TEXT, true }, { "name", ST_TEXT, true } } },
@@ -202,6 +204,24 @@ static int check_address(struct ctx *x, const char *v, size_t n)
 	return 0;
 }
 
+/* OrderShipped 2's shipment: both of version 1's texts, in one object */
+static int check_shipment(struct ctx *x, const char *v, size_t n)
+{
+	if (v[0] != '{')
+		return wrong(x, "shipment", "is not an object", v, n);
+	static const char *const parts[] = { "tracking_number", "carrier" };
+	static const char *const where[] = { "shipment.tracking_number", "shipment.carrier" };
+	for (size_t i = 0; i < 2; i++) {
+		const char *pv;
+		size_t pn;
+		if (!cqrs_json_get(v, n, parts[i], &pv, &pn))
+			return wrong(x, where[i], "is missing", "", 0);
+		if (check_text(x, where[i], pv, pn) < 0)
+			return -1;
+	}
+	return 0;
+}
+
 static int check_value(struct ctx *x, const char *where, enum st type, const char *v, size_t n)
 {
 	uint8_t id[CQRS_UUID_LEN];
@@ -232,8 +252,18 @@ static int check_value(struct ctx *x, const char *where, enum st type, const cha
 		return 0;
 	case ST_ITEMS: return check_items(x, v, n);
 	case ST_ADDRESS: return check_address(x, v, n);
+	case ST_SHIPMENT: return check_shipment(x, v, n);
 	}
 	return 0;
+}
+
+int64_t dom_event_version(const char *event_type)
+{
+	int64_t newest = 1;
+	for (size_t i = 0; i < sizeof schemas / sizeof *schemas; i++)
+		if (schemas[i].version > newest && strcmp(schemas[i].event_type, event_type) == 0)
+			newest = schemas[i].version;
+	return newest;
 }
 
 int cqrs_event_schema_check(const cqrs_event *ev, cqrs_error *err)

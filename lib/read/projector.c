@@ -80,6 +80,9 @@ struct pval {
 };
 
 struct cqrs_projector {
+	/* old event versions to the current form, after the chain check
+	 * (cqrs-upcasters(5)); made on first use */
+	cqrs_upcaster *upcaster;
 	sqlite3 *db;
 	char *path;
 	const cqrs_projections *ps;
@@ -278,6 +281,7 @@ void cqrs_projector_close(cqrs_projector *p)
 		return;
 	if (p->in_txn && p->db != NULL)
 		sqlite3_exec(p->db, "ROLLBACK", NULL, NULL, NULL);
+	cqrs_upcaster_free(p->upcaster);
 	for (size_t i = 0; p->p != NULL && i < p->np; i++) {
 		struct rt_proj *rp = &p->p[i];
 		for (size_t h = 0; rp->handlers != NULL && h < rp->nhandlers; h++) {
@@ -1069,6 +1073,13 @@ static int apply_event(cqrs_projector *p, const cqrs_event *ev, cqrs_error *err)
 		p->in_txn = true;
 	}
 	next_event(p);
+	/* The hash covers the stored form, which verify_event checks; the
+	 * projections read the current form (cqrs-upcasters(5)), made here
+	 * for events from the store and from input alike. */
+	cqrs_event current = *ev;
+	if ((p->upcaster == NULL && (p->upcaster = cqrs_upcaster_new(err)) == NULL) ||
+	    cqrs_upcaster_apply(p->upcaster, &current, err) < 0)
+		goto fail;
 	bool any = false;
 	uint64_t th = type_hash(ev->event_type);
 	double event_time = p->metrics ? cqrs_metrics_timestamp_seconds(ev->timestamp) : 0;
@@ -1092,7 +1103,7 @@ static int apply_event(cqrs_projector *p, const cqrs_event *ev, cqrs_error *err)
 		 * a time passes over a later event, and goes on */
 		bool later = p->until != NULL && strcmp(ev->timestamp, p->until) > 0;
 		int64_t parked_before = p->parked_new;
-		if (!later && apply_or_park(p, rp, ev, th, err) < 0)
+		if (!later && apply_or_park(p, rp, &current, th, err) < 0)
 			goto fail;
 		if (p->metrics)
 			metrics_event(rp, event_time, p->parked_new > parked_before);
