@@ -93,7 +93,8 @@ static cqrs_store *open_store(void)
 {
 	cqrs_error err = { 0 };
 	cqrs_store *st = cqrs_store_open(cqrs_store_path(opt.store), CQRS_OPEN_READ, &err);
-	if (st == NULL)
+	/* projections consume the current form: personal fields decrypted */
+	if (st == NULL || cqrs_store_decrypt(st, &err) < 0)
 		die_error(&err);
 	return st;
 }

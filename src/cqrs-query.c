@@ -347,7 +347,8 @@ int main(int argc, char **argv)
 	const char *views = cqrs_views_path(views_opt);
 	if (as_of != NULL) {
 		cqrs_store *st = cqrs_store_open(cqrs_store_path(store_opt), CQRS_OPEN_READ, &err);
-		if (st == NULL)
+		/* as of: the projections' current form, personal fields decrypted */
+		if (st == NULL || cqrs_store_decrypt(st, &err) < 0)
 			cqrs_die_error(&err);
 		cqrs_projections *ps = cqrs_projections_new();
 		char shipped[4096];
