@@ -244,7 +244,7 @@ files_here() {
 	sed '$i {"table":"planted","row":{"x":1}}' full.ndjson >edited.ndjson
 	run --separate-stderr cqrs-backup --restore -s r.db edited.ndjson
 	assert_failure 65
-	assert_equal "$stderr" "cqrs-backup: edited.ndjson:15: not a table of the store: '\"planted\"'"
+	assert_equal "$stderr" "cqrs-backup: edited.ndjson:21: not a table of the store: '\"planted\"'"
 	[ ! -e r.db ]
 	# a SQLite backup edited behind the triggers' back
 	cqrs-backup copy.db >/dev/null

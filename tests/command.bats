@@ -219,7 +219,9 @@ c accepted"
 @test "ConfirmOrder: OrderConfirmed, with an optional note" {
 	order "$O1"
 	accepts confirm-order --order "$O1" --note 'call first'
-	assert_equal "$(event_data)" '["OrderConfirmed",{"note":"call first"}]'
+	# the note is personal data, stored encrypted (cqrs-erase(1))
+	assert_equal "$(event_data | jq -c '.[1].note | keys')" '["cqrs_encrypted","ct","subject"]'
+	assert_equal "$(cqrs-read --decrypt -a "$O1" -e OrderConfirmed | jq -c '[.event_type, .data]')" '["OrderConfirmed",{"note":"call first"}]'
 	order "$O2"
 	accepts confirm-order --order "$O2"
 	assert_equal "$(event_data)" '["OrderConfirmed",{}]'
