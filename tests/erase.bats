@@ -11,6 +11,8 @@ load test_helper
 
 P=11111111-2222-4333-8444-555555555555
 
+uuid() { cat /proc/sys/kernel/random/uuid; }
+
 # created AGG SUBJECT NAME [PRICE]: an OrderCreated of SUBJECT shipped to NAME
 created() {
 	printf '{"aggregate_id":"%s","aggregate_type":"Order","event_type":"OrderCreated","data":{"order_number":"ORD-%s","customer_id":"%s","currency":"USD","items":[{"product_id":"%s","quantity":1,"unit_price":%s}],"total":%s,"shipping_address":{"name":"%s","street":"1 Main St","city":"Springfield","postal_code":"12345","country":"US"}}}\n' \
@@ -63,7 +65,7 @@ views_setup() {
 }
 
 @test "personal fields are stored encrypted, decrypted for the domain and cqrs-read --decrypt, and the stored form is the default" {
-	A=$(uuidgen)
+	A=$(uuid)
 	{
 		created "$A" cust-1 "Ann Smith"
 		confirmed "$A" "ring twice, Ann"
@@ -88,7 +90,7 @@ cust-1'
 
 @test "cqrs-command stores a new order's address encrypted; the retried command is a no-op after the erasure" {
 	cqrs-command -q register-product --product "$P" --sku SKU-1 --name Widget --quantity 10
-	O=$(uuidgen)
+	O=$(uuid)
 	cqrs-command -q --command-id c-1 create-order --order "$O" --customer cust-9 \
 		--item "$P:2:29.99:SKU-1" --currency USD --ship-to 'Zelda Quux,9 Elm St,Hyrule,99999,US'
 	cqrs-command -q confirm-order --order "$O" --note "Zelda's porch"
@@ -110,7 +112,7 @@ cust-1'
 }
 
 @test "erasing: the chain verifies, reads show the marker, other subjects decrypt, and key and plaintext are gone from the files" {
-	A=$(uuidgen) B=$(uuidgen)
+	A=$(uuid) B=$(uuid)
 	{
 		created "$A" cust-1 "Ann Smith"
 		created "$B" cust-2 "Bob Jones"
@@ -145,7 +147,7 @@ cust-2|0|0'
 }
 
 @test "what an erased subject gives again is written already erased" {
-	A=$(uuidgen) B=$(uuidgen)
+	A=$(uuid) B=$(uuid)
 	created "$A" cust-1 "Ann Smith" | cqrs-append -q
 	cqrs-erase cust-1 >/dev/null
 	{
@@ -161,7 +163,7 @@ cust-2|0|0'
 
 @test "projections keep their totals and states; rebuilt views hold no erased plaintext" {
 	views_setup
-	A=$(uuidgen) B=$(uuidgen)
+	A=$(uuid) B=$(uuid)
 	{
 		created "$A" cust-1 "Ann Smith" 10.10
 		created "$B" cust-2 "Bob Jones" 0.10
@@ -184,7 +186,7 @@ cust-2|0|0'
 }
 
 @test "a backup made after the erasure holds neither key nor plaintext; one made before carries the keys" {
-	A=$(uuidgen) B=$(uuidgen)
+	A=$(uuid) B=$(uuid)
 	{
 		created "$A" cust-1 "Ann Smith"
 		created "$B" cust-2 "Bob Jones"
@@ -212,7 +214,7 @@ Bob Jones'
 }
 
 @test "a stored-form copy keeps every hash and is not encrypted again; without the keys it reads as erased" {
-	A=$(uuidgen)
+	A=$(uuid)
 	{
 		created "$A" cust-1 "Ann Smith"
 		confirmed "$A" "Ann's note"
@@ -224,7 +226,7 @@ Bob Jones'
 	assert_equal "$(cqrs-read -s copy.db --decrypt | jq -c '.data | .shipping_address // .note')" '"[erased]"
 "[erased]"'
 	# the same event again (its event_id) is a duplicate, not a conflict
-	line=$(created "$(uuidgen)" cust-3 "Cy Young" | jq -c '.event_id = "01943a10-0000-7000-8000-0000000000aa"')
+	line=$(created "$(uuid)" cust-3 "Cy Young" | jq -c '.event_id = "01943a10-0000-7000-8000-0000000000aa"')
 	cqrs-append -q <<<"$line"
 	n=$(stored_count)
 	run --separate-stderr cqrs-append <<<"$line"
@@ -238,10 +240,10 @@ noted() {
 }
 
 @test "a ciphertext moved to another event or field is refused on append and on read" {
-	cqrs-append -q < <(noted "$(uuidgen)" cust-0 setup)
+	cqrs-append -q < <(noted "$(uuid)" cust-0 setup)
 	cqrs-erase --declare Noted.secret=data.owner
 	cqrs-erase --declare Noted.other=data.owner
-	A=$(uuidgen) B=$(uuidgen)
+	A=$(uuid) B=$(uuid)
 	noted "$A" cust-1 "Ann's secret" | cqrs-append -q
 	env=$(cqrs-read -r -n 1 | jq -c .data.secret)
 	before=$(cqrs-read)
@@ -262,7 +264,7 @@ noted() {
 }
 
 @test "errors: unknown subject 1, already erased 65, bad declarations 64 and 65, a bad declaration in the store 78: nothing changes" {
-	A=$(uuidgen)
+	A=$(uuid)
 	created "$A" cust-1 "Ann Smith" | cqrs-append -q
 	state() { sqlite3 "$CQRS_STORE" "SELECT * FROM subject_keys; SELECT * FROM personal_fields; SELECT count(*) FROM events"; }
 	s0=$(state)
@@ -300,7 +302,7 @@ noted() {
 	# a declaration edited into nonsense: no writer applies it, none appends
 	sqlite3 "$CQRS_STORE" "INSERT INTO personal_fields VALUES ('OrderCreated', 'bad field', NULL)"
 	n=$(stored_count)
-	run --separate-stderr cqrs-append < <(created "$(uuidgen)" cust-2 "Bob Jones")
+	run --separate-stderr cqrs-append < <(created "$(uuid)" cust-2 "Bob Jones")
 	assert_failure 78
 	assert_equal "$stderr" "cqrs-append: stdin:1: bad declaration of a personal field in the store: 'OrderCreated.bad field' with subject 'aggregate' (see cqrs-erase(1))
 cqrs-append: nothing was stored"
@@ -310,7 +312,7 @@ cqrs-append: nothing was stored"
 }
 
 @test "a declaration applies to the events appended after it, by every writer" {
-	A=$(uuidgen)
+	A=$(uuid)
 	created "$A" cust-1 "Ann Smith" | cqrs-append -q
 	printf '{"aggregate_id":"%s","aggregate_type":"Order","event_type":"OrderCancelled","data":{"reason":"moving to Paris"}}\n' "$A" | cqrs-append -q
 	run cqrs-erase --declare OrderCancelled.reason=aggregate
@@ -355,7 +357,7 @@ cqrs-append: nothing was stored"
 }
 
 @test "a store others cannot write: 77, nothing changed" {
-	created "$(uuidgen)" cust-1 "Ann Smith" | cqrs-append -q
+	created "$(uuid)" cust-1 "Ann Smith" | cqrs-append -q
 	chmod 644 "$CQRS_STORE" "$CQRS_STORE-wal" "$CQRS_STORE-shm"
 	s0=$(sqlite3 "$CQRS_STORE" "SELECT subject, key IS NULL FROM subject_keys")
 	run_as_other_user CQRS_STORE="$CQRS_STORE" cqrs-erase cust-1
@@ -372,7 +374,7 @@ cqrs-append: nothing was stored"
 	local n=40 lines=() subj=() erased=()
 	for ((i = 0; i < 3 * n; i++)); do
 		s=$((RANDOM % n))
-		agg=$(uuidgen)
+		agg=$(uuid)
 		lines+=("$(created "$agg" "cust-$s" "Name-$s-$i" "$((RANDOM % 100)).$((RANDOM % 90 + 10))")")
 		((RANDOM % 2)) && lines+=("$(confirmed "$agg" "Note-$s-$i")")
 		subj[s]=1
