@@ -1084,6 +1084,12 @@ int cqrs_signed_head_check_store(cqrs_store *st, const char *path, const struct 
  * cursor of this thread gave last, changed by a decode stage (valid as
  * long as ev); else ev itself. */
 const cqrs_event *cqrs_event_stored_form(const cqrs_event *ev);
+/* An event read elsewhere in the stored form (cqrs-project's input) in the
+ * current form, as a cursor of st would give it: ev->data then points
+ * into st until the next call.  0, or -1 with *err naming the event. */
+int cqrs_store_decode(cqrs_store *st, cqrs_event *ev, cqrs_error *err);
+/* True when ev's data holds encrypted personal fields (the stored form). */
+bool cqrs_event_encrypted(const cqrs_event *ev);
 /* Installs the DECRYPT stage and asks for the current form: what the
  * domain and the read side consume.  0, or -1 with *err (71). */
 int cqrs_store_decrypt(cqrs_store *st, cqrs_error *err);

@@ -412,3 +412,19 @@ cqrs-append: nothing was stored"
 		EXTRA_FILES="$CQRS_VIEWS" assert_nowhere "Name-$s-" "Note-$s-"
 	done
 }
+
+@test "cqrs-read | cqrs-project - decrypts what it is fed with the store's keys, as a read of the store does" {
+	views_setup
+	A=$(uuid) B=$(uuid)
+	{
+		created "$A" cust-1 "Ann Smith"
+		created "$B" cust-2 "Bob Jones"
+	} | cqrs-append -q
+	cqrs-erase cust-1 >/dev/null
+	cqrs-read | cqrs-project -
+	cqrs-project --views direct.db
+	q="SELECT order_id, shipping_address FROM order_views ORDER BY order_id"
+	assert_equal "$(sqlite3 "$CQRS_VIEWS" "$q")" "$(sqlite3 direct.db "$q")"
+	assert_equal "$(sqlite3 "$CQRS_VIEWS" "SELECT json_extract(shipping_address, '$.name') FROM order_views WHERE order_id = '$B'")" "Bob Jones"
+	assert_equal "$(sqlite3 "$CQRS_VIEWS" "SELECT shipping_address FROM order_views WHERE order_id = '$A'")" "[erased]"
+}

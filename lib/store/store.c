@@ -160,6 +160,8 @@ void cqrs_store_close(cqrs_store *st)
 	for (int i = 0; i < CQRS_DECODE_STAGES; i++)
 		drop_decoder(&st->decoders[i]);
 	cqrs_shred_free(st->shred);
+	for (int i = 0; i < CQRS_DECODE_STAGES; i++)
+		cqrs_strbuf_free(&st->decoded[i]);
 	free(st->witness);
 	free(st->meta);
 	st->ops->close(st);
@@ -312,25 +314,39 @@ const cqrs_event *cqrs_event_stored_form(const cqrs_event *ev)
 	return ev;
 }
 
+/* The stages on ev, each writing into its scratch buffer. */
+static int decode_stages(cqrs_store *st, cqrs_event *ev, struct cqrs_strbuf *scratch,
+			 cqrs_error *err)
+{
+	last_stored = *ev;
+	for (int i = 0; i < CQRS_DECODE_STAGES; i++) {
+		const struct cqrs_decoder *d = &st->decoders[i];
+		if (d->decode == NULL)
+			continue;
+		cqrs_strbuf_reset(&scratch[i]);
+		if (d->decode(d->ctx, st, ev, &scratch[i], err) < 0)
+			return -1;
+	}
+	if (ev->data == last_stored.data)
+		last_stored.sequence = 0;
+	last_current = ev->data;
+	return 0;
+}
+
+int cqrs_store_decode(cqrs_store *st, cqrs_event *ev, cqrs_error *err)
+{
+	if (st->form != CQRS_FORM_CURRENT)
+		return 0;
+	return decode_stages(st, ev, st->decoded, err);
+}
+
 int cqrs_cursor_next(cqrs_cursor *c, cqrs_event *ev, cqrs_error *err)
 {
 	cqrs_store *st = c->store;
 	int r = st->ops->cursor_next(c, ev, err);
 	if (r != 1 || st->form != CQRS_FORM_CURRENT)
 		return r;
-	last_stored = *ev;
-	for (int i = 0; i < CQRS_DECODE_STAGES; i++) {
-		const struct cqrs_decoder *d = &st->decoders[i];
-		if (d->decode == NULL)
-			continue;
-		cqrs_strbuf_reset(&c->scratch[i]);
-		if (d->decode(d->ctx, st, ev, &c->scratch[i], err) < 0)
-			return -1;
-	}
-	if (ev->data == last_stored.data)
-		last_stored.sequence = 0;
-	last_current = ev->data;
-	return 1;
+	return decode_stages(st, ev, c->scratch, err) < 0 ? -1 : 1;
 }
 
 void cqrs_cursor_close(cqrs_cursor *c)

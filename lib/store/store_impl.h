@@ -91,6 +91,8 @@ struct cqrs_store {
 	/* erasure (store_shred.c): the personal fields declared in the store,
 	 * read again in each write transaction; NULL until the first append */
 	struct cqrs_shred *shred;
+	/* what cqrs_store_decode wrote, per stage */
+	struct cqrs_strbuf decoded[CQRS_DECODE_STAGES];
 };
 
 /* The facade owns scratch (the decoded bytes of the cursor's last event)

@@ -634,11 +634,16 @@ static int decrypt_value(struct decrypt_ctx *x, sqlite3 *db, const cqrs_event *e
 	return 0;
 }
 
+bool cqrs_event_encrypted(const cqrs_event *ev)
+{
+	return memmem(ev->data, ev->data_len, ENVELOPE, sizeof ENVELOPE - 1) != NULL;
+}
+
 static int decrypt_decode(void *ctx, cqrs_store *st, cqrs_event *ev, struct cqrs_strbuf *out,
 			  cqrs_error *err)
 {
 	/* the common case, an event with nothing encrypted, costs one scan */
-	if (memmem(ev->data, ev->data_len, ENVELOPE, sizeof ENVELOPE - 1) == NULL)
+	if (!cqrs_event_encrypted(ev))
 		return 0;
 	struct decrypt_ctx *x = ctx;
 	sqlite3 *db = cqrs_sqlite_handle(st);
@@ -929,7 +934,7 @@ static int erase_in_txn(sqlite3 *db, const char *subject, struct cqrs_erase_repo
 			cqrs_error *err)
 {
 	struct cqrs_shred sh = { 0 };
-	bool has_row;
+	bool has_row = false;
 	char at[CQRS_TIMESTAMP_LEN + 1];
 	int64_t nevents = 0;
 	int rc = load_decls(db, &sh, err);

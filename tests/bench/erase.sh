@@ -48,4 +48,4 @@ row "read, plain store (stored form)" "$(seconds sh -c 'cqrs-read -s plain.db >/
 row "read, encrypted store (stored form)" "$(seconds sh -c 'cqrs-read -s enc.db >/dev/null')"
 row "read --decrypt, plain store" "$(seconds sh -c 'cqrs-read --decrypt -s plain.db >/dev/null')"
 row "read --decrypt, encrypted store" "$(seconds sh -c 'cqrs-read --decrypt -s enc.db >/dev/null')"
-ls -l plain.db enc.db | awk '{ printf "%-44s %10d bytes\n", "size of " $NF, $5 }'
+stat -c "%n %s" plain.db enc.db | awk '{ printf "%-44s %10d bytes\n", "size of " $1, $2 }'
