@@ -428,3 +428,27 @@ cqrs-append: nothing was stored"
 	assert_equal "$(sqlite3 "$CQRS_VIEWS" "SELECT json_extract(shipping_address, '$.name') FROM order_views WHERE order_id = '$B'")" "Bob Jones"
 	assert_equal "$(sqlite3 "$CQRS_VIEWS" "SELECT shipping_address FROM order_views WHERE order_id = '$A'")" "[erased]"
 }
+
+@test "a reader that keeps the WAL: the key is erased, exit 75, and --purge truncates the WAL once it is gone" {
+	created "$(uuid)" cust-1 "Ann Smith" | cqrs-append -q
+	key=$(sqlite3 "$CQRS_STORE" "SELECT lower(hex(key)) FROM subject_keys")
+	coproc HOLD { sqlite3 "$CQRS_STORE"; }
+	holder=$HOLD_PID
+	echo "BEGIN; SELECT count(*) FROM events;" >&"${HOLD[1]}"
+	read -r -t 10 n <&"${HOLD[0]}"
+	assert_equal "$n" 1
+	CQRS_BUSY_TIMEOUT=100 run --separate-stderr cqrs-erase cust-1
+	assert_failure 75
+	assert_equal "$stderr" "cqrs-erase: subject 'cust-1' is erased, but readers kept the write-ahead log, which may hold the key's old page, from being truncated: run cqrs-erase --purge when they are done"
+	assert_equal "$(sqlite3 "$CQRS_STORE" "SELECT key IS NULL FROM subject_keys")" 1
+	CQRS_BUSY_TIMEOUT=100 run --separate-stderr cqrs-erase --purge
+	assert_failure 75
+	fd=${HOLD[1]}
+	exec {fd}>&-
+	wait "$holder"
+	run --separate-stderr cqrs-erase --purge
+	assert_success
+	[ ! -s "$CQRS_STORE-wal" ] || fail "the WAL still holds $(stat -c %s "$CQRS_STORE-wal") bytes"
+	assert_key_gone "$key"
+	assert_equal "$(cqrs-read --decrypt | jq -c .data.shipping_address)" '"[erased]"'
+}

@@ -327,8 +327,8 @@ static int decode_stages(cqrs_store *st, cqrs_event *ev, struct cqrs_strbuf *scr
 		if (d->decode(d->ctx, st, ev, &scratch[i], err) < 0)
 			return -1;
 	}
-	if (ev->data == last_stored.data)
-		last_stored.sequence = 0;
+	if (ev->data == last_stored.data && ev->event_version == last_stored.event_version)
+		last_stored.sequence = 0; /* no stage changed it */
 	last_current = ev->data;
 	return 0;
 }
