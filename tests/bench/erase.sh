@@ -10,7 +10,9 @@
 #           (encrypted) against one whose declarations were removed (plain);
 #   read    cqrs-read > /dev/null (the stored form) of each, and cqrs-read
 #           --decrypt of each: on the plain store the DECRYPT stage only
-#           looks for an envelope in each event.
+#           looks for an envelope in each event;
+#   erase   cqrs-erase of one subject (its events found by a scan of the
+#           declared event types).
 # Needs the built tools and tests/bench/gen-events (make
 # tests/bench/gen-events) on PATH, e.g. from a build directory:
 #   PATH=$PWD:$PWD/tests/bench:$PATH tests/bench/erase.sh 200000
@@ -48,4 +50,7 @@ row "read, plain store (stored form)" "$(seconds sh -c 'cqrs-read -s plain.db >/
 row "read, encrypted store (stored form)" "$(seconds sh -c 'cqrs-read -s enc.db >/dev/null')"
 row "read --decrypt, plain store" "$(seconds sh -c 'cqrs-read --decrypt -s plain.db >/dev/null')"
 row "read --decrypt, encrypted store" "$(seconds sh -c 'cqrs-read --decrypt -s enc.db >/dev/null')"
+subject=$(sqlite3 enc.db 'SELECT subject FROM subject_keys LIMIT 1')
+printf '%-44s %8.2f s\n' "erase one subject (finds its events)" \
+	"$(seconds sh -c "cqrs-erase -s enc.db '$subject' >/dev/null")"
 stat -c "%n %s" plain.db enc.db | awk '{ printf "%-44s %10d bytes\n", "size of " $1, $2 }'
