@@ -1090,6 +1090,8 @@ const cqrs_event *cqrs_event_stored_form(const cqrs_event *ev);
 int cqrs_store_decode(cqrs_store *st, cqrs_event *ev, cqrs_error *err);
 /* True when ev's data holds encrypted personal fields (the stored form). */
 bool cqrs_event_encrypted(const cqrs_event *ev);
+/* True when the JSON value v (n bytes) is one encrypted personal field. */
+bool cqrs_json_encrypted(const char *v, size_t n);
 /* Installs the DECRYPT stage and asks for the current form: what the
  * domain and the read side consume.  0, or -1 with *err (71). */
 int cqrs_store_decrypt(cqrs_store *st, cqrs_error *err);

@@ -225,6 +225,9 @@ Bob Jones'
 	assert_equal "$(sqlite3 copy.db 'SELECT count(*) FROM subject_keys')" 0
 	assert_equal "$(cqrs-read -s copy.db --decrypt | jq -c '.data | .shipping_address // .note')" '"[erased]"
 "[erased]"'
+	# without its sequence and hash (a relay that re-sequences): kept as is
+	cqrs-read | sed -E 's/^\{"sequence":[0-9]+,/{/; s/,"hash":"[0-9a-f]+"\}$/}/' | cqrs-append -q -s relay.db
+	assert_equal "$(cqrs-read -s relay.db | jq -c .data)" "$(cqrs-read | jq -c .data)"
 	# the same event again (its event_id) is a duplicate, not a conflict
 	line=$(created "$(uuid)" cust-3 "Cy Young" | jq -c '.event_id = "01943a10-0000-7000-8000-0000000000aa"')
 	cqrs-append -q <<<"$line"

@@ -634,6 +634,11 @@ static int decrypt_value(struct decrypt_ctx *x, sqlite3 *db, const cqrs_event *e
 	return 0;
 }
 
+bool cqrs_json_encrypted(const char *v, size_t n)
+{
+	return is_envelope(v, n);
+}
+
 bool cqrs_event_encrypted(const cqrs_event *ev)
 {
 	return memmem(ev->data, ev->data_len, ENVELOPE, sizeof ENVELOPE - 1) != NULL;
