@@ -1093,4 +1093,54 @@ void cqrs_upcaster_free(cqrs_upcaster *u);
  * 1, 0 when it was current already, or -1 with *err (ev unchanged). */
 int cqrs_upcaster_apply(cqrs_upcaster *u, cqrs_event *ev, cqrs_error *err);
 
+/* --- erasure that keeps the chain (issue 12): lib/store/store_shred.c,
+ * cqrs-erase(1) ---------------------------------------------------------
+ * Personal fields, declared per event type in the store itself, are stored
+ * encrypted (AES-256-GCM) with a key per data subject by every append;
+ * erasing a subject deletes its key.  The stored form keeps the ciphertext,
+ * which the chain covers; the current form shows the plaintext, or
+ * CQRS_ERASED_MARKER where the key is gone. */
+#define CQRS_ERASED_MARKER "\"[erased]\""
+#define CQRS_SUBJECT_MAX   255 /* bytes of a subject's id */
+#define CQRS_ERASE_LISTED  32  /* plaintext events a report lists */
+/* For a consumer that checks an event's hash while it uses the current
+ * form (the projector): the stored form of ev when ev is the event that a
+ * cursor of this thread gave last, changed by a decode stage (valid as
+ * long as ev); else ev itself. */
+const cqrs_event *cqrs_event_stored_form(const cqrs_event *ev);
+/* An event read elsewhere in the stored form (cqrs-project's input) in the
+ * current form, as a cursor of st would give it: ev->data then points
+ * into st until the next call.  0, or -1 with *err naming the event. */
+int cqrs_store_decode(cqrs_store *st, cqrs_event *ev, cqrs_error *err);
+/* True when ev's data holds encrypted personal fields (the stored form). */
+bool cqrs_event_encrypted(const cqrs_event *ev);
+/* True when the JSON value v (n bytes) is one encrypted personal field. */
+bool cqrs_json_encrypted(const char *v, size_t n);
+/* Installs the DECRYPT stage and asks for the current form: what the
+ * domain and the read side consume.  0, or -1 with *err (71). */
+int cqrs_store_decrypt(cqrs_store *st, cqrs_error *err);
+/* Declares event_type's top-level field personal, its subject "aggregate"
+ * or "data.MEMBER"; applies to the events appended from then on.  64 for
+ * a malformed declaration, 65 for one that would hide a subject's id. */
+int cqrs_personal_declare(cqrs_store *st, const char *event_type, const char *field,
+			  const char *subject, cqrs_error *err);
+/* The declarations, one JSON object a line; 78 for a row no writer could
+ * apply (appends are refused with 78 too). */
+int cqrs_personal_list(cqrs_store *st, FILE *out, cqrs_error *err);
+struct cqrs_erase_report {
+	char erased_at[CQRS_TIMESTAMP_LEN + 1];
+	/* events stored in plaintext (before this release, or before the
+	 * field was declared) that hold the subject's fields: they stay */
+	int64_t nplaintext;
+	int64_t plaintext[CQRS_ERASE_LISTED]; /* the first ones' sequences */
+};
+/* Deletes subject's key (and marks it erased, so that what it gives again
+ * is written already erased), then truncates the WAL.  1 when nothing
+ * names the subject, 65 when already erased, 75 when readers kept the WAL
+ * (the key is erased; cqrs_erase_purge later); nothing changes on error. */
+int cqrs_erase_subject(cqrs_store *st, const char *subject, struct cqrs_erase_report *r,
+		       cqrs_error *err);
+/* The WAL folded into the store and truncated: 0, or 75 (readers). */
+int cqrs_erase_purge(cqrs_store *st, cqrs_error *err);
+
 #endif

@@ -729,7 +729,9 @@ int main(int argc, char **argv)
 	if (opt.dry_run && !show)
 		path = dry_run_store(path);
 	cqrs_store *st = cqrs_store_open(path, show ? CQRS_OPEN_READ : CQRS_OPEN_WRITE, &err);
-	if (st == NULL || cqrs_upcast_attach(st, &err) < 0)
+	/* aggregates load the current form: personal fields decrypted, then
+	 * old versions upcast */
+	if (st == NULL || cqrs_store_decrypt(st, &err) < 0 || cqrs_upcast_attach(st, &err) < 0)
 		cqrs_die_error(&err);
 	cqrs_commander *cmd = cqrs_commander_new(st, &opt, &err);
 	if (cmd == NULL)

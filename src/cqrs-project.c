@@ -93,7 +93,8 @@ static cqrs_store *open_store(void)
 {
 	cqrs_error err = { 0 };
 	cqrs_store *st = cqrs_store_open(cqrs_store_path(opt.store), CQRS_OPEN_READ, &err);
-	if (st == NULL)
+	/* projections consume the current form: personal fields decrypted */
+	if (st == NULL || cqrs_store_decrypt(st, &err) < 0)
 		die_error(&err);
 	return st;
 }
@@ -282,6 +283,20 @@ static bool stdin_idle(const cqrs_input *in)
 	return poll(&p, 1, 0) == 0;
 }
 
+/* An event fed in the stored form (cqrs-read's output): its personal
+ * fields decrypted with the store's keys, as a read of the store gives
+ * them to the projections (cqrs-erase(1)). */
+static int decrypt_fed(cqrs_event *ev, cqrs_store **st, cqrs_error *err)
+{
+	if (!cqrs_event_encrypted(ev))
+		return 0;
+	if (*st == NULL &&
+	    ((*st = cqrs_store_open(cqrs_store_path(opt.store), CQRS_OPEN_READ, err)) == NULL ||
+	     cqrs_store_decrypt(*st, err) < 0))
+		return -1;
+	return cqrs_store_decode(*st, ev, err);
+}
+
 static int from_input(cqrs_projections *ps, char **paths, int npaths)
 {
 	int lock = take_lock();
@@ -302,7 +317,7 @@ static int from_input(cqrs_projections *ps, char **paths, int npaths)
 	cqrs_event ev;
 	int64_t pending = 0;
 	while ((r = cqrs_input_next(in, &line, &len, &err)) == 1) {
-		if (cqrs_event_parse(&ev, line, len, &err) < 0 ||
+		if (cqrs_event_parse(&ev, line, len, &err) < 0 || decrypt_fed(&ev, &st, &err) < 0 ||
 		    cqrs_projector_feed(p, &ev, cqrs_store_path(opt.store), &st, &err) < 0) {
 			char msg[sizeof err.msg];
 			snprintf(msg, sizeof msg, "%s", err.msg);

@@ -359,7 +359,9 @@ int main(int argc, char **argv)
 		if (cqrs_upcasters_init(upcasters, nupcasters, &err) < 0)
 			cqrs_die_error(&err);
 		cqrs_store *st = cqrs_store_open(cqrs_store_path(store_opt), CQRS_OPEN_READ, &err);
-		if (st == NULL || cqrs_upcast_attach(st, &err) < 0)
+		/* as of: the projections' current form, decrypted and upcast */
+		if (st == NULL || cqrs_store_decrypt(st, &err) < 0 ||
+		    cqrs_upcast_attach(st, &err) < 0)
 			cqrs_die_error(&err);
 		cqrs_projections *ps = cqrs_projections_new();
 		char shipped[4096];

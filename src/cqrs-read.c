@@ -16,7 +16,7 @@ static const char usage_text[] =
 	"usage: cqrs-read [-fr] [-a id] [-c correlation-id] [-e event-type] [-n limit]\n"
 	"                 [-s store] [-t aggregate-type] [--from seq | --after seq]\n"
 	"                 [--to seq] [--until time] [--verify [--expect seq:hash]]\n"
-	"                 [--upcast [--upcasters file]]\n"
+	"                 [--upcast [--upcasters file]] [--decrypt]\n"
 	"       cqrs-read --verify [-s store] [--expect seq:hash] [--signing-key file]\n"
 	"                 [--expect-signed file --public-key file]\n"
 	"       cqrs-read --checkpoint name [--checkpoint-dir dir] [-f] [-a id]\n"
@@ -45,6 +45,8 @@ static void usage(int code)
 		      "  -f, --follow               keep printing events as they are appended\n"
 		      "      --upcast               events at their newest version, not as stored\n"
 		      "      --upcasters FILE       with --upcast: these upcasters too (repeat)\n"
+		      "      --decrypt              personal fields decrypted (or \"[erased]\"),\n"
+		      "                             not the stored form that copies carry\n"
 		      "      --verify               check the hash chain of the whole store\n"
 		      "      --expect SEQ:HASH      with --verify: the store must hold this event\n"
 		      "      --signing-key FILE     with --verify: print the head signed with "
@@ -420,6 +422,7 @@ int main(int argc, char **argv)
 		OPT_PUBLIC_KEY,
 		OPT_UPCAST,
 		OPT_UPCASTERS,
+		OPT_DECRYPT,
 	};
 	static const struct option longopts[] = {
 		{ "aggregate", required_argument, NULL, 'a' },
@@ -438,6 +441,7 @@ int main(int argc, char **argv)
 		{ "signing-key", required_argument, NULL, OPT_SIGNING_KEY },
 		{ "expect-signed", required_argument, NULL, OPT_EXPECT_SIGNED },
 		{ "public-key", required_argument, NULL, OPT_PUBLIC_KEY },
+		{ "decrypt", no_argument, NULL, OPT_DECRYPT },
 		{ "checkpoint", required_argument, NULL, OPT_CHECKPOINT },
 		{ "checkpoint-dir", required_argument, NULL, OPT_CHECKPOINT_DIR },
 		{ "position", no_argument, NULL, OPT_POSITION },
@@ -474,7 +478,7 @@ int main(int argc, char **argv)
 		cqrs_die(CQRS_EXIT_OSERR, "out of memory");
 	char until[CQRS_TIMESTAMP_LEN + 1];
 	const char *store_opt = NULL;
-	bool follow = false, do_verify = false, have_from = false;
+	bool follow = false, do_verify = false, have_from = false, decrypt = false;
 	struct checkpoint cp = { 0 };
 	struct signing sig = { 0 };
 	int ch;
@@ -520,6 +524,7 @@ int main(int argc, char **argv)
 		case OPT_SIGNING_KEY: sig.key_path = optarg; break;
 		case OPT_EXPECT_SIGNED: sig.head_path = optarg; break;
 		case OPT_PUBLIC_KEY: sig.public_path = optarg; break;
+		case OPT_DECRYPT: decrypt = true; break;
 		case OPT_CHECKPOINT: cp.name = optarg; break;
 		case OPT_CHECKPOINT_DIR: cp.dir_opt = optarg; break;
 		case OPT_POSITION: cp.show = true; break;
@@ -594,7 +599,8 @@ int main(int argc, char **argv)
 	if (upcast && cqrs_upcasters_init(upcasters, nupcasters, &err) < 0)
 		cqrs_die_error(&err);
 	cqrs_store *st = cqrs_store_open(cqrs_store_path(store_opt), CQRS_OPEN_READ, &err);
-	if (st == NULL || (upcast && cqrs_upcast_attach(st, &err) < 0))
+	if (st == NULL || (decrypt && cqrs_store_decrypt(st, &err) < 0) ||
+	    (upcast && cqrs_upcast_attach(st, &err) < 0))
 		cqrs_die_error(&err);
 	if (do_verify) {
 		int code = verify(st, cqrs_store_path(store_opt), expect_seq, expect_hash, &sig);

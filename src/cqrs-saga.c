@@ -135,7 +135,8 @@ static cqrs_store *open_store(const char *opt, enum cqrs_open_mode mode, bool qu
 		cqrs_die(CQRS_EXIT_NOINPUT, "%s: no such store", path);
 	cqrs_error err = { 0 };
 	cqrs_store *st = cqrs_store_open(path, mode, &err);
-	if (st == NULL)
+	/* the saga reads the current form: personal fields decrypted */
+	if (st == NULL || cqrs_store_decrypt(st, &err) < 0)
 		die_error(&err, quiet);
 	return st;
 }

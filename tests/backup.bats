@@ -75,14 +75,14 @@ files_here() {
 	printf '%s\n' "$output" >full.ndjson
 	head=$(verified_head "$CQRS_STORE")
 	n=$(cqrs-read | wc -l)
-	assert_equal "$(head -n1 full.ndjson | jq -c '[.cqrs_backup, .schema, .head, has("since")]')" "[1,3,\"$head\",false]"
+	assert_equal "$(head -n1 full.ndjson | jq -c '[.cqrs_backup, .schema, .head, has("since")]')" "[1,4,\"$head\",false]"
 	assert_equal "$(sed -n "2,$((n + 1))p" full.ndjson)" "$(cqrs-read)"
 	assert_equal "$(tail -n1 full.ndjson | jq -c .)" \
 		"{\"cqrs_backup_end\":1,\"events\":$n,\"rows\":$(($(wc -l <full.ndjson) - n - 2)),\"head\":\"$head\"}"
 	# every line is JSON, and the tables are all there
 	jq -c . full.ndjson >/dev/null
 	assert_equal "$(jq -r 'select(.table) | .table' full.ndjson | sort -u | tr '\n' ' ')" \
-		"checkpoints counters processed_messages saga_breakers saga_instances snapshots "
+		"aggregate_subjects checkpoints counters personal_fields processed_messages saga_breakers saga_instances snapshots subject_keys "
 	run --separate-stderr cqrs-backup --restore -s restored.db full.ndjson
 	assert_success
 	assert_output "$head"
@@ -244,7 +244,7 @@ files_here() {
 	sed '$i {"table":"planted","row":{"x":1}}' full.ndjson >edited.ndjson
 	run --separate-stderr cqrs-backup --restore -s r.db edited.ndjson
 	assert_failure 65
-	assert_equal "$stderr" "cqrs-backup: edited.ndjson:15: not a table of the store: '\"planted\"'"
+	assert_equal "$stderr" "cqrs-backup: edited.ndjson:21: not a table of the store: '\"planted\"'"
 	[ ! -e r.db ]
 	# a SQLite backup edited behind the triggers' back
 	cqrs-backup copy.db >/dev/null

@@ -195,7 +195,7 @@ ev() {
 	usage="usage: cqrs-read [-fr] [-a id] [-c correlation-id] [-e event-type] [-n limit]
                  [-s store] [-t aggregate-type] [--from seq | --after seq]
                  [--to seq] [--until time] [--verify [--expect seq:hash]]
-                 [--upcast [--upcasters file]]
+                 [--upcast [--upcasters file]] [--decrypt]
        cqrs-read --verify [-s store] [--expect seq:hash] [--signing-key file]
                  [--expect-signed file --public-key file]
        cqrs-read --checkpoint name [--checkpoint-dir dir] [-f] [-a id]

@@ -299,6 +299,10 @@ int cqrs_event_schema_check(const cqrs_event *ev, cqrs_error *err)
 				return wrong(&x, m->name, "is missing", "", 0);
 			continue;
 		}
+		/* a personal field in the stored form (a copy, a relay): it was
+		 * checked when it was encrypted, and is no one's to read here */
+		if (cqrs_json_encrypted(val[i], len[i]))
+			continue;
 		if (check_value(&x, m->name, m->type, val[i], len[i]) < 0)
 			return -1;
 	}

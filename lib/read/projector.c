@@ -1027,7 +1027,8 @@ static int verify_event(cqrs_projector *p, struct rt_proj *rp, const cqrs_event 
 	if (prev == NULL) /* a checkpoint written without its hash */
 		return 0;
 	if (p->hv_seq != ev->sequence || memcmp(p->hv_prev, prev, CQRS_HASH_LEN) != 0) {
-		cqrs_event_hash(ev, prev, p->hv);
+		/* the hash covers the stored form (decrypted fields: erasure) */
+		cqrs_event_hash(cqrs_event_stored_form(ev), prev, p->hv);
 		memcpy(p->hv_prev, prev, CQRS_HASH_LEN);
 		p->hv_seq = ev->sequence;
 	}
@@ -1260,6 +1261,9 @@ int cqrs_projector_feed(cqrs_projector *p, const cqrs_event *ev, const char *sto
 	if (!p->replayed && parked_any(p)) {
 		if (*st == NULL && (*st = cqrs_store_open(store_path, CQRS_OPEN_READ, err)) == NULL)
 			return -1;
+		/* projections consume the current form (erasure: decrypted) */
+		if (cqrs_store_decrypt(*st, err) < 0)
+			return -1;
 		if (cqrs_projector_replay(p, *st, err) < 0)
 			return -1;
 	}
@@ -1275,6 +1279,8 @@ int cqrs_projector_feed(cqrs_projector *p, const cqrs_event *ev, const char *sto
 						 (long long)pos + 1, (long long)ev->sequence - 1,
 						 e2.msg);
 			}
+			if (cqrs_store_decrypt(*st, err) < 0)
+				return -1;
 		}
 		cqrs_filter f = { .after = pos, .to = ev->sequence - 1 };
 		cqrs_cursor *c = cqrs_store_read(*st, &f, err);

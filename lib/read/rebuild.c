@@ -373,6 +373,9 @@ static int build_parallel(const char *path, const char *store_path, cqrs_project
 		else if ((pl.tasks[i].st = cqrs_store_open(store_path, CQRS_OPEN_READ, err)) ==
 			 NULL)
 			rc = -1;
+		/* projections consume the current form (erasure: decrypted) */
+		else if (cqrs_store_decrypt(pl.tasks[i].st, err) < 0)
+			rc = -1;
 	}
 	int64_t total = 0;
 	if (rc == 0 && o->progress) {

@@ -408,7 +408,8 @@ static int create_file(const char *path, unsigned mode, const char *text, size_t
 	return 0;
 }
 
-static int random_bytes(uint8_t *buf, size_t n, cqrs_error *err)
+/* also the keys and throw-away keys of store_shred.c */
+int cqrs_random_bytes(uint8_t *buf, size_t n, cqrs_error *err)
 {
 	for (size_t got = 0; got < n;) {
 		ssize_t r = getrandom(buf + got, n - got, 0);
@@ -471,7 +472,7 @@ int cqrs_signing_key_generate(const char *path, cqrs_public_key *pub, cqrs_error
 	uint8_t seed[SEED_LEN];
 	char line[KEY_FILE_MAX], id[2 * CQRS_KEY_ID_LEN + 1], hex[2 * SEED_LEN + 1];
 	int rc = -1;
-	if (ed25519_load(err) < 0 || random_bytes(seed, sizeof seed, err) < 0)
+	if (ed25519_load(err) < 0 || cqrs_random_bytes(seed, sizeof seed, err) < 0)
 		goto out;
 	public_of_seed(seed, pub);
 	hex_format(pub->id, sizeof pub->id, id);

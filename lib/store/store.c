@@ -11,6 +11,7 @@
 #include "cqrs.h"
 #include "common/strbuf.h"
 #include "store/store_impl.h"
+#include "store/store_shred.h"
 #include "banned.h"
 
 static const char *default_path(const char *file)
@@ -158,6 +159,9 @@ void cqrs_store_close(cqrs_store *st)
 		return;
 	for (int i = 0; i < CQRS_DECODE_STAGES; i++)
 		drop_decoder(&st->decoders[i]);
+	cqrs_shred_free(st->shred);
+	for (int i = 0; i < CQRS_DECODE_STAGES; i++)
+		cqrs_strbuf_free(&st->decoded[i]);
 	free(st->witness);
 	free(st->meta);
 	st->ops->close(st);
@@ -173,6 +177,7 @@ int cqrs_store_begin(cqrs_store *st, cqrs_error *err)
 {
 	st->appended = false;
 	st->nappended = 0;
+	cqrs_shred_begin(st);
 	return st->ops->begin(st, err);
 }
 
@@ -234,6 +239,9 @@ int cqrs_store_append(cqrs_store *st, cqrs_event *ev, cqrs_error *err)
 		return -1;
 	if (add_os_user(st, ev, err) < 0)
 		return -1;
+	/* personal fields encrypted before the hash covers them (erasure) */
+	if (cqrs_shred_encrypt(st, ev, err) < 0)
+		return -1;
 	int r = st->ops->append(st, ev, err);
 	if (r == CQRS_APPENDED) {
 		st->appended = true;
@@ -294,21 +302,51 @@ cqrs_cursor *cqrs_store_read(cqrs_store *st, const cqrs_filter *f, cqrs_error *e
 	return st->ops->read(st, f, err);
 }
 
+/* The stored form of the event that a cursor of this thread decoded last
+ * (see cqrs_event_stored_form); sequence 0 when it was not changed. */
+static _Thread_local cqrs_event last_stored;
+static _Thread_local const char *last_current;
+
+const cqrs_event *cqrs_event_stored_form(const cqrs_event *ev)
+{
+	if (ev->sequence > 0 && ev->sequence == last_stored.sequence && ev->data == last_current)
+		return &last_stored;
+	return ev;
+}
+
+/* The stages on ev, each writing into its scratch buffer. */
+static int decode_stages(cqrs_store *st, cqrs_event *ev, struct cqrs_strbuf *scratch,
+			 cqrs_error *err)
+{
+	last_stored = *ev;
+	for (int i = 0; i < CQRS_DECODE_STAGES; i++) {
+		const struct cqrs_decoder *d = &st->decoders[i];
+		if (d->decode == NULL)
+			continue;
+		cqrs_strbuf_reset(&scratch[i]);
+		if (d->decode(d->ctx, st, ev, &scratch[i], err) < 0)
+			return -1;
+	}
+	if (ev->data == last_stored.data && ev->event_version == last_stored.event_version)
+		last_stored.sequence = 0; /* no stage changed it */
+	last_current = ev->data;
+	return 0;
+}
+
+int cqrs_store_decode(cqrs_store *st, cqrs_event *ev, cqrs_error *err)
+{
+	if (st->form != CQRS_FORM_CURRENT)
+		return 0;
+	return decode_stages(st, ev, st->decoded, err);
+}
+
 int cqrs_cursor_next(cqrs_cursor *c, cqrs_event *ev, cqrs_error *err)
 {
 	cqrs_store *st = c->store;
 	int r = st->ops->cursor_next(c, ev, err);
 	if (r != 1 || st->form != CQRS_FORM_CURRENT)
 		return r;
-	for (int i = 0; i < CQRS_DECODE_STAGES; i++) {
-		const struct cqrs_decoder *d = &st->decoders[i];
-		if (d->decode == NULL)
-			continue;
-		cqrs_strbuf_reset(&c->scratch[i]);
-		if (d->decode(d->ctx, st, ev, &c->scratch[i], err) < 0)
-			return -1;
-	}
-	return 1;
+	return decode_stages(st, ev, c->scratch, err) < 0 ? -1 : 1;
 }
 
 void cqrs_cursor_close(cqrs_cursor *c)

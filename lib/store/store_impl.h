@@ -88,6 +88,11 @@ struct cqrs_store {
 	int64_t nappended;
 	enum cqrs_event_form form; /* what cursors give: stored or current */
 	struct cqrs_decoder decoders[CQRS_DECODE_STAGES];
+	/* erasure (store_shred.c): the personal fields declared in the store,
+	 * read again in each write transaction; NULL until the first append */
+	struct cqrs_shred *shred;
+	/* what cqrs_store_decode wrote, per stage */
+	struct cqrs_strbuf decoded[CQRS_DECODE_STAGES];
 };
 
 /* The facade owns scratch (the decoded bytes of the cursor's last event)
@@ -126,6 +131,9 @@ int cqrs_witness_check(cqrs_store *st, const char *store_path, const char *wpath
 		       cqrs_error *err);
 int cqrs_witness_update(const char *wpath, int64_t seq, const uint8_t hash[CQRS_HASH_LEN],
 			bool force, cqrs_error *err);
+
+/* n bytes from getrandom(2) (signed_head.c): 0, or -1 with *err (71). */
+int cqrs_random_bytes(uint8_t *buf, size_t n, cqrs_error *err);
 
 cqrs_store *cqrs_sqlite_open(const char *path, enum cqrs_open_mode mode, cqrs_error *err);
 /* The SQLite connection of an embedded store, NULL for another backend:

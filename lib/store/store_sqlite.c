@@ -27,7 +27,7 @@
 #include "banned.h"
 
 #define APPLICATION_ID 0x43515253 /* "CQRS" */
-#define SCHEMA_VERSION 3
+#define SCHEMA_VERSION 4
 /* The oldest layout that readers read as it is (see correlation_key). */
 #define READABLE_VERSION     2
 #define WAL_CHECKPOINT_PAGES 256
@@ -157,11 +157,39 @@ static const char schema_v3[] =
 	" WHERE length(correlation_id) = 36 AND substr(correlation_id, 15, 1) = '7';"
 	"CREATE TRIGGER events_no_update BEFORE UPDATE ON events"
 	" BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;";
+/* Version 4: erasure that keeps the chain (store_shred.c, cqrs-erase(1)).
+ * The declarations of personal fields live in the store, with the shipped
+ * domain's defaults, so that every writer applies them; a tool of an older
+ * release refuses the store (its schema is newer) rather than write such
+ * fields in plaintext.  subject_member NULL: the subject recorded for the
+ * event's aggregate.  A key is a row until erased, then NULL with the time. */
+static const char schema_v4[] =
+	"CREATE TABLE personal_fields ("
+	" event_type TEXT NOT NULL,"
+	" field TEXT NOT NULL,"
+	" subject_member TEXT,"
+	" PRIMARY KEY (event_type, field)"
+	") WITHOUT ROWID;"
+	"INSERT INTO personal_fields VALUES"
+	" ('OrderCreated', 'shipping_address', 'customer_id'),"
+	" ('OrderConfirmed', 'note', NULL);"
+	"CREATE TABLE subject_keys ("
+	" subject TEXT PRIMARY KEY,"
+	" key BLOB,"
+	" created_at TEXT NOT NULL,"
+	" erased_at TEXT,"
+	" CHECK ((key IS NULL) = (erased_at IS NOT NULL))"
+	") WITHOUT ROWID;"
+	"CREATE TABLE aggregate_subjects ("
+	" aggregate_id BLOB PRIMARY KEY,"
+	" subject TEXT NOT NULL"
+	") WITHOUT ROWID;";
 /* clang-format on */
 
 /* The last applied migration is SCHEMA_VERSION; migrations[i] takes a store
  * from version i to i + 1. */
-static const char *const migrations[SCHEMA_VERSION] = { schema_v1, schema_v2, schema_v3 };
+static const char *const migrations[SCHEMA_VERSION] = { schema_v1, schema_v2, schema_v3,
+							schema_v4 };
 
 struct version_slot {
 	uint8_t id[CQRS_UUID_LEN];
