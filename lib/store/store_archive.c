@@ -665,6 +665,8 @@ static int open_hot(struct archive_cursor *c, cqrs_error *err)
 	cqrs_filter hf = c->fc.f;
 	if (hf.limit > 0)
 		hf.limit -= c->emitted;
+	if (hf.after < c->upto)
+		hf.after = c->upto; /* a copy that kept archived rows gives them once */
 	c->hot_open = true;
 	if ((c->hot = st->ops->read(st, &hf, err)) == NULL)
 		return -1;
@@ -762,6 +764,8 @@ static int reverse_next(cqrs_cursor *base, cqrs_event *ev, cqrs_error *err)
 	if (!c->hot_done) {
 		if (!c->hot_open) {
 			cqrs_filter hf = c->fc.f;
+			if (hf.after < c->upto)
+				hf.after = c->upto;
 			c->hot_open = true;
 			if ((c->hot = st->ops->read(st, &hf, err)) == NULL)
 				return -1;
@@ -1401,10 +1405,11 @@ int cqrs_archive(cqrs_store *st, const char *store_path, const struct cqrs_archi
 		struct segment_list l = { 0 };
 		if (segments_load(st, done - 1, done, false, &l, err) < 0)
 			return -1;
-		if (l.n == 1)
+		size_t found = l.n;
+		if (found == 1)
 			memcpy(prev, l.v[0].last_hash, CQRS_HASH_LEN);
 		segments_free(&l);
-		if (l.n != 1)
+		if (found != 1)
 			return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "the archive's end is lost");
 	}
 	for (int64_t a = done + 1; a <= o->upto;) {
