@@ -389,8 +389,11 @@ static ssize_t reader_line(struct seg_reader *r)
 	ssize_t n = getline(&r->line, &r->cap, r->in);
 	if (n < 0)
 		return -1;
+	/* a last line cut short by a truncated file: the end says so */
+	if (r->line[n - 1] != '\n' && !r->gz.end)
+		return -1;
 	r->lineno++;
-	if (n > 0 && r->line[n - 1] == '\n')
+	if (r->line[n - 1] == '\n')
 		r->line[--n] = '\0';
 	return n;
 }
@@ -1252,7 +1255,7 @@ static int run_record(sqlite3 *db, const char *sql, const struct segment *s, con
 
 /* Records the segment and deletes its events, in one transaction. */
 static int record_segment(cqrs_store *st, const struct segment *s, const char *head,
-			  cqrs_error *err)
+			  const char *now, cqrs_error *err)
 {
 	sqlite3 *db = cqrs_sqlite_handle(st);
 	if (cqrs_store_begin(st, err) < 0)
@@ -1267,8 +1270,6 @@ static int record_segment(cqrs_store *st, const struct segment *s, const char *h
 				 "run it again",
 				 (long long)upto);
 	}
-	char now[CQRS_TIMESTAMP_LEN + 1];
-	cqrs_timestamp_now(now);
 	for (size_t i = 0; i < sizeof record_sql / sizeof record_sql[0]; i++) {
 		if (run_record(db, record_sql[i], s, head, now, err) < 0) {
 			cqrs_store_rollback(st);
@@ -1421,12 +1422,11 @@ int cqrs_archive(cqrs_store *st, const char *store_path, const struct cqrs_archi
 			rc = read_back(&s, err);
 		if (rc == 0 && o->key != NULL)
 			rc = sign_segment(st, dir, &s, o->key, head_line, err);
+		cqrs_timestamp_now(now);
 		if (rc == 0)
-			rc = record_segment(st, &s, o->key != NULL ? head_line : NULL, err);
-		if (rc == 0 && o->report != NULL) {
-			cqrs_timestamp_now(now);
+			rc = record_segment(st, &s, o->key != NULL ? head_line : NULL, now, err);
+		if (rc == 0 && o->report != NULL)
 			print_segment(o->report, &s, o->key != NULL ? head_line : NULL, now);
-		}
 		memcpy(prev, s.last_hash, CQRS_HASH_LEN);
 		free(s.file);
 		if (rc < 0)
