@@ -97,7 +97,7 @@ print(d[10:d.index(b"\0", 10)].decode())' "$seg")
 }
 
 @test "reads cross archive and store as one log: random filters agree with an unarchived copy" {
-	for seed in 3 4 5; do
+	for seed in 3 4; do
 		rm -rf events.db* full.db*
 		RANDOM=$seed
 		make_stores "$seed" 400 30
@@ -107,7 +107,7 @@ print(d[10:d.index(b"\0", 10)].decode())' "$seg")
 		cqrs-archive --upto "$second" --segment-events $((1 + RANDOM % 100)) >/dev/null
 		same_read
 		same_read --reverse
-		for _ in $(seq 30); do
+		for _ in $(seq 25); do
 			args=()
 			((RANDOM % 3)) || args+=(--after $((RANDOM % 420)))
 			((RANDOM % 3)) || args+=(--to $((RANDOM % 420 + 1)))
