@@ -34,7 +34,7 @@ static void usage(int code)
 		      "  -d, --dir DIR              where segments go (default: STORE.archive)\n"
 		      "      --views PATH           read models whose checkpoints must have passed\n"
 		      "                             SEQ (default: $CQRS_VIEWS, when it exists)\n"
-		      "      --checkpoint-dir DIR   named consumers (cqrs-read --checkpoint) that\n"
+		      "      --checkpoint-dir DIR   where named consumers' positions are, which\n"
 		      "                             must have passed SEQ (default: as cqrs-read)\n"
 		      "      --signing-key FILE     sign each segment's head (cqrs-keygen(1))\n"
 		      "      --segment-events N     events per segment file (default: 100000)\n"
