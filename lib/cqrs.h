@@ -1083,9 +1083,9 @@ struct cqrs_archive_consumer {
 	int64_t sequence;
 };
 struct cqrs_archive_options {
-	int64_t upto;	       /* archive the events up to this sequence */
-	const char *dir;       /* the segments' directory; NULL: STORE.archive */
-	int64_t segment_events; /* events per segment; 0: 100000 */
+	int64_t upto;		     /* archive the events up to this sequence */
+	const char *dir;	     /* the segments' directory; NULL: STORE.archive */
+	int64_t segment_events;	     /* events per segment; 0: 100000 */
 	const cqrs_signing_key *key; /* signs each segment's head; NULL: none */
 	/* besides the store's own saga runner checkpoints */
 	const struct cqrs_archive_consumer *consumers;
@@ -1105,7 +1105,6 @@ int cqrs_archive_list(cqrs_store *st, FILE *out, cqrs_error *err);
  * the hash its header names, and, with pub, SEGMENT.head is a head signed
  * by pub that it ends at.  One NDJSON line on out; 0, or -1 with *err (65
  * broken, 66 missing). */
-int cqrs_archive_check(const char *segment, const cqrs_public_key *pub, FILE *out,
-		       cqrs_error *err);
+int cqrs_archive_check(const char *segment, const cqrs_public_key *pub, FILE *out, cqrs_error *err);
 
 #endif

@@ -32,13 +32,15 @@ static void usage(int code)
 		      "  -u, --upto SEQ             archive the events up to this sequence (the\n"
 		      "                             last event always stays in the store)\n"
 		      "  -d, --dir DIR              where segments go (default: STORE.archive)\n"
-		      "      --views PATH           read models whose checkpoints must have passed\n"
+		      "      --views PATH           read models whose checkpoints must have "
+		      "passed\n"
 		      "                             SEQ (default: $CQRS_VIEWS, when it exists)\n"
 		      "      --checkpoint-dir DIR   where named consumers' positions are, which\n"
 		      "                             must have passed SEQ (default: as cqrs-read)\n"
 		      "      --signing-key FILE     sign each segment's head (cqrs-keygen(1))\n"
 		      "      --segment-events N     events per segment file (default: 100000)\n"
-		      "      --public-key FILE      check: the key the segment's head is signed by\n"
+		      "      --public-key FILE      check: the key the segment's head is signed "
+		      "by\n"
 		      "  -s, --store PATH           event store (default: $CQRS_STORE)\n"
 		      "      --log-format FORMAT    messages as text or json lines (default:\n"
 		      "                             $CQRS_LOG_FORMAT, else text)\n"
@@ -65,11 +67,13 @@ struct consumers {
 static void add_consumer(struct consumers *c, const char *what, const char *name, int64_t seq)
 {
 	struct cqrs_archive_consumer *v = realloc(c->v, (c->n + 1) * sizeof *v);
-	if (v == NULL)
-		cqrs_die(CQRS_EXIT_OSERR, "out of memory");
-	c->v = v;
-	snprintf(v[c->n].name, sizeof v[c->n].name, "%s '%s'", what, name);
-	v[c->n++].sequence = seq;
+	if (v != NULL) {
+		c->v = v;
+		snprintf(v[c->n].name, sizeof v[c->n].name, "%s '%s'", what, name);
+		v[c->n++].sequence = seq;
+		return;
+	}
+	cqrs_die(CQRS_EXIT_OSERR, "out of memory");
 }
 
 static void add_projection(void *arg, const struct cqrs_view_lag *lag)
@@ -170,8 +174,8 @@ int main(int argc, char **argv)
 		switch (ch) {
 		case 'u':
 			if (cqrs_parse_int64(optarg, &o.upto) < 0 || o.upto < 1)
-				cqrs_die(CQRS_EXIT_USAGE, "--upto needs a sequence (1 or more): '%.80s'",
-					 optarg);
+				cqrs_die(CQRS_EXIT_USAGE,
+					 "--upto needs a sequence (1 or more): '%.80s'", optarg);
 			break;
 		case 'd': o.dir = optarg; break;
 		case OPT_VIEWS: views_opt = optarg; break;
@@ -180,7 +184,8 @@ int main(int argc, char **argv)
 		case OPT_SEGMENT_EVENTS:
 			if (cqrs_parse_int64(optarg, &o.segment_events) < 0 || o.segment_events < 1)
 				cqrs_die(CQRS_EXIT_USAGE,
-					 "--segment-events needs a count (1 or more): '%.80s'", optarg);
+					 "--segment-events needs a count (1 or more): '%.80s'",
+					 optarg);
 			break;
 		case OPT_PUBLIC_KEY: public_path = optarg; break;
 		case 's': store_opt = optarg; break;
@@ -191,11 +196,12 @@ int main(int argc, char **argv)
 		}
 	}
 	const char *sub = optind < argc ? argv[optind] : NULL;
-	bool archiving = o.upto > 0 || key_path || views_opt || positions_opt || o.dir ||
-			 o.segment_events;
+	bool archiving =
+		o.upto > 0 || key_path || views_opt || positions_opt || o.dir || o.segment_events;
 	if (sub != NULL && strcmp(sub, "check") == 0) {
 		if (archiving || store_opt)
-			cqrs_die(CQRS_EXIT_USAGE, "check takes segment files and --public-key only");
+			cqrs_die(CQRS_EXIT_USAGE,
+				 "check takes segment files and --public-key only");
 		return check_segments(argc - optind - 1, argv + optind + 1, public_path);
 	}
 	if (public_path != NULL)

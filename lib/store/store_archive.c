@@ -105,8 +105,8 @@ static int64_t archived_upto(cqrs_store *st, cqrs_error *err)
 	struct cqrs_archive_cache *c = cache_of(st);
 	if (c == NULL)
 		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
-	sqlite3_stmt *q =
-		cached(st, &c->upto, "SELECT coalesce(max(last_sequence), 0) FROM archive_segments");
+	sqlite3_stmt *q = cached(st, &c->upto,
+				 "SELECT coalesce(max(last_sequence), 0) FROM archive_segments");
 	if (q == NULL)
 		return 0;
 	int rc = sqlite3_step(q);
@@ -293,8 +293,9 @@ static FILE *gz_open_read(struct gz *g, int fd)
 	g->header.comment = (Bytef *)g->comment;
 	g->header.comm_max = sizeof g->comment - 1;
 	inflateGetHeader(&g->z, &g->header);
-	FILE *f = fopencookie(g, "r", (cookie_io_functions_t){ .read = gz_cookie_read,
-								 .close = gz_cookie_close });
+	FILE *f = fopencookie(
+		g, "r",
+		(cookie_io_functions_t){ .read = gz_cookie_read, .close = gz_cookie_close });
 	if (f == NULL)
 		inflateEnd(&g->z);
 	return f;
@@ -311,8 +312,9 @@ static FILE *gz_open_write(struct gz *g, int fd, const char *comment)
 	g->header.comment = (Bytef *)g->comment;
 	g->header.os = 3; /* Unix */
 	deflateSetHeader(&g->z, &g->header);
-	FILE *f = fopencookie(g, "w", (cookie_io_functions_t){ .write = gz_cookie_write,
-								 .close = gz_cookie_close });
+	FILE *f = fopencookie(
+		g, "w",
+		(cookie_io_functions_t){ .write = gz_cookie_write, .close = gz_cookie_close });
 	if (f == NULL)
 		deflateEnd(&g->z);
 	return f;
@@ -551,15 +553,15 @@ struct archive_cursor {
 	struct segment_list segs;
 	size_t next_seg;
 	struct seg_reader r;
-	int64_t expect;	      /* the next sequence of the open segment */
-	int64_t lo, hi;	      /* the segments are read for sequences in (lo, hi] */
-	int64_t upto;	      /* the archive's end when the segments were listed */
-	bool segments_only;   /* the filter ends inside the archive */
+	int64_t expect;	    /* the next sequence of the open segment */
+	int64_t lo, hi;	    /* the segments are read for sequences in (lo, hi] */
+	int64_t upto;	    /* the archive's end when the segments were listed */
+	bool segments_only; /* the filter ends inside the archive */
 	int64_t emitted;
-	cqrs_cursor *hot;     /* the backend's cursor over the store */
+	cqrs_cursor *hot; /* the backend's cursor over the store */
 	bool hot_open, hot_done, hot_pending;
-	cqrs_event pending;   /* the store's first event, read before the
-			       * archive was looked at again */
+	cqrs_event pending; /* the store's first event, read before the
+			     * archive was looked at again */
 	/* newest first: the matching lines of one segment, emitted backwards */
 	char **rev;
 	size_t *rev_len, nrev, rev_cap;
@@ -594,11 +596,12 @@ static int segment_next(struct archive_cursor *c, cqrs_event *ev, cqrs_error *er
 			if (reader_end(&c->r, err) < 0)
 				return -1;
 			if (c->expect != c->r.seg->last + 1)
-				return cqrs_fail(err, CQRS_EXIT_DATAERR,
-						 "%s: the segment ends before sequence %lld, the "
-						 "store recorded it to %lld (see cqrs-read --verify)",
-						 c->r.seg->file, (long long)c->expect,
-						 (long long)c->r.seg->last);
+				return cqrs_fail(
+					err, CQRS_EXIT_DATAERR,
+					"%s: the segment ends before sequence %lld, the "
+					"store recorded it to %lld (see cqrs-read --verify)",
+					c->r.seg->file, (long long)c->expect,
+					(long long)c->r.seg->last);
 			reader_close(&c->r);
 			return 0;
 		}
@@ -791,7 +794,8 @@ static int reverse_next(cqrs_cursor *base, cqrs_event *ev, cqrs_error *err)
 	c->emitted_line = c->rev[--c->nrev];
 	cqrs_error e = { 0 };
 	if (cqrs_event_parse(ev, c->emitted_line, c->rev_len[c->nrev], &e) < 0)
-		return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "an archived line parsed twice: %s", e.msg);
+		return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "an archived line parsed twice: %s",
+				 e.msg);
 	c->emitted++;
 	return 1;
 }
@@ -988,8 +992,8 @@ int cqrs_archive_duplicate(cqrs_store *st, cqrs_event *ev, cqrs_error *err)
 	struct cqrs_archive_cache *ac = cache_of(st);
 	if (ac == NULL)
 		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
-	sqlite3_stmt *q =
-		cached(st, &ac->event_id, "SELECT sequence FROM archived_events WHERE event_id = ?1");
+	sqlite3_stmt *q = cached(st, &ac->event_id,
+				 "SELECT sequence FROM archived_events WHERE event_id = ?1");
 	if (q == NULL)
 		return 0;
 	sqlite3_bind_blob(q, 1, ev->event_id, CQRS_UUID_LEN, SQLITE_TRANSIENT);
@@ -1012,17 +1016,17 @@ int cqrs_archive_duplicate(cqrs_store *st, cqrs_event *ev, cqrs_error *err)
 	char id[37];
 	cqrs_uuid_format(ev->event_id, id);
 	if (r == 1) {
-		bool same =
-			memcmp(stored.aggregate_id, ev->aggregate_id, CQRS_UUID_LEN) == 0 &&
-			strcmp(stored.aggregate_type, ev->aggregate_type) == 0 &&
-			strcmp(stored.event_type, ev->event_type) == 0 &&
-			stored.event_version == ev->event_version &&
-			same_bytes(stored.data, stored.data_len, ev->data, ev->data_len) &&
-			same_bytes(stored.metadata, stored.metadata_len, ev->metadata,
-				   ev->metadata_len) &&
-			(ev->timestamp[0] == '\0' || strcmp(stored.timestamp, ev->timestamp) == 0) &&
-			(ev->aggregate_version == 0 ||
-			 stored.aggregate_version == ev->aggregate_version);
+		bool same = memcmp(stored.aggregate_id, ev->aggregate_id, CQRS_UUID_LEN) == 0 &&
+			    strcmp(stored.aggregate_type, ev->aggregate_type) == 0 &&
+			    strcmp(stored.event_type, ev->event_type) == 0 &&
+			    stored.event_version == ev->event_version &&
+			    same_bytes(stored.data, stored.data_len, ev->data, ev->data_len) &&
+			    same_bytes(stored.metadata, stored.metadata_len, ev->metadata,
+				       ev->metadata_len) &&
+			    (ev->timestamp[0] == '\0' ||
+			     strcmp(stored.timestamp, ev->timestamp) == 0) &&
+			    (ev->aggregate_version == 0 ||
+			     stored.aggregate_version == ev->aggregate_version);
 		if (same) {
 			const char *data = ev->data, *metadata = ev->metadata;
 			size_t dl = ev->data_len, ml = ev->metadata_len;
@@ -1033,10 +1037,11 @@ int cqrs_archive_duplicate(cqrs_store *st, cqrs_event *ev, cqrs_error *err)
 			ev->metadata_len = ml;
 			r = CQRS_DUPLICATE;
 		} else {
-			r = cqrs_fail(err, CQRS_EXIT_DATAERR,
-				      "event_id %s is already stored (sequence %lld, archived) with "
-				      "different content",
-				      id, (long long)seq);
+			r = cqrs_fail(
+				err, CQRS_EXIT_DATAERR,
+				"event_id %s is already stored (sequence %lld, archived) with "
+				"different content",
+				id, (long long)seq);
 		}
 	} else if (r == 0) {
 		r = cqrs_fail(err, CQRS_EXIT_DATAERR,
@@ -1128,8 +1133,7 @@ static int write_segment(cqrs_store *st, const char *dir, int64_t a, int64_t b,
 			 const uint8_t prev[CQRS_HASH_LEN], struct segment *s, cqrs_error *err)
 {
 	char name[96], path[PATH_MAX], tmp[PATH_MAX];
-	snprintf(name, sizeof name, "events-%012lld-%012lld.ndjson.gz", (long long)a,
-		 (long long)b);
+	snprintf(name, sizeof name, "events-%012lld-%012lld.ndjson.gz", (long long)a, (long long)b);
 	if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, name) >= sizeof path ||
 	    (size_t)snprintf(tmp, sizeof tmp, "%s/.%s.%ld.tmp", dir, name, (long)getpid()) >=
 		    sizeof tmp)
@@ -1181,7 +1185,8 @@ static int write_segment(cqrs_store *st, const char *dir, int64_t a, int64_t b,
 	s->first = a;
 	s->last = b;
 	memcpy(s->prev_hash, prev, CQRS_HASH_LEN);
-	rc = (s->file = strdup(path)) != NULL ? 0 : cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+	rc = (s->file = strdup(path)) != NULL ? 0
+					      : cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
 out:
 	if (fd >= 0)
 		close(fd);
@@ -1265,10 +1270,11 @@ static int record_segment(cqrs_store *st, const struct segment *s, const char *h
 		cqrs_store_rollback(st);
 		if (upto < 0)
 			return -1;
-		return cqrs_fail(err, CQRS_EXIT_TEMPFAIL,
-				 "another cqrs-archive took the archive to sequence %lld meanwhile; "
-				 "run it again",
-				 (long long)upto);
+		return cqrs_fail(
+			err, CQRS_EXIT_TEMPFAIL,
+			"another cqrs-archive took the archive to sequence %lld meanwhile; "
+			"run it again",
+			(long long)upto);
 	}
 	for (size_t i = 0; i < sizeof record_sql / sizeof record_sql[0]; i++) {
 		if (run_record(db, record_sql[i], s, head, now, err) < 0) {
@@ -1340,8 +1346,9 @@ static int check_consumers(cqrs_store *st, const struct cqrs_archive_options *o,
 	sqlite3 *db = cqrs_sqlite_handle(st);
 	sqlite3_stmt *q;
 	if (behind == NULL &&
-	    sqlite3_prepare_v2(db, "SELECT name, sequence FROM checkpoints WHERE sequence < ?1"
-				   " ORDER BY sequence, name LIMIT 1",
+	    sqlite3_prepare_v2(db,
+			       "SELECT name, sequence FROM checkpoints WHERE sequence < ?1"
+			       " ORDER BY sequence, name LIMIT 1",
 			       -1, &q, NULL) == SQLITE_OK) {
 		sqlite3_bind_int64(q, 1, o->upto);
 		if (sqlite3_step(q) == SQLITE_ROW) {
@@ -1442,11 +1449,12 @@ int cqrs_archive_list(cqrs_store *st, FILE *out, cqrs_error *err)
 	if (db == NULL || archived_upto(st, err) <= 0)
 		return err->code ? -1 : 0;
 	sqlite3_stmt *q;
-	int rc = sqlite3_prepare_v2(db,
-				    "SELECT first_sequence, last_sequence, prev_hash, last_hash, file,"
-				    " file_sha256, signed_head, archived_at FROM archive_segments"
-				    " ORDER BY first_sequence",
-				    -1, &q, NULL);
+	int rc = sqlite3_prepare_v2(
+		db,
+		"SELECT first_sequence, last_sequence, prev_hash, last_hash, file,"
+		" file_sha256, signed_head, archived_at FROM archive_segments"
+		" ORDER BY first_sequence",
+		-1, &q, NULL);
 	if (rc != SQLITE_OK)
 		return db_fail(db, rc, "cannot read the archive", err);
 	while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
@@ -1515,8 +1523,7 @@ static int check_head_file(const struct segment *s, const uint8_t first_hash[CQR
 	return 0;
 }
 
-int cqrs_archive_check(const char *segment, const cqrs_public_key *pub, FILE *out,
-		       cqrs_error *err)
+int cqrs_archive_check(const char *segment, const cqrs_public_key *pub, FILE *out, cqrs_error *err)
 {
 	struct segment s = { .file = (char *)segment, .first = 1, .last = INT64_MAX };
 	struct seg_reader r = { .fd = -1 };
@@ -1542,10 +1549,11 @@ int cqrs_archive_check(const char *segment, const cqrs_public_key *pub, FILE *ou
 		cqrs_event_hash(&ev, v.hash, h);
 		if (ev.sequence != v.checked + 1 || ev.sequence > s.last ||
 		    memcmp(h, ev.hash, CQRS_HASH_LEN) != 0) {
-			rc = cqrs_fail(err, CQRS_EXIT_DATAERR,
-				       "%s:%lld: sequence %lld: hash chain broken: an archived event "
-				       "was edited, removed or reordered",
-				       segment, (long long)r.lineno, (long long)(v.checked + 1));
+			rc = cqrs_fail(
+				err, CQRS_EXIT_DATAERR,
+				"%s:%lld: sequence %lld: hash chain broken: an archived event "
+				"was edited, removed or reordered",
+				segment, (long long)r.lineno, (long long)(v.checked + 1));
 			goto out;
 		}
 		if (ev.sequence == 1)

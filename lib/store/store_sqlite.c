@@ -704,7 +704,8 @@ static void row_to_event(sqlite3_stmt *q, cqrs_event *ev);
 static int archived_hash(struct sqlite_store *s, int64_t seq, uint8_t hash[CQRS_HASH_LEN])
 {
 	sqlite3_stmt *q;
-	if (sqlite3_prepare_v2(s->db, "SELECT last_hash FROM archive_segments WHERE last_sequence = ?1",
+	if (sqlite3_prepare_v2(s->db,
+			       "SELECT last_hash FROM archive_segments WHERE last_sequence = ?1",
 			       -1, &q, NULL) != SQLITE_OK)
 		return 0;
 	sqlite3_bind_int64(q, 1, seq);
