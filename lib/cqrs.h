@@ -1091,6 +1091,7 @@ struct cqrs_archive_options {
 	const struct cqrs_archive_consumer *consumers;
 	size_t nconsumers;
 	FILE *report; /* one NDJSON line per segment written; NULL: none */
+	bool vacuum;  /* then give the freed pages back to the file system */
 };
 /* Archives the events after the archive's end up to o->upto, one segment
  * at a time (written, synced, read back, then recorded and its events

@@ -16,7 +16,7 @@
 static const char usage_text[] =
 	"usage: cqrs-archive --upto seq [-s store] [--dir dir] [--views file]\n"
 	"                    [--checkpoint-dir dir] [--signing-key file]\n"
-	"                    [--segment-events n] [--log-format text|json]\n"
+	"                    [--segment-events n] [--vacuum] [--log-format text|json]\n"
 	"       cqrs-archive list [-s store] [--log-format text|json]\n"
 	"       cqrs-archive check [--public-key file] [--log-format text|json] segment...\n";
 
@@ -39,6 +39,7 @@ static void usage(int code)
 		      "                             must have passed SEQ (default: as cqrs-read)\n"
 		      "      --signing-key FILE     sign each segment's head (cqrs-keygen(1))\n"
 		      "      --segment-events N     events per segment file (default: 100000)\n"
+		      "      --vacuum               then rewrite the store to give back the space\n"
 		      "      --public-key FILE      check: the key the segment's head is signed "
 		      "by\n"
 		      "  -s, --store PATH           event store (default: $CQRS_STORE)\n"
@@ -56,6 +57,7 @@ enum {
 	OPT_SIGNING_KEY,
 	OPT_SEGMENT_EVENTS,
 	OPT_PUBLIC_KEY,
+	OPT_VACUUM,
 	OPT_LOG_FORMAT,
 };
 
@@ -157,6 +159,7 @@ int main(int argc, char **argv)
 		{ "signing-key", required_argument, NULL, OPT_SIGNING_KEY },
 		{ "segment-events", required_argument, NULL, OPT_SEGMENT_EVENTS },
 		{ "public-key", required_argument, NULL, OPT_PUBLIC_KEY },
+		{ "vacuum", no_argument, NULL, OPT_VACUUM },
 		{ "store", required_argument, NULL, 's' },
 		{ "log-format", required_argument, NULL, OPT_LOG_FORMAT },
 		{ "help", no_argument, NULL, 'h' },
@@ -188,6 +191,7 @@ int main(int argc, char **argv)
 					 optarg);
 			break;
 		case OPT_PUBLIC_KEY: public_path = optarg; break;
+		case OPT_VACUUM: o.vacuum = true; break;
 		case 's': store_opt = optarg; break;
 		case OPT_LOG_FORMAT: cqrs_log_format_option(optarg); break;
 		case 'h': usage(0); break;

@@ -861,6 +861,10 @@ int cqrs_archive_read(cqrs_store *st, const cqrs_filter *f, cqrs_cursor **out, c
 		int r = aggregate_range(st, f->aggregate_id, &version, &first, &last, err);
 		if (r <= 0 || version <= f->after_version)
 			return r < 0 ? -1 : 0;
+		/* only its last archived event (a snapshot's check of the
+		 * event it was taken at): read from there */
+		if (f->after_version == version - 1)
+			first = last;
 		lo = lo > first - 1 ? lo : first - 1;
 		hi = hi < last ? hi : last;
 	}
@@ -1440,7 +1444,11 @@ int cqrs_archive(cqrs_store *st, const char *store_path, const struct cqrs_archi
 			return -1;
 		a = b + 1;
 	}
-	return 0;
+	/* deleted rows leave free pages, which later appends reuse; the file
+	 * shrinks only when rewritten */
+	sqlite3 *db = cqrs_sqlite_handle(st);
+	int rc = o->vacuum ? sqlite3_exec(db, "VACUUM", NULL, NULL, NULL) : SQLITE_OK;
+	return rc == SQLITE_OK ? 0 : cqrs_sqlite_fail(db, rc, true, "cannot vacuum the store", err);
 }
 
 int cqrs_archive_list(cqrs_store *st, FILE *out, cqrs_error *err)
