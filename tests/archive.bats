@@ -181,6 +181,23 @@ cqrs-append: nothing was stored"
 	assert_equal "$(stored_count)" 10
 }
 
+@test "--vacuum gives the archived events' space back to the file system" {
+	make_stores 15 1500 50
+	before=$(stat -c %s "$CQRS_STORE")
+	cqrs-archive --upto 1490 >/dev/null
+	sqlite3 "$CQRS_STORE" 'PRAGMA wal_checkpoint(TRUNCATE)' >/dev/null
+	# the freed pages stay in the file, for later appends
+	[ "$(stat -c %s "$CQRS_STORE")" -ge "$before" ]
+	rm -rf events.db* && cqrs-read -s full.db | cqrs-append -q
+	run --separate-stderr cqrs-archive --upto 1490 --vacuum
+	assert_success
+	sqlite3 "$CQRS_STORE" 'PRAGMA wal_checkpoint(TRUNCATE)' >/dev/null
+	[ "$(stat -c %s "$CQRS_STORE")" -lt $((before / 4)) ]
+	same_read
+	run cqrs-read --verify
+	assert_success
+}
+
 @test "--upto: the last event stays; archived already does nothing; usage errors" {
 	make_stores 9 20 3
 	run --separate-stderr cqrs-archive --upto 20
@@ -207,6 +224,23 @@ cqrs-append: nothing was stored"
 	run --separate-stderr cqrs-archive --upto 5 -s nowhere.db
 	assert_not_signalled
 	[ "$status" -ne 0 ]
+}
+
+@test "readers while an archive runs see every event once, in order" {
+	make_stores 16 200 10
+	want=$(CQRS_STORE=full.db cqrs-read | md5sum)
+	want_reverse=$(CQRS_STORE=full.db cqrs-read -r | md5sum)
+	cqrs-archive --upto 190 --segment-events 3 >/dev/null &
+	archiver=$!
+	reads=0
+	while kill -0 "$archiver" 2>/dev/null || [ "$reads" -lt 3 ]; do
+		assert_equal "$(cqrs-read | md5sum)" "$want"
+		assert_equal "$(cqrs-read -r | md5sum)" "$want_reverse"
+		reads=$((reads + 1))
+	done
+	wait "$archiver"
+	assert_equal "$(sqlite3 "$CQRS_STORE" 'SELECT count(*) FROM archive_segments')" 64
+	assert_equal "$(cqrs-read | md5sum)" "$want"
 }
 
 # --- consumers ------------------------------------------------------------------
