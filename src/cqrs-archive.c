@@ -37,7 +37,8 @@ static void usage(int code)
 		      "                             SEQ (default: $CQRS_VIEWS, when it exists)\n"
 		      "      --checkpoint-dir DIR   where named consumers' positions are, which\n"
 		      "                             must have passed SEQ (default: as cqrs-read)\n"
-		      "      --signing-key FILE     sign each segment's head (cqrs-keygen(1))\n"
+		      "      --signing-key FILE     sign each segment's head with this private key\n"
+		      "                             (default: $CQRS_SIGNING_KEY)\n"
 		      "      --segment-events N     events per segment file (default: 100000)\n"
 		      "      --vacuum               then rewrite the store to give back the space\n"
 		      "      --public-key FILE      check: the key the segment's head is signed "
@@ -219,6 +220,10 @@ int main(int argc, char **argv)
 	if (!list && o.upto < 0)
 		cqrs_die(CQRS_EXIT_USAGE, "--upto SEQ says how far to archive");
 
+	/* the owner's key, as cqrs-read --verify finds it: every segment signed */
+	const char *env_key = getenv("CQRS_SIGNING_KEY");
+	if (key_path == NULL && !list && env_key != NULL && *env_key != '\0')
+		key_path = env_key;
 	cqrs_error err = { 0 };
 	const char *store_path = cqrs_store_path(store_opt);
 	cqrs_signing_key *key = NULL;
