@@ -120,7 +120,11 @@ print(d[10:d.index(b"\0", 10)].decode())' "$seg")
 			((RANDOM % 4)) || args+=(-a "$(uuid_of $((RANDOM % 30)) "$seed")")
 			((RANDOM % 5)) || args+=(-a "$(uuid_of $((RANDOM % 30)) "$seed")" -a "$(uuid_of $((RANDOM % 30)) "$seed")")
 			((RANDOM % 4)) || args+=(-t Thing)
-			((RANDOM % 4)) || args+=(-e Noted -e Moved)
+			if ((RANDOM % 4 == 0)); then
+				args+=(-e Noted -e Moved)
+			elif ((RANDOM % 4 == 0)); then
+				args+=(-e Tagged)
+			fi
 			((RANDOM % 4)) || args+=(-c "c-$((RANDOM % 5))")
 			((RANDOM % 4)) || args+=(--until "2026-02-01T00:0$((RANDOM % 7)):00Z")
 			same_read "${args[@]}"

@@ -567,6 +567,11 @@ struct archive_cursor {
 	size_t *rev_len, nrev, rev_cap;
 	char *emitted_line;
 	struct cqrs_strbuf raw; /* the line being matched, as read */
+	/* text every matching line holds, as cqrs_event_write writes the
+	 * envelope ("aggregate_id":"ID"): lines without it are passed over
+	 * unparsed; "" when the filter names no one aggregate or type */
+	char needle[CQRS_MAX_TYPE_NAME + 32];
+	size_t needle_len;
 };
 
 /* The "sequence" a stored line starts with (cqrs_event_write's order), to
@@ -606,9 +611,12 @@ static int segment_next(struct archive_cursor *c, cqrs_event *ev, cqrs_error *er
 			return 0;
 		}
 		int64_t seq = line_sequence(c->r.line, (size_t)n);
-		if (seq > 0 && seq == c->expect && seq <= c->lo) {
+		if (seq > 0 && seq == c->expect &&
+		    (seq <= c->lo ||
+		     (seq <= c->hi && c->needle_len > 0 &&
+		      memmem(c->r.line, (size_t)n, c->needle, c->needle_len) == NULL))) {
 			c->expect++;
-			continue; /* before the range: not parsed */
+			continue; /* before the range, or not a match: not parsed */
 		}
 		if (c->fc.f.reverse) { /* kept whole, to be parsed again when given */
 			cqrs_strbuf_reset(&c->raw);
@@ -881,6 +889,14 @@ int cqrs_archive_read(cqrs_store *st, const cqrs_filter *f, cqrs_cursor **out, c
 	c->hi = hi;
 	c->upto = upto;
 	c->segments_only = f->to > 0 && f->to <= upto;
+	if (f->aggregate_id != NULL) {
+		char id[37];
+		cqrs_uuid_format(f->aggregate_id, id);
+		snprintf(c->needle, sizeof c->needle, "\"aggregate_id\":\"%s\"", id);
+	} else if (f->event_type != NULL) {
+		snprintf(c->needle, sizeof c->needle, "\"event_type\":\"%s\"", f->event_type);
+	}
+	c->needle_len = strlen(c->needle);
 	if (segments_load(st, lo, hi, f->reverse, &c->segs, err) < 0) {
 		archive_cursor_close(&c->base);
 		return -1;

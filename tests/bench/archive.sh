@@ -50,6 +50,10 @@ row "cqrs-read --verify, before" "$(seconds cqrs-read --verify) s"
 row "one-event append, before" "$(seconds one_event) s"
 order=$(cqrs-read -n 1 | jq -r .aggregate_id)
 row "cqrs-read -a (an order), before" "$(seconds cqrs-read -a "$order") s"
+# client-supplied event ids: each append looks in archived_events too
+gen-events -s 2 20000 2000 >"$dir/more.ndjson"
+gen-events -s 3 20000 2000 >"$dir/more2.ndjson"
+row "20000 appends, client ids, before" "$(seconds cqrs-append -q "$dir/more.ndjson") s"
 
 upto=$(($(cqrs-read -r -n 1 | jq .sequence) - keep))
 row "cqrs-archive --upto $upto" "$(seconds cqrs-archive --upto "$upto") s"
@@ -65,5 +69,6 @@ row "segments" "$(find "$CQRS_STORE.archive" -name '*.gz' | wc -l) files, $(mib 
 row "cqrs-read, all, after (segments first)" "$(seconds cqrs-read) s"
 row "cqrs-read --verify, after" "$(seconds cqrs-read --verify) s"
 row "one-event append, after" "$(seconds one_event) s"
+row "20000 appends, client ids, after" "$(seconds cqrs-append -q "$dir/more2.ndjson") s"
 row "cqrs-read -a (an archived order), after" "$(seconds cqrs-read -a "$order") s"
 row "cqrs-read --after $upto (the hot part)" "$(seconds cqrs-read --after "$upto") s"
