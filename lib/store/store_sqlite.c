@@ -165,9 +165,10 @@ static const char schema_v3[] =
  * (archived_versions).  Deleting events is refused, as before, except for
  * the events up to the sequence of a row of archive_in_progress: the
  * archive inserts that row, deletes and removes the row inside one
- * transaction, so no other writer ever sees the exception open. */
+ * transaction, so no other writer ever sees the exception open.  (IF NOT
+ * EXISTS: a store whose user_version was set back runs it again.) */
 static const char schema_v4[] =
-	"CREATE TABLE archive_segments ("
+	"CREATE TABLE IF NOT EXISTS archive_segments ("
 	" first_sequence INTEGER PRIMARY KEY,"
 	" last_sequence INTEGER NOT NULL UNIQUE,"
 	" prev_hash BLOB NOT NULL,"
@@ -177,22 +178,22 @@ static const char schema_v4[] =
 	" signed_head TEXT,"
 	" archived_at TEXT NOT NULL"
 	");"
-	"CREATE TABLE archived_events ("
+	"CREATE TABLE IF NOT EXISTS archived_events ("
 	" event_id BLOB PRIMARY KEY,"
 	" sequence INTEGER NOT NULL"
 	") WITHOUT ROWID;"
-	"CREATE TABLE archived_versions ("
+	"CREATE TABLE IF NOT EXISTS archived_versions ("
 	" aggregate_id BLOB PRIMARY KEY,"
 	" aggregate_version INTEGER NOT NULL,"
 	" first_sequence INTEGER NOT NULL,"
 	" last_sequence INTEGER NOT NULL"
 	") WITHOUT ROWID;"
-	"CREATE TABLE archive_in_progress (upto INTEGER NOT NULL);"
-	"CREATE TRIGGER archive_segments_no_update BEFORE UPDATE ON archive_segments"
+	"CREATE TABLE IF NOT EXISTS archive_in_progress (upto INTEGER NOT NULL);"
+	"CREATE TRIGGER IF NOT EXISTS archive_segments_no_update BEFORE UPDATE ON archive_segments"
 	" BEGIN SELECT RAISE(ABORT, 'archive segments are append-only'); END;"
-	"CREATE TRIGGER archive_segments_no_delete BEFORE DELETE ON archive_segments"
+	"CREATE TRIGGER IF NOT EXISTS archive_segments_no_delete BEFORE DELETE ON archive_segments"
 	" BEGIN SELECT RAISE(ABORT, 'archive segments are append-only'); END;"
-	"CREATE TRIGGER archived_events_no_delete BEFORE DELETE ON archived_events"
+	"CREATE TRIGGER IF NOT EXISTS archived_events_no_delete BEFORE DELETE ON archived_events"
 	" BEGIN SELECT RAISE(ABORT, 'archived event ids are kept'); END;"
 	"DROP TRIGGER events_no_delete;"
 	"CREATE TRIGGER events_no_delete BEFORE DELETE ON events"
