@@ -37,7 +37,7 @@ static void usage(int code)
 		      "                             SEQ (default: $CQRS_VIEWS, when it exists)\n"
 		      "      --checkpoint-dir DIR   where named consumers' positions are, which\n"
 		      "                             must have passed SEQ (default: as cqrs-read)\n"
-		      "      --signing-key FILE     sign each segment's head with this private key\n"
+		      "      --signing-key FILE     sign each segment's head with this key\n"
 		      "                             (default: $CQRS_SIGNING_KEY)\n"
 		      "      --segment-events N     events per segment file (default: 100000)\n"
 		      "      --vacuum               then rewrite the store to give back the space\n"
