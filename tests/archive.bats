@@ -238,12 +238,15 @@ cqrs-append: nothing was stored"
 	make_stores 16 200 10
 	want=$(CQRS_STORE=full.db cqrs-read | md5sum)
 	want_reverse=$(CQRS_STORE=full.db cqrs-read -r | md5sum)
+	one=$(uuid_of 7 16)
+	want_one=$(CQRS_STORE=full.db cqrs-read -a "$one" | md5sum)
 	cqrs-archive --upto 190 --segment-events 3 >/dev/null &
 	archiver=$!
 	reads=0
 	while kill -0 "$archiver" 2>/dev/null || [ "$reads" -lt 3 ]; do
 		assert_equal "$(cqrs-read | md5sum)" "$want"
 		assert_equal "$(cqrs-read -r | md5sum)" "$want_reverse"
+		assert_equal "$(cqrs-read -a "$one" | md5sum)" "$want_one"
 		reads=$((reads + 1))
 	done
 	wait "$archiver"

@@ -560,6 +560,7 @@ struct archive_cursor {
 	int64_t emitted;
 	cqrs_cursor *hot; /* the backend's cursor over the store */
 	bool hot_open, hot_done, hot_pending;
+	int64_t hot_min;    /* newest first: the oldest event the store gave */
 	cqrs_event pending; /* the store's first event, read before the
 			     * archive was looked at again */
 	/* newest first: the matching lines of one segment, emitted backwards */
@@ -676,6 +677,10 @@ static int segments_next(struct archive_cursor *c, cqrs_event *ev, cqrs_error *e
 static int open_hot(struct archive_cursor *c, cqrs_error *err)
 {
 	cqrs_store *st = c->base.store;
+	/* the segments read may reach past the archive's end seen when the
+	 * cursor was made: an archive committed in between */
+	if (c->segs.n > 0 && c->segs.v[c->segs.n - 1].last > c->upto)
+		c->upto = c->segs.v[c->segs.n - 1].last;
 	cqrs_filter hf = c->fc.f;
 	if (hf.limit > 0)
 		hf.limit -= c->emitted;
@@ -695,6 +700,9 @@ static int open_hot(struct archive_cursor *c, cqrs_error *err)
 	if (upto > c->upto) {
 		int64_t from = c->upto > c->lo ? c->upto : c->lo;
 		c->upto = upto;
+		/* an aggregate's range was its archived events then: its later
+		 * events may be in these segments now */
+		c->hi = c->fc.f.to > 0 ? c->fc.f.to : INT64_MAX;
 		if (segments_load(st, from, c->hi, false, &c->segs, err) < 0)
 			return -1;
 	}
@@ -785,11 +793,19 @@ static int reverse_next(cqrs_cursor *base, cqrs_event *ev, cqrs_error *err)
 				return -1;
 		}
 		int r = st->ops->cursor_next(c->hot, ev, err);
-		if (r != 0) {
-			c->emitted += r == 1;
-			return r;
+		if (r == 1) {
+			c->emitted++;
+			c->hot_min = ev->sequence;
 		}
+		if (r != 0)
+			return r;
 		c->hot_done = true;
+		/* the segments as they are now, below what the store gave: an
+		 * archive that ran meanwhile moved events the store had then */
+		if (c->hot_min > 0 && c->hi >= c->hot_min)
+			c->hi = c->hot_min - 1;
+		if (segments_load(st, c->lo, c->hi, true, &c->segs, err) < 0)
+			return -1;
 	}
 	free(c->emitted_line);
 	c->emitted_line = NULL;
@@ -897,7 +913,8 @@ int cqrs_archive_read(cqrs_store *st, const cqrs_filter *f, cqrs_cursor **out, c
 		snprintf(c->needle, sizeof c->needle, "\"event_type\":\"%s\"", f->event_type);
 	}
 	c->needle_len = strlen(c->needle);
-	if (segments_load(st, lo, hi, f->reverse, &c->segs, err) < 0) {
+	/* newest first: listed once the store's events are read */
+	if (!f->reverse && segments_load(st, lo, hi, false, &c->segs, err) < 0) {
 		archive_cursor_close(&c->base);
 		return -1;
 	}
