@@ -1143,4 +1143,43 @@ int cqrs_erase_subject(cqrs_store *st, const char *subject, struct cqrs_erase_re
 /* The WAL folded into the store and truncated: 0, or 75 (readers). */
 int cqrs_erase_purge(cqrs_store *st, cqrs_error *err);
 
+/* --- archive segments (issue 12): lib/store/store_archive.c, cqrs-archive(1) --
+ * Old events move out of the store into compressed NDJSON segments (gzip,
+ * one file per range of sequences, each naming the hash it continues
+ * from); the store keeps where they are and what it needs to go on (the
+ * head, aggregate versions, archived ids, snapshots, sagas, counters).
+ * Reads and --verify cross archive and store as one log. */
+
+/* A consumer the archive must not pass: it has taken the events up to
+ * sequence, and name says which (for messages). */
+struct cqrs_archive_consumer {
+	char name[300];
+	int64_t sequence;
+};
+struct cqrs_archive_options {
+	int64_t upto;		     /* archive the events up to this sequence */
+	const char *dir;	     /* the segments' directory; NULL: STORE.archive */
+	int64_t segment_events;	     /* events per segment; 0: 100000 */
+	const cqrs_signing_key *key; /* signs each segment's head; NULL: none */
+	/* besides the store's own saga runner checkpoints */
+	const struct cqrs_archive_consumer *consumers;
+	size_t nconsumers;
+	FILE *report; /* one NDJSON line per segment written; NULL: none */
+	bool vacuum;  /* then give the freed pages back to the file system */
+};
+/* Archives the events after the archive's end up to o->upto, one segment
+ * at a time (written, synced, read back, then recorded and its events
+ * deleted in one transaction).  64 when upto would take the head; 75 when
+ * a consumer has not passed upto (nothing is archived); 77 for a
+ * directory others may write; 74 for a failed write. */
+int cqrs_archive(cqrs_store *st, const char *store_path, const struct cqrs_archive_options *o,
+		 cqrs_error *err);
+/* The store's segments, one NDJSON line each, oldest first. */
+int cqrs_archive_list(cqrs_store *st, FILE *out, cqrs_error *err);
+/* A segment file on its own (on another host, say): its events chain from
+ * the hash its header names, and, with pub, SEGMENT.head is a head signed
+ * by pub that it ends at.  One NDJSON line on out; 0, or -1 with *err (65
+ * broken, 66 missing). */
+int cqrs_archive_check(const char *segment, const cqrs_public_key *pub, FILE *out, cqrs_error *err);
+
 #endif

@@ -676,7 +676,7 @@ usage: cqrs-append [-nq] [-b count] [-e version] [-s store] [--no-sync]
 	run sqlite3 "$CQRS_STORE" 'PRAGMA application_id; PRAGMA user_version; PRAGMA journal_mode'
 	# application_id is "CQRS" in ASCII: 0x43515253
 	assert_output '1129402963
-4
+5
 wal'
 	# the -wal and -shm files, seen while another connection holds them
 	coproc HOLD { sqlite3 "$CQRS_STORE"; }
@@ -735,10 +735,10 @@ wal'
 
 @test "a store with a newer schema is refused with 78" {
 	cqrs-append -q < <(ev "$A")
-	sqlite3 "$CQRS_STORE" 'PRAGMA user_version = 5'
+	sqlite3 "$CQRS_STORE" 'PRAGMA user_version = 6'
 	run --separate-stderr cqrs-append < <(ev "$A")
 	assert_failure 78
-	assert_equal "$stderr" "cqrs-append: $CQRS_STORE: store schema version 5 is newer than this tool's (4); upgrade cqrs-tools"
+	assert_equal "$stderr" "cqrs-append: $CQRS_STORE: store schema version 6 is newer than this tool's (5); upgrade cqrs-tools"
 	run --separate-stderr cqrs-read
 	assert_failure 78
 	assert_equal "$(stored_count)" 1

@@ -75,7 +75,7 @@ files_here() {
 	printf '%s\n' "$output" >full.ndjson
 	head=$(verified_head "$CQRS_STORE")
 	n=$(cqrs-read | wc -l)
-	assert_equal "$(head -n1 full.ndjson | jq -c '[.cqrs_backup, .schema, .head, has("since")]')" "[1,4,\"$head\",false]"
+	assert_equal "$(head -n1 full.ndjson | jq -c '[.cqrs_backup, .schema, .head, has("since")]')" "[1,5,\"$head\",false]"
 	assert_equal "$(sed -n "2,$((n + 1))p" full.ndjson)" "$(cqrs-read)"
 	assert_equal "$(tail -n1 full.ndjson | jq -c .)" \
 		"{\"cqrs_backup_end\":1,\"events\":$n,\"rows\":$(($(wc -l <full.ndjson) - n - 2)),\"head\":\"$head\"}"

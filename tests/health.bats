@@ -87,7 +87,7 @@ snapshot() {
 	assert_equal "$(jq -r .check <<<"$output" | tr '\n' ' ')" \
 		"store integrity chain views lag_events lag_seconds parked sagas_stuck sagas_failed compensation_failed breakers wal disk "
 	assert_equal "$(not_ok)" ""
-	assert_equal "$(line_of store)" '{"check":"store","status":"ok","figure":4,"unit":"schema","detail":"schema 4"}'
+	assert_equal "$(line_of store)" '{"check":"store","status":"ok","figure":5,"unit":"schema","detail":"schema 5"}'
 	assert_equal "$(line_of integrity)" '{"check":"integrity","status":"ok","figure":0,"unit":"problems","detail":"quick_check: ok"}'
 	assert_equal "$(line_of chain)" '{"check":"chain","status":"ok","figure":11,"unit":"events","detail":"verified 11 events; witness matched"}'
 	assert_equal "$(line_of views)" '{"check":"views","status":"ok","figure":4,"unit":"projections","detail":"4 projections"}'
@@ -111,7 +111,7 @@ snapshot() {
 	run --separate-stderr cqrs-health --format table
 	assert_success
 	assert_equal "${lines[0]}" "CHECK                STATUS           FIGURE  DETAIL"
-	assert_equal "${lines[1]}" "store                ok                    4  schema 4"
+	assert_equal "${lines[1]}" "store                ok                    5  schema 5"
 	assert_equal "${#lines[@]}" 14
 }
 
@@ -439,7 +439,7 @@ snapshot() {
 	cp "$FIXTURES/release-0.1/events.db" .
 	chmod 600 events.db
 	run --separate-stderr cqrs-health
-	assert_equal "$(line_of store)" '{"check":"store","status":"warning","figure":2,"unit":"schema","detail":"schema 2, older than this release'"'"'s 4: the next tool that writes migrates it"}'
+	assert_equal "$(line_of store)" '{"check":"store","status":"warning","figure":2,"unit":"schema","detail":"schema 2, older than this release'"'"'s 5: the next tool that writes migrates it"}'
 	assert_equal "$(line_of chain)" '{"check":"chain","status":"ok","figure":67,"unit":"events","detail":"verified 67 events; witness none"}'
 }
 

@@ -370,7 +370,7 @@ completed() {
 		"{\"saga_id\":\"$saga\",\"saga_type\":\"order\",\"status\":\"RUNNING\",\"current_step\":1,\"attempts\":1,\"updated_at\":\"2026-03-01T12:00:00.000000Z\",\"last_error\":\"authorize_payment: exit status 75: payment gateway unavailable\",\"why\":\"no_progress\"}"
 }
 
-@test "a store of schema version 1 is upgraded by the first run (to the current 4)" {
+@test "a store of schema version 1 is upgraded by the first run (to the current 5)" {
 	sqlite3 "$CQRS_STORE" "DROP INDEX saga_instances_start; DROP INDEX saga_instances_due; DROP TABLE saga_breakers;
 		ALTER TABLE saga_instances DROP COLUMN revision; ALTER TABLE saga_instances DROP COLUMN attempts;
 		ALTER TABLE saga_instances DROP COLUMN next_attempt_at; ALTER TABLE saga_instances DROP COLUMN deadline_at;
@@ -380,6 +380,6 @@ completed() {
 	order 1
 	run cqrs-saga run
 	assert_success
-	assert_equal "$(sqlite3 "$CQRS_STORE" 'PRAGMA user_version')" 4
+	assert_equal "$(sqlite3 "$CQRS_STORE" 'PRAGMA user_version')" 5
 	assert_equal "$(saga_row 1)" "COMPLETED|4|0|completed"
 }

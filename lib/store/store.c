@@ -162,6 +162,7 @@ void cqrs_store_close(cqrs_store *st)
 	cqrs_shred_free(st->shred);
 	for (int i = 0; i < CQRS_DECODE_STAGES; i++)
 		cqrs_strbuf_free(&st->decoded[i]);
+	cqrs_archive_cache_free(st);
 	free(st->witness);
 	free(st->meta);
 	st->ops->close(st);
@@ -239,10 +240,15 @@ int cqrs_store_append(cqrs_store *st, cqrs_event *ev, cqrs_error *err)
 		return -1;
 	if (add_os_user(st, ev, err) < 0)
 		return -1;
-	/* personal fields encrypted before the hash covers them (erasure) */
+	/* personal fields encrypted before the hash covers them (erasure),
+	 * and before an event given again is compared with its stored form */
 	if (cqrs_shred_encrypt(st, ev, err) < 0)
 		return -1;
-	int r = st->ops->append(st, ev, err);
+	/* an archived event is still stored: not twice */
+	int r = cqrs_archive_duplicate(st, ev, err);
+	if (r != 0)
+		return r;
+	r = st->ops->append(st, ev, err);
 	if (r == CQRS_APPENDED) {
 		st->appended = true;
 		st->nappended++;
@@ -297,8 +303,13 @@ int64_t cqrs_store_last_sequence(cqrs_store *st, cqrs_error *err)
 	return st->ops->last_sequence(st, err);
 }
 
+/* Archived events first (their segments), then the store's: one order. */
 cqrs_cursor *cqrs_store_read(cqrs_store *st, const cqrs_filter *f, cqrs_error *err)
 {
+	cqrs_cursor *c;
+	int r = cqrs_archive_read(st, f, &c, err);
+	if (r != 0)
+		return r > 0 ? c : NULL;
 	return st->ops->read(st, f, err);
 }
 
@@ -343,7 +354,7 @@ int cqrs_store_decode(cqrs_store *st, cqrs_event *ev, cqrs_error *err)
 int cqrs_cursor_next(cqrs_cursor *c, cqrs_event *ev, cqrs_error *err)
 {
 	cqrs_store *st = c->store;
-	int r = st->ops->cursor_next(c, ev, err);
+	int r = c->next != NULL ? c->next(c, ev, err) : st->ops->cursor_next(c, ev, err);
 	if (r != 1 || st->form != CQRS_FORM_CURRENT)
 		return r;
 	return decode_stages(st, ev, c->scratch, err) < 0 ? -1 : 1;
@@ -355,7 +366,10 @@ void cqrs_cursor_close(cqrs_cursor *c)
 		return;
 	for (int i = 0; i < CQRS_DECODE_STAGES; i++)
 		cqrs_strbuf_free(&c->scratch[i]);
-	c->store->ops->cursor_close(c);
+	if (c->close != NULL)
+		c->close(c);
+	else
+		c->store->ops->cursor_close(c);
 }
 
 int cqrs_store_snapshot_load(cqrs_store *st, const uint8_t id[CQRS_UUID_LEN], int64_t *version,
@@ -412,6 +426,11 @@ int cqrs_store_verify(cqrs_store *st, cqrs_verify *v, cqrs_error *err)
 	uint8_t head_hash[CQRS_HASH_LEN];
 	if (cqrs_store_head(st, &v->head, head_hash, err) < 0)
 		return -1;
+	/* the archived events first: the store's go on from their hash */
+	if (cqrs_archive_verify(st, v, err) < 0)
+		return -1;
+	if (v->bad != 0)
+		return 0;
 	cqrs_cursor *c = st->ops->verify_read(st, err);
 	if (c == NULL)
 		return -1;

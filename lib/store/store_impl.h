@@ -93,6 +93,7 @@ struct cqrs_store {
 	struct cqrs_shred *shred;
 	/* what cqrs_store_decode wrote, per stage */
 	struct cqrs_strbuf decoded[CQRS_DECODE_STAGES];
+	struct cqrs_archive_cache *archive; /* store_archive.c's statements */
 };
 
 /* The facade owns scratch (the decoded bytes of the cursor's last event)
@@ -100,7 +101,25 @@ struct cqrs_store {
 struct cqrs_cursor {
 	cqrs_store *store;
 	struct cqrs_strbuf scratch[CQRS_DECODE_STAGES];
+	/* a cursor of the facade's own (store_archive.c: archive segments,
+	 * then the store); NULL: the backend's cursor_next and cursor_close */
+	int (*next)(cqrs_cursor *c, cqrs_event *ev, cqrs_error *err);
+	void (*close)(cqrs_cursor *c);
 };
+
+/* --- archive segments (store_archive.c) ----------------------------------
+ * Reads that reach events moved into archive segments: 1 with *out, a
+ * cursor over the segments and then the store; 0 when the store alone
+ * holds every event f can match; -1 with *err. */
+int cqrs_archive_read(cqrs_store *st, const cqrs_filter *f, cqrs_cursor **out, cqrs_error *err);
+/* The segments' part of cqrs_store_verify: v->checked and v->hash move
+ * over every archived event, or v->bad and v->why say where it broke. */
+int cqrs_archive_verify(cqrs_store *st, cqrs_verify *v, cqrs_error *err);
+/* An event whose id was archived: CQRS_DUPLICATE (ev becomes the archived
+ * one, its payload pointers kept) when it is the same event, 0 when the id
+ * was not archived, -1 with *err (65: other content under that id). */
+int cqrs_archive_duplicate(cqrs_store *st, cqrs_event *ev, cqrs_error *err);
+void cqrs_archive_cache_free(cqrs_store *st);
 
 /* The name of the fsync-guard VFS (vfs_guard.c), registered on first use. */
 const char *cqrs_sqlite_guard_vfs(bool enabled);

@@ -27,7 +27,7 @@
 #include "banned.h"
 
 #define APPLICATION_ID 0x43515253 /* "CQRS" */
-#define SCHEMA_VERSION 4
+#define SCHEMA_VERSION 5
 /* The oldest layout that readers read as it is (see correlation_key). */
 #define READABLE_VERSION     2
 #define WAL_CHECKPOINT_PAGES 256
@@ -184,12 +184,55 @@ static const char schema_v4[] =
 	" aggregate_id BLOB PRIMARY KEY,"
 	" subject TEXT NOT NULL"
 	") WITHOUT ROWID;";
+
+/* Version 5: archive segments (store_archive.c, cqrs-archive(1)).  Old
+ * events move into compressed files; the store keeps where they are
+ * (archive_segments), the ids it no longer holds (archived_events, so that
+ * an archived event appended again is still not stored twice) and each
+ * archived aggregate's version and where its archived events lie
+ * (archived_versions).  Deleting events is refused, as before, except for
+ * the events up to the sequence of a row of archive_in_progress: the
+ * archive inserts that row, deletes and removes the row inside one
+ * transaction, so no other writer ever sees the exception open.  (IF NOT
+ * EXISTS: a store whose user_version was set back runs it again.) */
+static const char schema_v5[] =
+	"CREATE TABLE IF NOT EXISTS archive_segments ("
+	" first_sequence INTEGER PRIMARY KEY,"
+	" last_sequence INTEGER NOT NULL UNIQUE,"
+	" prev_hash BLOB NOT NULL,"
+	" last_hash BLOB NOT NULL,"
+	" file TEXT NOT NULL,"
+	" file_sha256 BLOB NOT NULL,"
+	" signed_head TEXT,"
+	" archived_at TEXT NOT NULL"
+	");"
+	"CREATE TABLE IF NOT EXISTS archived_events ("
+	" event_id BLOB PRIMARY KEY,"
+	" sequence INTEGER NOT NULL"
+	") WITHOUT ROWID;"
+	"CREATE TABLE IF NOT EXISTS archived_versions ("
+	" aggregate_id BLOB PRIMARY KEY,"
+	" aggregate_version INTEGER NOT NULL,"
+	" first_sequence INTEGER NOT NULL,"
+	" last_sequence INTEGER NOT NULL"
+	") WITHOUT ROWID;"
+	"CREATE TABLE IF NOT EXISTS archive_in_progress (upto INTEGER NOT NULL);"
+	"CREATE TRIGGER IF NOT EXISTS archive_segments_no_update BEFORE UPDATE ON archive_segments"
+	" BEGIN SELECT RAISE(ABORT, 'archive segments are append-only'); END;"
+	"CREATE TRIGGER IF NOT EXISTS archive_segments_no_delete BEFORE DELETE ON archive_segments"
+	" BEGIN SELECT RAISE(ABORT, 'archive segments are append-only'); END;"
+	"CREATE TRIGGER IF NOT EXISTS archived_events_no_delete BEFORE DELETE ON archived_events"
+	" BEGIN SELECT RAISE(ABORT, 'archived event ids are kept'); END;"
+	"DROP TRIGGER events_no_delete;"
+	"CREATE TRIGGER events_no_delete BEFORE DELETE ON events"
+	" WHEN NOT EXISTS (SELECT 1 FROM archive_in_progress WHERE old.sequence <= upto)"
+	" BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;";
 /* clang-format on */
 
 /* The last applied migration is SCHEMA_VERSION; migrations[i] takes a store
  * from version i to i + 1. */
 static const char *const migrations[SCHEMA_VERSION] = { schema_v1, schema_v2, schema_v3,
-							schema_v4 };
+							schema_v4, schema_v5 };
 
 struct version_slot {
 	uint8_t id[CQRS_UUID_LEN];
@@ -253,6 +296,13 @@ static int exec(struct sqlite_store *s, const char *sql, cqrs_error *err)
 
 /* An aggregate's stored version, for the append path and the facade. */
 #define SQL_VERSION "SELECT max(aggregate_version) FROM events WHERE aggregate_id = ?1"
+/* From schema 4 on, an aggregate whose events were all archived keeps its
+ * version in archived_versions. */
+#define SQL_VERSION_ARCHIVED                                                                       \
+	"SELECT max(v) FROM (SELECT max(aggregate_version) AS v FROM events"                       \
+	" WHERE aggregate_id = ?1 UNION ALL SELECT aggregate_version FROM archived_versions"       \
+	" WHERE aggregate_id = ?1)"
+#define SQL_VERSION_OF(s) ((s)->schema >= 4 ? SQL_VERSION_ARCHIVED : SQL_VERSION)
 
 /* Prepares *stmt once: a statement another path already prepared is kept
  * (preparing over it would leak it and keep the connection from closing). */
@@ -679,6 +729,22 @@ static void forget_versions(struct sqlite_store *s)
 
 static void row_to_event(sqlite3_stmt *q, cqrs_event *ev);
 
+/* The hash of the archived event seq when a segment ends there: 1, else 0. */
+static int archived_hash(struct sqlite_store *s, int64_t seq, uint8_t hash[CQRS_HASH_LEN])
+{
+	sqlite3_stmt *q;
+	if (sqlite3_prepare_v2(s->db,
+			       "SELECT last_hash FROM archive_segments WHERE last_sequence = ?1",
+			       -1, &q, NULL) != SQLITE_OK)
+		return 0;
+	sqlite3_bind_int64(q, 1, seq);
+	int found = sqlite3_step(q) == SQLITE_ROW && sqlite3_column_bytes(q, 0) == CQRS_HASH_LEN;
+	if (found)
+		memcpy(hash, sqlite3_column_blob(q, 0), CQRS_HASH_LEN);
+	sqlite3_finalize(q);
+	return found;
+}
+
 /* The event a new one chains from must be what its hash says: an edit of
  * the head (say, with sqlite3 and the triggers dropped) would otherwise
  * be sealed under the new event's hash.  One row and one SHA-256 more per
@@ -714,6 +780,11 @@ static int check_head(struct sqlite_store *s, cqrs_error *err)
 		prev_seq = sqlite3_column_int64(q, 0);
 	}
 	sqlite3_reset(q);
+	/* the event before the head was archived: its hash is the last
+	 * segment's (store_archive.c) */
+	if (rc == SQLITE_DONE && head.sequence > 1 && s->schema >= 4 &&
+	    archived_hash(s, head.sequence - 1, prev) == 1)
+		prev_seq = head.sequence - 1;
 	if (data == NULL || meta == NULL) {
 		free(data);
 		free(meta);
@@ -743,7 +814,7 @@ static int sqlite_begin(cqrs_store *st, cqrs_error *err)
 			    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
 			    " ON CONFLICT (event_id) DO NOTHING",
 			    err) < 0 ||
-		    prepare(s, &s->version, SQL_VERSION, err) < 0 ||
+		    prepare(s, &s->version, SQL_VERSION_OF(s), err) < 0 ||
 		    prepare(s, &s->by_event_id,
 			    "SELECT sequence, event_id, aggregate_id, aggregate_type,"
 			    " aggregate_version, event_type, event_version, data, metadata,"
@@ -1008,7 +1079,7 @@ static int64_t sqlite_aggregate_version(cqrs_store *st, const uint8_t id[CQRS_UU
 		if (slot != NULL && found)
 			return slot->version;
 	}
-	if (prepare(s, &s->version, SQL_VERSION, err) < 0)
+	if (prepare(s, &s->version, SQL_VERSION_OF(s), err) < 0)
 		return -1;
 	return stored_version(s, id, err);
 }
