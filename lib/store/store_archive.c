@@ -1633,3 +1633,13 @@ out:
 	free(r.line);
 	return rc;
 }
+
+bool cqrs_archive_table(const char *name)
+{
+	static const char *const tables[] = { "archive_segments", "archived_events",
+					      "archived_versions", "archive_in_progress" };
+	for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++)
+		if (strcmp(name, tables[i]) == 0)
+			return true;
+	return false;
+}

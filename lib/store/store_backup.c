@@ -383,10 +383,13 @@ static void put_value(struct cqrs_strbuf *b, sqlite3_stmt *q, int i)
 }
 
 /* The tables of the store other than the events, by name: every one is
- * carried, so that what later releases keep in the store travels too. */
+ * carried, so that what later releases keep in the store travels too;
+ * but not the archive's (the backup holds the archived events themselves,
+ * and segment files need not outlive the machine the backup is for). */
 #define STATE_TABLES                                                                               \
 	"SELECT name FROM sqlite_schema WHERE type = 'table' AND name <> 'events'"                 \
-	" AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name"
+	" AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"                                              \
+	" AND name NOT IN (" CQRS_ARCHIVE_TABLES ") ORDER BY name"
 
 static int write_table(sqlite3 *db, const char *path, const char *table, FILE *out, int64_t *rows,
 		       cqrs_error *err)
@@ -824,7 +827,7 @@ static int restore_row(struct restore *r, const char *line, size_t len, cqrs_err
 			  ? cqrs_json_string(v, vn, table, sizeof table)
 			  : -1;
 	if (tn < 0 || !plain_name(table, (size_t)tn) || strcmp(table, "events") == 0 ||
-	    strncmp(table, "sqlite_", 7) == 0 ||
+	    strncmp(table, "sqlite_", 7) == 0 || cqrs_archive_table(table) ||
 	    sqlite3_table_column_metadata(r->db, "main", table, NULL, NULL, NULL, NULL, NULL,
 					  NULL) != SQLITE_OK)
 		return bad_line(r, err, CQRS_EXIT_DATAERR, "not a table of the store: '%.*s'",

@@ -120,6 +120,12 @@ int cqrs_archive_verify(cqrs_store *st, cqrs_verify *v, cqrs_error *err);
  * was not archived, -1 with *err (65: other content under that id). */
 int cqrs_archive_duplicate(cqrs_store *st, cqrs_event *ev, cqrs_error *err);
 void cqrs_archive_cache_free(cqrs_store *st);
+/* The tables where the store records its archive (schema 5), as an SQL
+ * list.  An NDJSON backup carries every event, archived ones included,
+ * and not these: what it restores is a whole, unarchived store. */
+#define CQRS_ARCHIVE_TABLES                                                                        \
+	"'archive_segments', 'archived_events', 'archived_versions', 'archive_in_progress'"
+bool cqrs_archive_table(const char *name);
 
 /* The name of the fsync-guard VFS (vfs_guard.c), registered on first use. */
 const char *cqrs_sqlite_guard_vfs(bool enabled);
