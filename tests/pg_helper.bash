@@ -11,9 +11,10 @@
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 
 # Runs a server program as the cluster's owner.
+# From /, which nobody can enter (the test's directory it may not).
 pg_as_owner() {
 	if [ "$(id -u)" = 0 ]; then
-		setpriv --reuid=nobody --regid=nogroup --clear-groups "$@"
+		(cd / && setpriv --reuid=nobody --regid=nogroup --clear-groups "$@")
 	else
 		"$@"
 	fi
@@ -49,12 +50,14 @@ pg_start() {
 		cat "$PG_DIR/initdb.log" >&2
 		return 1
 	fi
-	pg_as_owner sh -c 'printf "%s\n" "local all cqrs_pw scram-sha-256" "local all all trust" >"$1/data/pg_hba.conf"' \
-		sh "$PG_DIR"
-	# shellcheck disable=SC2086 # PG_SETTINGS is words
-	if ! pg_as_owner "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 60 \
-		-o "-c listen_addresses='' -c unix_socket_directories='$PG_DIR' -c fsync=${PG_FSYNC:-off} -c max_connections=60 ${PG_SETTINGS:-}" \
-		start >"$PG_DIR/pg_ctl.log" 2>&1; then
+	# the settings go in the cluster's file, so that a test that stops
+	# the server starts it again as it was
+	# shellcheck disable=SC2016 # $1 is the inner shell's
+	pg_as_owner sh -c 'printf "%s\n" "local all cqrs_pw scram-sha-256" "local all all trust" >"$1/data/pg_hba.conf" &&
+		printf "%s\n" "listen_addresses = '"''"'" "unix_socket_directories = '"'"'$1'"'"'" \
+			"fsync = $2" "max_connections = 60" >>"$1/data/postgresql.conf"' \
+		sh "$PG_DIR" "${PG_FSYNC:-off}"
+	if ! pg_start_server; then
 		echo "pg_start: the server did not start:" >&2
 		cat "$PG_DIR/pg_ctl.log" "$PG_DIR/server.log" >&2
 		return 1
@@ -62,6 +65,12 @@ pg_start() {
 	export PGHOST=$PG_DIR PGUSER=cqrs_admin PGDATABASE=postgres
 	unset PGPASSWORD PGSERVICE PGSERVICEFILE PGOPTIONS PGPORT PGHOSTADDR
 	export PGPASSFILE=$PG_DIR/no-pgpass
+}
+
+# Starts the server of the cluster made by pg_start (after a test stopped it).
+pg_start_server() {
+	pg_as_owner "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 60 \
+		${PG_SETTINGS:+-o "$PG_SETTINGS"} start >"$PG_DIR/pg_ctl.log" 2>&1
 }
 
 # Stops the cluster and removes its directory (nothing when none started).

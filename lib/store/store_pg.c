@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "cqrs.h"
+#include "common/sqlite_errors.h"
 #include "common/strbuf.h"
 #include "store/pg_lib.h"
 #include "store/store_impl.h"
@@ -441,9 +442,17 @@ static int lock_store(struct pg_store *s, cqrs_error *err)
 	snprintf(key, sizeof key, "%" PRId32, s->lock_key);
 	const char *v[2] = { cls, key };
 	static const Oid t[2] = { OID_INT4, OID_INT4 };
-	PGresult *res = query(s, "SELECT pg_advisory_xact_lock($1, $2)", 2, t, v,
-			      "cannot take the append lock", err);
-	if (res == NULL)
+	PGresult *res = s->pq->exec_params(s->conn, "SELECT pg_advisory_xact_lock($1, $2)", 2, t, v,
+					   NULL, NULL, 0);
+	const char *state = res != NULL ? s->pq->result_error_field(res, PG_DIAG_SQLSTATE) : NULL;
+	if (state != NULL && strcmp(state, "55P03") == 0) {
+		s->pq->clear(res);
+		return cqrs_fail(err, CQRS_EXIT_TEMPFAIL,
+				 "%s: store is busy (another transaction holds the append lock "
+				 "for longer than CQRS_BUSY_TIMEOUT); try again",
+				 s->name);
+	}
+	if ((res = checked(s, res, PGRES_TUPLES_OK, "cannot take the append lock", err)) == NULL)
 		return -1;
 	s->pq->clear(res);
 	s->locked = true;
@@ -556,6 +565,11 @@ static int configure(struct pg_store *s, cqrs_error *err)
 	else
 		snprintf(s->schema, sizeof s->schema, "%.*s", MAX_SCHEMA_NAME, schema);
 	s->pq->clear(res);
+	char *name = connected_name(s);
+	if (name == NULL)
+		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+	free(s->name);
+	s->name = name;
 	if (!valid)
 		return cqrs_fail(err, CQRS_EXIT_CONFIG,
 				 "%s: cqrs.schema '%s' is not a schema name the tools use "
@@ -567,11 +581,6 @@ static int configure(struct pg_store *s, cqrs_error *err)
 				 "store must be the primary",
 				 s->name,
 				 standby ? "a standby in recovery" : "transaction_read_only");
-	char *name = connected_name(s);
-	if (name == NULL)
-		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
-	free(s->name);
-	s->name = name;
 	s->lock_key = lock_key_of(s->schema);
 	snprintf(s->channel, sizeof s->channel, "cqrs_%s", s->schema);
 	char *ident = s->pq->escape_identifier(s->conn, s->schema, strlen(s->schema));
@@ -580,9 +589,12 @@ static int configure(struct pg_store *s, cqrs_error *err)
 	char sql[200];
 	/* every table name below is the store's; ISO dates and UTC are not
 	 * used (timestamps are text the tools write), READ COMMITTED is */
+	/* a writer waits for the append lock as long as a SQLite writer
+	 * waits for the file's (CQRS_BUSY_TIMEOUT), then gives up with 75 */
 	snprintf(sql, sizeof sql,
-		 "SET search_path TO %s; SET default_transaction_isolation = 'read committed'",
-		 ident);
+		 "SET search_path TO %s; SET default_transaction_isolation = 'read committed';"
+		 " SET lock_timeout = %ld",
+		 ident, cqrs_sqlite_busy_timeout_ms());
 	s->pq->freemem(ident);
 	return exec_command(s, sql, "cannot open store", err);
 }
