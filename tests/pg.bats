@@ -318,6 +318,24 @@ cqrs-append: nothing was stored"
 	assert_equal "$(cqrs-read --verify | cut -d' ' -f1-3)" 'verified 5 events,'
 }
 
+@test "a writer that waits longer than CQRS_BUSY_TIMEOUT for the append lock exits 75; nothing is stored" {
+	ev "$A" | cqrs-append -q
+	mkfifo held
+	cqrs-append -q <held &
+	held_writer=$!
+	exec 4>held
+	ev "$B" >&4
+	await_sql "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted" 1
+	CQRS_BUSY_TIMEOUT=200 run --separate-stderr cqrs-append 4>&- < <(ev "$A")
+	assert_failure 75
+	assert_output ''
+	assert_equal "$stderr" "cqrs-append: stdin:1: postgresql:host=$PG_DIR port=5432 dbname=postgres user=cqrs_admin (schema $SCHEMA): store is busy (another transaction holds the append lock for longer than CQRS_BUSY_TIMEOUT); try again
+cqrs-append: nothing was stored"
+	exec 4>&-
+	wait "$held_writer"
+	assert_equal "$(cqrs-read | jq -c '[.sequence, .aggregate_id == "'"$B"'"]' | tr '\n' ' ')" '[1,false] [2,true] '
+}
+
 @test "a transaction left open by psql (BEGIN, nothing locked) stalls no writer and hides nothing" {
 	ev "$A" | cqrs-append -q
 	mkfifo q

@@ -45,6 +45,25 @@ sqlite_only() {
 	[ "${CQRS_TEST_BACKEND:-sqlite}" = sqlite ] || skip "SQLite only: $1"
 }
 
+# store_query SQL: runs SQL on the test's store, printing rows as
+# sqlite3 does (columns split by |, NULL as nothing).
+store_query() {
+	if on_sqlite; then
+		sqlite3 "$CQRS_STORE" "$1"
+	else
+		pg_sql -c "SET search_path TO t$BATS_TEST_NUMBER; $1"
+	fi
+}
+
+# store_reset: the test's store is gone, as if never created.
+store_reset() {
+	if on_sqlite; then
+		rm -f "$CQRS_STORE"*
+	else
+		pg_sql -c "DROP SCHEMA IF EXISTS t$BATS_TEST_NUMBER CASCADE"
+	fi
+}
+
 # store_edit SQL: runs SQL on the test's store with the append-only guards
 # lifted, as someone editing the store behind the tools' back would.
 store_edit() {

@@ -93,6 +93,11 @@ static const char schema_v1[] =
 	" name text COLLATE \"C\" PRIMARY KEY,"
 	" sequence bigint NOT NULL,"
 	" updated_at text NOT NULL);"
+	/* for people querying with psql, as in the SQLite store */
+	"CREATE VIEW event_log AS SELECT sequence, event_id::text AS event_id,"
+	" aggregate_id::text AS aggregate_id, aggregate_type, aggregate_version, event_type,"
+	" event_version, data, metadata, \"timestamp\", encode(hash, 'hex') AS hash,"
+	" correlation_id FROM events;"
 	"INSERT INTO store_info VALUES (1);";
 /* clang-format on */
 
