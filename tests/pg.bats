@@ -418,10 +418,14 @@ cqrs-append: nothing was stored"
 }
 
 @test "the role split: a read-only role reads and follows but cannot append (77); a read-only server is refused as a write store" {
-	ev "$A" | cqrs-append -q
-	# what cqrs-postgres(7) tells the administrator to run
-	pg_sql -c "CREATE ROLE reader_$SCHEMA LOGIN; GRANT USAGE ON SCHEMA $SCHEMA TO reader_$SCHEMA;
-		GRANT SELECT ON ALL TABLES IN SCHEMA $SCHEMA TO reader_$SCHEMA"
+	# what cqrs-postgres(7) tells the administrator to run, then the
+	# writer's first append creates the tables
+	pg_sql -c "CREATE ROLE writer_$SCHEMA LOGIN; CREATE ROLE reader_$SCHEMA LOGIN;
+		CREATE SCHEMA $SCHEMA AUTHORIZATION writer_$SCHEMA;
+		GRANT USAGE ON SCHEMA $SCHEMA TO reader_$SCHEMA;
+		ALTER DEFAULT PRIVILEGES FOR ROLE writer_$SCHEMA IN SCHEMA $SCHEMA
+		    GRANT SELECT ON TABLES TO reader_$SCHEMA"
+	ev "$A" | cqrs-append -q --store "postgresql:user=writer_$SCHEMA options='-c cqrs.schema=$SCHEMA'"
 	reader="postgresql:user=reader_$SCHEMA options='-c cqrs.schema=$SCHEMA'"
 	run --separate-stderr cqrs-read --store "$reader" --verify
 	assert_success

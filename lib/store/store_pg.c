@@ -511,7 +511,19 @@ static int ensure_schema(struct pg_store *s, cqrs_error *err)
 	char sql[200];
 	snprintf(sql, sizeof sql, "CREATE SCHEMA IF NOT EXISTS %s", ident);
 	s->pq->freemem(ident);
-	if (lock_store(s, err) < 0 || exec_command(s, sql, "cannot create the store", err) < 0 ||
+	if (lock_store(s, err) < 0)
+		goto fail;
+	/* CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when
+	 * the schema is there: a writer given a schema of its own has not */
+	const char *name_param[1] = { s->schema };
+	static const Oid t[1] = { OID_TEXT };
+	PGresult *found = query(s, "SELECT count(*) FROM pg_namespace WHERE nspname = $1", 1, t,
+				name_param, "cannot create the store", err);
+	if (found == NULL)
+		goto fail;
+	bool has_schema = strcmp(s->pq->getvalue(found, 0, 0), "1") == 0;
+	s->pq->clear(found);
+	if ((!has_schema && exec_command(s, sql, "cannot create the store", err) < 0) ||
 	    (ver = stored_schema_version(s, err)) < 0)
 		goto fail;
 	for (int64_t v = ver; v < SCHEMA_VERSION; v++)
