@@ -5,7 +5,8 @@ AM_CFLAGS += $(LIBPQ_CFLAGS)
 lib_libcqrs_a_SOURCES += lib/store/store_pg.c lib/store/pg_lib.c lib/store/pg_lib.h
 dist_man_MANS += man/cqrs-postgres.7
 BATS_SUITES += tests/pg.bats
-EXTRA_DIST += tests/pg_helper.bash tests/bench/postgres.sh
+EXTRA_DIST += tests/pg_helper.bash
+BENCH_SECTIONS += tests/bench/postgres.sh
 # The PostgreSQL leg of the backend matrix: suites that pass on both
 # backends, each against a throwaway cluster (tests/pg_helper.bash); the
 # tests that hold for SQLite alone say so with sqlite_only and a reason.
