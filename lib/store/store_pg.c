@@ -35,7 +35,7 @@
 #include "store/store_impl.h"
 #include "banned.h"
 
-#define SCHEMA_VERSION	1
+#define PG_SCHEMA_VERSION	1
 #define DEFAULT_SCHEMA	"cqrs"
 #define MAX_SCHEMA_NAME 63
 #define LOCK_CLASS	0x43515253 /* "CQRS": the advisory lock's first key */
@@ -102,7 +102,7 @@ static const char schema_v1[] =
 /* clang-format on */
 
 /* migrations[i] takes a store from version i to i + 1. */
-static const char *const migrations[SCHEMA_VERSION] = { schema_v1 };
+static const char *const migrations[PG_SCHEMA_VERSION] = { schema_v1 };
 
 struct pg_store {
 	struct cqrs_store base;
@@ -491,12 +491,12 @@ static int ensure_schema(struct pg_store *s, cqrs_error *err)
 	int64_t ver = stored_schema_version(s, err);
 	if (ver < 0)
 		return -1;
-	if (ver > SCHEMA_VERSION)
+	if (ver > PG_SCHEMA_VERSION)
 		return cqrs_fail(err, CQRS_EXIT_CONFIG,
 				 "%s: store schema version %lld is newer than this tool's (%d); "
 				 "upgrade cqrs-tools",
-				 s->name, (long long)ver, SCHEMA_VERSION);
-	if (ver == SCHEMA_VERSION)
+				 s->name, (long long)ver, PG_SCHEMA_VERSION);
+	if (ver == PG_SCHEMA_VERSION)
 		return 0;
 	if (!s->writable)
 		return cqrs_fail(err, CQRS_EXIT_NOINPUT,
@@ -526,12 +526,12 @@ static int ensure_schema(struct pg_store *s, cqrs_error *err)
 	if ((!has_schema && exec_command(s, sql, "cannot create the store", err) < 0) ||
 	    (ver = stored_schema_version(s, err)) < 0)
 		goto fail;
-	for (int64_t v = ver; v < SCHEMA_VERSION; v++)
+	for (int64_t v = ver; v < PG_SCHEMA_VERSION; v++)
 		if (exec_command(s, migrations[v], "cannot create the store", err) < 0)
 			goto fail;
-	if (SCHEMA_VERSION > 1 && ver < SCHEMA_VERSION && ver > 0) {
+	if (PG_SCHEMA_VERSION > 1 && ver < PG_SCHEMA_VERSION && ver > 0) {
 		snprintf(sql, sizeof sql, "UPDATE store_info SET schema_version = %d",
-			 SCHEMA_VERSION);
+			 PG_SCHEMA_VERSION);
 		if (exec_command(s, sql, "cannot create the store", err) < 0)
 			goto fail;
 	}
