@@ -35,18 +35,18 @@
 #include "store/store_impl.h"
 #include "banned.h"
 
-#define PG_SCHEMA_VERSION	1
-#define DEFAULT_SCHEMA	"cqrs"
-#define MAX_SCHEMA_NAME 63
-#define LOCK_CLASS	0x43515253 /* "CQRS": the advisory lock's first key */
-#define PAGE_ROWS	1000	   /* a cursor holds one page of rows at a time */
-#define OID_INT8	20
-#define OID_TEXT	25
-#define OID_INT4	23
-#define OID_BYTEA	17
-#define OID_UUID	2950
-#define OID_UUID_ARRAY	2951
-#define OID_TEXT_ARRAY	1009
+#define PG_SCHEMA_VERSION 1
+#define DEFAULT_SCHEMA	  "cqrs"
+#define MAX_SCHEMA_NAME	  63
+#define LOCK_CLASS	  0x43515253 /* "CQRS": the advisory lock's first key */
+#define PAGE_ROWS	  1000	     /* a cursor holds one page of rows at a time */
+#define OID_INT8	  20
+#define OID_TEXT	  25
+#define OID_INT4	  23
+#define OID_BYTEA	  17
+#define OID_UUID	  2950
+#define OID_UUID_ARRAY	  2951
+#define OID_TEXT_ARRAY	  1009
 
 /* clang-format off */
 static const char schema_v1[] =
@@ -104,6 +104,13 @@ static const char schema_v1[] =
 /* migrations[i] takes a store from version i to i + 1. */
 static const char *const migrations[PG_SCHEMA_VERSION] = { schema_v1 };
 
+#define VERSION_CACHE_SLOTS (1 << 16)
+
+struct version_slot {
+	uint8_t id[CQRS_UUID_LEN];
+	int64_t version; /* 0: empty */
+};
+
 struct pg_store {
 	struct cqrs_store base;
 	const struct cqrs_pq *pq;
@@ -118,6 +125,10 @@ struct pg_store {
 	bool listening;
 	bool prepared;
 	int64_t last_sequence;
+	/* the versions of the aggregates this transaction appended to: under
+	 * the append lock no one else appends, so one query an aggregate */
+	struct version_slot *versions;
+	size_t nversions, versions_cap;
 	uint8_t last_hash[CQRS_HASH_LEN];
 };
 
@@ -445,10 +456,13 @@ static int lock_store(struct pg_store *s, cqrs_error *err)
 	char cls[16], key[16];
 	snprintf(cls, sizeof cls, "%d", LOCK_CLASS);
 	snprintf(key, sizeof key, "%" PRId32, s->lock_key);
-	const char *v[2] = { cls, key };
-	static const Oid t[2] = { OID_INT4, OID_INT4 };
-	PGresult *res = s->pq->exec_params(s->conn, "SELECT pg_advisory_xact_lock($1, $2)", 2, t, v,
-					   NULL, NULL, 0);
+	/* and the notification the commit delivers to followers (one round
+	 * trip for both: per-event commits pay it at every event) */
+	const char *v[3] = { cls, key, s->channel };
+	static const Oid t[3] = { OID_INT4, OID_INT4, OID_TEXT };
+	PGresult *res = s->pq->exec_params(
+		s->conn, "SELECT pg_advisory_xact_lock($1, $2), pg_notify($3, '')", 3, t, v, NULL,
+		NULL, 0);
 	const char *state = res != NULL ? s->pq->result_error_field(res, PG_DIAG_SQLSTATE) : NULL;
 	if (state != NULL && strcmp(state, "55P03") == 0) {
 		s->pq->clear(res);
@@ -677,6 +691,7 @@ static void pg_close(cqrs_store *st)
 			s->pq->clear(r);
 	}
 	s->pq->finish(s->conn);
+	free(s->versions);
 	free(s->name);
 	free(s);
 }
@@ -694,9 +709,40 @@ static void pg_set_durability(cqrs_store *st, enum cqrs_durability d)
 
 /* --- appending ----------------------------------------------------------- */
 
+static void forget_versions(struct pg_store *s)
+{
+	if (s->nversions > 0)
+		memset(s->versions, 0, s->versions_cap * sizeof *s->versions);
+	s->nversions = 0;
+}
+
+/* The slot of an aggregate's version (version 0 when not cached yet), or
+ * NULL without memory, when the caller asks the store. */
+static struct version_slot *cached_version(struct pg_store *s, const uint8_t id[CQRS_UUID_LEN])
+{
+	if (s->versions_cap == 0) {
+		s->versions = calloc(VERSION_CACHE_SLOTS, sizeof *s->versions);
+		if (s->versions == NULL)
+			return NULL;
+		s->versions_cap = VERSION_CACHE_SLOTS;
+	}
+	/* a cache: half full, it starts over */
+	if (s->nversions * 2 >= s->versions_cap)
+		forget_versions(s);
+	uint64_t h;
+	memcpy(&h, id + 8, sizeof h); /* random bits in v4 and v7 ids alike */
+	h ^= h >> 29;
+	h *= 0xbf58476d1ce4e5b9ULL;
+	size_t j = (size_t)(h ^ (h >> 32)) & (s->versions_cap - 1);
+	while (s->versions[j].version != 0 && memcmp(s->versions[j].id, id, CQRS_UUID_LEN) != 0)
+		j = (j + 1) & (s->versions_cap - 1);
+	return &s->versions[j];
+}
+
 static int pg_begin(cqrs_store *st, cqrs_error *err)
 {
 	struct pg_store *s = (struct pg_store *)st;
+	forget_versions(s);
 	if (prepare_all(s, err) < 0 || exec_command(s, "BEGIN ISOLATION LEVEL READ COMMITTED",
 						    "cannot start a write transaction", err) < 0)
 		return -1;
@@ -707,7 +753,7 @@ static int pg_begin(cqrs_store *st, cqrs_error *err)
 
 /* After the lock: the head, checked against its hash as store_sqlite.c
  * does (an edited head would otherwise be sealed under the new event's
- * hash); and the notification the commit delivers to followers. */
+ * hash). */
 static int take_head(struct pg_store *s, cqrs_error *err)
 {
 	const struct cqrs_pq *pq = s->pq;
@@ -743,12 +789,6 @@ static int take_head(struct pg_store *s, cqrs_error *err)
 	} else {
 		pq->clear(r);
 	}
-	const char *v[1] = { s->channel };
-	static const Oid t[1] = { OID_TEXT };
-	r = query(s, "SELECT pg_notify($1, '')", 1, t, v, "cannot notify followers", err);
-	if (r == NULL)
-		return -1;
-	pq->clear(r);
 	return 0;
 }
 
@@ -862,7 +902,10 @@ static int pg_append(cqrs_store *st, cqrs_event *ev, cqrs_error *err)
 		return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "append outside a transaction");
 	if (!s->locked && take_head(s, err) < 0)
 		return -1;
-	int64_t current = stored_version(s, ev->aggregate_id, err);
+	struct version_slot *slot = cached_version(s, ev->aggregate_id);
+	int64_t current = slot != NULL && slot->version > 0
+				  ? slot->version
+				  : stored_version(s, ev->aggregate_id, err);
 	if (current < 0)
 		return -1;
 	int64_t expected = ev->expected_version;
@@ -913,6 +956,13 @@ static int pg_append(cqrs_store *st, cqrs_event *ev, cqrs_error *err)
 		return CQRS_DUPLICATE;
 	}
 	s->last_sequence = ev->sequence;
+	if (slot != NULL) {
+		if (slot->version == 0) {
+			memcpy(slot->id, ev->aggregate_id, CQRS_UUID_LEN);
+			s->nversions++;
+		}
+		slot->version = ev->aggregate_version;
+	}
 	memcpy(s->last_hash, ev->hash, CQRS_HASH_LEN);
 	return CQRS_APPENDED;
 }
