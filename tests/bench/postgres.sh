@@ -1,4 +1,4 @@
-# shellcheck shell=bash disable=SC2154 # scratch and the helpers: run-bench
+# shellcheck shell=bash disable=SC2154,SC2153 # scratch and the helpers: run-bench
 # postgres.sh: the PostgreSQL section of `make bench BENCH=postgres`
 # (issue 13), sourced by run-bench, which provides the helpers.  It starts
 # a throwaway PostgreSQL 15 cluster (tests/pg_helper.bash) with fsync on,
