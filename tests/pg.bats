@@ -458,6 +458,13 @@ cqrs-append: nothing was stored"
 	assert_regex "$stderr" 'store schema version 99 is newer than this tool.s \(1\); upgrade cqrs-tools$'
 }
 
+@test "--reset-witness is refused with 64: a PostgreSQL store has no witness file" {
+	ev "$A" | cqrs-append -q
+	run --separate-stderr cqrs-append --reset-witness
+	assert_failure 64
+	assert_equal "$stderr" "cqrs-append: this store has no witness file: its server keeps its history"
+}
+
 @test "URIs name stores too; the password never shows in a message" {
 	ev "$A" | cqrs-append -q --store "postgresql:///postgres?host=$PG_DIR&options=-c%20cqrs.schema%3D$SCHEMA"
 	assert_equal "$(cqrs-read | jq -r .sequence)" 1

@@ -124,6 +124,13 @@ int cqrs_store_reset_witness(const char *path, int64_t *sequence, uint8_t hash[C
 	cqrs_store *st = open_backend(path, CQRS_OPEN_WRITE, err);
 	if (st == NULL)
 		return -1;
+	/* a PostgreSQL store has none: the server keeps its history (and its
+	 * name may hold a password: not repeated here) */
+	if (st->witness == NULL) {
+		cqrs_store_close(st);
+		return cqrs_fail(err, CQRS_EXIT_USAGE,
+				 "this store has no witness file: its server keeps its history");
+	}
 	int rc = cqrs_store_head(st, sequence, hash, err);
 	if (rc == 0)
 		rc = cqrs_witness_update(st->witness, *sequence, hash, true, err);
