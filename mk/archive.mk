@@ -5,7 +5,7 @@ bin_PROGRAMS += cqrs-archive
 cqrs_archive_SOURCES = src/cqrs-archive.c
 dist_man_MANS += man/cqrs-archive.1
 BATS_SUITES += tests/archive.bats
-EXTRA_DIST += tests/bench/archive.sh
+BENCH_SECTIONS += tests/bench/archive.sh
 # segments are gzip: zlib, for every tool that reads the store
 AM_CFLAGS += $(ZLIB_CFLAGS)
 LDADD += $(ZLIB_LIBS)

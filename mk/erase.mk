@@ -5,4 +5,4 @@ bin_PROGRAMS += cqrs-erase
 cqrs_erase_SOURCES = src/cqrs-erase.c
 dist_man_MANS += man/cqrs-erase.1
 BATS_SUITES += tests/erase.bats
-EXTRA_DIST += tests/bench/erase.sh
+BENCH_SECTIONS += tests/bench/erase.sh

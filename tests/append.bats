@@ -54,7 +54,7 @@ without_os_user() {
 	assert_equal "$(without_os_user <<<"$output")" "$(without_os_user "$FIXTURES/orders.envelopes")"
 	assert_equal "$(jq -r .metadata.os_user <<<"$output" | sort -u)" "$(id -un)"
 	# replayed as history (sequence and hash given), the fixture is stored as it is
-	rm -f "$CQRS_STORE"*
+	store_reset
 	run --separate-stderr cqrs-append "$FIXTURES/orders.envelopes"
 	assert_success
 	assert_output "$(cat "$FIXTURES/orders.envelopes")"
@@ -64,7 +64,7 @@ without_os_user() {
 
 @test "the store holds what was printed, and cqrs-read prints it back unchanged" {
 	cqrs-append "$FIXTURES/orders.ndjson" >printed.ndjson
-	run sqlite3 "$CQRS_STORE" "SELECT sequence, event_id, aggregate_version, data FROM event_log WHERE sequence IN (2, 7)"
+	run store_query "SELECT sequence, event_id, aggregate_version, data FROM event_log WHERE sequence IN (2, 7)"
 	assert_output '2|0190d3a0-0002-7000-8000-000000000002|1|{"quantity":10}
 7|0190d3a0-0007-7000-8000-000000000007|2|{"reason":"customer request"}'
 	run --separate-stderr cqrs-read
@@ -96,7 +96,7 @@ without_os_user() {
 	data='{"amount":205.67,"fee":1.50,"huge":1e400,"big":12345678901234567890123,"neg":-0.0,"exp":1E+2,"s":"caf\u00e9 \/ \"q\"","u":"€","a":[1,{},[],null,true]}'
 	me=$(id -un)
 	assert_output --partial "\"data\":$data,\"metadata\":{\"correlation_id\":\"c-1\",\"n\":0.10,\"os_user\":\"$me\"},"
-	run sqlite3 "$CQRS_STORE" 'SELECT data, metadata, correlation_id FROM events'
+	run store_query 'SELECT data, metadata, correlation_id FROM events'
 	assert_output "$data|{\"correlation_id\":\"c-1\",\"n\":0.10,\"os_user\":\"$me\"}|c-1"
 }
 
@@ -151,7 +151,7 @@ cqrs-append: nothing was stored"
 	run --separate-stderr cqrs-append in.ndjson
 	assert_success
 	assert_equal "${#lines[@]}" 2
-	run sqlite3 "$CQRS_STORE" "SELECT aggregate_id FROM event_log ORDER BY sequence"
+	run store_query "SELECT aggregate_id FROM event_log ORDER BY sequence"
 	assert_output "$A
 $B"
 }
@@ -305,7 +305,7 @@ cqrs-append: nothing was stored"
 	run --separate-stderr cqrs-append -q < <(with_data "$(deep 62)"; echo)
 	assert_success
 	assert_equal "$(stored_count)" 1
-	rm -f "$CQRS_STORE"*
+	store_reset
 	refuses "$(with_data "$(deep 63)")" 'invalid JSON at column 172: nesting deeper than the limit of 64'
 }
 
@@ -374,7 +374,7 @@ cqrs-append: nothing was stored"
 	# and the store is usable afterwards
 	run --separate-stderr cqrs-append -q < <(ev "$A")
 	assert_success
-	run sqlite3 "$CQRS_STORE" 'SELECT sequence, aggregate_version FROM events'
+	run store_query 'SELECT sequence, aggregate_version FROM events'
 	assert_output '1|1'
 }
 
@@ -390,7 +390,7 @@ cqrs-append: nothing was stored"
 cqrs-append: nothing was stored"
 	run --separate-stderr cqrs-append -q < <(ev "$A" ',"expected_version":1')
 	assert_success
-	run sqlite3 "$CQRS_STORE" 'SELECT sequence, aggregate_version FROM events'
+	run store_query 'SELECT sequence, aggregate_version FROM events'
 	assert_output '1|1
 2|2'
 }
@@ -468,7 +468,7 @@ cqrs-append: nothing was stored"
 	sed -i '4s/"expected_version":7/"expected_version":2/' in.ndjson
 	run --separate-stderr cqrs-append in.ndjson
 	assert_success
-	run sqlite3 "$CQRS_STORE" 'SELECT sequence, aggregate_id, aggregate_version FROM event_log ORDER BY sequence'
+	run store_query 'SELECT sequence, aggregate_id, aggregate_version FROM event_log ORDER BY sequence'
 	assert_output "1|$A|1
 2|$B|1
 3|$A|2
@@ -670,6 +670,7 @@ usage: cqrs-append [-nq] [-b count] [-e version] [-s store] [--no-sync]
 # --- the store file -------------------------------------------------------------
 
 @test "the store is created on first use, owner-only, and identifies itself" {
+	sqlite_only "the SQLite file's mode, pragmas and side files"
 	umask 022
 	cqrs-append -q < <(ev "$A")
 	assert_equal "$(stat -c %a "$CQRS_STORE")" 600
@@ -692,21 +693,21 @@ wal'
 
 @test "the event_log view shows text UUIDs" {
 	cqrs-append -q "$FIXTURES/orders.envelopes"
-	run sqlite3 "$CQRS_STORE" "SELECT event_id, aggregate_id, aggregate_type, event_type, hash FROM event_log WHERE sequence = 1"
+	run store_query "SELECT event_id, aggregate_id, aggregate_type, event_type, hash FROM event_log WHERE sequence = 1"
 	assert_output "0190d3a0-0001-7000-8000-000000000001|$A|Order|OrderCreated|da76587c8712bd5cdef8dd52b23278680e4a0c5ac3ad7a5847cb1c93f9297bd3"
-	run sqlite3 "$CQRS_STORE" "SELECT count(*) FROM event_log WHERE correlation_id = 'c-A'"
+	run store_query "SELECT count(*) FROM event_log WHERE correlation_id = 'c-A'"
 	assert_output 3
 }
 
 @test "UPDATE and DELETE on events are refused by the store" {
 	cqrs-append -q < <(ev "$A")
-	run sqlite3 "$CQRS_STORE" "UPDATE events SET data = '{\"x\":1}'"
+	run store_query "UPDATE events SET data = '{\"x\":1}'"
 	assert_failure
 	assert_output --partial 'events are append-only'
-	run sqlite3 "$CQRS_STORE" 'DELETE FROM events'
+	run store_query 'DELETE FROM events'
 	assert_failure
 	assert_output --partial 'events are append-only'
-	run sqlite3 "$CQRS_STORE" 'SELECT data FROM events'
+	run store_query 'SELECT data FROM events'
 	assert_output '{}'
 }
 
@@ -734,6 +735,7 @@ wal'
 }
 
 @test "a store with a newer schema is refused with 78" {
+	sqlite_only "sets the file's user_version (pg.bats: a newer schema is 78)"
 	cqrs-append -q < <(ev "$A")
 	sqlite3 "$CQRS_STORE" 'PRAGMA user_version = 6'
 	run --separate-stderr cqrs-append < <(ev "$A")
@@ -745,6 +747,7 @@ wal'
 }
 
 @test "a busy store is exit 75 and nothing is stored" {
+	sqlite_only "holds SQLite's file lock (pg.bats: a held append lock is 75)"
 	cqrs-append -q < <(ev "$A")
 	coproc LOCK { sqlite3 "$CQRS_STORE"; }
 	holder=$LOCK_PID

@@ -81,11 +81,10 @@ static cqrs_store *open_backend(const char *path, enum cqrs_open_mode mode, cqrs
 	if (mode == CQRS_OPEN_WRITE && strcmp(path, default_path("events.db")) == 0 &&
 	    make_default_dir(path, err) < 0)
 		return NULL;
-	if (strncmp(path, "postgres://", 11) == 0 || strncmp(path, "postgresql://", 13) == 0) {
-		cqrs_fail(err, CQRS_EXIT_CONFIG, "%s: the PostgreSQL backend is not built in",
-			  path);
-		return NULL;
-	}
+	/* PostgreSQL (store_pg.c): a URI, or postgresql: and a connection
+	 * string.  No witness file: the server keeps the history. */
+	if (strncmp(path, "postgres://", 11) == 0 || strncmp(path, "postgresql:", 11) == 0)
+		return cqrs_pg_open(path, mode, err);
 	cqrs_store *st = cqrs_sqlite_open(path, mode, err);
 	if (st == NULL || mode != CQRS_OPEN_WRITE)
 		return st;
@@ -126,6 +125,13 @@ int cqrs_store_reset_witness(const char *path, int64_t *sequence, uint8_t hash[C
 	cqrs_store *st = open_backend(path, CQRS_OPEN_WRITE, err);
 	if (st == NULL)
 		return -1;
+	/* a PostgreSQL store has none: the server keeps its history (and its
+	 * name may hold a password: not repeated here) */
+	if (st->witness == NULL) {
+		cqrs_store_close(st);
+		return cqrs_fail(err, CQRS_EXIT_USAGE,
+				 "this store has no witness file: its server keeps its history");
+	}
 	int rc = cqrs_store_head(st, sequence, hash, err);
 	if (rc == 0)
 		rc = cqrs_witness_update(st->witness, *sequence, hash, true, err);

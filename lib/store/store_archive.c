@@ -1425,8 +1425,8 @@ int cqrs_archive(cqrs_store *st, const char *store_path, const struct cqrs_archi
 		 cqrs_error *err)
 {
 	if (cqrs_sqlite_handle(st) == NULL)
-		return cqrs_fail(err, CQRS_EXIT_UNAVAILABLE,
-				 "%s: archiving needs the embedded (SQLite) store", store_path);
+		return cqrs_fail(err, CQRS_EXIT_CONFIG,
+				 "%s: archiving needs the embedded SQLite store", store_path);
 	int64_t head;
 	uint8_t head_hash[CQRS_HASH_LEN];
 	if (cqrs_store_head(st, &head, head_hash, err) < 0)

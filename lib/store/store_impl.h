@@ -161,6 +161,9 @@ int cqrs_witness_update(const char *wpath, int64_t seq, const uint8_t hash[CQRS_
 int cqrs_random_bytes(uint8_t *buf, size_t n, cqrs_error *err);
 
 cqrs_store *cqrs_sqlite_open(const char *path, enum cqrs_open_mode mode, cqrs_error *err);
+/* store_pg.c (issue 13, PostgreSQL): path is postgres://..., postgresql://...
+ * or postgresql: and a libpq connection string. */
+cqrs_store *cqrs_pg_open(const char *path, enum cqrs_open_mode mode, cqrs_error *err);
 /* The SQLite connection of an embedded store, NULL for another backend:
  * for saga_store.c, whose tables share the store's transactions. */
 struct sqlite3 *cqrs_sqlite_handle(cqrs_store *st);

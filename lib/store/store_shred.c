@@ -545,8 +545,10 @@ static int rewrite_data(sqlite3 *db, struct cqrs_shred *sh, cqrs_event *ev, cqrs
 int cqrs_shred_encrypt(cqrs_store *st, cqrs_event *ev, cqrs_error *err)
 {
 	sqlite3 *db = cqrs_sqlite_handle(st);
+	/* A PostgreSQL store holds no declarations in this release, so no
+	 * field of it is personal (cqrs-postgres(7)). */
 	if (db == NULL)
-		return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "erasure needs the SQLite backend");
+		return 0;
 	struct cqrs_shred *sh = st->shred;
 	if (sh == NULL) {
 		if ((sh = st->shred = calloc(1, sizeof *sh)) == NULL)
@@ -692,7 +694,8 @@ int cqrs_personal_declare(cqrs_store *st, const char *event_type, const char *fi
 {
 	sqlite3 *db = cqrs_sqlite_handle(st);
 	if (db == NULL)
-		return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "erasure needs the SQLite backend");
+		return cqrs_fail(err, CQRS_EXIT_CONFIG,
+				 "erasure needs the embedded SQLite store: a PostgreSQL store has no personal fields");
 	struct decl d = { 0 };
 	bool agg = strcmp(subject, "aggregate") == 0;
 	if (!cqrs_type_name_valid(event_type, strlen(event_type)))
@@ -766,7 +769,8 @@ int cqrs_personal_list(cqrs_store *st, FILE *out, cqrs_error *err)
 {
 	sqlite3 *db = cqrs_sqlite_handle(st);
 	if (db == NULL)
-		return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "erasure needs the SQLite backend");
+		return cqrs_fail(err, CQRS_EXIT_CONFIG,
+				 "erasure needs the embedded SQLite store: a PostgreSQL store has no personal fields");
 	struct cqrs_shred sh = { 0 };
 	int r = load_decls(db, &sh, err);
 	for (size_t i = 0; r == 0 && i < sh.ndecls; i++) {
@@ -968,7 +972,8 @@ int cqrs_erase_subject(cqrs_store *st, const char *subject, struct cqrs_erase_re
 	memset(r, 0, sizeof *r);
 	sqlite3 *db = cqrs_sqlite_handle(st);
 	if (db == NULL)
-		return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "erasure needs the SQLite backend");
+		return cqrs_fail(err, CQRS_EXIT_CONFIG,
+				 "erasure needs the embedded SQLite store: a PostgreSQL store has no personal fields");
 	size_t n = strlen(subject);
 	if (n == 0 || n > CQRS_SUBJECT_MAX || cqrs_utf8_valid_prefix(subject, n) != n)
 		return cqrs_fail(err, CQRS_EXIT_USAGE,
@@ -1001,7 +1006,8 @@ int cqrs_erase_purge(cqrs_store *st, cqrs_error *err)
 {
 	sqlite3 *db = cqrs_sqlite_handle(st);
 	if (db == NULL)
-		return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "erasure needs the SQLite backend");
+		return cqrs_fail(err, CQRS_EXIT_CONFIG,
+				 "erasure needs the embedded SQLite store: a PostgreSQL store has no personal fields");
 	int rc = sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
 	if (rc != SQLITE_OK)
 		return cqrs_fail(err, CQRS_EXIT_TEMPFAIL,

@@ -1,0 +1,1533 @@
+/*
+ * The PostgreSQL backend: the same store as store_sqlite.c, in a schema of
+ * its own (default "cqrs"; the store's connection string may name another
+ * with options='-c cqrs.schema=NAME').  libpq is loaded on first use
+ * (pg_lib.c).
+ *
+ * Global order: an append transaction takes one transaction-level
+ * advisory lock at its first append, then reads the head (a statement
+ * after the lock, so it sees every commit before it), numbers its events
+ * head + 1, ... and chains their hashes from the head's.  The lock is
+ * released after the commit is visible, so the next writer's events
+ * commit after these: sequences are gapless and become visible in order,
+ * and a reader that saw sequence N has seen everything before it.  A
+ * PostgreSQL sequence would commit out of order and leave gaps on
+ * rollback (see cqrs-postgres(7)).  Writers scale by batching: the lock
+ * is held from a batch's first append to its commit, not per event.
+ *
+ * --follow wakes by LISTEN/NOTIFY: each append transaction notifies the
+ * store's channel, delivered at commit.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cqrs.h"
+#include "common/sqlite_errors.h"
+#include "common/strbuf.h"
+#include "store/pg_lib.h"
+#include "store/store_impl.h"
+#include "banned.h"
+
+#define PG_SCHEMA_VERSION 1
+#define DEFAULT_SCHEMA	  "cqrs"
+#define MAX_SCHEMA_NAME	  63
+#define LOCK_CLASS	  0x43515253 /* "CQRS": the advisory lock's first key */
+#define PAGE_ROWS	  1000	     /* a cursor holds one page of rows at a time */
+#define OID_INT8	  20
+#define OID_TEXT	  25
+#define OID_INT4	  23
+#define OID_BYTEA	  17
+#define OID_UUID	  2950
+#define OID_UUID_ARRAY	  2951
+#define OID_TEXT_ARRAY	  1009
+
+/* clang-format off */
+static const char schema_v1[] =
+	"CREATE TABLE store_info (schema_version integer NOT NULL);"
+	"CREATE TABLE events ("
+	" sequence bigint PRIMARY KEY CHECK (sequence >= 1),"
+	" event_id uuid NOT NULL UNIQUE,"
+	" aggregate_id uuid NOT NULL,"
+	" aggregate_type text COLLATE \"C\" NOT NULL,"
+	" aggregate_version bigint NOT NULL CHECK (aggregate_version >= 1),"
+	" event_type text COLLATE \"C\" NOT NULL,"
+	" event_version bigint NOT NULL DEFAULT 1,"
+	" data text NOT NULL,"
+	" metadata text NOT NULL DEFAULT '{}',"
+	" \"timestamp\" text COLLATE \"C\" NOT NULL,"
+	" hash bytea NOT NULL,"
+	" correlation_id text COLLATE \"C\","
+	" UNIQUE (aggregate_id, aggregate_version));"
+	"CREATE INDEX events_aggregate_type ON events(aggregate_type);"
+	"CREATE INDEX events_event_type ON events(event_type);"
+	"CREATE INDEX events_timestamp ON events(\"timestamp\");"
+	"CREATE INDEX events_correlation ON events(correlation_id)"
+	" WHERE correlation_id IS NOT NULL;"
+	"CREATE FUNCTION events_append_only() RETURNS trigger LANGUAGE plpgsql AS"
+	" $$BEGIN RAISE EXCEPTION 'events are append-only'; END$$;"
+	"CREATE TRIGGER events_no_change BEFORE UPDATE OR DELETE ON events"
+	" FOR EACH ROW EXECUTE FUNCTION events_append_only();"
+	"CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON events"
+	" FOR EACH STATEMENT EXECUTE FUNCTION events_append_only();"
+	"CREATE TABLE snapshots ("
+	" aggregate_id uuid NOT NULL,"
+	" aggregate_type text COLLATE \"C\" NOT NULL,"
+	" aggregate_version bigint NOT NULL,"
+	" state text NOT NULL,"
+	" created_at text NOT NULL,"
+	" PRIMARY KEY (aggregate_id, aggregate_version));"
+	"CREATE TABLE processed_messages ("
+	" message_id text COLLATE \"C\" PRIMARY KEY,"
+	" handler text NOT NULL,"
+	" result text,"
+	" processed_at text NOT NULL);"
+	"CREATE TABLE counters (name text COLLATE \"C\" PRIMARY KEY, value bigint NOT NULL);"
+	"CREATE TABLE checkpoints ("
+	" name text COLLATE \"C\" PRIMARY KEY,"
+	" sequence bigint NOT NULL,"
+	" updated_at text NOT NULL);"
+	/* for people querying with psql, as in the SQLite store */
+	"CREATE VIEW event_log AS SELECT sequence, event_id::text AS event_id,"
+	" aggregate_id::text AS aggregate_id, aggregate_type, aggregate_version, event_type,"
+	" event_version, data, metadata, \"timestamp\", encode(hash, 'hex') AS hash,"
+	" correlation_id FROM events;"
+	"INSERT INTO store_info VALUES (1);";
+/* clang-format on */
+
+/* migrations[i] takes a store from version i to i + 1. */
+static const char *const migrations[PG_SCHEMA_VERSION] = { schema_v1 };
+
+#define VERSION_CACHE_SLOTS (1 << 16)
+
+struct version_slot {
+	uint8_t id[CQRS_UUID_LEN];
+	int64_t version; /* 0: empty */
+};
+
+struct pg_store {
+	struct cqrs_store base;
+	const struct cqrs_pq *pq;
+	PGconn *conn;
+	char *name; /* the store as messages show it: no password */
+	char schema[MAX_SCHEMA_NAME + 1];
+	char channel[MAX_SCHEMA_NAME + 16];
+	int32_t lock_key;
+	bool writable;
+	bool in_txn;
+	bool locked; /* the open transaction holds the append lock */
+	bool listening;
+	bool prepared;
+	int64_t last_sequence;
+	/* the versions of the aggregates this transaction appended to: under
+	 * the append lock no one else appends, so one query an aggregate */
+	struct version_slot *versions;
+	size_t nversions, versions_cap;
+	uint8_t last_hash[CQRS_HASH_LEN];
+};
+
+struct pg_cursor {
+	struct cqrs_cursor base;
+	PGresult *page;
+	int row, nrows;
+	bool last_page; /* the page was short: no more rows */
+	bool verify;	/* verify_read: correlation_id after the event */
+	char *sql;
+	int64_t keyset;	   /* forward: sequence > keyset; reverse: sequence < keyset */
+	int64_t remaining; /* rows the filter's limit still allows; -1: no limit */
+	/* the filter's values: params[n] is parameter $n + 1, NULL when unused */
+	char *params[15];
+};
+
+static const struct cqrs_store_ops pg_ops;
+
+/* --- errors -------------------------------------------------------------- */
+
+static bool connection_lost(struct pg_store *s)
+{
+	return s->pq->status(s->conn) != CONNECTION_OK;
+}
+
+/* The first line of a libpq message, without its "ERROR:  " or newline. */
+static void first_line(const char *msg, char *out, size_t cap)
+{
+	if (msg == NULL)
+		msg = "";
+	if (strncmp(msg, "ERROR:  ", 8) == 0 || strncmp(msg, "FATAL:  ", 8) == 0)
+		msg += 8;
+	size_t n = strcspn(msg, "\n");
+	snprintf(out, cap, "%.*s", (int)n, msg);
+}
+
+/* The exit code of a server error, by its SQLSTATE (cqrs-postgres(7)). */
+static int sqlstate_code(const char *state)
+{
+	if (state == NULL)
+		return CQRS_EXIT_SOFTWARE;
+	if (strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0 ||
+	    strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0 ||
+	    strcmp(state, "55P03") == 0 || strcmp(state, "53300") == 0)
+		return CQRS_EXIT_TEMPFAIL;
+	if (strcmp(state, "57014") == 0)
+		return CQRS_EXIT_LIMIT;
+	if (strcmp(state, "25006") == 0 || strcmp(state, "42501") == 0 ||
+	    strncmp(state, "28", 2) == 0)
+		return CQRS_EXIT_NOPERM;
+	if (strcmp(state, "53100") == 0 || strncmp(state, "58", 2) == 0)
+		return CQRS_EXIT_IOERR;
+	if (strcmp(state, "53200") == 0)
+		return CQRS_EXIT_OSERR;
+	if (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0 ||
+	    strcmp(state, "XX001") == 0 || strcmp(state, "XX002") == 0)
+		return CQRS_EXIT_DATAERR;
+	return CQRS_EXIT_SOFTWARE;
+}
+
+/* Fails err for a statement's result res (which it clears) as "name:
+ * what: reason".  Returns -1. */
+static int pg_fail(struct pg_store *s, PGresult *res, const char *what, cqrs_error *err)
+{
+	const struct cqrs_pq *pq = s->pq;
+	char reason[512];
+	if (connection_lost(s)) {
+		first_line(pq->error_message(s->conn), reason, sizeof reason);
+		if (res != NULL)
+			pq->clear(res);
+		return cqrs_fail(err, CQRS_EXIT_TEMPFAIL,
+				 "%s: %s: the connection to the server was lost (%s); nothing of "
+				 "the open transaction was stored: try again",
+				 s->name, what, reason);
+	}
+	const char *state = res != NULL ? pq->result_error_field(res, PG_DIAG_SQLSTATE) : NULL;
+	const char *primary =
+		res != NULL ? pq->result_error_field(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+	first_line(primary != NULL ? primary : pq->error_message(s->conn), reason, sizeof reason);
+	int code = sqlstate_code(state);
+	char hint[160] = "";
+	if (state != NULL && strcmp(state, "57014") == 0)
+		snprintf(hint, sizeof hint,
+			 " (a statement timeout stopped it; nothing was changed)");
+	else if (state != NULL && strcmp(state, "25006") == 0)
+		snprintf(hint, sizeof hint,
+			 " (a read-only server, a standby? a write store must be the primary)");
+	else if (code == CQRS_EXIT_TEMPFAIL)
+		snprintf(hint, sizeof hint, "; try again");
+	cqrs_fail(err, code, "%s: %s: %s%s", s->name, what, reason, hint);
+	if (res != NULL)
+		pq->clear(res);
+	return -1;
+}
+
+/* A statement's result: res when it succeeded with want, else NULL with
+ * *err (res cleared). */
+static PGresult *checked(struct pg_store *s, PGresult *res, ExecStatusType want, const char *what,
+			 cqrs_error *err)
+{
+	if (res != NULL && s->pq->result_status(res) == want)
+		return res;
+	pg_fail(s, res, what, err);
+	return NULL;
+}
+
+static int exec_command(struct pg_store *s, const char *sql, const char *what, cqrs_error *err)
+{
+	PGresult *res = checked(s, s->pq->exec(s->conn, sql), PGRES_COMMAND_OK, what, err);
+	if (res == NULL)
+		return -1;
+	s->pq->clear(res);
+	return 0;
+}
+
+static PGresult *query(struct pg_store *s, const char *sql, int n, const Oid *types,
+		       const char *const *values, const char *what, cqrs_error *err)
+{
+	return checked(s, s->pq->exec_params(s->conn, sql, n, types, values, NULL, NULL, 0),
+		       PGRES_TUPLES_OK, what, err);
+}
+
+/* --- the statements an append runs, prepared once per connection -------- */
+
+#define EVENT_COLUMNS                                                                              \
+	"SELECT sequence, event_id, aggregate_id, aggregate_type, aggregate_version, event_type,"  \
+	" event_version, data, metadata, \"timestamp\", hash"
+
+static const struct {
+	const char *name, *sql;
+	int nparams;
+	Oid types[12];
+} statements[] = {
+	{ "cqrs_version",
+	  "SELECT coalesce(max(aggregate_version), 0) FROM events WHERE aggregate_id = $1",
+	  1,
+	  { OID_UUID } },
+	{ "cqrs_insert",
+	  "INSERT INTO events (sequence, event_id, aggregate_id, aggregate_type,"
+	  " aggregate_version, event_type, event_version, data, metadata, \"timestamp\", hash,"
+	  " correlation_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+	  " ON CONFLICT (event_id) DO NOTHING",
+	  12,
+	  { OID_INT8, OID_UUID, OID_UUID, OID_TEXT, OID_INT8, OID_TEXT, OID_INT8, OID_TEXT,
+	    OID_TEXT, OID_TEXT, OID_BYTEA, OID_TEXT } },
+	{ "cqrs_by_event_id", EVENT_COLUMNS " FROM events WHERE event_id = $1", 1, { OID_UUID } },
+	{ "cqrs_last", EVENT_COLUMNS " FROM events ORDER BY sequence DESC LIMIT 2", 0, { 0 } },
+};
+
+static int prepare_all(struct pg_store *s, cqrs_error *err)
+{
+	if (s->prepared)
+		return 0;
+	for (size_t i = 0; i < sizeof statements / sizeof statements[0]; i++) {
+		PGresult *res =
+			checked(s,
+				s->pq->prepare(s->conn, statements[i].name, statements[i].sql,
+					       statements[i].nparams, statements[i].types),
+				PGRES_COMMAND_OK, "cannot prepare a statement", err);
+		if (res == NULL)
+			return -1;
+		s->pq->clear(res);
+	}
+	s->prepared = true;
+	return 0;
+}
+
+static PGresult *run_prepared(struct pg_store *s, const char *name, int n,
+			      const char *const *values, const int *lengths, const int *formats,
+			      ExecStatusType want, const char *what, cqrs_error *err)
+{
+	if (prepare_all(s, err) < 0)
+		return NULL;
+	return checked(s, s->pq->exec_prepared(s->conn, name, n, values, lengths, formats, 0), want,
+		       what, err);
+}
+
+/* --- values in and out --------------------------------------------------- */
+
+static void uuid_text(const uint8_t id[CQRS_UUID_LEN], char out[37])
+{
+	cqrs_uuid_format(id, out);
+}
+
+static int64_t int_at(const struct cqrs_pq *pq, const PGresult *r, int row, int col)
+{
+	return strtoll(pq->getvalue(r, row, col), NULL, 10);
+}
+
+/* bytea in hex output: "\x" and two digits a byte. */
+static bool hash_at(const struct cqrs_pq *pq, const PGresult *r, int row, int col,
+		    uint8_t out[CQRS_HASH_LEN])
+{
+	const char *v = pq->getvalue(r, row, col);
+	size_t n = (size_t)pq->getlength(r, row, col);
+	return n == 2 + 2 * CQRS_HASH_LEN && v[0] == '\\' && v[1] == 'x' &&
+	       cqrs_hash_parse(v + 2, n - 2, out) == 0;
+}
+
+/* One row of EVENT_COLUMNS into ev, pointing into r: false when a value
+ * is malformed (a damaged or edited row). */
+static bool row_to_event(const struct cqrs_pq *pq, const PGresult *r, int row, cqrs_event *ev)
+{
+	memset(ev, 0, sizeof *ev);
+	bool ok = true;
+	ev->sequence = int_at(pq, r, row, 0);
+	ok &= cqrs_uuid_parse(pq->getvalue(r, row, 1), (size_t)pq->getlength(r, row, 1),
+			      ev->event_id) == 0;
+	ev->has_event_id = true;
+	ok &= cqrs_uuid_parse(pq->getvalue(r, row, 2), (size_t)pq->getlength(r, row, 2),
+			      ev->aggregate_id) == 0;
+	ok &= (size_t)pq->getlength(r, row, 3) < sizeof ev->aggregate_type &&
+	      (size_t)pq->getlength(r, row, 5) < sizeof ev->event_type &&
+	      (size_t)pq->getlength(r, row, 9) < sizeof ev->timestamp;
+	snprintf(ev->aggregate_type, sizeof ev->aggregate_type, "%s", pq->getvalue(r, row, 3));
+	ev->aggregate_version = int_at(pq, r, row, 4);
+	snprintf(ev->event_type, sizeof ev->event_type, "%s", pq->getvalue(r, row, 5));
+	ev->event_version = int_at(pq, r, row, 6);
+	ev->data = pq->getvalue(r, row, 7);
+	ev->data_len = (size_t)pq->getlength(r, row, 7);
+	ev->metadata = pq->getvalue(r, row, 8);
+	ev->metadata_len = (size_t)pq->getlength(r, row, 8);
+	snprintf(ev->timestamp, sizeof ev->timestamp, "%s", pq->getvalue(r, row, 9));
+	ok &= hash_at(pq, r, row, 10, ev->hash);
+	ev->has_hash = true;
+	ev->expected_version = -1;
+	return ok;
+}
+
+/* --- opening ------------------------------------------------------------- */
+
+/* The store as messages name it: the connection's host, port, database
+ * and user, never its password. */
+static char *display_name(const struct cqrs_pq *pq, const char *conninfo)
+{
+	struct cqrs_strbuf b = { 0 };
+	cqrs_strbuf_puts(&b, "postgresql:");
+	PQconninfoOption *opts = pq->conninfo_parse(conninfo, NULL);
+	static const char *const shown[] = {
+		"host", "hostaddr", "port", "dbname", "user", "service"
+	};
+	bool any = false;
+	for (PQconninfoOption *o = opts; o != NULL && o->keyword != NULL; o++) {
+		if (o->val == NULL || *o->val == '\0')
+			continue;
+		for (size_t i = 0; i < sizeof shown / sizeof shown[0]; i++)
+			if (strcmp(o->keyword, shown[i]) == 0) {
+				cqrs_strbuf_printf(&b, "%s%s=%s", any ? " " : "", o->keyword,
+						   o->val);
+				any = true;
+			}
+	}
+	if (opts != NULL)
+		pq->conninfo_free(opts);
+	char *name = b.oom ? NULL : strdup(cqrs_strbuf_str(&b));
+	cqrs_strbuf_free(&b);
+	return name;
+}
+
+static bool contains(const char *s, const char *what)
+{
+	return s != NULL && strstr(s, what) != NULL;
+}
+
+/* Why a connection failed, by what libpq says (it gives no SQLSTATE for
+ * a failed connection): the exit code of cqrs-postgres(7). */
+static int connect_failed(struct pg_store *s, cqrs_error *err)
+{
+	const char *msg = s->pq->error_message(s->conn);
+	char reason[512];
+	first_line(msg, reason, sizeof reason);
+	/* libpq starts some messages with where it tried to connect */
+	const char *fatal = strstr(msg, "FATAL:  ");
+	if (fatal != NULL)
+		first_line(fatal, reason, sizeof reason);
+	if (s->pq->connection_needs_password(s->conn) || contains(msg, "authentication failed") ||
+	    contains(msg, "no pg_hba.conf entry") ||
+	    (contains(msg, "role \"") && contains(msg, "does not exist")))
+		return cqrs_fail(err, CQRS_EXIT_NOPERM,
+				 "%s: the server refused this user: %s (see cqrs-postgres(7) on "
+				 "passwords: .pgpass, PGPASSWORD, a service file)",
+				 s->name, reason);
+	if (contains(msg, "database \"") && contains(msg, "does not exist"))
+		return cqrs_fail(err, CQRS_EXIT_NOINPUT, "%s: no such database: %s", s->name,
+				 reason);
+	if (contains(msg, "invalid") || contains(msg, "unrecognized") ||
+	    contains(msg, "missing \"=\""))
+		return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s: bad connection string: %s", s->name,
+				 reason);
+	return cqrs_fail(err, CQRS_EXIT_TEMPFAIL,
+			 "%s: cannot reach the server: %s; try again later", s->name, reason);
+}
+
+static void quiet_notices(void *arg, const char *message)
+{
+	(void)arg;
+	(void)message;
+}
+
+static bool schema_name_valid(const char *s)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n > MAX_SCHEMA_NAME || !((s[0] >= 'a' && s[0] <= 'z') || s[0] == '_'))
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '_'))
+			return false;
+	return true;
+}
+
+/* FNV-1a of the schema's name: the advisory lock's second key, so that
+ * stores in other schemas of one database do not wait for each other. */
+static int32_t lock_key_of(const char *schema)
+{
+	uint32_t h = 2166136261u;
+	for (const char *p = schema; *p != '\0'; p++) {
+		h ^= (unsigned char)*p;
+		h *= 16777619u;
+	}
+	return (int32_t)h;
+}
+
+static int lock_store(struct pg_store *s, cqrs_error *err)
+{
+	char cls[16], key[16];
+	snprintf(cls, sizeof cls, "%d", LOCK_CLASS);
+	snprintf(key, sizeof key, "%" PRId32, s->lock_key);
+	/* and the notification the commit delivers to followers (one round
+	 * trip for both: per-event commits pay it at every event) */
+	const char *v[3] = { cls, key, s->channel };
+	static const Oid t[3] = { OID_INT4, OID_INT4, OID_TEXT };
+	PGresult *res = s->pq->exec_params(
+		s->conn, "SELECT pg_advisory_xact_lock($1, $2), pg_notify($3, '')", 3, t, v, NULL,
+		NULL, 0);
+	const char *state = res != NULL ? s->pq->result_error_field(res, PG_DIAG_SQLSTATE) : NULL;
+	if (state != NULL && strcmp(state, "55P03") == 0) {
+		s->pq->clear(res);
+		return cqrs_fail(err, CQRS_EXIT_TEMPFAIL,
+				 "%s: store is busy (another transaction holds the append lock "
+				 "for longer than CQRS_BUSY_TIMEOUT); try again",
+				 s->name);
+	}
+	if ((res = checked(s, res, PGRES_TUPLES_OK, "cannot take the append lock", err)) == NULL)
+		return -1;
+	s->pq->clear(res);
+	s->locked = true;
+	return 0;
+}
+
+/* The store's schema version, 0 when it has none yet, -1 with *err. */
+static int64_t stored_schema_version(struct pg_store *s, cqrs_error *err)
+{
+	PGresult *res = query(s, "SELECT to_regclass('store_info') IS NOT NULL", 0, NULL, NULL,
+			      "cannot read the store", err);
+	if (res == NULL)
+		return -1;
+	bool exists = strcmp(s->pq->getvalue(res, 0, 0), "t") == 0;
+	s->pq->clear(res);
+	if (!exists)
+		return 0;
+	res = query(s, "SELECT max(schema_version) FROM store_info", 0, NULL, NULL,
+		    "cannot read the store", err);
+	if (res == NULL)
+		return -1;
+	int64_t v = s->pq->getisnull(res, 0, 0) ? 0 : int_at(s->pq, res, 0, 0);
+	s->pq->clear(res);
+	return v;
+}
+
+/* Creates the schema or migrates it under the append lock, so that two
+ * processes opening a new store at once do it only once. */
+static int ensure_schema(struct pg_store *s, cqrs_error *err)
+{
+	int64_t ver = stored_schema_version(s, err);
+	if (ver < 0)
+		return -1;
+	if (ver > PG_SCHEMA_VERSION)
+		return cqrs_fail(err, CQRS_EXIT_CONFIG,
+				 "%s: store schema version %lld is newer than this tool's (%d); "
+				 "upgrade cqrs-tools",
+				 s->name, (long long)ver, PG_SCHEMA_VERSION);
+	if (ver == PG_SCHEMA_VERSION)
+		return 0;
+	if (!s->writable)
+		return cqrs_fail(err, CQRS_EXIT_NOINPUT,
+				 "%s: no store in schema %s (or it needs an upgrade)", s->name,
+				 s->schema);
+	if (exec_command(s, "BEGIN ISOLATION LEVEL READ COMMITTED", "cannot create the store",
+			 err) < 0)
+		return -1;
+	char *ident = s->pq->escape_identifier(s->conn, s->schema, strlen(s->schema));
+	if (ident == NULL)
+		return pg_fail(s, NULL, "cannot create the store", err);
+	char sql[200];
+	snprintf(sql, sizeof sql, "CREATE SCHEMA IF NOT EXISTS %s", ident);
+	s->pq->freemem(ident);
+	if (lock_store(s, err) < 0)
+		goto fail;
+	/* CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when
+	 * the schema is there: a writer given a schema of its own has not */
+	const char *name_param[1] = { s->schema };
+	static const Oid t[1] = { OID_TEXT };
+	PGresult *found = query(s, "SELECT count(*) FROM pg_namespace WHERE nspname = $1", 1, t,
+				name_param, "cannot create the store", err);
+	if (found == NULL)
+		goto fail;
+	bool has_schema = strcmp(s->pq->getvalue(found, 0, 0), "1") == 0;
+	s->pq->clear(found);
+	if ((!has_schema && exec_command(s, sql, "cannot create the store", err) < 0) ||
+	    (ver = stored_schema_version(s, err)) < 0)
+		goto fail;
+	for (int64_t v = ver; v < PG_SCHEMA_VERSION; v++)
+		if (exec_command(s, migrations[v], "cannot create the store", err) < 0)
+			goto fail;
+	if (PG_SCHEMA_VERSION > 1 && ver < PG_SCHEMA_VERSION && ver > 0) {
+		snprintf(sql, sizeof sql, "UPDATE store_info SET schema_version = %d",
+			 PG_SCHEMA_VERSION);
+		if (exec_command(s, sql, "cannot create the store", err) < 0)
+			goto fail;
+	}
+	if (exec_command(s, "COMMIT", "cannot create the store", err) < 0)
+		goto fail;
+	s->locked = false;
+	return 0;
+fail:;
+	PGresult *r = s->pq->exec(s->conn, "ROLLBACK");
+	if (r != NULL)
+		s->pq->clear(r);
+	s->locked = false;
+	return -1;
+}
+
+/* The store as messages name it once connected: where libpq went (what
+ * the environment chose included) and the schema. */
+static char *connected_name(struct pg_store *s)
+{
+	const struct cqrs_pq *pq = s->pq;
+	struct cqrs_strbuf b = { 0 };
+	cqrs_strbuf_printf(&b, "postgresql:host=%s port=%s dbname=%s user=%s (schema %s)",
+			   pq->host(s->conn), pq->port(s->conn), pq->db(s->conn), pq->user(s->conn),
+			   s->schema);
+	char *name = b.oom ? NULL : strdup(cqrs_strbuf_str(&b));
+	cqrs_strbuf_free(&b);
+	return name;
+}
+
+/* The connection's settings: the schema the store lives in, and whether
+ * the server takes writes. */
+static int configure(struct pg_store *s, cqrs_error *err)
+{
+	PGresult *res = query(s,
+			      "SELECT coalesce(current_setting('cqrs.schema', true), ''),"
+			      " pg_is_in_recovery(), current_setting('transaction_read_only')",
+			      0, NULL, NULL, "cannot open store", err);
+	if (res == NULL)
+		return -1;
+	const char *schema = s->pq->getvalue(res, 0, 0);
+	if (*schema == '\0')
+		schema = DEFAULT_SCHEMA;
+	bool standby = strcmp(s->pq->getvalue(res, 0, 1), "t") == 0;
+	bool read_only = strcmp(s->pq->getvalue(res, 0, 2), "on") == 0;
+	bool valid = schema_name_valid(schema);
+	if (valid)
+		snprintf(s->schema, sizeof s->schema, "%s", schema);
+	else
+		snprintf(s->schema, sizeof s->schema, "%.*s", MAX_SCHEMA_NAME, schema);
+	s->pq->clear(res);
+	char *name = connected_name(s);
+	if (name == NULL)
+		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+	free(s->name);
+	s->name = name;
+	if (!valid)
+		return cqrs_fail(err, CQRS_EXIT_CONFIG,
+				 "%s: cqrs.schema '%s' is not a schema name the tools use "
+				 "(lowercase letters, digits and _, at most %d)",
+				 s->name, s->schema, MAX_SCHEMA_NAME);
+	if (s->writable && (standby || read_only))
+		return cqrs_fail(err, CQRS_EXIT_NOPERM,
+				 "%s: permission denied: the server is read-only (%s); a write "
+				 "store must be the primary",
+				 s->name,
+				 standby ? "a standby in recovery" : "transaction_read_only");
+	s->lock_key = lock_key_of(s->schema);
+	snprintf(s->channel, sizeof s->channel, "cqrs_%s", s->schema);
+	char *ident = s->pq->escape_identifier(s->conn, s->schema, strlen(s->schema));
+	if (ident == NULL)
+		return pg_fail(s, NULL, "cannot open store", err);
+	char sql[200];
+	/* every table name below is the store's; ISO dates and UTC are not
+	 * used (timestamps are text the tools write), READ COMMITTED is */
+	/* a writer waits for the append lock as long as a SQLite writer
+	 * waits for the file's (CQRS_BUSY_TIMEOUT), then gives up with 75 */
+	snprintf(sql, sizeof sql,
+		 "SET search_path TO %s; SET default_transaction_isolation = 'read committed';"
+		 " SET lock_timeout = %ld",
+		 ident, cqrs_sqlite_busy_timeout_ms());
+	s->pq->freemem(ident);
+	return exec_command(s, sql, "cannot open store", err);
+}
+
+/* path: "postgres://..." or "postgresql://..." (a URI), or
+ * "postgresql:" and a keyword=value connection string. */
+cqrs_store *cqrs_pg_open(const char *path, enum cqrs_open_mode mode, cqrs_error *err)
+{
+	const struct cqrs_pq *pq = cqrs_pq_load(err);
+	if (pq == NULL)
+		return NULL;
+	const char *conninfo = path;
+	if (strncmp(path, "postgresql:", 11) == 0 && strncmp(path + 11, "//", 2) != 0)
+		conninfo = path + 11;
+	char *parse_error = NULL;
+	PQconninfoOption *opts = pq->conninfo_parse(conninfo, &parse_error);
+	if (opts == NULL) {
+		char reason[256];
+		first_line(parse_error != NULL ? parse_error : "out of memory", reason,
+			   sizeof reason);
+		if (parse_error != NULL)
+			pq->freemem(parse_error);
+		cqrs_fail(err, CQRS_EXIT_CONFIG, "postgresql: bad connection string: %s", reason);
+		return NULL;
+	}
+	pq->conninfo_free(opts);
+	struct pg_store *s = calloc(1, sizeof *s);
+	if (s == NULL || (s->name = display_name(pq, conninfo)) == NULL) {
+		free(s);
+		cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+		return NULL;
+	}
+	s->base.ops = &pg_ops;
+	s->pq = pq;
+	s->writable = mode == CQRS_OPEN_WRITE;
+	s->conn = pq->connectdb(conninfo);
+	if (s->conn == NULL) {
+		cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+		goto fail;
+	}
+	if (pq->status(s->conn) != CONNECTION_OK) {
+		connect_failed(s, err);
+		goto fail;
+	}
+	pq->set_notice_processor(s->conn, quiet_notices, NULL);
+	if (configure(s, err) < 0 || ensure_schema(s, err) < 0)
+		goto fail;
+	return &s->base;
+fail:
+	if (s->conn != NULL)
+		pq->finish(s->conn);
+	free(s->name);
+	free(s);
+	return NULL;
+}
+
+static void pg_close(cqrs_store *st)
+{
+	struct pg_store *s = (struct pg_store *)st;
+	if (s->in_txn) {
+		PGresult *r = s->pq->exec(s->conn, "ROLLBACK");
+		if (r != NULL)
+			s->pq->clear(r);
+	}
+	s->pq->finish(s->conn);
+	free(s->versions);
+	free(s->name);
+	free(s);
+}
+
+/* --no-sync: commits return before the server flushed them. */
+static void pg_set_durability(cqrs_store *st, enum cqrs_durability d)
+{
+	struct pg_store *s = (struct pg_store *)st;
+	cqrs_error ignored = { 0 };
+	exec_command(s,
+		     d == CQRS_DURABLE_FULL ? "SET synchronous_commit = on"
+					    : "SET synchronous_commit = off",
+		     "cannot set durability", &ignored);
+}
+
+/* --- appending ----------------------------------------------------------- */
+
+static void forget_versions(struct pg_store *s)
+{
+	if (s->nversions > 0)
+		memset(s->versions, 0, s->versions_cap * sizeof *s->versions);
+	s->nversions = 0;
+}
+
+/* The slot of an aggregate's version (version 0 when not cached yet), or
+ * NULL without memory, when the caller asks the store. */
+static struct version_slot *cached_version(struct pg_store *s, const uint8_t id[CQRS_UUID_LEN])
+{
+	if (s->versions_cap == 0) {
+		s->versions = calloc(VERSION_CACHE_SLOTS, sizeof *s->versions);
+		if (s->versions == NULL)
+			return NULL;
+		s->versions_cap = VERSION_CACHE_SLOTS;
+	}
+	/* a cache: half full, it starts over */
+	if (s->nversions * 2 >= s->versions_cap)
+		forget_versions(s);
+	uint64_t h;
+	memcpy(&h, id + 8, sizeof h); /* random bits in v4 and v7 ids alike */
+	h ^= h >> 29;
+	h *= 0xbf58476d1ce4e5b9ULL;
+	size_t j = (size_t)(h ^ (h >> 32)) & (s->versions_cap - 1);
+	while (s->versions[j].version != 0 && memcmp(s->versions[j].id, id, CQRS_UUID_LEN) != 0)
+		j = (j + 1) & (s->versions_cap - 1);
+	return &s->versions[j];
+}
+
+static int pg_begin(cqrs_store *st, cqrs_error *err)
+{
+	struct pg_store *s = (struct pg_store *)st;
+	forget_versions(s);
+	if (prepare_all(s, err) < 0 || exec_command(s, "BEGIN ISOLATION LEVEL READ COMMITTED",
+						    "cannot start a write transaction", err) < 0)
+		return -1;
+	s->in_txn = true;
+	s->locked = false;
+	return 0;
+}
+
+/* After the lock: the head, checked against its hash as store_sqlite.c
+ * does (an edited head would otherwise be sealed under the new event's
+ * hash). */
+static int take_head(struct pg_store *s, cqrs_error *err)
+{
+	const struct cqrs_pq *pq = s->pq;
+	if (lock_store(s, err) < 0)
+		return -1;
+	PGresult *r = run_prepared(s, "cqrs_last", 0, NULL, NULL, NULL, PGRES_TUPLES_OK,
+				   "cannot read the store", err);
+	if (r == NULL)
+		return -1;
+	int n = pq->ntuples(r);
+	s->last_sequence = 0;
+	memset(s->last_hash, 0, CQRS_HASH_LEN);
+	if (n > 0) {
+		cqrs_event head;
+		bool ok = row_to_event(pq, r, 0, &head);
+		uint8_t prev[CQRS_HASH_LEN] = { 0 }, h[CQRS_HASH_LEN];
+		int64_t prev_seq = 0;
+		if (n > 1) {
+			ok &= hash_at(pq, r, 1, 10, prev);
+			prev_seq = int_at(pq, r, 1, 0);
+		}
+		cqrs_event_hash(&head, prev, h);
+		s->last_sequence = head.sequence;
+		memcpy(s->last_hash, head.hash, CQRS_HASH_LEN);
+		pq->clear(r);
+		if (!ok || prev_seq != head.sequence - 1 ||
+		    memcmp(h, s->last_hash, CQRS_HASH_LEN) != 0)
+			return cqrs_fail(err, CQRS_EXIT_DATAERR,
+					 "%s: event %lld does not match its hash: the store was "
+					 "changed outside the tools; nothing was written (see "
+					 "cqrs-read --verify)",
+					 s->name, (long long)head.sequence);
+	} else {
+		pq->clear(r);
+	}
+	return 0;
+}
+
+static int64_t stored_version(struct pg_store *s, const uint8_t id[CQRS_UUID_LEN], cqrs_error *err)
+{
+	char text[37];
+	uuid_text(id, text);
+	const char *v[1] = { text };
+	PGresult *r = run_prepared(s, "cqrs_version", 1, v, NULL, NULL, PGRES_TUPLES_OK,
+				   "cannot read the store", err);
+	if (r == NULL)
+		return -1;
+	int64_t ver = int_at(s->pq, r, 0, 0);
+	s->pq->clear(r);
+	return ver;
+}
+
+static bool same_bytes(const char *a, size_t an, const char *b, size_t bn)
+{
+	return an == bn && (an == 0 || memcmp(a, b, an) == 0);
+}
+
+/* An event_id that is already stored: the same event again is a no-op
+ * (ev becomes the stored one), other content under that id an error.
+ * Returns 1 when it is a duplicate, 0 when the id is not stored. */
+static int check_duplicate(struct pg_store *s, cqrs_event *ev, cqrs_error *err)
+{
+	char id[37];
+	uuid_text(ev->event_id, id);
+	const char *v[1] = { id };
+	PGresult *r = run_prepared(s, "cqrs_by_event_id", 1, v, NULL, NULL, PGRES_TUPLES_OK,
+				   "cannot read the store", err);
+	if (r == NULL)
+		return -1;
+	if (s->pq->ntuples(r) == 0) {
+		s->pq->clear(r);
+		return 0;
+	}
+	cqrs_event stored;
+	row_to_event(s->pq, r, 0, &stored);
+	bool same =
+		memcmp(stored.aggregate_id, ev->aggregate_id, CQRS_UUID_LEN) == 0 &&
+		strcmp(stored.aggregate_type, ev->aggregate_type) == 0 &&
+		strcmp(stored.event_type, ev->event_type) == 0 &&
+		stored.event_version == ev->event_version &&
+		same_bytes(stored.data, stored.data_len, ev->data, ev->data_len) &&
+		same_bytes(stored.metadata, stored.metadata_len, ev->metadata, ev->metadata_len) &&
+		(ev->timestamp[0] == '\0' || strcmp(stored.timestamp, ev->timestamp) == 0) &&
+		(ev->aggregate_version == 0 || stored.aggregate_version == ev->aggregate_version);
+	s->pq->clear(r);
+	if (!same)
+		return cqrs_fail(err, CQRS_EXIT_DATAERR,
+				 "event_id %s is already stored (sequence %lld) with different "
+				 "content",
+				 id, (long long)stored.sequence);
+	/* the payload stays the caller's (the same bytes): the result that
+	 * held the stored one is gone */
+	const char *data = ev->data, *metadata = ev->metadata;
+	size_t dl = ev->data_len, ml = ev->metadata_len;
+	*ev = stored;
+	ev->data = data;
+	ev->data_len = dl;
+	ev->metadata = metadata;
+	ev->metadata_len = ml;
+	return 1;
+}
+
+static int conflict(cqrs_event *ev, int64_t expected, int64_t actual, cqrs_error *err)
+{
+	char id[37];
+	uuid_text(ev->aggregate_id, id);
+	return cqrs_fail(err, CQRS_EXIT_CONFLICT,
+			 "version conflict on aggregate %s: expected version %lld, actual %lld", id,
+			 (long long)expected, (long long)actual);
+}
+
+static int insert_event(struct pg_store *s, const cqrs_event *ev, bool *inserted, cqrs_error *err)
+{
+	char seq[24], ver[24], evver[24], event_id[37], agg[37];
+	char hash[2 + 2 * CQRS_HASH_LEN + 1] = "\\x";
+	char corr[CQRS_MAX_CORRELATION + 1];
+	snprintf(seq, sizeof seq, "%lld", (long long)ev->sequence);
+	snprintf(ver, sizeof ver, "%lld", (long long)ev->aggregate_version);
+	snprintf(evver, sizeof evver, "%lld", (long long)ev->event_version);
+	uuid_text(ev->event_id, event_id);
+	uuid_text(ev->aggregate_id, agg);
+	cqrs_hash_format(ev->hash, hash + 2);
+	bool has_corr = cqrs_event_correlation(ev, corr, sizeof corr);
+	/* data and metadata go with their lengths: not NUL-terminated */
+	const char *v[12] = { seq,	    event_id,	    agg,   ev->aggregate_type,
+			      ver,	    ev->event_type, evver, ev->data,
+			      ev->metadata, ev->timestamp,  hash,  has_corr ? corr : NULL };
+	int len[12] = { 0 };
+	int fmt[12] = { 0 };
+	len[7] = (int)ev->data_len;
+	len[8] = (int)ev->metadata_len;
+	fmt[7] = fmt[8] = 1; /* binary text: the bytes as they are, no terminator */
+	PGresult *r = run_prepared(s, "cqrs_insert", 12, v, len, fmt, PGRES_COMMAND_OK,
+				   "cannot append", err);
+	if (r == NULL)
+		return -1;
+	*inserted = strcmp(s->pq->cmd_tuples(r), "1") == 0;
+	s->pq->clear(r);
+	return 0;
+}
+
+static int pg_append(cqrs_store *st, cqrs_event *ev, cqrs_error *err)
+{
+	struct pg_store *s = (struct pg_store *)st;
+	if (!s->in_txn)
+		return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "append outside a transaction");
+	if (!s->locked && take_head(s, err) < 0)
+		return -1;
+	struct version_slot *slot = cached_version(s, ev->aggregate_id);
+	int64_t current = slot != NULL && slot->version > 0
+				  ? slot->version
+				  : stored_version(s, ev->aggregate_id, err);
+	if (current < 0)
+		return -1;
+	int64_t expected = ev->expected_version;
+	if (expected < 0 && ev->aggregate_version > 0)
+		expected = ev->aggregate_version - 1;
+	if (expected >= 0 && expected != current) {
+		/* A retry of an event that was stored is not a conflict. */
+		int dup = ev->has_event_id ? check_duplicate(s, ev, err) : 0;
+		if (dup != 0)
+			return dup < 0 ? -1 : CQRS_DUPLICATE;
+		return conflict(ev, expected, current, err);
+	}
+	bool given_timestamp = ev->timestamp[0] != '\0';
+	int64_t given_version = ev->aggregate_version;
+	if (!ev->has_event_id) {
+		cqrs_uuid_generate(ev->event_id);
+		ev->has_event_id = true;
+	}
+	if (!given_timestamp)
+		cqrs_timestamp_now(ev->timestamp);
+	/* A replayed dump lands at the sequences it came from: then its hash
+	 * must come out the same, or the dump was edited. */
+	bool check_hash = ev->has_hash && ev->sequence == s->last_sequence + 1;
+	uint8_t given_hash[CQRS_HASH_LEN];
+	memcpy(given_hash, ev->hash, CQRS_HASH_LEN);
+	ev->sequence = s->last_sequence + 1;
+	ev->aggregate_version = current + 1;
+	cqrs_event_hash(ev, s->last_hash, ev->hash);
+	ev->has_hash = true;
+	if (check_hash && memcmp(given_hash, ev->hash, CQRS_HASH_LEN) != 0)
+		return cqrs_fail(
+			err, CQRS_EXIT_DATAERR,
+			"field 'hash' does not match the event replayed at sequence %lld: the "
+			"input was edited (remove 'hash' to store it as new)",
+			(long long)ev->sequence);
+	bool inserted;
+	if (insert_event(s, ev, &inserted, err) < 0)
+		return -1;
+	if (!inserted) {
+		if (!given_timestamp)
+			ev->timestamp[0] = '\0';
+		ev->aggregate_version = given_version;
+		int dup = check_duplicate(s, ev, err);
+		if (dup < 0)
+			return -1;
+		if (dup == 0)
+			return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "insert ignored for no reason");
+		return CQRS_DUPLICATE;
+	}
+	s->last_sequence = ev->sequence;
+	if (slot != NULL) {
+		if (slot->version == 0) {
+			memcpy(slot->id, ev->aggregate_id, CQRS_UUID_LEN);
+			s->nversions++;
+		}
+		slot->version = ev->aggregate_version;
+	}
+	memcpy(s->last_hash, ev->hash, CQRS_HASH_LEN);
+	return CQRS_APPENDED;
+}
+
+static int pg_commit(cqrs_store *st, cqrs_error *err)
+{
+	struct pg_store *s = (struct pg_store *)st;
+	s->in_txn = false;
+	s->locked = false;
+	PGresult *r = s->pq->exec(s->conn, "COMMIT");
+	if (r != NULL && s->pq->result_status(r) == PGRES_COMMAND_OK) {
+		s->pq->clear(r);
+		return 0;
+	}
+	if (connection_lost(s)) {
+		/* the COMMIT may or may not have reached the server */
+		char reason[512];
+		first_line(s->pq->error_message(s->conn), reason, sizeof reason);
+		if (r != NULL)
+			s->pq->clear(r);
+		return cqrs_fail(err, CQRS_EXIT_TEMPFAIL,
+				 "%s: commit failed: the connection to the server was lost (%s); "
+				 "the events may or may not be stored: run again (events with an "
+				 "event_id are not stored twice)",
+				 s->name, reason);
+	}
+	pg_fail(s, r, "commit failed", err);
+	r = s->pq->exec(s->conn, "ROLLBACK");
+	if (r != NULL)
+		s->pq->clear(r);
+	return -1;
+}
+
+static void pg_rollback(cqrs_store *st)
+{
+	struct pg_store *s = (struct pg_store *)st;
+	if (s->in_txn) {
+		PGresult *r = s->pq->exec(s->conn, "ROLLBACK");
+		if (r != NULL)
+			s->pq->clear(r);
+	}
+	s->in_txn = false;
+	s->locked = false;
+}
+
+static int64_t pg_aggregate_version(cqrs_store *st, const uint8_t id[CQRS_UUID_LEN],
+				    cqrs_error *err)
+{
+	return stored_version((struct pg_store *)st, id, err);
+}
+
+static int64_t single_int(struct pg_store *s, const char *sql, cqrs_error *err)
+{
+	PGresult *r = query(s, sql, 0, NULL, NULL, "cannot read the store", err);
+	if (r == NULL)
+		return -1;
+	int64_t v = s->pq->ntuples(r) > 0 ? int_at(s->pq, r, 0, 0) : 0;
+	s->pq->clear(r);
+	return v;
+}
+
+static int64_t pg_last_sequence(cqrs_store *st, cqrs_error *err)
+{
+	return single_int((struct pg_store *)st, "SELECT coalesce(max(sequence), 0) FROM events",
+			  err);
+}
+
+static int pg_head(cqrs_store *st, int64_t *sequence, uint8_t hash[CQRS_HASH_LEN], cqrs_error *err)
+{
+	struct pg_store *s = (struct pg_store *)st;
+	PGresult *r = query(s, "SELECT sequence, hash FROM events ORDER BY sequence DESC LIMIT 1",
+			    0, NULL, NULL, "cannot read the store", err);
+	if (r == NULL)
+		return -1;
+	*sequence = 0;
+	memset(hash, 0, CQRS_HASH_LEN);
+	if (s->pq->ntuples(r) > 0) {
+		*sequence = int_at(s->pq, r, 0, 0);
+		hash_at(s->pq, r, 0, 1, hash);
+	}
+	s->pq->clear(r);
+	return 0;
+}
+
+/* --- reading: keyset pages by sequence ----------------------------------- */
+
+/* A PostgreSQL array literal of n strings: {"a","b"}. */
+static char *array_literal(const char *const *values, size_t n)
+{
+	struct cqrs_strbuf b = { 0 };
+	cqrs_strbuf_putc(&b, '{');
+	for (size_t i = 0; i < n; i++) {
+		cqrs_strbuf_puts(&b, i ? ",\"" : "\"");
+		for (const char *p = values[i]; *p != '\0'; p++) {
+			if (*p == '"' || *p == '\\')
+				cqrs_strbuf_putc(&b, '\\');
+			cqrs_strbuf_putc(&b, *p);
+		}
+		cqrs_strbuf_putc(&b, '"');
+	}
+	cqrs_strbuf_putc(&b, '}');
+	char *out = b.oom ? NULL : strdup(cqrs_strbuf_str(&b));
+	cqrs_strbuf_free(&b);
+	return out;
+}
+
+static char *uuid_array_literal(const uint8_t (*ids)[CQRS_UUID_LEN], size_t n)
+{
+	char *text = malloc(n * 37 + 3);
+	if (text == NULL)
+		return NULL;
+	size_t pos = 0;
+	text[pos++] = '{';
+	for (size_t i = 0; i < n; i++) {
+		if (i > 0)
+			text[pos++] = ',';
+		uuid_text(ids[i], text + pos);
+		pos += 36;
+	}
+	text[pos++] = '}';
+	text[pos] = '\0';
+	return text;
+}
+
+static char *int_text(int64_t v)
+{
+	char buf[24];
+	snprintf(buf, sizeof buf, "%lld", (long long)v);
+	return strdup(buf);
+}
+
+/* Parameters: $1 the keyset bound, $2 the page's size, then the filter's
+ * values $3..$15 (each NULL when the filter does not use it). */
+enum {
+	P_TO = 2,
+	P_AGG_ID,
+	P_AGG_VERSION,
+	P_AGG_TYPE,
+	P_EVENT_TYPE,
+	P_CORRELATION,
+	P_UNTIL,
+	P_AGG_IDS,
+	P_AGG_TYPES,
+	P_EVENT_TYPES,
+	P_CORRELATIONS,
+	P_AFTER, /* reverse reads: sequence > after */
+	NPARAMS = P_AFTER
+};
+
+static const Oid param_types[NPARAMS + 1] = {
+	OID_INT8,	OID_INT8,	OID_INT8,	OID_UUID, OID_INT8,
+	OID_TEXT,	OID_TEXT,	OID_TEXT,	OID_TEXT, OID_UUID_ARRAY,
+	OID_TEXT_ARRAY, OID_TEXT_ARRAY, OID_TEXT_ARRAY, OID_INT8,
+};
+
+static void filter_sql(struct cqrs_strbuf *sql, const cqrs_filter *f, bool verify)
+{
+	cqrs_strbuf_puts(sql, EVENT_COLUMNS);
+	if (verify)
+		cqrs_strbuf_puts(sql, ", correlation_id");
+	cqrs_strbuf_puts(sql, f->reverse ? " FROM events WHERE sequence < $1"
+					 : " FROM events WHERE sequence > $1");
+	if (f->reverse)
+		cqrs_strbuf_printf(sql, " AND sequence > $%d", P_AFTER + 1);
+	if (f->to > 0)
+		cqrs_strbuf_printf(sql, " AND sequence <= $%d", P_TO + 1);
+	if (f->aggregate_id != NULL)
+		cqrs_strbuf_printf(sql, " AND aggregate_id = $%d AND aggregate_version > $%d",
+				   P_AGG_ID + 1, P_AGG_VERSION + 1);
+	if (f->aggregate_type != NULL)
+		cqrs_strbuf_printf(sql, " AND aggregate_type = $%d", P_AGG_TYPE + 1);
+	if (f->event_type != NULL)
+		cqrs_strbuf_printf(sql, " AND event_type = $%d", P_EVENT_TYPE + 1);
+	if (f->correlation_id != NULL)
+		cqrs_strbuf_printf(sql, " AND correlation_id = $%d", P_CORRELATION + 1);
+	if (f->until != NULL)
+		cqrs_strbuf_printf(sql, " AND \"timestamp\" <= $%d", P_UNTIL + 1);
+	if (f->naggregate_ids > 0)
+		cqrs_strbuf_printf(sql, " AND aggregate_id = ANY($%d)", P_AGG_IDS + 1);
+	if (f->naggregate_types > 0)
+		cqrs_strbuf_printf(sql, " AND aggregate_type = ANY($%d)", P_AGG_TYPES + 1);
+	if (f->nevent_types > 0)
+		cqrs_strbuf_printf(sql, " AND event_type = ANY($%d)", P_EVENT_TYPES + 1);
+	if (f->ncorrelation_ids > 0)
+		cqrs_strbuf_printf(sql, " AND correlation_id = ANY($%d)", P_CORRELATIONS + 1);
+	cqrs_strbuf_puts(sql, f->reverse ? " ORDER BY sequence DESC LIMIT $2"
+					 : " ORDER BY sequence LIMIT $2");
+}
+
+static void free_cursor(struct pg_cursor *c)
+{
+	if (c->page != NULL)
+		((struct pg_store *)c->base.store)->pq->clear(c->page);
+	for (size_t i = 0; i < sizeof c->params / sizeof c->params[0]; i++)
+		free(c->params[i]);
+	free(c->sql);
+	free(c);
+}
+
+static struct pg_cursor *new_cursor(struct pg_store *s, const cqrs_filter *f, bool verify,
+				    cqrs_error *err)
+{
+	struct pg_cursor *c = calloc(1, sizeof *c);
+	if (c == NULL) {
+		cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+		return NULL;
+	}
+	c->base.store = &s->base;
+	c->verify = verify;
+	c->remaining = f->limit > 0 ? f->limit : -1;
+	c->keyset = f->reverse ? (f->to > 0 ? f->to + 1 : INT64_MAX) : f->after;
+	struct cqrs_strbuf sql = { 0 };
+	filter_sql(&sql, f, verify);
+	c->sql = sql.oom ? NULL : strdup(cqrs_strbuf_str(&sql));
+	cqrs_strbuf_free(&sql);
+	bool oom = c->sql == NULL;
+	char **p = c->params;
+	if (f->reverse)
+		oom |= (p[P_AFTER] = int_text(f->after)) == NULL;
+	if (f->to > 0)
+		oom |= (p[P_TO] = int_text(f->to)) == NULL;
+	if (f->aggregate_id != NULL) {
+		char id[37];
+		uuid_text(f->aggregate_id, id);
+		oom |= (p[P_AGG_ID] = strdup(id)) == NULL;
+		oom |= (p[P_AGG_VERSION] = int_text(f->after_version)) == NULL;
+	}
+	if (f->aggregate_type != NULL)
+		oom |= (p[P_AGG_TYPE] = strdup(f->aggregate_type)) == NULL;
+	if (f->event_type != NULL)
+		oom |= (p[P_EVENT_TYPE] = strdup(f->event_type)) == NULL;
+	if (f->correlation_id != NULL)
+		oom |= (p[P_CORRELATION] = strdup(f->correlation_id)) == NULL;
+	if (f->until != NULL)
+		oom |= (p[P_UNTIL] = strdup(f->until)) == NULL;
+	if (f->naggregate_ids > 0)
+		oom |= (p[P_AGG_IDS] = uuid_array_literal(f->aggregate_ids, f->naggregate_ids)) ==
+		       NULL;
+	if (f->naggregate_types > 0)
+		oom |= (p[P_AGG_TYPES] = array_literal(f->aggregate_types, f->naggregate_types)) ==
+		       NULL;
+	if (f->nevent_types > 0)
+		oom |= (p[P_EVENT_TYPES] = array_literal(f->event_types, f->nevent_types)) == NULL;
+	if (f->ncorrelation_ids > 0)
+		oom |= (p[P_CORRELATIONS] =
+				array_literal(f->correlation_ids, f->ncorrelation_ids)) == NULL;
+	if (oom) {
+		free_cursor(c);
+		cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+		return NULL;
+	}
+	return c;
+}
+
+/* The next page after the cursor's keyset; the previous page is freed. */
+static int fetch_page(struct pg_cursor *c, cqrs_error *err)
+{
+	struct pg_store *s = (struct pg_store *)c->base.store;
+	if (c->page != NULL) {
+		s->pq->clear(c->page);
+		c->page = NULL;
+	}
+	int64_t want = PAGE_ROWS;
+	if (c->remaining >= 0 && c->remaining < want)
+		want = c->remaining;
+	char keyset[24], limit[24];
+	snprintf(keyset, sizeof keyset, "%lld", (long long)c->keyset);
+	snprintf(limit, sizeof limit, "%lld", (long long)want);
+	const char *v[NPARAMS + 1];
+	v[0] = keyset;
+	v[1] = limit;
+	for (int i = 2; i <= NPARAMS; i++)
+		v[i] = c->params[i];
+	c->page = query(s, c->sql, NPARAMS + 1, param_types, v, "cannot read the store", err);
+	if (c->page == NULL)
+		return -1;
+	c->nrows = s->pq->ntuples(c->page);
+	c->row = 0;
+	c->last_page = c->nrows < want;
+	if (c->remaining >= 0)
+		c->remaining -= c->nrows;
+	return 0;
+}
+
+static cqrs_cursor *pg_read(cqrs_store *st, const cqrs_filter *f, cqrs_error *err)
+{
+	struct pg_cursor *c = new_cursor((struct pg_store *)st, f, false, err);
+	if (c == NULL)
+		return NULL;
+	if (fetch_page(c, err) < 0) {
+		free_cursor(c);
+		return NULL;
+	}
+	return &c->base;
+}
+
+static cqrs_cursor *pg_verify_read(cqrs_store *st, cqrs_error *err)
+{
+	cqrs_filter all = { 0 };
+	struct pg_cursor *c = new_cursor((struct pg_store *)st, &all, true, err);
+	if (c == NULL)
+		return NULL;
+	if (fetch_page(c, err) < 0) {
+		free_cursor(c);
+		return NULL;
+	}
+	return &c->base;
+}
+
+static int pg_cursor_next(cqrs_cursor *cur, cqrs_event *ev, cqrs_error *err)
+{
+	struct pg_cursor *c = (struct pg_cursor *)cur;
+	struct pg_store *s = (struct pg_store *)cur->store;
+	if (c->row >= c->nrows) {
+		if (c->last_page || c->remaining == 0)
+			return 0;
+		if (fetch_page(c, err) < 0)
+			return -1;
+		if (c->nrows == 0)
+			return 0;
+	}
+	bool ok = row_to_event(s->pq, c->page, c->row, ev);
+	c->keyset = ev->sequence;
+	c->row++;
+	if (!ok)
+		return cqrs_fail(err, CQRS_EXIT_DATAERR,
+				 "%s: event %lld is damaged: a column is missing or malformed",
+				 s->name, (long long)ev->sequence);
+	return 1;
+}
+
+static void pg_cursor_close(cqrs_cursor *cur)
+{
+	free_cursor((struct pg_cursor *)cur);
+}
+
+static int pg_verify_row(cqrs_cursor *cur, const cqrs_event *ev, cqrs_error *err)
+{
+	struct pg_cursor *c = (struct pg_cursor *)cur;
+	const struct cqrs_pq *pq = ((struct pg_store *)cur->store)->pq;
+	int row = c->row - 1;
+	char corr[CQRS_MAX_CORRELATION + 1];
+	bool has = cqrs_event_correlation(ev, corr, sizeof corr);
+	bool col_null = pq->getisnull(c->page, row, 11);
+	const char *col = pq->getvalue(c->page, row, 11);
+	if (has != !col_null || (has && strcmp(col, corr) != 0))
+		return cqrs_fail(err, CQRS_EXIT_DATAERR,
+				 "column correlation_id (%s%s%s) does not match the hashed "
+				 "metadata's (%s%s%s): the row was edited",
+				 col_null ? "" : "'", col_null ? "NULL" : col, col_null ? "" : "'",
+				 has ? "'" : "", has ? corr : "none", has ? "'" : "");
+	return 0;
+}
+
+/* --- snapshots, processed messages, counters ----------------------------- */
+
+static int pg_snapshot_load(cqrs_store *st, const uint8_t id[CQRS_UUID_LEN], int64_t *version,
+			    char **state, cqrs_error *err)
+{
+	struct pg_store *s = (struct pg_store *)st;
+	char text[37];
+	uuid_text(id, text);
+	const char *v[1] = { text };
+	static const Oid t[1] = { OID_UUID };
+	PGresult *r = query(s,
+			    "SELECT aggregate_version, state FROM snapshots WHERE aggregate_id = $1"
+			    " ORDER BY aggregate_version DESC LIMIT 1",
+			    1, t, v, "cannot load snapshot", err);
+	if (r == NULL)
+		return -1;
+	int found = 0;
+	if (s->pq->ntuples(r) > 0) {
+		*version = int_at(s->pq, r, 0, 0);
+		*state = strdup(s->pq->getvalue(r, 0, 1));
+		found = *state != NULL ? 1 : cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+	}
+	s->pq->clear(r);
+	return found;
+}
+
+static int pg_snapshot_save(cqrs_store *st, const uint8_t id[CQRS_UUID_LEN], const char *type,
+			    int64_t version, const char *state, cqrs_error *err)
+{
+	struct pg_store *s = (struct pg_store *)st;
+	char text[37], ver[24], now[CQRS_TIMESTAMP_LEN + 1];
+	uuid_text(id, text);
+	snprintf(ver, sizeof ver, "%lld", (long long)version);
+	cqrs_timestamp_now(now);
+	const char *v[5] = { text, type, ver, state, now };
+	static const Oid t[5] = { OID_UUID, OID_TEXT, OID_INT8, OID_TEXT, OID_TEXT };
+	PGresult *r =
+		checked(s,
+			s->pq->exec_params(
+				s->conn,
+				"INSERT INTO snapshots (aggregate_id, aggregate_type,"
+				" aggregate_version, state, created_at) VALUES ($1, $2, $3, $4, $5)"
+				" ON CONFLICT (aggregate_id, aggregate_version) DO UPDATE SET"
+				" aggregate_type = excluded.aggregate_type, state = excluded.state,"
+				" created_at = excluded.created_at",
+				5, t, v, NULL, NULL, 0),
+			PGRES_COMMAND_OK, "cannot save snapshot", err);
+	if (r == NULL)
+		return -1;
+	s->pq->clear(r);
+	return 0;
+}
+
+static int pg_processed_get(cqrs_store *st, const char *message_id, char **result, cqrs_error *err)
+{
+	struct pg_store *s = (struct pg_store *)st;
+	const char *v[1] = { message_id };
+	static const Oid t[1] = { OID_TEXT };
+	PGresult *r = query(s, "SELECT result FROM processed_messages WHERE message_id = $1", 1, t,
+			    v, "store query failed", err);
+	if (r == NULL)
+		return -1;
+	int found = 0;
+	if (s->pq->ntuples(r) > 0) {
+		*result = strdup(s->pq->getvalue(r, 0, 0));
+		found = *result != NULL ? 1 : cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+	}
+	s->pq->clear(r);
+	return found;
+}
+
+static int pg_processed_put(cqrs_store *st, const char *message_id, const char *handler,
+			    const char *result, cqrs_error *err)
+{
+	struct pg_store *s = (struct pg_store *)st;
+	if (!s->in_txn)
+		return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "processed_put outside a transaction");
+	char now[CQRS_TIMESTAMP_LEN + 1];
+	cqrs_timestamp_now(now);
+	const char *v[4] = { message_id, handler, result, now };
+	static const Oid t[4] = { OID_TEXT, OID_TEXT, OID_TEXT, OID_TEXT };
+	PGresult *r =
+		checked(s,
+			s->pq->exec_params(s->conn,
+					   "INSERT INTO processed_messages (message_id, handler,"
+					   " result, processed_at) VALUES ($1, $2, $3, $4)",
+					   4, t, v, NULL, NULL, 0),
+			PGRES_COMMAND_OK, "cannot record processed message", err);
+	if (r == NULL)
+		return -1;
+	s->pq->clear(r);
+	return 0;
+}
+
+static int64_t counter_sql(struct pg_store *s, const char *sql, const char *name, int64_t floor,
+			   cqrs_error *err)
+{
+	if (!s->in_txn)
+		return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "counter update outside a transaction");
+	char f[24];
+	snprintf(f, sizeof f, "%lld", (long long)floor);
+	const char *v[2] = { name, f };
+	static const Oid t[2] = { OID_TEXT, OID_INT8 };
+	PGresult *r = query(s, sql, 2, t, v, "cannot update counter", err);
+	if (r == NULL)
+		return -1;
+	int64_t value = s->pq->ntuples(r) > 0 ? int_at(s->pq, r, 0, 0) : -1;
+	s->pq->clear(r);
+	return value > 0 ? value
+			 : cqrs_fail(err, CQRS_EXIT_SOFTWARE, "counter '%s' did not advance", name);
+}
+
+static int64_t pg_counter_next(cqrs_store *st, const char *name, cqrs_error *err)
+{
+	return counter_sql((struct pg_store *)st,
+			   "INSERT INTO counters (name, value) VALUES ($1, 1)"
+			   " ON CONFLICT (name) DO UPDATE SET value = counters.value + 1"
+			   " RETURNING value",
+			   name, 0, err);
+}
+
+static int64_t pg_counter_raise(cqrs_store *st, const char *name, int64_t floor, cqrs_error *err)
+{
+	return counter_sql((struct pg_store *)st,
+			   "INSERT INTO counters (name, value) VALUES ($1, $2)"
+			   " ON CONFLICT (name) DO UPDATE SET value = greatest(counters.value, $2)"
+			   " RETURNING value",
+			   name, floor, err);
+}
+
+/* --- following: LISTEN/NOTIFY -------------------------------------------- */
+
+static int drain_notifications(struct pg_store *s, cqrs_error *err)
+{
+	if (!s->pq->consume_input(s->conn))
+		return pg_fail(s, NULL, "waiting for new events failed", err);
+	int n = 0;
+	PGnotify *note;
+	while ((note = s->pq->notifies(s->conn)) != NULL) {
+		s->pq->freemem(note);
+		n++;
+	}
+	return n;
+}
+
+static int pg_wait(cqrs_store *st, int timeout_ms, const int *fds, int nfds, cqrs_error *err)
+{
+	struct pg_store *s = (struct pg_store *)st;
+	if (!s->listening) {
+		char *ident = s->pq->escape_identifier(s->conn, s->channel, strlen(s->channel));
+		if (ident == NULL)
+			return pg_fail(s, NULL, "cannot listen for new events", err);
+		char sql[200];
+		snprintf(sql, sizeof sql, "LISTEN %s", ident);
+		s->pq->freemem(ident);
+		if (exec_command(s, sql, "cannot listen for new events", err) < 0)
+			return -1;
+		s->listening = true;
+		/* an append that committed between the caller's last read and
+		 * the LISTEN sent no notification this connection heard */
+		return 1;
+	}
+	int sock = s->pq->socket(s->conn);
+	if (sock < 0)
+		return pg_fail(s, NULL, "waiting for new events failed", err);
+	int queued = drain_notifications(s, err);
+	if (queued != 0)
+		return queued < 0 ? -1 : 1;
+	struct pollfd p[9];
+	int n = 0;
+	p[n++] = (struct pollfd){ .fd = sock, .events = POLLIN };
+	for (int i = 0; i < nfds && n < 9; i++)
+		p[n++] = (struct pollfd){ .fd = fds[i], .events = POLLIN };
+	int r = poll(p, (nfds_t)n, timeout_ms);
+	if (r < 0 && errno == EINTR)
+		return 2;
+	if (r < 0)
+		return cqrs_fail(err, CQRS_EXIT_OSERR, "poll: %s", strerror(errno));
+	for (int i = 1; i < n; i++)
+		if (p[i].revents != 0)
+			return 2;
+	if (r == 0)
+		return 0;
+	int got = drain_notifications(s, err);
+	if (got < 0)
+		return -1;
+	if (connection_lost(s))
+		return pg_fail(s, NULL, "waiting for new events failed", err);
+	return 1;
+}
+
+static const struct cqrs_store_ops pg_ops = {
+	.close = pg_close,
+	.set_durability = pg_set_durability,
+	.begin = pg_begin,
+	.append = pg_append,
+	.commit = pg_commit,
+	.rollback = pg_rollback,
+	.aggregate_version = pg_aggregate_version,
+	.last_sequence = pg_last_sequence,
+	.read = pg_read,
+	.cursor_next = pg_cursor_next,
+	.cursor_close = pg_cursor_close,
+	.snapshot_load = pg_snapshot_load,
+	.snapshot_save = pg_snapshot_save,
+	.processed_get = pg_processed_get,
+	.processed_put = pg_processed_put,
+	.counter_next = pg_counter_next,
+	.counter_raise = pg_counter_raise,
+	.wait = pg_wait,
+	.head = pg_head,
+	.verify_read = pg_verify_read,
+	.verify_row = pg_verify_row,
+};
