@@ -978,10 +978,15 @@ void cqrs_head_format(const struct cqrs_head *h, char out[CQRS_HEAD_TEXT_LEN + 1
 int cqrs_head_parse(const char *text, size_t len, struct cqrs_head *h);
 
 enum cqrs_backup_format { CQRS_BACKUP_SQLITE, CQRS_BACKUP_NDJSON };
+struct cqrs_signing_key;
+struct cqrs_public_key;
 struct cqrs_backup_options {
 	enum cqrs_backup_format format;
 	const struct cqrs_head *since; /* NDJSON: the events after it only; NULL: all */
 	bool force;		       /* replace an existing target file */
+	/* signs the head the backup ends at (cqrs-keygen(1)): in the NDJSON
+	 * trailer, or beside a file target as TARGET.head; NULL: unsigned */
+	const struct cqrs_signing_key *key;
 };
 /* The store at store_path, read at one moment while writers go on, into
  * the file target (made beside it, checked, synced, renamed into place,
@@ -997,6 +1002,12 @@ int cqrs_backup(const char *store_path, const char *target, FILE *out,
  * 65 for a truncated or edited backup, 73 when a store exists there. */
 int cqrs_restore(const char *backup, const char *store_path, struct cqrs_head *head,
 		 cqrs_error *err);
+/* cqrs_restore of a backup that must carry a head signed by pub (the NDJSON
+ * trailer's, or BACKUP.head beside a SQLite file) naming the head it ends
+ * at, checked before the store is put in place: 66 without one, 65 for
+ * another key or a head that does not match. */
+int cqrs_restore_signed(const char *backup, const char *store_path,
+			const struct cqrs_public_key *pub, struct cqrs_head *head, cqrs_error *err);
 /* --- signed heads (issue 12): lib/store/signed_head.c, cqrs-keygen(1) -----
  * The store's owner signs a chain head with an Ed25519 key, as Certificate
  * Transparency signs tree heads: the head says which store (the hash of

@@ -325,6 +325,72 @@ files_here() {
 	[ ! -e r.db ]
 }
 
+@test "with the owner's key a backup carries its head signed; a restore with --public-key checks it, on another host too" {
+	busy_store
+	cqrs-keygen owner.key >/dev/null
+	cqrs-keygen other.key >/dev/null
+	head=$(verified_head "$CQRS_STORE")
+	# NDJSON: the signed head in the trailer, at the backup's end
+	cqrs-backup -f ndjson --signing-key owner.key >signed.ndjson
+	assert_equal "$(tail -n1 signed.ndjson | jq -r '"\(.signed_head.sequence):\(.signed_head.hash)"')" "$head"
+	assert_equal "$(tail -n1 signed.ndjson | jq -r .signed_head.key_id)" "$(jq -r .key_id owner.key.pub)"
+	run --separate-stderr cqrs-backup --restore --public-key owner.key.pub -s r1.db signed.ndjson
+	assert_success
+	assert_output "$head"
+	# a file: FILE.head beside it, owner-only, which cqrs-read checks with
+	# the public key alone; CQRS_SIGNING_KEY is the default key
+	CQRS_SIGNING_KEY=owner.key cqrs-backup copy.db >/dev/null
+	assert_equal "$(stat -c %a copy.db.head)" 600
+	run --separate-stderr cqrs-read -s copy.db --verify --expect-signed copy.db.head --public-key owner.key.pub
+	assert_success
+	run --separate-stderr cqrs-backup --restore --public-key owner.key.pub -s r2.db copy.db
+	assert_success
+	assert_equal "$(cqrs-read -s r2.db)" "$(cqrs-read)"
+	# another key, an edited head, no signed head: 65, 65, 66; nothing restored
+	run --separate-stderr cqrs-backup --restore --public-key other.key.pub -s r3.db copy.db
+	assert_failure 65
+	assert_equal "$stderr" "cqrs-backup: signed with key $(jq -r .key_id owner.key.pub), and the public key given is key $(jq -r .key_id other.key.pub)"
+	sed -E '$s/("signed_head":\{.*"sequence":)[0-9]+/\1'"$((${head%%:*} - 1))"'/' signed.ndjson >edited.ndjson
+	run --separate-stderr cqrs-backup --restore --public-key owner.key.pub -s r3.db edited.ndjson
+	assert_failure 65
+	assert_equal "$stderr" "cqrs-backup: the signature does not verify: the head was changed or not signed by this key"
+	cqrs-backup -f ndjson >unsigned.ndjson
+	run --separate-stderr cqrs-backup --restore --public-key owner.key.pub -s r3.db unsigned.ndjson
+	assert_failure 66
+	assert_equal "$stderr" "cqrs-backup: unsigned.ndjson: the backup carries no signed head (made without --signing-key); nothing was restored"
+	rm copy.db.head
+	run --separate-stderr cqrs-backup --restore --public-key owner.key.pub -s r3.db copy.db
+	assert_failure 66
+	[ ! -e r3.db ]
+	# a head signed for another store does not vouch for this one
+	printf '{"aggregate_type":"T","aggregate_id":"%s","event_type":"Noted","data":{}}\n' "$(cat /proc/sys/kernel/random/uuid)" | cqrs-append -q -s elsewhere.db
+	cqrs-backup -s elsewhere.db --signing-key owner.key elsewhere-copy.db >/dev/null
+	cp elsewhere-copy.db.head copy.db.head
+	run --separate-stderr cqrs-backup --restore --public-key owner.key.pub -s r3.db copy.db
+	assert_failure 65
+	[ ! -e r3.db ]
+	# an incremental backup is signed at its own end
+	order 2
+	cqrs-backup -f ndjson --signing-key owner.key --since "$head" >inc.ndjson
+	run --separate-stderr cqrs-backup --restore --public-key owner.key.pub -s r1.db inc.ndjson
+	assert_success
+	assert_equal "$output" "$(verified_head "$CQRS_STORE")"
+}
+
+@test "a store whose chain is broken is not backed up (65), in either form" {
+	busy_store
+	sqlite3 "$CQRS_STORE" "DROP TRIGGER events_no_update; UPDATE events SET metadata = '{}' WHERE sequence = 2"
+	run --separate-stderr cqrs-backup -f ndjson
+	assert_failure 65
+	assert_equal "$stderr" "cqrs-backup: sequence 2: hash chain broken: the store is damaged (cqrs-read --verify); no backup was made"
+	run --separate-stderr cqrs-backup -f ndjson out.ndjson
+	assert_failure 65
+	[ ! -e out.ndjson ]
+	run --separate-stderr cqrs-backup out.db
+	assert_failure 65
+	[ ! -e out.db ]
+}
+
 @test "usage errors" {
 	run --separate-stderr cqrs-backup
 	assert_failure 64
@@ -333,6 +399,11 @@ files_here() {
 	assert_failure 64
 	assert_equal "$stderr" "cqrs-backup: --format must be sqlite or ndjson: 'xml'"
 	run --separate-stderr cqrs-backup --restore --force b.db
+	assert_failure 64
+	run --separate-stderr cqrs-backup --public-key k.pub b.db
+	assert_failure 64
+	assert_equal "${stderr%%$'\n'*}" "cqrs-backup: --public-key goes with --restore"
+	run --separate-stderr cqrs-backup --restore --signing-key k b.db
 	assert_failure 64
 	run --separate-stderr cqrs-backup a.db b.db
 	assert_failure 64

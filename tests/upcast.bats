@@ -549,3 +549,24 @@ EOF
 	assert_success
 	assert_output --partial libjq.so.1
 }
+
+@test "without the shipped upcasters file (not installed): tools run until an old event needs it, then 78 naming it" {
+	paid_order "$A"
+	mkdir empty-share
+	export CQRS_SHAREDIR=$PWD/empty-share
+	# the command side meets no old event: it works, and writes version 2
+	run --separate-stderr cqrs-command -q ship-order --order "$A" --carrier UPS --tracking TRK-A
+	assert_success
+	assert_equal "$(cqrs-read -e OrderShipped | jq -c .event_version)" 2
+	assert_equal "$(cqrs-read --upcast -e OrderShipped | jq -c .event_version)" 2
+	# a version-1 event is not passed on as if it were current
+	shipped_v1 "$B" TRK-B DHL | cqrs-append -q
+	seq=$(cqrs-read -e OrderShipped | jq 'select(.event_version == 1) | .sequence')
+	want="event $seq (OrderShipped, event_version 1): no upcaster reads event_version 1: the shipped upcasters, $PWD/empty-share/upcasters/orders.yaml, are missing (install cqrs-tools, or set CQRS_SHAREDIR)"
+	run --separate-stderr cqrs-read --upcast -e OrderShipped
+	assert_failure 78
+	assert_equal "$stderr" "cqrs-read: $want"
+	run --separate-stderr cqrs-command show "$B"
+	assert_failure 78
+	assert_equal "$stderr" "cqrs-command: $want"
+}

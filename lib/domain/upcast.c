@@ -18,12 +18,15 @@
  */
 #include "config.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/yaml.h"
+#include "domain/domain.h"
 #include "domain/upcast_impl.h"
 #include "store/store_impl.h"
 #include "banned.h"
@@ -82,6 +85,10 @@ struct upcast_set {
 	size_t nfiles;
 	size_t njq; /* jq steps, numbered by jq_index */
 	struct step **jq_steps;
+	/* The shipped file, when it is not there (a build that was not
+	 * installed, CQRS_SHAREDIR unset): not an error until an old event
+	 * needs it, so that tools that meet none still run. */
+	char *shipped_missing;
 };
 
 static struct upcast_set the_set;
@@ -577,6 +584,7 @@ static void free_set(struct upcast_set *set)
 		free(set->files[i]);
 	free(set->files);
 	free(set->jq_steps);
+	free(set->shipped_missing);
 	*set = (struct upcast_set){ 0 };
 }
 
@@ -584,8 +592,14 @@ static int load_set(char *const *files, int nfiles, cqrs_error *err)
 {
 	struct upcast_set set = { 0 };
 	char shipped[4096];
-	int rc = load_file(&set, cqrs_share_path("upcasters/orders.yaml", shipped, sizeof shipped),
-			   err);
+	cqrs_share_path("upcasters/orders.yaml", shipped, sizeof shipped);
+	int rc = 0;
+	if (access(shipped, F_OK) < 0 && errno == ENOENT)
+		rc = (set.shipped_missing = strdup(shipped)) == NULL
+			     ? cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory")
+			     : 0;
+	else
+		rc = load_file(&set, shipped, err);
 	for (int i = 0; rc == 0 && i < nfiles; i++)
 		rc = load_file(&set, files[i], err);
 	if (rc == 0)
@@ -623,7 +637,7 @@ int64_t cqrs_upcast_newest(const char *event_type)
 {
 	cqrs_error e = { 0 };
 	const struct upcast_set *set = get_set(&e);
-	int64_t newest = 1;
+	int64_t newest = dom_event_version(event_type);
 	for (size_t i = 0; set != NULL && i < set->n; i++)
 		if (set->u[i].from >= newest && strcmp(set->u[i].event_type, event_type) == 0)
 			newest = set->u[i].from + 1;
@@ -1156,6 +1170,11 @@ int cqrs_upcaster_apply(cqrs_upcaster *u, cqrs_event *ev, cqrs_error *err)
 		if (c->from + 1 > newest)
 			newest = c->from + 1;
 	}
+	/* the domain's own types are read at the version it writes, whatever
+	 * the declarations loaded */
+	int64_t domain = dom_event_version(ev->event_type); /* 1: not versioned */
+	if (domain > 1 && domain > newest)
+		newest = domain;
 	if (newest == 0 || ev->event_version == newest)
 		return 0; /* current, or a type no upcaster knows */
 	if (ev->event_version > newest)
@@ -1168,6 +1187,12 @@ int cqrs_upcaster_apply(cqrs_upcaster *u, cqrs_event *ev, cqrs_error *err)
 	int k = 0;
 	for (int64_t v = ev->event_version; v < newest; v++) {
 		const struct upcaster *c = find(set, ev->event_type, v);
+		if (c == NULL && set->shipped_missing != NULL)
+			return event_fail(err, CQRS_EXIT_CONFIG, ev,
+					  "no upcaster reads event_version %lld: the shipped "
+					  "upcasters, %s, are missing (install cqrs-tools, or set "
+					  "CQRS_SHAREDIR)",
+					  (long long)v, set->shipped_missing);
 		if (c == NULL)
 			return event_fail(err, CQRS_EXIT_CONFIG, ev,
 					  "no upcaster reads event_version %lld (the oldest "

@@ -476,7 +476,20 @@ static int write_events(cqrs_store *st, const struct cqrs_head *since, const str
 		return -1;
 	cqrs_event ev;
 	int r;
+	/* the chain checked as it is written: a backup that a signed head
+	 * vouches for, or that a restore will refuse, is not made */
+	uint8_t prev[CQRS_HASH_LEN], h[CQRS_HASH_LEN];
+	memcpy(prev, since->hash, CQRS_HASH_LEN);
 	while ((r = cqrs_cursor_next(c, &ev, err)) == 1) {
+		cqrs_event_hash(&ev, prev, h);
+		if (!ev.has_hash || memcmp(h, ev.hash, CQRS_HASH_LEN) != 0) {
+			r = cqrs_fail(err, CQRS_EXIT_DATAERR,
+				      "sequence %lld: hash chain broken: the store is damaged "
+				      "(cqrs-read --verify); no backup was made",
+				      (long long)ev.sequence);
+			break;
+		}
+		memcpy(prev, h, CQRS_HASH_LEN);
 		cqrs_event_write(out, &ev);
 		(*events)++;
 		if (ferror(out) && !cqrs_stdout_gone()) {
@@ -489,10 +502,25 @@ static int write_events(cqrs_store *st, const struct cqrs_head *since, const str
 	return r;
 }
 
+/* The head the backup ends at, signed with key: its JSON line into line
+ * (no newline).  The store's first event names the store. */
+static int sign_head(cqrs_store *st, const struct cqrs_head *head, const cqrs_signing_key *key,
+		     char line[CQRS_SIGNED_HEAD_MAX], cqrs_error *err)
+{
+	cqrs_verify v = { .checked = head->sequence };
+	memcpy(v.hash, head->hash, CQRS_HASH_LEN);
+	struct cqrs_signed_head h;
+	if (cqrs_signed_head_make(st, &v, key, &h, err) < 0)
+		return -1;
+	cqrs_signed_head_format(&h, line, CQRS_SIGNED_HEAD_MAX);
+	return 0;
+}
+
 /* Header, events after since, every other table, trailer: all read in one
  * read transaction, so at one state of the store. */
-static int write_ndjson(cqrs_store *st, const char *path, const struct cqrs_head *since, FILE *out,
-			struct cqrs_head *head, cqrs_error *err)
+static int write_ndjson(cqrs_store *st, const char *path, const struct cqrs_head *since,
+			const cqrs_signing_key *key, FILE *out, struct cqrs_head *head,
+			cqrs_error *err)
 {
 	sqlite3 *db = cqrs_sqlite_handle(st);
 	if (db == NULL)
@@ -531,8 +559,12 @@ static int write_ndjson(cqrs_store *st, const char *path, const struct cqrs_head
 		cqrs_strbuf_printf(&b, "{\"cqrs_backup_end\":%d,\"events\":%lld,\"rows\":%lld",
 				   FORMAT_VERSION, (long long)events, (long long)rows);
 		head_json(&b, "head", head);
+		char line[CQRS_SIGNED_HEAD_MAX];
+		if (key != NULL && (r = sign_head(st, head, key, line, err)) == 0)
+			cqrs_strbuf_printf(&b, ",\"signed_head\":%s", line);
 		cqrs_strbuf_puts(&b, "}\n");
-		r = put(out, &b, err);
+		if (r == 0)
+			r = put(out, &b, err);
 	}
 	cqrs_strbuf_free(&b);
 	sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
@@ -540,6 +572,27 @@ static int write_ndjson(cqrs_store *st, const char *path, const struct cqrs_head
 }
 
 /* --- backup ----------------------------------------------------------------- */
+
+/* TARGET.head: the head a SQLite backup ends at, signed, beside it. */
+static int sign_file(cqrs_store *st, const char *target, const struct cqrs_head *head,
+		     const cqrs_signing_key *key, cqrs_error *err)
+{
+	char line[CQRS_SIGNED_HEAD_MAX + 1], dir[PATH_MAX], name[PATH_MAX];
+	if (sign_head(st, head, key, line, err) < 0)
+		return -1;
+	size_t n = strlen(line);
+	line[n++] = '\n';
+	const char *slash = strrchr(target, '/');
+	snprintf(dir, sizeof dir, "%.*s",
+		 slash == NULL	   ? 1
+		 : slash == target ? 1
+				   : (int)(slash - target),
+		 slash == NULL ? "." : target);
+	if ((size_t)snprintf(name, sizeof name, "%s.head", slash == NULL ? target : slash + 1) >=
+	    sizeof name)
+		return cqrs_fail(err, CQRS_EXIT_USAGE, "%s: path too long", target);
+	return cqrs_textfile_replace(dir, name, line, n, 0600, err);
+}
 
 static int backup_to_file(cqrs_store *st, const char *store_path, const char *target,
 			  const struct cqrs_backup_options *o, struct cqrs_head *head,
@@ -559,13 +612,15 @@ static int backup_to_file(cqrs_store *st, const char *store_path, const char *ta
 			cqrs_fail(err, CQRS_EXIT_CANTCREAT, "%s: %s", p.temp, strerror(errno));
 			goto out;
 		}
-		int w = write_ndjson(st, store_path, o->since, f, head, err);
+		int w = write_ndjson(st, store_path, o->since, o->key, f, head, err);
 		if (fclose(f) != 0 && w == 0)
 			w = cqrs_fail(err, CQRS_EXIT_IOERR, "%s: %s", p.temp, strerror(errno));
 		if (w < 0)
 			goto out;
 	}
 	rc = place_temp(&p, o->force, err);
+	if (rc == 0 && o->key != NULL && o->format == CQRS_BACKUP_SQLITE)
+		rc = sign_file(st, target, head, o->key, err);
 out:
 	remove_temp(&p);
 	return rc;
@@ -591,7 +646,7 @@ int cqrs_backup(const char *store_path, const char *target, FILE *out,
 	else if (target != NULL)
 		rc = backup_to_file(st, store_path, target, &opt, head, err);
 	else
-		rc = write_ndjson(st, store_path, opt.since, out, head, err);
+		rc = write_ndjson(st, store_path, opt.since, opt.key, out, head, err);
 	cqrs_store_close(st);
 	return rc;
 }
@@ -603,6 +658,7 @@ struct restore {
 	sqlite3 *db;
 	cqrs_input *in;
 	const char *label;		  /* the backup, for messages */
+	const cqrs_public_key *pub;	  /* the trailer's signed head must be its */
 	struct cqrs_head since, head, at; /* from the header; where the store is */
 	bool incremental;
 	int64_t events, rows;
@@ -857,6 +913,36 @@ static int restore_row(struct restore *r, const char *line, size_t len, cqrs_err
 	return 0;
 }
 
+/* A head signed by pub that names the store being restored and the head
+ * the backup ends at: 0, or -1 with *err (65, 66 without one, 6). */
+static int check_signed(cqrs_store *st, const char *label, const struct cqrs_signed_head *h,
+			const cqrs_public_key *pub, const struct cqrs_head *end, cqrs_error *err)
+{
+	if (cqrs_signed_head_verify(h, pub, err) < 0 ||
+	    cqrs_signed_head_check_store(st, label, h, "the backup's signed head", err) < 0)
+		return -1;
+	if (h->sequence != end->sequence)
+		return cqrs_fail(err, CQRS_EXIT_DATAERR,
+				 "%s: the signed head is at event %lld, the backup ends at %lld",
+				 label, (long long)h->sequence, (long long)end->sequence);
+	return 0;
+}
+
+static int check_trailer_signed(struct restore *r, const char *line, size_t len, cqrs_error *err)
+{
+	const char *v;
+	size_t vn;
+	struct cqrs_signed_head h;
+	if (!cqrs_json_get(line, len, "signed_head", &v, &vn))
+		return cqrs_fail(err, CQRS_EXIT_NOINPUT,
+				 "%s: the backup carries no signed head (made without "
+				 "--signing-key); nothing was restored",
+				 r->label);
+	if (cqrs_signed_head_parse(v, vn, &h, err) < 0)
+		return bad_line(r, err, CQRS_EXIT_DATAERR, "%s", err->msg);
+	return check_signed(r->st, r->label, &h, r->pub, &r->head, err);
+}
+
 static int check_trailer(struct restore *r, const char *line, size_t len, cqrs_error *err)
 {
 	const char *v;
@@ -880,7 +966,7 @@ static int check_trailer(struct restore *r, const char *line, size_t len, cqrs_e
 		return bad_line(r, err, CQRS_EXIT_DATAERR,
 				"the events end at %lld, not at the head the header names (%lld)",
 				(long long)r->at.sequence, (long long)r->head.sequence);
-	return 0;
+	return r->pub != NULL ? check_trailer_signed(r, line, len, err) : 0;
 }
 
 /* Every line after the header, inside the store's open transaction. */
@@ -975,10 +1061,10 @@ static int to_single_file(const char *path, cqrs_error *err)
 	return rc == SQLITE_OK ? 0 : -1;
 }
 
-static int restore_ndjson(const char *backup, const char *store_path, struct cqrs_head *head,
-			  cqrs_error *err)
+static int restore_ndjson(const char *backup, const char *store_path, const cqrs_public_key *pub,
+			  struct cqrs_head *head, cqrs_error *err)
 {
-	struct restore r = { .label = backup != NULL ? backup : "stdin" };
+	struct restore r = { .label = backup != NULL ? backup : "stdin", .pub = pub };
 	struct place p = { .have_temp = false };
 	char *const paths[1] = { (char *)backup };
 	r.in = cqrs_input_open(paths, backup != NULL ? 1 : 0);
@@ -1033,8 +1119,26 @@ out:
 
 /* --- restore: a SQLite file -------------------------------------------------- */
 
-static int restore_file(const char *backup, const char *store_path, struct cqrs_head *head,
-			cqrs_error *err)
+/* BACKUP.head, signed by pub, for the copy at temp. */
+static int check_file_signed(const char *backup, const char *temp, const cqrs_public_key *pub,
+			     const struct cqrs_head *end, cqrs_error *err)
+{
+	char path[PATH_MAX];
+	if ((size_t)snprintf(path, sizeof path, "%s.head", backup) >= sizeof path)
+		return cqrs_fail(err, CQRS_EXIT_USAGE, "%s: path too long", backup);
+	struct cqrs_signed_head h;
+	if (cqrs_signed_head_read(path, &h, err) < 0)
+		return -1;
+	cqrs_store *st = cqrs_store_open(temp, CQRS_OPEN_READ, err);
+	if (st == NULL)
+		return -1;
+	int rc = check_signed(st, backup, &h, pub, end, err);
+	cqrs_store_close(st);
+	return rc;
+}
+
+static int restore_file(const char *backup, const char *store_path, const cqrs_public_key *pub,
+			struct cqrs_head *head, cqrs_error *err)
 {
 	struct place p;
 	if (prepare_target(&p, store_path, false, true, err) < 0)
@@ -1051,6 +1155,7 @@ static int restore_file(const char *backup, const char *store_path, struct cqrs_
 			     : cqrs_fail(err, CQRS_EXIT_CONFIG, "%s: not a SQLite store", backup);
 	cqrs_store_close(src);
 	if (copied < 0 || check_file(p.temp, backup, head, err) < 0 ||
+	    (pub != NULL && check_file_signed(backup, p.temp, pub, head, err) < 0) ||
 	    place_temp(&p, false, err) < 0)
 		goto out;
 	rc = cqrs_store_reset_witness(store_path, &head->sequence, head->hash, err);
@@ -1062,10 +1167,16 @@ out:
 int cqrs_restore(const char *backup, const char *store_path, struct cqrs_head *head,
 		 cqrs_error *err)
 {
+	return cqrs_restore_signed(backup, store_path, NULL, head, err);
+}
+
+int cqrs_restore_signed(const char *backup, const char *store_path, const cqrs_public_key *pub,
+			struct cqrs_head *head, cqrs_error *err)
+{
 	if (backup != NULL && strcmp(backup, "-") == 0)
 		backup = NULL;
 	if (backup == NULL)
-		return restore_ndjson(NULL, store_path, head, err);
+		return restore_ndjson(NULL, store_path, pub, head, err);
 	int fd = open(backup, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return cqrs_fail(err,
@@ -1077,6 +1188,6 @@ int cqrs_restore(const char *backup, const char *store_path, struct cqrs_head *h
 	ssize_t n = read(fd, magic, sizeof magic);
 	close(fd);
 	if (n == (ssize_t)sizeof magic && memcmp(magic, SQLITE_MAGIC, sizeof magic) == 0)
-		return restore_file(backup, store_path, head, err);
-	return restore_ndjson(backup, store_path, head, err);
+		return restore_file(backup, store_path, pub, head, err);
+	return restore_ndjson(backup, store_path, pub, head, err);
 }

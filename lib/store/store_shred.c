@@ -695,7 +695,8 @@ int cqrs_personal_declare(cqrs_store *st, const char *event_type, const char *fi
 	sqlite3 *db = cqrs_sqlite_handle(st);
 	if (db == NULL)
 		return cqrs_fail(err, CQRS_EXIT_CONFIG,
-				 "erasure needs the embedded SQLite store: a PostgreSQL store has no personal fields");
+				 "erasure needs the embedded SQLite store: a PostgreSQL store has "
+				 "no personal fields");
 	struct decl d = { 0 };
 	bool agg = strcmp(subject, "aggregate") == 0;
 	if (!cqrs_type_name_valid(event_type, strlen(event_type)))
@@ -770,7 +771,8 @@ int cqrs_personal_list(cqrs_store *st, FILE *out, cqrs_error *err)
 	sqlite3 *db = cqrs_sqlite_handle(st);
 	if (db == NULL)
 		return cqrs_fail(err, CQRS_EXIT_CONFIG,
-				 "erasure needs the embedded SQLite store: a PostgreSQL store has no personal fields");
+				 "erasure needs the embedded SQLite store: a PostgreSQL store has "
+				 "no personal fields");
 	struct cqrs_shred sh = { 0 };
 	int r = load_decls(db, &sh, err);
 	for (size_t i = 0; r == 0 && i < sh.ndecls; i++) {
@@ -973,7 +975,8 @@ int cqrs_erase_subject(cqrs_store *st, const char *subject, struct cqrs_erase_re
 	sqlite3 *db = cqrs_sqlite_handle(st);
 	if (db == NULL)
 		return cqrs_fail(err, CQRS_EXIT_CONFIG,
-				 "erasure needs the embedded SQLite store: a PostgreSQL store has no personal fields");
+				 "erasure needs the embedded SQLite store: a PostgreSQL store has "
+				 "no personal fields");
 	size_t n = strlen(subject);
 	if (n == 0 || n > CQRS_SUBJECT_MAX || cqrs_utf8_valid_prefix(subject, n) != n)
 		return cqrs_fail(err, CQRS_EXIT_USAGE,
@@ -1007,7 +1010,8 @@ int cqrs_erase_purge(cqrs_store *st, cqrs_error *err)
 	sqlite3 *db = cqrs_sqlite_handle(st);
 	if (db == NULL)
 		return cqrs_fail(err, CQRS_EXIT_CONFIG,
-				 "erasure needs the embedded SQLite store: a PostgreSQL store has no personal fields");
+				 "erasure needs the embedded SQLite store: a PostgreSQL store has "
+				 "no personal fields");
 	int rc = sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
 	if (rc != SQLITE_OK)
 		return cqrs_fail(err, CQRS_EXIT_TEMPFAIL,

@@ -231,8 +231,8 @@ static const char schema_v5[] =
 
 /* The last applied migration is SCHEMA_VERSION; migrations[i] takes a store
  * from version i to i + 1. */
-static const char *const migrations[SCHEMA_VERSION] = { schema_v1, schema_v2, schema_v3,
-							schema_v4, schema_v5 };
+static const char *const migrations[SCHEMA_VERSION] = { schema_v1, schema_v2, schema_v3, schema_v4,
+							schema_v5 };
 
 struct version_slot {
 	uint8_t id[CQRS_UUID_LEN];
