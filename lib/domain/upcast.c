@@ -28,7 +28,7 @@
 #include "common/yaml.h"
 #include "domain/domain.h"
 #include "domain/upcast_impl.h"
-#include "store/store_impl.h"
+#include "store/decode.h"
 #include "banned.h"
 
 #define MAX_PATH_DEPTH 8
