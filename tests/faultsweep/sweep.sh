@@ -135,9 +135,11 @@ expected() {
 has() { case " $1 " in *" $2 "*) return 0 ;; esac; return 1; }
 
 # --- the state a run leaves, in forms that compare ---------------------------
-# generated ids (v7) and wall-clock times are masked; saga events are keyed
-# by their correlation id, every stream is in version order
-mask() { sed -E 's/[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}/<id>/g; s/[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z/<time>/g'; }
+# generated ids (v7) and wall-clock times are masked, and so are the
+# ciphertexts of personal fields (their nonces derive from the generated
+# event id; cqrs-erase(1)); saga events are keyed by their correlation id,
+# every stream is in version order
+mask() { sed -E 's/[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}/<id>/g; s/[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z/<time>/g; s/"ct":"[^"]*"/"ct":"<ct>"/g'; }
 # one sqlite3 process: the store's streams and saga rows, then (when the
 # views exist) every table of the views, read-only
 state_sql() { # dir
