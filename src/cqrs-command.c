@@ -264,6 +264,13 @@ static void put_address(FILE *f, const char *arg)
 {
 	static const char *const parts[] = { "name", "street", "city", "postal_code", "country" };
 	const char *s = arg;
+	/* a JSON object has commas too, and would be cut into five strange
+	 * fields: the flag's form, or the NDJSON form of the command */
+	if (arg[strspn(arg, " \t")] == '{')
+		cqrs_die(CQRS_EXIT_USAGE,
+			 "--ship-to takes NAME,STREET,CITY,POSTAL-CODE,COUNTRY, not JSON (an "
+			 "address object goes in the command's NDJSON form): '%s'",
+			 arg);
 	fputc('{', f);
 	for (int i = 0; i < 5; i++) {
 		const char *e = i < 4 ? strchr(s, ',') : s + strlen(s);

@@ -34,7 +34,7 @@ paid_order() {
 	cqrs-command show "$P1" >/dev/null 2>&1 ||
 		cqrs-command -q register-product --product "$P1" --sku SKU-1 --name Widget --quantity 1000
 	cqrs-command -q create-order --order "$1" --customer cust-42 --item "$P1:2:29.99:SKU-1" \
-		--currency USD --ship-to "$ADDR"
+		--currency USD --ship-to 'Ann,1 Main St,Springfield,12345,US'
 	cqrs-command -q reserve-inventory --product "$P1" --order "$1" --quantity 2
 	cqrs-command -q confirm-payment --order "$1" --payment "${2:-$PAY}" --amount 59.98
 }
