@@ -1730,11 +1730,18 @@ static int start_new(struct cqrs_saga_runner *r, const cqrs_saga_def *d, cqrs_er
 			r->changes++;
 			any = 1;
 		}
-		if (n > 0 && saga_db_set_checkpoint(r->db, cp, last, r->now, err) < 0)
-			goto fail;
 		/* every starting event up to the head is seen: cancellations up
-		 * to there find their instances */
-		if (n < batch && store_head(r, &r->seen, err) < 0)
+		 * to there find their instances, and the checkpoint goes to the
+		 * head, not to the last starting event, for it says how far the
+		 * runner has looked (cqrs-archive(1) must not wait on a runner
+		 * that has nothing left to start) */
+		if (n < batch) {
+			if (store_head(r, &r->seen, err) < 0)
+				goto fail;
+			if (r->seen > last)
+				last = r->seen;
+		}
+		if (last > after && saga_db_set_checkpoint(r->db, cp, last, r->now, err) < 0)
 			goto fail;
 		if (commit(r, err) < 0)
 			goto out;

@@ -14,40 +14,43 @@
 #include "store/store_shred.h"
 #include "banned.h"
 
-static const char *default_path(const char *file)
+/* The default place of file, in out: each caller keeps its own buffer,
+ * so that the store's path stays what it was when the views' path (or
+ * any other) is asked for after it. */
+static const char *default_path(const char *file, char *out, size_t cap)
 {
-	static char buf[2][4096];
-	static int which;
-	char *out = buf[which++ & 1];
 	const char *xdg = getenv("XDG_DATA_HOME");
 	const char *home = getenv("HOME");
 	if (xdg != NULL && *xdg == '/')
-		snprintf(out, sizeof buf[0], "%s/cqrs/%s", xdg, file);
+		snprintf(out, cap, "%s/cqrs/%s", xdg, file);
 	else if (home != NULL && *home != '\0')
-		snprintf(out, sizeof buf[0], "%s/.local/share/cqrs/%s", home, file);
+		snprintf(out, cap, "%s/.local/share/cqrs/%s", home, file);
 	else
-		snprintf(out, sizeof buf[0], "%s", file);
+		snprintf(out, cap, "%s", file);
 	return out;
 }
 
-static const char *resolve(const char *option, const char *env, const char *file)
+static const char *resolve(const char *option, const char *env, const char *file, char *out,
+			   size_t cap)
 {
 	if (option != NULL && *option != '\0')
 		return option;
 	const char *e = getenv(env);
 	if (e != NULL && *e != '\0')
 		return e;
-	return default_path(file);
+	return default_path(file, out, cap);
 }
 
 const char *cqrs_store_path(const char *option)
 {
-	return resolve(option, "CQRS_STORE", "events.db");
+	static char buf[4096];
+	return resolve(option, "CQRS_STORE", "events.db", buf, sizeof buf);
 }
 
 const char *cqrs_views_path(const char *option)
 {
-	return resolve(option, "CQRS_VIEWS", "views.db");
+	static char buf[4096];
+	return resolve(option, "CQRS_VIEWS", "views.db", buf, sizeof buf);
 }
 
 /* The default location is ours to create (like git creating .git); a path
@@ -78,7 +81,9 @@ fail:
 
 static cqrs_store *open_backend(const char *path, enum cqrs_open_mode mode, cqrs_error *err)
 {
-	if (mode == CQRS_OPEN_WRITE && strcmp(path, default_path("events.db")) == 0 &&
+	char def[4096];
+	if (mode == CQRS_OPEN_WRITE &&
+	    strcmp(path, default_path("events.db", def, sizeof def)) == 0 &&
 	    make_default_dir(path, err) < 0)
 		return NULL;
 	/* PostgreSQL (store_pg.c): a URI, or postgresql: and a connection
