@@ -612,7 +612,9 @@ int main(int argc, char **argv)
 	cqrs_tool_init("cqrs-command");
 	cqrs_log_scan_args(argc, argv);
 	fr.items = calloc((size_t)argc, sizeof *fr.items);
-	char **upcasters = calloc((size_t)argc, sizeof *upcasters);
+	/* static: reachable until exit, whichever way the tool ends */
+	static char **upcasters;
+	upcasters = calloc((size_t)argc, sizeof *upcasters);
 	int nupcasters = 0;
 	if (fr.items == NULL || upcasters == NULL)
 		cqrs_die(CQRS_EXIT_OSERR, "out of memory");

@@ -407,7 +407,9 @@ int main(int argc, char **argv)
 	cqrs_log_scan_args(argc, argv);
 	/* the -P files: fewer than the arguments */
 	files = calloc((size_t)argc, sizeof *files);
-	char **upcasters = calloc((size_t)argc, sizeof *upcasters); /* --upcasters */
+	/* --upcasters; static: reachable until exit, whichever way the tool ends */
+	static char **upcasters;
+	upcasters = calloc((size_t)argc, sizeof *upcasters);
 	int nupcasters = 0;
 	if (files == NULL || upcasters == NULL) {
 		cqrs_warn("out of memory");

@@ -174,7 +174,9 @@ int main(int argc, char **argv)
 	};
 	cqrs_query q = { .limit = 0, .timeout_ms = DEFAULT_TIMEOUT_S * 1000 };
 	const char *store_opt = NULL, *views_opt = NULL, *format = NULL, *metrics_dir = NULL;
-	char **upcasters = calloc((size_t)argc, sizeof *upcasters); /* --upcasters */
+	/* --upcasters; static: reachable until exit, whichever way the tool ends */
+	static char **upcasters;
+	upcasters = calloc((size_t)argc, sizeof *upcasters);
 	int nupcasters = 0;
 	if (upcasters == NULL)
 		cqrs_die(CQRS_EXIT_OSERR, "out of memory");

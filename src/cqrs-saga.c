@@ -545,5 +545,6 @@ int main(int argc, char **argv)
 	parse_options(argc - 1, argv + 1, commands[i].opts, &o);
 	int code = commands[i].fn(&o);
 	free(o.files);
+	free(o.upcasters);
 	return cqrs_finish_stdout(code);
 }
