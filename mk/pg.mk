@@ -3,6 +3,8 @@
 # linked into the tools
 AM_CFLAGS += $(LIBPQ_CFLAGS)
 lib_libcqrs_a_SOURCES += lib/store/store_pg.c lib/store/pg_lib.c lib/store/pg_lib.h
+# the append rules both backends share (store_impl.h)
+lib_libcqrs_a_SOURCES += lib/store/store_append.c
 dist_man_MANS += man/cqrs-postgres.7
 BATS_SUITES += tests/pg.bats
 EXTRA_DIST += tests/pg_helper.bash

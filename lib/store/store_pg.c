@@ -124,12 +124,11 @@ struct pg_store {
 	bool locked; /* the open transaction holds the append lock */
 	bool listening;
 	bool prepared;
-	int64_t last_sequence;
+	struct cqrs_append_head head; /* the last event, under the append lock */
 	/* the versions of the aggregates this transaction appended to: under
 	 * the append lock no one else appends, so one query an aggregate */
 	struct version_slot *versions;
 	size_t nversions, versions_cap;
-	uint8_t last_hash[CQRS_HASH_LEN];
 };
 
 struct pg_cursor {
@@ -249,6 +248,33 @@ static PGresult *query(struct pg_store *s, const char *sql, int n, const Oid *ty
 {
 	return checked(s, s->pq->exec_params(s->conn, sql, n, types, values, NULL, NULL, 0),
 		       PGRES_TUPLES_OK, what, err);
+}
+
+/* A statement that returns no rows, run with parameters: 0, or -1 with
+ * *err. */
+static int command(struct pg_store *s, const char *sql, int n, const Oid *types,
+		   const char *const *values, const char *what, cqrs_error *err)
+{
+	PGresult *res =
+		checked(s, s->pq->exec_params(s->conn, sql, n, types, values, NULL, NULL, 0),
+			PGRES_COMMAND_OK, what, err);
+	if (res == NULL)
+		return -1;
+	s->pq->clear(res);
+	return 0;
+}
+
+/* The first row's column col of r as a new string in *out: 1, or 0 when r
+ * has no row, or -1 with *err; r is cleared. */
+static int first_text(struct pg_store *s, PGresult *r, int col, char **out, cqrs_error *err)
+{
+	int found = 0;
+	if (s->pq->ntuples(r) > 0) {
+		*out = strdup(s->pq->getvalue(r, 0, col));
+		found = *out != NULL ? 1 : cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+	}
+	s->pq->clear(r);
+	return found;
 }
 
 /* --- the statements an append runs, prepared once per connection -------- */
@@ -764,32 +790,24 @@ static int take_head(struct pg_store *s, cqrs_error *err)
 	if (r == NULL)
 		return -1;
 	int n = pq->ntuples(r);
-	s->last_sequence = 0;
-	memset(s->last_hash, 0, CQRS_HASH_LEN);
-	if (n > 0) {
-		cqrs_event head;
-		bool ok = row_to_event(pq, r, 0, &head);
-		uint8_t prev[CQRS_HASH_LEN] = { 0 }, h[CQRS_HASH_LEN];
-		int64_t prev_seq = 0;
-		if (n > 1) {
-			ok &= hash_at(pq, r, 1, 10, prev);
-			prev_seq = int_at(pq, r, 1, 0);
-		}
-		cqrs_event_hash(&head, prev, h);
-		s->last_sequence = head.sequence;
-		memcpy(s->last_hash, head.hash, CQRS_HASH_LEN);
+	memset(&s->head, 0, sizeof s->head);
+	if (n == 0) {
 		pq->clear(r);
-		if (!ok || prev_seq != head.sequence - 1 ||
-		    memcmp(h, s->last_hash, CQRS_HASH_LEN) != 0)
-			return cqrs_fail(err, CQRS_EXIT_DATAERR,
-					 "%s: event %lld does not match its hash: the store was "
-					 "changed outside the tools; nothing was written (see "
-					 "cqrs-read --verify)",
-					 s->name, (long long)head.sequence);
-	} else {
-		pq->clear(r);
+		return 0;
 	}
-	return 0;
+	cqrs_event head;
+	bool ok = row_to_event(pq, r, 0, &head);
+	uint8_t prev[CQRS_HASH_LEN] = { 0 };
+	int64_t prev_seq = 0;
+	if (n > 1) {
+		ok &= hash_at(pq, r, 1, 10, prev);
+		prev_seq = int_at(pq, r, 1, 0);
+	}
+	s->head.sequence = head.sequence;
+	memcpy(s->head.hash, head.hash, CQRS_HASH_LEN);
+	int checked = cqrs_append_check_head(s->name, &head, prev, prev_seq, ok, err);
+	pq->clear(r);
+	return checked;
 }
 
 static int64_t stored_version(struct pg_store *s, const uint8_t id[CQRS_UUID_LEN], cqrs_error *err)
@@ -806,16 +824,11 @@ static int64_t stored_version(struct pg_store *s, const uint8_t id[CQRS_UUID_LEN
 	return ver;
 }
 
-static bool same_bytes(const char *a, size_t an, const char *b, size_t bn)
+/* The append's find_stored (store_impl.h): the event stored under
+ * ev's event_id, compared with ev. */
+static int find_stored(void *backend, cqrs_event *ev, cqrs_error *err)
 {
-	return an == bn && (an == 0 || memcmp(a, b, an) == 0);
-}
-
-/* An event_id that is already stored: the same event again is a no-op
- * (ev becomes the stored one), other content under that id an error.
- * Returns 1 when it is a duplicate, 0 when the id is not stored. */
-static int check_duplicate(struct pg_store *s, cqrs_event *ev, cqrs_error *err)
-{
+	struct pg_store *s = backend;
 	char id[37];
 	uuid_text(ev->event_id, id);
 	const char *v[1] = { id };
@@ -823,50 +836,19 @@ static int check_duplicate(struct pg_store *s, cqrs_event *ev, cqrs_error *err)
 				   "cannot read the store", err);
 	if (r == NULL)
 		return -1;
-	if (s->pq->ntuples(r) == 0) {
-		s->pq->clear(r);
-		return 0;
+	int same = 0;
+	if (s->pq->ntuples(r) > 0) {
+		cqrs_event stored;
+		row_to_event(s->pq, r, 0, &stored);
+		same = cqrs_append_take_stored(&stored, ev, err);
 	}
-	cqrs_event stored;
-	row_to_event(s->pq, r, 0, &stored);
-	bool same =
-		memcmp(stored.aggregate_id, ev->aggregate_id, CQRS_UUID_LEN) == 0 &&
-		strcmp(stored.aggregate_type, ev->aggregate_type) == 0 &&
-		strcmp(stored.event_type, ev->event_type) == 0 &&
-		stored.event_version == ev->event_version &&
-		same_bytes(stored.data, stored.data_len, ev->data, ev->data_len) &&
-		same_bytes(stored.metadata, stored.metadata_len, ev->metadata, ev->metadata_len) &&
-		(ev->timestamp[0] == '\0' || strcmp(stored.timestamp, ev->timestamp) == 0) &&
-		(ev->aggregate_version == 0 || stored.aggregate_version == ev->aggregate_version);
 	s->pq->clear(r);
-	if (!same)
-		return cqrs_fail(err, CQRS_EXIT_DATAERR,
-				 "event_id %s is already stored (sequence %lld) with different "
-				 "content",
-				 id, (long long)stored.sequence);
-	/* the payload stays the caller's (the same bytes): the result that
-	 * held the stored one is gone */
-	const char *data = ev->data, *metadata = ev->metadata;
-	size_t dl = ev->data_len, ml = ev->metadata_len;
-	*ev = stored;
-	ev->data = data;
-	ev->data_len = dl;
-	ev->metadata = metadata;
-	ev->metadata_len = ml;
-	return 1;
+	return same;
 }
 
-static int conflict(cqrs_event *ev, int64_t expected, int64_t actual, cqrs_error *err)
+static int insert_event(void *backend, const cqrs_event *ev, bool *inserted, cqrs_error *err)
 {
-	char id[37];
-	uuid_text(ev->aggregate_id, id);
-	return cqrs_fail(err, CQRS_EXIT_CONFLICT,
-			 "version conflict on aggregate %s: expected version %lld, actual %lld", id,
-			 (long long)expected, (long long)actual);
-}
-
-static int insert_event(struct pg_store *s, const cqrs_event *ev, bool *inserted, cqrs_error *err)
-{
+	struct pg_store *s = backend;
 	char seq[24], ver[24], evver[24], event_id[37], agg[37];
 	char hash[2 + 2 * CQRS_HASH_LEN + 1] = "\\x";
 	char corr[CQRS_MAX_CORRELATION + 1];
@@ -908,54 +890,10 @@ static int pg_append(cqrs_store *st, cqrs_event *ev, cqrs_error *err)
 				  : stored_version(s, ev->aggregate_id, err);
 	if (current < 0)
 		return -1;
-	int64_t expected = ev->expected_version;
-	if (expected < 0 && ev->aggregate_version > 0)
-		expected = ev->aggregate_version - 1;
-	if (expected >= 0 && expected != current) {
-		/* A retry of an event that was stored is not a conflict. */
-		int dup = ev->has_event_id ? check_duplicate(s, ev, err) : 0;
-		if (dup != 0)
-			return dup < 0 ? -1 : CQRS_DUPLICATE;
-		return conflict(ev, expected, current, err);
-	}
-	bool given_timestamp = ev->timestamp[0] != '\0';
-	int64_t given_version = ev->aggregate_version;
-	if (!ev->has_event_id) {
-		cqrs_uuid_generate(ev->event_id);
-		ev->has_event_id = true;
-	}
-	if (!given_timestamp)
-		cqrs_timestamp_now(ev->timestamp);
-	/* A replayed dump lands at the sequences it came from: then its hash
-	 * must come out the same, or the dump was edited. */
-	bool check_hash = ev->has_hash && ev->sequence == s->last_sequence + 1;
-	uint8_t given_hash[CQRS_HASH_LEN];
-	memcpy(given_hash, ev->hash, CQRS_HASH_LEN);
-	ev->sequence = s->last_sequence + 1;
-	ev->aggregate_version = current + 1;
-	cqrs_event_hash(ev, s->last_hash, ev->hash);
-	ev->has_hash = true;
-	if (check_hash && memcmp(given_hash, ev->hash, CQRS_HASH_LEN) != 0)
-		return cqrs_fail(
-			err, CQRS_EXIT_DATAERR,
-			"field 'hash' does not match the event replayed at sequence %lld: the "
-			"input was edited (remove 'hash' to store it as new)",
-			(long long)ev->sequence);
-	bool inserted;
-	if (insert_event(s, ev, &inserted, err) < 0)
-		return -1;
-	if (!inserted) {
-		if (!given_timestamp)
-			ev->timestamp[0] = '\0';
-		ev->aggregate_version = given_version;
-		int dup = check_duplicate(s, ev, err);
-		if (dup < 0)
-			return -1;
-		if (dup == 0)
-			return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "insert ignored for no reason");
-		return CQRS_DUPLICATE;
-	}
-	s->last_sequence = ev->sequence;
+	const struct cqrs_append_backend backend = { s, find_stored, insert_event };
+	int appended = cqrs_append_event(&backend, current, &s->head, ev, err);
+	if (appended != CQRS_APPENDED)
+		return appended;
 	if (slot != NULL) {
 		if (slot->version == 0) {
 			memcpy(slot->id, ev->aggregate_id, CQRS_UUID_LEN);
@@ -963,7 +901,6 @@ static int pg_append(cqrs_store *st, cqrs_event *ev, cqrs_error *err)
 		}
 		slot->version = ev->aggregate_version;
 	}
-	memcpy(s->last_hash, ev->hash, CQRS_HASH_LEN);
 	return CQRS_APPENDED;
 }
 
@@ -1333,14 +1270,9 @@ static int pg_snapshot_load(cqrs_store *st, const uint8_t id[CQRS_UUID_LEN], int
 			    1, t, v, "cannot load snapshot", err);
 	if (r == NULL)
 		return -1;
-	int found = 0;
-	if (s->pq->ntuples(r) > 0) {
+	if (s->pq->ntuples(r) > 0)
 		*version = int_at(s->pq, r, 0, 0);
-		*state = strdup(s->pq->getvalue(r, 0, 1));
-		found = *state != NULL ? 1 : cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
-	}
-	s->pq->clear(r);
-	return found;
+	return first_text(s, r, 1, state, err);
 }
 
 static int pg_snapshot_save(cqrs_store *st, const uint8_t id[CQRS_UUID_LEN], const char *type,
@@ -1353,21 +1285,13 @@ static int pg_snapshot_save(cqrs_store *st, const uint8_t id[CQRS_UUID_LEN], con
 	cqrs_timestamp_now(now);
 	const char *v[5] = { text, type, ver, state, now };
 	static const Oid t[5] = { OID_UUID, OID_TEXT, OID_INT8, OID_TEXT, OID_TEXT };
-	PGresult *r =
-		checked(s,
-			s->pq->exec_params(
-				s->conn,
-				"INSERT INTO snapshots (aggregate_id, aggregate_type,"
-				" aggregate_version, state, created_at) VALUES ($1, $2, $3, $4, $5)"
-				" ON CONFLICT (aggregate_id, aggregate_version) DO UPDATE SET"
-				" aggregate_type = excluded.aggregate_type, state = excluded.state,"
-				" created_at = excluded.created_at",
-				5, t, v, NULL, NULL, 0),
-			PGRES_COMMAND_OK, "cannot save snapshot", err);
-	if (r == NULL)
-		return -1;
-	s->pq->clear(r);
-	return 0;
+	return command(s,
+		       "INSERT INTO snapshots (aggregate_id, aggregate_type,"
+		       " aggregate_version, state, created_at) VALUES ($1, $2, $3, $4, $5)"
+		       " ON CONFLICT (aggregate_id, aggregate_version) DO UPDATE SET"
+		       " aggregate_type = excluded.aggregate_type, state = excluded.state,"
+		       " created_at = excluded.created_at",
+		       5, t, v, "cannot save snapshot", err);
 }
 
 static int pg_processed_get(cqrs_store *st, const char *message_id, char **result, cqrs_error *err)
@@ -1379,13 +1303,7 @@ static int pg_processed_get(cqrs_store *st, const char *message_id, char **resul
 			    v, "store query failed", err);
 	if (r == NULL)
 		return -1;
-	int found = 0;
-	if (s->pq->ntuples(r) > 0) {
-		*result = strdup(s->pq->getvalue(r, 0, 0));
-		found = *result != NULL ? 1 : cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
-	}
-	s->pq->clear(r);
-	return found;
+	return first_text(s, r, 0, result, err);
 }
 
 static int pg_processed_put(cqrs_store *st, const char *message_id, const char *handler,
@@ -1398,17 +1316,10 @@ static int pg_processed_put(cqrs_store *st, const char *message_id, const char *
 	cqrs_timestamp_now(now);
 	const char *v[4] = { message_id, handler, result, now };
 	static const Oid t[4] = { OID_TEXT, OID_TEXT, OID_TEXT, OID_TEXT };
-	PGresult *r =
-		checked(s,
-			s->pq->exec_params(s->conn,
-					   "INSERT INTO processed_messages (message_id, handler,"
-					   " result, processed_at) VALUES ($1, $2, $3, $4)",
-					   4, t, v, NULL, NULL, 0),
-			PGRES_COMMAND_OK, "cannot record processed message", err);
-	if (r == NULL)
-		return -1;
-	s->pq->clear(r);
-	return 0;
+	return command(s,
+		       "INSERT INTO processed_messages (message_id, handler, result,"
+		       " processed_at) VALUES ($1, $2, $3, $4)",
+		       4, t, v, "cannot record processed message", err);
 }
 
 static int64_t counter_sql(struct pg_store *s, const char *sql, const char *name, int64_t floor,
