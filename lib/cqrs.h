@@ -927,6 +927,9 @@ enum cqrs_metric {
 	CQRS_METRIC_REPLAY_EVENTS,     /* counter {projection} */
 	CQRS_METRIC_REPLAY_DURATION,   /* counter {projection}, seconds */
 	CQRS_METRIC_REPLAY_SPEED,      /* gauge {projection}, events/s */
+	/* PostgreSQL backend (issue 13): a command decided again after
+	 * another writer appended to its aggregate first */
+	CQRS_METRIC_COMMAND_CONFLICTS, /* counter {type} */
 	CQRS_METRIC_COUNT
 };
 /* seconds between merges of a long run; $CQRS_METRICS_PERIOD sets it */

@@ -1316,10 +1316,29 @@ static int pg_processed_put(cqrs_store *st, const char *message_id, const char *
 	cqrs_timestamp_now(now);
 	const char *v[4] = { message_id, handler, result, now };
 	static const Oid t[4] = { OID_TEXT, OID_TEXT, OID_TEXT, OID_TEXT };
-	return command(s,
-		       "INSERT INTO processed_messages (message_id, handler, result,"
-		       " processed_at) VALUES ($1, $2, $3, $4)",
-		       4, t, v, "cannot record processed message", err);
+	PGresult *r =
+		checked(s,
+			s->pq->exec_params(s->conn,
+					   "INSERT INTO processed_messages (message_id, handler,"
+					   " result, processed_at) VALUES ($1, $2, $3, $4)"
+					   " ON CONFLICT (message_id) DO NOTHING",
+					   4, t, v, NULL, NULL, 0),
+			PGRES_COMMAND_OK, "cannot record processed message", err);
+	if (r == NULL)
+		return -1;
+	bool recorded = strcmp(s->pq->cmd_tuples(r), "1") == 0;
+	s->pq->clear(r);
+	/* Writers decide before they take the append lock: two that got the
+	 * same message at once both saw it new.  When their appends touched
+	 * no common aggregate (say, a new order each), the second finds the
+	 * first's record only here, its events already in its transaction. */
+	if (!recorded)
+		return cqrs_fail(err, CQRS_EXIT_TEMPFAIL,
+				 "%s: message '%s' was handled by another writer at the same "
+				 "time; nothing of this transaction was stored: run again (it "
+				 "then gives the other's result)",
+				 s->name, message_id);
+	return 0;
 }
 
 static int64_t counter_sql(struct pg_store *s, const char *sql, const char *name, int64_t floor,
