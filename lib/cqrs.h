@@ -242,6 +242,9 @@ const char *cqrs_store_path(const char *option);
 const char *cqrs_views_path(const char *option);
 
 cqrs_store *cqrs_store_open(const char *path, enum cqrs_open_mode mode, cqrs_error *err);
+/* PostgreSQL backend (issue 13): path names a store on a server
+ * (postgres://..., postgresql:...), not a file. */
+bool cqrs_store_on_server(const char *path);
 void cqrs_store_close(cqrs_store *st);
 void cqrs_store_set_durability(cqrs_store *st, enum cqrs_durability d);
 
