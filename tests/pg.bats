@@ -630,3 +630,35 @@ stocked_product() {
 	echo "# conflicts decided again: $(conflicts_counted); runs again after exit 3 or 75: $(cat retries.* 2>/dev/null | wc -l)" >&3
 	assert_equal "$(cqrs-read --verify | cut -d' ' -f1-2)" "verified $(cqrs-read | wc -l)"
 }
+
+@test "cqrs-command: a command_id that two writers decide at once on different aggregates: the second exits 75 with nothing stored, and run again prints the first's result" {
+	stocked_product
+	order='{"command_id":"same","type":"CreateOrder","customer_id":"c","items":[{"product_id":"'$P'","quantity":1,"unit_price":1}],"currency":"USD","shipping_address":{"name":"a","street":"b","city":"c","postal_code":"d","country":"US"}}'
+	mkfifo held
+	cqrs-append -q <held 2>held.err &
+	held_writer=$!
+	exec 4>held
+	ev "$A" >&4
+	await_sql "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted" 1
+	# each decides a new order of its own: the first waits for the append
+	# lock, the second for the first's order number
+	cmd "$order" >out.1 2>err.1 4>&- &
+	first=$!
+	await_sql "SELECT count(*) FROM pg_locks WHERE NOT granted" 1
+	cmd "$order" >out.2 2>err.2 4>&- &
+	second=$!
+	await_sql "SELECT count(*) FROM pg_locks WHERE NOT granted" 2
+	exec 4>&-
+	wait "$held_writer"
+	wait "$first"
+	wait "$second"
+	assert_equal "$(cat retries.*)" 75
+	assert_equal "$(cat err.1)" ''
+	assert_regex "$(cat err.2)" "^cqrs-command: stdin:1: postgresql:.*: message 'same' was handled by another writer at the same time; nothing of this transaction was stored: run again \\(it then gives the other's result\\)\$"
+	assert_equal "$(cat out.2)" "$(cat out.1)"
+	assert_equal "$(cqrs-read -e OrderCreated | jq -r '[.metadata.causation_id, .data.order_number] | join(" ")' | tail -n 1)" "same ORD-$(date -u +%Y)-000002"
+	assert_equal "$(cqrs-read -e OrderCreated | wc -l)" 2
+	# the second's order number was not spent: the next is 3
+	run cqrs-command create-order --customer c --item "$P:1:1.00" --currency USD --ship-to 'A,B,C,D,US'
+	assert_equal "$(jq -r '.events[0].data.order_number' <<<"$output")" "ORD-$(date -u +%Y)-000003"
+}
