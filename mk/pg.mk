@@ -12,7 +12,8 @@ BENCH_SECTIONS += tests/bench/postgres.sh
 # The PostgreSQL leg of the backend matrix: suites that pass on both
 # backends, each against a throwaway cluster (tests/pg_helper.bash); the
 # tests that hold for SQLite alone say so with sqlite_only and a reason.
-PG_MATRIX_SUITES = tests/append.bats tests/read.bats tests/command.bats tests/project.bats
+PG_MATRIX_SUITES = tests/append.bats tests/read.bats tests/command.bats \
+	tests/command-concurrency.bats tests/project.bats
 check-postgres:
 	$(MAKE) $(AM_MAKEFLAGS) check TESTS='$(PG_MATRIX_SUITES)' CQRS_TEST_BACKEND=postgres
 .PHONY: check-postgres
