@@ -8,11 +8,93 @@
  */
 #include "config.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "cqrs.h"
 #include "store/store_impl.h"
 #include "banned.h"
+
+/* --- the versions of the aggregates a transaction appended to ---------- */
+
+#define VERSION_CACHE_SLOTS (1 << 17) /* 3 MiB; bounds memory whatever the input */
+
+static size_t slot_of(const uint8_t id[CQRS_UUID_LEN], size_t cap)
+{
+	uint64_t h;
+	memcpy(&h, id + 8, sizeof h); /* random bits in v4 and v7 ids alike */
+	h ^= h >> 29;
+	h *= 0xbf58476d1ce4e5b9ULL;
+	return (size_t)(h ^ (h >> 32)) & (cap - 1);
+}
+
+void cqrs_versions_forget(struct cqrs_versions *v)
+{
+	if (v->n > 0)
+		memset(v->slots, 0, v->cap * sizeof *v->slots);
+	v->n = 0;
+}
+
+void cqrs_versions_free(struct cqrs_versions *v)
+{
+	free(v->slots);
+	memset(v, 0, sizeof *v);
+}
+
+/* The slot of aggregate id: *found when it holds its version, else the
+ * empty slot it goes in; NULL without memory. */
+static struct cqrs_version_slot *version_slot(struct cqrs_versions *v,
+					      const uint8_t id[CQRS_UUID_LEN], bool *found)
+{
+	/* at its size limit it starts over, and the versions it forgot are
+	 * read from the store again */
+	if ((v->n + 1) * 2 > v->cap && v->cap >= VERSION_CACHE_SLOTS)
+		cqrs_versions_forget(v);
+	if ((v->n + 1) * 2 > v->cap) {
+		size_t ncap = v->cap ? v->cap * 2 : 1024;
+		struct cqrs_version_slot *n = calloc(ncap, sizeof *n);
+		if (n == NULL)
+			return NULL;
+		for (size_t i = 0; i < v->cap; i++) {
+			if (v->slots[i].version == 0)
+				continue;
+			size_t j = slot_of(v->slots[i].id, ncap);
+			while (n[j].version != 0)
+				j = (j + 1) & (ncap - 1);
+			n[j] = v->slots[i];
+		}
+		free(v->slots);
+		v->slots = n;
+		v->cap = ncap;
+	}
+	size_t j = slot_of(id, v->cap);
+	while (v->slots[j].version != 0) {
+		if (memcmp(v->slots[j].id, id, CQRS_UUID_LEN) == 0) {
+			*found = true;
+			return &v->slots[j];
+		}
+		j = (j + 1) & (v->cap - 1);
+	}
+	*found = false;
+	return &v->slots[j];
+}
+
+int cqrs_versions_get(struct cqrs_versions *v, const uint8_t id[CQRS_UUID_LEN], int64_t *version)
+{
+	if (v->cap == 0)
+		return 0;
+	size_t j = slot_of(id, v->cap);
+	while (v->slots[j].version != 0) {
+		if (memcmp(v->slots[j].id, id, CQRS_UUID_LEN) == 0) {
+			*version = v->slots[j].version;
+			return 1;
+		}
+		j = (j + 1) & (v->cap - 1);
+	}
+	return 0;
+}
+
+/* --- the append rules ---------------------------------------------------- */
 
 static bool same_bytes(const char *a, size_t an, const char *b, size_t bn)
 {
@@ -75,9 +157,17 @@ static int conflict(const cqrs_event *ev, int64_t expected, int64_t actual, cqrs
 			 (long long)expected, (long long)actual);
 }
 
-int cqrs_append_event(const struct cqrs_append_backend *b, int64_t current,
+int cqrs_append_event(const struct cqrs_append_backend *b, struct cqrs_versions *versions,
 		      struct cqrs_append_head *head, cqrs_event *ev, cqrs_error *err)
 {
+	bool found;
+	struct cqrs_version_slot *slot = version_slot(versions, ev->aggregate_id, &found);
+	if (slot == NULL)
+		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+	int64_t current =
+		found ? slot->version : b->stored_version(b->backend, ev->aggregate_id, err);
+	if (current < 0)
+		return -1;
 	int64_t expected = ev->expected_version;
 	if (expected < 0 && ev->aggregate_version > 0)
 		expected = ev->aggregate_version - 1;
@@ -132,5 +222,10 @@ int cqrs_append_event(const struct cqrs_append_backend *b, int64_t current,
 	}
 	head->sequence = ev->sequence;
 	memcpy(head->hash, ev->hash, CQRS_HASH_LEN);
+	if (!found) {
+		memcpy(slot->id, ev->aggregate_id, CQRS_UUID_LEN);
+		versions->n++;
+	}
+	slot->version = ev->aggregate_version;
 	return CQRS_APPENDED;
 }

@@ -137,6 +137,8 @@ int cqrs_random_bytes(uint8_t *buf, size_t n, cqrs_error *err);
  * head and the aggregate's version, and passes what only it can do. */
 struct cqrs_append_backend {
 	void *backend;
+	/* the aggregate's version as stored (0: none), or -1 with *err */
+	int64_t (*stored_version)(void *backend, const uint8_t id[CQRS_UUID_LEN], cqrs_error *err);
 	/* ev's event_id is stored: 1 when it is the same event (ev becomes
 	 * the stored one through cqrs_append_take_stored), 0 when the id is
 	 * not stored, -1 with *err (65: other content under that id). */
@@ -149,11 +151,30 @@ struct cqrs_append_head {
 	int64_t sequence; /* 0: none */
 	uint8_t hash[CQRS_HASH_LEN];
 };
-/* Checks ev's expected version against current, fills in event id,
- * timestamp, sequence, aggregate_version and hash, inserts it and moves
- * head: CQRS_APPENDED, CQRS_DUPLICATE (a retry of a stored event), or -1
- * with *err (3: a version conflict; 65: an edited replay). */
-int cqrs_append_event(const struct cqrs_append_backend *b, int64_t current,
+/* The versions of the aggregates the write transaction appended to, so
+ * that each is read from the store once (under the write lock no one else
+ * appends): open addressing on the id.  A cache, not the truth: at its
+ * size limit it starts over.  Zeroed: empty. */
+struct cqrs_version_slot {
+	uint8_t id[CQRS_UUID_LEN];
+	int64_t version; /* 0: empty slot */
+};
+struct cqrs_versions {
+	struct cqrs_version_slot *slots;
+	size_t n, cap;
+};
+/* The version of aggregate id the transaction gave it: 1 with *version,
+ * 0 when it is not cached. */
+int cqrs_versions_get(struct cqrs_versions *v, const uint8_t id[CQRS_UUID_LEN], int64_t *version);
+/* at each transaction's start and end */
+void cqrs_versions_forget(struct cqrs_versions *v);
+void cqrs_versions_free(struct cqrs_versions *v);
+/* Checks ev's expected version against its aggregate's (cached in
+ * versions, else b->stored_version), fills in event id, timestamp,
+ * sequence, aggregate_version and hash, inserts it and moves head and
+ * versions: CQRS_APPENDED, CQRS_DUPLICATE (a retry of a stored event), or
+ * -1 with *err (3: a version conflict; 65: an edited replay). */
+int cqrs_append_event(const struct cqrs_append_backend *b, struct cqrs_versions *versions,
 		      struct cqrs_append_head *head, cqrs_event *ev, cqrs_error *err);
 /* For find_stored: 1 with ev the stored event (its payload pointers
  * kept: the stored row's bytes go with the row), or -1 with *err when

@@ -104,13 +104,6 @@ static const char schema_v1[] =
 /* migrations[i] takes a store from version i to i + 1. */
 static const char *const migrations[PG_SCHEMA_VERSION] = { schema_v1 };
 
-#define VERSION_CACHE_SLOTS (1 << 16)
-
-struct version_slot {
-	uint8_t id[CQRS_UUID_LEN];
-	int64_t version; /* 0: empty */
-};
-
 struct pg_store {
 	struct cqrs_store base;
 	const struct cqrs_pq *pq;
@@ -124,11 +117,8 @@ struct pg_store {
 	bool locked; /* the open transaction holds the append lock */
 	bool listening;
 	bool prepared;
-	struct cqrs_append_head head; /* the last event, under the append lock */
-	/* the versions of the aggregates this transaction appended to: under
-	 * the append lock no one else appends, so one query an aggregate */
-	struct version_slot *versions;
-	size_t nversions, versions_cap;
+	struct cqrs_append_head head;  /* the last event, under the append lock */
+	struct cqrs_versions versions; /* aggregates this transaction appended to */
 };
 
 struct pg_cursor {
@@ -717,7 +707,7 @@ static void pg_close(cqrs_store *st)
 			s->pq->clear(r);
 	}
 	s->pq->finish(s->conn);
-	free(s->versions);
+	cqrs_versions_free(&s->versions);
 	free(s->name);
 	free(s);
 }
@@ -735,40 +725,10 @@ static void pg_set_durability(cqrs_store *st, enum cqrs_durability d)
 
 /* --- appending ----------------------------------------------------------- */
 
-static void forget_versions(struct pg_store *s)
-{
-	if (s->nversions > 0)
-		memset(s->versions, 0, s->versions_cap * sizeof *s->versions);
-	s->nversions = 0;
-}
-
-/* The slot of an aggregate's version (version 0 when not cached yet), or
- * NULL without memory, when the caller asks the store. */
-static struct version_slot *cached_version(struct pg_store *s, const uint8_t id[CQRS_UUID_LEN])
-{
-	if (s->versions_cap == 0) {
-		s->versions = calloc(VERSION_CACHE_SLOTS, sizeof *s->versions);
-		if (s->versions == NULL)
-			return NULL;
-		s->versions_cap = VERSION_CACHE_SLOTS;
-	}
-	/* a cache: half full, it starts over */
-	if (s->nversions * 2 >= s->versions_cap)
-		forget_versions(s);
-	uint64_t h;
-	memcpy(&h, id + 8, sizeof h); /* random bits in v4 and v7 ids alike */
-	h ^= h >> 29;
-	h *= 0xbf58476d1ce4e5b9ULL;
-	size_t j = (size_t)(h ^ (h >> 32)) & (s->versions_cap - 1);
-	while (s->versions[j].version != 0 && memcmp(s->versions[j].id, id, CQRS_UUID_LEN) != 0)
-		j = (j + 1) & (s->versions_cap - 1);
-	return &s->versions[j];
-}
-
 static int pg_begin(cqrs_store *st, cqrs_error *err)
 {
 	struct pg_store *s = (struct pg_store *)st;
-	forget_versions(s);
+	cqrs_versions_forget(&s->versions);
 	if (prepare_all(s, err) < 0 || exec_command(s, "BEGIN ISOLATION LEVEL READ COMMITTED",
 						    "cannot start a write transaction", err) < 0)
 		return -1;
@@ -810,8 +770,9 @@ static int take_head(struct pg_store *s, cqrs_error *err)
 	return checked;
 }
 
-static int64_t stored_version(struct pg_store *s, const uint8_t id[CQRS_UUID_LEN], cqrs_error *err)
+static int64_t stored_version(void *backend, const uint8_t id[CQRS_UUID_LEN], cqrs_error *err)
 {
+	struct pg_store *s = backend;
 	char text[37];
 	uuid_text(id, text);
 	const char *v[1] = { text };
@@ -884,24 +845,8 @@ static int pg_append(cqrs_store *st, cqrs_event *ev, cqrs_error *err)
 		return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "append outside a transaction");
 	if (!s->locked && take_head(s, err) < 0)
 		return -1;
-	struct version_slot *slot = cached_version(s, ev->aggregate_id);
-	int64_t current = slot != NULL && slot->version > 0
-				  ? slot->version
-				  : stored_version(s, ev->aggregate_id, err);
-	if (current < 0)
-		return -1;
-	const struct cqrs_append_backend backend = { s, find_stored, insert_event };
-	int appended = cqrs_append_event(&backend, current, &s->head, ev, err);
-	if (appended != CQRS_APPENDED)
-		return appended;
-	if (slot != NULL) {
-		if (slot->version == 0) {
-			memcpy(slot->id, ev->aggregate_id, CQRS_UUID_LEN);
-			s->nversions++;
-		}
-		slot->version = ev->aggregate_version;
-	}
-	return CQRS_APPENDED;
+	const struct cqrs_append_backend backend = { s, stored_version, find_stored, insert_event };
+	return cqrs_append_event(&backend, &s->versions, &s->head, ev, err);
 }
 
 static int pg_commit(cqrs_store *st, cqrs_error *err)

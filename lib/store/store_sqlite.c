@@ -31,7 +31,6 @@
 /* The oldest layout that readers read as it is (see correlation_key). */
 #define READABLE_VERSION     2
 #define WAL_CHECKPOINT_PAGES 256
-#define VERSION_CACHE_SLOTS  (1 << 17) /* 3 MiB; bounds memory whatever the input */
 /* A writer that leaves more than this in the WAL folds it into the store
  * and truncates it on exit.  A new process is the only one to use the
  * store more often than not, and SQLite then rebuilds the WAL's index from
@@ -234,21 +233,14 @@ static const char schema_v5[] =
 static const char *const migrations[SCHEMA_VERSION] = { schema_v1, schema_v2, schema_v3, schema_v4,
 							schema_v5 };
 
-struct version_slot {
-	uint8_t id[CQRS_UUID_LEN];
-	int64_t version; /* 0: empty slot */
-};
-
 struct sqlite_store {
 	struct cqrs_store base;
 	sqlite3 *db;
 	char *path;
 	bool writable;
 	bool in_txn;
-	struct cqrs_append_head head; /* the last event, under the write lock */
-	/* aggregate versions touched in this transaction */
-	struct version_slot *versions;
-	size_t nversions, versions_cap;
+	struct cqrs_append_head head;  /* the last event, under the write lock */
+	struct cqrs_versions versions; /* aggregates this transaction appended to */
 	sqlite3_stmt *insert, *version, *by_event_id, *last;
 	sqlite3_stmt *snap_load, *snap_save, *proc_get, *proc_put, *counter;
 	/* one aggregate's events after a version: what every load of an
@@ -653,7 +645,7 @@ static void sqlite_close(cqrs_store *st)
 	sqlite3_close(s->db);
 	if (s->inotify_fd >= 0)
 		close(s->inotify_fd);
-	free(s->versions);
+	cqrs_versions_free(&s->versions);
 	free(s->path);
 	free(s);
 }
@@ -666,62 +658,6 @@ static void sqlite_set_durability(cqrs_store *st, enum cqrs_durability d)
 		     d == CQRS_DURABLE_FULL ? "PRAGMA synchronous = FULL"
 					    : "PRAGMA synchronous = NORMAL",
 		     NULL, NULL, NULL);
-}
-
-/* --- versions touched in this transaction: open addressing on the id --- */
-
-static size_t slot_of(const uint8_t id[CQRS_UUID_LEN], size_t cap)
-{
-	uint64_t h;
-	memcpy(&h, id + 8, sizeof h); /* random bits in v4 and v7 ids alike */
-	h ^= h >> 29;
-	h *= 0xbf58476d1ce4e5b9ULL;
-	return (size_t)(h ^ (h >> 32)) & (cap - 1);
-}
-
-static void forget_versions(struct sqlite_store *s);
-
-static struct version_slot *version_slot(struct sqlite_store *s, const uint8_t id[CQRS_UUID_LEN],
-					 bool *found)
-{
-	/* A cache, not the truth: at its size limit it starts over, and the
-	 * versions it forgot are read from the aggregate index again. */
-	if ((s->nversions + 1) * 2 > s->versions_cap && s->versions_cap >= VERSION_CACHE_SLOTS)
-		forget_versions(s);
-	if ((s->nversions + 1) * 2 > s->versions_cap) {
-		size_t ncap = s->versions_cap ? s->versions_cap * 2 : 1024;
-		struct version_slot *n = calloc(ncap, sizeof *n);
-		if (n == NULL)
-			return NULL;
-		for (size_t i = 0; i < s->versions_cap; i++) {
-			if (s->versions[i].version == 0)
-				continue;
-			size_t j = slot_of(s->versions[i].id, ncap);
-			while (n[j].version != 0)
-				j = (j + 1) & (ncap - 1);
-			n[j] = s->versions[i];
-		}
-		free(s->versions);
-		s->versions = n;
-		s->versions_cap = ncap;
-	}
-	size_t j = slot_of(id, s->versions_cap);
-	while (s->versions[j].version != 0) {
-		if (memcmp(s->versions[j].id, id, CQRS_UUID_LEN) == 0) {
-			*found = true;
-			return &s->versions[j];
-		}
-		j = (j + 1) & (s->versions_cap - 1);
-	}
-	*found = false;
-	return &s->versions[j];
-}
-
-static void forget_versions(struct sqlite_store *s)
-{
-	if (s->nversions > 0)
-		memset(s->versions, 0, s->versions_cap * sizeof *s->versions);
-	s->nversions = 0;
 }
 
 /* --- appending ----------------------------------------------------------- */
@@ -824,13 +760,13 @@ static int sqlite_begin(cqrs_store *st, cqrs_error *err)
 	if (rc != SQLITE_OK)
 		return db_error(s, rc, "cannot start a write transaction", err);
 	s->in_txn = true;
-	forget_versions(s);
+	cqrs_versions_forget(&s->versions);
 	return check_head(s, err);
 }
 
-static int64_t stored_version(struct sqlite_store *s, const uint8_t id[CQRS_UUID_LEN],
-			      cqrs_error *err)
+static int64_t stored_version(void *backend, const uint8_t id[CQRS_UUID_LEN], cqrs_error *err)
 {
+	struct sqlite_store *s = backend;
 	sqlite3_bind_blob(s->version, 1, id, CQRS_UUID_LEN, SQLITE_STATIC);
 	int rc = sqlite3_step(s->version);
 	int64_t v = rc == SQLITE_ROW ? sqlite3_column_int64(s->version, 0) : 0;
@@ -933,23 +869,8 @@ static int sqlite_append(cqrs_store *st, cqrs_event *ev, cqrs_error *err)
 	if (!s->in_txn)
 		return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "append outside a transaction");
 
-	bool found;
-	struct version_slot *slot = version_slot(s, ev->aggregate_id, &found);
-	if (slot == NULL)
-		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
-	int64_t current = found ? slot->version : stored_version(s, ev->aggregate_id, err);
-	if (current < 0)
-		return -1;
-	const struct cqrs_append_backend backend = { s, find_stored, insert_event };
-	int appended = cqrs_append_event(&backend, current, &s->head, ev, err);
-	if (appended != CQRS_APPENDED)
-		return appended;
-	if (!found) {
-		memcpy(slot->id, ev->aggregate_id, CQRS_UUID_LEN);
-		s->nversions++;
-	}
-	slot->version = ev->aggregate_version;
-	return CQRS_APPENDED;
+	const struct cqrs_append_backend backend = { s, stored_version, find_stored, insert_event };
+	return cqrs_append_event(&backend, &s->versions, &s->head, ev, err);
 }
 
 static int sqlite_commit(cqrs_store *st, cqrs_error *err)
@@ -964,11 +885,11 @@ static int sqlite_commit(cqrs_store *st, cqrs_error *err)
 			err->code = CQRS_EXIT_IOERR;
 		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
 		s->in_txn = false;
-		forget_versions(s);
+		cqrs_versions_forget(&s->versions);
 		return -1;
 	}
 	s->in_txn = false;
-	forget_versions(s);
+	cqrs_versions_forget(&s->versions);
 	return 0;
 }
 
@@ -978,19 +899,16 @@ static void sqlite_rollback(cqrs_store *st)
 	if (s->in_txn)
 		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
 	s->in_txn = false;
-	forget_versions(s);
+	cqrs_versions_forget(&s->versions);
 }
 
 static int64_t sqlite_aggregate_version(cqrs_store *st, const uint8_t id[CQRS_UUID_LEN],
 					cqrs_error *err)
 {
 	struct sqlite_store *s = (struct sqlite_store *)st;
-	if (s->in_txn) {
-		bool found;
-		struct version_slot *slot = version_slot(s, id, &found);
-		if (slot != NULL && found)
-			return slot->version;
-	}
+	int64_t cached;
+	if (s->in_txn && cqrs_versions_get(&s->versions, id, &cached) == 1)
+		return cached;
 	if (prepare(s, &s->version, SQL_VERSION_OF(s), err) < 0)
 		return -1;
 	return stored_version(s, id, err);
