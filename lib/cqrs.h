@@ -242,6 +242,9 @@ const char *cqrs_store_path(const char *option);
 const char *cqrs_views_path(const char *option);
 
 cqrs_store *cqrs_store_open(const char *path, enum cqrs_open_mode mode, cqrs_error *err);
+/* PostgreSQL backend (issue 13): path names a store on a server
+ * (postgres://..., postgresql:...), not a file. */
+bool cqrs_store_on_server(const char *path);
 void cqrs_store_close(cqrs_store *st);
 void cqrs_store_set_durability(cqrs_store *st, enum cqrs_durability d);
 
@@ -927,6 +930,9 @@ enum cqrs_metric {
 	CQRS_METRIC_REPLAY_EVENTS,     /* counter {projection} */
 	CQRS_METRIC_REPLAY_DURATION,   /* counter {projection}, seconds */
 	CQRS_METRIC_REPLAY_SPEED,      /* gauge {projection}, events/s */
+	/* PostgreSQL backend (issue 13): a command decided again after
+	 * another writer appended to its aggregate first */
+	CQRS_METRIC_COMMAND_CONFLICTS, /* counter {type} */
 	CQRS_METRIC_COUNT
 };
 /* seconds between merges of a long run; $CQRS_METRICS_PERIOD sets it */

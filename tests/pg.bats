@@ -491,3 +491,174 @@ cqrs-append: nothing was stored"
 	run pg_sql -c "SELECT string_agg(table_name, ' ' ORDER BY table_name) FROM information_schema.tables WHERE table_schema = '$SCHEMA'"
 	assert_output 'checkpoints counters event_log events processed_messages snapshots store_info'
 }
+
+# --- cqrs-command: optimistic concurrency for real ----------------------------
+# A writer loads and decides before it takes the append lock (at its first
+# append): another writer may append to the aggregate in between, and then
+# the command is loaded and decided again (cqrs-command(1), Concurrency).
+# No test switch: the conflicts below are the server's.
+
+P=11111111-1111-4111-8111-111111111111
+O1=22222222-2222-4222-8222-222222222222
+
+# cmd LINE: one cqrs-command process, as a shell script would run it, until
+# it lands: exit 3 (gave up after conflicts) and 75 (another writer handled
+# the same command_id at the same time) mean "run again"; the runs
+# are counted in retries.$BASHPID.  Its result line goes to stdout.
+cmd() {
+	local rc
+	while :; do
+		CQRS_METRICS_FOLD=0 cqrs-command <<<"$1" && return 0
+		rc=$?
+		case $rc in
+		3 | 75) echo "$rc" >>"retries.$BASHPID" ;;
+		*) return "$rc" ;;
+		esac
+	done
+}
+
+# The value of a series in cqrs_command.prom ("absent" when it is not
+# there), summed over the command types.
+conflicts_counted() {
+	awk '$1 ~ /^cqrs_command_conflicts_total\{/ { n += $2; found = 1 } END { print found ? n : "absent" }' \
+		"$CQRS_METRICS_DIR/cqrs_command.prom"
+}
+
+replenish() { echo '{"command_id":"'$1'","type":"ReplenishStock","product_id":"'$P'","quantity":'$2'}'; }
+reserve() { echo '{"command_id":"'$1'","type":"ReserveInventory","product_id":"'$P'","order_id":"'$O1'","quantity":'$2'}'; }
+
+# Product P with 1000 units (no reservation below can be refused, so the
+# stock does not depend on the order the writers land in) and order O1.
+stocked_product() {
+	cqrs-command -q register-product --product "$P" --sku SKU-1 --name W --quantity 1000
+	cqrs-command -q create-order --order "$O1" --customer c --item "$P:1:1.00:SKU-1" \
+		--currency USD --ship-to 'A,1 Main St,Springfield,12345,US'
+}
+
+@test "cqrs-command: writers that decided against the same version while the append lock was held conflict, decide again and all land; a command_id sent twice at once has one effect" {
+	export CQRS_METRICS_DIR=$BATS_TEST_TMPDIR/metrics
+	mkdir -m 700 "$CQRS_METRICS_DIR"
+	stocked_product
+	# the append lock held by a writer whose input stays open
+	mkfifo held
+	cqrs-append -q <held 2>held.err &
+	held_writer=$!
+	exec 4>held
+	ev "$A" >&4
+	await_sql "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted" 1
+	# 4 reservations and one replenishment sent by two writers: each loads
+	# version 2 of P, decides, and waits for the lock at its append
+	pids=()
+	for i in 1 2 3 4; do
+		cmd "$(reserve "r-$i" "$i")" >"out.r$i" 2>"err.r$i" 4>&- &
+		pids+=($!)
+	done
+	for i in 1 2; do
+		cmd "$(replenish twice 7)" >"out.twice$i" 2>"err.twice$i" 4>&- &
+		pids+=($!)
+	done
+	await_sql "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted" 6
+	exec 4>&-
+	wait "$held_writer"
+	for p in "${pids[@]}"; do wait "$p" || fail "a writer failed: $(cat err.*)"; done
+	assert_equal "$(cat held.err err.*)" ''
+	# every command landed once; the one sent twice has one event, and
+	# both of its writers print its result
+	assert_equal "$(cqrs-read -a "$P" | jq -r '.metadata.causation_id | select(test("^(r-|twice)"))' | sort | tr '\n' ' ')" \
+		'r-1 r-2 r-3 r-4 twice '
+	assert_equal "$(cat out.twice1)" "$(cat out.twice2)"
+	assert_equal "$(cqrs-command show "$P" | jq -c '[.version, .state.available, .state.reserved]')" \
+		"[7,$((1000 + 7 - 10)),10]"
+	assert_equal "$(cqrs-read -a "$P" | jq -r .aggregate_version | tr '\n' ' ')" '1 2 3 4 5 6 7 '
+	# the first to get the lock appended; the other five found version 3
+	# or later, and decided again (none had to give up)
+	CQRS_METRICS_FOLD=0 cqrs-command -q replenish-stock --product "$P" --quantity 1
+	[ "$(conflicts_counted)" -ge 5 ] || fail "conflicts counted: $(conflicts_counted)"
+	assert_equal "$(cqrs-read --verify | cut -d' ' -f1-3)" 'verified 10 events,'
+}
+
+@test "cqrs-command: 4 writers x 25 seeded commands on one product, and 4 x 5 CreateOrders at once: the model's stock, each command once, consecutive order numbers" {
+	export CQRS_METRICS_DIR=$BATS_TEST_TMPDIR/metrics
+	mkdir -m 700 "$CQRS_METRICS_DIR"
+	stocked_product
+	# the inputs: seeded mixes, each writer's with the shared command_ids
+	# dup-1 .. dup-5 at its own places, and one shared CreateOrder without
+	# an order_id (a new order per writer that decides it)
+	for w in 1 2 3 4; do
+		RANDOM=$((w * 104729))
+		for ((i = 1; i <= 25; i++)); do
+			q=$((RANDOM % 5 + 1))
+			if ((RANDOM % 2)); then replenish "w$w-$i" "$q"; else reserve "w$w-$i" $((q % 3 + 1)); fi
+			if ((i % 5 == w % 5)); then replenish "dup-$((i / 5 + 1))" $((i / 5 + 1)); fi
+		done >"in.$w"
+		for ((i = 1; i <= 5; i++)); do
+			echo '{"command_id":"co-'$w-$i'","type":"CreateOrder","customer_id":"c'$w'","items":[{"product_id":"'$P'","quantity":1,"unit_price":1}],"currency":"USD","shipping_address":{"name":"a","street":"b","city":"c","postal_code":"d","country":"US"}}'
+			if ((i == w)); then echo '{"command_id":"co-shared","type":"CreateOrder","customer_id":"cs","items":[{"product_id":"'$P'","quantity":1,"unit_price":1}],"currency":"USD","shipping_address":{"name":"a","street":"b","city":"c","postal_code":"d","country":"US"}}'; fi
+		done >>"in.$w"
+	done
+	# the model: every distinct command_id once
+	cat in.* | jq -s -r 'unique_by(.command_id) | map(select(.product_id != null and .type != "CreateOrder"))
+		| [ (map(select(.type == "ReplenishStock") | .quantity) | add),
+		    (map(select(.type == "ReserveInventory") | .quantity) | add) ] | @tsv' >model
+	read -r added reserved <model
+	pids=()
+	for w in 1 2 3 4; do
+		(
+			while IFS= read -r line; do
+				cmd "$line" || exit
+			done <"in.$w" >"out.$w" 2>"err.$w"
+		) &
+		pids+=($!)
+	done
+	for p in "${pids[@]}"; do wait "$p" || fail "a writer failed: $(cat err.*)"; done
+	assert_equal "$(cat err.*)" ''
+	assert_equal "$(cqrs-command show "$P" | jq -c '[.state.available, .state.reserved]')" \
+		"[$((1000 + added - reserved)),$reserved]"
+	# each command's effect once: one event per distinct command_id
+	assert_equal "$(cqrs-read | jq -r 'select(.metadata.causation_id | test("^(w|dup-|co-)")) | .metadata.causation_id' | sort | uniq -d)" ''
+	assert_equal "$(cqrs-read -e StockReplenished -e InventoryReserved -e OrderCreated | jq -r '.metadata.causation_id | select(test("^(w|dup-|co-)"))' | sort | tr '\n' ' ')" \
+		"$(jq -r .command_id in.* | sort -u | tr '\n' ' ')"
+	# the shared command_id printed the same result to all four writers
+	assert_equal "$(grep -h '"co-shared"' out.* | sort -u | wc -l)" 1
+	# order numbers: O1's, then 21 more, unique and consecutive
+	y=$(date -u +%Y)
+	assert_equal "$(cqrs-read -e OrderCreated | jq -r .data.order_number | sort | tr '\n' ' ')" \
+		"$(for n in $(seq 1 22); do printf 'ORD-%s-%06d ' "$y" "$n"; done)"
+	# how often the conflict path was taken here depends on the race
+	# (the test above takes it for certain): shown, not asserted
+	CQRS_METRICS_FOLD=0 cqrs-command -q replenish-stock --product "$P" --quantity 1
+	echo "# conflicts decided again: $(conflicts_counted); runs again after exit 3 or 75: $(cat retries.* 2>/dev/null | wc -l)" >&3
+	assert_equal "$(cqrs-read --verify | cut -d' ' -f1-2)" "verified $(cqrs-read | wc -l)"
+}
+
+@test "cqrs-command: a command_id that two writers decide at once on different aggregates: the second exits 75 with nothing stored, and run again prints the first's result" {
+	stocked_product
+	order='{"command_id":"same","type":"CreateOrder","customer_id":"c","items":[{"product_id":"'$P'","quantity":1,"unit_price":1}],"currency":"USD","shipping_address":{"name":"a","street":"b","city":"c","postal_code":"d","country":"US"}}'
+	mkfifo held
+	cqrs-append -q <held 2>held.err &
+	held_writer=$!
+	exec 4>held
+	ev "$A" >&4
+	await_sql "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted" 1
+	# each decides a new order of its own: the first waits for the append
+	# lock, the second for the first's order number
+	cmd "$order" >out.1 2>err.1 4>&- &
+	first=$!
+	await_sql "SELECT count(*) FROM pg_locks WHERE NOT granted" 1
+	cmd "$order" >out.2 2>err.2 4>&- &
+	second=$!
+	await_sql "SELECT count(*) FROM pg_locks WHERE NOT granted" 2
+	exec 4>&-
+	wait "$held_writer"
+	wait "$first"
+	wait "$second"
+	assert_equal "$(cat retries.*)" 75
+	assert_equal "$(cat err.1)" ''
+	assert_regex "$(cat err.2)" "^cqrs-command: stdin:1: postgresql:.*: message 'same' was handled by another writer at the same time; nothing of this transaction was stored: run again \\(it then gives the other's result\\)\$"
+	assert_equal "$(cat out.2)" "$(cat out.1)"
+	assert_equal "$(cqrs-read -e OrderCreated | jq -r '[.metadata.causation_id, .data.order_number] | join(" ")' | tail -n 1)" "same ORD-$(date -u +%Y)-000002"
+	assert_equal "$(cqrs-read -e OrderCreated | wc -l)" 2
+	# the second's order number was not spent: the next is 3
+	run cqrs-command create-order --customer c --item "$P:1:1.00" --currency USD --ship-to 'A,B,C,D,US'
+	assert_equal "$(jq -r '.events[0].data.order_number' <<<"$output")" "ORD-$(date -u +%Y)-000003"
+}

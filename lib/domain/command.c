@@ -960,12 +960,27 @@ static int handle_parsed(struct cqrs_commander *c, cqrs_command_result *res, cqr
 		if (err == NULL || err->code != CQRS_EXIT_CONFLICT || c->appended)
 			return -1;
 		forget_all(c);
+		if (c->metrics)
+			cqrs_metrics_add(cqrs_metrics_series(CQRS_METRIC_COMMAND_CONFLICTS,
+							     c->spec->type, NULL),
+					 1);
 		if (i == attempts) {
 			char id[37];
 			cqrs_uuid_format(c->target, id);
 			return cqrs_fail(err, CQRS_EXIT_CONFLICT,
 					 "version conflict on %s %s: gave up after %d attempts",
 					 domain_of(c->spec->kind)->noun, id, attempts);
+		}
+		/* Another writer committed on the aggregate (an optimistic
+		 * backend, PostgreSQL): it may have been this very command_id,
+		 * sent twice at once; its result is then this one's. */
+		r = cqrs_store_processed_get(c->st, c->cmd.command_id, &stored, err);
+		if (r < 0)
+			return -1;
+		if (r == 1) {
+			r = replay(c, stored, res, err);
+			free(stored);
+			return r;
 		}
 	}
 	stored_form(c, res);

@@ -108,6 +108,11 @@ static const struct family {
 				       GAUGE,
 				       { "projection", NULL },
 				       "Events per second of the last rebuild." },
+	[CQRS_METRIC_COMMAND_CONFLICTS] = { "cqrs_command_conflicts_total",
+					    COUNTER,
+					    { "type", NULL },
+					    "Commands loaded and decided again after a version "
+					    "conflict." },
 };
 
 /* Most series a file keeps: a bound on its size whatever the labels. */

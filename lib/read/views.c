@@ -288,6 +288,12 @@ int cqrs_views_db_open(const char *path, enum views_open how, sqlite3 **out, cqr
 	struct stat sb;
 	*out = NULL;
 	cqrs_views_sqlite_setup();
+	/* read models stay SQLite files, also beside a store on a server */
+	if (cqrs_store_on_server(path))
+		return cqrs_fail(err, CQRS_EXIT_DATAERR,
+				 "%s: is an event store, not a views file (--views and --store "
+				 "name different files)",
+				 path);
 	bool writable = how != VIEWS_OPEN_READ;
 	bool exists = stat(path, &sb) == 0;
 	if (exists && S_ISDIR(sb.st_mode))

@@ -79,6 +79,11 @@ fail:
 			 strerror(errno));
 }
 
+bool cqrs_store_on_server(const char *path)
+{
+	return strncmp(path, "postgres://", 11) == 0 || strncmp(path, "postgresql:", 11) == 0;
+}
+
 static cqrs_store *open_backend(const char *path, enum cqrs_open_mode mode, cqrs_error *err)
 {
 	char def[4096];
@@ -88,7 +93,7 @@ static cqrs_store *open_backend(const char *path, enum cqrs_open_mode mode, cqrs
 		return NULL;
 	/* PostgreSQL (store_pg.c): a URI, or postgresql: and a connection
 	 * string.  No witness file: the server keeps the history. */
-	if (strncmp(path, "postgres://", 11) == 0 || strncmp(path, "postgresql:", 11) == 0)
+	if (cqrs_store_on_server(path))
 		return cqrs_pg_open(path, mode, err);
 	cqrs_store *st = cqrs_sqlite_open(path, mode, err);
 	if (st == NULL || mode != CQRS_OPEN_WRITE)

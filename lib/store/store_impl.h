@@ -132,6 +132,63 @@ int cqrs_witness_update(const char *wpath, int64_t seq, const uint8_t hash[CQRS_
 /* n bytes from getrandom(2) (signed_head.c): 0, or -1 with *err (71). */
 int cqrs_random_bytes(uint8_t *buf, size_t n, cqrs_error *err);
 
+/* --- appending (store_append.c, issue 13: one set of rules, two backends)
+ * A backend calls cqrs_append_event under its write lock, with the store's
+ * head and the aggregate's version, and passes what only it can do. */
+struct cqrs_append_backend {
+	void *backend;
+	/* the aggregate's version as stored (0: none), or -1 with *err */
+	int64_t (*stored_version)(void *backend, const uint8_t id[CQRS_UUID_LEN], cqrs_error *err);
+	/* ev's event_id is stored: 1 when it is the same event (ev becomes
+	 * the stored one through cqrs_append_take_stored), 0 when the id is
+	 * not stored, -1 with *err (65: other content under that id). */
+	int (*find_stored)(void *backend, cqrs_event *ev, cqrs_error *err);
+	/* Writes ev's row; *inserted false when its event_id was there. */
+	int (*insert)(void *backend, const cqrs_event *ev, bool *inserted, cqrs_error *err);
+};
+/* The last event: what the next one's sequence and hash follow. */
+struct cqrs_append_head {
+	int64_t sequence; /* 0: none */
+	uint8_t hash[CQRS_HASH_LEN];
+};
+/* The versions of the aggregates the write transaction appended to, so
+ * that each is read from the store once (under the write lock no one else
+ * appends): open addressing on the id.  A cache, not the truth: at its
+ * size limit it starts over.  Zeroed: empty. */
+struct cqrs_version_slot {
+	uint8_t id[CQRS_UUID_LEN];
+	int64_t version; /* 0: empty slot */
+};
+struct cqrs_versions {
+	struct cqrs_version_slot *slots;
+	size_t n, cap;
+};
+/* The version of aggregate id the transaction gave it: 1 with *version,
+ * 0 when it is not cached. */
+int cqrs_versions_get(struct cqrs_versions *v, const uint8_t id[CQRS_UUID_LEN], int64_t *version);
+/* at each transaction's start and end */
+void cqrs_versions_forget(struct cqrs_versions *v);
+void cqrs_versions_free(struct cqrs_versions *v);
+/* Checks ev's expected version against its aggregate's (cached in
+ * versions, else b->stored_version), fills in event id, timestamp,
+ * sequence, aggregate_version and hash, inserts it and moves head and
+ * versions: CQRS_APPENDED, CQRS_DUPLICATE (a retry of a stored event), or
+ * -1 with *err (3: a version conflict; 65: an edited replay). */
+int cqrs_append_event(const struct cqrs_append_backend *b, struct cqrs_versions *versions,
+		      struct cqrs_append_head *head, cqrs_event *ev, cqrs_error *err);
+/* For find_stored: 1 with ev the stored event (its payload pointers
+ * kept: the stored row's bytes go with the row), or -1 with *err when
+ * stored holds other content than ev under the same event_id. */
+int cqrs_append_take_stored(const cqrs_event *stored, cqrs_event *ev, cqrs_error *err);
+/* The head the next event chains from must be what its hash says, or an
+ * edit of it would be sealed under the new event's hash: 0, or -1 with
+ * *err (65) naming store_name and the head's sequence.  prev_sequence and
+ * prev_hash are the event before the head's (0 and zeros: none);
+ * well_formed false when a stored hash had the wrong size. */
+int cqrs_append_check_head(const char *store_name, const cqrs_event *head,
+			   const uint8_t prev_hash[CQRS_HASH_LEN], int64_t prev_sequence,
+			   bool well_formed, cqrs_error *err);
+
 cqrs_store *cqrs_sqlite_open(const char *path, enum cqrs_open_mode mode, cqrs_error *err);
 /* store_pg.c (issue 13, PostgreSQL): path is postgres://..., postgresql://...
  * or postgresql: and a libpq connection string. */

@@ -104,13 +104,6 @@ static const char schema_v1[] =
 /* migrations[i] takes a store from version i to i + 1. */
 static const char *const migrations[PG_SCHEMA_VERSION] = { schema_v1 };
 
-#define VERSION_CACHE_SLOTS (1 << 16)
-
-struct version_slot {
-	uint8_t id[CQRS_UUID_LEN];
-	int64_t version; /* 0: empty */
-};
-
 struct pg_store {
 	struct cqrs_store base;
 	const struct cqrs_pq *pq;
@@ -124,12 +117,8 @@ struct pg_store {
 	bool locked; /* the open transaction holds the append lock */
 	bool listening;
 	bool prepared;
-	int64_t last_sequence;
-	/* the versions of the aggregates this transaction appended to: under
-	 * the append lock no one else appends, so one query an aggregate */
-	struct version_slot *versions;
-	size_t nversions, versions_cap;
-	uint8_t last_hash[CQRS_HASH_LEN];
+	struct cqrs_append_head head;  /* the last event, under the append lock */
+	struct cqrs_versions versions; /* aggregates this transaction appended to */
 };
 
 struct pg_cursor {
@@ -249,6 +238,33 @@ static PGresult *query(struct pg_store *s, const char *sql, int n, const Oid *ty
 {
 	return checked(s, s->pq->exec_params(s->conn, sql, n, types, values, NULL, NULL, 0),
 		       PGRES_TUPLES_OK, what, err);
+}
+
+/* A statement that returns no rows, run with parameters: 0, or -1 with
+ * *err. */
+static int command(struct pg_store *s, const char *sql, int n, const Oid *types,
+		   const char *const *values, const char *what, cqrs_error *err)
+{
+	PGresult *res =
+		checked(s, s->pq->exec_params(s->conn, sql, n, types, values, NULL, NULL, 0),
+			PGRES_COMMAND_OK, what, err);
+	if (res == NULL)
+		return -1;
+	s->pq->clear(res);
+	return 0;
+}
+
+/* The first row's column col of r as a new string in *out: 1, or 0 when r
+ * has no row, or -1 with *err; r is cleared. */
+static int first_text(struct pg_store *s, PGresult *r, int col, char **out, cqrs_error *err)
+{
+	int found = 0;
+	if (s->pq->ntuples(r) > 0) {
+		*out = strdup(s->pq->getvalue(r, 0, col));
+		found = *out != NULL ? 1 : cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+	}
+	s->pq->clear(r);
+	return found;
 }
 
 /* --- the statements an append runs, prepared once per connection -------- */
@@ -691,7 +707,7 @@ static void pg_close(cqrs_store *st)
 			s->pq->clear(r);
 	}
 	s->pq->finish(s->conn);
-	free(s->versions);
+	cqrs_versions_free(&s->versions);
 	free(s->name);
 	free(s);
 }
@@ -709,40 +725,10 @@ static void pg_set_durability(cqrs_store *st, enum cqrs_durability d)
 
 /* --- appending ----------------------------------------------------------- */
 
-static void forget_versions(struct pg_store *s)
-{
-	if (s->nversions > 0)
-		memset(s->versions, 0, s->versions_cap * sizeof *s->versions);
-	s->nversions = 0;
-}
-
-/* The slot of an aggregate's version (version 0 when not cached yet), or
- * NULL without memory, when the caller asks the store. */
-static struct version_slot *cached_version(struct pg_store *s, const uint8_t id[CQRS_UUID_LEN])
-{
-	if (s->versions_cap == 0) {
-		s->versions = calloc(VERSION_CACHE_SLOTS, sizeof *s->versions);
-		if (s->versions == NULL)
-			return NULL;
-		s->versions_cap = VERSION_CACHE_SLOTS;
-	}
-	/* a cache: half full, it starts over */
-	if (s->nversions * 2 >= s->versions_cap)
-		forget_versions(s);
-	uint64_t h;
-	memcpy(&h, id + 8, sizeof h); /* random bits in v4 and v7 ids alike */
-	h ^= h >> 29;
-	h *= 0xbf58476d1ce4e5b9ULL;
-	size_t j = (size_t)(h ^ (h >> 32)) & (s->versions_cap - 1);
-	while (s->versions[j].version != 0 && memcmp(s->versions[j].id, id, CQRS_UUID_LEN) != 0)
-		j = (j + 1) & (s->versions_cap - 1);
-	return &s->versions[j];
-}
-
 static int pg_begin(cqrs_store *st, cqrs_error *err)
 {
 	struct pg_store *s = (struct pg_store *)st;
-	forget_versions(s);
+	cqrs_versions_forget(&s->versions);
 	if (prepare_all(s, err) < 0 || exec_command(s, "BEGIN ISOLATION LEVEL READ COMMITTED",
 						    "cannot start a write transaction", err) < 0)
 		return -1;
@@ -764,36 +750,29 @@ static int take_head(struct pg_store *s, cqrs_error *err)
 	if (r == NULL)
 		return -1;
 	int n = pq->ntuples(r);
-	s->last_sequence = 0;
-	memset(s->last_hash, 0, CQRS_HASH_LEN);
-	if (n > 0) {
-		cqrs_event head;
-		bool ok = row_to_event(pq, r, 0, &head);
-		uint8_t prev[CQRS_HASH_LEN] = { 0 }, h[CQRS_HASH_LEN];
-		int64_t prev_seq = 0;
-		if (n > 1) {
-			ok &= hash_at(pq, r, 1, 10, prev);
-			prev_seq = int_at(pq, r, 1, 0);
-		}
-		cqrs_event_hash(&head, prev, h);
-		s->last_sequence = head.sequence;
-		memcpy(s->last_hash, head.hash, CQRS_HASH_LEN);
+	memset(&s->head, 0, sizeof s->head);
+	if (n == 0) {
 		pq->clear(r);
-		if (!ok || prev_seq != head.sequence - 1 ||
-		    memcmp(h, s->last_hash, CQRS_HASH_LEN) != 0)
-			return cqrs_fail(err, CQRS_EXIT_DATAERR,
-					 "%s: event %lld does not match its hash: the store was "
-					 "changed outside the tools; nothing was written (see "
-					 "cqrs-read --verify)",
-					 s->name, (long long)head.sequence);
-	} else {
-		pq->clear(r);
+		return 0;
 	}
-	return 0;
+	cqrs_event head;
+	bool ok = row_to_event(pq, r, 0, &head);
+	uint8_t prev[CQRS_HASH_LEN] = { 0 };
+	int64_t prev_seq = 0;
+	if (n > 1) {
+		ok &= hash_at(pq, r, 1, 10, prev);
+		prev_seq = int_at(pq, r, 1, 0);
+	}
+	s->head.sequence = head.sequence;
+	memcpy(s->head.hash, head.hash, CQRS_HASH_LEN);
+	int checked = cqrs_append_check_head(s->name, &head, prev, prev_seq, ok, err);
+	pq->clear(r);
+	return checked;
 }
 
-static int64_t stored_version(struct pg_store *s, const uint8_t id[CQRS_UUID_LEN], cqrs_error *err)
+static int64_t stored_version(void *backend, const uint8_t id[CQRS_UUID_LEN], cqrs_error *err)
 {
+	struct pg_store *s = backend;
 	char text[37];
 	uuid_text(id, text);
 	const char *v[1] = { text };
@@ -806,16 +785,11 @@ static int64_t stored_version(struct pg_store *s, const uint8_t id[CQRS_UUID_LEN
 	return ver;
 }
 
-static bool same_bytes(const char *a, size_t an, const char *b, size_t bn)
+/* The append's find_stored (store_impl.h): the event stored under
+ * ev's event_id, compared with ev. */
+static int find_stored(void *backend, cqrs_event *ev, cqrs_error *err)
 {
-	return an == bn && (an == 0 || memcmp(a, b, an) == 0);
-}
-
-/* An event_id that is already stored: the same event again is a no-op
- * (ev becomes the stored one), other content under that id an error.
- * Returns 1 when it is a duplicate, 0 when the id is not stored. */
-static int check_duplicate(struct pg_store *s, cqrs_event *ev, cqrs_error *err)
-{
+	struct pg_store *s = backend;
 	char id[37];
 	uuid_text(ev->event_id, id);
 	const char *v[1] = { id };
@@ -823,50 +797,19 @@ static int check_duplicate(struct pg_store *s, cqrs_event *ev, cqrs_error *err)
 				   "cannot read the store", err);
 	if (r == NULL)
 		return -1;
-	if (s->pq->ntuples(r) == 0) {
-		s->pq->clear(r);
-		return 0;
+	int same = 0;
+	if (s->pq->ntuples(r) > 0) {
+		cqrs_event stored;
+		row_to_event(s->pq, r, 0, &stored);
+		same = cqrs_append_take_stored(&stored, ev, err);
 	}
-	cqrs_event stored;
-	row_to_event(s->pq, r, 0, &stored);
-	bool same =
-		memcmp(stored.aggregate_id, ev->aggregate_id, CQRS_UUID_LEN) == 0 &&
-		strcmp(stored.aggregate_type, ev->aggregate_type) == 0 &&
-		strcmp(stored.event_type, ev->event_type) == 0 &&
-		stored.event_version == ev->event_version &&
-		same_bytes(stored.data, stored.data_len, ev->data, ev->data_len) &&
-		same_bytes(stored.metadata, stored.metadata_len, ev->metadata, ev->metadata_len) &&
-		(ev->timestamp[0] == '\0' || strcmp(stored.timestamp, ev->timestamp) == 0) &&
-		(ev->aggregate_version == 0 || stored.aggregate_version == ev->aggregate_version);
 	s->pq->clear(r);
-	if (!same)
-		return cqrs_fail(err, CQRS_EXIT_DATAERR,
-				 "event_id %s is already stored (sequence %lld) with different "
-				 "content",
-				 id, (long long)stored.sequence);
-	/* the payload stays the caller's (the same bytes): the result that
-	 * held the stored one is gone */
-	const char *data = ev->data, *metadata = ev->metadata;
-	size_t dl = ev->data_len, ml = ev->metadata_len;
-	*ev = stored;
-	ev->data = data;
-	ev->data_len = dl;
-	ev->metadata = metadata;
-	ev->metadata_len = ml;
-	return 1;
+	return same;
 }
 
-static int conflict(cqrs_event *ev, int64_t expected, int64_t actual, cqrs_error *err)
+static int insert_event(void *backend, const cqrs_event *ev, bool *inserted, cqrs_error *err)
 {
-	char id[37];
-	uuid_text(ev->aggregate_id, id);
-	return cqrs_fail(err, CQRS_EXIT_CONFLICT,
-			 "version conflict on aggregate %s: expected version %lld, actual %lld", id,
-			 (long long)expected, (long long)actual);
-}
-
-static int insert_event(struct pg_store *s, const cqrs_event *ev, bool *inserted, cqrs_error *err)
-{
+	struct pg_store *s = backend;
 	char seq[24], ver[24], evver[24], event_id[37], agg[37];
 	char hash[2 + 2 * CQRS_HASH_LEN + 1] = "\\x";
 	char corr[CQRS_MAX_CORRELATION + 1];
@@ -902,69 +845,8 @@ static int pg_append(cqrs_store *st, cqrs_event *ev, cqrs_error *err)
 		return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "append outside a transaction");
 	if (!s->locked && take_head(s, err) < 0)
 		return -1;
-	struct version_slot *slot = cached_version(s, ev->aggregate_id);
-	int64_t current = slot != NULL && slot->version > 0
-				  ? slot->version
-				  : stored_version(s, ev->aggregate_id, err);
-	if (current < 0)
-		return -1;
-	int64_t expected = ev->expected_version;
-	if (expected < 0 && ev->aggregate_version > 0)
-		expected = ev->aggregate_version - 1;
-	if (expected >= 0 && expected != current) {
-		/* A retry of an event that was stored is not a conflict. */
-		int dup = ev->has_event_id ? check_duplicate(s, ev, err) : 0;
-		if (dup != 0)
-			return dup < 0 ? -1 : CQRS_DUPLICATE;
-		return conflict(ev, expected, current, err);
-	}
-	bool given_timestamp = ev->timestamp[0] != '\0';
-	int64_t given_version = ev->aggregate_version;
-	if (!ev->has_event_id) {
-		cqrs_uuid_generate(ev->event_id);
-		ev->has_event_id = true;
-	}
-	if (!given_timestamp)
-		cqrs_timestamp_now(ev->timestamp);
-	/* A replayed dump lands at the sequences it came from: then its hash
-	 * must come out the same, or the dump was edited. */
-	bool check_hash = ev->has_hash && ev->sequence == s->last_sequence + 1;
-	uint8_t given_hash[CQRS_HASH_LEN];
-	memcpy(given_hash, ev->hash, CQRS_HASH_LEN);
-	ev->sequence = s->last_sequence + 1;
-	ev->aggregate_version = current + 1;
-	cqrs_event_hash(ev, s->last_hash, ev->hash);
-	ev->has_hash = true;
-	if (check_hash && memcmp(given_hash, ev->hash, CQRS_HASH_LEN) != 0)
-		return cqrs_fail(
-			err, CQRS_EXIT_DATAERR,
-			"field 'hash' does not match the event replayed at sequence %lld: the "
-			"input was edited (remove 'hash' to store it as new)",
-			(long long)ev->sequence);
-	bool inserted;
-	if (insert_event(s, ev, &inserted, err) < 0)
-		return -1;
-	if (!inserted) {
-		if (!given_timestamp)
-			ev->timestamp[0] = '\0';
-		ev->aggregate_version = given_version;
-		int dup = check_duplicate(s, ev, err);
-		if (dup < 0)
-			return -1;
-		if (dup == 0)
-			return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "insert ignored for no reason");
-		return CQRS_DUPLICATE;
-	}
-	s->last_sequence = ev->sequence;
-	if (slot != NULL) {
-		if (slot->version == 0) {
-			memcpy(slot->id, ev->aggregate_id, CQRS_UUID_LEN);
-			s->nversions++;
-		}
-		slot->version = ev->aggregate_version;
-	}
-	memcpy(s->last_hash, ev->hash, CQRS_HASH_LEN);
-	return CQRS_APPENDED;
+	const struct cqrs_append_backend backend = { s, stored_version, find_stored, insert_event };
+	return cqrs_append_event(&backend, &s->versions, &s->head, ev, err);
 }
 
 static int pg_commit(cqrs_store *st, cqrs_error *err)
@@ -1333,14 +1215,9 @@ static int pg_snapshot_load(cqrs_store *st, const uint8_t id[CQRS_UUID_LEN], int
 			    1, t, v, "cannot load snapshot", err);
 	if (r == NULL)
 		return -1;
-	int found = 0;
-	if (s->pq->ntuples(r) > 0) {
+	if (s->pq->ntuples(r) > 0)
 		*version = int_at(s->pq, r, 0, 0);
-		*state = strdup(s->pq->getvalue(r, 0, 1));
-		found = *state != NULL ? 1 : cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
-	}
-	s->pq->clear(r);
-	return found;
+	return first_text(s, r, 1, state, err);
 }
 
 static int pg_snapshot_save(cqrs_store *st, const uint8_t id[CQRS_UUID_LEN], const char *type,
@@ -1353,21 +1230,13 @@ static int pg_snapshot_save(cqrs_store *st, const uint8_t id[CQRS_UUID_LEN], con
 	cqrs_timestamp_now(now);
 	const char *v[5] = { text, type, ver, state, now };
 	static const Oid t[5] = { OID_UUID, OID_TEXT, OID_INT8, OID_TEXT, OID_TEXT };
-	PGresult *r =
-		checked(s,
-			s->pq->exec_params(
-				s->conn,
-				"INSERT INTO snapshots (aggregate_id, aggregate_type,"
-				" aggregate_version, state, created_at) VALUES ($1, $2, $3, $4, $5)"
-				" ON CONFLICT (aggregate_id, aggregate_version) DO UPDATE SET"
-				" aggregate_type = excluded.aggregate_type, state = excluded.state,"
-				" created_at = excluded.created_at",
-				5, t, v, NULL, NULL, 0),
-			PGRES_COMMAND_OK, "cannot save snapshot", err);
-	if (r == NULL)
-		return -1;
-	s->pq->clear(r);
-	return 0;
+	return command(s,
+		       "INSERT INTO snapshots (aggregate_id, aggregate_type,"
+		       " aggregate_version, state, created_at) VALUES ($1, $2, $3, $4, $5)"
+		       " ON CONFLICT (aggregate_id, aggregate_version) DO UPDATE SET"
+		       " aggregate_type = excluded.aggregate_type, state = excluded.state,"
+		       " created_at = excluded.created_at",
+		       5, t, v, "cannot save snapshot", err);
 }
 
 static int pg_processed_get(cqrs_store *st, const char *message_id, char **result, cqrs_error *err)
@@ -1379,13 +1248,7 @@ static int pg_processed_get(cqrs_store *st, const char *message_id, char **resul
 			    v, "store query failed", err);
 	if (r == NULL)
 		return -1;
-	int found = 0;
-	if (s->pq->ntuples(r) > 0) {
-		*result = strdup(s->pq->getvalue(r, 0, 0));
-		found = *result != NULL ? 1 : cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
-	}
-	s->pq->clear(r);
-	return found;
+	return first_text(s, r, 0, result, err);
 }
 
 static int pg_processed_put(cqrs_store *st, const char *message_id, const char *handler,
@@ -1402,12 +1265,24 @@ static int pg_processed_put(cqrs_store *st, const char *message_id, const char *
 		checked(s,
 			s->pq->exec_params(s->conn,
 					   "INSERT INTO processed_messages (message_id, handler,"
-					   " result, processed_at) VALUES ($1, $2, $3, $4)",
+					   " result, processed_at) VALUES ($1, $2, $3, $4)"
+					   " ON CONFLICT (message_id) DO NOTHING",
 					   4, t, v, NULL, NULL, 0),
 			PGRES_COMMAND_OK, "cannot record processed message", err);
 	if (r == NULL)
 		return -1;
+	bool recorded = strcmp(s->pq->cmd_tuples(r), "1") == 0;
 	s->pq->clear(r);
+	/* Writers decide before they take the append lock: two that got the
+	 * same message at once both saw it new.  When their appends touched
+	 * no common aggregate (say, a new order each), the second finds the
+	 * first's record only here, its events already in its transaction. */
+	if (!recorded)
+		return cqrs_fail(err, CQRS_EXIT_TEMPFAIL,
+				 "%s: message '%s' was handled by another writer at the same "
+				 "time; nothing of this transaction was stored: run again (it "
+				 "then gives the other's result)",
+				 s->name, message_id);
 	return 0;
 }
 

@@ -31,7 +31,6 @@
 /* The oldest layout that readers read as it is (see correlation_key). */
 #define READABLE_VERSION     2
 #define WAL_CHECKPOINT_PAGES 256
-#define VERSION_CACHE_SLOTS  (1 << 17) /* 3 MiB; bounds memory whatever the input */
 /* A writer that leaves more than this in the WAL folds it into the store
  * and truncates it on exit.  A new process is the only one to use the
  * store more often than not, and SQLite then rebuilds the WAL's index from
@@ -234,22 +233,14 @@ static const char schema_v5[] =
 static const char *const migrations[SCHEMA_VERSION] = { schema_v1, schema_v2, schema_v3, schema_v4,
 							schema_v5 };
 
-struct version_slot {
-	uint8_t id[CQRS_UUID_LEN];
-	int64_t version; /* 0: empty slot */
-};
-
 struct sqlite_store {
 	struct cqrs_store base;
 	sqlite3 *db;
 	char *path;
 	bool writable;
 	bool in_txn;
-	int64_t last_sequence;
-	uint8_t last_hash[CQRS_HASH_LEN];
-	/* aggregate versions touched in this transaction */
-	struct version_slot *versions;
-	size_t nversions, versions_cap;
+	struct cqrs_append_head head;  /* the last event, under the write lock */
+	struct cqrs_versions versions; /* aggregates this transaction appended to */
 	sqlite3_stmt *insert, *version, *by_event_id, *last;
 	sqlite3_stmt *snap_load, *snap_save, *proc_get, *proc_put, *counter;
 	/* one aggregate's events after a version: what every load of an
@@ -654,7 +645,7 @@ static void sqlite_close(cqrs_store *st)
 	sqlite3_close(s->db);
 	if (s->inotify_fd >= 0)
 		close(s->inotify_fd);
-	free(s->versions);
+	cqrs_versions_free(&s->versions);
 	free(s->path);
 	free(s);
 }
@@ -667,62 +658,6 @@ static void sqlite_set_durability(cqrs_store *st, enum cqrs_durability d)
 		     d == CQRS_DURABLE_FULL ? "PRAGMA synchronous = FULL"
 					    : "PRAGMA synchronous = NORMAL",
 		     NULL, NULL, NULL);
-}
-
-/* --- versions touched in this transaction: open addressing on the id --- */
-
-static size_t slot_of(const uint8_t id[CQRS_UUID_LEN], size_t cap)
-{
-	uint64_t h;
-	memcpy(&h, id + 8, sizeof h); /* random bits in v4 and v7 ids alike */
-	h ^= h >> 29;
-	h *= 0xbf58476d1ce4e5b9ULL;
-	return (size_t)(h ^ (h >> 32)) & (cap - 1);
-}
-
-static void forget_versions(struct sqlite_store *s);
-
-static struct version_slot *version_slot(struct sqlite_store *s, const uint8_t id[CQRS_UUID_LEN],
-					 bool *found)
-{
-	/* A cache, not the truth: at its size limit it starts over, and the
-	 * versions it forgot are read from the aggregate index again. */
-	if ((s->nversions + 1) * 2 > s->versions_cap && s->versions_cap >= VERSION_CACHE_SLOTS)
-		forget_versions(s);
-	if ((s->nversions + 1) * 2 > s->versions_cap) {
-		size_t ncap = s->versions_cap ? s->versions_cap * 2 : 1024;
-		struct version_slot *n = calloc(ncap, sizeof *n);
-		if (n == NULL)
-			return NULL;
-		for (size_t i = 0; i < s->versions_cap; i++) {
-			if (s->versions[i].version == 0)
-				continue;
-			size_t j = slot_of(s->versions[i].id, ncap);
-			while (n[j].version != 0)
-				j = (j + 1) & (ncap - 1);
-			n[j] = s->versions[i];
-		}
-		free(s->versions);
-		s->versions = n;
-		s->versions_cap = ncap;
-	}
-	size_t j = slot_of(id, s->versions_cap);
-	while (s->versions[j].version != 0) {
-		if (memcmp(s->versions[j].id, id, CQRS_UUID_LEN) == 0) {
-			*found = true;
-			return &s->versions[j];
-		}
-		j = (j + 1) & (s->versions_cap - 1);
-	}
-	*found = false;
-	return &s->versions[j];
-}
-
-static void forget_versions(struct sqlite_store *s)
-{
-	if (s->nversions > 0)
-		memset(s->versions, 0, s->versions_cap * sizeof *s->versions);
-	s->nversions = 0;
 }
 
 /* --- appending ----------------------------------------------------------- */
@@ -755,8 +690,7 @@ static int check_head(struct sqlite_store *s, cqrs_error *err)
 	int rc = sqlite3_step(q);
 	if (rc == SQLITE_DONE) {
 		sqlite3_reset(q);
-		s->last_sequence = 0;
-		memset(s->last_hash, 0, CQRS_HASH_LEN);
+		memset(&s->head, 0, sizeof s->head);
 		return 0;
 	}
 	if (rc != SQLITE_ROW) {
@@ -766,10 +700,10 @@ static int check_head(struct sqlite_store *s, cqrs_error *err)
 	cqrs_event head;
 	memset(&head, 0, sizeof head);
 	row_to_event(q, &head);
-	s->last_sequence = head.sequence;
+	s->head.sequence = head.sequence;
 	bool sized = sqlite3_column_bytes(q, 10) == CQRS_HASH_LEN;
-	memcpy(s->last_hash, head.hash, CQRS_HASH_LEN);
-	uint8_t prev[CQRS_HASH_LEN] = { 0 }, h[CQRS_HASH_LEN];
+	memcpy(s->head.hash, head.hash, CQRS_HASH_LEN);
+	uint8_t prev[CQRS_HASH_LEN] = { 0 };
 	/* the head's text is valid until the next step: hash it now */
 	char *data = strndup(head.data ? head.data : "", head.data_len);
 	char *meta = strndup(head.metadata ? head.metadata : "", head.metadata_len);
@@ -792,15 +726,10 @@ static int check_head(struct sqlite_store *s, cqrs_error *err)
 	}
 	head.data = data;
 	head.metadata = meta;
-	cqrs_event_hash(&head, prev, h);
+	int checked = cqrs_append_check_head(s->path, &head, prev, prev_seq, sized, err);
 	free(data);
 	free(meta);
-	if (!sized || prev_seq != head.sequence - 1 || memcmp(h, s->last_hash, CQRS_HASH_LEN) != 0)
-		return cqrs_fail(err, CQRS_EXIT_DATAERR,
-				 "%s: event %lld does not match its hash: the store was changed "
-				 "outside the tools; nothing was written (see cqrs-read --verify)",
-				 s->path, (long long)head.sequence);
-	return 0;
+	return checked;
 }
 
 static int sqlite_begin(cqrs_store *st, cqrs_error *err)
@@ -831,13 +760,13 @@ static int sqlite_begin(cqrs_store *st, cqrs_error *err)
 	if (rc != SQLITE_OK)
 		return db_error(s, rc, "cannot start a write transaction", err);
 	s->in_txn = true;
-	forget_versions(s);
+	cqrs_versions_forget(&s->versions);
 	return check_head(s, err);
 }
 
-static int64_t stored_version(struct sqlite_store *s, const uint8_t id[CQRS_UUID_LEN],
-			      cqrs_error *err)
+static int64_t stored_version(void *backend, const uint8_t id[CQRS_UUID_LEN], cqrs_error *err)
 {
+	struct sqlite_store *s = backend;
 	sqlite3_bind_blob(s->version, 1, id, CQRS_UUID_LEN, SQLITE_STATIC);
 	int rc = sqlite3_step(s->version);
 	int64_t v = rc == SQLITE_ROW ? sqlite3_column_int64(s->version, 0) : 0;
@@ -878,16 +807,11 @@ static void row_to_event(sqlite3_stmt *q, cqrs_event *ev)
 	ev->expected_version = -1;
 }
 
-static bool same_bytes(const char *a, size_t an, const char *b, size_t bn)
+/* The append's find_stored (store_impl.h): the event stored under
+ * ev's event_id, compared with ev. */
+static int find_stored(void *backend, cqrs_event *ev, cqrs_error *err)
 {
-	return an == bn && (an == 0 || memcmp(a, b, an) == 0);
-}
-
-/* An event_id that is already stored: the same event again is a no-op
- * (ev becomes the stored one), other content under that id an error.
- * Returns 1 when it is a duplicate, 0 when the id is not stored. */
-static int check_duplicate(struct sqlite_store *s, cqrs_event *ev, cqrs_error *err)
-{
+	struct sqlite_store *s = backend;
 	sqlite3_stmt *q = s->by_event_id;
 	sqlite3_bind_blob(q, 1, ev->event_id, CQRS_UUID_LEN, SQLITE_STATIC);
 	int rc = sqlite3_step(q);
@@ -902,98 +826,14 @@ static int check_duplicate(struct sqlite_store *s, cqrs_event *ev, cqrs_error *e
 	cqrs_event stored;
 	memset(&stored, 0, sizeof stored);
 	row_to_event(q, &stored);
-	bool same =
-		memcmp(stored.aggregate_id, ev->aggregate_id, CQRS_UUID_LEN) == 0 &&
-		strcmp(stored.aggregate_type, ev->aggregate_type) == 0 &&
-		strcmp(stored.event_type, ev->event_type) == 0 &&
-		stored.event_version == ev->event_version &&
-		same_bytes(stored.data, stored.data_len, ev->data, ev->data_len) &&
-		same_bytes(stored.metadata, stored.metadata_len, ev->metadata, ev->metadata_len) &&
-		(ev->timestamp[0] == '\0' || strcmp(stored.timestamp, ev->timestamp) == 0) &&
-		(ev->aggregate_version == 0 || stored.aggregate_version == ev->aggregate_version);
-	if (!same) {
-		char id[37];
-		cqrs_uuid_format(ev->event_id, id);
-		int64_t seq = stored.sequence;
-		sqlite3_reset(q);
-		return cqrs_fail(err, CQRS_EXIT_DATAERR,
-				 "event_id %s is already stored (sequence %lld) with different "
-				 "content",
-				 id, (long long)seq);
-	}
-	/* The caller prints ev after the statement is reset: keep copies of the
-	 * payload in the caller's line buffer by pointing at the input, which
-	 * holds the same bytes. */
-	const char *data = ev->data, *metadata = ev->metadata;
-	size_t dl = ev->data_len, ml = ev->metadata_len;
-	*ev = stored;
-	ev->data = data;
-	ev->data_len = dl;
-	ev->metadata = metadata;
-	ev->metadata_len = ml;
+	int same = cqrs_append_take_stored(&stored, ev, err);
 	sqlite3_reset(q);
-	return 1;
+	return same;
 }
 
-static int conflict(cqrs_event *ev, int64_t expected, int64_t actual, cqrs_error *err)
+static int insert_event(void *backend, const cqrs_event *ev, bool *inserted, cqrs_error *err)
 {
-	char id[37];
-	cqrs_uuid_format(ev->aggregate_id, id);
-	return cqrs_fail(err, CQRS_EXIT_CONFLICT,
-			 "version conflict on aggregate %s: expected version %lld, actual %lld", id,
-			 (long long)expected, (long long)actual);
-}
-
-static int sqlite_append(cqrs_store *st, cqrs_event *ev, cqrs_error *err)
-{
-	struct sqlite_store *s = (struct sqlite_store *)st;
-	if (!s->in_txn)
-		return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "append outside a transaction");
-
-	bool found;
-	struct version_slot *slot = version_slot(s, ev->aggregate_id, &found);
-	if (slot == NULL)
-		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
-	int64_t current = found ? slot->version : stored_version(s, ev->aggregate_id, err);
-	if (current < 0)
-		return -1;
-	int64_t expected = ev->expected_version;
-	if (expected < 0 && ev->aggregate_version > 0)
-		expected = ev->aggregate_version - 1;
-	if (expected >= 0 && expected != current) {
-		/* A retry of an event that was stored is not a conflict. */
-		int dup = ev->has_event_id ? check_duplicate(s, ev, err) : 0;
-		if (dup != 0)
-			return dup < 0 ? -1 : CQRS_DUPLICATE;
-		return conflict(ev, expected, current, err);
-	}
-
-	/* A retry without timestamp or aggregate_version must compare equal
-	 * to the stored event, not to the defaults filled in below. */
-	bool given_timestamp = ev->timestamp[0] != '\0';
-	int64_t given_version = ev->aggregate_version;
-	if (!ev->has_event_id) {
-		cqrs_uuid_generate(ev->event_id);
-		ev->has_event_id = true;
-	}
-	if (!given_timestamp)
-		cqrs_timestamp_now(ev->timestamp);
-	/* A replayed dump lands at the sequences it came from: then its hash
-	 * must come out the same, or the dump was edited. */
-	bool check_hash = ev->has_hash && ev->sequence == s->last_sequence + 1;
-	uint8_t given_hash[CQRS_HASH_LEN];
-	memcpy(given_hash, ev->hash, CQRS_HASH_LEN);
-	ev->sequence = s->last_sequence + 1;
-	ev->aggregate_version = current + 1;
-	cqrs_event_hash(ev, s->last_hash, ev->hash);
-	ev->has_hash = true;
-	if (check_hash && memcmp(given_hash, ev->hash, CQRS_HASH_LEN) != 0)
-		return cqrs_fail(
-			err, CQRS_EXIT_DATAERR,
-			"field 'hash' does not match the event replayed at sequence %lld: the "
-			"input was edited (remove 'hash' to store it as new)",
-			(long long)ev->sequence);
-
+	struct sqlite_store *s = backend;
 	char corr[CQRS_MAX_CORRELATION + 1];
 	bool has_corr = cqrs_event_correlation(ev, corr, sizeof corr);
 	sqlite3_stmt *q = s->insert;
@@ -1019,25 +859,18 @@ static int sqlite_append(cqrs_store *st, cqrs_event *ev, cqrs_error *err)
 	sqlite3_reset(q);
 	if (rc != SQLITE_DONE)
 		return db_error(s, rc, "cannot append", err);
-	if (sqlite3_changes(s->db) == 0) {
-		if (!given_timestamp)
-			ev->timestamp[0] = '\0';
-		ev->aggregate_version = given_version;
-		int dup = check_duplicate(s, ev, err);
-		if (dup < 0)
-			return -1;
-		if (dup == 0)
-			return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "insert ignored for no reason");
-		return CQRS_DUPLICATE;
-	}
-	s->last_sequence = ev->sequence;
-	memcpy(s->last_hash, ev->hash, CQRS_HASH_LEN);
-	if (!found) {
-		memcpy(slot->id, ev->aggregate_id, CQRS_UUID_LEN);
-		s->nversions++;
-	}
-	slot->version = ev->aggregate_version;
-	return CQRS_APPENDED;
+	*inserted = sqlite3_changes(s->db) > 0;
+	return 0;
+}
+
+static int sqlite_append(cqrs_store *st, cqrs_event *ev, cqrs_error *err)
+{
+	struct sqlite_store *s = (struct sqlite_store *)st;
+	if (!s->in_txn)
+		return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "append outside a transaction");
+
+	const struct cqrs_append_backend backend = { s, stored_version, find_stored, insert_event };
+	return cqrs_append_event(&backend, &s->versions, &s->head, ev, err);
 }
 
 static int sqlite_commit(cqrs_store *st, cqrs_error *err)
@@ -1052,11 +885,11 @@ static int sqlite_commit(cqrs_store *st, cqrs_error *err)
 			err->code = CQRS_EXIT_IOERR;
 		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
 		s->in_txn = false;
-		forget_versions(s);
+		cqrs_versions_forget(&s->versions);
 		return -1;
 	}
 	s->in_txn = false;
-	forget_versions(s);
+	cqrs_versions_forget(&s->versions);
 	return 0;
 }
 
@@ -1066,19 +899,16 @@ static void sqlite_rollback(cqrs_store *st)
 	if (s->in_txn)
 		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
 	s->in_txn = false;
-	forget_versions(s);
+	cqrs_versions_forget(&s->versions);
 }
 
 static int64_t sqlite_aggregate_version(cqrs_store *st, const uint8_t id[CQRS_UUID_LEN],
 					cqrs_error *err)
 {
 	struct sqlite_store *s = (struct sqlite_store *)st;
-	if (s->in_txn) {
-		bool found;
-		struct version_slot *slot = version_slot(s, id, &found);
-		if (slot != NULL && found)
-			return slot->version;
-	}
+	int64_t cached;
+	if (s->in_txn && cqrs_versions_get(&s->versions, id, &cached) == 1)
+		return cached;
 	if (prepare(s, &s->version, SQL_VERSION_OF(s), err) < 0)
 		return -1;
 	return stored_version(s, id, err);
