@@ -1039,6 +1039,12 @@ g-4 accepted"
 		--item "11111111-2222-4333-8444-555555555555:1:1.00:S-1" --item $'11111111-2222-4333-8444-555555555555:1:1.00:S\xc3'
 	assert_failure 65
 	assert_equal "$stderr" "cqrs-command: create-order: --item: not valid UTF-8 (byte 46)"
+	# an address given as JSON is refused, not cut at its five commas
+	run --separate-stderr cqrs-command create-order --customer c-1 --currency USD \
+		--ship-to ' {"name":"A","street":"B","city":"C","postal_code":"D","country":"US"}' \
+		--item "11111111-2222-4333-8444-555555555555:1:1.00:S-1"
+	assert_failure 64
+	assert_equal "$stderr" "cqrs-command: --ship-to takes NAME,STREET,CITY,POSTAL-CODE,COUNTRY, not JSON (an address object goes in the command's NDJSON form): ' {\"name\":\"A\",\"street\":\"B\",\"city\":\"C\",\"postal_code\":\"D\",\"country\":\"US\"}'"
 	[ ! -e "$BATS_TEST_TMPDIR/utf8" ] || fail "a store was made: $(ls "$BATS_TEST_TMPDIR/utf8")"
 }
 
