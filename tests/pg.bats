@@ -10,6 +10,10 @@ bats_require_minimum_version 1.5.0
 load test_helper
 load pg_helper
 
+teardown() {
+	reap_background_jobs
+}
+
 # test_helper's setup, then this test's PostgreSQL store as CQRS_STORE
 eval "helper_$(declare -f setup)"
 

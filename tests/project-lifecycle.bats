@@ -7,6 +7,10 @@
 bats_require_minimum_version 1.5.0
 load saga_helper
 
+teardown() {
+	reap_background_jobs
+}
+
 eval "common_$(declare -f setup)"
 setup() {
 	common_setup

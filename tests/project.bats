@@ -6,6 +6,10 @@
 bats_require_minimum_version 1.5.0
 load test_helper
 
+teardown() {
+	reap_background_jobs
+}
+
 eval "common_$(declare -f setup)"
 setup() {
 	common_setup

@@ -152,3 +152,17 @@ run_as_other_user() {
 	run --separate-stderr setpriv --reuid=nobody --regid=nogroup --clear-groups \
 		env PATH="$bin:/usr/bin:/bin" "$@"
 }
+
+# For a suite's teardown: the processes a test left running in the
+# background (a --follow whose test failed before it killed it), which
+# would otherwise keep bats waiting on their output for ever.
+reap_background_jobs() {
+	local pids
+	pids=$(jobs -p)
+	[ -z "$pids" ] && return 0
+	# shellcheck disable=SC2086 # one pid a word
+	kill $pids 2>/dev/null
+	# shellcheck disable=SC2086
+	wait $pids 2>/dev/null
+	return 0
+}
