@@ -9,6 +9,7 @@
  */
 #include "config.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,11 +22,37 @@ struct key {
 	size_t n;
 };
 
-/* Per-thread scratch for key lists: bounded by the line, reused. */
+/* Per-thread scratch for key lists: bounded by the line, reused, and
+ * freed when the thread ends (a rebuild's workers parse archived events),
+ * through a key whose destructor runs in the ending thread. */
 static _Thread_local struct key *keys;
 static _Thread_local size_t keys_cap;
 static _Thread_local char *decoded;
 static _Thread_local size_t decoded_cap, decoded_len;
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_free(void *unused)
+{
+	(void)unused;
+	free(keys);
+	free(decoded);
+	keys = NULL;
+	decoded = NULL;
+	keys_cap = decoded_cap = decoded_len = 0;
+}
+
+static void scratch_key_make(void)
+{
+	pthread_key_create(&scratch_key, scratch_free);
+}
+
+/* Called when a thread first grows its scratch: its end will free it. */
+static void scratch_register(void)
+{
+	pthread_once(&scratch_once, scratch_key_make);
+	pthread_setspecific(scratch_key, &keys);
+}
 
 struct scan {
 	char *text;
@@ -238,6 +265,8 @@ static int reserve(void **p, size_t *cap, size_t need, size_t elem)
 {
 	if (need <= *cap)
 		return 0;
+	if (*cap == 0)
+		scratch_register();
 	size_t ncap = *cap ? *cap : 64;
 	while (ncap < need)
 		ncap *= 2;

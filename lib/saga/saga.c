@@ -1627,17 +1627,12 @@ static int correlation_of(struct cqrs_saga_runner *r, const cqrs_saga_def *d, st
 }
 
 /* The sequence of the last event stored (0: none). */
+/* The store's last sequence, in the runner's transaction (the head alone:
+ * its event is not decoded, so no upcaster or key is asked for it). */
 static int store_head(struct cqrs_saga_runner *r, int64_t *seq, cqrs_error *err)
 {
-	cqrs_filter f = { .reverse = true, .limit = 1 };
-	cqrs_cursor *c = cqrs_store_read(r->st, &f, err);
-	if (c == NULL)
-		return -1;
-	cqrs_event ev;
-	int got = cqrs_cursor_next(c, &ev, err);
-	*seq = got == 1 ? ev.sequence : 0;
-	cqrs_cursor_close(c);
-	return got < 0 ? -1 : 0;
+	uint8_t hash[CQRS_HASH_LEN];
+	return cqrs_store_head(r->st, seq, hash, err);
 }
 
 /* New instances for the starting events since the checkpoint, one batch
