@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -419,6 +420,24 @@ int64_t cqrs_store_counter_next(cqrs_store *st, const char *name, cqrs_error *er
 int64_t cqrs_store_counter_raise(cqrs_store *st, const char *name, int64_t floor, cqrs_error *err)
 {
 	return st->ops->counter_raise(st, name, floor, err);
+}
+
+int cqrs_store_poll(int own, const int *fds, int nfds, int timeout_ms, cqrs_error *err)
+{
+	struct pollfd p[9];
+	int n = 0;
+	p[n++] = (struct pollfd){ .fd = own, .events = POLLIN };
+	for (int i = 0; i < nfds && n < 9; i++)
+		p[n++] = (struct pollfd){ .fd = fds[i], .events = POLLIN };
+	int r = poll(p, (nfds_t)n, timeout_ms);
+	if (r < 0 && errno == EINTR)
+		return 2;
+	if (r < 0)
+		return cqrs_fail(err, CQRS_EXIT_OSERR, "poll: %s", strerror(errno));
+	for (int i = 1; i < n; i++)
+		if (p[i].revents != 0)
+			return 2;
+	return r == 0 ? 0 : 1;
 }
 
 int cqrs_store_wait(cqrs_store *st, int timeout_ms, const int *fds, int nfds, cqrs_error *err)

@@ -99,6 +99,12 @@ void cqrs_archive_cache_free(cqrs_store *st);
 	"'archive_segments', 'archived_events', 'archived_versions', 'archive_in_progress'"
 bool cqrs_archive_table(const char *name);
 
+/* A backend's wait (ops->wait): polls own (the backend's descriptor) and
+ * the caller's fds for up to timeout_ms.  0 on timeout, 1 when own is
+ * readable, 2 when a caller's fd is (or a signal interrupted), -1 with
+ * *err. */
+int cqrs_store_poll(int own, const int *fds, int nfds, int timeout_ms, cqrs_error *err);
+
 /* The name of the fsync-guard VFS (vfs_guard.c), registered on first use. */
 const char *cqrs_sqlite_guard_vfs(bool enabled);
 

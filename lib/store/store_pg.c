@@ -1360,21 +1360,9 @@ static int pg_wait(cqrs_store *st, int timeout_ms, const int *fds, int nfds, cqr
 	int queued = drain_notifications(s, err);
 	if (queued != 0)
 		return queued < 0 ? -1 : 1;
-	struct pollfd p[9];
-	int n = 0;
-	p[n++] = (struct pollfd){ .fd = sock, .events = POLLIN };
-	for (int i = 0; i < nfds && n < 9; i++)
-		p[n++] = (struct pollfd){ .fd = fds[i], .events = POLLIN };
-	int r = poll(p, (nfds_t)n, timeout_ms);
-	if (r < 0 && errno == EINTR)
-		return 2;
-	if (r < 0)
-		return cqrs_fail(err, CQRS_EXIT_OSERR, "poll: %s", strerror(errno));
-	for (int i = 1; i < n; i++)
-		if (p[i].revents != 0)
-			return 2;
-	if (r == 0)
-		return 0;
+	int r = cqrs_store_poll(sock, fds, nfds, timeout_ms, err);
+	if (r != 1)
+		return r;
 	int got = drain_notifications(s, err);
 	if (got < 0)
 		return -1;

@@ -1368,26 +1368,16 @@ static int sqlite_wait(cqrs_store *st, int timeout_ms, const int *fds, int nfds,
 		}
 		free(copy);
 	}
-	struct pollfd p[9];
-	int n = 0;
-	p[n++] = (struct pollfd){ .fd = s->inotify_fd, .events = POLLIN };
-	for (int i = 0; i < nfds && n < 9; i++)
-		p[n++] = (struct pollfd){ .fd = fds[i], .events = POLLIN };
 	if (s->settle_rounds > 0) {
 		s->settle_rounds--;
 		if (timeout_ms < 0 || timeout_ms > SETTLE_MS)
 			timeout_ms = SETTLE_MS;
 	}
-	int r = poll(p, (nfds_t)n, timeout_ms);
-	if (r < 0 && errno == EINTR)
-		return 2;
-	if (r < 0)
-		return cqrs_fail(err, CQRS_EXIT_OSERR, "poll: %s", strerror(errno));
-	for (int i = 1; i < n; i++)
-		if (p[i].revents != 0)
-			return 2;
+	int r = cqrs_store_poll(s->inotify_fd, fds, nfds, timeout_ms, err);
 	if (r == 0)
 		return s->settle_rounds > 0 ? 1 : 0;
+	if (r != 1)
+		return r;
 	/* Drain: one wake-up per burst of writes is enough. */
 	char buf[4096];
 	while (read(s->inotify_fd, buf, sizeof buf) > 0)
