@@ -9,11 +9,17 @@ dist_man_MANS += man/cqrs-postgres.7
 BATS_SUITES += tests/pg.bats
 EXTRA_DIST += tests/pg_helper.bash
 BENCH_SECTIONS += tests/bench/postgres.sh
-# The PostgreSQL leg of the backend matrix: suites that pass on both
-# backends, each against a throwaway cluster (tests/pg_helper.bash); the
-# tests that hold for SQLite alone say so with sqlite_only and a reason.
-PG_MATRIX_SUITES = tests/append.bats tests/read.bats tests/command.bats \
-	tests/command-concurrency.bats tests/project.bats
+# The PostgreSQL leg of the backend matrix, part of make check: each
+# tests/pg/NAME.pg runs tests/NAME.bats against a throwaway cluster of its
+# own (tests/pg-matrix, tests/pg_helper.bash); the tests that hold for
+# SQLite alone say so with sqlite_only and a reason.  make check-postgres
+# runs this leg alone.
+PG_MATRIX = tests/pg/append.pg tests/pg/read.pg tests/pg/command.pg \
+	tests/pg/command-concurrency.pg tests/pg/project.pg
+TEST_EXTENSIONS += .pg
+PG_LOG_COMPILER = $(SHELL) $(srcdir)/tests/pg-matrix
+TESTS += $(PG_MATRIX)
+EXTRA_DIST += $(PG_MATRIX) tests/pg-matrix
 check-postgres:
-	$(MAKE) $(AM_MAKEFLAGS) check TESTS='$(PG_MATRIX_SUITES)' CQRS_TEST_BACKEND=postgres
+	$(MAKE) $(AM_MAKEFLAGS) check TESTS='$(PG_MATRIX)'
 .PHONY: check-postgres
