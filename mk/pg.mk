@@ -23,3 +23,5 @@ EXTRA_DIST += $(PG_MATRIX) tests/pg-matrix
 check-postgres:
 	$(MAKE) $(AM_MAKEFLAGS) check TESTS='$(PG_MATRIX)'
 .PHONY: check-postgres
+# the server misbehaving: timeouts, killed connections, a restart
+BATS_SUITES += tests/pg-faults.bats

@@ -68,16 +68,6 @@ gen_events() {
 	}'
 }
 
-# Waits (up to 30 s) until the SQL $1 prints $2.
-await_sql() {
-	local i
-	for ((i = 0; i < 600; i++)); do
-		[ "$(pg_sql -c "$1")" = "$2" ] && return 0
-		sleep 0.05
-	done
-	fail "waited 30 s for '$1' to give '$2'; it gives '$(pg_sql -c "$1")'"
-}
-
 # --- append and read ----------------------------------------------------------
 
 @test "the fixture's history is stored as it is and read back byte for byte" {

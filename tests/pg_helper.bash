@@ -85,6 +85,16 @@ pg_sql() {
 	psql -X -q -At -v ON_ERROR_STOP=1 "$@"
 }
 
+# Waits (up to 30 s) until the SQL $1 prints $2: a condition, not a time.
+await_sql() {
+	local i
+	for ((i = 0; i < 600; i++)); do
+		[ "$(pg_sql -c "$1")" = "$2" ] && return 0
+		sleep 0.05
+	done
+	fail "waited 30 s for '$1' to give '$2'; it gives '$(pg_sql -c "$1")'"
+}
+
 # The store in schema $1 of the cluster, as CQRS_STORE names it.
 pg_store() {
 	printf "postgresql:options='-c cqrs.schema=%s'" "$1"

@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cqrs.h"
 #include "common/sqlite_errors.h"
@@ -438,6 +439,54 @@ static int connect_failed(struct pg_store *s, cqrs_error *err)
 			 "%s: cannot reach the server: %s; try again later", s->name, reason);
 }
 
+/* How long a tool waits for a server it cannot reach ($CQRS_CONNECT_WAIT
+ * seconds, default 0: exit 75 at once), so that a cron job started while
+ * the server restarts does its work instead of failing. */
+static int64_t connect_wait_ms(void)
+{
+	const char *text = getenv("CQRS_CONNECT_WAIT");
+	int64_t seconds;
+	if (text == NULL || cqrs_parse_int64(text, &seconds) < 0 || seconds < 0)
+		return 0;
+	return seconds > INT64_MAX / 1000 ? INT64_MAX : seconds * 1000;
+}
+
+static int64_t monotonic_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Connects, and while the failure is a temporary one (no server, one
+ * starting or stopping, no free slot) tries again after 100 ms, 200 ms...
+ * up to 5 s apart, until $CQRS_CONNECT_WAIT has passed. */
+static int connect_waiting(struct pg_store *s, const char *conninfo, cqrs_error *err)
+{
+	int64_t deadline = monotonic_ms() + connect_wait_ms();
+	int64_t pause_ms = 100;
+	for (;;) {
+		s->conn = s->pq->connectdb(conninfo);
+		if (s->conn == NULL)
+			return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+		if (s->pq->status(s->conn) == CONNECTION_OK)
+			return 0;
+		connect_failed(s, err);
+		int64_t left = deadline - monotonic_ms();
+		if (err->code != CQRS_EXIT_TEMPFAIL || left <= 0)
+			return -1;
+		s->pq->finish(s->conn);
+		s->conn = NULL;
+		int64_t pause = pause_ms < left ? pause_ms : left;
+		struct timespec ts = { .tv_sec = pause / 1000,
+				       .tv_nsec = (pause % 1000) * 1000000 };
+		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+			;
+		if (pause_ms < 5000)
+			pause_ms *= 2;
+	}
+}
+
 static void quiet_notices(void *arg, const char *message)
 {
 	(void)arg;
@@ -677,15 +726,8 @@ cqrs_store *cqrs_pg_open(const char *path, enum cqrs_open_mode mode, cqrs_error 
 	s->base.ops = &pg_ops;
 	s->pq = pq;
 	s->writable = mode == CQRS_OPEN_WRITE;
-	s->conn = pq->connectdb(conninfo);
-	if (s->conn == NULL) {
-		cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+	if (connect_waiting(s, conninfo, err) < 0)
 		goto fail;
-	}
-	if (pq->status(s->conn) != CONNECTION_OK) {
-		connect_failed(s, err);
-		goto fail;
-	}
 	pq->set_notice_processor(s->conn, quiet_notices, NULL);
 	if (configure(s, err) < 0 || ensure_schema(s, err) < 0)
 		goto fail;
