@@ -329,9 +329,10 @@ int cqrs_store_processed_put(cqrs_store *st, const char *message_id, const char 
 
 /* Inside a write transaction: the next value (1, 2, ...) of a named counter. */
 int64_t cqrs_store_counter_next(cqrs_store *st, const char *name, cqrs_error *err);
-/* Inside a write transaction: raises a named counter to at least floor (it
- * never goes down) and returns its value. */
-int64_t cqrs_store_counter_raise(cqrs_store *st, const char *name, int64_t floor, cqrs_error *err);
+/* Inside a write transaction, after counter_next took the counter's row:
+ * sets it to value (a number it handed out and nobody used goes back) and
+ * returns value. */
+int64_t cqrs_store_counter_set(cqrs_store *st, const char *name, int64_t value, cqrs_error *err);
 
 /* Verifies the hash chain from the first event to the last, and the
  * columns the store derives from the hashed fields. */

@@ -605,7 +605,9 @@ stocked_product() {
 		pids+=($!)
 	done
 	for p in "${pids[@]}"; do wait "$p" || fail "a writer failed: $(cat err.*)"; done
-	assert_equal "$(cat err.*)" ''
+	# nothing said but the one message of a command_id decided by two
+	# writers at once (exit 75, run again by cmd)
+	assert_equal "$(grep -hv "^cqrs-command: stdin:1: .*: message '[a-z0-9-]*' was handled by another writer at the same time; nothing of this transaction was stored: run again (it then gives the other's result)\$" err.*)" ''
 	assert_equal "$(cqrs-command show "$P" | jq -c '[.state.available, .state.reserved]')" \
 		"[$((1000 + added - reserved)),$reserved]"
 	# each command's effect once: one event per distinct command_id
@@ -623,6 +625,38 @@ stocked_product() {
 	CQRS_METRICS_FOLD=0 cqrs-command -q replenish-stock --product "$P" --quantity 1
 	echo "# conflicts decided again: $(conflicts_counted); runs again after exit 3 or 75: $(cat retries.* 2>/dev/null | wc -l)" >&3
 	assert_equal "$(cqrs-read --verify | cut -d' ' -f1-2)" "verified $(cqrs-read | wc -l)"
+}
+
+@test "cqrs-command: two writers create the same order at once; the loser's order number goes back, the next order takes it" {
+	stocked_product
+	O2=5e0b2c1d-3f4a-4b5c-8d6e-7f8091a2b3c4
+	order() { echo '{"command_id":"'$1'","type":"CreateOrder","order_id":"'$O2'","customer_id":"'$1'","items":[{"product_id":"'$P'","quantity":1,"unit_price":1}],"currency":"USD","shipping_address":{"name":"a","street":"b","city":"c","postal_code":"d","country":"US"}}'; }
+	mkfifo held
+	cqrs-append -q <held 2>held.err &
+	held_writer=$!
+	exec 4>held
+	ev "$A" >&4
+	await_sql "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted" 1
+	# the first decides (order number 2) and waits for the append lock
+	order first | cqrs-command >out.first 2>err.first 4>&- &
+	first=$!
+	await_sql "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted" 1
+	# the second decides on the same missing order and waits for the counter
+	order second | cqrs-command >out.second 2>err.second 4>&- &
+	second=$!
+	await_sql "SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted" 1
+	exec 4>&-
+	wait "$held_writer"
+	wait "$first"
+	st=0
+	wait "$second" || st=$?
+	# it took number 3, lost the version race, decided again: the order exists
+	assert_equal "$(jq -r .status out.second)" rejected
+	assert_equal "$st" 4
+	cqrs-command -q create-order --customer third --item "$P:1:1.00" --currency USD --ship-to 'A,B,C,D,US'
+	assert_equal "$(cqrs-read -e OrderCreated | jq -r '"\(.data.customer_id) \(.data.order_number[-1:])"' | tr '\n' ' ')" \
+		'c 1 first 2 third 3 '
+	assert_equal "$(pg_sql -c "SELECT value FROM $SCHEMA.counters")" 3
 }
 
 @test "cqrs-command: a command_id that two writers decide at once on different aggregates: the second exits 75 with nothing stored, and run again prints the first's result" {

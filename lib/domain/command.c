@@ -129,13 +129,17 @@ struct cqrs_commander {
 	int nrelated;
 	struct decision dec;
 	struct cqrs_strbuf meta, stored;
-	/* The order counter inside the write transaction: read once, counted
-	 * here, written back before commit.  The write lock is held from the
-	 * first read to the commit, so nobody else can move it meanwhile. */
+	/* The order counter inside the write transaction: taken once from
+	 * the store (counter_next: its row, or SQLite's write lock, is ours
+	 * from then to the commit, so nobody else can move it meanwhile),
+	 * counted here, written back before commit.  value is the last number
+	 * handed out, stored what the store holds now: they differ when this
+	 * process counted on, or when a decision that took a number lost a
+	 * version conflict and gave it back. */
 	struct {
 		char name[16];
-		int64_t value;
-		bool valid, dirty;
+		int64_t value, stored;
+		bool valid;
 	} counter;
 	FILE *out; /* the result line is built here */
 	char *outbuf;
@@ -648,9 +652,9 @@ static int64_t highest_order_number(struct cqrs_commander *c, const char *year, 
 
 static int flush_counter(struct cqrs_commander *c, cqrs_error *err)
 {
-	bool dirty = c->counter.valid && c->counter.dirty;
-	c->counter.valid = c->counter.dirty = false;
-	if (dirty && cqrs_store_counter_raise(c->st, c->counter.name, c->counter.value, err) < 0)
+	bool changed = c->counter.valid && c->counter.value != c->counter.stored;
+	c->counter.valid = false;
+	if (changed && cqrs_store_counter_set(c->st, c->counter.name, c->counter.value, err) < 0)
 		return -1;
 	return 0;
 }
@@ -664,7 +668,6 @@ static int next_order_number(void *arg, char out[DOM_NUMBER], cqrs_error *err)
 	int64_t n;
 	if (c->counter.valid && strcmp(c->counter.name, counter) == 0) {
 		n = ++c->counter.value;
-		c->counter.dirty = true;
 	} else {
 		if (flush_counter(c, err) < 0)
 			return -1;
@@ -675,12 +678,12 @@ static int next_order_number(void *arg, char out[DOM_NUMBER], cqrs_error *err)
 			if (max < 0)
 				return -1;
 			if (max >= 1)
-				n = cqrs_store_counter_raise(c->st, counter, max + 1, err);
+				n = cqrs_store_counter_set(c->st, counter, max + 1, err);
 		}
 		if (n < 0)
 			return -1;
 		snprintf(c->counter.name, sizeof c->counter.name, "%s", counter);
-		c->counter.value = n;
+		c->counter.value = c->counter.stored = n;
 		c->counter.valid = true;
 	}
 	snprintf(out, DOM_NUMBER, "ORD-%.4s-%06lld", now, (long long)n);
@@ -955,11 +958,17 @@ static int handle_parsed(struct cqrs_commander *c, cqrs_command_result *res, cqr
 	int attempts = c->opt.max_attempts > 0 ? c->opt.max_attempts : DEFAULT_ATTEMPTS;
 	for (int i = 1;; i++) {
 		memset(res, 0, sizeof *res);
+		bool counted = c->counter.valid;
+		int64_t last_number = c->counter.value;
 		if (attempt(c, res, err) == 0)
 			break;
 		if (err == NULL || err->code != CQRS_EXIT_CONFLICT || c->appended)
 			return -1;
 		forget_all(c);
+		/* the order numbers the lost decision took go back: the next
+		 * decision (or the next command) takes them, none is skipped */
+		if (c->counter.valid)
+			c->counter.value = counted ? last_number : c->counter.stored - 1;
 		if (c->metrics)
 			cqrs_metrics_add(cqrs_metrics_series(CQRS_METRIC_COMMAND_CONFLICTS,
 							     c->spec->type, NULL),
@@ -1165,7 +1174,7 @@ void cqrs_commander_rollback(cqrs_commander *c)
 	if (!c->in_batch)
 		return;
 	c->in_batch = false;
-	c->counter.valid = c->counter.dirty = false;
+	c->counter.valid = false;
 	cqrs_store_rollback(c->st);
 	agg_loader_forget(&c->loader);
 	time_batch(c, false);

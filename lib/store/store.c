@@ -417,9 +417,9 @@ int64_t cqrs_store_counter_next(cqrs_store *st, const char *name, cqrs_error *er
 	return st->ops->counter_next(st, name, err);
 }
 
-int64_t cqrs_store_counter_raise(cqrs_store *st, const char *name, int64_t floor, cqrs_error *err)
+int64_t cqrs_store_counter_set(cqrs_store *st, const char *name, int64_t value, cqrs_error *err)
 {
-	return st->ops->counter_raise(st, name, floor, err);
+	return st->ops->counter_set(st, name, value, err);
 }
 
 int cqrs_store_poll(int own, const int *fds, int nfds, int timeout_ms, cqrs_error *err)

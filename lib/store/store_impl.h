@@ -34,7 +34,7 @@ struct cqrs_store_ops {
 	int (*processed_put)(cqrs_store *st, const char *message_id, const char *handler,
 			     const char *result, cqrs_error *err);
 	int64_t (*counter_next)(cqrs_store *st, const char *name, cqrs_error *err);
-	int64_t (*counter_raise)(cqrs_store *st, const char *name, int64_t floor, cqrs_error *err);
+	int64_t (*counter_set)(cqrs_store *st, const char *name, int64_t value, cqrs_error *err);
 	int (*wait)(cqrs_store *st, int timeout_ms, const int *fds, int nfds, cqrs_error *err);
 	/* The last event's sequence (0: none) and hash: 0, or -1 with *err. */
 	int (*head)(cqrs_store *st, int64_t *sequence, uint8_t hash[CQRS_HASH_LEN],

@@ -1328,22 +1328,25 @@ static int pg_processed_put(cqrs_store *st, const char *message_id, const char *
 	return 0;
 }
 
-static int64_t counter_sql(struct pg_store *s, const char *sql, const char *name, int64_t floor,
-			   cqrs_error *err)
+/* Runs sql ($1 name, $2 value) and returns the counter's value, which must
+ * be at least least. */
+static int64_t counter_sql(struct pg_store *s, const char *sql, const char *name, int64_t value,
+			   int64_t least, cqrs_error *err)
 {
 	if (!s->in_txn)
 		return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "counter update outside a transaction");
 	char f[24];
-	snprintf(f, sizeof f, "%lld", (long long)floor);
+	snprintf(f, sizeof f, "%lld", (long long)value);
 	const char *v[2] = { name, f };
 	static const Oid t[2] = { OID_TEXT, OID_INT8 };
 	PGresult *r = query(s, sql, 2, t, v, "cannot update counter", err);
 	if (r == NULL)
 		return -1;
-	int64_t value = s->pq->ntuples(r) > 0 ? int_at(s->pq, r, 0, 0) : -1;
+	int64_t got = s->pq->ntuples(r) > 0 ? int_at(s->pq, r, 0, 0) : -1;
 	s->pq->clear(r);
-	return value > 0 ? value
-			 : cqrs_fail(err, CQRS_EXIT_SOFTWARE, "counter '%s' did not advance", name);
+	return got >= least
+		       ? got
+		       : cqrs_fail(err, CQRS_EXIT_SOFTWARE, "counter '%s' did not advance", name);
 }
 
 static int64_t pg_counter_next(cqrs_store *st, const char *name, cqrs_error *err)
@@ -1352,16 +1355,15 @@ static int64_t pg_counter_next(cqrs_store *st, const char *name, cqrs_error *err
 			   "INSERT INTO counters (name, value) VALUES ($1, 1)"
 			   " ON CONFLICT (name) DO UPDATE SET value = counters.value + 1"
 			   " RETURNING value",
-			   name, 0, err);
+			   name, 0, 1, err);
 }
 
-static int64_t pg_counter_raise(cqrs_store *st, const char *name, int64_t floor, cqrs_error *err)
+static int64_t pg_counter_set(cqrs_store *st, const char *name, int64_t value, cqrs_error *err)
 {
 	return counter_sql((struct pg_store *)st,
 			   "INSERT INTO counters (name, value) VALUES ($1, $2)"
-			   " ON CONFLICT (name) DO UPDATE SET value = greatest(counters.value, $2)"
-			   " RETURNING value",
-			   name, floor, err);
+			   " ON CONFLICT (name) DO UPDATE SET value = $2 RETURNING value",
+			   name, value, 0, err);
 }
 
 /* --- following: LISTEN/NOTIFY -------------------------------------------- */
@@ -1430,7 +1432,7 @@ static const struct cqrs_store_ops pg_ops = {
 	.processed_get = pg_processed_get,
 	.processed_put = pg_processed_put,
 	.counter_next = pg_counter_next,
-	.counter_raise = pg_counter_raise,
+	.counter_set = pg_counter_set,
 	.wait = pg_wait,
 	.head = pg_head,
 	.verify_read = pg_verify_read,

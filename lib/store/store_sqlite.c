@@ -1317,23 +1317,22 @@ static int64_t sqlite_counter_next(cqrs_store *st, const char *name, cqrs_error 
 	return v > 0 ? v : cqrs_fail(err, CQRS_EXIT_SOFTWARE, "counter '%s' did not advance", name);
 }
 
-/* Rare (a counter seeded from history), so not a cached statement. */
-static int64_t sqlite_counter_raise(cqrs_store *st, const char *name, int64_t floor,
-				    cqrs_error *err)
+/* Once per batch that takes numbers, so not a cached statement. */
+static int64_t sqlite_counter_set(cqrs_store *st, const char *name, int64_t value, cqrs_error *err)
 {
 	struct sqlite_store *s = (struct sqlite_store *)st;
 	if (!s->in_txn)
-		return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "counter_raise outside a transaction");
+		return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "counter_set outside a transaction");
 	sqlite3_stmt *q;
 	int rc = sqlite3_prepare_v2(s->db,
 				    "INSERT INTO counters (name, value) VALUES (?1, ?2)"
-				    " ON CONFLICT (name) DO UPDATE SET value = max(value, ?2)"
+				    " ON CONFLICT (name) DO UPDATE SET value = ?2"
 				    " RETURNING value",
 				    -1, &q, NULL);
 	if (rc != SQLITE_OK)
 		return db_error(s, rc, "prepare failed", err);
 	sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(q, 2, floor);
+	sqlite3_bind_int64(q, 2, value);
 	rc = sqlite3_step(q);
 	int64_t v = rc == SQLITE_ROW ? sqlite3_column_int64(q, 0) : -1;
 	sqlite3_finalize(q);
@@ -1467,7 +1466,7 @@ static const struct cqrs_store_ops sqlite_ops = {
 	.processed_get = sqlite_processed_get,
 	.processed_put = sqlite_processed_put,
 	.counter_next = sqlite_counter_next,
-	.counter_raise = sqlite_counter_raise,
+	.counter_set = sqlite_counter_set,
 	.wait = sqlite_wait,
 	.head = sqlite_head,
 	.verify_read = sqlite_verify_read,
