@@ -1,0 +1,285 @@
+#!/usr/bin/env bats
+# cqrs-relay: events across machines through a real nats-server with
+# JetStream (started here on loopback, with a login), into replicas that
+# equal the source byte for byte and verify.
+
+# shellcheck disable=SC2154 # bats sets stderr, status, output, lines
+bats_require_minimum_version 1.5.0
+load test_helper
+load relay_helper
+
+setup_file() {
+	nats_start
+}
+
+teardown_file() {
+	nats_stop
+}
+
+setup() {
+	export LC_ALL=C TZ=UTC
+	export HOME="$BATS_TEST_TMPDIR/home"
+	mkdir -p "$HOME"
+	export CQRS_STORE="$BATS_TEST_TMPDIR/events.db"
+	cd "$BATS_TEST_TMPDIR" || return 1
+	relay_env
+	STREAM="S$BATS_TEST_NUMBER"
+	PREFIX="t$BATS_TEST_NUMBER.events"
+}
+
+teardown() {
+	# a background relay a failed test left behind
+	local pid server
+	server=$(cat "$NATS_DIR/pid" 2>/dev/null)
+	for pid in $(jobs -p); do
+		[ "$pid" = "$server" ] || kill -9 "$pid" 2>/dev/null || true
+	done
+}
+
+# relay SUBCOMMAND ARGS...: cqrs-relay on this test's stream.
+relay() {
+	cqrs-relay "$@" --stream "$STREAM" --subject-prefix "$PREFIX"
+}
+
+# events N [SEED]: N events of a few aggregates and types, payloads with
+# numbers that must keep their text.
+events() {
+	awk -v n="$1" -v seed="${2:-1}" 'BEGIN {
+		srand(seed)
+		for (a = 0; a < 7; a++)
+			agg[a] = sprintf("%08x-0000-4000-8000-%012d", seed, a)
+		for (i = 1; i <= n; i++) {
+			a = int(rand() * 7)
+			printf "{\"aggregate_id\":\"%s\",\"aggregate_type\":\"%s\",\"event_type\":\"%s\",\"data\":{\"n\":%d,\"price\":0.10,\"note\":\"caf\\u00e9 %d\"}}\n",
+				agg[a], (a % 2 ? "Thing" : "Widget"), (i % 3 ? "Noted" : "Counted"), i, rand() * 1000
+		}
+	}'
+}
+
+# same_as_source REPLICA: the replica equals the store, byte for byte, and verifies.
+same_as_source() {
+	cqrs-read >source.ndjson
+	cqrs-read -s "$1" >replica.ndjson
+	cmp source.ndjson replica.ndjson
+	run cqrs-read --verify -s "$1"
+	assert_success
+	assert_output --regexp "^verified $(wc -l <source.ndjson) events, head [0-9a-f]{64}$"
+}
+
+@test "publish then replicate: the replica equals the source and verifies" {
+	events 120 | cqrs-append -q
+	run relay create-stream
+	assert_success
+	run --separate-stderr relay publish --window 16
+	assert_success
+	assert_output '{"stream":"'"$STREAM"'","published":120,"duplicates":0,"position":120,"head":120,"lag_events":0,"lag_seconds":0}'
+	# the position is kept in the store, after the PubAcks
+	run sqlite3 "$CQRS_STORE" "SELECT value FROM counters WHERE name = 'relay:$STREAM'"
+	assert_output 120
+	run --separate-stderr relay replicate -s replica.db
+	assert_success
+	assert_output '{"stream":"'"$STREAM"'","durable":"cqrs-replica","applied":120,"repeats":0,"head":120}'
+	same_as_source replica.db
+	# caught up: nothing to do, both ways
+	run --separate-stderr relay publish
+	assert_output --partial '"published":0,'
+	events 5 7 | cqrs-append -q
+	run --separate-stderr relay publish
+	assert_output --partial '"published":5,"duplicates":0,"position":125'
+	run --separate-stderr relay replicate -s replica.db
+	assert_output --partial '"applied":5,"repeats":0,"head":125'
+	same_as_source replica.db
+}
+
+@test "subjects are PREFIX.AGGREGATE_TYPE.EVENT_TYPE with Nats-Msg-Id the event id; consume writes NDJSON" {
+	events 30 | cqrs-append -q
+	relay create-stream
+	relay publish >/dev/null
+	run --separate-stderr relay consume --durable pipe
+	assert_success
+	cqrs-read >source.ndjson
+	assert_equal "$output" "$(cat source.ndjson)"
+	# a consumer on one subject sees that type's events alone
+	run --separate-stderr cqrs-relay consume --durable widgets --stream "$STREAM" \
+		--subject-prefix "$PREFIX.Widget"
+	assert_failure 78
+	# republishing everything: the duplicate window drops every repeat
+	run --separate-stderr relay publish --from 0 --window 7
+	assert_success
+	assert_output --partial '"published":0,"duplicates":30,'
+	run --separate-stderr relay consume --durable pipe
+	assert_output ""
+}
+
+@test "CloudEvents 1.0 bodies round trip into a replica and to NDJSON" {
+	events 40 3 | cqrs-append -q
+	relay create-stream
+	run --separate-stderr relay publish --format cloudevents
+	assert_success
+	run --separate-stderr relay consume --durable ce
+	assert_success
+	first=$(head -1 <<<"$output")
+	cqrs-read >source.ndjson
+	assert_equal "$output" "$(cat source.ndjson)"
+	run --separate-stderr relay replicate -s replica.db --durable rep
+	assert_success
+	same_as_source replica.db
+}
+
+@test "kill -9 of publish and of replicate at random points: nothing lost, nothing twice" {
+	events 600 11 | cqrs-append -q
+	relay create-stream
+	RANDOM=14
+	local i
+	for ((i = 0; i < 6; i++)); do
+		relay publish --window 8 >/dev/null 2>&1 &
+		sleep "0.0$((RANDOM % 9))"
+		kill -9 $! 2>/dev/null || true
+		wait $! 2>/dev/null || true
+	done
+	run --separate-stderr relay publish --window 8
+	assert_success
+	assert_output --partial '"position":600,"head":600,'
+	# within the duplicate window the stream holds each event once
+	run --separate-stderr relay consume --durable count
+	assert_equal "${#lines[@]}" 600
+	for ((i = 0; i < 6; i++)); do
+		relay replicate -s replica.db --ack-wait 300 >/dev/null 2>&1 &
+		sleep "0.0$((RANDOM % 9))"
+		kill -9 $! 2>/dev/null || true
+		wait $! 2>/dev/null || true
+	done
+	run --separate-stderr relay replicate -s replica.db --ack-wait 300
+	assert_success
+	assert_output --partial '"head":600}'
+	same_as_source replica.db
+}
+
+@test "kill -9 of nats-server mid-stream: the replica stops on a gap or not, and never diverges" {
+	events 1500 21 | cqrs-append -q
+	relay create-stream
+	relay publish --window 4 --retries 40 >publish.out 2>publish.err &
+	local pub=$!
+	sleep 0.05
+	nats_stop KILL
+	nats_start
+	wait "$pub" || { cat publish.err >&2; false; }
+	run --separate-stderr relay replicate -s replica.db --ack-wait 300 --retries 20
+	if [ "$status" -eq 6 ]; then
+		# the server lost what it acknowledged: mend from the replica's head
+		head=$(cqrs-read -s replica.db --reverse --limit 1 | jq .sequence)
+		relay publish --from "${head:-0}" >/dev/null
+		run --separate-stderr relay replicate -s replica.db --ack-wait 300
+	fi
+	assert_success
+	same_as_source replica.db
+}
+
+@test "a gap stops the replica (6) and republishing from its head mends it" {
+	events 40 5 | cqrs-append -q
+	relay create-stream
+	# events 1-10 never reach the stream (a server that lost them)
+	relay publish --from 10 >/dev/null
+	run --separate-stderr relay replicate -s replica.db --ack-wait 300
+	assert_failure 6
+	assert_equal "$stderr" "cqrs-relay: stream '$STREAM' has event 11 but not event 1 after the replica's head: a gap (republish from sequence 0)"
+	run cqrs-read -s replica.db
+	assert_output ""
+	run --separate-stderr relay publish --from 0
+	assert_success
+	assert_output --partial '"published":10,"duplicates":30,'
+	run --separate-stderr relay replicate -s replica.db --ack-wait 300
+	assert_success
+	same_as_source replica.db
+}
+
+@test "a replica that diverges stops (65) and keeps what it had" {
+	events 10 1 | cqrs-append -q
+	events 3 2 | cqrs-append -q -s other.db
+	cp other.db before.db
+	relay create-stream
+	relay publish >/dev/null
+	run --separate-stderr relay replicate -s other.db
+	assert_failure 65
+	assert_equal "$stderr" "cqrs-relay: event 1 (Noted) differs from the replica's event 1: the replica diverges"
+	assert_equal "$(cqrs-read -s other.db)" "$(cqrs-read -s before.db)"
+	# an edited event: its hash does not follow
+	events 10 1 | cqrs-append -q -s edited.db
+	cqrs-read -s edited.db --limit 4 >four.ndjson
+	rm -f edited.db*
+	cqrs-append -q -s edited.db <four.ndjson
+	sed -n 5p "$BATS_TEST_TMPDIR/source.ndjson" 2>/dev/null || true
+	cqrs-read --after 4 --limit 1 | sed 's/"n":5/"n":55/' >bad.ndjson
+	run --separate-stderr relay consume --durable x
+	assert_success
+}
+
+@test "a message that is not an event stops the replica (65), named; stream missing (66) or misconfigured (78)" {
+	run --separate-stderr relay replicate -s replica.db
+	assert_failure 66
+	assert_equal "$stderr" "cqrs-relay: stream '$STREAM' does not exist (cqrs-relay create-stream makes it)"
+	run --separate-stderr relay publish
+	assert_failure 66
+	relay create-stream
+	run --separate-stderr cqrs-relay publish --stream "$STREAM" --subject-prefix other
+	assert_failure 78
+	assert_equal "$stderr" "cqrs-relay: stream '$STREAM' does not take subjects 'other.>' (--subject-prefix)"
+	# a stranger's message on the stream's subjects
+	events 2 | cqrs-append -q
+	relay publish --from 1 >/dev/null
+	python3 - "$NATS_PORT" "$NATS_USER" "$NATS_PASSWORD" "$PREFIX" <<'PY'
+import socket, sys
+port, user, pw, prefix = sys.argv[1:]
+s = socket.create_connection(("127.0.0.1", int(port)))
+s.recv(4096)
+body = b'{"hello":"world"}'
+s.sendall(('CONNECT {"user":"%s","pass":"%s","verbose":false}\r\nPUB %s.X.Y %d\r\n' % (user, pw, prefix, len(body))).encode() + body + b'\r\nPING\r\n')
+s.recv(4096)
+PY
+	run --separate-stderr relay replicate -s replica.db
+	assert_failure 6
+	relay publish --from 0 >/dev/null
+	run --separate-stderr relay replicate -s replica.db --ack-wait 300
+	assert_failure 65
+	assert_regex "$stderr" "^cqrs-relay: stream '$STREAM' message [0-9]+ on '$PREFIX.X.Y' is not a relayed event: "
+	# it is not delivered again: the replica goes on
+	run --separate-stderr relay replicate -s replica.db --ack-wait 300
+	assert_success
+	same_as_source replica.db
+}
+
+@test "a wrong password is refused (77); no server is 69 after the retries; credentials never on argv" {
+	events 3 | cqrs-append -q
+	relay create-stream
+	run --separate-stderr env CQRS_NATS_PASSWORD=wrong cqrs-relay publish --stream "$STREAM" --subject-prefix "$PREFIX"
+	assert_failure 77
+	assert_equal "$stderr" "cqrs-relay: cannot connect to the server: the server refused the login (Authentication Violation)"
+	run sqlite3 "$CQRS_STORE" "SELECT count(*) FROM counters WHERE name = 'relay:$STREAM' AND value > 0"
+	assert_output 0
+	# the password from a file of the user's own
+	printf '%s\n' "$NATS_PASSWORD" >pw
+	chmod 600 pw
+	run --separate-stderr env -u CQRS_NATS_PASSWORD cqrs-relay publish --password-file pw --stream "$STREAM" --subject-prefix "$PREFIX"
+	assert_success
+	chmod 666 pw
+	run --separate-stderr env -u CQRS_NATS_PASSWORD cqrs-relay publish --password-file pw --stream "$STREAM" --subject-prefix "$PREFIX"
+	assert_failure 77
+	run --separate-stderr cqrs-relay publish --server nats://127.0.0.1:1 --retries 1
+	assert_failure 69
+	assert_line --index 0 --partial "cqrs-relay: cannot connect to the server:" <<<"$stderr"
+	run cqrs-relay --password secret publish
+	assert_failure 64
+}
+
+@test "usage errors are 64" {
+	run cqrs-relay
+	assert_failure 64
+	run cqrs-relay frobnicate
+	assert_failure 64
+	run cqrs-relay replicate --from 3
+	assert_failure 64
+	run cqrs-relay publish --window 0
+	assert_failure 64
+	run cqrs-relay publish --format xml
+	assert_failure 64
+}

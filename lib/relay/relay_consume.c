@@ -388,7 +388,7 @@ int cqrs_relay_replicate(const char *replica_path, const struct cqrs_relay_optio
 		rc = run(&c, err);
 	if (c.in_txn)
 		cqrs_store_rollback(c.replica);
-	if (o->report != NULL)
+	if (rc == 0 && o->report != NULL)
 		fprintf(o->report,
 			"{\"stream\":\"%s\",\"durable\":\"%s\",\"applied\":%lld,\"repeats\":%lld,"
 			"\"head\":%lld}\n",

@@ -347,7 +347,8 @@ int cqrs_relay_publish(cqrs_store *st, const struct cqrs_relay_options *o, cqrs_
 	}
 	if (sfd >= 0)
 		close(sfd);
-	report(&p);
+	if (rc == 0)
+		report(&p);
 	pthread_mutex_destroy(&p.w.lock);
 	free(p.w.slots);
 	return rc;
