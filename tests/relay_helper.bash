@@ -59,3 +59,21 @@ relay_env() {
 	export CQRS_NATS_URL="nats://127.0.0.1:$NATS_PORT"
 	export CQRS_NATS_USER=$NATS_USER CQRS_NATS_PASSWORD=$NATS_PASSWORD
 }
+
+# nats_pub SUBJECT FILE: publishes FILE's first line as a plain message
+# (no relay, no headers), as a stranger on the server would.
+nats_pub() {
+	python3 - "$NATS_PORT" "$NATS_USER" "$NATS_PASSWORD" "$1" "$2" <<'PY'
+import socket, sys
+port, user, pw, subject, path = sys.argv[1:]
+body = open(path, "rb").read().split(b"\n")[0]
+s = socket.create_connection(("127.0.0.1", int(port)))
+s.recv(4096)
+s.sendall(('CONNECT {"user":"%s","pass":"%s","verbose":false}\r\nPUB %s %d\r\n'
+           % (user, pw, subject, len(body))).encode() + body + b"\r\nPING\r\n")
+reply = b""
+while b"PONG" not in reply and b"-ERR" not in reply:
+    reply += s.recv(4096)
+sys.exit(0 if b"PONG" in reply else 1)
+PY
+}

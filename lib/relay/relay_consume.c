@@ -176,6 +176,15 @@ static int take_message(struct consumer *c, natsMsg *msg, natsMsg **acks, size_t
 					 "stream does not bring: republish from the replica's head",
 					 (long long)ev.sequence, HELD_MAX, (long long)(c->head + 1));
 		}
+		/* a held message whose ack wait ran out comes again: keep the
+		 * newer delivery, whose ack the server now waits for */
+		for (size_t i = 0; i < c->nheld; i++)
+			if (c->held[i].sequence == ev.sequence) {
+				free(c->held[i].line);
+				natsMsg_Destroy(c->held[i].msg);
+				c->held[i] = c->held[--c->nheld];
+				break;
+			}
 		/* keep the envelope as parsed (compact) for apply_held */
 		c->held[c->nheld++] = (struct held){ ev.sequence, line, strlen(line), msg };
 		*kept = true;

@@ -76,6 +76,7 @@ struct publisher {
 	int64_t position;     /* the highest sequence acknowledged (the counter) */
 	int64_t acked;	      /* the last of this run's publishes acknowledged in a row */
 	int64_t published, duplicates;
+	int moved_under_us; /* windows in a row the stream moved by others */
 };
 
 static int load_position(struct publisher *p, int64_t floor, cqrs_error *err)
@@ -223,12 +224,21 @@ static int settle_window(struct publisher *p, int64_t n, cqrs_error *err)
 		return relay_fail(err, CQRS_EXIT_UNAVAILABLE, s, jerr, "stream info");
 	uint64_t last = si->State.LastSeq;
 	jsStreamInfo_Destroy(si);
-	if (last != p->stream_last)
+	if (last == p->stream_last) {
+		p->moved_under_us = 0;
+		return 0;
+	}
+	/* Someone else's publishes: a relay killed a moment ago whose last
+	 * window the server is still taking (its events are in order, and
+	 * ours after them are repeats the server drops), or a second relay
+	 * that keeps publishing: it wins, we stop. */
+	if (++p->moved_under_us > 3)
 		return cqrs_fail(err, CQRS_EXIT_TEMPFAIL,
 				 "stream '%s' moved from %llu to %llu under us: another relay "
 				 "publishes to it",
 				 p->o->stream, (unsigned long long)p->stream_last,
 				 (unsigned long long)last);
+	p->stream_last = last;
 	return 0;
 }
 
@@ -270,7 +280,7 @@ static int publish_round(struct publisher *p, int64_t *start, int sfd, cqrs_erro
 			/* a window that moved nothing twice: the expectation is
 			 * stale for a reason settle_window did not see */
 			stalls = moved > 0 ? 0 : stalls + 1;
-			if (stalls > 2) {
+			if (stalls > 5) {
 				rc = cqrs_fail(err, CQRS_EXIT_SOFTWARE,
 					       "event %lld: the stream takes no more publishes",
 					       (long long)(*start + 1));
