@@ -1211,13 +1211,13 @@ struct cqrs_relay_options {
 	const char *user;	    /* NULL: $CQRS_NATS_USER */
 	const char *password_file;  /* NULL: $CQRS_NATS_PASSWORD */
 	const char *tls_ca, *tls_cert, *tls_key;
-	int retries;	    /* connection attempts after the first, with backoff */
-	int64_t window;	    /* publishes in flight */
-	int64_t from;	    /* publish: the events after this sequence; -1: the position */
-	bool follow;	    /* keep going as the store (or the stream) grows */
-	bool cloudevents;   /* publish CloudEvents 1.0 structured JSON */
-	const char *durable;	/* replicate and consume: the durable consumer's name */
-	int64_t ack_wait_ms;	/* its ack wait: redelivery after a crash */
+	int retries;		    /* connection attempts after the first, with backoff */
+	int64_t window;		    /* publishes in flight */
+	int64_t from;		    /* publish: the events after this sequence; -1: the position */
+	bool follow;		    /* keep going as the store (or the stream) grows */
+	bool cloudevents;	    /* publish CloudEvents 1.0 structured JSON */
+	const char *durable;	    /* replicate and consume: the durable consumer's name */
+	int64_t ack_wait_ms;	    /* its ack wait: redelivery after a crash */
 	int64_t duplicate_window_s; /* create-stream: the duplicate window */
 	FILE *report;		    /* one NDJSON summary line; NULL: none */
 };

@@ -134,7 +134,8 @@ int main(int argc, char **argv)
 				o.cloudevents = true;
 			else if (strcmp(optarg, "envelope") != 0)
 				cqrs_die(CQRS_EXIT_USAGE,
-					 "--format must be envelope or cloudevents: '%.80s'", optarg);
+					 "--format must be envelope or cloudevents: '%.80s'",
+					 optarg);
 			break;
 		case OPT_DURABLE: o.durable = optarg; break;
 		case OPT_ACK_WAIT: o.ack_wait_ms = number("--ack-wait", optarg, 100); break;
@@ -159,7 +160,8 @@ int main(int argc, char **argv)
 		}
 	}
 	if (optind >= argc)
-		cqrs_die(CQRS_EXIT_USAGE, "a subcommand: publish, replicate, consume or create-stream");
+		cqrs_die(CQRS_EXIT_USAGE,
+			 "a subcommand: publish, replicate, consume or create-stream");
 	if (argc - optind > 1)
 		cqrs_die(CQRS_EXIT_USAGE, "one subcommand: '%.80s'", argv[optind + 1]);
 	if (o.window > 65536 || o.retries > 1000)

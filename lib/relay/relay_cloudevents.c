@@ -47,8 +47,9 @@ static int string_attribute(const char *obj, size_t len, const char *key, char *
 		return cqrs_fail(err, CQRS_EXIT_DATAERR, "CloudEvent without '%s'", key);
 	long n = cqrs_json_string(v, vn, buf, cap - 1);
 	if (n < 0)
-		return cqrs_fail(err, CQRS_EXIT_DATAERR, "CloudEvent '%s' is not a string of at most %zu bytes",
-				 key, cap - 2);
+		return cqrs_fail(err, CQRS_EXIT_DATAERR,
+				 "CloudEvent '%s' is not a string of at most %zu bytes", key,
+				 cap - 2);
 	buf[n] = '\0';
 	return 0;
 }
@@ -65,17 +66,20 @@ static int integer_attribute(const char *obj, size_t len, const char *key, char 
 	if (vn > 0 && v[0] == '"') {
 		long n = cqrs_json_string(v, vn, buf, cap - 1);
 		if (n < 0)
-			return cqrs_fail(err, CQRS_EXIT_DATAERR, "CloudEvent '%s' is too long", key);
+			return cqrs_fail(err, CQRS_EXIT_DATAERR, "CloudEvent '%s' is too long",
+					 key);
 		vn = (size_t)n;
 	} else {
 		if (vn >= cap)
-			return cqrs_fail(err, CQRS_EXIT_DATAERR, "CloudEvent '%s' is too long", key);
+			return cqrs_fail(err, CQRS_EXIT_DATAERR, "CloudEvent '%s' is too long",
+					 key);
 		memcpy(buf, v, vn);
 	}
 	buf[vn] = '\0';
 	int64_t x;
 	if (cqrs_parse_int64(buf, &x) < 0)
-		return cqrs_fail(err, CQRS_EXIT_DATAERR, "CloudEvent '%s' is not a whole number", key);
+		return cqrs_fail(err, CQRS_EXIT_DATAERR, "CloudEvent '%s' is not a whole number",
+				 key);
 	return 0;
 }
 
@@ -112,7 +116,8 @@ int cqrs_cloudevent_to_envelope(const char *body, size_t len, char **line, size_
 	    string_attribute(obj, n, "hash", hash, sizeof hash, err) < 0 ||
 	    string_attribute(obj, n, "aggregatetype", agg_type, sizeof agg_type, err) < 0 ||
 	    integer_attribute(obj, n, "sequence", seq, sizeof seq, err) < 0 ||
-	    integer_attribute(obj, n, "aggregateversion", agg_version, sizeof agg_version, err) < 0 ||
+	    integer_attribute(obj, n, "aggregateversion", agg_version, sizeof agg_version, err) <
+		    0 ||
 	    integer_attribute(obj, n, "eventversion", ev_version, sizeof ev_version, err) < 0)
 		goto done;
 	if (!cqrs_json_get(obj, n, "data", &data, &data_len)) {

@@ -41,8 +41,7 @@ int relay_fail(cqrs_error *err, int code, natsStatus s, jsErrCode jerr, const ch
 		return cqrs_fail(err, CQRS_EXIT_NOPERM, "%s: the server refused the login (%s)",
 				 what, natsStatus_GetText(s));
 	if (relay_transient(s))
-		return cqrs_fail(err, CQRS_EXIT_UNAVAILABLE, "%s: %s", what,
-				 natsStatus_GetText(s));
+		return cqrs_fail(err, CQRS_EXIT_UNAVAILABLE, "%s: %s", what, natsStatus_GetText(s));
 	const char *last = nats_GetLastError(NULL);
 	if (jerr != 0)
 		return cqrs_fail(err, code, "%s: JetStream error %d: %s", what, (int)jerr,
@@ -60,8 +59,7 @@ void relay_backoff(int attempt)
 
 /* The password: the first line of --password-file (a file only its owner
  * may change), else $CQRS_NATS_PASSWORD; "" when neither. */
-static int read_password(const struct cqrs_relay_options *o, char *buf, size_t cap,
-			 cqrs_error *err)
+static int read_password(const struct cqrs_relay_options *o, char *buf, size_t cap, cqrs_error *err)
 {
 	buf[0] = '\0';
 	if (o->password_file == NULL) {
@@ -116,16 +114,15 @@ static int set_options(natsOptions *opts, const struct cqrs_relay_options *o, cq
 	if (s == NATS_OK && o->tls_ca != NULL)
 		s = natsOptions_LoadCATrustedCertificates(opts, o->tls_ca);
 	if (s == NATS_OK && o->tls_cert != NULL)
-		s = natsOptions_LoadCertificatesChain(opts, o->tls_cert,
-						      o->tls_key != NULL ? o->tls_key : o->tls_cert);
+		s = natsOptions_LoadCertificatesChain(
+			opts, o->tls_cert, o->tls_key != NULL ? o->tls_key : o->tls_cert);
 	if (s != NATS_OK)
 		return relay_fail(err, CQRS_EXIT_CONFIG, s, 0, "NATS options");
 	return 0;
 }
 
 /* The stream must take every subject the relay uses and drop repeats. */
-static int check_stream(struct relay_conn *c, const struct cqrs_relay_options *o,
-			cqrs_error *err)
+static int check_stream(struct relay_conn *c, const struct cqrs_relay_options *o, cqrs_error *err)
 {
 	jsErrCode jerr = 0;
 	natsStatus s = js_GetStreamInfo(&c->info, c->js, o->stream, NULL, &jerr);
@@ -152,12 +149,13 @@ static int check_stream(struct relay_conn *c, const struct cqrs_relay_options *o
 				 o->stream);
 	if (cfg->Retention == js_WorkQueuePolicy)
 		return cqrs_fail(err, CQRS_EXIT_CONFIG,
-				 "stream '%s' is a work queue: replicas need every event", o->stream);
+				 "stream '%s' is a work queue: replicas need every event",
+				 o->stream);
 	return 0;
 }
 
-static int connect_once(struct relay_conn *c, const struct cqrs_relay_options *o,
-			jsOptions *jsopts, bool check, cqrs_error *err)
+static int connect_once(struct relay_conn *c, const struct cqrs_relay_options *o, jsOptions *jsopts,
+			bool check, cqrs_error *err)
 {
 	natsOptions *opts = NULL;
 	natsStatus s = natsOptions_Create(&opts);

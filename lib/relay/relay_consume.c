@@ -76,13 +76,12 @@ static int parse_event(const char *stream, natsMsg *msg, char *line, size_t len,
 	if (cqrs_event_parse(ev, line, len, &why) == 0 && ev->sequence > 0 && ev->has_hash)
 		return 0;
 	jsMsgMetaData *meta = NULL;
-	long long at = natsMsg_GetMetaData(&meta, msg) == NATS_OK ? (long long)meta->Sequence.Stream
-								 : 0;
+	long long at =
+		natsMsg_GetMetaData(&meta, msg) == NATS_OK ? (long long)meta->Sequence.Stream : 0;
 	jsMsgMetaData_Destroy(meta);
 	return cqrs_fail(err, CQRS_EXIT_DATAERR,
-			 "stream '%s' message %lld on '%s' is not a relayed event: %s",
-			 stream, at, natsMsg_GetSubject(msg),
-			 why.msg[0] ? why.msg : "no sequence and hash");
+			 "stream '%s' message %lld on '%s' is not a relayed event: %s", stream, at,
+			 natsMsg_GetSubject(msg), why.msg[0] ? why.msg : "no sequence and hash");
 }
 
 /* One event at or before the head + 1 into the replica: 0, or -1. */
@@ -148,8 +147,8 @@ static int apply_held(struct consumer *c, natsMsg **acks, size_t *nacks, cqrs_er
 }
 
 /* One message: applied (its ack queued), held, or an error. */
-static int take_message(struct consumer *c, natsMsg *msg, natsMsg **acks, size_t *nacks,
-			bool *kept, cqrs_error *err)
+static int take_message(struct consumer *c, natsMsg *msg, natsMsg **acks, size_t *nacks, bool *kept,
+			cqrs_error *err)
 {
 	char *line = NULL;
 	size_t len = 0;
@@ -174,7 +173,8 @@ static int take_message(struct consumer *c, natsMsg *msg, natsMsg **acks, size_t
 			return cqrs_fail(err, CQRS_EXIT_BEHIND,
 					 "event %lld: %d events wait for event %lld, which the "
 					 "stream does not bring: republish from the replica's head",
-					 (long long)ev.sequence, HELD_MAX, (long long)(c->head + 1));
+					 (long long)ev.sequence, HELD_MAX,
+					 (long long)(c->head + 1));
 		}
 		/* a held message whose ack wait ran out comes again: keep the
 		 * newer delivery, whose ack the server now waits for */
@@ -259,7 +259,8 @@ static int idle(struct consumer *c, int sfd, cqrs_error *err)
 	}
 	jsConsumerInfo *ci = NULL;
 	jsErrCode jerr = 0;
-	natsStatus s = js_GetConsumerInfo(&ci, c->conn.js, c->o->stream, c->o->durable, NULL, &jerr);
+	natsStatus s =
+		js_GetConsumerInfo(&ci, c->conn.js, c->o->stream, c->o->durable, NULL, &jerr);
 	if (s != NATS_OK)
 		return relay_fail(err, CQRS_EXIT_UNAVAILABLE, s, jerr, "consumer info");
 	int64_t out_elsewhere = ci->NumAckPending - (int64_t)c->nheld;
@@ -306,8 +307,8 @@ static int subscribe(struct consumer *c, cqrs_error *err)
 	so.Config.DeliverPolicy = js_DeliverAll;
 	so.Config.MaxAckPending = HELD_MAX + FETCH_BATCH;
 	jsErrCode jerr = 0;
-	natsStatus s = js_PullSubscribe(&c->sub, c->conn.js, subject, c->o->durable, &jo, &so,
-					&jerr);
+	natsStatus s =
+		js_PullSubscribe(&c->sub, c->conn.js, subject, c->o->durable, &jo, &so, &jerr);
 	if (s != NATS_OK)
 		return relay_fail(err, CQRS_EXIT_CONFIG, s, jerr, "durable consumer");
 	return 0;
