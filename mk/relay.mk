@@ -11,3 +11,4 @@ dist_man_MANS += man/cqrs-relay.1
 BATS_SUITES += tests/relay.bats
 EXTRA_DIST += tests/relay_helper.bash
 dist_pkgdata_DATA += share/nats/jetstream.conf
+BENCH_SECTIONS += tests/bench/relay.sh
