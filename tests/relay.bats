@@ -25,6 +25,8 @@ setup() {
 	relay_env
 	STREAM="S$BATS_TEST_NUMBER"
 	PREFIX="t$BATS_TEST_NUMBER.events"
+	# for a relay in the background: the tool itself, so that $! is its pid
+	ON_STREAM=(--stream "$STREAM" --subject-prefix "$PREFIX")
 }
 
 teardown() {
@@ -111,6 +113,27 @@ same_as_source() {
 	assert_output ""
 }
 
+@test "publish --follow and replicate --follow carry new events until a signal ends them (0)" {
+	events 50 | cqrs-append -q
+	relay create-stream
+	cqrs-relay publish "${ON_STREAM[@]}" --follow >publish.out 2>publish.err &
+	local pub=$!
+	cqrs-relay replicate "${ON_STREAM[@]}" --follow -s replica.db >replicate.out 2>replicate.err &
+	local rep=$!
+	events 30 4 | cqrs-append -q
+	local i
+	for ((i = 0; i < 400; i++)); do
+		[ "$(sqlite3 replica.db 'SELECT count(*) FROM events' 2>/dev/null)" = 80 ] && break
+		sleep 0.05
+	done
+	kill -TERM "$pub" "$rep"
+	wait "$pub"
+	wait "$rep"
+	assert_equal "$(cat publish.out)" '{"stream":"'"$STREAM"'","published":80,"duplicates":0,"position":80,"head":80,"lag_events":0,"lag_seconds":0}'
+	assert_equal "$(cat replicate.out)" '{"stream":"'"$STREAM"'","durable":"cqrs-replica","applied":80,"repeats":0,"head":80}'
+	same_as_source replica.db
+}
+
 @test "CloudEvents 1.0 bodies round trip into a replica and to NDJSON" {
 	events 40 3 | cqrs-append -q
 	relay create-stream
@@ -127,44 +150,59 @@ same_as_source() {
 }
 
 @test "kill -9 of publish and of replicate at random points: nothing lost, nothing twice" {
-	events 600 11 | cqrs-append -q
+	events 3000 11 | cqrs-append -q
 	relay create-stream
 	RANDOM=14
-	local i
-	for ((i = 0; i < 6; i++)); do
-		relay publish --window 8 >/dev/null 2>&1 &
+	local i killed=0 positions=()
+	for ((i = 0; i < 8; i++)); do
+		cqrs-relay publish "${ON_STREAM[@]}" --window 8 >/dev/null 2>&1 &
 		sleep "0.0$((RANDOM % 9))"
-		kill -9 $! 2>/dev/null || true
+		! kill -9 $! 2>/dev/null || killed=$((killed + 1))
 		wait $! 2>/dev/null || true
+		positions+=("$(sqlite3 "$CQRS_STORE" "SELECT value FROM counters WHERE name = 'relay:$STREAM'")")
 	done
+	echo "# publish: $killed kills, positions ${positions[*]}" >&3
+	((killed >= 4))
 	run --separate-stderr relay publish --window 8
 	assert_success
-	assert_output --partial '"position":600,"head":600,'
+	assert_output --partial '"position":3000,"head":3000,'
 	# within the duplicate window the stream holds each event once
 	run --separate-stderr relay consume --durable count
-	assert_equal "${#lines[@]}" 600
-	for ((i = 0; i < 6; i++)); do
-		relay replicate -s replica.db --ack-wait 300 >/dev/null 2>&1 &
+	assert_equal "${#lines[@]}" 3000
+	killed=0 positions=()
+	for ((i = 0; i < 8; i++)); do
+		cqrs-relay replicate "${ON_STREAM[@]}" -s replica.db --ack-wait 300 >/dev/null 2>&1 &
 		sleep "0.0$((RANDOM % 9))"
-		kill -9 $! 2>/dev/null || true
+		! kill -9 $! 2>/dev/null || killed=$((killed + 1))
 		wait $! 2>/dev/null || true
+		positions+=("$(sqlite3 replica.db 'SELECT count(*) FROM events' 2>/dev/null)")
 	done
+	echo "# replicate: $killed kills, replica heads ${positions[*]}" >&3
+	((killed >= 4))
 	run --separate-stderr relay replicate -s replica.db --ack-wait 300
 	assert_success
-	assert_output --partial '"head":600}'
+	assert_output --partial '"head":3000}'
 	same_as_source replica.db
 }
 
 @test "kill -9 of nats-server mid-stream: the replica stops on a gap or not, and never diverges" {
-	events 1500 21 | cqrs-append -q
+	events 4000 21 | cqrs-append -q
 	relay create-stream
-	relay publish --window 4 --retries 40 >publish.out 2>publish.err &
-	local pub=$!
-	sleep 0.05
+	cqrs-relay publish "${ON_STREAM[@]}" --window 4 --retries 40 >publish.out 2>publish.err &
+	local pub=$! position i
+	# the server dies once the relay is well under way
+	for ((i = 0; i < 400; i++)); do
+		position=$(sqlite3 "$CQRS_STORE" "SELECT value FROM counters WHERE name = 'relay:$STREAM'" 2>/dev/null)
+		[ "${position:-0}" -lt 100 ] || break
+		sleep 0.01
+	done
 	nats_stop KILL
 	nats_start
 	wait "$pub" || { cat publish.err >&2; false; }
+	# it was cut off, and went on after the restart
+	assert_regex "$(cat publish.err)" "retrying from event [0-9]+"
 	run --separate-stderr relay replicate -s replica.db --ack-wait 300 --retries 20
+	echo "# after the server's kill -9: replicate exited $status; $(cat publish.out)" >&3
 	if [ "$status" -eq 6 ]; then
 		# the server lost what it acknowledged: mend from the replica's head
 		head=$(cqrs-read -s replica.db --reverse --limit 1 | jq .sequence)

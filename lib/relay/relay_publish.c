@@ -178,10 +178,18 @@ static int64_t send_window(struct publisher *p, int64_t after, cqrs_error *err)
  * 0 to go on, -1 with *err. */
 static int settle_window(struct publisher *p, int64_t n, cqrs_error *err)
 {
+	/* Up to 10 s in short waits: a connection that closed answers no
+	 * more, and the round ends at once to reconnect. */
 	jsPubOptions po;
 	jsPubOptions_Init(&po);
-	po.MaxWait = 10000;
-	natsStatus s = js_PublishAsyncComplete(p->conn.js, &po);
+	po.MaxWait = 200;
+	natsStatus s = NATS_TIMEOUT;
+	for (int i = 0; i < 50 && s == NATS_TIMEOUT; i++) {
+		s = js_PublishAsyncComplete(p->conn.js, &po);
+		if (s == NATS_TIMEOUT &&
+		    natsConnection_Status(p->conn.nc) == NATS_CONN_STATUS_CLOSED)
+			s = NATS_CONNECTION_CLOSED;
+	}
 	if (s != NATS_OK)
 		return relay_fail(err, CQRS_EXIT_UNAVAILABLE, s, 0, "waiting for the PubAcks");
 	int64_t ok = 0, stored = 0;

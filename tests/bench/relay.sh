@@ -31,6 +31,7 @@ bench_relay() {
 	echo "relay: appending $n events ..." >&2
 	cqrs-append --quiet --no-sync --store "$src" "$(bench_events_file)"
 
+	# shellcheck disable=SC2016 # the inner bash expands them
 	bench_measure bash -c 'cqrs-read --store "$1" | cqrs-append --quiet --store "$2"' _ "$src" "$dir/copy.db"
 	floor=$SECS
 	bench_row "relay: cqrs-read | cqrs-append (floor)" "$n" "$SECS" "$RSS_MB" - "through a pipe"
