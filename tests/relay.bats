@@ -213,6 +213,28 @@ same_as_source() {
 	same_as_source replica.db
 }
 
+@test "two relays on one stream at once: the stream holds each event once, in order" {
+	events 2000 31 | cqrs-append -q
+	relay create-stream
+	cqrs-relay publish "${ON_STREAM[@]}" --window 4 >one.out 2>one.err &
+	local one=$!
+	cqrs-relay publish "${ON_STREAM[@]}" --window 4 >two.out 2>two.err &
+	local two=$!
+	local s1=0 s2=0
+	wait "$one" || s1=$?
+	wait "$two" || s2=$?
+	echo "# exits $s1 $s2: $(cat one.err two.err)" >&3
+	# each finished, or stopped with 75 naming the other
+	[[ $s1 == 0 || ($s1 == 75 && $(cat one.err) == *"another relay publishes to it"*) ]]
+	[[ $s2 == 0 || ($s2 == 75 && $(cat two.err) == *"another relay publishes to it"*) ]]
+	run --separate-stderr relay publish
+	assert_success
+	run --separate-stderr relay consume --durable all
+	cqrs-read >source.ndjson
+	echo "$output" | jq -c .sequence | awk 'NR != $1 { print "# line " NR ": event " $1; if (++n > 5) exit }' >&3
+	assert_equal "$output" "$(cat source.ndjson)"
+}
+
 @test "a gap stops the replica (6) and republishing from its head mends it" {
 	events 40 5 | cqrs-append -q
 	relay create-stream

@@ -3,12 +3,15 @@
  *
  * A window of asynchronous publishes is in flight at a time, each with
  * Nats-Msg-Id = its event id (the server drops a repeat within its
- * duplicate window) and the stream's expected last sequence (so that a
- * second relay on the same stream cannot interleave: its publish fails
- * instead of landing between ours).  The relay's position, the highest
- * sequence the server acknowledged, is the store counter "relay:STREAM",
- * raised only after the PubAcks: a crash repeats at most one window,
- * which the duplicate window drops.
+ * duplicate window) and Nats-Expected-Last-Msg-Id = the id of the event
+ * before it: the server stores an event only right after its predecessor,
+ * so the stream holds the events in order, and a second relay on the same
+ * stream cannot interleave (its publish is a repeat, or fails).  After a
+ * --from, or a server that forgot its last id in a restart, the first
+ * publish expects the stream's last sequence instead.  The relay's
+ * position, the highest sequence the server acknowledged, is the store
+ * counter "relay:STREAM", raised only after the PubAcks: a crash repeats
+ * at most one window, which the duplicate window drops.
  */
 #include "config.h"
 
@@ -31,6 +34,7 @@ struct ack_slot {
 	jsErrCode jerr;
 	natsStatus status;
 	char text[160];
+	char id[37]; /* the event's id */
 };
 struct window {
 	pthread_mutex_t lock;
@@ -72,11 +76,12 @@ struct publisher {
 	struct relay_conn conn;
 	struct window w;
 	char counter[300];
-	uint64_t stream_last; /* the stream's last sequence as we expect it */
-	int64_t position;     /* the highest sequence acknowledged (the counter) */
-	int64_t acked;	      /* the last of this run's publishes acknowledged in a row */
+	char prev_id[37]; /* the event before the next to send ("": none) */
+	bool by_seq;	  /* the next publish expects stream_last, not prev_id */
+	uint64_t stream_last;
+	int64_t position; /* the highest sequence acknowledged (the counter) */
+	int64_t acked;	  /* the last of this run's publishes acknowledged in a row */
 	int64_t published, duplicates;
-	int moved_under_us; /* windows in a row the stream moved by others */
 };
 
 static int load_position(struct publisher *p, int64_t floor, cqrs_error *err)
@@ -94,12 +99,11 @@ static int load_position(struct publisher *p, int64_t floor, cqrs_error *err)
 
 /* Sends one event of the window. */
 static int send_event(struct publisher *p, const cqrs_event *ev, const char *body, size_t len,
-		      uint64_t expect, cqrs_error *err)
+		      const char *id, const char *expect_id, uint64_t expect_seq, cqrs_error *err)
 {
-	char subject[512], id[37], seq[24];
+	char subject[512], seq[24];
 	snprintf(subject, sizeof subject, "%s.%s.%s", p->o->subject_prefix, ev->aggregate_type,
 		 ev->event_type);
-	cqrs_uuid_format(ev->event_id, id);
 	snprintf(seq, sizeof seq, "%lld", (long long)ev->sequence);
 	natsMsg *msg = NULL;
 	natsStatus s = natsMsg_Create(&msg, subject, NULL, body, (int)len);
@@ -108,7 +112,9 @@ static int send_event(struct publisher *p, const cqrs_event *ev, const char *bod
 	jsPubOptions po;
 	jsPubOptions_Init(&po);
 	po.MsgId = id;
-	po.ExpectLastSeq = expect; /* 0 (an empty stream): the server checks nothing */
+	/* 0 and NULL: the first event, or an empty stream: nothing to expect */
+	po.ExpectLastSeq = expect_seq;
+	po.ExpectLastMsgId = expect_id != NULL && *expect_id != '\0' ? expect_id : NULL;
 	if (s == NATS_OK)
 		s = js_PublishMsgAsync(p->conn.js, &msg, &po);
 	natsMsg_Destroy(msg);
@@ -158,10 +164,14 @@ static int64_t send_window(struct publisher *p, int64_t after, cqrs_error *err)
 		}
 		pthread_mutex_lock(&p->w.lock);
 		p->w.n = n + 1;
+		char *id = p->w.slots[n].id;
+		cqrs_uuid_format(ev.event_id, id);
 		pthread_mutex_unlock(&p->w.lock);
+		bool by_seq = n == 0 && p->by_seq;
+		const char *prev = by_seq ? NULL : n == 0 ? p->prev_id : p->w.slots[n - 1].id;
 		/* without the line's "\n" */
-		if (send_event(p, &ev, buf + start, len - start - 1, p->stream_last + (uint64_t)n,
-			       err) < 0) {
+		if (send_event(p, &ev, buf + start, len - start - 1, id, prev,
+			       by_seq ? p->stream_last : 0, err) < 0) {
 			rc = -1;
 			break;
 		}
@@ -171,6 +181,80 @@ static int64_t send_window(struct publisher *p, int64_t after, cqrs_error *err)
 	free(buf);
 	cqrs_cursor_close(cur);
 	return rc < 0 ? -1 : n;
+}
+
+/* The id of event seq of the store into id: 0, or -1 with *err. */
+static int event_id_at(struct publisher *p, int64_t seq, char id[37], cqrs_error *err)
+{
+	id[0] = '\0';
+	if (seq <= 0)
+		return 0;
+	cqrs_filter f = { .after = seq - 1, .limit = 1 };
+	cqrs_cursor *c = cqrs_store_read(p->st, &f, err);
+	if (c == NULL)
+		return -1;
+	cqrs_event ev;
+	int rc = cqrs_cursor_next(c, &ev, err);
+	if (rc == 1 && ev.sequence == seq)
+		cqrs_uuid_format(ev.event_id, id);
+	cqrs_cursor_close(c);
+	if (rc < 0)
+		return -1;
+	if (id[0] == '\0')
+		return cqrs_fail(err, CQRS_EXIT_USAGE, "the store has no event %lld",
+				 (long long)seq);
+	return 0;
+}
+
+/* Event next was refused: the stream does not end with its predecessor.
+ * Either the server forgot its last id (a restart: expect the stream's
+ * last sequence once), or the stream ends earlier in the store than the
+ * relay thought (a server that lost acknowledged messages: go on from
+ * where it ends), or it ends with what this relay did not publish (75). */
+static int resync(struct publisher *p, int64_t next, cqrs_error *err)
+{
+	jsStreamInfo *si = NULL;
+	jsErrCode jerr = 0;
+	natsStatus s = js_GetStreamInfo(&si, p->conn.js, p->o->stream, NULL, &jerr);
+	if (s != NATS_OK)
+		return relay_fail(err, CQRS_EXIT_UNAVAILABLE, s, jerr, "stream info");
+	uint64_t last = si->State.LastSeq;
+	jsStreamInfo_Destroy(si);
+	const char *last_id = NULL, *last_event = NULL;
+	natsMsg *m = NULL;
+	int64_t seq = 0;
+	if (last > 0) {
+		s = js_GetMsg(&m, p->conn.js, p->o->stream, last, NULL, &jerr);
+		if (s != NATS_OK)
+			return relay_fail(err, CQRS_EXIT_UNAVAILABLE, s, jerr,
+					  "the stream's last message");
+		natsMsgHeader_Get(m, "Nats-Msg-Id", &last_id);
+		natsMsgHeader_Get(m, SEQUENCE_HEADER, &last_event);
+	}
+	char id[37] = "";
+	int rc = 0;
+	if (last_id != NULL && strcmp(last_id, p->prev_id) == 0) {
+		p->by_seq = true; /* the server restarted and forgot the last id */
+	} else if (last == 0 || (last_event != NULL && cqrs_parse_int64(last_event, &seq) == 0 &&
+				 seq < next - 1 && last_id != NULL &&
+				 event_id_at(p, seq, id, err) == 0 && strcmp(id, last_id) == 0)) {
+		cqrs_warn("stream '%s' ends at event %lld, not %lld: the server lost what it "
+			  "acknowledged; publishing again from there",
+			  p->o->stream, (long long)(last == 0 ? 0 : seq), (long long)(next - 1));
+		p->acked = last == 0 ? 0 : seq;
+		memcpy(p->prev_id, id, sizeof p->prev_id);
+		p->by_seq = false;
+	} else {
+		rc = cqrs_fail(err, CQRS_EXIT_TEMPFAIL,
+			       "stream '%s' ends with message %llu (%s), not event %lld: another "
+			       "relay publishes to it",
+			       p->o->stream, (unsigned long long)last,
+			       last_event != NULL ? last_event : "not an event",
+			       (long long)(next - 1));
+	}
+	p->stream_last = last;
+	natsMsg_Destroy(m);
+	return rc;
 }
 
 /* After the window's PubAcks: the position moves over the publishes
@@ -208,46 +292,23 @@ static int settle_window(struct publisher *p, int64_t n, cqrs_error *err)
 	}
 	pthread_mutex_unlock(&p->w.lock);
 	p->published += stored;
-	p->stream_last += (uint64_t)stored;
 	p->acked = p->w.first + ok - 1;
-	if (ok > 0 && load_position(p, p->w.first + ok - 1, err) < 0)
-		return -1;
+	if (ok > 0) {
+		memcpy(p->prev_id, p->w.slots[ok - 1].id, sizeof p->prev_id);
+		p->by_seq = false;
+		if (load_position(p, p->w.first + ok - 1, err) < 0)
+			return -1;
+	}
 	if (ok == n)
 		return 0;
 	if (failed.state == ACK_PENDING)
 		return cqrs_fail(err, CQRS_EXIT_UNAVAILABLE, "event %lld: no PubAck",
 				 (long long)(p->w.first + ok));
-	if (failed.jerr != JSStreamWrongLastSequenceErr)
+	if (failed.jerr != JSStreamWrongLastMsgIDErr && failed.jerr != JSStreamWrongLastSequenceErr)
 		return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "event %lld: the server refused it: %s",
 				 (long long)(p->w.first + ok),
 				 failed.text[0] ? failed.text : natsStatus_GetText(failed.status));
-	/* A repeat the server dropped leaves the stream where it was, and the
-	 * publishes after it expected it one further: then the stream is just
-	 * where our own acknowledged publishes left it.  Anything else is
-	 * someone else's publish. */
-	jsStreamInfo *si = NULL;
-	jsErrCode jerr = 0;
-	s = js_GetStreamInfo(&si, p->conn.js, p->o->stream, NULL, &jerr);
-	if (s != NATS_OK)
-		return relay_fail(err, CQRS_EXIT_UNAVAILABLE, s, jerr, "stream info");
-	uint64_t last = si->State.LastSeq;
-	jsStreamInfo_Destroy(si);
-	if (last == p->stream_last) {
-		p->moved_under_us = 0;
-		return 0;
-	}
-	/* Someone else's publishes: a relay killed a moment ago whose last
-	 * window the server is still taking (its events are in order, and
-	 * ours after them are repeats the server drops), or a second relay
-	 * that keeps publishing: it wins, we stop. */
-	if (++p->moved_under_us > 3)
-		return cqrs_fail(err, CQRS_EXIT_TEMPFAIL,
-				 "stream '%s' moved from %llu to %llu under us: another relay "
-				 "publishes to it",
-				 p->o->stream, (unsigned long long)p->stream_last,
-				 (unsigned long long)last);
-	p->stream_last = last;
-	return 0;
+	return resync(p, p->w.first + ok, err);
 }
 
 /* Signals end a --follow, between windows. */
@@ -274,6 +335,10 @@ static int publish_round(struct publisher *p, int64_t *start, int sfd, cqrs_erro
 	if (relay_connect(&p->conn, p->o, &jo, true, err) < 0)
 		return -1;
 	p->stream_last = p->conn.info->State.LastSeq;
+	if (event_id_at(p, *start, p->prev_id, err) < 0) {
+		relay_close(&p->conn);
+		return -1;
+	}
 	int rc = 0;
 	int64_t stalls = 0;
 	for (;;) {
@@ -283,7 +348,7 @@ static int publish_round(struct publisher *p, int64_t *start, int sfd, cqrs_erro
 			break;
 		}
 		if (n > 0) {
-			int64_t moved = p->acked - *start;
+			int64_t moved = p->acked != *start ? 1 : 0;
 			*start = p->acked;
 			/* a window that moved nothing twice: the expectation is
 			 * stale for a reason settle_window did not see */
@@ -348,6 +413,7 @@ int cqrs_relay_publish(cqrs_store *st, const struct cqrs_relay_options *o, cqrs_
 	pthread_mutex_init(&p.w.lock, NULL);
 	int rc = load_position(&p, 0, err);
 	int64_t start = o->from >= 0 ? o->from : p.position;
+	p.by_seq = o->from >= 0; /* a republish goes after whatever the stream holds */
 	int sfd = o->follow ? signal_fd() : -1;
 	/* A lost server is retried with backoff from where the PubAcks got to;
 	 * each connection that gets somewhere earns the retries again. */
