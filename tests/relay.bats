@@ -156,13 +156,13 @@ same_as_source() {
 	local i killed=0 positions=()
 	for ((i = 0; i < 8; i++)); do
 		cqrs-relay publish "${ON_STREAM[@]}" --window 8 >/dev/null 2>&1 &
-		sleep "0.0$((RANDOM % 9))"
+		sleep "0.$((RANDOM % 4))$((RANDOM % 10))"
 		! kill -9 $! 2>/dev/null || killed=$((killed + 1))
 		wait $! 2>/dev/null || true
-		positions+=("$(sqlite3 "$CQRS_STORE" "SELECT value FROM counters WHERE name = 'relay:$STREAM'")")
+		positions+=("$(sqlite3 "$CQRS_STORE" "SELECT value FROM counters WHERE name = 'relay:$STREAM'" || echo -)")
 	done
 	echo "# publish: $killed kills, positions ${positions[*]}" >&3
-	((killed >= 4))
+	((killed >= 3))
 	run --separate-stderr relay publish --window 8
 	assert_success
 	assert_output --partial '"position":3000,"head":3000,'
@@ -172,13 +172,13 @@ same_as_source() {
 	killed=0 positions=()
 	for ((i = 0; i < 8; i++)); do
 		cqrs-relay replicate "${ON_STREAM[@]}" -s replica.db --ack-wait 300 >/dev/null 2>&1 &
-		sleep "0.0$((RANDOM % 9))"
+		sleep "0.$((RANDOM % 4))$((RANDOM % 10))"
 		! kill -9 $! 2>/dev/null || killed=$((killed + 1))
 		wait $! 2>/dev/null || true
-		positions+=("$(sqlite3 replica.db 'SELECT count(*) FROM events' 2>/dev/null)")
+		positions+=("$(sqlite3 replica.db 'SELECT count(*) FROM events' 2>/dev/null || echo -)")
 	done
 	echo "# replicate: $killed kills, replica heads ${positions[*]}" >&3
-	((killed >= 4))
+	((killed >= 3))
 	run --separate-stderr relay replicate -s replica.db --ack-wait 300
 	assert_success
 	assert_output --partial '"head":3000}'
