@@ -30,6 +30,8 @@ setup() {
 }
 
 teardown() {
+	# the PostgreSQL cluster of the test that started one
+	! declare -F pg_stop >/dev/null || pg_stop
 	# a background relay a failed test left behind
 	local pid server
 	server=$(cat "$NATS_DIR/pid" 2>/dev/null)
@@ -75,9 +77,9 @@ same_as_source() {
 	run --separate-stderr relay publish --window 16
 	assert_success
 	assert_output '{"stream":"'"$STREAM"'","published":120,"duplicates":0,"position":120,"head":120,"lag_events":0,"lag_seconds":0}'
-	# the position is kept in the store, after the PubAcks
+	# the position is kept in the store (+ 1), after the PubAcks
 	run sqlite3 "$CQRS_STORE" "SELECT value FROM counters WHERE name = 'relay:$STREAM'"
-	assert_output 120
+	assert_output 121
 	run --separate-stderr relay replicate -s replica.db
 	assert_success
 	assert_output '{"stream":"'"$STREAM"'","durable":"cqrs-replica","applied":120,"repeats":0,"head":120}'
@@ -159,7 +161,7 @@ same_as_source() {
 		sleep "0.$((RANDOM % 4))$((RANDOM % 10))"
 		! kill -9 $! 2>/dev/null || killed=$((killed + 1))
 		wait $! 2>/dev/null || true
-		positions+=("$(sqlite3 "$CQRS_STORE" "SELECT value FROM counters WHERE name = 'relay:$STREAM'" || echo -)")
+		positions+=("$(sqlite3 "$CQRS_STORE" "SELECT value - 1 FROM counters WHERE name = 'relay:$STREAM'" || echo -)")
 	done
 	echo "# publish: $killed kills, positions ${positions[*]}" >&3
 	((killed >= 3))
@@ -192,7 +194,7 @@ same_as_source() {
 	local pub=$! position i
 	# the server dies once the relay is well under way
 	for ((i = 0; i < 400; i++)); do
-		position=$(sqlite3 "$CQRS_STORE" "SELECT value FROM counters WHERE name = 'relay:$STREAM'" 2>/dev/null)
+		position=$(sqlite3 "$CQRS_STORE" "SELECT value - 1 FROM counters WHERE name = 'relay:$STREAM'" 2>/dev/null)
 		[ "${position:-0}" -lt 100 ] || break
 		sleep 0.01
 	done
@@ -309,7 +311,7 @@ same_as_source() {
 	run --separate-stderr env CQRS_NATS_PASSWORD=wrong cqrs-relay publish --stream "$STREAM" --subject-prefix "$PREFIX"
 	assert_failure 77
 	assert_equal "$stderr" "cqrs-relay: cannot connect to the server: the server refused the login (Authentication Violation)"
-	run sqlite3 "$CQRS_STORE" "SELECT count(*) FROM counters WHERE name = 'relay:$STREAM' AND value > 0"
+	run sqlite3 "$CQRS_STORE" "SELECT count(*) FROM counters WHERE name = 'relay:$STREAM' AND value > 1"
 	assert_output 0
 	# the password from a file of the user's own
 	printf '%s\n' "$NATS_PASSWORD" >pw
@@ -324,6 +326,29 @@ same_as_source() {
 	assert_regex "$stderr" "^cqrs-relay: cannot connect to the server: "
 	run cqrs-relay --nats-password secret publish
 	assert_failure 64
+}
+
+@test "a PostgreSQL store publishes, and PostgreSQL and SQLite replicas take the stream" {
+	load pg_helper
+	pg_start
+	local source replica
+	source=$(pg_store relay_source)
+	replica=$(pg_store relay_replica)
+	events 60 8 | cqrs-append -q -s "$source"
+	relay create-stream
+	run --separate-stderr relay publish -s "$source"
+	assert_success
+	assert_output --partial '"published":60,"duplicates":0,"position":60,"head":60,'
+	run --separate-stderr relay replicate -s "$replica"
+	assert_success
+	assert_output --partial '"applied":60,"repeats":0,"head":60}'
+	cqrs-read -s "$source" >source.ndjson
+	cqrs-read -s "$replica" | cmp - source.ndjson
+	run cqrs-read --verify -s "$replica"
+	assert_success
+	run --separate-stderr relay replicate -s replica.db --durable on-sqlite
+	assert_success
+	cqrs-read -s replica.db | cmp - source.ndjson
 }
 
 @test "usage errors are 64" {

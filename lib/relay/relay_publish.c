@@ -9,8 +9,9 @@
  * stream cannot interleave (its publish is a repeat, or fails).  After a
  * --from, or a server that forgot its last id in a restart, the first
  * publish expects the stream's last sequence instead.  The relay's
- * position, the highest sequence the server acknowledged, is the store
- * counter "relay:STREAM", raised only after the PubAcks: a crash repeats
+ * position, the highest sequence the server acknowledged, is kept in the
+ * store (counter "relay:STREAM", the position + 1), raised only after the
+ * PubAcks: a crash repeats
  * at most one window, which the duplicate window drops.
  */
 #include "config.h"
@@ -84,16 +85,18 @@ struct publisher {
 	int64_t published, duplicates;
 };
 
+/* The counter holds the next sequence to publish, the position + 1: a
+ * counter is at least 1 on every backend. */
 static int load_position(struct publisher *p, int64_t floor, cqrs_error *err)
 {
 	if (cqrs_store_begin(p->st, err) < 0)
 		return -1;
-	int64_t v = cqrs_store_counter_raise(p->st, p->counter, floor, err);
+	int64_t v = cqrs_store_counter_raise(p->st, p->counter, floor + 1, err);
 	if (v < 0 || cqrs_store_commit(p->st, err) < 0) {
 		cqrs_store_rollback(p->st);
 		return -1;
 	}
-	p->position = v;
+	p->position = v - 1;
 	return 0;
 }
 
