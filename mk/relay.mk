@@ -10,5 +10,7 @@ cqrs_relay_LDADD = $(LDADD) $(NATS_LIBS)
 dist_man_MANS += man/cqrs-relay.1
 BATS_SUITES += tests/relay.bats
 EXTRA_DIST += tests/relay_helper.bash
-dist_pkgdata_DATA += share/nats/jetstream.conf
+# a server configuration: JetStream with file storage and a login
+relaynatsdir = $(pkgdatadir)/nats
+dist_relaynats_DATA = share/nats/jetstream.conf
 BENCH_SECTIONS += tests/bench/relay.sh

@@ -328,6 +328,51 @@ same_as_source() {
 	assert_failure 64
 }
 
+@test "TLS: --tls-ca trusts the server's certificate; without it the connection fails (78)" {
+	local dir=$BATS_TEST_TMPDIR/tls port
+	mkdir -p "$dir/js"
+	openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=relay-test-ca \
+		-keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null
+	openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout "$dir/server.key" \
+		-out "$dir/server.csr" 2>/dev/null
+	printf 'subjectAltName=IP:127.0.0.1\n' >"$dir/san"
+	openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
+		-CAcreateserial -days 2 -extfile "$dir/san" -out "$dir/server.pem" 2>/dev/null
+	port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+	cat >"$dir/server.conf" <<CONF
+listen: 127.0.0.1:$port
+jetstream { store_dir: "$dir/js" }
+tls { cert_file: "$dir/server.pem", key_file: "$dir/server.key" }
+authorization { users: [ { user: $NATS_USER, password: "$NATS_PASSWORD" } ] }
+CONF
+	nats-server -c "$dir/server.conf" >"$dir/server.log" 2>&1 &
+	local server=$!
+	local i
+	for ((i = 0; i < 200; i++)); do
+		(exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+		sleep 0.05
+	done
+	run --separate-stderr relay create-stream --server "tls://127.0.0.1:$port" --tls-ca "$dir/ca.pem"
+	kill "$server"
+	wait "$server" || true
+	assert_success
+	nats-server -c "$dir/server.conf" >"$dir/server.log" 2>&1 &
+	server=$!
+	for ((i = 0; i < 200; i++)); do
+		(exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+		sleep 0.05
+	done
+	events 4 | cqrs-append -q
+	run --separate-stderr relay publish --server "tls://127.0.0.1:$port" --tls-ca "$dir/ca.pem"
+	local with=$status
+	run --separate-stderr relay publish --server "tls://127.0.0.1:$port"
+	local without=$status
+	kill "$server"
+	wait "$server" || true
+	assert_equal "$with $without" "0 78"
+	assert_regex "$stderr" "^cqrs-relay: cannot connect to the server: TLS: "
+}
+
 @test "a PostgreSQL store publishes, and PostgreSQL and SQLite replicas take the stream" {
 	load pg_helper
 	pg_start

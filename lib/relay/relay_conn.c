@@ -40,6 +40,11 @@ int relay_fail(cqrs_error *err, int code, natsStatus s, jsErrCode jerr, const ch
 	if (s == NATS_CONNECTION_AUTH_FAILED || s == NATS_NOT_PERMITTED)
 		return cqrs_fail(err, CQRS_EXIT_NOPERM, "%s: the server refused the login (%s)",
 				 what, natsStatus_GetText(s));
+	if (s == NATS_SSL_ERROR || s == NATS_SECURE_CONNECTION_REQUIRED ||
+	    s == NATS_SECURE_CONNECTION_WANTED)
+		return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s: TLS: %s", what,
+				 nats_GetLastError(NULL) != NULL ? nats_GetLastError(NULL)
+								 : natsStatus_GetText(s));
 	if (relay_transient(s))
 		return cqrs_fail(err, CQRS_EXIT_UNAVAILABLE, "%s: %s", what, natsStatus_GetText(s));
 	const char *last = nats_GetLastError(NULL);
@@ -99,6 +104,13 @@ static int set_options(natsOptions *opts, const struct cqrs_relay_options *o, cq
 		s = natsOptions_SetAllowReconnect(opts, false);
 	if (s == NATS_OK)
 		s = natsOptions_SetTimeout(opts, 2000);
+	if (o->creds_file != NULL) {
+		/* a creds file someone else could have written is refused */
+		int fd = cqrs_open_trusted(o->creds_file, O_RDONLY, false, err);
+		if (fd < 0)
+			return -1;
+		close(fd);
+	}
 	if (s == NATS_OK && o->creds_file != NULL)
 		s = natsOptions_SetUserCredentialsFromFiles(opts, o->creds_file, NULL);
 	const char *user = o->user != NULL ? o->user : getenv("CQRS_NATS_USER");
