@@ -151,6 +151,47 @@ same_as_source() {
 	same_as_source replica.db
 }
 
+# tricky N SEED: events whose data and metadata hold what JSON can say in
+# more than one way (escapes, surrogate pairs, exponents, long numbers),
+# chosen at random from a seed.
+tricky() {
+	awk -v n="$1" -v seed="$2" 'BEGIN {
+		srand(seed)
+		split("\\\"|\\\\|\\/|\\n|\\t|\\u00e9|\\ud83d\\ude00|\\u001f|caf\303\251|<>&|\\u2028", s, "|")
+		split("0.10|-0|1e-7|1.5E+300|12345678901234567890123|-0.000|3|2.50", num, "|")
+		for (i = 1; i <= n; i++) {
+			str = ""
+			for (k = int(rand() * 4); k >= 0; k--) str = str s[1 + int(rand() * 11)]
+			printf "{\"aggregate_id\":\"%08x-0000-4000-8000-%012d\",\"aggregate_type\":\"T%d\",\"event_type\":\"E.v%d\",\"event_version\":%d,", seed, int(rand() * 5), int(rand() * 3), int(rand() * 3), 1 + int(rand() * 3)
+			printf "\"data\":{\"s\":\"%s\",\"x\":%s,\"a\":[%s,{\"k\":\"%s\"},null,true]},", str, num[1 + int(rand() * 8)], num[1 + int(rand() * 8)], str
+			printf "\"metadata\":{\"correlation_id\":\"c-%d\",\"note\":\"%s\",\"n\":%s}}\n", int(rand() * 4), str, num[1 + int(rand() * 8)]
+		}
+	}'
+}
+
+@test "random payloads and metadata cross in both body formats byte for byte (seeded)" {
+	local seed
+	for seed in 101 202 303; do
+		tricky 80 "$seed" | cqrs-append -q
+	done
+	relay create-stream
+	run --separate-stderr relay publish --format cloudevents
+	assert_success
+	cqrs-read >source.ndjson
+	# each line is valid JSON, as jq reads it
+	jq -c . source.ndjson >/dev/null
+	run --separate-stderr relay replicate -s replica.db
+	assert_success
+	same_as_source replica.db
+	run --separate-stderr cqrs-relay create-stream --stream "E$BATS_TEST_NUMBER" --subject-prefix "e$BATS_TEST_NUMBER"
+	assert_success
+	run --separate-stderr cqrs-relay publish --stream "E$BATS_TEST_NUMBER" --subject-prefix "e$BATS_TEST_NUMBER"
+	assert_success
+	run --separate-stderr cqrs-relay consume --stream "E$BATS_TEST_NUMBER" --subject-prefix "e$BATS_TEST_NUMBER"
+	assert_success
+	assert_equal "$output" "$(cat source.ndjson)"
+}
+
 @test "kill -9 of publish and of replicate at random points: nothing lost, nothing twice" {
 	events 3000 11 | cqrs-append -q
 	relay create-stream
