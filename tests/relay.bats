@@ -192,20 +192,33 @@ tricky() {
 	assert_equal "$output" "$(cat source.ndjson)"
 }
 
+# kill_when DB SQL TARGET PID: once SQL on DB counts at least TARGET, kill -9
+# PID; true when PID was still there to kill.
+kill_when() {
+	local v
+	while kill -0 "$4" 2>/dev/null; do
+		v=$(sqlite3 "$1" "$2" 2>/dev/null || true)
+		[ "${v:-0}" -lt "$3" ] || break
+		sleep 0.01
+	done
+	kill -9 "$4" 2>/dev/null
+}
+
 @test "kill -9 of publish and of replicate at random points: nothing lost, nothing twice" {
 	events 3000 11 | cqrs-append -q
 	relay create-stream
 	RANDOM=14
-	local i killed=0 positions=()
+	local i killed=0 positions=() target
 	for ((i = 0; i < 8; i++)); do
 		cqrs-relay publish "${ON_STREAM[@]}" --window 8 >/dev/null 2>&1 &
-		sleep "0.$((RANDOM % 4))$((RANDOM % 10))"
-		! kill -9 $! 2>/dev/null || killed=$((killed + 1))
+		target=$((i * 330 + RANDOM % 330))
+		! kill_when "$CQRS_STORE" "SELECT value - 1 FROM counters WHERE name = 'relay:$STREAM'" "$target" $! ||
+			killed=$((killed + 1))
 		wait $! 2>/dev/null || true
 		positions+=("$(sqlite3 "$CQRS_STORE" "SELECT value - 1 FROM counters WHERE name = 'relay:$STREAM'" || echo -)")
 	done
 	echo "# publish: $killed kills, positions ${positions[*]}" >&3
-	((killed >= 3))
+	((killed >= 6))
 	run --separate-stderr relay publish --window 8
 	assert_success
 	assert_output --partial '"position":3000,"head":3000,'
@@ -215,13 +228,13 @@ tricky() {
 	killed=0 positions=()
 	for ((i = 0; i < 8; i++)); do
 		cqrs-relay replicate "${ON_STREAM[@]}" -s replica.db --ack-wait 300 >/dev/null 2>&1 &
-		sleep "0.$((RANDOM % 4))$((RANDOM % 10))"
-		! kill -9 $! 2>/dev/null || killed=$((killed + 1))
+		target=$((i * 330 + RANDOM % 330))
+		! kill_when replica.db 'SELECT count(*) FROM events' "$target" $! || killed=$((killed + 1))
 		wait $! 2>/dev/null || true
 		positions+=("$(sqlite3 replica.db 'SELECT count(*) FROM events' 2>/dev/null || echo -)")
 	done
 	echo "# replicate: $killed kills, replica heads ${positions[*]}" >&3
-	((killed >= 3))
+	((killed >= 4))
 	run --separate-stderr relay replicate -s replica.db --ack-wait 300
 	assert_success
 	assert_output --partial '"head":3000}'

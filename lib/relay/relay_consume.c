@@ -26,7 +26,7 @@
 #include "relay/relay_impl.h"
 #include "banned.h"
 
-#define FETCH_BATCH 256
+#define FETCH_BATCH 1024
 /* Events held for a missing predecessor; beyond this the replica stops
  * as on a gap.  The consumer lets this many wait for their ack. */
 #define HELD_MAX 10000
@@ -38,8 +38,17 @@ struct held {
 	natsMsg *msg;
 };
 
+/* The messages a batch will acknowledge once committed; held: taken
+ * from the held list (the batch's message list no longer owns it). */
+struct acks {
+	natsMsg *msg[FETCH_BATCH + HELD_MAX];
+	bool held[FETCH_BATCH + HELD_MAX];
+	size_t n;
+};
+
 struct consumer {
 	const struct cqrs_relay_options *o;
+	struct acks *acks;
 	struct relay_conn conn;
 	natsSubscription *sub;
 	cqrs_store *replica; /* NULL: consume to out */
@@ -127,7 +136,7 @@ static int apply_event(struct consumer *c, cqrs_event *ev, cqrs_error *err)
 }
 
 /* The held events that now follow the head. */
-static int apply_held(struct consumer *c, natsMsg **acks, size_t *nacks, cqrs_error *err)
+static int apply_held(struct consumer *c, cqrs_error *err)
 {
 	for (size_t i = 0; i < c->nheld;) {
 		struct held *h = &c->held[i];
@@ -138,7 +147,8 @@ static int apply_held(struct consumer *c, natsMsg **acks, size_t *nacks, cqrs_er
 		cqrs_event ev;
 		if (cqrs_event_parse(&ev, h->line, h->len, err) < 0 || apply_event(c, &ev, err) < 0)
 			return -1;
-		acks[(*nacks)++] = h->msg;
+		c->acks->held[c->acks->n] = true;
+		c->acks->msg[c->acks->n++] = h->msg;
 		free(h->line);
 		c->held[i] = c->held[--c->nheld];
 		i = 0; /* the new head may let an earlier slot go */
@@ -147,8 +157,7 @@ static int apply_held(struct consumer *c, natsMsg **acks, size_t *nacks, cqrs_er
 }
 
 /* One message: applied (its ack queued), held, or an error. */
-static int take_message(struct consumer *c, natsMsg *msg, natsMsg **acks, size_t *nacks, bool *kept,
-			cqrs_error *err)
+static int take_message(struct consumer *c, natsMsg *msg, bool *kept, cqrs_error *err)
 {
 	char *line = NULL;
 	size_t len = 0;
@@ -163,7 +172,8 @@ static int take_message(struct consumer *c, natsMsg *msg, natsMsg **acks, size_t
 	}
 	if (c->replica == NULL) {
 		cqrs_event_write(c->out, &ev);
-		acks[(*nacks)++] = msg;
+		c->acks->held[c->acks->n] = false;
+		c->acks->msg[c->acks->n++] = msg;
 		free(line);
 		return 0;
 	}
@@ -194,12 +204,13 @@ static int take_message(struct consumer *c, natsMsg *msg, natsMsg **acks, size_t
 	free(line);
 	if (rc < 0)
 		return -1;
-	acks[(*nacks)++] = msg;
-	return apply_held(c, acks, nacks, err);
+	c->acks->held[c->acks->n] = false;
+	c->acks->msg[c->acks->n++] = msg;
+	return apply_held(c, err);
 }
 
 /* Commits what the batch applied, then acknowledges it. */
-static int settle(struct consumer *c, natsMsg **acks, size_t nacks, cqrs_error *err)
+static int settle(struct consumer *c, cqrs_error *err)
 {
 	if (c->in_txn) {
 		c->in_txn = false;
@@ -213,20 +224,19 @@ static int settle(struct consumer *c, natsMsg **acks, size_t nacks, cqrs_error *
 			return 0;
 		return cqrs_fail(err, CQRS_EXIT_IOERR, "cannot write standard output");
 	}
-	for (size_t i = 0; i < nacks; i++)
-		natsMsg_Ack(acks[i], NULL);
+	for (size_t i = 0; i < c->acks->n; i++)
+		natsMsg_Ack(c->acks->msg[i], NULL);
 	return 0;
 }
 
 static int take_batch(struct consumer *c, natsMsgList *list, cqrs_error *err)
 {
-	natsMsg *acks[FETCH_BATCH + HELD_MAX];
-	size_t nacks = 0;
+	c->acks->n = 0;
 	int rc = 0;
 	cqrs_error first = { 0 };
 	for (int i = 0; i < list->Count; i++) {
 		bool kept;
-		if (take_message(c, list->Msgs[i], acks, &nacks, &kept, &first) < 0) {
+		if (take_message(c, list->Msgs[i], &kept, &first) < 0) {
 			rc = -1;
 			break;
 		}
@@ -234,16 +244,14 @@ static int take_batch(struct consumer *c, natsMsgList *list, cqrs_error *err)
 			list->Msgs[i] = NULL;
 	}
 	/* what came before a bad message is still good: kept and acknowledged */
-	if (settle(c, acks, nacks, err) < 0)
+	int settled = settle(c, err);
+	/* the held messages acknowledged by now are no longer in any list */
+	for (size_t i = 0; i < c->acks->n; i++)
+		if (c->acks->held[i])
+			natsMsg_Destroy(c->acks->msg[i]);
+	c->acks->n = 0;
+	if (settled < 0)
 		return -1;
-	/* held messages acknowledged by now leave the list's ownership too */
-	for (size_t i = 0; i < nacks; i++) {
-		bool in_list = false;
-		for (int j = 0; j < list->Count; j++)
-			in_list = in_list || list->Msgs[j] == acks[i];
-		if (!in_list)
-			natsMsg_Destroy(acks[i]);
-	}
 	if (rc < 0)
 		*err = first;
 	return rc;
@@ -365,8 +373,12 @@ static int run(struct consumer *c, cqrs_error *err)
 		sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
 	}
 	c->held = calloc(HELD_MAX, sizeof *c->held);
-	if (c->held == NULL)
+	c->acks = malloc(sizeof *c->acks);
+	if (c->held == NULL || c->acks == NULL) {
+		free(c->held);
+		free(c->acks);
 		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+	}
 	int rc;
 	for (int attempt = 0;;) {
 		int64_t before = c->applied;
@@ -380,6 +392,7 @@ static int run(struct consumer *c, cqrs_error *err)
 		relay_backoff(attempt);
 	}
 	free(c->held);
+	free(c->acks);
 	if (sfd >= 0)
 		close(sfd);
 	return rc;

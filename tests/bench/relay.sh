@@ -40,7 +40,7 @@ bench_relay() {
 	bench_row "relay: publish (store -> JetStream)" "$n" "$SECS" "$RSS_MB" "$(ratio "$floor" "$pub")" "window 256"
 	bench_measure cqrs-relay replicate --store "$dir/replica.db" --stream BENCH --subject-prefix bench.ev >/dev/null
 	rep=$SECS
-	bench_row "relay: replicate (JetStream -> replica)" "$n" "$SECS" "$RSS_MB" "$(ratio "$floor" "$rep")" "batches of 256"
+	bench_row "relay: replicate (JetStream -> replica)" "$n" "$SECS" "$RSS_MB" "$(ratio "$floor" "$rep")" "batches of 1024"
 	total=$(awk -v a="$pub" -v b="$rep" 'BEGIN { printf "%.3f", a + b }')
 	bench_row "relay: store -> JetStream -> replica" "$n" "$total" - "$(ratio "$floor" "$total")" "publish + replicate"
 	bench_target "relay: store -> replica >= 0.25x the pipe's events/s" \
