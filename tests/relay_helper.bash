@@ -77,3 +77,34 @@ while b"PONG" not in reply and b"-ERR" not in reply:
 sys.exit(0 if b"PONG" in reply else 1)
 PY
 }
+
+# nats_msg_get STREAM SEQ: the stream's message SEQ as one line,
+# "SUBJECT<TAB>HEADERS" (headers sorted, joined by "|"), from the JetStream API.
+nats_msg_get() {
+	python3 - "$NATS_PORT" "$NATS_USER" "$NATS_PASSWORD" "$1" "$2" <<'PY'
+import base64, json, socket, sys
+port, user, pw, stream, seq = sys.argv[1:]
+s = socket.create_connection(("127.0.0.1", int(port)))
+s.recv(4096)
+req = json.dumps({"seq": int(seq)}).encode()
+s.sendall(('CONNECT {"user":"%s","pass":"%s","verbose":false,"headers":true}\r\n'
+           'SUB _INBOX.relay.test 1\r\nPUB $JS.API.STREAM.MSG.GET.%s _INBOX.relay.test %d\r\n'
+           % (user, pw, stream, len(req))).encode() + req + b"\r\n")
+buf = b""
+while True:
+    buf += s.recv(65536)
+    i = buf.find(b"MSG _INBOX.relay.test")
+    if i < 0:
+        continue
+    end = buf.find(b"\r\n", i)
+    if end < 0:
+        continue
+    size = int(buf[i:end].split()[-1])
+    if len(buf) >= end + 2 + size:
+        body = json.loads(buf[end + 2:end + 2 + size])
+        break
+m = body["message"]
+hdrs = base64.b64decode(m.get("hdrs", "")).decode().split("\r\n")
+print(m["subject"] + "\t" + "|".join(sorted(h for h in hdrs[1:] if h)))
+PY
+}
