@@ -1200,4 +1200,45 @@ int cqrs_archive_list(cqrs_store *st, FILE *out, cqrs_error *err);
  * broken, 66 missing). */
 int cqrs_archive_check(const char *segment, const cqrs_public_key *pub, FILE *out, cqrs_error *err);
 
+/* --- the NATS JetStream relay (issue 14): lib/relay/, cqrs-relay(1) --------
+ * Only cqrs-relay links these (and libnats): events go from a store to a
+ * JetStream stream (subject PREFIX.AGGREGATE_TYPE.EVENT_TYPE, Nats-Msg-Id =
+ * event id) and from the stream into a replica store or NDJSON on stdout. */
+struct cqrs_relay_options {
+	const char *server;	    /* NULL: $CQRS_NATS_URL, else nats://127.0.0.1:4222 */
+	const char *stream;	    /* the JetStream stream */
+	const char *subject_prefix; /* subjects are PREFIX.TYPE.EVENT */
+	const char *creds_file;	    /* a NATS creds file (JWT and nkey seed) */
+	const char *user;	    /* NULL: $CQRS_NATS_USER */
+	const char *password_file;  /* NULL: $CQRS_NATS_PASSWORD */
+	const char *tls_ca, *tls_cert, *tls_key;
+	int retries;		    /* connection attempts after the first, with backoff */
+	int64_t window;		    /* publishes in flight */
+	int64_t from;		    /* publish: the events after this sequence; -1: the position */
+	bool follow;		    /* keep going as the store (or the stream) grows */
+	bool cloudevents;	    /* publish CloudEvents 1.0 structured JSON */
+	const char *durable;	    /* replicate and consume: the durable consumer's name */
+	int64_t ack_wait_ms;	    /* its ack wait: redelivery after a crash */
+	int64_t duplicate_window_s; /* create-stream: the duplicate window */
+	FILE *report;		    /* one NDJSON summary line; NULL: none */
+};
+void cqrs_relay_options_init(struct cqrs_relay_options *o);
+/* The store's events after the relay's position (or o->from) to the
+ * stream; the position (counter "relay:STREAM") moves after the PubAcks. */
+int cqrs_relay_publish(cqrs_store *st, const struct cqrs_relay_options *o, cqrs_error *err);
+/* The stream into the replica store at replica_path, the same sequences
+ * and hashes: 6 on a gap, 65 when the replica diverges or a message is not
+ * an event. */
+int cqrs_relay_replicate(const char *replica_path, const struct cqrs_relay_options *o,
+			 cqrs_error *err);
+/* The stream as NDJSON envelopes on out, at least once. */
+int cqrs_relay_consume(FILE *out, const struct cqrs_relay_options *o, cqrs_error *err);
+/* Creates the stream (file storage, subjects PREFIX.>, o->duplicate_window_s). */
+int cqrs_relay_create_stream(const struct cqrs_relay_options *o, cqrs_error *err);
+/* CloudEvents 1.0 structured JSON of ev on f, one line; and back: the
+ * envelope line of a CloudEvent (malloc'd in *line), or -1 with *err (65). */
+void cqrs_cloudevent_write(FILE *f, const cqrs_event *ev);
+int cqrs_cloudevent_to_envelope(const char *body, size_t len, char **line, size_t *line_len,
+				cqrs_error *err);
+
 #endif

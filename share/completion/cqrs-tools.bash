@@ -143,4 +143,4 @@ _cqrs_tools()
 	fi
 	[ -z "$sub" ] && _filedir
 }
-complete -F _cqrs_tools cqrs-append cqrs-read cqrs-command cqrs-project cqrs-query cqrs-saga cqrs-demo cqrs-health cqrs-trace cqrs-backup cqrs-keygen cqrs-erase cqrs-archive
+complete -F _cqrs_tools cqrs-append cqrs-read cqrs-command cqrs-project cqrs-query cqrs-saga cqrs-demo cqrs-health cqrs-trace cqrs-backup cqrs-keygen cqrs-erase cqrs-archive cqrs-relay

@@ -1,0 +1,243 @@
+/*
+ * The relay's connection to a NATS server with JetStream: where (--server,
+ * $CQRS_NATS_URL), who (a creds file, or a user and a password read from a
+ * file or the environment, never from argv), TLS, retries with backoff,
+ * and the stream checked before anything is sent or taken.
+ */
+#include "config.h"
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "relay/relay_impl.h"
+#include "banned.h"
+
+void cqrs_relay_options_init(struct cqrs_relay_options *o)
+{
+	memset(o, 0, sizeof *o);
+	o->stream = "CQRS_EVENTS";
+	o->subject_prefix = "cqrs.events";
+	o->retries = 5;
+	o->window = 256;
+	o->from = -1;
+	o->durable = "cqrs-replica";
+	o->ack_wait_ms = 10000;
+	o->duplicate_window_s = 120;
+}
+
+bool relay_transient(natsStatus s)
+{
+	return s == NATS_NO_SERVER || s == NATS_CONNECTION_CLOSED || s == NATS_IO_ERROR ||
+	       s == NATS_TIMEOUT || s == NATS_CONNECTION_DISCONNECTED ||
+	       s == NATS_STALE_CONNECTION || s == NATS_NO_RESPONDERS;
+}
+
+int relay_fail(cqrs_error *err, int code, natsStatus s, jsErrCode jerr, const char *what)
+{
+	if (s == NATS_CONNECTION_AUTH_FAILED || s == NATS_NOT_PERMITTED)
+		return cqrs_fail(err, CQRS_EXIT_NOPERM, "%s: the server refused the login (%s)",
+				 what, natsStatus_GetText(s));
+	if (s == NATS_SSL_ERROR || s == NATS_SECURE_CONNECTION_REQUIRED ||
+	    s == NATS_SECURE_CONNECTION_WANTED)
+		return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s: TLS: %s", what,
+				 nats_GetLastError(NULL) != NULL ? nats_GetLastError(NULL)
+								 : natsStatus_GetText(s));
+	if (relay_transient(s))
+		return cqrs_fail(err, CQRS_EXIT_UNAVAILABLE, "%s: %s", what, natsStatus_GetText(s));
+	const char *last = nats_GetLastError(NULL);
+	if (jerr != 0)
+		return cqrs_fail(err, code, "%s: JetStream error %d: %s", what, (int)jerr,
+				 last != NULL ? last : natsStatus_GetText(s));
+	return cqrs_fail(err, code, "%s: %s", what, last != NULL ? last : natsStatus_GetText(s));
+}
+
+void relay_backoff(int attempt)
+{
+	int64_t ms = 100;
+	for (int i = 1; i < attempt && ms < 2000; i++)
+		ms *= 2;
+	nats_Sleep(ms < 2000 ? ms : 2000);
+}
+
+/* The password: the first line of --password-file (a file only its owner
+ * may change), else $CQRS_NATS_PASSWORD; "" when neither. */
+static int read_password(const struct cqrs_relay_options *o, char *buf, size_t cap, cqrs_error *err)
+{
+	buf[0] = '\0';
+	if (o->password_file == NULL) {
+		const char *env = getenv("CQRS_NATS_PASSWORD");
+		if (env != NULL && strlen(env) < cap)
+			memcpy(buf, env, strlen(env) + 1);
+		return 0;
+	}
+	int fd = cqrs_open_trusted(o->password_file, O_RDONLY, false, err);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read(fd, buf, cap - 1);
+	close(fd);
+	if (n < 0)
+		return cqrs_fail(err, CQRS_EXIT_IOERR, "%s: cannot read the password",
+				 o->password_file);
+	buf[n] = '\0';
+	buf[strcspn(buf, "\r\n")] = '\0';
+	if (buf[0] == '\0')
+		return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s: no password on its first line",
+				 o->password_file);
+	return 0;
+}
+
+static int set_options(natsOptions *opts, const struct cqrs_relay_options *o, cqrs_error *err)
+{
+	const char *url = o->server;
+	if (url == NULL)
+		url = getenv("CQRS_NATS_URL");
+	if (url == NULL || *url == '\0')
+		url = "nats://127.0.0.1:4222";
+	natsStatus s = natsOptions_SetURL(opts, url);
+	/* The relay resumes from its own position: a lost connection ends the
+	 * round and the caller reconnects, rather than the client buffering
+	 * publishes it cannot confirm. */
+	if (s == NATS_OK)
+		s = natsOptions_SetAllowReconnect(opts, false);
+	if (s == NATS_OK)
+		s = natsOptions_SetTimeout(opts, 2000);
+	if (o->creds_file != NULL) {
+		/* a creds file someone else could have written is refused */
+		int fd = cqrs_open_trusted(o->creds_file, O_RDONLY, false, err);
+		if (fd < 0)
+			return -1;
+		close(fd);
+	}
+	if (s == NATS_OK && o->creds_file != NULL)
+		s = natsOptions_SetUserCredentialsFromFiles(opts, o->creds_file, NULL);
+	const char *user = o->user != NULL ? o->user : getenv("CQRS_NATS_USER");
+	if (s == NATS_OK && user != NULL && *user != '\0') {
+		char password[512];
+		if (read_password(o, password, sizeof password, err) < 0)
+			return -1;
+		s = natsOptions_SetUserInfo(opts, user, password);
+		explicit_bzero(password, sizeof password);
+	}
+	if (s == NATS_OK && (o->tls_ca != NULL || o->tls_cert != NULL))
+		s = natsOptions_SetSecure(opts, true);
+	if (s == NATS_OK && o->tls_ca != NULL)
+		s = natsOptions_LoadCATrustedCertificates(opts, o->tls_ca);
+	if (s == NATS_OK && o->tls_cert != NULL)
+		s = natsOptions_LoadCertificatesChain(
+			opts, o->tls_cert, o->tls_key != NULL ? o->tls_key : o->tls_cert);
+	if (s != NATS_OK)
+		return relay_fail(err, CQRS_EXIT_CONFIG, s, 0, "NATS options");
+	return 0;
+}
+
+/* The stream must take every subject the relay uses and drop repeats. */
+static int check_stream(struct relay_conn *c, const struct cqrs_relay_options *o, cqrs_error *err)
+{
+	jsErrCode jerr = 0;
+	natsStatus s = js_GetStreamInfo(&c->info, c->js, o->stream, NULL, &jerr);
+	if (s == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr)
+		return cqrs_fail(err, CQRS_EXIT_NOINPUT,
+				 "stream '%s' does not exist (cqrs-relay create-stream makes it)",
+				 o->stream);
+	if (s != NATS_OK)
+		return relay_fail(err, CQRS_EXIT_UNAVAILABLE, s, jerr, "stream info");
+	const jsStreamConfig *cfg = c->info->Config;
+	char want[300];
+	snprintf(want, sizeof want, "%s.>", o->subject_prefix);
+	bool covered = false;
+	for (int i = 0; cfg != NULL && i < cfg->SubjectsLen; i++)
+		if (strcmp(cfg->Subjects[i], want) == 0 || strcmp(cfg->Subjects[i], ">") == 0)
+			covered = true;
+	if (!covered)
+		return cqrs_fail(err, CQRS_EXIT_CONFIG,
+				 "stream '%s' does not take subjects '%s' (--subject-prefix)",
+				 o->stream, want);
+	if (cfg->Duplicates <= 0)
+		return cqrs_fail(err, CQRS_EXIT_CONFIG,
+				 "stream '%s' keeps no duplicate window: repeats would be stored",
+				 o->stream);
+	if (cfg->Retention == js_WorkQueuePolicy)
+		return cqrs_fail(err, CQRS_EXIT_CONFIG,
+				 "stream '%s' is a work queue: replicas need every event",
+				 o->stream);
+	return 0;
+}
+
+static int connect_once(struct relay_conn *c, const struct cqrs_relay_options *o, jsOptions *jsopts,
+			bool check, cqrs_error *err)
+{
+	natsOptions *opts = NULL;
+	natsStatus s = natsOptions_Create(&opts);
+	if (s != NATS_OK)
+		return relay_fail(err, CQRS_EXIT_OSERR, s, 0, "NATS options");
+	if (set_options(opts, o, err) < 0) {
+		natsOptions_Destroy(opts);
+		return -1;
+	}
+	s = natsConnection_Connect(&c->nc, opts);
+	natsOptions_Destroy(opts);
+	if (s != NATS_OK)
+		return relay_fail(err, CQRS_EXIT_UNAVAILABLE, s, 0, "cannot connect to the server");
+	s = natsConnection_JetStream(&c->js, c->nc, jsopts);
+	if (s != NATS_OK)
+		return relay_fail(err, CQRS_EXIT_SOFTWARE, s, 0, "JetStream context");
+	return check ? check_stream(c, o, err) : 0;
+}
+
+int relay_connect(struct relay_conn *c, const struct cqrs_relay_options *o, jsOptions *jsopts,
+		  bool check, cqrs_error *err)
+{
+	for (int attempt = 0;; attempt++) {
+		memset(c, 0, sizeof *c);
+		if (connect_once(c, o, jsopts, check, err) == 0)
+			return 0;
+		relay_close(c);
+		if (err->code != CQRS_EXIT_UNAVAILABLE || attempt >= o->retries)
+			return -1;
+		relay_backoff(attempt + 1);
+	}
+}
+
+void relay_close(struct relay_conn *c)
+{
+	if (c->info != NULL)
+		jsStreamInfo_Destroy(c->info);
+	if (c->js != NULL)
+		jsCtx_Destroy(c->js);
+	if (c->nc != NULL) {
+		natsConnection_FlushTimeout(c->nc, 1000);
+		natsConnection_Destroy(c->nc);
+	}
+	memset(c, 0, sizeof *c);
+}
+
+int cqrs_relay_create_stream(const struct cqrs_relay_options *o, cqrs_error *err)
+{
+	struct relay_conn c;
+	if (relay_connect(&c, o, NULL, false, err) < 0)
+		return -1;
+	char subject[300];
+	snprintf(subject, sizeof subject, "%s.>", o->subject_prefix);
+	const char *subjects[] = { subject };
+	jsStreamConfig cfg;
+	jsStreamConfig_Init(&cfg);
+	cfg.Name = o->stream;
+	cfg.Subjects = subjects;
+	cfg.SubjectsLen = 1;
+	cfg.Storage = js_FileStorage;
+	cfg.Retention = js_LimitsPolicy;
+	cfg.Duplicates = o->duplicate_window_s * 1000000000LL;
+	jsErrCode jerr = 0;
+	jsStreamInfo *si = NULL;
+	natsStatus s = js_AddStream(&si, c.js, &cfg, NULL, &jerr);
+	if (si != NULL)
+		jsStreamInfo_Destroy(si);
+	int rc = 0;
+	if (s != NATS_OK)
+		rc = relay_fail(err, CQRS_EXIT_CONFIG, s, jerr, "cannot create the stream");
+	relay_close(&c);
+	return rc;
+}
