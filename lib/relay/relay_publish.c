@@ -91,8 +91,11 @@ static int load_position(struct publisher *p, int64_t floor, cqrs_error *err)
 {
 	if (cqrs_store_begin(p->st, err) < 0)
 		return -1;
-	int64_t v = cqrs_store_counter_raise(p->st, p->counter, floor + 1, err);
-	if (v < 0 || cqrs_store_commit(p->st, err) < 0) {
+	/* counter_next takes the counter's row (held + 1); it never goes back */
+	int64_t next = cqrs_store_counter_next(p->st, p->counter, err);
+	int64_t held = next - 1, v = held > floor + 1 ? held : floor + 1;
+	if (next < 0 || cqrs_store_counter_set(p->st, p->counter, v, err) < 0 ||
+	    cqrs_store_commit(p->st, err) < 0) {
 		cqrs_store_rollback(p->st);
 		return -1;
 	}
