@@ -206,6 +206,9 @@ struct sqlite3 *cqrs_sqlite_handle(cqrs_store *st);
 /* --- operations on a PostgreSQL store (issue 13: cqrs-health, cqrs-backup)
  * store_pg.c.  cqrs_pg_is says whether st is one; the others expect one. */
 bool cqrs_pg_is(const cqrs_store *st);
+/* The store as messages name it: host, database, user, schema; never a
+ * password. */
+const char *cqrs_pg_name(const cqrs_store *st);
 /* What cqrs-health judges: schema version, the tables and the append-only
  * triggers there, sequences 1..count, sizes.  0, or -1 with *err. */
 int cqrs_pg_facts(cqrs_store *st, struct cqrs_store_facts *f, cqrs_error *err);

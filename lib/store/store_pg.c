@@ -1619,3 +1619,8 @@ int cqrs_pg_insert_row(cqrs_store *st, const char *table, int n, const char *con
 	cqrs_strbuf_free(&sql);
 	return rc;
 }
+
+const char *cqrs_pg_name(const cqrs_store *st)
+{
+	return ((const struct pg_store *)st)->name;
+}
