@@ -753,6 +753,7 @@ struct restore {
 	struct cqrs_head since, head, at; /* from the header; where the store is */
 	bool incremental;
 	int64_t events, rows;
+	int64_t keys_left_out; /* erasure keys a PostgreSQL store does not keep */
 	sqlite3_stmt *insert; /* the last table's insert, reused while its keys are */
 	char insert_keys[2048];
 };
@@ -1009,8 +1010,11 @@ static int pg_value(const char *v, size_t vn, char **out)
 }
 
 /* A row for a PostgreSQL store: a portable table's, inserted; a snapshot
- * (a cache, built again at the next load) left out; any other table's
- * refused, so that nothing a restore would lose is lost in silence. */
+ * (a cache, built again at the next load) and erasure's declarations and
+ * keys (erasure is SQLite's alone, cqrs-postgres(7): fields the SQLite
+ * store encrypted stay so, as in a copy by cqrs-read | cqrs-append) left
+ * out, the keys counted for the warning; any other table's refused, so that
+ * nothing else a restore would lose is lost. */
 static int restore_pg_row(struct restore *r, const char *table, const char *row, size_t rn,
 			  cqrs_error *err)
 {
@@ -1018,10 +1022,14 @@ static int restore_pg_row(struct restore *r, const char *table, const char *row,
 	size_t t = 0;
 	while (t < sizeof tables / sizeof *tables && strcmp(tables[t], table) != 0)
 		t++;
-	if (strcmp(table, "snapshots") == 0) {
-		r->rows++;
-		return 0;
-	}
+	static const char *const left_out[] = { "snapshots", "personal_fields", "subject_keys",
+						"aggregate_subjects" };
+	for (size_t i = 0; i < sizeof left_out / sizeof *left_out; i++)
+		if (strcmp(table, left_out[i]) == 0) {
+			r->rows++;
+			r->keys_left_out += strcmp(table, "subject_keys") == 0;
+			return 0;
+		}
 	if (t == sizeof tables / sizeof *tables)
 		return bad_line(r, err, CQRS_EXIT_CONFIG,
 				"table %s: a PostgreSQL store keeps no such table; nothing was "
@@ -1323,6 +1331,10 @@ static int restore_ndjson(const char *backup, const char *label, const char *sto
 		goto out;
 	cqrs_store_close(r.st);
 	r.st = NULL;
+	if (r.keys_left_out > 0)
+		cqrs_warn("%s: %lld erasure keys left out: the fields they encrypted stay encrypted "
+			  "in a PostgreSQL store (cqrs-postgres(7))",
+			  r.label, (long long)r.keys_left_out);
 	/* a PostgreSQL store has no file to put in place, nor a witness */
 	if (r.incremental || server) {
 		rc = 0;
