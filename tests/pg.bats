@@ -851,3 +851,17 @@ portable_rows() {
 	assert_regex "$(line store)" '^\{"check":"store","status":"critical","figure":null,"unit":"schema","detail":"postgresql:host=.*/nowhere: cannot reach the server: .*\}$'
 	assert_equal "$(jq -r 'select(.status == "unknown") | .check' <<<"$output" | wc -l)" 11
 }
+
+@test "pg_dump of the store's schema, restored elsewhere, verifies as the store did: the chain lives in the rows" {
+	gen_events 120 37 | cqrs-append -q
+	want=$(cqrs-read --verify)
+	pg_sql -c "CREATE DATABASE dump_$SCHEMA"
+	pg_dump -n "$SCHEMA" -f dump.sql postgres
+	pg_sql -d "dump_$SCHEMA" -f dump.sql >/dev/null
+	copy="postgresql:dbname=dump_$SCHEMA options='-c cqrs.schema=$SCHEMA'"
+	assert_equal "$(cqrs-read --store "$copy" --verify)" "$want"
+	assert_equal "$(cqrs-read --store "$copy")" "$(cqrs-read)"
+	# and the copy takes appends where the store left off, chained
+	ev "$A" | cqrs-append -q --store "$copy"
+	assert_regex "$(cqrs-read --store "$copy" --verify)" '^verified 121 events, head [0-9a-f]{64}$'
+}
