@@ -364,8 +364,10 @@ static void check_chain(cqrs_health *h, cqrs_store *st, const char *store_path)
 	}
 	if (cqrs_store_on_server(store_path)) {
 		h->chain_ok = true;
-		set(c, CQRS_HEALTH_OK, "verified %" PRId64 " events; no witness: the server keeps "
-		    "its history", v.checked);
+		set(c, CQRS_HEALTH_OK,
+		    "verified %" PRId64 " events; no witness: the server keeps "
+		    "its history",
+		    v.checked);
 		return;
 	}
 	char wpath[PATH_MAX + 16];

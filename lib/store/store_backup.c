@@ -754,7 +754,7 @@ struct restore {
 	bool incremental;
 	int64_t events, rows;
 	int64_t keys_left_out; /* erasure keys a PostgreSQL store does not keep */
-	sqlite3_stmt *insert; /* the last table's insert, reused while its keys are */
+	sqlite3_stmt *insert;  /* the last table's insert, reused while its keys are */
 	char insert_keys[2048];
 };
 
@@ -1056,8 +1056,8 @@ static int restore_pg_row(struct restore *r, const char *table, const char *row,
 		}
 	}
 	cqrs_error e = { 0 };
-	if (rc == 0 && cqrs_pg_insert_row(r->st, table, n, name_p, (const char *const *)values,
-					  &e) < 0)
+	if (rc == 0 &&
+	    cqrs_pg_insert_row(r->st, table, n, name_p, (const char *const *)values, &e) < 0)
 		rc = bad_line(r, err, e.code, "%s", e.msg);
 	for (int i = 0; i < 4; i++)
 		free(values[i]);
@@ -1288,7 +1288,9 @@ static int check_no_events(struct restore *r, cqrs_error *err)
 static int restore_ndjson(const char *backup, const char *label, const char *store_path,
 			  const cqrs_public_key *pub, struct cqrs_head *head, cqrs_error *err)
 {
-	struct restore r = { .label = label != NULL ? label : backup != NULL ? backup : "stdin",
+	struct restore r = { .label = label != NULL    ? label
+				      : backup != NULL ? backup
+						       : "stdin",
 			     .pub = pub };
 	bool server = cqrs_store_on_server(store_path);
 	struct place p = { .have_temp = false };
@@ -1320,8 +1322,9 @@ static int restore_ndjson(const char *backup, const char *label, const char *sto
 	r.db = cqrs_sqlite_handle(r.st);
 	if (cqrs_store_begin(r.st, err) < 0 ||
 	    (r.incremental && check_since(&r, store_path, err) < 0) ||
-	    (server && !r.incremental && check_no_events(&r, err) < 0) || clear_tables(&r, err) < 0 ||
-	    restore_lines(&r, err) < 0 || check_store(r.st, r.label, head, err) < 0) {
+	    (server && !r.incremental && check_no_events(&r, err) < 0) ||
+	    clear_tables(&r, err) < 0 || restore_lines(&r, err) < 0 ||
+	    check_store(r.st, r.label, head, err) < 0) {
 		cqrs_store_rollback(r.st);
 		goto out;
 	}
@@ -1332,9 +1335,10 @@ static int restore_ndjson(const char *backup, const char *label, const char *sto
 	cqrs_store_close(r.st);
 	r.st = NULL;
 	if (r.keys_left_out > 0)
-		cqrs_warn("%s: %lld erasure keys left out: the fields they encrypted stay encrypted "
-			  "in a PostgreSQL store (cqrs-postgres(7))",
-			  r.label, (long long)r.keys_left_out);
+		cqrs_warn(
+			"%s: %lld erasure keys left out: the fields they encrypted stay encrypted "
+			"in a PostgreSQL store (cqrs-postgres(7))",
+			r.label, (long long)r.keys_left_out);
 	/* a PostgreSQL store has no file to put in place, nor a witness */
 	if (r.incremental || server) {
 		rc = 0;

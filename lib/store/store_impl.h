@@ -223,8 +223,8 @@ int cqrs_pg_read_moment(cqrs_store *st, bool begin, cqrs_error *err);
  * names, values, numeric) with values[i] NULL for SQL NULL and numeric[i]
  * true for an integer column; a row that returns -1 stops it.  0, or -1
  * with *err. */
-typedef int (*cqrs_pg_row_fn)(void *arg, int n, const char *const *names,
-			      const char *const *values, const bool *numeric, cqrs_error *err);
+typedef int (*cqrs_pg_row_fn)(void *arg, int n, const char *const *names, const char *const *values,
+			      const bool *numeric, cqrs_error *err);
 int cqrs_pg_table_rows(cqrs_store *st, const char *table, cqrs_pg_row_fn row, void *arg,
 		       cqrs_error *err);
 /* In the open write transaction: empties table, or inserts one row of it

@@ -1448,7 +1448,7 @@ int cqrs_pg_facts(cqrs_store *st, struct cqrs_store_facts *f, cqrs_error *err)
 	if (v < 0)
 		return -1;
 	f->schema = (int)v;
-	static const char *const tables[] = { "store_info", "events",	  "snapshots",
+	static const char *const tables[] = { "store_info",	    "events",	"snapshots",
 					      "processed_messages", "counters", "checkpoints" };
 	for (size_t i = 0; i < sizeof tables / sizeof *tables; i++) {
 		const char *name[1] = { tables[i] };
@@ -1495,7 +1495,8 @@ int cqrs_pg_facts(cqrs_store *st, struct cqrs_store_facts *f, cqrs_error *err)
 	pq->clear(r);
 	f->events = count;
 	if (count > 0 && (first != 1 || last != count))
-		finding(f, "%lld events, but their sequences run from %lld to %lld: rows are missing",
+		finding(f,
+			"%lld events, but their sequences run from %lld to %lld: rows are missing",
 			(long long)count, (long long)first, (long long)last);
 	if (f->problems == 0)
 		snprintf(f->integrity, sizeof f->integrity, "ok");
@@ -1595,8 +1596,8 @@ int cqrs_pg_insert_row(cqrs_store *st, const char *table, int n, const char *con
 		while (c < p->n && strcmp(p->columns[c], names[i]) != 0)
 			c++;
 		if (c == p->n)
-			return cqrs_fail(err, CQRS_EXIT_DATAERR, "table %s has no column %s",
-					 table, names[i]);
+			return cqrs_fail(err, CQRS_EXIT_DATAERR, "table %s has no column %s", table,
+					 names[i]);
 	}
 	struct cqrs_strbuf sql = { 0 };
 	cqrs_strbuf_printf(&sql, "INSERT INTO %s (", table);
