@@ -763,6 +763,11 @@ portable_rows() {
 		assert_output "$h1"
 		assert_equal "$(cqrs-read --store "$target")" "$(cqrs-read --store "$reader")"
 	done
+	# an incremental backup needs its store: 66, and none is created
+	run --separate-stderr cqrs-backup --restore --store "$(pg_store "${SCHEMA}_none")" b1.ndjson
+	assert_failure 66
+	assert_regex "$stderr" "^cqrs-backup: postgresql:host=.* \(schema ${SCHEMA}_none\): no store in schema ${SCHEMA}_none"
+	assert_equal "$(pg_sql -c "SELECT count(*) FROM pg_namespace WHERE nspname = '${SCHEMA}_none'")" 0
 	# applied twice: the store went on (3), nothing restored
 	run --separate-stderr cqrs-backup --restore --store "$(pg_store "${SCHEMA}_r")" b1.ndjson
 	assert_failure 3

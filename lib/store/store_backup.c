@@ -1301,6 +1301,13 @@ static int restore_ndjson(const char *backup, const char *label, const char *sto
 	int rc = -1;
 	if (read_header(&r, err) < 0)
 		goto out;
+	/* an incremental backup needs its store: a PostgreSQL one is looked
+	 * for as a reader, which creates nothing (66 when it is not there) */
+	cqrs_store *probe =
+		r.incremental && server ? cqrs_store_open(store_path, CQRS_OPEN_READ, err) : NULL;
+	if (r.incremental && server && probe == NULL)
+		goto out;
+	cqrs_store_close(probe);
 	if (r.incremental) {
 		if (!server && !exists(store_path)) {
 			cqrs_fail(err, CQRS_EXIT_NOINPUT,
