@@ -359,6 +359,12 @@ struct cqrs_store_facts {
 	int schema, schema_current;
 	int64_t events, size_bytes, wal_bytes, problems;
 	char integrity[512];
+	/* issue 13, operations: a PostgreSQL store (size_bytes is its
+	 * schema's tables, database_bytes the database's; no write-ahead log
+	 * of its own; integrity is the tables check, not quick_check) */
+	bool server;
+	int64_t database_bytes;
+	bool no_saga_tables; /* the store keeps no saga tables (yet) */
 };
 int cqrs_store_facts(cqrs_store *st, struct cqrs_store_facts *f, cqrs_error *err);
 /* The hash of event seq: 1 with hash set, 0 when the store has no such

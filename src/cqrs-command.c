@@ -551,7 +551,8 @@ static void remove_dry_store(void)
 static const char *dry_run_store(const char *path)
 {
 	struct stat sb;
-	if (stat(path, &sb) == 0 || errno != ENOENT)
+	/* a PostgreSQL store is no file: the dry run decides against it */
+	if (cqrs_store_on_server(path) || stat(path, &sb) == 0 || errno != ENOENT)
 		return path;
 	const char *tmp = getenv("TMPDIR");
 	snprintf(dry_dir, sizeof dry_dir, "%s/cqrs-dry-run-XXXXXX",

@@ -13,6 +13,8 @@ setup() {
 	mkdir -p "$HOME"
 	unset XDG_DATA_HOME CQRS_METRICS_DIR CQRS_METRICS_PERIOD CQRS_METRICS_FOLD
 	export CQRS_STORE="$BATS_TEST_TMPDIR/events.db" CQRS_VIEWS="$BATS_TEST_TMPDIR/views.db"
+	# the PostgreSQL leg of the matrix: the store in a schema of its own
+	on_sqlite || CQRS_STORE=$(pg_store "t$BATS_TEST_NUMBER")
 	GUARD_SCALE=1
 	[ -z "${CQRS_UNDER_VALGRIND:-}" ] || GUARD_SCALE=20
 	export CQRS_BUSY_TIMEOUT=$((10000 * GUARD_SCALE))
@@ -92,7 +94,7 @@ create_order() { # create_order PRODUCT [options]: one CreateOrder, result line 
 	assert_equal "$(value $f "${h}_bucket{type=\"CreateOrder\",result=\"accepted\",le=\"60\"}")" 5
 	# every event the store holds came from cqrs-command
 	assert_equal "$(value $f 'cqrs_events_appended_total{tool="cqrs-command"}')" \
-		"$(sqlite3 "$CQRS_STORE" 'SELECT count(*) FROM events')"
+		"$(stored_count)"
 	run grep -c '^# TYPE cqrs_command_duration_seconds histogram$' "$M/$f"
 	assert_output 1
 	# the sum is a duration: positive, below a minute for seven commands
@@ -141,7 +143,7 @@ create_order() { # create_order PRODUCT [options]: one CreateOrder, result line 
 @test "cqrs-project: K events applied per projection, their lag, and a rebuild of K events" {
 	cqrs-command -q register-product --product "$PRODUCT" --sku S --name W --quantity 50
 	for _ in 1 2 3; do create_order "$PRODUCT" -q; done
-	k=$(sqlite3 "$CQRS_STORE" 'SELECT count(*) FROM events')
+	k=$(stored_count)
 	cqrs-project --metrics-dir "$M"
 	fold
 	f=cqrs_project.prom
@@ -219,6 +221,7 @@ wait_for_applied() {
 }
 
 @test "cqrs-saga run: N completed and M compensated, started N + M" {
+	sqlite_only "sagas run on the SQLite store alone today (cqrs-postgres(7))"
 	saga_setup
 	for n in 1 2 3; do order "$n"; done
 	for n in 4 5; do order "$n" cust-bad; done
@@ -262,7 +265,7 @@ wait_for_applied() {
 	assert_equal "$(value cqrs_command.prom 'cqrs_command_duration_seconds_bucket{type="ConfirmOrder",result="rejected",le="+Inf"}')" 300
 	assert_equal "$(value cqrs_query.prom 'cqrs_query_duration_seconds_count{query="sql"}')" 300
 	assert_equal "$(value cqrs_append.prom 'cqrs_events_appended_total{tool="cqrs-append"}')" 200
-	assert_equal "$(sqlite3 "$CQRS_STORE" 'SELECT count(*) FROM events')" 201
+	assert_equal "$(stored_count)" 201
 }
 
 @test "--metrics-dir wins over CQRS_METRICS_DIR; an empty one is a usage error" {
@@ -291,7 +294,7 @@ same_run_with_metrics_dir() {
 @test "a metrics directory that does not exist: one warning, the command as without" {
 	same_run_with_metrics_dir "$BATS_TEST_TMPDIR/missing"
 	assert_equal "$stderr" "cqrs-command: metrics: $BATS_TEST_TMPDIR/missing: No such file or directory (the run itself is not affected)"
-	assert_equal "$(sqlite3 "$CQRS_STORE" 'SELECT count(*) FROM processed_messages')" 1
+	assert_equal "$(store_query 'SELECT count(*) FROM processed_messages')" 1
 }
 
 @test "a metrics directory others may write is refused" {
@@ -473,6 +476,7 @@ workload() {
 }
 
 @test "promtool check metrics: every file passes, without a complaint" {
+	sqlite_only "its workload runs cqrs-saga, which needs the SQLite store today (cqrs-postgres(7))"
 	command -v promtool >/dev/null || fail "promtool not found (Debian package prometheus)"
 	workload
 	for f in cqrs_command cqrs_append cqrs_saga cqrs_query cqrs_project; do
@@ -488,6 +492,7 @@ free_port() {
 }
 
 @test "node_exporter's textfile collector serves the files, with no scrape error" {
+	sqlite_only "its workload runs cqrs-saga, which needs the SQLite store today (cqrs-postgres(7))"
 	command -v prometheus-node-exporter >/dev/null ||
 		fail "prometheus-node-exporter not found (Debian package prometheus-node-exporter)"
 	workload
@@ -515,7 +520,7 @@ free_port() {
 	assert_equal "$(scraped 'cqrs_command_duration_seconds_count{result="rejected",type="CreateOrder"}')" 1
 	assert_equal "$(scraped 'cqrs_events_appended_total{tool="cqrs-append"}')" 1
 	assert_equal "$(scraped 'cqrs_query_duration_seconds_count{query="orders"}')" 1
-	k=$(sqlite3 "$CQRS_STORE" 'SELECT count(*) FROM events')
+	k=$(stored_count)
 	assert_equal "$(scraped 'cqrs_replay_events_total{projection="order_views"}')" "$k"
 	assert_equal "$(scraped 'cqrs_projection_event_lag_seconds_count{projection="order_views"}')" "$k"
 }

@@ -690,3 +690,207 @@ stocked_product() {
 	run cqrs-command create-order --customer c --item "$P:1:1.00" --currency USD --ship-to 'A,B,C,D,US'
 	assert_equal "$(jq -r '.events[0].data.order_number' <<<"$output")" "ORD-$(date -u +%Y)-000003"
 }
+
+# --- operations (issue 13): cqrs-backup and cqrs-health on PostgreSQL ----------
+
+# The head cqrs-read --verify reports for store $1, as SEQ:HASH.
+verified_head() {
+	local out
+	out=$(cqrs-read --verify -s "$1") || return 1
+	[[ $out =~ ^verified\ ([0-9]+)\ events,\ head\ ([0-9a-f]{64})$ ]] || return 1
+	echo "${BASH_REMATCH[1]}:${BASH_REMATCH[2]}"
+}
+
+# The rows of the tables both backends keep, in store $1, as sqlite3 prints them.
+portable_rows() {
+	local t q
+	for t in checkpoints counters processed_messages; do
+		q="SELECT * FROM $t ORDER BY 1"
+		echo "== $t"
+		if [[ $1 == postgresql:* ]]; then
+			pg_sql -c "SET search_path TO $(sed -E "s/.*cqrs.schema=([a-z0-9_]+).*/\1/" <<<"$1"); $q"
+		else
+			sqlite3 "$1" "$q"
+		fi
+	done
+}
+
+@test "copies SQLite -> PostgreSQL -> SQLite with cqrs-backup and with cqrs-read | cqrs-append keep every hash; --verify agrees both ways" {
+	gen_events 300 29 >in.ndjson
+	cqrs-append -q --store "$SQ" in.ndjson
+	sqlite3 "$SQ" "INSERT INTO counters VALUES ('order', 41);
+		INSERT INTO processed_messages VALUES ('cmd-1', 'cqrs-command', '{\"last\":3}', '2026-01-01T00:00:00.000000Z'),
+			('cmd-é', 'cqrs-command', NULL, '2026-01-02T00:00:00.000000Z');
+		INSERT INTO checkpoints VALUES ('saga:order', 290, '2026-01-03T00:00:00.000000Z')"
+	want=$(verified_head "$SQ")
+	cqrs-read --store "$SQ" >sqlite.ndjson
+	# NDJSON backups: SQLite -> PostgreSQL -> SQLite, each restore printing the head
+	cqrs-backup -f ndjson --store "$SQ" >sq.bak
+	run --separate-stderr cqrs-backup --restore sq.bak
+	assert_success
+	assert_output "$want"
+	assert_equal "$stderr" ""
+	cqrs-backup -f ndjson >pg.bak
+	assert_equal "$(head -n1 pg.bak | jq -c '[.cqrs_backup, .schema, .head]')" "[1,1,\"$want\"]"
+	assert_equal "$(tail -n1 pg.bak | jq -c '[.events, .rows]')" "[300,4]"
+	run --separate-stderr cqrs-backup --restore --store back.db pg.bak
+	assert_success
+	assert_output "$want"
+	# a SQLite file backup restored straight into PostgreSQL
+	cqrs-backup --store "$SQ" sq.db >/dev/null
+	run --separate-stderr cqrs-backup --restore --store "$(pg_store "${SCHEMA}_file")" sq.db
+	assert_success
+	assert_output "$want"
+	# and the copy by pipe, both ways
+	cqrs-read --store "$SQ" | cqrs-append -q --store "$(pg_store "${SCHEMA}_pipe")"
+	cqrs-read --store "$(pg_store "${SCHEMA}_pipe")" | cqrs-append -q --store piped.db
+	for s in "$PG" back.db "$(pg_store "${SCHEMA}_file")" "$(pg_store "${SCHEMA}_pipe")" piped.db; do
+		cqrs-read --store "$s" >copy.ndjson
+		cmp sqlite.ndjson copy.ndjson || fail "$s: not the same events"
+		assert_equal "$(verified_head "$s")" "$want"
+	done
+	for s in "$PG" back.db "$(pg_store "${SCHEMA}_file")"; do
+		assert_equal "$(portable_rows "$s")" "$(portable_rows "$SQ")"
+	done
+	assert_equal "$(portable_rows back.db | grep -c '^cmd-é|cqrs-command||')" 1
+}
+
+@test "cqrs-backup on PostgreSQL: signed, incremental --since, by the read-only role; the file copy 78, a store with events 73, a table it does not keep 78" {
+	pg_sql -c "CREATE ROLE writer_$SCHEMA LOGIN; CREATE ROLE reader_$SCHEMA LOGIN;
+		CREATE SCHEMA $SCHEMA AUTHORIZATION writer_$SCHEMA;
+		GRANT USAGE ON SCHEMA $SCHEMA TO reader_$SCHEMA;
+		ALTER DEFAULT PRIVILEGES FOR ROLE writer_$SCHEMA IN SCHEMA $SCHEMA
+		    GRANT SELECT ON TABLES TO reader_$SCHEMA"
+	writer="postgresql:user=writer_$SCHEMA options='-c cqrs.schema=$SCHEMA'"
+	reader="postgresql:user=reader_$SCHEMA options='-c cqrs.schema=$SCHEMA'"
+	gen_events 50 31 | cqrs-append -q --store "$writer"
+	cqrs-keygen owner.key >/dev/null
+	run --separate-stderr cqrs-backup -f ndjson --signing-key owner.key --store "$reader"
+	assert_success
+	echo "$output" >b0.ndjson
+	h0=$(tail -n1 b0.ndjson | jq -r .head)
+	assert_equal "$h0" "$(verified_head "$reader")"
+	assert_equal "$(tail -n1 b0.ndjson | jq -r '"\(.signed_head.sequence):\(.signed_head.hash)"')" "$h0"
+	gen_events 20 32 | cqrs-append -q --store "$writer"
+	run --separate-stderr cqrs-backup -f ndjson --signing-key owner.key --since "$h0" --store "$reader" b1.ndjson
+	assert_success
+	h1=$output
+	assert_equal "$h1" "$(verified_head "$reader")"
+	assert_equal "$(jq -r 'select(.sequence) | .sequence' b1.ndjson | head -n1)" 51
+	# full, then incremental, checked against the owner's key, into either backend
+	for target in "$(pg_store "${SCHEMA}_r")" r.db; do
+		run --separate-stderr cqrs-backup --restore --public-key owner.key.pub --store "$target" b0.ndjson
+		assert_success
+		assert_output "$h0"
+		run --separate-stderr cqrs-backup --restore --public-key owner.key.pub --store "$target" b1.ndjson
+		assert_success
+		assert_output "$h1"
+		assert_equal "$(cqrs-read --store "$target")" "$(cqrs-read --store "$reader")"
+	done
+	# an incremental backup needs its store: 66, and none is created
+	run --separate-stderr cqrs-backup --restore --store "$(pg_store "${SCHEMA}_none")" b1.ndjson
+	assert_failure 66
+	assert_regex "$stderr" "^cqrs-backup: postgresql:host=.* \(schema ${SCHEMA}_none\): no store in schema ${SCHEMA}_none"
+	assert_equal "$(pg_sql -c "SELECT count(*) FROM pg_namespace WHERE nspname = '${SCHEMA}_none'")" 0
+	# applied twice: the store went on (3), nothing restored
+	run --separate-stderr cqrs-backup --restore --store "$(pg_store "${SCHEMA}_r")" b1.ndjson
+	assert_failure 3
+	assert_regex "$stderr" "^cqrs-backup: postgresql:host=.* \(schema ${SCHEMA}_r\): the store went on to event 70 after the incremental backup's since \(50\); nothing was restored$"
+	# the SQLite file copy is SQLite's own: 78, before any connection
+	run --separate-stderr cqrs-backup --store "$reader" copy.db
+	assert_failure 78
+	assert_equal "$stderr" "cqrs-backup: a SQLite-file backup copies a SQLite store's file; back up a PostgreSQL store with -f ndjson (or pg_dump: cqrs-postgres(7))"
+	[ ! -e copy.db ]
+	# a restore never replaces a store with events: 73, nothing changed
+	run --separate-stderr cqrs-backup --restore --store "$writer" b0.ndjson
+	assert_failure 73
+	assert_regex "$stderr" "^cqrs-backup: postgresql:host=.* user=writer_$SCHEMA \(schema $SCHEMA\): a store with events is there; a restore never replaces one$"
+	assert_equal "$(verified_head "$reader")" "$h1"
+	# the read-only role may not restore: 77
+	run --separate-stderr cqrs-backup --restore --store "$(pg_store "${SCHEMA}_ro" | sed 's/^postgresql:/postgresql:user=reader_'"$SCHEMA"' /')" b0.ndjson
+	assert_failure 77
+	# erasure's tables stay behind (as in a copy by pipe), its keys said on stderr
+	cqrs-append -q --store "$SQ" "$FIXTURES/docs-store.ndjson"
+	cqrs-backup -f ndjson --store "$SQ" >docs.ndjson
+	run --separate-stderr cqrs-backup --restore --store "$(pg_store "${SCHEMA}_docs")" docs.ndjson
+	assert_success
+	assert_equal "$stderr" "cqrs-backup: docs.ndjson: $(grep -c '"table":"subject_keys"' docs.ndjson) erasure keys left out: the fields they encrypted stay encrypted in a PostgreSQL store (cqrs-postgres(7))"
+	assert_equal "$(cqrs-read --store "$(pg_store "${SCHEMA}_docs")")" "$(cqrs-read --store "$SQ")"
+	# rows of any other table it does not keep (a saga's): 78, nothing restored
+	sed '0,/"table":"personal_fields"/s//"table":"saga_breakers"/' docs.ndjson >saga.ndjson
+	run --separate-stderr cqrs-backup --restore --store "$(pg_store "${SCHEMA}_saga")" saga.ndjson
+	assert_failure 78
+	assert_equal "$stderr" "cqrs-backup: saga.ndjson:$(grep -n '"table":"saga_breakers"' saga.ndjson | cut -d: -f1): table saga_breakers: a PostgreSQL store keeps no such table; nothing was restored (cqrs-read | cqrs-append copies the events alone)"
+	assert_equal "$(pg_sql -c "SELECT count(*) FROM ${SCHEMA}_saga.events")" 0
+}
+
+@test "cqrs-health on PostgreSQL as the read-only role: what it checks there, each failure it sees, nothing changed" {
+	pg_sql -c "CREATE ROLE writer_$SCHEMA LOGIN; CREATE ROLE reader_$SCHEMA LOGIN;
+		CREATE SCHEMA $SCHEMA AUTHORIZATION writer_$SCHEMA;
+		GRANT USAGE ON SCHEMA $SCHEMA TO reader_$SCHEMA;
+		ALTER DEFAULT PRIVILEGES FOR ROLE writer_$SCHEMA IN SCHEMA $SCHEMA
+		    GRANT SELECT ON TABLES TO reader_$SCHEMA"
+	writer="postgresql:user=writer_$SCHEMA options='-c cqrs.schema=$SCHEMA'"
+	reader="postgresql:user=reader_$SCHEMA options='-c cqrs.schema=$SCHEMA'"
+	cqrs-append -q --store "$writer" "$FIXTURES/orders.envelopes"
+	cqrs-project --store "$reader" --views views.db
+	before=$(pg_sql -c "SELECT count(*), max(sequence) FROM $SCHEMA.events")
+	run --separate-stderr cqrs-health --store "$reader" --views views.db
+	assert_success
+	assert_equal "$stderr" ""
+	line() { jq -c --arg c "$1" 'select(.check == $c)' <<<"$output"; }
+	assert_equal "$(jq -r 'select(.status != "ok") | .check' <<<"$output")" ""
+	assert_equal "$(line store)" '{"check":"store","status":"ok","figure":1,"unit":"schema","detail":"schema 1"}'
+	assert_equal "$(line integrity)" '{"check":"integrity","status":"ok","figure":0,"unit":"problems","detail":"tables, triggers and sequences: ok"}'
+	assert_equal "$(line chain)" '{"check":"chain","status":"ok","figure":7,"unit":"events","detail":"verified 7 events; no witness: the server keeps its history"}'
+	assert_equal "$(line views)" '{"check":"views","status":"ok","figure":4,"unit":"projections","detail":"4 projections"}'
+	assert_equal "$(line sagas_stuck)" '{"check":"sagas_stuck","status":"ok","figure":null,"unit":"sagas","warning":1,"critical":null,"detail":"not applicable: the store keeps no saga tables"}'
+	assert_equal "$(line wal)" '{"check":"wal","status":"ok","figure":null,"unit":"bytes","warning":67108864,"critical":536870912,"detail":"not applicable: the PostgreSQL server keeps its write-ahead log"}'
+	# the free disk is the views' alone
+	assert_regex "$(line disk | jq -r .detail)" "^[0-9]+ bytes free in \.$"
+	# the gauges: the schema's and the database's sizes, no write-ahead log
+	mkdir -m 700 tf
+	cqrs-health --store "$reader" --views views.db --textfile tf >/dev/null
+	promtool check metrics <tf/cqrs_health.prom
+	assert_equal "$(grep -c '^cqrs_store_wal_size_bytes' tf/cqrs_health.prom)" 0
+	size=$(pg_sql -c "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = '$SCHEMA' AND c.relkind IN ('r', 'm')")
+	assert_equal "$(grep '^cqrs_store_size_bytes ' tf/cqrs_health.prom)" "cqrs_store_size_bytes $size"
+	assert_regex "$(grep '^cqrs_store_database_size_bytes ' tf/cqrs_health.prom)" '^cqrs_store_database_size_bytes [1-9][0-9]+$'
+	assert_equal "$(grep '^cqrs_store_events ' tf/cqrs_health.prom)" "cqrs_store_events 7"
+	assert_equal "$(pg_sql -c "SELECT count(*), max(sequence) FROM $SCHEMA.events")" "$before"
+	# the append-only triggers disabled: critical (2)
+	pg_sql -c "ALTER TABLE $SCHEMA.events DISABLE TRIGGER events_no_truncate"
+	run --separate-stderr cqrs-health --store "$reader" --views views.db
+	assert_failure 2
+	assert_equal "$(line integrity)" '{"check":"integrity","status":"critical","figure":1,"unit":"problems","detail":"tables, triggers and sequences: the triggers that keep events append-only are missing or disabled"}'
+	# a row deleted behind the tools' back: the sequences and the chain see it
+	pg_sql -c "SET search_path TO $SCHEMA; ALTER TABLE events DISABLE TRIGGER USER; DELETE FROM events WHERE sequence = 3; ALTER TABLE events ENABLE TRIGGER USER"
+	run --separate-stderr cqrs-health --store "$reader" --views views.db
+	assert_failure 2
+	assert_equal "$(line integrity | jq -r .detail)" "tables, triggers and sequences: 6 events, but their sequences run from 1 to 7: rows are missing"
+	assert_equal "$(line chain | jq -r .status)" critical
+	# saga tables there, but sagas this release cannot read on PostgreSQL: unknown, not critical
+	pg_sql -c "CREATE TABLE $SCHEMA.saga_instances (saga_id text); GRANT SELECT ON $SCHEMA.saga_instances TO reader_$SCHEMA"
+	run --separate-stderr cqrs-health --store "$reader" --views views.db
+	# (when the saga tables come to PostgreSQL, cqrs_saga_facts reads them)
+	assert_equal "$(line sagas_stuck)" '{"check":"sagas_stuck","status":"unknown","figure":null,"unit":"sagas","warning":1,"critical":null,"detail":"not applicable: sagas need the embedded SQLite store"}'
+	# the server unreachable: the store is critical (2), every check that needs it unknown
+	run --separate-stderr cqrs-health --store "postgresql:host=$BATS_TEST_TMPDIR/nowhere" --views views.db
+	assert_failure 2
+	assert_regex "$(line store)" '^\{"check":"store","status":"critical","figure":null,"unit":"schema","detail":"postgresql:host=.*/nowhere: cannot reach the server: .*\}$'
+	assert_equal "$(jq -r 'select(.status == "unknown") | .check' <<<"$output" | wc -l)" 11
+}
+
+@test "pg_dump of the store's schema, restored elsewhere, verifies as the store did: the chain lives in the rows" {
+	gen_events 120 37 | cqrs-append -q
+	want=$(cqrs-read --verify)
+	pg_sql -c "CREATE DATABASE dump_$SCHEMA"
+	pg_dump -n "$SCHEMA" -f dump.sql postgres
+	pg_sql -d "dump_$SCHEMA" -f dump.sql >/dev/null
+	copy="postgresql:dbname=dump_$SCHEMA options='-c cqrs.schema=$SCHEMA'"
+	assert_equal "$(cqrs-read --store "$copy" --verify)" "$want"
+	assert_equal "$(cqrs-read --store "$copy")" "$(cqrs-read)"
+	# and the copy takes appends where the store left off, chained
+	ev "$A" | cqrs-append -q --store "$copy"
+	assert_regex "$(cqrs-read --store "$copy" --verify)" '^verified 121 events, head [0-9a-f]{64}$'
+}

@@ -3,7 +3,10 @@
  * opens, its schema, SQLite's quick_check, the hash chain against the
  * witness), the views (lag, parked events), the sagas (stuck, failed,
  * compensation failed), the circuit breakers, the write-ahead log and the
- * free disk.  Each check gets a status in the monitoring plugins'
+ * free disk.  On a PostgreSQL store (issue 13) the integrity check is the
+ * tables check of cqrs_pg_facts, the write-ahead log is the server's (not
+ * applicable), and the free disk is the views' alone: the server's disk is
+ * its own.  Each check gets a status in the monitoring plugins'
  * convention (0 ok, 1 warning, 2 critical, 3 unknown) and one figure; the
  * report is NDJSON, a table, or Prometheus gauges for node_exporter.
  *
@@ -326,10 +329,16 @@ static void check_store_file(cqrs_health *h, cqrs_store *st)
 	c = &h->checks[C_INTEGRITY];
 	c->judged = true;
 	c->figure = h->facts.problems;
+	const char *how = h->facts.server ? "tables, triggers and sequences" : "quick_check";
 	if (h->facts.problems > 0)
-		set(c, CQRS_HEALTH_CRITICAL, "quick_check: %s", h->facts.integrity);
+		set(c, CQRS_HEALTH_CRITICAL, "%s: %s", how, h->facts.integrity);
 	else
-		set(c, CQRS_HEALTH_OK, "quick_check: ok");
+		set(c, CQRS_HEALTH_OK, "%s: ok", how);
+	if (h->facts.server) {
+		set(&h->checks[C_WAL], CQRS_HEALTH_OK,
+		    "not applicable: the PostgreSQL server keeps its write-ahead log");
+		return;
+	}
 	judge(h, &h->checks[C_WAL], h->facts.wal_bytes);
 	snprintf(h->checks[C_WAL].detail, sizeof h->checks[C_WAL].detail,
 		 "write-ahead log %" PRId64 " bytes", h->facts.wal_bytes);
@@ -351,6 +360,14 @@ static void check_chain(cqrs_health *h, cqrs_store *st, const char *store_path)
 	c->figure = v.checked;
 	if (v.bad != 0) {
 		set(c, CQRS_HEALTH_CRITICAL, "sequence %" PRId64 ": %s", v.bad, v.why);
+		return;
+	}
+	if (cqrs_store_on_server(store_path)) {
+		h->chain_ok = true;
+		set(c, CQRS_HEALTH_OK,
+		    "verified %" PRId64 " events; no witness: the server keeps "
+		    "its history",
+		    v.checked);
 		return;
 	}
 	char wpath[PATH_MAX + 16];
@@ -465,12 +482,24 @@ static void each_breaker(void *arg, const struct cqrs_saga_breaker *b)
 		h->nbreakers++;
 }
 
-static void check_sagas(cqrs_health *h, cqrs_store *st)
+/* The saga checks read the counts by status through cqrs_saga_facts
+ * alone.  A store with no saga tables (a PostgreSQL store before its
+ * sagas) has no saga to be stuck: ok, with no figure; one whose sagas
+ * this release cannot read there is unknown, not critical. */
+static void check_sagas(cqrs_health *h, cqrs_store *st, const char *store_path)
 {
 	cqrs_error e = { 0 };
-	if (cqrs_saga_facts(st, h->limits.stuck_after_us, each_saga, each_breaker, h, &e) < 0) {
+	if (h->facts.no_saga_tables) {
 		for (int i = C_STUCK; i <= C_BREAKERS; i++)
-			set(&h->checks[i], status_of_error(&e), "%s", e.msg);
+			set(&h->checks[i], CQRS_HEALTH_OK,
+			    "not applicable: the store keeps no saga tables");
+		return;
+	}
+	if (cqrs_saga_facts(st, h->limits.stuck_after_us, each_saga, each_breaker, h, &e) < 0) {
+		bool elsewhere = cqrs_store_on_server(store_path) && e.code == CQRS_EXIT_CONFIG;
+		for (int i = C_STUCK; i <= C_BREAKERS; i++)
+			set(&h->checks[i], elsewhere ? CQRS_HEALTH_UNKNOWN : status_of_error(&e),
+			    "%s%s", elsewhere ? "not applicable: " : "", e.msg);
 		return;
 	}
 	int64_t stuck = 0, failed = 0, open = 0;
@@ -512,6 +541,9 @@ static void check_disk(cqrs_health *h, const char *store_path, const char *views
 	int64_t least = -1;
 	const char *where = NULL;
 	for (int i = 0; i < 2; i++) {
+		/* a store on a server: its disk is the server's to watch */
+		if (i == 0 && cqrs_store_on_server(store_path))
+			continue;
 		char copy[PATH_MAX];
 		snprintf(copy, sizeof copy, "%s", paths[i]);
 		const char *dir = dirname(copy);
@@ -548,7 +580,10 @@ cqrs_health *cqrs_health_run(const char *store_path, const char *views_path,
 	cqrs_error e = { 0 };
 	cqrs_store *st = cqrs_store_open(store_path, CQRS_OPEN_READ, &e);
 	if (st == NULL) {
-		set(&h->checks[C_STORE], status_of_error(&e), "%s", e.msg);
+		/* a server that cannot be reached (75) is what monitoring is for */
+		bool down = cqrs_store_on_server(store_path) && e.code == CQRS_EXIT_TEMPFAIL;
+		set(&h->checks[C_STORE], down ? CQRS_HEALTH_CRITICAL : status_of_error(&e), "%s",
+		    e.msg);
 		static const int after[] = { C_INTEGRITY,    C_CHAIN,	 C_VIEWS, C_LAG_EVENTS,
 					     C_LAG_SECONDS,  C_PARKED,	 C_STUCK, C_FAILED,
 					     C_COMPENSATION, C_BREAKERS, C_WAL };
@@ -559,7 +594,7 @@ cqrs_health *cqrs_health_run(const char *store_path, const char *views_path,
 		check_store_file(h, st);
 		check_chain(h, st, store_path);
 		check_views(h, st, views_path);
-		check_sagas(h, st);
+		check_sagas(h, st, store_path);
 		cqrs_store_close(st);
 	}
 	check_disk(h, store_path, views_path);
@@ -670,7 +705,15 @@ static void gauge(struct cqrs_strbuf *b, const char *name, const char *help)
 
 static void store_gauges(struct cqrs_strbuf *b, const cqrs_health *h)
 {
-	if (h->checks[C_STORE].judged) {
+	if (h->checks[C_STORE].judged && h->facts.server) {
+		gauge(b, "cqrs_store_size_bytes",
+		      "Size of the event store's main file (PostgreSQL: its schema's tables).");
+		cqrs_strbuf_printf(b, "cqrs_store_size_bytes %" PRId64 "\n", h->facts.size_bytes);
+		gauge(b, "cqrs_store_database_size_bytes",
+		      "Size of the PostgreSQL database the store is in.");
+		cqrs_strbuf_printf(b, "cqrs_store_database_size_bytes %" PRId64 "\n",
+				   h->facts.database_bytes);
+	} else if (h->checks[C_STORE].judged) {
 		gauge(b, "cqrs_store_size_bytes", "Size of the event store's main file.");
 		cqrs_strbuf_printf(b, "cqrs_store_size_bytes %" PRId64 "\n", h->facts.size_bytes);
 		gauge(b, "cqrs_store_wal_size_bytes", "Size of the store's write-ahead log.");

@@ -10,6 +10,12 @@
  * temporary file beside the target, is checked (the hash chain, and that
  * the other tables name only events the copy holds), made durable and
  * renamed into place; a failure leaves nothing behind.
+ *
+ * A PostgreSQL store (issue 13) has the NDJSON form alone: its events read
+ * in one REPEATABLE READ transaction, and the rows of the tables both
+ * backends keep (CQRS_PORTABLE_TABLES); its restore is one transaction
+ * into a store with no events.  Backups go between the backends both ways,
+ * every hash kept.
  */
 #include "config.h"
 
@@ -262,6 +268,10 @@ static int check_store(cqrs_store *st, const char *path, struct cqrs_head *head,
 				 (long long)v.bad, v.why);
 	head->sequence = v.checked;
 	memcpy(head->hash, v.hash, CQRS_HASH_LEN);
+	/* a PostgreSQL store: its copy is one transaction's, and the rows it
+	 * keeps name no event but by checkpoint */
+	if (cqrs_pg_is(st))
+		return 0;
 	return check_tables(cqrs_sqlite_handle(st), path, head->sequence, err);
 }
 
@@ -516,6 +526,89 @@ static int sign_head(cqrs_store *st, const struct cqrs_head *head, const cqrs_si
 	return 0;
 }
 
+/* --- the NDJSON form of a PostgreSQL store (issue 13) ---------------------- */
+
+struct pg_rows {
+	FILE *out;
+	const char *table;
+	int64_t *rows;
+	struct cqrs_strbuf b;
+};
+
+/* One row of a portable table as put_value writes a SQLite row. */
+static int put_pg_row(void *arg, int n, const char *const *names, const char *const *values,
+		      const bool *numeric, cqrs_error *err)
+{
+	struct pg_rows *pr = arg;
+	struct cqrs_strbuf *b = &pr->b;
+	cqrs_strbuf_reset(b);
+	cqrs_strbuf_puts(b, "{\"table\":");
+	cqrs_strbuf_json_string(b, pr->table, strlen(pr->table));
+	cqrs_strbuf_puts(b, ",\"row\":{");
+	for (int i = 0; i < n; i++) {
+		cqrs_strbuf_puts(b, i ? "," : "");
+		cqrs_strbuf_json_string(b, names[i], strlen(names[i]));
+		cqrs_strbuf_putc(b, ':');
+		size_t len = values[i] != NULL ? strlen(values[i]) : 0;
+		if (values[i] == NULL)
+			cqrs_strbuf_puts(b, "null");
+		else if (numeric[i])
+			cqrs_strbuf_puts(b, values[i]);
+		else if (cqrs_utf8_valid_prefix(values[i], len) == len)
+			cqrs_strbuf_json_string(b, values[i], len);
+		else
+			put_hex(b, "text_hex", (const unsigned char *)values[i], len);
+	}
+	cqrs_strbuf_puts(b, "}}\n");
+	if (put(pr->out, b, err) < 0)
+		return -1;
+	(*pr->rows)++;
+	return 0;
+}
+
+static int write_pg_tables(cqrs_store *st, FILE *out, int64_t *rows, cqrs_error *err)
+{
+	static const char *const tables[] = { CQRS_PORTABLE_TABLES };
+	struct pg_rows pr = { .out = out, .rows = rows };
+	int rc = 0;
+	for (size_t i = 0; rc == 0 && i < sizeof tables / sizeof *tables; i++) {
+		pr.table = tables[i];
+		rc = cqrs_pg_table_rows(st, tables[i], put_pg_row, &pr, err);
+	}
+	cqrs_strbuf_free(&pr.b);
+	return rc;
+}
+
+/* One moment of the store for the whole backup: SQLite's read
+ * transaction, PostgreSQL's REPEATABLE READ one. */
+static int read_moment(cqrs_store *st, const char *path, bool begin, cqrs_error *err)
+{
+	if (cqrs_pg_is(st))
+		return cqrs_pg_read_moment(st, begin, err);
+	sqlite3 *db = cqrs_sqlite_handle(st);
+	int rc = sqlite3_exec(db, begin ? "BEGIN" : "COMMIT", NULL, NULL, NULL);
+	return rc == SQLITE_OK || !begin ? 0 : db_fail(db, rc, path, "cannot read the store", err);
+}
+
+/* The store's schema version, for the header: SQLite's from the file
+ * itself (no quick_check for that), PostgreSQL's from its facts. */
+static int store_schema(cqrs_store *st)
+{
+	if (cqrs_pg_is(st)) {
+		struct cqrs_store_facts f;
+		cqrs_error ignored = { 0 };
+		return cqrs_pg_facts(st, &f, &ignored) == 0 ? f.schema : 0;
+	}
+	sqlite3_stmt *q;
+	int schema = 0;
+	if (sqlite3_prepare_v2(cqrs_sqlite_handle(st), "PRAGMA user_version", -1, &q, NULL) ==
+		    SQLITE_OK &&
+	    sqlite3_step(q) == SQLITE_ROW)
+		schema = sqlite3_column_int(q, 0);
+	sqlite3_finalize(q);
+	return schema;
+}
+
 /* Header, events after since, every other table, trailer: all read in one
  * read transaction, so at one state of the store. */
 static int write_ndjson(cqrs_store *st, const char *path, const struct cqrs_head *since,
@@ -523,27 +616,19 @@ static int write_ndjson(cqrs_store *st, const char *path, const struct cqrs_head
 			cqrs_error *err)
 {
 	sqlite3 *db = cqrs_sqlite_handle(st);
-	if (db == NULL)
-		return cqrs_fail(err, CQRS_EXIT_CONFIG, "a backup needs the embedded SQLite store");
-	int rc = sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
-	if (rc != SQLITE_OK)
-		return db_fail(db, rc, path, "cannot read the store", err);
+	if (read_moment(st, path, true, err) < 0)
+		return -1;
 	int64_t events = 0, rows = 0;
 	struct cqrs_strbuf b = { 0 };
 	int r = cqrs_store_head(st, &head->sequence, head->hash, err);
 	if (r == 0 && since->sequence > 0)
-		r = cqrs_store_expect(st, path, since->sequence, since->hash, "--since", err);
+		r = cqrs_store_expect(st, cqrs_pg_is(st) ? cqrs_pg_name(st) : path, since->sequence,
+				      since->hash, "--since", err);
 	if (r == 0) {
 		char now[CQRS_TIMESTAMP_LEN + 1];
 		cqrs_timestamp_now(now);
-		/* the schema from the file itself: no quick_check for that */
-		sqlite3_stmt *q;
-		int schema = 0;
-		if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &q, NULL) == SQLITE_OK &&
-		    sqlite3_step(q) == SQLITE_ROW)
-			schema = sqlite3_column_int(q, 0);
-		sqlite3_finalize(q);
-		cqrs_strbuf_printf(&b, "{\"cqrs_backup\":%d,\"schema\":%d", FORMAT_VERSION, schema);
+		cqrs_strbuf_printf(&b, "{\"cqrs_backup\":%d,\"schema\":%d", FORMAT_VERSION,
+				   store_schema(st));
 		if (since->sequence > 0)
 			head_json(&b, "since", since);
 		head_json(&b, "head", head);
@@ -553,7 +638,8 @@ static int write_ndjson(cqrs_store *st, const char *path, const struct cqrs_head
 	if (r == 0)
 		r = write_events(st, since, head, out, &events, err);
 	if (r == 0)
-		r = write_tables(db, path, out, &rows, err);
+		r = db != NULL ? write_tables(db, path, out, &rows, err)
+			       : write_pg_tables(st, out, &rows, err);
 	if (r == 0) {
 		cqrs_strbuf_reset(&b);
 		cqrs_strbuf_printf(&b, "{\"cqrs_backup_end\":%d,\"events\":%lld,\"rows\":%lld",
@@ -567,7 +653,7 @@ static int write_ndjson(cqrs_store *st, const char *path, const struct cqrs_head
 			r = put(out, &b, err);
 	}
 	cqrs_strbuf_free(&b);
-	sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+	read_moment(st, path, false, NULL);
 	return r < 0 ? -1 : 0;
 }
 
@@ -637,11 +723,16 @@ int cqrs_backup(const char *store_path, const char *target, FILE *out,
 		return cqrs_fail(err, CQRS_EXIT_USAGE,
 				 "a SQLite backup is a whole file: it needs a target file and "
 				 "takes no --since");
+	/* the file copy is SQLite's own: refused before any connection */
+	if (opt.format == CQRS_BACKUP_SQLITE && cqrs_store_on_server(store_path))
+		return cqrs_fail(err, CQRS_EXIT_CONFIG,
+				 "a SQLite-file backup copies a SQLite store's file; back up a "
+				 "PostgreSQL store with -f ndjson (or pg_dump: cqrs-postgres(7))");
 	cqrs_store *st = cqrs_store_open(store_path, CQRS_OPEN_READ, err);
 	if (st == NULL)
 		return -1;
 	int rc;
-	if (cqrs_sqlite_handle(st) == NULL)
+	if (cqrs_sqlite_handle(st) == NULL && !cqrs_pg_is(st))
 		rc = cqrs_fail(err, CQRS_EXIT_CONFIG, "a backup needs the embedded SQLite store");
 	else if (target != NULL)
 		rc = backup_to_file(st, store_path, target, &opt, head, err);
@@ -662,7 +753,8 @@ struct restore {
 	struct cqrs_head since, head, at; /* from the header; where the store is */
 	bool incremental;
 	int64_t events, rows;
-	sqlite3_stmt *insert; /* the last table's insert, reused while its keys are */
+	int64_t keys_left_out; /* erasure keys a PostgreSQL store does not keep */
+	sqlite3_stmt *insert;  /* the last table's insert, reused while its keys are */
 	char insert_keys[2048];
 };
 
@@ -874,6 +966,106 @@ static int prepare_insert(struct restore *r, const char *table, const char *row,
 	return rc;
 }
 
+/* One value of a row for a PostgreSQL store, as text in *out (NULL: SQL
+ * NULL; the caller frees it): 0, or -1 when it is none a backup holds or
+ * none a PostgreSQL store keeps. */
+static int pg_value(const char *v, size_t vn, char **out)
+{
+	*out = NULL;
+	if (vn == 4 && memcmp(v, "null", 4) == 0)
+		return 0;
+	if (*v == '-' || (*v >= '0' && *v <= '9')) {
+		if ((*out = malloc(vn + 1)) == NULL)
+			return -1;
+		memcpy(*out, v, vn);
+		(*out)[vn] = '\0';
+		return 0;
+	}
+	size_t pos = 0;
+	cqrs_json_member m;
+	const char *s = v;
+	size_t n = vn;
+	bool hex = false;
+	if (*v == '{') {
+		/* text a SQLite store kept as bytes that are not UTF-8 */
+		if (cqrs_json_next_member(v, vn, &pos, &m) != 1 || m.key_len != 8 ||
+		    memcmp(m.key, "text_hex", 8) != 0 || m.value_len < 2 || *m.value != '"')
+			return -1;
+		s = m.value + 1, n = m.value_len - 2, hex = true;
+	} else if (*v != '"')
+		return -1;
+	char *buf = malloc(n + 1);
+	long got = -1;
+	if (buf != NULL && hex && hex_value(s, n, (unsigned char *)buf) == 0)
+		got = (long)(n / 2);
+	else if (buf != NULL && !hex)
+		got = cqrs_json_string(v, vn, buf, n + 1);
+	if (got < 0 || memchr(buf, '\0', (size_t)got) != NULL) {
+		free(buf);
+		return -1;
+	}
+	buf[got] = '\0';
+	*out = buf;
+	return 0;
+}
+
+/* A row for a PostgreSQL store: a portable table's, inserted; a snapshot
+ * (a cache, built again at the next load) and erasure's declarations and
+ * keys (erasure is SQLite's alone, cqrs-postgres(7): fields the SQLite
+ * store encrypted stay so, as in a copy by cqrs-read | cqrs-append) left
+ * out, the keys counted for the warning; any other table's refused, so that
+ * nothing else a restore would lose is lost. */
+static int restore_pg_row(struct restore *r, const char *table, const char *row, size_t rn,
+			  cqrs_error *err)
+{
+	static const char *const tables[] = { CQRS_PORTABLE_TABLES };
+	size_t t = 0;
+	while (t < sizeof tables / sizeof *tables && strcmp(tables[t], table) != 0)
+		t++;
+	static const char *const left_out[] = { "snapshots", "personal_fields", "subject_keys",
+						"aggregate_subjects" };
+	for (size_t i = 0; i < sizeof left_out / sizeof *left_out; i++)
+		if (strcmp(table, left_out[i]) == 0) {
+			r->rows++;
+			r->keys_left_out += strcmp(table, "subject_keys") == 0;
+			return 0;
+		}
+	if (t == sizeof tables / sizeof *tables)
+		return bad_line(r, err, CQRS_EXIT_CONFIG,
+				"table %s: a PostgreSQL store keeps no such table; nothing was "
+				"restored (cqrs-read | cqrs-append copies the events alone)",
+				table);
+	char names[4][64];
+	const char *name_p[4];
+	char *values[4] = { NULL };
+	int n = 0, rc = 0;
+	size_t pos = 0;
+	cqrs_json_member m;
+	while (rc == 0 && cqrs_json_next_member(row, rn, &pos, &m) == 1) {
+		if (n == 4 || !plain_name(m.key, m.key_len))
+			rc = bad_line(r, err, CQRS_EXIT_DATAERR, "table %s: a column it has not",
+				      table);
+		else if (pg_value(m.value, m.value_len, &values[n]) < 0)
+			rc = bad_line(r, err, CQRS_EXIT_DATAERR,
+				      "column %.*s: not a value a PostgreSQL store keeps",
+				      (int)m.key_len, m.key);
+		else {
+			snprintf(names[n], sizeof names[n], "%.*s", (int)m.key_len, m.key);
+			name_p[n] = names[n];
+			n++;
+		}
+	}
+	cqrs_error e = { 0 };
+	if (rc == 0 &&
+	    cqrs_pg_insert_row(r->st, table, n, name_p, (const char *const *)values, &e) < 0)
+		rc = bad_line(r, err, e.code, "%s", e.msg);
+	for (int i = 0; i < 4; i++)
+		free(values[i]);
+	if (rc == 0)
+		r->rows++;
+	return rc;
+}
+
 static int restore_row(struct restore *r, const char *line, size_t len, cqrs_error *err)
 {
 	const char *v, *row;
@@ -882,6 +1074,15 @@ static int restore_row(struct restore *r, const char *line, size_t len, cqrs_err
 	long tn = cqrs_json_get(line, len, "table", &v, &vn)
 			  ? cqrs_json_string(v, vn, table, sizeof table)
 			  : -1;
+	if (r->db == NULL) {
+		if (tn < 0 || !plain_name(table, (size_t)tn))
+			return bad_line(r, err, CQRS_EXIT_DATAERR,
+					"not a table of the store: '%.*s'",
+					(int)(vn > 64 ? 64 : vn), v);
+		if (!cqrs_json_get(line, len, "row", &row, &rn) || *row != '{')
+			return bad_line(r, err, CQRS_EXIT_DATAERR, "a table line without its row");
+		return restore_pg_row(r, table, row, rn, err);
+	}
 	if (tn < 0 || !plain_name(table, (size_t)tn) || strcmp(table, "events") == 0 ||
 	    strncmp(table, "sqlite_", 7) == 0 || cqrs_archive_table(table) ||
 	    sqlite3_table_column_metadata(r->db, "main", table, NULL, NULL, NULL, NULL, NULL,
@@ -1012,6 +1213,8 @@ static int restore_lines(struct restore *r, cqrs_error *err)
 static int check_since(struct restore *r, const char *store_path, cqrs_error *err)
 {
 	struct cqrs_head now;
+	if (cqrs_pg_is(r->st))
+		store_path = cqrs_pg_name(r->st);
 	if (cqrs_store_expect(r->st, store_path, r->since.sequence, r->since.hash,
 			      "the incremental backup's since", err) < 0 ||
 	    cqrs_store_head(r->st, &now.sequence, now.hash, err) < 0)
@@ -1028,6 +1231,13 @@ static int check_since(struct restore *r, const char *store_path, cqrs_error *er
 /* Empties every table but the events: the backup brings them whole. */
 static int clear_tables(struct restore *r, cqrs_error *err)
 {
+	if (r->db == NULL) {
+		static const char *const tables[] = { CQRS_PORTABLE_TABLES };
+		for (size_t i = 0; i < sizeof tables / sizeof *tables; i++)
+			if (cqrs_pg_clear_table(r->st, tables[i], err) < 0)
+				return -1;
+		return 0;
+	}
 	sqlite3_stmt *q;
 	int rc = sqlite3_prepare_v2(r->db, STATE_TABLES, -1, &q, NULL);
 	if (rc != SQLITE_OK)
@@ -1061,10 +1271,28 @@ static int to_single_file(const char *path, cqrs_error *err)
 	return rc == SQLITE_OK ? 0 : -1;
 }
 
-static int restore_ndjson(const char *backup, const char *store_path, const cqrs_public_key *pub,
-			  struct cqrs_head *head, cqrs_error *err)
+/* A restore into a PostgreSQL store goes into one with no events: it
+ * never replaces one (as on SQLite, where the file must not exist). */
+static int check_no_events(struct restore *r, cqrs_error *err)
 {
-	struct restore r = { .label = backup != NULL ? backup : "stdin", .pub = pub };
+	struct cqrs_head now;
+	if (cqrs_store_head(r->st, &now.sequence, now.hash, err) < 0)
+		return -1;
+	if (now.sequence > 0)
+		return cqrs_fail(err, CQRS_EXIT_CANTCREAT,
+				 "%s: a store with events is there; a restore never replaces one",
+				 cqrs_pg_name(r->st));
+	return 0;
+}
+
+static int restore_ndjson(const char *backup, const char *label, const char *store_path,
+			  const cqrs_public_key *pub, struct cqrs_head *head, cqrs_error *err)
+{
+	struct restore r = { .label = label != NULL    ? label
+				      : backup != NULL ? backup
+						       : "stdin",
+			     .pub = pub };
+	bool server = cqrs_store_on_server(store_path);
 	struct place p = { .have_temp = false };
 	char *const paths[1] = { (char *)backup };
 	r.in = cqrs_input_open(paths, backup != NULL ? 1 : 0);
@@ -1073,13 +1301,22 @@ static int restore_ndjson(const char *backup, const char *store_path, const cqrs
 	int rc = -1;
 	if (read_header(&r, err) < 0)
 		goto out;
+	/* an incremental backup needs its store: a PostgreSQL one is looked
+	 * for as a reader, which creates nothing (66 when it is not there) */
+	cqrs_store *probe =
+		r.incremental && server ? cqrs_store_open(store_path, CQRS_OPEN_READ, err) : NULL;
+	if (r.incremental && server && probe == NULL)
+		goto out;
+	cqrs_store_close(probe);
 	if (r.incremental) {
-		if (!exists(store_path)) {
+		if (!server && !exists(store_path)) {
 			cqrs_fail(err, CQRS_EXIT_NOINPUT,
 				  "%s: no such store to apply an incremental backup to",
 				  store_path);
 			goto out;
 		}
+		r.st = cqrs_store_open(store_path, CQRS_OPEN_WRITE, err);
+	} else if (server) {
 		r.st = cqrs_store_open(store_path, CQRS_OPEN_WRITE, err);
 	} else if (prepare_target(&p, store_path, false, true, err) == 0) {
 		r.st = cqrs_store_open(p.temp, CQRS_OPEN_WRITE, err);
@@ -1091,8 +1328,10 @@ static int restore_ndjson(const char *backup, const char *store_path, const cqrs
 		goto out;
 	r.db = cqrs_sqlite_handle(r.st);
 	if (cqrs_store_begin(r.st, err) < 0 ||
-	    (r.incremental && check_since(&r, store_path, err) < 0) || clear_tables(&r, err) < 0 ||
-	    restore_lines(&r, err) < 0 || check_store(r.st, r.label, head, err) < 0) {
+	    (r.incremental && check_since(&r, store_path, err) < 0) ||
+	    (server && !r.incremental && check_no_events(&r, err) < 0) ||
+	    clear_tables(&r, err) < 0 || restore_lines(&r, err) < 0 ||
+	    check_store(r.st, r.label, head, err) < 0) {
 		cqrs_store_rollback(r.st);
 		goto out;
 	}
@@ -1102,7 +1341,13 @@ static int restore_ndjson(const char *backup, const char *store_path, const cqrs
 		goto out;
 	cqrs_store_close(r.st);
 	r.st = NULL;
-	if (r.incremental) {
+	if (r.keys_left_out > 0)
+		cqrs_warn(
+			"%s: %lld erasure keys left out: the fields they encrypted stay encrypted "
+			"in a PostgreSQL store (cqrs-postgres(7))",
+			r.label, (long long)r.keys_left_out);
+	/* a PostgreSQL store has no file to put in place, nor a witness */
+	if (r.incremental || server) {
 		rc = 0;
 		goto out;
 	}
@@ -1164,6 +1409,45 @@ out:
 	return rc;
 }
 
+/* A SQLite-file backup into a PostgreSQL store: its NDJSON form, made in
+ * a private temporary file, restored as any NDJSON backup is. */
+static int restore_file_to_server(const char *backup, const char *store_path,
+				  const cqrs_public_key *pub, struct cqrs_head *head,
+				  cqrs_error *err)
+{
+	const char *tmpdir = getenv("TMPDIR");
+	char temp[PATH_MAX];
+	snprintf(temp, sizeof temp, "%s/cqrs-restore.XXXXXX",
+		 tmpdir != NULL && *tmpdir == '/' ? tmpdir : "/tmp");
+	cqrs_store *src = cqrs_trust_path(backup, true, err) == 0
+				  ? cqrs_store_open(backup, CQRS_OPEN_READ, err)
+				  : NULL;
+	if (src == NULL)
+		return -1;
+	int fd = mkstemp(temp); /* 0600 */
+	FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+	if (f == NULL) {
+		if (fd >= 0) {
+			close(fd);
+			unlink(temp);
+		}
+		cqrs_store_close(src);
+		return cqrs_fail(err, CQRS_EXIT_CANTCREAT, "%s: %s", temp, strerror(errno));
+	}
+	static const struct cqrs_head none;
+	struct cqrs_head end;
+	int rc = write_ndjson(src, backup, &none, NULL, f, &end, err);
+	if (fclose(f) != 0 && rc == 0)
+		rc = cqrs_fail(err, CQRS_EXIT_IOERR, "%s: %s", temp, strerror(errno));
+	if (rc == 0 && pub != NULL)
+		rc = check_file_signed(backup, backup, pub, &end, err);
+	cqrs_store_close(src);
+	if (rc == 0)
+		rc = restore_ndjson(temp, backup, store_path, NULL, head, err);
+	unlink(temp);
+	return rc;
+}
+
 int cqrs_restore(const char *backup, const char *store_path, struct cqrs_head *head,
 		 cqrs_error *err)
 {
@@ -1176,7 +1460,7 @@ int cqrs_restore_signed(const char *backup, const char *store_path, const cqrs_p
 	if (backup != NULL && strcmp(backup, "-") == 0)
 		backup = NULL;
 	if (backup == NULL)
-		return restore_ndjson(NULL, store_path, pub, head, err);
+		return restore_ndjson(NULL, NULL, store_path, pub, head, err);
 	int fd = open(backup, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return cqrs_fail(err,
@@ -1188,6 +1472,8 @@ int cqrs_restore_signed(const char *backup, const char *store_path, const cqrs_p
 	ssize_t n = read(fd, magic, sizeof magic);
 	close(fd);
 	if (n == (ssize_t)sizeof magic && memcmp(magic, SQLITE_MAGIC, sizeof magic) == 0)
-		return restore_file(backup, store_path, pub, head, err);
-	return restore_ndjson(backup, store_path, pub, head, err);
+		return cqrs_store_on_server(store_path)
+			       ? restore_file_to_server(backup, store_path, pub, head, err)
+			       : restore_file(backup, store_path, pub, head, err);
+	return restore_ndjson(backup, NULL, store_path, pub, head, err);
 }

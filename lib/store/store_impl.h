@@ -203,4 +203,34 @@ cqrs_store *cqrs_pg_open(const char *path, enum cqrs_open_mode mode, cqrs_error 
  * for saga_store.c, whose tables share the store's transactions. */
 struct sqlite3 *cqrs_sqlite_handle(cqrs_store *st);
 
+/* --- operations on a PostgreSQL store (issue 13: cqrs-health, cqrs-backup)
+ * store_pg.c.  cqrs_pg_is says whether st is one; the others expect one. */
+bool cqrs_pg_is(const cqrs_store *st);
+/* The store as messages name it: host, database, user, schema; never a
+ * password. */
+const char *cqrs_pg_name(const cqrs_store *st);
+/* What cqrs-health judges: schema version, the tables and the append-only
+ * triggers there, sequences 1..count, sizes.  0, or -1 with *err. */
+int cqrs_pg_facts(cqrs_store *st, struct cqrs_store_facts *f, cqrs_error *err);
+/* A read-only transaction over one moment of the store (REPEATABLE READ),
+ * which the store's cursors then read in: begin true starts it, false
+ * ends it.  0, or -1 with *err. */
+int cqrs_pg_read_moment(cqrs_store *st, bool begin, cqrs_error *err);
+/* The tables both backends keep with the same columns, which a backup
+ * carries across: their rows go between the backends as text. */
+#define CQRS_PORTABLE_TABLES "checkpoints", "counters", "processed_messages"
+/* Each row of table (a portable one) in its key's order: row(arg, n,
+ * names, values, numeric) with values[i] NULL for SQL NULL and numeric[i]
+ * true for an integer column; a row that returns -1 stops it.  0, or -1
+ * with *err. */
+typedef int (*cqrs_pg_row_fn)(void *arg, int n, const char *const *names, const char *const *values,
+			      const bool *numeric, cqrs_error *err);
+int cqrs_pg_table_rows(cqrs_store *st, const char *table, cqrs_pg_row_fn row, void *arg,
+		       cqrs_error *err);
+/* In the open write transaction: empties table, or inserts one row of it
+ * (values as text, NULL for SQL NULL).  0, or -1 with *err. */
+int cqrs_pg_clear_table(cqrs_store *st, const char *table, cqrs_error *err);
+int cqrs_pg_insert_row(cqrs_store *st, const char *table, int n, const char *const *names,
+		       const char *const *values, cqrs_error *err);
+
 #endif

@@ -1438,3 +1438,234 @@ static const struct cqrs_store_ops pg_ops = {
 	.verify_read = pg_verify_read,
 	.verify_row = pg_verify_row,
 };
+
+/* --- operations: cqrs-health and cqrs-backup (issue 13) ------------------ */
+
+bool cqrs_pg_is(const cqrs_store *st)
+{
+	return st != NULL && st->ops == &pg_ops;
+}
+
+/* One row of text from sql (parameter $1: the schema's name): 0 with r
+ * kept for the caller to clear, or -1 with *err. */
+static PGresult *facts_row(struct pg_store *s, const char *sql, cqrs_error *err)
+{
+	const char *name[1] = { s->schema };
+	static const Oid t[1] = { OID_TEXT };
+	PGresult *r = query(s, sql, strstr(sql, "$1") != NULL ? 1 : 0, t, name,
+			    "cannot check the store", err);
+	if (r != NULL && s->pq->ntuples(r) != 1) {
+		s->pq->clear(r);
+		cqrs_fail(err, CQRS_EXIT_SOFTWARE, "%s: cannot check the store: no row", s->name);
+		return NULL;
+	}
+	return r;
+}
+
+/* A finding: the first one is kept in f->integrity. */
+static void finding(struct cqrs_store_facts *f, const char *fmt, ...) CQRS_PRINTF(2, 3);
+static void finding(struct cqrs_store_facts *f, const char *fmt, ...)
+{
+	if (f->problems++ > 0)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(f->integrity, sizeof f->integrity, fmt, ap);
+	va_end(ap);
+}
+
+/* What an operator checks cheaply in place of SQLite's quick_check: the
+ * store's tables are there, the triggers that keep events append-only are
+ * there and enabled, and the sequences run 1..count with no row missing
+ * (one index-only pass over the primary key).  Only reads: the read-only
+ * role of cqrs-postgres(7) may run it. */
+int cqrs_pg_facts(cqrs_store *st, struct cqrs_store_facts *f, cqrs_error *err)
+{
+	memset(f, 0, sizeof *f);
+	if (!cqrs_pg_is(st))
+		return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "not a PostgreSQL store");
+	struct pg_store *s = (struct pg_store *)st;
+	const struct cqrs_pq *pq = s->pq;
+	f->server = true;
+	f->schema_current = PG_SCHEMA_VERSION;
+	int64_t v = stored_schema_version(s, err);
+	if (v < 0)
+		return -1;
+	f->schema = (int)v;
+	static const char *const tables[] = { "store_info",	    "events",	"snapshots",
+					      "processed_messages", "counters", "checkpoints" };
+	for (size_t i = 0; i < sizeof tables / sizeof *tables; i++) {
+		const char *name[1] = { tables[i] };
+		static const Oid t[1] = { OID_TEXT };
+		PGresult *r = query(s, "SELECT to_regclass(quote_ident($1)) IS NOT NULL", 1, t,
+				    name, "cannot check the store", err);
+		if (r == NULL)
+			return -1;
+		bool there = strcmp(pq->getvalue(r, 0, 0), "t") == 0;
+		pq->clear(r);
+		if (!there)
+			finding(f, "table %s is missing", tables[i]);
+	}
+	if (f->problems > 0) {
+		f->events = -1;
+		return 0;
+	}
+	PGresult *r = facts_row(s,
+				"SELECT count(*) FROM pg_trigger WHERE tgrelid = 'events'::regclass"
+				" AND tgname IN ('events_no_change', 'events_no_truncate')"
+				" AND tgenabled <> 'D'",
+				err);
+	if (r == NULL)
+		return -1;
+	if (int_at(pq, r, 0, 0) != 2)
+		finding(f, "the triggers that keep events append-only are missing or disabled");
+	pq->clear(r);
+	r = facts_row(s,
+		      "SELECT count(*), coalesce(min(sequence), 0), coalesce(max(sequence), 0),"
+		      " to_regclass('saga_instances') IS NULL,"
+		      " (SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class AS c"
+		      "  JOIN pg_namespace AS n ON n.oid = c.relnamespace"
+		      "  WHERE n.nspname = $1 AND c.relkind IN ('r', 'm')),"
+		      " pg_database_size(current_database())"
+		      " FROM events",
+		      err);
+	if (r == NULL)
+		return -1;
+	int64_t count = int_at(pq, r, 0, 0), first = int_at(pq, r, 0, 1),
+		last = int_at(pq, r, 0, 2);
+	f->no_saga_tables = strcmp(pq->getvalue(r, 0, 3), "t") == 0;
+	f->size_bytes = int_at(pq, r, 0, 4);
+	f->database_bytes = int_at(pq, r, 0, 5);
+	pq->clear(r);
+	f->events = count;
+	if (count > 0 && (first != 1 || last != count))
+		finding(f,
+			"%lld events, but their sequences run from %lld to %lld: rows are missing",
+			(long long)count, (long long)first, (long long)last);
+	if (f->problems == 0)
+		snprintf(f->integrity, sizeof f->integrity, "ok");
+	return 0;
+}
+
+int cqrs_pg_read_moment(cqrs_store *st, bool begin, cqrs_error *err)
+{
+	struct pg_store *s = (struct pg_store *)st;
+	if (!begin) {
+		cqrs_error ignored = { 0 };
+		s->in_txn = false;
+		return exec_command(s, "COMMIT", "cannot read the store", err ? err : &ignored);
+	}
+	if (exec_command(s, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+			 "cannot read the store", err) < 0)
+		return -1;
+	s->in_txn = true;
+	return 0;
+}
+
+/* The portable tables by name, with their columns (the first is the
+ * key) as both backends have them: no other name reaches SQL. */
+static const struct portable_table {
+	const char *table;
+	int n;
+	const char *columns[4];
+	bool numeric[4];
+} portable[] = {
+	{ "checkpoints", 3, { "name", "sequence", "updated_at" }, { false, true, false } },
+	{ "counters", 2, { "name", "value" }, { false, true } },
+	{ "processed_messages",
+	  4,
+	  { "message_id", "handler", "result", "processed_at" },
+	  { false, false, false, false } },
+};
+
+static const struct portable_table *portable_named(const char *table)
+{
+	for (size_t i = 0; i < sizeof portable / sizeof *portable; i++)
+		if (strcmp(portable[i].table, table) == 0)
+			return &portable[i];
+	return NULL;
+}
+
+int cqrs_pg_table_rows(cqrs_store *st, const char *table, cqrs_pg_row_fn row, void *arg,
+		       cqrs_error *err)
+{
+	struct pg_store *s = (struct pg_store *)st;
+	const struct cqrs_pq *pq = s->pq;
+	const struct portable_table *p = portable_named(table);
+	if (p == NULL)
+		return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "%s: not a portable table", table);
+	struct cqrs_strbuf sql = { 0 };
+	cqrs_strbuf_puts(&sql, "SELECT ");
+	for (int c = 0; c < p->n; c++)
+		cqrs_strbuf_printf(&sql, "%s%s", c ? ", " : "", p->columns[c]);
+	cqrs_strbuf_printf(&sql, " FROM %s ORDER BY %s", p->table, p->columns[0]);
+	PGresult *r = sql.oom ? NULL
+			      : query(s, cqrs_strbuf_str(&sql), 0, NULL, NULL,
+				      "cannot read the store", err);
+	if (sql.oom)
+		cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+	cqrs_strbuf_free(&sql);
+	if (r == NULL)
+		return -1;
+	int rc = 0;
+	const char *values[4];
+	for (int i = 0; rc == 0 && i < pq->ntuples(r); i++) {
+		for (int c = 0; c < p->n; c++)
+			values[c] = pq->getisnull(r, i, c) ? NULL : pq->getvalue(r, i, c);
+		rc = row(arg, p->n, p->columns, values, p->numeric, err);
+	}
+	pq->clear(r);
+	return rc;
+}
+
+int cqrs_pg_clear_table(cqrs_store *st, const char *table, cqrs_error *err)
+{
+	struct pg_store *s = (struct pg_store *)st;
+	if (portable_named(table) == NULL)
+		return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "%s: not a portable table", table);
+	char sql[160];
+	snprintf(sql, sizeof sql, "DELETE FROM %s", table);
+	return exec_command(s, sql, "cannot restore", err);
+}
+
+int cqrs_pg_insert_row(cqrs_store *st, const char *table, int n, const char *const *names,
+		       const char *const *values, cqrs_error *err)
+{
+	struct pg_store *s = (struct pg_store *)st;
+	const struct portable_table *p = portable_named(table);
+	if (p == NULL)
+		return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "%s: not a portable table", table);
+	for (int i = 0; i < n; i++) {
+		int c = 0;
+		while (c < p->n && strcmp(p->columns[c], names[i]) != 0)
+			c++;
+		if (c == p->n)
+			return cqrs_fail(err, CQRS_EXIT_DATAERR, "table %s has no column %s", table,
+					 names[i]);
+	}
+	struct cqrs_strbuf sql = { 0 };
+	cqrs_strbuf_printf(&sql, "INSERT INTO %s (", table);
+	for (int i = 0; i < n; i++) {
+		char *ident = s->pq->escape_identifier(s->conn, names[i], strlen(names[i]));
+		if (ident == NULL) {
+			cqrs_strbuf_free(&sql);
+			return pg_fail(s, NULL, "cannot restore a row", err);
+		}
+		cqrs_strbuf_printf(&sql, "%s%s", i ? "," : "", ident);
+		s->pq->freemem(ident);
+	}
+	cqrs_strbuf_puts(&sql, ") VALUES (");
+	for (int i = 1; i <= n; i++)
+		cqrs_strbuf_printf(&sql, "%s$%d", i > 1 ? "," : "", i);
+	cqrs_strbuf_putc(&sql, ')');
+	int rc = sql.oom ? cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory")
+			 : command(s, cqrs_strbuf_str(&sql), n, NULL, values,
+				   "cannot restore a row", err);
+	cqrs_strbuf_free(&sql);
+	return rc;
+}
+
+const char *cqrs_pg_name(const cqrs_store *st)
+{
+	return ((const struct pg_store *)st)->name;
+}

@@ -1399,6 +1399,9 @@ struct sqlite3 *cqrs_sqlite_handle(cqrs_store *st)
  * before a query trips over it. */
 int cqrs_store_facts(cqrs_store *st, struct cqrs_store_facts *f, cqrs_error *err)
 {
+	/* issue 13: a PostgreSQL store's facts are its own */
+	if (cqrs_pg_is(st))
+		return cqrs_pg_facts(st, f, err);
 	memset(f, 0, sizeof *f);
 	if (st == NULL || st->ops != &sqlite_ops)
 		return cqrs_fail(err, CQRS_EXIT_CONFIG,
