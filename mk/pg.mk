@@ -14,6 +14,8 @@ BENCH_SECTIONS += tests/bench/postgres.sh
 # tests that hold for SQLite alone say so with sqlite_only and a reason.
 PG_MATRIX_SUITES = tests/append.bats tests/read.bats tests/command.bats \
 	tests/command-concurrency.bats tests/project.bats
+# sagas (issue 13, sagas on PostgreSQL)
+PG_MATRIX_SUITES += tests/saga.bats tests/saga-lifecycle.bats
 check-postgres:
 	$(MAKE) $(AM_MAKEFLAGS) check TESTS='$(PG_MATRIX_SUITES)' CQRS_TEST_BACKEND=postgres
 .PHONY: check-postgres

@@ -493,7 +493,7 @@ cqrs-append: nothing was stored"
 	assert_output 0
 	ev "$A" | cqrs-append -q
 	run pg_sql -c "SELECT string_agg(table_name, ' ' ORDER BY table_name) FROM information_schema.tables WHERE table_schema = '$SCHEMA'"
-	assert_output 'checkpoints counters event_log events processed_messages snapshots store_info'
+	assert_output 'checkpoints counters event_log events processed_messages saga_breakers saga_instances snapshots store_info'
 }
 
 # --- cqrs-command: optimistic concurrency for real ----------------------------

@@ -598,7 +598,7 @@ static int ensure_schema(struct pg_store *s, cqrs_error *err)
 	for (int64_t v = ver; v < PG_SCHEMA_VERSION; v++)
 		if (exec_command(s, migrations[v], "cannot create the store", err) < 0)
 			goto fail;
-	if (PG_SCHEMA_VERSION > 1 && ver < PG_SCHEMA_VERSION && ver > 0) {
+	if (PG_SCHEMA_VERSION > 1 && ver < PG_SCHEMA_VERSION) {
 		snprintf(sql, sizeof sql, "UPDATE store_info SET schema_version = %d",
 			 PG_SCHEMA_VERSION);
 		if (exec_command(s, sql, "cannot create the store", err) < 0)
