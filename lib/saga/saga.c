@@ -2110,6 +2110,9 @@ int cqrs_saga_run(cqrs_saga_runner *r, int64_t *next_due, cqrs_error *err)
 			break;
 	}
 	tick(r);
+	/* resting instances are anyone's (runners sharing a PostgreSQL store) */
+	if (saga_db_release(r->db, err) < 0)
+		return -1;
 	if (next_due != NULL) {
 		int64_t t = saga_db_next_due(r->db, r->now, err);
 		if (t < 0)

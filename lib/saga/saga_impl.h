@@ -152,6 +152,9 @@ void saga_db_close(struct saga_db *db);
  * leased to it for lease_us; 0 with a SQLite store, where one runner
  * holds the lock file instead. */
 int saga_db_set_lease(struct saga_db *db, int64_t lease_us, cqrs_error *err);
+/* Outside a transaction: gives up every lease this runner holds (at the
+ * end of a run, so that a runner that stops or rests holds nothing). */
+int saga_db_release(struct saga_db *db, cqrs_error *err);
 /* Inside the caller's transaction: 1 inserted, 0 that event already
  * started one, -1 error. */
 int saga_db_insert(struct saga_db *db, struct saga_inst *in, cqrs_error *err);
@@ -227,6 +230,7 @@ void saga_db_read_end(struct saga_db *db);
 struct saga_db_ops {
 	void (*close)(struct saga_db *db);
 	int (*set_lease)(struct saga_db *db, int64_t lease_us, cqrs_error *err);
+	int (*release)(struct saga_db *db, cqrs_error *err);
 	int (*insert)(struct saga_db *db, struct saga_inst *in, cqrs_error *err);
 	int (*update)(struct saga_db *db, struct saga_inst *in, cqrs_error *err);
 	int (*load)(struct saga_db *db, const char *id, struct saga_inst *in, cqrs_error *err);

@@ -69,6 +69,11 @@ int saga_db_set_lease(struct saga_db *db, int64_t lease_us, cqrs_error *err)
 	return db->ops->set_lease(db, lease_us, err);
 }
 
+int saga_db_release(struct saga_db *db, cqrs_error *err)
+{
+	return db->ops->release(db, err);
+}
+
 int saga_db_insert(struct saga_db *db, struct saga_inst *in, cqrs_error *err)
 {
 	return db->ops->insert(db, in, err);

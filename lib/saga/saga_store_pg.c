@@ -50,6 +50,8 @@ static const struct saga_db_ops pg_saga_ops;
 
 /* A lease this runner may take: none, its own, or one that ran out. */
 #define LEASE_FREE "(lease_owner IS NULL OR lease_owner = $2 OR lease_until <= clock_timestamp())"
+/* Only an instance with work left is held: a finished one needs no runner. */
+#define ACTIVE "status IN ('RUNNING', 'COMPENSATING')"
 #define TAKE_LEASE                                                                                 \
 	"lease_owner = $2, lease_until = clock_timestamp() + $3::bigint * interval '1 "            \
 	"microsecond'"
@@ -120,6 +122,16 @@ static int pg_set_lease(struct saga_db *base, int64_t lease_us, cqrs_error *err)
 	snprintf(db->lease_us, sizeof db->lease_us, "%lld",
 		 (long long)(lease_us > 0 ? lease_us : DEFAULT_LEASE_US));
 	return 0;
+}
+
+static int pg_release(struct saga_db *base, cqrs_error *err)
+{
+	struct pg_saga_db *db = (struct pg_saga_db *)base;
+	const char *v[1] = { db->owner };
+	return command(db,
+		       "UPDATE saga_instances SET lease_owner = NULL, lease_until = NULL"
+		       " WHERE lease_owner = $1",
+		       1, v, err);
 }
 
 /* --- values ----------------------------------------------------------------------------------- */
@@ -217,7 +229,7 @@ static int pg_load_rowid(struct saga_db *base, int64_t rowid, struct saga_inst *
 	const char *v[3] = { id, db->owner, db->lease_us };
 	return load_one(db,
 			"UPDATE saga_instances SET " TAKE_LEASE " WHERE rowid = (SELECT rowid FROM"
-			" saga_instances WHERE rowid = $1::bigint AND " LEASE_FREE
+			" saga_instances WHERE rowid = $1::bigint AND " ACTIVE " AND " LEASE_FREE
 			" FOR UPDATE SKIP LOCKED) RETURNING " COLS,
 			3, v, false, in, err);
 }
@@ -230,7 +242,8 @@ static int pg_reload(struct saga_db *base, struct saga_inst *in, cqrs_error *err
 	const char *v[3] = { id, db->owner, db->lease_us };
 	return load_one(db,
 			"UPDATE saga_instances SET " TAKE_LEASE
-			" WHERE rowid = $1::bigint AND " LEASE_FREE " RETURNING " COLS,
+			" WHERE rowid = $1::bigint AND " ACTIVE " AND " LEASE_FREE
+			" RETURNING " COLS,
 			3, v, false, in, err);
 }
 
@@ -569,6 +582,7 @@ static void pg_read_end(struct saga_db *base)
 static const struct saga_db_ops pg_saga_ops = {
 	.close = pg_close,
 	.set_lease = pg_set_lease,
+	.release = pg_release,
 	.insert = pg_insert,
 	.update = pg_update,
 	.load = pg_load,

@@ -116,7 +116,14 @@ struct saga_db *saga_db_sqlite_open(cqrs_store *st, cqrs_error *err)
 	return &db->base;
 }
 
-/* One runner at a time (the lock file): nothing to lease. */
+/* One runner at a time (the lock file): nothing to lease or release. */
+static int sq_release(struct saga_db *db, cqrs_error *err)
+{
+	(void)db;
+	(void)err;
+	return 0;
+}
+
 static int sq_set_lease(struct saga_db *db, int64_t lease_us, cqrs_error *err)
 {
 	(void)db;
@@ -532,6 +539,7 @@ static void sq_read_end(struct saga_db *base)
 static const struct saga_db_ops sqlite_saga_ops = {
 	.close = sq_close,
 	.set_lease = sq_set_lease,
+	.release = sq_release,
 	.insert = sq_insert,
 	.update = sq_update,
 	.load = sq_load,
