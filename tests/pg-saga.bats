@@ -155,6 +155,7 @@ check_exactly_once() {
 	jobs 2 "$n"
 	eventually completed "$n" || fail "only $(store_query "SELECT count(*) FROM saga_instances WHERE status = 'COMPLETED'") of $n sagas completed"
 	stop_runners
+	assert_equal "$(cat runners.err)" ""
 	check_exactly_once "$n"
 	# more than one runner ran steps
 	[ "$(awk '{ print $4 }' "$RUNS_LOG" | sort -u | wc -l)" -ge 2 ] || fail "one runner did all the work"
@@ -210,6 +211,7 @@ mid_step() {
 	[ "$k" -ge 2 ] || fail "only $k runners were caught mid-step"
 	eventually completed "$n" || fail "only $(store_query "SELECT count(*) FROM saga_instances WHERE status = 'COMPLETED'") of $n sagas completed"
 	stop_runners
+	assert_equal "$(cat runners.err)" ""
 	check_exactly_once "$n" "$killed"
 	# a killed runner's instance was run again by another (its lease ran out)
 	run awk '$1 == "start" { s[$2 " " $3]++ } END { for (k in s) if (s[k] == 2) n++; print n + 0 }' "$RUNS_LOG"
