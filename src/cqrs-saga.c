@@ -159,10 +159,9 @@ static int wait_for_work(cqrs_store *st, int64_t next_due, cqrs_error *err)
 static int run(cqrs_store *st, cqrs_saga_def **defs, size_t ndefs, int64_t batch, bool verbose,
 	       bool follow, int64_t lease_us)
 {
-	struct cqrs_saga_options opt = { .batch = batch,
-					 .verbose = verbose,
-					 .should_stop = stopping,
-					 .lease_us = lease_us };
+	struct cqrs_saga_options opt = {
+		.batch = batch, .verbose = verbose, .should_stop = stopping, .lease_us = lease_us
+	};
 	cqrs_error err = { 0 };
 	cqrs_saga_runner *r = cqrs_saga_runner_new(st, defs, ndefs, &opt, &err);
 	if (r == NULL)
@@ -367,8 +366,8 @@ static void set_option(struct opts *o, int ch)
 	case 'l':
 		o->lease_us = cqrs_saga_duration_parse(optarg);
 		if (o->lease_us <= 0)
-			cqrs_die(CQRS_EXIT_USAGE, "--lease needs a duration such as 90s or 10m: '%s'",
-				 optarg);
+			cqrs_die(CQRS_EXIT_USAGE,
+				 "--lease needs a duration such as 90s or 10m: '%s'", optarg);
 		break;
 	}
 }
@@ -535,7 +534,7 @@ static const struct {
 	const char *name, *opts;
 	int (*fn)(const struct opts *o);
 } commands[] = {
-	{ "run", "vFwbfsSLMUl", cmd_run },  { "status", "mksL", cmd_status },
+	{ "run", "vFwbfsSLMUl", cmd_run }, { "status", "mksL", cmd_status },
 	{ "show", "msL", cmd_show_retry }, { "dot", "fTosL", cmd_dot },
 	{ "retry", "sL", cmd_show_retry }, { "check", "fL", cmd_check },
 };

@@ -203,8 +203,8 @@ int saga_db_breaker_put(struct saga_db *db, const char *name, const struct break
  * stuck_before (RFC 3339) is stuck. */
 struct saga_type_counts {
 	const char *saga_type;
-	int64_t total, running, compensating, completed, failed, compensated,
-		compensation_failed, left_to_person, cancelled, stuck;
+	int64_t total, running, compensating, completed, failed, compensated, compensation_failed,
+		left_to_person, cancelled, stuck;
 };
 struct saga_attention {
 	const char *saga_id, *saga_type, *status, *updated_at, *next_attempt_at, *last_error;
@@ -237,10 +237,8 @@ struct saga_db_ops {
 	int (*reload)(struct saga_db *db, struct saga_inst *in, cqrs_error *err);
 	int (*candidates)(struct saga_db *db, int64_t after_rowid, int64_t now, int64_t limit,
 			  int64_t *rowids, size_t *n, cqrs_error *err);
-	int (*load_rowid)(struct saga_db *db, int64_t rowid, struct saga_inst *in,
-			  cqrs_error *err);
-	int (*checkpoint_get)(struct saga_db *db, const char *name, int64_t *seq,
-			      cqrs_error *err);
+	int (*load_rowid)(struct saga_db *db, int64_t rowid, struct saga_inst *in, cqrs_error *err);
+	int (*checkpoint_get)(struct saga_db *db, const char *name, int64_t *seq, cqrs_error *err);
 	int (*load_start)(struct saga_db *db, const char *type, int64_t start_sequence,
 			  struct saga_inst *in, cqrs_error *err);
 	int (*set_checkpoint)(struct saga_db *db, const char *name, int64_t seq, int64_t now,

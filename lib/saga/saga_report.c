@@ -63,8 +63,8 @@ static void print_counts(void *arg, const struct saga_type_counts *c)
 		(long long)c->failed, (long long)c->compensated, (long long)c->compensation_failed);
 	/* the lifecycle's outcomes, when there are any (issue 8) */
 	if (c->left_to_person > 0 || c->cancelled > 0)
-		fprintf(out, ", left to a person %lld, cancelled %lld", (long long)c->left_to_person,
-			(long long)c->cancelled);
+		fprintf(out, ", left to a person %lld, cancelled %lld",
+			(long long)c->left_to_person, (long long)c->cancelled);
 	fputs(")\n", out);
 	if (finished > 0)
 		fprintf(out, "  completion rate %.1f%% (%lld of %lld finished)\n", rate,
