@@ -218,6 +218,34 @@ mid_step() {
 	[ "$output" -ge 1 ] || fail "no step was taken over from a killed runner"
 }
 
+@test "a cancellation of a saga another runner is in a step of waits for that step, and no runner fails" {
+	# job.yaml, cancelled by JobCancelled on the job
+	sed -i 's/^steps:$/cancel_on:\n  event_type: JobCancelled\n  aggregate_type: Job\nsteps:/' job.yaml
+	jobs 1 1
+	export STEP_SECONDS=0.5
+	follower
+	started() { grep -q '^start' "$RUNS_LOG"; }
+	eventually started || fail "the step never started"
+	printf '{"aggregate_id":"%s","aggregate_type":"Job","event_type":"JobCancelled","data":{"reason":"no longer needed"}}\n' \
+		"$(printf '00000000-0000-4000-8000-%012d' 1)" | cqrs-append -q
+	# a second runner meanwhile finds the instance leased: it leaves the
+	# cancellation for later, and exits 0
+	run --separate-stderr cqrs-saga run -f job.yaml
+	assert_success
+	assert_equal "$stderr" ""
+	cancelled() {
+		[ "$(store_query "SELECT status || ' ' || coalesce(outcome, '') FROM saga_instances")" = "FAILED cancelled" ]
+	}
+	eventually cancelled || fail "not cancelled: $(store_query "SELECT status, outcome FROM saga_instances")"
+	stop_runners
+	assert_equal "$(cat runners.err)" ""
+	# the step that was running when the cancellation came ran once, and
+	# so did any step after it
+	run bash -c "grep '^start' '$RUNS_LOG' | cut -d' ' -f2,3 | sort | uniq -d"
+	assert_output ""
+	assert_equal "$(cqrs-read -e JobStepDone | wc -l)" "$(grep -c '^end' "$RUNS_LOG")"
+}
+
 @test "--lease no longer than a step's timeout is refused (64), and so is a malformed one" {
 	jobs 1 1
 	run --separate-stderr cqrs-saga run -f job.yaml --lease 1s

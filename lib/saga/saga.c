@@ -1795,7 +1795,8 @@ static int cancel_init(struct cqrs_saga_runner *r, const cqrs_saga_def *d, cqrs_
 	return commit(r, err);
 }
 
-/* The instance that the starting event of aggregate id started: 1, 0, -1 */
+/* The instance that the starting event of aggregate id started: 1, 0,
+ * SAGA_HELD_ELSEWHERE (another runner is in a step of it), -1 */
 static int instance_of(struct cqrs_saga_runner *r, const cqrs_saga_def *d, const uint8_t *id,
 		       struct saga_inst *in, cqrs_error *err)
 {
@@ -1883,18 +1884,28 @@ static int cancel_scan(struct cqrs_saga_runner *r, const cqrs_saga_def *d, cqrs_
 		cqrs_cursor_close(c);
 		if (got < 0)
 			goto fail;
-		for (int64_t i = 0; i < n; i++) {
+		bool later = false;
+		int64_t i;
+		for (i = 0; i < n; i++) {
 			struct saga_inst *in = &r->inst;
 			got = instance_of(r, d, cs[i].aggregate_id, in, err);
 			if (got < 0 || (got == 1 && cancel_instance(r, in, &cs[i], err) < 0))
 				goto fail;
+			if (got == SAGA_HELD_ELSEWHERE) {
+				/* another runner is in the middle of a step of it: this
+				 * cancellation and those after it wait for the next pass
+				 * (its step's events, or its lease running out, wake a
+				 * follower) */
+				later = true;
+				break;
+			}
 		}
-		int64_t last = n < batch ? upto : cs[n - 1].sequence;
-		if (saga_db_set_checkpoint(r->db, cp, last, r->now, err) < 0)
+		int64_t last = later ? cs[i].sequence - 1 : n < batch ? upto : cs[n - 1].sequence;
+		if (last > after && saga_db_set_checkpoint(r->db, cp, last, r->now, err) < 0)
 			goto fail;
 		if (commit(r, err) < 0)
 			goto out;
-		if (n < batch)
+		if (n < batch || later)
 			break;
 	}
 	rc = 0;

@@ -180,7 +180,10 @@ int saga_db_load_rowid(struct saga_db *db, int64_t rowid, struct saga_inst *in, 
 int64_t saga_db_checkpoint(struct saga_db *db, const char *name, cqrs_error *err);
 /* 1 with *seq when the checkpoint exists, 0 when not, -1 error (locked too) */
 int saga_db_checkpoint_get(struct saga_db *db, const char *name, int64_t *seq, cqrs_error *err);
-/* The instance of type that the event at start_sequence started: 1, 0, -1 */
+/* The instance of type that the event at start_sequence started, held
+ * (as saga_db_load_rowid): 1, 0 none, SAGA_HELD_ELSEWHERE when another
+ * runner holds it now (try later), -1 error */
+#define SAGA_HELD_ELSEWHERE 2
 int saga_db_load_start(struct saga_db *db, const char *type, int64_t start_sequence,
 		       struct saga_inst *in, cqrs_error *err);
 int saga_db_set_checkpoint(struct saga_db *db, const char *name, int64_t seq, int64_t now,

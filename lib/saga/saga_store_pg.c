@@ -254,10 +254,25 @@ static int pg_load_start(struct saga_db *base, const char *type, int64_t start_s
 	char seq[24];
 	snprintf(seq, sizeof seq, "%lld", (long long)start_sequence);
 	const char *v[2] = { type, seq };
-	return load_one(db,
-			"SELECT " COLS " FROM saga_instances WHERE saga_type = $1 AND"
-			" start_sequence = $2::bigint",
-			2, v, false, in, err);
+	int found = load_one(db,
+			     "SELECT " COLS " FROM saga_instances WHERE saga_type = $1 AND"
+			     " start_sequence = $2::bigint",
+			     2, v, false, in, err);
+	if (found <= 0)
+		return found;
+	/* held, finished or not (a cancellation undoes a completed one), but
+	 * never waited for: the runner whose transaction holds the row may
+	 * be waiting for the append lock this transaction holds */
+	char id[24];
+	snprintf(id, sizeof id, "%lld", (long long)in->rowid);
+	const char *h[3] = { id, db->owner, db->lease_us };
+	int held =
+		load_one(db,
+			 "UPDATE saga_instances SET " TAKE_LEASE " WHERE rowid = (SELECT rowid FROM"
+			 " saga_instances WHERE rowid = $1::bigint AND " LEASE_FREE
+			 " FOR UPDATE SKIP LOCKED) RETURNING " COLS,
+			 3, h, false, in, err);
+	return held == 0 ? SAGA_HELD_ELSEWHERE : held;
 }
 
 /* What an insert and an update both write: $1-$10 of either statement. */
@@ -288,7 +303,7 @@ static void bind_instance(struct inst_params *p, const struct saga_inst *in)
 static int pg_insert(struct saga_db *base, struct saga_inst *in, cqrs_error *err)
 {
 	struct pg_saga_db *db = (struct pg_saga_db *)base;
-	struct inst_params p;
+	struct inst_params p = { .extra = "" };
 	bind_instance(&p, in);
 	snprintf(p.extra, sizeof p.extra, "%lld", (long long)in->start_sequence);
 	p.v[10] = in->type;
@@ -317,7 +332,7 @@ static int pg_insert(struct saga_db *base, struct saga_inst *in, cqrs_error *err
 static int pg_update(struct saga_db *base, struct saga_inst *in, cqrs_error *err)
 {
 	struct pg_saga_db *db = (struct pg_saga_db *)base;
-	struct inst_params p;
+	struct inst_params p = { .extra = "" };
 	bind_instance(&p, in);
 	snprintf(p.extra, sizeof p.extra, "%lld", (long long)in->revision);
 	p.v[10] = p.extra;
