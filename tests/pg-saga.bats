@@ -246,6 +246,35 @@ mid_step() {
 	assert_equal "$(cqrs-read -e JobStepDone | wc -l)" "$(grep -c '^end' "$RUNS_LOG")"
 }
 
+@test "the role split: the writer role runs sagas; the reader role sees them and cannot run them (77)" {
+	# what cqrs-postgres(7) tells the administrator to run
+	local schema=roles$BATS_TEST_NUMBER id
+	pg_sql -c "CREATE ROLE w_$schema LOGIN; CREATE ROLE r_$schema LOGIN;
+		CREATE SCHEMA $schema AUTHORIZATION w_$schema;
+		GRANT USAGE ON SCHEMA $schema TO r_$schema;
+		ALTER DEFAULT PRIVILEGES FOR ROLE w_$schema IN SCHEMA $schema
+		    GRANT SELECT ON TABLES TO r_$schema"
+	export CQRS_STORE="postgresql:user=w_$schema options='-c cqrs.schema=$schema'"
+	local reader="postgresql:user=r_$schema options='-c cqrs.schema=$schema'"
+	jobs 1 3
+	run --separate-stderr cqrs-saga run -f job.yaml
+	assert_success
+	run --separate-stderr cqrs-saga status -s "$reader"
+	assert_success
+	assert_line "saga job: 3 instances"
+	assert_line "  COMPLETED     3"
+	id=$(pg_sql -c "SELECT saga_id FROM $schema.saga_instances ORDER BY rowid LIMIT 1")
+	run --separate-stderr cqrs-saga show -s "$reader" "$id"
+	assert_success
+	assert_line "saga         $id"
+	assert_line "status       COMPLETED (completed)"
+	jobs 4 4
+	run --separate-stderr cqrs-saga run -f job.yaml -s "$reader"
+	assert_failure 77
+	assert_regex "$stderr" 'permission denied'
+	assert_equal "$(pg_sql -c "SELECT count(*) FROM $schema.saga_instances")" 3
+}
+
 @test "--lease no longer than a step's timeout is refused (64), and so is a malformed one" {
 	jobs 1 1
 	run --separate-stderr cqrs-saga run -f job.yaml --lease 1s
