@@ -674,6 +674,10 @@ struct cqrs_saga_options {
 	bool verbose;  /* each transition on stderr */
 	/* asked between sagas: true ends the run early (after a signal) */
 	bool (*should_stop)(void);
+	/* issue 13, sagas on PostgreSQL: how long a runner holds an instance
+	 * it works on (its lease); 0: the default, 5 minutes or twice the
+	 * longest step timeout.  Must be longer than every step's timeout. */
+	int64_t lease_us;
 };
 
 struct cqrs_saga_stats {
@@ -692,6 +696,10 @@ void cqrs_saga_runner_free(cqrs_saga_runner *r);
  * next retry or deadline falls due (microseconds since the epoch, 0: none). */
 int cqrs_saga_run(cqrs_saga_runner *r, int64_t *next_due, cqrs_error *err);
 void cqrs_saga_runner_stats(const cqrs_saga_runner *r, struct cqrs_saga_stats *s);
+/* Issue 13, sagas on PostgreSQL: true when several runners may work on
+ * st at once (instances are leased in the store), false when one runner
+ * at a time must hold the runner lock (cqrs-saga(1)). */
+bool cqrs_saga_runners_share(cqrs_store *st);
 
 /* The runner's clock: now, or $CQRS_SAGA_NOW (a testing aid), in
  * microseconds since the epoch. */

@@ -15,7 +15,8 @@ BENCH_SECTIONS += tests/bench/postgres.sh
 # SQLite alone say so with sqlite_only and a reason.  make check-postgres
 # runs this leg alone.
 PG_MATRIX = tests/pg/append.pg tests/pg/read.pg tests/pg/command.pg \
-	tests/pg/command-concurrency.pg tests/pg/project.pg
+	tests/pg/command-concurrency.pg tests/pg/project.pg \
+	tests/pg/saga.pg tests/pg/saga-lifecycle.pg
 TEST_EXTENSIONS += .pg
 PG_LOG_COMPILER = $(SHELL) $(srcdir)/tests/pg-matrix
 TESTS += $(PG_MATRIX)

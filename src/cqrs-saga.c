@@ -19,7 +19,7 @@
 static const char usage_text[] =
 	"usage: cqrs-saga run [-v] [--follow] [--wait] [-b count] [-f file]... [-s store] "
 	"[--no-sync]\n"
-	"                     [--metrics-dir dir] [--upcasters file]...\n"
+	"                     [--metrics-dir dir] [--upcasters file]... [--lease duration]\n"
 	"       cqrs-saga status [--format text|ndjson] [--stuck-after duration] [-s store]\n"
 	"       cqrs-saga show [--format text|ndjson] [-s store] saga_id\n"
 	"       cqrs-saga dot [-f file]... [-T dot|svg|png] [-o file] [-s store] [saga_id]\n"
@@ -35,6 +35,9 @@ static CQRS_NORETURN void usage(int code)
 		      "  -f, --file FILE          saga definition (default: the order saga)\n"
 		      "      --follow             keep running: new events, retries, deadlines\n"
 		      "      --format FORMAT      text (default) or ndjson\n"
+		      "      --lease DUR          PostgreSQL: how long a runner holds an\n"
+		      "                           instance it works on (5m, or twice the\n"
+		      "                           longest step timeout)\n"
 		      "  -o, --output FILE        where dot -T svg|png writes the picture\n"
 		      "  -s, --store PATH         event store (default: $CQRS_STORE)\n"
 		      "      --stuck-after DUR    status: active with no change this long (1h)\n"
@@ -130,7 +133,7 @@ static cqrs_store *open_store(const char *opt, enum cqrs_open_mode mode, bool qu
 {
 	const char *path = cqrs_store_path(opt);
 	struct stat sb;
-	if (strstr(path, "://") == NULL && stat(path, &sb) < 0 &&
+	if (!cqrs_store_on_server(path) && stat(path, &sb) < 0 &&
 	    (errno == ENOENT || errno == ENOTDIR))
 		cqrs_die(CQRS_EXIT_NOINPUT, "%s: no such store", path);
 	cqrs_error err = { 0 };
@@ -154,11 +157,11 @@ static int wait_for_work(cqrs_store *st, int64_t next_due, cqrs_error *err)
 }
 
 static int run(cqrs_store *st, cqrs_saga_def **defs, size_t ndefs, int64_t batch, bool verbose,
-	       bool follow)
+	       bool follow, int64_t lease_us)
 {
-	struct cqrs_saga_options opt = { .batch = batch,
-					 .verbose = verbose,
-					 .should_stop = stopping };
+	struct cqrs_saga_options opt = {
+		.batch = batch, .verbose = verbose, .should_stop = stopping, .lease_us = lease_us
+	};
 	cqrs_error err = { 0 };
 	cqrs_saga_runner *r = cqrs_saga_runner_new(st, defs, ndefs, &opt, &err);
 	if (r == NULL)
@@ -234,7 +237,7 @@ static int render(const char *dot, size_t len, const char *format, const char *o
 struct opts {
 	const char *cmd, *store, *output, *type, *metrics_dir;
 	enum cqrs_saga_format format;
-	int64_t batch, stuck_us;
+	int64_t batch, stuck_us, lease_us;
 	bool verbose, follow, wait, no_sync;
 	char **files;
 	size_t nfiles;
@@ -259,6 +262,7 @@ static const struct option longopts[] = {
 	{ "log-format", required_argument, NULL, 'L' },
 	{ "metrics-dir", required_argument, NULL, 'M' },
 	{ "upcasters", required_argument, NULL, 'U' },
+	{ "lease", required_argument, NULL, 'l' },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
 	{ NULL, 0, NULL, 0 },
@@ -359,6 +363,12 @@ static void set_option(struct opts *o, int ch)
 	case 'L': cqrs_log_format_option(optarg); break;
 	case 'M': o->metrics_dir = optarg; break;
 	case 'U': o->upcasters[o->nupcasters++] = optarg; break;
+	case 'l':
+		o->lease_us = cqrs_saga_duration_parse(optarg);
+		if (o->lease_us <= 0)
+			cqrs_die(CQRS_EXIT_USAGE,
+				 "--lease needs a duration such as 90s or 10m: '%s'", optarg);
+		break;
 	}
 }
 
@@ -416,13 +426,15 @@ static int cmd_run(const struct opts *o)
 	/* starting events and the aggregates of its commands: current form */
 	if (cqrs_upcast_attach(st, &err) < 0)
 		cqrs_die_error(&err);
-	int lock = take_lock(path, o->wait, o->verbose);
+	/* on a PostgreSQL store runners share the instances by leases instead */
+	int lock = cqrs_saga_runners_share(st) ? -1 : take_lock(path, o->wait, o->verbose);
 	if (o->no_sync)
 		cqrs_store_set_durability(st, CQRS_DURABLE_NORMAL);
 	cqrs_log_set_timestamps(o->follow); /* a follower's lines carry their time */
-	int code = run(st, defs, ndefs, o->batch, o->verbose, o->follow);
+	int code = run(st, defs, ndefs, o->batch, o->verbose, o->follow, o->lease_us);
 	cqrs_store_close(st);
-	close(lock);
+	if (lock >= 0)
+		close(lock);
 	for (size_t i = 0; i < ndefs; i++)
 		cqrs_saga_free(defs[i]);
 	return code;
@@ -522,7 +534,7 @@ static const struct {
 	const char *name, *opts;
 	int (*fn)(const struct opts *o);
 } commands[] = {
-	{ "run", "vFwbfsSLMU", cmd_run },  { "status", "mksL", cmd_status },
+	{ "run", "vFwbfsSLMUl", cmd_run }, { "status", "mksL", cmd_status },
 	{ "show", "msL", cmd_show_retry }, { "dot", "fTosL", cmd_dot },
 	{ "retry", "sL", cmd_show_retry }, { "check", "fL", cmd_check },
 };

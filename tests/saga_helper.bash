@@ -43,12 +43,12 @@ effects() {
 }
 
 saga_of() {
-	sqlite3 "$CQRS_STORE" "SELECT saga_id FROM saga_instances WHERE correlation_id = 'order-$1'"
+	store_query "SELECT saga_id FROM saga_instances WHERE correlation_id = 'order-$1'"
 }
 
 # status|current_step|attempts|outcome of one order's saga
 saga_row() {
-	sqlite3 "$CQRS_STORE" "SELECT status, current_step, attempts, coalesce(outcome, '') FROM saga_instances WHERE correlation_id = 'order-$1'"
+	store_query "SELECT status, current_step, attempts, coalesce(outcome, '') FROM saga_instances WHERE correlation_id = 'order-$1'"
 }
 
 # Moves the runner's clock: at +90s, at +2h ...

@@ -1795,7 +1795,8 @@ static int cancel_init(struct cqrs_saga_runner *r, const cqrs_saga_def *d, cqrs_
 	return commit(r, err);
 }
 
-/* The instance that the starting event of aggregate id started: 1, 0, -1 */
+/* The instance that the starting event of aggregate id started: 1, 0,
+ * SAGA_HELD_ELSEWHERE (another runner is in a step of it), -1 */
 static int instance_of(struct cqrs_saga_runner *r, const cqrs_saga_def *d, const uint8_t *id,
 		       struct saga_inst *in, cqrs_error *err)
 {
@@ -1883,18 +1884,28 @@ static int cancel_scan(struct cqrs_saga_runner *r, const cqrs_saga_def *d, cqrs_
 		cqrs_cursor_close(c);
 		if (got < 0)
 			goto fail;
-		for (int64_t i = 0; i < n; i++) {
+		bool later = false;
+		int64_t i;
+		for (i = 0; i < n; i++) {
 			struct saga_inst *in = &r->inst;
 			got = instance_of(r, d, cs[i].aggregate_id, in, err);
 			if (got < 0 || (got == 1 && cancel_instance(r, in, &cs[i], err) < 0))
 				goto fail;
+			if (got == SAGA_HELD_ELSEWHERE) {
+				/* another runner is in the middle of a step of it: this
+				 * cancellation and those after it wait for the next pass
+				 * (its step's events, or its lease running out, wake a
+				 * follower) */
+				later = true;
+				break;
+			}
 		}
-		int64_t last = n < batch ? upto : cs[n - 1].sequence;
-		if (saga_db_set_checkpoint(r->db, cp, last, r->now, err) < 0)
+		int64_t last = later ? cs[i].sequence - 1 : n < batch ? upto : cs[n - 1].sequence;
+		if (last > after && saga_db_set_checkpoint(r->db, cp, last, r->now, err) < 0)
 			goto fail;
 		if (commit(r, err) < 0)
 			goto out;
-		if (n < batch)
+		if (n < batch || later)
 			break;
 	}
 	rc = 0;
@@ -1908,6 +1919,57 @@ out:
 
 /* --- the runner ----------------------------------------------------------------------------------
  */
+
+/* The longest timeout of a program an action of d runs, and its step. */
+static int64_t longest_timeout(const cqrs_saga_def *d, const char **step)
+{
+	int64_t t = 0;
+	for (size_t i = 0; i < d->nsteps; i++) {
+		const struct saga_action *a[2] = { &d->steps[i].act, &d->steps[i].comp };
+		for (int k = 0; k < 2; k++)
+			if (a[k]->argv != NULL && a[k]->timeout_us > t) {
+				t = a[k]->timeout_us;
+				*step = d->steps[i].name;
+			}
+	}
+	if (d->on_failure.argv != NULL && d->on_failure.timeout_us > t) {
+		t = d->on_failure.timeout_us;
+		*step = "on_failure";
+	}
+	return t;
+}
+
+/* Where runners share the store (PostgreSQL), an instance is leased to the
+ * runner working on it: the lease must outlast any step program, or a
+ * second runner could run it while the first still does (cqrs-saga(1)).
+ * The default: 5 minutes, or twice the longest timeout. */
+static int set_lease(struct cqrs_saga_runner *r, cqrs_error *err)
+{
+	int64_t longest = 0;
+	const char *step = "", *path = "";
+	for (size_t i = 0; i < r->ndefs; i++) {
+		const char *s = "";
+		int64_t t = longest_timeout(r->defs[i], &s);
+		if (t > longest) {
+			longest = t;
+			step = s;
+			path = r->defs[i]->path;
+		}
+	}
+	int64_t lease = r->opt.lease_us;
+	if (lease == 0)
+		lease = longest * 2 > 300LL * 1000000 ? longest * 2 : 300LL * 1000000;
+	if (lease <= longest) {
+		char l[32], t[32];
+		saga_duration_format(lease, l, sizeof l);
+		saga_duration_format(longest, t, sizeof t);
+		return cqrs_fail(err, CQRS_EXIT_USAGE,
+				 "--lease %s is not longer than the timeout of step '%s' (%s) in "
+				 "%s: a runner could lose an instance while its program runs",
+				 l, step, t, path);
+	}
+	return saga_db_set_lease(r->db, lease, err);
+}
 
 cqrs_saga_runner *cqrs_saga_runner_new(cqrs_store *st, cqrs_saga_def *const *defs, size_t ndefs,
 				       const struct cqrs_saga_options *opt, cqrs_error *err)
@@ -1936,7 +1998,8 @@ cqrs_saga_runner *cqrs_saga_runner_new(cqrs_store *st, cqrs_saga_def *const *def
 	struct cqrs_command_options copt = { .snapshot_every = CQRS_SNAPSHOT_EVERY_DEFAULT,
 					     .user_id = "cqrs-saga" };
 	r->db = saga_db_open(st, err);
-	if (r->db == NULL || (r->cmd = cqrs_commander_new(st, &copt, err)) == NULL) {
+	if (r->db == NULL || set_lease(r, err) < 0 ||
+	    (r->cmd = cqrs_commander_new(st, &copt, err)) == NULL) {
 		cqrs_saga_runner_free(r);
 		return NULL;
 	}
@@ -2058,6 +2121,9 @@ int cqrs_saga_run(cqrs_saga_runner *r, int64_t *next_due, cqrs_error *err)
 			break;
 	}
 	tick(r);
+	/* resting instances are anyone's (runners sharing a PostgreSQL store) */
+	if (saga_db_release(r->db, err) < 0)
+		return -1;
 	if (next_due != NULL) {
 		int64_t t = saga_db_next_due(r->db, r->now, err);
 		if (t < 0)

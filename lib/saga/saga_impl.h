@@ -1,6 +1,6 @@
 /*
  * The saga runner's internals, shared by saga.c (the engine), saga_yaml.c
- * (definitions), saga_template.c (JSON templates), saga_store.c (its
+ * (definitions), saga_template.c (JSON templates), saga_store*.c (its
  * tables), saga_report.c (status, show, dot) and saga_exec.c (step programs).
  * The tools see only the cqrs_saga API in cqrs.h.
  */
@@ -141,31 +141,55 @@ struct saga_inst {
 
 const char *saga_status_name(enum saga_status s);
 
+/* The runner's tables: one interface (saga_store.c), one implementation
+ * per backend (saga_store_sqlite.c, saga_store_pg.c), each running its
+ * statements on the store's own connection so that an instance's new
+ * state commits in the same transaction as its step's events. */
 struct saga_db;
 struct saga_db *saga_db_open(cqrs_store *st, cqrs_error *err);
 void saga_db_close(struct saga_db *db);
+/* Several runners at once (PostgreSQL): an instance a runner works on is
+ * leased to it for lease_us; 0 with a SQLite store, where one runner
+ * holds the lock file instead. */
+int saga_db_set_lease(struct saga_db *db, int64_t lease_us, cqrs_error *err);
+/* Outside a transaction: gives up every lease this runner holds (at the
+ * end of a run, so that a runner that stops or rests holds nothing). */
+int saga_db_release(struct saga_db *db, cqrs_error *err);
 /* Inside the caller's transaction: 1 inserted, 0 that event already
  * started one, -1 error. */
 int saga_db_insert(struct saga_db *db, struct saga_inst *in, cqrs_error *err);
-/* Writes in back when its revision is still the stored one (then bumps it):
- * 1 written, 0 another runner changed it, -1 error. */
+/* Writes in back when its revision is still the stored one and no other
+ * runner's lease is live on it (then bumps the revision and ends the
+ * lease): 1 written, 0 another runner changed it or holds it, -1 error. */
 int saga_db_update(struct saga_db *db, struct saga_inst *in, cqrs_error *err);
 /* 1 found, 0 not, -1 error.  id may be a unique prefix of 8 or more. */
 int saga_db_load(struct saga_db *db, const char *id, struct saga_inst *in, cqrs_error *err);
+/* Loads in again and holds it (takes or renews the lease, waiting for a
+ * row another transaction changes): 1, or 0 when it is gone or another
+ * runner's lease is live on it. */
 int saga_db_reload(struct saga_db *db, struct saga_inst *in, cqrs_error *err);
-/* Instances with work now or a pending wait, after rowid, in rowid order. */
+/* Instances with work now or a pending wait, after rowid, in rowid order,
+ * but for those another runner holds. */
 int saga_db_candidates(struct saga_db *db, int64_t after_rowid, int64_t now, int64_t limit,
 		       int64_t *rowids, size_t *n, cqrs_error *err);
+/* Loads a candidate and holds it: 1, or 0 when it is gone or another
+ * runner holds it (never waits for one). */
 int saga_db_load_rowid(struct saga_db *db, int64_t rowid, struct saga_inst *in, cqrs_error *err);
+/* The checkpoint, locked until the transaction ends where runners share
+ * the store (so that one runner at a time starts instances from events). */
 int64_t saga_db_checkpoint(struct saga_db *db, const char *name, cqrs_error *err);
-/* 1 with *seq when the checkpoint exists, 0 when not, -1 error */
+/* 1 with *seq when the checkpoint exists, 0 when not, -1 error (locked too) */
 int saga_db_checkpoint_get(struct saga_db *db, const char *name, int64_t *seq, cqrs_error *err);
-/* The instance of type that the event at start_sequence started: 1, 0, -1 */
+/* The instance of type that the event at start_sequence started, held
+ * (as saga_db_load_rowid): 1, 0 none, SAGA_HELD_ELSEWHERE when another
+ * runner holds it now (try later), -1 error */
+#define SAGA_HELD_ELSEWHERE 2
 int saga_db_load_start(struct saga_db *db, const char *type, int64_t start_sequence,
 		       struct saga_inst *in, cqrs_error *err);
 int saga_db_set_checkpoint(struct saga_db *db, const char *name, int64_t seq, int64_t now,
 			   cqrs_error *err);
-/* The earliest future next_attempt_at (0: none) */
+/* The earliest future next_attempt_at, or when another runner's lease
+ * runs out (0: none) */
 int64_t saga_db_next_due(struct saga_db *db, int64_t now, cqrs_error *err);
 
 enum breaker_state { BREAKER_CLOSED, BREAKER_OPEN, BREAKER_HALF_OPEN };
@@ -177,7 +201,80 @@ int saga_db_breaker_get(struct saga_db *db, const char *name, struct breaker_row
 			cqrs_error *err);
 int saga_db_breaker_put(struct saga_db *db, const char *name, const struct breaker_row *b,
 			int64_t now, cqrs_error *err);
-struct sqlite3 *saga_db_handle(struct saga_db *db);
+
+/* What saga_report.c shows.  An active instance with no change since
+ * stuck_before (RFC 3339) is stuck. */
+struct saga_type_counts {
+	const char *saga_type;
+	int64_t total, running, compensating, completed, failed, compensated, compensation_failed,
+		left_to_person, cancelled, stuck;
+};
+struct saga_attention {
+	const char *saga_id, *saga_type, *status, *updated_at, *next_attempt_at, *last_error;
+	const char *why; /* no_progress, compensation_failed or left_to_person */
+	int64_t step, attempts;
+};
+/* Per saga type, in type order: 0, or -1 with *err */
+int saga_db_counts(struct saga_db *db, const char *stuck_before,
+		   void (*fn)(void *, const struct saga_type_counts *), void *arg, cqrs_error *err);
+/* The stuck ones and those needing a person, oldest change first, 1000 at
+ * most */
+int saga_db_attention(struct saga_db *db, const char *stuck_before,
+		      void (*fn)(void *, const struct saga_attention *), void *arg,
+		      cqrs_error *err);
+int saga_db_breakers(struct saga_db *db, void (*fn)(void *, const struct cqrs_saga_breaker *),
+		     void *arg, cqrs_error *err);
+/* One read transaction around several of the above: the facts of one
+ * moment.  end is called after a successful begin. */
+int saga_db_read_begin(struct saga_db *db, cqrs_error *err);
+void saga_db_read_end(struct saga_db *db);
+
+/* What a backend fills in (saga_store.c dispatches to it). */
+struct saga_db_ops {
+	void (*close)(struct saga_db *db);
+	int (*set_lease)(struct saga_db *db, int64_t lease_us, cqrs_error *err);
+	int (*release)(struct saga_db *db, cqrs_error *err);
+	int (*insert)(struct saga_db *db, struct saga_inst *in, cqrs_error *err);
+	int (*update)(struct saga_db *db, struct saga_inst *in, cqrs_error *err);
+	int (*load)(struct saga_db *db, const char *id, struct saga_inst *in, cqrs_error *err);
+	int (*reload)(struct saga_db *db, struct saga_inst *in, cqrs_error *err);
+	int (*candidates)(struct saga_db *db, int64_t after_rowid, int64_t now, int64_t limit,
+			  int64_t *rowids, size_t *n, cqrs_error *err);
+	int (*load_rowid)(struct saga_db *db, int64_t rowid, struct saga_inst *in, cqrs_error *err);
+	int (*checkpoint_get)(struct saga_db *db, const char *name, int64_t *seq, cqrs_error *err);
+	int (*load_start)(struct saga_db *db, const char *type, int64_t start_sequence,
+			  struct saga_inst *in, cqrs_error *err);
+	int (*set_checkpoint)(struct saga_db *db, const char *name, int64_t seq, int64_t now,
+			      cqrs_error *err);
+	int64_t (*next_due)(struct saga_db *db, int64_t now, cqrs_error *err);
+	int (*breaker_get)(struct saga_db *db, const char *name, struct breaker_row *b,
+			   cqrs_error *err);
+	int (*breaker_put)(struct saga_db *db, const char *name, const struct breaker_row *b,
+			   int64_t now, cqrs_error *err);
+	int (*counts)(struct saga_db *db, const char *stuck_before,
+		      void (*fn)(void *, const struct saga_type_counts *), void *arg,
+		      cqrs_error *err);
+	int (*attention)(struct saga_db *db, const char *stuck_before,
+			 void (*fn)(void *, const struct saga_attention *), void *arg,
+			 cqrs_error *err);
+	int (*breakers)(struct saga_db *db, void (*fn)(void *, const struct cqrs_saga_breaker *),
+			void *arg, cqrs_error *err);
+	int (*read_begin)(struct saga_db *db, cqrs_error *err);
+	void (*read_end)(struct saga_db *db);
+};
+/* Every backend's saga_db starts with this. */
+struct saga_db {
+	const struct saga_db_ops *ops;
+	cqrs_store *st;
+};
+/* NULL with *err, or NULL and no error when st is not the backend's */
+struct saga_db *saga_db_sqlite_open(cqrs_store *st, cqrs_error *err);
+struct saga_db *saga_db_pg_open(cqrs_store *st, cqrs_error *err);
+/* Shared by both: names of statuses and breaker states, and back. */
+extern const char *const saga_status_names[4];
+extern const char *const saga_breaker_names[3];
+enum saga_status saga_status_of(const char *s);
+enum breaker_state saga_breaker_of(const char *s);
 
 /* --- time ----------------------------------------------------------------------- */
 

@@ -8,7 +8,6 @@
 
 #include <errno.h>
 #include <signal.h>
-#include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -16,17 +15,6 @@
 
 #include "saga/saga_impl.h"
 #include "banned.h"
-
-static int sql_fail(sqlite3 *db, cqrs_error *err)
-{
-	return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "saga state: %s", sqlite3_errmsg(db));
-}
-
-static const char *col(sqlite3_stmt *q, int i)
-{
-	const unsigned char *t = sqlite3_column_text(q, i);
-	return t ? (const char *)t : "";
-}
 
 static void json_kv(FILE *out, const char *k, const char *v, bool comma)
 {
@@ -39,218 +27,123 @@ static void json_kv(FILE *out, const char *k, const char *v, bool comma)
 
 /* --- status ------------------------------------------------------------------------------- */
 
-/* An active instance with no change since ?1 (now minus the threshold):
- * stuck, for cqrs-saga status and for cqrs-health alike. */
-#define SAGA_STUCK "status IN ('RUNNING', 'COMPENSATING') AND updated_at < ?1"
+struct status_out {
+	FILE *out;
+	enum cqrs_saga_format fmt;
+	bool any;
+};
 
 /* Instances of each type by status and outcome, and the completion rate. */
-static int status_counts(sqlite3 *db, FILE *out, enum cqrs_saga_format fmt, cqrs_error *err)
+static void print_counts(void *arg, const struct saga_type_counts *c)
 {
-	sqlite3_stmt *q = NULL;
-	int rc = -1;
-	if (sqlite3_prepare_v2(
-		    db,
-		    "SELECT saga_type, count(*),"
-		    " sum(status = 'RUNNING'), sum(status = 'COMPENSATING'),"
-		    " sum(status = 'COMPLETED'), sum(status = 'FAILED'),"
-		    " sum(outcome = 'compensated'), sum(outcome = 'compensation_failed'),"
-		    " sum(outcome = 'left_to_person'), sum(outcome = 'cancelled')"
-		    " FROM saga_instances GROUP BY saga_type ORDER BY saga_type",
-		    -1, &q, NULL) != SQLITE_OK) {
-		sql_fail(db, err);
-		goto out;
+	struct status_out *o = arg;
+	FILE *out = o->out;
+	o->any = true;
+	int64_t finished = c->completed + c->failed;
+	double rate = finished > 0 ? (double)c->completed * 100.0 / (double)finished : 0.0;
+	if (o->fmt == CQRS_SAGA_NDJSON) {
+		fputs("{", out);
+		json_kv(out, "saga_type", c->saga_type, false);
+		fprintf(out,
+			",\"total\":%lld,\"RUNNING\":%lld,\"COMPENSATING\":%lld,"
+			"\"COMPLETED\":%lld,\"FAILED\":%lld,\"compensated\":%lld,"
+			"\"compensation_failed\":%lld,\"left_to_person\":%lld,"
+			"\"cancelled\":%lld,\"completion_rate\":%.1f}\n",
+			(long long)c->total, (long long)c->running, (long long)c->compensating,
+			(long long)c->completed, (long long)c->failed, (long long)c->compensated,
+			(long long)c->compensation_failed, (long long)c->left_to_person,
+			(long long)c->cancelled, rate);
+		return;
 	}
-	int s;
-	bool any = false;
-	while ((s = sqlite3_step(q)) == SQLITE_ROW) {
-		any = true;
-		const char *type = col(q, 0);
-		int64_t total = sqlite3_column_int64(q, 1), running = sqlite3_column_int64(q, 2),
-			comp = sqlite3_column_int64(q, 3), done = sqlite3_column_int64(q, 4),
-			failed = sqlite3_column_int64(q, 5),
-			compensated = sqlite3_column_int64(q, 6),
-			cfailed = sqlite3_column_int64(q, 7), person = sqlite3_column_int64(q, 8),
-			cancelled = sqlite3_column_int64(q, 9);
-		int64_t finished = done + failed;
-		double rate = finished > 0 ? (double)done * 100.0 / (double)finished : 0.0;
-		if (fmt == CQRS_SAGA_NDJSON) {
-			fputs("{", out);
-			json_kv(out, "saga_type", type, false);
-			fprintf(out,
-				",\"total\":%lld,\"RUNNING\":%lld,\"COMPENSATING\":%lld,"
-				"\"COMPLETED\":%lld,\"FAILED\":%lld,\"compensated\":%lld,"
-				"\"compensation_failed\":%lld,\"left_to_person\":%lld,"
-				"\"cancelled\":%lld,\"completion_rate\":%.1f}\n",
-				(long long)total, (long long)running, (long long)comp,
-				(long long)done, (long long)failed, (long long)compensated,
-				(long long)cfailed, (long long)person, (long long)cancelled, rate);
-			continue;
-		}
-		fprintf(out, "saga %s: %lld instances\n", type, (long long)total);
-		fprintf(out, "  RUNNING       %lld\n", (long long)running);
-		fprintf(out, "  COMPENSATING  %lld\n", (long long)comp);
-		fprintf(out, "  COMPLETED     %lld\n", (long long)done);
-		fprintf(out, "  FAILED        %lld (compensated %lld, compensation failed %lld",
-			(long long)failed, (long long)compensated, (long long)cfailed);
-		/* the lifecycle's outcomes, when there are any (issue 8) */
-		if (person > 0 || cancelled > 0)
-			fprintf(out, ", left to a person %lld, cancelled %lld", (long long)person,
-				(long long)cancelled);
-		fputs(")\n", out);
-		if (finished > 0)
-			fprintf(out, "  completion rate %.1f%% (%lld of %lld finished)\n", rate,
-				(long long)done, (long long)finished);
-		else
-			fputs("  completion rate - (none finished)\n", out);
-	}
-	if (s != SQLITE_DONE) {
-		sql_fail(db, err);
-		goto out;
-	}
-	if (!any && fmt == CQRS_SAGA_TEXT)
-		fputs("no sagas\n", out);
-	rc = 0;
-out:
-	sqlite3_finalize(q);
-	return rc;
+	fprintf(out, "saga %s: %lld instances\n", c->saga_type, (long long)c->total);
+	fprintf(out, "  RUNNING       %lld\n", (long long)c->running);
+	fprintf(out, "  COMPENSATING  %lld\n", (long long)c->compensating);
+	fprintf(out, "  COMPLETED     %lld\n", (long long)c->completed);
+	fprintf(out, "  FAILED        %lld (compensated %lld, compensation failed %lld",
+		(long long)c->failed, (long long)c->compensated, (long long)c->compensation_failed);
+	/* the lifecycle's outcomes, when there are any (issue 8) */
+	if (c->left_to_person > 0 || c->cancelled > 0)
+		fprintf(out, ", left to a person %lld, cancelled %lld",
+			(long long)c->left_to_person, (long long)c->cancelled);
+	fputs(")\n", out);
+	if (finished > 0)
+		fprintf(out, "  completion rate %.1f%% (%lld of %lld finished)\n", rate,
+			(long long)c->completed, (long long)finished);
+	else
+		fputs("  completion rate - (none finished)\n", out);
 }
 
 /* stuck: active with no change for stuck_us; needing attention: failed to
  * compensate, or left to a person */
-static int status_attention(sqlite3 *db, FILE *out, enum cqrs_saga_format fmt, int64_t stuck_us,
-			    cqrs_error *err)
+static void print_attention(void *arg, const struct saga_attention *a)
 {
-	sqlite3_stmt *q = NULL;
-	int rc = -1, s;
-	char limit[CQRS_TIMESTAMP_LEN + 1];
-	saga_time_format(saga_now() - stuck_us, limit);
-	if (sqlite3_prepare_v2(
-		    db,
-		    "SELECT saga_id, saga_type, status, current_step, attempts,"
-		    " updated_at, coalesce(next_attempt_at, ''), coalesce(last_error, ''),"
-		    " CASE WHEN status != 'FAILED' THEN 'no_progress' ELSE outcome END"
-		    " FROM saga_instances WHERE (" SAGA_STUCK ")"
-		    " OR outcome IN ('compensation_failed', 'left_to_person')"
-		    " ORDER BY updated_at, saga_id LIMIT 1000",
-		    -1, &q, NULL) != SQLITE_OK) {
-		sql_fail(db, err);
-		goto out;
+	struct status_out *o = arg;
+	FILE *out = o->out;
+	if (o->fmt == CQRS_SAGA_NDJSON) {
+		fputs("{\"stuck\":", out);
+		fputs("{", out);
+		json_kv(out, "saga_id", a->saga_id, false);
+		json_kv(out, "saga_type", a->saga_type, true);
+		json_kv(out, "status", a->status, true);
+		fprintf(out, ",\"current_step\":%lld,\"attempts\":%lld", (long long)a->step,
+			(long long)a->attempts);
+		json_kv(out, "updated_at", a->updated_at, true);
+		json_kv(out, "next_attempt_at", a->next_attempt_at, true);
+		json_kv(out, "last_error", a->last_error, true);
+		json_kv(out, "why", a->why, true);
+		fputs("}}\n", out);
+		return;
 	}
-	sqlite3_bind_text(q, 1, limit, -1, SQLITE_STATIC);
-	bool header = false;
-	while ((s = sqlite3_step(q)) == SQLITE_ROW) {
-		if (fmt == CQRS_SAGA_NDJSON) {
-			fputs("{\"stuck\":", out);
-			fputs("{", out);
-			json_kv(out, "saga_id", col(q, 0), false);
-			json_kv(out, "saga_type", col(q, 1), true);
-			json_kv(out, "status", col(q, 2), true);
-			fprintf(out, ",\"current_step\":%lld,\"attempts\":%lld",
-				(long long)sqlite3_column_int64(q, 3),
-				(long long)sqlite3_column_int64(q, 4));
-			json_kv(out, "updated_at", col(q, 5), true);
-			json_kv(out, "next_attempt_at", col(q, 6), true);
-			json_kv(out, "last_error", col(q, 7), true);
-			json_kv(out, "why", col(q, 8), true);
-			fputs("}}\n", out);
-			continue;
-		}
-		if (!header) {
-			fputs("stuck or needing attention:\n", out);
-			header = true;
-		}
-		bool person = strcmp(col(q, 8), "left_to_person") == 0;
-		fprintf(out, "  %s %s %s%s step %lld, %lld attempts, last change %s: %s\n",
-			col(q, 0), col(q, 1), col(q, 2), person ? " (left to a person)" : "",
-			(long long)sqlite3_column_int64(q, 3),
-			(long long)sqlite3_column_int64(q, 4), col(q, 5),
-			*col(q, 7) ? col(q, 7) : "no error recorded");
+	if (!o->any) {
+		fputs("stuck or needing attention:\n", out);
+		o->any = true;
 	}
-	if (s != SQLITE_DONE) {
-		sql_fail(db, err);
-		goto out;
-	}
-	rc = 0;
-out:
-	sqlite3_finalize(q);
-	return rc;
+	bool person = strcmp(a->why, "left_to_person") == 0;
+	fprintf(out, "  %s %s %s%s step %lld, %lld attempts, last change %s: %s\n", a->saga_id,
+		a->saga_type, a->status, person ? " (left to a person)" : "", (long long)a->step,
+		(long long)a->attempts, a->updated_at,
+		*a->last_error ? a->last_error : "no error recorded");
 }
 
 int cqrs_saga_status(cqrs_store *st, FILE *out, enum cqrs_saga_format fmt, int64_t stuck_us,
 		     cqrs_error *err)
 {
-	struct saga_db *sdb = saga_db_open(st, err);
-	if (sdb == NULL)
+	struct saga_db *db = saga_db_open(st, err);
+	if (db == NULL)
 		return -1;
-	sqlite3 *db = saga_db_handle(sdb);
-	int rc = status_counts(db, out, fmt, err) < 0 ||
-				 status_attention(db, out, fmt, stuck_us, err) < 0
-			 ? -1
-			 : 0;
-	saga_db_close(sdb);
+	char limit[CQRS_TIMESTAMP_LEN + 1];
+	saga_time_format(saga_now() - stuck_us, limit);
+	struct status_out o = { out, fmt, false };
+	int rc = saga_db_counts(db, limit, print_counts, &o, err);
+	if (rc == 0 && !o.any && fmt == CQRS_SAGA_TEXT)
+		fputs("no sagas\n", out);
+	o.any = false;
+	if (rc == 0)
+		rc = saga_db_attention(db, limit, print_attention, &o, err);
+	saga_db_close(db);
 	return rc;
 }
 
 /* --- facts for monitoring (cqrs-health) ---------------------------------------------------- */
 
-static int facts_types(sqlite3 *db, int64_t stuck_us,
-		       void (*on_type)(void *, const struct cqrs_saga_counts *), void *arg,
-		       cqrs_error *err)
-{
-	sqlite3_stmt *q = NULL;
-	char limit[CQRS_TIMESTAMP_LEN + 1];
-	saga_time_format(saga_now() - stuck_us, limit);
-	if (sqlite3_prepare_v2(db,
-			       "SELECT saga_type, sum(status = 'RUNNING'),"
-			       " sum(status = 'COMPENSATING'), sum(status = 'COMPLETED'),"
-			       " sum(status = 'FAILED'), sum(outcome = 'compensation_failed'),"
-			       " sum(" SAGA_STUCK ")"
-			       " FROM saga_instances GROUP BY saga_type ORDER BY saga_type",
-			       -1, &q, NULL) != SQLITE_OK)
-		return sql_fail(db, err);
-	sqlite3_bind_text(q, 1, limit, -1, SQLITE_STATIC);
-	int s;
-	while ((s = sqlite3_step(q)) == SQLITE_ROW) {
-		struct cqrs_saga_counts c = {
-			.saga_type = col(q, 0),
-			.running = sqlite3_column_int64(q, 1),
-			.compensating = sqlite3_column_int64(q, 2),
-			.completed = sqlite3_column_int64(q, 3),
-			.failed = sqlite3_column_int64(q, 4),
-			.compensation_failed = sqlite3_column_int64(q, 5),
-			.stuck = sqlite3_column_int64(q, 6),
-		};
-		on_type(arg, &c);
-	}
-	int rc = s == SQLITE_DONE ? 0 : sql_fail(db, err);
-	sqlite3_finalize(q);
-	return rc;
-}
+struct facts {
+	void (*on_type)(void *, const struct cqrs_saga_counts *);
+	void *arg;
+};
 
-static int facts_breakers(sqlite3 *db, void (*on_breaker)(void *, const struct cqrs_saga_breaker *),
-			  void *arg, cqrs_error *err)
+static void fact_of_type(void *arg, const struct saga_type_counts *t)
 {
-	sqlite3_stmt *q = NULL;
-	if (sqlite3_prepare_v2(db,
-			       "SELECT name, state, failures, coalesce(opened_at, '')"
-			       " FROM saga_breakers ORDER BY name",
-			       -1, &q, NULL) != SQLITE_OK)
-		return sql_fail(db, err);
-	int s;
-	while ((s = sqlite3_step(q)) == SQLITE_ROW) {
-		struct cqrs_saga_breaker b = {
-			.name = col(q, 0),
-			.state = col(q, 1),
-			.failures = sqlite3_column_int64(q, 2),
-			.opened_at = col(q, 3),
-		};
-		/* half open lets one probe through: still not closed */
-		b.open = strcmp(b.state, "closed") != 0;
-		on_breaker(arg, &b);
-	}
-	int rc = s == SQLITE_DONE ? 0 : sql_fail(db, err);
-	sqlite3_finalize(q);
-	return rc;
+	struct facts *f = arg;
+	struct cqrs_saga_counts c = {
+		.saga_type = t->saga_type,
+		.running = t->running,
+		.compensating = t->compensating,
+		.completed = t->completed,
+		.failed = t->failed,
+		.compensation_failed = t->compensation_failed,
+		.stuck = t->stuck,
+	};
+	f->on_type(f->arg, &c);
 }
 
 int cqrs_saga_facts(cqrs_store *st, int64_t stuck_us,
@@ -258,23 +151,22 @@ int cqrs_saga_facts(cqrs_store *st, int64_t stuck_us,
 		    void (*on_breaker)(void *arg, const struct cqrs_saga_breaker *b), void *arg,
 		    cqrs_error *err)
 {
-	struct saga_db *sdb = saga_db_open(st, err);
-	if (sdb == NULL)
+	struct saga_db *db = saga_db_open(st, err);
+	if (db == NULL)
 		return -1;
-	sqlite3 *db = saga_db_handle(sdb);
+	char limit[CQRS_TIMESTAMP_LEN + 1];
+	saga_time_format(saga_now() - stuck_us, limit);
+	struct facts f = { on_type, arg };
 	/* one read transaction: the counts and the breakers of one moment */
-	int rc = -1;
-	if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
-		sql_fail(db, err);
-		goto out;
+	int rc = saga_db_read_begin(db, err);
+	if (rc == 0) {
+		rc = saga_db_counts(db, limit, fact_of_type, &f, err) < 0 ||
+				     saga_db_breakers(db, on_breaker, arg, err) < 0
+			     ? -1
+			     : 0;
+		saga_db_read_end(db);
 	}
-	rc = facts_types(db, stuck_us, on_type, arg, err) < 0 ||
-			     facts_breakers(db, on_breaker, arg, err) < 0
-		     ? -1
-		     : 0;
-	sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
-out:
-	saga_db_close(sdb);
+	saga_db_close(db);
 	return rc;
 }
 
@@ -425,7 +317,13 @@ int cqrs_saga_retry(cqrs_store *st, const char *id, cqrs_error *err)
 	}
 	in.next_at = 0;
 	in.updated = saga_now();
-	if (saga_db_update(db, &in, err) <= 0)
+	int w = saga_db_update(db, &in, err);
+	if (w == 0)
+		cqrs_fail(err, CQRS_EXIT_TEMPFAIL,
+			  "saga %s is being worked on by a runner or was changed meanwhile; try "
+			  "again",
+			  in.id);
+	if (w <= 0)
 		goto fail;
 	struct cqrs_strbuf d = { 0 }, m = { 0 };
 	cqrs_strbuf_puts(&d, "{\"saga_type\":");

@@ -1,390 +1,177 @@
 /*
- * The saga runner's tables in the event store's SQLite file: instances,
- * the runner's checkpoints and circuit breakers.  The statements run on
- * the store's own connection, so that an instance's new state commits in
- * the same transaction as the events of the step that changed it.
+ * The saga runner's tables, whatever the backend: this file passes each
+ * call to the implementation for the store's backend (saga_store_sqlite.c
+ * in the SQLite file, saga_store_pg.c in the PostgreSQL schema).  The
+ * engine (saga.c) and the reports (saga_report.c) see only these calls.
  */
 #include "config.h"
 
-#include <sqlite3.h>
-#include <stdlib.h>
 #include <string.h>
 
-#include "common/sqlite_errors.h"
 #include "saga/saga_impl.h"
 #include "store/store_impl.h"
 #include "banned.h"
 
-enum {
-	Q_INSERT,
-	Q_UPDATE,
-	Q_LOAD_ID,
-	Q_LOAD_PREFIX,
-	Q_LOAD_ROWID,
-	Q_LOAD_START,
-	Q_CANDIDATES,
-	Q_CHECKPOINT,
-	Q_SET_CHECKPOINT,
-	Q_NEXT_DUE,
-	Q_BREAKER_GET,
-	Q_BREAKER_PUT,
-	Q_COUNT
-};
-
-#define COLS                                                                                       \
-	"rowid, saga_id, saga_type, coalesce(correlation_id, ''), current_step, state, status,"    \
-	" attempts, revision, next_attempt_at, deadline_at, coalesce(start_sequence, 0),"          \
-	" coalesce(outcome, ''), coalesce(last_error, ''), created_at, updated_at"
-
-static const char *const sql[Q_COUNT] = {
-	/* ?1-?10 are the same in Q_INSERT and Q_UPDATE: bind_instance() */
-	[Q_INSERT] = "INSERT INTO saga_instances (saga_id, current_step, state, status, attempts,"
-		     " next_attempt_at, deadline_at, outcome, last_error, updated_at, saga_type,"
-		     " correlation_id, start_sequence, revision, created_at)"
-		     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 0, ?10)"
-		     " ON CONFLICT (saga_type, start_sequence) DO NOTHING",
-	[Q_UPDATE] = "UPDATE saga_instances SET current_step = ?2, state = ?3, status = ?4,"
-		     " attempts = ?5, revision = revision + 1, next_attempt_at = ?6,"
-		     " deadline_at = ?7, outcome = ?8, last_error = ?9, updated_at = ?10"
-		     " WHERE saga_id = ?1 AND revision = ?11",
-	[Q_LOAD_ID] = "SELECT " COLS " FROM saga_instances WHERE saga_id = ?1",
-	[Q_LOAD_PREFIX] = "SELECT " COLS " FROM saga_instances WHERE saga_id >= ?1 AND"
-			  " saga_id < ?1 || 'g' LIMIT 2",
-	[Q_LOAD_ROWID] = "SELECT " COLS " FROM saga_instances WHERE rowid = ?1",
-	[Q_LOAD_START] = "SELECT " COLS " FROM saga_instances WHERE saga_type = ?1 AND"
-			 " start_sequence = ?2",
-	[Q_CANDIDATES] = "SELECT rowid FROM saga_instances WHERE status IN ('RUNNING',"
-			 " 'COMPENSATING') AND rowid > ?1 AND (next_attempt_at IS NULL OR"
-			 " next_attempt_at <= ?2 OR deadline_at IS NOT NULL)"
-			 " ORDER BY rowid LIMIT ?3",
-	[Q_CHECKPOINT] = "SELECT sequence FROM checkpoints WHERE name = ?1",
-	[Q_SET_CHECKPOINT] = "INSERT INTO checkpoints (name, sequence, updated_at)"
-			     " VALUES (?1, ?2, ?3) ON CONFLICT (name) DO UPDATE SET"
-			     " sequence = ?2, updated_at = ?3",
-	[Q_NEXT_DUE] = "SELECT min(next_attempt_at) FROM saga_instances WHERE status IN"
-		       " ('RUNNING', 'COMPENSATING') AND next_attempt_at > ?1",
-	[Q_BREAKER_GET] = "SELECT state, failures, opened_at FROM saga_breakers WHERE name = ?1",
-	[Q_BREAKER_PUT] = "INSERT INTO saga_breakers (name, state, failures, opened_at,"
-			  " updated_at) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (name) DO"
-			  " UPDATE SET state = ?2, failures = ?3, opened_at = ?4, updated_at = ?5",
-};
-
-struct saga_db {
-	sqlite3 *db;
-	sqlite3_stmt *q[Q_COUNT];
-};
-
-static const char *const status_names[] = { "RUNNING", "COMPLETED", "COMPENSATING", "FAILED" };
-static const char *const breaker_names[] = { "closed", "open", "half_open" };
+const char *const saga_status_names[4] = { "RUNNING", "COMPLETED", "COMPENSATING", "FAILED" };
+const char *const saga_breaker_names[3] = { "closed", "open", "half_open" };
 
 const char *saga_status_name(enum saga_status s)
 {
-	return status_names[s];
+	return saga_status_names[s];
 }
 
-static int db_fail(struct saga_db *db, int rc, cqrs_error *err)
+enum saga_status saga_status_of(const char *s)
 {
-	return cqrs_sqlite_fail(db->db, rc, true, "saga state", err);
+	for (int i = 0; i < 4; i++)
+		if (s != NULL && strcmp(s, saga_status_names[i]) == 0)
+			return (enum saga_status)i;
+	return SAGA_FAILED;
+}
+
+enum breaker_state saga_breaker_of(const char *s)
+{
+	for (int i = 0; i < 3; i++)
+		if (s != NULL && strcmp(s, saga_breaker_names[i]) == 0)
+			return (enum breaker_state)i;
+	return BREAKER_CLOSED;
+}
+
+bool cqrs_saga_runners_share(cqrs_store *st)
+{
+	return cqrs_pg_handle(st) != NULL;
 }
 
 struct saga_db *saga_db_open(cqrs_store *st, cqrs_error *err)
 {
-	sqlite3 *h = cqrs_sqlite_handle(st);
-	if (h == NULL) {
-		cqrs_fail(err, CQRS_EXIT_CONFIG, "sagas need the embedded SQLite store");
-		return NULL;
-	}
-	struct saga_db *db = calloc(1, sizeof *db);
+	/* each backend's open says nothing when the store is not its own */
+	cqrs_error e = { 0 };
+	struct saga_db *db = saga_db_sqlite_open(st, &e);
+	if (db == NULL && e.code == 0)
+		db = saga_db_pg_open(st, &e);
+	if (db == NULL && e.code == 0)
+		cqrs_fail(&e, CQRS_EXIT_CONFIG, "sagas need a SQLite or PostgreSQL store");
 	if (db == NULL) {
-		cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+		*err = e;
 		return NULL;
 	}
-	db->db = h;
-	for (int i = 0; i < Q_COUNT; i++) {
-		int rc = sqlite3_prepare_v3(h, sql[i], -1, SQLITE_PREPARE_PERSISTENT, &db->q[i],
-					    NULL);
-		if (rc != SQLITE_OK) {
-			db_fail(db, rc, err);
-			saga_db_close(db);
-			return NULL;
-		}
-	}
+	db->st = st;
 	return db;
 }
 
 void saga_db_close(struct saga_db *db)
 {
-	if (db == NULL)
-		return;
-	for (int i = 0; i < Q_COUNT; i++)
-		sqlite3_finalize(db->q[i]);
-	free(db);
+	if (db != NULL)
+		db->ops->close(db);
 }
 
-struct sqlite3 *saga_db_handle(struct saga_db *db)
+int saga_db_set_lease(struct saga_db *db, int64_t lease_us, cqrs_error *err)
 {
-	return db->db;
+	return db->ops->set_lease(db, lease_us, err);
 }
 
-static void bind_time(sqlite3_stmt *q, int col, int64_t us)
+int saga_db_release(struct saga_db *db, cqrs_error *err)
 {
-	if (us <= 0) {
-		sqlite3_bind_null(q, col);
-		return;
-	}
-	char t[CQRS_TIMESTAMP_LEN + 1];
-	saga_time_format(us, t);
-	sqlite3_bind_text(q, col, t, -1, SQLITE_TRANSIENT);
-}
-
-static void bind_opt_text(sqlite3_stmt *q, int col, const char *s)
-{
-	if (s == NULL || *s == '\0')
-		sqlite3_bind_null(q, col);
-	else
-		sqlite3_bind_text(q, col, s, -1, SQLITE_STATIC);
-}
-
-static int64_t col_time(sqlite3_stmt *q, int col)
-{
-	const unsigned char *t = sqlite3_column_text(q, col);
-	if (t == NULL)
-		return 0;
-	int64_t v = saga_time_parse((const char *)t);
-	return v < 0 ? 0 : v;
-}
-
-static int status_of(const char *s)
-{
-	for (int i = 0; i < 4; i++)
-		if (s != NULL && strcmp(s, status_names[i]) == 0)
-			return i;
-	return SAGA_FAILED;
-}
-
-static void text_col(sqlite3_stmt *q, int col, char *buf, size_t cap)
-{
-	const unsigned char *t = sqlite3_column_text(q, col);
-	snprintf(buf, cap, "%s", t ? (const char *)t : "");
-}
-
-static int row_to_inst(sqlite3_stmt *q, struct saga_inst *in)
-{
-	in->rowid = sqlite3_column_int64(q, 0);
-	text_col(q, 1, in->id, sizeof in->id);
-	text_col(q, 2, in->type, sizeof in->type);
-	text_col(q, 3, in->corr, sizeof in->corr);
-	in->step = sqlite3_column_int64(q, 4);
-	cqrs_strbuf_reset(&in->state);
-	const unsigned char *st = sqlite3_column_text(q, 5);
-	cqrs_strbuf_put(&in->state, st ? (const char *)st : "{}",
-			st ? (size_t)sqlite3_column_bytes(q, 5) : 2);
-	in->status = (enum saga_status)status_of((const char *)sqlite3_column_text(q, 6));
-	in->attempts = sqlite3_column_int64(q, 7);
-	in->revision = sqlite3_column_int64(q, 8);
-	in->next_at = col_time(q, 9);
-	in->deadline = col_time(q, 10);
-	in->start_sequence = sqlite3_column_int64(q, 11);
-	text_col(q, 12, in->outcome, sizeof in->outcome);
-	text_col(q, 13, in->last_error, sizeof in->last_error);
-	in->created = col_time(q, 14);
-	in->updated = col_time(q, 15);
-	return in->state.oom ? -1 : 0;
-}
-
-static int load_one(struct saga_db *db, sqlite3_stmt *q, struct saga_inst *in, cqrs_error *err)
-{
-	int rc = sqlite3_step(q);
-	int found = 0;
-	if (rc == SQLITE_ROW) {
-		found = 1;
-		if (row_to_inst(q, in) < 0)
-			found = cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
-		else if (q == db->q[Q_LOAD_PREFIX] && sqlite3_step(q) == SQLITE_ROW)
-			found = cqrs_fail(err, CQRS_EXIT_USAGE, "saga id prefix is ambiguous");
-	} else if (rc != SQLITE_DONE) {
-		found = db_fail(db, rc, err);
-	}
-	sqlite3_reset(q);
-	return found;
-}
-
-int saga_db_load(struct saga_db *db, const char *id, struct saga_inst *in, cqrs_error *err)
-{
-	bool whole = strlen(id) == 36;
-	if (!whole && strlen(id) < 8)
-		return 0;
-	sqlite3_stmt *q = db->q[whole ? Q_LOAD_ID : Q_LOAD_PREFIX];
-	sqlite3_bind_text(q, 1, id, -1, SQLITE_TRANSIENT);
-	return load_one(db, q, in, err);
-}
-
-int saga_db_reload(struct saga_db *db, struct saga_inst *in, cqrs_error *err)
-{
-	return saga_db_load_rowid(db, in->rowid, in, err);
-}
-
-int saga_db_load_rowid(struct saga_db *db, int64_t rowid, struct saga_inst *in, cqrs_error *err)
-{
-	sqlite3_stmt *q = db->q[Q_LOAD_ROWID];
-	sqlite3_bind_int64(q, 1, rowid);
-	return load_one(db, q, in, err);
-}
-
-/* What an insert and an update both write: ?1-?10 of either statement. */
-static void bind_instance(sqlite3_stmt *q, const struct saga_inst *in)
-{
-	sqlite3_bind_text(q, 1, in->id, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(q, 2, in->step);
-	sqlite3_bind_text(q, 3, cqrs_strbuf_str(&in->state), (int)in->state.len, SQLITE_STATIC);
-	sqlite3_bind_text(q, 4, status_names[in->status], -1, SQLITE_STATIC);
-	sqlite3_bind_int64(q, 5, in->attempts);
-	bind_time(q, 6, in->next_at);
-	bind_time(q, 7, in->deadline);
-	bind_opt_text(q, 8, in->outcome);
-	bind_opt_text(q, 9, in->last_error);
-	bind_time(q, 10, in->updated);
-}
-
-/* Runs a bound write: 1 when it changed a row, 0 when not, -1 on error. */
-static int write_row(struct saga_db *db, sqlite3_stmt *q, cqrs_error *err)
-{
-	int rc = sqlite3_step(q);
-	sqlite3_reset(q);
-	if (rc != SQLITE_DONE)
-		return db_fail(db, rc, err);
-	return sqlite3_changes(db->db) > 0;
+	return db->ops->release(db, err);
 }
 
 int saga_db_insert(struct saga_db *db, struct saga_inst *in, cqrs_error *err)
 {
-	sqlite3_stmt *q = db->q[Q_INSERT];
-	bind_instance(q, in);
-	sqlite3_bind_text(q, 11, in->type, -1, SQLITE_STATIC);
-	bind_opt_text(q, 12, in->corr);
-	sqlite3_bind_int64(q, 13, in->start_sequence);
-	int r = write_row(db, q, err);
-	if (r == 1) {
-		in->rowid = sqlite3_last_insert_rowid(db->db);
-		in->revision = 0;
-	}
-	return r;
+	return db->ops->insert(db, in, err);
 }
 
 int saga_db_update(struct saga_db *db, struct saga_inst *in, cqrs_error *err)
 {
-	sqlite3_stmt *q = db->q[Q_UPDATE];
-	bind_instance(q, in);
-	sqlite3_bind_int64(q, 11, in->revision);
-	int r = write_row(db, q, err);
-	if (r == 1)
-		in->revision++;
-	return r;
+	return db->ops->update(db, in, err);
+}
+
+int saga_db_load(struct saga_db *db, const char *id, struct saga_inst *in, cqrs_error *err)
+{
+	size_t n = strlen(id);
+	if (n != 36 && (n < 8 || n > 36))
+		return 0;
+	return db->ops->load(db, id, in, err);
+}
+
+int saga_db_reload(struct saga_db *db, struct saga_inst *in, cqrs_error *err)
+{
+	return db->ops->reload(db, in, err);
 }
 
 int saga_db_candidates(struct saga_db *db, int64_t after_rowid, int64_t now, int64_t limit,
 		       int64_t *rowids, size_t *n, cqrs_error *err)
 {
-	sqlite3_stmt *q = db->q[Q_CANDIDATES];
-	sqlite3_bind_int64(q, 1, after_rowid);
-	bind_time(q, 2, now);
-	sqlite3_bind_int64(q, 3, limit);
-	*n = 0;
-	int rc;
-	while ((rc = sqlite3_step(q)) == SQLITE_ROW)
-		rowids[(*n)++] = sqlite3_column_int64(q, 0);
-	sqlite3_reset(q);
-	return rc == SQLITE_DONE ? 0 : db_fail(db, rc, err);
+	return db->ops->candidates(db, after_rowid, now, limit, rowids, n, err);
+}
+
+int saga_db_load_rowid(struct saga_db *db, int64_t rowid, struct saga_inst *in, cqrs_error *err)
+{
+	return db->ops->load_rowid(db, rowid, in, err);
 }
 
 int64_t saga_db_checkpoint(struct saga_db *db, const char *name, cqrs_error *err)
 {
-	sqlite3_stmt *q = db->q[Q_CHECKPOINT];
-	sqlite3_bind_text(q, 1, name, -1, SQLITE_TRANSIENT);
-	int rc = sqlite3_step(q);
-	int64_t v = rc == SQLITE_ROW ? sqlite3_column_int64(q, 0) : 0;
-	sqlite3_reset(q);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-		return db_fail(db, rc, err);
-	return v;
+	int64_t seq = 0;
+	return db->ops->checkpoint_get(db, name, &seq, err) < 0 ? -1 : seq;
 }
 
 int saga_db_checkpoint_get(struct saga_db *db, const char *name, int64_t *seq, cqrs_error *err)
 {
-	sqlite3_stmt *q = db->q[Q_CHECKPOINT];
-	sqlite3_bind_text(q, 1, name, -1, SQLITE_TRANSIENT);
-	int rc = sqlite3_step(q);
-	*seq = rc == SQLITE_ROW ? sqlite3_column_int64(q, 0) : 0;
-	sqlite3_reset(q);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-		return db_fail(db, rc, err);
-	return rc == SQLITE_ROW;
+	return db->ops->checkpoint_get(db, name, seq, err);
 }
 
 int saga_db_load_start(struct saga_db *db, const char *type, int64_t start_sequence,
 		       struct saga_inst *in, cqrs_error *err)
 {
-	sqlite3_stmt *q = db->q[Q_LOAD_START];
-	sqlite3_bind_text(q, 1, type, -1, SQLITE_TRANSIENT);
-	sqlite3_bind_int64(q, 2, start_sequence);
-	return load_one(db, q, in, err);
+	return db->ops->load_start(db, type, start_sequence, in, err);
 }
 
 int saga_db_set_checkpoint(struct saga_db *db, const char *name, int64_t seq, int64_t now,
 			   cqrs_error *err)
 {
-	sqlite3_stmt *q = db->q[Q_SET_CHECKPOINT];
-	sqlite3_bind_text(q, 1, name, -1, SQLITE_TRANSIENT);
-	sqlite3_bind_int64(q, 2, seq);
-	bind_time(q, 3, now);
-	int rc = sqlite3_step(q);
-	sqlite3_reset(q);
-	return rc == SQLITE_DONE ? 0 : db_fail(db, rc, err);
+	return db->ops->set_checkpoint(db, name, seq, now, err);
 }
 
 int64_t saga_db_next_due(struct saga_db *db, int64_t now, cqrs_error *err)
 {
-	sqlite3_stmt *q = db->q[Q_NEXT_DUE];
-	bind_time(q, 1, now);
-	int rc = sqlite3_step(q);
-	int64_t v = rc == SQLITE_ROW ? col_time(q, 0) : 0;
-	sqlite3_reset(q);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-		return db_fail(db, rc, err);
-	return v;
+	return db->ops->next_due(db, now, err);
 }
 
 int saga_db_breaker_get(struct saga_db *db, const char *name, struct breaker_row *b,
 			cqrs_error *err)
 {
-	sqlite3_stmt *q = db->q[Q_BREAKER_GET];
-	sqlite3_bind_text(q, 1, name, -1, SQLITE_TRANSIENT);
-	int rc = sqlite3_step(q);
-	*b = (struct breaker_row){ BREAKER_CLOSED, 0, 0 };
-	if (rc == SQLITE_ROW) {
-		const char *s = (const char *)sqlite3_column_text(q, 0);
-		for (int i = 0; i < 3; i++)
-			if (s != NULL && strcmp(s, breaker_names[i]) == 0)
-				b->state = (enum breaker_state)i;
-		b->failures = sqlite3_column_int64(q, 1);
-		b->opened_at = col_time(q, 2);
-	}
-	sqlite3_reset(q);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-		return db_fail(db, rc, err);
-	return 0;
+	return db->ops->breaker_get(db, name, b, err);
 }
 
 int saga_db_breaker_put(struct saga_db *db, const char *name, const struct breaker_row *b,
 			int64_t now, cqrs_error *err)
 {
-	sqlite3_stmt *q = db->q[Q_BREAKER_PUT];
-	sqlite3_bind_text(q, 1, name, -1, SQLITE_TRANSIENT);
-	sqlite3_bind_text(q, 2, breaker_names[b->state], -1, SQLITE_STATIC);
-	sqlite3_bind_int64(q, 3, b->failures);
-	bind_time(q, 4, b->opened_at);
-	bind_time(q, 5, now);
-	int rc = sqlite3_step(q);
-	sqlite3_reset(q);
-	return rc == SQLITE_DONE ? 0 : db_fail(db, rc, err);
+	return db->ops->breaker_put(db, name, b, now, err);
+}
+
+int saga_db_counts(struct saga_db *db, const char *stuck_before,
+		   void (*fn)(void *, const struct saga_type_counts *), void *arg, cqrs_error *err)
+{
+	return db->ops->counts(db, stuck_before, fn, arg, err);
+}
+
+int saga_db_attention(struct saga_db *db, const char *stuck_before,
+		      void (*fn)(void *, const struct saga_attention *), void *arg, cqrs_error *err)
+{
+	return db->ops->attention(db, stuck_before, fn, arg, err);
+}
+
+int saga_db_breakers(struct saga_db *db, void (*fn)(void *, const struct cqrs_saga_breaker *),
+		     void *arg, cqrs_error *err)
+{
+	return db->ops->breakers(db, fn, arg, err);
+}
+
+int saga_db_read_begin(struct saga_db *db, cqrs_error *err)
+{
+	return db->ops->read_begin(db, err);
+}
+
+void saga_db_read_end(struct saga_db *db)
+{
+	db->ops->read_end(db);
 }

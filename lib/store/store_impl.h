@@ -202,6 +202,14 @@ cqrs_store *cqrs_pg_open(const char *path, enum cqrs_open_mode mode, cqrs_error 
 /* The SQLite connection of an embedded store, NULL for another backend:
  * for saga_store.c, whose tables share the store's transactions. */
 struct sqlite3 *cqrs_sqlite_handle(cqrs_store *st);
+/* The same for a PostgreSQL store (issue 13, sagas): its connection (a
+ * PGconn), NULL for another backend; and its errors as the store words
+ * them ("store: what: reason", the exit code by SQLSTATE), res cleared:
+ * -1. */
+struct pg_conn;
+struct pg_result;
+struct pg_conn *cqrs_pg_handle(cqrs_store *st);
+int cqrs_pg_fail(cqrs_store *st, struct pg_result *res, const char *what, cqrs_error *err);
 
 /* --- operations on a PostgreSQL store (issue 13: cqrs-health, cqrs-backup)
  * store_pg.c.  cqrs_pg_is says whether st is one; the others expect one. */

@@ -36,7 +36,7 @@
 #include "store/store_impl.h"
 #include "banned.h"
 
-#define PG_SCHEMA_VERSION 1
+#define PG_SCHEMA_VERSION 2
 #define DEFAULT_SCHEMA	  "cqrs"
 #define MAX_SCHEMA_NAME	  63
 #define LOCK_CLASS	  0x43515253 /* "CQRS": the advisory lock's first key */
@@ -102,8 +102,47 @@ static const char schema_v1[] =
 	"INSERT INTO store_info VALUES (1);";
 /* clang-format on */
 
+/* Version 2 (issue 13, sagas): the saga runner's tables (saga_store_pg.c),
+ * as in the SQLite store, and a lease per instance so that several runners
+ * share the instances: lease_owner ("host:pid:random") holds it until
+ * lease_until, by the server's clock; rowid numbers instances in the order
+ * they started, as SQLite's rowid does. */
+/* clang-format off */
+static const char schema_v2_sagas[] =
+	"CREATE TABLE saga_instances ("
+	" rowid bigint GENERATED ALWAYS AS IDENTITY UNIQUE,"
+	" saga_id text COLLATE \"C\" PRIMARY KEY,"
+	" saga_type text COLLATE \"C\" NOT NULL,"
+	" correlation_id text COLLATE \"C\","
+	" current_step bigint NOT NULL DEFAULT 0,"
+	" state text NOT NULL DEFAULT '{}',"
+	" status text COLLATE \"C\" NOT NULL CHECK (status IN"
+	"  ('RUNNING', 'COMPLETED', 'COMPENSATING', 'FAILED')),"
+	" created_at text COLLATE \"C\" NOT NULL,"
+	" updated_at text COLLATE \"C\" NOT NULL,"
+	" revision bigint NOT NULL DEFAULT 0,"
+	" attempts bigint NOT NULL DEFAULT 0,"
+	" next_attempt_at text COLLATE \"C\","
+	" deadline_at text COLLATE \"C\","
+	" start_sequence bigint,"
+	" outcome text COLLATE \"C\","
+	" last_error text,"
+	" lease_owner text COLLATE \"C\","
+	" lease_until timestamptz,"
+	" UNIQUE (saga_type, start_sequence));"
+	"CREATE INDEX saga_instances_status ON saga_instances(status);"
+	"CREATE INDEX saga_instances_due ON saga_instances(next_attempt_at)"
+	" WHERE status IN ('RUNNING', 'COMPENSATING');"
+	"CREATE TABLE saga_breakers ("
+	" name text COLLATE \"C\" PRIMARY KEY,"
+	" state text NOT NULL CHECK (state IN ('closed', 'open', 'half_open')),"
+	" failures bigint NOT NULL DEFAULT 0,"
+	" opened_at text COLLATE \"C\","
+	" updated_at text NOT NULL);";
+/* clang-format on */
+
 /* migrations[i] takes a store from version i to i + 1. */
-static const char *const migrations[PG_SCHEMA_VERSION] = { schema_v1 };
+static const char *const migrations[PG_SCHEMA_VERSION] = { schema_v1, schema_v2_sagas };
 
 struct pg_store {
 	struct cqrs_store base;
@@ -608,7 +647,7 @@ static int ensure_schema(struct pg_store *s, cqrs_error *err)
 	for (int64_t v = ver; v < PG_SCHEMA_VERSION; v++)
 		if (exec_command(s, migrations[v], "cannot create the store", err) < 0)
 			goto fail;
-	if (PG_SCHEMA_VERSION > 1 && ver < PG_SCHEMA_VERSION && ver > 0) {
+	if (PG_SCHEMA_VERSION > 1 && ver < PG_SCHEMA_VERSION) {
 		snprintf(sql, sizeof sql, "UPDATE store_info SET schema_version = %d",
 			 PG_SCHEMA_VERSION);
 		if (exec_command(s, sql, "cannot create the store", err) < 0)
@@ -1668,4 +1707,18 @@ int cqrs_pg_insert_row(cqrs_store *st, const char *table, int n, const char *con
 const char *cqrs_pg_name(const cqrs_store *st)
 {
 	return ((const struct pg_store *)st)->name;
+}
+
+/* The saga runner's tables share the store's transactions (issue 13,
+ * sagas): saga_store_pg.c runs its statements on this connection. */
+struct pg_conn *cqrs_pg_handle(cqrs_store *st)
+{
+	if (st == NULL || st->ops != &pg_ops)
+		return NULL;
+	return ((struct pg_store *)st)->conn;
+}
+
+int cqrs_pg_fail(cqrs_store *st, struct pg_result *res, const char *what, cqrs_error *err)
+{
+	return pg_fail((struct pg_store *)st, res, what, err);
 }
