@@ -35,13 +35,12 @@ teardown() {
 # What a healthy store reports that differs by backend (cqrs-health(1),
 # cqrs-postgres(7)): the schema, the integrity check, the witness, and the
 # sagas (a PostgreSQL store keeps no saga tables yet).
+BREAKERS_OK='"figure":0,"unit":"breakers","warning":1,"critical":null,"detail":"0 open"'
 if on_sqlite; then
 	SCHEMA_NOW=5 INTEGRITY_OK="quick_check: ok" WITNESS_OK="witness matched"
-	BREAKERS_OK='"figure":0,"unit":"breakers","warning":1,"critical":null,"detail":"0 open"'
 else
-	SCHEMA_NOW=1 INTEGRITY_OK="tables, triggers and sequences: ok"
+	SCHEMA_NOW=2 INTEGRITY_OK="tables, triggers and sequences: ok"
 	WITNESS_OK="no witness: the server keeps its history"
-	BREAKERS_OK='"figure":null,"unit":"breakers","warning":1,"critical":null,"detail":"not applicable: the store keeps no saga tables"'
 fi
 
 # The 11 events of the docs store, projected: a healthy installation.
@@ -188,7 +187,6 @@ snapshot() {
 }
 
 @test "sagas_stuck: a saga with no change past --stuck-after, and its alert" {
-	sqlite_only "sagas run on the SQLite store alone today (cqrs-postgres(7)); pg.bats: the saga checks not applicable"
 	saga_setup
 	order 1
 	cqrs-saga run
@@ -226,7 +224,6 @@ snapshot() {
 }
 
 @test "sagas_failed and compensation_failed: a FAILED saga, then one whose compensation failed" {
-	sqlite_only "sagas run on the SQLite store alone today (cqrs-postgres(7)); pg.bats: the saga checks not applicable"
 	saga_setup
 	order 1
 	cqrs-saga run
@@ -283,7 +280,6 @@ snapshot() {
 }
 
 @test "breakers: an open circuit breaker is a warning, named, and its alert fires" {
-	sqlite_only "sagas run on the SQLite store alone today (cqrs-postgres(7)); pg.bats: the saga checks not applicable"
 	saga_setup
 	f=$(saga_file 's|^    failures: 5$|    failures: 2|')
 	order 1
@@ -296,7 +292,7 @@ snapshot() {
 	order 4
 	cqrs-saga run -f "$f" 2>/dev/null
 	cqrs-project
-	assert_equal "$(sqlite3 "$CQRS_STORE" 'SELECT name, state FROM saga_breakers')" "order.authorize_payment|open"
+	assert_equal "$(store_query 'SELECT name, state FROM saga_breakers')" "order.authorize_payment|open"
 	run --separate-stderr cqrs-health --lag-seconds 0,0
 	assert_failure 1
 	assert_equal "$(not_ok)" "breakers:warning"
@@ -585,12 +581,11 @@ listing() {
 	assert_success
 	assert_output ""
 	# exactly the names of the contract, each a gauge
-	# (PostgreSQL: the database's size in place of the write-ahead log's,
-	# and no saga gauges while the store keeps no saga tables)
+	# (PostgreSQL: the database's size in place of the write-ahead log's)
 	if on_sqlite; then
 		gauges="cqrs_store_size_bytes cqrs_store_wal_size_bytes cqrs_store_events cqrs_store_head_sequence cqrs_store_chain_ok cqrs_projection_lag_events cqrs_projection_lag_seconds cqrs_projection_parked_events cqrs_saga_instances cqrs_saga_stuck_instances cqrs_breakers_open cqrs_breaker_open cqrs_disk_free_bytes cqrs_health_check_status cqrs_health_last_run_timestamp_seconds "
 	else
-		gauges="cqrs_store_size_bytes cqrs_store_database_size_bytes cqrs_store_events cqrs_store_head_sequence cqrs_store_chain_ok cqrs_projection_lag_events cqrs_projection_lag_seconds cqrs_projection_parked_events cqrs_disk_free_bytes cqrs_health_check_status cqrs_health_last_run_timestamp_seconds "
+		gauges="cqrs_store_size_bytes cqrs_store_database_size_bytes cqrs_store_events cqrs_store_head_sequence cqrs_store_chain_ok cqrs_projection_lag_events cqrs_projection_lag_seconds cqrs_projection_parked_events cqrs_saga_instances cqrs_saga_stuck_instances cqrs_breakers_open cqrs_breaker_open cqrs_disk_free_bytes cqrs_health_check_status cqrs_health_last_run_timestamp_seconds "
 	fi
 	assert_equal "$(sed -n 's/^# TYPE \([a-z_]*\) gauge$/\1/p' tf/cqrs_health.prom | tr '\n' ' ')" "$gauges"
 	assert_equal "$(grep -c '^# TYPE' tf/cqrs_health.prom)" "$(wc -w <<<"$gauges")"
@@ -636,7 +631,6 @@ listing() {
 }
 
 @test "the alert rules pass promtool check rules, and none fires on a healthy store with sagas" {
-	sqlite_only "sagas run on the SQLite store alone today (cqrs-postgres(7)); pg.bats: the saga checks not applicable"
 	run promtool check rules "$RULES"
 	assert_success
 	assert_line "  SUCCESS: 9 rules found"
