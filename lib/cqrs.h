@@ -333,6 +333,12 @@ int64_t cqrs_store_counter_next(cqrs_store *st, const char *name, cqrs_error *er
  * sets it to value (a number it handed out and nobody used goes back) and
  * returns value. */
 int64_t cqrs_store_counter_set(cqrs_store *st, const char *name, int64_t value, cqrs_error *err);
+/* relay ops (issue 14): fn for each counter whose name starts with prefix,
+ * in name order, outside a transaction too (cqrs-health reads the relays'
+ * positions, "relay:STREAM"): 0, or -1 with *err. */
+typedef void cqrs_counter_fn(void *arg, const char *name, int64_t value);
+int cqrs_store_counters_each(cqrs_store *st, const char *prefix, cqrs_counter_fn *fn, void *arg,
+			     cqrs_error *err);
 
 /* Verifies the hash chain from the first event to the last, and the
  * columns the store derives from the hashed fields. */
@@ -772,6 +778,7 @@ enum cqrs_health_limit {
 	CQRS_HEALTH_BREAKERS,
 	CQRS_HEALTH_WAL,
 	CQRS_HEALTH_DISK_FREE, /* a lower bound: at or below it */
+	CQRS_HEALTH_RELAY_LAG, /* relay ops (issue 14): events a relay has not published */
 	CQRS_HEALTH_NLIMITS
 };
 /* A figure at or above crit is critical, else at or above warn a warning
@@ -948,6 +955,13 @@ enum cqrs_metric {
 	/* PostgreSQL backend (issue 13): a command decided again after
 	 * another writer appended to its aggregate first */
 	CQRS_METRIC_COMMAND_CONFLICTS, /* counter {type} */
+	/* relay ops (issue 14): cqrs-relay; the lags are the store's head
+	 * minus the relay's position, and the age of the oldest event not
+	 * yet acknowledged, at the relay's last flush */
+	CQRS_METRIC_RELAY_EVENTS,      /* counter {stream, direction} */
+	CQRS_METRIC_RELAY_LAG_EVENTS,  /* gauge {stream} */
+	CQRS_METRIC_RELAY_LAG_SECONDS, /* gauge {stream} */
+	CQRS_METRIC_RELAY_ACK_LATENCY, /* histogram {stream}: a window sent to its PubAcks */
 	CQRS_METRIC_COUNT
 };
 /* seconds between merges of a long run; $CQRS_METRICS_PERIOD sets it */
@@ -1223,6 +1237,7 @@ struct cqrs_relay_options {
 	const char *stream;	    /* the JetStream stream */
 	const char *subject_prefix; /* subjects are PREFIX.TYPE.EVENT */
 	const char *creds_file;	    /* a NATS creds file (JWT and nkey seed) */
+	const char *nkey_seed_file; /* relay ops: a file with a user nkey's seed (SU...) */
 	const char *user;	    /* NULL: $CQRS_NATS_USER */
 	const char *password_file;  /* NULL: $CQRS_NATS_PASSWORD */
 	const char *tls_ca, *tls_cert, *tls_key;
@@ -1249,6 +1264,11 @@ int cqrs_relay_replicate(const char *replica_path, const struct cqrs_relay_optio
 int cqrs_relay_consume(FILE *out, const struct cqrs_relay_options *o, cqrs_error *err);
 /* Creates the stream (file storage, subjects PREFIX.>, o->duplicate_window_s). */
 int cqrs_relay_create_stream(const struct cqrs_relay_options *o, cqrs_error *err);
+/* relay ops (issue 14): Ed25519's public key of a 32-byte seed, through
+ * the Nettle library signed heads load (signed_head.c): cqrs-relay
+ * --nkey-seed gives the server the public key of its seed file.  0, or -1
+ * with *err (69: no Nettle). */
+int cqrs_ed25519_public_of_seed(const uint8_t seed[32], uint8_t pub[32], cqrs_error *err);
 /* CloudEvents 1.0 structured JSON of ev on f, one line; and back: the
  * envelope line of a CloudEvent (malloc'd in *line), or -1 with *err (65). */
 void cqrs_cloudevent_write(FILE *f, const cqrs_event *ev);

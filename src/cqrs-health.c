@@ -20,7 +20,8 @@ static const char usage_text[] =
 	"                   [--textfile dir] [--lag-events w,c] [--lag-seconds w,c]\n"
 	"                   [--parked w,c] [--stuck-after duration] [--stuck w,c]\n"
 	"                   [--failed w,c] [--compensation-failed w,c] [--breakers w,c]\n"
-	"                   [--wal w,c] [--disk-free w,c] [--log-format text|json]\n";
+	"                   [--wal w,c] [--disk-free w,c] [--relay-lag w,c]\n"
+	"                   [--log-format text|json]\n";
 
 static void usage(int code)
 {
@@ -43,6 +44,7 @@ static void usage(int code)
 		      "      --breakers W,C         open circuit breakers (1,0)\n"
 		      "      --wal W,C              size of the write-ahead log (64M,512M)\n"
 		      "      --disk-free W,C        free disk, at or below (1G,256M)\n"
+		      "      --relay-lag W,C        events a relay has not published (1000,100000)\n"
 		      "      --log-format FORMAT    messages as text or json lines (default:\n"
 		      "                             $CQRS_LOG_FORMAT, else text)\n"
 		      "  -h, --help                 show this help\n"
@@ -73,6 +75,7 @@ int main(int argc, char **argv)
 		{ "breakers", required_argument, NULL, OPT_LIMIT },
 		{ "wal", required_argument, NULL, OPT_LIMIT },
 		{ "disk-free", required_argument, NULL, OPT_LIMIT },
+		{ "relay-lag", required_argument, NULL, OPT_LIMIT },
 		{ "log-format", required_argument, NULL, OPT_LOG_FORMAT },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },

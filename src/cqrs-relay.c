@@ -16,9 +16,9 @@ static const char usage_text[] =
 	"       cqrs-relay consume [--follow] [--durable name] [--ack-wait ms] [connection]\n"
 	"       cqrs-relay create-stream [--duplicate-window seconds] [connection]\n"
 	"connection: [--server url] [--stream name] [--subject-prefix prefix]\n"
-	"            [--creds file] [--user name] [--password-file file]\n"
+	"            [--creds file] [--nkey-seed file] [--user name] [--password-file file]\n"
 	"            [--tls-ca file] [--tls-cert file] [--tls-key file] [--retries n]\n"
-	"            [--log-format text|json]\n";
+	"            [--metrics-dir dir] [--log-format text|json]\n";
 
 static void usage(int code)
 {
@@ -45,6 +45,7 @@ static void usage(int code)
 		      "      --stream NAME          JetStream stream (default: CQRS_EVENTS)\n"
 		      "      --subject-prefix P     subjects P.TYPE.EVENT (default: cqrs.events)\n"
 		      "      --creds FILE           NATS credentials file\n"
+		      "      --nkey-seed FILE       a user nkey's seed (SU...), for an nkey login\n"
 		      "      --user NAME            user (default: $CQRS_NATS_USER)\n"
 		      "      --password-file FILE   password on its first line (default:\n"
 		      "                             $CQRS_NATS_PASSWORD)\n"
@@ -54,6 +55,8 @@ static void usage(int code)
 		      "      --retries N            reconnections before exit 69 (default: 5)\n"
 		      "  -s, --store PATH           event store, or the replica (default: "
 		      "$CQRS_STORE)\n"
+		      "      --metrics-dir DIR      add this run's metrics to DIR/cqrs_relay.prom\n"
+		      "                             (default: $CQRS_METRICS_DIR)\n"
 		      "      --log-format FORMAT    messages as text or json lines (default:\n"
 		      "                             $CQRS_LOG_FORMAT, else text)\n"
 		      "  -h, --help                 show this help\n"
@@ -80,6 +83,8 @@ enum {
 	OPT_TLS_KEY,
 	OPT_RETRIES,
 	OPT_LOG_FORMAT,
+	OPT_NKEY_SEED,
+	OPT_METRICS_DIR,
 };
 
 static int64_t number(const char *opt, const char *arg, int64_t min)
@@ -113,13 +118,15 @@ int main(int argc, char **argv)
 		{ "retries", required_argument, NULL, OPT_RETRIES },
 		{ "store", required_argument, NULL, 's' },
 		{ "log-format", required_argument, NULL, OPT_LOG_FORMAT },
+		{ "nkey-seed", required_argument, NULL, OPT_NKEY_SEED },
+		{ "metrics-dir", required_argument, NULL, OPT_METRICS_DIR },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct cqrs_relay_options o;
 	cqrs_relay_options_init(&o);
-	const char *store_opt = NULL;
+	const char *store_opt = NULL, *metrics_dir = NULL;
 	int ch;
 
 	cqrs_tool_init("cqrs-relay");
@@ -154,6 +161,8 @@ int main(int argc, char **argv)
 		case OPT_RETRIES: o.retries = (int)number("--retries", optarg, 0); break;
 		case 's': store_opt = optarg; break;
 		case OPT_LOG_FORMAT: cqrs_log_format_option(optarg); break;
+		case OPT_NKEY_SEED: o.nkey_seed_file = optarg; break;
+		case OPT_METRICS_DIR: metrics_dir = optarg; break;
 		case 'h': usage(0); break;
 		case 'V': cqrs_print_version(); return cqrs_finish_stdout(0);
 		default: usage(CQRS_EXIT_USAGE);
@@ -166,11 +175,16 @@ int main(int argc, char **argv)
 		cqrs_die(CQRS_EXIT_USAGE, "one subcommand: '%.80s'", argv[optind + 1]);
 	if (o.window > 65536 || o.retries > 1000)
 		cqrs_die(CQRS_EXIT_USAGE, "--window is at most 65536, --retries at most 1000");
+	/* libnats keeps one of the two: a creds file replaces an nkey */
+	if (o.creds_file != NULL && o.nkey_seed_file != NULL)
+		cqrs_die(CQRS_EXIT_USAGE, "--creds and --nkey-seed are two logins: one of them");
 	const char *cmd = argv[optind];
 	bool publish = strcmp(cmd, "publish") == 0;
 	if (!publish && (o.from >= 0 || o.cloudevents))
 		cqrs_die(CQRS_EXIT_USAGE, "--from and --format go with publish");
 	cqrs_error err = { 0 };
+	if (cqrs_metrics_init(metrics_dir, &err) < 0)
+		cqrs_die_error(&err);
 	o.report = stdout;
 	int rc;
 	if (publish) {

@@ -18,7 +18,11 @@ jetstream {
     store_dir: "$NATS_DIR/js"
 }
 authorization {
-    users: [ { user: $NATS_USER, password: "$NATS_PASSWORD" } ]
+    users: [
+        { user: $NATS_USER, password: "$NATS_PASSWORD" }
+        # relay ops: the nkey login (a test key pair, tests/fixtures)
+        { nkey: $(cat "$CQRS_TOP_SRCDIR/tests/fixtures/relay-nkey-TEST-ONLY.pub") }
+    ]
 }
 CONF
 	export NATS_DIR NATS_PORT

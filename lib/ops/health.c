@@ -3,7 +3,7 @@
  * opens, its schema, SQLite's quick_check, the hash chain against the
  * witness), the views (lag, parked events), the sagas (stuck, failed,
  * compensation failed), the circuit breakers, the write-ahead log and the
- * free disk.  On a PostgreSQL store (issue 13) the integrity check is the
+ * free disk, and the relays' positions (issue 14).  On a PostgreSQL store (issue 13) the integrity check is the
  * tables check of cqrs_pg_facts, the write-ahead log is the server's (not
  * applicable), and the free disk is the views' alone: the server's disk is
  * its own.  Each check gets a status in the monitoring plugins'
@@ -54,6 +54,7 @@ static const struct limit_spec {
 	{ "breakers", CQRS_HEALTH_BREAKERS, U_COUNT, 1, 0 },
 	{ "wal", CQRS_HEALTH_WAL, U_BYTES, 64LL << 20, 512LL << 20 },
 	{ "disk-free", CQRS_HEALTH_DISK_FREE, U_BYTES, 1LL << 30, 256LL << 20 },
+	{ "relay-lag", CQRS_HEALTH_RELAY_LAG, U_COUNT, 1000, 100000 },
 };
 #define NSPECS (sizeof limit_specs / sizeof limit_specs[0])
 
@@ -194,6 +195,7 @@ enum {
 	C_BREAKERS,
 	C_WAL,
 	C_DISK,
+	C_RELAY,
 	C_COUNT
 };
 
@@ -212,6 +214,7 @@ static const struct check check_init[C_COUNT] = {
 	[C_BREAKERS] = { "breakers", .unit = "breakers", .limit = CQRS_HEALTH_BREAKERS },
 	[C_WAL] = { "wal", .unit = "bytes", .limit = CQRS_HEALTH_WAL },
 	[C_DISK] = { "disk", .unit = "bytes", .limit = CQRS_HEALTH_DISK_FREE },
+	[C_RELAY] = { "relay", .unit = "events", .limit = CQRS_HEALTH_RELAY_LAG },
 };
 
 struct projection_fig {
@@ -226,6 +229,13 @@ struct breaker_fig {
 	char *name;
 	bool open;
 };
+/* One relay: its stream, the highest sequence the server acknowledged,
+ * and the events after it (the store's head minus the position). */
+struct relay_fig {
+	char *stream;
+	int64_t position, lag;
+	enum cqrs_health_status status;
+};
 
 struct cqrs_health {
 	struct cqrs_health_limits limits;
@@ -239,6 +249,9 @@ struct cqrs_health {
 	size_t nsagas;
 	struct breaker_fig *breakers;
 	size_t nbreakers;
+	struct relay_fig *relays;
+	size_t nrelays;
+	bool relays_read; /* the counters could be read */
 	bool oom;
 	time_t ran_at;
 };
@@ -530,6 +543,56 @@ static void check_sagas(cqrs_health *h, cqrs_store *st, const char *store_path)
 	cqrs_strbuf_free(&names);
 }
 
+/* --- the relays (issue 14) ---------------------------------------------------------
+ * cqrs-relay publish keeps its position in the store, counter
+ * "relay:STREAM" = the position + 1 (relay_publish.c): read here through
+ * the store facade, on either backend. */
+
+#define RELAY_COUNTER_PREFIX "relay:"
+
+static void each_relay(void *arg, const char *name, int64_t value)
+{
+	cqrs_health *h = arg;
+	struct relay_fig *p = grow(h, h->relays, h->nrelays, sizeof *p);
+	if (p == NULL)
+		return;
+	h->relays = p;
+	p[h->nrelays] = (struct relay_fig){ dup_str(h, name + strlen(RELAY_COUNTER_PREFIX)),
+					    value > 0 ? value - 1 : 0, 0, CQRS_HEALTH_OK };
+	if (p[h->nrelays].stream != NULL)
+		h->nrelays++;
+}
+
+/* Each relay's lag judged on its own; the check is the worst of them. */
+static void check_relays(cqrs_health *h, cqrs_store *st)
+{
+	struct check *c = &h->checks[C_RELAY];
+	cqrs_error e = { 0 };
+	int64_t head;
+	if (cqrs_store_counters_each(st, RELAY_COUNTER_PREFIX, each_relay, h, &e) < 0 ||
+	    (head = cqrs_store_last_sequence(st, &e)) < 0) {
+		set(c, status_of_error(&e), "%s", e.msg);
+		return;
+	}
+	h->relays_read = true;
+	if (h->nrelays == 0) {
+		set(c, CQRS_HEALTH_OK, "no relay");
+		return;
+	}
+	size_t worst_at = 0;
+	for (size_t i = 0; i < h->nrelays; i++) {
+		struct relay_fig *r = &h->relays[i];
+		r->lag = head > r->position ? head - r->position : 0;
+		judge(h, c, r->lag);
+		r->status = c->status;
+		if (r->lag > h->relays[worst_at].lag)
+			worst_at = i;
+	}
+	const struct relay_fig *w = &h->relays[worst_at];
+	judge(h, c, w->lag);
+	snprintf(c->detail, sizeof c->detail, "%s %" PRId64 " events behind", w->stream, w->lag);
+}
+
 /* --- the disk ----------------------------------------------------------------------- */
 
 /* Free space for the user's files (f_bavail) where the store and the
@@ -586,7 +649,7 @@ cqrs_health *cqrs_health_run(const char *store_path, const char *views_path,
 		    e.msg);
 		static const int after[] = { C_INTEGRITY,    C_CHAIN,	 C_VIEWS, C_LAG_EVENTS,
 					     C_LAG_SECONDS,  C_PARKED,	 C_STUCK, C_FAILED,
-					     C_COMPENSATION, C_BREAKERS, C_WAL };
+					     C_COMPENSATION, C_BREAKERS, C_WAL,	  C_RELAY };
 		unknown_because(h, after, sizeof after / sizeof after[0],
 				"the store could not be opened");
 	} else {
@@ -595,6 +658,7 @@ cqrs_health *cqrs_health_run(const char *store_path, const char *views_path,
 		check_chain(h, st, store_path);
 		check_views(h, st, views_path);
 		check_sagas(h, st, store_path);
+		check_relays(h, st);
 		cqrs_store_close(st);
 	}
 	check_disk(h, store_path, views_path);
@@ -619,6 +683,9 @@ void cqrs_health_free(cqrs_health *h)
 	free(h->projections);
 	free(h->sagas);
 	free(h->breakers);
+	for (size_t i = 0; i < h->nrelays; i++)
+		free(h->relays[i].stream);
+	free(h->relays);
 	free(h);
 }
 
@@ -649,10 +716,30 @@ static void json_threshold(FILE *out, const char *key, int64_t v)
 		fprintf(out, ",\"%s\":null", key);
 }
 
+/* The relay check as one line per stream (issue 14). */
+static void relay_lines_ndjson(const cqrs_health *h, FILE *out)
+{
+	for (size_t i = 0; i < h->nrelays; i++) {
+		const struct relay_fig *r = &h->relays[i];
+		fputs("{\"check\":\"relay\",\"stream\":", out);
+		cqrs_json_write_string(out, r->stream, strlen(r->stream));
+		fprintf(out, ",\"status\":\"%s\",\"figure\":%" PRId64 ",\"unit\":\"events\"",
+			status_names[r->status], r->lag);
+		json_threshold(out, "warning", h->limits.warn[CQRS_HEALTH_RELAY_LAG]);
+		json_threshold(out, "critical", h->limits.crit[CQRS_HEALTH_RELAY_LAG]);
+		fprintf(out, ",\"detail\":\"position %" PRId64 ", %" PRId64 " events behind\"}\n",
+			r->position, r->lag);
+	}
+}
+
 void cqrs_health_write_ndjson(const cqrs_health *h, FILE *out)
 {
 	for (int i = 0; i < C_COUNT; i++) {
 		const struct check *c = &h->checks[i];
+		if (i == C_RELAY && h->nrelays > 0) {
+			relay_lines_ndjson(h, out);
+			continue;
+		}
 		fprintf(out, "{\"check\":\"%s\",\"status\":\"%s\",\"figure\":", c->name,
 			status_names[c->status]);
 		if (c->judged)
@@ -675,6 +762,15 @@ void cqrs_health_write_table(const cqrs_health *h, FILE *out)
 	fprintf(out, "%-20s %-8s %14s  %s\n", "CHECK", "STATUS", "FIGURE", "DETAIL");
 	for (int i = 0; i < C_COUNT; i++) {
 		const struct check *c = &h->checks[i];
+		if (i == C_RELAY && h->nrelays > 0) {
+			for (size_t k = 0; k < h->nrelays; k++) {
+				const struct relay_fig *r = &h->relays[k];
+				fprintf(out, "%-20s %-8s %14" PRId64 "  %s: position %" PRId64 "\n",
+					c->name, status_names[r->status], r->lag, r->stream,
+					r->position);
+			}
+			continue;
+		}
 		char fig[32] = "-";
 		if (c->judged)
 			snprintf(fig, sizeof fig, "%" PRId64, c->figure);
@@ -799,12 +895,35 @@ static void saga_gauges(struct cqrs_strbuf *b, const cqrs_health *h)
 	}
 }
 
+static void relay_gauges(struct cqrs_strbuf *b, const cqrs_health *h)
+{
+	if (!h->relays_read)
+		return;
+	/* not cqrs_relay_lag_events: that is cqrs-relay's own (cqrs-metrics(7)),
+	 * and node_exporter refuses one series in two files */
+	gauge(b, "cqrs_relay_position_sequence",
+	      "Sequence of the last event the relay's server acknowledged.");
+	for (size_t i = 0; i < h->nrelays; i++) {
+		cqrs_strbuf_puts(b, "cqrs_relay_position_sequence{stream=");
+		label(b, h->relays[i].stream);
+		cqrs_strbuf_printf(b, "} %" PRId64 "\n", h->relays[i].position);
+	}
+	gauge(b, "cqrs_relay_pending_events",
+	      "Events in the store after the relay's position (not yet published).");
+	for (size_t i = 0; i < h->nrelays; i++) {
+		cqrs_strbuf_puts(b, "cqrs_relay_pending_events{stream=");
+		label(b, h->relays[i].stream);
+		cqrs_strbuf_printf(b, "} %" PRId64 "\n", h->relays[i].lag);
+	}
+}
+
 int cqrs_health_write_textfile(const cqrs_health *h, const char *dir, cqrs_error *err)
 {
 	struct cqrs_strbuf b = { 0 };
 	store_gauges(&b, h);
 	view_gauges(&b, h);
 	saga_gauges(&b, h);
+	relay_gauges(&b, h);
 	if (h->checks[C_DISK].judged) {
 		gauge(&b, "cqrs_disk_free_bytes",
 		      "Free bytes where the store and the views live (the smaller).");

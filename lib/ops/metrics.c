@@ -113,6 +113,26 @@ static const struct family {
 					    { "type", NULL },
 					    "Commands loaded and decided again after a version "
 					    "conflict." },
+	/* relay ops (issue 14) */
+	[CQRS_METRIC_RELAY_EVENTS] = { "cqrs_relay_events_total",
+				       COUNTER,
+				       { "stream", "direction" },
+				       "Events the relay published, replicated or consumed "
+				       "(acknowledged)." },
+	[CQRS_METRIC_RELAY_LAG_EVENTS] = { "cqrs_relay_lag_events",
+					   GAUGE,
+					   { "stream", NULL },
+					   "Events in the store the relay had not published, at its "
+					   "last flush." },
+	[CQRS_METRIC_RELAY_LAG_SECONDS] = { "cqrs_relay_lag_seconds",
+					    GAUGE,
+					    { "stream", NULL },
+					    "Age of the oldest event the relay had not published, at "
+					    "its last flush." },
+	[CQRS_METRIC_RELAY_ACK_LATENCY] = { "cqrs_relay_ack_latency_seconds",
+					    HISTOGRAM,
+					    { "stream", NULL },
+					    "Time from a window of publishes sent to all its PubAcks." },
 };
 
 /* Most series a file keeps: a bound on its size whatever the labels. */

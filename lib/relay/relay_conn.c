@@ -89,6 +89,109 @@ static int read_password(const struct cqrs_relay_options *o, char *buf, size_t c
 	return 0;
 }
 
+/* --- nkeys (relay ops) ---------------------------------------------------
+ * A seed is base32 (RFC 4648, no padding) of two prefix bytes (seed, user),
+ * the Ed25519 seed and a CRC-16/XMODEM, little endian, of what precedes it;
+ * the public key is base32 of 'U' (20 << 3), the Ed25519 public key and its
+ * CRC.  libnats signs the server's nonce from the file but wants the
+ * public key beside it, so it is derived here. */
+#define NKEY_PREFIX_SEED (18 << 3)
+#define NKEY_PREFIX_USER (20 << 3)
+#define NKEY_SEED_CHARS 58   /* 2 + 32 + 2 bytes */
+#define NKEY_PUBLIC_CHARS 56 /* 1 + 32 + 2 bytes */
+
+static uint16_t crc16_xmodem(const uint8_t *b, size_t n)
+{
+	uint16_t crc = 0;
+	for (size_t i = 0; i < n; i++) {
+		crc ^= (uint16_t)(b[i] << 8);
+		for (int k = 0; k < 8; k++)
+			crc = (uint16_t)(crc & 0x8000 ? (crc << 1) ^ 0x1021 : crc << 1);
+	}
+	return crc;
+}
+
+static const char base32_alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+
+/* n characters into bytes: the number of bytes, or -1 for a character
+ * outside the alphabet */
+static int base32_decode(const char *s, size_t n, uint8_t *out, size_t cap)
+{
+	uint32_t acc = 0;
+	int bits = 0;
+	size_t len = 0;
+	for (size_t i = 0; i < n; i++) {
+		const char *p = s[i] != '\0' ? strchr(base32_alphabet, s[i]) : NULL;
+		if (p == NULL)
+			return -1;
+		acc = (acc << 5) | (uint32_t)(p - base32_alphabet);
+		bits += 5;
+		if (bits >= 8) {
+			bits -= 8;
+			if (len == cap)
+				return -1;
+			out[len++] = (uint8_t)(acc >> bits);
+		}
+	}
+	return (int)len;
+}
+
+static void base32_encode(const uint8_t *b, size_t n, char *out)
+{
+	uint32_t acc = 0;
+	int bits = 0;
+	size_t len = 0;
+	for (size_t i = 0; i < n; i++) {
+		acc = (acc << 8) | b[i];
+		bits += 8;
+		while (bits >= 5) {
+			bits -= 5;
+			out[len++] = base32_alphabet[(acc >> bits) & 31];
+		}
+	}
+	if (bits > 0)
+		out[len++] = base32_alphabet[(acc << (5 - bits)) & 31];
+	out[len] = '\0';
+}
+
+/* The public key (U...) of the user seed in path, a file only its owner
+ * may change (as the creds file): 0, or -1 with *err (78 when it
+ * holds no user seed). */
+static int nkey_public(const char *path, char pub[NKEY_PUBLIC_CHARS + 1], cqrs_error *err)
+{
+	int fd = cqrs_open_trusted(path, O_RDONLY, false, err);
+	if (fd < 0)
+		return -1;
+	char text[256];
+	ssize_t n = read(fd, text, sizeof text - 1);
+	close(fd);
+	if (n < 0)
+		return cqrs_fail(err, CQRS_EXIT_IOERR, "%s: cannot read the nkey seed", path);
+	text[n] = '\0';
+	size_t at = strspn(text, " \t\r\n"), len = strcspn(text + at, " \t\r\n");
+	uint8_t raw[40], key[33 + 2];
+	int got = len == NKEY_SEED_CHARS ? base32_decode(text + at, len, raw, sizeof raw) : -1;
+	explicit_bzero(text, sizeof text);
+	bool ok = got == 36 && raw[0] == (NKEY_PREFIX_SEED | NKEY_PREFIX_USER >> 5) &&
+		  raw[1] == (uint8_t)((NKEY_PREFIX_USER & 31) << 3) &&
+		  crc16_xmodem(raw, 34) == (uint16_t)(raw[34] | raw[35] << 8);
+	int rc = 0;
+	if (!ok)
+		rc = cqrs_fail(err, CQRS_EXIT_CONFIG,
+			       "%s: not a user nkey seed (58 characters, SU...)", path);
+	else if (cqrs_ed25519_public_of_seed(raw + 2, key + 1, err) < 0)
+		rc = -1;
+	explicit_bzero(raw, sizeof raw);
+	if (rc < 0)
+		return -1;
+	key[0] = NKEY_PREFIX_USER;
+	uint16_t crc = crc16_xmodem(key, 33);
+	key[33] = (uint8_t)(crc & 0xff);
+	key[34] = (uint8_t)(crc >> 8);
+	base32_encode(key, sizeof key, pub);
+	return 0;
+}
+
 static int set_options(natsOptions *opts, const struct cqrs_relay_options *o, cqrs_error *err)
 {
 	const char *url = o->server;
@@ -113,6 +216,12 @@ static int set_options(natsOptions *opts, const struct cqrs_relay_options *o, cq
 	}
 	if (s == NATS_OK && o->creds_file != NULL)
 		s = natsOptions_SetUserCredentialsFromFiles(opts, o->creds_file, NULL);
+	if (s == NATS_OK && o->nkey_seed_file != NULL) {
+		char pub[NKEY_PUBLIC_CHARS + 1];
+		if (nkey_public(o->nkey_seed_file, pub, err) < 0)
+			return -1;
+		s = natsOptions_SetNKeyFromSeed(opts, pub, o->nkey_seed_file);
+	}
 	const char *user = o->user != NULL ? o->user : getenv("CQRS_NATS_USER");
 	if (s == NATS_OK && user != NULL && *user != '\0') {
 		char password[512];

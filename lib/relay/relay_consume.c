@@ -58,6 +58,10 @@ struct consumer {
 	struct held *held;
 	size_t nheld;
 	int64_t applied, repeats;
+	/* cqrs_relay_events_total{direction=replicated|consumed} (NULL: off)
+	 * and the applied count it has been given */
+	cqrs_metric_series *events_metric;
+	int64_t applied_counted;
 };
 
 /* The envelope line of a message (malloc'd, NUL-terminated): the message
@@ -226,6 +230,13 @@ static int settle(struct consumer *c, cqrs_error *err)
 	}
 	for (size_t i = 0; i < c->acks->n; i++)
 		natsMsg_Ack(c->acks->msg[i], NULL);
+	/* counted once committed (replicate) or written (consume), as acknowledged */
+	if (c->replica == NULL) {
+		cqrs_metrics_add(c->events_metric, (double)c->acks->n);
+	} else {
+		cqrs_metrics_add(c->events_metric, (double)(c->applied - c->applied_counted));
+		c->applied_counted = c->applied;
+	}
 	return 0;
 }
 
@@ -335,6 +346,7 @@ static int consume_round(struct consumer *c, int sfd, cqrs_error *err)
 						      c->o->follow ? 1000 : 300, &jerr);
 		if (s == NATS_TIMEOUT || (s == NATS_OK && list.Count == 0)) {
 			natsMsgList_Destroy(&list);
+			cqrs_metrics_tick();
 			int more = idle(c, sfd, err);
 			if (more <= 0) {
 				rc = more;
@@ -349,6 +361,7 @@ static int consume_round(struct consumer *c, int sfd, cqrs_error *err)
 		}
 		rc = take_batch(c, &list, err);
 		natsMsgList_Destroy(&list);
+		cqrs_metrics_tick();
 		if (c->out != NULL && cqrs_stdout_gone())
 			break;
 	}
@@ -379,6 +392,8 @@ static int run(struct consumer *c, cqrs_error *err)
 		free(c->acks);
 		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
 	}
+	c->events_metric = cqrs_metrics_series(CQRS_METRIC_RELAY_EVENTS, c->o->stream,
+					       c->replica != NULL ? "replicated" : "consumed");
 	int rc;
 	for (int attempt = 0;;) {
 		int64_t before = c->applied;

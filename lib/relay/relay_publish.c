@@ -83,7 +83,46 @@ struct publisher {
 	int64_t position; /* the highest sequence acknowledged (the counter) */
 	int64_t acked;	  /* the last of this run's publishes acknowledged in a row */
 	int64_t published, duplicates;
+	/* cqrs-metrics(7); NULL when metrics are off */
+	cqrs_metric_series *published_metric, *lag_events_metric, *lag_seconds_metric,
+		*ack_metric;
 };
+
+/* The store's head, and how far the position is behind it: in events, and
+ * in seconds since the oldest event not yet acknowledged (0 when caught
+ * up).  Best effort: a read that fails gives a lag of 0 seconds. */
+static void measure_lag(struct publisher *p, int64_t *head, int64_t *lag_events,
+			double *lag_seconds)
+{
+	cqrs_error err;
+	*head = cqrs_store_last_sequence(p->st, &err);
+	*lag_events = *head > p->position ? *head - p->position : 0;
+	*lag_seconds = 0;
+	if (*lag_events == 0)
+		return;
+	cqrs_filter f = { .after = p->position, .limit = 1 };
+	cqrs_cursor *c = cqrs_store_read(p->st, &f, &err);
+	cqrs_event ev;
+	char now[CQRS_TIMESTAMP_LEN + 1];
+	cqrs_timestamp_now(now);
+	if (c != NULL && cqrs_cursor_next(c, &ev, &err) == 1)
+		*lag_seconds = (double)(cqrs_timestamp_us(now) - cqrs_timestamp_us(ev.timestamp)) /
+			       1e6;
+	if (c != NULL)
+		cqrs_cursor_close(c);
+}
+
+/* The lag gauges, measured now (only when metrics are on: a read). */
+static void record_lag(struct publisher *p)
+{
+	if (p->lag_events_metric == NULL)
+		return;
+	int64_t head, events;
+	double seconds;
+	measure_lag(p, &head, &events, &seconds);
+	cqrs_metrics_set(p->lag_events_metric, (double)events);
+	cqrs_metrics_set(p->lag_seconds_metric, seconds);
+}
 
 /* The counter holds the next sequence to publish, the position + 1: a
  * counter is at least 1 on every backend. */
@@ -298,6 +337,7 @@ static int settle_window(struct publisher *p, int64_t n, cqrs_error *err)
 	}
 	pthread_mutex_unlock(&p->w.lock);
 	p->published += stored;
+	cqrs_metrics_add(p->published_metric, (double)stored);
 	p->acked = p->w.first + ok - 1;
 	if (ok > 0) {
 		memcpy(p->prev_id, p->w.slots[ok - 1].id, sizeof p->prev_id);
@@ -348,11 +388,16 @@ static int publish_round(struct publisher *p, int64_t *start, int sfd, cqrs_erro
 	int rc = 0;
 	int64_t stalls = 0;
 	for (;;) {
+		double sent_at = cqrs_metrics_clock();
 		int64_t n = send_window(p, *start, err);
 		if (n < 0 || (n > 0 && settle_window(p, n, err) < 0)) {
 			rc = -1;
 			break;
 		}
+		if (n > 0)
+			cqrs_metrics_observe(p->ack_metric, cqrs_metrics_clock() - sent_at);
+		record_lag(p);
+		cqrs_metrics_tick();
 		if (n > 0) {
 			int64_t moved = p->acked != *start ? 1 : 0;
 			*start = p->acked;
@@ -385,27 +430,15 @@ static void report(struct publisher *p)
 {
 	if (p->o->report == NULL)
 		return;
-	cqrs_error err;
-	int64_t head = cqrs_store_last_sequence(p->st, &err);
-	int64_t lag_seconds = 0;
-	if (head > p->position) {
-		cqrs_filter f = { .after = p->position, .limit = 1 };
-		cqrs_cursor *c = cqrs_store_read(p->st, &f, &err);
-		cqrs_event ev;
-		char now[CQRS_TIMESTAMP_LEN + 1];
-		cqrs_timestamp_now(now);
-		if (c != NULL && cqrs_cursor_next(c, &ev, &err) == 1)
-			lag_seconds = (cqrs_timestamp_us(now) - cqrs_timestamp_us(ev.timestamp)) /
-				      1000000;
-		if (c != NULL)
-			cqrs_cursor_close(c);
-	}
+	int64_t head, lag_events;
+	double lag_seconds;
+	measure_lag(p, &head, &lag_events, &lag_seconds);
 	fprintf(p->o->report,
 		"{\"stream\":\"%s\",\"published\":%lld,\"duplicates\":%lld,\"position\":%lld,"
 		"\"head\":%lld,\"lag_events\":%lld,\"lag_seconds\":%lld}\n",
 		p->o->stream, (long long)p->published, (long long)p->duplicates,
-		(long long)p->position, (long long)head,
-		(long long)(head > p->position ? head - p->position : 0), (long long)lag_seconds);
+		(long long)p->position, (long long)head, (long long)lag_events,
+		(long long)lag_seconds);
 }
 
 int cqrs_relay_publish(cqrs_store *st, const struct cqrs_relay_options *o, cqrs_error *err)
@@ -417,6 +450,10 @@ int cqrs_relay_publish(cqrs_store *st, const struct cqrs_relay_options *o, cqrs_
 	if (p.w.slots == NULL)
 		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
 	pthread_mutex_init(&p.w.lock, NULL);
+	p.published_metric = cqrs_metrics_series(CQRS_METRIC_RELAY_EVENTS, o->stream, "published");
+	p.lag_events_metric = cqrs_metrics_series(CQRS_METRIC_RELAY_LAG_EVENTS, o->stream, NULL);
+	p.lag_seconds_metric = cqrs_metrics_series(CQRS_METRIC_RELAY_LAG_SECONDS, o->stream, NULL);
+	p.ack_metric = cqrs_metrics_series(CQRS_METRIC_RELAY_ACK_LATENCY, o->stream, NULL);
 	int rc = load_position(&p, 0, err);
 	int64_t start = o->from >= 0 ? o->from : p.position;
 	p.by_seq = o->from >= 0; /* a republish goes after whatever the stream holds */
@@ -437,6 +474,8 @@ int cqrs_relay_publish(cqrs_store *st, const struct cqrs_relay_options *o, cqrs_
 	}
 	if (sfd >= 0)
 		close(sfd);
+	/* the gauges as the run leaves them, whatever ended it */
+	record_lag(&p);
 	if (rc == 0)
 		report(&p);
 	pthread_mutex_destroy(&p.w.lock);

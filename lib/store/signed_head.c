@@ -152,6 +152,15 @@ static int ed25519_load(cqrs_error *err)
 	return 0;
 }
 
+/* relay ops (issue 14): an NATS nkey's public key from its seed */
+int cqrs_ed25519_public_of_seed(const uint8_t seed[32], uint8_t pub[32], cqrs_error *err)
+{
+	if (ed25519_load(err) < 0)
+		return -1;
+	ed25519.public_key(pub, seed);
+	return 0;
+}
+
 /* After ed25519_load. */
 static void public_of_seed(const uint8_t seed[SEED_LEN], cqrs_public_key *pub)
 {

@@ -422,6 +422,12 @@ int64_t cqrs_store_counter_set(cqrs_store *st, const char *name, int64_t value, 
 	return st->ops->counter_set(st, name, value, err);
 }
 
+int cqrs_store_counters_each(cqrs_store *st, const char *prefix, cqrs_counter_fn *fn, void *arg,
+			     cqrs_error *err)
+{
+	return st->ops->counters_each(st, prefix, fn, arg, err);
+}
+
 int cqrs_store_poll(int own, const int *fds, int nfds, int timeout_ms, cqrs_error *err)
 {
 	struct pollfd p[9];

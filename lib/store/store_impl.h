@@ -35,6 +35,9 @@ struct cqrs_store_ops {
 			     const char *result, cqrs_error *err);
 	int64_t (*counter_next)(cqrs_store *st, const char *name, cqrs_error *err);
 	int64_t (*counter_set)(cqrs_store *st, const char *name, int64_t value, cqrs_error *err);
+	/* relay ops (issue 14): cqrs_store_counters_each */
+	int (*counters_each)(cqrs_store *st, const char *prefix, cqrs_counter_fn *fn, void *arg,
+			     cqrs_error *err);
 	int (*wait)(cqrs_store *st, int timeout_ms, const int *fds, int nfds, cqrs_error *err);
 	/* The last event's sequence (0: none) and hash: 0, or -1 with *err. */
 	int (*head)(cqrs_store *st, int64_t *sequence, uint8_t hash[CQRS_HASH_LEN],

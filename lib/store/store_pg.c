@@ -1405,6 +1405,25 @@ static int64_t pg_counter_set(cqrs_store *st, const char *name, int64_t value, c
 			   name, value, 0, err);
 }
 
+/* relay ops (issue 14): the names are COLLATE "C", so left() compares bytes */
+static int pg_counters_each(cqrs_store *st, const char *prefix, cqrs_counter_fn *fn, void *arg,
+			    cqrs_error *err)
+{
+	struct pg_store *s = (struct pg_store *)st;
+	const char *v[1] = { prefix };
+	static const Oid t[1] = { OID_TEXT };
+	PGresult *r = query(s,
+			    "SELECT name, value FROM counters"
+			    " WHERE left(name, length($1)) = $1 ORDER BY name",
+			    1, t, v, "cannot read counters", err);
+	if (r == NULL)
+		return -1;
+	for (int i = 0; i < s->pq->ntuples(r); i++)
+		fn(arg, s->pq->getvalue(r, i, 0), int_at(s->pq, r, i, 1));
+	s->pq->clear(r);
+	return 0;
+}
+
 /* --- following: LISTEN/NOTIFY -------------------------------------------- */
 
 static int drain_notifications(struct pg_store *s, cqrs_error *err)
@@ -1472,6 +1491,7 @@ static const struct cqrs_store_ops pg_ops = {
 	.processed_put = pg_processed_put,
 	.counter_next = pg_counter_next,
 	.counter_set = pg_counter_set,
+	.counters_each = pg_counters_each,
 	.wait = pg_wait,
 	.head = pg_head,
 	.verify_read = pg_verify_read,

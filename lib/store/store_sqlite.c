@@ -1341,6 +1341,26 @@ static int64_t sqlite_counter_set(cqrs_store *st, const char *name, int64_t valu
 	return v;
 }
 
+/* relay ops (issue 14): a prefix compared as bytes (no LIKE: '_' and '%'
+ * are ordinary in a stream's name) */
+static int sqlite_counters_each(cqrs_store *st, const char *prefix, cqrs_counter_fn *fn, void *arg,
+				cqrs_error *err)
+{
+	struct sqlite_store *s = (struct sqlite_store *)st;
+	sqlite3_stmt *q;
+	int rc = sqlite3_prepare_v2(s->db,
+				    "SELECT name, value FROM counters"
+				    " WHERE substr(name, 1, length(?1)) = ?1 ORDER BY name",
+				    -1, &q, NULL);
+	if (rc != SQLITE_OK)
+		return db_error(s, rc, "cannot read counters", err);
+	sqlite3_bind_text(q, 1, prefix, -1, SQLITE_STATIC);
+	while ((rc = sqlite3_step(q)) == SQLITE_ROW)
+		fn(arg, (const char *)sqlite3_column_text(q, 0), sqlite3_column_int64(q, 1));
+	sqlite3_finalize(q);
+	return rc == SQLITE_DONE ? 0 : db_error(s, rc, "cannot read counters", err);
+}
+
 /* --- following ----------------------------------------------------------- */
 
 /* A commit writes to the -wal file, which inotify reports; but the
@@ -1470,6 +1490,7 @@ static const struct cqrs_store_ops sqlite_ops = {
 	.processed_put = sqlite_processed_put,
 	.counter_next = sqlite_counter_next,
 	.counter_set = sqlite_counter_set,
+	.counters_each = sqlite_counters_each,
 	.wait = sqlite_wait,
 	.head = sqlite_head,
 	.verify_read = sqlite_verify_read,
