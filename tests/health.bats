@@ -91,14 +91,14 @@ snapshot() {
 
 # --- the report ------------------------------------------------------------------
 
-@test "a healthy installation: thirteen checks, each ok, one NDJSON line each, exit 0" {
+@test "a healthy installation: fourteen checks, each ok, one NDJSON line each, exit 0" {
 	healthy
 	run --separate-stderr cqrs-health
 	assert_success
 	assert_equal "$stderr" ""
-	assert_equal "${#lines[@]}" 13
+	assert_equal "${#lines[@]}" 14
 	assert_equal "$(jq -r .check <<<"$output" | tr '\n' ' ')" \
-		"store integrity chain views lag_events lag_seconds parked sagas_stuck sagas_failed compensation_failed breakers wal disk "
+		"store integrity chain views lag_events lag_seconds parked sagas_stuck sagas_failed compensation_failed breakers wal disk relay "
 	assert_equal "$(not_ok)" ""
 	assert_equal "$(line_of store)" '{"check":"store","status":"ok","figure":'$SCHEMA_NOW',"unit":"schema","detail":"schema '$SCHEMA_NOW'"}'
 	assert_equal "$(line_of integrity)" '{"check":"integrity","status":"ok","figure":0,"unit":"problems","detail":"'"$INTEGRITY_OK"'"}'
@@ -107,6 +107,8 @@ snapshot() {
 	assert_equal "$(line_of lag_events)" '{"check":"lag_events","status":"ok","figure":0,"unit":"events","warning":1000,"critical":100000,"detail":"customer_order_summary 0 events behind"}'
 	assert_equal "$(line_of parked)" '{"check":"parked","status":"ok","figure":0,"unit":"events","warning":1,"critical":null,"detail":"0 events parked"}'
 	assert_equal "$(line_of breakers)" '{"check":"breakers","status":"ok",'"$BREAKERS_OK"'}'
+	# no relay publishes this store (tests/relay-ops.bats: one that does)
+	assert_equal "$(line_of relay)" '{"check":"relay","status":"ok","figure":null,"unit":"events","warning":1000,"critical":100000,"detail":"no relay"}'
 	# every line round-trips through jq
 	assert_equal "$(jq -c . <<<"$output")" "$output"
 }
@@ -125,7 +127,7 @@ snapshot() {
 	assert_success
 	assert_equal "${lines[0]}" "CHECK                STATUS           FIGURE  DETAIL"
 	assert_equal "${lines[1]}" "store                ok                    $SCHEMA_NOW  schema $SCHEMA_NOW"
-	assert_equal "${#lines[@]}" 14
+	assert_equal "${#lines[@]}" 15
 }
 
 # --- each check, made to fail ----------------------------------------------------
@@ -456,7 +458,7 @@ snapshot() {
 	assert_equal "$(line_of store)" '{"check":"store","status":"critical","figure":null,"unit":"schema","detail":"nowhere.db: no such store"}'
 	assert_equal "$(line_of chain)" '{"check":"chain","status":"unknown","figure":null,"unit":"events","detail":"the store could not be opened"}'
 	assert_equal "$(jq -sc 'group_by(.status) | map({(.[0].status): length}) | add' <<<"$output")" \
-		'{"critical":1,"ok":1,"unknown":11}'
+		'{"critical":1,"ok":1,"unknown":12}'
 }
 
 @test "store: a store of release 0.1 (schema 2) is a warning until the next write migrates it" {
@@ -583,9 +585,9 @@ listing() {
 	# exactly the names of the contract, each a gauge
 	# (PostgreSQL: the database's size in place of the write-ahead log's)
 	if on_sqlite; then
-		gauges="cqrs_store_size_bytes cqrs_store_wal_size_bytes cqrs_store_events cqrs_store_head_sequence cqrs_store_chain_ok cqrs_projection_lag_events cqrs_projection_lag_seconds cqrs_projection_parked_events cqrs_saga_instances cqrs_saga_stuck_instances cqrs_breakers_open cqrs_breaker_open cqrs_disk_free_bytes cqrs_health_check_status cqrs_health_last_run_timestamp_seconds "
+		gauges="cqrs_store_size_bytes cqrs_store_wal_size_bytes cqrs_store_events cqrs_store_head_sequence cqrs_store_chain_ok cqrs_projection_lag_events cqrs_projection_lag_seconds cqrs_projection_parked_events cqrs_saga_instances cqrs_saga_stuck_instances cqrs_breakers_open cqrs_breaker_open cqrs_relay_position_sequence cqrs_relay_pending_events cqrs_disk_free_bytes cqrs_health_check_status cqrs_health_last_run_timestamp_seconds "
 	else
-		gauges="cqrs_store_size_bytes cqrs_store_database_size_bytes cqrs_store_events cqrs_store_head_sequence cqrs_store_chain_ok cqrs_projection_lag_events cqrs_projection_lag_seconds cqrs_projection_parked_events cqrs_saga_instances cqrs_saga_stuck_instances cqrs_breakers_open cqrs_breaker_open cqrs_disk_free_bytes cqrs_health_check_status cqrs_health_last_run_timestamp_seconds "
+		gauges="cqrs_store_size_bytes cqrs_store_database_size_bytes cqrs_store_events cqrs_store_head_sequence cqrs_store_chain_ok cqrs_projection_lag_events cqrs_projection_lag_seconds cqrs_projection_parked_events cqrs_saga_instances cqrs_saga_stuck_instances cqrs_breakers_open cqrs_breaker_open cqrs_relay_position_sequence cqrs_relay_pending_events cqrs_disk_free_bytes cqrs_health_check_status cqrs_health_last_run_timestamp_seconds "
 	fi
 	assert_equal "$(sed -n 's/^# TYPE \([a-z_]*\) gauge$/\1/p' tf/cqrs_health.prom | tr '\n' ' ')" "$gauges"
 	assert_equal "$(grep -c '^# TYPE' tf/cqrs_health.prom)" "$(wc -w <<<"$gauges")"
@@ -594,7 +596,7 @@ listing() {
 	grep -qx 'cqrs_store_chain_ok 1' tf/cqrs_health.prom
 	grep -qx 'cqrs_projection_lag_events{projection="order_views"} 0' tf/cqrs_health.prom
 	grep -qx 'cqrs_health_check_status{check="chain"} 0' tf/cqrs_health.prom
-	assert_equal "$(grep -c '^cqrs_health_check_status{' tf/cqrs_health.prom)" 13
+	assert_equal "$(grep -c '^cqrs_health_check_status{' tf/cqrs_health.prom)" 14
 	now=$(date +%s)
 	last=$(sed -n 's/^cqrs_health_last_run_timestamp_seconds //p' tf/cqrs_health.prom)
 	[ "$last" -le "$now" ] && [ "$last" -gt $((now - 600)) ]
@@ -605,7 +607,7 @@ listing() {
 	mkdir -m 777 open
 	run --separate-stderr cqrs-health --textfile open
 	assert_failure 3
-	assert_equal "${#lines[@]}" 13
+	assert_equal "${#lines[@]}" 14
 	assert_equal "$stderr" "cqrs-health: open: writable by others and not sticky: refused"
 	assert_equal "$(ls -A open)" ""
 	run --separate-stderr cqrs-health --textfile missing

@@ -875,7 +875,7 @@ portable_rows() {
 	run --separate-stderr cqrs-health --store "postgresql:host=$BATS_TEST_TMPDIR/nowhere" --views views.db
 	assert_failure 2
 	assert_regex "$(line store)" '^\{"check":"store","status":"critical","figure":null,"unit":"schema","detail":"postgresql:host=.*/nowhere: cannot reach the server: .*\}$'
-	assert_equal "$(jq -r 'select(.status == "unknown") | .check' <<<"$output" | wc -l)" 11
+	assert_equal "$(jq -r 'select(.status == "unknown") | .check' <<<"$output" | wc -l)" 12
 }
 
 @test "pg_dump of the store's schema, restored elsewhere, verifies as the store did: the chain lives in the rows" {
