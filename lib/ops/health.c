@@ -3,12 +3,12 @@
  * opens, its schema, SQLite's quick_check, the hash chain against the
  * witness), the views (lag, parked events), the sagas (stuck, failed,
  * compensation failed), the circuit breakers, the write-ahead log and the
- * free disk, and the relays' positions (issue 14).  On a PostgreSQL store (issue 13) the integrity check is the
- * tables check of cqrs_pg_facts, the write-ahead log is the server's (not
- * applicable), and the free disk is the views' alone: the server's disk is
- * its own.  Each check gets a status in the monitoring plugins'
- * convention (0 ok, 1 warning, 2 critical, 3 unknown) and one figure; the
- * report is NDJSON, a table, or Prometheus gauges for node_exporter.
+ * free disk, and the relays' positions (issue 14).  On a PostgreSQL store
+ * (issue 13) the integrity check is the tables check of cqrs_pg_facts, the
+ * write-ahead log is the server's (not applicable), and the free disk is
+ * the views' alone: the server's disk is its own.  Each check gets a
+ * status in the monitoring plugins' convention (0 ok, 1 warning, 2
+ * critical, 3 unknown) and one figure; the report is NDJSON, a table, or Prometheus gauges for node_exporter.
  *
  * Everything here only reads: the store and the views are opened by the
  * same calls as cqrs-read and cqrs-query, so that a monitoring user who

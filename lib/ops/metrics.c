@@ -122,17 +122,18 @@ static const struct family {
 	[CQRS_METRIC_RELAY_LAG_EVENTS] = { "cqrs_relay_lag_events",
 					   GAUGE,
 					   { "stream", NULL },
-					   "Events in the store the relay had not published, at its "
-					   "last flush." },
+					   "Events in the store the relay had not "
+					   "published, at its last flush." },
 	[CQRS_METRIC_RELAY_LAG_SECONDS] = { "cqrs_relay_lag_seconds",
 					    GAUGE,
 					    { "stream", NULL },
-					    "Age of the oldest event the relay had not published, at "
-					    "its last flush." },
+					    "Age of the oldest event the relay had not "
+					    "published, at its last flush." },
 	[CQRS_METRIC_RELAY_ACK_LATENCY] = { "cqrs_relay_ack_latency_seconds",
 					    HISTOGRAM,
 					    { "stream", NULL },
-					    "Time from a window of publishes sent to all its PubAcks." },
+					    "Time from a window of publishes sent to all "
+					    "its PubAcks." },
 };
 
 /* Most series a file keeps: a bound on its size whatever the labels. */
