@@ -8,7 +8,8 @@
  * write-ahead log is the server's (not applicable), and the free disk is
  * the views' alone: the server's disk is its own.  Each check gets a
  * status in the monitoring plugins' convention (0 ok, 1 warning, 2
- * critical, 3 unknown) and one figure; the report is NDJSON, a table, or Prometheus gauges for node_exporter.
+ * critical, 3 unknown) and one figure; the report is NDJSON, a table, or Prometheus gauges for
+ * node_exporter.
  *
  * Everything here only reads: the store and the views are opened by the
  * same calls as cqrs-read and cqrs-query, so that a monitoring user who

@@ -95,9 +95,9 @@ static int read_password(const struct cqrs_relay_options *o, char *buf, size_t c
  * the public key is base32 of 'U' (20 << 3), the Ed25519 public key and its
  * CRC.  libnats signs the server's nonce from the file but wants the
  * public key beside it, so it is derived here. */
-#define NKEY_PREFIX_SEED (18 << 3)
-#define NKEY_PREFIX_USER (20 << 3)
-#define NKEY_SEED_CHARS 58   /* 2 + 32 + 2 bytes */
+#define NKEY_PREFIX_SEED  (18 << 3)
+#define NKEY_PREFIX_USER  (20 << 3)
+#define NKEY_SEED_CHARS	  58 /* 2 + 32 + 2 bytes */
 #define NKEY_PUBLIC_CHARS 56 /* 1 + 32 + 2 bytes */
 
 static uint16_t crc16_xmodem(const uint8_t *b, size_t n)

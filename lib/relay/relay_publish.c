@@ -84,8 +84,7 @@ struct publisher {
 	int64_t acked;	  /* the last of this run's publishes acknowledged in a row */
 	int64_t published, duplicates;
 	/* cqrs-metrics(7); NULL when metrics are off */
-	cqrs_metric_series *published_metric, *lag_events_metric, *lag_seconds_metric,
-		*ack_metric;
+	cqrs_metric_series *published_metric, *lag_events_metric, *lag_seconds_metric, *ack_metric;
 };
 
 /* The store's head, and how far the position is behind it: in events, and
@@ -106,8 +105,8 @@ static void measure_lag(struct publisher *p, int64_t *head, int64_t *lag_events,
 	char now[CQRS_TIMESTAMP_LEN + 1];
 	cqrs_timestamp_now(now);
 	if (c != NULL && cqrs_cursor_next(c, &ev, &err) == 1)
-		*lag_seconds = (double)(cqrs_timestamp_us(now) - cqrs_timestamp_us(ev.timestamp)) /
-			       1e6;
+		*lag_seconds =
+			(double)(cqrs_timestamp_us(now) - cqrs_timestamp_us(ev.timestamp)) / 1e6;
 	if (c != NULL)
 		cqrs_cursor_close(c);
 }
