@@ -36,6 +36,8 @@ setup() {
 }
 
 teardown() {
+	# the PostgreSQL cluster of the test that started one
+	! declare -F pg_stop >/dev/null || pg_stop
 	local pid server
 	server=$(cat "$NATS_DIR/pid" 2>/dev/null)
 	for pid in $(jobs -p); do
@@ -236,6 +238,24 @@ relay_line() {
 	assert_equal "$(jq -c 'select(.check == "relay") | [.stream, .figure, .status]' <<<"$output" | tr '\n' ' ')" \
 		"[\"B$STREAM\",0,\"ok\"] [\"$STREAM\",10,\"warning\"] "
 	grep -qx 'cqrs_health_check_status{check="relay"} 1' tf/cqrs_health.prom
+}
+
+@test "health on a PostgreSQL store: the relay's position read there, its lag after N appends" {
+	load pg_helper
+	pg_start
+	local source
+	source=$(pg_store relay_health)
+	events 25 4 | cqrs-append -q -s "$source"
+	relay create-stream >/dev/null
+	relay publish -s "$source" >/dev/null
+	events 7 5 | cqrs-append -q -s "$source"
+	# the views do not exist: critical (2), but the relay check stands
+	run --separate-stderr cqrs-health -s "$source" --views views.db --relay-lag 5,100
+	assert_failure 2
+	assert_equal "$(relay_line "$STREAM")" '{"check":"relay","stream":"'"$STREAM"'","status":"warning","figure":7,"unit":"events","warning":5,"critical":100,"detail":"position 25, 7 events behind"}'
+	relay publish -s "$source" >/dev/null
+	run --separate-stderr cqrs-health -s "$source" --views views.db
+	assert_equal "$(relay_line "$STREAM" | jq -c '[.status, .figure]')" '["ok",0]'
 }
 
 @test "health: bad relay thresholds are usage errors (3), named as given" {
