@@ -9,10 +9,10 @@ cqrs_relay_CFLAGS = $(AM_CFLAGS) $(NATS_CFLAGS)
 cqrs_relay_LDADD = $(LDADD) $(NATS_LIBS)
 dist_man_MANS += man/cqrs-relay.1
 BATS_SUITES += tests/relay.bats
-EXTRA_DIST += tests/relay_helper.bash tests/fixtures/relay-nkey-TEST-ONLY.seed \
-	tests/fixtures/relay-nkey-TEST-ONLY.pub
+EXTRA_DIST += tests/relay_helper.bash
 # a server configuration: JetStream with file storage and a login
 relaynatsdir = $(pkgdatadir)/nats
 dist_relaynats_DATA = share/nats/jetstream.conf
 BENCH_SECTIONS += tests/bench/relay.sh
+# relay ops: metrics, the health check, nkeys (tests/fixtures: a test nkey pair)
 BATS_SUITES += tests/relay-ops.bats
