@@ -67,6 +67,10 @@ int cqrs_fail(cqrs_error *err, int code, const char *fmt, ...) CQRS_PRINTF(3, 4)
  * closed stdout a quiet exit rather than death by SIGPIPE. */
 void cqrs_tool_init(const char *name);
 const char *cqrs_tool_name(void);
+/* A --follow ends on SIGINT, SIGTERM or SIGHUP between batches: blocks
+ * them and returns a signalfd that becomes readable when one arrives (a
+ * tool that cannot make one dies with 71). */
+int cqrs_follow_signal_fd(void);
 /* "name: message" on stderr. */
 void cqrs_warn(const char *fmt, ...) CQRS_PRINTF(1, 2);
 CQRS_NORETURN void cqrs_die(int code, const char *fmt, ...) CQRS_PRINTF(2, 3);

@@ -19,7 +19,6 @@ PG_MATRIX = tests/pg/append.pg tests/pg/read.pg tests/pg/command.pg \
 	tests/pg/saga.pg tests/pg/saga-lifecycle.pg
 TEST_EXTENSIONS += .pg
 PG_LOG_COMPILER = $(SHELL) $(srcdir)/tests/pg-matrix
-TESTS += $(PG_MATRIX)
 EXTRA_DIST += $(PG_MATRIX) tests/pg-matrix
 check-postgres:
 	$(MAKE) $(AM_MAKEFLAGS) check TESTS='$(PG_MATRIX)'

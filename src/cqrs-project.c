@@ -170,21 +170,6 @@ static int catch_up(cqrs_projections *ps)
 	return code;
 }
 
-/* SIGINT, SIGTERM and SIGHUP end --follow between batches. */
-static int signal_fd(void)
-{
-	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGHUP);
-	sigprocmask(SIG_BLOCK, &set, NULL);
-	int fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
-	if (fd < 0)
-		cqrs_die(CQRS_EXIT_OSERR, "signalfd failed");
-	return fd;
-}
-
 static bool signalled(int sfd, int timeout_ms)
 {
 	struct pollfd p = { .fd = sfd, .events = POLLIN };
@@ -225,7 +210,7 @@ static int follow_round(cqrs_projector *p, cqrs_store *st, cqrs_error *err)
  * --diff get their turn between rounds. */
 static int follow(cqrs_projections *ps)
 {
-	int sfd = signal_fd();
+	int sfd = cqrs_follow_signal_fd();
 	cqrs_store *st = open_store();
 	cqrs_projector *p = open_projector(ps);
 	cqrs_error err = { 0 };

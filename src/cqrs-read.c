@@ -229,16 +229,7 @@ static void free_filters(void *aggregates, void *agg_types, void *ev_types, void
 static int follow_fds(int fds[2])
 {
 	int n = 0;
-	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGHUP);
-	sigprocmask(SIG_BLOCK, &set, NULL);
-	int sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
-	if (sfd < 0)
-		cqrs_die(CQRS_EXIT_OSERR, "signalfd failed");
-	fds[n++] = sfd;
+	fds[n++] = cqrs_follow_signal_fd();
 	/* Only a pipe or socket reports its reader going away; a terminal
 	 * would report typing as readable. */
 	struct stat sb;

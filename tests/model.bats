@@ -4,7 +4,7 @@
 # step by step against the small model in tests/model/model.py (which shares
 # nothing with lib/).  `make model` runs many more of them.
 #
-#   MODEL_CHECK_HISTORIES  histories run here (default 100)
+#   MODEL_CHECK_HISTORIES  histories run here (default 60)
 #   MODEL_SEED             the run's seed (default: a new one, printed)
 #   MODEL_STEPS            steps per history (default 8)
 
@@ -24,7 +24,7 @@ model_setup() {
 
 @test "random histories of the order lifecycle agree with the model" {
 	model_setup
-	run --separate-stderr python3 "$MODEL" -n "${MODEL_CHECK_HISTORIES:-100}" \
+	run --separate-stderr python3 "$MODEL" -n "${MODEL_CHECK_HISTORIES:-60}" \
 		${MODEL_SEED:+-s "$MODEL_SEED"} --steps "${MODEL_STEPS:-8}" -j 2 --out "$OUT"
 	assert_not_signalled
 	# the seed and the figures, whatever happened

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/signalfd.h>
 #include <unistd.h>
 
 #include "cqrs.h"
@@ -206,4 +207,18 @@ void cqrs_print_usage(const char *text, int code)
 	}
 	line[n] = '\0';
 	cqrs_log(CQRS_LOG_ERROR, "%s", line);
+}
+
+int cqrs_follow_signal_fd(void)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	int fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (fd < 0)
+		cqrs_die(CQRS_EXIT_OSERR, "signalfd failed: %s", strerror(errno));
+	return fd;
 }

@@ -376,15 +376,8 @@ static int consume_round(struct consumer *c, int sfd, cqrs_error *err)
 static int run(struct consumer *c, cqrs_error *err)
 {
 	int sfd = -1;
-	if (c->o->follow) {
-		sigset_t set;
-		sigemptyset(&set);
-		sigaddset(&set, SIGINT);
-		sigaddset(&set, SIGTERM);
-		sigaddset(&set, SIGHUP);
-		sigprocmask(SIG_BLOCK, &set, NULL);
-		sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
-	}
+	if (c->o->follow)
+		sfd = cqrs_follow_signal_fd();
 	c->held = calloc(HELD_MAX, sizeof *c->held);
 	c->acks = malloc(sizeof *c->acks);
 	if (c->held == NULL || c->acks == NULL) {

@@ -356,18 +356,6 @@ static int settle_window(struct publisher *p, int64_t n, cqrs_error *err)
 	return resync(p, p->w.first + ok, err);
 }
 
-/* Signals end a --follow, between windows. */
-static int signal_fd(void)
-{
-	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGHUP);
-	sigprocmask(SIG_BLOCK, &set, NULL);
-	return signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
-}
-
 /* One connection's worth of publishing: 0 when caught up (or stopped by a
  * signal), -1 with *err. */
 static int publish_round(struct publisher *p, int64_t *start, int sfd, cqrs_error *err)
@@ -456,7 +444,7 @@ int cqrs_relay_publish(cqrs_store *st, const struct cqrs_relay_options *o, cqrs_
 	int rc = load_position(&p, 0, err);
 	int64_t start = o->from >= 0 ? o->from : p.position;
 	p.by_seq = o->from >= 0; /* a republish goes after whatever the stream holds */
-	int sfd = o->follow ? signal_fd() : -1;
+	int sfd = o->follow ? cqrs_follow_signal_fd() : -1;
 	/* A lost server is retried with backoff from where the PubAcks got to;
 	 * each connection that gets somewhere earns the retries again. */
 	for (int attempt = 0; rc == 0;) {
