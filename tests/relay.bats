@@ -30,14 +30,7 @@ setup() {
 }
 
 teardown() {
-	# the PostgreSQL cluster of the test that started one
-	! declare -F pg_stop >/dev/null || pg_stop
-	# a background relay a failed test left behind
-	local pid server
-	server=$(cat "$NATS_DIR/pid" 2>/dev/null)
-	for pid in $(jobs -p); do
-		[ "$pid" = "$server" ] || kill -9 "$pid" 2>/dev/null || true
-	done
+	relay_test_teardown
 }
 
 # relay SUBCOMMAND ARGS...: cqrs-relay on this test's stream.

@@ -112,3 +112,14 @@ hdrs = base64.b64decode(m.get("hdrs", "")).decode().split("\r\n")
 print(m["subject"] + "\t" + "|".join(sorted(h for h in hdrs[1:] if h)))
 PY
 }
+
+# Each relay test's teardown: the PostgreSQL cluster of a test that started
+# one, and what a failed test left in the background (the server stays).
+relay_test_teardown() {
+	! declare -F pg_stop >/dev/null || pg_stop
+	local pid server
+	server=$(cat "$NATS_DIR/pid" 2>/dev/null)
+	for pid in $(jobs -p); do
+		[ "$pid" = "$server" ] || kill -9 "$pid" 2>/dev/null || true
+	done
+}
