@@ -396,6 +396,12 @@ int cqrs_store_check_witness(cqrs_store *st, const char *path, cqrs_error *err);
  * when someone else owns it or could change it).  writer: the rules for a
  * tool that writes. */
 int cqrs_open_trusted(const char *path, int flags, bool writer, cqrs_error *err);
+/* Reads a file of secrets or of trust (a password, credentials, a key, a
+ * CA's certificates) whole into a NUL-terminated *text, held to ssh's
+ * rules for such files: owned by the running user or root, and writable
+ * by no one else, so that no one else could have planted it.  0, or -1
+ * with *err: 66 missing, 77 refused, 78 larger than a secret is. */
+int cqrs_read_secret_file(const char *path, char **text, size_t *len, cqrs_error *err);
 /* The same rules for a file SQLite opens outside the store (views and
  * their -wal and -shm): the directories above path, then path itself if it
  * exists.  0, or -1 with *err (77). */
@@ -1268,6 +1274,10 @@ int cqrs_relay_replicate(const char *replica_path, const struct cqrs_relay_optio
 int cqrs_relay_consume(FILE *out, const struct cqrs_relay_options *o, cqrs_error *err);
 /* Creates the stream (file storage, subjects PREFIX.>, o->duplicate_window_s). */
 int cqrs_relay_create_stream(const struct cqrs_relay_options *o, cqrs_error *err);
+/* Before exit, whatever the outcome: waits (up to 2 s) for the NATS
+ * client's own threads to end, so that none is cut off mid-work and
+ * valgrind sees their memory freed. */
+void cqrs_relay_shutdown(void);
 /* relay ops (issue 14): Ed25519's public key of a 32-byte seed, through
  * the Nettle library signed heads load (signed_head.c): cqrs-relay
  * --nkey-seed gives the server the public key of its seed file.  0, or -1

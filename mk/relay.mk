@@ -9,7 +9,7 @@ cqrs_relay_CFLAGS = $(AM_CFLAGS) $(NATS_CFLAGS)
 cqrs_relay_LDADD = $(LDADD) $(NATS_LIBS)
 dist_man_MANS += man/cqrs-relay.1
 BATS_SUITES += tests/relay.bats
-EXTRA_DIST += tests/relay_helper.bash
+EXTRA_DIST += tests/relay_helper.bash tests/prom_helper.bash
 # a server configuration: JetStream with file storage and a login
 relaynatsdir = $(pkgdatadir)/nats
 dist_relaynats_DATA = share/nats/jetstream.conf

@@ -18,7 +18,7 @@ static const char usage_text[] =
 	"connection: [--server url] [--stream name] [--subject-prefix prefix]\n"
 	"            [--creds file] [--nkey-seed file] [--user name] [--password-file file]\n"
 	"            [--tls-ca file] [--tls-cert file] [--tls-key file] [--retries n]\n"
-	"            [--metrics-dir dir] [--log-format text|json]\n";
+	"            [--metrics-dir dir] [--log-format text|json] [-q]\n";
 
 static void usage(int code)
 {
@@ -32,6 +32,7 @@ static void usage(int code)
 		      "output\n"
 		      "  create-stream              make the stream (file storage)\n"
 		      "  -f, --follow               keep going as events come\n"
+		      "  -q, --quiet                no summary line on standard output (cron)\n"
 		      "      --from SEQ             publish the events after SEQ (a replica's "
 		      "head)\n"
 		      "      --window N             publishes in flight (default: 256)\n"
@@ -100,6 +101,7 @@ int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{ "follow", no_argument, NULL, 'f' },
+		{ "quiet", no_argument, NULL, 'q' },
 		{ "from", required_argument, NULL, OPT_FROM },
 		{ "window", required_argument, NULL, OPT_WINDOW },
 		{ "format", required_argument, NULL, OPT_FORMAT },
@@ -127,13 +129,15 @@ int main(int argc, char **argv)
 	struct cqrs_relay_options o;
 	cqrs_relay_options_init(&o);
 	const char *store_opt = NULL, *metrics_dir = NULL;
+	bool quiet = false;
 	int ch;
 
 	cqrs_tool_init("cqrs-relay");
 	cqrs_log_scan_args(argc, argv);
-	while ((ch = cqrs_getopt_long(argc, argv, "fs:hV", longopts, NULL)) != -1) {
+	while ((ch = cqrs_getopt_long(argc, argv, "fqs:hV", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'f': o.follow = true; break;
+		case 'q': quiet = true; break;
 		case OPT_FROM: o.from = number("--from", optarg, 0); break;
 		case OPT_WINDOW: o.window = number("--window", optarg, 1); break;
 		case OPT_FORMAT:
@@ -185,7 +189,8 @@ int main(int argc, char **argv)
 	cqrs_error err = { 0 };
 	if (cqrs_metrics_init(metrics_dir, &err) < 0)
 		cqrs_die_error(&err);
-	o.report = stdout;
+	/* the summary line is for a person; cron mails whatever is printed */
+	o.report = quiet ? NULL : stdout;
 	int rc;
 	if (publish) {
 		/* the store must exist; the relay's position is written in it */
@@ -209,6 +214,7 @@ int main(int argc, char **argv)
 	} else {
 		cqrs_die(CQRS_EXIT_USAGE, "unknown subcommand '%.80s'", cmd);
 	}
+	cqrs_relay_shutdown();
 	if (rc < 0)
 		cqrs_die_error(&err);
 	return cqrs_finish_stdout(0);

@@ -8,6 +8,7 @@
 bats_require_minimum_version 1.5.0
 load test_helper
 load relay_helper
+load prom_helper
 
 setup_file() {
 	nats_start
@@ -220,6 +221,13 @@ relay_line() {
 	CQRS_HEALTH_RELAY_LAG=5,10 run --separate-stderr cqrs-health
 	assert_failure 2
 	assert_equal "$(relay_line "$STREAM" | jq -r .status)" critical
+	# critical for 10 minutes fires CqrsRelayLagHigh (cqrs-alerts.yml)
+	mkdir -m 700 crit
+	CQRS_HEALTH_RELAY_LAG=5,10 cqrs-health --textfile crit >/dev/null || [ $? = 2 ]
+	promtool_alert CqrsRelayLagHigh "- exp_labels: { severity: critical, instance: shop, check: relay }
+  exp_annotations:
+    summary: 'A relay to NATS JetStream is far behind the store'
+    description: 'cqrs-health on shop found a relay past its critical lag for 10 minutes; cqrs_relay_pending_events says which stream and how far. Is cqrs-relay publish running, and can it reach its server?'" crit/cqrs_health.prom crit/cqrs_health.prom
 	# the option wins over the variable; 0 turns a threshold off
 	CQRS_HEALTH_RELAY_LAG=5,10 run --separate-stderr cqrs-health --relay-lag 0,0
 	assert_success
@@ -232,6 +240,8 @@ relay_line() {
 	assert_equal "$(jq -c 'select(.check == "relay") | [.stream, .figure, .status]' <<<"$output" | tr '\n' ' ')" \
 		"[\"B$STREAM\",0,\"ok\"] [\"$STREAM\",10,\"warning\"] "
 	grep -qx 'cqrs_health_check_status{check="relay"} 1' tf/cqrs_health.prom
+	# a warning does not page
+	promtool_alert CqrsRelayLagHigh "[]" tf/cqrs_health.prom tf/cqrs_health.prom
 }
 
 @test "health on a PostgreSQL store: the relay's position read there, its lag after N appends" {
@@ -294,9 +304,52 @@ relay_line() {
 	run --separate-stderr relay publish --nkey-seed pub.nk --retries 0
 	assert_failure 78
 	run --separate-stderr relay publish --nkey-seed missing.nk --retries 0
-	assert_failure 73
+	assert_failure 66
 	assert_equal "$stderr" "cqrs-relay: missing.nk: No such file or directory"
 	run --separate-stderr relay publish --nkey-seed "$SEED" --creds "$SEED"
 	assert_failure 64
 	assert_equal "$stderr" "cqrs-relay: --creds and --nkey-seed are two logins: one of them"
+}
+
+# --- another user, and files someone else could have planted -------------------------
+
+@test "another user (nobody) replicates into its own replica with its own password file; files others planted are refused (77)" {
+	events 12 | cqrs-append -q
+	relay create-stream
+	relay publish -q
+	unset CQRS_NATS_PASSWORD
+	mkdir -m 700 nb
+	printf '%s\n' "$NATS_PASSWORD" >nb/pw
+	chmod 600 nb/pw
+	chown -R nobody:nogroup nb
+	run_as_other_user CQRS_NATS_URL="$CQRS_NATS_URL" CQRS_NATS_USER="$NATS_USER" \
+		cqrs-relay replicate -q -s nb/replica.db --password-file nb/pw \
+		--stream "$STREAM" --subject-prefix "$PREFIX"
+	assert_success
+	assert_output ""
+	assert_equal "$stderr" ""
+	run stat -c '%U %a' nb/replica.db
+	assert_output "nobody 600"
+	cqrs-read >source.ndjson
+	cqrs-read -s nb/replica.db | cmp - source.ndjson
+	# a password file another user (daemon) put there: not nobody's, not root's
+	install -m 644 -o daemon /dev/null nb/planted
+	printf '%s\n' "$NATS_PASSWORD" >nb/planted
+	run_as_other_user CQRS_NATS_URL="$CQRS_NATS_URL" CQRS_NATS_USER="$NATS_USER" \
+		cqrs-relay replicate -s nb/replica.db --password-file nb/planted \
+		--stream "$STREAM" --subject-prefix "$PREFIX"
+	assert_failure 77
+	assert_equal "$stderr" "cqrs-relay: nb/planted: owned by daemon, not by nobody or root: someone else could have planted it"
+	# as root: a CA, a client certificate, a creds, seed or password file
+	# daemon owns is refused before any connection (the CA decides whom
+	# the relay trusts)
+	install -m 644 -o daemon /dev/null planted.pem
+	for opt in --tls-ca --tls-cert --creds --nkey-seed --password-file; do
+		run --separate-stderr relay publish "$opt" planted.pem --retries 0
+		assert_failure 77
+		assert_equal "$stderr" "cqrs-relay: planted.pem: owned by daemon, not by root: someone else could have planted it"
+	done
+	run --separate-stderr relay publish --tls-ca missing.pem --retries 0
+	assert_failure 66
+	assert_equal "$stderr" "cqrs-relay: missing.pem: No such file or directory"
 }

@@ -86,6 +86,40 @@ same_as_source() {
 	run --separate-stderr relay replicate -s replica.db
 	assert_output --partial '"applied":5,"repeats":0,"head":125'
 	same_as_source replica.db
+	# from cron: -q says nothing when all is well, with events to carry or none
+	events 3 8 | cqrs-append -q
+	for round in 1 2; do
+		run --separate-stderr relay publish -q
+		assert_success
+		assert_output ""
+		assert_equal "$stderr" ""
+		run --separate-stderr relay replicate -q -s replica.db
+		assert_success
+		assert_output ""
+		assert_equal "$stderr" ""
+	done
+	same_as_source replica.db
+}
+
+@test "an event edited in the store is not published (65): the stream and the replica end before it" {
+	events 20 3 | cqrs-append -q
+	relay create-stream
+	sqlite3 "$CQRS_STORE" "DROP TRIGGER events_no_update; UPDATE events SET data = replace(data, '\"n\":12,', '\"n\":99,') WHERE sequence = 12"
+	for round in 1 2; do
+		run --separate-stderr relay publish -q --window 4
+		assert_failure 65
+		assert_output ""
+		assert_equal "$stderr" "cqrs-relay: event 12 does not match its hash: the store was changed outside the tools; published up to event 11, nothing after it (see cqrs-read --verify)"
+		run sqlite3 "$CQRS_STORE" "SELECT value FROM counters WHERE name = 'relay:$STREAM'"
+		assert_output 12
+	done
+	run --separate-stderr relay replicate -s replica.db
+	assert_success
+	assert_output '{"stream":"'"$STREAM"'","durable":"cqrs-replica","applied":11,"repeats":0,"head":11}'
+	cqrs-read --to 11 >source.ndjson
+	cqrs-read -s replica.db | cmp - source.ndjson
+	run cqrs-read --verify -s replica.db
+	assert_success
 }
 
 @test "subjects are PREFIX.AGGREGATE_TYPE.EVENT_TYPE with Nats-Msg-Id the event id; consume writes NDJSON" {

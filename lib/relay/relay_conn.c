@@ -62,8 +62,8 @@ void relay_backoff(int attempt)
 	nats_Sleep(ms < 2000 ? ms : 2000);
 }
 
-/* The password: the first line of --password-file (a file only its owner
- * may change), else $CQRS_NATS_PASSWORD; "" when neither. */
+/* The password: the first line of --password-file (a secret file:
+ * cqrs_read_secret_file), else $CQRS_NATS_PASSWORD; "" when neither. */
 static int read_password(const struct cqrs_relay_options *o, char *buf, size_t cap, cqrs_error *err)
 {
 	buf[0] = '\0';
@@ -73,16 +73,21 @@ static int read_password(const struct cqrs_relay_options *o, char *buf, size_t c
 			memcpy(buf, env, strlen(env) + 1);
 		return 0;
 	}
-	int fd = cqrs_open_trusted(o->password_file, O_RDONLY, false, err);
-	if (fd < 0)
+	char *text;
+	size_t len;
+	if (cqrs_read_secret_file(o->password_file, &text, &len, err) < 0)
 		return -1;
-	ssize_t n = read(fd, buf, cap - 1);
-	close(fd);
-	if (n < 0)
-		return cqrs_fail(err, CQRS_EXIT_IOERR, "%s: cannot read the password",
-				 o->password_file);
-	buf[n] = '\0';
-	buf[strcspn(buf, "\r\n")] = '\0';
+	size_t line = strcspn(text, "\r\n");
+	if (line >= cap) {
+		explicit_bzero(text, len);
+		free(text);
+		return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s: a password longer than %zu bytes",
+				 o->password_file, cap - 1);
+	}
+	memcpy(buf, text, line);
+	buf[line] = '\0';
+	explicit_bzero(text, len);
+	free(text);
 	if (buf[0] == '\0')
 		return cqrs_fail(err, CQRS_EXIT_CONFIG, "%s: no password on its first line",
 				 o->password_file);
@@ -159,19 +164,15 @@ static void base32_encode(const uint8_t *b, size_t n, char *out)
  * holds no user seed). */
 static int nkey_public(const char *path, char pub[NKEY_PUBLIC_CHARS + 1], cqrs_error *err)
 {
-	int fd = cqrs_open_trusted(path, O_RDONLY, false, err);
-	if (fd < 0)
+	char *text;
+	size_t n;
+	if (cqrs_read_secret_file(path, &text, &n, err) < 0)
 		return -1;
-	char text[256];
-	ssize_t n = read(fd, text, sizeof text - 1);
-	close(fd);
-	if (n < 0)
-		return cqrs_fail(err, CQRS_EXIT_IOERR, "%s: cannot read the nkey seed", path);
-	text[n] = '\0';
 	size_t at = strspn(text, " \t\r\n"), len = strcspn(text + at, " \t\r\n");
 	uint8_t raw[40], key[33 + 2];
 	int got = len == NKEY_SEED_CHARS ? base32_decode(text + at, len, raw, sizeof raw) : -1;
-	explicit_bzero(text, sizeof text);
+	explicit_bzero(text, n);
+	free(text);
 	bool ok = got == 36 && raw[0] == (NKEY_PREFIX_SEED | NKEY_PREFIX_USER >> 5) &&
 		  raw[1] == (uint8_t)((NKEY_PREFIX_USER & 31) << 3) &&
 		  crc16_xmodem(raw, 34) == (uint16_t)(raw[34] | raw[35] << 8);
@@ -208,11 +209,15 @@ static int set_options(natsOptions *opts, const struct cqrs_relay_options *o, cq
 	if (s == NATS_OK)
 		s = natsOptions_SetTimeout(opts, 2000);
 	if (o->creds_file != NULL) {
-		/* a creds file someone else could have written is refused */
-		int fd = cqrs_open_trusted(o->creds_file, O_RDONLY, false, err);
-		if (fd < 0)
+		/* a creds file someone else could have planted is refused;
+		 * libnats 3.4 reads creds only from a path, so it is checked
+		 * here and read there again */
+		char *text;
+		size_t len;
+		if (cqrs_read_secret_file(o->creds_file, &text, &len, err) < 0)
 			return -1;
-		close(fd);
+		explicit_bzero(text, len);
+		free(text);
 	}
 	if (s == NATS_OK && o->creds_file != NULL)
 		s = natsOptions_SetUserCredentialsFromFiles(opts, o->creds_file, NULL);
@@ -232,11 +237,32 @@ static int set_options(natsOptions *opts, const struct cqrs_relay_options *o, cq
 	}
 	if (s == NATS_OK && (o->tls_ca != NULL || o->tls_cert != NULL))
 		s = natsOptions_SetSecure(opts, true);
-	if (s == NATS_OK && o->tls_ca != NULL)
-		s = natsOptions_LoadCATrustedCertificates(opts, o->tls_ca);
-	if (s == NATS_OK && o->tls_cert != NULL)
-		s = natsOptions_LoadCertificatesChain(
-			opts, o->tls_cert, o->tls_key != NULL ? o->tls_key : o->tls_cert);
+	/* the CA decides whom the relay trusts, the key who it is: read here
+	 * under the rules for secrets, and given to libnats as text */
+	if (s == NATS_OK && o->tls_ca != NULL) {
+		char *ca;
+		size_t len;
+		if (cqrs_read_secret_file(o->tls_ca, &ca, &len, err) < 0)
+			return -1;
+		s = natsOptions_SetCATrustedCertificates(opts, ca);
+		free(ca);
+	}
+	if (s == NATS_OK && o->tls_cert != NULL) {
+		char *cert, *key = NULL;
+		size_t clen, klen = 0;
+		if (cqrs_read_secret_file(o->tls_cert, &cert, &clen, err) < 0)
+			return -1;
+		if (o->tls_key != NULL && cqrs_read_secret_file(o->tls_key, &key, &klen, err) < 0) {
+			free(cert);
+			return -1;
+		}
+		s = natsOptions_SetCertificatesChain(opts, cert, key != NULL ? key : cert);
+		free(cert);
+		if (key != NULL) {
+			explicit_bzero(key, klen);
+			free(key);
+		}
+	}
 	if (s != NATS_OK)
 		return relay_fail(err, CQRS_EXIT_CONFIG, s, 0, "NATS options");
 	return 0;
@@ -321,6 +347,11 @@ void relay_close(struct relay_conn *c)
 		natsConnection_Destroy(c->nc);
 	}
 	memset(c, 0, sizeof *c);
+}
+
+void cqrs_relay_shutdown(void)
+{
+	nats_CloseAndWait(2000);
 }
 
 int cqrs_relay_create_stream(const struct cqrs_relay_options *o, cqrs_error *err)

@@ -83,6 +83,9 @@ struct publisher {
 	int64_t position; /* the highest sequence acknowledged (the counter) */
 	int64_t acked;	  /* the last of this run's publishes acknowledged in a row */
 	int64_t published, duplicates;
+	/* an event whose hash does not follow its predecessor's: the store was
+	 * changed outside the tools, and the publishing stops before it */
+	int64_t bad_event;
 	/* cqrs-metrics(7); NULL when metrics are off */
 	cqrs_metric_series *published_metric, *lag_events_metric, *lag_seconds_metric, *ack_metric;
 };
@@ -168,13 +171,31 @@ static int send_event(struct publisher *p, const cqrs_event *ev, const char *bod
 }
 
 /* Reads up to the window's size of events after the position and sends
- * them: the number sent, or -1. */
+ * them: the number sent, or -1.  Each event's hash is checked against its
+ * predecessor's (read along, one event before the window), so that an
+ * event edited in the store never reaches a replica: the window ends
+ * before it, with p->bad_event set. */
 static int64_t send_window(struct publisher *p, int64_t after, cqrs_error *err)
 {
-	cqrs_filter f = { .after = after, .limit = p->o->window };
+	cqrs_filter f = { .after = after > 0 ? after - 1 : 0,
+			  .limit = p->o->window + (after > 0 ? 1 : 0) };
 	cqrs_cursor *cur = cqrs_store_read(p->st, &f, err);
 	if (cur == NULL)
 		return -1;
+	uint8_t prev_hash[CQRS_HASH_LEN] = { 0 };
+	cqrs_event ev;
+	int rc = after > 0 ? cqrs_cursor_next(cur, &ev, err) : 1;
+	if (rc == 1 && after > 0 && ev.sequence != after)
+		rc = cqrs_fail(err, CQRS_EXIT_SOFTWARE, "the store has no event %lld",
+			       (long long)after);
+	if (rc != 1) {
+		cqrs_cursor_close(cur);
+		return rc == 0 ? cqrs_fail(err, CQRS_EXIT_SOFTWARE, "the store has no event %lld",
+					   (long long)after)
+			       : -1;
+	}
+	if (after > 0)
+		memcpy(prev_hash, ev.hash, CQRS_HASH_LEN);
 	char *buf = NULL;
 	size_t len = 0;
 	FILE *mf = open_memstream(&buf, &len);
@@ -188,8 +209,6 @@ static int64_t send_window(struct publisher *p, int64_t after, cqrs_error *err)
 	memset(p->w.slots, 0, (size_t)p->o->window * sizeof *p->w.slots);
 	pthread_mutex_unlock(&p->w.lock);
 	int64_t n = 0;
-	cqrs_event ev;
-	int rc;
 	while ((rc = cqrs_cursor_next(cur, &ev, err)) == 1) {
 		if (ev.sequence != after + 1 + n) {
 			rc = cqrs_fail(err, CQRS_EXIT_DATAERR,
@@ -197,6 +216,14 @@ static int64_t send_window(struct publisher *p, int64_t after, cqrs_error *err)
 				       (long long)ev.sequence, (long long)(after + n));
 			break;
 		}
+		uint8_t h[CQRS_HASH_LEN];
+		cqrs_event_hash(&ev, prev_hash, h);
+		if (memcmp(h, ev.hash, CQRS_HASH_LEN) != 0) {
+			p->bad_event = ev.sequence;
+			rc = 0;
+			break;
+		}
+		memcpy(prev_hash, ev.hash, CQRS_HASH_LEN);
 		size_t start = len;
 		if (p->o->cloudevents)
 			cqrs_cloudevent_write(mf, &ev);
@@ -385,6 +412,15 @@ static int publish_round(struct publisher *p, int64_t *start, int sfd, cqrs_erro
 			cqrs_metrics_observe(p->ack_metric, cqrs_metrics_clock() - sent_at);
 		record_lag(p);
 		cqrs_metrics_tick();
+		/* the window's events before the bad one are acknowledged */
+		if (p->bad_event > 0) {
+			rc = cqrs_fail(err, CQRS_EXIT_DATAERR,
+				       "event %lld does not match its hash: the store was changed "
+				       "outside the tools; published up to event %lld, nothing "
+				       "after it (see cqrs-read --verify)",
+				       (long long)p->bad_event, (long long)(p->bad_event - 1));
+			break;
+		}
 		if (n > 0) {
 			int64_t moved = p->acked != *start ? 1 : 0;
 			*start = p->acked;

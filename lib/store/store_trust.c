@@ -139,16 +139,64 @@ int cqrs_trust_dirs(const char *path, bool writer, cqrs_error *err)
 int cqrs_open_trusted(const char *path, int flags, bool writer, cqrs_error *err)
 {
 	int fd = open(path, flags | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return cqrs_fail(err,
-				 errno == EACCES || errno == ELOOP ? CQRS_EXIT_NOPERM
-								   : CQRS_EXIT_CANTCREAT,
-				 "%s: %s", path, strerror(errno));
+	if (fd < 0) {
+		/* a file to read that is not there is missing input, not a
+		 * file that could not be made */
+		int code = errno == EACCES || errno == ELOOP	   ? CQRS_EXIT_NOPERM
+			   : errno == ENOENT && !(flags & O_CREAT) ? CQRS_EXIT_NOINPUT
+								   : CQRS_EXIT_CANTCREAT;
+		return cqrs_fail(err, code, "%s: %s", path, strerror(errno));
+	}
 	if (cqrs_trust_fd(fd, path, writer, err) < 0) {
 		close(fd);
 		return -1;
 	}
 	return fd;
+}
+
+#define SECRET_FILE_MAX (1 << 20) /* a CA bundle is the largest there is */
+
+int cqrs_read_secret_file(const char *path, char **text, size_t *len, cqrs_error *err)
+{
+	*text = NULL;
+	int fd = cqrs_open_trusted(path, O_RDONLY, false, err);
+	if (fd < 0)
+		return -1;
+	struct stat sb;
+	int rc = 0;
+	if (fstat(fd, &sb) < 0) {
+		rc = cqrs_fail(err, CQRS_EXIT_IOERR, "%s: %s", path, strerror(errno));
+	} else if (sb.st_uid != geteuid() && sb.st_uid != 0) {
+		char owner[256], me[256];
+		rc = cqrs_fail(err, CQRS_EXIT_NOPERM,
+			       "%s: owned by %s, not by %s%s: someone else could have planted it",
+			       path, cqrs_user_name(sb.st_uid, owner, sizeof owner),
+			       cqrs_user_name(geteuid(), me, sizeof me),
+			       geteuid() == 0 ? "" : " or root");
+	} else if (sb.st_size > SECRET_FILE_MAX) {
+		rc = cqrs_fail(err, CQRS_EXIT_CONFIG, "%s: larger than %d bytes", path,
+			       SECRET_FILE_MAX);
+	} else if ((*text = malloc((size_t)sb.st_size + 1)) == NULL) {
+		rc = cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+	} else {
+		size_t got = 0;
+		ssize_t n = 1;
+		while (got < (size_t)sb.st_size &&
+		       ((n = read(fd, *text + got, (size_t)sb.st_size - got)) > 0 ||
+			(n < 0 && errno == EINTR)))
+			got += n > 0 ? (size_t)n : 0;
+		if (n < 0)
+			rc = cqrs_fail(err, CQRS_EXIT_IOERR, "%s: %s", path, strerror(errno));
+		(*text)[got] = '\0';
+		*len = got;
+	}
+	close(fd);
+	if (rc < 0 && *text != NULL) {
+		explicit_bzero(*text, (size_t)sb.st_size + 1);
+		free(*text);
+		*text = NULL;
+	}
+	return rc;
 }
 
 /* A file that belongs with a store but that SQLite's guard does not open
