@@ -11,6 +11,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cqrs.h"
@@ -156,6 +157,21 @@ static int wait_for_work(cqrs_store *st, int64_t next_due, cqrs_error *err)
 	return cqrs_store_wait(st, (int)ms, NULL, 0, err);
 }
 
+/* A follower keeps going through a failure that may pass (75: the store
+ * busy past CQRS_BUSY_TIMEOUT, a deadlock or serialization failure on
+ * PostgreSQL, another runner's change to a saga it held): it says so and
+ * tries again after 100 ms, doubling to 5 s; after FOLLOW_RETRIES in a row
+ * (about half a minute) it exits 75 for its supervisor to restart it.  A
+ * failed pass leaves nothing half done: each of its transactions commits
+ * or rolls back whole, and a runner takes its own leases again. */
+#define FOLLOW_RETRIES 10
+
+static void pause_ms(int64_t ms)
+{
+	for (int64_t slept = 0; slept < ms && !stop; slept += 50)
+		nanosleep(&(struct timespec){ .tv_nsec = 50 * 1000000L }, NULL);
+}
+
 static int run(cqrs_store *st, cqrs_saga_def **defs, size_t ndefs, int64_t batch, bool verbose,
 	       bool follow, int64_t lease_us)
 {
@@ -166,17 +182,30 @@ static int run(cqrs_store *st, cqrs_saga_def **defs, size_t ndefs, int64_t batch
 	cqrs_saga_runner *r = cqrs_saga_runner_new(st, defs, ndefs, &opt, &err);
 	if (r == NULL)
 		die_error(&err, !verbose);
-	int code = 0;
+	int code = 0, transient = 0;
 	do {
 		cqrs_metrics_tick();
 		int64_t next_due = 0;
 		if (cqrs_saga_run(r, &next_due, &err) < 0 ||
 		    (follow && !stop && wait_for_work(st, next_due, &err) < 0)) {
-			if (err.code != CQRS_EXIT_TEMPFAIL || verbose)
+			if (follow && !stop && err.code == CQRS_EXIT_TEMPFAIL &&
+			    transient < FOLLOW_RETRIES) {
+				int64_t ms = 100;
+				for (int i = 0; i < transient && ms < 5000; i++)
+					ms *= 2;
+				ms = ms < 5000 ? ms : 5000;
+				transient++;
+				cqrs_warn("%s; trying again in %lld ms", err.msg, (long long)ms);
+				pause_ms(ms);
+				err = (cqrs_error){ 0 };
+				continue;
+			}
+			if (err.code != CQRS_EXIT_TEMPFAIL || verbose || transient > 0)
 				cqrs_log_error(&err);
 			code = err.code;
 			break;
 		}
+		transient = 0;
 	} while (follow && !stop);
 	if (verbose) {
 		struct cqrs_saga_stats s;

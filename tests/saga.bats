@@ -358,6 +358,33 @@ completed() {
 	assert_equal "$(tail -1 err | cut -d' ' -f2-)" "cqrs-saga: started 2, completed 2, compensated 0, failed 0, 8 steps, 0 retries scheduled"
 }
 
+@test "--follow rides out a store busy past CQRS_BUSY_TIMEOUT (75): it says so, tries again, and goes on" {
+	sqlite_only "sqlite3's own transaction holds the store's write lock"
+	order 1
+	# another process holds the write lock until its stdin closes
+	mkfifo hold
+	python3 -c 'import sqlite3, sys
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+sys.stdin.read()
+c.execute("ROLLBACK")' "$CQRS_STORE" <hold >held &
+	holder=$!
+	exec 4>hold
+	eventually grep -qx locked held
+	CQRS_BUSY_TIMEOUT=100 timeout $((30 * GUARD_SCALE)) cqrs-saga run --follow >out 2>err 3>&- 4>&- &
+	pid=$!
+	eventually grep -q 'trying again in 200 ms$' err
+	exec 4>&-
+	wait "$holder"
+	eventually completed 1
+	kill -TERM "$pid"
+	wait "$pid"
+	assert_equal "$(cat out)" ""
+	assert_regex "$(head -1 err)" '^[0-9T:.Z-]+ cqrs-saga: .*busy.*; trying again in 100 ms$'
+	assert_equal "$(effects 1)" "OrderCreated InventoryReserved PaymentAuthorized ShippingLabelCreated OrderConfirmed"
+}
+
 @test "status lists a saga that made no progress for --stuck-after as stuck" {
 	export PAYMENT_GATEWAY_AUTHORIZE_MODE=fail
 	order 1
