@@ -163,6 +163,39 @@ check_exactly_once() {
 	assert_equal "$(store_query "SELECT count(*) FROM saga_instances WHERE lease_owner IS NOT NULL")" 0
 }
 
+@test "a circuit breaker several followers share counts every failed call once (no update lost)" {
+	# step one always fails retryably (75), three attempts a saga, under a
+	# breaker that never opens: its count must be the calls made
+	cat >flaky <<'EOF'
+#!/bin/sh
+cat >/dev/null
+printf 'start %s one %s\n' "$CQRS_SAGA_ID" "$PPID" >>"$RUNS_LOG"
+echo 'service unavailable' >&2
+exit 75
+EOF
+	chmod +x flaky
+	sed -e 's|run: \[./step, one\]|run: [./flaky]|' \
+		-e 's|    max_attempts: 50|    max_attempts: 3|' \
+		-e 's|    backoff: 100ms|    backoff: 1ms|' -e 's|    max_backoff: 200ms|    max_backoff: 2ms|' \
+		-e 's|^  timeout: 1s|  timeout: 1s\n  breaker:\n    failures: 100000|' \
+		job.yaml >flaky.yaml
+	grep -q "failures: 100000" flaky.yaml || fail "flaky.yaml has no breaker"
+	local n=30
+	jobs 1 1
+	for _ in 1 2 3 4; do
+		cqrs-saga run --follow -f flaky.yaml 2>>runners.err &
+		RUNNERS+=("$!")
+	done
+	jobs 2 "$n"
+	failed() {
+		[ "$(store_query "SELECT count(*) FROM saga_instances WHERE status = 'FAILED'")" = "$n" ]
+	}
+	eventually failed || fail "only $(store_query "SELECT count(*) FROM saga_instances WHERE status = 'FAILED'") of $n sagas failed: $(head -5 runners.err; store_query "SELECT status, current_step, attempts FROM saga_instances LIMIT 3")"
+	stop_runners
+	assert_equal "$(grep -c '^start ' "$RUNS_LOG")" $((3 * n))
+	assert_equal "$(store_query "SELECT state || ' ' || failures FROM saga_breakers WHERE name = 'job.one'")" "closed $((3 * n))"
+}
+
 @test "several runs at once (cron): none is turned away, each step runs once" {
 	local n=30 i
 	jobs 1 "$n"

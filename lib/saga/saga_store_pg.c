@@ -446,9 +446,21 @@ static int pg_breaker_get(struct saga_db *base, const char *name, struct breaker
 {
 	struct pg_saga_db *db = (struct pg_saga_db *)base;
 	const char *v[1] = { name };
-	PGresult *r =
-		run(db, "SELECT state, failures, opened_at FROM saga_breakers WHERE name = $1", 1,
-		    v, PGRES_TUPLES_OK, err);
+	/* Runners that share a breaker read, count and write it back in one
+	 * transaction each: a lock on its name, held to the transaction's end,
+	 * keeps two of them from counting over each other (a row lock would
+	 * not do: the row may not exist yet).  Taken before the transaction
+	 * appends, so always before the append lock.  Its own statement: the
+	 * read after it must see what the last holder committed. */
+	PGresult *r = run(db,
+			  "SELECT pg_advisory_xact_lock(hashtextextended("
+			  "'cqrs.breaker:' || current_schema() || ':' || $1, 0))",
+			  1, v, PGRES_TUPLES_OK, err);
+	if (r == NULL)
+		return -1;
+	db->pq->clear(r);
+	r = run(db, "SELECT state, failures, opened_at FROM saga_breakers WHERE name = $1", 1, v,
+		PGRES_TUPLES_OK, err);
 	*b = (struct breaker_row){ BREAKER_CLOSED, 0, 0 };
 	if (r == NULL)
 		return -1;
