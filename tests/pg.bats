@@ -822,6 +822,26 @@ portable_rows() {
 	assert_failure 78
 	assert_equal "$stderr" "cqrs-backup: saga.ndjson:$(grep -n '"table":"saga_breakers"' saga.ndjson | cut -d: -f1): table saga_breakers: a PostgreSQL store keeps no such table; nothing was restored (cqrs-read | cqrs-append copies the events alone)"
 	assert_equal "$(pg_sql -c "SELECT count(*) FROM ${SCHEMA}_saga.events")" 0
+	# a processed command or a checkpoint that names an event after the
+	# backup's last (a backup stitched together, or edited): 65, nothing
+	cqrs-append -q --store sq2.db "$FIXTURES/docs-store.ndjson"
+	printf '{"command_id":"c-1","type":"ReplenishStock","product_id":"3c9a7b1e-4d2f-4e8a-b6c5-0f1e2d3c4b5a","quantity":1}\n' |
+		cqrs-command -q --store sq2.db
+	cqrs-backup -f ndjson --store sq2.db >pc.ndjson
+	line=$(grep -n '"table":"processed_messages"' pc.ndjson | cut -d: -f1)
+	sed 's/\\"last\\":12/\\"last\\":13/' pc.ndjson >edited.ndjson
+	run --separate-stderr cqrs-backup --restore --store "$(pg_store "${SCHEMA}_pc")" edited.ndjson
+	assert_failure 65
+	assert_equal "$stderr" "cqrs-backup: edited.ndjson:$line: processed command 'c-1' names event 13, after the backup's last event (head 12); nothing was restored"
+	sed "${line}s/.*/{\"table\":\"checkpoints\",\"row\":{\"name\":\"orders\",\"sequence\":13,\"updated_at\":\"2026-12-06T00:00:00Z\"}}/" pc.ndjson >edited.ndjson
+	run --separate-stderr cqrs-backup --restore --store "$(pg_store "${SCHEMA}_pc")" edited.ndjson
+	assert_failure 65
+	assert_equal "$stderr" "cqrs-backup: edited.ndjson:$line: checkpoint 'orders' is at event 13, after the backup's last event (head 12); nothing was restored"
+	assert_equal "$(pg_sql -c "SELECT count(*) FROM ${SCHEMA}_pc.events")" 0
+	# unedited, it restores
+	run --separate-stderr cqrs-backup --restore --store "$(pg_store "${SCHEMA}_pc")" pc.ndjson
+	assert_success
+	assert_equal "$(cqrs-read --store "$(pg_store "${SCHEMA}_pc")")" "$(cqrs-read --store sq2.db)"
 }
 
 @test "cqrs-health on PostgreSQL as the read-only role: what it checks there, each failure it sees, nothing changed" {

@@ -1009,6 +1009,46 @@ static int pg_value(const char *v, size_t vn, char **out)
 	return 0;
 }
 
+/* What check_tables holds a SQLite copy to, for a row on its way into a
+ * PostgreSQL store (the events are in by then): a checkpoint or a
+ * processed command may name no event after the backup's last.  A backup
+ * stitched together from two moments (or edited) fails here. */
+static int check_pg_row(struct restore *r, const char *table, int n, const char *const *names,
+			char *const *values, cqrs_error *err)
+{
+	const char *name = NULL, *seq = NULL, *result = NULL;
+	for (int i = 0; i < n; i++) {
+		if (strcmp(names[i], "name") == 0 || strcmp(names[i], "message_id") == 0)
+			name = values[i];
+		else if (strcmp(names[i], "sequence") == 0)
+			seq = values[i];
+		else if (strcmp(names[i], "result") == 0)
+			result = values[i];
+	}
+	int64_t at = 0;
+	const char *v;
+	size_t vn;
+	char last[32];
+	if (strcmp(table, "checkpoints") == 0 && seq != NULL &&
+	    cqrs_parse_int64(seq, &at) == 0 && at > r->at.sequence)
+		return bad_line(r, err, CQRS_EXIT_DATAERR,
+				"checkpoint '%s' is at event %lld, after the backup's last event "
+				"(head %lld); nothing was restored",
+				name != NULL ? name : "", (long long)at, (long long)r->at.sequence);
+	if (strcmp(table, "processed_messages") == 0 && result != NULL &&
+	    cqrs_json_get(result, strlen(result), "last", &v, &vn) && vn < sizeof last) {
+		memcpy(last, v, vn);
+		last[vn] = '\0';
+		if (cqrs_parse_int64(last, &at) == 0 && at > r->at.sequence)
+			return bad_line(r, err, CQRS_EXIT_DATAERR,
+					"processed command '%s' names event %lld, after the "
+					"backup's last event (head %lld); nothing was restored",
+					name != NULL ? name : "", (long long)at,
+					(long long)r->at.sequence);
+	}
+	return 0;
+}
+
 /* A row for a PostgreSQL store: a portable table's, inserted; a snapshot
  * (a cache, built again at the next load) and erasure's declarations and
  * keys (erasure is SQLite's alone, cqrs-postgres(7): fields the SQLite
@@ -1055,6 +1095,8 @@ static int restore_pg_row(struct restore *r, const char *table, const char *row,
 			n++;
 		}
 	}
+	if (rc == 0)
+		rc = check_pg_row(r, table, n, name_p, values, err);
 	cqrs_error e = { 0 };
 	if (rc == 0 &&
 	    cqrs_pg_insert_row(r->st, table, n, name_p, (const char *const *)values, &e) < 0)
