@@ -23,18 +23,20 @@
 #            (tx, sequence) order: every transaction below it has ended.
 #            The chain cannot be made at append (the previous event is not
 #            known yet): one sealer, under a lock of its own, hashes the
-#            rows below the horizon in that order into a side table
-#            (sealed: position, sequence, tx, hash), since events stay
-#            append-only.  It is measured without the sealer, and with
-#            one running beside the writers.
+#            rows below the horizon in that order (in sequence order, an
+#            event that commits late would land behind one already
+#            sealed) into a side table (sealed: position, sequence, tx,
+#            hash), since events stay append-only.  It is measured
+#            without the sealer, and with one running beside the writers
+#            (the note: how much it had sealed when the writers stopped).
 # For B = 1 and B = 100, by 1, 2, 4 and 8 clients (pgbench -c, -T
 # BENCH_HORIZON_SECS seconds each, default 3; BENCH_HORIZON_CLIENTS lists
 # the client counts): events/s (transactions/s x B) and the mean latency
-# of a transaction.  Then the read side: a
-# follower's page of 1,000 events at a random place, on 50,000 events
-# written the same way, by each design's query; the gaps that 1 rollback
-# in 10 transactions leaves in each; and, with two psql sessions, the event
-# that a reader skips when it reads past the horizon.
+# of a transaction.  Then the read side: a follower's page of 1,000 events
+# at a random place, on 50,000 events written the same way, by each
+# design's query; the gaps that 1 rollback in 10 transactions leaves in
+# each; and, with two psql sessions, the event that a reader skips when it
+# reads past the horizon.  About 2.5 minutes on two cores.
 # store_pg.c also notifies followers in the lock's statement (pg_notify);
 # either design needs that or polling, so neither model has it.
 
