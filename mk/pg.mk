@@ -9,6 +9,8 @@ dist_man_MANS += man/cqrs-postgres.7
 BATS_SUITES += tests/pg.bats
 EXTRA_DIST += tests/pg_helper.bash
 BENCH_SECTIONS += tests/bench/postgres.sh
+# the lock against the xmin horizon of Marten and Emmett (pgbench)
+BENCH_SECTIONS += tests/bench/horizon.sh
 # The PostgreSQL leg of the backend matrix: each tests/pg/NAME.pg runs
 # tests/NAME.bats against a throwaway cluster of its own (tests/pg-matrix,
 # tests/pg_helper.bash); the tests that hold for SQLite alone say so with
