@@ -79,6 +79,7 @@ teardown() {
 # --- a busy run --------------------------------------------------------------
 
 @test "a run that finds another one running exits 75 in silence, so cron mails nothing; -v says why" {
+	sqlite_only "STORE.saga.lock is SQLite's; runners share a PostgreSQL store (pg-saga.bats)"
 	ping
 	exec 9>"$CQRS_STORE.saga.lock"
 	flock 9
@@ -167,7 +168,7 @@ teardown() {
 	ping
 	run --separate-stderr cqrs-saga run -f spawn.yaml
 	assert_success
-	assert_equal "$(sqlite3 "$CQRS_STORE" 'SELECT status FROM saga_instances')" COMPLETED
+	assert_equal "$(store_query 'SELECT status FROM saga_instances')" COMPLETED
 	pid=$(cat "$GRANDCHILD_PID")
 	run kill -0 "$pid"
 	assert_failure
