@@ -21,6 +21,7 @@ BENCH_SECTIONS += tests/bench/horizon.sh
 PG_MATRIX = tests/pg/append.pg tests/pg/read.pg tests/pg/command.pg \
 	tests/pg/project.pg tests/pg/saga.pg
 PG_MATRIX_MORE = tests/pg/command-concurrency.pg tests/pg/saga-lifecycle.pg \
+	tests/pg/saga-faults.pg \
 	tests/pg/saga-exec.pg
 TEST_EXTENSIONS += .pg
 PG_LOG_COMPILER = $(SHELL) $(srcdir)/tests/pg-matrix

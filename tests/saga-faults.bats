@@ -29,6 +29,7 @@ assert_two_orders_done() {
 }
 
 @test "kill -9 at every transaction boundary, then a run resumes: nothing lost, nothing twice" {
+	sqlite_only "a killed runner's instances wait for its lease on PostgreSQL (pg-saga.bats kills runners there)"
 	local n=1 crashes=0
 	while :; do
 		rm -rf "$CQRS_STORE"* "$PAYMENT_GATEWAY_DIR" "$SHIPPING_LABEL_DIR"
@@ -52,6 +53,7 @@ assert_two_orders_done() {
 }
 
 @test "kill -9 in the middle of a step program: the step runs again with the same key" {
+	sqlite_only "a killed runner's instances wait for its lease on PostgreSQL (pg-saga.bats kills runners there)"
 	cat >killer <<'EOF'
 #!/bin/sh
 # kills the runner while it waits for this step, the first time only
@@ -122,7 +124,7 @@ EOF
 	assert_success
 	assert_equal "$stderr" "cqrs-saga: circuit breaker 'order.authorize_payment' opened after 2 failures"
 	assert_equal "$(grep -c authorize "$PAYMENT_GATEWAY_DIR/calls.log")" 2
-	assert_equal "$(sqlite3 "$CQRS_STORE" 'SELECT name, state, failures, opened_at FROM saga_breakers')" \
+	assert_equal "$(store_query 'SELECT name, state, failures, opened_at FROM saga_breakers')" \
 		"order.authorize_payment|open|2|2026-03-01T12:00:00.000000Z"
 	assert_equal "$(cqrs-read --correlation order-3 --event-type SagaStepFailed | jq -r .data.reason)" \
 		"circuit breaker 'order.authorize_payment' is open after 2 failures; not called"
@@ -130,17 +132,17 @@ EOF
 	at +30
 	run cqrs-saga run -f "$f"
 	assert_equal "$(grep -c authorize "$PAYMENT_GATEWAY_DIR/calls.log")" 2
-	assert_equal "$(sqlite3 "$CQRS_STORE" "SELECT group_concat(attempts) FROM saga_instances ORDER BY rowid")" "2,2,1"
+	assert_equal "$(store_query "SELECT attempts FROM saga_instances ORDER BY rowid" | paste -sd,)" "2,2,1"
 	# the state is kept across runs; after the cool-down one probe goes out,
 	# it succeeds, the breaker closes and the rest follow
 	unset PAYMENT_GATEWAY_AUTHORIZE_MODE
 	at +61
 	run cqrs-saga run -f "$f"
 	assert_success
-	assert_equal "$(sqlite3 "$CQRS_STORE" 'SELECT state, failures FROM saga_breakers')" "closed|0"
+	assert_equal "$(store_query 'SELECT state, failures FROM saga_breakers')" "closed|0"
 	assert_equal "$(cqrs-read --aggregate-type CircuitBreaker | jq -r .event_type | tr '\n' ' ')" \
 		"CircuitBreakerOpened CircuitBreakerHalfOpened CircuitBreakerClosed "
-	assert_equal "$(sqlite3 "$CQRS_STORE" "SELECT group_concat(status) FROM saga_instances")" "COMPLETED,COMPLETED,COMPLETED"
+	assert_equal "$(store_query "SELECT status FROM saga_instances ORDER BY rowid" | paste -sd,)" "COMPLETED,COMPLETED,COMPLETED"
 	assert_equal "$(grep -c 'authorize .* ok$' "$PAYMENT_GATEWAY_DIR/calls.log")" 3
 }
 
@@ -156,7 +158,7 @@ EOF
 	assert_success
 	# the probe, and only the probe
 	assert_equal "$(grep -c authorize "$PAYMENT_GATEWAY_DIR/calls.log")" 2
-	assert_equal "$(sqlite3 "$CQRS_STORE" 'SELECT state, opened_at FROM saga_breakers')" \
+	assert_equal "$(store_query 'SELECT state, opened_at FROM saga_breakers')" \
 		"open|2026-03-01T12:01:01.000000Z"
 	assert_equal "$(cqrs-read --aggregate-type CircuitBreaker | jq -r .event_type | tr '\n' ' ')" \
 		"CircuitBreakerOpened CircuitBreakerHalfOpened CircuitBreakerOpened "
@@ -211,13 +213,14 @@ EOF
 }
 
 @test "a second runner finds the lock taken and exits 75, or waits for it" {
+	sqlite_only "STORE.saga.lock is SQLite's; runners share a PostgreSQL store (pg-saga.bats)"
 	order 1
 	exec 9>"$CQRS_STORE.saga.lock"
 	flock 9
 	run --separate-stderr cqrs-saga run -v
 	assert_failure 75
 	assert_equal "$stderr" "cqrs-saga: $CQRS_STORE.saga.lock: another cqrs-saga run holds the lock; try again later (or use --wait)"
-	assert_equal "$(sqlite3 "$CQRS_STORE" 'SELECT count(*) FROM saga_instances')" 0
+	assert_equal "$(store_query 'SELECT count(*) FROM saga_instances')" 0
 	cqrs-saga run --wait &
 	waiter=$!
 	flock -u 9
@@ -234,7 +237,7 @@ EOF
 	b=$!
 	wait "$a"
 	wait "$b"
-	assert_equal "$(sqlite3 "$CQRS_STORE" "SELECT status, count(*) FROM saga_instances GROUP BY status")" "COMPLETED|12"
+	assert_equal "$(store_query "SELECT status, count(*) FROM saga_instances GROUP BY status")" "COMPLETED|12"
 	for t in SagaStarted InventoryReserved PaymentAuthorized ShippingLabelCreated OrderConfirmed SagaCompleted; do
 		assert_equal "$t $(cqrs-read --event-type "$t" | wc -l)" "$t 12"
 	done
