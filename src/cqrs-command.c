@@ -551,9 +551,18 @@ static void remove_dry_store(void)
 static const char *dry_run_store(const char *path)
 {
 	struct stat sb;
-	/* a PostgreSQL store is no file: the dry run decides against it */
-	if (cqrs_store_on_server(path) || stat(path, &sb) == 0 || errno != ENOENT)
+	if (cqrs_store_on_server(path)) {
+		/* a PostgreSQL store the dry run decides against, if its schema
+		 * is there: opening it to write would create it */
+		cqrs_error err = { 0 };
+		cqrs_store *st = cqrs_store_open(path, CQRS_OPEN_READ, &err);
+		if (st != NULL)
+			cqrs_store_close(st);
+		if (st != NULL || err.code != CQRS_EXIT_NOINPUT)
+			return path; /* the real open says what else is wrong */
+	} else if (stat(path, &sb) == 0 || errno != ENOENT) {
 		return path;
+	}
 	const char *tmp = getenv("TMPDIR");
 	snprintf(dry_dir, sizeof dry_dir, "%s/cqrs-dry-run-XXXXXX",
 		 tmp != NULL && tmp[0] == '/' ? tmp : "/tmp");

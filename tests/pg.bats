@@ -715,6 +715,21 @@ portable_rows() {
 	done
 }
 
+@test "cqrs-command --dry-run on a schema that does not exist decides against an empty store and creates nothing; on one that exists, against it" {
+	mkdir tmp
+	run --separate-stderr env TMPDIR="$PWD/tmp" cqrs-command -n --store "$(pg_store "${SCHEMA}_dry")" register-product --sku S --name N
+	assert_success
+	assert_equal "$(jq -r '[.status, .stored, .events[0].sequence] | @tsv' <<<"$output")" "accepted	false	1"
+	assert_equal "$(pg_sql -c "SELECT count(*) FROM pg_namespace WHERE nspname = '${SCHEMA}_dry'")" 0
+	assert_equal "$(ls -A tmp)" ''
+	# a store that exists: decided against it, nothing stored
+	cqrs-command -q --store "$(pg_store "$SCHEMA")" register-product --product "$P" --sku S --name N
+	run --separate-stderr cqrs-command -n --store "$(pg_store "$SCHEMA")" register-product --product "$P" --sku S --name N
+	assert_failure 4
+	assert_equal "$(jq -r .code <<<"$output")" already_exists
+	assert_equal "$(cqrs-read --store "$(pg_store "$SCHEMA")" | wc -l)" 1
+}
+
 @test "copies SQLite -> PostgreSQL -> SQLite with cqrs-backup and with cqrs-read | cqrs-append keep every hash; --verify agrees both ways" {
 	gen_events 300 29 >in.ndjson
 	cqrs-append -q --store "$SQ" in.ndjson
