@@ -254,7 +254,9 @@ static int append_events(struct append_run *a, size_t n, cqrs_error *err)
 	}
 	size_t failed;
 	if (cqrs_store_append_many(a->st, w->evs, n, w->results, &failed, err) < 0) {
-		say_where(a, &w->lines[failed]);
+		/* an earlier window's write: no one line, as for a commit */
+		if (failed != CQRS_APPEND_FAILED_EARLIER)
+			say_where(a, &w->lines[failed]);
 		return -1;
 	}
 	for (size_t i = 0; i < n; i++) {

@@ -280,8 +280,11 @@ int cqrs_store_append_many(cqrs_store *st, cqrs_event *evs, size_t n, int *resul
 	*failed = 0;
 	if (n == 0)
 		return 0;
-	if (ops->window_open != NULL && ops->window_open(st, evs, n, err) < 0)
+	int opened = ops->window_open != NULL ? ops->window_open(st, evs, n, err) : 0;
+	if (opened < 0) {
+		*failed = opened == -2 ? CQRS_APPEND_FAILED_EARLIER : 0;
 		return -1;
+	}
 	/* the facade's steps and the rules per event, as cqrs_store_append */
 	for (size_t i = 0; i < n; i++) {
 		int r = cqrs_store_append(st, &evs[i], err);

@@ -170,7 +170,8 @@ struct pg_window {
 	struct id_map added;	/* event_id -> its index in rows */
 	struct window_row *rows;
 	size_t nrows, cap;
-	struct cqrs_strbuf copy; /* the rows in COPY's binary format */
+	bool copying;		 /* the COPY started: no other statement until it ends */
+	struct cqrs_strbuf copy; /* rows in COPY's binary format, not sent yet */
 };
 
 struct pg_store {
@@ -188,7 +189,19 @@ struct pg_store {
 	bool prepared;
 	struct cqrs_append_head head;  /* the last event, under the append lock */
 	struct cqrs_versions versions; /* aggregates this transaction appended to */
+	/* versions holds what the store held when kept_head was its head, at
+	 * our last commit: while the head is still that, nobody appended
+	 * since, and the next transaction reads none of them again */
+	bool versions_kept;
+	struct cqrs_append_head kept_head;
 	struct pg_window window;
+	/* the last window's COPY was sent and its outcome not read yet, so
+	 * that the server takes its rows in while the next lines are parsed;
+	 * settle() reads it before any other statement, and keeps a failure
+	 * (copy_err) until the transaction is rolled back: nothing commits
+	 * over it */
+	bool copy_unsettled, copy_failed;
+	cqrs_error copy_err;
 };
 
 struct pg_cursor {
@@ -207,7 +220,6 @@ struct pg_cursor {
 static const struct cqrs_store_ops pg_ops;
 static void window_forget(struct pg_store *s);
 static void window_free(struct pg_store *s);
-static char *uuid_array_literal(const uint8_t (*ids)[CQRS_UUID_LEN], size_t n);
 
 /* --- errors -------------------------------------------------------------- */
 
@@ -297,8 +309,43 @@ static PGresult *checked(struct pg_store *s, PGresult *res, ExecStatusType want,
 	return NULL;
 }
 
+/* The outcome of the COPY sent last, then nothing: the connection is
+ * idle again.  0, or -1 with *err. */
+static int copy_result(struct pg_store *s, cqrs_error *err)
+{
+	const struct cqrs_pq *pq = s->pq;
+	int rc = 0;
+	PGresult *r;
+	while ((r = pq->get_result(s->conn)) != NULL) {
+		ExecStatusType status = pq->result_status(r);
+		if (rc == 0 && status != PGRES_COMMAND_OK)
+			rc = pg_fail(s, r, "cannot append", err);
+		else
+			pq->clear(r);
+		if (status == PGRES_COPY_IN || status == PGRES_COPY_OUT)
+			break; /* still copying: not ours to finish */
+	}
+	return rc;
+}
+
+/* Before any statement: the last window's COPY done, or its failure. */
+static int settle(struct pg_store *s, cqrs_error *err)
+{
+	if (s->copy_unsettled) {
+		s->copy_unsettled = false;
+		if (copy_result(s, &s->copy_err) < 0)
+			s->copy_failed = true;
+	}
+	if (!s->copy_failed)
+		return 0;
+	*err = s->copy_err;
+	return -1;
+}
+
 static int exec_command(struct pg_store *s, const char *sql, const char *what, cqrs_error *err)
 {
+	if (settle(s, err) < 0)
+		return -1;
 	PGresult *res = checked(s, s->pq->exec(s->conn, sql), PGRES_COMMAND_OK, what, err);
 	if (res == NULL)
 		return -1;
@@ -309,6 +356,8 @@ static int exec_command(struct pg_store *s, const char *sql, const char *what, c
 static PGresult *query(struct pg_store *s, const char *sql, int n, const Oid *types,
 		       const char *const *values, const char *what, cqrs_error *err)
 {
+	if (settle(s, err) < 0)
+		return NULL;
 	return checked(s, s->pq->exec_params(s->conn, sql, n, types, values, NULL, NULL, 0),
 		       PGRES_TUPLES_OK, what, err);
 }
@@ -318,6 +367,8 @@ static PGresult *query(struct pg_store *s, const char *sql, int n, const Oid *ty
 static int command(struct pg_store *s, const char *sql, int n, const Oid *types,
 		   const char *const *values, const char *what, cqrs_error *err)
 {
+	if (settle(s, err) < 0)
+		return -1;
 	PGresult *res =
 		checked(s, s->pq->exec_params(s->conn, sql, n, types, values, NULL, NULL, 0),
 			PGRES_COMMAND_OK, what, err);
@@ -365,6 +416,18 @@ static const struct {
 	    OID_TEXT, OID_TEXT, OID_BYTEA, OID_TEXT } },
 	{ "cqrs_by_event_id", EVENT_COLUMNS " FROM events WHERE event_id = $1", 1, { OID_UUID } },
 	{ "cqrs_last", EVENT_COLUMNS " FROM events ORDER BY sequence DESC LIMIT 2", 0, { 0 } },
+	/* a window's look-ups (pg_window_open).  The versions: one probe of
+	 * the index an id, the plan fixed whatever the statistics say (an
+	 * aggregate holds many events: = ANY($1) may choose a scan of the
+	 * table).  The events: event_id is unique, and = ANY($1) probes the
+	 * index in the ids' order, a third of the cost of one probe an id */
+	{ "cqrs_window_versions",
+	  "SELECT i.id, (SELECT max(aggregate_version) FROM events WHERE aggregate_id = i.id)"
+	  " FROM unnest($1::uuid[]) AS i(id)",
+	  1,
+	  { OID_UUID_ARRAY } },
+	{ "cqrs_window_events", EVENT_COLUMNS " FROM events WHERE event_id = ANY($1)", 1,
+	  { OID_UUID_ARRAY } },
 };
 
 static int prepare_all(struct pg_store *s, cqrs_error *err)
@@ -389,7 +452,7 @@ static PGresult *run_prepared(struct pg_store *s, const char *name, int n,
 			      const char *const *values, const int *lengths, const int *formats,
 			      ExecStatusType want, const char *what, cqrs_error *err)
 {
-	if (prepare_all(s, err) < 0)
+	if (settle(s, err) < 0 || prepare_all(s, err) < 0)
 		return NULL;
 	return checked(s, s->pq->exec_prepared(s->conn, name, n, values, lengths, formats, 0), want,
 		       what, err);
@@ -590,6 +653,8 @@ static int32_t lock_key_of(const char *schema)
 
 static int lock_store(struct pg_store *s, cqrs_error *err)
 {
+	if (settle(s, err) < 0)
+		return -1;
 	char cls[16], key[16];
 	snprintf(cls, sizeof cls, "%d", LOCK_CLASS);
 	snprintf(key, sizeof key, "%" PRId32, s->lock_key);
@@ -812,9 +877,18 @@ fail:
 	return NULL;
 }
 
+/* A transaction ends: the last COPY's outcome no longer matters. */
+static void unsettle(struct pg_store *s)
+{
+	cqrs_error ignored = { 0 };
+	settle(s, &ignored);
+	s->copy_failed = false;
+}
+
 static void pg_close(cqrs_store *st)
 {
 	struct pg_store *s = (struct pg_store *)st;
+	unsettle(s);
 	if (s->in_txn) {
 		PGresult *r = s->pq->exec(s->conn, "ROLLBACK");
 		if (r != NULL)
@@ -843,7 +917,6 @@ static void pg_set_durability(cqrs_store *st, enum cqrs_durability d)
 static int pg_begin(cqrs_store *st, cqrs_error *err)
 {
 	struct pg_store *s = (struct pg_store *)st;
-	cqrs_versions_forget(&s->versions);
 	window_forget(s);
 	if (prepare_all(s, err) < 0 || exec_command(s, "BEGIN ISOLATION LEVEL READ COMMITTED",
 						    "cannot start a write transaction", err) < 0)
@@ -851,6 +924,23 @@ static int pg_begin(cqrs_store *st, cqrs_error *err)
 	s->in_txn = true;
 	s->locked = false;
 	return 0;
+}
+
+/* Once the head is read under the lock: the versions cached by our last
+ * commit stay when nobody appended since (the head is the same: sequences
+ * are gapless and events append-only), and are read again otherwise. */
+static void forget_versions_unless_kept(struct pg_store *s)
+{
+	if (!s->versions_kept || s->head.sequence != s->kept_head.sequence ||
+	    memcmp(s->head.hash, s->kept_head.hash, CQRS_HASH_LEN) != 0)
+		cqrs_versions_forget(&s->versions);
+	s->versions_kept = false;
+}
+
+static void forget_versions(struct pg_store *s)
+{
+	cqrs_versions_forget(&s->versions);
+	s->versions_kept = false;
 }
 
 /* After the lock: the head, checked against its hash as store_sqlite.c
@@ -869,6 +959,7 @@ static int take_head(struct pg_store *s, cqrs_error *err)
 	memset(&s->head, 0, sizeof s->head);
 	if (n == 0) {
 		pq->clear(r);
+		forget_versions_unless_kept(s);
 		return 0;
 	}
 	cqrs_event head;
@@ -881,6 +972,7 @@ static int take_head(struct pg_store *s, cqrs_error *err)
 	}
 	s->head.sequence = head.sequence;
 	memcpy(s->head.hash, head.hash, CQRS_HASH_LEN);
+	forget_versions_unless_kept(s);
 	int checked = cqrs_append_check_head(s->name, &head, prev, prev_seq, ok, err);
 	pq->clear(r);
 	return checked;
@@ -1033,6 +1125,7 @@ static void window_forget(struct pg_store *s)
 		s->pq->clear(w->stored_rows);
 	w->stored_rows = NULL;
 	cqrs_strbuf_reset(&w->copy);
+	w->copying = false;
 	w->open = false;
 }
 
@@ -1048,19 +1141,51 @@ static void window_free(struct pg_store *s)
 	memset(w, 0, sizeof *w);
 }
 
-/* Runs sql with $1 the array of n ids: the result, or NULL with *err. */
-static PGresult *query_ids(struct pg_store *s, const char *sql, const uint8_t (*ids)[CQRS_UUID_LEN],
-			   size_t n, cqrs_error *err)
+/* COPY's binary format: big-endian integers, each field its length
+ * (-1: NULL) and its bytes. */
+static void put_be(struct cqrs_strbuf *b, uint64_t v, int bytes)
 {
-	char *array = uuid_array_literal(ids, n);
-	if (array == NULL) {
+	char out[8];
+	for (int i = 0; i < bytes; i++)
+		out[i] = (char)(v >> (8 * (bytes - 1 - i)));
+	cqrs_strbuf_put(b, out, (size_t)bytes);
+}
+
+static void put_field(struct cqrs_strbuf *b, const void *p, size_t n)
+{
+	put_be(b, (uint32_t)n, 4);
+	cqrs_strbuf_put(b, p, n);
+}
+
+static void put_int8_field(struct cqrs_strbuf *b, int64_t v)
+{
+	put_be(b, 8, 4);
+	put_be(b, (uint64_t)v, 8);
+}
+
+/* Runs the prepared statement name with $1 the array of n ids, sent in
+ * binary (the server parses no text): the result, or NULL with *err. */
+static PGresult *query_ids(struct pg_store *s, const char *name,
+			   const uint8_t (*ids)[CQRS_UUID_LEN], size_t n, cqrs_error *err)
+{
+	struct cqrs_strbuf b = { 0 };
+	put_be(&b, 1, 4); /* dimensions */
+	put_be(&b, 0, 4); /* no NULL */
+	put_be(&b, OID_UUID, 4);
+	put_be(&b, n, 4);
+	put_be(&b, 1, 4); /* lower bound */
+	for (size_t i = 0; i < n; i++)
+		put_field(&b, ids[i], CQRS_UUID_LEN);
+	if (b.oom || b.len > INT_MAX) {
+		cqrs_strbuf_free(&b);
 		cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
 		return NULL;
 	}
-	const char *v[1] = { array };
-	static const Oid t[1] = { OID_UUID_ARRAY };
-	PGresult *r = query(s, sql, 1, t, v, "cannot read the store", err);
-	free(array);
+	const char *v[1] = { b.p };
+	const int len[1] = { (int)b.len }, fmt[1] = { 1 };
+	PGresult *r = run_prepared(s, name, 1, v, len, fmt, PGRES_TUPLES_OK,
+				   "cannot read the store", err);
+	cqrs_strbuf_free(&b);
 	return r;
 }
 
@@ -1073,23 +1198,28 @@ static int window_read_versions(struct pg_store *s, const cqrs_event *evs, size_
 	size_t nids = 0;
 	for (size_t i = 0; i < n; i++) {
 		int64_t cached;
-		if (cqrs_versions_get(&s->versions, evs[i].aggregate_id, &cached) ||
-		    id_map_find(&w->versions, evs[i].aggregate_id) != NULL)
+		if (id_map_find(&w->versions, evs[i].aggregate_id) != NULL)
 			continue;
+		/* every aggregate of the window gets its answer here: once the
+		 * COPY started, no statement can ask (and the cache may start
+		 * over in the middle of the window) */
+		if (cqrs_versions_get(&s->versions, evs[i].aggregate_id, &cached)) {
+			id_map_put(&w->versions, evs[i].aggregate_id, cached);
+			continue;
+		}
 		id_map_put(&w->versions, evs[i].aggregate_id, 0);
 		memcpy(ids[nids++], evs[i].aggregate_id, CQRS_UUID_LEN);
 	}
 	if (nids == 0)
 		return 0;
-	PGresult *r = query_ids(s,
-				"SELECT aggregate_id, max(aggregate_version) FROM events"
-				" WHERE aggregate_id = ANY($1) GROUP BY aggregate_id",
-				ids, nids, err);
+	PGresult *r = query_ids(s, "cqrs_window_versions", (const uint8_t(*)[CQRS_UUID_LEN])ids,
+				nids, err);
 	if (r == NULL)
 		return -1;
 	for (int row = 0; row < s->pq->ntuples(r); row++) {
 		uint8_t id[CQRS_UUID_LEN];
-		if (cqrs_uuid_parse(s->pq->getvalue(r, row, 0), (size_t)s->pq->getlength(r, row, 0),
+		if (!s->pq->getisnull(r, row, 1) &&
+		    cqrs_uuid_parse(s->pq->getvalue(r, row, 0), (size_t)s->pq->getlength(r, row, 0),
 				    id) == 0)
 			id_map_put(&w->versions, id, int_at(s->pq, r, row, 1));
 	}
@@ -1108,8 +1238,8 @@ static int window_read_stored(struct pg_store *s, const cqrs_event *evs, size_t 
 			memcpy(ids[nids++], evs[i].event_id, CQRS_UUID_LEN);
 	if (nids == 0)
 		return 0;
-	w->stored_rows = query_ids(s, EVENT_COLUMNS " FROM events WHERE event_id = ANY($1)", ids,
-				   nids, err);
+	w->stored_rows =
+		query_ids(s, "cqrs_window_events", (const uint8_t(*)[CQRS_UUID_LEN])ids, nids, err);
 	if (w->stored_rows == NULL)
 		return -1;
 	for (int row = 0; row < s->pq->ntuples(w->stored_rows); row++) {
@@ -1127,6 +1257,9 @@ static int pg_window_open(cqrs_store *st, const cqrs_event *evs, size_t n, cqrs_
 	struct pg_window *w = &s->window;
 	if (!s->in_txn)
 		return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "append outside a transaction");
+	/* the last window's rows first: its failure is not this window's */
+	if (settle(s, err) < 0)
+		return -2;
 	/* the look-ups after the lock: then nothing changes under them */
 	if (!s->locked && take_head(s, err) < 0)
 		return -1;
@@ -1156,15 +1289,14 @@ static int pg_window_open(cqrs_store *st, const cqrs_event *evs, size_t n, cqrs_
 	return 0;
 }
 
-/* The append's stored_version in a window: the version read at the
- * window's start or given by a row it added; an aggregate it has no
- * answer for (cached then, and the cache started over since) has no row
- * in the window, and the store's answer is the truth. */
+/* The append's stored_version in a window: the version read (or cached)
+ * at the window's start, or given by a row it added. */
 static int64_t window_version(void *backend, const uint8_t id[CQRS_UUID_LEN], cqrs_error *err)
 {
 	struct pg_store *s = backend;
 	struct id_slot *slot = id_map_find(&s->window.versions, id);
-	return slot != NULL ? slot->value : stored_version(s, id, err);
+	return slot != NULL ? slot->value
+			    : cqrs_fail(err, CQRS_EXIT_SOFTWARE, "an aggregate outside the window");
 }
 
 /* The append's find_stored in a window: a row it added, or one stored. */
@@ -1182,34 +1314,12 @@ static int window_find(void *backend, cqrs_event *ev, cqrs_error *err)
 	return cqrs_append_take_stored(&stored, ev, err);
 }
 
-/* COPY's binary format: big-endian integers, each field its length
- * (-1: NULL) and its bytes. */
-static void put_be(struct cqrs_strbuf *b, uint64_t v, int bytes)
-{
-	char out[8];
-	for (int i = 0; i < bytes; i++)
-		out[i] = (char)(v >> (8 * (bytes - 1 - i)));
-	cqrs_strbuf_put(b, out, (size_t)bytes);
-}
-
-static void put_field(struct cqrs_strbuf *b, const void *p, size_t n)
-{
-	put_be(b, (uint32_t)n, 4);
-	cqrs_strbuf_put(b, p, n);
-}
-
-static void put_int8_field(struct cqrs_strbuf *b, int64_t v)
-{
-	put_be(b, 8, 4);
-	put_be(b, (uint64_t)v, 8);
-}
-
 #define COPY_COLUMNS 12
 static const char copy_signature[11] = "PGCOPY\n\377\r\n";
 
-static void put_row(struct cqrs_strbuf *b, const cqrs_event *ev)
+static void put_row(struct cqrs_strbuf *b, const cqrs_event *ev, bool first)
 {
-	if (b->len == 0) {
+	if (first) {
 		cqrs_strbuf_put(b, copy_signature, sizeof copy_signature);
 		put_be(b, 0, 4); /* flags */
 		put_be(b, 0, 4); /* no header extension */
@@ -1232,6 +1342,58 @@ static void put_row(struct cqrs_strbuf *b, const cqrs_event *ev)
 		put_field(b, corr, strlen(corr));
 	else
 		put_be(b, UINT32_MAX, 4); /* -1: NULL */
+}
+
+/* The COPY of a window's rows: started at its first row, fed in chunks
+ * of COPY_CHUNK bytes, ended with the window.  Each returns 0, or -1
+ * with *err (the statement's error: the transaction is then aborted, and
+ * the caller rolls back). */
+#define COPY_CHUNK (64 * 1024)
+
+static int copy_start(struct pg_store *s, cqrs_error *err)
+{
+	PGresult *r = checked(s,
+			      s->pq->exec(s->conn, "COPY events (sequence, event_id, aggregate_id,"
+						   " aggregate_type, aggregate_version, event_type,"
+						   " event_version, data, metadata, \"timestamp\","
+						   " hash, correlation_id) FROM STDIN (FORMAT binary)"),
+			      PGRES_COPY_IN, "cannot append", err);
+	if (r == NULL)
+		return -1;
+	s->pq->clear(r);
+	s->window.copying = true;
+	return 0;
+}
+
+static int copy_send(struct pg_store *s, cqrs_error *err)
+{
+	struct cqrs_strbuf *b = &s->window.copy;
+	for (size_t off = 0; off < b->len;) {
+		size_t chunk = b->len - off < INT_MAX ? b->len - off : INT_MAX;
+		/* the connection lost: libpq ends the COPY when the next
+		 * statement (the caller's ROLLBACK) starts */
+		if (s->pq->put_copy_data(s->conn, b->p + off, (int)chunk) != 1)
+			return pg_fail(s, NULL, "cannot append", err);
+		off += chunk;
+	}
+	cqrs_strbuf_reset(b);
+	return 0;
+}
+
+/* Ends the COPY; its outcome is read by settle(), before the next
+ * statement. */
+static int copy_end(struct pg_store *s, cqrs_error *err)
+{
+	s->window.copying = false;
+	put_be(&s->window.copy, UINT16_MAX, 2); /* the trailer: -1 */
+	if (s->window.copy.oom)
+		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+	if (copy_send(s, err) < 0)
+		return -1;
+	if (s->pq->put_copy_end(s->conn, NULL) != 1)
+		return pg_fail(s, NULL, "cannot append", err);
+	s->copy_unsettled = true;
+	return 0;
 }
 
 /* The append's insert in a window: the row goes into the buffer, and the
@@ -1259,51 +1421,13 @@ static int window_insert(void *backend, const cqrs_event *ev, bool *inserted, cq
 	id_map_put(&w->added, ev->event_id, (int64_t)w->nrows);
 	id_map_put(&w->versions, ev->aggregate_id, ev->aggregate_version);
 	w->nrows++;
-	put_row(&w->copy, ev);
-	return w->copy.oom ? cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory") : 0;
-}
-
-/* Sends the window's rows with COPY: 0, or -1 with *err (the statement's
- * error: the transaction is then aborted, and the caller rolls back). */
-static int copy_rows(struct pg_store *s, cqrs_error *err)
-{
-	const struct cqrs_pq *pq = s->pq;
-	struct cqrs_strbuf *b = &s->window.copy;
-	put_be(b, UINT16_MAX, 2); /* the trailer: -1 */
-	if (b->oom)
+	put_row(&w->copy, ev, w->nrows == 1);
+	if (w->copy.oom)
 		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
-	PGresult *r = checked(s,
-			      pq->exec(s->conn, "COPY events (sequence, event_id, aggregate_id,"
-						" aggregate_type, aggregate_version, event_type,"
-						" event_version, data, metadata, \"timestamp\","
-						" hash, correlation_id) FROM STDIN (FORMAT binary)"),
-			      PGRES_COPY_IN, "cannot append", err);
-	if (r == NULL)
+	/* the server takes the rows in while the next events are checked */
+	if (w->nrows == 1 && copy_start(s, err) < 0)
 		return -1;
-	pq->clear(r);
-	bool sent = true;
-	for (size_t off = 0; sent && off < b->len;) {
-		size_t chunk = b->len - off < INT_MAX ? b->len - off : INT_MAX;
-		sent = pq->put_copy_data(s->conn, b->p + off, (int)chunk) == 1;
-		off += chunk;
-	}
-	/* the connection lost: libpq ends the COPY when the next statement
-	 * (the caller's ROLLBACK) starts */
-	if (!sent || pq->put_copy_end(s->conn, NULL) != 1)
-		return pg_fail(s, NULL, "cannot append", err);
-	/* the COPY's outcome, then nothing: the connection is idle again */
-	int rc = 0;
-	while ((r = pq->get_result(s->conn)) != NULL) {
-		ExecStatusType status = pq->result_status(r);
-		if (rc == 0 && status != PGRES_COMMAND_OK) {
-			rc = pg_fail(s, r, "cannot append", err);
-		} else {
-			pq->clear(r);
-		}
-		if (status == PGRES_COPY_IN || status == PGRES_COPY_OUT)
-			break; /* still copying: not ours to finish */
-	}
-	return rc;
+	return w->copy.len >= COPY_CHUNK ? copy_send(s, err) : 0;
 }
 
 static int pg_window_close(cqrs_store *st, cqrs_error *err)
@@ -1311,13 +1435,13 @@ static int pg_window_close(cqrs_store *st, cqrs_error *err)
 	struct pg_store *s = (struct pg_store *)st;
 	if (!s->window.open)
 		return 0;
-	int rc = s->window.nrows > 0 ? copy_rows(s, err) : 0;
+	int rc = s->window.copying ? copy_end(s, err) : 0;
 	window_forget(s);
 	if (rc < 0) {
 		/* the head and versions moved past rows the server did not
 		 * take: read them again should the transaction go on */
 		s->locked = false;
-		cqrs_versions_forget(&s->versions);
+		forget_versions(s);
 	}
 	return rc;
 }
@@ -1342,13 +1466,29 @@ static int pg_commit(cqrs_store *st, cqrs_error *err)
 {
 	struct pg_store *s = (struct pg_store *)st;
 	window_forget(s);
+	bool appended = s->locked;
 	s->in_txn = false;
 	s->locked = false;
+	/* a window whose rows the server refused: the transaction is
+	 * aborted, and COMMIT would only roll it back */
+	if (settle(s, err) < 0) {
+		unsettle(s);
+		forget_versions(s);
+		PGresult *r = s->pq->exec(s->conn, "ROLLBACK");
+		if (r != NULL)
+			s->pq->clear(r);
+		return -1;
+	}
 	PGresult *r = s->pq->exec(s->conn, "COMMIT");
 	if (r != NULL && s->pq->result_status(r) == PGRES_COMMAND_OK) {
 		s->pq->clear(r);
+		if (appended) {
+			s->kept_head = s->head;
+			s->versions_kept = true;
+		}
 		return 0;
 	}
+	forget_versions(s);
 	if (connection_lost(s)) {
 		/* the COMMIT may or may not have reached the server */
 		char reason[512];
@@ -1372,6 +1512,8 @@ static void pg_rollback(cqrs_store *st)
 {
 	struct pg_store *s = (struct pg_store *)st;
 	window_forget(s);
+	forget_versions(s);
+	unsettle(s);
 	if (s->in_txn) {
 		PGresult *r = s->pq->exec(s->conn, "ROLLBACK");
 		if (r != NULL)
@@ -1748,6 +1890,8 @@ static int pg_processed_put(cqrs_store *st, const char *message_id, const char *
 	struct pg_store *s = (struct pg_store *)st;
 	if (!s->in_txn)
 		return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "processed_put outside a transaction");
+	if (settle(s, err) < 0)
+		return -1;
 	char now[CQRS_TIMESTAMP_LEN + 1];
 	cqrs_timestamp_now(now);
 	const char *v[4] = { message_id, handler, result, now };
@@ -1852,6 +1996,8 @@ static int drain_notifications(struct pg_store *s, cqrs_error *err)
 static int pg_wait(cqrs_store *st, int timeout_ms, const int *fds, int nfds, cqrs_error *err)
 {
 	struct pg_store *s = (struct pg_store *)st;
+	if (settle(s, err) < 0)
+		return -1;
 	if (!s->listening) {
 		char *ident = s->pq->escape_identifier(s->conn, s->channel, strlen(s->channel));
 		if (ident == NULL)
@@ -2147,7 +2293,12 @@ struct pg_conn *cqrs_pg_handle(cqrs_store *st)
 {
 	if (st == NULL || st->ops != &pg_ops)
 		return NULL;
-	return ((struct pg_store *)st)->conn;
+	struct pg_store *s = (struct pg_store *)st;
+	/* the caller's statements come after the last COPY (a failure of it
+	 * stays for the commit to report) */
+	cqrs_error later = { 0 };
+	settle(s, &later);
+	return s->conn;
 }
 
 int cqrs_pg_fail(cqrs_store *st, struct pg_result *res, const char *what, cqrs_error *err)
