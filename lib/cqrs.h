@@ -272,8 +272,8 @@ int cqrs_store_append(cqrs_store *st, cqrs_event *ev, cqrs_error *err);
  * is CQRS_APPEND_FAILED_EARLIER: the write of an earlier call's events
  * failed.  The caller then rolls back. */
 #define CQRS_APPEND_FAILED_EARLIER ((size_t)-1)
-int cqrs_store_append_many(cqrs_store *st, cqrs_event *evs, size_t n, int *results,
-			   size_t *failed, cqrs_error *err);
+int cqrs_store_append_many(cqrs_store *st, cqrs_event *evs, size_t n, int *results, size_t *failed,
+			   cqrs_error *err);
 int cqrs_store_commit(cqrs_store *st, cqrs_error *err);
 void cqrs_store_rollback(cqrs_store *st);
 /* Current version of an aggregate (0: no events), seen from inside or

@@ -168,8 +168,8 @@ static void keep_line(struct window *w, const char *line, size_t len, const cqrs
 	}
 	memcpy(w->text + w->used, line, len);
 	w->text[w->used + len] = '\0';
-	w->lines[w->n] = (struct window_line){ w->used, len, cqrs_input_name(in),
-					       cqrs_input_lineno(in) };
+	w->lines[w->n] =
+		(struct window_line){ w->used, len, cqrs_input_name(in), cqrs_input_lineno(in) };
 	w->used += len + 1;
 	w->n++;
 }

@@ -273,8 +273,8 @@ int cqrs_store_append(cqrs_store *st, cqrs_event *ev, cqrs_error *err)
 	return r;
 }
 
-int cqrs_store_append_many(cqrs_store *st, cqrs_event *evs, size_t n, int *results,
-			   size_t *failed, cqrs_error *err)
+int cqrs_store_append_many(cqrs_store *st, cqrs_event *evs, size_t n, int *results, size_t *failed,
+			   cqrs_error *err)
 {
 	const struct cqrs_store_ops *ops = st->ops;
 	*failed = 0;

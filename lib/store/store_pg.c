@@ -426,7 +426,9 @@ static const struct {
 	  " FROM unnest($1::uuid[]) AS i(id)",
 	  1,
 	  { OID_UUID_ARRAY } },
-	{ "cqrs_window_events", EVENT_COLUMNS " FROM events WHERE event_id = ANY($1)", 1,
+	{ "cqrs_window_events",
+	  EVENT_COLUMNS " FROM events WHERE event_id = ANY($1)",
+	  1,
 	  { OID_UUID_ARRAY } },
 };
 
@@ -1352,12 +1354,13 @@ static void put_row(struct cqrs_strbuf *b, const cqrs_event *ev, bool first)
 
 static int copy_start(struct pg_store *s, cqrs_error *err)
 {
-	PGresult *r = checked(s,
-			      s->pq->exec(s->conn, "COPY events (sequence, event_id, aggregate_id,"
-						   " aggregate_type, aggregate_version, event_type,"
-						   " event_version, data, metadata, \"timestamp\","
-						   " hash, correlation_id) FROM STDIN (FORMAT binary)"),
-			      PGRES_COPY_IN, "cannot append", err);
+	PGresult *r =
+		checked(s,
+			s->pq->exec(s->conn, "COPY events (sequence, event_id, aggregate_id,"
+					     " aggregate_type, aggregate_version, event_type,"
+					     " event_version, data, metadata, \"timestamp\","
+					     " hash, correlation_id) FROM STDIN (FORMAT binary)"),
+			PGRES_COPY_IN, "cannot append", err);
 	if (r == NULL)
 		return -1;
 	s->pq->clear(r);
@@ -1407,7 +1410,8 @@ static int window_insert(void *backend, const cqrs_event *ev, bool *inserted, cq
 	if (!*inserted)
 		return 0;
 	if (w->nrows == w->cap)
-		return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "more events than the window opened with");
+		return cqrs_fail(err, CQRS_EXIT_SOFTWARE,
+				 "more events than the window opened with");
 	struct window_row *row = &w->rows[w->nrows];
 	row->ev = *ev;
 	row->payload = malloc(ev->data_len + ev->metadata_len + 1);
