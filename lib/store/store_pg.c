@@ -155,7 +155,8 @@ struct id_slot {
 };
 struct id_map {
 	struct id_slot *slots;
-	size_t cap;
+	size_t cap;   /* a power of two: the slots the window uses */
+	size_t alloc; /* the slots allocated, for the largest window */
 };
 /* a row the window added: the event as stored, its payload copied */
 struct window_row {
@@ -1054,10 +1055,13 @@ static int insert_event(void *backend, const cqrs_event *ev, bool *inserted, cqr
  * aggregates' versions (those not cached) and the events stored under
  * their ids.  cqrs_append_event then runs per event against those answers
  * and the rows the window added itself (a retry of an earlier event of
- * the window is a duplicate of it), each row goes into a buffer, and the
- * buffer goes to the server as one COPY in binary format: no escaping, and
- * the server parses nothing.  Four round trips a window instead of one to
- * three an event. */
+ * the window is a duplicate of it), and the rows stream to the server in
+ * one COPY in binary format (no escaping, and the server parses nothing)
+ * while the later events are checked.  The COPY's outcome is read by
+ * settle() before the next statement, so that the server takes the rows
+ * in while the caller reads its next window.  Three round trips a window
+ * instead of one to three an event; a window of one event goes the way
+ * of one event (two). */
 
 static uint64_t id_hash(const uint8_t id[CQRS_UUID_LEN])
 {
@@ -1077,16 +1081,17 @@ static int id_map_reset(struct id_map *m, size_t n)
 	size_t cap = 16;
 	while (cap < 2 * n)
 		cap *= 2;
-	if (cap > m->cap) {
+	if (cap > m->alloc) {
 		struct id_slot *slots = calloc(cap, sizeof *slots);
 		if (slots == NULL)
 			return -1;
 		free(m->slots);
 		m->slots = slots;
-		m->cap = cap;
-		return 0;
+		m->alloc = cap;
+	} else {
+		memset(m->slots, 0, cap * sizeof *m->slots);
 	}
-	memset(m->slots, 0, m->cap * sizeof *m->slots);
+	m->cap = cap;
 	return 0;
 }
 
@@ -1262,6 +1267,8 @@ static int pg_window_open(cqrs_store *st, const cqrs_event *evs, size_t n, cqrs_
 	/* the last window's rows first: its failure is not this window's */
 	if (settle(s, err) < 0)
 		return -2;
+	if (n == 1)
+		return 0; /* one event: pg_append's statements cost less than a COPY */
 	/* the look-ups after the lock: then nothing changes under them */
 	if (!s->locked && take_head(s, err) < 0)
 		return -1;
