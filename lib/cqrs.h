@@ -263,6 +263,17 @@ enum cqrs_append_result {
 };
 /* Returns CQRS_APPENDED or CQRS_DUPLICATE, or -1 with *err set. */
 int cqrs_store_append(cqrs_store *st, cqrs_event *ev, cqrs_error *err);
+/* evs[0..n) in order, each as cqrs_store_append would (same rules, same
+ * results in results[i], same errors), in fewer round trips where the
+ * backend can (PostgreSQL: two look-ups and one COPY for the lot, whose
+ * outcome is read with the next statement: the next call, or commit).
+ * 0, or -1 with *err and *failed the index of the event that failed; a
+ * failure of the whole write (the connection lost) names the first, or
+ * is CQRS_APPEND_FAILED_EARLIER: the write of an earlier call's events
+ * failed.  The caller then rolls back. */
+#define CQRS_APPEND_FAILED_EARLIER ((size_t)-1)
+int cqrs_store_append_many(cqrs_store *st, cqrs_event *evs, size_t n, int *results, size_t *failed,
+			   cqrs_error *err);
 int cqrs_store_commit(cqrs_store *st, cqrs_error *err);
 void cqrs_store_rollback(cqrs_store *st);
 /* Current version of an aggregate (0: no events), seen from inside or

@@ -117,6 +117,214 @@ static int reset_witness(const char *store_opt, int operands, bool other_options
 	return cqrs_finish_stdout(CQRS_EXIT_OK);
 }
 
+/* A window of input lines appended together (cqrs_store_append_many: on
+ * PostgreSQL, a few round trips for the lot instead of one to three an
+ * event).  The lines are copied into one buffer, since the input's is
+ * reused, and parsed when the window is appended: then no event points
+ * into memory that moves.  It is appended when full, when the batch would
+ * be, or when the input pauses (a writer feeding a pipe sees its events
+ * taken as it writes them).  Memory: WINDOW_BYTES and one line. */
+#define WINDOW_EVENTS 1000
+#define WINDOW_BYTES  (8 * 1024 * 1024)
+
+struct window_line {
+	size_t offset, len;
+	const char *file; /* cqrs_input_name's, valid while the input is */
+	long lineno;
+};
+
+struct window {
+	char *text;
+	size_t used, cap;
+	struct window_line lines[WINDOW_EVENTS];
+	cqrs_event evs[WINDOW_EVENTS];
+	int results[WINDOW_EVENTS];
+	size_t n;
+};
+
+/* The state of one run, across windows and batches. */
+struct append_run {
+	cqrs_store *st;
+	struct window *w;
+	int64_t batch, expected;
+	bool dry_run, quiet, in_txn, first;
+	uint8_t single_aggregate[CQRS_UUID_LEN];
+	int64_t in_batch, committed, total, last_committed_seq;
+	char committed_at[512], where[512];
+	struct progress progress;
+};
+
+static void keep_line(struct window *w, const char *line, size_t len, const cqrs_input *in)
+{
+	if (w->used + len + 1 > w->cap) {
+		size_t cap = w->cap ? w->cap : 64 * 1024;
+		while (cap < w->used + len + 1)
+			cap *= 2;
+		char *text = realloc(w->text, cap);
+		if (text == NULL)
+			cqrs_die(CQRS_EXIT_OSERR, "out of memory");
+		w->text = text;
+		w->cap = cap;
+	}
+	memcpy(w->text + w->used, line, len);
+	w->text[w->used + len] = '\0';
+	w->lines[w->n] =
+		(struct window_line){ w->used, len, cqrs_input_name(in), cqrs_input_lineno(in) };
+	w->used += len + 1;
+	w->n++;
+}
+
+/* How many more lines the window takes before it is appended. */
+static bool window_full(const struct append_run *a)
+{
+	int64_t room = WINDOW_EVENTS;
+	/* a batch commits after its last event: a window never passes it */
+	if (a->batch > 0 && a->batch - a->in_batch < room)
+		room = a->batch - a->in_batch;
+	return (int64_t)a->w->n >= room || a->w->used >= WINDOW_BYTES;
+}
+
+/* Line i of the window into its event, with --expected-version's checks. */
+static int parse_line(struct append_run *a, size_t i, cqrs_error *err)
+{
+	struct window *w = a->w;
+	cqrs_event *ev = &w->evs[i];
+	if (cqrs_event_parse(ev, w->text + w->lines[i].offset, w->lines[i].len, err) < 0)
+		return -1;
+	if (a->expected >= 0) {
+		if (a->first) {
+			memcpy(a->single_aggregate, ev->aggregate_id, CQRS_UUID_LEN);
+			/* the event's own expectation, stated or implied by its version */
+			int64_t own = ev->expected_version >= 0	  ? ev->expected_version
+				      : ev->aggregate_version > 0 ? ev->aggregate_version - 1
+								  : -1;
+			if (own >= 0 && own != a->expected)
+				return cqrs_fail(err, CQRS_EXIT_DATAERR,
+						 "field '%s' (%lld) disagrees with "
+						 "--expected-version %lld",
+						 ev->expected_version >= 0 ? "expected_version"
+									   : "aggregate_version",
+						 (long long)(ev->expected_version >= 0
+								     ? ev->expected_version
+								     : ev->aggregate_version),
+						 (long long)a->expected);
+			ev->expected_version = a->expected;
+		} else if (memcmp(a->single_aggregate, ev->aggregate_id, CQRS_UUID_LEN) != 0) {
+			return cqrs_fail(err, CQRS_EXIT_DATAERR,
+					 "--expected-version needs the events of one aggregate");
+		}
+	}
+	a->first = false;
+	return 0;
+}
+
+static void say_where(struct append_run *a, const struct window_line *l)
+{
+	snprintf(a->where, sizeof a->where, "%s:%ld: ", l->file, l->lineno);
+}
+
+/* Ends the open transaction: commits it (a dry run: rolls it back) and
+ * prints what it stored. */
+static int end_transaction(struct append_run *a, cqrs_error *err)
+{
+	if (a->dry_run) {
+		if (!a->quiet && print_runs(a->st, err) < 0)
+			return -1;
+		cqrs_store_rollback(a->st);
+	} else {
+		if (cqrs_store_commit(a->st, err) < 0)
+			return -1;
+		if (!a->quiet && print_runs(a->st, err) < 0)
+			return -1;
+	}
+	nruns = 0;
+	a->in_txn = false;
+	return 0;
+}
+
+/* Appends the first n events of the window, parsed, and commits the batch
+ * when they complete it. */
+static int append_events(struct append_run *a, size_t n, cqrs_error *err)
+{
+	struct window *w = a->w;
+	if (!a->in_txn) {
+		if (cqrs_store_begin(a->st, err) < 0)
+			return -1;
+		a->in_txn = true;
+	}
+	size_t failed;
+	if (cqrs_store_append_many(a->st, w->evs, n, w->results, &failed, err) < 0) {
+		/* an earlier window's write: no one line, as for a commit */
+		if (failed != CQRS_APPEND_FAILED_EARLIER)
+			say_where(a, &w->lines[failed]);
+		return -1;
+	}
+	for (size_t i = 0; i < n; i++) {
+		remember(w->evs[i].sequence);
+		a->total++;
+		if (w->results[i] == CQRS_APPENDED)
+			a->in_batch++;
+		show_progress(&a->progress, a->total, false);
+	}
+	if (a->batch == 0 || a->in_batch < a->batch)
+		return 0;
+	if (end_transaction(a, err) < 0)
+		return -1;
+	a->committed += a->in_batch;
+	a->last_committed_seq = w->evs[n - 1].sequence;
+	snprintf(a->committed_at, sizeof a->committed_at, "%s:%ld", w->lines[n - 1].file,
+		 w->lines[n - 1].lineno);
+	a->in_batch = 0;
+	if (cqrs_stdout_gone())
+		a->quiet = true;
+	return 0;
+}
+
+/* Parses and appends the window's lines in order: a bad line stops it
+ * after the events before it, whose errors come first, as they would
+ * one line at a time. */
+static int append_window(struct append_run *a, cqrs_error *err)
+{
+	struct window *w = a->w;
+	cqrs_error bad = { 0 };
+	size_t parsed = 0;
+	while (parsed < w->n && parse_line(a, parsed, &bad) == 0)
+		parsed++;
+	int rc = parsed > 0 ? append_events(a, parsed, err) : 0;
+	if (rc == 0 && parsed < w->n) {
+		*err = bad;
+		say_where(a, &w->lines[parsed]);
+		rc = -1;
+	}
+	w->n = 0;
+	w->used = 0;
+	return rc;
+}
+
+static int append_input(struct append_run *a, cqrs_input *in, cqrs_error *err)
+{
+	char *line;
+	size_t len;
+	int r;
+	while ((r = cqrs_input_next(in, &line, &len, err)) == 1) {
+		keep_line(a->w, line, len, in);
+		if ((window_full(a) || !cqrs_input_ready(in)) && append_window(a, err) < 0)
+			return -1;
+	}
+	/* the lines before an unreadable one go first, as one at a time */
+	cqrs_error unread = *err;
+	if (append_window(a, err) < 0)
+		return -1;
+	if (r < 0) {
+		*err = unread;
+		return -1;
+	}
+	if (a->in_txn && end_transaction(a, err) < 0)
+		return -1;
+	show_progress(&a->progress, a->total, true);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -186,116 +394,33 @@ int main(int argc, char **argv)
 	if (in == NULL)
 		cqrs_die(CQRS_EXIT_OSERR, "out of memory");
 
-	struct progress progress = { cqrs_progress_wanted(), 0 };
-	bool in_txn = false, first = true;
-	uint8_t single_aggregate[CQRS_UUID_LEN];
-	int64_t in_batch = 0, committed = 0, total = 0, last_committed_seq = 0;
-	char committed_at[512] = "", where[512] = "";
-	char *line;
-	size_t len;
-	int r, code = CQRS_EXIT_OK;
-	cqrs_event ev;
-
-	while ((r = cqrs_input_next(in, &line, &len, &err)) == 1) {
-		if (cqrs_event_parse(&ev, line, len, &err) < 0)
-			goto bad_line;
-		if (expected >= 0) {
-			if (first) {
-				memcpy(single_aggregate, ev.aggregate_id, CQRS_UUID_LEN);
-				/* the event's own expectation, stated or implied by its version */
-				int64_t own = ev.expected_version >= 0	 ? ev.expected_version
-					      : ev.aggregate_version > 0 ? ev.aggregate_version - 1
-									 : -1;
-				if (own >= 0 && own != expected) {
-					cqrs_fail(&err, CQRS_EXIT_DATAERR,
-						  "field '%s' (%lld) disagrees with "
-						  "--expected-version %lld",
-						  ev.expected_version >= 0 ? "expected_version"
-									   : "aggregate_version",
-						  (long long)(ev.expected_version >= 0
-								      ? ev.expected_version
-								      : ev.aggregate_version),
-						  (long long)expected);
-					goto bad_line;
-				}
-				ev.expected_version = expected;
-			} else if (memcmp(single_aggregate, ev.aggregate_id, CQRS_UUID_LEN) != 0) {
-				cqrs_fail(&err, CQRS_EXIT_DATAERR,
-					  "--expected-version needs the events of one aggregate");
-				goto bad_line;
-			}
-		}
-		first = false;
-		if (!in_txn) {
-			if (cqrs_store_begin(st, &err) < 0)
-				goto fail;
-			in_txn = true;
-		}
-		int res = cqrs_store_append(st, &ev, &err);
-		if (res < 0)
-			goto bad_line;
-		remember(ev.sequence);
-		total++;
-		if (res == CQRS_APPENDED)
-			in_batch++;
-		show_progress(&progress, total, false);
-		if (batch > 0 && in_batch >= batch) {
-			if (dry_run) {
-				if (!quiet && print_runs(st, &err) < 0)
-					goto fail;
-				cqrs_store_rollback(st);
-			} else {
-				if (cqrs_store_commit(st, &err) < 0)
-					goto fail;
-				if (!quiet && print_runs(st, &err) < 0)
-					goto fail;
-			}
-			nruns = 0;
-			in_txn = false;
-			committed += in_batch;
-			last_committed_seq = ev.sequence;
-			snprintf(committed_at, sizeof committed_at, "%s:%ld", cqrs_input_name(in),
-				 cqrs_input_lineno(in));
-			in_batch = 0;
-			if (cqrs_stdout_gone())
-				quiet = true;
-		}
-	}
-	if (r < 0)
-		goto fail;
-	if (in_txn) {
-		if (dry_run) {
-			if (!quiet && print_runs(st, &err) < 0)
-				goto fail;
+	struct append_run a = { .st = st,
+				.batch = batch,
+				.expected = expected,
+				.dry_run = dry_run,
+				.quiet = quiet,
+				.first = true,
+				.progress = { cqrs_progress_wanted(), 0 } };
+	if ((a.w = calloc(1, sizeof *a.w)) == NULL)
+		cqrs_die(CQRS_EXIT_OSERR, "out of memory");
+	int code = CQRS_EXIT_OK;
+	if (append_input(&a, in, &err) < 0) {
+		if (a.in_txn)
 			cqrs_store_rollback(st);
-		} else {
-			if (cqrs_store_commit(st, &err) < 0)
-				goto fail;
-			if (!quiet && print_runs(st, &err) < 0)
-				goto fail;
-		}
+		cqrs_warn("%s%s", a.where, err.msg);
+		if (batch > 0 && a.committed > 0 && !dry_run)
+			cqrs_warn("%lld events were committed before the error, through %s "
+				  "(sequence %lld); the rest of the input was not stored",
+				  (long long)a.committed, a.committed_at,
+				  (long long)a.last_committed_seq);
+		else if (!dry_run)
+			cqrs_warn("nothing was stored");
+		code = err.code;
 	}
-	show_progress(&progress, total, true);
-	goto out;
-
-bad_line:
-	/* Say where: the message comes from a layer that does not know. */
-	snprintf(where, sizeof where, "%s:%ld: ", cqrs_input_name(in), cqrs_input_lineno(in));
-fail:
-	if (in_txn)
-		cqrs_store_rollback(st);
-	cqrs_warn("%s%s", where, err.msg);
-	if (batch > 0 && committed > 0 && !dry_run)
-		cqrs_warn(
-			"%lld events were committed before the error, through %s (sequence %lld); "
-			"the rest of the input was not stored",
-			(long long)committed, committed_at, (long long)last_committed_seq);
-	else if (!dry_run)
-		cqrs_warn("nothing was stored");
-	code = err.code;
-out:
 	cqrs_input_close(in);
 	cqrs_store_close(st);
+	free(a.w->text);
+	free(a.w);
 	free(runs);
 	return cqrs_finish_stdout(code);
 }

@@ -73,6 +73,38 @@ hold_append_lock() {
 	assert_equal "$(cqrs-read --verify | cut -d' ' -f1-3)" 'verified 3 events,'
 }
 
+@test "a statement timeout stops the COPY of a window of 2500 events: exit 7, nothing stored, the rerun lands once" {
+	ev "$A" "$(eid 1)" | cqrs-append -q
+	for ((i = 2; i <= 2501; i++)); do
+		ev "$((i % 2)):$A" "$(eid "$i")" "$i"
+	done | sed "s/\"0:$A\"/\"$A\"/; s/\"1:$A\"/\"$B\"/" >big.ndjson
+	# a session whose open transaction inserted sequence 2: the window's
+	# look-ups do not see it, its COPY waits for it at the first row
+	mkfifo locker
+	pg_sql <locker >/dev/null &
+	exec 5>locker
+	echo "BEGIN; INSERT INTO $SCHEMA.events (sequence, event_id, aggregate_id, aggregate_type,
+		aggregate_version, event_type, data, \"timestamp\", hash) VALUES (2, gen_random_uuid(),
+		gen_random_uuid(), 'X', 1, 'X', '{}', 'x', '\\x00');" >&5
+	await_sql "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'" 1
+	CQRS_BUSY_TIMEOUT=60000 run --separate-stderr cqrs-append 5>&- \
+		--store "postgresql:options='-c cqrs.schema=$SCHEMA -c statement_timeout=300'" big.ndjson
+	assert_failure 7
+	assert_output ''
+	# the server refused rows that were checked and sent: no one line is
+	# to blame, as for a failed commit
+	[[ $stderr == "cqrs-append: postgresql:"*": cannot append: canceling statement due to statement timeout (a statement timeout stopped it; nothing was changed)
+cqrs-append: nothing was stored" ]] || fail "stderr: $stderr"
+	echo "ROLLBACK;" >&5
+	exec 5>&-
+	wait
+	assert_equal "$(cqrs-read | wc -l)" 1
+	cqrs-append -q big.ndjson
+	cqrs-append -q big.ndjson
+	assert_equal "$(cqrs-read | jq -r .event_id | sort -u | wc -l)" 2501
+	assert_equal "$(cqrs-read --verify | cut -d' ' -f1-3)" 'verified 2501 events,'
+}
+
 @test "the connection of a writer in the middle of its batch is killed: exit 75, none of its batch stored, the order stays gapless, the rerun lands once" {
 	ev "$A" "$(eid 1)" | cqrs-append -q
 	hold_append_lock

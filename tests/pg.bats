@@ -276,6 +276,124 @@ cqrs-append: nothing was stored"
 	echo "conflicts seen: $total" >&3
 }
 
+# --- bulk append: windows of events in one COPY --------------------------------
+
+# Chunks of seeded random input for the window path (cqrs_store_append_many):
+# $1 chunks of $2 lines, seeded by $3, in chunk.1 ...  New events on a few
+# aggregates, with an id and a time (most) or without; retries of earlier
+# lines, a few lines back (in the same window) or further (another window,
+# another chunk: stored), some with a stale expected_version (a duplicate,
+# not a conflict); and more than half of the chunks stop at a bad line: a version
+# conflict, other content under a stored id, or a line that is no JSON.
+gen_bulk_chunks() {
+	awk -v chunks="$1" -v size="$2" -v seed="$3" 'BEGIN {
+		srand(seed)
+		split("7d0c2a9e-5b7f-4e0c-8f7e-1b2a3c4d5e6f 0b9c3c7e-2f57-4d6a-9e3b-5a1d2c3e4f50 11111111-2222-4333-8444-555555555555 22222222-3333-4444-8555-666666666666", agg, " ")
+		n = 0; ids = 0
+		for (c = 1; c <= chunks; c++) {
+			f = "chunk." c
+			bad = rand() < 0.6 ? int(rand() * size) + 1 : 0
+			chunk_first = n + 1
+			for (l = 1; l <= size; l++) {
+				if (l == bad) {
+					k = int(rand() * 3)
+					if (k == 0)
+						print "{\"aggregate_id\":\"" agg[int(rand() * 4) + 1] "\",\"aggregate_type\":\"Order\",\"event_type\":\"Noted\",\"expected_version\":9999,\"data\":{}}" > f
+					else if (k == 1 && ids > 0)
+						print "{\"event_id\":\"" sprintf("00000000-0000-4000-8000-%012d", int(rand() * ids) + 1) "\",\"aggregate_id\":\"" agg[1] "\",\"aggregate_type\":\"Order\",\"event_type\":\"Noted\",\"data\":{\"other\":true},\"timestamp\":\"2026-01-01T00:00:00.000000Z\"}" > f
+					else
+						print "{\"aggregate_id\":\"" agg[1] "\",\"data\":" > f
+					continue
+				}
+				r = rand()
+				if (n > 0 && r < 0.3) {
+					back = rand() < 0.5 ? int(rand() * 5) + 1 : int(rand() * n) + 1
+					if (back > n) back = n
+					line = lines[n - back + 1]
+					# a stale expectation retried is a duplicate when
+					# the line it repeats was stored: one of this chunk
+					if (n - back + 1 >= chunk_first && index(line, "event_id") && rand() < 0.3)
+						sub(/^\{/, "{\"expected_version\":0,", line)
+					print line > f
+					continue
+				}
+				i = ++n
+				line = "{"
+				if (rand() < 0.8) line = line sprintf("\"event_id\":\"00000000-0000-4000-8000-%012d\",", ++ids)
+				line = line "\"aggregate_id\":\"" agg[int(rand() * 4) + 1] "\",\"aggregate_type\":\"Order\",\"event_type\":\"Noted\""
+				line = line sprintf(",\"data\":{\"n\":%d,\"s\":\"é \\u00e9 \\\\ \\t \\\" %d\"}", i, i)
+				if (rand() < 0.5) line = line sprintf(",\"metadata\":{\"correlation_id\":\"corr-%d\"}", i % 7)
+				if (index(line, "event_id")) line = line sprintf(",\"timestamp\":\"2026-01-16T14:%02d:%02d.%06dZ\"", int(i / 60) % 60, i % 60, i)
+				lines[n] = line "}"
+				print lines[n] > f
+			}
+			close(f)
+		}
+	}'
+}
+
+# What the two stores must agree on: everything but a hash, and the time
+# and id the store made up for an event given none.
+same_bulk() {
+	jq -c 'del(.hash) | if (.event_id | startswith("00000000-0000-4000-8000-")) then . else del(.event_id, .timestamp) end'
+}
+
+# Feeds the chunks to the PostgreSQL store and to a SQLite one with
+# cqrs-append $@ (through a pipe when $1 is "|"): each chunk's exit code,
+# output and messages, and then the stores, the same.
+bulk_against_sqlite() {
+	local pipe=false c side store
+	[ "$1" = "|" ] && { pipe=true; shift; }
+	for c in chunk.*[0-9]; do
+		for side in pg sq; do
+			store=$PG
+			[ "$side" = sq ] && store=$SQ
+			if $pipe; then
+				# shellcheck disable=SC2016 # $1... are the inner shell's
+				run --separate-stderr bash -c 'cat "$1" | cqrs-append --no-sync --store "$2" "${@:3}"' \
+					sh "$c" "$store" "$@"
+			else
+				run --separate-stderr cqrs-append --no-sync --store "$store" "$@" "$c"
+			fi
+			assert_not_signalled
+			printf '%s\n' "$status" "$stderr" >"$c.err.$side"
+			printf '%s\n' "$output" | same_bulk >"$c.out.$side"
+		done
+		diff "$c.err.pg" "$c.err.sq" || fail "$c: the stores' exit codes or messages differ"
+		diff "$c.out.pg" "$c.out.sq" || fail "$c: the stores' outputs differ"
+	done
+	diff <(cqrs-read | same_bulk) <(cqrs-read --store "$SQ" | same_bulk) ||
+		fail "the stores hold different events"
+	assert_equal "$(cqrs-read --verify | cut -d' ' -f1)" verified
+	# the input tried both: chunks that went through, chunks refused
+	local codes
+	codes=$(head -qn1 chunk.*.err.pg | sort -u | tr '\n' ' ')
+	[[ " $codes" == *" 0 "* && " $codes" =~ \ (3|65)\  ]] || fail "exit codes: $codes"
+	rm -f chunk.*
+}
+
+@test "bulk append (one COPY a window) agrees with SQLite on seeded random input: -b 1 and -b 7" {
+	gen_bulk_chunks 6 150 41
+	bulk_against_sqlite -b 1
+	pg_sql -c "DROP SCHEMA $SCHEMA CASCADE"
+	rm -f "$SQ" "$SQ".*
+	gen_bulk_chunks 6 300 42
+	bulk_against_sqlite -b 7
+}
+
+@test "bulk append agrees with SQLite across windows of 1000: -b 1000, one transaction, and through a pipe" {
+	gen_bulk_chunks 5 1400 43
+	bulk_against_sqlite -b 1000
+	pg_sql -c "DROP SCHEMA $SCHEMA CASCADE"
+	rm -f "$SQ" "$SQ".*
+	gen_bulk_chunks 5 1400 44
+	bulk_against_sqlite
+	pg_sql -c "DROP SCHEMA $SCHEMA CASCADE"
+	rm -f "$SQ" "$SQ".*
+	gen_bulk_chunks 4 1200 45
+	bulk_against_sqlite "|" -b 500
+}
+
 # --- no reader skips ----------------------------------------------------------
 
 @test "a writer's transaction held open makes other writers wait, and a follower skips nothing" {

@@ -55,6 +55,9 @@ static const struct {
 	SYM(port, "PQport"),
 	SYM(db, "PQdb"),
 	SYM(user, "PQuser"),
+	SYM(put_copy_data, "PQputCopyData"),
+	SYM(put_copy_end, "PQputCopyEnd"),
+	SYM(get_result, "PQgetResult"),
 #undef SYM
 };
 

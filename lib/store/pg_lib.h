@@ -48,6 +48,10 @@ struct cqrs_pq {
 	char *(*port)(const PGconn *conn);
 	char *(*db)(const PGconn *conn);
 	char *(*user)(const PGconn *conn);
+	/* COPY FROM STDIN: a window of appended events in one statement */
+	int (*put_copy_data)(PGconn *conn, const char *buffer, int nbytes);
+	int (*put_copy_end)(PGconn *conn, const char *errormsg);
+	PGresult *(*get_result)(PGconn *conn);
 };
 
 /* The table, loading libpq on first use: NULL with *err (69, naming the

@@ -273,6 +273,35 @@ int cqrs_store_append(cqrs_store *st, cqrs_event *ev, cqrs_error *err)
 	return r;
 }
 
+int cqrs_store_append_many(cqrs_store *st, cqrs_event *evs, size_t n, int *results, size_t *failed,
+			   cqrs_error *err)
+{
+	const struct cqrs_store_ops *ops = st->ops;
+	*failed = 0;
+	if (n == 0)
+		return 0;
+	int opened = ops->window_open != NULL ? ops->window_open(st, evs, n, err) : 0;
+	if (opened < 0) {
+		*failed = opened == -2 ? CQRS_APPEND_FAILED_EARLIER : 0;
+		return -1;
+	}
+	/* the facade's steps and the rules per event, as cqrs_store_append */
+	for (size_t i = 0; i < n; i++) {
+		int r = cqrs_store_append(st, &evs[i], err);
+		if (r < 0) {
+			*failed = i;
+			/* the events before it stay in the transaction, as they
+			 * would have one at a time; the error is the event's */
+			cqrs_error ignored = { 0 };
+			if (ops->window_close != NULL)
+				ops->window_close(st, &ignored);
+			return -1;
+		}
+		results[i] = r;
+	}
+	return ops->window_close != NULL ? ops->window_close(st, err) : 0;
+}
+
 int cqrs_store_commit(cqrs_store *st, cqrs_error *err)
 {
 	if (st->ops->commit(st, err) < 0)

@@ -17,6 +17,16 @@ struct cqrs_store_ops {
 	void (*set_durability)(cqrs_store *st, enum cqrs_durability d);
 	int (*begin)(cqrs_store *st, cqrs_error *err);
 	int (*append)(cqrs_store *st, cqrs_event *ev, cqrs_error *err);
+	/* Optional (NULL: each event goes to the server by append alone): a
+	 * window of events appended together.  window_open sees them first
+	 * (to look up what they need at once); then each goes through the
+	 * facade and append, which may only buffer its row; window_close
+	 * writes the rows buffered (or starts to: its outcome may come with
+	 * the next statement), then forgets the window.  0, or -1 with *err
+	 * (the transaction is then rolled back); window_open's -2: the
+	 * failure is an earlier window's write. */
+	int (*window_open)(cqrs_store *st, const cqrs_event *evs, size_t n, cqrs_error *err);
+	int (*window_close)(cqrs_store *st, cqrs_error *err);
 	int (*commit)(cqrs_store *st, cqrs_error *err);
 	void (*rollback)(cqrs_store *st);
 	int64_t (*aggregate_version)(cqrs_store *st, const uint8_t id[CQRS_UUID_LEN],

@@ -144,6 +144,37 @@ static const char schema_v2_sagas[] =
 /* migrations[i] takes a store from version i to i + 1. */
 static const char *const migrations[PG_SCHEMA_VERSION] = { schema_v1, schema_v2_sagas };
 
+/* A window of appended events (cqrs_store_append_many): what its events
+ * need from the store, read at once, and the rows it adds, sent at once.
+ * An id_map maps a UUID to a value, by open addressing; it is sized
+ * for the window (twice its events), so it never fills. */
+struct id_slot {
+	uint8_t id[CQRS_UUID_LEN];
+	bool used;
+	int64_t value;
+};
+struct id_map {
+	struct id_slot *slots;
+	size_t cap;   /* a power of two: the slots the window uses */
+	size_t alloc; /* the slots allocated, for the largest window */
+};
+/* a row the window added: the event as stored, its payload copied */
+struct window_row {
+	cqrs_event ev;
+	char *payload; /* data, then metadata */
+};
+struct pg_window {
+	bool open;
+	struct id_map versions; /* aggregate -> its version: stored, or added here */
+	struct id_map stored;	/* event_id -> its row in stored_rows */
+	PGresult *stored_rows;	/* the stored events under the window's ids */
+	struct id_map added;	/* event_id -> its index in rows */
+	struct window_row *rows;
+	size_t nrows, cap;
+	bool copying;		 /* the COPY started: no other statement until it ends */
+	struct cqrs_strbuf copy; /* rows in COPY's binary format, not sent yet */
+};
+
 struct pg_store {
 	struct cqrs_store base;
 	const struct cqrs_pq *pq;
@@ -159,6 +190,19 @@ struct pg_store {
 	bool prepared;
 	struct cqrs_append_head head;  /* the last event, under the append lock */
 	struct cqrs_versions versions; /* aggregates this transaction appended to */
+	/* versions holds what the store held when kept_head was its head, at
+	 * our last commit: while the head is still that, nobody appended
+	 * since, and the next transaction reads none of them again */
+	bool versions_kept;
+	struct cqrs_append_head kept_head;
+	struct pg_window window;
+	/* the last window's COPY was sent and its outcome not read yet, so
+	 * that the server takes its rows in while the next lines are parsed;
+	 * settle() reads it before any other statement, and keeps a failure
+	 * (copy_err) until the transaction is rolled back: nothing commits
+	 * over it */
+	bool copy_unsettled, copy_failed;
+	cqrs_error copy_err;
 };
 
 struct pg_cursor {
@@ -175,6 +219,8 @@ struct pg_cursor {
 };
 
 static const struct cqrs_store_ops pg_ops;
+static void window_forget(struct pg_store *s);
+static void window_free(struct pg_store *s);
 
 /* --- errors -------------------------------------------------------------- */
 
@@ -264,8 +310,43 @@ static PGresult *checked(struct pg_store *s, PGresult *res, ExecStatusType want,
 	return NULL;
 }
 
+/* The outcome of the COPY sent last, then nothing: the connection is
+ * idle again.  0, or -1 with *err. */
+static int copy_result(struct pg_store *s, cqrs_error *err)
+{
+	const struct cqrs_pq *pq = s->pq;
+	int rc = 0;
+	PGresult *r;
+	while ((r = pq->get_result(s->conn)) != NULL) {
+		ExecStatusType status = pq->result_status(r);
+		if (rc == 0 && status != PGRES_COMMAND_OK)
+			rc = pg_fail(s, r, "cannot append", err);
+		else
+			pq->clear(r);
+		if (status == PGRES_COPY_IN || status == PGRES_COPY_OUT)
+			break; /* still copying: not ours to finish */
+	}
+	return rc;
+}
+
+/* Before any statement: the last window's COPY done, or its failure. */
+static int settle(struct pg_store *s, cqrs_error *err)
+{
+	if (s->copy_unsettled) {
+		s->copy_unsettled = false;
+		if (copy_result(s, &s->copy_err) < 0)
+			s->copy_failed = true;
+	}
+	if (!s->copy_failed)
+		return 0;
+	*err = s->copy_err;
+	return -1;
+}
+
 static int exec_command(struct pg_store *s, const char *sql, const char *what, cqrs_error *err)
 {
+	if (settle(s, err) < 0)
+		return -1;
 	PGresult *res = checked(s, s->pq->exec(s->conn, sql), PGRES_COMMAND_OK, what, err);
 	if (res == NULL)
 		return -1;
@@ -276,6 +357,8 @@ static int exec_command(struct pg_store *s, const char *sql, const char *what, c
 static PGresult *query(struct pg_store *s, const char *sql, int n, const Oid *types,
 		       const char *const *values, const char *what, cqrs_error *err)
 {
+	if (settle(s, err) < 0)
+		return NULL;
 	return checked(s, s->pq->exec_params(s->conn, sql, n, types, values, NULL, NULL, 0),
 		       PGRES_TUPLES_OK, what, err);
 }
@@ -285,6 +368,8 @@ static PGresult *query(struct pg_store *s, const char *sql, int n, const Oid *ty
 static int command(struct pg_store *s, const char *sql, int n, const Oid *types,
 		   const char *const *values, const char *what, cqrs_error *err)
 {
+	if (settle(s, err) < 0)
+		return -1;
 	PGresult *res =
 		checked(s, s->pq->exec_params(s->conn, sql, n, types, values, NULL, NULL, 0),
 			PGRES_COMMAND_OK, what, err);
@@ -332,6 +417,20 @@ static const struct {
 	    OID_TEXT, OID_TEXT, OID_BYTEA, OID_TEXT } },
 	{ "cqrs_by_event_id", EVENT_COLUMNS " FROM events WHERE event_id = $1", 1, { OID_UUID } },
 	{ "cqrs_last", EVENT_COLUMNS " FROM events ORDER BY sequence DESC LIMIT 2", 0, { 0 } },
+	/* a window's look-ups (pg_window_open).  The versions: one probe of
+	 * the index an id, the plan fixed whatever the statistics say (an
+	 * aggregate holds many events: = ANY($1) may choose a scan of the
+	 * table).  The events: event_id is unique, and = ANY($1) probes the
+	 * index in the ids' order, a third of the cost of one probe an id */
+	{ "cqrs_window_versions",
+	  "SELECT i.id, (SELECT max(aggregate_version) FROM events WHERE aggregate_id = i.id)"
+	  " FROM unnest($1::uuid[]) AS i(id)",
+	  1,
+	  { OID_UUID_ARRAY } },
+	{ "cqrs_window_events",
+	  EVENT_COLUMNS " FROM events WHERE event_id = ANY($1)",
+	  1,
+	  { OID_UUID_ARRAY } },
 };
 
 static int prepare_all(struct pg_store *s, cqrs_error *err)
@@ -356,7 +455,7 @@ static PGresult *run_prepared(struct pg_store *s, const char *name, int n,
 			      const char *const *values, const int *lengths, const int *formats,
 			      ExecStatusType want, const char *what, cqrs_error *err)
 {
-	if (prepare_all(s, err) < 0)
+	if (settle(s, err) < 0 || prepare_all(s, err) < 0)
 		return NULL;
 	return checked(s, s->pq->exec_prepared(s->conn, name, n, values, lengths, formats, 0), want,
 		       what, err);
@@ -557,6 +656,8 @@ static int32_t lock_key_of(const char *schema)
 
 static int lock_store(struct pg_store *s, cqrs_error *err)
 {
+	if (settle(s, err) < 0)
+		return -1;
 	char cls[16], key[16];
 	snprintf(cls, sizeof cls, "%d", LOCK_CLASS);
 	snprintf(key, sizeof key, "%" PRId32, s->lock_key);
@@ -779,14 +880,24 @@ fail:
 	return NULL;
 }
 
+/* A transaction ends: the last COPY's outcome no longer matters. */
+static void unsettle(struct pg_store *s)
+{
+	cqrs_error ignored = { 0 };
+	settle(s, &ignored);
+	s->copy_failed = false;
+}
+
 static void pg_close(cqrs_store *st)
 {
 	struct pg_store *s = (struct pg_store *)st;
+	unsettle(s);
 	if (s->in_txn) {
 		PGresult *r = s->pq->exec(s->conn, "ROLLBACK");
 		if (r != NULL)
 			s->pq->clear(r);
 	}
+	window_free(s);
 	s->pq->finish(s->conn);
 	cqrs_versions_free(&s->versions);
 	free(s->name);
@@ -809,13 +920,30 @@ static void pg_set_durability(cqrs_store *st, enum cqrs_durability d)
 static int pg_begin(cqrs_store *st, cqrs_error *err)
 {
 	struct pg_store *s = (struct pg_store *)st;
-	cqrs_versions_forget(&s->versions);
+	window_forget(s);
 	if (prepare_all(s, err) < 0 || exec_command(s, "BEGIN ISOLATION LEVEL READ COMMITTED",
 						    "cannot start a write transaction", err) < 0)
 		return -1;
 	s->in_txn = true;
 	s->locked = false;
 	return 0;
+}
+
+/* Once the head is read under the lock: the versions cached by our last
+ * commit stay when nobody appended since (the head is the same: sequences
+ * are gapless and events append-only), and are read again otherwise. */
+static void forget_versions_unless_kept(struct pg_store *s)
+{
+	if (!s->versions_kept || s->head.sequence != s->kept_head.sequence ||
+	    memcmp(s->head.hash, s->kept_head.hash, CQRS_HASH_LEN) != 0)
+		cqrs_versions_forget(&s->versions);
+	s->versions_kept = false;
+}
+
+static void forget_versions(struct pg_store *s)
+{
+	cqrs_versions_forget(&s->versions);
+	s->versions_kept = false;
 }
 
 /* After the lock: the head, checked against its hash as store_sqlite.c
@@ -834,6 +962,7 @@ static int take_head(struct pg_store *s, cqrs_error *err)
 	memset(&s->head, 0, sizeof s->head);
 	if (n == 0) {
 		pq->clear(r);
+		forget_versions_unless_kept(s);
 		return 0;
 	}
 	cqrs_event head;
@@ -846,6 +975,7 @@ static int take_head(struct pg_store *s, cqrs_error *err)
 	}
 	s->head.sequence = head.sequence;
 	memcpy(s->head.hash, head.hash, CQRS_HASH_LEN);
+	forget_versions_unless_kept(s);
 	int checked = cqrs_append_check_head(s->name, &head, prev, prev_seq, ok, err);
 	pq->clear(r);
 	return checked;
@@ -919,6 +1049,414 @@ static int insert_event(void *backend, const cqrs_event *ev, bool *inserted, cqr
 	return 0;
 }
 
+/* --- a window of events in one COPY (cqrs_store_append_many) -------------
+ * Under the append lock no one else appends, so what a window's events
+ * need from the store can be read before them, at once: their
+ * aggregates' versions (those not cached) and the events stored under
+ * their ids.  cqrs_append_event then runs per event against those answers
+ * and the rows the window added itself (a retry of an earlier event of
+ * the window is a duplicate of it), and the rows stream to the server in
+ * one COPY in binary format (no escaping, and the server parses nothing)
+ * while the later events are checked.  The COPY's outcome is read by
+ * settle() before the next statement, so that the server takes the rows
+ * in while the caller reads its next window.  Three round trips a window
+ * instead of one to three an event; a window of one event goes the way
+ * of one event (two). */
+
+static uint64_t id_hash(const uint8_t id[CQRS_UUID_LEN])
+{
+	uint64_t a, b;
+	memcpy(&a, id, sizeof a);
+	memcpy(&b, id + 8, sizeof b);
+	/* all 16 bytes: ids written by people (tests, fixtures) vary little */
+	uint64_t h = (a * 0x9e3779b97f4a7c15ULL) ^ b;
+	h ^= h >> 29;
+	h *= 0xbf58476d1ce4e5b9ULL;
+	return h ^ (h >> 32);
+}
+
+/* Empties m with room for n ids: 0, or -1 without memory. */
+static int id_map_reset(struct id_map *m, size_t n)
+{
+	size_t cap = 16;
+	while (cap < 2 * n)
+		cap *= 2;
+	if (cap > m->alloc) {
+		struct id_slot *slots = calloc(cap, sizeof *slots);
+		if (slots == NULL)
+			return -1;
+		free(m->slots);
+		m->slots = slots;
+		m->alloc = cap;
+	} else {
+		memset(m->slots, 0, cap * sizeof *m->slots);
+	}
+	m->cap = cap;
+	return 0;
+}
+
+/* id's slot: used when id is there, else the free slot where it goes. */
+static struct id_slot *id_map_slot(struct id_map *m, const uint8_t id[CQRS_UUID_LEN])
+{
+	size_t j = (size_t)id_hash(id) & (m->cap - 1);
+	while (m->slots[j].used && memcmp(m->slots[j].id, id, CQRS_UUID_LEN) != 0)
+		j = (j + 1) & (m->cap - 1);
+	return &m->slots[j];
+}
+
+static struct id_slot *id_map_find(struct id_map *m, const uint8_t id[CQRS_UUID_LEN])
+{
+	if (m->cap == 0)
+		return NULL;
+	struct id_slot *slot = id_map_slot(m, id);
+	return slot->used ? slot : NULL;
+}
+
+static void id_map_put(struct id_map *m, const uint8_t id[CQRS_UUID_LEN], int64_t value)
+{
+	struct id_slot *slot = id_map_slot(m, id);
+	memcpy(slot->id, id, CQRS_UUID_LEN);
+	slot->used = true;
+	slot->value = value;
+}
+
+/* Forgets the window's rows and answers, keeping its memory for the next
+ * (bounded by the largest window). */
+static void window_forget(struct pg_store *s)
+{
+	struct pg_window *w = &s->window;
+	for (size_t i = 0; i < w->nrows; i++)
+		free(w->rows[i].payload);
+	w->nrows = 0;
+	if (w->stored_rows != NULL)
+		s->pq->clear(w->stored_rows);
+	w->stored_rows = NULL;
+	cqrs_strbuf_reset(&w->copy);
+	w->copying = false;
+	w->open = false;
+}
+
+static void window_free(struct pg_store *s)
+{
+	struct pg_window *w = &s->window;
+	window_forget(s);
+	free(w->versions.slots);
+	free(w->stored.slots);
+	free(w->added.slots);
+	free(w->rows);
+	cqrs_strbuf_free(&w->copy);
+	memset(w, 0, sizeof *w);
+}
+
+/* COPY's binary format: big-endian integers, each field its length
+ * (-1: NULL) and its bytes. */
+static void put_be(struct cqrs_strbuf *b, uint64_t v, int bytes)
+{
+	char out[8];
+	for (int i = 0; i < bytes; i++)
+		out[i] = (char)(v >> (8 * (bytes - 1 - i)));
+	cqrs_strbuf_put(b, out, (size_t)bytes);
+}
+
+static void put_field(struct cqrs_strbuf *b, const void *p, size_t n)
+{
+	put_be(b, (uint32_t)n, 4);
+	cqrs_strbuf_put(b, p, n);
+}
+
+static void put_int8_field(struct cqrs_strbuf *b, int64_t v)
+{
+	put_be(b, 8, 4);
+	put_be(b, (uint64_t)v, 8);
+}
+
+/* Runs the prepared statement name with $1 the array of n ids, sent in
+ * binary (the server parses no text): the result, or NULL with *err. */
+static PGresult *query_ids(struct pg_store *s, const char *name,
+			   const uint8_t (*ids)[CQRS_UUID_LEN], size_t n, cqrs_error *err)
+{
+	struct cqrs_strbuf b = { 0 };
+	put_be(&b, 1, 4); /* dimensions */
+	put_be(&b, 0, 4); /* no NULL */
+	put_be(&b, OID_UUID, 4);
+	put_be(&b, n, 4);
+	put_be(&b, 1, 4); /* lower bound */
+	for (size_t i = 0; i < n; i++)
+		put_field(&b, ids[i], CQRS_UUID_LEN);
+	if (b.oom || b.len > INT_MAX) {
+		cqrs_strbuf_free(&b);
+		cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+		return NULL;
+	}
+	const char *v[1] = { b.p };
+	const int len[1] = { (int)b.len }, fmt[1] = { 1 };
+	PGresult *r = run_prepared(s, name, 1, v, len, fmt, PGRES_TUPLES_OK,
+				   "cannot read the store", err);
+	cqrs_strbuf_free(&b);
+	return r;
+}
+
+/* The stored versions of the window's aggregates that the transaction
+ * has not cached, into w->versions (0: no events). */
+static int window_read_versions(struct pg_store *s, const cqrs_event *evs, size_t n,
+				uint8_t (*ids)[CQRS_UUID_LEN], cqrs_error *err)
+{
+	struct pg_window *w = &s->window;
+	size_t nids = 0;
+	for (size_t i = 0; i < n; i++) {
+		int64_t cached;
+		if (id_map_find(&w->versions, evs[i].aggregate_id) != NULL)
+			continue;
+		/* every aggregate of the window gets its answer here: once the
+		 * COPY started, no statement can ask (and the cache may start
+		 * over in the middle of the window) */
+		if (cqrs_versions_get(&s->versions, evs[i].aggregate_id, &cached)) {
+			id_map_put(&w->versions, evs[i].aggregate_id, cached);
+			continue;
+		}
+		id_map_put(&w->versions, evs[i].aggregate_id, 0);
+		memcpy(ids[nids++], evs[i].aggregate_id, CQRS_UUID_LEN);
+	}
+	if (nids == 0)
+		return 0;
+	PGresult *r = query_ids(s, "cqrs_window_versions", (const uint8_t(*)[CQRS_UUID_LEN])ids,
+				nids, err);
+	if (r == NULL)
+		return -1;
+	for (int row = 0; row < s->pq->ntuples(r); row++) {
+		uint8_t id[CQRS_UUID_LEN];
+		if (!s->pq->getisnull(r, row, 1) &&
+		    cqrs_uuid_parse(s->pq->getvalue(r, row, 0), (size_t)s->pq->getlength(r, row, 0),
+				    id) == 0)
+			id_map_put(&w->versions, id, int_at(s->pq, r, row, 1));
+	}
+	s->pq->clear(r);
+	return 0;
+}
+
+/* The events stored under the window's given ids, into w->stored. */
+static int window_read_stored(struct pg_store *s, const cqrs_event *evs, size_t n,
+			      uint8_t (*ids)[CQRS_UUID_LEN], cqrs_error *err)
+{
+	struct pg_window *w = &s->window;
+	size_t nids = 0;
+	for (size_t i = 0; i < n; i++)
+		if (evs[i].has_event_id)
+			memcpy(ids[nids++], evs[i].event_id, CQRS_UUID_LEN);
+	if (nids == 0)
+		return 0;
+	w->stored_rows =
+		query_ids(s, "cqrs_window_events", (const uint8_t(*)[CQRS_UUID_LEN])ids, nids, err);
+	if (w->stored_rows == NULL)
+		return -1;
+	for (int row = 0; row < s->pq->ntuples(w->stored_rows); row++) {
+		uint8_t id[CQRS_UUID_LEN];
+		if (cqrs_uuid_parse(s->pq->getvalue(w->stored_rows, row, 1),
+				    (size_t)s->pq->getlength(w->stored_rows, row, 1), id) == 0)
+			id_map_put(&w->stored, id, row);
+	}
+	return 0;
+}
+
+static int pg_window_open(cqrs_store *st, const cqrs_event *evs, size_t n, cqrs_error *err)
+{
+	struct pg_store *s = (struct pg_store *)st;
+	struct pg_window *w = &s->window;
+	if (!s->in_txn)
+		return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "append outside a transaction");
+	/* the last window's rows first: its failure is not this window's */
+	if (settle(s, err) < 0)
+		return -2;
+	if (n == 1)
+		return 0; /* one event: pg_append's statements cost less than a COPY */
+	/* the look-ups after the lock: then nothing changes under them */
+	if (!s->locked && take_head(s, err) < 0)
+		return -1;
+	window_forget(s);
+	if (n > w->cap) {
+		struct window_row *rows = realloc(w->rows, n * sizeof *rows);
+		if (rows == NULL)
+			return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+		w->rows = rows;
+		w->cap = n;
+	}
+	uint8_t(*ids)[CQRS_UUID_LEN] = malloc(n * sizeof *ids);
+	if (ids == NULL || id_map_reset(&w->versions, n) < 0 || id_map_reset(&w->stored, n) < 0 ||
+	    id_map_reset(&w->added, n) < 0) {
+		free(ids);
+		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+	}
+	int rc = window_read_versions(s, evs, n, ids, err);
+	if (rc == 0)
+		rc = window_read_stored(s, evs, n, ids, err);
+	free(ids);
+	if (rc < 0) {
+		window_forget(s);
+		return -1;
+	}
+	w->open = true;
+	return 0;
+}
+
+/* The append's stored_version in a window: the version read (or cached)
+ * at the window's start, or given by a row it added. */
+static int64_t window_version(void *backend, const uint8_t id[CQRS_UUID_LEN], cqrs_error *err)
+{
+	struct pg_store *s = backend;
+	struct id_slot *slot = id_map_find(&s->window.versions, id);
+	return slot != NULL ? slot->value
+			    : cqrs_fail(err, CQRS_EXIT_SOFTWARE, "an aggregate outside the window");
+}
+
+/* The append's find_stored in a window: a row it added, or one stored. */
+static int window_find(void *backend, cqrs_event *ev, cqrs_error *err)
+{
+	struct pg_store *s = backend;
+	struct pg_window *w = &s->window;
+	struct id_slot *slot = id_map_find(&w->added, ev->event_id);
+	if (slot != NULL)
+		return cqrs_append_take_stored(&w->rows[slot->value].ev, ev, err);
+	if ((slot = id_map_find(&w->stored, ev->event_id)) == NULL)
+		return 0;
+	cqrs_event stored;
+	row_to_event(s->pq, w->stored_rows, (int)slot->value, &stored);
+	return cqrs_append_take_stored(&stored, ev, err);
+}
+
+#define COPY_COLUMNS 12
+static const char copy_signature[11] = "PGCOPY\n\377\r\n";
+
+static void put_row(struct cqrs_strbuf *b, const cqrs_event *ev, bool first)
+{
+	if (first) {
+		cqrs_strbuf_put(b, copy_signature, sizeof copy_signature);
+		put_be(b, 0, 4); /* flags */
+		put_be(b, 0, 4); /* no header extension */
+	}
+	char corr[CQRS_MAX_CORRELATION + 1];
+	bool has_corr = cqrs_event_correlation(ev, corr, sizeof corr);
+	put_be(b, COPY_COLUMNS, 2);
+	put_int8_field(b, ev->sequence);
+	put_field(b, ev->event_id, CQRS_UUID_LEN);
+	put_field(b, ev->aggregate_id, CQRS_UUID_LEN);
+	put_field(b, ev->aggregate_type, strlen(ev->aggregate_type));
+	put_int8_field(b, ev->aggregate_version);
+	put_field(b, ev->event_type, strlen(ev->event_type));
+	put_int8_field(b, ev->event_version);
+	put_field(b, ev->data, ev->data_len);
+	put_field(b, ev->metadata, ev->metadata_len);
+	put_field(b, ev->timestamp, strlen(ev->timestamp));
+	put_field(b, ev->hash, CQRS_HASH_LEN);
+	if (has_corr)
+		put_field(b, corr, strlen(corr));
+	else
+		put_be(b, UINT32_MAX, 4); /* -1: NULL */
+}
+
+/* The COPY of a window's rows: started at its first row, fed in chunks
+ * of COPY_CHUNK bytes, ended with the window.  Each returns 0, or -1
+ * with *err (the statement's error: the transaction is then aborted, and
+ * the caller rolls back). */
+#define COPY_CHUNK (64 * 1024)
+
+static int copy_start(struct pg_store *s, cqrs_error *err)
+{
+	PGresult *r =
+		checked(s,
+			s->pq->exec(s->conn, "COPY events (sequence, event_id, aggregate_id,"
+					     " aggregate_type, aggregate_version, event_type,"
+					     " event_version, data, metadata, \"timestamp\","
+					     " hash, correlation_id) FROM STDIN (FORMAT binary)"),
+			PGRES_COPY_IN, "cannot append", err);
+	if (r == NULL)
+		return -1;
+	s->pq->clear(r);
+	s->window.copying = true;
+	return 0;
+}
+
+static int copy_send(struct pg_store *s, cqrs_error *err)
+{
+	struct cqrs_strbuf *b = &s->window.copy;
+	for (size_t off = 0; off < b->len;) {
+		size_t chunk = b->len - off < INT_MAX ? b->len - off : INT_MAX;
+		/* the connection lost: libpq ends the COPY when the next
+		 * statement (the caller's ROLLBACK) starts */
+		if (s->pq->put_copy_data(s->conn, b->p + off, (int)chunk) != 1)
+			return pg_fail(s, NULL, "cannot append", err);
+		off += chunk;
+	}
+	cqrs_strbuf_reset(b);
+	return 0;
+}
+
+/* Ends the COPY; its outcome is read by settle(), before the next
+ * statement. */
+static int copy_end(struct pg_store *s, cqrs_error *err)
+{
+	s->window.copying = false;
+	put_be(&s->window.copy, UINT16_MAX, 2); /* the trailer: -1 */
+	if (s->window.copy.oom)
+		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+	if (copy_send(s, err) < 0)
+		return -1;
+	if (s->pq->put_copy_end(s->conn, NULL) != 1)
+		return pg_fail(s, NULL, "cannot append", err);
+	s->copy_unsettled = true;
+	return 0;
+}
+
+/* The append's insert in a window: the row goes into the buffer, and the
+ * window remembers it for the events after it. */
+static int window_insert(void *backend, const cqrs_event *ev, bool *inserted, cqrs_error *err)
+{
+	struct pg_store *s = backend;
+	struct pg_window *w = &s->window;
+	*inserted = id_map_find(&w->added, ev->event_id) == NULL &&
+		    id_map_find(&w->stored, ev->event_id) == NULL;
+	if (!*inserted)
+		return 0;
+	if (w->nrows == w->cap)
+		return cqrs_fail(err, CQRS_EXIT_SOFTWARE,
+				 "more events than the window opened with");
+	struct window_row *row = &w->rows[w->nrows];
+	row->ev = *ev;
+	row->payload = malloc(ev->data_len + ev->metadata_len + 1);
+	if (row->payload == NULL)
+		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+	/* the facade's metadata buffer is the next event's: copied */
+	memcpy(row->payload, ev->data, ev->data_len);
+	memcpy(row->payload + ev->data_len, ev->metadata, ev->metadata_len);
+	row->ev.data = row->payload;
+	row->ev.metadata = row->payload + ev->data_len;
+	id_map_put(&w->added, ev->event_id, (int64_t)w->nrows);
+	id_map_put(&w->versions, ev->aggregate_id, ev->aggregate_version);
+	w->nrows++;
+	put_row(&w->copy, ev, w->nrows == 1);
+	if (w->copy.oom)
+		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+	/* the server takes the rows in while the next events are checked */
+	if (w->nrows == 1 && copy_start(s, err) < 0)
+		return -1;
+	return w->copy.len >= COPY_CHUNK ? copy_send(s, err) : 0;
+}
+
+static int pg_window_close(cqrs_store *st, cqrs_error *err)
+{
+	struct pg_store *s = (struct pg_store *)st;
+	if (!s->window.open)
+		return 0;
+	int rc = s->window.copying ? copy_end(s, err) : 0;
+	window_forget(s);
+	if (rc < 0) {
+		/* the head and versions moved past rows the server did not
+		 * take: read them again should the transaction go on */
+		s->locked = false;
+		forget_versions(s);
+	}
+	return rc;
+}
+
 static int pg_append(cqrs_store *st, cqrs_event *ev, cqrs_error *err)
 {
 	struct pg_store *s = (struct pg_store *)st;
@@ -926,20 +1464,42 @@ static int pg_append(cqrs_store *st, cqrs_event *ev, cqrs_error *err)
 		return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "append outside a transaction");
 	if (!s->locked && take_head(s, err) < 0)
 		return -1;
-	const struct cqrs_append_backend backend = { s, stored_version, find_stored, insert_event };
+	static const struct cqrs_append_backend one = { NULL, stored_version, find_stored,
+							insert_event };
+	static const struct cqrs_append_backend in_window = { NULL, window_version, window_find,
+							      window_insert };
+	struct cqrs_append_backend backend = s->window.open ? in_window : one;
+	backend.backend = s;
 	return cqrs_append_event(&backend, &s->versions, &s->head, ev, err);
 }
 
 static int pg_commit(cqrs_store *st, cqrs_error *err)
 {
 	struct pg_store *s = (struct pg_store *)st;
+	window_forget(s);
+	bool appended = s->locked;
 	s->in_txn = false;
 	s->locked = false;
+	/* a window whose rows the server refused: the transaction is
+	 * aborted, and COMMIT would only roll it back */
+	if (settle(s, err) < 0) {
+		unsettle(s);
+		forget_versions(s);
+		PGresult *r = s->pq->exec(s->conn, "ROLLBACK");
+		if (r != NULL)
+			s->pq->clear(r);
+		return -1;
+	}
 	PGresult *r = s->pq->exec(s->conn, "COMMIT");
 	if (r != NULL && s->pq->result_status(r) == PGRES_COMMAND_OK) {
 		s->pq->clear(r);
+		if (appended) {
+			s->kept_head = s->head;
+			s->versions_kept = true;
+		}
 		return 0;
 	}
+	forget_versions(s);
 	if (connection_lost(s)) {
 		/* the COMMIT may or may not have reached the server */
 		char reason[512];
@@ -962,6 +1522,9 @@ static int pg_commit(cqrs_store *st, cqrs_error *err)
 static void pg_rollback(cqrs_store *st)
 {
 	struct pg_store *s = (struct pg_store *)st;
+	window_forget(s);
+	forget_versions(s);
+	unsettle(s);
 	if (s->in_txn) {
 		PGresult *r = s->pq->exec(s->conn, "ROLLBACK");
 		if (r != NULL)
@@ -1338,6 +1901,8 @@ static int pg_processed_put(cqrs_store *st, const char *message_id, const char *
 	struct pg_store *s = (struct pg_store *)st;
 	if (!s->in_txn)
 		return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "processed_put outside a transaction");
+	if (settle(s, err) < 0)
+		return -1;
 	char now[CQRS_TIMESTAMP_LEN + 1];
 	cqrs_timestamp_now(now);
 	const char *v[4] = { message_id, handler, result, now };
@@ -1442,6 +2007,8 @@ static int drain_notifications(struct pg_store *s, cqrs_error *err)
 static int pg_wait(cqrs_store *st, int timeout_ms, const int *fds, int nfds, cqrs_error *err)
 {
 	struct pg_store *s = (struct pg_store *)st;
+	if (settle(s, err) < 0)
+		return -1;
 	if (!s->listening) {
 		char *ident = s->pq->escape_identifier(s->conn, s->channel, strlen(s->channel));
 		if (ident == NULL)
@@ -1478,6 +2045,8 @@ static const struct cqrs_store_ops pg_ops = {
 	.set_durability = pg_set_durability,
 	.begin = pg_begin,
 	.append = pg_append,
+	.window_open = pg_window_open,
+	.window_close = pg_window_close,
 	.commit = pg_commit,
 	.rollback = pg_rollback,
 	.aggregate_version = pg_aggregate_version,
@@ -1735,7 +2304,12 @@ struct pg_conn *cqrs_pg_handle(cqrs_store *st)
 {
 	if (st == NULL || st->ops != &pg_ops)
 		return NULL;
-	return ((struct pg_store *)st)->conn;
+	struct pg_store *s = (struct pg_store *)st;
+	/* the caller's statements come after the last COPY (a failure of it
+	 * stays for the commit to report) */
+	cqrs_error later = { 0 };
+	settle(s, &later);
+	return s->conn;
 }
 
 int cqrs_pg_fail(cqrs_store *st, struct pg_result *res, const char *what, cqrs_error *err)
