@@ -1010,17 +1010,19 @@ static int pg_value(const char *v, size_t vn, char **out)
 }
 
 /* What check_tables holds a SQLite copy to, for a row on its way into a
- * PostgreSQL store (the events are in by then): a checkpoint or a
- * processed command may name no event after the backup's last.  A backup
+ * PostgreSQL store (the events are in by then): a checkpoint, a processed
+ * command or a saga may name no event after the backup's last.  A backup
  * stitched together from two moments (or edited) fails here. */
 static int check_pg_row(struct restore *r, const char *table, int n, const char *const *names,
 			char *const *values, cqrs_error *err)
 {
 	const char *name = NULL, *seq = NULL, *result = NULL;
 	for (int i = 0; i < n; i++) {
-		if (strcmp(names[i], "name") == 0 || strcmp(names[i], "message_id") == 0)
+		if (strcmp(names[i], "name") == 0 || strcmp(names[i], "message_id") == 0 ||
+		    strcmp(names[i], "saga_id") == 0)
 			name = values[i];
-		else if (strcmp(names[i], "sequence") == 0)
+		else if (strcmp(names[i], "sequence") == 0 ||
+			 strcmp(names[i], "start_sequence") == 0)
 			seq = values[i];
 		else if (strcmp(names[i], "result") == 0)
 			result = values[i];
@@ -1029,10 +1031,16 @@ static int check_pg_row(struct restore *r, const char *table, int n, const char 
 	const char *v;
 	size_t vn;
 	char last[32];
-	if (strcmp(table, "checkpoints") == 0 && seq != NULL &&
-	    cqrs_parse_int64(seq, &at) == 0 && at > r->at.sequence)
+	if (strcmp(table, "checkpoints") == 0 && seq != NULL && cqrs_parse_int64(seq, &at) == 0 &&
+	    at > r->at.sequence)
 		return bad_line(r, err, CQRS_EXIT_DATAERR,
 				"checkpoint '%s' is at event %lld, after the backup's last event "
+				"(head %lld); nothing was restored",
+				name != NULL ? name : "", (long long)at, (long long)r->at.sequence);
+	if (strcmp(table, "saga_instances") == 0 && seq != NULL &&
+	    cqrs_parse_int64(seq, &at) == 0 && at > r->at.sequence)
+		return bad_line(r, err, CQRS_EXIT_DATAERR,
+				"saga %s started at event %lld, after the backup's last event "
 				"(head %lld); nothing was restored",
 				name != NULL ? name : "", (long long)at, (long long)r->at.sequence);
 	if (strcmp(table, "processed_messages") == 0 && result != NULL &&
@@ -1075,14 +1083,14 @@ static int restore_pg_row(struct restore *r, const char *table, const char *row,
 				"table %s: a PostgreSQL store keeps no such table; nothing was "
 				"restored (cqrs-read | cqrs-append copies the events alone)",
 				table);
-	char names[4][64];
-	const char *name_p[4];
-	char *values[4] = { NULL };
+	char names[CQRS_PORTABLE_COLUMNS][64];
+	const char *name_p[CQRS_PORTABLE_COLUMNS];
+	char *values[CQRS_PORTABLE_COLUMNS] = { NULL };
 	int n = 0, rc = 0;
 	size_t pos = 0;
 	cqrs_json_member m;
 	while (rc == 0 && cqrs_json_next_member(row, rn, &pos, &m) == 1) {
-		if (n == 4 || !plain_name(m.key, m.key_len))
+		if (n == CQRS_PORTABLE_COLUMNS || !plain_name(m.key, m.key_len))
 			rc = bad_line(r, err, CQRS_EXIT_DATAERR, "table %s: a column it has not",
 				      table);
 		else if (pg_value(m.value, m.value_len, &values[n]) < 0)
@@ -1101,7 +1109,7 @@ static int restore_pg_row(struct restore *r, const char *table, const char *row,
 	if (rc == 0 &&
 	    cqrs_pg_insert_row(r->st, table, n, name_p, (const char *const *)values, &e) < 0)
 		rc = bad_line(r, err, e.code, "%s", e.msg);
-	for (int i = 0; i < 4; i++)
+	for (int i = 0; i < CQRS_PORTABLE_COLUMNS; i++)
 		free(values[i]);
 	if (rc == 0)
 		r->rows++;

@@ -238,8 +238,11 @@ int cqrs_pg_facts(cqrs_store *st, struct cqrs_store_facts *f, cqrs_error *err);
  * ends it.  0, or -1 with *err. */
 int cqrs_pg_read_moment(cqrs_store *st, bool begin, cqrs_error *err);
 /* The tables both backends keep with the same columns, which a backup
- * carries across: their rows go between the backends as text. */
-#define CQRS_PORTABLE_TABLES "checkpoints", "counters", "processed_messages"
+ * carries across: their rows go between the backends as text (at most
+ * CQRS_PORTABLE_COLUMNS columns a row). */
+#define CQRS_PORTABLE_TABLES                                                                       \
+	"checkpoints", "counters", "processed_messages", "saga_breakers", "saga_instances"
+#define CQRS_PORTABLE_COLUMNS 15
 /* Each row of table (a portable one) in its key's order: row(arg, n,
  * names, values, numeric) with values[i] NULL for SQL NULL and numeric[i]
  * true for an integer column; a row that returns -1 stops it.  0, or -1

@@ -2191,19 +2191,37 @@ int cqrs_pg_read_moment(cqrs_store *st, bool begin, cqrs_error *err)
 }
 
 /* The portable tables by name, with their columns (the first is the
- * key) as both backends have them: no other name reaches SQL. */
+ * key) as both backends have them, in SQLite's order, so that a backup of
+ * either store reads alike: no other name reaches SQL.  The saga tables
+ * travel too (issue 13), so that sagas in flight move with the store; a
+ * lease (PostgreSQL's alone) does not: an instance arrives free. */
 static const struct portable_table {
 	const char *table;
+	const char *order; /* the dump's order: the runner takes instances by rowid */
 	int n;
-	const char *columns[4];
-	bool numeric[4];
+	const char *columns[CQRS_PORTABLE_COLUMNS];
+	bool numeric[CQRS_PORTABLE_COLUMNS];
 } portable[] = {
-	{ "checkpoints", 3, { "name", "sequence", "updated_at" }, { false, true, false } },
-	{ "counters", 2, { "name", "value" }, { false, true } },
+	{ "checkpoints", "name", 3, { "name", "sequence", "updated_at" }, { false, true, false } },
+	{ "counters", "name", 2, { "name", "value" }, { false, true } },
 	{ "processed_messages",
+	  "message_id",
 	  4,
 	  { "message_id", "handler", "result", "processed_at" },
 	  { false, false, false, false } },
+	{ "saga_breakers",
+	  "name",
+	  5,
+	  { "name", "state", "failures", "opened_at", "updated_at" },
+	  { false, false, true, false, false } },
+	{ "saga_instances",
+	  "rowid",
+	  15,
+	  { "saga_id", "saga_type", "correlation_id", "current_step", "state", "status",
+	    "created_at", "updated_at", "revision", "attempts", "next_attempt_at", "deadline_at",
+	    "start_sequence", "outcome", "last_error" },
+	  { false, false, false, true, false, false, false, false, true, true, false, false, true,
+	    false, false } },
 };
 
 static const struct portable_table *portable_named(const char *table)
@@ -2226,7 +2244,7 @@ int cqrs_pg_table_rows(cqrs_store *st, const char *table, cqrs_pg_row_fn row, vo
 	cqrs_strbuf_puts(&sql, "SELECT ");
 	for (int c = 0; c < p->n; c++)
 		cqrs_strbuf_printf(&sql, "%s%s", c ? ", " : "", p->columns[c]);
-	cqrs_strbuf_printf(&sql, " FROM %s ORDER BY %s", p->table, p->columns[0]);
+	cqrs_strbuf_printf(&sql, " FROM %s ORDER BY %s", p->table, p->order);
 	PGresult *r = sql.oom ? NULL
 			      : query(s, cqrs_strbuf_str(&sql), 0, NULL, NULL,
 				      "cannot read the store", err);
@@ -2236,7 +2254,7 @@ int cqrs_pg_table_rows(cqrs_store *st, const char *table, cqrs_pg_row_fn row, vo
 	if (r == NULL)
 		return -1;
 	int rc = 0;
-	const char *values[4];
+	const char *values[CQRS_PORTABLE_COLUMNS];
 	for (int i = 0; rc == 0 && i < pq->ntuples(r); i++) {
 		for (int c = 0; c < p->n; c++)
 			values[c] = pq->getisnull(r, i, c) ? NULL : pq->getvalue(r, i, c);
