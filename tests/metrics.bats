@@ -542,7 +542,8 @@ free_port() {
 	# the five key metrics each have a panel
 	for m in cqrs_command_duration_seconds cqrs_projection_event_lag_seconds \
 		cqrs_projection_lag_events cqrs_query_duration_seconds cqrs_saga_finished_total \
-		cqrs_saga_instances cqrs_replay_events_total; do
+		cqrs_saga_instances cqrs_replay_events_total cqrs_relay_lag_events \
+		cqrs_relay_events_total; do
 		echo "$used" | grep -qx "$m" || fail "no panel queries $m"
 	done
 }
