@@ -228,8 +228,14 @@ static void say_where(struct append_run *a, const struct window_line *l)
 static int end_transaction(struct append_run *a, cqrs_error *err)
 {
 	if (a->dry_run) {
-		if (!a->quiet && print_runs(a->st, err) < 0)
+		/* the store's head is read first: on PostgreSQL that also reads
+		 * the outcome of the last window's COPY, which a rollback would
+		 * discard (a dry run must fail as the real run would) */
+		if (cqrs_store_last_sequence(a->st, err) < 0 ||
+		    (!a->quiet && print_runs(a->st, err) < 0)) {
+			cqrs_store_rollback(a->st);
 			return -1;
+		}
 		cqrs_store_rollback(a->st);
 	} else {
 		if (cqrs_store_commit(a->st, err) < 0)

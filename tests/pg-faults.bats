@@ -95,6 +95,16 @@ hold_append_lock() {
 	# to blame, as for a failed commit
 	[[ $stderr == "cqrs-append: postgresql:"*": cannot append: canceling statement due to statement timeout (a statement timeout stopped it; nothing was changed)
 cqrs-append: nothing was stored" ]] || fail "stderr: $stderr"
+	# a dry run whose one window's COPY is refused fails as the real run
+	# does, -q or not (its rollback would otherwise drop the refusal)
+	head -n 700 big.ndjson >small.ndjson
+	for q in -q ""; do
+		CQRS_BUSY_TIMEOUT=60000 run --separate-stderr cqrs-append -n $q 5>&- \
+			--store "postgresql:options='-c cqrs.schema=$SCHEMA -c statement_timeout=300'" small.ndjson
+		assert_failure 7
+		assert_output ''
+		[[ $stderr == *": cannot append: canceling statement due to statement timeout"* ]] || fail "-n $q: stderr: $stderr"
+	done
 	echo "ROLLBACK;" >&5
 	exec 5>&-
 	wait
