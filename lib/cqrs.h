@@ -410,9 +410,11 @@ int cqrs_open_trusted(const char *path, int flags, bool writer, cqrs_error *err)
 /* Reads a file of secrets or of trust (a password, credentials, a key, a
  * CA's certificates) whole into a NUL-terminated *text, held to ssh's
  * rules for such files: owned by the running user or root, and writable
- * by no one else, so that no one else could have planted it.  0, or -1
- * with *err: 66 missing, 77 refused, 78 larger than a secret is. */
-int cqrs_read_secret_file(const char *path, char **text, size_t *len, cqrs_error *err);
+ * by no one else, so that no one else could have planted it; a secret
+ * (not a CA's or a certificate's public text) also readable by no other
+ * user (its group may read it: a service's group).  0, or -1 with *err:
+ * 66 missing, 77 refused, 78 larger than a secret is. */
+int cqrs_read_secret_file(const char *path, bool secret, char **text, size_t *len, cqrs_error *err);
 /* The same rules for a file SQLite opens outside the store (views and
  * their -wal and -shm): the directories above path, then path itself if it
  * exists.  0, or -1 with *err (77). */

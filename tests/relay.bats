@@ -405,9 +405,18 @@ kill_when() {
 	chmod 600 pw
 	run --separate-stderr env -u CQRS_NATS_PASSWORD cqrs-relay publish --password-file pw --stream "$STREAM" --subject-prefix "$PREFIX"
 	assert_success
+	# its group may read it (a service's group), no one else
+	chmod 640 pw
+	run --separate-stderr env -u CQRS_NATS_PASSWORD cqrs-relay publish --password-file pw --stream "$STREAM" --subject-prefix "$PREFIX"
+	assert_success
+	chmod 644 pw
+	run --separate-stderr env -u CQRS_NATS_PASSWORD cqrs-relay publish --password-file pw --stream "$STREAM" --subject-prefix "$PREFIX"
+	assert_failure 77
+	assert_equal "$stderr" "cqrs-relay: pw: readable by others (mode 0644): a secret must not be (chmod o-r)"
 	chmod 666 pw
 	run --separate-stderr env -u CQRS_NATS_PASSWORD cqrs-relay publish --password-file pw --stream "$STREAM" --subject-prefix "$PREFIX"
 	assert_failure 77
+	assert_equal "$stderr" "cqrs-relay: pw: writable by others (mode 0666): someone else could have changed it"
 	run --separate-stderr cqrs-relay publish --server nats://127.0.0.1:1 --retries 1
 	assert_failure 69
 	assert_regex "$stderr" "^cqrs-relay: cannot connect to the server: "

@@ -75,7 +75,7 @@ static int read_password(const struct cqrs_relay_options *o, char *buf, size_t c
 	}
 	char *text;
 	size_t len;
-	if (cqrs_read_secret_file(o->password_file, &text, &len, err) < 0)
+	if (cqrs_read_secret_file(o->password_file, true, &text, &len, err) < 0)
 		return -1;
 	size_t line = strcspn(text, "\r\n");
 	if (line >= cap) {
@@ -166,7 +166,7 @@ static int nkey_public(const char *path, char pub[NKEY_PUBLIC_CHARS + 1], cqrs_e
 {
 	char *text;
 	size_t n;
-	if (cqrs_read_secret_file(path, &text, &n, err) < 0)
+	if (cqrs_read_secret_file(path, true, &text, &n, err) < 0)
 		return -1;
 	size_t at = strspn(text, " \t\r\n"), len = strcspn(text + at, " \t\r\n");
 	uint8_t raw[40], key[33 + 2];
@@ -214,7 +214,7 @@ static int set_options(natsOptions *opts, const struct cqrs_relay_options *o, cq
 		 * here and read there again */
 		char *text;
 		size_t len;
-		if (cqrs_read_secret_file(o->creds_file, &text, &len, err) < 0)
+		if (cqrs_read_secret_file(o->creds_file, true, &text, &len, err) < 0)
 			return -1;
 		explicit_bzero(text, len);
 		free(text);
@@ -242,7 +242,7 @@ static int set_options(natsOptions *opts, const struct cqrs_relay_options *o, cq
 	if (s == NATS_OK && o->tls_ca != NULL) {
 		char *ca;
 		size_t len;
-		if (cqrs_read_secret_file(o->tls_ca, &ca, &len, err) < 0)
+		if (cqrs_read_secret_file(o->tls_ca, false, &ca, &len, err) < 0)
 			return -1;
 		s = natsOptions_SetCATrustedCertificates(opts, ca);
 		free(ca);
@@ -250,9 +250,10 @@ static int set_options(natsOptions *opts, const struct cqrs_relay_options *o, cq
 	if (s == NATS_OK && o->tls_cert != NULL) {
 		char *cert, *key = NULL;
 		size_t clen, klen = 0;
-		if (cqrs_read_secret_file(o->tls_cert, &cert, &clen, err) < 0)
+		if (cqrs_read_secret_file(o->tls_cert, o->tls_key == NULL, &cert, &clen, err) < 0)
 			return -1;
-		if (o->tls_key != NULL && cqrs_read_secret_file(o->tls_key, &key, &klen, err) < 0) {
+		if (o->tls_key != NULL &&
+		    cqrs_read_secret_file(o->tls_key, true, &key, &klen, err) < 0) {
 			free(cert);
 			return -1;
 		}

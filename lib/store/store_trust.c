@@ -156,7 +156,7 @@ int cqrs_open_trusted(const char *path, int flags, bool writer, cqrs_error *err)
 
 #define SECRET_FILE_MAX (1 << 20) /* a CA bundle is the largest there is */
 
-int cqrs_read_secret_file(const char *path, char **text, size_t *len, cqrs_error *err)
+int cqrs_read_secret_file(const char *path, bool secret, char **text, size_t *len, cqrs_error *err)
 {
 	*text = NULL;
 	int fd = cqrs_open_trusted(path, O_RDONLY, false, err);
@@ -173,6 +173,11 @@ int cqrs_read_secret_file(const char *path, char **text, size_t *len, cqrs_error
 			       path, cqrs_user_name(sb.st_uid, owner, sizeof owner),
 			       cqrs_user_name(geteuid(), me, sizeof me),
 			       geteuid() == 0 ? "" : " or root");
+	} else if (secret && (sb.st_mode & S_IROTH)) {
+		rc = cqrs_fail(err, CQRS_EXIT_NOPERM,
+			       "%s: readable by others (mode %04o): a secret must not be "
+			       "(chmod o-r)",
+			       path, (unsigned)(sb.st_mode & 07777));
 	} else if (sb.st_size > SECRET_FILE_MAX) {
 		rc = cqrs_fail(err, CQRS_EXIT_CONFIG, "%s: larger than %d bytes", path,
 			       SECRET_FILE_MAX);
