@@ -71,6 +71,10 @@ const char *cqrs_tool_name(void);
  * them and returns a signalfd that becomes readable when one arrives (a
  * tool that cannot make one dies with 71). */
 int cqrs_follow_signal_fd(void);
+/* The wait before retry number attempt (0 for the first) of something that
+ * may pass: first ms, doubling, at most most ms.  One rule for the PostgreSQL
+ * connection, the relay's reconnections and a follower's retries. */
+int64_t cqrs_backoff_ms(int attempt, int64_t first, int64_t most);
 /* "name: message" on stderr. */
 void cqrs_warn(const char *fmt, ...) CQRS_PRINTF(1, 2);
 CQRS_NORETURN void cqrs_die(int code, const char *fmt, ...) CQRS_PRINTF(2, 3);

@@ -190,11 +190,7 @@ static int run(cqrs_store *st, cqrs_saga_def **defs, size_t ndefs, int64_t batch
 		    (follow && !stop && wait_for_work(st, next_due, &err) < 0)) {
 			if (follow && !stop && err.code == CQRS_EXIT_TEMPFAIL &&
 			    transient < FOLLOW_RETRIES) {
-				int64_t ms = 100;
-				for (int i = 0; i < transient && ms < 5000; i++)
-					ms *= 2;
-				ms = ms < 5000 ? ms : 5000;
-				transient++;
+				int64_t ms = cqrs_backoff_ms(transient++, 100, 5000);
 				cqrs_warn("%s; trying again in %lld ms", err.msg, (long long)ms);
 				pause_ms(ms);
 				err = (cqrs_error){ 0 };

@@ -222,3 +222,11 @@ int cqrs_follow_signal_fd(void)
 		cqrs_die(CQRS_EXIT_OSERR, "signalfd failed: %s", strerror(errno));
 	return fd;
 }
+
+int64_t cqrs_backoff_ms(int attempt, int64_t first, int64_t most)
+{
+	int64_t ms = first;
+	for (int i = 0; i < attempt && ms < most; i++)
+		ms *= 2;
+	return ms < most ? ms : most;
+}

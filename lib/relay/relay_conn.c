@@ -56,10 +56,7 @@ int relay_fail(cqrs_error *err, int code, natsStatus s, jsErrCode jerr, const ch
 
 void relay_backoff(int attempt)
 {
-	int64_t ms = 100;
-	for (int i = 1; i < attempt && ms < 2000; i++)
-		ms *= 2;
-	nats_Sleep(ms < 2000 ? ms : 2000);
+	nats_Sleep(cqrs_backoff_ms(attempt - 1, 100, 2000));
 }
 
 /* The password: the first line of --password-file (a secret file:

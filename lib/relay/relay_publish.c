@@ -184,18 +184,18 @@ static int64_t send_window(struct publisher *p, int64_t after, cqrs_error *err)
 		return -1;
 	uint8_t prev_hash[CQRS_HASH_LEN] = { 0 };
 	cqrs_event ev;
-	int rc = after > 0 ? cqrs_cursor_next(cur, &ev, err) : 1;
-	if (rc == 1 && after > 0 && ev.sequence != after)
-		rc = cqrs_fail(err, CQRS_EXIT_SOFTWARE, "the store has no event %lld",
-			       (long long)after);
-	if (rc != 1) {
-		cqrs_cursor_close(cur);
-		return rc == 0 ? cqrs_fail(err, CQRS_EXIT_SOFTWARE, "the store has no event %lld",
-					   (long long)after)
-			       : -1;
-	}
-	if (after > 0)
+	int rc;
+	if (after > 0) {
+		/* the window's predecessor, whose hash its first event follows */
+		rc = cqrs_cursor_next(cur, &ev, err);
+		if (rc != 1 || ev.sequence != after) {
+			cqrs_cursor_close(cur);
+			return rc < 0 ? -1
+				      : cqrs_fail(err, CQRS_EXIT_SOFTWARE,
+						  "the store has no event %lld", (long long)after);
+		}
 		memcpy(prev_hash, ev.hash, CQRS_HASH_LEN);
+	}
 	char *buf = NULL;
 	size_t len = 0;
 	FILE *mf = open_memstream(&buf, &len);

@@ -602,8 +602,7 @@ static int64_t monotonic_ms(void)
 static int connect_waiting(struct pg_store *s, const char *conninfo, cqrs_error *err)
 {
 	int64_t deadline = monotonic_ms() + connect_wait_ms();
-	int64_t pause_ms = 100;
-	for (;;) {
+	for (int attempt = 0;; attempt++) {
 		s->conn = s->pq->connectdb(conninfo);
 		if (s->conn == NULL)
 			return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
@@ -615,13 +614,12 @@ static int connect_waiting(struct pg_store *s, const char *conninfo, cqrs_error 
 			return -1;
 		s->pq->finish(s->conn);
 		s->conn = NULL;
-		int64_t pause = pause_ms < left ? pause_ms : left;
+		int64_t pause = cqrs_backoff_ms(attempt, 100, 5000);
+		pause = pause < left ? pause : left;
 		struct timespec ts = { .tv_sec = pause / 1000,
 				       .tv_nsec = (pause % 1000) * 1000000 };
 		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
 			;
-		if (pause_ms < 5000)
-			pause_ms *= 2;
 	}
 }
 
