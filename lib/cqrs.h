@@ -411,6 +411,10 @@ int cqrs_store_check_witness(cqrs_store *st, const char *path, cqrs_error *err);
  * when someone else owns it or could change it).  writer: the rules for a
  * tool that writes. */
 int cqrs_open_trusted(const char *path, int flags, bool writer, cqrs_error *err);
+/* The same rules for a file already open and stat'ed (sb): a regular file,
+ * owned by this user or root when writer, writable by no one else. */
+struct stat;
+int cqrs_trust_stat(const struct stat *sb, const char *path, bool writer, cqrs_error *err);
 /* Reads a file of secrets or of trust (a password, credentials, a key, a
  * CA's certificates) whole into a NUL-terminated *text, held to ssh's
  * rules for such files: owned by the running user or root, and writable

@@ -319,7 +319,9 @@ same_run_with_metrics_dir() {
 	assert_equal "$stderr" "cqrs-command: metrics: $M/.cqrs_command.prom.lock: writable by others (mode 0666): someone else could have changed it (the run itself is not affected)"
 	rm "$M/.cqrs_command.prom.lock"
 	ln -s "$BATS_TEST_TMPDIR/elsewhere" "$M/.cqrs_command.prom.lock"
-	same_run_with_metrics_dir "$M"
+	# the journal the refused fold left was begun just now: not due again
+	# for CQRS_METRICS_FOLD seconds
+	CQRS_METRICS_FOLD=0 same_run_with_metrics_dir "$M"
 	assert_equal "$stderr" "cqrs-command: metrics: $M/.cqrs_command.prom.lock: Too many levels of symbolic links (the run itself is not affected)"
 	[ ! -e "$BATS_TEST_TMPDIR/elsewhere" ]
 	[ ! -e "$M/cqrs_command.prom" ]
@@ -363,6 +365,19 @@ rejected_run() { # one ConfirmOrder of an unknown order: rejected, counted
 	rejected_run
 	assert_equal "$(journal_lines command)" 0
 	assert_equal "$(value cqrs_command.prom "$REJECTED")" 4
+}
+
+@test "a journal older than the fold interval is folded by the next run, however new the .prom file" {
+	export CQRS_METRICS_DIR="$M"
+	rejected_run # no .prom file yet: folded at once
+	CQRS_METRICS_FOLD=3600 rejected_run
+	assert_equal "$(journal_lines command)" 1
+	# the journal's birth time, not its writes, nor the .prom file's age
+	sleep 2
+	touch "$M/cqrs_command.prom"
+	CQRS_METRICS_FOLD=1 rejected_run
+	assert_equal "$(journal_lines command)" 0
+	assert_equal "$(value cqrs_command.prom "$REJECTED")" 3
 }
 
 @test "a journal over 256 KiB is folded whatever the interval" {

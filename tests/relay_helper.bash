@@ -28,20 +28,43 @@ CONF
 	export NATS_DIR NATS_PORT
 }
 
-# nats_start: starts the server and waits until it takes connections.
+# nats_wait PID LOG: waits until server PID writes to LOG that it is ready:
+# its log, not the port, is asked, for a port someone else took between
+# its choice and the bind answers too.  1 when it exited, or was not ready
+# within 20 s.
+nats_wait() {
+	local i
+	for ((i = 0; i < 400; i++)); do
+		grep -q "^\[$1\] .*Server is ready" "$2" 2>/dev/null && return 0
+		kill -0 "$1" 2>/dev/null || return 1
+		sleep 0.05
+	done
+	return 1
+}
+
+# nats_lost_port PID LOG: server PID exited because its port was taken.
+nats_lost_port() {
+	! kill -0 "$1" 2>/dev/null && grep -q "^\[$1\] .*address already in use" "$2"
+}
+
+# nats_start: starts the server and waits until it is ready.  A first start
+# whose port was taken meanwhile tries another; a restart (the same port,
+# for the clients that reconnect) fails.
 nats_start() {
 	command -v nats-server >/dev/null ||
 		{ echo "relay_helper: nats-server is not installed (tests/debian-packages-check)" >&2; return 1; }
-	[ -n "${NATS_PORT:-}" ] || nats_config || return 1
-	nats-server -c "$NATS_DIR/server.conf" >>"$NATS_DIR/server.log" 2>&1 &
-	echo $! >"$NATS_DIR/pid"
-	local i
-	for ((i = 0; i < 200; i++)); do
-		if (exec 3<>"/dev/tcp/127.0.0.1/$NATS_PORT") 2>/dev/null; then
-			return 0
+	local first=false try pid
+	[ -n "${NATS_PORT:-}" ] || first=true
+	for ((try = 0; try < 3; try++)); do
+		[ -n "${NATS_PORT:-}" ] || nats_config || return 1
+		nats-server -c "$NATS_DIR/server.conf" >>"$NATS_DIR/server.log" 2>&1 &
+		pid=$!
+		echo "$pid" >"$NATS_DIR/pid"
+		nats_wait "$pid" "$NATS_DIR/server.log" && return 0
+		if ! $first || ! nats_lost_port "$pid" "$NATS_DIR/server.log"; then
+			break
 		fi
-		kill -0 "$(cat "$NATS_DIR/pid")" 2>/dev/null || break
-		sleep 0.05
+		NATS_PORT=
 	done
 	echo "relay_helper: nats-server did not start on port $NATS_PORT:" >&2
 	cat "$NATS_DIR/server.log" >&2

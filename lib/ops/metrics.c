@@ -9,9 +9,10 @@
  * journal, DIR/.cqrs_TOOL.journal: one write(2), no fsync, a few
  * microseconds.  Folding the journal into the .prom file (read the file,
  * add, replace it atomically) costs a lock, a parse and an fsync, so it is
- * done only when due: by the process that finds the .prom file older than
- * $CQRS_METRICS_FOLD seconds or the journal large, at the end of a long
- * run's period, and always by the collector, cqrs-health --textfile DIR.
+ * done only when due: by the process that finds the journal older than
+ * $CQRS_METRICS_FOLD seconds (or, beginning one, the .prom file that old)
+ * or the journal large, at the end of a long run's period, and always by
+ * the collector, cqrs-health --textfile DIR.
  *
  * Race-free without losing or doubling a count:
  *  - a writer holds a shared flock on the journal while it writes, and
@@ -37,6 +38,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -155,13 +157,16 @@ struct series_set {
 	size_t n;
 };
 
+/* The longest tool stem (cqrs_command) a file name is made of. */
+#define STEM_MAX 127
+
 /* One tool's files in the metrics directory. */
 struct tool_files {
-	char dir[4096];
-	char prom[256];	   /* cqrs_TOOL.prom, what node_exporter reads */
-	char lock[272];	   /* .cqrs_TOOL.prom.lock: one folder at a time */
-	char journal[272]; /* .cqrs_TOOL.journal: each process's line */
-	char folding[288]; /* .cqrs_TOOL.journal.folding: the journal a folder took */
+	const char *dir;
+	char prom[STEM_MAX + 8];     /* cqrs_TOOL.prom, what node_exporter reads */
+	char lock[STEM_MAX + 16];    /* .cqrs_TOOL.prom.lock: one folder at a time */
+	char journal[STEM_MAX + 16]; /* .cqrs_TOOL.journal: each process's line */
+	char folding[STEM_MAX + 24]; /* .cqrs_TOOL.journal.folding: the journal a folder took */
 };
 
 /* A journal this large is folded whatever its age: the fold reads it all. */
@@ -169,18 +174,21 @@ struct tool_files {
 /* Its lines' first field: what a line from a crashed writer is cut from. */
 #define LINE_MARK "cqrs1 "
 
+/* Small and zero at start (.bss, no initializer): one process in a VM pays
+ * about 10 us for each page it touches first, and a short run's whole cost
+ * of metrics is a few of them (cqrs-metrics(7), COST). */
 static struct {
 	bool on;
 	bool warned;
 	pid_t pid; /* a forked child that exits must not merge its parent's counts */
-	struct tool_files files;
-	char journal_path[4096 + 272];
-	char prom_path[4096 + 256];
+	char *dir;
+	char stem[STEM_MAX + 1];
+	char *journal_path, *prom_path;
 	int64_t period; /* seconds between merges of a long run */
 	int64_t fold_interval;
 	struct series_set mine;
 	struct timespec last_merge;
-} m = { .mine = { NULL, &m.mine.head, 0 } };
+} m;
 
 static double mono_seconds(void)
 {
@@ -224,18 +232,31 @@ static void warn_once(const char *msg)
 	cqrs_warn("metrics: %s (the run itself is not affected)", msg);
 }
 
-static void merge_at_exit(void)
+/* At exit, as an atexit handler would but with nothing to register: a
+ * run without metrics returns at the first test. */
+__attribute__((destructor)) static void merge_at_exit(void)
 {
-	if (getpid() == m.pid)
+	if (m.on && getpid() == m.pid)
 		cqrs_metrics_flush();
 }
 
-/* The names of tool stem's files (stem: cqrs_command) in dir. */
+/* dir/name in a string of its own: free it. */
+static char *path_join(const char *dir, const char *name)
+{
+	size_t n = strlen(dir) + strlen(name) + 2;
+	char *p = malloc(n);
+	if (p != NULL)
+		snprintf(p, n, "%s/%s", dir, name);
+	return p;
+}
+
+/* The names of tool stem's files (stem: cqrs_command) in dir, which must
+ * outlive f. */
 static int name_files(struct tool_files *f, const char *dir, const char *stem, cqrs_error *err)
 {
-	if (strlen(dir) >= sizeof f->dir || strlen(stem) > 200)
+	if (strlen(dir) >= PATH_MAX - sizeof f->folding || strlen(stem) > STEM_MAX)
 		return cqrs_fail(err, CQRS_EXIT_USAGE, "%s: path too long", dir);
-	snprintf(f->dir, sizeof f->dir, "%s", dir);
+	f->dir = dir;
 	snprintf(f->prom, sizeof f->prom, "%s.prom", stem);
 	snprintf(f->lock, sizeof f->lock, ".%s.prom.lock", stem);
 	snprintf(f->journal, sizeof f->journal, ".%s.journal", stem);
@@ -266,21 +287,27 @@ int cqrs_metrics_init(const char *dir_option, cqrs_error *err)
 	const char *tool = cqrs_tool_name();
 	if (strncmp(tool, "cqrs-", 5) == 0)
 		tool += 5;
-	char stem[128];
-	snprintf(stem, sizeof stem, "cqrs_%s", tool);
-	for (char *p = stem; *p; p++)
+	snprintf(m.stem, sizeof m.stem, "cqrs_%s", tool);
+	for (char *p = m.stem; *p; p++)
 		if (*p == '-')
 			*p = '_';
-	if (name_files(&m.files, dir, stem, err) < 0)
+	struct tool_files tf;
+	if (name_files(&tf, dir, m.stem, err) < 0)
 		return -1;
-	snprintf(m.journal_path, sizeof m.journal_path, "%s/%s", m.files.dir, m.files.journal);
-	snprintf(m.prom_path, sizeof m.prom_path, "%s/%s", m.files.dir, m.files.prom);
+	free(m.dir);
+	free(m.journal_path);
+	free(m.prom_path);
+	m.dir = strdup(dir);
+	m.journal_path = path_join(dir, tf.journal);
+	m.prom_path = path_join(dir, tf.prom);
+	if (m.dir == NULL || m.journal_path == NULL || m.prom_path == NULL)
+		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
 	m.pid = getpid();
 	m.period = seconds_from_env("CQRS_METRICS_PERIOD", CQRS_METRICS_PERIOD_DEFAULT);
 	m.fold_interval = seconds_from_env("CQRS_METRICS_FOLD", CQRS_METRICS_FOLD_DEFAULT);
 	clock_gettime(CLOCK_MONOTONIC, &m.last_merge);
-	if (!m.on)
-		atexit(merge_at_exit);
+	if (m.mine.tail == NULL)
+		m.mine.tail = &m.mine.head;
 	m.on = true;
 	return 0;
 }
@@ -716,7 +743,8 @@ static void render_line(struct cqrs_strbuf *b)
 {
 	struct timespec now;
 	clock_gettime(CLOCK_REALTIME, &now);
-	cqrs_strbuf_printf(b, LINE_MARK "%ld %lld.%09ld", (long)getpid(), (long long)now.tv_sec,
+	/* m.pid: this process's, as merge_at_exit saw (a fork's child never flushes) */
+	cqrs_strbuf_printf(b, LINE_MARK "%ld %lld.%09ld", (long)m.pid, (long long)now.tv_sec,
 			   now.tv_nsec);
 	for (const struct cqrs_metric_series *s = m.mine.head; s != NULL; s = s->next) {
 		if (!s->changed)
@@ -891,13 +919,35 @@ static void read_journal(struct series_set *set, char *text, size_t len, const c
 			  path, first_bad, bad - 1);
 }
 
+/* Due when the journal is large; else, for a journal this run began (empty
+ * before its line), when the .prom file is missing or older than the fold
+ * interval; else when the journal is older than the interval: it was
+ * begun just after the last fold (its birth time; a file system that keeps
+ * none: the .prom file's age, a stat more). */
+static bool fold_due(const struct statx *sx, size_t written)
+{
+	if (m.fold_interval == 0 || sx->stx_size + written >= JOURNAL_FOLD_BYTES)
+		return true;
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	if (sx->stx_size > 0 && (sx->stx_mask & STATX_BTIME))
+		return now.tv_sec - sx->stx_btime.tv_sec >= m.fold_interval;
+	struct stat sb;
+	if (stat(m.prom_path, &sb) < 0)
+		return true;
+	return now.tv_sec - sb.st_mtim.tv_sec >= m.fold_interval;
+}
+
 /* Appends this process's line to the journal: one write, no fsync.  The
  * shared lock keeps a folder from taking the journal in mid-write; a
  * journal unlinked between the open and the lock has been folded: the
- * line goes to the fresh one.  *size: the journal's size after it. */
-static int append_line(off_t *size, cqrs_error *err)
+ * line goes to the fresh one.  One statx after the lock holds the file to
+ * cqrs(7)'s rules (a file someone else planted is refused), sees that it
+ * is still linked and whether a fold is due (*due): with the open, the
+ * lock, the write and the close, most runs' whole cost of metrics. */
+static int append_line(bool *due, cqrs_error *err)
 {
-	if (cqrs_textfile_check_dir(m.files.dir, err) < 0)
+	if (cqrs_textfile_check_dir(m.dir, err) < 0)
 		return -1;
 	struct cqrs_strbuf b = { 0 };
 	render_line(&b);
@@ -907,21 +957,34 @@ static int append_line(off_t *size, cqrs_error *err)
 	}
 	int rc = -1;
 	for (int attempt = 0; rc < 0; attempt++) {
-		/* owner-only, and refused when someone else planted it */
-		int fd =
-			cqrs_open_trusted(m.journal_path, O_WRONLY | O_APPEND | O_CREAT, true, err);
-		if (fd < 0)
+		/* owner-only when made */
+		int fd = open(m.journal_path,
+			      O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (fd < 0) {
+			cqrs_fail(err,
+				  errno == EACCES || errno == ELOOP ? CQRS_EXIT_NOPERM
+								    : CQRS_EXIT_CANTCREAT,
+				  "%s: %s", m.journal_path, strerror(errno));
 			break;
-		struct stat sb;
+		}
+		struct statx sx;
 		int locked;
 		while ((locked = flock(fd, LOCK_SH)) < 0 && errno == EINTR)
 			;
-		if (locked < 0 || fstat(fd, &sb) < 0) {
+		if (locked < 0 ||
+		    statx(fd, "", AT_EMPTY_PATH, STATX_BASIC_STATS | STATX_BTIME, &sx) < 0) {
 			cqrs_fail(err, CQRS_EXIT_IOERR, "%s: %s", m.journal_path, strerror(errno));
 			close(fd);
 			break;
 		}
-		if (sb.st_nlink == 0) {
+		struct stat sb = { .st_mode = sx.stx_mode,
+				   .st_uid = sx.stx_uid,
+				   .st_gid = sx.stx_gid };
+		if (cqrs_trust_stat(&sb, m.journal_path, true, err) < 0) {
+			close(fd);
+			break;
+		}
+		if (sx.stx_nlink == 0) {
 			close(fd);
 			if (attempt < 100)
 				continue;
@@ -931,7 +994,7 @@ static int append_line(off_t *size, cqrs_error *err)
 		}
 		ssize_t n = write(fd, b.p, b.len);
 		if (n == (ssize_t)b.len) {
-			*size = sb.st_size + n;
+			*due = fold_due(&sx, b.len);
 			rc = 0;
 		} else {
 			cqrs_fail(err, CQRS_EXIT_IOERR, "%s: %s", m.journal_path,
@@ -1031,7 +1094,7 @@ static int fold_journal(int dirfd, const struct tool_files *tf, int fd, const ch
 /* Under the fold lock: a journal a dead folder left, then the current one. */
 static int fold_locked(int dirfd, const struct tool_files *tf, cqrs_error *err)
 {
-	char path[sizeof tf->dir + sizeof tf->folding + 1];
+	char path[PATH_MAX + sizeof tf->folding];
 	snprintf(path, sizeof path, "%s/%s", tf->dir, tf->folding);
 	for (bool taken = false;;) {
 		struct stat sb;
@@ -1078,7 +1141,7 @@ static int fold_tool(const struct tool_files *tf, bool wait, cqrs_error *err)
 	int dirfd = open(tf->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dirfd < 0)
 		return cqrs_fail(err, CQRS_EXIT_IOERR, "%s: %s", tf->dir, strerror(errno));
-	char lock[sizeof tf->dir + sizeof tf->lock + 1];
+	char lock[PATH_MAX + sizeof tf->lock];
 	snprintf(lock, sizeof lock, "%s/%s", tf->dir, tf->lock);
 	/* owner-only, and refused when someone else planted it */
 	int fd = cqrs_open_trusted(lock, O_RDWR | O_CREAT, true, err);
@@ -1100,20 +1163,6 @@ static int fold_tool(const struct tool_files *tf, bool wait, cqrs_error *err)
 	return rc;
 }
 
-/* Due when the .prom file is missing or older than the fold interval, or
- * the journal large: a stat, no lock. */
-static bool fold_due(off_t journal_size)
-{
-	if (m.fold_interval == 0 || journal_size >= JOURNAL_FOLD_BYTES)
-		return true;
-	struct stat sb;
-	if (stat(m.prom_path, &sb) < 0)
-		return true;
-	struct timespec now;
-	clock_gettime(CLOCK_REALTIME, &now);
-	return now.tv_sec - sb.st_mtim.tv_sec >= m.fold_interval;
-}
-
 static int flush(bool fold)
 {
 	if (!m.on)
@@ -1125,14 +1174,16 @@ static int flush(bool fold)
 	if (!any)
 		return 0;
 	cqrs_error err = { 0 };
-	off_t size = 0;
-	if (append_line(&size, &err) < 0) {
+	bool due = false;
+	if (append_line(&due, &err) < 0) {
 		/* kept, to be added at the next flush */
 		warn_once(err.msg);
 		return -1;
 	}
 	mark_merged();
-	if ((fold || fold_due(size)) && fold_tool(&m.files, false, &err) < 0) {
+	struct tool_files tf;
+	if ((fold || due) &&
+	    (name_files(&tf, m.dir, m.stem, &err) < 0 || fold_tool(&tf, false, &err) < 0)) {
 		/* in the journal: the next fold adds them */
 		warn_once(err.msg);
 		return -1;

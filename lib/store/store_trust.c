@@ -67,21 +67,26 @@ static int refuse_owner(const char *path, const struct stat *sb, const char *wha
 			 path, what, owner, me);
 }
 
+int cqrs_trust_stat(const struct stat *sb, const char *path, bool writer, cqrs_error *err)
+{
+	if (!S_ISREG(sb->st_mode))
+		return cqrs_fail(err, CQRS_EXIT_NOPERM, "%s: not a regular file", path);
+	if (!trusted_owner(sb->st_uid, writer))
+		return refuse_owner(path, sb, "file", err);
+	if (writable_by_others(sb))
+		return cqrs_fail(err, CQRS_EXIT_NOPERM,
+				 "%s: writable by others (mode %04o): someone else could have "
+				 "changed it",
+				 path, (unsigned)(sb->st_mode & 07777));
+	return 0;
+}
+
 int cqrs_trust_fd(int fd, const char *path, bool writer, cqrs_error *err)
 {
 	struct stat sb;
 	if (fstat(fd, &sb) < 0)
 		return cqrs_fail(err, CQRS_EXIT_IOERR, "%s: %s", path, strerror(errno));
-	if (!S_ISREG(sb.st_mode))
-		return cqrs_fail(err, CQRS_EXIT_NOPERM, "%s: not a regular file", path);
-	if (!trusted_owner(sb.st_uid, writer))
-		return refuse_owner(path, &sb, "file", err);
-	if (writable_by_others(&sb))
-		return cqrs_fail(err, CQRS_EXIT_NOPERM,
-				 "%s: writable by others (mode %04o): someone else could have "
-				 "changed it",
-				 path, (unsigned)(sb.st_mode & 07777));
-	return 0;
+	return cqrs_trust_stat(&sb, path, writer, err);
 }
 
 static int check_dir(int fd, const char *path, bool writer, cqrs_error *err)
