@@ -58,8 +58,8 @@ fuzz:
 	FUZZ_TARGETS='$(FUZZ_TARGETS)' FUZZ_FLAGS='$(FUZZ_FLAGS)' \
 	FUZZ_CPPFLAGS='$(DEFS) -I$(abs_top_builddir) -I$(abs_top_srcdir)/lib' \
 	FUZZ_PKGDATADIR='$(pkgdatadir)' \
-	FUZZ_CFLAGS='$(WARN_CFLAGS) $(SQLITE_CFLAGS) $(YAML_CFLAGS) $(NETTLE_CFLAGS)' \
-	FUZZ_LIBS='$(SQLITE_LIBS) $(YAML_LIBS) $(NETTLE_LIBS) $(LIBS)' \
+	FUZZ_CFLAGS='$(WARN_CFLAGS) $(SQLITE_CFLAGS) $(YAML_CFLAGS) $(NETTLE_CFLAGS) $(ZLIB_CFLAGS) $(LIBPQ_CFLAGS)' \
+	FUZZ_LIBS='$(SQLITE_LIBS) $(YAML_LIBS) $(NETTLE_LIBS) $(ZLIB_LIBS) $(LIBS)' \
 	FUZZ_LIB_SOURCES='$(filter %.c,$(lib_libcqrs_a_SOURCES))' \
 	FUZZ_BUILD='$(abs_top_builddir)/tests/fuzz/clang' \
 	bash $(srcdir)/tests/fuzz/run-fuzz
