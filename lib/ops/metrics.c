@@ -176,7 +176,7 @@ struct tool_files {
 
 /* Small and zero at start (.bss, no initializer): one process in a VM pays
  * about 10 us for each page it touches first, and a short run's whole cost
- * of metrics is a few of them (cqrs-metrics(7), COST). */
+ * of metrics is a few of them (measured: tests/bench/metrics-cost). */
 static struct {
 	bool on;
 	bool warned;
@@ -1229,7 +1229,7 @@ int cqrs_metrics_fold_dir(const char *dir, cqrs_error *err)
 		return cqrs_fail(err, CQRS_EXIT_IOERR, "%s: %s", dir, strerror(errno));
 	int rc = 0;
 	for (struct dirent *e; (e = readdir(d)) != NULL;) {
-		char stem[200];
+		char stem[STEM_MAX + 1]; /* longer: not a name a tool writes */
 		if (!journal_stem(e->d_name, stem, sizeof stem))
 			continue;
 		struct tool_files tf;
