@@ -411,6 +411,10 @@ int cqrs_store_check_witness(cqrs_store *st, const char *path, cqrs_error *err);
  * when someone else owns it or could change it).  writer: the rules for a
  * tool that writes. */
 int cqrs_open_trusted(const char *path, int flags, bool writer, cqrs_error *err);
+/* Its open alone (O_NOFOLLOW, mode 0600 when created, its exit codes: 77
+ * for a link, 66 for a file to read that is missing, else 73), for a
+ * caller that checks the file itself with cqrs_trust_stat. */
+int cqrs_open_nofollow(const char *path, int flags, cqrs_error *err);
 /* The same rules for a file already open and stat'ed (sb): a regular file,
  * owned by this user or root when writer, writable by no one else. */
 struct stat;

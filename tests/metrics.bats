@@ -457,6 +457,16 @@ rejected_run() { # one ConfirmOrder of an unknown order: rejected, counted
 	same_run_with_metrics_dir "$M"
 	assert_equal "$stderr" "cqrs-command: metrics: $M/.cqrs_command.journal: file owned by nobody, not by root: a store belongs to the user who writes it (the run itself is not affected)"
 	[ ! -e "$M/cqrs_command.prom" ]
+	# planted and held locked: refused, not waited on (the run would hang)
+	local held
+	exec {held}<"$M/.cqrs_command.journal"
+	flock -x "$held"
+	run --separate-stderr timeout 30 cqrs-command --command-id fixed -q confirm-order \
+		--order "$UNKNOWN" --metrics-dir "$M"
+	exec {held}<&-
+	assert_failure 4
+	assert_equal "$stderr" "cqrs-command: metrics: $M/.cqrs_command.journal: file owned by nobody, not by root: a store belongs to the user who writes it (the run itself is not affected)"
+	[ ! -s "$M/.cqrs_command.journal" ]
 }
 
 @test "the collector refuses a planted journal: a warning and status unknown (3), the others folded" {

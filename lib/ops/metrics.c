@@ -938,6 +938,29 @@ static bool fold_due(const struct statx *sx, size_t written)
 	return now.tv_sec - sb.st_mtim.tv_sec >= m.fold_interval;
 }
 
+/* The shared lock on the journal (fd).  Held by no folder (most runs): at
+ * once.  Else its owner is checked before waiting: a file someone else
+ * planted and keeps locked must be refused, not waited on for ever. */
+static int lock_journal(int fd, cqrs_error *err)
+{
+	int rc;
+	while ((rc = flock(fd, LOCK_SH | LOCK_NB)) < 0 && errno == EINTR)
+		;
+	if (rc == 0)
+		return 0;
+	if (errno != EWOULDBLOCK)
+		return cqrs_fail(err, CQRS_EXIT_IOERR, "%s: %s", m.journal_path, strerror(errno));
+	struct stat sb;
+	if (fstat(fd, &sb) < 0)
+		return cqrs_fail(err, CQRS_EXIT_IOERR, "%s: %s", m.journal_path, strerror(errno));
+	if (cqrs_trust_stat(&sb, m.journal_path, true, err) < 0)
+		return -1;
+	while ((rc = flock(fd, LOCK_SH)) < 0 && errno == EINTR)
+		;
+	return rc == 0 ? 0
+		       : cqrs_fail(err, CQRS_EXIT_IOERR, "%s: %s", m.journal_path, strerror(errno));
+}
+
 /* Appends this process's line to the journal: one write, no fsync.  The
  * shared lock keeps a folder from taking the journal in mid-write; a
  * journal unlinked between the open and the lock has been folded: the
@@ -957,22 +980,15 @@ static int append_line(bool *due, cqrs_error *err)
 	}
 	int rc = -1;
 	for (int attempt = 0; rc < 0; attempt++) {
-		/* owner-only when made */
-		int fd = open(m.journal_path,
-			      O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-		if (fd < 0) {
-			cqrs_fail(err,
-				  errno == EACCES || errno == ELOOP ? CQRS_EXIT_NOPERM
-								    : CQRS_EXIT_CANTCREAT,
-				  "%s: %s", m.journal_path, strerror(errno));
+		int fd = cqrs_open_nofollow(m.journal_path, O_WRONLY | O_APPEND | O_CREAT, err);
+		if (fd < 0)
+			break;
+		if (lock_journal(fd, err) < 0) {
+			close(fd);
 			break;
 		}
 		struct statx sx;
-		int locked;
-		while ((locked = flock(fd, LOCK_SH)) < 0 && errno == EINTR)
-			;
-		if (locked < 0 ||
-		    statx(fd, "", AT_EMPTY_PATH, STATX_BASIC_STATS | STATX_BTIME, &sx) < 0) {
+		if (statx(fd, "", AT_EMPTY_PATH, STATX_BASIC_STATS | STATX_BTIME, &sx) < 0) {
 			cqrs_fail(err, CQRS_EXIT_IOERR, "%s: %s", m.journal_path, strerror(errno));
 			close(fd);
 			break;

@@ -141,7 +141,7 @@ int cqrs_trust_dirs(const char *path, bool writer, cqrs_error *err)
 	return rc;
 }
 
-int cqrs_open_trusted(const char *path, int flags, bool writer, cqrs_error *err)
+int cqrs_open_nofollow(const char *path, int flags, cqrs_error *err)
 {
 	int fd = open(path, flags | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0) {
@@ -152,6 +152,14 @@ int cqrs_open_trusted(const char *path, int flags, bool writer, cqrs_error *err)
 								   : CQRS_EXIT_CANTCREAT;
 		return cqrs_fail(err, code, "%s: %s", path, strerror(errno));
 	}
+	return fd;
+}
+
+int cqrs_open_trusted(const char *path, int flags, bool writer, cqrs_error *err)
+{
+	int fd = cqrs_open_nofollow(path, flags, err);
+	if (fd < 0)
+		return -1;
 	if (cqrs_trust_fd(fd, path, writer, err) < 0) {
 		close(fd);
 		return -1;
@@ -164,13 +172,15 @@ int cqrs_open_trusted(const char *path, int flags, bool writer, cqrs_error *err)
 int cqrs_read_secret_file(const char *path, bool secret, char **text, size_t *len, cqrs_error *err)
 {
 	*text = NULL;
-	int fd = cqrs_open_trusted(path, O_RDONLY, false, err);
+	int fd = cqrs_open_nofollow(path, O_RDONLY, err);
 	if (fd < 0)
 		return -1;
 	struct stat sb;
 	int rc = 0;
 	if (fstat(fd, &sb) < 0) {
 		rc = cqrs_fail(err, CQRS_EXIT_IOERR, "%s: %s", path, strerror(errno));
+	} else if (cqrs_trust_stat(&sb, path, false, err) < 0) {
+		rc = -1;
 	} else if (sb.st_uid != geteuid() && sb.st_uid != 0) {
 		char owner[256], me[256];
 		rc = cqrs_fail(err, CQRS_EXIT_NOPERM,
