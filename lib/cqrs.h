@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 /*
  * Exit status, one table for the whole toolkit (also in cqrs(7)).
@@ -415,6 +416,9 @@ int cqrs_open_trusted(const char *path, int flags, bool writer, cqrs_error *err)
  * for a link, 66 for a file to read that is missing, else 73), for a
  * caller that checks the file itself with cqrs_trust_stat. */
 int cqrs_open_nofollow(const char *path, int flags, cqrs_error *err);
+/* The effective user id, asked of the kernel once per process: every
+ * check of a file's owner wants it. */
+uid_t cqrs_euid(void);
 /* The same rules for a file already open and stat'ed (sb): a regular file,
  * owned by this user or root when writer, writable by no one else. */
 struct stat;

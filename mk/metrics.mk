@@ -9,3 +9,6 @@ BATS_SUITES += tests/metrics.bats
 EXTRA_DIST += tests/bench/metrics-cost tests/bench/metrics-merge.c
 EXTRA_PROGRAMS += tests/bench/metrics-merge
 tests_bench_metrics_merge_SOURCES = tests/bench/metrics-merge.c
+# a forked child never merges its parent's counts; the cached effective uid
+check_PROGRAMS += tests/unit/test_metrics
+tests_unit_test_metrics_SOURCES = tests/unit/test_metrics.c tests/unit/unit.h

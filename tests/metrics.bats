@@ -304,6 +304,24 @@ same_run_with_metrics_dir() {
 	[ ! -e "$M/cqrs_command.prom" ]
 }
 
+@test "a directory opened to others later: its journal is still written, the fold refuses" {
+	# the directory is checked when a journal is begun and at every fold;
+	# a journal already there is held to the rules itself (tests below)
+	export CQRS_METRICS_FOLD=3600
+	same_run_with_metrics_dir "$M" # the first journal: folded at once
+	same_run_with_metrics_dir "$M" # begins the next
+	assert_equal "$stderr" ""
+	assert_equal "$(journal_lines command)" 1
+	chmod 777 "$M"
+	same_run_with_metrics_dir "$M"
+	assert_equal "$stderr" ""
+	assert_equal "$(journal_lines command)" 2
+	CQRS_METRICS_FOLD=0 same_run_with_metrics_dir "$M"
+	assert_equal "$stderr" "cqrs-command: metrics: $M: writable by others and not sticky: refused (the run itself is not affected)"
+	assert_equal "$(journal_lines command)" 3
+	assert_equal "$(value cqrs_command.prom 'cqrs_command_duration_seconds_count{type="ConfirmOrder",result="rejected"}')" 1
+}
+
 @test "a lock file planted by another user is refused" {
 	[ "$(id -u)" = 0 ] || fail "needs root to give the lock file to nobody (uid $(id -u))"
 	touch "$M/.cqrs_command.prom.lock"

@@ -39,6 +39,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -180,7 +181,7 @@ struct tool_files {
 static struct {
 	bool on;
 	bool warned;
-	pid_t pid; /* a forked child that exits must not merge its parent's counts */
+	pid_t pid; /* in every journal line; a forked child never flushes */
 	char *dir;
 	char stem[STEM_MAX + 1];
 	char *journal_path, *prom_path;
@@ -236,8 +237,16 @@ static void warn_once(const char *msg)
  * run without metrics returns at the first test. */
 __attribute__((destructor)) static void merge_at_exit(void)
 {
-	if (m.on && getpid() == m.pid)
+	if (m.on)
 		cqrs_metrics_flush();
+}
+
+/* A forked child that exits must not merge its parent's counts.  Told by
+ * fork itself, not by comparing getpid() with m.pid at exit: a system
+ * call of the few a run pays for metrics. */
+static void off_in_child(void)
+{
+	m.on = false;
 }
 
 /* dir/name in a string of its own: free it. */
@@ -303,6 +312,10 @@ int cqrs_metrics_init(const char *dir_option, cqrs_error *err)
 	if (m.dir == NULL || m.journal_path == NULL || m.prom_path == NULL)
 		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
 	m.pid = getpid();
+	static bool fork_handled;
+	if (!fork_handled && pthread_atfork(NULL, NULL, off_in_child) != 0)
+		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+	fork_handled = true;
 	m.period = seconds_from_env("CQRS_METRICS_PERIOD", CQRS_METRICS_PERIOD_DEFAULT);
 	m.fold_interval = seconds_from_env("CQRS_METRICS_FOLD", CQRS_METRICS_FOLD_DEFAULT);
 	clock_gettime(CLOCK_MONOTONIC, &m.last_merge);
@@ -564,7 +577,7 @@ static int read_file(int dirfd, const struct tool_files *tf, struct series_set *
 				 strerror(errno));
 	}
 	struct stat sb;
-	if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode) || sb.st_uid != geteuid()) {
+	if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode) || sb.st_uid != cqrs_euid()) {
 		close(fd);
 		return cqrs_fail(err, CQRS_EXIT_NOPERM,
 				 "%s/%s: not a regular file of this user: refused", tf->dir,
@@ -743,7 +756,7 @@ static void render_line(struct cqrs_strbuf *b)
 {
 	struct timespec now;
 	clock_gettime(CLOCK_REALTIME, &now);
-	/* m.pid: this process's, as merge_at_exit saw (a fork's child never flushes) */
+	/* m.pid: this process's (a fork's child never flushes) */
 	cqrs_strbuf_printf(b, LINE_MARK "%ld %lld.%09ld", (long)m.pid, (long long)now.tv_sec,
 			   now.tv_nsec);
 	for (const struct cqrs_metric_series *s = m.mine.head; s != NULL; s = s->next) {
@@ -961,6 +974,21 @@ static int lock_journal(int fd, cqrs_error *err)
 		       : cqrs_fail(err, CQRS_EXIT_IOERR, "%s: %s", m.journal_path, strerror(errno));
 }
 
+/* The journal, open to append.  The directory is held to cqrs(7)'s rules
+ * when the journal is begun (and at every fold): a journal already there
+ * is checked itself after the lock, which refuses any file someone else
+ * could have planted, and most runs save the directory's stat. */
+static int open_journal(cqrs_error *err)
+{
+	int fd = cqrs_open_nofollow(m.journal_path, O_WRONLY | O_APPEND, err);
+	if (fd >= 0 || err->code != CQRS_EXIT_NOINPUT)
+		return fd;
+	err->code = 0; /* missing: begun below */
+	if (cqrs_textfile_check_dir(m.dir, err) < 0)
+		return -1;
+	return cqrs_open_nofollow(m.journal_path, O_WRONLY | O_APPEND | O_CREAT, err);
+}
+
 /* Appends this process's line to the journal: one write, no fsync.  The
  * shared lock keeps a folder from taking the journal in mid-write; a
  * journal unlinked between the open and the lock has been folded: the
@@ -970,8 +998,6 @@ static int lock_journal(int fd, cqrs_error *err)
  * lock, the write and the close, most runs' whole cost of metrics. */
 static int append_line(bool *due, cqrs_error *err)
 {
-	if (cqrs_textfile_check_dir(m.dir, err) < 0)
-		return -1;
 	struct cqrs_strbuf b = { 0 };
 	render_line(&b);
 	if (b.oom) {
@@ -980,7 +1006,7 @@ static int append_line(bool *due, cqrs_error *err)
 	}
 	int rc = -1;
 	for (int attempt = 0; rc < 0; attempt++) {
-		int fd = cqrs_open_nofollow(m.journal_path, O_WRONLY | O_APPEND | O_CREAT, err);
+		int fd = open_journal(err);
 		if (fd < 0)
 			break;
 		if (lock_journal(fd, err) < 0) {

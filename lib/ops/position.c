@@ -109,10 +109,10 @@ static int make_dirs(const char *dir, cqrs_error *err)
  * them). */
 static int check_owned(const struct stat *sb, const char *path, const char *what, cqrs_error *err)
 {
-	if (sb->st_uid != geteuid())
+	if (sb->st_uid != cqrs_euid())
 		return cqrs_fail(err, CQRS_EXIT_NOPERM,
 				 "%s: %s owned by uid %ld, not by this user (uid %ld): refused",
-				 path, what, (long)sb->st_uid, (long)geteuid());
+				 path, what, (long)sb->st_uid, (long)cqrs_euid());
 	if (sb->st_mode & (S_IWGRP | S_IWOTH))
 		return cqrs_fail(err, CQRS_EXIT_NOPERM,
 				 "%s: %s writable by others (mode %04o): refused", path, what,

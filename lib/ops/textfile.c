@@ -29,7 +29,7 @@ int cqrs_textfile_check_dir(const char *dir, cqrs_error *err)
 	if ((sb.st_mode & (S_IWGRP | S_IWOTH)) && !(sb.st_mode & S_ISVTX))
 		return cqrs_fail(err, CQRS_EXIT_NOPERM,
 				 "%s: writable by others and not sticky: refused", dir);
-	if (sb.st_uid != geteuid() && sb.st_uid != 0)
+	if (sb.st_uid != cqrs_euid() && sb.st_uid != 0)
 		return cqrs_fail(err, CQRS_EXIT_NOPERM,
 				 "%s: owned by uid %ld, not by this user: refused", dir,
 				 (long)sb.st_uid);

@@ -217,13 +217,13 @@ static int check_private(int fd, const char *path, cqrs_error *err)
 		return cqrs_fail(err, CQRS_EXIT_IOERR, "%s: %s", path, strerror(errno));
 	if (!S_ISREG(sb.st_mode))
 		return cqrs_fail(err, CQRS_EXIT_NOPERM, "%s: not a regular file: refused", path);
-	if (sb.st_uid != geteuid()) {
+	if (sb.st_uid != cqrs_euid()) {
 		char owner[256], me[256];
 		return cqrs_fail(err, CQRS_EXIT_NOPERM,
 				 "%s: signing key owned by %s, not by %s: a private key is its "
 				 "owner's alone, refused",
 				 path, cqrs_user_name(sb.st_uid, owner, sizeof owner),
-				 cqrs_user_name(geteuid(), me, sizeof me));
+				 cqrs_user_name(cqrs_euid(), me, sizeof me));
 	}
 	if (sb.st_mode & 077)
 		return cqrs_fail(err, CQRS_EXIT_NOPERM,
@@ -323,7 +323,7 @@ static int check_public(int fd, const char *path, cqrs_error *err)
 		return cqrs_fail(err, CQRS_EXIT_IOERR, "%s: %s", path, strerror(errno));
 	if (!S_ISREG(sb.st_mode))
 		return cqrs_fail(err, CQRS_EXIT_NOPERM, "%s: not a regular file: refused", path);
-	if (sb.st_uid != geteuid() && sb.st_uid != 0) {
+	if (sb.st_uid != cqrs_euid() && sb.st_uid != 0) {
 		char owner[256];
 		return cqrs_fail(err, CQRS_EXIT_NOPERM,
 				 "%s: public key owned by %s: refused; a public key is read from "
@@ -454,7 +454,7 @@ static int check_key_dir(const char *path, cqrs_error *err)
 				 "%s: a directory others may write (mode %04o, not sticky): "
 				 "refused for a key",
 				 dir, (unsigned)(sb.st_mode & 07777));
-	if (sb.st_uid != geteuid() && sb.st_uid != 0) {
+	if (sb.st_uid != cqrs_euid() && sb.st_uid != 0) {
 		char owner[256];
 		return cqrs_fail(err, CQRS_EXIT_NOPERM,
 				 "%s: a directory owned by %s: refused for a key", dir,

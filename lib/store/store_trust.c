@@ -43,9 +43,23 @@ const char *cqrs_user_name(uid_t uid, char *buf, size_t cap)
 	return buf;
 }
 
+uid_t cqrs_euid(void)
+{
+	/* asked for by every check of every file: a system call each time
+	 * (what one run of a tool pays for metrics counted them); no tool
+	 * changes its user while it runs.  (uid_t)-1 is no one's id. */
+	static uid_t euid = (uid_t)-1;
+	uid_t e = __atomic_load_n(&euid, __ATOMIC_RELAXED);
+	if (e == (uid_t)-1) {
+		e = geteuid();
+		__atomic_store_n(&euid, e, __ATOMIC_RELAXED);
+	}
+	return e;
+}
+
 static bool trusted_owner(uid_t uid, bool writer)
 {
-	return !writer || uid == geteuid() || uid == 0;
+	return !writer || uid == cqrs_euid() || uid == 0;
 }
 
 /* Writable by someone other than the owner: other users always count; a
@@ -61,7 +75,7 @@ static int refuse_owner(const char *path, const struct stat *sb, const char *wha
 {
 	char owner[256], me[256];
 	cqrs_user_name(sb->st_uid, owner, sizeof owner);
-	cqrs_user_name(geteuid(), me, sizeof me);
+	cqrs_user_name(cqrs_euid(), me, sizeof me);
 	return cqrs_fail(err, CQRS_EXIT_NOPERM,
 			 "%s: %s owned by %s, not by %s: a store belongs to the user who writes it",
 			 path, what, owner, me);
@@ -181,13 +195,13 @@ int cqrs_read_secret_file(const char *path, bool secret, char **text, size_t *le
 		rc = cqrs_fail(err, CQRS_EXIT_IOERR, "%s: %s", path, strerror(errno));
 	} else if (cqrs_trust_stat(&sb, path, false, err) < 0) {
 		rc = -1;
-	} else if (sb.st_uid != geteuid() && sb.st_uid != 0) {
+	} else if (sb.st_uid != cqrs_euid() && sb.st_uid != 0) {
 		char owner[256], me[256];
 		rc = cqrs_fail(err, CQRS_EXIT_NOPERM,
 			       "%s: owned by %s, not by %s%s: someone else could have planted it",
 			       path, cqrs_user_name(sb.st_uid, owner, sizeof owner),
-			       cqrs_user_name(geteuid(), me, sizeof me),
-			       geteuid() == 0 ? "" : " or root");
+			       cqrs_user_name(cqrs_euid(), me, sizeof me),
+			       cqrs_euid() == 0 ? "" : " or root");
 	} else if (secret && (sb.st_mode & S_IROTH)) {
 		rc = cqrs_fail(err, CQRS_EXIT_NOPERM,
 			       "%s: readable by others (mode %04o): a secret must not be "
