@@ -338,6 +338,26 @@ EOF
 {"id":8.0,"vip":false,"profile":{"nick":"b\"o"},"first":"Bo","last":"Li","label":"Li, Bo (8.0)"}'
 }
 
+@test "a key written with escapes is that key to every step (tests/fuzz/crashes/upcast/escaped-key-added-twice)" {
+	cat >keys.yaml <<'EOF'
+upcasters:
+  - event_type: Keyed
+    from: 1
+    steps:
+      - add: {field: key, value: 2}
+      - rename: {from: name, to: nom}
+      - move: {from: a.b, to: c}
+EOF
+	# the store keeps each key as written
+	ev Keyed '{"k\u0065y":1,"n\u0061me":"x","\u0061":{"\u0062":true}}' 1 "$A" X | cqrs-append -q
+	run --separate-stderr cqrs-read --upcast --upcasters keys.yaml
+	assert_success
+	data=$(sed -E 's/.*"data":(.*),"metadata":.*/\1/' <<<"$output")
+	assert_equal "$data" '{"k\u0065y":1,"nom":"x","a":{},"c":true}'
+	# data cqrs-append takes (strict JSON: no key twice)
+	ev Keyed "$data" 2 "$A" X | CQRS_STORE=copy.db cqrs-append -q
+}
+
 @test "an event at a version no upcaster reaches: 78 naming it; command and project change nothing" {
 	paid_order "$A"
 	cqrs-project --views views.db
@@ -438,6 +458,13 @@ EOF
 	run --separate-stderr cqrs-read --upcast --upcasters sum.yaml -e F
 	assert_failure 65
 	assert_equal "$stderr" 'cqrs-read: event 4 (F, event_version 1): the upcaster from event_version 1 (sum.yaml:5:9) fails: data.a is not a number of at most 36 digits without an exponent: 1e2'
+	# 36 whole digits and 6 decimals: 42 digits, past what the sum holds
+	# (its 128 bits wrapped to -762432799085686020031503475623.562495 once;
+	# tests/fuzz/crashes/upcast/sum-scale-overflow)
+	ev F '{"a":456317891608179393818365317062525548,"b":0.000001}' 1 "$A" X | cqrs-append -q
+	run --separate-stderr cqrs-read --upcast --upcasters sum.yaml -e F --from 5
+	assert_failure 65
+	assert_equal "$stderr" 'cqrs-read: event 5 (F, event_version 1): the upcaster from event_version 1 (sum.yaml:5:9) fails: the sum of t is out of range'
 }
 
 @test "a bad upcasters file: FILE:LINE:COL and 78, before anything is read" {

@@ -653,10 +653,46 @@ struct cqrs_upcaster {
 	upcast_jq **jq;			 /* set->njq, compiled on first use */
 };
 
+static int hex_digit(char c)
+{
+	return c >= '0' && c <= '9'   ? c - '0'
+	       : c >= 'a' && c <= 'f' ? c - 'a' + 10
+	       : c >= 'A' && c <= 'F' ? c - 'A' + 10
+				      : -1;
+}
+
+/* The member's key is name: its bytes, or what they decode to when it is
+ * written with escapes ("k\u0065y", which the store keeps as written), so
+ * that a step never writes a key twice.  A name is letters, digits, '_'
+ * and '-' (parse_path, check_template): only a \u00XX escape below 0x80
+ * can be one of its characters. */
 static bool key_is(const cqrs_json_member *m, const char *name)
 {
 	size_t n = strlen(name);
-	return m->key_len == n && memcmp(m->key, name, n) == 0;
+	if (memchr(m->key, '\\', m->key_len) == NULL)
+		return m->key_len == n && memcmp(m->key, name, n) == 0;
+	size_t j = 0;
+	for (size_t i = 0; i < m->key_len; i++, j++) {
+		char c = m->key[i];
+		if (c == '\\') {
+			if (i + 5 >= m->key_len || m->key[i + 1] != 'u')
+				return false;
+			int v = 0;
+			for (size_t k = 2; k <= 5; k++) {
+				int d = hex_digit(m->key[i + k]);
+				if (d < 0)
+					return false;
+				v = v * 16 + d;
+			}
+			if (v >= 0x80)
+				return false;
+			c = (char)v;
+			i += 5;
+		}
+		if (j == n || name[j] != c)
+			return false;
+	}
+	return j == n;
 }
 
 /* The value at path in the object, or NULL (a part of the way that is not
@@ -956,12 +992,25 @@ static int decimal_parse(const char *v, size_t vn, bool *neg, __int128 *digits, 
 	return 0;
 }
 
+/* A sum and its addends, in units of its last decimal, stay within 10^36:
+ * past it a product or a sum of two would overflow (an addend of 21 whole
+ * digits and one of 34 decimals is 55 digits in those units). */
+static const __int128 sum_limit = (__int128)1000000000000000000 * 1000000000000000000;
+
+/* *x times ten, when that stays within the limit */
+static bool times_ten(__int128 *x)
+{
+	if (*x > sum_limit / 10 || *x < -(sum_limit / 10))
+		return false;
+	*x *= 10;
+	return true;
+}
+
 /* compute with sum: the exact sum of numbers, with as many decimals as
  * the addend that has the most (0.10 + 0.2 = 0.30) */
 static int do_sum(const struct step *s, const char *in, size_t len, struct cqrs_strbuf *out,
 		  struct cqrs_strbuf *scratch, cqrs_error *err)
 {
-	static const __int128 ten = 10;
 	__int128 total = 0;
 	int scale = 0;
 	for (size_t i = 0; i < s->nparts; i++) {
@@ -977,12 +1026,14 @@ static int do_sum(const struct step *s, const char *in, size_t len, struct cqrs_
 					 "data.%s is not a number of at most 36 digits without an "
 					 "exponent: %.*s",
 					 s->parts[i].text, (int)(vn > 64 ? 64 : vn), v);
-		for (; scale < sc; scale++)
-			total *= ten;
-		for (; sc < scale; sc++)
-			d *= ten;
-		total += neg ? -d : d;
-		if (total > (__int128)1e36 || total < -(__int128)1e36)
+		bool ok = true;
+		for (; ok && scale < sc; scale++)
+			ok = times_ten(&total);
+		for (; ok && sc < scale; sc++)
+			ok = times_ten(&d);
+		if (ok)
+			total += neg ? -d : d;
+		if (!ok || total > sum_limit || total < -sum_limit)
 			return step_fail(err, "the sum of %s is out of range", s->from.text);
 	}
 	char digits[64];

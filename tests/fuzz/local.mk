@@ -6,7 +6,7 @@
 # by the default compiler; `make fuzz` builds the targets with clang
 # (-fsanitize=fuzzer,address,undefined) and runs each for FUZZ_TIME
 # seconds, or only FUZZ_TARGET.
-FUZZ_TARGETS = event ndjson command command_flags projection saga timestamp money cursor
+FUZZ_TARGETS = event ndjson command command_flags projection saga timestamp money cursor upcast
 FUZZ_TIME = 60
 FUZZ_TARGET =
 FUZZ_CC = clang
@@ -15,7 +15,8 @@ FUZZ_MODE = run
 FUZZ_REPLAY_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/tests/fuzz
 check_PROGRAMS += tests/fuzz/replay-event tests/fuzz/replay-ndjson tests/fuzz/replay-command \
 	tests/fuzz/replay-command_flags tests/fuzz/replay-projection tests/fuzz/replay-saga \
-	tests/fuzz/replay-timestamp tests/fuzz/replay-money tests/fuzz/replay-cursor
+	tests/fuzz/replay-timestamp tests/fuzz/replay-money tests/fuzz/replay-cursor \
+	tests/fuzz/replay-upcast
 FUZZ_REPLAY_SOURCES = tests/fuzz/replay.c tests/fuzz/fuzz.h
 tests_fuzz_replay_event_SOURCES = $(FUZZ_REPLAY_SOURCES) tests/fuzz/fuzz_event.c
 tests_fuzz_replay_event_CPPFLAGS = $(FUZZ_REPLAY_CPPFLAGS) -DFUZZ_NAME='"event"'
@@ -40,12 +41,15 @@ tests_fuzz_replay_cursor_SOURCES = $(FUZZ_REPLAY_SOURCES) tests/fuzz/fuzz_cursor
 	tests/fuzz/fuzz_store.h
 tests_fuzz_replay_cursor_CPPFLAGS = $(FUZZ_REPLAY_CPPFLAGS) \
 	-DFUZZ_SHAREDIR='"$(abs_top_srcdir)/share"' -DFUZZ_NAME='"cursor"'
+tests_fuzz_replay_upcast_SOURCES = $(FUZZ_REPLAY_SOURCES) tests/fuzz/fuzz_upcast.c
+tests_fuzz_replay_upcast_CPPFLAGS = $(FUZZ_REPLAY_CPPFLAGS) \
+	-DFUZZ_SHAREDIR='"$(abs_top_srcdir)/share"' -DFUZZ_NAME='"upcast"'
 
 # the corpus, the dictionaries, the saved crashes and the driver of `make fuzz`
 EXTRA_DIST += tests/fuzz/README.md tests/fuzz/run-fuzz tests/fuzz/corpus tests/fuzz/crashes \
 	tests/fuzz/event.dict tests/fuzz/ndjson.dict tests/fuzz/command.dict tests/fuzz/command_flags.dict \
 	tests/fuzz/projection.dict tests/fuzz/saga.dict tests/fuzz/timestamp.dict \
-	tests/fuzz/money.dict tests/fuzz/cursor.dict
+	tests/fuzz/money.dict tests/fuzz/cursor.dict tests/fuzz/upcast.dict
 
 # The libFuzzer build lives in tests/fuzz/clang (objects of libcqrs built
 # by clang, and one binary per target), apart from this build's objects.
