@@ -970,6 +970,13 @@ checkpoint() {
 	cqrs-project -P tricky.yaml
 	assert_equal "$(snapshot one.db)" "$(snapshot "$CQRS_VIEWS")"
 	assert_equal "$(snapshot three.db)" "$(snapshot "$CQRS_VIEWS")"
+	# five projections in two groups, and in five (at most one a thread)
+	for t in 2 8; do
+		CQRS_BUILD_THREADS=$t cqrs-project -P tricky.yaml -o "t$t.db"
+		assert_equal "$(snapshot "t$t.db")" "$(snapshot "$CQRS_VIEWS")"
+		CQRS_BUILD_THREADS=$t cqrs-project -P tricky.yaml --rebuild
+		assert_equal "$(snapshot "$CQRS_VIEWS")" "$(snapshot one.db)"
+	done
 	# the seeds once, the trigger once per row, the counter of the rowids kept
 	run sqlite3 three.db "SELECT count(*) FROM kinds; SELECT n FROM log_count;
 		SELECT seq FROM sqlite_sequence WHERE name = 'log';

@@ -481,10 +481,10 @@ int cqrs_projector_set_stop(cqrs_projector *p, const char *projection, int64_t s
 	return 0;
 }
 
-void cqrs_projector_only(cqrs_projector *p, const char *projection)
+void cqrs_projector_only(cqrs_projector *p, const bool *keep)
 {
 	for (size_t i = 0; i < p->np; i++)
-		if (strcmp(p->p[i].def->name, projection) != 0) {
+		if (!keep[i]) {
 			p->p[i].absent = true;
 			p->p[i].stop = 0;
 		}

@@ -98,9 +98,10 @@ int cqrs_projection_prepare(sqlite3 *db, const struct cqrs_projection *p,
 cqrs_projector *cqrs_projector_open_memory(cqrs_projections *ps, const char *table,
 					   cqrs_error *err);
 sqlite3 *cqrs_projector_db(cqrs_projector *p);
-/* Only this projection goes into the file: the others are not created,
- * registered nor applied (one task of a parallel build). */
-void cqrs_projector_only(cqrs_projector *p, const char *projection);
+/* Only the projections keep[i] (i: their place in the set) go into the
+ * file: the others are not created, registered nor applied (one task of
+ * a parallel build). */
+void cqrs_projector_only(cqrs_projector *p, const bool *keep);
 /* Adds each applied event to *counter (another thread shows progress). */
 void cqrs_projector_count_into(cqrs_projector *p, _Atomic int64_t *counter);
 /* Commits, and in a scratch file creates the indexes left for the end. */
