@@ -112,7 +112,7 @@ static int build_serial(const char *path, cqrs_store *st, cqrs_projections *ps,
  * of a serial build on two cores, and took longer). -------------------- */
 
 struct task {
-	bool *keep; /* the projections of its group, by their place in the set */
+	bool *keep;	/* the projections of its group, by their place in the set */
 	cqrs_store *st; /* its own connection, opened before the threads start */
 	char path[PATH_MAX];
 	int rc;
