@@ -91,6 +91,31 @@ restore_store() {
 	done
 }
 
+@test "out of memory while the head or the witness is read is 71, never a changed store or a bad witness (65)" {
+	alloc_test
+	sweep_store
+	# 48 bytes: a value SQLite grows when it steps to the event before the
+	# head (make faultsweep, append alloc 1637: "event 2 does not match its
+	# hash"); 1024: the buffer that compacts the witness's JSON (alloc 1040:
+	# "not a witness file")
+	local size count n
+	for size in 48 1024; do
+		restore_store
+		CQRS_SWEEP_ALLOC_SIZE=$size CQRS_SWEEP_ALLOC=1000000 \
+			CQRS_SWEEP_LOG="$BATS_TEST_TMPDIR/count" injected cqrs-append -q three.ndjson
+		count=$(sed -n 's/^count alloc=\([0-9]*\) .*/\1/p' "$BATS_TEST_TMPDIR/count")
+		rm "$BATS_TEST_TMPDIR/count"
+		[ "$count" -gt 0 ]
+		for n in $(seq 1 "$count"); do
+			restore_store
+			CQRS_SWEEP_ALLOC_SIZE=$size CQRS_SWEEP_ALLOC=$n run --separate-stderr \
+				injected cqrs-append -q three.ndjson
+			[[ $status == 0 || $status == 71 ]] ||
+				fail "allocation $n of $count of $size bytes: exit $status: $stderr"
+		done
+	done
+}
+
 # An order shipped (the sweep's command run), for the views.
 shipped_store() {
 	local p=3c9a7b1e-4d2f-4e8a-b6c5-0f1e2d3c4b5a o=00000000-0000-4000-8000-000000000001

@@ -48,9 +48,15 @@ static int parse(const char *path, char *buf, size_t n, struct witness *w, cqrs_
 	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\0'))
 		n--;
 	buf[n] = '\0';
-	cqrs_error ignored = { 0 };
-	if (cqrs_json_compact(buf, &n, &ignored) < 0 ||
-	    !cqrs_json_get(buf, n, "sequence", &v, &vn) || vn > 18 || vn == 0)
+	cqrs_error why = { 0 };
+	if (cqrs_json_compact(buf, &n, &why) < 0) {
+		if (why.code == CQRS_EXIT_OSERR) { /* out of memory: not a bad file */
+			*err = why;
+			return -1;
+		}
+		goto bad;
+	}
+	if (!cqrs_json_get(buf, n, "sequence", &v, &vn) || vn > 18 || vn == 0)
 		goto bad;
 	char num[20];
 	memcpy(num, v, vn);
