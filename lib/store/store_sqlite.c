@@ -946,19 +946,30 @@ static void add_list(struct cqrs_strbuf *sql, const char *col, size_t n, int *pa
 
 #define FIRST_LIST_PARAM 11
 
-static void bind_lists(const struct sqlite_store *s, sqlite3_stmt *q, const cqrs_filter *f)
+/* Keeps the first failure of a bind: a value SQLite could not copy (out
+ * of memory) is left NULL, and a read would find nothing, silently (an
+ * order "does not exist"; make faultsweep, command). */
+static void bound(int *rc, int r)
 {
-	int p = FIRST_LIST_PARAM;
+	if (*rc == SQLITE_OK)
+		*rc = r;
+}
+
+static int bind_lists(const struct sqlite_store *s, sqlite3_stmt *q, const cqrs_filter *f)
+{
+	int p = FIRST_LIST_PARAM, rc = SQLITE_OK;
 	for (size_t i = 0; i < f->naggregate_ids; i++)
-		sqlite3_bind_blob(q, p++, f->aggregate_ids[i], CQRS_UUID_LEN, SQLITE_TRANSIENT);
+		bound(&rc, sqlite3_bind_blob(q, p++, f->aggregate_ids[i], CQRS_UUID_LEN,
+					     SQLITE_TRANSIENT));
 	for (size_t i = 0; i < f->naggregate_types; i++)
-		sqlite3_bind_text(q, p++, f->aggregate_types[i], -1, SQLITE_TRANSIENT);
+		bound(&rc, sqlite3_bind_text(q, p++, f->aggregate_types[i], -1, SQLITE_TRANSIENT));
 	for (size_t i = 0; i < f->nevent_types; i++)
-		sqlite3_bind_text(q, p++, f->event_types[i], -1, SQLITE_TRANSIENT);
+		bound(&rc, sqlite3_bind_text(q, p++, f->event_types[i], -1, SQLITE_TRANSIENT));
 	for (size_t i = 0; i < f->ncorrelation_ids; i++)
-		sqlite3_bind_text(q, p++, f->correlation_ids[i], -1, SQLITE_TRANSIENT);
+		bound(&rc, sqlite3_bind_text(q, p++, f->correlation_ids[i], -1, SQLITE_TRANSIENT));
 	for (size_t i = 0; i < f->ncorrelation_ids; i++)
 		sqlite3_bind_int64(q, p++, correlation_key(s, f->correlation_ids[i]));
+	return rc;
 }
 
 #define EVENT_COLUMNS                                                                              \
@@ -1038,6 +1049,19 @@ static bool one_aggregate_only(const cqrs_filter *f)
 	       f->until == NULL && !f->reverse && f->limit == 0;
 }
 
+static void sqlite_cursor_close(cqrs_cursor *cur);
+
+/* The cursor, or NULL with *err when one of its values was not bound. */
+static cqrs_cursor *unless_unbound(struct sqlite_store *s, struct sqlite_cursor *c, int rc,
+				   cqrs_error *err)
+{
+	if (rc == SQLITE_OK)
+		return &c->base;
+	sqlite_cursor_close(&c->base);
+	db_error(s, rc, "cannot read the store", err);
+	return NULL;
+}
+
 static cqrs_cursor *read_one_aggregate(struct sqlite_store *s, const cqrs_filter *f,
 				       cqrs_error *err)
 {
@@ -1055,9 +1079,9 @@ static cqrs_cursor *read_one_aggregate(struct sqlite_store *s, const cqrs_filter
 	c->stmt = s->one_aggregate;
 	c->lent = true;
 	s->one_aggregate_lent = true;
-	sqlite3_bind_blob(c->stmt, 1, f->aggregate_id, CQRS_UUID_LEN, SQLITE_TRANSIENT);
+	int rc = sqlite3_bind_blob(c->stmt, 1, f->aggregate_id, CQRS_UUID_LEN, SQLITE_TRANSIENT);
 	sqlite3_bind_int64(c->stmt, 2, f->after_version);
-	return &c->base;
+	return unless_unbound(s, c, rc, err);
 }
 
 static cqrs_cursor *sqlite_read(cqrs_store *st, const cqrs_filter *f, cqrs_error *err)
@@ -1078,27 +1102,29 @@ static cqrs_cursor *sqlite_read(cqrs_store *st, const cqrs_filter *f, cqrs_error
 	cqrs_strbuf_free(&sql);
 	if (c == NULL)
 		return NULL;
+	int rc = SQLITE_OK;
 	sqlite3_bind_int64(c->stmt, 1, f->after);
 	if (f->to > 0)
 		sqlite3_bind_int64(c->stmt, 2, f->to);
 	if (f->aggregate_id != NULL) {
-		sqlite3_bind_blob(c->stmt, 3, f->aggregate_id, CQRS_UUID_LEN, SQLITE_TRANSIENT);
+		bound(&rc, sqlite3_bind_blob(c->stmt, 3, f->aggregate_id, CQRS_UUID_LEN,
+					     SQLITE_TRANSIENT));
 		sqlite3_bind_int64(c->stmt, 9, f->after_version);
 	}
 	if (f->aggregate_type != NULL)
-		sqlite3_bind_text(c->stmt, 4, f->aggregate_type, -1, SQLITE_TRANSIENT);
+		bound(&rc, sqlite3_bind_text(c->stmt, 4, f->aggregate_type, -1, SQLITE_TRANSIENT));
 	if (f->event_type != NULL)
-		sqlite3_bind_text(c->stmt, 5, f->event_type, -1, SQLITE_TRANSIENT);
+		bound(&rc, sqlite3_bind_text(c->stmt, 5, f->event_type, -1, SQLITE_TRANSIENT));
 	if (f->correlation_id != NULL) {
-		sqlite3_bind_text(c->stmt, 6, f->correlation_id, -1, SQLITE_TRANSIENT);
+		bound(&rc, sqlite3_bind_text(c->stmt, 6, f->correlation_id, -1, SQLITE_TRANSIENT));
 		sqlite3_bind_int64(c->stmt, 10, correlation_key(s, f->correlation_id));
 	}
 	if (f->until != NULL)
-		sqlite3_bind_text(c->stmt, 7, f->until, -1, SQLITE_TRANSIENT);
+		bound(&rc, sqlite3_bind_text(c->stmt, 7, f->until, -1, SQLITE_TRANSIENT));
 	if (f->limit > 0)
 		sqlite3_bind_int64(c->stmt, 8, f->limit);
-	bind_lists(s, c->stmt, f);
-	return &c->base;
+	bound(&rc, bind_lists(s, c->stmt, f));
+	return unless_unbound(s, c, rc, err);
 }
 
 /* Every event, with the columns derived from its metadata after them. */
