@@ -750,16 +750,19 @@ int cqrs_projector_commit(cqrs_projector *p, cqrs_error *err)
 		sqlite3_stmt *q = p->ckpt_save;
 		sqlite3_bind_text(q, 1, rp->def->name, -1, SQLITE_STATIC);
 		sqlite3_bind_int64(q, 2, rp->applied);
+		/* STATIC, not a copy SQLite could fail to make (out of memory):
+		 * the values outlive the step, and are unbound after it */
 		if (rp->has_hash) {
 			cqrs_hash_format(rp->hash, hex);
-			sqlite3_bind_text(q, 3, hex, -1, SQLITE_TRANSIENT);
+			sqlite3_bind_text(q, 3, hex, -1, SQLITE_STATIC);
 		} else {
 			sqlite3_bind_null(q, 3);
 		}
-		sqlite3_bind_text(q, 4, rp->ts, -1, SQLITE_TRANSIENT);
-		sqlite3_bind_text(q, 5, now, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(q, 4, rp->ts, -1, SQLITE_STATIC);
+		sqlite3_bind_text(q, 5, now, -1, SQLITE_STATIC);
 		int rc = sqlite3_step(q);
 		sqlite3_reset(q);
+		sqlite3_clear_bindings(q);
 		if (rc != SQLITE_DONE || sqlite3_changes(p->db) != 1) {
 			db_error(p, rc == SQLITE_DONE ? SQLITE_ERROR : rc, "cannot save checkpoint",
 				 err);
@@ -1618,7 +1621,8 @@ static int replay_projection(cqrs_projector *p, struct rt_proj *rp, cqrs_store *
 		} else if (r == 1) {
 			stuck = aggs[i];
 			sqlite3_bind_int64(again, 2, seqs[i]);
-			sqlite3_bind_text(again, 3, park_reason(err), -1, SQLITE_TRANSIENT);
+			/* not a copy that could fail: err outlives the step */
+			sqlite3_bind_text(again, 3, park_reason(err), -1, SQLITE_STATIC);
 			if ((rc = step_once(again)) != SQLITE_OK)
 				result = db_error(p, rc, "cannot park an event", err);
 		} else {
