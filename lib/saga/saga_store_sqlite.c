@@ -143,6 +143,9 @@ static void bind_time(sqlite3_stmt *q, int col, int64_t us)
 	sqlite3_bind_text(q, col, t, -1, SQLITE_TRANSIENT);
 }
 
+/* The caller's names and ids are bound SQLITE_STATIC: they outlive the
+ * step that follows, and a copy SQLite could not make (out of memory)
+ * would leave the value NULL and a read find nothing. */
 static void bind_opt_text(sqlite3_stmt *q, int col, const char *s)
 {
 	if (s == NULL || *s == '\0')
@@ -215,7 +218,7 @@ static int sq_load(struct saga_db *base, const char *id, struct saga_inst *in, c
 	if (!whole && strlen(id) < 8)
 		return 0;
 	sqlite3_stmt *q = db->q[whole ? Q_LOAD_ID : Q_LOAD_PREFIX];
-	sqlite3_bind_text(q, 1, id, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
 	return load_one(db, q, in, err);
 }
 
@@ -308,7 +311,7 @@ static int sq_checkpoint_get(struct saga_db *base, const char *name, int64_t *se
 {
 	struct sqlite_saga_db *db = (struct sqlite_saga_db *)base;
 	sqlite3_stmt *q = db->q[Q_CHECKPOINT];
-	sqlite3_bind_text(q, 1, name, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
 	int rc = sqlite3_step(q);
 	*seq = rc == SQLITE_ROW ? sqlite3_column_int64(q, 0) : 0;
 	sqlite3_reset(q);
@@ -322,7 +325,7 @@ static int sq_load_start(struct saga_db *base, const char *type, int64_t start_s
 {
 	struct sqlite_saga_db *db = (struct sqlite_saga_db *)base;
 	sqlite3_stmt *q = db->q[Q_LOAD_START];
-	sqlite3_bind_text(q, 1, type, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(q, 1, type, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(q, 2, start_sequence);
 	return load_one(db, q, in, err);
 }
@@ -332,7 +335,7 @@ static int sq_set_checkpoint(struct saga_db *base, const char *name, int64_t seq
 {
 	struct sqlite_saga_db *db = (struct sqlite_saga_db *)base;
 	sqlite3_stmt *q = db->q[Q_SET_CHECKPOINT];
-	sqlite3_bind_text(q, 1, name, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(q, 2, seq);
 	bind_time(q, 3, now);
 	int rc = sqlite3_step(q);
@@ -358,7 +361,7 @@ static int sq_breaker_get(struct saga_db *base, const char *name, struct breaker
 {
 	struct sqlite_saga_db *db = (struct sqlite_saga_db *)base;
 	sqlite3_stmt *q = db->q[Q_BREAKER_GET];
-	sqlite3_bind_text(q, 1, name, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
 	int rc = sqlite3_step(q);
 	*b = (struct breaker_row){ BREAKER_CLOSED, 0, 0 };
 	if (rc == SQLITE_ROW) {
@@ -377,7 +380,7 @@ static int sq_breaker_put(struct saga_db *base, const char *name, const struct b
 {
 	struct sqlite_saga_db *db = (struct sqlite_saga_db *)base;
 	sqlite3_stmt *q = db->q[Q_BREAKER_PUT];
-	sqlite3_bind_text(q, 1, name, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
 	sqlite3_bind_text(q, 2, saga_breaker_names[b->state], -1, SQLITE_STATIC);
 	sqlite3_bind_int64(q, 3, b->failures);
 	bind_time(q, 4, b->opened_at);
