@@ -182,6 +182,26 @@ alloc_points() {
 	prepare='rm -f "$CQRS_VIEWS"*' alloc_points cqrs-project
 }
 
+@test "cqrs-project out of memory while it checks the projections' tables is 71, not a bad projection (78)" {
+	alloc_test
+	shipped_store
+	export CQRS_VIEWS="$BATS_TEST_TMPDIR/views.db"
+	# 8 bytes: the first name a projection's tables create, kept by the
+	# authorizer (make faultsweep, project alloc 2331: "orders.yaml:20:9:
+	# projection 'order_views', tables: out of memory", exit 78)
+	local count n
+	CQRS_SWEEP_ALLOC_SIZE=8 CQRS_SWEEP_ALLOC=100000000 CQRS_SWEEP_LOG="$BATS_TEST_TMPDIR/count" \
+		injected cqrs-project
+	count=$(sed -n 's/^count alloc=\([0-9]*\) .*/\1/p' "$BATS_TEST_TMPDIR/count")
+	[ "$count" -gt 0 ]
+	for n in $(seq 1 "$count"); do
+		rm -f "$CQRS_VIEWS"*
+		CQRS_SWEEP_ALLOC_SIZE=8 CQRS_SWEEP_ALLOC=$n run --separate-stderr injected cqrs-project
+		[[ $status == 0 || $status == 71 ]] ||
+			fail "allocation $n of $count of 8 bytes: exit $status: $stderr"
+	done
+}
+
 @test "a read of the views that fails with EIO is an I/O error (74), not damaged views (65)" {
 	shipped_store
 	export CQRS_VIEWS="$BATS_TEST_TMPDIR/views.db"

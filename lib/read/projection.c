@@ -529,6 +529,7 @@ struct auth {
 	bool acted;		      /* an allowed action was reported */
 	char index[MAX_NAME + 1];     /* the index a CREATE INDEX creates */
 	char reason[256];
+	bool oom; /* a refusal that is ours: out of memory, not the SQL's fault */
 };
 
 static bool names_has(const struct names *ns, const char *name)
@@ -589,6 +590,12 @@ static int deny(struct auth *au, const char *fmt, ...)
 		va_end(ap);
 	}
 	return SQLITE_DENY;
+}
+
+static int deny_oom(struct auth *au)
+{
+	au->oom = true;
+	return deny(au, "out of memory");
 }
 
 static bool schema_table(const char *name)
@@ -659,7 +666,7 @@ static int authorize_create(struct auth *au, int action, const char *name, const
 	if (action == SQLITE_CREATE_INDEX)
 		snprintf(au->index, sizeof au->index, "%s", name);
 	if (names_add(au->mine, name) < 0)
-		return deny(au, "out of memory");
+		return deny_oom(au);
 	au->acted = true;
 	return SQLITE_OK;
 }
@@ -740,6 +747,8 @@ static int prepare_one(sqlite3 *db, struct auth *au, const char *what, const str
 				    &tail);
 	sqlite3_set_authorizer(db, NULL, NULL);
 	char where[PATH_MAX + 64];
+	if (rc != SQLITE_OK && au->oom)
+		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
 	if (rc != SQLITE_OK) {
 		cqrs_sql_where(s, sqlite3_error_offset(db), where, sizeof where);
 		return cqrs_fail(err, cqrs_sqlite_statement_code(rc, CQRS_EXIT_CONFIG),
