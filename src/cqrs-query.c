@@ -174,6 +174,7 @@ int main(int argc, char **argv)
 	};
 	cqrs_query q = { .limit = 0, .timeout_ms = DEFAULT_TIMEOUT_S * 1000 };
 	const char *store_opt = NULL, *views_opt = NULL, *format = NULL, *metrics_dir = NULL;
+	cqrs_tool_init("cqrs-query"); /* first: a message names the tool */
 	/* --upcasters; static: reachable until exit, whichever way the tool ends */
 	static char **upcasters;
 	upcasters = calloc((size_t)argc, sizeof *upcasters);
@@ -185,7 +186,6 @@ int main(int argc, char **argv)
 	unsigned given = 0;
 	int ch;
 
-	cqrs_tool_init("cqrs-query");
 	cqrs_log_scan_args(argc, argv);
 	/* before anything opens a database */
 	if (cqrs_views_memory_limit(MEMORY_LIMIT) < 0)

@@ -36,6 +36,15 @@ injected() {
 	assert_equal "$stderr" "cqrs-read: out of memory"
 }
 
+@test "cqrs-query out of memory at its first allocation names itself" {
+	alloc_test
+	# its first allocation came before the tool had its name (make
+	# faultsweep, query-order alloc 1: "cqrs: out of memory")
+	CQRS_SWEEP_ALLOC=1 run --separate-stderr injected cqrs-query order 00000000-0000-4000-8000-000000000001
+	assert_failure 71
+	assert_equal "$stderr" "cqrs-query: out of memory"
+}
+
 # The store of the sweep's append run: a product registered, its WAL left
 # for the next process to recover (no -shm), and three events to append.
 sweep_store() {
@@ -228,6 +237,21 @@ alloc_points() {
 	assert_failure 66
 	cqrs-project
 	run cqrs-project --diff
+	assert_success
+}
+
+@test "a -shm whose first open failed is an I/O error (74), not a missing store (66)" {
+	shipped_store
+	# a store closed cleanly: no -shm yet, so the open creates it; once,
+	# not every time: SQLite tries again read-only, finds none and keeps
+	# no errno (make faultsweep, read-verify io 11)
+	sqlite3 "$CQRS_STORE" 'PRAGMA wal_checkpoint(TRUNCATE)' >/dev/null
+	rm -f "$CQRS_STORE-shm" "$CQRS_STORE-wal"
+	CQRS_SWEEP_ONLY=open:-shm CQRS_SWEEP_ERRNO=13 CQRS_SWEEP_IO=1 \
+		run --separate-stderr injected cqrs-read --verify
+	assert_failure 74
+	assert_equal "$stderr" "cqrs-read: $CQRS_STORE: query failed: unable to open database file"
+	run cqrs-read --verify
 	assert_success
 }
 

@@ -276,7 +276,15 @@ static int db_error(struct sqlite_store *s, int rc, const char *what, cqrs_error
 				 s->path);
 	char where[4200];
 	snprintf(where, sizeof where, "%s: %s", s->path, what);
-	return cqrs_sqlite_fail(s->db, rc, s->writable, where, err);
+	cqrs_sqlite_fail(s->db, rc, s->writable, where, err);
+	/* A reader's store that is there, but one of its files (the -shm, a
+	 * WAL) could not be opened, for a reason SQLite kept no errno of: not
+	 * a missing store (66), an I/O error (make faultsweep, read-verify
+	 * io 11: an open of the -shm that failed once) */
+	if (base == SQLITE_CANTOPEN && !s->writable && err != NULL &&
+	    err->code == CQRS_EXIT_NOINPUT && access(s->path, F_OK) == 0)
+		err->code = CQRS_EXIT_IOERR;
+	return -1;
 }
 
 static int exec(struct sqlite_store *s, const char *sql, cqrs_error *err)
