@@ -24,6 +24,11 @@ ev() {
 		"${4:-$A}" "${5:-Order}" "$1" "${3:-1}" "$2"
 }
 
+# data_of TEXT: the data of each event line of TEXT, one a line
+data_of() {
+	sed -E 's/.*"data":(.*),"metadata":.*/\1/' <<<"$1"
+}
+
 # [event_version, data] of every event in its current form
 current() {
 	cqrs-read --upcast "$@" | jq -c '[.event_version, .data]'
@@ -259,7 +264,7 @@ EOF
 	run --separate-stderr cqrs-read --upcast --upcasters nums.yaml
 	assert_success
 	# the data's bytes, cut from the line (jq would print the numbers again)
-	assert_equal "$(sed -E 's/.*"data":(.*),"metadata":.*/\1/' <<<"$output")" "$(printf '%s\n' "${expected[@]}")"
+	assert_equal "$(data_of "$output")" "$(printf '%s\n' "${expected[@]}")"
 }
 
 # An exact decimal (at most 4 decimals) in 1/10000, in bash's integers, in REPLY
@@ -333,7 +338,7 @@ EOF
 	} | cqrs-append -q
 	run --separate-stderr cqrs-read --upcast --upcasters steps.yaml
 	assert_success
-	assert_equal "$(sed -E 's/.*"data":(.*),"metadata":.*/\1/' <<<"$output")" \
+	assert_equal "$(data_of "$output")" \
 		'{"id":7,"vip":true,"age":0.50,"first":"Ann","last":"Lee Smith","label":"Lee Smith, Ann (7)"}
 {"id":8.0,"vip":false,"profile":{"nick":"b\"o"},"first":"Bo","last":"Li","label":"Li, Bo (8.0)"}'
 }
@@ -352,7 +357,7 @@ EOF
 	ev Keyed '{"k\u0065y":1,"n\u0061me":"x","\u0061":{"\u0062":true}}' 1 "$A" X | cqrs-append -q
 	run --separate-stderr cqrs-read --upcast --upcasters keys.yaml
 	assert_success
-	data=$(sed -E 's/.*"data":(.*),"metadata":.*/\1/' <<<"$output")
+	data=$(data_of "$output")
 	assert_equal "$data" '{"k\u0065y":1,"nom":"x","a":{},"c":true}'
 	# data cqrs-append takes (strict JSON: no key twice)
 	ev Keyed "$data" 2 "$A" X | CQRS_STORE=copy.db cqrs-append -q
@@ -548,7 +553,7 @@ EOF
 	} | cqrs-append -q
 	run --separate-stderr cqrs-read --upcast --upcasters jq.yaml -n 1
 	assert_success
-	assert_equal "$(sed -E 's/.*"data":(.*),"metadata":.*/\1/' <<<"$output")" '{"items":[{"sku":"a"},{"sku":"b"}],"note":"xé","n":2}'
+	assert_equal "$(data_of "$output")" '{"items":[{"sku":"a"},{"sku":"b"}],"note":"xé","n":2}'
 	# 0.10 would come out as 0.1: refused, naming the number
 	run --separate-stderr cqrs-read --upcast --upcasters jq.yaml --from 2 -n 1
 	assert_failure 65
@@ -556,7 +561,7 @@ EOF
 	# declared: jq's text
 	run --separate-stderr cqrs-read --upcast --upcasters jq.yaml --from 3
 	assert_success
-	assert_equal "$(sed -E 's/.*"data":(.*),"metadata":.*/\1/' <<<"$output")" '{"price":0.1,"price_cents":10}'
+	assert_equal "$(data_of "$output")" '{"price":0.1,"price_cents":10}'
 	# an error, or something other than one object, is 65
 	for p in 'error("no way")' '.[]' '[.]' 'empty'; do
 		printf 'upcasters:\n  - event_type: Counted\n    from: 1\n    steps:\n      - jq: {program: %s}\n' "'$p'" >j2.yaml

@@ -715,24 +715,23 @@ static int check_head(struct sqlite_store *s, cqrs_error *err)
 	/* the head's text is valid until the next step: hash it now */
 	char *data = strndup(head.data ? head.data : "", head.data_len);
 	char *meta = strndup(head.metadata ? head.metadata : "", head.metadata_len);
-	/* a head whose text could not be had (out of memory) is not one the
-	 * tools did not write: it must not be reported as changed */
-	bool read_whole = sqlite3_errcode(s->db) != SQLITE_NOMEM;
+	/* A head whose text could not be had (out of memory), or an event
+	 * before it that could not be read: nothing is known of the chain,
+	 * which must not be reported as changed by someone else. */
+	int unread = sqlite3_errcode(s->db) == SQLITE_NOMEM ? SQLITE_NOMEM : SQLITE_OK;
 	rc = sqlite3_step(q);
 	int64_t prev_seq = 0;
 	if (rc == SQLITE_ROW && sqlite3_column_bytes(q, 10) == CQRS_HASH_LEN) {
 		memcpy(prev, sqlite3_column_blob(q, 10), CQRS_HASH_LEN);
 		prev_seq = sqlite3_column_int64(q, 0);
 	}
-	if ((rc != SQLITE_ROW && rc != SQLITE_DONE) || !read_whole) {
-		/* the event before it could not be read: nothing is known of
-		 * the chain (not a changed store) */
-		if (rc == SQLITE_ROW || rc == SQLITE_DONE)
-			rc = SQLITE_NOMEM;
+	if (unread == SQLITE_OK && rc != SQLITE_ROW && rc != SQLITE_DONE)
+		unread = rc;
+	if (unread != SQLITE_OK) {
 		sqlite3_reset(q);
 		free(data);
 		free(meta);
-		return db_error(s, rc, "cannot read the store", err);
+		return db_error(s, unread, "cannot read the store", err);
 	}
 	sqlite3_reset(q);
 	/* the event before the head was archived: its hash is the last
