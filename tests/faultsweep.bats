@@ -255,6 +255,23 @@ alloc_points() {
 	assert_success
 }
 
+@test "a views -shm whose first open failed is an I/O error (74), not 'cannot create' (73)" {
+	shipped_store
+	export CQRS_VIEWS="$BATS_TEST_TMPDIR/views.db"
+	cqrs-project
+	# views closed cleanly: no -shm, so the reader's open creates it
+	# (make faultsweep, query-orders io 24); the second open of it, SQLite's
+	# (the first is the reader's check that no one else's file is there)
+	rm -f "$CQRS_VIEWS-shm" "$CQRS_VIEWS-wal"
+	[ ! -e "$CQRS_VIEWS-shm" ]
+	CQRS_SWEEP_ONLY=open:views.db-shm CQRS_SWEEP_ERRNO=13 CQRS_SWEEP_IO=2 \
+		run --separate-stderr injected cqrs-query orders
+	assert_failure 74
+	assert_equal "$stderr" "cqrs-query: $CQRS_VIEWS: cannot read the views: unable to open database file"
+	run cqrs-query orders
+	assert_success
+}
+
 @test "a -shm that may not be opened is no permission (77), not a missing store (66)" {
 	shipped_store
 	CQRS_SWEEP_ONLY=open:-shm CQRS_SWEEP_ERRNO=13 CQRS_SWEEP_IO=1 CQRS_SWEEP_STICKY=1 \

@@ -131,8 +131,16 @@ const char *cqrs_views_meta_schema(void)
 
 int cqrs_views_db_error(sqlite3 *db, const char *path, int rc, const char *what, cqrs_error *err)
 {
-	/* a views file that cannot be opened is 73 (CANTCREAT), read or written */
+	/* a views file that cannot be opened is 73 (CANTCREAT), read or written;
+	 * but one that is there, whose -shm or -wal could not be opened for a
+	 * reason SQLite kept no errno of (it tried again read-only and found
+	 * none), is an I/O error, as the store's is (make faultsweep,
+	 * query-orders io 24: the -shm's first open failed once) */
 	int code = cqrs_sqlite_db_exit_code(db, rc, true);
+	struct stat sb;
+	if (code == CQRS_EXIT_CANTCREAT && (rc & 0xff) == SQLITE_CANTOPEN &&
+	    stat(path, &sb) == 0 && S_ISREG(sb.st_mode))
+		code = CQRS_EXIT_IOERR;
 	if (code == CQRS_EXIT_TEMPFAIL)
 		return cqrs_fail(err, code,
 				 "%s: views are busy (another process holds the lock); try again",
