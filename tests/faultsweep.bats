@@ -211,6 +211,31 @@ alloc_points() {
 	done
 }
 
+@test "out of memory while the archive is looked up is 71, never an archived event stored twice" {
+	alloc_test
+	local i n count line before
+	for i in $(seq 1 20); do event 11111111-1111-4111-8111-111111111111 OrderNoted '{"n":'"$i"'}'; done |
+		cqrs-append -q
+	cqrs-archive --upto 10 >/dev/null
+	line=$(cqrs-read --from 5 -n 1)
+	before=$(cqrs-read | wc -l)
+	# 312 bytes: SQLite 3.40's statement object; the archive's look-ups
+	# are prepared when first needed, and a preparation that failed was
+	# taken for a store without archive tables (the event stored again)
+	CQRS_SWEEP_ALLOC_SIZE=312 CQRS_SWEEP_ALLOC=1000000 CQRS_SWEEP_LOG="$BATS_TEST_TMPDIR/count" \
+		injected cqrs-append <<<"$line" >/dev/null
+	count=$(sed -n 's/^count alloc=\([0-9]*\) .*/\1/p' "$BATS_TEST_TMPDIR/count")
+	[ "$count" -gt 0 ]
+	for n in $(seq 1 "$count"); do
+		CQRS_SWEEP_ALLOC_SIZE=312 CQRS_SWEEP_ALLOC=$n run --separate-stderr injected cqrs-append <<<"$line"
+		[[ $status == 0 || $status == 71 ]] || fail "statement $n of $count: exit $status: $stderr"
+		[[ $status == 71 ]] || assert_output "$line"
+	done
+	assert_equal "$(cqrs-read | wc -l)" "$before"
+	run cqrs-read --verify
+	assert_success
+}
+
 @test "a read of the views that fails with EIO is an I/O error (74), not damaged views (65)" {
 	shipped_store
 	export CQRS_VIEWS="$BATS_TEST_TMPDIR/views.db"

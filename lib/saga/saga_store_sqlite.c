@@ -132,15 +132,23 @@ static int sq_set_lease(struct saga_db *db, int64_t lease_us, cqrs_error *err)
 	return 0;
 }
 
-static void bind_time(sqlite3_stmt *q, int col, int64_t us)
+/* A time, copied by SQLite (the text is on our stack): its result code,
+ * which the caller checks, for a copy that failed (out of memory) would
+ * leave the parameter NULL: a retry or deadline lost, a due instance
+ * not found.  into_rc keeps the first failure of several binds. */
+static int bind_time(sqlite3_stmt *q, int col, int64_t us)
 {
-	if (us <= 0) {
-		sqlite3_bind_null(q, col);
-		return;
-	}
+	if (us <= 0)
+		return sqlite3_bind_null(q, col);
 	char t[CQRS_TIMESTAMP_LEN + 1];
 	saga_time_format(us, t);
-	sqlite3_bind_text(q, col, t, -1, SQLITE_TRANSIENT);
+	return sqlite3_bind_text(q, col, t, -1, SQLITE_TRANSIENT);
+}
+
+static void into_rc(int *rc, int r)
+{
+	if (*rc == SQLITE_OK)
+		*rc = r;
 }
 
 /* The caller's names and ids are bound SQLITE_STATIC: they outlive the
@@ -239,24 +247,28 @@ static int sq_load_rowid(struct saga_db *base, int64_t rowid, struct saga_inst *
 }
 
 /* What an insert and an update both write: ?1-?10 of either statement. */
-static void bind_instance(sqlite3_stmt *q, const struct saga_inst *in)
+static int bind_instance(sqlite3_stmt *q, const struct saga_inst *in)
 {
+	int rc = SQLITE_OK;
 	sqlite3_bind_text(q, 1, in->id, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(q, 2, in->step);
 	sqlite3_bind_text(q, 3, cqrs_strbuf_str(&in->state), (int)in->state.len, SQLITE_STATIC);
 	sqlite3_bind_text(q, 4, saga_status_names[in->status], -1, SQLITE_STATIC);
 	sqlite3_bind_int64(q, 5, in->attempts);
-	bind_time(q, 6, in->next_at);
-	bind_time(q, 7, in->deadline);
+	into_rc(&rc, bind_time(q, 6, in->next_at));
+	into_rc(&rc, bind_time(q, 7, in->deadline));
 	bind_opt_text(q, 8, in->outcome);
 	bind_opt_text(q, 9, in->last_error);
-	bind_time(q, 10, in->updated);
+	into_rc(&rc, bind_time(q, 10, in->updated));
+	return rc;
 }
 
-/* Runs a bound write: 1 when it changed a row, 0 when not, -1 on error. */
-static int write_row(struct sqlite_saga_db *db, sqlite3_stmt *q, cqrs_error *err)
+/* Runs a bound write (bound: the binds' result code; a write whose values
+ * could not all be bound is not run): 1 when it changed a row, 0 when not,
+ * -1 on error. */
+static int write_row(struct sqlite_saga_db *db, sqlite3_stmt *q, int bound, cqrs_error *err)
 {
-	int rc = sqlite3_step(q);
+	int rc = bound == SQLITE_OK ? sqlite3_step(q) : bound;
 	sqlite3_reset(q);
 	if (rc != SQLITE_DONE)
 		return db_fail(db, rc, err);
@@ -267,11 +279,11 @@ static int sq_insert(struct saga_db *base, struct saga_inst *in, cqrs_error *err
 {
 	struct sqlite_saga_db *db = (struct sqlite_saga_db *)base;
 	sqlite3_stmt *q = db->q[Q_INSERT];
-	bind_instance(q, in);
+	int bound = bind_instance(q, in);
 	sqlite3_bind_text(q, 11, in->type, -1, SQLITE_STATIC);
 	bind_opt_text(q, 12, in->corr);
 	sqlite3_bind_int64(q, 13, in->start_sequence);
-	int r = write_row(db, q, err);
+	int r = write_row(db, q, bound, err);
 	if (r == 1) {
 		in->rowid = sqlite3_last_insert_rowid(db->db);
 		in->revision = 0;
@@ -283,9 +295,9 @@ static int sq_update(struct saga_db *base, struct saga_inst *in, cqrs_error *err
 {
 	struct sqlite_saga_db *db = (struct sqlite_saga_db *)base;
 	sqlite3_stmt *q = db->q[Q_UPDATE];
-	bind_instance(q, in);
+	int bound = bind_instance(q, in);
 	sqlite3_bind_int64(q, 11, in->revision);
-	int r = write_row(db, q, err);
+	int r = write_row(db, q, bound, err);
 	if (r == 1)
 		in->revision++;
 	return r;
@@ -297,12 +309,12 @@ static int sq_candidates(struct saga_db *base, int64_t after_rowid, int64_t now,
 	struct sqlite_saga_db *db = (struct sqlite_saga_db *)base;
 	sqlite3_stmt *q = db->q[Q_CANDIDATES];
 	sqlite3_bind_int64(q, 1, after_rowid);
-	bind_time(q, 2, now);
+	int rc = bind_time(q, 2, now);
 	sqlite3_bind_int64(q, 3, limit);
 	*n = 0;
-	int rc;
-	while ((rc = sqlite3_step(q)) == SQLITE_ROW)
-		rowids[(*n)++] = sqlite3_column_int64(q, 0);
+	if (rc == SQLITE_OK)
+		while ((rc = sqlite3_step(q)) == SQLITE_ROW)
+			rowids[(*n)++] = sqlite3_column_int64(q, 0);
 	sqlite3_reset(q);
 	return rc == SQLITE_DONE ? 0 : db_fail(db, rc, err);
 }
@@ -337,8 +349,9 @@ static int sq_set_checkpoint(struct saga_db *base, const char *name, int64_t seq
 	sqlite3_stmt *q = db->q[Q_SET_CHECKPOINT];
 	sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(q, 2, seq);
-	bind_time(q, 3, now);
-	int rc = sqlite3_step(q);
+	int rc = bind_time(q, 3, now);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(q);
 	sqlite3_reset(q);
 	return rc == SQLITE_DONE ? 0 : db_fail(db, rc, err);
 }
@@ -347,8 +360,9 @@ static int64_t sq_next_due(struct saga_db *base, int64_t now, cqrs_error *err)
 {
 	struct sqlite_saga_db *db = (struct sqlite_saga_db *)base;
 	sqlite3_stmt *q = db->q[Q_NEXT_DUE];
-	bind_time(q, 1, now);
-	int rc = sqlite3_step(q);
+	int rc = bind_time(q, 1, now);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(q);
 	int64_t v = rc == SQLITE_ROW ? col_time(q, 0) : 0;
 	sqlite3_reset(q);
 	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
@@ -383,9 +397,10 @@ static int sq_breaker_put(struct saga_db *base, const char *name, const struct b
 	sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
 	sqlite3_bind_text(q, 2, saga_breaker_names[b->state], -1, SQLITE_STATIC);
 	sqlite3_bind_int64(q, 3, b->failures);
-	bind_time(q, 4, b->opened_at);
-	bind_time(q, 5, now);
-	int rc = sqlite3_step(q);
+	int rc = bind_time(q, 4, b->opened_at);
+	into_rc(&rc, bind_time(q, 5, now));
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(q);
 	sqlite3_reset(q);
 	return rc == SQLITE_DONE ? 0 : db_fail(db, rc, err);
 }

@@ -67,17 +67,30 @@ static int db_fail(sqlite3 *db, int rc, const char *what, cqrs_error *err)
 	return cqrs_sqlite_fail(db, rc, false, what, err);
 }
 
-/* A statement of the cache; NULL (no error) when the store has no archive
- * tables: a store of schema 3 or older, read as it is. */
-static sqlite3_stmt *cached(cqrs_store *st, sqlite3_stmt **slot, const char *sql)
+/* A statement of the cache in *q: 1; 0 when the store has no archive
+ * tables (a store of schema 3 or older, read as it is: the statement
+ * names a table it lacks, SQLITE_ERROR); -1 with *err when it could not
+ * be prepared for another reason (out of memory, I/O), which must not
+ * pass for "nothing archived": a duplicate of an archived event would be
+ * taken, an archived aggregate's version read as 0. */
+static int cached(cqrs_store *st, sqlite3_stmt **slot, const char *sql, sqlite3_stmt **q,
+		  cqrs_error *err)
 {
+	*q = NULL;
 	sqlite3 *db = cqrs_sqlite_handle(st);
 	if (db == NULL)
-		return NULL;
-	if (*slot == NULL &&
-	    sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, slot, NULL) != SQLITE_OK)
-		*slot = NULL;
-	return *slot;
+		return 0;
+	if (*slot == NULL) {
+		int rc = sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, slot, NULL);
+		if (rc != SQLITE_OK) {
+			*slot = NULL;
+			return rc == SQLITE_ERROR
+				       ? 0
+				       : db_fail(db, rc, "cannot read the archive", err);
+		}
+	}
+	*q = *slot;
+	return 1;
 }
 
 static struct cqrs_archive_cache *cache_of(cqrs_store *st)
@@ -105,10 +118,11 @@ static int64_t archived_upto(cqrs_store *st, cqrs_error *err)
 	struct cqrs_archive_cache *c = cache_of(st);
 	if (c == NULL)
 		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
-	sqlite3_stmt *q = cached(st, &c->upto,
-				 "SELECT coalesce(max(last_sequence), 0) FROM archive_segments");
-	if (q == NULL)
-		return 0;
+	sqlite3_stmt *q;
+	int got = cached(st, &c->upto, "SELECT coalesce(max(last_sequence), 0) FROM archive_segments",
+			 &q, err);
+	if (got <= 0)
+		return got;
 	int rc = sqlite3_step(q);
 	int64_t upto = rc == SQLITE_ROW ? sqlite3_column_int64(q, 0) : 0;
 	sqlite3_reset(q);
@@ -851,12 +865,16 @@ static int aggregate_range(cqrs_store *st, const uint8_t id[CQRS_UUID_LEN], int6
 	struct cqrs_archive_cache *ac = cache_of(st);
 	if (ac == NULL)
 		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
-	sqlite3_stmt *q = cached(st, &ac->version,
-				 "SELECT aggregate_version, first_sequence, last_sequence"
-				 " FROM archived_versions WHERE aggregate_id = ?1");
-	if (q == NULL)
-		return 0;
-	sqlite3_bind_blob(q, 1, id, CQRS_UUID_LEN, SQLITE_TRANSIENT);
+	sqlite3_stmt *q;
+	int got = cached(st, &ac->version,
+			 "SELECT aggregate_version, first_sequence, last_sequence"
+			 " FROM archived_versions WHERE aggregate_id = ?1",
+			 &q, err);
+	if (got <= 0)
+		return got;
+	/* STATIC: id outlives the step, and a copy that failed would leave
+	 * the parameter NULL and the read find nothing */
+	sqlite3_bind_blob(q, 1, id, CQRS_UUID_LEN, SQLITE_STATIC);
 	int rc = sqlite3_step(q);
 	if (rc == SQLITE_ROW) {
 		*version = sqlite3_column_int64(q, 0);
@@ -1029,11 +1047,12 @@ int cqrs_archive_duplicate(cqrs_store *st, cqrs_event *ev, cqrs_error *err)
 	struct cqrs_archive_cache *ac = cache_of(st);
 	if (ac == NULL)
 		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
-	sqlite3_stmt *q = cached(st, &ac->event_id,
-				 "SELECT sequence FROM archived_events WHERE event_id = ?1");
-	if (q == NULL)
-		return 0;
-	sqlite3_bind_blob(q, 1, ev->event_id, CQRS_UUID_LEN, SQLITE_TRANSIENT);
+	sqlite3_stmt *q;
+	int got = cached(st, &ac->event_id, "SELECT sequence FROM archived_events WHERE event_id = ?1",
+			 &q, err);
+	if (got <= 0)
+		return got;
+	sqlite3_bind_blob(q, 1, ev->event_id, CQRS_UUID_LEN, SQLITE_STATIC); /* as above */
 	int rc = sqlite3_step(q);
 	int64_t seq = rc == SQLITE_ROW ? sqlite3_column_int64(q, 0) : 0;
 	sqlite3_reset(q);
