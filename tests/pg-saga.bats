@@ -126,7 +126,7 @@ check_exactly_once() {
 			if (open[key] != "") { print "two runs at once: " key; bad = 1 }
 			open[key] = $4; starts[key]++
 			# (a first run whose parent is 1 was started by a runner
-			# killed before the step's shell began: only killed ones die)
+			# killed before the shell of the step began: only killed ones die)
 			if (starts[key] > 1 && index(killed, " " first[key] " ") == 0 && first[key] != 1) {
 				print "run again though its runner " first[key] " was not killed: " key; bad = 1
 			}
