@@ -138,8 +138,8 @@ int cqrs_views_db_error(sqlite3 *db, const char *path, int rc, const char *what,
 	 * query-orders io 24: the -shm's first open failed once) */
 	int code = cqrs_sqlite_db_exit_code(db, rc, true);
 	struct stat sb;
-	if (code == CQRS_EXIT_CANTCREAT && (rc & 0xff) == SQLITE_CANTOPEN &&
-	    stat(path, &sb) == 0 && S_ISREG(sb.st_mode))
+	if (code == CQRS_EXIT_CANTCREAT && (rc & 0xff) == SQLITE_CANTOPEN && stat(path, &sb) == 0 &&
+	    S_ISREG(sb.st_mode))
 		code = CQRS_EXIT_IOERR;
 	if (code == CQRS_EXIT_TEMPFAIL)
 		return cqrs_fail(err, code,

@@ -372,6 +372,10 @@ static int saga_event(struct cqrs_saga_runner *r, struct saga_inst *in, const ch
 		      cqrs_error *err)
 {
 	struct cqrs_strbuf d = { 0 };
+	/* members the caller could not add (out of memory) fail the append,
+	 * not leave the event without them (make faultsweep, saga alloc 4048:
+	 * a SagaStarted without its start_sequence) */
+	d.oom = r->data.oom;
 	cqrs_strbuf_puts(&d, "{\"saga_type\":");
 	cqrs_strbuf_json_string(&d, in->type, strlen(in->type));
 	if (r->data.len > 0) {
@@ -571,6 +575,8 @@ static int run_command(struct cqrs_saga_runner *r, const struct saga_action *a,
 	cqrs_strbuf_reset(&r->buf);
 	cqrs_error terr = { 0 };
 	if (tpl_render(a->command, ctx, &r->buf, &terr) < 0) {
+		if (terr.code == CQRS_EXIT_OSERR) /* not the step's failure */
+			return *err = terr, -1;
 		res->kind = ACT_FAIL;
 		msgf(res->reason, sizeof res->reason, "command: %s", terr.msg);
 		return 0;
@@ -650,6 +656,8 @@ static int run_emit(struct cqrs_saga_runner *r, const struct tpl *t, const struc
 	uint8_t id[CQRS_UUID_LEN];
 	res->kind = ACT_FAIL;
 	if (tpl_render(t, ctx, &r->buf, &terr) < 0) {
+		if (terr.code == CQRS_EXIT_OSERR)
+			return *err = terr, -1;
 		msgf(res->reason, sizeof res->reason, "emit: %s", terr.msg);
 		return 0;
 	}
@@ -727,10 +735,12 @@ static int run_local(struct cqrs_saga_runner *r, const struct saga_inst *in,
 			cqrs_error terr = { 0 };
 			if (tpl_render(a->for_each, &ctx, &list, &terr) < 0 || list.len == 0 ||
 			    list.p[0] != '[') {
+				cqrs_strbuf_free(&list);
+				if (terr.code == CQRS_EXIT_OSERR)
+					return *err = terr, -1;
 				res->kind = ACT_FAIL;
 				msgf(res->reason, sizeof res->reason, "for_each: %s",
 				     terr.msg[0] ? terr.msg : "not a list");
-				cqrs_strbuf_free(&list);
 				return 0;
 			}
 		}
@@ -836,7 +846,7 @@ static int run_action(struct cqrs_saga_runner *r, const cqrs_saga_def *d, struct
 
 /* --- waits ---------------------------------------------------------------------------------- */
 
-/* 1 with the matching event's summary in r->out, 0 when none, -2 when
+/* 1 with the matching event's summary in r->out, 0 when none, -1 with *err, -2 when
  * the match cannot be rendered (res says why).  Without a match, the event
  * must carry the saga's correlation id; so too with one that names neither
  * aggregate_id nor correlation_id when need_key (a goal: an indexed look-up,
@@ -858,6 +868,10 @@ static int match_event(struct cqrs_saga_runner *r, const struct saga_inst *in, c
 		fill_ctx(&ctx, r, in, "", "");
 		cqrs_error terr = { 0 };
 		if (tpl_render(match, &ctx, &m, &terr) < 0) {
+			if (terr.code == CQRS_EXIT_OSERR) {
+				cqrs_strbuf_free(&m);
+				return *err = terr, -1;
+			}
 			res->kind = ACT_FAIL;
 			msgf(res->reason, sizeof res->reason, "match: %s", terr.msg);
 			cqrs_strbuf_free(&m);
@@ -1445,6 +1459,10 @@ static int build_input(struct cqrs_saga_runner *r, const struct saga_inst *in,
 	if (a->input == NULL)
 		cqrs_strbuf_puts(out, "{}");
 	else if (tpl_render(a->input, &ctx, out, &terr) < 0) {
+		/* out of memory: the caller's check of out->oom ends the run
+		 * with 71, not the step for good */
+		if (terr.code == CQRS_EXIT_OSERR)
+			return out->oom = true, 0;
 		msgf(reason, cap, "input: %s", terr.msg);
 		return -1;
 	}
@@ -1616,6 +1634,8 @@ static int correlation_of(struct cqrs_saga_runner *r, const cqrs_saga_def *d, st
 			return 0;
 		}
 		cqrs_strbuf_free(&v);
+		if (terr.code == CQRS_EXIT_OSERR)
+			return *err = terr, -1;
 		return cqrs_fail(err, CQRS_EXIT_DATAERR,
 				 "%s: event %lld: correlation_id does not give a string: %s",
 				 d->path, (long long)ev->sequence, terr.msg);

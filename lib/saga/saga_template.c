@@ -171,6 +171,14 @@ static int missing(const struct tpl *t, const char *path, cqrs_error *err)
 	return cqrs_fail(err, CQRS_EXIT_DATAERR, "line %d: ${%s} names nothing", t->line, path);
 }
 
+/* Out of memory is 71 for the callers to pass on: never a template that
+ * names nothing, nor a value dropped, which would fail a step for good
+ * (make faultsweep, saga alloc 4048) */
+static int no_memory(cqrs_error *err)
+{
+	return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+}
+
 /* A string value's text for interpolation: strings decoded, other values
  * as their JSON text. */
 static int interpolate(const struct tpl *t, const struct tpl_ctx *c, struct cqrs_strbuf *out,
@@ -198,12 +206,16 @@ static int interpolate(const struct tpl *t, const struct tpl_ctx *c, struct cqrs
 		const char *v;
 		size_t vn;
 		if (!resolve(path, c, &scratch, &v, &vn)) {
-			rc = missing(t, path, err);
+			rc = scratch.oom ? no_memory(err) : missing(t, path, err);
 			goto out;
 		}
 		if (vn > 0 && v[0] == '"') {
 			char *dec = malloc(vn);
-			long dn = dec ? cqrs_json_string(v, vn, dec, vn) : -1;
+			if (dec == NULL) {
+				rc = no_memory(err);
+				goto out;
+			}
+			long dn = cqrs_json_string(v, vn, dec, vn);
 			if (dn >= 0)
 				cqrs_strbuf_put(&text, dec, (size_t)dn);
 			free(dec);
@@ -212,15 +224,18 @@ static int interpolate(const struct tpl *t, const struct tpl_ctx *c, struct cqrs
 		}
 		s = close + 1;
 	}
-	cqrs_strbuf_json_string(out, text.p ? text.p : "", text.len);
+	if (text.oom)
+		rc = no_memory(err);
+	else
+		cqrs_strbuf_json_string(out, text.p ? text.p : "", text.len);
 out:
 	cqrs_strbuf_free(&text);
 	cqrs_strbuf_free(&scratch);
 	return rc;
 }
 
-int tpl_render(const struct tpl *t, const struct tpl_ctx *c, struct cqrs_strbuf *out,
-	       cqrs_error *err)
+static int render(const struct tpl *t, const struct tpl_ctx *c, struct cqrs_strbuf *out,
+		  cqrs_error *err)
 {
 	switch (t->kind) {
 	case TPL_LITERAL: cqrs_strbuf_puts(out, t->text); return 0;
@@ -233,7 +248,7 @@ int tpl_render(const struct tpl *t, const struct tpl_ctx *c, struct cqrs_strbuf 
 		if (resolve(t->text, c, &scratch, &v, &vn))
 			cqrs_strbuf_put(out, v, vn);
 		else
-			rc = missing(t, t->text, err);
+			rc = scratch.oom ? no_memory(err) : missing(t, t->text, err);
 		cqrs_strbuf_free(&scratch);
 		return rc;
 	}
@@ -247,11 +262,18 @@ int tpl_render(const struct tpl *t, const struct tpl_ctx *c, struct cqrs_strbuf 
 				cqrs_strbuf_json_string(out, t->keys[i], strlen(t->keys[i]));
 				cqrs_strbuf_putc(out, ':');
 			}
-			if (tpl_render(t->items[i], c, out, err) < 0)
+			if (render(t->items[i], c, out, err) < 0)
 				return -1;
 		}
 		cqrs_strbuf_putc(out, t->kind == TPL_OBJECT ? '}' : ']');
 		return 0;
 	}
 	return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "bad template");
+}
+
+int tpl_render(const struct tpl *t, const struct tpl_ctx *c, struct cqrs_strbuf *out,
+	       cqrs_error *err)
+{
+	int rc = render(t, c, out, err);
+	return rc == 0 && out->oom ? no_memory(err) : rc;
 }

@@ -84,9 +84,8 @@ static int cached(cqrs_store *st, sqlite3_stmt **slot, const char *sql, sqlite3_
 		int rc = sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, slot, NULL);
 		if (rc != SQLITE_OK) {
 			*slot = NULL;
-			return rc == SQLITE_ERROR
-				       ? 0
-				       : db_fail(db, rc, "cannot read the archive", err);
+			return rc == SQLITE_ERROR ? 0
+						  : db_fail(db, rc, "cannot read the archive", err);
 		}
 	}
 	*q = *slot;
@@ -119,8 +118,8 @@ static int64_t archived_upto(cqrs_store *st, cqrs_error *err)
 	if (c == NULL)
 		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
 	sqlite3_stmt *q;
-	int got = cached(st, &c->upto, "SELECT coalesce(max(last_sequence), 0) FROM archive_segments",
-			 &q, err);
+	int got = cached(st, &c->upto,
+			 "SELECT coalesce(max(last_sequence), 0) FROM archive_segments", &q, err);
 	if (got <= 0)
 		return got;
 	int rc = sqlite3_step(q);
@@ -1048,8 +1047,8 @@ int cqrs_archive_duplicate(cqrs_store *st, cqrs_event *ev, cqrs_error *err)
 	if (ac == NULL)
 		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
 	sqlite3_stmt *q;
-	int got = cached(st, &ac->event_id, "SELECT sequence FROM archived_events WHERE event_id = ?1",
-			 &q, err);
+	int got = cached(st, &ac->event_id,
+			 "SELECT sequence FROM archived_events WHERE event_id = ?1", &q, err);
 	if (got <= 0)
 		return got;
 	sqlite3_bind_blob(q, 1, ev->event_id, CQRS_UUID_LEN, SQLITE_STATIC); /* as above */
