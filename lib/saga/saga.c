@@ -246,7 +246,19 @@ static void set_member(const char *obj, size_t len, const char *key, const char 
 static void state_set(struct cqrs_saga_runner *r, struct saga_inst *in, const char *key,
 		      const char *val, size_t vlen)
 {
+	/* out of memory (here, or for the value: NULL): the state is not
+	 * replaced by a part of it (a later step's ${event.*} would name
+	 * nothing and fail it for good, make faultsweep saga alloc 4996; a
+	 * member without its value, alloc 5459); save() ends with 71 */
+	if (val == NULL) {
+		in->state.oom = true;
+		return;
+	}
 	set_member(in->state.p, in->state.len, key, val, vlen, &r->state);
+	if (r->state.oom) {
+		in->state.oom = true;
+		return;
+	}
 	cqrs_strbuf_reset(&in->state);
 	cqrs_strbuf_put(&in->state, r->state.p, r->state.len);
 }
@@ -262,7 +274,7 @@ static void state_set_step(struct cqrs_saga_runner *r, struct saga_inst *in, con
 	}
 	struct cqrs_strbuf tmp = { 0 };
 	set_member(steps, sl, name, output, olen, &tmp);
-	state_set(r, in, "steps", tmp.p, tmp.len);
+	state_set(r, in, "steps", tmp.oom ? NULL : tmp.p, tmp.len);
 	cqrs_strbuf_free(&tmp);
 }
 
