@@ -1,10 +1,11 @@
 #!/bin/bash
 # The allocation and I/O failure sweep (tests/faultsweep/README).
 #
-# usage: sweep.sh [-k alloc|io|all] [-s STRIDE] [-r COUNT] [-p N] [-K] [-V EVERY]
+# usage: sweep.sh [-k alloc|io|all] [-s STRIDE] [-f FIRST] [-r COUNT] [-p N] [-K] [-V EVERY]
 #                 [-w DIR] [SCENARIO...]
 #   -k  which failures: alloc, io or all (default all)
 #   -s  sweep every STRIDE-th point only (default 1: every point)
+#   -f  begin at point FIRST (default 1: a long sweep taken up again)
 #   -r  sweep COUNT points drawn at random (seeded by CQRS_SWEEP_SEED) instead
 #   -p  sweep the one point N (a replay); with -K the point's folder stays
 #   -V  run every EVERY-th point swept under valgrind (definite leaks fail)
@@ -29,17 +30,18 @@ export CQRS_SAGA_NOW=2026-03-01T12:00:00Z
 export CQRS_BUSY_TIMEOUT=${CQRS_BUSY_TIMEOUT:-100}
 export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0:detect_leaks=1:exitcode=99"
 
-kinds="alloc io" stride=1 random=0 point=0 keep=0 vg_every=0 work=""
-while getopts k:s:r:p:KV:w: opt; do
+kinds="alloc io" stride=1 begin=1 random=0 point=0 keep=0 vg_every=0 work=""
+while getopts k:s:f:r:p:KV:w: opt; do
 	case $opt in
 	k) case $OPTARG in all) kinds="alloc io" ;; alloc | io) kinds=$OPTARG ;; *) exit 64 ;; esac ;;
 	s) stride=$OPTARG ;;
+	f) begin=$OPTARG ;;
 	r) random=$OPTARG ;;
 	p) point=$OPTARG ;;
 	K) keep=1 ;;
 	V) vg_every=$OPTARG ;;
 	w) work=$OPTARG ;;
-	*) sed -n '3,16s/^# \{0,1\}//p' "$0" >&2; exit 64 ;;
+	*) sed -n '3,17s/^# \{0,1\}//p' "$0" >&2; exit 64 ;;
 	esac
 done
 shift $((OPTIND - 1))
@@ -352,7 +354,7 @@ for s in $scenarios; do
 		elif [ "$random" -gt 0 ]; then
 			points=$(seq 1 "$max" | shuf -n "$random" --random-source=<(yes "${CQRS_SWEEP_SEED:-1}") | sort -n)
 		else
-			points=$(seq 1 "$stride" "$max")
+			points=$(seq "$begin" "$stride" "$max")
 		fi
 		np=0 nf=0 t0=$(date +%s)
 		for n in $points; do
