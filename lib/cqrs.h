@@ -262,6 +262,11 @@ void cqrs_store_set_durability(cqrs_store *st, enum cqrs_durability d);
  * commit makes the batch durable.  Any failure leaves nothing behind once
  * the caller rolls back. */
 int cqrs_store_begin(cqrs_store *st, cqrs_error *err);
+/* In a write transaction: no other writer appends until it ends, from now
+ * on (SQLite: from begin on already; PostgreSQL takes its append lock at
+ * the first append otherwise).  For a decision read from aggregates it
+ * does not write: those must not change between the read and the commit. */
+int cqrs_store_lock(cqrs_store *st, cqrs_error *err);
 enum cqrs_append_result {
 	CQRS_APPENDED,	/* stored; ev now carries every store-assigned field */
 	CQRS_DUPLICATE, /* the same event was already stored; ev is the stored one */

@@ -13,8 +13,10 @@
  */
 #include "config.h"
 
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "domain/domain.h"
 #include "banned.h"
@@ -777,12 +779,17 @@ static void metadata(struct cqrs_commander *c, const char *corr)
 /* The other aggregates the decision depends on, loaded in the same
  * transaction: the order of a reservation or release, the inventory of
  * each line of an order to ship or to cancel. */
+static bool has_related(enum cmd_type t)
+{
+	return t == CMD_RESERVE_INVENTORY || t == CMD_RELEASE_INVENTORY || t == CMD_SHIP_ORDER ||
+	       t == CMD_CANCEL_ORDER;
+}
+
 static int load_related(struct cqrs_commander *c, cqrs_error *err)
 {
 	c->nrelated = 0;
 	enum cmd_type t = c->cmd.type;
-	if (t != CMD_RESERVE_INVENTORY && t != CMD_RELEASE_INVENTORY && t != CMD_SHIP_ORDER &&
-	    t != CMD_CANCEL_ORDER)
+	if (!has_related(t))
 		return 0;
 	/* made on first need: most commands touch one aggregate */
 	if (c->related == NULL &&
@@ -803,6 +810,35 @@ static int load_related(struct cqrs_commander *c, cqrs_error *err)
 		}
 	}
 	return 0;
+}
+
+/* CQRS_TEST_PAUSE_AFTER_LOAD=DIR, for tests only (cqrs-command(1)): once a
+ * process, when a command has read what it decides on, a line to the FIFO
+ * DIR/loaded, then a wait until the FIFO DIR/go is written and closed: a
+ * test can then commit another writer's command in between, as a slower
+ * machine would. */
+static void test_pause_after_load(void)
+{
+	static bool done;
+	const char *dir = getenv("CQRS_TEST_PAUSE_AFTER_LOAD");
+	if (dir == NULL || done)
+		return;
+	done = true;
+	char path[4096];
+	snprintf(path, sizeof path, "%s/loaded", dir);
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		if (write(fd, "\n", 1) != 1)
+			cqrs_warn("CQRS_TEST_PAUSE_AFTER_LOAD: cannot write %s", path);
+		close(fd);
+	}
+	snprintf(path, sizeof path, "%s/go", dir);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	char b[64];
+	while (fd >= 0 && read(fd, b, sizeof b) > 0)
+		;
+	if (fd >= 0)
+		close(fd);
 }
 
 static void forget_all(struct cqrs_commander *c)
@@ -877,6 +913,14 @@ static int attempt(struct cqrs_commander *c, cqrs_command_result *res, cqrs_erro
 	d->code = NULL;
 	d->nevents = 0;
 	c->nrelated = 0;
+	/* A decision on other aggregates than the one it writes (a
+	 * reservation reads the order; a cancellation, the stock of each
+	 * line) holds the append lock before it reads them: on PostgreSQL a
+	 * version is checked only where an event is appended, so a
+	 * cancellation that committed between the read and the append would
+	 * leave stock reserved for a cancelled order (a write skew). */
+	if (has_related(c->cmd.type) && cqrs_store_lock(c->st, err) < 0)
+		return -1;
 	if (c->generated)
 		agg_init(&c->agg, spec->kind, c->target);
 	else if (agg_load(&c->loader, spec->kind, c->target, &c->agg, err) < 0)
@@ -886,6 +930,7 @@ static int attempt(struct cqrs_commander *c, cqrs_command_result *res, cqrs_erro
 		return -1;
 	if (load_related(c, err) < 0)
 		return -1;
+	test_pause_after_load();
 	struct decide_ctx ctx = { next_order_number, c, c->related, c->nrelated };
 	if (!d->rejected && spec->decide(&c->cmd, &c->agg, &ctx, d, err) < 0)
 		return -1;

@@ -199,6 +199,11 @@ int cqrs_store_begin(cqrs_store *st, cqrs_error *err)
 	return st->ops->begin(st, err);
 }
 
+int cqrs_store_lock(cqrs_store *st, cqrs_error *err)
+{
+	return st->ops->lock != NULL ? st->ops->lock(st, err) : 0;
+}
+
 /* The OS user that runs the tool, as a JSON string, found once. */
 static const char *os_user_json(void)
 {

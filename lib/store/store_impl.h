@@ -27,6 +27,10 @@ struct cqrs_store_ops {
 	 * failure is an earlier window's write. */
 	int (*window_open)(cqrs_store *st, const cqrs_event *evs, size_t n, cqrs_error *err);
 	int (*window_close)(cqrs_store *st, cqrs_error *err);
+	/* Optional (NULL: begin takes the write lock, as SQLite's BEGIN
+	 * IMMEDIATE does): the append lock taken now, in the transaction,
+	 * for a decision that reads aggregates it does not write. */
+	int (*lock)(cqrs_store *st, cqrs_error *err);
 	int (*commit)(cqrs_store *st, cqrs_error *err);
 	void (*rollback)(cqrs_store *st);
 	int64_t (*aggregate_version)(cqrs_store *st, const uint8_t id[CQRS_UUID_LEN],

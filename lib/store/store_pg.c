@@ -979,6 +979,19 @@ static int take_head(struct pg_store *s, cqrs_error *err)
 	return checked;
 }
 
+/* store_impl.h's lock: the append lock and the head now, not at the
+ * first append, so that what the transaction reads next no other writer
+ * changes before it commits. */
+static int pg_lock(cqrs_store *st, cqrs_error *err)
+{
+	struct pg_store *s = (struct pg_store *)st;
+	if (!s->in_txn)
+		return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "lock outside a transaction");
+	if (settle(s, err) < 0)
+		return -1;
+	return s->locked ? 0 : take_head(s, err);
+}
+
 static int64_t stored_version(void *backend, const uint8_t id[CQRS_UUID_LEN], cqrs_error *err)
 {
 	struct pg_store *s = backend;
@@ -2045,6 +2058,7 @@ static const struct cqrs_store_ops pg_ops = {
 	.append = pg_append,
 	.window_open = pg_window_open,
 	.window_close = pg_window_close,
+	.lock = pg_lock,
 	.commit = pg_commit,
 	.rollback = pg_rollback,
 	.aggregate_version = pg_aggregate_version,
