@@ -868,11 +868,17 @@ static int do_move(const struct step *s, const char *in, size_t len, struct cqrs
 
 /* A JSON string value decoded into scratch (NUL-terminated): its length,
  * or -1 when v is not a string. */
+/* A JSON string's text in scratch: its length, -1 when v is not a
+ * string, NO_MEMORY when scratch could not hold it (71 for the caller,
+ * never "not a string"). */
+#define NO_MEMORY (-2)
 static long decode_string(const char *v, size_t vn, struct cqrs_strbuf *scratch)
 {
 	cqrs_strbuf_reset(scratch);
-	if (vn < 2 || v[0] != '"' || !cqrs_strbuf_grow(scratch, vn))
+	if (vn < 2 || v[0] != '"')
 		return -1;
+	if (!cqrs_strbuf_grow(scratch, vn))
+		return NO_MEMORY;
 	long r = cqrs_json_string(v, vn, scratch->p, vn);
 	if (r >= 0)
 		scratch->p[r] = '\0';
@@ -892,6 +898,8 @@ static int do_split(const struct step *s, const char *in, size_t len, struct cqr
 	if (v == NULL)
 		return step_fail(err, "data.%s is missing", s->from.text);
 	long n = decode_string(v, vn, scratch);
+	if (n == NO_MEMORY)
+		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
 	if (n < 0)
 		return step_fail(err, "data.%s is not a string", s->from.text);
 	/* the field goes; its parts go where into says, each as a string (a
@@ -908,11 +916,19 @@ static int do_split(const struct step *s, const char *in, size_t len, struct cqr
 		cqrs_strbuf_json_string(&part, p, cut ? (size_t)(cut - p) : (size_t)(end - p));
 		p = cut ? cut + seplen : NULL;
 		cqrs_strbuf_reset(&next);
+		/* a part or the data so far cut short by want of memory is 71,
+		 * never data without a member or with one that has no value */
+		if (part.oom || cur.oom) {
+			rc = cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+			break;
+		}
 		rc = set_path(&next, cur.p, cur.len, &s->parts[i], part.p, part.len, NULL, 0, err);
 		struct cqrs_strbuf t = cur;
 		cur = next;
 		next = t;
 	}
+	if (rc == 0 && cur.oom)
+		rc = cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
 	if (rc == 0)
 		cqrs_strbuf_put(out, cur.p, cur.len);
 	cqrs_strbuf_free(&cur);
@@ -955,6 +971,8 @@ static int do_template(const struct step *s, const char *in, size_t len, struct 
 		if (v == NULL)
 			return step_fail(err, "data.%s is missing", shown);
 		long n = v[0] == '"' ? decode_string(v, vn, scratch) : -1;
+		if (n == NO_MEMORY)
+			return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
 		if (n >= 0)
 			cqrs_strbuf_put(tmp, scratch->p, (size_t)n);
 		else if (is_number(v, vn) || (vn == 4 && memcmp(v, "true", 4) == 0) ||
@@ -1090,6 +1108,8 @@ static int do_convert(const struct step *s, const char *in, size_t len, struct c
 		if ((s->type == JT_NUMBER && number) || (s->type == JT_BOOLEAN && boolean))
 			break;
 		long n = decode_string(v, vn, scratch);
+		if (n == NO_MEMORY)
+			return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
 		cqrs_error e = { 0 };
 		size_t cn = (size_t)n;
 		bool ok = n > 0 && cqrs_json_compact(scratch->p, &cn, &e) == 0 && cn == (size_t)n;
@@ -1098,6 +1118,8 @@ static int do_convert(const struct step *s, const char *in, size_t len, struct c
 		if (ok && s->type == JT_BOOLEAN)
 			ok = (cn == 4 && memcmp(scratch->p, "true", 4) == 0) ||
 			     (cn == 5 && memcmp(scratch->p, "false", 5) == 0);
+		if (!ok && e.code == CQRS_EXIT_OSERR)
+			return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
 		if (!ok)
 			return step_fail(err, "data.%s is not %s: %.*s", s->from.text,
 					 s->type == JT_NUMBER

@@ -839,7 +839,12 @@ static int run_action(struct cqrs_saga_runner *r, const cqrs_saga_def *d, struct
 			len = 2;
 		}
 		cqrs_error jerr = { 0 };
-		if (o->oom || cqrs_json_compact(o->p, &len, &jerr) < 0 || o->p[0] != '{') {
+		if (o->oom)
+			return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+		if (cqrs_json_compact(o->p, &len, &jerr) < 0 || o->p[0] != '{') {
+			/* out of memory is not the program's failure: 71 */
+			if (jerr.code == CQRS_EXIT_OSERR)
+				return *err = jerr, -1;
 			res->kind = ACT_FAIL;
 			msgf(res->reason, sizeof res->reason,
 			     "exit status 0 but the output is not one JSON object%s%s",
@@ -946,7 +951,12 @@ static int match_event(struct cqrs_saga_runner *r, const struct saga_inst *in, c
 		cqrs_strbuf_puts(&r->out, ",\"data\":");
 		cqrs_strbuf_put(&r->out, ev.data, ev.data_len);
 		cqrs_strbuf_putc(&r->out, '}');
-		found = 1;
+		/* the summary goes into the state as the step's output: never a
+		 * part of it */
+		if (r->out.oom)
+			rc = cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+		else
+			found = 1;
 		break;
 	}
 	cqrs_cursor_close(c);
@@ -1017,8 +1027,8 @@ static void state_mark_reached(struct cqrs_saga_runner *r, struct saga_inst *in,
 	}
 	struct cqrs_strbuf val = { 0 }, tmp = { 0 };
 	cqrs_strbuf_json_string(&val, how, strlen(how));
-	set_member(v, vn, name, val.p, val.len, &tmp);
-	state_set(r, in, "reached", tmp.p, tmp.len);
+	set_member(v, vn, name, val.oom ? "" : val.p, val.len, &tmp);
+	state_set(r, in, "reached", val.oom || tmp.oom ? NULL : tmp.p, tmp.len);
 	cqrs_strbuf_free(&val);
 	cqrs_strbuf_free(&tmp);
 }
@@ -1709,7 +1719,9 @@ static int start_new(struct cqrs_saga_runner *r, const cqrs_saga_def *d, cqrs_er
 		while ((got = cqrs_cursor_next(c, &ev, err)) == 1) {
 			state_of_event(&ev, &s[n].state);
 			s[n].sequence = ev.sequence;
-			if (correlation_of(r, d, &s[n], &ev, err) < 0) {
+			if (s[n].state.oom) /* before the correlation reads it */
+				cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+			if (s[n].state.oom || correlation_of(r, d, &s[n], &ev, err) < 0) {
 				cqrs_cursor_close(c);
 				goto fail;
 			}

@@ -204,7 +204,9 @@ int cqrs_store_lock(cqrs_store *st, cqrs_error *err)
 	return st->ops->lock != NULL ? st->ops->lock(st, err) : 0;
 }
 
-/* The OS user that runs the tool, as a JSON string, found once. */
+/* The OS user that runs the tool, as a JSON string, found once; NULL when
+ * memory ran out (not kept: every later event would record "?", hashed
+ * into the chain for ever). */
 static const char *os_user_json(void)
 {
 	static char json[600];
@@ -213,8 +215,11 @@ static const char *os_user_json(void)
 		cqrs_user_name(getuid(), name, sizeof name);
 		struct cqrs_strbuf b = { 0 };
 		cqrs_strbuf_json_string(&b, name, strlen(name));
-		snprintf(json, sizeof json, "%s", b.oom ? "\"?\"" : cqrs_strbuf_str(&b));
+		if (!b.oom)
+			snprintf(json, sizeof json, "%s", cqrs_strbuf_str(&b));
 		cqrs_strbuf_free(&b);
+		if (json[0] == '\0')
+			return NULL;
 	}
 	return json;
 }
@@ -227,6 +232,8 @@ static int add_os_user(cqrs_store *st, cqrs_event *ev, cqrs_error *err)
 	if (ev->sequence > 0 && ev->has_hash)
 		return 0;
 	const char *user = os_user_json();
+	if (user == NULL)
+		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
 	size_t need = ev->metadata_len + strlen(user) + sizeof ",\"os_user\":}";
 	if (need > st->meta_cap) {
 		char *p = realloc(st->meta, need);

@@ -1299,6 +1299,10 @@ static int clear_tables(struct restore *r, cqrs_error *err)
 			cqrs_strbuf_printf(&sql, "DELETE FROM main.\"%s\";", name);
 	}
 	sqlite3_finalize(q);
+	if (sql.oom) { /* some tables would be left as they were */
+		cqrs_strbuf_free(&sql);
+		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+	}
 	if (rc == SQLITE_DONE && sql.len > 0)
 		rc = sqlite3_exec(r->db, cqrs_strbuf_str(&sql), NULL, NULL, NULL) == SQLITE_OK
 			     ? SQLITE_DONE
