@@ -218,6 +218,34 @@ EOF
 	assert_equal "$(store_query "SELECT state || ' ' || failures FROM saga_breakers WHERE name = 'job.one'")" "closed $((3 * n))"
 }
 
+@test "a retry's backoff holds when several runners listed the same instances: each failed call once, none again at once" {
+	# step one fails retryably (75), its next attempt an hour away: three
+	# runs at once list every saga as due; one that another runner took
+	# and failed meanwhile is not due any more, and is left to its retry
+	cat >flaky <<'EOF'
+#!/bin/sh
+cat >/dev/null
+printf 'start %s one %s\n' "$CQRS_SAGA_ID" "$PPID" >>"$RUNS_LOG"
+echo 'service unavailable' >&2
+exit 75
+EOF
+	chmod +x flaky
+	sed -e 's|run: \[./step, one\]|run: [./flaky]|' -e 's|    backoff: 100ms|    backoff: 1h|' \
+		-e 's|    max_backoff: 200ms|    max_backoff: 2h|' \
+		-e 's|^  timeout: 1s|  timeout: 1s\n  breaker:\n    failures: 100000|' job.yaml >later.yaml
+	grep -q "backoff: 1h" later.yaml || fail "later.yaml has no backoff of an hour"
+	local n=30
+	jobs 1 "$n"
+	cqrs-saga run -f later.yaml 2>>runs.err &
+	cqrs-saga run -f later.yaml 2>>runs.err &
+	cqrs-saga run -f later.yaml 2>>runs.err &
+	wait
+	assert_equal "$(grep -v '^service unavailable$' runs.err || :)" ""
+	assert_equal "$(awk '{ print $2 }' "$RUNS_LOG" | sort | uniq -d)" ""
+	assert_equal "$(grep -c '^start ' "$RUNS_LOG")" "$n"
+	assert_equal "$(store_query "SELECT status || ' ' || attempts, count(*) FROM saga_instances GROUP BY 1")" "RUNNING 1|$n"
+}
+
 @test "several runs at once (cron): none is turned away, each step runs once" {
 	local n=30 i
 	jobs 1 "$n"

@@ -2111,7 +2111,7 @@ static int pass(struct cqrs_saga_runner *r, cqrs_error *err)
 				break;
 			}
 			struct saga_inst *in = &r->inst;
-			int got = saga_db_load_rowid(r->db, rowids[i], in, err);
+			int got = saga_db_load_rowid(r->db, rowids[i], r->now, in, err);
 			if (got < 0)
 				goto fail;
 			after = rowids[i];

@@ -172,9 +172,11 @@ int saga_db_reload(struct saga_db *db, struct saga_inst *in, cqrs_error *err);
  * but for those another runner holds. */
 int saga_db_candidates(struct saga_db *db, int64_t after_rowid, int64_t now, int64_t limit,
 		       int64_t *rowids, size_t *n, cqrs_error *err);
-/* Loads a candidate and holds it: 1, or 0 when it is gone or another
+/* Loads a candidate and holds it: 1, or 0 when it is gone, no longer due
+ * at now (another runner took it meanwhile and set a retry), or another
  * runner holds it (never waits for one). */
-int saga_db_load_rowid(struct saga_db *db, int64_t rowid, struct saga_inst *in, cqrs_error *err);
+int saga_db_load_rowid(struct saga_db *db, int64_t rowid, int64_t now, struct saga_inst *in,
+		       cqrs_error *err);
 /* The checkpoint, locked until the transaction ends where runners share
  * the store (so that one runner at a time starts instances from events). */
 int64_t saga_db_checkpoint(struct saga_db *db, const char *name, cqrs_error *err);
@@ -240,7 +242,8 @@ struct saga_db_ops {
 	int (*reload)(struct saga_db *db, struct saga_inst *in, cqrs_error *err);
 	int (*candidates)(struct saga_db *db, int64_t after_rowid, int64_t now, int64_t limit,
 			  int64_t *rowids, size_t *n, cqrs_error *err);
-	int (*load_rowid)(struct saga_db *db, int64_t rowid, struct saga_inst *in, cqrs_error *err);
+	int (*load_rowid)(struct saga_db *db, int64_t rowid, int64_t now, struct saga_inst *in,
+			  cqrs_error *err);
 	int (*checkpoint_get)(struct saga_db *db, const char *name, int64_t *seq, cqrs_error *err);
 	int (*load_start)(struct saga_db *db, const char *type, int64_t start_sequence,
 			  struct saga_inst *in, cqrs_error *err);

@@ -103,9 +103,10 @@ int saga_db_candidates(struct saga_db *db, int64_t after_rowid, int64_t now, int
 	return db->ops->candidates(db, after_rowid, now, limit, rowids, n, err);
 }
 
-int saga_db_load_rowid(struct saga_db *db, int64_t rowid, struct saga_inst *in, cqrs_error *err)
+int saga_db_load_rowid(struct saga_db *db, int64_t rowid, int64_t now, struct saga_inst *in,
+		       cqrs_error *err)
 {
-	return db->ops->load_rowid(db, rowid, in, err);
+	return db->ops->load_rowid(db, rowid, now, in, err);
 }
 
 int64_t saga_db_checkpoint(struct saga_db *db, const char *name, cqrs_error *err)

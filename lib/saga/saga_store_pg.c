@@ -221,17 +221,24 @@ static int pg_load(struct saga_db *base, const char *id, struct saga_inst *in, c
 			1, v, true, in, err);
 }
 
-static int pg_load_rowid(struct saga_db *base, int64_t rowid, struct saga_inst *in, cqrs_error *err)
+/* Still due at now, as pg_candidates chose it: the list is made before
+ * the pass works through it, and another runner may have taken an
+ * instance meanwhile, failed its step and set its retry (taken here, the
+ * retry would run at once, whatever its backoff). */
+static int pg_load_rowid(struct saga_db *base, int64_t rowid, int64_t now, struct saga_inst *in,
+			 cqrs_error *err)
 {
 	struct pg_saga_db *db = (struct pg_saga_db *)base;
-	char id[24];
+	char id[24], t[CQRS_TIMESTAMP_LEN + 1];
 	snprintf(id, sizeof id, "%lld", (long long)rowid);
-	const char *v[3] = { id, db->owner, db->lease_us };
+	const char *v[4] = { id, db->owner, db->lease_us, NULL };
+	time_text(now, t, &v[3]);
 	return load_one(db,
 			"UPDATE saga_instances SET " TAKE_LEASE " WHERE rowid = (SELECT rowid FROM"
 			" saga_instances WHERE rowid = $1::bigint AND " ACTIVE " AND " LEASE_FREE
-			" FOR UPDATE SKIP LOCKED) RETURNING " COLS,
-			3, v, false, in, err);
+			" AND (next_attempt_at IS NULL OR next_attempt_at <= $4 OR deadline_at IS"
+			" NOT NULL) FOR UPDATE SKIP LOCKED) RETURNING " COLS,
+			4, v, false, in, err);
 }
 
 static int pg_reload(struct saga_db *base, struct saga_inst *in, cqrs_error *err)

@@ -230,15 +230,24 @@ static int sq_load(struct saga_db *base, const char *id, struct saga_inst *in, c
 	return load_one(db, q, in, err);
 }
 
-static int sq_load_rowid(struct saga_db *base, int64_t rowid, struct saga_inst *in,
+static int load_by_rowid(struct saga_db *base, int64_t rowid, struct saga_inst *in,
 			 cqrs_error *err);
 
 static int sq_reload(struct saga_db *base, struct saga_inst *in, cqrs_error *err)
 {
-	return sq_load_rowid(base, in->rowid, in, err);
+	return load_by_rowid(base, in->rowid, in, err);
 }
 
-static int sq_load_rowid(struct saga_db *base, int64_t rowid, struct saga_inst *in, cqrs_error *err)
+/* now is not needed: one runner at a time (the lock file), so the
+ * candidates it listed are as it left them */
+static int sq_load_rowid(struct saga_db *base, int64_t rowid, int64_t now, struct saga_inst *in,
+			 cqrs_error *err)
+{
+	(void)now;
+	return load_by_rowid(base, rowid, in, err);
+}
+
+static int load_by_rowid(struct saga_db *base, int64_t rowid, struct saga_inst *in, cqrs_error *err)
 {
 	struct sqlite_saga_db *db = (struct sqlite_saga_db *)base;
 	sqlite3_stmt *q = db->q[Q_LOAD_ROWID];
