@@ -91,6 +91,19 @@ eventually() {
 	return 1
 }
 
+# flaky_step: ./flaky, a step program that records its run (as ./step
+# does) and always fails retryably (75)
+flaky_step() {
+	cat >flaky <<'EOF'
+#!/bin/sh
+cat >/dev/null
+printf 'start %s one %s\n' "$CQRS_SAGA_ID" "$PPID" >>"$RUNS_LOG"
+echo 'service unavailable' >&2
+exit 75
+EOF
+	chmod +x flaky
+}
+
 # follower [ARGS]: one more cqrs-saga run --follow in the background
 follower() {
 	cqrs-saga run --follow -f job.yaml "$@" 2>>runners.err &
@@ -188,14 +201,7 @@ check_exactly_once() {
 @test "a circuit breaker several followers share counts every failed call once (no update lost)" {
 	# step one always fails retryably (75), three attempts a saga, under a
 	# breaker that never opens: its count must be the calls made
-	cat >flaky <<'EOF'
-#!/bin/sh
-cat >/dev/null
-printf 'start %s one %s\n' "$CQRS_SAGA_ID" "$PPID" >>"$RUNS_LOG"
-echo 'service unavailable' >&2
-exit 75
-EOF
-	chmod +x flaky
+	flaky_step
 	sed -e 's|run: \[./step, one\]|run: [./flaky]|' \
 		-e 's|    max_attempts: 50|    max_attempts: 3|' \
 		-e 's|    backoff: 100ms|    backoff: 1ms|' -e 's|    max_backoff: 200ms|    max_backoff: 2ms|' \
@@ -222,14 +228,7 @@ EOF
 	# step one fails retryably (75), its next attempt an hour away: three
 	# runs at once list every saga as due; one that another runner took
 	# and failed meanwhile is not due any more, and is left to its retry
-	cat >flaky <<'EOF'
-#!/bin/sh
-cat >/dev/null
-printf 'start %s one %s\n' "$CQRS_SAGA_ID" "$PPID" >>"$RUNS_LOG"
-echo 'service unavailable' >&2
-exit 75
-EOF
-	chmod +x flaky
+	flaky_step
 	sed -e 's|run: \[./step, one\]|run: [./flaky]|' -e 's|    backoff: 100ms|    backoff: 1h|' \
 		-e 's|    max_backoff: 200ms|    max_backoff: 2h|' \
 		-e 's|^  timeout: 1s|  timeout: 1s\n  breaker:\n    failures: 100000|' job.yaml >later.yaml
