@@ -18,6 +18,10 @@ jetstream {
     store_dir: "$NATS_DIR/js"
 }
 authorization {
+    # seconds a client has to log in after it connects (2 by default): a
+    # loaded CI machine took longer once (relay-ops, the first nkey login
+    # refused, exit 77); the tests measure no time
+    timeout: 20
     users: [
         { user: $NATS_USER, password: "$NATS_PASSWORD" }
         # relay ops: the nkey login (a test key pair, tests/fixtures)
