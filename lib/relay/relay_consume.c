@@ -169,8 +169,15 @@ static int take_message(struct consumer *c, natsMsg *msg, bool *kept, cqrs_error
 	*kept = false;
 	if (message_line(msg, &line, &len, err) < 0 ||
 	    parse_event(c->o->stream, msg, line, len, &ev, err) < 0) {
-		if (err->code == CQRS_EXIT_DATAERR)
-			natsMsg_Term(msg, NULL); /* never again: it cannot become an event */
+		if (err->code == CQRS_EXIT_DATAERR) {
+			/* never again: it cannot become an event.  The term goes
+			 * out without an answer: a round trip makes sure the
+			 * server has it before this run exits, or the message
+			 * would come again after the ack wait (relay.bats, under
+			 * load) */
+			natsMsg_Term(msg, NULL);
+			natsConnection_FlushTimeout(c->conn.nc, 5000);
+		}
 		free(line);
 		return -1;
 	}
