@@ -250,12 +250,9 @@ static void state_set(struct cqrs_saga_runner *r, struct saga_inst *in, const ch
 	 * replaced by a part of it (a later step's ${event.*} would name
 	 * nothing and fail it for good, make faultsweep saga alloc 4996; a
 	 * member without its value, alloc 5459); save() ends with 71 */
-	if (val == NULL) {
-		in->state.oom = true;
-		return;
-	}
-	set_member(in->state.p, in->state.len, key, val, vlen, &r->state);
-	if (r->state.oom) {
+	if (val != NULL)
+		set_member(in->state.p, in->state.len, key, val, vlen, &r->state);
+	if (val == NULL || r->state.oom) {
 		in->state.oom = true;
 		return;
 	}
