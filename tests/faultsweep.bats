@@ -309,6 +309,49 @@ EOF
 	done
 }
 
+# Every allocation of SIZE bytes of "$@" fails in turn: each run must end 0
+# or 71, never 65 (the input judged bad).  $prepare runs before each point.
+size_points() {
+	local size=$1 count n
+	shift
+	eval "$prepare"
+	rm -f "$BATS_TEST_TMPDIR/count"
+	CQRS_SWEEP_ALLOC_SIZE=$size CQRS_SWEEP_ALLOC=1000000 CQRS_SWEEP_LOG="$BATS_TEST_TMPDIR/count" \
+		injected "$@" >/dev/null
+	count=$(sed -n 's/^count alloc=\([0-9]*\) .*/\1/p' "$BATS_TEST_TMPDIR/count")
+	[ "$count" -gt 0 ]
+	for n in $(seq 1 "$count"); do
+		eval "$prepare"
+		CQRS_SWEEP_ALLOC_SIZE=$size CQRS_SWEEP_ALLOC=$n run --separate-stderr injected "$@"
+		[[ $status == 0 || $status == 71 ]] ||
+			fail "$1: allocation $n of $count of $size bytes: exit $status: $stderr"
+	done
+}
+
+@test "out of memory while JSON is compacted is 71, never a verdict on a key, a checkpoint, a backup or a stored result (65)" {
+	alloc_test
+	local p=3c9a7b1e-4d2f-4e8a-b6c5-0f1e2d3c4b5a prepare=:
+	# 1024 bytes: the first growth of the compactor's table of keys (found
+	# by review: a key file, a checkpoint, a backup's header, a signed
+	# head or a command's stored result was then "not a JSON object")
+	cqrs-keygen key >/dev/null
+	cqrs-command -q --command-id 22222222-2222-4222-8222-222222222222 register-product \
+		--product "$p" --sku SKU-1 --name Widget --quantity 100
+	cqrs-read --verify --signing-key key | tail -1 >head.json
+	cqrs-read --checkpoint audit >/dev/null
+	cqrs-backup -f ndjson >backup.ndjson
+	size_points 1024 cqrs-read --verify --signing-key key
+	size_points 1024 cqrs-read --verify --expect-signed head.json --public-key key.pub
+	size_points 1024 cqrs-read --checkpoint audit --position
+	prepare='rm -f restored.db*'
+	size_points 1024 cqrs-backup --restore -s restored.db backup.ndjson
+	prepare=:
+	size_points 1024 cqrs-command -q --command-id 22222222-2222-4222-8222-222222222222 \
+		register-product --product "$p" --sku SKU-1 --name Widget --quantity 100
+	# registered once, with its stock
+	assert_equal "$(cqrs-read | jq -r .event_type | paste -sd' ')" "ProductRegistered StockReplenished"
+}
+
 @test "a read of the views that fails with EIO is an I/O error (74), not damaged views (65)" {
 	shipped_store
 	export CQRS_VIEWS="$BATS_TEST_TMPDIR/views.db"

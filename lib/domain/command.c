@@ -569,7 +569,10 @@ static int replay(struct cqrs_commander *c, char *stored, cqrs_command_result *r
 {
 	size_t len = strlen(stored);
 	char type[64], status[16], id[37];
-	if (cqrs_json_compact(stored, &len, NULL) < 0 || stored[0] != '{' ||
+	cqrs_error jerr = { 0 };
+	if (cqrs_json_compact(stored, &len, &jerr) < 0 && jerr.code == CQRS_EXIT_OSERR)
+		return cqrs_fail(err, CQRS_EXIT_OSERR, "%s", jerr.msg); /* not a verdict */
+	if (jerr.code != 0 || stored[0] != '{' ||
 	    jv_string(stored, len, "type", type, sizeof type) < 0 ||
 	    jv_string(stored, len, "status", status, sizeof status) < 0)
 		return foreign_result(c, err);

@@ -99,8 +99,14 @@ int cqrs_cloudevent_to_envelope(const char *body, size_t len, char **line, size_
 	char *metadata = NULL, *out = NULL;
 	size_t out_len = 0;
 	int rc = -1;
-	if (cqrs_json_compact(obj, &n, err) < 0 || obj[0] != '{') {
-		cqrs_fail(err, CQRS_EXIT_DATAERR, "not a JSON object");
+	cqrs_error jerr = { 0 };
+	if (cqrs_json_compact(obj, &n, &jerr) < 0 || obj[0] != '{') {
+		/* out of memory is not a verdict on the message (the relay
+		 * terminates what is not an event) */
+		if (jerr.code == CQRS_EXIT_OSERR)
+			cqrs_fail(err, CQRS_EXIT_OSERR, "%s", jerr.msg);
+		else
+			cqrs_fail(err, CQRS_EXIT_DATAERR, "not a JSON object");
 		goto done;
 	}
 	if (string_attribute(obj, n, "specversion", spec, sizeof spec, err) < 0)

@@ -88,6 +88,10 @@ static int parse_event(const char *stream, natsMsg *msg, char *line, size_t len,
 	cqrs_error why = { 0 };
 	if (cqrs_event_parse(ev, line, len, &why) == 0 && ev->sequence > 0 && ev->has_hash)
 		return 0;
+	/* out of memory says nothing of the message: the caller terminates
+	 * what is not an event, never what could not be read */
+	if (why.code == CQRS_EXIT_OSERR)
+		return cqrs_fail(err, CQRS_EXIT_OSERR, "%s", why.msg);
 	jsMsgMetaData *meta = NULL;
 	long long at =
 		natsMsg_GetMetaData(&meta, msg) == NATS_OK ? (long long)meta->Sequence.Stream : 0;

@@ -266,9 +266,12 @@ cqrs_signing_key *cqrs_signing_key_load(const char *path, cqrs_error *err)
 	}
 	size_t len = (size_t)n;
 	uint8_t id[CQRS_KEY_ID_LEN];
-	cqrs_error ignored = { 0 };
-	if (cqrs_json_compact(buf, &len, &ignored) < 0 ||
-	    !get_is(buf, len, "cqrs_signing_key", "ed25519") ||
+	cqrs_error jerr = { 0 };
+	if (cqrs_json_compact(buf, &len, &jerr) < 0 && jerr.code == CQRS_EXIT_OSERR) {
+		cqrs_fail(err, CQRS_EXIT_OSERR, "%s", jerr.msg); /* not a verdict on the file */
+		goto bad;
+	}
+	if (jerr.code != 0 || !get_is(buf, len, "cqrs_signing_key", "ed25519") ||
 	    get_hex(buf, len, "seed", k->seed, SEED_LEN) < 0 ||
 	    get_hex(buf, len, "key_id", id, sizeof id) < 0) {
 		cqrs_fail(err, CQRS_EXIT_DATAERR,
@@ -348,9 +351,10 @@ int cqrs_public_key_load(const char *path, cqrs_public_key *pub, cqrs_error *err
 		return -1;
 	size_t len = (size_t)n;
 	uint8_t id[CQRS_KEY_ID_LEN];
-	cqrs_error ignored = { 0 };
-	if (cqrs_json_compact(buf, &len, &ignored) < 0 ||
-	    !get_is(buf, len, "cqrs_public_key", "ed25519") ||
+	cqrs_error jerr = { 0 };
+	if (cqrs_json_compact(buf, &len, &jerr) < 0 && jerr.code == CQRS_EXIT_OSERR)
+		return cqrs_fail(err, CQRS_EXIT_OSERR, "%s", jerr.msg); /* not a verdict */
+	if (jerr.code != 0 || !get_is(buf, len, "cqrs_public_key", "ed25519") ||
 	    get_hex(buf, len, "public_key", pub->key, sizeof pub->key) < 0 ||
 	    get_hex(buf, len, "key_id", id, sizeof id) < 0)
 		return cqrs_fail(err, CQRS_EXIT_DATAERR,
@@ -578,9 +582,11 @@ int cqrs_signed_head_parse(const char *obj, size_t len, struct cqrs_signed_head 
 	memcpy(buf, obj, len);
 	buf[len] = '\0';
 	size_t n = len;
-	cqrs_error ignored = { 0 };
-	if (cqrs_json_compact(buf, &n, &ignored) < 0)
-		return not_a_head(err, "not a JSON object");
+	cqrs_error jerr = { 0 };
+	if (cqrs_json_compact(buf, &n, &jerr) < 0)
+		return jerr.code == CQRS_EXIT_OSERR
+			       ? cqrs_fail(err, CQRS_EXIT_OSERR, "%s", jerr.msg)
+			       : not_a_head(err, "not a JSON object");
 	const char *v;
 	size_t vn;
 	if (!cqrs_json_get(buf, n, "signed_head", &v, &vn) || vn != 1 || v[0] != '1')

@@ -807,9 +807,10 @@ static int read_header(struct restore *r, cqrs_error *err)
 		return cqrs_fail(err, CQRS_EXIT_DATAERR, "%s: empty: not a cqrs backup", r->label);
 	const char *v;
 	size_t vn;
-	cqrs_error ignored = { 0 };
-	if (cqrs_json_compact(line, &len, &ignored) < 0 ||
-	    !cqrs_json_get(line, len, "cqrs_backup", &v, &vn))
+	cqrs_error jerr = { 0 };
+	if (cqrs_json_compact(line, &len, &jerr) < 0 && jerr.code == CQRS_EXIT_OSERR)
+		return cqrs_fail(err, CQRS_EXIT_OSERR, "%s", jerr.msg); /* not a verdict */
+	if (jerr.code != 0 || !cqrs_json_get(line, len, "cqrs_backup", &v, &vn))
 		return bad_line(r, err, CQRS_EXIT_DATAERR,
 				"not a cqrs backup (it starts with a cqrs_backup header)");
 	if (vn != 1 || *v != '0' + FORMAT_VERSION)
