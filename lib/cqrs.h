@@ -76,6 +76,11 @@ int cqrs_follow_signal_fd(void);
  * may pass: first ms, doubling, at most most ms.  One rule for the PostgreSQL
  * connection, the relay's reconnections and a follower's retries. */
 int64_t cqrs_backoff_ms(int attempt, int64_t first, int64_t most);
+/* For tests only: when the environment variable var names a directory, a
+ * line to the FIFO DIR/loaded, then a wait until the FIFO DIR/go is written
+ * and closed; once a process.  A test commits another writer's work in
+ * between, as a slower machine would (cqrs-command(1), cqrs-backup(1)). */
+void cqrs_test_pause(const char *var);
 /* "name: message" on stderr. */
 void cqrs_warn(const char *fmt, ...) CQRS_PRINTF(1, 2);
 CQRS_NORETURN void cqrs_die(int code, const char *fmt, ...) CQRS_PRINTF(2, 3);

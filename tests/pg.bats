@@ -720,6 +720,43 @@ stocked_product() {
 	assert_equal "$(cqrs-command show "$O1" | jq -r .state.status)" CANCELLED
 }
 
+@test "cqrs-backup: an incremental restore takes the lock before it checks the head: an append meanwhile waits and lands after the restored events" {
+	local h0 h1 restorer appender i
+	gen_events 5 41 | cqrs-append -q --store src.db
+	cqrs-backup -f ndjson --store src.db >b0.ndjson
+	h0=$(tail -n1 b0.ndjson | jq -r .head)
+	gen_events 3 42 | cqrs-append -q --store src.db
+	cqrs-backup -f ndjson --since "$h0" --store src.db >b1.ndjson
+	h1=$(tail -n1 b1.ndjson | jq -r .head)
+	run --separate-stderr cqrs-backup --restore b0.ndjson
+	assert_success
+	# the restore stops once it has checked that the store is at the
+	# backup's since; another writer appends meanwhile
+	mkfifo loaded go
+	CQRS_TEST_PAUSE_AFTER_CHECK=$PWD cqrs-backup --restore b1.ndjson >restore.out 2>restore.err &
+	restorer=$!
+	read -r _ <loaded
+	gen_events 1 43 | cqrs-append -q 2>append.err &
+	appender=$!
+	# the append either committed (the check was made without the lock)
+	# or waits for the restore's lock
+	for ((i = 0; i < 600; i++)); do
+		[ "$(pg_sql -c "SELECT count(*) FROM $SCHEMA.events")" = 6 ] && break
+		[ "$(pg_sql -c "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")" = 1 ] && break
+		sleep 0.05
+	done
+	[ "$i" -lt 600 ] || fail "the append neither committed nor waited for the lock"
+	echo >go
+	wait "$restorer" || fail "the restore failed: $(cat restore.err)"
+	wait "$appender" || fail "the append failed: $(cat append.err)"
+	assert_equal "$(cat restore.out)" "$h1"
+	assert_equal "$(cat restore.err append.err)" ""
+	# the backup's events as they were, then the append's
+	assert_equal "$(cqrs-read -n 8)" "$(cqrs-read --store src.db)"
+	assert_equal "$(cqrs-read --from 9 | jq -r .sequence)" 9
+	assert_equal "$(cqrs-read --verify | cut -d' ' -f1-3)" 'verified 9 events,'
+}
+
 @test "cqrs-command: 4 writers x 25 seeded commands on one product, and 4 x 5 CreateOrders at once: the model's stock, each command once, consecutive order numbers" {
 	export CQRS_METRICS_DIR=$BATS_TEST_TMPDIR/metrics
 	mkdir -m 700 "$CQRS_METRICS_DIR"

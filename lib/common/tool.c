@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <locale.h>
 #include <signal.h>
@@ -48,6 +49,30 @@ void cqrs_tool_init(const char *name)
 const char *cqrs_tool_name(void)
 {
 	return tool_name;
+}
+
+void cqrs_test_pause(const char *var)
+{
+	static bool done;
+	const char *dir = getenv(var);
+	if (dir == NULL || done)
+		return;
+	done = true;
+	char path[4096];
+	snprintf(path, sizeof path, "%s/loaded", dir);
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		if (write(fd, "\n", 1) != 1)
+			cqrs_warn("%s: cannot write %s", var, path);
+		close(fd);
+	}
+	snprintf(path, sizeof path, "%s/go", dir);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	char b[64];
+	while (fd >= 0 && read(fd, b, sizeof b) > 0)
+		;
+	if (fd >= 0)
+		close(fd);
 }
 
 /* Every message goes through the logs (lib/ops/log.c): the text form is

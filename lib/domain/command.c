@@ -815,35 +815,6 @@ static int load_related(struct cqrs_commander *c, cqrs_error *err)
 	return 0;
 }
 
-/* CQRS_TEST_PAUSE_AFTER_LOAD=DIR, for tests only (cqrs-command(1)): once a
- * process, when a command has read what it decides on, a line to the FIFO
- * DIR/loaded, then a wait until the FIFO DIR/go is written and closed: a
- * test can then commit another writer's command in between, as a slower
- * machine would. */
-static void test_pause_after_load(void)
-{
-	static bool done;
-	const char *dir = getenv("CQRS_TEST_PAUSE_AFTER_LOAD");
-	if (dir == NULL || done)
-		return;
-	done = true;
-	char path[4096];
-	snprintf(path, sizeof path, "%s/loaded", dir);
-	int fd = open(path, O_WRONLY | O_CLOEXEC);
-	if (fd >= 0) {
-		if (write(fd, "\n", 1) != 1)
-			cqrs_warn("CQRS_TEST_PAUSE_AFTER_LOAD: cannot write %s", path);
-		close(fd);
-	}
-	snprintf(path, sizeof path, "%s/go", dir);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	char b[64];
-	while (fd >= 0 && read(fd, b, sizeof b) > 0)
-		;
-	if (fd >= 0)
-		close(fd);
-}
-
 static void forget_all(struct cqrs_commander *c)
 {
 	agg_loader_forget_one(&c->loader, c->target);
@@ -933,7 +904,7 @@ static int attempt(struct cqrs_commander *c, cqrs_command_result *res, cqrs_erro
 		return -1;
 	if (load_related(c, err) < 0)
 		return -1;
-	test_pause_after_load();
+	cqrs_test_pause("CQRS_TEST_PAUSE_AFTER_LOAD");
 	struct decide_ctx ctx = { next_order_number, c, c->related, c->nrelated };
 	if (!d->rejected && spec->decide(&c->cmd, &c->agg, &ctx, d, err) < 0)
 		return -1;

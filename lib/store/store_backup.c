@@ -1382,10 +1382,17 @@ static int restore_ndjson(const char *backup, const char *label, const char *sto
 	if (r.st == NULL)
 		goto out;
 	r.db = cqrs_sqlite_handle(r.st);
-	if (cqrs_store_begin(r.st, err) < 0 ||
+	/* the store's lock before its head is looked at: on PostgreSQL an
+	 * append between the check and the first restored event would make
+	 * the check a lie (SQLite's BEGIN IMMEDIATE already holds it) */
+	if (cqrs_store_begin(r.st, err) < 0 || cqrs_store_lock(r.st, err) < 0 ||
 	    (r.incremental && check_since(&r, store_path, err) < 0) ||
-	    (server && !r.incremental && check_no_events(&r, err) < 0) ||
-	    clear_tables(&r, err) < 0 || restore_lines(&r, err) < 0 ||
+	    (server && !r.incremental && check_no_events(&r, err) < 0)) {
+		cqrs_store_rollback(r.st);
+		goto out;
+	}
+	cqrs_test_pause("CQRS_TEST_PAUSE_AFTER_CHECK");
+	if (clear_tables(&r, err) < 0 || restore_lines(&r, err) < 0 ||
 	    check_store(r.st, r.label, head, err) < 0) {
 		cqrs_store_rollback(r.st);
 		goto out;
