@@ -942,6 +942,29 @@ checkpoint() {
 	assert_equal "$stderr" 'cqrs-project: none.db: no such views file (cqrs-project builds it)'
 }
 
+@test "--lag: the seconds behind are those of the store's head as it was read, not of an event appended meanwhile" {
+	head -n 20 "$HISTORY" | cqrs-append -q
+	cqrs-project
+	sed -n 21,36p "$HISTORY" | cqrs-append -q
+	# --lag stops once it has read the store's head (event 36); an event
+	# a month later is appended meanwhile
+	mkfifo loaded go
+	CQRS_TEST_PAUSE_AFTER_HEAD=$PWD cqrs-project --lag >lag.out 2>lag.err &
+	local lag=$!
+	read -r _ <loaded
+	sed -n 37p "$HISTORY" | jq -c '.timestamp = "2026-02-17T12:00:02Z"' | cqrs-append -q
+	echo >go
+	wait "$lag" || fail "cqrs-project --lag failed: $(cat lag.err)"
+	# 2026-01-16T09:00:00 (event 20) to 2026-01-17T12:00:01 (event 36)
+	run jq -c '[.projection, .store_sequence, .events_behind, .seconds_behind]' lag.out
+	assert_output - <<-'EOF'
+		["customer_order_summary",36,16,97201]
+		["inventory_views",36,16,97201]
+		["order_views",36,16,97201]
+		["sales_analytics",36,16,97201]
+	EOF
+}
+
 @test "a build in one thread or several gives the same views, whatever a projection holds" {
 	load_history
 	cat >tricky.yaml <<-'EOF'
