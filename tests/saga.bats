@@ -358,6 +358,39 @@ completed() {
 	assert_equal "$(tail -1 err | cut -d' ' -f2-)" "cqrs-saga: started 2, completed 2, compensated 0, failed 0, 8 steps, 0 retries scheduled"
 }
 
+@test "--follow: a retry that fell due while the run ended is run at once, not after the follower's next wake-up" {
+	# the real clock: a follower cannot be moved in time
+	unset CQRS_SAGA_NOW
+	export PAYMENT_GATEWAY_AUTHORIZE_MODE=fail:1
+	order 1
+	cqrs-saga run
+	# the follower's first run finds nothing due (the retry of
+	# authorize_payment is 1-2 s away) and stops after its last look,
+	# until that retry is due.  The FIFOs and the output are kept out of
+	# the store's directory, and the store is not opened until the end:
+	# any file closed there after a write wakes a follower on SQLite,
+	# which would hide what is tested here.
+	mkdir -p "$BATS_TEST_TMPDIR/pause"
+	cd "$BATS_TEST_TMPDIR/pause"
+	mkfifo loaded go
+	CQRS_TEST_PAUSE_AFTER_PASS=$PWD timeout $((60 * GUARD_SCALE)) cqrs-saga run --follow >out 2>err 3>&- &
+	pid=$!
+	read -r _ <loaded
+	assert_equal "$(saga_row 1)" "RUNNING|1|1|"
+	local due
+	due=$(store_query "SELECT next_attempt_at FROM saga_instances")
+	while [[ $(date -u +%Y-%m-%dT%H:%M:%S.%6NZ) < $due ]]; do sleep 0.1; done
+	echo >go
+	# due before the follower asked what is due next: it runs at once
+	# (it asked for what falls due after the time it asked at, and slept
+	# through this one until its 60 s wake-up)
+	authorized_twice() { [ "$(grep -c authorize "$PAYMENT_GATEWAY_DIR/calls.log")" = 2 ]; }
+	eventually authorized_twice || fail "the retry due at $due did not run"
+	kill -TERM "$pid"
+	wait "$pid"
+	assert_equal "$(saga_row 1)" "COMPLETED|4|0|completed"
+}
+
 @test "--follow rides out a store busy past CQRS_BUSY_TIMEOUT (75): it says so, tries again, and goes on" {
 	sqlite_only "sqlite3's own transaction holds the store's write lock"
 	order 1

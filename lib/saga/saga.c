@@ -65,6 +65,9 @@ struct cqrs_saga_runner {
 	bool in_txn;
 	int64_t now;
 	char now_text[CQRS_TIMESTAMP_LEN + 1];
+	/* the time the last look for due instances was made at: what fell
+	 * due after it is still to do, whatever the time is when the run ends */
+	int64_t scanned_at;
 	int64_t changes; /* saves in this pass */
 	struct poison poison[MAX_POISON];
 	size_t npoison;
@@ -2094,6 +2097,7 @@ static int pass(struct cqrs_saga_runner *r, cqrs_error *err)
 		if (begin(r, err) < 0)
 			goto out;
 		size_t n;
+		r->scanned_at = r->now;
 		if (saga_db_candidates(r->db, after, r->now, batch, rowids, &n, err) < 0)
 			goto fail;
 		if (n == 0) {
@@ -2170,12 +2174,16 @@ int cqrs_saga_run(cqrs_saga_runner *r, int64_t *next_due, cqrs_error *err)
 		    (r->opt.should_stop != NULL && r->opt.should_stop()))
 			break;
 	}
+	cqrs_test_pause("CQRS_TEST_PAUSE_AFTER_PASS");
 	tick(r);
 	/* resting instances are anyone's (runners sharing a PostgreSQL store) */
 	if (saga_db_release(r->db, err) < 0)
 		return -1;
 	if (next_due != NULL) {
-		int64_t t = saga_db_next_due(r->db, r->now, err);
+		/* due after the last look, not after now: one that fell due in
+		 * between is due at once (the follower runs again), not left until
+		 * the next retry after it */
+		int64_t t = saga_db_next_due(r->db, r->scanned_at, err);
 		if (t < 0)
 			return -1;
 		*next_due = t;
