@@ -184,6 +184,34 @@ alloc_points() {
 	prepare=: alloc_points cqrs-query sql "SELECT order_id, status, total FROM order_views"
 }
 
+@test "cqrs-query out of memory while a cell is copied is 71, never a value printed empty or as NULL" {
+	alloc_test
+	shipped_store
+	export CQRS_VIEWS="$BATS_TEST_TMPDIR/views.db"
+	cqrs-project
+	# a text of 40 characters: its copy for CSV is 41 bytes, for the table
+	# (room for escapes) 161, and 2.5 (a REAL) is copied in 4 (found by
+	# review: a copy that failed was printed as an empty cell, exit 0)
+	local sql="SELECT 'abcdefghijklmnopqrstuvwxyz0123456789-XYZ' AS t, 2.5 AS r, status FROM order_views"
+	local format size count n clean
+	for format in csv:41 table:161 csv:4 table:4; do
+		size=${format#*:} format=${format%:*}
+		clean=$(cqrs-query -f "$format" sql "$sql")
+		rm -f "$BATS_TEST_TMPDIR/count"
+		CQRS_SWEEP_ALLOC_SIZE=$size CQRS_SWEEP_ALLOC=1000000 CQRS_SWEEP_LOG="$BATS_TEST_TMPDIR/count" \
+			injected cqrs-query -f "$format" sql "$sql" >/dev/null
+		count=$(sed -n 's/^count alloc=\([0-9]*\) .*/\1/p' "$BATS_TEST_TMPDIR/count")
+		[ "$count" -gt 0 ]
+		for n in $(seq 1 "$count"); do
+			CQRS_SWEEP_ALLOC_SIZE=$size CQRS_SWEEP_ALLOC=$n run --separate-stderr \
+				injected cqrs-query -f "$format" sql "$sql"
+			[[ $status == 0 || $status == 71 ]] ||
+				fail "$format: allocation $n of $count of $size bytes: exit $status: $stderr"
+			[[ $status == 71 ]] || assert_equal "$output" "$clean"
+		done
+	done
+}
+
 @test "cqrs-project out of memory while it sets up new views is 71, not a bad projection (78) or 70" {
 	alloc_test
 	shipped_store

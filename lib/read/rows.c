@@ -58,7 +58,9 @@ static size_t display_width(const char *s)
 	return w;
 }
 
-static void ndjson_row(sqlite3_stmt *st, int ncol, const enum kind *kinds, FILE *out)
+/* One row as a JSON object: 0, or -1 when memory ran out (SQLite's copy of
+ * a text; the row is then cut short, and the caller fails). */
+static int ndjson_row(sqlite3_stmt *st, int ncol, const enum kind *kinds, FILE *out)
 {
 	putc('{', out);
 	for (int i = 0; i < ncol; i++) {
@@ -68,7 +70,10 @@ static void ndjson_row(sqlite3_stmt *st, int ncol, const enum kind *kinds, FILE 
 		cqrs_json_write_string(out, name, strlen(name));
 		putc(':', out);
 		int type = sqlite3_column_type(st, i);
-		const char *t = (const char *)sqlite3_column_text(st, i);
+		const char *t =
+			type == SQLITE_TEXT ? (const char *)sqlite3_column_text(st, i) : NULL;
+		if (type == SQLITE_TEXT && t == NULL)
+			return -1;
 		int n = sqlite3_column_bytes(st, i);
 		char buf[64];
 		switch (type) {
@@ -96,6 +101,7 @@ static void ndjson_row(sqlite3_stmt *st, int ncol, const enum kind *kinds, FILE 
 		}
 	}
 	fputs("}\n", out);
+	return 0;
 }
 
 /* RFC 4180 allows in a field only printable text, and CR, LF, commas and
@@ -132,37 +138,44 @@ static void csv_field(FILE *out, const char *s)
 	putc('"', out);
 }
 
-/* A cell's text for the table and CSV, or NULL for SQL NULL. */
-static char *cell_text(sqlite3_stmt *st, int i, bool table, bool *number)
+/* A cell's text for the table and CSV in *out, NULL for SQL NULL: 0, or -1
+ * when memory ran out (never taken for a NULL). */
+static int cell_text(sqlite3_stmt *st, int i, bool table, bool *number, char **out)
 {
 	int type = sqlite3_column_type(st, i);
 	*number = type == SQLITE_INTEGER || type == SQLITE_FLOAT;
+	*out = NULL;
 	if (type == SQLITE_NULL)
-		return NULL;
+		return 0;
 	char buf[64];
 	if (type == SQLITE_FLOAT) {
 		real_text(sqlite3_column_double(st, i), buf, sizeof buf);
-		return strdup(buf);
+		return (*out = strdup(buf)) != NULL ? 0 : -1;
 	}
 	if (type == SQLITE_BLOB) {
 		int n = sqlite3_column_bytes(st, i);
 		const unsigned char *b = sqlite3_column_blob(st, i);
 		char *s = malloc((size_t)n * 2 + 1);
-		if (s == NULL)
-			return NULL;
+		if (s == NULL || (n > 0 && b == NULL)) {
+			free(s);
+			return -1;
+		}
 		for (int k = 0; k < n; k++)
 			snprintf(s + 2 * k, 3, "%02x", b[k]);
 		s[2 * n] = '\0';
-		return s;
+		*out = s;
+		return 0;
 	}
 	const char *t = (const char *)sqlite3_column_text(st, i);
+	if (t == NULL)
+		return -1;
 	if (!table)
-		return strdup(t);
+		return (*out = strdup(t)) != NULL ? 0 : -1;
 	/* one line per row: control characters shown as \n, \t, ... */
 	size_t n = strlen(t), o = 0;
 	char *s = malloc(n * 4 + 1);
 	if (s == NULL)
-		return NULL;
+		return -1;
 	for (size_t k = 0; k < n; k++) {
 		unsigned char c = (unsigned char)t[k];
 		if (c == '\n') {
@@ -178,7 +191,8 @@ static char *cell_text(sqlite3_stmt *st, int i, bool table, bool *number)
 		}
 	}
 	s[o] = '\0';
-	return s;
+	*out = s;
+	return 0;
 }
 
 static void table_free(struct table *t)
@@ -264,11 +278,14 @@ int64_t cqrs_rows_print(sqlite3_stmt *st, const char *const *money, const char *
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		n++;
 		if (fmt == CQRS_FORMAT_NDJSON) {
-			ndjson_row(st, ncol, kinds, out);
+			if (ndjson_row(st, ncol, kinds, out) < 0)
+				return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
 		} else if (fmt == CQRS_FORMAT_CSV) {
 			for (int i = 0; i < ncol; i++) {
 				bool num;
-				char *s = cell_text(st, i, false, &num);
+				char *s;
+				if (cell_text(st, i, false, &num, &s) < 0)
+					return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
 				if (i > 0)
 					putc(',', out);
 				csv_field(out, s);
@@ -290,7 +307,14 @@ int64_t cqrs_rows_print(sqlite3_stmt *st, const char *const *money, const char *
 			}
 			for (int i = 0; i < ncol; i++) {
 				struct cell *c = &t.cells[t.nrows * (size_t)ncol + (size_t)i];
-				c->text = cell_text(st, i, true, &c->number);
+				if (cell_text(st, i, true, &c->number, &c->text) < 0) {
+					t.nrows++; /* its cells so far are freed with it */
+					for (int k = i + 1; k < ncol; k++)
+						t.cells[(t.nrows - 1) * (size_t)ncol + (size_t)k]
+							.text = NULL;
+					table_free(&t);
+					return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+				}
 				if (kinds[i] == K_MONEY && c->text != NULL)
 					c->number = true;
 				size_t w = display_width(c->text ? c->text : "");

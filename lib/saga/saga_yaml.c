@@ -369,7 +369,11 @@ static int load_action(struct loader *l, ynode *map, const char *what,
 	a->timeout_us = defaults->timeout_us;
 	a->retry = defaults->retry;
 	a->breaker = defaults->breaker;
-	a->breaker.name = defaults->breaker.name ? strdup(defaults->breaker.name) : NULL;
+	a->breaker.name = NULL;
+	/* without its copy the action would have no breaker, silently */
+	if (defaults->breaker.name != NULL &&
+	    (a->breaker.name = strdup(defaults->breaker.name)) == NULL)
+		return oom(l);
 	ynode *run = get(map, "run");
 	if (run != NULL && load_run(l, run, what, a) < 0)
 		return -1;
