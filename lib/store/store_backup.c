@@ -862,19 +862,32 @@ static int hex_value(const char *s, size_t n, unsigned char *out)
 	return n % 2 ? -1 : 0;
 }
 
-/* Binds one value as put_value wrote it: 0, or -1 when it is none of them. */
+/* What bind_value and pg_value say of a value that is one but could not be
+ * kept: memory ran out (-1 is a value that is none a backup holds). */
+#define VALUE_NO_MEMORY (-2)
+
+/* SQLite's answer to a bind: 0, VALUE_NO_MEMORY, or -1 (too big, say). */
+static int bound(int rc)
+{
+	return rc == SQLITE_OK ? 0 : rc == SQLITE_NOMEM ? VALUE_NO_MEMORY : -1;
+}
+
+/* Binds one value as put_value wrote it: 0, -1 when it is none of them, or
+ * VALUE_NO_MEMORY. */
 static int bind_value(sqlite3_stmt *q, int i, const char *v, size_t vn)
 {
 	if (vn == 4 && memcmp(v, "null", 4) == 0)
-		return sqlite3_bind_null(q, i) == SQLITE_OK ? 0 : -1;
+		return bound(sqlite3_bind_null(q, i));
 	if (*v == '"') {
 		char *buf = malloc(vn);
-		long n = buf != NULL ? cqrs_json_string(v, vn, buf, vn) : -1;
+		if (buf == NULL)
+			return VALUE_NO_MEMORY;
+		long n = cqrs_json_string(v, vn, buf, vn);
 		if (n < 0) {
 			free(buf);
 			return -1;
 		}
-		return sqlite3_bind_text(q, i, buf, (int)n, free) == SQLITE_OK ? 0 : -1;
+		return bound(sqlite3_bind_text(q, i, buf, (int)n, free));
 	}
 	if (*v == '-' || (*v >= '0' && *v <= '9')) {
 		char num[24], *end;
@@ -886,7 +899,7 @@ static int bind_value(sqlite3_stmt *q, int i, const char *v, size_t vn)
 		long long x = strtoll(num, &end, 10);
 		if (errno != 0 || *end != '\0')
 			return -1;
-		return sqlite3_bind_int64(q, i, x) == SQLITE_OK ? 0 : -1;
+		return bound(sqlite3_bind_int64(q, i, x));
 	}
 	size_t pos = 0;
 	cqrs_json_member m;
@@ -902,18 +915,19 @@ static int bind_value(sqlite3_stmt *q, int i, const char *v, size_t vn)
 		memcpy(num, s, n);
 		num[n] = '\0';
 		double d = strtod(num, &end);
-		return *end == '\0' && sqlite3_bind_double(q, i, d) == SQLITE_OK ? 0 : -1;
+		return *end == '\0' ? bound(sqlite3_bind_double(q, i, d)) : -1;
 	}
 	unsigned char *bytes = malloc(n / 2 + 1);
-	if (bytes == NULL || hex_value(s, n, bytes) < 0) {
+	if (bytes == NULL)
+		return VALUE_NO_MEMORY;
+	if (hex_value(s, n, bytes) < 0) {
 		free(bytes);
 		return -1;
 	}
 	if (m.key_len == 4 && memcmp(m.key, "blob", 4) == 0)
-		return sqlite3_bind_blob(q, i, bytes, (int)(n / 2), free) == SQLITE_OK ? 0 : -1;
+		return bound(sqlite3_bind_blob(q, i, bytes, (int)(n / 2), free));
 	if (m.key_len == 8 && memcmp(m.key, "text_hex", 8) == 0)
-		return sqlite3_bind_text(q, i, (char *)bytes, (int)(n / 2), free) == SQLITE_OK ? 0
-											       : -1;
+		return bound(sqlite3_bind_text(q, i, (char *)bytes, (int)(n / 2), free));
 	free(bytes);
 	return -1;
 }
@@ -968,8 +982,8 @@ static int prepare_insert(struct restore *r, const char *table, const char *row,
 }
 
 /* One value of a row for a PostgreSQL store, as text in *out (NULL: SQL
- * NULL; the caller frees it): 0, or -1 when it is none a backup holds or
- * none a PostgreSQL store keeps. */
+ * NULL; the caller frees it): 0, -1 when it is none a backup holds or none
+ * a PostgreSQL store keeps, or VALUE_NO_MEMORY. */
 static int pg_value(const char *v, size_t vn, char **out)
 {
 	*out = NULL;
@@ -977,7 +991,7 @@ static int pg_value(const char *v, size_t vn, char **out)
 		return 0;
 	if (*v == '-' || (*v >= '0' && *v <= '9')) {
 		if ((*out = malloc(vn + 1)) == NULL)
-			return -1;
+			return VALUE_NO_MEMORY;
 		memcpy(*out, v, vn);
 		(*out)[vn] = '\0';
 		return 0;
@@ -996,10 +1010,12 @@ static int pg_value(const char *v, size_t vn, char **out)
 	} else if (*v != '"')
 		return -1;
 	char *buf = malloc(n + 1);
+	if (buf == NULL)
+		return VALUE_NO_MEMORY;
 	long got = -1;
-	if (buf != NULL && hex && hex_value(s, n, (unsigned char *)buf) == 0)
+	if (hex && hex_value(s, n, (unsigned char *)buf) == 0)
 		got = (long)(n / 2);
-	else if (buf != NULL && !hex)
+	else if (!hex)
 		got = cqrs_json_string(v, vn, buf, n + 1);
 	if (got < 0 || memchr(buf, '\0', (size_t)got) != NULL) {
 		free(buf);
@@ -1087,14 +1103,16 @@ static int restore_pg_row(struct restore *r, const char *table, const char *row,
 	char names[CQRS_PORTABLE_COLUMNS][64];
 	const char *name_p[CQRS_PORTABLE_COLUMNS];
 	char *values[CQRS_PORTABLE_COLUMNS] = { NULL };
-	int n = 0, rc = 0;
+	int n = 0, rc = 0, vrc;
 	size_t pos = 0;
 	cqrs_json_member m;
 	while (rc == 0 && cqrs_json_next_member(row, rn, &pos, &m) == 1) {
 		if (n == CQRS_PORTABLE_COLUMNS || !plain_name(m.key, m.key_len))
 			rc = bad_line(r, err, CQRS_EXIT_DATAERR, "table %s: a column it has not",
 				      table);
-		else if (pg_value(m.value, m.value_len, &values[n]) < 0)
+		else if ((vrc = pg_value(m.value, m.value_len, &values[n])) == VALUE_NO_MEMORY)
+			rc = cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+		else if (vrc < 0)
 			rc = bad_line(r, err, CQRS_EXIT_DATAERR,
 				      "column %.*s: not a value a PostgreSQL store keeps",
 				      (int)m.key_len, m.key);
@@ -1146,12 +1164,15 @@ static int restore_row(struct restore *r, const char *line, size_t len, cqrs_err
 		return -1;
 	size_t pos = 0;
 	cqrs_json_member m;
-	for (int i = 1; cqrs_json_next_member(row, rn, &pos, &m) == 1; i++)
-		if (bind_value(r->insert, i, m.value, m.value_len) < 0)
+	for (int i = 1; cqrs_json_next_member(row, rn, &pos, &m) == 1; i++) {
+		int b = bind_value(r->insert, i, m.value, m.value_len);
+		if (b == VALUE_NO_MEMORY)
+			return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+		if (b < 0)
 			return bad_line(r, err, CQRS_EXIT_DATAERR,
-					"column %.*s: not a value "
-					"a backup holds",
-					(int)m.key_len, m.key);
+					"column %.*s: not a value a backup holds", (int)m.key_len,
+					m.key);
+	}
 	int rc = sqlite3_step(r->insert);
 	sqlite3_reset(r->insert);
 	sqlite3_clear_bindings(r->insert);
