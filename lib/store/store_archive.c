@@ -356,6 +356,7 @@ struct seg_reader {
 	char *line;
 	size_t cap;
 	int64_t lineno;
+	bool oom; /* a line's buffer could not grow: no verdict on the file */
 };
 
 static void reader_close(struct seg_reader *r)
@@ -394,16 +395,27 @@ static int reader_open(struct seg_reader *r, const struct segment *s, cqrs_error
 	}
 	r->seg = s;
 	r->lineno = 0;
+	r->oom = false;
 	return 0;
+}
+
+/* Out of memory or an I/O error says nothing of what a file holds: never
+ * reported as a damaged archive. */
+static bool not_a_verdict(const cqrs_error *e)
+{
+	return e->code == CQRS_EXIT_OSERR || e->code == CQRS_EXIT_IOERR;
 }
 
 /* The segment's next line, without its newline: its length, or -1 at
  * the end of the file (reader_end says whether it ended well). */
 static ssize_t reader_line(struct seg_reader *r)
 {
+	errno = 0;
 	ssize_t n = getline(&r->line, &r->cap, r->in);
-	if (n < 0)
+	if (n < 0) {
+		r->oom = errno == ENOMEM;
 		return -1;
+	}
 	/* a last line cut short by a truncated file: the end says so */
 	if (r->line[n - 1] != '\n' && !r->gz.end)
 		return -1;
@@ -417,6 +429,8 @@ static ssize_t reader_line(struct seg_reader *r)
  * with *err naming the file. */
 static int reader_end(struct seg_reader *r, cqrs_error *err)
 {
+	if (r->oom)
+		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
 	if (!r->gz.failed && r->gz.end)
 		return 0;
 	return cqrs_fail(err, r->gz.error ? CQRS_EXIT_IOERR : CQRS_EXIT_DATAERR,
@@ -433,8 +447,8 @@ static int reader_parse(struct seg_reader *r, size_t n, cqrs_event *ev, cqrs_err
 {
 	cqrs_error e = { 0 };
 	if (cqrs_event_parse(ev, r->line, n, &e) < 0 || ev->sequence <= 0 || !ev->has_hash)
-		return cqrs_fail(err, CQRS_EXIT_DATAERR, "%s:%lld: %s", r->seg->file,
-				 (long long)r->lineno,
+		return cqrs_fail(err, e.code == CQRS_EXIT_OSERR ? e.code : CQRS_EXIT_DATAERR,
+				 "%s:%lld: %s", r->seg->file, (long long)r->lineno,
 				 e.msg[0] ? e.msg : "an archived event has no sequence or hash");
 	return 0;
 }
@@ -975,6 +989,8 @@ static int verify_segment(struct seg_reader *r, const struct segment *s, cqrs_ve
 	ssize_t n;
 	while ((n = reader_line(r)) >= 0) {
 		if (reader_parse(r, (size_t)n, &ev, &e) < 0) {
+			if (not_a_verdict(&e))
+				return cqrs_fail(err, e.code, "%s", e.msg);
 			verify_bad(v, v->checked + 1, "%s", e.msg);
 			return 0;
 		}
@@ -992,8 +1008,13 @@ static int verify_segment(struct seg_reader *r, const struct segment *s, cqrs_ve
 		v->checked++;
 	}
 	uint8_t sha[CQRS_HASH_LEN];
-	if (reader_end(r, &e) < 0 || gz_read_rest(&r->gz, sha) < 0) {
-		verify_bad(v, v->checked + 1, "%s", e.msg[0] ? e.msg : strerror(r->gz.error));
+	if (reader_end(r, &e) < 0 && not_a_verdict(&e))
+		return cqrs_fail(err, e.code, "%s", e.msg);
+	if (e.code != 0 || gz_read_rest(&r->gz, sha) < 0) {
+		if (e.code == 0 && r->gz.error != 0)
+			return cqrs_fail(err, CQRS_EXIT_IOERR, "%s: %s", s->file,
+					 strerror(r->gz.error));
+		verify_bad(v, v->checked + 1, "%s", e.msg[0] ? e.msg : "damaged");
 		return 0;
 	}
 	if (v->checked != s->last)
