@@ -156,6 +156,7 @@ struct cqrs_metric_series {
 struct series_set {
 	struct cqrs_metric_series *head, **tail;
 	size_t n;
+	bool oom; /* a series could not be added: a fold must not write the set */
 };
 
 /* The longest tool stem (cqrs_command) a file name is made of. */
@@ -347,8 +348,10 @@ static struct cqrs_metric_series *add_series(struct series_set *set, enum cqrs_m
 	if (set->n >= MAX_SERIES)
 		return NULL;
 	struct cqrs_metric_series *s = calloc(1, sizeof *s);
-	if (s == NULL)
+	if (s == NULL) {
+		set->oom = true;
 		return NULL;
+	}
 	s->metric = metric;
 	const char *v[2] = { v0, v1 };
 	for (int i = 0; i < 2; i++) {
@@ -358,6 +361,7 @@ static struct cqrs_metric_series *add_series(struct series_set *set, enum cqrs_m
 		if (s->value[i] == NULL) {
 			free(s->value[0]);
 			free(s);
+			set->oom = true;
 			return NULL;
 		}
 	}
@@ -592,6 +596,7 @@ static int read_file(int dirfd, const struct tool_files *tf, struct series_set *
 	size_t cap = 0;
 	ssize_t n;
 	long lineno = 0, bad = 0;
+	errno = 0;
 	while ((n = getline(&line, &cap, f)) > 0) {
 		lineno++;
 		if (line[n - 1] == '\n')
@@ -601,12 +606,18 @@ static int read_file(int dirfd, const struct tool_files *tf, struct series_set *
 			*folded = (struct folded){ bytes, hash };
 		if (n == 0 || line[0] == '#')
 			continue;
-		if (!read_sample(set, line) && bad++ == 0)
+		if (!read_sample(set, line) && !set->oom && bad++ == 0)
 			cqrs_warn("metrics: %s/%s:%ld: not a sample this tool writes: dropped",
 				  tf->dir, tf->prom, lineno);
+		if (set->oom)
+			break;
+		errno = 0;
 	}
-	int rc = ferror(f) ? cqrs_fail(err, CQRS_EXIT_IOERR, "%s/%s: read error", tf->dir, tf->prom)
-			   : 0;
+	/* out of memory would drop the samples not read: never written back */
+	int rc = set->oom || (n < 0 && errno == ENOMEM)
+			 ? cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory")
+		 : ferror(f) ? cqrs_fail(err, CQRS_EXIT_IOERR, "%s/%s: read error", tf->dir, tf->prom)
+			     : 0;
 	free(line);
 	fclose(f);
 	return rc;
@@ -872,7 +883,7 @@ static bool read_record(struct series_set *rec, char *text)
  * adding nothing, when it is damaged. */
 static bool read_line(struct series_set *set, char *line)
 {
-	struct series_set rec = { NULL, &rec.head, 0 };
+	struct series_set rec = { NULL, &rec.head, 0, false };
 	strsep(&line, "\t"); /* LINE_MARK PID TIME: who wrote it, for a unique line */
 	bool ok = line != NULL, ended = false;
 	while (ok && !ended && line != NULL) {
@@ -883,6 +894,8 @@ static bool read_line(struct series_set *set, char *line)
 			ok = read_record(&rec, record);
 	}
 	ok = ok && ended;
+	if (rec.oom)
+		set->oom = true; /* not a damaged line: the fold fails */
 	if (ok)
 		for (const struct cqrs_metric_series *s = rec.head; s != NULL; s = s->next)
 			add_into(set, s);
@@ -918,6 +931,8 @@ static void read_journal(struct series_set *set, char *text, size_t len, const c
 			*nl = '\0';
 			ok = read_line(set, (char *)mark) && mark == p;
 		}
+		if (set->oom)
+			return;
 		if (!ok && bad++ == 0)
 			first_bad = lineno;
 		p = line_end + 1;
@@ -1108,7 +1123,7 @@ static int fold_journal(int dirfd, const struct tool_files *tf, int fd, const ch
 	size_t len = 0;
 	if (read_whole(fd, path, &text, &len, err) < 0)
 		return -1;
-	struct series_set file = { NULL, &file.head, 0 };
+	struct series_set file = { NULL, &file.head, 0, false };
 	struct folded folded = { 0, 0 };
 	int rc = read_file(dirfd, tf, &file, &folded, err);
 	size_t start = 0;
@@ -1121,7 +1136,8 @@ static int fold_journal(int dirfd, const struct tool_files *tf, int fd, const ch
 		struct cqrs_strbuf b = { 0 };
 		cqrs_strbuf_printf(&b, FOLDED_FORMAT "\n", (uint64_t)len, hash);
 		render(&b, &file);
-		if (b.oom)
+		/* a series left out would lose its counts for good */
+		if (b.oom || file.oom)
 			rc = cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
 		else
 			/* 0644: node_exporter reads it as a user of its own */
