@@ -616,8 +616,9 @@ static int read_file(int dirfd, const struct tool_files *tf, struct series_set *
 	/* out of memory would drop the samples not read: never written back */
 	int rc = set->oom || (n < 0 && errno == ENOMEM)
 			 ? cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory")
-		 : ferror(f) ? cqrs_fail(err, CQRS_EXIT_IOERR, "%s/%s: read error", tf->dir, tf->prom)
-			     : 0;
+		 : ferror(f)
+			 ? cqrs_fail(err, CQRS_EXIT_IOERR, "%s/%s: read error", tf->dir, tf->prom)
+			 : 0;
 	free(line);
 	fclose(f);
 	return rc;
