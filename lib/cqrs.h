@@ -85,6 +85,15 @@ void cqrs_test_pause(const char *var);
 void cqrs_warn(const char *fmt, ...) CQRS_PRINTF(1, 2);
 CQRS_NORETURN void cqrs_die(int code, const char *fmt, ...) CQRS_PRINTF(2, 3);
 CQRS_NORETURN void cqrs_die_error(const cqrs_error *err);
+/* open_memstream(3), but out of memory is an error there: glibc's stream
+ * drops a write it cannot hold with no error flag, and fflush and fclose
+ * then succeed on a text cut short.  Here the fflush (or fclose) that could
+ * not hold the bytes returns EOF, and ferror() stays set until rewind or
+ * clearerr: check it before taking the text.  *buf and *len are those of
+ * open_memstream: the text (NUL-terminated) and the position, up to date
+ * after fflush, fseeko, rewind and fclose; the caller frees *buf.  NULL when
+ * the stream could not be made. */
+FILE *cqrs_memstream(char **buf, size_t *len);
 /* Flushes and closes stdout; a failed write there is exit 74, a reader that
  * went away (EPIPE) a quiet exit 0.  Call as the last thing before exit. */
 int cqrs_finish_stdout(int code);

@@ -332,7 +332,7 @@ static char *build_command(const struct verb *v, const struct friendly *fr, size
 	}
 	char *buf = NULL;
 	size_t size = 0;
-	FILE *f = open_memstream(&buf, &size);
+	FILE *f = cqrs_memstream(&buf, &size);
 	if (f == NULL)
 		cqrs_die(CQRS_EXIT_OSERR, "out of memory");
 	/* cqrs_die does not return, which cppcheck cannot see */
@@ -381,7 +381,8 @@ static char *build_command(const struct verb *v, const struct friendly *fr, size
 		fputc('}', f);
 	}
 	fputc('}', f);
-	if (fclose(f) != 0)
+	bool cut = ferror(f) != 0;
+	if (fclose(f) != 0 || cut)
 		cqrs_die(CQRS_EXIT_OSERR, "out of memory");
 	*len = size;
 	return buf;

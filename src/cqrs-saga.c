@@ -516,7 +516,7 @@ static int cmd_dot(const struct opts *o)
 	cqrs_store *st = o->nargs ? open_store(o->store, CQRS_OPEN_READ, false) : NULL;
 	char *text = NULL;
 	size_t len = 0;
-	FILE *out = picture ? open_memstream(&text, &len) : stdout;
+	FILE *out = picture ? cqrs_memstream(&text, &len) : stdout;
 	if (out == NULL)
 		cqrs_die(CQRS_EXIT_OSERR, "out of memory");
 	if (!picture && o->output != NULL && freopen(o->output, "w", stdout) == NULL)
@@ -525,7 +525,9 @@ static int cmd_dot(const struct opts *o)
 	if (cqrs_saga_dot(st, defs, ndefs, o->nargs ? o->args[0] : NULL, out, &err) < 0)
 		cqrs_die_error(&err);
 	if (picture) {
-		fclose(out);
+		bool cut = ferror(out) != 0;
+		if (fclose(out) != 0 || cut)
+			cqrs_die(CQRS_EXIT_OSERR, "out of memory");
 		render(text, len, o->type, o->output);
 		free(text);
 	}

@@ -327,6 +327,45 @@ alloc_points() {
 	done
 }
 
+@test "out of memory while a text is built in memory is 71, never a text cut short: a consumer's events, a command" {
+	alloc_test
+	local p=3c9a7b1e-4d2f-4e8a-b6c5-0f1e2d3c4b5a size count n clean head prepare=:
+	shipped_store
+	export XDG_STATE_HOME=$BATS_TEST_TMPDIR/state
+	# the growths of cqrs_memstream's buffer (512 bytes, doubling), which
+	# glibc's open_memstream would have cut short without an error
+	# (tests/unit/test_memstream): a consumer's output, whose position must
+	# never pass what it printed whole ...
+	clean=$(cqrs-read --checkpoint audit)
+	head=$(cqrs-read --checkpoint audit --position | jq .sequence)
+	assert_equal "$head" "$(cqrs-read | wc -l)"
+	for size in 1024 2048 4096 8192 16384; do
+		rm -rf "$XDG_STATE_HOME" "$BATS_TEST_TMPDIR/count"
+		CQRS_SWEEP_ALLOC_SIZE=$size CQRS_SWEEP_ALLOC=1000000 CQRS_SWEEP_LOG="$BATS_TEST_TMPDIR/count" \
+			injected cqrs-read --checkpoint audit >/dev/null
+		count=$(sed -n 's/^count alloc=\([0-9]*\) .*/\1/p' "$BATS_TEST_TMPDIR/count")
+		for n in $(seq 1 "$count"); do
+			rm -rf "$XDG_STATE_HOME"
+			CQRS_SWEEP_ALLOC_SIZE=$size CQRS_SWEEP_ALLOC=$n run --separate-stderr \
+				injected cqrs-read --checkpoint audit
+			[[ $status == 0 || $status == 71 ]] || fail "read: $size bytes, allocation $n: exit $status: $stderr"
+			[[ $status == 71 ]] || assert_equal "$output" "$clean"
+			# whole events, the first of the clean run's; the position at most at the last
+			[[ $clean == "$output"* ]] || fail "read: $size bytes, allocation $n: output not a prefix"
+			[ -z "$output" ] || jq -e . <<<"$output" >/dev/null
+			[ "$(cqrs-read --checkpoint audit --position | jq .sequence)" -le "$(jq -s "map(.sequence) | max // 0" <<<"$output")" ]
+		done
+	done
+	# ... and a command given by flags, built as JSON in memory (a dry run:
+	# each point decides it anew)
+	for size in 512 1024; do
+		size_points "$size" cqrs-command -q -n create-order --order 00000000-0000-4000-8000-000000000009 \
+			--customer c --item "$p:1:1.00" --currency USD --ship-to 'Ada,1 Main St,Springfield,12345,US'
+	done
+	run cqrs-read --verify
+	assert_success
+}
+
 @test "out of memory in a saga run is 71, never a NULL time (70) or an event without its data" {
 	alloc_test
 	local p=3c9a7b1e-4d2f-4e8a-b6c5-0f1e2d3c4b5a size count n ran

@@ -3,6 +3,7 @@
  */
 #include "config.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -123,4 +124,82 @@ void cqrs_strbuf_json_string(struct cqrs_strbuf *b, const char *s, size_t n)
 const char *cqrs_strbuf_str(const struct cqrs_strbuf *b)
 {
 	return b->p != NULL ? b->p : "";
+}
+
+/* --- cqrs_memstream (cqrs.h) --------------------------------------------- */
+
+struct memstream {
+	char **buf;
+	size_t *len;
+	size_t cap, pos, end; /* the buffer's size, the position, the bytes written */
+};
+
+static ssize_t memstream_write(void *cookie, const char *data, size_t n)
+{
+	struct memstream *m = cookie;
+	if (m->pos + n + 1 > m->cap) {
+		size_t cap = m->cap;
+		while (cap < m->pos + n + 1)
+			cap *= 2;
+		char *p = realloc(*m->buf, cap);
+		if (p == NULL) {
+			errno = ENOMEM;
+			return -1; /* stdio sets the stream's error flag */
+		}
+		*m->buf = p;
+		m->cap = cap;
+	}
+	memcpy(*m->buf + m->pos, data, n);
+	m->pos += n;
+	if (m->pos > m->end) {
+		m->end = m->pos;
+		(*m->buf)[m->end] = '\0';
+	}
+	*m->len = m->pos;
+	return (ssize_t)n;
+}
+
+static int memstream_seek(void *cookie, off64_t *offset, int whence)
+{
+	struct memstream *m = cookie;
+	off64_t base = whence == SEEK_SET   ? 0
+		       : whence == SEEK_CUR ? (off64_t)m->pos
+					    : (off64_t)m->end;
+	if (*offset < -base || base + *offset > (off64_t)m->end) {
+		errno = EINVAL;
+		return -1;
+	}
+	m->pos = (size_t)(base + *offset);
+	*offset = (off64_t)m->pos;
+	*m->len = m->pos;
+	return 0;
+}
+
+static int memstream_close(void *cookie)
+{
+	free(cookie);
+	return 0;
+}
+
+FILE *cqrs_memstream(char **buf, size_t *len)
+{
+	struct memstream *m = malloc(sizeof *m);
+	char *p = malloc(256);
+	FILE *f = NULL;
+	if (m != NULL && p != NULL) {
+		p[0] = '\0';
+		*m = (struct memstream){ buf, len, 256, 0, 0 };
+		*buf = p;
+		*len = 0;
+		f = fopencookie(m, "w",
+				(cookie_io_functions_t){ .write = memstream_write,
+							 .seek = memstream_seek,
+							 .close = memstream_close });
+	}
+	if (f == NULL) {
+		free(m);
+		free(p);
+		*buf = NULL;
+	}
+	return f;
 }

@@ -474,7 +474,9 @@ static void result_head(struct cqrs_commander *c, const char *status, const char
 static int result_take(struct cqrs_commander *c, cqrs_command_result *res, cqrs_error *err)
 {
 	off_t len = ftello(c->out);
-	if (fflush(c->out) != 0 || len < 0)
+	/* a result cut short must never be stored or printed (cqrs_memstream;
+	 * result_head's rewind clears the flag for the next) */
+	if (fflush(c->out) != 0 || ferror(c->out) || len < 0 || (size_t)len > c->outsize)
 		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
 	res->line = malloc((size_t)len + 1);
 	if (res->line == NULL)
@@ -1105,7 +1107,7 @@ cqrs_commander *cqrs_commander_new(cqrs_store *st, const struct cqrs_command_opt
 	    (opt != NULL && opt->correlation_id != NULL &&
 	     (c->correlation_id = strdup(opt->correlation_id)) == NULL))
 		goto oom;
-	c->out = open_memstream(&c->outbuf, &c->outsize);
+	c->out = cqrs_memstream(&c->outbuf, &c->outsize);
 	if (c->out == NULL)
 		goto oom;
 	c->metrics = c->opt.record_metrics && cqrs_metrics_on();

@@ -65,7 +65,7 @@ cqrs_delivery *cqrs_delivery_new(int fd, cqrs_error *err)
 		return NULL;
 	}
 	d->fd = fd;
-	d->mem = open_memstream(&d->buf, &d->len);
+	d->mem = cqrs_memstream(&d->buf, &d->len);
 	if (d->mem == NULL) {
 		free(d);
 		cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
@@ -93,7 +93,8 @@ void cqrs_delivery_free(cqrs_delivery *d)
 static int add_mark(cqrs_delivery *d, int64_t sequence, const uint8_t hash[CQRS_HASH_LEN],
 		    cqrs_error *err)
 {
-	if (fflush(d->mem) != 0)
+	/* an event cut short must never reach the reader (cqrs_memstream) */
+	if (fflush(d->mem) != 0 || ferror(d->mem))
 		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
 	if (d->first > 0 && d->first == d->nmarks)
 		d->first = d->nmarks = 0;
@@ -140,7 +141,7 @@ int cqrs_delivery_flush(cqrs_delivery *d, cqrs_error *err)
 {
 	if (d->gone)
 		return 1;
-	if (fflush(d->mem) != 0)
+	if (fflush(d->mem) != 0 || ferror(d->mem))
 		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
 	size_t off = 0;
 	while (off < d->len) {

@@ -144,7 +144,7 @@ int cqrs_cloudevent_to_envelope(const char *body, size_t len, char **line, size_
 		cqrs_fail(err, CQRS_EXIT_DATAERR, "CloudEvent 'metadata' is not a string");
 		goto done;
 	}
-	FILE *f = open_memstream(&out, &out_len);
+	FILE *f = cqrs_memstream(&out, &out_len);
 	if (f == NULL) {
 		cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
 		goto done;
@@ -168,7 +168,8 @@ int cqrs_cloudevent_to_envelope(const char *body, size_t len, char **line, size_
 	fputs(",\"hash\":", f);
 	cqrs_json_write_string(f, hash, strlen(hash));
 	fputc('}', f);
-	if (fclose(f) != 0) {
+	bool cut = ferror(f) != 0;
+	if (fclose(f) != 0 || cut) {
 		cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
 		goto done;
 	}

@@ -198,7 +198,7 @@ static int64_t send_window(struct publisher *p, int64_t after, cqrs_error *err)
 	}
 	char *buf = NULL;
 	size_t len = 0;
-	FILE *mf = open_memstream(&buf, &len);
+	FILE *mf = cqrs_memstream(&buf, &len);
 	if (mf == NULL) {
 		cqrs_cursor_close(cur);
 		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
@@ -229,7 +229,7 @@ static int64_t send_window(struct publisher *p, int64_t after, cqrs_error *err)
 			cqrs_cloudevent_write(mf, &ev);
 		else
 			cqrs_event_write(mf, &ev);
-		if (fflush(mf) != 0) {
+		if (fflush(mf) != 0 || ferror(mf)) {
 			rc = cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
 			break;
 		}
