@@ -43,7 +43,7 @@ static FILE *fuzz_open_memstream(char **buf, size_t *size)
 {
 	fuzz_caller_buf = buf;
 	fuzz_caller_size = size;
-	fuzz_stream = open_memstream(&fuzz_stream_buf, &fuzz_stream_size);
+	fuzz_stream = cqrs_memstream(&fuzz_stream_buf, &fuzz_stream_size);
 	return fuzz_stream;
 }
 
@@ -63,12 +63,12 @@ int cqrs_command_main(int argc, char **argv);
 
 #define main		     cqrs_command_main
 #define cqrs_die	     fuzz_die
-#define open_memstream(b, s) fuzz_open_memstream(b, s)
+#define cqrs_memstream(b, s) fuzz_open_memstream(b, s)
 #define fclose(f)	     fuzz_fclose(f)
 #include "cqrs-command.c"
 #undef main
 #undef cqrs_die
-#undef open_memstream
+#undef cqrs_memstream
 #undef fclose
 
 /* Fills fr from the flag lines as main's getopt loop does; false when

@@ -52,8 +52,8 @@ static int64_t query(const cqrs_query *q)
 {
 	char *out = NULL;
 	size_t len = 0;
-	FILE *f = open_memstream(&out, &len);
-	FUZZ_ASSERT(f != NULL, "open_memstream");
+	FILE *f = cqrs_memstream(&out, &len);
+	FUZZ_ASSERT(f != NULL, "cqrs_memstream");
 	cqrs_error err = { 0 };
 	int64_t n = cqrs_query_run(views, q, CQRS_FORMAT_NDJSON, f, &err);
 	fclose(f);

@@ -20,8 +20,8 @@ static void round_trip(const cqrs_event *ev)
 {
 	char *out = NULL;
 	size_t n = 0;
-	FILE *f = open_memstream(&out, &n);
-	FUZZ_ASSERT(f != NULL, "open_memstream");
+	FILE *f = cqrs_memstream(&out, &n);
+	FUZZ_ASSERT(f != NULL, "cqrs_memstream");
 	cqrs_event_write(f, ev);
 	FUZZ_ASSERT(fclose(f) == 0, "fclose");
 	FUZZ_ASSERT(n > 0 && out[n - 1] == '\n', "no newline at the end of a written event");

@@ -30,8 +30,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			FUZZ_ASSERT(cqrs_projections_name(ps, i) != NULL, "projection %zu", i);
 		char *out = NULL;
 		size_t len = 0;
-		FILE *f = open_memstream(&out, &len);
-		FUZZ_ASSERT(f != NULL, "open_memstream");
+		FILE *f = cqrs_memstream(&out, &len);
+		FUZZ_ASSERT(f != NULL, "cqrs_memstream");
 		cqrs_projections_describe(ps, f);
 		fclose(f);
 		free(out);

@@ -26,8 +26,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	FUZZ_ASSERT(cqrs_saga_name(d) != NULL, "a saga without a name");
 	char *out = NULL;
 	size_t len = 0;
-	FILE *f = open_memstream(&out, &len);
-	FUZZ_ASSERT(f != NULL, "open_memstream");
+	FILE *f = cqrs_memstream(&out, &len);
+	FUZZ_ASSERT(f != NULL, "cqrs_memstream");
 	cqrs_saga_def *defs[1] = { d };
 	FUZZ_ASSERT(cqrs_saga_dot(NULL, defs, 1, NULL, f, &err) == 0, "dot: %s", err.msg);
 	fclose(f);

@@ -314,7 +314,7 @@ static char *written(const cqrs_event *ev)
 {
 	char *mem = NULL;
 	size_t len = 0;
-	FILE *f = open_memstream(&mem, &len);
+	FILE *f = cqrs_memstream(&mem, &len);
 	cqrs_event_write(f, ev);
 	fclose(f);
 	return mem;

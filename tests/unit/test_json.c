@@ -639,7 +639,7 @@ static void members(void)
 	/* write_string escapes what must be escaped and nothing else */
 	char *mem = NULL;
 	size_t memlen = 0;
-	FILE *f = open_memstream(&mem, &memlen);
+	FILE *f = cqrs_memstream(&mem, &memlen);
 	cqrs_json_write_string(f, "a\"\\\n\r\t\x01/\xc3\xa9", 10);
 	fclose(f);
 	CHECK(strcmp(mem, "\"a\\\"\\\\\\n\\r\\t\\u0001/\xc3\xa9\"") == 0, "wrote %s", mem);
