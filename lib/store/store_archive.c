@@ -845,8 +845,10 @@ static int reverse_next(cqrs_cursor *base, cqrs_event *ev, cqrs_error *err)
 	c->emitted_line = c->rev[--c->nrev];
 	cqrs_error e = { 0 };
 	if (cqrs_event_parse(ev, c->emitted_line, c->rev_len[c->nrev], &e) < 0)
-		return cqrs_fail(err, CQRS_EXIT_SOFTWARE, "an archived line parsed twice: %s",
-				 e.msg);
+		return e.code == CQRS_EXIT_OSERR
+			       ? cqrs_fail(err, e.code, "%s", e.msg)
+			       : cqrs_fail(err, CQRS_EXIT_SOFTWARE,
+					   "an archived line parsed twice: %s", e.msg);
 	c->emitted++;
 	return 1;
 }
