@@ -641,6 +641,19 @@ reserve() { echo '{"command_id":"'$1'","type":"ReserveInventory","product_id":"'
 
 # Product P with 1000 units (no reservation below can be refused, so the
 # stock does not depend on the order the writers land in) and order O1.
+# Waits (up to 30 s) until the SQL count $1 prints $2 (another writer's
+# work committed) or a writer waits for the store's advisory lock: 0, or 1.
+committed_or_waiting() {
+	local i
+	for ((i = 0; i < 600; i++)); do
+		[ "$(pg_sql -c "$1")" = "$2" ] && return 0
+		[ "$(pg_sql -c "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")" = 1 ] &&
+			return 0
+		sleep 0.05
+	done
+	return 1
+}
+
 stocked_product() {
 	cqrs-command -q register-product --product "$P" --sku SKU-1 --name W --quantity 1000
 	cqrs-command -q create-order --order "$O1" --customer c --item "$P:1:1.00:SKU-1" \
@@ -697,18 +710,14 @@ stocked_product() {
 	mkfifo loaded go
 	CQRS_TEST_PAUSE_AFTER_LOAD=$PWD cqrs-command -q reserve-inventory --product "$P" --order "$O1" \
 		--quantity 2 2>reserve.err &
-	local reserver=$! canceller i
+	local reserver=$! canceller
 	read -r _ <loaded
 	cqrs-command -q cancel-order --order "$O1" --reason gone 2>cancel.err &
 	canceller=$!
 	# the cancellation either committed (the lock was free: the old
 	# decision outside the lock) or waits for the reservation's lock
-	for ((i = 0; i < 600; i++)); do
-		[ "$(pg_sql -c "SELECT count(*) FROM $SCHEMA.events WHERE event_type = 'OrderCancelled'")" = 1 ] && break
-		[ "$(pg_sql -c "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")" = 1 ] && break
-		sleep 0.05
-	done
-	[ "$i" -lt 600 ] || fail "the cancellation neither committed nor waited for the lock"
+	committed_or_waiting "SELECT count(*) FROM $SCHEMA.events WHERE event_type = 'OrderCancelled'" 1 ||
+		fail "the cancellation neither committed nor waited for the lock"
 	echo >go
 	wait "$reserver" || fail "the reservation failed: $(cat reserve.err)"
 	wait "$canceller" || fail "the cancellation failed: $(cat cancel.err)"
@@ -721,7 +730,7 @@ stocked_product() {
 }
 
 @test "cqrs-backup: an incremental restore takes the lock before it checks the head: an append meanwhile waits and lands after the restored events" {
-	local h0 h1 restorer appender i
+	local h0 h1 restorer appender
 	gen_events 5 41 | cqrs-append -q --store src.db
 	cqrs-backup -f ndjson --store src.db >b0.ndjson
 	h0=$(tail -n1 b0.ndjson | jq -r .head)
@@ -740,12 +749,8 @@ stocked_product() {
 	appender=$!
 	# the append either committed (the check was made without the lock)
 	# or waits for the restore's lock
-	for ((i = 0; i < 600; i++)); do
-		[ "$(pg_sql -c "SELECT count(*) FROM $SCHEMA.events")" = 6 ] && break
-		[ "$(pg_sql -c "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")" = 1 ] && break
-		sleep 0.05
-	done
-	[ "$i" -lt 600 ] || fail "the append neither committed nor waited for the lock"
+	committed_or_waiting "SELECT count(*) FROM $SCHEMA.events" 6 ||
+		fail "the append neither committed nor waited for the lock"
 	echo >go
 	wait "$restorer" || fail "the restore failed: $(cat restore.err)"
 	wait "$appender" || fail "the append failed: $(cat append.err)"
