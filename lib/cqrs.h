@@ -88,8 +88,8 @@ CQRS_NORETURN void cqrs_die_error(const cqrs_error *err);
 /* open_memstream(3), but out of memory is an error there: glibc's stream
  * drops a write it cannot hold with no error flag, and fflush and fclose
  * then succeed on a text cut short.  Here the fflush (or fclose) that could
- * not hold the bytes returns EOF, and ferror() stays set until rewind or
- * clearerr: check it before taking the text.  *buf and *len are those of
+ * not hold the bytes returns EOF, ferror() stays set until rewind or
+ * clearerr (check it before taking the text), and fclose returns EOF.  *buf and *len are those of
  * open_memstream: the text (NUL-terminated) and the position, up to date
  * after fflush, fseeko, rewind and fclose; the caller frees *buf.  NULL when
  * the stream could not be made. */

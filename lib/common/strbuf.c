@@ -133,6 +133,7 @@ struct memstream {
 	char **buf;
 	size_t *len;
 	size_t cap, pos, end; /* the buffer's size, the position, the bytes written */
+	bool failed;	      /* a write was lost: fclose says so */
 	struct memstream *prev, *next;
 };
 
@@ -151,6 +152,7 @@ static ssize_t memstream_write(void *cookie, const char *data, size_t n)
 			cap *= 2;
 		char *p = realloc(*m->buf, cap);
 		if (p == NULL) {
+			m->failed = true;
 			errno = ENOMEM;
 			return -1; /* stdio sets the stream's error flag */
 		}
@@ -186,6 +188,7 @@ static int memstream_seek(void *cookie, off64_t *offset, int whence)
 static int memstream_close(void *cookie)
 {
 	struct memstream *m = cookie;
+	bool failed = m->failed;
 	pthread_mutex_lock(&open_streams_lock);
 	if (m->prev != NULL)
 		m->prev->next = m->next;
@@ -195,7 +198,7 @@ static int memstream_close(void *cookie)
 		m->next->prev = m->prev;
 	pthread_mutex_unlock(&open_streams_lock);
 	free(m);
-	return 0;
+	return failed ? -1 : 0;
 }
 
 FILE *cqrs_memstream(char **buf, size_t *len)
@@ -205,7 +208,7 @@ FILE *cqrs_memstream(char **buf, size_t *len)
 	FILE *f = NULL;
 	if (m != NULL && p != NULL) {
 		p[0] = '\0';
-		*m = (struct memstream){ buf, len, 256, 0, 0, NULL, NULL };
+		*m = (struct memstream){ buf, len, 256, 0, 0, false, NULL, NULL };
 		*buf = p;
 		*len = 0;
 		f = fopencookie(m, "w",

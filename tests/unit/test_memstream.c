@@ -72,7 +72,7 @@ static int out_of_memory_child(void)
 	/* the error stays: a later small write that fits does not clear it */
 	fputc('x', f);
 	int ok = fflush(f) == 0 && ferror(f) != 0;
-	fclose(f);
+	ok = fclose(f) == EOF && ok; /* and the close says a write was lost */
 	free(buf);
 	return ok ? 0 : 5;
 }
