@@ -472,6 +472,95 @@ alloc_points() {
 	done
 }
 
+# A saga with what tests/faultsweep/saga.yaml lacks: a correlation id made
+# from the starting event, a goal someone else reached (the state's
+# "reached"), a step program whose output is longer than a buffer's first
+# size, and a wait that an event already stored satisfies.  Every
+# allocation of the sizes a strbuf takes as it grows fails in turn (a
+# review of the saga's out-of-memory checks: a program's output lost was
+# taken for an empty one, {}, and its ${output.*} failed the step for good;
+# a member lost from the state was forgotten when the next one was set, and
+# the run ended 0 with the state short of a step's output)
+@test "out of memory in a saga's goal, program output, wait or start is 71, never a step failed for good or a state short of a member" {
+	alloc_test
+	local p=3c9a7b1e-4d2f-4e8a-b6c5-0f1e2d3c4b5a o=00000000-0000-4000-8000-000000000001
+	local size count n ran clean pad
+	export CQRS_SAGA_NOW=2026-03-01T12:00:00Z
+	cqrs-command -q register-product --product "$p" --sku SKU-1 --name Widget --quantity 100
+	cqrs-command -q create-order --order "$o" --customer cust-42 --item "$p:2:29.99" --currency USD \
+		--ship-to 'Ada,1 Main St,Springfield,12345,US'
+	event "$o" OrderNoted '{"note":"gift wrap"}' | cqrs-append -q
+	cp "$CQRS_STORE" "$CQRS_STORE-wal" "$CQRS_STORE.witness" "$BATS_TEST_TMPDIR/home/"
+	pad=$(printf '%0380d' 0)
+	printf '#!/bin/sh\ncat >/dev/null\nprintf %s\n' \
+		"'{\"tracking_number\":\"1Z999\",\"carrier\":\"UPS\",\"note\":\"$pad\"}\n'" >label
+	chmod 755 label
+	cat >oom.yaml <<-'EOF'
+		saga: oom
+		start:
+		  event_type: OrderCreated
+		  aggregate_type: Order
+		correlation_id: order-${event.data.order_number}
+		steps:
+		  - name: noted
+		    goal:
+		      event_type: OrderNoted
+		      match: {aggregate_id: "${event.aggregate_id}"}
+		    command:
+		      type: ConfirmOrder
+		      order_id: ${event.aggregate_id}
+		  - name: label
+		    run: [./label]
+		    input:
+		      order_id: ${event.aggregate_id}
+		    emit:
+		      aggregate_type: Shipment
+		      aggregate_id: ${uuid:shipment}
+		      event_type: ShippingLabelCreated
+		      data:
+		        order_id: ${event.aggregate_id}
+		        tracking_number: ${output.tracking_number}
+		        carrier: ${output.carrier}
+		  - name: note_seen
+		    wait:
+		      event_type: OrderNoted
+		      match:
+		        aggregate_id: ${event.aggregate_id}
+		      deadline: 15m
+	EOF
+	# the events (types and data) and the instance, state and all
+	outcome() {
+		cqrs-read | jq -c 'select(.sequence > 4) | [.aggregate_type, .event_type, (.data | del(.start_event_id, .aggregate_id))]'
+		store_query "SELECT status, current_step, attempts, outcome, json_remove(state, '$.steps.note_seen.event_id', '$.event.event_id', '$.steps.noted.event_id') FROM saga_instances"
+	}
+	restore_store
+	cqrs-saga run -f oom.yaml
+	clean=$(outcome)
+	[[ $clean == *'"reached":{"noted":"goal"}'* && $clean == *"$pad"* && $clean == *'COMPLETED|3|0|completed|'* ]] ||
+		fail "the clean run: $clean"
+	for size in 256 512 1024 2048; do
+		restore_store
+		rm -f "$BATS_TEST_TMPDIR/count"
+		CQRS_SWEEP_TOOL_ONLY=1 CQRS_SWEEP_ALLOC_SIZE=$size CQRS_SWEEP_ALLOC=1000000 \
+			CQRS_SWEEP_LOG="$BATS_TEST_TMPDIR/count" injected cqrs-saga run -f oom.yaml
+		count=$(sed -n 's/^count alloc=\([0-9]*\) .*/\1/p' "$BATS_TEST_TMPDIR/count")
+		[ "$count" -gt 0 ]
+		for n in $(seq 1 "$count"); do
+			restore_store
+			CQRS_SWEEP_TOOL_ONLY=1 CQRS_SWEEP_ALLOC_SIZE=$size CQRS_SWEEP_ALLOC=$n \
+				run --separate-stderr injected cqrs-saga run -f oom.yaml
+			[[ $status == 0 || $status == 71 ]] ||
+				fail "allocation $n of $count of $size bytes: exit $status: $stderr"
+			ran=$status
+			# a run that ended 71 left nothing that the next run does otherwise
+			[ "$ran" = 0 ] || cqrs-saga run -f oom.yaml ||
+				fail "allocation $n of $count of $size bytes: the run after it failed"
+			[ "$(outcome)" = "$clean" ] ||
+				fail "allocation $n of $count of $size bytes: exit $ran, then $(diff <(echo "$clean") <(outcome))"
+		done
+	done
+}
+
 @test "out of memory while an upcaster splits a field is 71, never data without a member" {
 	alloc_test
 	local n count clean

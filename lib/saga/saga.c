@@ -252,7 +252,11 @@ static void state_set(struct cqrs_saga_runner *r, struct saga_inst *in, const ch
 	/* out of memory (here, or for the value: NULL): the state is not
 	 * replaced by a part of it (a later step's ${event.*} would name
 	 * nothing and fail it for good, make faultsweep saga alloc 4996; a
-	 * member without its value, alloc 5459); save() ends with 71 */
+	 * member without its value, alloc 5459); save() ends with 71.  The
+	 * mark stays: a later member set on the state it kept would forget the
+	 * one it lost (a step's output or "reached" gone, the run ending 0) */
+	if (in->state.oom)
+		return;
 	if (val != NULL)
 		set_member(in->state.p, in->state.len, key, val, vlen, &r->state);
 	if (val == NULL || r->state.oom) {
@@ -829,6 +833,11 @@ static int run_action(struct cqrs_saga_runner *r, const cqrs_saga_def *d, struct
 		struct cqrs_strbuf *o = &r->output;
 		cqrs_strbuf_reset(o);
 		cqrs_strbuf_put(o, ext->out.p ? ext->out.p : "", ext->out.len);
+		/* before an empty output becomes {}: an output lost for want of
+		 * memory is not an empty one (the step's ${output.*} would name
+		 * nothing and fail it for good) */
+		if (o->oom)
+			return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
 		size_t len = o->len;
 		while (len > 0 && (o->p[len - 1] == '\n' || o->p[len - 1] == ' ' ||
 				   o->p[len - 1] == '\r' || o->p[len - 1] == '\t'))
@@ -839,8 +848,6 @@ static int run_action(struct cqrs_saga_runner *r, const cqrs_saga_def *d, struct
 			len = 2;
 		}
 		cqrs_error jerr = { 0 };
-		if (o->oom)
-			return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
 		if (cqrs_json_compact(o->p, &len, &jerr) < 0 || o->p[0] != '{') {
 			/* out of memory is not the program's failure: 71 */
 			if (jerr.code == CQRS_EXIT_OSERR)

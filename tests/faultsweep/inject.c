@@ -21,6 +21,10 @@
  *                        regression tests that must not depend on N_max
  *   CQRS_SWEEP_ALLOC_SIZE=S  count only allocations of S bytes (SQLite's
  *                        statement object, say: each statement in turn)
+ *   CQRS_SWEEP_TOOL_ONLY=1  the programs the tool runs (a saga's step
+ *                        programs) are not injected: LD_PRELOAD leaves the
+ *                        environment at start, so that a failure is the
+ *                        tool's own and not that of the shell it starts
  *   CQRS_SWEEP_LOG=FILE  append to FILE what was failed ("io 12 pwrite64
  *                        /path") and, at exit, the totals ("count alloc=A
  *                        io=B"): a clean run with only this set gives N_max
@@ -152,6 +156,8 @@ __attribute__((constructor)) static void sweep_init(void)
 		if (colon != NULL)
 			snprintf(only_suffix, sizeof only_suffix, "%s", colon + 1);
 	}
+	if (env_long("CQRS_SWEEP_TOOL_ONLY") != 0)
+		unsetenv("LD_PRELOAD");
 	main_pid = (pid_t)syscall(SYS_getpid);
 	allocs = ios = 0;
 	active = 1;
