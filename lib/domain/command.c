@@ -573,7 +573,7 @@ static int replay(struct cqrs_commander *c, char *stored, cqrs_command_result *r
 	char type[64], status[16], id[37];
 	cqrs_error jerr = { 0 };
 	if (cqrs_json_compact(stored, &len, &jerr) < 0 && jerr.code == CQRS_EXIT_OSERR)
-		return cqrs_fail(err, CQRS_EXIT_OSERR, "%s", jerr.msg); /* not a verdict */
+		return *err = jerr, -1; /* not a verdict */
 	if (jerr.code != 0 || stored[0] != '{' ||
 	    jv_string(stored, len, "type", type, sizeof type) < 0 ||
 	    jv_string(stored, len, "status", status, sizeof status) < 0)

@@ -222,9 +222,8 @@ static int parse(cqrs_position *p, char *text, size_t len, cqrs_error *err)
 	text[len] = '\0';
 	cqrs_error jerr = { 0 };
 	if (cqrs_json_compact(text, &len, &jerr) < 0)
-		return jerr.code == CQRS_EXIT_OSERR
-			       ? cqrs_fail(err, CQRS_EXIT_OSERR, "%s", jerr.msg)
-			       : bad_file(p, jerr.msg, err);
+		return jerr.code == CQRS_EXIT_OSERR ? (*err = jerr, -1)
+						    : bad_file(p, jerr.msg, err);
 	const char *v;
 	size_t vn;
 	char name[CQRS_POSITION_NAME_MAX + 1], num[32];

@@ -104,7 +104,7 @@ int cqrs_cloudevent_to_envelope(const char *body, size_t len, char **line, size_
 		/* out of memory is not a verdict on the message (the relay
 		 * terminates what is not an event) */
 		if (jerr.code == CQRS_EXIT_OSERR)
-			cqrs_fail(err, CQRS_EXIT_OSERR, "%s", jerr.msg);
+			*err = jerr;
 		else
 			cqrs_fail(err, CQRS_EXIT_DATAERR, "not a JSON object");
 		goto done;

@@ -91,7 +91,7 @@ static int parse_event(const char *stream, natsMsg *msg, char *line, size_t len,
 	/* out of memory says nothing of the message: the caller terminates
 	 * what is not an event, never what could not be read */
 	if (why.code == CQRS_EXIT_OSERR)
-		return cqrs_fail(err, CQRS_EXIT_OSERR, "%s", why.msg);
+		return *err = why, -1;
 	jsMsgMetaData *meta = NULL;
 	long long at =
 		natsMsg_GetMetaData(&meta, msg) == NATS_OK ? (long long)meta->Sequence.Stream : 0;

@@ -268,7 +268,7 @@ cqrs_signing_key *cqrs_signing_key_load(const char *path, cqrs_error *err)
 	uint8_t id[CQRS_KEY_ID_LEN];
 	cqrs_error jerr = { 0 };
 	if (cqrs_json_compact(buf, &len, &jerr) < 0 && jerr.code == CQRS_EXIT_OSERR) {
-		cqrs_fail(err, CQRS_EXIT_OSERR, "%s", jerr.msg); /* not a verdict on the file */
+		*err = jerr; /* not a verdict on the file */
 		goto bad;
 	}
 	if (jerr.code != 0 || !get_is(buf, len, "cqrs_signing_key", "ed25519") ||
@@ -353,7 +353,7 @@ int cqrs_public_key_load(const char *path, cqrs_public_key *pub, cqrs_error *err
 	uint8_t id[CQRS_KEY_ID_LEN];
 	cqrs_error jerr = { 0 };
 	if (cqrs_json_compact(buf, &len, &jerr) < 0 && jerr.code == CQRS_EXIT_OSERR)
-		return cqrs_fail(err, CQRS_EXIT_OSERR, "%s", jerr.msg); /* not a verdict */
+		return *err = jerr, -1; /* not a verdict */
 	if (jerr.code != 0 || !get_is(buf, len, "cqrs_public_key", "ed25519") ||
 	    get_hex(buf, len, "public_key", pub->key, sizeof pub->key) < 0 ||
 	    get_hex(buf, len, "key_id", id, sizeof id) < 0)
@@ -584,9 +584,8 @@ int cqrs_signed_head_parse(const char *obj, size_t len, struct cqrs_signed_head 
 	size_t n = len;
 	cqrs_error jerr = { 0 };
 	if (cqrs_json_compact(buf, &n, &jerr) < 0)
-		return jerr.code == CQRS_EXIT_OSERR
-			       ? cqrs_fail(err, CQRS_EXIT_OSERR, "%s", jerr.msg)
-			       : not_a_head(err, "not a JSON object");
+		return jerr.code == CQRS_EXIT_OSERR ? (*err = jerr, -1)
+						    : not_a_head(err, "not a JSON object");
 	const char *v;
 	size_t vn;
 	if (!cqrs_json_get(buf, n, "signed_head", &v, &vn) || vn != 1 || v[0] != '1')

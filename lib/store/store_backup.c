@@ -809,7 +809,7 @@ static int read_header(struct restore *r, cqrs_error *err)
 	size_t vn;
 	cqrs_error jerr = { 0 };
 	if (cqrs_json_compact(line, &len, &jerr) < 0 && jerr.code == CQRS_EXIT_OSERR)
-		return cqrs_fail(err, CQRS_EXIT_OSERR, "%s", jerr.msg); /* not a verdict */
+		return *err = jerr, -1; /* not a verdict */
 	if (jerr.code != 0 || !cqrs_json_get(line, len, "cqrs_backup", &v, &vn))
 		return bad_line(r, err, CQRS_EXIT_DATAERR,
 				"not a cqrs backup (it starts with a cqrs_backup header)");
