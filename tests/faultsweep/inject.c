@@ -25,6 +25,8 @@
  *                        programs) are not injected: LD_PRELOAD leaves the
  *                        environment at start, so that a failure is the
  *                        tool's own and not that of the shell it starts
+ *                        (the first process keeps it: run the tool itself,
+ *                        not under env or sh, which would keep it instead)
  *   CQRS_SWEEP_LOG=FILE  append to FILE what was failed ("io 12 pwrite64
  *                        /path") and, at exit, the totals ("count alloc=A
  *                        io=B"): a clean run with only this set gives N_max
