@@ -28,6 +28,19 @@ injected() {
 		LD_PRELOAD="$CQRS_SWEEP_LIB" "$@"
 }
 
+# alloc_count SIZE CMD...: how many allocations of SIZE bytes (0: of any
+# size) CMD makes, counted by the injector in a run that fails none; CMD's
+# exit status is the helper's.
+alloc_count() {
+	local size=$1 log="$BATS_TEST_TMPDIR/count" rc=0
+	shift
+	rm -f "$log"
+	CQRS_SWEEP_ALLOC_SIZE=$size CQRS_SWEEP_ALLOC=999999999999 CQRS_SWEEP_LOG="$log" \
+		injected "$@" >/dev/null || rc=$?
+	sed -n 's/^count alloc=\([0-9]*\) .*/\1/p' "$log"
+	return "$rc"
+}
+
 @test "cqrs-read out of memory at its first allocation names itself" {
 	alloc_test
 	event 11111111-1111-4111-8111-111111111111 | cqrs-append --quiet
@@ -110,10 +123,7 @@ restore_store() {
 	local size count n
 	for size in 48 1024; do
 		restore_store
-		CQRS_SWEEP_ALLOC_SIZE=$size CQRS_SWEEP_ALLOC=1000000 \
-			CQRS_SWEEP_LOG="$BATS_TEST_TMPDIR/count" injected cqrs-append -q three.ndjson
-		count=$(sed -n 's/^count alloc=\([0-9]*\) .*/\1/p' "$BATS_TEST_TMPDIR/count")
-		rm "$BATS_TEST_TMPDIR/count"
+		count=$(alloc_count "$size" cqrs-append -q three.ndjson)
 		[ "$count" -gt 0 ]
 		for n in $(seq 1 "$count"); do
 			restore_store
@@ -133,9 +143,7 @@ restore_store() {
 	# the order was rejected as for a product never registered
 	local count n
 	restore_store
-	CQRS_SWEEP_ALLOC_SIZE=40 CQRS_SWEEP_ALLOC=1000000 CQRS_SWEEP_LOG="$BATS_TEST_TMPDIR/count" \
-		injected create_order
-	count=$(sed -n 's/^count alloc=\([0-9]*\) .*/\1/p' "$BATS_TEST_TMPDIR/count")
+	count=$(alloc_count 40 create_order)
 	[ "$count" -gt 0 ]
 	# the second half: the command's own reads (the first is the store's
 	# opening, swept by the sample below); it failed at 404 of 506
@@ -166,8 +174,7 @@ shipped_store() {
 alloc_points() {
 	local nmax n
 	eval "$prepare"
-	CQRS_SWEEP_LOG="$BATS_TEST_TMPDIR/count" injected "$@" >/dev/null
-	nmax=$(sed -n 's/^count alloc=\([0-9]*\) .*/\1/p' "$BATS_TEST_TMPDIR/count")
+	nmax=$(alloc_count 0 "$@")
 	[ "$nmax" -gt 0 ]
 	for n in $(seq 1 $((nmax / 70 + 1)) "$nmax"); do
 		eval "$prepare"
@@ -212,10 +219,7 @@ alloc_points() {
 	for format in csv:41 table:161 csv:4 table:4; do
 		size=${format#*:} format=${format%:*}
 		clean=$(cqrs-query -f "$format" sql "$sql")
-		rm -f "$BATS_TEST_TMPDIR/count"
-		CQRS_SWEEP_ALLOC_SIZE=$size CQRS_SWEEP_ALLOC=1000000 CQRS_SWEEP_LOG="$BATS_TEST_TMPDIR/count" \
-			injected cqrs-query -f "$format" sql "$sql" >/dev/null
-		count=$(sed -n 's/^count alloc=\([0-9]*\) .*/\1/p' "$BATS_TEST_TMPDIR/count")
+		count=$(alloc_count "$size" cqrs-query -f "$format" sql "$sql")
 		[ "$count" -gt 0 ]
 		for n in $(seq 1 "$count"); do
 			CQRS_SWEEP_ALLOC_SIZE=$size CQRS_SWEEP_ALLOC=$n run --separate-stderr \
@@ -242,9 +246,7 @@ alloc_points() {
 	# authorizer (make faultsweep, project alloc 2331: "orders.yaml:20:9:
 	# projection 'order_views', tables: out of memory", exit 78)
 	local count n
-	CQRS_SWEEP_ALLOC_SIZE=8 CQRS_SWEEP_ALLOC=100000000 CQRS_SWEEP_LOG="$BATS_TEST_TMPDIR/count" \
-		injected cqrs-project
-	count=$(sed -n 's/^count alloc=\([0-9]*\) .*/\1/p' "$BATS_TEST_TMPDIR/count")
+	count=$(alloc_count 8 cqrs-project)
 	[ "$count" -gt 0 ]
 	for n in $(seq 1 "$count"); do
 		rm -f "$CQRS_VIEWS"*
@@ -265,9 +267,7 @@ alloc_points() {
 	# 312 bytes: SQLite 3.40's statement object; the archive's look-ups
 	# are prepared when first needed, and a preparation that failed was
 	# taken for a store without archive tables (the event stored again)
-	CQRS_SWEEP_ALLOC_SIZE=312 CQRS_SWEEP_ALLOC=1000000 CQRS_SWEEP_LOG="$BATS_TEST_TMPDIR/count" \
-		injected cqrs-append <<<"$line" >/dev/null
-	count=$(sed -n 's/^count alloc=\([0-9]*\) .*/\1/p' "$BATS_TEST_TMPDIR/count")
+	count=$(alloc_count 312 cqrs-append <<<"$line")
 	[ "$count" -gt 0 ]
 	for n in $(seq 1 "$count"); do
 		CQRS_SWEEP_ALLOC_SIZE=312 CQRS_SWEEP_ALLOC=$n run --separate-stderr injected cqrs-append <<<"$line"
@@ -309,9 +309,7 @@ alloc_points() {
 	# "cqrs-append", once per series read from the file or the journal
 	# (found by review: a series that could not be added was dropped, and
 	# the file written without it: its counts lost for good)
-	CQRS_SWEEP_ALLOC_SIZE=12 CQRS_SWEEP_ALLOC=1000000 CQRS_SWEEP_LOG="$BATS_TEST_TMPDIR/count" \
-		injected cqrs-health --textfile "$m" >/dev/null || true
-	count=$(sed -n 's/^count alloc=\([0-9]*\) .*/\1/p' "$BATS_TEST_TMPDIR/count")
+	count=$(alloc_count 12 cqrs-health --textfile "$m") || true
 	[ "$count" -gt 0 ]
 	for n in $(seq 1 "$count"); do
 		rm -rf "$m"
@@ -340,10 +338,8 @@ alloc_points() {
 	head=$(cqrs-read --checkpoint audit --position | jq .sequence)
 	assert_equal "$head" "$(cqrs-read | wc -l)"
 	for size in 1024 2048 4096 8192 16384; do
-		rm -rf "$XDG_STATE_HOME" "$BATS_TEST_TMPDIR/count"
-		CQRS_SWEEP_ALLOC_SIZE=$size CQRS_SWEEP_ALLOC=1000000 CQRS_SWEEP_LOG="$BATS_TEST_TMPDIR/count" \
-			injected cqrs-read --checkpoint audit >/dev/null
-		count=$(sed -n 's/^count alloc=\([0-9]*\) .*/\1/p' "$BATS_TEST_TMPDIR/count")
+		rm -rf "$XDG_STATE_HOME"
+		count=$(alloc_count "$size" cqrs-read --checkpoint audit)
 		for n in $(seq 1 "$count"); do
 			rm -rf "$XDG_STATE_HOME"
 			CQRS_SWEEP_ALLOC_SIZE=$size CQRS_SWEEP_ALLOC=$n run --separate-stderr \
@@ -374,9 +370,7 @@ alloc_points() {
 	# (found by review: out of memory left it empty, and the event was
 	# appended recording no os_user, in its hash for ever)
 	event 11111111-1111-4111-8111-111111111111 OrderNoted '{"n":0}' >one.ndjson
-	CQRS_SWEEP_ALLOC_SIZE=256 CQRS_SWEEP_ALLOC=1000000 CQRS_SWEEP_LOG="$BATS_TEST_TMPDIR/count" \
-		injected cqrs-append -q one.ndjson
-	count=$(sed -n 's/^count alloc=\([0-9]*\) .*/\1/p' "$BATS_TEST_TMPDIR/count")
+	count=$(alloc_count 256 cqrs-append -q one.ndjson)
 	[ "$count" -gt 0 ]
 	for n in $(seq 1 "$count"); do
 		CQRS_SWEEP_ALLOC_SIZE=256 CQRS_SWEEP_ALLOC=$n run --separate-stderr injected cqrs-append -q one.ndjson
@@ -403,9 +397,7 @@ alloc_points() {
 	# review: a list cut short left tables with their old rows)
 	local prepare='rm -f r.db*; cp base.db r.db'
 	eval "$prepare"
-	CQRS_SWEEP_ALLOC_SIZE=256 CQRS_SWEEP_ALLOC=1000000 CQRS_SWEEP_LOG="$BATS_TEST_TMPDIR/count" \
-		injected cqrs-backup --restore -s r.db b1.ndjson >/dev/null
-	count=$(sed -n 's/^count alloc=\([0-9]*\) .*/\1/p' "$BATS_TEST_TMPDIR/count")
+	count=$(alloc_count 256 cqrs-backup --restore -s r.db b1.ndjson)
 	[ "$count" -gt 0 ]
 	for n in $(seq 1 "$count"); do
 		eval "$prepare"
@@ -445,10 +437,7 @@ alloc_points() {
 	clean=$(cqrs-read | jq -r '[.aggregate_type, .event_type, .data.reason // ""] | join(" ")')
 	for size in 40 256 512; do
 		restore_store
-		rm -f "$BATS_TEST_TMPDIR/count"
-		CQRS_SWEEP_ALLOC_SIZE=$size CQRS_SWEEP_ALLOC=1000000 CQRS_SWEEP_LOG="$BATS_TEST_TMPDIR/count" \
-			injected cqrs-saga run -f "$saga"
-		count=$(sed -n 's/^count alloc=\([0-9]*\) .*/\1/p' "$BATS_TEST_TMPDIR/count")
+		count=$(alloc_count "$size" cqrs-saga run -f "$saga")
 		[ "$count" -gt 0 ]
 		for n in $(seq 1 $((size == 40 ? 10 : 1)) "$count"); do
 			restore_store
@@ -540,10 +529,7 @@ alloc_points() {
 		fail "the clean run: $clean"
 	for size in 256 512 1024 2048; do
 		restore_store
-		rm -f "$BATS_TEST_TMPDIR/count"
-		CQRS_SWEEP_TOOL_ONLY=1 CQRS_SWEEP_ALLOC_SIZE=$size CQRS_SWEEP_ALLOC=1000000 \
-			CQRS_SWEEP_LOG="$BATS_TEST_TMPDIR/count" injected cqrs-saga run -f oom.yaml
-		count=$(sed -n 's/^count alloc=\([0-9]*\) .*/\1/p' "$BATS_TEST_TMPDIR/count")
+		count=$(CQRS_SWEEP_TOOL_ONLY=1 alloc_count "$size" cqrs-saga run -f oom.yaml)
 		[ "$count" -gt 0 ]
 		for n in $(seq 1 "$count"); do
 			restore_store
@@ -576,9 +562,7 @@ EOF
 	clean=$(cqrs-read --upcast --upcasters split.yaml)
 	# 256 bytes: the first growth of each buffer the split builds its
 	# parts in (found by review: a part cut short was written as it was)
-	CQRS_SWEEP_ALLOC_SIZE=256 CQRS_SWEEP_ALLOC=1000000 CQRS_SWEEP_LOG="$BATS_TEST_TMPDIR/count" \
-		injected cqrs-read --upcast --upcasters split.yaml >/dev/null
-	count=$(sed -n 's/^count alloc=\([0-9]*\) .*/\1/p' "$BATS_TEST_TMPDIR/count")
+	count=$(alloc_count 256 cqrs-read --upcast --upcasters split.yaml)
 	[ "$count" -gt 0 ]
 	for n in $(seq 1 "$count"); do
 		CQRS_SWEEP_ALLOC_SIZE=256 CQRS_SWEEP_ALLOC=$n run --separate-stderr \
@@ -594,10 +578,7 @@ size_points() {
 	local size=$1 count n
 	shift
 	eval "$prepare"
-	rm -f "$BATS_TEST_TMPDIR/count"
-	CQRS_SWEEP_ALLOC_SIZE=$size CQRS_SWEEP_ALLOC=1000000 CQRS_SWEEP_LOG="$BATS_TEST_TMPDIR/count" \
-		injected "$@" >/dev/null
-	count=$(sed -n 's/^count alloc=\([0-9]*\) .*/\1/p' "$BATS_TEST_TMPDIR/count")
+	count=$(alloc_count "$size" "$@")
 	[ "$count" -gt 0 ]
 	for n in $(seq 1 "$count"); do
 		eval "$prepare"
