@@ -1,7 +1,7 @@
 /*
  * gen-events: a deterministic stream of order events for the benchmarks.
  *
- *   gen-events [-t] [-s seed] count aggregates
+ *   gen-events [-t [-i]] [-s seed] count aggregates
  *
  * Writes count NDJSON events over (at most) aggregates Order aggregates to
  * stdout.  Every id is a random version 4 UUID chosen by the client; no
@@ -11,7 +11,11 @@
  * and correlation ids are version 7 UUIDs in the order the orders start
  * (a clock of one millisecond per order from 2026-01-01, a billion
  * milliseconds later per seed after the first, so that the events of
- * -s 2 follow those of -s 1 as new events would).  The same seed gives the
+ * -s 2 follow those of -s 1 as new events would).  With -t -i, the events
+ * carry the version 7 event ids the store would have made (one millisecond
+ * an event, from 2039), and are otherwise the same bytes as
+ * with -t alone: for the storage floor of the scale benchmark, which takes
+ * the ids as given.  The same seed gives the
  * same bytes on every machine (a private PRNG, no floating point).
  *
  * Orders are open a while, like real ones: a window of WINDOW orders is
@@ -67,6 +71,11 @@ static uint64_t next(void)
 }
 
 static int time_ordered; /* -t */
+static int with_ids;	 /* -i */
+static uint64_t seed_ms; /* the clock of -t: a later seed's orders start later */
+/* The clock of -i's event ids, in 2039: after the ids a store makes now,
+ * as the ids of new events are. */
+#define IDS_EPOCH_MS (1ULL << 41)
 
 static uint64_t below(uint64_t n)
 {
@@ -216,9 +225,13 @@ static void emit(struct order *o)
 			 below(1000000000), carriers[below(4)], when);
 	}
 	char event_id[37], causation[37];
-	uuid4(event_id);
+	/* as many draws either way, so that -i changes only the ids */
+	if (with_ids)
+		uuid7(event_id, IDS_EPOCH_MS + seed_ms + emitted);
+	else
+		uuid4(event_id);
 	uuid4(causation);
-	if (!time_ordered)
+	if (!time_ordered || with_ids)
 		printf("{\"event_id\":\"%s\",", event_id);
 	else
 		putchar('{');
@@ -245,26 +258,26 @@ int main(int argc, char **argv)
 {
 	uint64_t seed = 1;
 	int ch;
-	while ((ch = getopt(argc, argv, "s:th")) != -1) {
+	while ((ch = getopt(argc, argv, "is:th")) != -1) {
 		switch (ch) {
+		case 'i': with_ids = 1; break;
 		case 's': seed = parse_count(optarg, "seed"); break;
 		case 't': time_ordered = 1; break;
-		case 'h': puts("usage: gen-events [-t] [-s seed] count aggregates"); return 0;
+		case 'h': puts("usage: gen-events [-t [-i]] [-s seed] count aggregates"); return 0;
 		default:
-			fputs("usage: gen-events [-t] [-s seed] count aggregates\n", stderr);
+			fputs("usage: gen-events [-t [-i]] [-s seed] count aggregates\n", stderr);
 			return 64;
 		}
 	}
-	if (argc - optind != 2) {
-		fputs("usage: gen-events [-t] [-s seed] count aggregates\n", stderr);
+	if (argc - optind != 2 || (with_ids && !time_ordered)) {
+		fputs("usage: gen-events [-t [-i]] [-s seed] count aggregates\n", stderr);
 		return 64;
 	}
 	uint64_t count = parse_count(argv[optind], "count");
 	uint64_t naggs = parse_count(argv[optind + 1], "aggregates");
 	if (naggs == 0 || naggs > count)
 		naggs = count;
-	/* the clock of -t: a later seed's orders start later */
-	uint64_t seed_ms = (seed - 1) * 1000000000ULL;
+	seed_ms = (seed - 1) * 1000000000ULL;
 	for (int i = 0; i < 4; i++)
 		rng[i] = splitmix(&seed);
 
