@@ -995,12 +995,18 @@ static void filter_sql(struct cqrs_strbuf *sql, const cqrs_filter *f)
 		add_list(sql, "aggregate_id", f->naggregate_ids, &p);
 	if (f->aggregate_type != NULL)
 		cqrs_strbuf_puts(sql, " AND aggregate_type = ?4");
+	/* A list of types is looked for in sequence order, not through the
+	 * type's index ('+' keeps SQLite from it): the index gives each
+	 * type's events in order but not the list's, and SQLite would sort
+	 * all of them in memory before the first came out (396 MB and 3x
+	 * the time to read three types of a 1M-event store).  One type keeps
+	 * its index, whose rows are in sequence order. */
 	if (f->naggregate_types > 0)
-		add_list(sql, "aggregate_type", f->naggregate_types, &p);
+		add_list(sql, "+aggregate_type", f->naggregate_types, &p);
 	if (f->event_type != NULL)
 		cqrs_strbuf_puts(sql, " AND event_type = ?5");
 	if (f->nevent_types > 0)
-		add_list(sql, "event_type", f->nevent_types, &p);
+		add_list(sql, "+event_type", f->nevent_types, &p);
 	if (f->correlation_id != NULL)
 		cqrs_strbuf_puts(sql, " AND correlation_key = ?10 AND correlation_id = ?6");
 	if (f->ncorrelation_ids > 0) {
