@@ -1015,7 +1015,16 @@ static void filter_sql(struct cqrs_strbuf *sql, const cqrs_filter *f)
 	}
 	if (f->until != NULL)
 		cqrs_strbuf_puts(sql, " AND timestamp <= ?7");
-	cqrs_strbuf_puts(sql, f->reverse ? " ORDER BY sequence DESC" : " ORDER BY sequence");
+	/* An aggregate's versions follow its sequences (each event is its
+	 * aggregate's next version, appended at the head), and in version
+	 * order its index gives them as they are found; in sequence order
+	 * SQLite would sort all of them in memory first. */
+	if (f->aggregate_id != NULL)
+		cqrs_strbuf_puts(sql, f->reverse ? " ORDER BY aggregate_version DESC"
+						 : " ORDER BY aggregate_version");
+	else
+		cqrs_strbuf_puts(sql,
+				 f->reverse ? " ORDER BY sequence DESC" : " ORDER BY sequence");
 	if (f->limit > 0)
 		cqrs_strbuf_puts(sql, " LIMIT ?8");
 }
@@ -1080,7 +1089,7 @@ static cqrs_cursor *read_one_aggregate(struct sqlite_store *s, const cqrs_filter
 {
 	if (prepare(s, &s->one_aggregate,
 		    EVENT_COLUMNS " FROM events WHERE sequence > 0 AND aggregate_id = ?1"
-				  " AND aggregate_version > ?2 ORDER BY sequence",
+				  " AND aggregate_version > ?2 ORDER BY aggregate_version",
 		    err) < 0)
 		return NULL;
 	struct sqlite_cursor *c = calloc(1, sizeof *c);
