@@ -7,7 +7,11 @@
 #                                             store per copy: see df first)
 #
 # For each size N and each kind of ids, a store of N events (gen-events,
-# orders of ten events, appended with --no-sync), then on that store:
+# orders of ten events, appended with --no-sync by one process in one
+# transaction, at CQRS_CACHE_SIZE=SCALE_V4_CACHE for v4 ids when set): the
+# import, whose rate is reported for each tenth of it as the store grows
+# (the time each tenth's last line entered the pipe; the commit after the
+# last line is in the import's total), then on that store:
 #   append    the next SCALE_NEXT (100,000) events, cqrs-append -q, one
 #             transaction, fsync at commit, on a copy of the store.  Two
 #             kinds of ids: "gen", the ids the toolkit generates (no
@@ -45,7 +49,9 @@
 #
 # Targets (issue 10): bulk append >= 100,000 events/s at 1M; for gen ids
 # the next 100k at the largest size >= 0.8x the rate at 100k, peak RSS
-# flat; for v4 ids >= 0.5x (the curve and the cache it takes); one event
+# flat; for v4 ids >= 0.5x (the curve and the cache it takes: the next
+# 100k by a new process, and the import's last tenth against its first
+# at the largest size); one event
 # <= 1.2x the sqlite3 floor at every size (medians); one CreateOrder
 # <= 5 ms; rebuild >= 150,000 events/s; read-all >= 0.9x the raw loop.
 
@@ -75,6 +81,13 @@ scale_time() {
 scale_copy() {
 	rm -f "$2" "$2-wal" "$2-shm" "$2.witness"
 	cp --reflink=auto "$1" "$2"
+}
+
+# scale_stamp EVERY FILE: passes stdin on, and appends the time to FILE
+# after each EVERY lines (once they are in the pipe).
+scale_stamp() {
+	awk -v every="$1" -v file="$2" '{ print }
+		NR % every == 0 { fflush(); system("date +%s.%N >>" file) }'
 }
 
 scale_gen() { # KIND SEED COUNT; KIND gen-ids: gen's events with their ids
@@ -130,17 +143,37 @@ bench_scale() {
 				floor_input="$dir/next-gen-ids.ndjson"
 				[ -s "$floor_input" ] || scale_gen gen-ids 2 "$next" >"$floor_input"
 			fi
-			echo "scale: a store of $n events, $kind ids ..." >&2
-			rm -f "$db" "$db-wal" "$db-shm" "$db.witness"
-			scale_gen "$kind" 1 "$n" | "$(scale_tool "$maker" cqrs-append)" -q --no-sync -s "$db" -
-			sqlite3 "$db" 'PRAGMA wal_checkpoint(TRUNCATE)' >/dev/null
-
-			# --- the next 100k, one transaction ----------------------
 			local cache_env=(env) note="1 txn"
 			if [ "$kind" = v4 ] && [ -n "${SCALE_V4_CACHE:-}" ]; then
 				cache_env=(env "CQRS_CACHE_SIZE=$SCALE_V4_CACHE")
 				note="1 txn, CQRS_CACHE_SIZE=$SCALE_V4_CACHE"
 			fi
+
+			# --- the import, by tenths -------------------------------
+			echo "scale: a store of $n events, $kind ids ..." >&2
+			rm -f "$db" "$db-wal" "$db-shm" "$db.witness"
+			local stamps="$dir/stamps" tenth=$((n / 10)) k t0 tk
+			sync
+			date +%s.%N >"$stamps"
+			scale_gen "$kind" 1 "$n" | scale_stamp "$tenth" "$stamps" |
+				"${cache_env[@]}" "$(scale_tool "$maker" cqrs-append)" -q --no-sync -s "$db" -
+			date +%s.%N >>"$stamps"
+			sqlite3 "$db" 'PRAGMA wal_checkpoint(TRUNCATE)' >/dev/null
+			for k in 1 10; do
+				t0=$(sed -n "${k}p" "$stamps") tk=$(sed -n "$((k + 1))p" "$stamps")
+				secs=$(awk -v a="$t0" -v b="$tk" 'BEGIN { printf "%.3f", b - a }')
+				bench_row "scale $n $kind: import, tenth $k" "$tenth" "$secs" - - \
+					"events $(((k - 1) * tenth + 1))-$((k * tenth)); $note"
+				rate_at[import$k.$kind.$n]=$(rate "$tenth" "$secs")
+			done
+			secs=$(awk -v a="$(sed -n 1p "$stamps")" -v b="$(tail -n 1 "$stamps")" \
+				'BEGIN { printf "%.3f", b - a }')
+			bench_row "scale $n $kind: import" "$n" "$secs" - \
+				"$(ratio "${rate_at[import10.$kind.$n]}" "${rate_at[import1.$kind.$n]}")" \
+				"with its commit; ratio: the last tenth's rate to the first's"
+			rate_at[import.$kind.$n]=$(ratio "${rate_at[import10.$kind.$n]}" "${rate_at[import1.$kind.$n]}")
+
+			# --- the next 100k, one transaction ----------------------
 			for b in floor $(scale_builds); do
 				: >"$dir/append-$b"
 				: >"$dir/rss-$b"
@@ -294,6 +327,13 @@ bench_scale() {
 			bench_target "append $kind ids at $big >= ${v}x at $small" \
 				"${rate_at[ours.$kind.$big]} vs ${rate_at[ours.$kind.$small]} ev/s ($(ratio "${rate_at[ours.$kind.$big]}" "${rate_at[ours.$kind.$small]}"))" \
 				"$(cmp "${rate_at[ours.$kind.$big]}" '>=' "$(awk -v a="${rate_at[ours.$kind.$small]}" -v v="$v" 'BEGIN { print a * v }')")"
+		done
+		for kind in $kinds; do
+			v=0.8
+			[ "$kind" = v4 ] && v=0.5
+			bench_target "import of $big $kind ids: last tenth >= ${v}x the first" \
+				"${rate_at[import10.$kind.$big]} vs ${rate_at[import1.$kind.$big]} ev/s (${rate_at[import.$kind.$big]})" \
+				"$(cmp "${rate_at[import.$kind.$big]%x}" '>=' "$v")"
 		done
 		[[ " $kinds " != *" gen "* ]] ||
 			bench_target "append gen ids: peak RSS at $big <= at $small + 8 MB" \
