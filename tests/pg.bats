@@ -729,6 +729,34 @@ stocked_product() {
 	assert_equal "$(cqrs-command show "$O1" | jq -r .state.status)" CANCELLED
 }
 
+@test "cqrs-command: a new order takes the append lock before the order-number counter: two writers' batches, no deadlock" {
+	stocked_product
+	# a batch that holds the append lock (its reservation takes it before
+	# it reads, and stops once it has read), then wants the counter
+	{
+		printf '{"command_id":"r-1","type":"ReserveInventory","product_id":"%s","order_id":"%s","quantity":1}\n' "$P" "$O1"
+		printf '{"command_id":"c-1","type":"CreateOrder","customer_id":"c","items":[{"product_id":"%s","sku":"SKU-1","quantity":1,"unit_price":1.00}],"currency":"USD","shipping_address":{"name":"A","street":"1 Main St","city":"Springfield","postal_code":"12345","country":"US"}}\n' "$P"
+	} >batch.ndjson
+	mkfifo loaded go
+	CQRS_TEST_PAUSE_AFTER_LOAD=$PWD cqrs-command -q batch.ndjson 2>batch.err &
+	local batch=$! creator
+	read -r _ <loaded
+	# another writer's new order: before, it took the counter's row and
+	# then waited for the lock, while the batch held the lock and came
+	# to want the row (PostgreSQL broke the cycle after a second)
+	cqrs-command -q create-order --customer d --item "$P:1:1.00:SKU-1" --currency USD \
+		--ship-to 'A,1 Main St,Springfield,12345,US' 2>create.err &
+	creator=$!
+	await_sql "SELECT count(*) FROM pg_locks WHERE NOT granted" 1
+	echo >go
+	wait "$batch" || fail "the batch ended $?: $(cat batch.err)"
+	wait "$creator" || fail "the new order ended $?: $(cat create.err)"
+	assert_equal "$(cat batch.err create.err)" ""
+	# three orders, numbered 1 to 3
+	assert_equal "$(cqrs-read -e OrderCreated | jq -r .data.order_number | cut -d- -f3 | sort | tr '\n' ' ')" \
+		'000001 000002 000003 '
+}
+
 @test "cqrs-backup: an incremental restore takes the lock before it checks the head: an append meanwhile waits and lands after the restored events" {
 	local h0 h1 restorer appender
 	gen_events 5 41 | cqrs-append -q --store src.db
@@ -828,14 +856,15 @@ stocked_product() {
 	exec 4>held
 	ev "$A" >&4
 	await_sql "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted" 1
-	# the first decides (order number 2) and waits for the append lock
+	# the first has read the missing order and waits for the append lock,
+	# which a new order takes before its number
 	order first | cqrs-command >out.first 2>err.first 4>&- &
 	first=$!
 	await_sql "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted" 1
-	# the second decides on the same missing order and waits for the counter
+	# the second reads the same missing order and waits behind it
 	order second | cqrs-command >out.second 2>err.second 4>&- &
 	second=$!
-	await_sql "SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted" 1
+	await_sql "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted" 2
 	exec 4>&-
 	wait "$held_writer"
 	wait "$first"

@@ -676,7 +676,10 @@ static int next_order_number(void *arg, char out[DOM_NUMBER], cqrs_error *err)
 	if (c->counter.valid && strcmp(c->counter.name, counter) == 0) {
 		n = ++c->counter.value;
 	} else {
-		if (flush_counter(c, err) < 0)
+		/* The counter's row is locked to the transaction's end: the
+		 * append lock first, as a batch that appended before holds
+		 * them, or two writers wait for each other (PostgreSQL). */
+		if (cqrs_store_lock(c->st, err) < 0 || flush_counter(c, err) < 0)
 			return -1;
 		n = cqrs_store_counter_next(c->st, counter, err);
 		if (n == 1) {

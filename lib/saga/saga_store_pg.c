@@ -418,10 +418,24 @@ static int pg_checkpoint_get(struct saga_db *base, const char *name, int64_t *se
 {
 	struct pg_saga_db *db = (struct pg_saga_db *)base;
 	const char *v[1] = { name };
-	/* locked to the transaction's end: runners take turns starting
-	 * instances and acting on cancellations */
-	PGresult *r = run(db, "SELECT sequence FROM checkpoints WHERE name = $1 FOR UPDATE", 1, v,
-			  PGRES_TUPLES_OK, err);
+	/* Locked to the transaction's end: runners take turns starting
+	 * instances and acting on cancellations.  By a lock on its name, as a
+	 * breaker's, not by the row alone: before a saga type's first
+	 * checkpoint there is no row to lock, and a runner that found none
+	 * went on to insert instances, then waited to write the row that
+	 * another runner had locked meanwhile while waiting for one of those
+	 * instances: a deadlock.  Taken first in its transaction, before any
+	 * instance or the append lock.  Its own statement: the read after it
+	 * must see what the last holder committed. */
+	PGresult *r = run(db,
+			  "SELECT pg_advisory_xact_lock(hashtextextended("
+			  "'cqrs.checkpoint:' || current_schema() || ':' || $1, 0))",
+			  1, v, PGRES_TUPLES_OK, err);
+	if (r == NULL)
+		return -1;
+	db->pq->clear(r);
+	r = run(db, "SELECT sequence FROM checkpoints WHERE name = $1 FOR UPDATE", 1, v,
+		PGRES_TUPLES_OK, err);
 	*seq = 0;
 	if (r == NULL)
 		return -1;
