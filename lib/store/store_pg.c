@@ -213,6 +213,7 @@ struct pg_cursor {
 	bool verify;	/* verify_read: correlation_id after the event */
 	char *sql;
 	int64_t keyset;	   /* forward: sequence > keyset; reverse: sequence < keyset */
+	bool by_version;   /* one aggregate's: the keyset is its aggregate_version */
 	int64_t remaining; /* rows the filter's limit still allows; -1: no limit */
 	/* the filter's values: params[n] is parameter $n + 1, NULL when unused */
 	char *params[15];
@@ -1645,7 +1646,7 @@ enum {
 	P_AGG_TYPES,
 	P_EVENT_TYPES,
 	P_CORRELATIONS,
-	P_AFTER, /* reverse reads: sequence > after */
+	P_AFTER, /* reverse and one aggregate's reads: sequence > after */
 	NPARAMS = P_AFTER
 };
 
@@ -1660,15 +1661,30 @@ static void filter_sql(struct cqrs_strbuf *sql, const cqrs_filter *f, bool verif
 	cqrs_strbuf_puts(sql, EVENT_COLUMNS);
 	if (verify)
 		cqrs_strbuf_puts(sql, ", correlation_id");
-	cqrs_strbuf_puts(sql, f->reverse ? " FROM events WHERE sequence < $1"
-					 : " FROM events WHERE sequence > $1");
-	if (f->reverse)
-		cqrs_strbuf_printf(sql, " AND sequence > $%d", P_AFTER + 1);
+	if (f->aggregate_id != NULL) {
+		/* One aggregate's pages are keyed by its versions, which
+		 * follow its sequences: each page can be a range of its
+		 * index, in order.  Keyed by sequence, a page was often
+		 * planned as a sort of all the aggregate's later events
+		 * (15,000 events of a 300,000-event store: 0.42-0.45 s now,
+		 * 0.54-0.56 s so).  Before the table's statistics exist
+		 * (a bulk load that autovacuum has not analyzed yet), either
+		 * key is planned that way. */
+		cqrs_strbuf_printf(
+			sql,
+			" FROM events WHERE aggregate_id = $%d AND aggregate_version %s $1"
+			" AND sequence > $%d",
+			P_AGG_ID + 1, f->reverse ? "<" : ">", P_AFTER + 1);
+		if (f->reverse)
+			cqrs_strbuf_printf(sql, " AND aggregate_version > $%d", P_AGG_VERSION + 1);
+	} else {
+		cqrs_strbuf_puts(sql, f->reverse ? " FROM events WHERE sequence < $1"
+						 : " FROM events WHERE sequence > $1");
+		if (f->reverse)
+			cqrs_strbuf_printf(sql, " AND sequence > $%d", P_AFTER + 1);
+	}
 	if (f->to > 0)
 		cqrs_strbuf_printf(sql, " AND sequence <= $%d", P_TO + 1);
-	if (f->aggregate_id != NULL)
-		cqrs_strbuf_printf(sql, " AND aggregate_id = $%d AND aggregate_version > $%d",
-				   P_AGG_ID + 1, P_AGG_VERSION + 1);
 	if (f->aggregate_type != NULL)
 		cqrs_strbuf_printf(sql, " AND aggregate_type = $%d", P_AGG_TYPE + 1);
 	if (f->event_type != NULL)
@@ -1685,8 +1701,12 @@ static void filter_sql(struct cqrs_strbuf *sql, const cqrs_filter *f, bool verif
 		cqrs_strbuf_printf(sql, " AND event_type = ANY($%d)", P_EVENT_TYPES + 1);
 	if (f->ncorrelation_ids > 0)
 		cqrs_strbuf_printf(sql, " AND correlation_id = ANY($%d)", P_CORRELATIONS + 1);
-	cqrs_strbuf_puts(sql, f->reverse ? " ORDER BY sequence DESC LIMIT $2"
-					 : " ORDER BY sequence LIMIT $2");
+	if (f->aggregate_id != NULL)
+		cqrs_strbuf_puts(sql, f->reverse ? " ORDER BY aggregate_version DESC LIMIT $2"
+						 : " ORDER BY aggregate_version LIMIT $2");
+	else
+		cqrs_strbuf_puts(sql, f->reverse ? " ORDER BY sequence DESC LIMIT $2"
+						 : " ORDER BY sequence LIMIT $2");
 }
 
 static void free_cursor(struct pg_cursor *c)
@@ -1710,14 +1730,18 @@ static struct pg_cursor *new_cursor(struct pg_store *s, const cqrs_filter *f, bo
 	c->base.store = &s->base;
 	c->verify = verify;
 	c->remaining = f->limit > 0 ? f->limit : -1;
-	c->keyset = f->reverse ? (f->to > 0 ? f->to + 1 : INT64_MAX) : f->after;
+	c->by_version = f->aggregate_id != NULL;
+	if (c->by_version)
+		c->keyset = f->reverse ? INT64_MAX : f->after_version;
+	else
+		c->keyset = f->reverse ? (f->to > 0 ? f->to + 1 : INT64_MAX) : f->after;
 	struct cqrs_strbuf sql = { 0 };
 	filter_sql(&sql, f, verify);
 	c->sql = sql.oom ? NULL : strdup(cqrs_strbuf_str(&sql));
 	cqrs_strbuf_free(&sql);
 	bool oom = c->sql == NULL;
 	char **p = c->params;
-	if (f->reverse)
+	if (f->reverse || c->by_version)
 		oom |= (p[P_AFTER] = int_text(f->after)) == NULL;
 	if (f->to > 0)
 		oom |= (p[P_TO] = int_text(f->to)) == NULL;
@@ -1822,7 +1846,7 @@ static int pg_cursor_next(cqrs_cursor *cur, cqrs_event *ev, cqrs_error *err)
 			return 0;
 	}
 	bool ok = row_to_event(s->pq, c->page, c->row, ev);
-	c->keyset = ev->sequence;
+	c->keyset = c->by_version ? ev->aggregate_version : ev->sequence;
 	c->row++;
 	if (!ok)
 		return cqrs_fail(err, CQRS_EXIT_DATAERR,
