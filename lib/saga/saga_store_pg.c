@@ -414,6 +414,21 @@ static int64_t pg_next_due(struct saga_db *base, int64_t now, cqrs_error *err)
 /* --- checkpoints and breakers ------------------------------------------------------------------
  */
 
+/* A transaction-level advisory lock on KIND:schema:NAME, for what has no
+ * row to lock until it is first written (a checkpoint, a breaker). */
+static int lock_name(struct pg_saga_db *db, const char *kind, const char *name, cqrs_error *err)
+{
+	const char *v[2] = { kind, name };
+	PGresult *r = run(db,
+			  "SELECT pg_advisory_xact_lock(hashtextextended("
+			  "$1::text || ':' || current_schema() || ':' || $2, 0))",
+			  2, v, PGRES_TUPLES_OK, err);
+	if (r == NULL)
+		return -1;
+	db->pq->clear(r);
+	return 0;
+}
+
 static int pg_checkpoint_get(struct saga_db *base, const char *name, int64_t *seq, cqrs_error *err)
 {
 	struct pg_saga_db *db = (struct pg_saga_db *)base;
@@ -427,15 +442,10 @@ static int pg_checkpoint_get(struct saga_db *base, const char *name, int64_t *se
 	 * instances: a deadlock.  Taken first in its transaction, before any
 	 * instance or the append lock.  Its own statement: the read after it
 	 * must see what the last holder committed. */
-	PGresult *r = run(db,
-			  "SELECT pg_advisory_xact_lock(hashtextextended("
-			  "'cqrs.checkpoint:' || current_schema() || ':' || $1, 0))",
-			  1, v, PGRES_TUPLES_OK, err);
-	if (r == NULL)
+	if (lock_name(db, "cqrs.checkpoint", name, err) < 0)
 		return -1;
-	db->pq->clear(r);
-	r = run(db, "SELECT sequence FROM checkpoints WHERE name = $1 FOR UPDATE", 1, v,
-		PGRES_TUPLES_OK, err);
+	PGresult *r = run(db, "SELECT sequence FROM checkpoints WHERE name = $1 FOR UPDATE", 1, v,
+			  PGRES_TUPLES_OK, err);
 	*seq = 0;
 	if (r == NULL)
 		return -1;
@@ -473,15 +483,11 @@ static int pg_breaker_get(struct saga_db *base, const char *name, struct breaker
 	 * not do: the row may not exist yet).  Taken before the transaction
 	 * appends, so always before the append lock.  Its own statement: the
 	 * read after it must see what the last holder committed. */
-	PGresult *r = run(db,
-			  "SELECT pg_advisory_xact_lock(hashtextextended("
-			  "'cqrs.breaker:' || current_schema() || ':' || $1, 0))",
-			  1, v, PGRES_TUPLES_OK, err);
-	if (r == NULL)
+	if (lock_name(db, "cqrs.breaker", name, err) < 0)
 		return -1;
-	db->pq->clear(r);
-	r = run(db, "SELECT state, failures, opened_at FROM saga_breakers WHERE name = $1", 1, v,
-		PGRES_TUPLES_OK, err);
+	PGresult *r =
+		run(db, "SELECT state, failures, opened_at FROM saga_breakers WHERE name = $1", 1,
+		    v, PGRES_TUPLES_OK, err);
 	*b = (struct breaker_row){ BREAKER_CLOSED, 0, 0 };
 	if (r == NULL)
 		return -1;
