@@ -1009,6 +1009,96 @@ checkpoint() {
 	refute_output --partial tmp-
 }
 
+# A build in several threads reads, checks and upcasts the events once, in
+# one thread, for all its groups (rebuild.c): wherever it stops, it stops
+# as a build in one thread does.
+@test "a build in several threads stops as one in one thread does: an event half applied, an event changed, one no upcaster reads" {
+	load_history
+	# half applied: the second statement fails for one event of the
+	# group, which is parked; the group applies its events again one by
+	# one, from the store, its hashes checked by itself
+	half=$(sqlite3 "$CQRS_STORE" "SELECT min(sequence) FROM events WHERE event_type = 'OrderConfirmed'")
+	cat >halfway.yaml <<-EOF
+		projections:
+		  - name: halfway
+		    tables:
+		      - CREATE TABLE seen (sequence INTEGER PRIMARY KEY)
+		      - CREATE TABLE strict (sequence INTEGER CHECK (sequence <> $half))
+		    on:
+		      OrderConfirmed:
+		        - INSERT INTO seen VALUES (:sequence)
+		        - INSERT INTO strict VALUES (:sequence)
+	EOF
+	# the same views, and the same event parked (at another time)
+	views() {
+		snapshot "$1" | grep -v '^INSERT INTO parked_events'
+		sqlite3 "$1" 'SELECT projection, sequence, aggregate_id, event_type, error FROM parked_events'
+	}
+	run cqrs-project -P halfway.yaml
+	assert_failure 5 # events parked
+	for t in 1 2 3; do
+		CQRS_BUILD_THREADS=$t run cqrs-project -P halfway.yaml -o "half$t.db"
+		assert_failure 5
+		assert_equal "$(views "half$t.db")" "$(views "$CQRS_VIEWS")"
+		CQRS_BUILD_THREADS=$t run cqrs-project -P halfway.yaml --rebuild
+		assert_failure 5
+		assert_equal "$(views "$CQRS_VIEWS")" "$(views half1.db)"
+	done
+	run sqlite3 half2.db "SELECT projection, sequence FROM parked_events"
+	assert_output "halfway|$half"
+	# nothing of the parked event is left: neither of its statements
+	others=$(sqlite3 "$CQRS_STORE" "SELECT group_concat(sequence) FROM events
+		WHERE event_type = 'OrderConfirmed' AND sequence <> $half")
+	run sqlite3 half2.db "SELECT count(*) FROM seen WHERE sequence = $half;
+		SELECT group_concat(sequence) FROM seen; SELECT group_concat(sequence) FROM strict"
+	assert_output "0"$'\n'"$others"$'\n'"$others"
+	# an event changed in the middle of the store: each build stops there
+	# (the shipped projections: none of their groups reads the store
+	# itself)
+	export CQRS_VIEWS=$PWD/shipped.db
+	cqrs-project
+	before=$(snapshot "$CQRS_VIEWS")
+	seq=$(sqlite3 "$CQRS_STORE" "SELECT max(sequence) FROM events WHERE event_type = 'OrderCreated'")
+	cp "$CQRS_STORE" kept.db
+	sqlite3 "$CQRS_STORE" "DROP TRIGGER IF EXISTS events_no_update; UPDATE events SET data = replace(data, 'cust-', 'kust-') WHERE sequence = $seq"
+	for t in 1 2 3; do
+		CQRS_BUILD_THREADS=$t run --separate-stderr cqrs-project --rebuild
+		assert_failure 65
+		assert_equal "$stderr" "cqrs-project: event $seq (OrderCreated): its bytes do not match its hash: it was changed after it was appended (cqrs-read --verify checks the store); nothing of this batch was applied"
+		assert_equal "$(snapshot "$CQRS_VIEWS")" "$before"
+	done
+	# an event the upcasters of this run cannot read
+	cp kept.db "$CQRS_STORE"
+	rm -f "$CQRS_STORE-wal" "$CQRS_STORE-shm"
+	printf '{"aggregate_id":"7d0c2a9e-5b7f-4e0c-8f7e-1b2a3c4d5e6f","aggregate_type":"Thing","event_type":"Late","data":{}}\n' |
+		cqrs-append -q
+	printf 'upcasters:\n  - event_type: Late\n    from: 2\n    steps:\n      - add: {field: x, value: 1}\n' >late.yaml
+	late=$(sqlite3 "$CQRS_STORE" 'SELECT max(sequence) FROM events')
+	for t in 1 2 3; do
+		CQRS_BUILD_THREADS=$t run --separate-stderr cqrs-project --upcasters late.yaml --rebuild
+		assert_failure 78
+		assert_equal "$stderr" "cqrs-project: event $late (Late, event_version 1): no upcaster reads event_version 1 (the oldest reads 2)"
+		assert_equal "$(snapshot "$CQRS_VIEWS")" "$before"
+	done
+	run ls
+	refute_output --partial rebuild-
+}
+
+@test "--diff of views whose projections applied nothing yet: empty, in one thread or several" {
+	cqrs-append -q /dev/null
+	cqrs-project
+	load_history
+	for t in 1 2; do
+		# each projection stops at its checkpoint (0): the groups apply
+		# nothing, and the events are not checked from the wrong place
+		CQRS_BUILD_THREADS=$t run --separate-stderr cqrs-project --diff
+		assert_success
+		assert_equal "$stderr" ''
+		run jq -s -c 'map(.same) | unique' <<<"$output"
+		assert_output '[true]'
+	done
+}
+
 @test "--rebuild shows its progress on a terminal" {
 	load_history
 	cqrs-project

@@ -95,6 +95,10 @@ struct cqrs_projector {
 	bool sparse;		      /* the events of one aggregate: sequences have gaps */
 	const char *until;	      /* events after this time are passed over, not applied */
 	_Atomic int64_t *shared_done; /* events read, for a parallel build's progress */
+	/* events fed by a parallel build: their hashes were recomputed by
+	 * the thread that read them (cqrs_event_check_hash) */
+	bool fed;
+	int64_t fed_to, fed_applied_before;
 	/* a scratch file's indexes that no statement uses: created at the
 	 * end, in one sorted pass each, rather than kept up to date event
 	 * by event */
@@ -1019,6 +1023,23 @@ static void show_progress(cqrs_projector *p, bool done)
 			(long long)p->progress_done, done ? "\n" : "");
 }
 
+static int changed_event(const cqrs_event *ev, cqrs_error *err)
+{
+	return cqrs_fail(err, CQRS_EXIT_DATAERR,
+			 "event %lld (%s): its bytes do not match its hash: it was changed "
+			 "after it was appended (cqrs-read --verify checks the store); "
+			 "nothing of this batch was applied",
+			 (long long)ev->sequence, ev->event_type);
+}
+
+int cqrs_event_check_hash(const cqrs_event *ev, const uint8_t prev[CQRS_HASH_LEN], cqrs_error *err)
+{
+	uint8_t h[CQRS_HASH_LEN];
+	/* the hash covers the stored form (decrypted fields: erasure) */
+	cqrs_event_hash(cqrs_event_stored_form(ev), prev, h);
+	return memcmp(h, ev->hash, CQRS_HASH_LEN) == 0 ? 0 : changed_event(ev, err);
+}
+
 /* Recomputes the event's hash from its bytes and the hash of the event
  * before it: an event changed in the store after it was appended, or one
  * of another store, is never applied. */
@@ -1038,11 +1059,7 @@ static int verify_event(cqrs_projector *p, struct rt_proj *rp, const cqrs_event 
 	if (memcmp(p->hv, ev->hash, CQRS_HASH_LEN) == 0)
 		return 0;
 	if (rp->verified || rp->applied == 0)
-		return cqrs_fail(err, CQRS_EXIT_DATAERR,
-				 "event %lld (%s): its bytes do not match its hash: it was changed "
-				 "after it was appended (cqrs-read --verify checks the store); "
-				 "nothing of this batch was applied",
-				 (long long)ev->sequence, ev->event_type);
+		return changed_event(ev, err);
 	return cqrs_fail(err, CQRS_EXIT_DATAERR,
 			 "event %lld does not follow event %lld that projection '%s' applied "
 			 "last (the hash chain differs): were these views built from another "
@@ -1100,7 +1117,7 @@ static int apply_event(cqrs_projector *p, const cqrs_event *ev, cqrs_error *err)
 				  (long long)rp->applied + 1, (long long)ev->sequence - 1);
 			goto fail;
 		}
-		if (!p->sparse && ev->has_hash && verify_event(p, rp, ev, err) < 0)
+		if (!p->sparse && !p->fed && ev->has_hash && verify_event(p, rp, ev, err) < 0)
 			goto fail;
 		rp->verified = true;
 		/* timestamps need not grow with the sequence: a history as of
@@ -1168,8 +1185,10 @@ static int check_witness(cqrs_projector *p, cqrs_store *st, cqrs_error *err)
 
 /* Reads from the store what follows the lowest checkpoint, up to to and
  * until (0 and NULL: the end), until nothing new is left. */
-int cqrs_projector_catch_up(cqrs_projector *p, cqrs_store *st, int64_t to, const char *until,
-			    cqrs_error *err)
+/* What a catch-up applies up to: stop, the store's last event, until;
+ * 0: nothing.  Also takes the parked events that apply again. */
+static int64_t catch_up_begin(cqrs_projector *p, cqrs_store *st, int64_t to, const char *until,
+			      cqrs_error *err)
 {
 	if (check_witness(p, st, err) < 0)
 		return -1;
@@ -1179,32 +1198,43 @@ int cqrs_projector_catch_up(cqrs_projector *p, cqrs_store *st, int64_t to, const
 	/* What the store holds now, and no further: a writer faster than
 	 * the projections must not keep a run from cron going for ever. */
 	int64_t last = cqrs_store_last_sequence(st, err);
-	if (last < 0)
-		return -1;
-	if (last == 0)
-		return 0;
+	if (last <= 0)
+		return last;
 	if (to == 0 || to > last)
 		to = last;
 	if (until != NULL) {
 		/* up to the last event of that time or earlier, whatever the
 		 * times of the events before it */
 		int64_t upto = last_at_or_before(st, until, err);
-		if (upto < 0)
-			return -1;
-		if (upto == 0)
-			return 0;
+		if (upto <= 0)
+			return upto;
 		if (upto < to)
 			to = upto;
 	}
 	p->until = until;
 	if (!p->replayed && cqrs_projector_replay(p, st, err) < 0)
 		return -1;
-	int64_t applied_before = p->applied_total;
 	if (p->progress) {
 		int64_t pos = cqrs_projector_position(p);
 		p->progress_total = pos >= 0 && to > pos ? to - pos : 0;
 		p->progress_done = 0;
 	}
+	return to;
+}
+
+/* After the last batch: what was parked may apply now that later events
+ * are in (a customer registered after its order). */
+static int catch_up_end(cqrs_projector *p, cqrs_store *st, int64_t applied_before, cqrs_error *err)
+{
+	if (p->progress && p->progress_done > 0)
+		show_progress(p, true);
+	if (p->applied_total > applied_before && parked_any(p))
+		return cqrs_projector_replay(p, st, err);
+	return 0;
+}
+
+static int catch_up_from(cqrs_projector *p, cqrs_store *st, int64_t to, cqrs_error *err)
+{
 	for (;;) {
 		int64_t pos = cqrs_projector_position(p);
 		if (pos < 0 || (to > 0 && pos >= to))
@@ -1241,13 +1271,65 @@ int cqrs_projector_catch_up(cqrs_projector *p, cqrs_store *st, int64_t to, const
 		if (n == 0)
 			break;
 	}
-	if (p->progress && p->progress_done > 0)
-		show_progress(p, true);
-	/* what was parked may apply now that later events are in (a
-	 * customer registered after its order) */
-	if (p->applied_total > applied_before && parked_any(p))
-		return cqrs_projector_replay(p, st, err);
 	return 0;
+}
+
+int cqrs_projector_catch_up(cqrs_projector *p, cqrs_store *st, int64_t to, const char *until,
+			    cqrs_error *err)
+{
+	to = catch_up_begin(p, st, to, until, err);
+	if (to <= 0)
+		return (int)to;
+	int64_t applied_before = p->applied_total;
+	if (catch_up_from(p, st, to, err) < 0)
+		return -1;
+	return catch_up_end(p, st, applied_before, err);
+}
+
+/* --- a parallel build's feed ------------------------------------------------ */
+
+int64_t cqrs_projector_fed_begin(cqrs_projector *p, cqrs_store *st, int64_t to, const char *until,
+				 cqrs_error *err)
+{
+	p->fed_to = catch_up_begin(p, st, to, until, err);
+	if (p->fed_to > 0 && cqrs_projector_position(p) < 0)
+		p->fed_to = 0; /* every projection is at its stop already */
+	p->fed = p->fed_to > 0;
+	p->fed_applied_before = p->applied_total;
+	return p->fed_to;
+}
+
+int cqrs_projector_fed_apply(cqrs_projector *p, const cqrs_event *ev, cqrs_error *err)
+{
+	if (!p->fed || ev->sequence > p->fed_to)
+		return 0;
+	if (cqrs_projector_apply(p, ev, err) == 0)
+		return 0;
+	if (!p->redo)
+		return -1;
+	/* rolled back: again from the store, each event in a savepoint,
+	 * each hash recomputed here */
+	p->redo = false;
+	p->careful = true;
+	p->fed = false;
+	return 1;
+}
+
+void cqrs_projector_fed_skip(cqrs_projector *p)
+{
+	p->fed = false;
+}
+
+int cqrs_projector_fed_end(cqrs_projector *p, cqrs_store *st, cqrs_error *err)
+{
+	bool from_store = !p->fed && p->fed_to > 0;
+	p->fed = false;
+	if (p->fed_to <= 0)
+		return 0;
+	if (from_store ? catch_up_from(p, st, p->fed_to, err) < 0
+		       : cqrs_projector_commit(p, err) < 0)
+		return -1;
+	return catch_up_end(p, st, p->fed_applied_before, err);
 }
 
 /* One event from the input: what a projection already has is skipped,

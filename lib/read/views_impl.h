@@ -104,6 +104,22 @@ sqlite3 *cqrs_projector_db(cqrs_projector *p);
 void cqrs_projector_only(cqrs_projector *p, const bool *keep);
 /* Adds each applied event to *counter (another thread shows progress). */
 void cqrs_projector_count_into(cqrs_projector *p, _Atomic int64_t *counter);
+/* A parallel build's tasks apply the events one thread reads and checks
+ * for them all (rebuild.c).  fed_begin: what cqrs_projector_catch_up
+ * would apply up to (0: nothing, -1: err); fed_apply: one event of the
+ * feed, its hash already checked (cqrs_event_check_hash): 0, -1, or 1
+ * when the transaction was rolled back to be applied again event by event
+ * (the rest of the feed is of no use then: fed_end reads it from st);
+ * fed_end: the last commit, and the parked events that apply again. */
+int64_t cqrs_projector_fed_begin(cqrs_projector *p, cqrs_store *st, int64_t to, const char *until,
+				 cqrs_error *err);
+int cqrs_projector_fed_apply(cqrs_projector *p, const cqrs_event *ev, cqrs_error *err);
+int cqrs_projector_fed_end(cqrs_projector *p, cqrs_store *st, cqrs_error *err);
+/* No feed for p after all (no thread): fed_end reads the events itself. */
+void cqrs_projector_fed_skip(cqrs_projector *p);
+/* Recomputes the hash of ev's stored form chained from prev: 0, or -1
+ * (65, "changed after it was appended") when it is not ev's. */
+int cqrs_event_check_hash(const cqrs_event *ev, const uint8_t prev[CQRS_HASH_LEN], cqrs_error *err);
 /* Commits, and in a scratch file creates the indexes left for the end. */
 int cqrs_projector_finish(cqrs_projector *p, cqrs_error *err);
 

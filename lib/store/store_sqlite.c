@@ -798,6 +798,19 @@ static int64_t stored_version(void *backend, const uint8_t id[CQRS_UUID_LEN], cq
 	return v;
 }
 
+/* A text column into a fixed field, cut to fit: by its length, not
+ * snprintf's format (three per row read, a few percent of a rebuild). */
+static void column_text_to(sqlite3_stmt *q, int col, char *to, size_t cap)
+{
+	const unsigned char *t = sqlite3_column_text(q, col);
+	size_t n = t != NULL ? (size_t)sqlite3_column_bytes(q, col) : 0;
+	if (n >= cap)
+		n = cap - 1;
+	if (n > 0)
+		memcpy(to, t, n);
+	to[n] = '\0';
+}
+
 static void row_to_event(sqlite3_stmt *q, cqrs_event *ev)
 {
 	ev->sequence = sqlite3_column_int64(q, 0);
@@ -808,18 +821,15 @@ static void row_to_event(sqlite3_stmt *q, cqrs_event *ev)
 	b = sqlite3_column_blob(q, 2);
 	if (b != NULL && sqlite3_column_bytes(q, 2) == CQRS_UUID_LEN)
 		memcpy(ev->aggregate_id, b, CQRS_UUID_LEN);
-	const unsigned char *t = sqlite3_column_text(q, 3);
-	snprintf(ev->aggregate_type, sizeof ev->aggregate_type, "%s", t ? (const char *)t : "");
+	column_text_to(q, 3, ev->aggregate_type, sizeof ev->aggregate_type);
 	ev->aggregate_version = sqlite3_column_int64(q, 4);
-	t = sqlite3_column_text(q, 5);
-	snprintf(ev->event_type, sizeof ev->event_type, "%s", t ? (const char *)t : "");
+	column_text_to(q, 5, ev->event_type, sizeof ev->event_type);
 	ev->event_version = sqlite3_column_int64(q, 6);
 	ev->data = (const char *)sqlite3_column_text(q, 7);
 	ev->data_len = (size_t)sqlite3_column_bytes(q, 7);
 	ev->metadata = (const char *)sqlite3_column_text(q, 8);
 	ev->metadata_len = (size_t)sqlite3_column_bytes(q, 8);
-	t = sqlite3_column_text(q, 9);
-	snprintf(ev->timestamp, sizeof ev->timestamp, "%s", t ? (const char *)t : "");
+	column_text_to(q, 9, ev->timestamp, sizeof ev->timestamp);
 	b = sqlite3_column_blob(q, 10);
 	if (b != NULL && sqlite3_column_bytes(q, 10) == CQRS_HASH_LEN)
 		memcpy(ev->hash, b, CQRS_HASH_LEN);
