@@ -605,8 +605,6 @@ void cqrs_projector_close(cqrs_projector *p); /* rolls back what is not committe
  * call before close when the run is to succeed. */
 int cqrs_projector_flush(cqrs_projector *p, cqrs_error *err);
 void cqrs_projector_set_batch(cqrs_projector *p, int64_t events_per_commit);
-/* Check the hash chain at every event (input that is not the store). */
-void cqrs_projector_set_verify(cqrs_projector *p, bool every_event);
 /* The statements one event runs must end within ms (CQRS_EXIT_LIMIT); 0:
  * no limit (the default). */
 void cqrs_projector_set_timeout(cqrs_projector *p, int64_t ms);

@@ -286,7 +286,6 @@ static int from_input(cqrs_projections *ps, char **paths, int npaths)
 {
 	int lock = take_lock();
 	cqrs_projector *p = open_projector(ps);
-	cqrs_projector_set_verify(p, true);
 	cqrs_store *st = NULL;
 	cqrs_error err = { 0 };
 	int code = CQRS_EXIT_OK;

@@ -91,7 +91,7 @@ struct cqrs_projector {
 	struct pval *vals;
 	unsigned gen;
 	int64_t batch, in_batch, applied_total;
-	bool in_txn, prepared, verify_chain, scratch;
+	bool in_txn, prepared, scratch;
 	bool sparse;		      /* the events of one aggregate: sequences have gaps */
 	const char *until;	      /* events after this time are passed over, not applied */
 	_Atomic int64_t *shared_done; /* events read, for a parallel build's progress */
@@ -464,11 +464,6 @@ void cqrs_projector_set_batch(cqrs_projector *p, int64_t batch)
 void cqrs_projector_set_timeout(cqrs_projector *p, int64_t ms)
 {
 	p->deadline.timeout_ms = ms > 0 ? ms : 0;
-}
-
-void cqrs_projector_set_verify(cqrs_projector *p, bool every_event)
-{
-	p->verify_chain = every_event;
 }
 
 void cqrs_projector_set_progress(cqrs_projector *p, bool on, const char *what)
@@ -1373,14 +1368,11 @@ int cqrs_projector_feed(cqrs_projector *p, const cqrs_event *ev, const char *sto
 			return -1;
 		cqrs_event gap;
 		int r;
-		bool saved = p->verify_chain;
-		p->verify_chain = false;
 		while ((r = cqrs_cursor_next(c, &gap, err)) == 1)
 			if (cqrs_projector_apply(p, &gap, err) < 0) {
 				r = -1;
 				break;
 			}
-		p->verify_chain = saved;
 		cqrs_cursor_close(c);
 		if (r < 0)
 			return -1;
