@@ -240,7 +240,8 @@ static int merge_projection(sqlite3 *db, const char *path, const struct cqrs_pro
 		sqlite3_bind_text(q, 1, p->owned[t], -1, SQLITE_STATIC);
 		char *drops[256];
 		size_t ndrops = 0;
-		while (sqlite3_step(q) == SQLITE_ROW && nlater < 256 && ndrops < 256) {
+		int step;
+		while ((step = sqlite3_step(q)) == SQLITE_ROW && nlater < 256 && ndrops < 256) {
 			const char *type = (const char *)sqlite3_column_text(q, 2);
 			quote_ident(qt, sizeof qt, "", (const char *)sqlite3_column_text(q, 0));
 			snprintf(sql, sizeof sql, "DROP %s %s",
@@ -248,6 +249,9 @@ static int merge_projection(sqlite3 *db, const char *path, const struct cqrs_pro
 			drops[ndrops++] = strdup(sql);
 			later[nlater++] = strdup((const char *)sqlite3_column_text(q, 1));
 		}
+		/* a schema read that failed (out of memory) is not an empty one */
+		if (step != SQLITE_ROW && step != SQLITE_DONE)
+			rc = cqrs_views_db_error(db, path, step, "cannot merge", err);
 		sqlite3_finalize(q);
 		for (size_t i = 0; i < ndrops; i++) {
 			if (rc == 0)
@@ -262,29 +266,41 @@ static int merge_projection(sqlite3 *db, const char *path, const struct cqrs_pro
 		char cols[6000] = "";
 		size_t n = 0;
 		bool rowid = true;
+		int step = SQLITE_ERROR;
 		if (sqlite3_prepare_v2(db,
 				       "SELECT wr FROM pragma_table_list(?1) WHERE schema = 'main'",
 				       -1, &q, NULL) == SQLITE_OK) {
 			sqlite3_bind_text(q, 1, p->owned[t], -1, SQLITE_STATIC);
-			if (sqlite3_step(q) == SQLITE_ROW)
+			if ((step = sqlite3_step(q)) == SQLITE_ROW)
 				rowid = sqlite3_column_int(q, 0) == 0;
 			sqlite3_finalize(q);
 		}
+		if (step != SQLITE_ROW && step != SQLITE_DONE) {
+			rc = cqrs_views_db_error(db, path, sqlite3_errcode(db), "cannot merge",
+						 err);
+			break;
+		}
 		if (rowid)
 			n += (size_t)snprintf(cols, sizeof cols, "_rowid_");
+		step = SQLITE_ERROR;
 		if (sqlite3_prepare_v2(
 			    db,
 			    "SELECT name FROM pragma_table_xinfo(?1, 'main') WHERE hidden = 0"
 			    " ORDER BY cid",
 			    -1, &q, NULL) == SQLITE_OK) {
 			sqlite3_bind_text(q, 1, p->owned[t], -1, SQLITE_STATIC);
-			while (sqlite3_step(q) == SQLITE_ROW && n + 300 < sizeof cols) {
+			while ((step = sqlite3_step(q)) == SQLITE_ROW && n + 300 < sizeof cols) {
 				quote_ident(qt, sizeof qt, "",
 					    (const char *)sqlite3_column_text(q, 0));
 				n += (size_t)snprintf(cols + n, sizeof cols - n, "%s%s",
 						      n ? ", " : "", qt);
 			}
 			sqlite3_finalize(q);
+		}
+		if (step != SQLITE_ROW && step != SQLITE_DONE) {
+			rc = cqrs_views_db_error(db, path, sqlite3_errcode(db), "cannot merge",
+						 err);
+			break;
 		}
 		quote_ident(qt, sizeof qt, "", p->owned[t]);
 		snprintf(sql, sizeof sql,
@@ -293,15 +309,19 @@ static int merge_projection(sqlite3 *db, const char *path, const struct cqrs_pro
 		rc = exec_sql(db, path, sql, err);
 	}
 	if (rc == 0) {
-		/* AUTOINCREMENT counters, when the projection has them */
-		sqlite3_exec(db,
-			     "INSERT INTO main.sqlite_sequence SELECT * FROM src.sqlite_sequence"
-			     " WHERE name NOT IN (SELECT name FROM main.sqlite_sequence)",
-			     NULL, NULL, NULL);
-		if (sqlite3_prepare_v2(db,
-				       "INSERT INTO main.cqrs_checkpoints SELECT * FROM"
-				       " src.cqrs_checkpoints WHERE projection = ?1",
-				       -1, &q, NULL) != SQLITE_OK)
+		/* AUTOINCREMENT counters, when the projection has them (without
+		 * them neither file has the table: no error but that) */
+		int seq = sqlite3_exec(
+			db,
+			"INSERT INTO main.sqlite_sequence SELECT * FROM src.sqlite_sequence"
+			" WHERE name NOT IN (SELECT name FROM main.sqlite_sequence)",
+			NULL, NULL, NULL);
+		if (seq == SQLITE_NOMEM || (seq & 0xff) == SQLITE_IOERR)
+			rc = cqrs_views_db_error(db, path, seq, "cannot merge", err);
+		else if (sqlite3_prepare_v2(db,
+					    "INSERT INTO main.cqrs_checkpoints SELECT * FROM"
+					    " src.cqrs_checkpoints WHERE projection = ?1",
+					    -1, &q, NULL) != SQLITE_OK)
 			rc = cqrs_views_db_error(db, path, sqlite3_errcode(db), "cannot merge",
 						 err);
 		else {
