@@ -364,7 +364,10 @@ static int merge(const char *path, struct task *tasks, size_t n, cqrs_projection
 	int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
 				 cqrs_sqlite_watch_vfs());
 	if (rc != SQLITE_OK || cqrs_sql_register_functions(db) < 0) {
-		cqrs_views_db_error(db, path, rc, "cannot merge", err);
+		if (rc != SQLITE_OK)
+			cqrs_views_db_error(db, path, rc, "cannot merge", err);
+		else
+			cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
 		sqlite3_close(db);
 		return -1;
 	}
