@@ -363,9 +363,15 @@ static int merge(const char *path, struct task *tasks, size_t n, cqrs_projection
 	sqlite3 *db;
 	int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
 				 cqrs_sqlite_watch_vfs());
-	if (rc != SQLITE_OK || cqrs_sql_register_functions(db) < 0) {
+	if (rc != SQLITE_OK || cqrs_sql_register_functions(db) < 0 ||
+	    sqlite3_db_readonly(db, "main") != 0) {
 		if (rc != SQLITE_OK)
 			cqrs_views_db_error(db, path, rc, "cannot merge", err);
+		else if (sqlite3_db_readonly(db, "main") != 0)
+			/* SQLite opens read-only what it could not open to write
+			 * (EACCES): the projections' DDL would be blamed (78) */
+			cqrs_fail(err, CQRS_EXIT_NOPERM, "%s: cannot merge: it opens read-only",
+				  path);
 		else
 			cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
 		sqlite3_close(db);
