@@ -193,6 +193,19 @@ static void apply_feed(struct feed *f, struct task *t)
 	feed_leave(f, k);
 }
 
+/* A task's end: its projector closed as soon as it is done, so that its
+ * page cache is not held while another builds its indexes. */
+static void task_close(struct task *t)
+{
+	if (t->p == NULL)
+		return;
+	t->applied = cqrs_projector_applied(t->p);
+	cqrs_projector_close(t->p);
+	t->p = NULL;
+	struct stat sb;
+	t->size = stat(t->path, &sb) == 0 ? sb.st_size : 0;
+}
+
 static void *worker(void *arg)
 {
 	struct task *t = arg;
@@ -201,6 +214,7 @@ static void *worker(void *arg)
 		t->rc = cqrs_projector_fed_end(t->p, t->st, &t->err);
 	if (t->rc == 0)
 		t->rc = cqrs_projector_finish(t->p, &t->err);
+	task_close(t);
 	return NULL;
 }
 
@@ -702,12 +716,8 @@ static int build_parallel(const char *path, const char *store_path, cqrs_project
 		*err = feed_err;
 		rc = -1;
 	}
-	for (size_t i = 0; i < n; i++) {
-		tasks[i].applied = tasks[i].p ? cqrs_projector_applied(tasks[i].p) : 0;
-		cqrs_projector_close(tasks[i].p);
-		struct stat sb;
-		tasks[i].size = stat(tasks[i].path, &sb) == 0 ? sb.st_size : 0;
-	}
+	for (size_t i = 0; i < n; i++)
+		task_close(&tasks[i]); /* those that did not run */
 	if (rc == 0)
 		rc = merge(path, tasks, n, ps, err);
 	/* each projection went through its group's events */
