@@ -9,8 +9,9 @@
 #   catch-up  cqrs-project from empty views, as the first cron run would:
 #             batches of 10,000 events, WAL, a commit per batch.
 #   rebuild   cqrs-project --rebuild over those views: every event replayed
-#             into a scratch file (a thread per projection, as many as
-#             there are CPUs), then swapped into the live file in one
+#             into scratch files (a thread per group of projections, as
+#             many as there are CPUs, fed the events by one reading
+#             thread), merged, then swapped into the live file in one
 #             transaction.  Also on a tenth of the events, to show that
 #             the peak memory does not grow with the store.
 #   query     cqrs-query customer, one process each, for the customer with
