@@ -209,7 +209,10 @@ static void task_close(struct task *t)
 static void *worker(void *arg)
 {
 	struct task *t = arg;
-	apply_feed(t->feed, t);
+	if (t->feed != NULL)
+		apply_feed(t->feed, t);
+	else /* no thread of its own: run after the feed, from the store */
+		cqrs_projector_fed_skip(t->p);
 	if (t->rc == 0)
 		t->rc = cqrs_projector_fed_end(t->p, t->st, &t->err);
 	if (t->rc == 0)
@@ -502,28 +505,6 @@ static void batch_add(struct feed_batch *b, const cqrs_event *ev, size_t *at)
 	b->n++;
 }
 
-/* The hash of event after: chained from it, the first event fed. */
-static int hash_of(cqrs_store *st, int64_t after, uint8_t hash[CQRS_HASH_LEN], bool *known,
-		   cqrs_error *err)
-{
-	*known = after == 0; /* the chain starts from zeros */
-	memset(hash, 0, CQRS_HASH_LEN);
-	if (after == 0)
-		return 0;
-	cqrs_filter f = { .after = after - 1, .to = after };
-	cqrs_cursor *c = cqrs_store_read(st, &f, err);
-	if (c == NULL)
-		return -1;
-	cqrs_event ev;
-	int r = cqrs_cursor_next(c, &ev, err);
-	if (r == 1 && ev.has_hash) {
-		memcpy(hash, ev.hash, CQRS_HASH_LEN);
-		*known = true;
-	}
-	cqrs_cursor_close(c);
-	return r < 0 ? -1 : 0;
-}
-
 /* The calling thread's part: reads the events after `after` up to `to`,
  * checks each one's hash, brings it to its current form, and feeds it in
  * batches to the groups, until the last or until no group reads. */
@@ -531,10 +512,12 @@ static int feed_events(struct feed *f, cqrs_store *st, int64_t after, int64_t to
 		       _Atomic int64_t *done, size_t groups, bool progress, const char *what,
 		       cqrs_error *err)
 {
-	uint8_t prev[CQRS_HASH_LEN];
-	bool chained;
-	if (hash_of(st, after, prev, &chained, err) < 0)
+	/* chained from zeros, or from the event before the first fed */
+	uint8_t prev[CQRS_HASH_LEN] = { 0 };
+	int known = after > 0 ? cqrs_store_hash_at(st, after, prev, err) : 1;
+	if (known < 0)
 		return -1;
+	bool chained = known == 1;
 	cqrs_upcaster *up = cqrs_upcaster_new(err);
 	if (up == NULL)
 		return -1;
@@ -587,8 +570,8 @@ static int feed_events(struct feed *f, cqrs_store *st, int64_t after, int64_t to
 		f->published++;
 		pthread_cond_broadcast(&f->more);
 		pthread_mutex_unlock(&f->mu);
-		time_t now = time(NULL);
-		if (progress && total > 0 && now != last_shown) {
+		time_t now = progress && total > 0 ? time(NULL) : last_shown;
+		if (now != last_shown) {
 			last_shown = now;
 			/* each group applies every event: show the average */
 			int64_t d = atomic_load(done) / (int64_t)groups;
@@ -689,8 +672,8 @@ static int build_parallel(const char *path, const char *store_path, cqrs_project
 		}
 	}
 	/* a group without a thread reads the store itself, after */
-	for (size_t i = started; rc == 0 && i < n; i++)
-		cqrs_projector_fed_skip(tasks[i].p);
+	for (size_t i = started; i < n; i++)
+		tasks[i].feed = NULL;
 	int feed_rc = 0;
 	if (rc == 0 && to > 0 && from < to)
 		feed_rc = feed_events(f, feed_st, from, to, &done, n, o->progress, what, err);
