@@ -2,6 +2,8 @@
 #include "config.h"
 
 #include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -120,10 +122,17 @@ static int reset_witness(const char *store_opt, int operands, bool other_options
 /* A window of input lines appended together (cqrs_store_append_many: on
  * PostgreSQL, a few round trips for the lot instead of one to three an
  * event).  The lines are copied into one buffer, since the input's is
- * reused, and parsed when the window is appended: then no event points
- * into memory that moves.  It is appended when full, when the batch would
- * be, or when the input pauses (a writer feeding a pipe sees its events
- * taken as it writes them).  Memory: WINDOW_BYTES and one line. */
+ * reused, and parsed once the window is complete: then no event points
+ * into memory that moves.  A window ends when full or when the input
+ * pauses (a writer feeding a pipe sees its events taken as it writes
+ * them); the writer splits it where a batch ends.
+ *
+ * Two windows take turns, so that reading and parsing are off the
+ * writer's core: while the writer appends one, a thread of their own
+ * reads and parses the next (the reader below).  The first window is
+ * read by the writer itself, and the thread starts only when the input
+ * goes on past it: one event, or a short input, costs no thread.
+ * Memory: two windows of at most WINDOW_BYTES and one line each. */
 #define WINDOW_EVENTS 1000
 #define WINDOW_BYTES  (8 * 1024 * 1024)
 
@@ -139,22 +148,31 @@ struct window {
 	struct window_line lines[WINDOW_EVENTS];
 	cqrs_event evs[WINDOW_EVENTS];
 	int results[WINDOW_EVENTS];
-	size_t n;
+	size_t n;	 /* lines kept */
+	size_t parsed;	 /* of them, parsed in order before the first bad one */
+	bool last;	 /* nothing is read after this window */
+	bool bad_line;	 /* line `parsed` is bad: bad says why */
+	bool unreadable; /* the input failed after the window's lines: unread */
+	bool filled;	 /* handed to the writer (under the reader's lock) */
+	cqrs_error bad, unread;
 };
 
-/* The state of one run, across windows and batches. */
-struct append_run {
-	cqrs_store *st;
-	struct window *w;
-	int64_t batch, expected;
-	bool dry_run, quiet, in_txn, first;
+/* The reading side: the input, the --expected-version checks (they follow
+ * the input's order), and the thread that fills the windows. */
+struct reader {
+	cqrs_input *in;
+	int64_t expected;
+	bool first;
 	uint8_t single_aggregate[CQRS_UUID_LEN];
-	int64_t in_batch, committed, total, last_committed_seq;
-	char committed_at[512], where[512];
-	struct progress progress;
+	struct window win[2];
+	bool threaded;
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t changed;
 };
 
-static void keep_line(struct window *w, const char *line, size_t len, const cqrs_input *in)
+static int keep_line(struct window *w, const char *line, size_t len, const cqrs_input *in,
+		     cqrs_error *err)
 {
 	if (w->used + len + 1 > w->cap) {
 		size_t cap = w->cap ? w->cap : 64 * 1024;
@@ -162,7 +180,7 @@ static void keep_line(struct window *w, const char *line, size_t len, const cqrs
 			cap *= 2;
 		char *text = realloc(w->text, cap);
 		if (text == NULL)
-			cqrs_die(CQRS_EXIT_OSERR, "out of memory");
+			return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
 		w->text = text;
 		w->cap = cap;
 	}
@@ -172,33 +190,23 @@ static void keep_line(struct window *w, const char *line, size_t len, const cqrs
 		(struct window_line){ w->used, len, cqrs_input_name(in), cqrs_input_lineno(in) };
 	w->used += len + 1;
 	w->n++;
-}
-
-/* How many more lines the window takes before it is appended. */
-static bool window_full(const struct append_run *a)
-{
-	int64_t room = WINDOW_EVENTS;
-	/* a batch commits after its last event: a window never passes it */
-	if (a->batch > 0 && a->batch - a->in_batch < room)
-		room = a->batch - a->in_batch;
-	return (int64_t)a->w->n >= room || a->w->used >= WINDOW_BYTES;
+	return 0;
 }
 
 /* Line i of the window into its event, with --expected-version's checks. */
-static int parse_line(struct append_run *a, size_t i, cqrs_error *err)
+static int parse_line(struct reader *r, struct window *w, size_t i, cqrs_error *err)
 {
-	struct window *w = a->w;
 	cqrs_event *ev = &w->evs[i];
 	if (cqrs_event_parse(ev, w->text + w->lines[i].offset, w->lines[i].len, err) < 0)
 		return -1;
-	if (a->expected >= 0) {
-		if (a->first) {
-			memcpy(a->single_aggregate, ev->aggregate_id, CQRS_UUID_LEN);
+	if (r->expected >= 0) {
+		if (r->first) {
+			memcpy(r->single_aggregate, ev->aggregate_id, CQRS_UUID_LEN);
 			/* the event's own expectation, stated or implied by its version */
 			int64_t own = ev->expected_version >= 0	  ? ev->expected_version
 				      : ev->aggregate_version > 0 ? ev->aggregate_version - 1
 								  : -1;
-			if (own >= 0 && own != a->expected)
+			if (own >= 0 && own != r->expected)
 				return cqrs_fail(err, CQRS_EXIT_DATAERR,
 						 "field '%s' (%lld) disagrees with "
 						 "--expected-version %lld",
@@ -207,16 +215,140 @@ static int parse_line(struct append_run *a, size_t i, cqrs_error *err)
 						 (long long)(ev->expected_version >= 0
 								     ? ev->expected_version
 								     : ev->aggregate_version),
-						 (long long)a->expected);
-			ev->expected_version = a->expected;
-		} else if (memcmp(a->single_aggregate, ev->aggregate_id, CQRS_UUID_LEN) != 0) {
+						 (long long)r->expected);
+			ev->expected_version = r->expected;
+		} else if (memcmp(r->single_aggregate, ev->aggregate_id, CQRS_UUID_LEN) != 0) {
 			return cqrs_fail(err, CQRS_EXIT_DATAERR,
 					 "--expected-version needs the events of one aggregate");
 		}
 	}
-	a->first = false;
+	r->first = false;
 	return 0;
 }
+
+/* Reads lines into w until it is full, the input pauses, ends or fails,
+ * then parses them in order up to the first bad one.  Whatever stops the
+ * input for good is recorded in w, for the writer to report once it has
+ * appended the lines before it (as it would one line at a time). */
+static void fill_window(struct reader *r, struct window *w)
+{
+	char *line;
+	size_t len;
+	int got;
+	cqrs_error e = { 0 };
+	while ((got = cqrs_input_next(r->in, &line, &len, &e)) == 1) {
+		if (keep_line(w, line, len, r->in, &e) < 0) {
+			got = -1;
+			break;
+		}
+		if (w->n >= WINDOW_EVENTS || w->used >= WINDOW_BYTES || !cqrs_input_ready(r->in))
+			break;
+	}
+	if (got <= 0)
+		w->last = true;
+	if (got < 0) {
+		w->unreadable = true;
+		w->unread = e;
+	}
+	while (w->parsed < w->n && parse_line(r, w, w->parsed, &w->bad) == 0)
+		w->parsed++;
+	if (w->parsed < w->n)
+		w->bad_line = w->last = true;
+}
+
+static void unlock(void *lock)
+{
+	pthread_mutex_unlock(lock);
+}
+
+static void wait_until_given_back(struct reader *r, const struct window *w)
+{
+	pthread_mutex_lock(&r->lock);
+	pthread_cleanup_push(unlock, &r->lock); /* cancelled while it waits */
+	while (w->filled)
+		pthread_cond_wait(&r->changed, &r->lock);
+	pthread_cleanup_pop(1);
+}
+
+/* The reading thread: windows 1, 2, 3, ... in turn, each once the writer
+ * has given it back; it ends after the last. */
+static void *read_ahead(void *arg)
+{
+	struct reader *r = arg;
+	for (unsigned k = 1;; k++) {
+		struct window *w = &r->win[k % 2];
+		wait_until_given_back(r, w);
+		fill_window(r, w);
+		pthread_mutex_lock(&r->lock);
+		w->filled = true;
+		pthread_cond_signal(&r->changed);
+		pthread_mutex_unlock(&r->lock);
+		if (w->last)
+			return NULL;
+	}
+}
+
+/* The thread, with every signal blocked: they are the writer's to take.
+ * Without it (none could be started) the writer reads each window itself. */
+static void start_reading_ahead(struct reader *r)
+{
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	r->threaded = pthread_create(&r->thread, NULL, read_ahead, r) == 0;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+/* Window k, complete. */
+static struct window *take_window(struct reader *r, unsigned k)
+{
+	struct window *w = &r->win[k % 2];
+	if (k == 0 || !r->threaded) {
+		fill_window(r, w);
+		w->filled = true; /* no thread yet, or none at all */
+		if (k == 0 && !w->last)
+			start_reading_ahead(r);
+		return w;
+	}
+	pthread_mutex_lock(&r->lock);
+	while (!w->filled)
+		pthread_cond_wait(&r->changed, &r->lock);
+	pthread_mutex_unlock(&r->lock);
+	return w;
+}
+
+/* The writer is done with w: it is emptied for the window after next. */
+static void give_back(struct reader *r, struct window *w)
+{
+	pthread_mutex_lock(&r->lock);
+	w->n = w->used = w->parsed = 0;
+	w->last = w->bad_line = w->unreadable = w->filled = false;
+	pthread_cond_signal(&r->changed);
+	pthread_mutex_unlock(&r->lock);
+}
+
+/* Ends the thread, which may be waiting for input that the writer, having
+ * failed, will not take. */
+static void stop_reading(struct reader *r)
+{
+	if (!r->threaded)
+		return;
+	pthread_cancel(r->thread);
+	pthread_join(r->thread, NULL);
+	r->threaded = false;
+}
+
+/* --- the writing side ---------------------------------------------------- */
+
+/* The state of one run, across windows and batches. */
+struct append_run {
+	cqrs_store *st;
+	int64_t batch;
+	bool dry_run, quiet, in_txn;
+	int64_t in_batch, committed, total, last_committed_seq;
+	char committed_at[512], where[512];
+	struct progress progress;
+};
 
 static void say_where(struct append_run *a, const struct window_line *l)
 {
@@ -248,27 +380,29 @@ static int end_transaction(struct append_run *a, cqrs_error *err)
 	return 0;
 }
 
-/* Appends the first n events of the window, parsed, and commits the batch
- * when they complete it. */
-static int append_events(struct append_run *a, size_t n, cqrs_error *err)
+/* Appends the n parsed events of w from the first-th, and commits the
+ * batch when they complete it. */
+static int append_events(struct append_run *a, struct window *w, size_t first, size_t n,
+			 cqrs_error *err)
 {
-	struct window *w = a->w;
+	cqrs_event *evs = w->evs + first;
+	const struct window_line *lines = w->lines + first;
 	if (!a->in_txn) {
 		if (cqrs_store_begin(a->st, err) < 0)
 			return -1;
 		a->in_txn = true;
 	}
 	size_t failed;
-	if (cqrs_store_append_many(a->st, w->evs, n, w->results, &failed, err) < 0) {
+	if (cqrs_store_append_many(a->st, evs, n, w->results + first, &failed, err) < 0) {
 		/* an earlier window's write: no one line, as for a commit */
 		if (failed != CQRS_APPEND_FAILED_EARLIER)
-			say_where(a, &w->lines[failed]);
+			say_where(a, &lines[failed]);
 		return -1;
 	}
 	for (size_t i = 0; i < n; i++) {
-		remember(w->evs[i].sequence);
+		remember(evs[i].sequence);
 		a->total++;
-		if (w->results[i] == CQRS_APPENDED)
+		if (w->results[first + i] == CQRS_APPENDED)
 			a->in_batch++;
 		show_progress(&a->progress, a->total, false);
 	}
@@ -277,53 +411,54 @@ static int append_events(struct append_run *a, size_t n, cqrs_error *err)
 	if (end_transaction(a, err) < 0)
 		return -1;
 	a->committed += a->in_batch;
-	a->last_committed_seq = w->evs[n - 1].sequence;
-	snprintf(a->committed_at, sizeof a->committed_at, "%s:%ld", w->lines[n - 1].file,
-		 w->lines[n - 1].lineno);
+	a->last_committed_seq = evs[n - 1].sequence;
+	snprintf(a->committed_at, sizeof a->committed_at, "%s:%ld", lines[n - 1].file,
+		 lines[n - 1].lineno);
 	a->in_batch = 0;
 	if (cqrs_stdout_gone())
 		a->quiet = true;
 	return 0;
 }
 
-/* Parses and appends the window's lines in order: a bad line stops it
- * after the events before it, whose errors come first, as they would
- * one line at a time. */
-static int append_window(struct append_run *a, cqrs_error *err)
+/* Appends the window's parsed events, a batch's end splitting it; then
+ * what stopped the input, if anything did: a bad line after the events
+ * before it, whose errors come first, as they would one line at a time. */
+static int append_window(struct append_run *a, struct window *w, cqrs_error *err)
 {
-	struct window *w = a->w;
-	cqrs_error bad = { 0 };
-	size_t parsed = 0;
-	while (parsed < w->n && parse_line(a, parsed, &bad) == 0)
-		parsed++;
-	int rc = parsed > 0 ? append_events(a, parsed, err) : 0;
-	if (rc == 0 && parsed < w->n) {
-		*err = bad;
-		say_where(a, &w->lines[parsed]);
-		rc = -1;
+	size_t done = 0;
+	while (done < w->parsed) {
+		size_t n = w->parsed - done;
+		/* a batch commits after its last event (duplicates do not count) */
+		if (a->batch > 0 && (int64_t)n > a->batch - a->in_batch)
+			n = (size_t)(a->batch - a->in_batch);
+		if (append_events(a, w, done, n, err) < 0)
+			return -1;
+		done += n;
 	}
-	w->n = 0;
-	w->used = 0;
-	return rc;
+	if (w->bad_line) {
+		*err = w->bad;
+		say_where(a, &w->lines[w->parsed]);
+		return -1;
+	}
+	if (w->unreadable) {
+		*err = w->unread;
+		return -1;
+	}
+	return 0;
 }
 
-static int append_input(struct append_run *a, cqrs_input *in, cqrs_error *err)
+static int append_input(struct append_run *a, struct reader *r, cqrs_error *err)
 {
-	char *line;
-	size_t len;
-	int r;
-	while ((r = cqrs_input_next(in, &line, &len, err)) == 1) {
-		keep_line(a->w, line, len, in);
-		if ((window_full(a) || !cqrs_input_ready(in)) && append_window(a, err) < 0)
+	for (unsigned k = 0;; k++) {
+		struct window *w = take_window(r, k);
+		/* a window that failed is not given back: the thread reads no
+		 * further than the one after it */
+		if (append_window(a, w, err) < 0)
 			return -1;
-	}
-	/* the lines before an unreadable one go first, as one at a time */
-	cqrs_error unread = *err;
-	if (append_window(a, err) < 0)
-		return -1;
-	if (r < 0) {
-		*err = unread;
-		return -1;
+		bool last = w->last;
+		give_back(r, w);
+		if (last)
+			break;
 	}
 	if (a->in_txn && end_transaction(a, err) < 0)
 		return -1;
@@ -402,15 +537,20 @@ int main(int argc, char **argv)
 
 	struct append_run a = { .st = st,
 				.batch = batch,
-				.expected = expected,
 				.dry_run = dry_run,
 				.quiet = quiet,
-				.first = true,
 				.progress = { cqrs_progress_wanted(), 0 } };
-	if ((a.w = calloc(1, sizeof *a.w)) == NULL)
-		cqrs_die(CQRS_EXIT_OSERR, "out of memory");
+	/* static: two windows are too large for the stack */
+	static struct reader reader;
+	struct reader *r = &reader;
+	r->in = in;
+	r->expected = expected;
+	r->first = true;
+	pthread_mutex_init(&r->lock, NULL);
+	pthread_cond_init(&r->changed, NULL);
 	int code = CQRS_EXIT_OK;
-	if (append_input(&a, in, &err) < 0) {
+	if (append_input(&a, r, &err) < 0) {
+		stop_reading(r);
 		if (a.in_txn)
 			cqrs_store_rollback(st);
 		cqrs_warn("%s%s", a.where, err.msg);
@@ -423,10 +563,13 @@ int main(int argc, char **argv)
 			cqrs_warn("nothing was stored");
 		code = err.code;
 	}
+	stop_reading(r);
 	cqrs_input_close(in);
 	cqrs_store_close(st);
-	free(a.w->text);
-	free(a.w);
+	for (int i = 0; i < 2; i++)
+		free(r->win[i].text);
+	pthread_cond_destroy(&r->changed);
+	pthread_mutex_destroy(&r->lock);
 	free(runs);
 	return cqrs_finish_stdout(code);
 }

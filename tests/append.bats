@@ -606,6 +606,124 @@ cqrs-append: 1 events were committed before the error, through stdin:1 (sequence
 	assert_equal "$(stored_count)" 5
 }
 
+# --- inputs of many windows, against a model ---------------------------------
+
+# One random input of one to three files, up to ~4,200 lines (cqrs-append
+# takes them in windows of 1,000, read and parsed by a thread of their own
+# while the writer appends the one before), with retries of earlier events,
+# maybe a --batch, and maybe one thing that stops it: a bad line, a version
+# conflict, or a file operand that does not exist.  The model (awk, as the
+# lines are written) walks them in order and says what must happen: the
+# arguments, the exit code, stderr exactly, and the events the store holds
+# after it (their ids, in order), in case.plan and case.ids.
+append_model='
+function uuid(k) { return sprintf("%08x-0000-4000-8000-%012x", seed, k) }
+BEGIN {
+	srand(seed)
+	nfiles = int(rand() * 3) + 1; total = int(rand() * 4200) + 1
+	batch = rand() < 0.33 ? 0 : int(rand() * 1500) + 1
+	with_ids = rand() < 0.75
+	stop = int(rand() * 4) # 0 none, 1 a bad line, 2 a conflict, 3 a missing file
+	if (nfiles == 1 && stop == 3) stop = 0
+	stop_at = int(rand() * total) + 1
+	missing = stop == 3 ? int(rand() * (nfiles - 1)) + 1 : -1
+	aggs[0] = "7d0c2a9e-5b7f-4e0c-8f7e-1b2a3c4d5e6f"; aggs[1] = "0b9c3c7e-2f57-4d6a-9e3b-5a1d2c3e4f50"
+	aggs[2] = "5a1d2c3e-4f50-4b9c-9c7e-2f574d6a9e3b"; aggs[3] = "3f2b6c1e-8c1a-4a8e-9a51-2c9a4c1f7d10"
+	left = total; code = 0; operands = ""
+	for (f = 0; f < nfiles; f++) {
+		n = f == nfiles - 1 ? left : int(rand() * (left + 1)); left -= n
+		file = "in" f ".ndjson"; printf "" > file
+		if (f == missing) {
+			operands = operands " missing.ndjson"
+			if (!code) { err = "cqrs-append: missing.ndjson: No such file or directory"; code = 66 }
+		}
+		operands = operands " " file
+		for (i = 1; i <= n; i++) {
+			k++; agg = aggs[int(rand() * 4)]
+			line = "{\"aggregate_id\":\"" agg "\",\"aggregate_type\":\"Order\",\"event_type\":\"OrderNoted\",\"data\":{}"
+			if (with_ids && nids > 0 && rand() < 0.02) { # a retry: an earlier event again
+				print retry[int(rand() * nids)] > file; continue
+			}
+			if (with_ids) line = line ",\"event_id\":\"" uuid(k) "\""
+			if (k == stop_at && stop == 1 && !code) {
+				print "{\"bad\"" > file
+				err = "cqrs-append: " file ":" i ": invalid JSON at column 7: expected '"'"':'"'"' after object key"
+				code = 65; continue
+			}
+			if (k == stop_at && stop == 2 && !code) {
+				v = version[agg] + 0
+				print line ",\"expected_version\":" v + 3 "}" > file
+				err = "cqrs-append: " file ":" i ": version conflict on aggregate " agg ": expected version " v + 3 ", actual " v
+				code = 3; continue
+			}
+			print line "}" > file
+			if (code) continue
+			if (with_ids) retry[nids++] = line "}"
+			appended++; version[agg]++; ids[appended] = uuid(k)
+			if (batch > 0 && appended % batch == 0) { committed = appended; through = file ":" i }
+		}
+		close(file)
+	}
+	if (!code) committed = appended
+	else if (batch > 0 && committed > 0)
+		err = err "\ncqrs-append: " committed " events were committed before the error, through " through " (sequence " committed "); the rest of the input was not stored"
+	else
+		err = err "\ncqrs-append: nothing was stored"
+	printf "" > "case.ids"
+	if (with_ids) for (j = 1; j <= committed; j++) print ids[j] > "case.ids"
+	printf "seed %d: %d files, %d lines, -b %d, ids %d, stop %d at %d\n", seed, nfiles, total, batch, with_ids, stop, stop_at
+	print (batch ? "-q -b " batch : "-q") operands
+	print code; print committed + 0; print with_ids + 0
+	if (code) print err
+}'
+
+append_case() {
+	awk -v seed="$1" "$append_model" >case.plan
+	local what args code committed with_ids err
+	{ read -r what; read -r args; read -r code; read -r committed; read -r with_ids; } <case.plan
+	err=$(tail -n +6 case.plan)
+	# shellcheck disable=SC2086 # the options and operands, a word each
+	# a hang is a failure too (timeout: 124)
+	run --separate-stderr timeout 300 cqrs-append $args
+	assert_not_signalled
+	[ "$status" -eq "$code" ] || fail "$what: exit $status, expected $code; stderr: $stderr"
+	assert_equal "$stderr" "$err"
+	assert_equal "$(stored_count)" "$committed"
+	if [ "$with_ids" = 1 ]; then
+		assert_equal "$(cqrs-read | jq -r .event_id)" "$(cat case.ids)"
+	fi
+	if [ "$committed" -gt 0 ]; then
+		run cqrs-read --verify
+		assert_output --regexp "^verified $committed events, head [0-9a-f]{64}\$"
+	fi
+	store_reset
+	rm -f in*.ndjson case.*
+}
+
+@test "random inputs of many windows, retries, batches and one stop: exit, stderr and store as the model says" {
+	local cases=${CQRS_APPEND_CASES:-12} seed
+	for ((seed = 1; seed <= cases; seed++)); do
+		append_case "$seed"
+	done
+}
+
+@test "a writer that fails while its input stays open ends at once: the thread reading ahead is stopped" {
+	mkfifo in.fifo
+	{
+		for _ in $(seq 1499); do ev "$A"; done
+		ev "$A" ',"expected_version":0'
+		exec sleep 600
+	} >in.fifo &
+	local writer=$!
+	# a writer still blocked, were the reader not stopped: timeout says 124
+	run --separate-stderr timeout 60 cqrs-append -q -b 1000 in.fifo
+	kill "$writer" # still there: the input was open all along
+	assert_failure 3
+	assert_equal "$stderr" "cqrs-append: in.fifo:1500: version conflict on aggregate $A: expected version 0, actual 1499
+cqrs-append: 1000 events were committed before the error, through in.fifo:1000 (sequence 1000); the rest of the input was not stored"
+	assert_equal "$(stored_count)" 1000
+}
+
 @test "bad --batch values are 64" {
 	for v in 0 -1 x; do
 		run --separate-stderr cqrs-append -b "$v" </dev/null

@@ -1,6 +1,6 @@
 /*
- * The exit code for an SQLite result code, and the busy timeout
- * (sqlite_errors.h).
+ * The exit code for an SQLite result code, the busy timeout and the
+ * process's SQLite settings (sqlite_errors.h).
  */
 #include "config.h"
 
@@ -121,4 +121,23 @@ long cqrs_sqlite_busy_timeout_ms(void)
 	if (e != NULL && cqrs_parse_int64(e, &v) == 0 && v <= INT_MAX)
 		return (long)v;
 	return DEFAULT_BUSY_TIMEOUT_MS;
+}
+
+static bool setup_done;
+
+void cqrs_sqlite_setup(void)
+{
+	if (setup_done)
+		return;
+	setup_done = true;
+	sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+	sqlite3_config(SQLITE_CONFIG_LOOKASIDE, 1200, 400);
+}
+
+int cqrs_sqlite_keep_statistics(void)
+{
+	if (sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 1) != SQLITE_OK)
+		return -1;
+	setup_done = true;
+	return 0;
 }

@@ -38,4 +38,15 @@ const char *cqrs_sqlite_errmsg(sqlite3 *db, int rc);
  * it is a whole number no larger than INT_MAX, else 5000. */
 long cqrs_sqlite_busy_timeout_ms(void);
 
+/* The process's SQLite settings, before its first connection: no memory
+ * statistics (without them SQLite takes no global lock at each
+ * allocation, and a writer or a rebuild makes millions) and a larger
+ * lookaside per connection.  Once SQLite is in use it is too late, and
+ * this does nothing, harmlessly.  Called by every open of a store or a
+ * views file. */
+void cqrs_sqlite_setup(void);
+/* Keeps SQLite's memory statistics, which a heap limit needs: instead of
+ * cqrs_sqlite_setup, before anything opens a database; -1 when too late. */
+int cqrs_sqlite_keep_statistics(void);
+
 #endif

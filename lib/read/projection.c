@@ -421,7 +421,7 @@ static int load_projection(cqrs_projections *ps, const struct cqrs_yaml_node *n,
 
 cqrs_projections *cqrs_projections_new(void)
 {
-	cqrs_views_sqlite_setup();
+	cqrs_sqlite_setup();
 	return calloc(1, sizeof(cqrs_projections));
 }
 

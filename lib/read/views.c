@@ -57,25 +57,6 @@
 static const char schema_v2[] = SCHEMA_CHECKPOINTS SCHEMA_PARKED;
 /* clang-format on */
 
-static bool setup_done;
-
-static void setup_mark_done(void)
-{
-	setup_done = true;
-}
-
-void cqrs_views_sqlite_setup(void)
-{
-	if (setup_done)
-		return;
-	setup_done = true;
-	/* Without memory statistics SQLite takes no global lock at each
-	 * allocation: a rebuild makes millions.  Too late (SQLITE_MISUSE,
-	 * harmless) once SQLite is in use. */
-	sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
-	sqlite3_config(SQLITE_CONFIG_LOOKASIDE, 1200, 400);
-}
-
 static int64_t now_ns(void)
 {
 	struct timespec ts;
@@ -108,10 +89,9 @@ void cqrs_deadline_start(struct cqrs_deadline *d)
 int cqrs_views_memory_limit(int64_t bytes)
 {
 	/* the heap limit needs SQLite's memory statistics, which
-	 * cqrs_views_sqlite_setup turns off for speed: set up first */
-	if (sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 1) != SQLITE_OK)
+	 * cqrs_sqlite_setup turns off for speed: set up first */
+	if (cqrs_sqlite_keep_statistics() < 0)
 		return -1;
-	setup_mark_done();
 	sqlite3_hard_heap_limit64(bytes);
 	return 0;
 }
@@ -295,7 +275,7 @@ int cqrs_views_db_open(const char *path, enum views_open how, sqlite3 **out, cqr
 {
 	struct stat sb;
 	*out = NULL;
-	cqrs_views_sqlite_setup();
+	cqrs_sqlite_setup();
 	/* read models stay SQLite files, also beside a store on a server */
 	if (cqrs_store_on_server(path))
 		return cqrs_fail(err, CQRS_EXIT_DATAERR,

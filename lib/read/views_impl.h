@@ -154,8 +154,6 @@ void cqrs_deadline_start(struct cqrs_deadline *d);
 /* Defensive mode, untrusted schema, no fts3_tokenizer pointers, no
  * extensions: for every connection to a views file (after its pragmas). */
 void cqrs_views_harden(sqlite3 *db);
-/* Configures SQLite for the read side, if it is not in use yet. */
-void cqrs_views_sqlite_setup(void);
 /* The page size of scratch files opened from now on (0: SQLite's). */
 void cqrs_views_set_scratch_page_size(int bytes);
 /* cqrs-project's own tables (cqrs_checkpoints, parked_events) */

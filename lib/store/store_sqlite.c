@@ -521,6 +521,7 @@ static const struct cqrs_store_ops sqlite_ops;
 cqrs_store *cqrs_sqlite_open(const char *path, enum cqrs_open_mode mode, cqrs_error *err)
 {
 	bool writer = mode == CQRS_OPEN_WRITE;
+	cqrs_sqlite_setup();
 	cqrs_sqlite_guard_policy(writer);
 	cqrs_sqlite_guard_refused(NULL); /* nothing left from an earlier open */
 	if (cqrs_trust_dirs(path, writer, err) < 0)
