@@ -137,6 +137,10 @@ void cqrs_input_close(cqrs_input *in);
  * May read what is ready; the last line returned is then no longer valid.
  * Lets a tool commit a batch while its writer pauses. */
 bool cqrs_input_ready(cqrs_input *in);
+/* Waits until cqrs_input_ready, or until stop_fd is readable: 1 or 0.
+ * For a thread that reads ahead and must be stoppable.  (A FIFO named as
+ * the next operand can still hold cqrs_input_next in its open.) */
+int cqrs_input_wait(cqrs_input *in, int stop_fd);
 
 /* --- strict JSON (json.c) ------------------------------------------------- */
 

@@ -6,7 +6,9 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cqrs.h"
 #include "banned.h"
@@ -169,6 +171,8 @@ struct reader {
 	pthread_t thread;
 	pthread_mutex_t lock;
 	pthread_cond_t changed;
+	bool stop;   /* the writer failed: the thread ends (under the lock) */
+	int stop_fd; /* an eventfd, readable once stop is set */
 };
 
 static int keep_line(struct window *w, const char *line, size_t len, const cqrs_input *in,
@@ -236,6 +240,9 @@ static void fill_window(struct reader *r, struct window *w)
 	size_t len;
 	int got;
 	cqrs_error e = { 0 };
+	/* the thread waits for a first line where the writer can stop it */
+	if (r->threaded && cqrs_input_wait(r->in, r->stop_fd) == 0)
+		return;
 	while ((got = cqrs_input_next(r->in, &line, &len, &e)) == 1) {
 		if (keep_line(w, line, len, r->in, &e) < 0) {
 			got = -1;
@@ -256,34 +263,37 @@ static void fill_window(struct reader *r, struct window *w)
 		w->bad_line = w->last = true;
 }
 
-static void unlock(void *lock)
-{
-	pthread_mutex_unlock(lock);
-}
-
-static void wait_until_given_back(struct reader *r, const struct window *w)
+/* Whether the writer, having failed, wants the thread to end. */
+static bool stopped(struct reader *r)
 {
 	pthread_mutex_lock(&r->lock);
-	pthread_cleanup_push(unlock, &r->lock); /* cancelled while it waits */
-	while (w->filled)
-		pthread_cond_wait(&r->changed, &r->lock);
-	pthread_cleanup_pop(1);
+	bool stop = r->stop;
+	pthread_mutex_unlock(&r->lock);
+	return stop;
 }
 
 /* The reading thread: windows 1, 2, 3, ... in turn, each once the writer
- * has given it back; it ends after the last. */
+ * has given it back; it ends after the last, or when the writer stops it
+ * (it waits only where it can be stopped: for a window, or for input). */
 static void *read_ahead(void *arg)
 {
 	struct reader *r = arg;
 	for (unsigned k = 1;; k++) {
 		struct window *w = &r->win[k % 2];
-		wait_until_given_back(r, w);
-		fill_window(r, w);
 		pthread_mutex_lock(&r->lock);
-		w->filled = true;
-		pthread_cond_signal(&r->changed);
+		while (w->filled && !r->stop)
+			pthread_cond_wait(&r->changed, &r->lock);
 		pthread_mutex_unlock(&r->lock);
-		if (w->last)
+		if (!stopped(r))
+			fill_window(r, w);
+		pthread_mutex_lock(&r->lock);
+		bool done = r->stop || w->last;
+		if (!r->stop) {
+			w->filled = true;
+			pthread_cond_signal(&r->changed);
+		}
+		pthread_mutex_unlock(&r->lock);
+		if (done)
 			return NULL;
 	}
 }
@@ -292,10 +302,16 @@ static void *read_ahead(void *arg)
  * Without it (none could be started) the writer reads each window itself. */
 static void start_reading_ahead(struct reader *r)
 {
+	if ((r->stop_fd = eventfd(0, EFD_CLOEXEC)) < 0)
+		return;
 	sigset_t all, old;
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
-	r->threaded = pthread_create(&r->thread, NULL, read_ahead, r) == 0;
+	r->threaded = true; /* before the thread reads it */
+	if (pthread_create(&r->thread, NULL, read_ahead, r) != 0) {
+		r->threaded = false;
+		close(r->stop_fd);
+	}
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
@@ -327,14 +343,21 @@ static void give_back(struct reader *r, struct window *w)
 	pthread_mutex_unlock(&r->lock);
 }
 
-/* Ends the thread, which may be waiting for input that the writer, having
- * failed, will not take. */
+/* Ends the thread: at once when the writer failed (it may be waiting for
+ * input that will not be taken), else after the last window it read. */
 static void stop_reading(struct reader *r)
 {
 	if (!r->threaded)
 		return;
-	pthread_cancel(r->thread);
+	pthread_mutex_lock(&r->lock);
+	r->stop = true;
+	pthread_cond_signal(&r->changed);
+	pthread_mutex_unlock(&r->lock);
+	uint64_t one = 1;
+	/* wakes its wait for input; cannot fail (the counter is 0 or 1) */
+	(void)!write(r->stop_fd, &one, sizeof one);
 	pthread_join(r->thread, NULL);
+	close(r->stop_fd);
 	r->threaded = false;
 }
 

@@ -225,3 +225,17 @@ bool cqrs_input_ready(cqrs_input *in)
 		return true;
 	return line_buffered(in);
 }
+
+int cqrs_input_wait(cqrs_input *in, int stop_fd)
+{
+	while (!cqrs_input_ready(in)) {
+		struct pollfd p[2] = { { .fd = in->fd >= 0 ? in->fd : STDIN_FILENO,
+					 .events = POLLIN },
+				       { .fd = stop_fd, .events = POLLIN } };
+		if (poll(p, 2, -1) < 0 && errno != EINTR)
+			return 1; /* the read says what is wrong */
+		if (p[1].revents != 0)
+			return 0;
+	}
+	return 1;
+}
