@@ -1130,6 +1130,7 @@ static int apply_event(cqrs_projector *p, const cqrs_event *ev, cqrs_error *err)
 		memcpy(rp->ts, ev->timestamp, sizeof rp->ts);
 		any = true;
 	}
+	cqrs_deadline_stop(&p->deadline);
 	if (any) {
 		p->applied_total++;
 		p->progress_done++;
@@ -1141,6 +1142,7 @@ static int apply_event(cqrs_projector *p, const cqrs_event *ev, cqrs_error *err)
 		return cqrs_projector_commit(p, err);
 	return 0;
 fail:
+	cqrs_deadline_stop(&p->deadline);
 	cqrs_projector_rollback(p);
 	return -1;
 }

@@ -76,6 +76,7 @@ static int deadline_check(void *arg)
 
 void cqrs_deadline_attach(sqlite3 *db, struct cqrs_deadline *d)
 {
+	cqrs_deadline_stop(d);
 	sqlite3_progress_handler(db, 4000, deadline_check, d);
 }
 
@@ -84,6 +85,12 @@ void cqrs_deadline_start(struct cqrs_deadline *d)
 	d->expired = false;
 	if (d->timeout_ms > 0)
 		d->at_ns = now_ns() + d->timeout_ms * 1000000;
+}
+
+void cqrs_deadline_stop(struct cqrs_deadline *d)
+{
+	d->expired = false;
+	d->at_ns = INT64_MAX;
 }
 
 int cqrs_views_memory_limit(int64_t bytes)

@@ -138,9 +138,12 @@ enum views_open {
 	VIEWS_OPEN_SCRATCH, /* must not exist: built by one process, no journal */
 };
 int cqrs_views_db_open(const char *path, enum views_open how, sqlite3 **out, cqrs_error *err);
-/* A time limit on what a connection runs: after cqrs_deadline_start, a
- * statement that runs past timeout_ms fails with SQLITE_INTERRUPT and
- * expired is set (0 ms: no limit). */
+/* A time limit on what a connection runs: between cqrs_deadline_start and
+ * cqrs_deadline_stop, a statement that runs past timeout_ms fails with
+ * SQLITE_INTERRUPT and expired is set (0 ms: no limit).  Outside them
+ * (attached, not started; stopped) nothing is limited: the limit is that
+ * of one event's statements, or one query's, not of what follows them
+ * (a commit, the deferred indexes of a rebuild). */
 struct cqrs_deadline {
 	int64_t timeout_ms;
 	int64_t at_ns;
@@ -148,6 +151,7 @@ struct cqrs_deadline {
 };
 void cqrs_deadline_attach(sqlite3 *db, struct cqrs_deadline *d);
 void cqrs_deadline_start(struct cqrs_deadline *d);
+void cqrs_deadline_stop(struct cqrs_deadline *d);
 /* The largest string or blob a query may build (SQLITE_LIMIT_LENGTH). */
 #define CQRS_QUERY_MAX_LENGTH (64 * 1024 * 1024)
 
