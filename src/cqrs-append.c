@@ -573,7 +573,6 @@ int main(int argc, char **argv)
 	pthread_cond_init(&r->changed, NULL);
 	int code = CQRS_EXIT_OK;
 	if (append_input(&a, r, &err) < 0) {
-		stop_reading(r);
 		if (a.in_txn)
 			cqrs_store_rollback(st);
 		cqrs_warn("%s%s", a.where, err.msg);
@@ -586,6 +585,8 @@ int main(int argc, char **argv)
 			cqrs_warn("nothing was stored");
 		code = err.code;
 	}
+	/* after the messages: a FIFO named as a later operand can hold the
+	 * thread in its open until someone writes to it */
 	stop_reading(r);
 	cqrs_input_close(in);
 	cqrs_store_close(st);
