@@ -116,6 +116,10 @@ void cqrs_print_usage(const char *text, int code);
 const char *cqrs_share_path(const char *name, char *buf, size_t cap);
 /* true when stderr is a terminal: progress may be shown there */
 bool cqrs_progress_wanted(void);
+/* The progress line, redrawn in place: "tool: what: done/total events
+ * (N%)", without "what: " when what is NULL, without the total when it is
+ * 0; end closes the line. */
+void cqrs_progress_show(const char *what, int64_t done, int64_t total, bool end);
 
 /* --- NDJSON input (ndjson.c) --------------------------------------------- */
 

@@ -101,7 +101,7 @@ static void show_progress(struct progress *p, int64_t n, bool done)
 	if (!done && now == p->last)
 		return;
 	p->last = now;
-	fprintf(stderr, "\r%s: %lld events%s", cqrs_tool_name(), (long long)n, done ? "\n" : "");
+	cqrs_progress_show(NULL, n, 0, done);
 }
 
 /* After a restore from a backup or a deliberate rollback, the store is
@@ -240,9 +240,6 @@ static void fill_window(struct reader *r, struct window *w)
 	size_t len;
 	int got;
 	cqrs_error e = { 0 };
-	/* the thread waits for a first line where the writer can stop it */
-	if (r->threaded && cqrs_input_wait(r->in, r->stop_fd) == 0)
-		return;
 	while ((got = cqrs_input_next(r->in, &line, &len, &e)) == 1) {
 		if (keep_line(w, line, len, r->in, &e) < 0) {
 			got = -1;
@@ -263,18 +260,10 @@ static void fill_window(struct reader *r, struct window *w)
 		w->bad_line = w->last = true;
 }
 
-/* Whether the writer, having failed, wants the thread to end. */
-static bool stopped(struct reader *r)
-{
-	pthread_mutex_lock(&r->lock);
-	bool stop = r->stop;
-	pthread_mutex_unlock(&r->lock);
-	return stop;
-}
-
 /* The reading thread: windows 1, 2, 3, ... in turn, each once the writer
- * has given it back; it ends after the last, or when the writer stops it
- * (it waits only where it can be stopped: for a window, or for input). */
+ * has given it back; it ends after the last, or when the writer stops it.
+ * It waits only where the writer can wake it: for a window (the lock), or
+ * for a first line of input (the eventfd). */
 static void *read_ahead(void *arg)
 {
 	struct reader *r = arg;
@@ -283,8 +272,9 @@ static void *read_ahead(void *arg)
 		pthread_mutex_lock(&r->lock);
 		while (w->filled && !r->stop)
 			pthread_cond_wait(&r->changed, &r->lock);
+		bool stop = r->stop;
 		pthread_mutex_unlock(&r->lock);
-		if (!stopped(r))
+		if (!stop && cqrs_input_wait(r->in, r->stop_fd) == 1)
 			fill_window(r, w);
 		pthread_mutex_lock(&r->lock);
 		bool done = r->stop || w->last;

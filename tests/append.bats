@@ -778,6 +778,18 @@ usage: cqrs-append [-nq] [-b count] [-e version] [-s store] [--no-sync]
 	[ ! -e "$CQRS_STORE" ]
 }
 
+@test "on a terminal a progress line counts the events and ends with their total" {
+	for _ in $(seq 2500); do ev "$A"; done >many.ndjson
+	run script -qec "cqrs-append -q many.ndjson" /dev/null
+	assert_success
+	# redrawn in place (\r); the terminal ends the last one with \r\n
+	local shown
+	shown=$(tr '\r' '\n' <<<"$output" | sed '/^$/d')
+	assert_equal "$(grep -cvE '^cqrs-append: [0-9]+ events$' <<<"$shown")" 0
+	assert_equal "$(tail -n 1 <<<"$shown")" "cqrs-append: 2500 events"
+	assert_equal "$(stored_count)" 2500
+}
+
 @test "a reader that goes away does not undo or break the append" {
 	for _ in $(seq 3000); do ev "$A"; done >many.ndjson
 	run bash -c 'set -o pipefail; cqrs-append many.ndjson | head -1 >/dev/null'

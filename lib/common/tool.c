@@ -143,6 +143,18 @@ bool cqrs_progress_wanted(void)
 	return cqrs_log_format() == CQRS_LOG_TEXT && isatty(STDERR_FILENO) == 1;
 }
 
+void cqrs_progress_show(const char *what, int64_t done, int64_t total, bool end)
+{
+	fprintf(stderr, "\r%s: %s%s%lld", tool_name, what != NULL ? what : "",
+		what != NULL ? ": " : "", (long long)done);
+	if (total > 0)
+		fprintf(stderr, "/%lld events (%lld%%)", (long long)total,
+			(long long)(done * 100 / total));
+	else
+		fputs(" events", stderr);
+	fputs(end ? "\n" : "", stderr);
+}
+
 const char *cqrs_share_path(const char *name, char *buf, size_t cap)
 {
 	const char *dir = getenv("CQRS_SHAREDIR");

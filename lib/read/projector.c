@@ -1007,15 +1007,7 @@ static void show_progress(cqrs_projector *p, bool done)
 	if (!done && now == p->progress_last)
 		return;
 	p->progress_last = now;
-	if (p->progress_total > 0)
-		fprintf(stderr, "\r%s: %s%s%lld/%lld events (%lld%%)%s", cqrs_tool_name(),
-			p->progress_what ? p->progress_what : "", p->progress_what ? ": " : "",
-			(long long)p->progress_done, (long long)p->progress_total,
-			(long long)(p->progress_done * 100 / p->progress_total), done ? "\n" : "");
-	else
-		fprintf(stderr, "\r%s: %s%s%lld events%s", cqrs_tool_name(),
-			p->progress_what ? p->progress_what : "", p->progress_what ? ": " : "",
-			(long long)p->progress_done, done ? "\n" : "");
+	cqrs_progress_show(p->progress_what, p->progress_done, p->progress_total, done);
 }
 
 static int changed_event(const cqrs_event *ev, cqrs_error *err)

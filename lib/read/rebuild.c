@@ -574,9 +574,7 @@ static int feed_events(struct feed *f, cqrs_store *st, int64_t after, int64_t to
 		if (now != last_shown) {
 			last_shown = now;
 			/* each group applies every event: show the average */
-			int64_t d = atomic_load(done) / (int64_t)groups;
-			fprintf(stderr, "\r%s: %s: %lld/%lld events (%lld%%)", cqrs_tool_name(),
-				what, (long long)d, (long long)total, (long long)(d * 100 / total));
+			cqrs_progress_show(what, atomic_load(done) / (int64_t)groups, total, false);
 		}
 	}
 	cqrs_cursor_close(c);
@@ -686,8 +684,7 @@ static int build_parallel(const char *path, const char *store_path, cqrs_project
 	for (size_t i = started; rc == 0 && i < n; i++)
 		worker(&tasks[i]);
 	if (rc == 0 && o->progress && to > from)
-		fprintf(stderr, "\r%s: %s: %lld/%lld events (100%%)\n", cqrs_tool_name(), what,
-			(long long)(to - from), (long long)(to - from));
+		cqrs_progress_show(what, to - from, to - from, true);
 	/* the first event that failed: a group's (the feed went further), or
 	 * the feed's */
 	for (size_t i = 0; i < n && rc == 0; i++)
