@@ -208,6 +208,7 @@ typedef struct cqrs_event {
 	char timestamp[CQRS_TIMESTAMP_LEN + 1]; /* "" when absent */
 	uint8_t hash[CQRS_HASH_LEN];
 	bool has_hash;
+	bool prepared; /* cqrs_store_prepare's rules are done */
 } cqrs_event;
 
 /* Parses and validates one NDJSON line into ev.  The line is compacted in
@@ -295,6 +296,15 @@ enum cqrs_append_result {
 };
 /* Returns CQRS_APPENDED or CQRS_DUPLICATE, or -1 with *err set. */
 int cqrs_store_append(cqrs_store *st, cqrs_event *ev, cqrs_error *err);
+/* The rules of a new event that need no store, which cqrs_store_append
+ * otherwise applies itself: its data must fit its type's schema, and its
+ * metadata records the OS user that runs the tool (metadata.os_user).
+ * Thread-safe, so that a reading thread can take them off the writer.
+ * The new metadata is written to `metadata`, which has room for
+ * ev->metadata_len + cqrs_store_prepare_growth() bytes and must outlive
+ * the append.  0, or -1 with *err (the event is bad: CQRS_EXIT_DATAERR). */
+int cqrs_store_prepare(cqrs_event *ev, char *metadata, cqrs_error *err);
+size_t cqrs_store_prepare_growth(void);
 /* evs[0..n) in order, each as cqrs_store_append would (same rules, same
  * results in results[i], same errors), in fewer round trips where the
  * backend can (PostgreSQL: two look-ups and one COPY for the lot, whose

@@ -131,10 +131,13 @@ static int reset_witness(const char *store_opt, int operands, bool other_options
  *
  * Two windows take turns, so that reading and parsing are off the
  * writer's core: while the writer appends one, a thread of their own
- * reads and parses the next (the reader below).  The first window is
+ * reads and parses the next (the reader below), and applies the rules
+ * that need no store (cqrs_store_prepare: the schema check and
+ * metadata.os_user, 6% of a 1M-event store's append).  The first window is
  * read by the writer itself, and the thread starts only when the input
  * goes on past it: one event, or a short input, costs no thread.
- * Memory: two windows of at most WINDOW_BYTES and one line each. */
+ * Memory: two windows of at most WINDOW_BYTES and one line each, and
+ * their events' new metadata. */
 #define WINDOW_EVENTS 1000
 #define WINDOW_BYTES  (8 * 1024 * 1024)
 
@@ -147,6 +150,8 @@ struct window_line {
 struct window {
 	char *text;
 	size_t used, cap;
+	char *meta; /* the events' metadata, as cqrs_store_prepare rewrote it */
+	size_t meta_used, meta_cap;
 	struct window_line lines[WINDOW_EVENTS];
 	cqrs_event evs[WINDOW_EVENTS];
 	int results[WINDOW_EVENTS];
@@ -197,12 +202,34 @@ static int keep_line(struct window *w, const char *line, size_t len, const cqrs_
 	return 0;
 }
 
-/* Line i of the window into its event, with --expected-version's checks. */
+/* Room for the new metadata of the window's n lines, which are at most
+ * its text; once there, it does not move while they are parsed. */
+static int reserve_metadata(struct window *w, cqrs_error *err)
+{
+	size_t need = w->used + w->n * cqrs_store_prepare_growth();
+	if (need <= w->meta_cap)
+		return 0;
+	free(w->meta);
+	if ((w->meta = malloc(need)) == NULL) {
+		w->meta_cap = 0;
+		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+	}
+	w->meta_cap = need;
+	return 0;
+}
+
+/* Line i of the window into its event, with --expected-version's checks,
+ * prepared for the store. */
 static int parse_line(struct reader *r, struct window *w, size_t i, cqrs_error *err)
 {
 	cqrs_event *ev = &w->evs[i];
 	if (cqrs_event_parse(ev, w->text + w->lines[i].offset, w->lines[i].len, err) < 0)
 		return -1;
+	char *metadata = w->meta + w->meta_used;
+	if (cqrs_store_prepare(ev, metadata, err) < 0)
+		return -1;
+	if (ev->metadata == metadata)
+		w->meta_used += ev->metadata_len;
 	if (r->expected >= 0) {
 		if (r->first) {
 			memcpy(r->single_aggregate, ev->aggregate_id, CQRS_UUID_LEN);
@@ -253,6 +280,13 @@ static void fill_window(struct reader *r, struct window *w)
 	if (got < 0) {
 		w->unreadable = true;
 		w->unread = e;
+	}
+	if (w->n > 0 && reserve_metadata(w, &w->bad) < 0) {
+		/* not the first line's fault: no line is named */
+		w->unreadable = w->last = true;
+		w->unread = w->bad;
+		w->n = 0;
+		return;
 	}
 	while (w->parsed < w->n && parse_line(r, w, w->parsed, &w->bad) == 0)
 		w->parsed++;
@@ -327,7 +361,7 @@ static struct window *take_window(struct reader *r, unsigned k)
 static void give_back(struct reader *r, struct window *w)
 {
 	pthread_mutex_lock(&r->lock);
-	w->n = w->used = w->parsed = 0;
+	w->n = w->used = w->parsed = w->meta_used = 0;
 	w->last = w->bad_line = w->unreadable = w->filled = false;
 	pthread_cond_signal(&r->changed);
 	pthread_mutex_unlock(&r->lock);
@@ -580,8 +614,10 @@ int main(int argc, char **argv)
 	stop_reading(r);
 	cqrs_input_close(in);
 	cqrs_store_close(st);
-	for (int i = 0; i < 2; i++)
+	for (int i = 0; i < 2; i++) {
 		free(r->win[i].text);
+		free(r->win[i].meta);
+	}
 	pthread_cond_destroy(&r->changed);
 	pthread_mutex_destroy(&r->lock);
 	free(runs);

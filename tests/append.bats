@@ -623,7 +623,8 @@ BEGIN {
 	nfiles = int(rand() * 3) + 1; total = int(rand() * 4200) + 1
 	batch = rand() < 0.33 ? 0 : int(rand() * 1500) + 1
 	with_ids = rand() < 0.75
-	stop = int(rand() * 4) # 0 none, 1 a bad line, 2 a conflict, 3 a missing file
+	# 0 none, 1 a bad line, 2 a conflict, 3 a missing file, 4 data its schema refuses
+	stop = int(rand() * 5)
 	if (nfiles == 1 && stop == 3) stop = 0
 	stop_at = int(rand() * total) + 1
 	missing = stop == 3 ? int(rand() * (nfiles - 1)) + 1 : -1
@@ -648,6 +649,11 @@ BEGIN {
 			if (k == stop_at && stop == 1 && !code) {
 				print "{\"bad\"" > file
 				err = "cqrs-append: " file ":" i ": invalid JSON at column 7: expected '"'"':'"'"' after object key"
+				code = 65; continue
+			}
+			if (k == stop_at && stop == 4 && !code) {
+				print "{\"aggregate_id\":\"" agg "\",\"aggregate_type\":\"Order\",\"event_type\":\"OrderCancelled\",\"data\":{}}" > file
+				err = "cqrs-append: " file ":" i ": OrderCancelled (event_version 1): data.reason is missing"
 				code = 65; continue
 			}
 			if (k == stop_at && stop == 2 && !code) {
@@ -695,12 +701,15 @@ append_case() {
 	if [ "$committed" -gt 0 ]; then
 		run cqrs-read --verify
 		assert_output --regexp "^verified $committed events, head [0-9a-f]{64}\$"
+		# every event, whichever thread prepared it, records who ran the tool
+		assert_equal "$(cqrs-read | jq -r .metadata.os_user | sort -u)" "$(id -un)"
 	fi
 	store_reset
 	rm -f in*.ndjson case.*
 }
 
 @test "random inputs of many windows, retries, batches and one stop: exit, stderr and store as the model says" {
+	# stops: a bad line, a conflict, a missing operand, data its schema refuses
 	local cases=${CQRS_APPEND_CASES:-12} seed
 	for ((seed = 1; seed <= cases; seed++)); do
 		append_case "$seed"

@@ -4,6 +4,8 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -204,71 +206,99 @@ int cqrs_store_lock(cqrs_store *st, cqrs_error *err)
 	return st->ops->lock != NULL ? st->ops->lock(st, err) : 0;
 }
 
-/* The OS user that runs the tool, as a JSON string, found once; NULL when
- * memory ran out (not kept: every later event would record "?", hashed
- * into the chain for ever). */
+/* The OS user that runs the tool, as a JSON string, found once (the
+ * first event prepared by any thread); "" when memory ran out (not kept:
+ * every later event would record "?", hashed into the chain for ever). */
+static char os_user[600];
+static pthread_once_t os_user_once = PTHREAD_ONCE_INIT;
+
+static void find_os_user(void)
+{
+	char name[256];
+	cqrs_user_name(getuid(), name, sizeof name);
+	struct cqrs_strbuf b = { 0 };
+	cqrs_strbuf_json_string(&b, name, strlen(name));
+	if (!b.oom)
+		snprintf(os_user, sizeof os_user, "%s", cqrs_strbuf_str(&b));
+	cqrs_strbuf_free(&b);
+}
+
 static const char *os_user_json(void)
 {
-	static char json[600];
-	if (json[0] == '\0') {
-		char name[256];
-		cqrs_user_name(getuid(), name, sizeof name);
-		struct cqrs_strbuf b = { 0 };
-		cqrs_strbuf_json_string(&b, name, strlen(name));
-		if (!b.oom)
-			snprintf(json, sizeof json, "%s", cqrs_strbuf_str(&b));
-		cqrs_strbuf_free(&b);
-		if (json[0] == '\0')
-			return NULL;
-	}
-	return json;
+	pthread_once(&os_user_once, find_os_user);
+	if (os_user[0] != '\0')
+		return os_user;
+	/* memory ran out that once: found again, under a lock of its own */
+	static pthread_mutex_t again = PTHREAD_MUTEX_INITIALIZER;
+	pthread_mutex_lock(&again);
+	if (os_user[0] == '\0')
+		find_os_user();
+	pthread_mutex_unlock(&again);
+	return os_user[0] != '\0' ? os_user : NULL;
+}
+
+size_t cqrs_store_prepare_growth(void)
+{
+	return sizeof os_user + sizeof ",\"os_user\":}";
 }
 
 /* A new event's metadata records who ran the tool (metadata.os_user), in
  * place of any os_user the input claims; the rest is kept as written.
- * History being copied (sequence and hash given) is left as it was. */
-static int add_os_user(cqrs_store *st, cqrs_event *ev, cqrs_error *err)
+ * Written to out, which has room for the metadata and the growth. */
+static int add_os_user(cqrs_event *ev, char *out, cqrs_error *err)
 {
-	if (ev->sequence > 0 && ev->has_hash)
-		return 0;
 	const char *user = os_user_json();
 	if (user == NULL)
 		return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
-	size_t need = ev->metadata_len + strlen(user) + sizeof ",\"os_user\":}";
-	if (need > st->meta_cap) {
-		char *p = realloc(st->meta, need);
-		if (p == NULL)
-			return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
-		st->meta = p;
-		st->meta_cap = need;
-	}
 	size_t n = 0, pos = 0;
 	cqrs_json_member m;
-	st->meta[n++] = '{';
+	out[n++] = '{';
 	/* every member but a claimed os_user, copied as it is: "key":value, */
 	while (cqrs_json_next_member(ev->metadata, ev->metadata_len, &pos, &m) == 1) {
 		if (m.key_len == 7 && memcmp(m.key, "os_user", 7) == 0)
 			continue;
 		const char *from = m.key - 1; /* the key's opening quote */
 		size_t k = (size_t)(m.value + m.value_len - from);
-		memcpy(st->meta + n, from, k);
+		memcpy(out + n, from, k);
 		n += k;
-		st->meta[n++] = ',';
+		out[n++] = ',';
 	}
-	n += (size_t)snprintf(st->meta + n, need - n, "\"os_user\":%s}", user);
-	ev->metadata = st->meta;
+	size_t room = strlen(user) + sizeof "\"os_user\":}";
+	n += (size_t)snprintf(out + n, room, "\"os_user\":%s}", user);
+	ev->metadata = out;
 	ev->metadata_len = n;
+	return 0;
+}
+
+int cqrs_store_prepare(cqrs_event *ev, char *metadata, cqrs_error *err)
+{
+	if (ev->prepared)
+		return 0;
+	/* History copied with its sequence and hash is kept as it was, and
+	 * checked by its chain. */
+	if (!(ev->sequence > 0 && ev->has_hash)) {
+		/* bad events stop at the door (event_schema.c), whoever appends */
+		if (cqrs_event_schema_check(ev, err) < 0 || add_os_user(ev, metadata, err) < 0)
+			return -1;
+	}
+	ev->prepared = true;
 	return 0;
 }
 
 int cqrs_store_append(cqrs_store *st, cqrs_event *ev, cqrs_error *err)
 {
-	/* Bad events stop at the door (event_schema.c), whoever appends them;
-	 * history copied with its sequence and hash is checked by its chain. */
-	if (!(ev->sequence > 0 && ev->has_hash) && cqrs_event_schema_check(ev, err) < 0)
-		return -1;
-	if (add_os_user(st, ev, err) < 0)
-		return -1;
+	if (!ev->prepared) {
+		size_t need = ev->metadata_len + cqrs_store_prepare_growth();
+		if (need > st->meta_cap) {
+			char *p = realloc(st->meta, need);
+			if (p == NULL)
+				return cqrs_fail(err, CQRS_EXIT_OSERR, "out of memory");
+			st->meta = p;
+			st->meta_cap = need;
+		}
+		if (cqrs_store_prepare(ev, st->meta, err) < 0)
+			return -1;
+	}
 	/* personal fields encrypted before the hash covers them (erasure),
 	 * and before an event given again is compared with its stored form */
 	if (cqrs_shred_encrypt(st, ev, err) < 0)
