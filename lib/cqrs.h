@@ -302,7 +302,7 @@ int cqrs_store_append(cqrs_store *st, cqrs_event *ev, cqrs_error *err);
  * Thread-safe, so that a reading thread can take them off the writer.
  * The new metadata is written to `metadata`, which has room for
  * ev->metadata_len + cqrs_store_prepare_growth() bytes and must outlive
- * the append.  0, or -1 with *err (the event is bad: CQRS_EXIT_DATAERR). */
+ * the append.  0, or -1 with *err. */
 int cqrs_store_prepare(cqrs_event *ev, char *metadata, cqrs_error *err);
 size_t cqrs_store_prepare_growth(void);
 /* evs[0..n) in order, each as cqrs_store_append would (same rules, same

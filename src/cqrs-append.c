@@ -225,11 +225,6 @@ static int parse_line(struct reader *r, struct window *w, size_t i, cqrs_error *
 	cqrs_event *ev = &w->evs[i];
 	if (cqrs_event_parse(ev, w->text + w->lines[i].offset, w->lines[i].len, err) < 0)
 		return -1;
-	char *metadata = w->meta + w->meta_used;
-	if (cqrs_store_prepare(ev, metadata, err) < 0)
-		return -1;
-	if (ev->metadata == metadata)
-		w->meta_used += ev->metadata_len;
 	if (r->expected >= 0) {
 		if (r->first) {
 			memcpy(r->single_aggregate, ev->aggregate_id, CQRS_UUID_LEN);
@@ -254,6 +249,11 @@ static int parse_line(struct reader *r, struct window *w, size_t i, cqrs_error *
 		}
 	}
 	r->first = false;
+	char *metadata = w->meta + w->meta_used;
+	if (cqrs_store_prepare(ev, metadata, err) < 0)
+		return -1;
+	if (ev->metadata == metadata)
+		w->meta_used += ev->metadata_len;
 	return 0;
 }
 

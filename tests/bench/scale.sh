@@ -230,6 +230,9 @@ bench_scale() {
 				printf '{"command_id":"setup","type":"RegisterProduct","product_id":"0194a2b0-0000-7000-8000-000000000001","sku":"SKU-1","name":"One","quantity":100000000}\n' |
 					"$(scale_tool "$b" cqrs-command)" -q -s "$dir/lat-$b.db"
 			done
+			# the copies written back before a process is timed: at 10M
+			# they are 6 GB, whose writeback would fall on the first runs
+			sync
 			for ((r = 0; r < runs + 3; r++)); do
 				f=/dev/null
 				((r < 3)) || f="$dir/lat-floor" # three warm-up runs
