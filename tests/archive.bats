@@ -257,6 +257,42 @@ cqrs-append: nothing was stored"
 	assert_equal "$(cqrs-read | md5sum)" "$want"
 }
 
+# gated_read UPTO ARGS...: cqrs-read ARGS into gated.out, stopped after its
+# look at the archive (CQRS_TEST_READ_GATE) while cqrs-archive --upto UPTO
+# runs, then let go
+gated_read() {
+	local upto=$1 reader
+	shift
+	CQRS_TEST_READ_GATE=gate cqrs-read "$@" >gated.out &
+	reader=$!
+	timeout 60 bash -c 'read -r _ <gate' || fail "cqrs-read $* did not reach the gate"
+	cqrs-archive --upto "$upto" --segment-events 7 >/dev/null
+	timeout 60 bash -c ': >gate' || fail "cqrs-read $* did not wait at the gate"
+	wait "$reader" || fail "cqrs-read $* failed"
+}
+
+@test "a read that an archive overtakes between its look at the archive and its first row gives every event once, in order" {
+	make_stores 16 200 10
+	mkfifo gate
+	one=$(uuid_of 7 16)
+	# nothing archived when it looked: one aggregate, then the whole store
+	gated_read 40 -a "$one"
+	assert_equal "$(md5sum <gated.out)" "$(CQRS_STORE=full.db cqrs-read -a "$one" | md5sum)"
+	# after a sequence the archive had not reached when it looked
+	gated_read 90 --after 60
+	assert_equal "$(md5sum <gated.out)" "$(CQRS_STORE=full.db cqrs-read --after 60 | md5sum)"
+	# an aggregate with archived events, whose later ones are archived meanwhile
+	gated_read 130 -a "$one"
+	assert_equal "$(md5sum <gated.out)" "$(CQRS_STORE=full.db cqrs-read -a "$one" | md5sum)"
+	gated_read 150 -r -a "$one"
+	assert_equal "$(md5sum <gated.out)" "$(CQRS_STORE=full.db cqrs-read -r -a "$one" | md5sum)"
+	gated_read 170 -r
+	assert_equal "$(md5sum <gated.out)" "$(CQRS_STORE=full.db cqrs-read -r | md5sum)"
+	gated_read 190
+	assert_equal "$(md5sum <gated.out)" "$(CQRS_STORE=full.db cqrs-read | md5sum)"
+	assert_equal "$(sqlite3 "$CQRS_STORE" 'SELECT max(last_sequence) FROM archive_segments')" 190
+}
+
 # --- consumers ------------------------------------------------------------------
 
 @test "a projection, a named checkpoint or a saga runner behind --upto holds the archive back (75)" {

@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -391,11 +392,37 @@ int64_t cqrs_store_last_sequence(cqrs_store *st, cqrs_error *err)
 	return st->ops->last_sequence(st, err);
 }
 
+/* $CQRS_TEST_READ_GATE=FIFO, a testing aid: the first read of the process
+ * stops between its look at the archive and its first look at the
+ * store's rows, so that a test can run an archive there.  It says so by
+ * writing a line to the FIFO, then waits until the FIFO is opened for
+ * writing again and closed. */
+static void read_gate(void)
+{
+	static bool passed;
+	const char *gate = getenv("CQRS_TEST_READ_GATE");
+	if (gate == NULL || passed)
+		return;
+	passed = true;
+	int fd = open(gate, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	(void)!write(fd, "at the gate\n", 12);
+	close(fd);
+	if ((fd = open(gate, O_RDONLY | O_CLOEXEC)) < 0)
+		return;
+	char b[64];
+	while (read(fd, b, sizeof b) > 0)
+		;
+	close(fd);
+}
+
 /* Archived events first (their segments), then the store's: one order. */
 cqrs_cursor *cqrs_store_read(cqrs_store *st, const cqrs_filter *f, cqrs_error *err)
 {
 	cqrs_cursor *c;
 	int r = cqrs_archive_read(st, f, &c, err);
+	read_gate();
 	if (r != 0)
 		return r > 0 ? c : NULL;
 	return st->ops->read(st, f, err);

@@ -908,22 +908,34 @@ int cqrs_archive_read(cqrs_store *st, const cqrs_filter *f, cqrs_cursor **out, c
 	if (cqrs_sqlite_handle(st) == NULL)
 		return 0;
 	int64_t upto = archived_upto(st, err);
-	if (upto <= 0)
-		return upto < 0 ? -1 : 0;
+	if (upto < 0)
+		return -1;
+	if (cache_of(st)->upto == NULL)
+		return 0; /* a store without archive tables (schema 3 or older) */
 	int64_t lo = f->after, hi = f->to > 0 ? f->to : INT64_MAX;
-	if (lo >= upto)
-		return 0;
-	if (f->aggregate_id != NULL) {
+	/* Nothing archived that the read wants, as of this look: no segment
+	 * is read now, but the cursor is made all the same.  An archive can
+	 * move the events it wants out of the store between this look and
+	 * the store's statement; open_hot looks again from inside that
+	 * statement, for segments after what was seen here. */
+	bool none = lo >= upto;
+	if (!none && f->aggregate_id != NULL) {
 		int64_t version = 0, first = 0, last = 0;
 		int r = aggregate_range(st, f->aggregate_id, &version, &first, &last, err);
-		if (r <= 0 || version <= f->after_version)
-			return r < 0 ? -1 : 0;
-		/* only its last archived event (a snapshot's check of the
-		 * event it was taken at): read from there */
-		if (f->after_version == version - 1)
-			first = last;
-		lo = lo > first - 1 ? lo : first - 1;
-		hi = hi < last ? hi : last;
+		if (r < 0)
+			return -1;
+		if (r == 0 || version <= f->after_version) {
+			/* what it wants of that aggregate came after upto */
+			none = true;
+			lo = upto;
+		} else {
+			/* only its last archived event (a snapshot's check of
+			 * the event it was taken at): read from there */
+			if (f->after_version == version - 1)
+				first = last;
+			lo = lo > first - 1 ? lo : first - 1;
+			hi = hi < last ? hi : last;
+		}
 	}
 	struct archive_cursor *c = calloc(1, sizeof *c);
 	if (c == NULL || filter_copy(&c->fc, f) < 0) {
@@ -947,7 +959,7 @@ int cqrs_archive_read(cqrs_store *st, const cqrs_filter *f, cqrs_cursor **out, c
 	}
 	c->needle_len = strlen(c->needle);
 	/* newest first: listed once the store's events are read */
-	if (!f->reverse && segments_load(st, lo, hi, false, &c->segs, err) < 0) {
+	if (!none && !f->reverse && segments_load(st, lo, hi, false, &c->segs, err) < 0) {
 		archive_cursor_close(&c->base);
 		return -1;
 	}
