@@ -18,7 +18,8 @@
  *
  * Physical limit (-c): the same parsing, into the events table of a store
  * that cqrs-append created (so the schema is exactly ours: 16-byte BLOB
- * keys, six indexes), with the store's page cache, and no checks at all: no
+ * keys, six indexes), with the store's page cache and SQLite settings
+ * (cqrs_sqlite_setup, no connection mutex), and no checks at all: no
  * duplicate or version lookups (versions come from the in-memory counter),
  * no validation beyond jansson's, a constant instead of the hash chain.
  * Default: one transaction for the whole input, like cqrs-append.
@@ -42,6 +43,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/sqlite_errors.h"
 #include "banned.h"
 
 /* clang-format off */
@@ -349,7 +351,13 @@ int main(int argc, char **argv)
 	    (in = fopen(argv[optind + 1], "r")) == NULL)
 		die(argv[optind + 1], strerror(errno));
 
-	int flags = SQLITE_OPEN_READWRITE | (cqrs_schema ? 0 : SQLITE_OPEN_CREATE);
+	/* the physical limit runs SQLite as the store does: its process
+	 * settings (no memory statistics, its lookaside) and no mutex on
+	 * the connection; the naive baseline keeps SQLite's defaults */
+	if (cqrs_schema)
+		cqrs_sqlite_setup();
+	int flags = SQLITE_OPEN_READWRITE |
+		    (cqrs_schema ? SQLITE_OPEN_NOMUTEX : SQLITE_OPEN_CREATE);
 	if (sqlite3_open_v2(store_path, &db, flags, NULL) != SQLITE_OK)
 		die(store_path, sqlite3_errmsg(db));
 	exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL");
