@@ -356,8 +356,8 @@ int main(int argc, char **argv)
 	 * the connection; the naive baseline keeps SQLite's defaults */
 	if (cqrs_schema)
 		cqrs_sqlite_setup();
-	int flags = SQLITE_OPEN_READWRITE |
-		    (cqrs_schema ? SQLITE_OPEN_NOMUTEX : SQLITE_OPEN_CREATE);
+	int flags =
+		SQLITE_OPEN_READWRITE | (cqrs_schema ? SQLITE_OPEN_NOMUTEX : SQLITE_OPEN_CREATE);
 	if (sqlite3_open_v2(store_path, &db, flags, NULL) != SQLITE_OK)
 		die(store_path, sqlite3_errmsg(db));
 	exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL");
