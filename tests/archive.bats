@@ -293,6 +293,19 @@ gated_read() {
 	assert_equal "$(sqlite3 "$CQRS_STORE" 'SELECT max(last_sequence) FROM archive_segments')" 190
 }
 
+@test "--verify that an archive overtakes between its look at the store and at the archive verifies the whole chain" {
+	make_stores 16 200 10
+	mkfifo gate
+	want=$(cqrs-read --verify)
+	assert_equal "${want%%,*}" "verified 200 events"
+	# nothing archived yet, then an archive that goes on from segments
+	gated_read 90 --verify
+	assert_equal "$(cat gated.out)" "$want"
+	gated_read 190 --verify
+	assert_equal "$(cat gated.out)" "$want"
+	assert_equal "$(sqlite3 "$CQRS_STORE" 'SELECT max(last_sequence) FROM archive_segments')" 190
+}
+
 # --- consumers ------------------------------------------------------------------
 
 @test "a projection, a named checkpoint or a saga runner behind --upto holds the archive back (75)" {
