@@ -263,7 +263,8 @@ cqrs-append: nothing was stored"
 gated_read() {
 	local upto=$1 reader
 	shift
-	CQRS_TEST_READ_GATE=gate cqrs-read "$@" >gated.out &
+	# a reader stuck at the gate is a failure, never a hung suite
+	CQRS_TEST_READ_GATE=gate timeout 60 cqrs-read "$@" >gated.out &
 	reader=$!
 	timeout 60 bash -c 'read -r _ <gate' || fail "cqrs-read $* did not reach the gate"
 	cqrs-archive --upto "$upto" --segment-events 7 >/dev/null
