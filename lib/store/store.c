@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -207,35 +208,34 @@ int cqrs_store_lock(cqrs_store *st, cqrs_error *err)
 	return st->ops->lock != NULL ? st->ops->lock(st, err) : 0;
 }
 
-/* The OS user that runs the tool, as a JSON string, found once (the
- * first event prepared by any thread); "" when memory ran out (not kept:
- * every later event would record "?", hashed into the chain for ever). */
+/* The OS user that runs the tool, as a JSON string, found once by the
+ * first event prepared in any thread; NULL when memory ran out (not kept:
+ * every later event would record "?", hashed into the chain for ever;
+ * the next event tries again).  Written only before os_user_found is
+ * set, read only after. */
 static char os_user[600];
-static pthread_once_t os_user_once = PTHREAD_ONCE_INIT;
-
-static void find_os_user(void)
-{
-	char name[256];
-	cqrs_user_name(getuid(), name, sizeof name);
-	struct cqrs_strbuf b = { 0 };
-	cqrs_strbuf_json_string(&b, name, strlen(name));
-	if (!b.oom)
-		snprintf(os_user, sizeof os_user, "%s", cqrs_strbuf_str(&b));
-	cqrs_strbuf_free(&b);
-}
+static atomic_bool os_user_found;
+static pthread_mutex_t os_user_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static const char *os_user_json(void)
 {
-	pthread_once(&os_user_once, find_os_user);
-	if (os_user[0] != '\0')
+	if (atomic_load_explicit(&os_user_found, memory_order_acquire))
 		return os_user;
-	/* memory ran out that once: found again, under a lock of its own */
-	static pthread_mutex_t again = PTHREAD_MUTEX_INITIALIZER;
-	pthread_mutex_lock(&again);
-	if (os_user[0] == '\0')
-		find_os_user();
-	pthread_mutex_unlock(&again);
-	return os_user[0] != '\0' ? os_user : NULL;
+	pthread_mutex_lock(&os_user_lock);
+	if (!atomic_load_explicit(&os_user_found, memory_order_relaxed)) {
+		char name[256];
+		cqrs_user_name(getuid(), name, sizeof name);
+		struct cqrs_strbuf b = { 0 };
+		cqrs_strbuf_json_string(&b, name, strlen(name));
+		if (!b.oom) {
+			snprintf(os_user, sizeof os_user, "%s", cqrs_strbuf_str(&b));
+			atomic_store_explicit(&os_user_found, true, memory_order_release);
+		}
+		cqrs_strbuf_free(&b);
+	}
+	bool found = atomic_load_explicit(&os_user_found, memory_order_relaxed);
+	pthread_mutex_unlock(&os_user_lock);
+	return found ? os_user : NULL;
 }
 
 size_t cqrs_store_prepare_growth(void)
